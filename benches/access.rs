@@ -1,0 +1,62 @@
+//! `custodian.access` against reading a plain `String`, in one run.
+//!
+//! `cargo bench --bench access`
+//!
+//! - `plain_string`: the baseline — read a `String`'s domain part.
+//! - `memory_log`: `custodian.access` with an unchained `MemoryAuditLog`.
+//! - `chained_log`: `custodian.access` with the built-in chained log
+//!   (HMAC-SHA-256 per event), the default of `Custodian::in_memory()`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use privacy_pledge::audit::MemoryAuditLog;
+use privacy_pledge::data::EmailAddress;
+use privacy_pledge::purpose::Transaction;
+use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+
+fn access(c: &mut Criterion) {
+    let mut g = c.benchmark_group("access");
+    g.throughput(Throughput::Elements(1));
+
+    let plain = String::from("ada.lovelace@example.com");
+    g.bench_function("plain_string", |b| {
+        b.iter(|| {
+            let s = black_box(&plain);
+            black_box(s.rsplit_once('@').map(|(_, d)| d.len()))
+        })
+    });
+
+    let email: PersonalInfo<EmailAddress, Transaction> = PersonalInfo::collect(
+        SubjectId::random(),
+        EmailAddress::parse("ada.lovelace@example.com").unwrap(),
+    );
+
+    let log = Arc::new(MemoryAuditLog::new());
+    let custodian = Custodian::builder().audit(log).build().unwrap();
+    g.bench_function("memory_log", |b| {
+        b.iter(|| {
+            black_box(
+                custodian
+                    .access(black_box(&email), |e| e.domain().len())
+                    .unwrap(),
+            )
+        })
+    });
+
+    let chained = Custodian::in_memory();
+    g.bench_function("chained_log", |b| {
+        b.iter(|| {
+            black_box(
+                chained
+                    .access(black_box(&email), |e| e.domain().len())
+                    .unwrap(),
+            )
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, access);
+criterion_main!(benches);

@@ -1,0 +1,420 @@
+//! The tamper-evident chain: every entry carries the MAC of the one before it.
+
+use core::fmt;
+use std::sync::{Mutex, MutexGuard};
+
+use ring::hmac;
+use secrecy::{ExposeSecret, SecretBox};
+use serde::{Deserialize, Serialize};
+
+use super::event::SCHEMA_VERSION;
+use super::{AuditError, AuditEvent, AuditSink, ChainLink, MemoryAuditLog};
+
+/// The key that authenticates the audit chain (HMAC-SHA-256).
+///
+/// Held by the custodian and the verifier, never by whoever can write the
+/// storage. The raw bytes are wiped on drop and never printed.
+pub struct AuditKey {
+    bytes: SecretBox<[u8; 32]>,
+    key: hmac::Key,
+}
+
+impl AuditKey {
+    /// A key from 32 secret bytes (kept by the host, e.g. in its KMS).
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        let mut bytes = bytes;
+        let key = hmac::Key::new(hmac::HMAC_SHA256, &bytes);
+        let boxed = SecretBox::new(Box::new(bytes));
+        zeroize::Zeroize::zeroize(&mut bytes);
+        AuditKey { bytes: boxed, key }
+    }
+
+    /// A fresh random key.
+    pub fn generate() -> Result<Self, crate::Error> {
+        let mut b = crate::crypto::random_array::<32>()?;
+        let k = Self::from_bytes(b);
+        zeroize::Zeroize::zeroize(&mut b);
+        Ok(k)
+    }
+
+    /// The key's bytes, to store in the host's secret store.
+    pub fn expose_bytes(&self) -> &[u8; 32] {
+        self.bytes.expose_secret()
+    }
+
+    fn mac(&self, prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+        let mut ctx = hmac::Context::with_key(&self.key);
+        ctx.update(prev);
+        ctx.update(canonical);
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+}
+
+impl Clone for AuditKey {
+    fn clone(&self) -> Self {
+        Self::from_bytes(*self.bytes.expose_secret())
+    }
+}
+
+impl fmt::Debug for AuditKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AuditKey([redacted])")
+    }
+}
+
+/// The head of a chain: the last sequence number and its MAC.
+///
+/// Keep it somewhere the log's writer cannot change (another database, a
+/// printed report, a transparency log): given a trusted checkpoint,
+/// [`verify`] also detects entries removed from the end.
+///
+/// Its text form is `SEQ:HEX`.
+///
+/// ```
+/// use privacy_pledge::audit::Checkpoint;
+/// let c: Checkpoint = format!("7:{}", "ab".repeat(32)).parse()?;
+/// assert_eq!(c.seq(), 7);
+/// assert_eq!(c.to_string().parse::<Checkpoint>()?, c);
+/// # Ok::<(), privacy_pledge::audit::InvalidCheckpoint>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Checkpoint {
+    seq: u64,
+    #[serde(with = "super::event::hex32")]
+    head: [u8; 32],
+}
+
+impl Checkpoint {
+    /// The checkpoint of an empty chain.
+    pub const GENESIS: Checkpoint = Checkpoint {
+        seq: 0,
+        head: [0; 32],
+    };
+
+    /// A checkpoint from its parts.
+    pub const fn new(seq: u64, head: [u8; 32]) -> Self {
+        Checkpoint { seq, head }
+    }
+
+    /// The last sequence number (0 for an empty chain).
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The MAC of the last entry.
+    pub fn head(&self) -> &[u8; 32] {
+        &self.head
+    }
+}
+
+impl fmt::Display for Checkpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:", self.seq)?;
+        self.head.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// The text is not a checkpoint (`SEQ:HEX`, 64 lowercase hex digits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a checkpoint: expected SEQ:HEX with 64 lowercase hex digits")]
+pub struct InvalidCheckpoint;
+
+impl core::str::FromStr for Checkpoint {
+    type Err = InvalidCheckpoint;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (seq, hex) = s.split_once(':').ok_or(InvalidCheckpoint)?;
+        if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(InvalidCheckpoint);
+        }
+        let seq = seq.parse().map_err(|_| InvalidCheckpoint)?;
+        let head = crate::subject::decode_hex::<32>(hex).ok_or(InvalidCheckpoint)?;
+        Ok(Checkpoint { seq, head })
+    }
+}
+
+struct ChainState {
+    head: Checkpoint,
+    scratch: Vec<u8>,
+}
+
+/// An [`AuditSink`] that chains and authenticates events before passing them
+/// on to the sink it wraps.
+///
+/// Each event gets the next sequence number (from 1, gap-free even under
+/// concurrent use: numbering and forwarding happen under one lock), the MAC of
+/// the previous entry, and its own MAC over both. The wrapped sink — the
+/// host's storage — receives the chained event; if it fails, the chain does
+/// not advance and the operation does not happen.
+///
+/// ```
+/// use privacy_pledge::audit::{verify, AuditKey, ChainedAuditLog};
+/// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+/// use privacy_pledge::data::EmailAddress;
+/// use privacy_pledge::purpose::Transaction;
+/// use std::sync::Arc;
+///
+/// let key = AuditKey::generate()?;
+/// let log = Arc::new(ChainedAuditLog::in_memory(key.clone()));
+/// let custodian = Custodian::builder().audit(log.clone()).build()?;
+/// let email: PersonalInfo<EmailAddress, Transaction> =
+///     PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com")?);
+/// custodian.access(&email, |e| e.domain().len())?;
+/// custodian.access(&email, |e| e.local_part().len())?;
+///
+/// let head = log.checkpoint();
+/// assert_eq!(head.seq(), 2);
+/// let entries = log.inner().events();
+/// assert_eq!(verify(&entries, &key, Some(&head)), Ok(head));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub struct ChainedAuditLog<S = MemoryAuditLog> {
+    key: AuditKey,
+    state: Mutex<ChainState>,
+    inner: S,
+}
+
+impl ChainedAuditLog<MemoryAuditLog> {
+    /// A chained log kept in memory.
+    pub fn in_memory(key: AuditKey) -> Self {
+        Self::new(key, MemoryAuditLog::new())
+    }
+}
+
+impl<S: AuditSink> ChainedAuditLog<S> {
+    /// A new, empty chain that writes into `inner`.
+    pub fn new(key: AuditKey, inner: S) -> Self {
+        Self::resume(key, inner, Checkpoint::GENESIS)
+    }
+
+    /// Continues a chain whose entries `inner` already holds, from its last
+    /// checkpoint (after a restart: read it back from storage and verify first).
+    pub fn resume(key: AuditKey, inner: S, head: Checkpoint) -> Self {
+        ChainedAuditLog {
+            key,
+            state: Mutex::new(ChainState {
+                head,
+                scratch: Vec::with_capacity(128),
+            }),
+            inner,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChainState> {
+        // The state is only updated after a successful write, so it is
+        // consistent even if a previous holder panicked.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current head, to keep somewhere the log's writer cannot reach.
+    pub fn checkpoint(&self) -> Checkpoint {
+        self.lock().head
+    }
+
+    /// The wrapped sink.
+    pub fn inner(&self) -> &S {
+        &self.inner
+    }
+
+    fn link(&self, state: &mut ChainState, event: &AuditEvent, seq: u64) -> AuditEvent {
+        let mut e = event.clone();
+        e.seq = seq;
+        e.chain = None;
+        state.scratch.clear();
+        e.encode_canonical(&mut state.scratch);
+        let prev = state.head.head;
+        let mac = self.key.mac(&prev, &state.scratch);
+        e.chain = Some(ChainLink { prev, mac });
+        e
+    }
+}
+
+impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let mut state = self.lock();
+        let seq = state
+            .head
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
+        let chained = self.link(&mut state, event, seq);
+        self.inner.record(&chained)?;
+        if let Some(link) = chained.chain {
+            state.head = Checkpoint::new(seq, link.mac);
+        }
+        Ok(())
+    }
+
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        let mut state = self.lock();
+        let start = state.head;
+        let mut chained = Vec::with_capacity(events.len());
+        for e in events {
+            let seq = state
+                .head
+                .seq
+                .checked_add(1)
+                .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
+            let c = self.link(&mut state, e, seq);
+            if let Some(link) = c.chain {
+                state.head = Checkpoint::new(seq, link.mac);
+            }
+            chained.push(c);
+        }
+        if let Err(e) = self.inner.record_batch(&chained) {
+            state.head = start;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<(), AuditError> {
+        self.inner.flush()
+    }
+}
+
+impl<S> fmt::Debug for ChainedAuditLog<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChainedAuditLog").finish_non_exhaustive()
+    }
+}
+
+/// What is wrong at the first bad position of a chain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Tamper {
+    /// The entry's MAC does not match its contents: a field was edited, or
+    /// the MAC was made with another key.
+    Modified,
+    /// Entries are missing here: the entry's sequence number skips ahead.
+    Deleted,
+    /// An entry that does not belong to the chain was put here; the chain
+    /// continues correctly after it.
+    Inserted,
+    /// An authentic entry from further on stands here: the order was changed.
+    Reordered,
+    /// An authentic entry from earlier in the chain stands here again.
+    Replayed,
+    /// The entry's MAC is valid but it links to a different predecessor.
+    BadLink,
+    /// The entry has no chain fields, or an unknown schema version.
+    NotChained,
+    /// Entries the trusted checkpoint vouches for are missing from the end.
+    Truncated,
+    /// The entry at the checkpoint's position is not the one the checkpoint names.
+    CheckpointMismatch,
+}
+
+impl fmt::Display for Tamper {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Tamper::Modified => "modified (MAC does not match the entry)",
+            Tamper::Deleted => "deleted (entries missing before this one)",
+            Tamper::Inserted => "inserted (entry does not belong to the chain)",
+            Tamper::Reordered => "reordered (entry from later in the chain)",
+            Tamper::Replayed => "replayed (entry from earlier in the chain)",
+            Tamper::BadLink => "bad link (entry points to another predecessor)",
+            Tamper::NotChained => "not chained (no chain fields or unknown version)",
+            Tamper::Truncated => "truncated (entries after the last one are missing)",
+            Tamper::CheckpointMismatch => "checkpoint mismatch (the chain was rewritten)",
+        })
+    }
+}
+
+/// Verification found the chain broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit chain broken at entry {index} (expected seq {expected_seq}): {reason}")]
+pub struct VerifyError {
+    /// Index (0-based) of the first bad entry in the list given; the list's
+    /// length for truncation.
+    pub index: usize,
+    /// The sequence number that should stand there.
+    pub expected_seq: u64,
+    /// What is wrong.
+    pub reason: Tamper,
+}
+
+/// Verifies a chain from its first entry and returns its head.
+///
+/// Reports the first bad position and why. With a `trusted` checkpoint it
+/// also detects a chain cut short or rewritten up to that point.
+///
+/// Runs in one pass with one HMAC per entry (plus a look-ahead only once a
+/// break is found).
+pub fn verify(
+    entries: &[AuditEvent],
+    key: &AuditKey,
+    trusted: Option<&Checkpoint>,
+) -> Result<Checkpoint, VerifyError> {
+    let mut head = Checkpoint::GENESIS;
+    let mut buf = Vec::with_capacity(128);
+    let mac_ok = |e: &AuditEvent, buf: &mut Vec<u8>| -> bool {
+        let Some(link) = e.chain else { return false };
+        if e.v != SCHEMA_VERSION {
+            return false;
+        }
+        buf.clear();
+        e.encode_canonical(buf);
+        crate::ct::eq(&key.mac(&link.prev, buf), &link.mac)
+    };
+    for (index, e) in entries.iter().enumerate() {
+        let expected_seq = head.seq + 1;
+        let fail = |reason| VerifyError {
+            index,
+            expected_seq,
+            reason,
+        };
+        let Some(link) = e.chain else {
+            return Err(fail(Tamper::NotChained));
+        };
+        if e.v != SCHEMA_VERSION {
+            return Err(fail(Tamper::NotChained));
+        }
+        if !mac_ok(e, &mut buf) {
+            // Does the chain go on correctly after this entry? Then it was put in.
+            let next_fits = entries.get(index + 1).is_some_and(|n| {
+                n.seq == expected_seq
+                    && n.chain.is_some_and(|l| l.prev == head.head)
+                    && mac_ok(n, &mut buf)
+            });
+            return Err(fail(if next_fits {
+                Tamper::Inserted
+            } else {
+                Tamper::Modified
+            }));
+        }
+        if e.seq == expected_seq {
+            if link.prev != head.head {
+                return Err(fail(Tamper::BadLink));
+            }
+            head = Checkpoint::new(e.seq, link.mac);
+            if let Some(t) = trusted {
+                if t.seq == e.seq && !crate::ct::eq(&t.head, &link.mac) {
+                    return Err(fail(Tamper::CheckpointMismatch));
+                }
+            }
+            continue;
+        }
+        if e.seq < expected_seq {
+            return Err(fail(Tamper::Replayed));
+        }
+        let missing_later = entries[index + 1..].iter().any(|n| n.seq == expected_seq);
+        return Err(fail(if missing_later {
+            Tamper::Reordered
+        } else {
+            Tamper::Deleted
+        }));
+    }
+    if let Some(t) = trusted {
+        if t.seq > head.seq {
+            return Err(VerifyError {
+                index: entries.len(),
+                expected_seq: head.seq + 1,
+                reason: Tamper::Truncated,
+            });
+        }
+    }
+    Ok(head)
+}

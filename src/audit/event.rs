@@ -1,0 +1,267 @@
+//! The audit event: what was done, to whose data, for what purpose, under which rule.
+
+use serde::{Deserialize, Serialize};
+
+use crate::country::Country;
+use crate::data::Kind;
+use crate::policy::RuleId;
+use crate::purpose::PurposeId;
+use crate::recipient::RoleId;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+use crate::transfer::Mechanism;
+
+/// The schema version of [`AuditEvent`] this crate writes.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// What was done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Action {
+    /// A value was collected for a purpose.
+    Collect = 1,
+    /// A value was read inside `Custodian::access`.
+    Access = 2,
+    /// A value was handed to a recipient inside `Custodian::disclose`.
+    Disclose = 3,
+    /// A value moved to another purpose (see [`AuditEvent::target_purpose`]).
+    Repurpose = 4,
+    /// The subject granted consent for a purpose.
+    ConsentGranted = 5,
+    /// The subject withdrew consent for a purpose.
+    ConsentWithdrawn = 6,
+    /// A value was transferred to another country (see [`AuditEvent::country`]).
+    Transfer = 7,
+    /// A value was sealed for storage.
+    Seal = 8,
+    /// A sealed value was opened.
+    Open = 9,
+    /// The subject was erased by destroying its data key.
+    Erase = 10,
+    /// A keyed pseudonym of a value was computed.
+    Pseudonymize = 11,
+    /// A subject's report was produced for them.
+    Report = 12,
+}
+
+impl Action {
+    pub(crate) const fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+/// Whether the use went ahead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum Outcome {
+    /// The rule allowed it; recorded before it took effect.
+    Allowed = 1,
+    /// A run-time check refused it; nothing happened.
+    Denied = 2,
+}
+
+/// A recipient as recorded: its name and role (R5).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct RecipientRef {
+    /// The name the host gave the recipient.
+    pub name: Box<str>,
+    /// Its role.
+    pub role: RoleId,
+}
+
+/// The chain fields a [`ChainedAuditLog`](super::ChainedAuditLog) adds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ChainLink {
+    /// The MAC of the previous entry (all zero for the first).
+    #[serde(with = "hex32")]
+    pub prev: [u8; 32],
+    /// HMAC-SHA-256 over `prev` and this entry's canonical encoding.
+    #[serde(with = "hex32")]
+    pub mac: [u8; 32],
+}
+
+/// One entry of the audit trail.
+///
+/// An event names *which* value was used — the subject id, the data kind and
+/// the purpose — never the value itself: no field can hold personal
+/// information (R9). The recipient name is the host's label for an organisation.
+///
+/// Fields, in order:
+///
+/// | field | meaning |
+/// |---|---|
+/// | `v` | schema version ([`SCHEMA_VERSION`]) |
+/// | `seq` | position in the chain, from 1, gap-free; 0 when unchained |
+/// | `time` | when the use was recorded (nanoseconds since the Unix epoch) |
+/// | `subject` | the subject id (a random handle, not a value) |
+/// | `kind` | the data kind, where the event is about one value |
+/// | `purpose` | the purpose the value is held for (its Fideslang key via [`PurposeId::fides_key`]) |
+/// | `target_purpose` | for `repurpose`: the purpose it moved to |
+/// | `action` | what was done |
+/// | `outcome` | allowed (recorded before it happened) or denied |
+/// | `rule` | the rule that allowed or denied it |
+/// | `recipient` | for `disclose`: name and role |
+/// | `country`, `mechanism` | for `transfer`: destination and legal mechanism |
+/// | `chain` | `prev` and `mac` when written through a chained log |
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub(crate) v: u8,
+    pub(crate) seq: u64,
+    pub(crate) time: Timestamp,
+    pub(crate) subject: SubjectId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) kind: Option<Kind>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) purpose: Option<PurposeId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) target_purpose: Option<PurposeId>,
+    pub(crate) action: Action,
+    pub(crate) outcome: Outcome,
+    pub(crate) rule: RuleId,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) recipient: Option<RecipientRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) country: Option<Country>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) mechanism: Option<Mechanism>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) chain: Option<ChainLink>,
+}
+
+impl AuditEvent {
+    pub(crate) fn new(time: Timestamp, subject: SubjectId, action: Action, rule: RuleId) -> Self {
+        AuditEvent {
+            v: SCHEMA_VERSION,
+            seq: 0,
+            time,
+            subject,
+            kind: None,
+            purpose: None,
+            target_purpose: None,
+            action,
+            outcome: Outcome::Allowed,
+            rule,
+            recipient: None,
+            country: None,
+            mechanism: None,
+            chain: None,
+        }
+    }
+
+    pub(crate) fn about(mut self, kind: Kind, purpose: PurposeId) -> Self {
+        self.kind = Some(kind);
+        self.purpose = Some(purpose);
+        self
+    }
+
+    pub(crate) fn denied(mut self, rule: RuleId) -> Self {
+        self.outcome = Outcome::Denied;
+        self.rule = rule;
+        self
+    }
+
+    /// Schema version.
+    pub fn version(&self) -> u8 {
+        self.v
+    }
+    /// Position in the chain (from 1); 0 if the event was not chained.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+    /// When the use was recorded.
+    pub fn time(&self) -> Timestamp {
+        self.time
+    }
+    /// The subject.
+    pub fn subject(&self) -> SubjectId {
+        self.subject
+    }
+    /// The data kind, if the event is about one value.
+    pub fn kind(&self) -> Option<Kind> {
+        self.kind
+    }
+    /// The purpose the value is held for, or the consent's purpose.
+    pub fn purpose(&self) -> Option<PurposeId> {
+        self.purpose
+    }
+    /// For a repurposing, the new purpose.
+    pub fn target_purpose(&self) -> Option<PurposeId> {
+        self.target_purpose
+    }
+    /// What was done.
+    pub fn action(&self) -> Action {
+        self.action
+    }
+    /// Allowed or denied.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+    /// The rule that allowed or denied the use.
+    pub fn rule(&self) -> RuleId {
+        self.rule
+    }
+    /// For a disclosure, the recipient.
+    pub fn recipient(&self) -> Option<&RecipientRef> {
+        self.recipient.as_ref()
+    }
+    /// For a transfer, the destination country.
+    pub fn country(&self) -> Option<Country> {
+        self.country
+    }
+    /// For a transfer out of the EEA, the legal mechanism.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.mechanism
+    }
+    /// The chain fields, if written through a chained log.
+    pub fn chain(&self) -> Option<&ChainLink> {
+        self.chain.as_ref()
+    }
+
+    /// Appends the canonical, fixed-layout encoding that chain MACs cover.
+    ///
+    /// Layout: `v` (1) `seq` (8, BE) `time` (8, BE) `subject` (16) `kind`
+    /// (1, 0 = none) `purpose` (1) `target_purpose` (1) `action` (1)
+    /// `outcome` (1) `rule` (1) `role` (1, 0 = none) `country` (2, zero =
+    /// none) `mechanism` (1) `name length` (4, BE) `name` (UTF-8).
+    pub(crate) fn encode_canonical(&self, out: &mut Vec<u8>) {
+        out.push(self.v);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.time.unix_nanos().to_be_bytes());
+        out.extend_from_slice(self.subject.as_bytes());
+        out.push(self.kind.map_or(0, Kind::code));
+        out.push(self.purpose.map_or(0, PurposeId::code));
+        out.push(self.target_purpose.map_or(0, PurposeId::code));
+        out.push(self.action.code());
+        out.push(self.outcome as u8);
+        out.push(self.rule.index() as u8 + 1);
+        out.push(self.recipient.as_ref().map_or(0, |r| r.role.code()));
+        match self.country {
+            Some(c) => out.extend_from_slice(c.code().as_bytes()),
+            None => out.extend_from_slice(&[0, 0]),
+        }
+        out.push(self.mechanism.map_or(0, Mechanism::code));
+        let name = self.recipient.as_ref().map_or("", |r| &r.name).as_bytes();
+        out.extend_from_slice(&(name.len() as u32).to_be_bytes());
+        out.extend_from_slice(name);
+    }
+}
+
+pub(crate) mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        let mut out = String::with_capacity(64);
+        for b in v {
+            out.push_str(&format!("{b:02x}"));
+        }
+        s.serialize_str(&out)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        crate::subject::decode_hex::<32>(&s)
+            .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
+    }
+}

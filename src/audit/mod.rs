@@ -1,0 +1,38 @@
+//! The audit trail (rule R10): every use of personal information is offered to
+//! an [`AuditSink`] *before* it happens, and does not happen if the sink fails.
+//!
+//! The custodian builds one [`AuditEvent`] per use — subject id, data kind,
+//! purpose, action, recipient, rule; never the value — and calls
+//! [`AuditSink::record`]. Hosts implement the sink over their own storage.
+//! [`ChainedAuditLog`] wraps any sink and makes the trail tamper-evident: each
+//! entry carries the MAC of the previous one, and [`verify`] reports the first
+//! entry that was edited, deleted, inserted, reordered or replayed, or entries
+//! cut from the end.
+//!
+//! ```
+//! use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+//! use privacy_pledge::audit::Action;
+//! use privacy_pledge::data::EmailAddress;
+//! use privacy_pledge::purpose::Support;
+//!
+//! let custodian = Custodian::in_memory();
+//! let email: PersonalInfo<EmailAddress, Support> =
+//!     PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com")?);
+//! custodian.access(&email, |e| e.domain().len())?;
+//!
+//! let log = custodian.builtin_audit_log().expect("in-memory custodian");
+//! let events = log.inner().events();
+//! assert_eq!(events[0].action(), Action::Access);
+//! assert_eq!(events[0].seq(), 1);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod chain;
+pub(crate) mod event;
+mod sink;
+
+pub use chain::{
+    verify, AuditKey, ChainedAuditLog, Checkpoint, InvalidCheckpoint, Tamper, VerifyError,
+};
+pub use event::{Action, AuditEvent, ChainLink, Outcome, RecipientRef, SCHEMA_VERSION};
+pub use sink::{AuditError, AuditSink, MemoryAuditLog};

@@ -1,0 +1,168 @@
+//! The audit hook ([`AuditSink`]) and the in-memory log.
+
+use std::borrow::Cow;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::AuditEvent;
+
+/// A sink refused or failed to record an event. The operation it was about did
+/// not happen.
+///
+/// ```
+/// use privacy_pledge::audit::AuditError;
+/// let e = AuditError::new("disk full");
+/// assert_eq!(e.to_string(), "audit sink failed: disk full");
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("audit sink failed: {message}")]
+pub struct AuditError {
+    message: Cow<'static, str>,
+}
+
+impl AuditError {
+    /// An error with the host's own description. Do not put personal
+    /// information in it: it ends up in logs.
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        AuditError {
+            message: message.into(),
+        }
+    }
+
+    /// The description.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// The audit hook: every use of personal information is offered here first.
+///
+/// [`record`](Self::record) is called *before* the operation takes effect; if
+/// it returns `Err`, the operation does not happen and the caller gets
+/// [`Error::Audit`](crate::Error::Audit) (fail closed, R10). The trait is
+/// synchronous and object-safe, so any storage can sit behind it.
+///
+/// An async host keeps `record` synchronous by sending the event into a
+/// *bounded* channel read by a writer task, and returns `Err` when the channel
+/// is full: a full channel stops the operation instead of dropping its event.
+/// (An event is then durable only once the writer has stored it; a host that
+/// needs "stored before it happens" writes synchronously.)
+///
+/// ```
+/// use std::sync::Mutex;
+/// use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink};
+///
+/// struct StdoutSink(Mutex<u64>);
+/// impl AuditSink for StdoutSink {
+///     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+///         let mut n = self.0.lock().map_err(|_| AuditError::new("poisoned"))?;
+///         *n += 1;
+///         println!("{n}: {:?} {:?}", event.action(), event.purpose());
+///         Ok(())
+///     }
+/// }
+/// ```
+pub trait AuditSink: Send + Sync {
+    /// Records one event, before the use it describes. `Err` stops the use.
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
+
+    /// Records several events, all or none where the storage allows. The
+    /// default records them one by one and stops at the first error.
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        events.iter().try_for_each(|e| self.record(e))
+    }
+
+    /// Makes everything recorded so far durable. The default does nothing.
+    fn flush(&self) -> Result<(), AuditError> {
+        Ok(())
+    }
+}
+
+impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        (**self).record(event)
+    }
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        (**self).record_batch(events)
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        (**self).flush()
+    }
+}
+
+impl<S: AuditSink + ?Sized> AuditSink for Box<S> {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        (**self).record(event)
+    }
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        (**self).record_batch(events)
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        (**self).flush()
+    }
+}
+
+/// A thread-safe audit log in memory.
+///
+/// ```
+/// use std::sync::Arc;
+/// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+/// use privacy_pledge::audit::{Action, MemoryAuditLog};
+/// use privacy_pledge::data::EmailAddress;
+/// use privacy_pledge::purpose::Support;
+///
+/// let log = Arc::new(MemoryAuditLog::new());
+/// let custodian = Custodian::builder().audit(log.clone()).build()?;
+/// let email: PersonalInfo<EmailAddress, Support> =
+///     PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com")?);
+/// custodian.access(&email, |e| e.domain().len())?;
+/// assert_eq!(log.events()[0].action(), Action::Access);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryAuditLog {
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+impl MemoryAuditLog {
+    /// An empty log.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Vec<AuditEvent>> {
+        // A panic while holding the lock cannot leave the Vec half-written.
+        self.events.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A copy of every event recorded so far, in order.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        self.lock().clone()
+    }
+
+    /// Runs `f` over the recorded events without copying them.
+    pub fn with_events<R>(&self, f: impl FnOnce(&[AuditEvent]) -> R) -> R {
+        f(&self.lock())
+    }
+
+    /// How many events are recorded.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no event is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl AuditSink for MemoryAuditLog {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.lock().push(event.clone());
+        Ok(())
+    }
+
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        self.lock().extend_from_slice(events);
+        Ok(())
+    }
+}

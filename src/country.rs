@@ -1,0 +1,150 @@
+//! Countries: ISO 3166-1 alpha-2 codes, validated against the standard's list.
+//!
+//! Used for postal addresses, for the facilities a host declares and for
+//! transfer destinations (R8).
+//!
+//! ```
+//! use privacy_pledge::country::Country;
+//!
+//! let de: Country = "DE".parse()?;
+//! assert!(de.in_eea());
+//! assert!(!"US".parse::<Country>()?.in_eea());
+//! assert!("XX".parse::<Country>().is_err());
+//! assert!("de".parse::<Country>().is_err()); // one spelling only
+//! # Ok::<(), privacy_pledge::country::InvalidCountry>(())
+//! ```
+
+use core::fmt;
+use core::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The officially assigned ISO 3166-1 alpha-2 codes, sorted.
+const ISO_3166_1: &str = "AD AE AF AG AI AL AM AO AQ AR AS AT AU AW AX AZ \
+BA BB BD BE BF BG BH BI BJ BL BM BN BO BQ BR BS BT BV BW BY BZ \
+CA CC CD CF CG CH CI CK CL CM CN CO CR CU CV CW CX CY CZ \
+DE DJ DK DM DO DZ EC EE EG EH ER ES ET FI FJ FK FM FO FR \
+GA GB GD GE GF GG GH GI GL GM GN GP GQ GR GS GT GU GW GY \
+HK HM HN HR HT HU ID IE IL IM IN IO IQ IR IS IT JE JM JO JP \
+KE KG KH KI KM KN KP KR KW KY KZ LA LB LC LI LK LR LS LT LU LV LY \
+MA MC MD ME MF MG MH MK ML MM MN MO MP MQ MR MS MT MU MV MW MX MY MZ \
+NA NC NE NF NG NI NL NO NP NR NU NZ OM PA PE PF PG PH PK PL PM PN PR PS PT PW PY \
+QA RE RO RS RU RW SA SB SC SD SE SG SH SI SJ SK SL SM SN SO SR SS ST SV SX SY SZ \
+TC TD TF TG TH TJ TK TL TM TN TO TR TT TV TW TZ UA UG UM US UY UZ \
+VA VC VE VG VI VN VU WF WS YE YT ZA ZM ZW";
+
+/// Members of the European Economic Area: the 27 EU states, Iceland,
+/// Liechtenstein and Norway.
+const EEA: &str =
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IS IT LI LT LU LV MT NL NO PL PT RO SE SI SK";
+
+/// A country, by its ISO 3166-1 alpha-2 code.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Country([u8; 2]);
+
+/// The text is not an assigned ISO 3166-1 alpha-2 code in upper case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not an ISO 3166-1 alpha-2 country code (two upper-case letters, officially assigned)")]
+pub struct InvalidCountry;
+
+fn listed(list: &str, code: [u8; 2]) -> bool {
+    list.as_bytes()
+        .chunks(3)
+        .any(|c| c[0] == code[0] && c[1] == code[1])
+}
+
+impl Country {
+    /// The country with this code, if it is an assigned ISO 3166-1 alpha-2 code.
+    pub fn new(code: &str) -> Result<Self, InvalidCountry> {
+        let b = code.as_bytes();
+        if b.len() != 2 || !b.iter().all(u8::is_ascii_uppercase) {
+            return Err(InvalidCountry);
+        }
+        let code = [b[0], b[1]];
+        if listed(ISO_3166_1, code) {
+            Ok(Country(code))
+        } else {
+            Err(InvalidCountry)
+        }
+    }
+
+    /// The two-letter code.
+    pub fn code(&self) -> &str {
+        // Only ever built from upper-case ASCII letters.
+        core::str::from_utf8(&self.0).unwrap_or("??")
+    }
+
+    /// Whether the country is in the European Economic Area.
+    pub fn in_eea(&self) -> bool {
+        listed(EEA, self.0)
+    }
+
+    /// Every assigned code, in order.
+    pub fn all() -> impl Iterator<Item = Country> {
+        ISO_3166_1
+            .as_bytes()
+            .chunks(3)
+            .map(|c| Country([c[0], c[1]]))
+    }
+}
+
+impl FromStr for Country {
+    type Err = InvalidCountry;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Country::new(s)
+    }
+}
+
+impl fmt::Display for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+impl fmt::Debug for Country {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Country({})", self.code())
+    }
+}
+
+impl Serialize for Country {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Country {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Country::new(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_is_sorted_complete_and_well_formed() {
+        let all: Vec<_> = Country::all().collect();
+        assert_eq!(all.len(), 249);
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!(ISO_3166_1.len(), 249 * 3 - 1);
+    }
+
+    #[test]
+    fn eea_has_thirty_members_all_assigned() {
+        let eea: Vec<_> = Country::all().filter(Country::in_eea).collect();
+        assert_eq!(eea.len(), 30);
+        assert_eq!(EEA.len(), 30 * 3 - 1);
+        assert!(!Country::new("GB").unwrap().in_eea());
+        assert!(!Country::new("CH").unwrap().in_eea());
+    }
+
+    #[test]
+    fn rejects_other_spellings() {
+        for bad in ["", "D", "DEU", "de", "De", "XK", "ÄÖ", "D\u{0}"] {
+            assert!(Country::new(bad).is_err(), "{bad:?}");
+        }
+    }
+}

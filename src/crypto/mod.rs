@@ -1,0 +1,119 @@
+//! Encryption at rest (rules R6, R9, R11): sealed envelopes, per-subject data
+//! keys, key rotation, erasure by key destruction, and keyed pseudonyms.
+//!
+//! Every subject gets its own 256-bit data key. Values are sealed under it with
+//! AES-256-GCM (or ChaCha20-Poly1305) and a random 96-bit nonce, bound to
+//! subject, data kind and purpose. The data key is stored only *wrapped* by a
+//! key-encryption key from a [`KeyProvider`] (the local [`Keyring`], or a
+//! host's KMS), in a [`KeyStore`] the host chooses. Destroying a subject's
+//! wrapped keys makes every envelope of that subject unreadable, wherever
+//! copies of it lie (crypto-shredding).
+//!
+//! ```
+//! use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+//! use privacy_pledge::data::PhoneNumber;
+//! use privacy_pledge::purpose::Support;
+//!
+//! let custodian = Custodian::in_memory();
+//! let subject = SubjectId::random();
+//! let phone: PersonalInfo<PhoneNumber, Support> =
+//!     PersonalInfo::collect(subject, PhoneNumber::parse("+1 415 555 0132")?);
+//! let sealed = custodian.seal(&phone)?;
+//! assert!(custodian.open(&sealed).is_ok());
+//!
+//! let receipt = custodian.erase(subject)?;
+//! assert_eq!(receipt.generations(), &[0]);
+//! assert!(matches!(custodian.open(&sealed), Err(Error::Erased { .. })));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Limits
+//!
+//! With random 96-bit nonces, NIST SP 800-38D allows at most 2³² messages per
+//! key. The custodian counts seals per subject key in the key store (reserved
+//! in blocks, so the count survives restarts) and starts a new key generation
+//! at [`DEFAULT_MESSAGE_LIMIT`] = 2²⁸ seals, where the chance of any nonce
+//! repeating is below 2⁻⁴¹.
+//!
+//! Nonces come from a pool filled from the operating system's generator in
+//! blocks of 4 KiB; each nonce is taken once and wiped from the pool. A process
+//! that `fork`s without `exec` must not keep sealing in both parent and child.
+//!
+//! `ring` expands AES and ChaCha keys into internal schedules that it does not
+//! wipe on drop; the raw key bytes this crate handles are wiped.
+
+mod aead;
+mod envelope;
+mod keyring;
+mod pseudonym;
+mod store;
+pub(crate) mod vault;
+
+use std::borrow::Cow;
+
+pub use aead::Algorithm;
+pub use envelope::{EnvelopeError, Sealed, FORMAT_VERSION};
+pub use keyring::{KeyProvider, Keyring, Wrapped};
+pub use pseudonym::{InvalidPseudonym, Pseudonym, PseudonymKey, PseudonymRef};
+pub use store::{Destroyed, KeyStore, KeyStoreError, MemoryKeyStore, StoredKey, SubjectKeys};
+
+pub(crate) use keyring::wrap_context;
+
+/// Seals per subject data key before a new generation starts: 2²⁸.
+pub const DEFAULT_MESSAGE_LIMIT: u64 = 1 << 28;
+
+/// A key could not be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The envelope names a key generation the key store does not hold.
+    #[error("no data key {key_id} for subject {subject}")]
+    UnknownKey {
+        /// The subject.
+        subject: crate::SubjectId,
+        /// The key id (generation) from the envelope.
+        key_id: u32,
+    },
+    /// The key-encryption-key version was retired or never existed.
+    #[error("key-encryption-key version {version} is retired or unknown")]
+    Retired {
+        /// The version.
+        version: u32,
+    },
+    /// The version still wraps stored keys (or is current) and cannot be retired.
+    #[error("key-encryption-key version {version} still wraps {keys} stored key(s) or is current: rewrap first")]
+    InUse {
+        /// The version.
+        version: u32,
+        /// How many stored keys depend on it.
+        keys: usize,
+    },
+    /// The provider cannot do this (e.g. retire), or the version is invalid.
+    #[error("the key provider does not support this for version {version}")]
+    Unsupported {
+        /// The version.
+        version: u32,
+    },
+    /// A wrapped key failed to unwrap (altered, or moved to another subject).
+    #[error("a wrapped data key failed to unwrap")]
+    Unwrap,
+    /// The subject's key generations are exhausted.
+    #[error("the subject's data-key generations are exhausted")]
+    Exhausted,
+    /// The random generator failed.
+    #[error("the system random generator failed")]
+    Random,
+    /// A provider-specific failure (e.g. the KMS is unreachable).
+    #[error("key provider failed: {0}")]
+    Provider(Cow<'static, str>),
+}
+
+/// `N` random bytes from the operating system.
+pub(crate) fn random_array<const N: usize>() -> Result<[u8; N], crate::Error> {
+    use ring::rand::SecureRandom;
+    let mut out = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| crate::Error::Random)?;
+    Ok(out)
+}

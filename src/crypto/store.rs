@@ -1,0 +1,285 @@
+//! Where wrapped subject data keys live: the [`KeyStore`] trait and the
+//! in-memory store.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::{PseudonymRef, Wrapped};
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// One generation of a subject's data key, as stored.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The generation (the envelope's key id). A subject's first key is 0.
+    pub generation: u32,
+    /// The data key, wrapped by the key provider.
+    pub wrapped: Wrapped,
+    /// How many seals have been reserved under this key (see
+    /// [`KeyStore::reserve`]); the custodian starts a new generation before
+    /// this passes its message limit.
+    pub uses: u64,
+}
+
+/// What a key store holds for one subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SubjectKeys {
+    /// Nothing yet: the subject's first seal creates generation 0.
+    Absent,
+    /// The subject's live keys.
+    Live(Vec<StoredKey>),
+    /// The subject was erased: every key is destroyed; only this tombstone remains.
+    Erased {
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// What [`KeyStore::destroy`] destroyed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Destroyed {
+    /// The generations whose keys were destroyed.
+    pub generations: Vec<u32>,
+    /// Pseudonyms noted for the subject: they outlive the key, so the host
+    /// must delete them wherever it stored them.
+    pub pseudonyms: Vec<PseudonymRef>,
+}
+
+/// A key store failed or refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyStoreError {
+    /// The write conflicts with what is stored (the generation exists, or the subject was erased).
+    #[error("key store conflict: {0}")]
+    Conflict(Cow<'static, str>),
+    /// The storage behind the store failed.
+    #[error("key store failed: {0}")]
+    Backend(Cow<'static, str>),
+}
+
+/// Storage for wrapped subject data keys, implemented by hosts over their own
+/// database (the in-memory [`MemoryKeyStore`] is built in).
+///
+/// Sealed data can sit anywhere — tables, backups, exports — while the keys
+/// that open it live only here, so destroying a subject's keys erases every
+/// copy at once (crypto-shredding, R11). Keep backups of this store short-lived.
+pub trait KeyStore: Send + Sync {
+    /// The subject's keys, or a tombstone.
+    fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError>;
+
+    /// Adds a generation. `Err(Conflict)` if that generation exists or the
+    /// subject was erased.
+    fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError>;
+
+    /// Adds `n` to a generation's use count and returns the count before.
+    fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError>;
+
+    /// Replaces a generation's wrapping (after a key-encryption-key rotation).
+    fn rewrap(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        wrapped: Wrapped,
+    ) -> Result<(), KeyStoreError>;
+
+    /// Destroys every key of the subject, leaving a tombstone dated `at`.
+    fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError>;
+
+    /// Every (subject, generation) whose key is wrapped under `kek_version`.
+    fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError>;
+
+    /// Notes a pseudonym issued for the subject, so erasure can list it.
+    /// The default keeps no note.
+    fn note_pseudonym(
+        &self,
+        subject: SubjectId,
+        pseudonym: PseudonymRef,
+    ) -> Result<(), KeyStoreError> {
+        let _ = (subject, pseudonym);
+        Ok(())
+    }
+}
+
+impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
+    fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
+        (**self).load(subject)
+    }
+    fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+        (**self).insert(subject, key)
+    }
+    fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
+        (**self).reserve(subject, generation, n)
+    }
+    fn rewrap(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        wrapped: Wrapped,
+    ) -> Result<(), KeyStoreError> {
+        (**self).rewrap(subject, generation, wrapped)
+    }
+    fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
+        (**self).destroy(subject, at)
+    }
+    fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
+        (**self).wrapped_under(kek_version)
+    }
+    fn note_pseudonym(
+        &self,
+        subject: SubjectId,
+        pseudonym: PseudonymRef,
+    ) -> Result<(), KeyStoreError> {
+        (**self).note_pseudonym(subject, pseudonym)
+    }
+}
+
+#[derive(Debug)]
+enum Entry {
+    Live {
+        keys: Vec<StoredKey>,
+        pseudonyms: Vec<PseudonymRef>,
+    },
+    Erased(Timestamp),
+}
+
+/// A [`KeyStore`] in memory: for tests, examples and single-process hosts
+/// that keep keys elsewhere between runs.
+///
+/// ```
+/// use privacy_pledge::crypto::{KeyStore, MemoryKeyStore, SubjectKeys};
+/// use privacy_pledge::SubjectId;
+///
+/// let store = MemoryKeyStore::new();
+/// assert_eq!(store.load(SubjectId::from(1))?, SubjectKeys::Absent);
+/// # Ok::<(), privacy_pledge::crypto::KeyStoreError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    entries: Mutex<HashMap<SubjectId, Entry>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut HashMap<SubjectId, Entry>) -> R) -> R {
+        f(&mut self.entries.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+fn live_key(
+    map: &mut HashMap<SubjectId, Entry>,
+    subject: SubjectId,
+    generation: u32,
+) -> Result<&mut StoredKey, KeyStoreError> {
+    match map.get_mut(&subject) {
+        Some(Entry::Live { keys, .. }) => keys
+            .iter_mut()
+            .find(|k| k.generation == generation)
+            .ok_or(KeyStoreError::Conflict(Cow::Borrowed("no such generation"))),
+        Some(Entry::Erased(_)) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
+        None => Err(KeyStoreError::Conflict(Cow::Borrowed("no such subject"))),
+    }
+}
+
+impl KeyStore for MemoryKeyStore {
+    fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
+        Ok(self.with(|m| match m.get(&subject) {
+            None => SubjectKeys::Absent,
+            Some(Entry::Live { keys, .. }) => SubjectKeys::Live(keys.clone()),
+            Some(Entry::Erased(at)) => SubjectKeys::Erased { at: *at },
+        }))
+    }
+
+    fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+        self.with(|m| {
+            let entry = m.entry(subject).or_insert_with(|| Entry::Live {
+                keys: Vec::new(),
+                pseudonyms: Vec::new(),
+            });
+            match entry {
+                Entry::Erased(_) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
+                Entry::Live { keys, .. } => {
+                    if keys.iter().any(|k| k.generation == key.generation) {
+                        return Err(KeyStoreError::Conflict(Cow::Borrowed("generation exists")));
+                    }
+                    keys.push(key);
+                    Ok(())
+                }
+            }
+        })
+    }
+
+    fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
+        self.with(|m| {
+            let k = live_key(m, subject, generation)?;
+            let before = k.uses;
+            k.uses = k.uses.saturating_add(n);
+            Ok(before)
+        })
+    }
+
+    fn rewrap(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        wrapped: Wrapped,
+    ) -> Result<(), KeyStoreError> {
+        self.with(|m| {
+            live_key(m, subject, generation)?.wrapped = wrapped;
+            Ok(())
+        })
+    }
+
+    fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
+        self.with(|m| match m.insert(subject, Entry::Erased(at)) {
+            Some(Entry::Live { keys, pseudonyms }) => Ok(Destroyed {
+                generations: keys.iter().map(|k| k.generation).collect(),
+                pseudonyms,
+            }),
+            Some(Entry::Erased(first)) => {
+                m.insert(subject, Entry::Erased(first));
+                Ok(Destroyed::default())
+            }
+            None => Ok(Destroyed::default()),
+        })
+    }
+
+    fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
+        Ok(self.with(|m| {
+            let mut out = Vec::new();
+            for (s, e) in m.iter() {
+                if let Entry::Live { keys, .. } = e {
+                    out.extend(
+                        keys.iter()
+                            .filter(|k| k.wrapped.kek_version == kek_version)
+                            .map(|k| (*s, k.generation)),
+                    );
+                }
+            }
+            out
+        }))
+    }
+
+    fn note_pseudonym(
+        &self,
+        subject: SubjectId,
+        pseudonym: PseudonymRef,
+    ) -> Result<(), KeyStoreError> {
+        self.with(|m| {
+            let entry = m.entry(subject).or_insert_with(|| Entry::Live {
+                keys: Vec::new(),
+                pseudonyms: Vec::new(),
+            });
+            if let Entry::Live { pseudonyms, .. } = entry {
+                if !pseudonyms.contains(&pseudonym) {
+                    pseudonyms.push(pseudonym);
+                }
+            }
+            Ok(())
+        })
+    }
+}

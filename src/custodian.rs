@@ -1,0 +1,599 @@
+//! The custodian: the one runtime object through which personal information
+//! is used, checked and audited.
+//!
+//! Types rule out what the policy never allows. What depends on the moment —
+//! consent, erased subjects, where data goes — the custodian checks, and it
+//! offers every use to the audit sink *before* the use happens (R10). If the
+//! sink fails, the use does not happen and the caller gets
+//! [`Error::Audit`]: the closure never runs, nothing is sealed, opened,
+//! moved or erased.
+//!
+//! ```
+//! use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+//! use privacy_pledge::data::EmailAddress;
+//! use privacy_pledge::purpose::{ServiceNotice, Transaction};
+//! use privacy_pledge::recipient::{Processor, Recipient};
+//!
+//! struct Stripe;
+//! impl Recipient for Stripe {
+//!     type Role = Processor;
+//!     fn name(&self) -> &str { "Stripe" }
+//! }
+//!
+//! let custodian = Custodian::in_memory();
+//! let subject = SubjectId::random();
+//! let email: PersonalInfo<EmailAddress, Transaction> =
+//!     PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com")?);
+//!
+//! let domain = custodian.access(&email, |e| e.domain().to_owned())?;
+//! let receipt = custodian.disclose(&email, &Stripe, |e| format!("receipt for {}", e.domain()))?;
+//! let notice: PersonalInfo<EmailAddress, ServiceNotice> = custodian.repurpose(email.clone())?;
+//! assert_eq!(domain, "example.com");
+//! # drop((receipt, notice));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # What the custodian cannot do
+//!
+//! A closure given plaintext can copy it. The crate cannot stop that; it makes
+//! every such hand-over explicit, typed by purpose, and recorded with its
+//! subject, kind, purpose and recipient before it happens, so a review of the
+//! audit trail finds every place where plaintext left the custodian's hands.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+
+use serde::Serialize;
+
+use crate::audit::{
+    Action, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, MemoryAuditLog, RecipientRef,
+};
+use crate::consent::{ConsentProof, Consents, Register};
+use crate::crypto::vault::{Vault, VaultConfig};
+use crate::crypto::{
+    Algorithm, KeyProvider, KeyStore, Keyring, MemoryKeyStore, Pseudonym, PseudonymKey,
+    PseudonymRef, Sealed,
+};
+use crate::data::DataKind;
+use crate::info::PersonalInfo;
+use crate::policy::RuleId;
+use crate::purpose::{CompatibleFrom, ConsentBased, Purpose, PurposeId, SeesPlaintext};
+use crate::recipient::{PermittedFor, ReceivesPseudonyms, Recipient, Role};
+use crate::subject::SubjectId;
+use crate::time::{Clock, SystemClock, Timestamp};
+use crate::Error;
+
+/// Keeps personal information on the policy's terms: audited access,
+/// disclosure, repurposing, consent, sealing and erasure.
+///
+/// `Send + Sync`: share one custodian between threads (e.g. in an `Arc`).
+pub struct Custodian {
+    pub(crate) id: u64,
+    sink: Box<dyn AuditSink>,
+    builtin_log: Option<Arc<ChainedAuditLog<MemoryAuditLog>>>,
+    clock: Arc<dyn Clock>,
+    pub(crate) consents: Register,
+    erased: RwLock<HashSet<SubjectId>>,
+    any_erased: AtomicBool,
+    vault: Vault,
+}
+
+/// What [`Custodian::erase`] destroyed, for the host's records and clean-up.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErasureReceipt {
+    subject: SubjectId,
+    at: Timestamp,
+    generations: Vec<u32>,
+    pseudonyms: Vec<PseudonymRef>,
+}
+
+impl ErasureReceipt {
+    /// The erased subject.
+    pub fn subject(&self) -> SubjectId {
+        self.subject
+    }
+
+    /// When.
+    pub fn at(&self) -> Timestamp {
+        self.at
+    }
+
+    /// The data-key generations destroyed.
+    pub fn generations(&self) -> &[u32] {
+        &self.generations
+    }
+
+    /// Pseudonyms issued for the subject. They are keyed by the pseudonym key,
+    /// not the subject's data key, so they outlive the erasure: delete them
+    /// wherever the host stored them.
+    pub fn pseudonyms(&self) -> &[PseudonymRef] {
+        &self.pseudonyms
+    }
+}
+
+impl Custodian {
+    /// A custodian with fresh random keys, an in-memory key store and an
+    /// in-memory chained audit log (see [`builtin_audit_log`](Self::builtin_audit_log)).
+    ///
+    /// For tests, examples and short-lived processes: its keys die with it.
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random generator fails.
+    pub fn in_memory() -> Self {
+        Self::builder()
+            .build()
+            .expect("the operating system's random generator failed")
+    }
+
+    /// A builder for hosts that bring their own audit sink, keys, key store or clock.
+    pub fn builder() -> CustodianBuilder {
+        CustodianBuilder::default()
+    }
+
+    /// The chained in-memory log the custodian keeps when no sink was given.
+    pub fn builtin_audit_log(&self) -> Option<&ChainedAuditLog<MemoryAuditLog>> {
+        self.builtin_log.as_deref()
+    }
+
+    /// Consent calls: grant, withdraw, query.
+    pub fn consents(&self) -> Consents<'_> {
+        Consents { custodian: self }
+    }
+
+    pub(crate) fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    pub(crate) fn record(&self, event: &AuditEvent) -> Result<(), Error> {
+        self.sink.record(event).map_err(Error::Audit)
+    }
+
+    /// Records a refusal. A failing sink cannot make a refusal worse, so its
+    /// error is dropped and the refusal returned.
+    fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
+        let _ = self.sink.record(&event.denied(rule));
+        err
+    }
+
+    pub(crate) fn check_not_erased(&self, subject: SubjectId) -> Result<(), Error> {
+        if self.any_erased.load(Ordering::Acquire)
+            && self
+                .erased
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains(&subject)
+        {
+            return Err(Error::Erased { subject, at: None });
+        }
+        Ok(())
+    }
+
+    fn event<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        action: Action,
+        rule: RuleId,
+    ) -> AuditEvent {
+        AuditEvent::new(self.now(), info.subject(), action, rule).about(T::KIND, P::ID)
+    }
+
+    /// The shared first step of every audited use: refuse erased subjects,
+    /// then record the event. Only after `Ok` does the use happen.
+    fn audited<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        event: AuditEvent,
+    ) -> Result<(), Error> {
+        if let Err(e) = self.check_not_erased(info.subject()) {
+            return Err(self.deny(event, RuleId::R11, e));
+        }
+        self.record(&event)
+    }
+
+    /// Collects a value for purpose `P` and records a `collect` event.
+    pub fn collect<T: DataKind, P: Purpose>(
+        &self,
+        subject: SubjectId,
+        value: T,
+    ) -> Result<PersonalInfo<T, P>, Error> {
+        let info = PersonalInfo::collect(subject, value);
+        self.audited(&info, self.event(&info, Action::Collect, RuleId::R1))?;
+        Ok(info)
+    }
+
+    /// Reads the value inside `f`, for the purpose it is held for.
+    ///
+    /// Recorded before `f` runs; if the sink fails, `f` never runs. Not for
+    /// [`Improvement`](crate::purpose::Improvement), which never sees plaintext (R6).
+    pub fn access<T, P, F, O>(&self, info: &PersonalInfo<T, P>, f: F) -> Result<O, Error>
+    where
+        T: DataKind,
+        P: SeesPlaintext,
+        F: FnOnce(&T) -> O,
+    {
+        self.audited(info, self.event(info, Action::Access, RuleId::R2))?;
+        Ok(f(info.value()))
+    }
+
+    /// Hands the value to `recipient` inside `f` and returns what `f` returns.
+    ///
+    /// Compiles only if the recipient's role is permitted for `P` (R3–R5); the
+    /// recipient's name and role are recorded before `f` runs.
+    pub fn disclose<T, P, R, F, O>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        recipient: &R,
+        f: F,
+    ) -> Result<O, Error>
+    where
+        T: DataKind,
+        P: SeesPlaintext,
+        R: Recipient + ?Sized,
+        R::Role: PermittedFor<P>,
+        F: FnOnce(&T) -> O,
+    {
+        let mut event = self.event(info, Action::Disclose, RuleId::R5);
+        event.recipient = Some(RecipientRef {
+            name: recipient.name().into(),
+            role: <R::Role as Role>::ID,
+        });
+        self.audited(info, event)?;
+        Ok(f(info.value()))
+    }
+
+    /// Hands `info`'s keyed pseudonym (never the value) to a processor or
+    /// affiliate for improvement and analysis (R6), inside `f`.
+    pub fn disclose_pseudonym<T, P, R, F, O>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        recipient: &R,
+        f: F,
+    ) -> Result<O, Error>
+    where
+        T: DataKind,
+        P: Purpose,
+        R: Recipient + ?Sized,
+        R::Role: ReceivesPseudonyms,
+        F: FnOnce(&Pseudonym<T>) -> O,
+    {
+        let mut event = self.event(info, Action::Disclose, RuleId::R6);
+        event.target_purpose = Some(PurposeId::Improvement);
+        event.recipient = Some(RecipientRef {
+            name: recipient.name().into(),
+            role: <R::Role as Role>::ID,
+        });
+        self.audited(info, event)?;
+        let p = self.vault.pseudonym(info.subject(), info.value())?;
+        Ok(f(&p))
+    }
+
+    /// Moves `info` to a compatible purpose `Q` (R6). Compiles only for the
+    /// compatible moves (see [`CompatibleFrom`]); recorded first.
+    pub fn repurpose<T, P, Q>(&self, info: PersonalInfo<T, P>) -> Result<PersonalInfo<T, Q>, Error>
+    where
+        T: DataKind,
+        P: Purpose,
+        Q: CompatibleFrom<P>,
+    {
+        let mut event = self.event(&info, Action::Repurpose, RuleId::R6);
+        event.target_purpose = Some(Q::ID);
+        self.audited(&info, event)?;
+        Ok(info.retag())
+    }
+
+    /// Moves `info` into a consent-based purpose `Q` with the subject's live
+    /// consent (R6, R7). The proof must be this subject's, from this
+    /// custodian, and its grant must still be live.
+    pub fn repurpose_with_consent<T, P, Q>(
+        &self,
+        info: PersonalInfo<T, P>,
+        proof: &ConsentProof<Q>,
+    ) -> Result<PersonalInfo<T, Q>, Error>
+    where
+        T: DataKind,
+        P: SeesPlaintext,
+        Q: ConsentBased,
+    {
+        let mut event = self.event(&info, Action::Repurpose, RuleId::R6);
+        event.target_purpose = Some(Q::ID);
+        if let Err(e) = proof.check(self, info.subject()) {
+            return Err(self.deny(event, RuleId::R7, e));
+        }
+        self.audited(&info, event)?;
+        Ok(info.retag())
+    }
+
+    /// A proof of the subject's live consent for `P`, or
+    /// [`Error::NoConsent`] if there is none or it was withdrawn.
+    pub fn consent_proof<P: ConsentBased>(
+        &self,
+        subject: SubjectId,
+    ) -> Result<ConsentProof<P>, Error> {
+        self.check_not_erased(subject)?;
+        self.consents
+            .live_epoch(subject, P::ID)
+            .map(|epoch| ConsentProof::new(subject, epoch, self.id))
+            .ok_or(Error::NoConsent {
+                subject,
+                purpose: P::ID,
+            })
+    }
+
+    /// Seals `info` for storage under its subject's data key, bound to
+    /// subject, kind and purpose (R9). Recorded first.
+    pub fn seal<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+    ) -> Result<Sealed<T, P>, Error> {
+        let now = self.now();
+        self.seal_at(info, now)
+    }
+
+    /// Like [`seal`](Self::seal), recording `collected` as the time the value
+    /// was collected (for retention), e.g. when re-sealing an opened value.
+    pub fn seal_at<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        collected: Timestamp,
+    ) -> Result<Sealed<T, P>, Error> {
+        self.audited(info, self.event(info, Action::Seal, RuleId::R9))?;
+        let (header, bytes) =
+            self.vault
+                .seal(info.subject(), P::ID.code(), info.value(), collected)?;
+        Ok(Sealed::from_parts(header, bytes))
+    }
+
+    /// Opens an envelope sealed by this custodian (or one sharing its keys).
+    ///
+    /// `Err(Error::Erased)` for an erased subject; `Err(Error::Unauthentic)`
+    /// for any altered envelope or one sealed for another subject, kind or
+    /// purpose. The `open` is recorded before decryption.
+    pub fn open<T: DataKind, P: Purpose>(
+        &self,
+        sealed: &Sealed<T, P>,
+    ) -> Result<PersonalInfo<T, P>, Error> {
+        let header = sealed.header();
+        let event = AuditEvent::new(self.now(), header.subject, Action::Open, RuleId::R9)
+            .about(T::KIND, P::ID);
+        let key = match self
+            .check_not_erased(header.subject)
+            .and_then(|()| self.vault.check_open(header))
+        {
+            Ok(k) => k,
+            Err(e @ Error::Erased { .. }) => return Err(self.deny(event, RuleId::R11, e)),
+            Err(e) => return Err(e),
+        };
+        self.record(&event)?;
+        let value = self
+            .vault
+            .open::<T>(&key, header, sealed.as_bytes(), P::ID.code())?;
+        Ok(PersonalInfo::collect(header.subject, value))
+    }
+
+    /// Erases a subject by destroying its data keys (R11): from now on every
+    /// envelope of the subject, backups included, fails with
+    /// [`Error::Erased`], and the subject's consents are forgotten. Constant
+    /// work, whatever the number of records. Recorded first.
+    pub fn erase(&self, subject: SubjectId) -> Result<ErasureReceipt, Error> {
+        let at = self.now();
+        self.record(&AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
+        let destroyed = self.vault.erase(subject, at)?;
+        self.erased
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(subject);
+        self.any_erased.store(true, Ordering::Release);
+        self.consents.forget(subject);
+        Ok(ErasureReceipt {
+            subject,
+            at,
+            generations: destroyed.generations,
+            pseudonyms: destroyed.pseudonyms,
+        })
+    }
+
+    /// Whether the subject was erased (asks the key store).
+    pub fn is_erased(&self, subject: SubjectId) -> Result<bool, Error> {
+        if self.check_not_erased(subject).is_err() {
+            return Ok(true);
+        }
+        Ok(self.vault.is_erased(subject)?.is_some())
+    }
+
+    /// The keyed pseudonym of `info`'s value: the form in which
+    /// [`Improvement`](crate::purpose::Improvement) works (R6). Deterministic
+    /// under the custodian's pseudonym key. Computing a token reveals nothing
+    /// and is not audited; handing one out is ([`disclose_pseudonym`](Self::disclose_pseudonym)).
+    pub fn pseudonym<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+    ) -> Result<Pseudonym<T>, Error> {
+        self.check_not_erased(info.subject())?;
+        self.vault.pseudonym(info.subject(), info.value())
+    }
+
+    /// Moves every stored data key wrapped under an older key-encryption-key
+    /// version to the current one, without touching sealed data. Returns how
+    /// many keys moved.
+    pub fn rewrap_keys(&self, from_version: u32) -> Result<usize, Error> {
+        self.vault.rewrap_from(from_version)
+    }
+
+    /// Retires a key-encryption-key version. Refused with
+    /// [`KeyError::InUse`](crate::crypto::KeyError::InUse) while any stored key
+    /// still depends on it: rewrap first.
+    pub fn retire_key_version(&self, version: u32) -> Result<(), Error> {
+        self.vault.retire(version)
+    }
+
+    /// The AEAD algorithm new envelopes use.
+    pub fn algorithm(&self) -> Algorithm {
+        self.vault.config().algorithm
+    }
+}
+
+impl core::fmt::Debug for Custodian {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Custodian")
+            .field("algorithm", &self.vault.config().algorithm)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`Custodian`] for a real host.
+///
+/// ```
+/// use std::sync::Arc;
+/// use privacy_pledge::Custodian;
+/// use privacy_pledge::audit::{AuditKey, ChainedAuditLog, MemoryAuditLog};
+/// use privacy_pledge::crypto::{Keyring, MemoryKeyStore};
+///
+/// let keyring = Arc::new(Keyring::generate()?);
+/// let log = Arc::new(ChainedAuditLog::new(keyring.audit_key(), MemoryAuditLog::new()));
+/// let custodian = Custodian::builder()
+///     .keyring(keyring.clone())
+///     .key_store(MemoryKeyStore::new())
+///     .audit(log.clone())
+///     .build()?;
+/// # Ok::<(), privacy_pledge::Error>(())
+/// ```
+#[derive(Default)]
+pub struct CustodianBuilder {
+    audit: Option<Box<dyn AuditSink>>,
+    audit_key: Option<AuditKey>,
+    keyring: Option<Arc<Keyring>>,
+    provider: Option<Box<dyn KeyProvider>>,
+    store: Option<Box<dyn KeyStore>>,
+    pseudonym_key: Option<PseudonymKey>,
+    clock: Option<Arc<dyn Clock>>,
+    config: VaultConfig,
+}
+
+impl CustodianBuilder {
+    /// The audit sink every use is offered to first. Without one, the
+    /// custodian keeps an in-memory [`ChainedAuditLog`].
+    pub fn audit(mut self, sink: impl AuditSink + 'static) -> Self {
+        self.audit = Some(Box::new(sink));
+        self
+    }
+
+    /// The key for the built-in chained log (when no sink is given).
+    pub fn audit_key(mut self, key: AuditKey) -> Self {
+        self.audit_key = Some(key);
+        self
+    }
+
+    /// The local keyring: key-encryption keys, and (unless set separately)
+    /// the pseudonym and audit keys derived from its master secret.
+    pub fn keyring(mut self, keyring: impl Into<Arc<Keyring>>) -> Self {
+        self.keyring = Some(keyring.into());
+        self
+    }
+
+    /// A host's own key provider (KMS, HSM) for key-encryption keys. Set a
+    /// [`pseudonym_key`](Self::pseudonym_key) too, or tokens change per process.
+    pub fn key_provider(mut self, provider: impl KeyProvider + 'static) -> Self {
+        self.provider = Some(Box::new(provider));
+        self
+    }
+
+    /// Where wrapped subject keys are stored (default: in memory).
+    pub fn key_store(mut self, store: impl KeyStore + 'static) -> Self {
+        self.store = Some(Box::new(store));
+        self
+    }
+
+    /// The key pseudonyms are computed under.
+    pub fn pseudonym_key(mut self, key: PseudonymKey) -> Self {
+        self.pseudonym_key = Some(key);
+        self
+    }
+
+    /// The clock for audit events, consents and retention (default: system).
+    pub fn clock(mut self, clock: impl Clock + 'static) -> Self {
+        self.clock = Some(Arc::new(clock));
+        self
+    }
+
+    /// The AEAD for new envelopes (default AES-256-GCM). Envelopes of either
+    /// algorithm always open.
+    pub fn algorithm(mut self, algorithm: Algorithm) -> Self {
+        self.config.algorithm = algorithm;
+        self
+    }
+
+    /// Pads plaintext to length buckets (16, 32, 64, 128, then multiples of
+    /// 256 bytes) inside the AEAD, so envelopes of names and emails do not
+    /// reveal their length. Off by default.
+    pub fn length_padding(mut self, on: bool) -> Self {
+        self.config.padding = on;
+        self
+    }
+
+    /// Seals per subject data key before a new generation starts (default
+    /// [`DEFAULT_MESSAGE_LIMIT`](crate::crypto::DEFAULT_MESSAGE_LIMIT); at least 1).
+    pub fn message_limit(mut self, limit: u64) -> Self {
+        self.config.message_limit = limit.max(1);
+        self.config.reserve_block = self.config.reserve_block.min(self.config.message_limit);
+        self
+    }
+
+    /// How many subjects' unwrapped keys to keep in memory (default 65,536).
+    pub fn key_cache_capacity(mut self, subjects: usize) -> Self {
+        self.config.cache_capacity = subjects.max(1);
+        self
+    }
+
+    /// Builds the custodian. Performs no audited operation.
+    pub fn build(self) -> Result<Custodian, Error> {
+        let keyring = match (&self.keyring, &self.provider) {
+            (Some(k), _) => Some(k.clone()),
+            (None, Some(_)) => None,
+            (None, None) => Some(Arc::new(Keyring::generate()?)),
+        };
+        let pseudonym_key = match (self.pseudonym_key, &keyring) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k.pseudonym_key(),
+            (None, None) => PseudonymKey::generate()?,
+        };
+        let provider: Box<dyn KeyProvider> = match (self.provider, &keyring) {
+            (Some(p), _) => p,
+            (None, Some(k)) => Box::new(k.clone()),
+            (None, None) => Box::new(Arc::new(Keyring::generate()?)),
+        };
+        let (sink, builtin_log): (Box<dyn AuditSink>, _) = match self.audit {
+            Some(s) => (s, None),
+            None => {
+                let key = match (self.audit_key, &keyring) {
+                    (Some(k), _) => k,
+                    (None, Some(k)) => k.audit_key(),
+                    (None, None) => AuditKey::generate()?,
+                };
+                let log = Arc::new(ChainedAuditLog::in_memory(key));
+                (Box::new(log.clone()), Some(log))
+            }
+        };
+        let store = self
+            .store
+            .unwrap_or_else(|| Box::new(MemoryKeyStore::new()));
+        let id = u64::from_be_bytes(crate::crypto::random_array::<8>()?);
+        Ok(Custodian {
+            id,
+            sink,
+            builtin_log,
+            clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
+            consents: Register::default(),
+            erased: RwLock::new(HashSet::new()),
+            any_erased: AtomicBool::new(false),
+            vault: Vault::new(provider, store, pseudonym_key, self.config),
+        })
+    }
+}
+
+impl core::fmt::Debug for CustodianBuilder {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("CustodianBuilder").finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,118 @@
+//! The custodian's error type.
+//!
+//! Every variant carries context — which subject, which purpose, which rule —
+//! and never a personal value (R9), so errors are safe to log.
+
+use crate::audit::AuditError;
+use crate::crypto::{EnvelopeError, KeyError, KeyStoreError};
+use crate::data::{InvalidData, Kind};
+use crate::policy::RuleId;
+use crate::purpose::PurposeId;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+use crate::transfer::TransferError;
+
+/// Why the custodian refused or could not perform an operation.
+///
+/// ```
+/// use privacy_pledge::{Custodian, Error, SubjectId};
+/// use privacy_pledge::purpose::Promotion;
+///
+/// let custodian = Custodian::in_memory();
+/// let subject = SubjectId::random();
+/// let err = custodian.consent_proof::<Promotion>(subject).unwrap_err();
+/// assert!(matches!(err, Error::NoConsent { purpose: privacy_pledge::purpose::PurposeId::Promotion, .. }));
+/// assert_eq!(err.rule(), Some(privacy_pledge::policy::RuleId::R7));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The audit sink failed, so the operation did not happen (R10, fail closed).
+    #[error("R10: the audit sink failed, so the operation did not happen: {0}")]
+    Audit(#[from] AuditError),
+
+    /// No live consent of this subject for this purpose (R6, R7).
+    #[error("R7: subject {subject} has no live consent for {purpose}")]
+    NoConsent {
+        /// The subject.
+        subject: SubjectId,
+        /// The consent-based purpose.
+        purpose: PurposeId,
+    },
+
+    /// The consent proof was minted for another subject or by another custodian (R6).
+    #[error("R6: the consent proof for {purpose} does not belong to this subject and custodian")]
+    ProofMismatch {
+        /// The purpose of the proof.
+        purpose: PurposeId,
+    },
+
+    /// The subject was erased: its data key is destroyed and its data can no
+    /// longer be opened or used (R11).
+    #[error("R11: subject {subject} was erased{}", at.map(|t| format!(" at {t}")).unwrap_or_default())]
+    Erased {
+        /// The subject.
+        subject: SubjectId,
+        /// When, if known.
+        at: Option<Timestamp>,
+    },
+
+    /// The data is past the retention period of its purpose (R11).
+    #[error("R11: {kind} held for {purpose} expired at {expired_at}")]
+    Expired {
+        /// The subject.
+        subject: SubjectId,
+        /// The data kind.
+        kind: Kind,
+        /// The purpose whose retention period ran out.
+        purpose: PurposeId,
+        /// When it ran out.
+        expired_at: Timestamp,
+    },
+
+    /// A transfer or disclosure to a place the policy does not allow (R8).
+    #[error(transparent)]
+    Transfer(#[from] TransferError),
+
+    /// The envelope bytes or text are malformed (a typed parse error).
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
+
+    /// The envelope failed authentication: it was altered, or it was sealed
+    /// under another key, subject, data kind or purpose. Deliberately one
+    /// error for all of these, so it tells an attacker nothing.
+    #[error("R9: the envelope failed authentication")]
+    Unauthentic,
+
+    /// A key problem: unknown key id, retired version, exhausted key.
+    #[error(transparent)]
+    Key(#[from] KeyError),
+
+    /// The host's key store failed.
+    #[error(transparent)]
+    KeyStore(#[from] KeyStoreError),
+
+    /// A value was rejected by its kind's validation.
+    #[error(transparent)]
+    InvalidData(#[from] InvalidData),
+
+    /// The operating system's random generator failed.
+    #[error("the system random generator failed")]
+    Random,
+}
+
+impl Error {
+    /// The rule behind the error, where there is one.
+    pub fn rule(&self) -> Option<RuleId> {
+        match self {
+            Error::Audit(_) => Some(RuleId::R10),
+            Error::NoConsent { .. } => Some(RuleId::R7),
+            Error::ProofMismatch { .. } => Some(RuleId::R6),
+            Error::Erased { .. } | Error::Expired { .. } => Some(RuleId::R11),
+            Error::Transfer(_) => Some(RuleId::R8),
+            Error::Unauthentic | Error::Envelope(_) => Some(RuleId::R9),
+            Error::InvalidData(_) => Some(RuleId::R1),
+            Error::Key(_) | Error::KeyStore(_) | Error::Random => None,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! [`PersonalInfo<T, P>`]: a value of a data kind bound to a subject and to the
+//! purpose it was collected for.
+//!
+//! The purpose is part of the type, so the compiler knows at every line what a
+//! value may be used for. There is no method that returns the value: it can be
+//! read only inside [`Custodian::access`](crate::Custodian::access) or
+//! [`Custodian::disclose`](crate::Custodian::disclose), which record the use in
+//! the audit trail first. It prints redacted, is wiped on drop, and has no
+//! `Serialize`: the only way to store it is [`Custodian::seal`](crate::Custodian::seal).
+//!
+//! ```
+//! use privacy_pledge::{PersonalInfo, SubjectId};
+//! use privacy_pledge::data::EmailAddress;
+//! use privacy_pledge::purpose::Transaction;
+//!
+//! let subject = SubjectId::from(0x7f3a_0000_0000_0000_0000_0000_0000_0000_u128);
+//! let email: PersonalInfo<EmailAddress, Transaction> =
+//!     PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com")?);
+//! assert_eq!(
+//!     format!("{email:?}"),
+//!     "PersonalInfo<EmailAddress, Transaction>(subject 7f3a…, [redacted])"
+//! );
+//! assert_eq!(email.subject(), subject);
+//! # Ok::<(), privacy_pledge::data::InvalidData>(())
+//! ```
+//!
+//! Reading the value directly does not compile:
+//!
+//! ```compile_fail
+//! # use privacy_pledge::{PersonalInfo, SubjectId};
+//! # use privacy_pledge::data::EmailAddress;
+//! # use privacy_pledge::purpose::Transaction;
+//! let email: PersonalInfo<EmailAddress, Transaction> =
+//!     PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com").unwrap());
+//! let leaked = &email.value; // private field
+//! ```
+
+use core::fmt;
+use core::marker::PhantomData;
+
+use crate::data::{DataKind, Kind};
+use crate::purpose::{Purpose, PurposeId};
+use crate::subject::SubjectId;
+
+/// A value of data kind `T` about one subject, held for purpose `P`.
+///
+/// Its size is `T`'s plus the 16-byte subject id; the purpose is a zero-sized
+/// type parameter and costs nothing at run time.
+pub struct PersonalInfo<T: DataKind, P: Purpose> {
+    subject: SubjectId,
+    value: T,
+    purpose: PhantomData<fn() -> P>,
+}
+
+impl<T: DataKind, P: Purpose> PersonalInfo<T, P> {
+    /// Binds a value to its subject and to the purpose it is collected for.
+    ///
+    /// Collecting is not itself a use of the value, so it is not audited here;
+    /// [`Custodian::collect`](crate::Custodian::collect) does the same and
+    /// records a `Collect` event.
+    pub fn collect(subject: SubjectId, value: T) -> Self {
+        PersonalInfo {
+            subject,
+            value,
+            purpose: PhantomData,
+        }
+    }
+
+    /// The subject the value is about.
+    pub fn subject(&self) -> SubjectId {
+        self.subject
+    }
+
+    /// The data kind, as a value.
+    pub fn kind(&self) -> Kind {
+        T::KIND
+    }
+
+    /// The purpose, as a value.
+    pub fn purpose(&self) -> PurposeId {
+        P::ID
+    }
+
+    /// The value. Crate-internal: every caller is an audited custodian path.
+    pub(crate) fn value(&self) -> &T {
+        &self.value
+    }
+
+    /// The same value under another purpose. Crate-internal: callers have
+    /// checked the move at compile time and, where needed, at run time.
+    pub(crate) fn retag<Q: Purpose>(self) -> PersonalInfo<T, Q> {
+        PersonalInfo {
+            subject: self.subject,
+            value: self.value,
+            purpose: PhantomData,
+        }
+    }
+}
+
+impl<T: DataKind, P: Purpose> Clone for PersonalInfo<T, P> {
+    fn clone(&self) -> Self {
+        PersonalInfo {
+            subject: self.subject,
+            value: self.value.clone(),
+            purpose: PhantomData,
+        }
+    }
+}
+
+impl<T: DataKind, P: Purpose> fmt::Debug for PersonalInfo<T, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "PersonalInfo<{}, {}>(subject {}, [redacted])",
+            T::KIND,
+            P::ID,
+            self.subject.short()
+        )
+    }
+}
+
+impl<T: DataKind, P: Purpose> fmt::Display for PersonalInfo<T, P> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::EmailAddress;
+    use crate::purpose::Transaction;
+
+    #[test]
+    fn size_is_value_plus_subject() {
+        assert_eq!(
+            core::mem::size_of::<PersonalInfo<EmailAddress, Transaction>>(),
+            core::mem::size_of::<EmailAddress>() + 16
+        );
+        assert_eq!(
+            core::mem::size_of::<PersonalInfo<EmailAddress, Transaction>>(),
+            40
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Recipients: who personal information may be disclosed to (rules R3–R5).
+//!
+//! A host describes each outside party it works with as a type implementing
+//! [`Recipient`], and gives it one of three sealed roles. Which roles a purpose
+//! permits is decided by the compiler:
+//!
+//! | purpose | [`Processor`] | [`Affiliate`] | [`ThirdParty`] |
+//! |---|---|---|---|
+//! | `Transaction` | ✔ payment processor, delivery | ✔ processing at its facilities | ✘ R3 |
+//! | `Support`, `Correspondence`, `ServiceNotice` | ✔ help desk, mail delivery | ✔ | ✘ R3 |
+//! | `Newsletter`, `Promotion` | ✔ mail delivery on the vendor's behalf | ✘ R4 | ✘ R3, R4 |
+//! | `Personalization` | ✔ content serving on the vendor's behalf | ✘ R5 | ✘ R3 |
+//! | `Improvement` | pseudonyms only (R6) | pseudonyms only (R6) | ✘ R3 |
+//!
+//! ```
+//! use privacy_pledge::recipient::{Processor, Recipient};
+//!
+//! struct Stripe;
+//! impl Recipient for Stripe {
+//!     type Role = Processor;
+//!     fn name(&self) -> &str { "Stripe" }
+//! }
+//! ```
+//!
+//! A disclosure to a third party does not compile, whatever the purpose, and
+//! the compiler's message names the rule:
+//!
+//! ```compile_fail
+//! # use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+//! # use privacy_pledge::data::EmailAddress;
+//! # use privacy_pledge::purpose::Transaction;
+//! use privacy_pledge::recipient::{Recipient, ThirdParty};
+//! struct DataBroker;
+//! impl Recipient for DataBroker {
+//!     type Role = ThirdParty;
+//!     fn name(&self) -> &str { "broker" }
+//! }
+//! let custodian = Custodian::in_memory();
+//! let email: PersonalInfo<EmailAddress, Transaction> =
+//!     PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com").unwrap());
+//! // error: R3: the privacy policy forbids selling, renting, leasing or distributing ...
+//! custodian.disclose(&email, &DataBroker, |_| ()).unwrap();
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::country::Country;
+use crate::purpose::{
+    Correspondence, Newsletter, Personalization, Promotion, Purpose, ServiceNotice, Support,
+    Transaction,
+};
+
+pub(crate) mod sealed {
+    /// Private supertrait that closes the set of roles.
+    #[diagnostic::on_unimplemented(
+        message = "R5: `{Self}` is not a recipient role of the policy; the roles are Processor, Affiliate and ThirdParty",
+        label = "not a recipient role"
+    )]
+    pub trait Sealed {}
+}
+
+/// The role a recipient plays towards the vendor: sealed, closed set.
+pub trait Role: sealed::Sealed + Send + Sync + 'static {
+    /// The role as a value.
+    const ID: RoleId;
+}
+
+/// A processor (agent) acting on the vendor's behalf and instructions: a
+/// payment processor, a mail-delivery service, a hosting agent.
+#[derive(Debug)]
+pub enum Processor {}
+
+/// An affiliate or subsidiary of the vendor, processing at its facilities.
+#[derive(Debug)]
+pub enum Affiliate {}
+
+/// Anyone else. The policy permits no disclosure to a third party (R3, R4); the
+/// role exists so that such a disclosure is a compile error that says so.
+#[derive(Debug)]
+pub enum ThirdParty {}
+
+impl sealed::Sealed for Processor {}
+impl sealed::Sealed for Affiliate {}
+impl sealed::Sealed for ThirdParty {}
+impl Role for Processor {
+    const ID: RoleId = RoleId::Processor;
+}
+impl Role for Affiliate {
+    const ID: RoleId = RoleId::Affiliate;
+}
+impl Role for ThirdParty {
+    const ID: RoleId = RoleId::ThirdParty;
+}
+
+/// A role as a value, for audit events and records of processing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[repr(u8)]
+pub enum RoleId {
+    /// [`Processor`].
+    Processor = 1,
+    /// [`Affiliate`].
+    Affiliate = 2,
+    /// [`ThirdParty`].
+    ThirdParty = 3,
+}
+
+impl RoleId {
+    /// Every role.
+    pub const ALL: [RoleId; 3] = [RoleId::Processor, RoleId::Affiliate, RoleId::ThirdParty];
+
+    /// The role's name.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RoleId::Processor => "Processor",
+            RoleId::Affiliate => "Affiliate",
+            RoleId::ThirdParty => "ThirdParty",
+        }
+    }
+
+    pub(crate) const fn code(self) -> u8 {
+        self as u8
+    }
+}
+
+impl core::fmt::Display for RoleId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An outside party that may receive personal information: implemented by host types.
+///
+/// ```
+/// use privacy_pledge::recipient::{Affiliate, Recipient};
+///
+/// struct EuropeanSubsidiary;
+/// impl Recipient for EuropeanSubsidiary {
+///     type Role = Affiliate;
+///     fn name(&self) -> &str { "iBeesoft Europe" }
+/// }
+/// assert_eq!(EuropeanSubsidiary.name(), "iBeesoft Europe");
+/// assert!(EuropeanSubsidiary.processes_in().is_empty());
+/// ```
+pub trait Recipient {
+    /// The recipient's role; decides at compile time which purposes permit it.
+    type Role: Role;
+
+    /// The name recorded in the audit trail (R5). Not personal information.
+    fn name(&self) -> &str;
+
+    /// The countries where the recipient stores or processes what it receives.
+    /// Empty (the default) means "only at the vendor's own declared
+    /// facilities". A disclosure to a recipient that names a country checks
+    /// it like a transfer (R8).
+    fn processes_in(&self) -> &[Country] {
+        &[]
+    }
+}
+
+impl<R: Recipient + ?Sized> Recipient for &R {
+    type Role = R::Role;
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn processes_in(&self) -> &[Country] {
+        (**self).processes_in()
+    }
+}
+
+/// `Self` (a role) may receive personal information held for purpose `P`.
+///
+/// The bound is on the role, so rustc always reports the rule that is broken
+/// (the leaf traits below) rather than a type mismatch.
+#[diagnostic::on_unimplemented(
+    message = "R3–R5: a `{Self}` recipient may not receive personal information held for `{P}`",
+    label = "disclosure not permitted by the privacy policy"
+)]
+pub trait PermittedFor<P: Purpose>: Role {}
+
+impl<P: ToProcessor> PermittedFor<P> for Processor {}
+impl<P: ToAffiliate> PermittedFor<P> for Affiliate {}
+impl<P: ToThirdParty> PermittedFor<P> for ThirdParty {}
+
+/// Purposes whose data a processor may receive (R5). Every purpose but
+/// `Improvement`, which gets pseudonyms only.
+#[diagnostic::on_unimplemented(
+    message = "R6: `{Self}` data reaches processors only as keyed pseudonyms, never as plaintext",
+    label = "plaintext disclosure not permitted",
+    note = "use `custodian.pseudonym(&info)` and share the token"
+)]
+pub trait ToProcessor: Purpose {}
+
+/// Purposes whose data an affiliate or subsidiary may receive (R4, R5).
+#[diagnostic::on_unimplemented(
+    message = "R4/R5: `{Self}` data never leaves the vendor's control: subscriber and marketing lists reach only a processor delivering on the vendor's behalf, not affiliates",
+    label = "affiliates may not receive this",
+    note = "affiliates receive Transaction, Support, Correspondence and ServiceNotice data"
+)]
+pub trait ToAffiliate: Purpose {}
+
+/// Purposes whose data a third party may receive: none (R3, R4). This trait has
+/// no implementations, so every disclosure to a third party fails to compile.
+#[diagnostic::on_unimplemented(
+    message = "R3: the privacy policy forbids selling, renting, leasing or distributing personal information (`{Self}` data) to third parties",
+    label = "third-party disclosure forbidden",
+    note = "\"iBeesoft will not sell, distribute, or rent information about you and your purchase information to any third parties\"; subscriber lists: R4"
+)]
+pub trait ToThirdParty: Purpose {}
+
+impl ToProcessor for Transaction {}
+impl ToProcessor for Support {}
+impl ToProcessor for Correspondence {}
+impl ToProcessor for ServiceNotice {}
+impl ToProcessor for Newsletter {}
+impl ToProcessor for Promotion {}
+impl ToProcessor for Personalization {}
+
+impl ToAffiliate for Transaction {}
+impl ToAffiliate for Support {}
+impl ToAffiliate for Correspondence {}
+impl ToAffiliate for ServiceNotice {}
+
+/// Roles that may receive keyed pseudonyms of `Improvement` data (R6):
+/// processors and affiliates, never third parties.
+#[diagnostic::on_unimplemented(
+    message = "R3: pseudonyms are personal information too and never go to third parties",
+    label = "third-party disclosure forbidden"
+)]
+pub trait ReceivesPseudonyms: Role {}
+impl ReceivesPseudonyms for Processor {}
+impl ReceivesPseudonyms for Affiliate {}

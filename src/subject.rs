@@ -1,0 +1,191 @@
+//! Subjects: the people personal information is about.
+//!
+//! A [`SubjectId`] is a random 128-bit handle. It is not personal information by
+//! itself (it carries no value), so it may appear in audit events, envelopes and
+//! logs; it is what ties a person's records, consents and key together.
+//!
+//! ```
+//! use privacy_pledge::SubjectId;
+//!
+//! let id = SubjectId::from(0x7f3a_u128);
+//! assert_eq!(id.to_string(), "00000000000000000000000000007f3a");
+//! assert_eq!(id.to_string().parse::<SubjectId>(), Ok(id));
+//! assert_ne!(SubjectId::random(), SubjectId::random());
+//! ```
+
+use core::fmt;
+use core::str::FromStr;
+
+use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+/// The id of a data subject: 16 bytes, shown as 32 lowercase hex digits.
+///
+/// Stored as `[u8; 16]` rather than `u128` so that it has alignment 1 and a
+/// `PersonalInfo<T, P>` is exactly `T` plus 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubjectId([u8; 16]);
+
+impl SubjectId {
+    /// A fresh random id from the operating system's generator.
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random generator fails, which `ring`
+    /// treats as unrecoverable. Use [`try_random`](Self::try_random) to handle it.
+    pub fn random() -> Self {
+        Self::try_random().expect("the operating system's random generator failed")
+    }
+
+    /// A fresh random id, or `Err` if the system generator fails.
+    pub fn try_random() -> Result<Self, crate::Error> {
+        crate::crypto::random_array().map(SubjectId)
+    }
+
+    /// The id from its 16 bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        SubjectId(bytes)
+    }
+
+    /// The id's 16 bytes.
+    pub const fn to_bytes(self) -> [u8; 16] {
+        self.0
+    }
+
+    /// The id's bytes, borrowed.
+    pub fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// A short form for redacted output: the first four hex digits and `…`.
+    pub(crate) fn short(&self) -> impl fmt::Display + '_ {
+        struct Short<'a>(&'a [u8; 16]);
+        impl fmt::Display for Short<'_> {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:02x}{:02x}…", self.0[0], self.0[1])
+            }
+        }
+        Short(&self.0)
+    }
+}
+
+impl From<u128> for SubjectId {
+    fn from(v: u128) -> Self {
+        SubjectId(v.to_be_bytes())
+    }
+}
+
+impl From<SubjectId> for u128 {
+    fn from(id: SubjectId) -> Self {
+        u128::from_be_bytes(id.0)
+    }
+}
+
+impl fmt::Display for SubjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SubjectId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectId({self})")
+    }
+}
+
+/// The text was not a subject id: exactly 32 lowercase hex digits are accepted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a subject id: expected 32 lowercase hex digits")]
+pub struct InvalidSubjectId;
+
+pub(crate) fn hex_nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// Decodes exactly `N * 2` lowercase hex digits.
+pub(crate) fn decode_hex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    let b = s.as_bytes();
+    if b.len() != N * 2 {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in b.chunks_exact(2).enumerate() {
+        out[i] = (hex_nibble(pair[0])? << 4) | hex_nibble(pair[1])?;
+    }
+    Some(out)
+}
+
+impl FromStr for SubjectId {
+    type Err = InvalidSubjectId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        decode_hex::<16>(s).map(SubjectId).ok_or(InvalidSubjectId)
+    }
+}
+
+impl Serialize for SubjectId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if s.is_human_readable() {
+            s.collect_str(self)
+        } else {
+            s.serialize_bytes(&self.0)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for SubjectId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = SubjectId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a subject id (32 lowercase hex digits or 16 bytes)")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<SubjectId, E> {
+                v.parse().map_err(|_| E::custom(InvalidSubjectId))
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<SubjectId, E> {
+                <[u8; 16]>::try_from(v)
+                    .map(SubjectId)
+                    .map_err(|_| E::invalid_length(v.len(), &self))
+            }
+        }
+        if d.is_human_readable() {
+            d.deserialize_str(V)
+        } else {
+            d.deserialize_bytes(V)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strict_text_form() {
+        let id = SubjectId::from(u128::MAX - 5);
+        let s = id.to_string();
+        assert_eq!(s.len(), 32);
+        assert_eq!(s.parse::<SubjectId>(), Ok(id));
+        assert!(s.to_uppercase().parse::<SubjectId>().is_err());
+        assert!(s[..31].parse::<SubjectId>().is_err());
+        assert!(format!("{s}0").parse::<SubjectId>().is_err());
+        assert!("".parse::<SubjectId>().is_err());
+        assert!("é".repeat(16).parse::<SubjectId>().is_err());
+        assert_eq!(u128::from(id), u128::MAX - 5);
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let id = SubjectId::random();
+        let j = serde_json::to_string(&id).unwrap();
+        assert_eq!(serde_json::from_str::<SubjectId>(&j).unwrap(), id);
+        assert!(serde_json::from_str::<SubjectId>("\"zz\"").is_err());
+    }
+}
