@@ -73,6 +73,11 @@ pub(crate) mod sealed {
 }
 
 /// A kind of personal information the policy collects: sealed, closed set (R1).
+#[diagnostic::on_unimplemented(
+    message = "R1: `{Self}` is not a kind of personal information the policy collects",
+    label = "not a data kind of the policy",
+    note = "the kinds are FullName, EmailAddress, PostalAddress, PhoneNumber, PurchaseRecord and PaymentToken; card numbers are never held, only the processor's PaymentToken"
+)]
 pub trait DataKind: sealed::Sealed + Clone + Send + Sync + 'static {
     /// The kind as a value.
     const KIND: Kind;
