@@ -90,6 +90,11 @@ impl Register {
             .map(|s| s.epoch)
     }
 
+    /// The consent state of one subject and purpose.
+    pub(crate) fn state(&self, subject: SubjectId, purpose: PurposeId) -> Option<ConsentState> {
+        self.read().get(&(subject, purpose)).copied()
+    }
+
     /// Every consent state recorded for the subject.
     pub(crate) fn of(&self, subject: SubjectId) -> Vec<ConsentState> {
         let mut v: Vec<_> = self
@@ -177,6 +182,63 @@ impl Consents<'_> {
     /// Every consent recorded for the subject, live or withdrawn.
     pub fn of(&self, subject: SubjectId) -> Vec<ConsentState> {
         self.custodian.consents.of(subject)
+    }
+
+    /// Rebuilds the register from the consent events of an audit trail, e.g.
+    /// after a restart (verify the trail first). Events are replayed in order;
+    /// they are not recorded again. Returns how many were replayed.
+    ///
+    /// ```
+    /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::purpose::Newsletter;
+    ///
+    /// let before = Custodian::in_memory();
+    /// let ada = SubjectId::random();
+    /// before.consents().grant::<Newsletter>(ada)?;
+    /// let trail = before.builtin_audit_log().unwrap().inner().events();
+    ///
+    /// let after = Custodian::in_memory();
+    /// assert_eq!(after.consents().restore(&trail), 1);
+    /// assert!(after.consents().is_granted::<Newsletter>(ada));
+    /// # Ok::<(), privacy_pledge::Error>(())
+    /// ```
+    pub fn restore(&self, trail: &[AuditEvent]) -> usize {
+        let register = &self.custodian.consents;
+        let mut states = register.states.write().unwrap_or_else(|p| p.into_inner());
+        let mut replayed = 0;
+        for e in trail {
+            let granted = match e.action() {
+                Action::ConsentGranted => true,
+                Action::ConsentWithdrawn => false,
+                Action::Erase if e.outcome() == crate::audit::Outcome::Allowed => {
+                    let gone = e.subject();
+                    states.retain(|(s, _), _| *s != gone);
+                    continue;
+                }
+                _ => continue,
+            };
+            let Some(purpose) = e.purpose().filter(|p| p.needs_consent()) else {
+                continue;
+            };
+            if e.outcome() != crate::audit::Outcome::Allowed {
+                continue;
+            }
+            let epoch = register
+                .next_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            states.insert(
+                (e.subject(), purpose),
+                ConsentState {
+                    purpose,
+                    granted,
+                    since: e.time(),
+                    epoch,
+                },
+            );
+            replayed += 1;
+        }
+        replayed
     }
 }
 

@@ -50,6 +50,7 @@ use crate::audit::{
     Action, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, MemoryAuditLog, RecipientRef,
 };
 use crate::consent::{ConsentProof, Consents, Register};
+use crate::country::Country;
 use crate::crypto::vault::{Vault, VaultConfig};
 use crate::crypto::{
     Algorithm, KeyProvider, KeyStore, Keyring, MemoryKeyStore, Pseudonym, PseudonymKey,
@@ -60,8 +61,11 @@ use crate::info::PersonalInfo;
 use crate::policy::RuleId;
 use crate::purpose::{CompatibleFrom, ConsentBased, Purpose, PurposeId, SeesPlaintext};
 use crate::recipient::{PermittedFor, ReceivesPseudonyms, Recipient, Role};
+use crate::report::StoredRecord;
+use crate::retention::{Due, Retention, RetentionPolicy};
 use crate::subject::SubjectId;
 use crate::time::{Clock, SystemClock, Timestamp};
+use crate::transfer::{Transfer, TransferRecord};
 use crate::Error;
 
 /// Keeps personal information on the policy's terms: audited access,
@@ -77,6 +81,8 @@ pub struct Custodian {
     erased: RwLock<HashSet<SubjectId>>,
     any_erased: AtomicBool,
     vault: Vault,
+    facilities: Vec<Country>,
+    retention: RetentionPolicy,
 }
 
 /// What [`Custodian::erase`] destroyed, for the host's records and clean-up.
@@ -239,8 +245,120 @@ impl Custodian {
             name: recipient.name().into(),
             role: <R::Role as Role>::ID,
         });
+        if let Err(e) = self.check_recipient_locations(recipient) {
+            let (country, err) = e;
+            event.country = Some(country);
+            return Err(self.deny(event, RuleId::R8, err));
+        }
         self.audited(info, event)?;
         Ok(f(info.value()))
+    }
+
+    /// A recipient that names where it processes is checked like a transfer
+    /// from the custodian's home country (the first declared facility).
+    fn check_recipient_locations<R: Recipient + ?Sized>(
+        &self,
+        recipient: &R,
+    ) -> Result<(), (Country, Error)> {
+        for &country in recipient.processes_in() {
+            let Some(&home) = self.facilities.first() else {
+                return Err((
+                    country,
+                    crate::transfer::TransferError::NotAFacility { country }.into(),
+                ));
+            };
+            let mut t = Transfer::new(home, country);
+            if let Some(m) = recipient.transfer_mechanism() {
+                t = t.under(m);
+            }
+            t.check(&self.facilities).map_err(|e| (country, e.into()))?;
+        }
+        Ok(())
+    }
+
+    /// Approves and records a transfer of `info` to another country (R8).
+    ///
+    /// Refused with [`Error::Transfer`] unless the destination is a declared
+    /// facility and, for data leaving the EEA, a mechanism that covers the
+    /// destination is named. Every approval and every refusal is an audit
+    /// event. Move the data (sealed) only after `Ok`.
+    pub fn transfer<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        transfer: &Transfer,
+    ) -> Result<TransferRecord, Error> {
+        let mut event = self.event(info, Action::Transfer, RuleId::R8);
+        event.country = Some(transfer.to());
+        event.mechanism = transfer.mechanism();
+        if let Err(e) = transfer.check(&self.facilities) {
+            return Err(self.deny(event, RuleId::R8, e.into()));
+        }
+        let at = event.time;
+        self.audited(info, event)?;
+        Ok(TransferRecord::new(
+            info.subject(),
+            T::KIND,
+            P::ID,
+            *transfer,
+            at,
+        ))
+    }
+
+    /// The countries declared as facilities (R8).
+    pub fn facilities(&self) -> &[Country] {
+        &self.facilities
+    }
+
+    /// The retention policy (R11).
+    pub fn retention(&self) -> &RetentionPolicy {
+        &self.retention
+    }
+
+    /// The controller's record of processing with this custodian's
+    /// facilities and retention periods (see [`crate::policy::processing_record`]).
+    pub fn processing_record(&self) -> crate::policy::ProcessingRecord {
+        crate::policy::processing_record_with(&self.retention, &self.facilities)
+    }
+
+    /// When data of `subject` held for `purpose` and collected at `collected`
+    /// expired, if it has.
+    fn expired(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        collected: Timestamp,
+    ) -> Option<Timestamp> {
+        match self.retention.get(purpose) {
+            Retention::Days(_) => self
+                .retention
+                .expires_at(purpose, collected)
+                .filter(|until| self.now() >= *until),
+            Retention::UntilWithdrawn => match self.consents.state(subject, purpose) {
+                Some(s) if s.granted => None,
+                Some(s) => Some(s.since),
+                None => Some(collected),
+            },
+            Retention::UntilErased => None,
+        }
+    }
+
+    /// Lists the records past their retention period, so the host can delete
+    /// them (or erase subjects with nothing left). Nothing is opened.
+    pub fn sweep(&self, records: &[&dyn StoredRecord]) -> Vec<Due> {
+        records
+            .iter()
+            .enumerate()
+            .filter_map(|(index, r)| {
+                self.expired(r.subject(), r.purpose(), r.collected_at())
+                    .map(|expired_at| Due {
+                        index,
+                        subject: r.subject(),
+                        kind: r.kind(),
+                        purpose: r.purpose(),
+                        expired_at,
+                    })
+            })
+            .collect()
     }
 
     /// Hands `info`'s keyed pseudonym (never the value) to a processor or
@@ -365,6 +483,15 @@ impl Custodian {
             Err(e @ Error::Erased { .. }) => return Err(self.deny(event, RuleId::R11, e)),
             Err(e) => return Err(e),
         };
+        if let Some(expired_at) = self.expired(header.subject, P::ID, sealed.collected_at()) {
+            let e = Error::Expired {
+                subject: header.subject,
+                kind: T::KIND,
+                purpose: P::ID,
+                expired_at,
+            };
+            return Err(self.deny(event, RuleId::R11, e));
+        }
         self.record(&event)?;
         let value = self
             .vault
@@ -400,6 +527,11 @@ impl Custodian {
             return Ok(true);
         }
         Ok(self.vault.is_erased(subject)?.is_some())
+    }
+
+    /// When the subject was erased, according to the key store's tombstone.
+    pub fn erased_at(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        self.vault.is_erased(subject)
     }
 
     /// The keyed pseudonym of `info`'s value: the form in which
@@ -469,6 +601,8 @@ pub struct CustodianBuilder {
     pseudonym_key: Option<PseudonymKey>,
     clock: Option<Arc<dyn Clock>>,
     config: VaultConfig,
+    facilities: Vec<Country>,
+    retention: RetentionPolicy,
 }
 
 impl CustodianBuilder {
@@ -508,6 +642,25 @@ impl CustodianBuilder {
     /// The key pseudonyms are computed under.
     pub fn pseudonym_key(mut self, key: PseudonymKey) -> Self {
         self.pseudonym_key = Some(key);
+        self
+    }
+
+    /// The countries where the vendor, its affiliates, subsidiaries or agents
+    /// maintain facilities (R8). Data may be transferred only there; the
+    /// first is the home country that recipients' locations are checked from.
+    /// With none declared, every transfer is refused.
+    pub fn facilities(mut self, countries: impl IntoIterator<Item = Country>) -> Self {
+        for c in countries {
+            if !self.facilities.contains(&c) {
+                self.facilities.push(c);
+            }
+        }
+        self
+    }
+
+    /// Retention periods per purpose (R11); see [`RetentionPolicy`] for the defaults.
+    pub fn retention(mut self, policy: RetentionPolicy) -> Self {
+        self.retention = policy;
         self
     }
 
@@ -588,6 +741,8 @@ impl CustodianBuilder {
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
             vault: Vault::new(provider, store, pseudonym_key, self.config),
+            facilities: self.facilities,
+            retention: self.retention,
         })
     }
 }

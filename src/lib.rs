@@ -107,7 +107,8 @@
 //! - [`consent`]: grants, withdrawals and proofs.
 //! - [`custodian`]: the runtime object.
 //! - [`crypto`]: envelopes, keys, pseudonyms; [`audit`]: events, sinks, the chain.
-//! - [`transfer`], [`country`]: where data may go; [`time`]: clocks.
+//! - [`transfer`], [`country`]: where data may go; [`retention`]: how long
+//!   it stays; [`report`]: a subject's own view; [`time`]: clocks.
 //! - [`policy`]: the rule table as data.
 
 #![forbid(unsafe_code)]
@@ -126,6 +127,8 @@ pub mod info;
 pub mod policy;
 pub mod purpose;
 pub mod recipient;
+pub mod report;
+pub mod retention;
 pub mod subject;
 pub mod time;
 pub mod transfer;

@@ -216,6 +216,278 @@ pub fn rule(id: RuleId) -> &'static Rule {
     &RULES[id.index()]
 }
 
+/// Whether the compiler accepts a (purpose, role) or (from, to) pair: the
+/// record of processing below is *read off the trait impls* the compiler
+/// enforces, with autoref-based dispatch on concrete types, so it cannot
+/// drift from the code.
+mod probe {
+    use core::marker::PhantomData;
+
+    use crate::purpose::{CompatibleFrom, Purpose};
+    use crate::recipient::{PermittedFor, ReceivesPseudonyms};
+
+    pub(super) struct Disclose<P, R>(pub(super) PhantomData<(P, R)>);
+    pub(super) trait Allowed {
+        fn allowed(&self) -> bool {
+            true
+        }
+    }
+    pub(super) trait Refused {
+        fn allowed(&self) -> bool {
+            false
+        }
+    }
+    impl<P: Purpose, R: PermittedFor<P>> Allowed for Disclose<P, R> {}
+    impl<T> Refused for &T {}
+
+    pub(super) struct Pseudonyms<R>(pub(super) PhantomData<R>);
+    impl<R: ReceivesPseudonyms> Allowed for Pseudonyms<R> {}
+
+    pub(super) struct Move<P, Q>(pub(super) PhantomData<(P, Q)>);
+    impl<P: Purpose, Q: CompatibleFrom<P>> Allowed for Move<P, Q> {}
+}
+
+macro_rules! roles_for {
+    ($p:ty) => {{
+        #[allow(unused_imports)]
+        use probe::{Allowed as _, Refused as _};
+        let mut roles = Vec::new();
+        if (&probe::Disclose::<$p, Processor>(PhantomData)).allowed() {
+            roles.push(RoleId::Processor);
+        }
+        if (&probe::Disclose::<$p, Affiliate>(PhantomData)).allowed() {
+            roles.push(RoleId::Affiliate);
+        }
+        if (&probe::Disclose::<$p, ThirdParty>(PhantomData)).allowed() {
+            roles.push(RoleId::ThirdParty);
+        }
+        roles
+    }};
+}
+
+macro_rules! moves_from {
+    ($p:ty) => {{
+        #[allow(unused_imports)]
+        use probe::{Allowed as _, Refused as _};
+        let mut to = Vec::new();
+        if (&probe::Move::<$p, Transaction>(PhantomData)).allowed() {
+            to.push(PurposeId::Transaction);
+        }
+        if (&probe::Move::<$p, Support>(PhantomData)).allowed() {
+            to.push(PurposeId::Support);
+        }
+        if (&probe::Move::<$p, Correspondence>(PhantomData)).allowed() {
+            to.push(PurposeId::Correspondence);
+        }
+        if (&probe::Move::<$p, ServiceNotice>(PhantomData)).allowed() {
+            to.push(PurposeId::ServiceNotice);
+        }
+        if (&probe::Move::<$p, Newsletter>(PhantomData)).allowed() {
+            to.push(PurposeId::Newsletter);
+        }
+        if (&probe::Move::<$p, Promotion>(PhantomData)).allowed() {
+            to.push(PurposeId::Promotion);
+        }
+        if (&probe::Move::<$p, Personalization>(PhantomData)).allowed() {
+            to.push(PurposeId::Personalization);
+        }
+        if (&probe::Move::<$p, Improvement>(PhantomData)).allowed() {
+            to.push(PurposeId::Improvement);
+        }
+        to
+    }};
+}
+
+use core::marker::PhantomData;
+
+use crate::country::Country;
+use crate::data::Kind;
+use crate::purpose::{
+    Correspondence, Improvement, Newsletter, Personalization, Promotion, PurposeId, ServiceNotice,
+    Support, Transaction,
+};
+use crate::recipient::{Affiliate, Processor, RoleId, ThirdParty};
+use crate::retention::{Retention, RetentionPolicy};
+
+/// A data category processed, with its Fideslang key.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Category {
+    /// The data kind.
+    pub kind: Kind,
+    /// Its Fideslang data category.
+    pub fides_category: &'static str,
+}
+
+/// One processing activity of the record: a purpose and everything about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Activity {
+    /// The purpose.
+    pub purpose: PurposeId,
+    /// Its Fideslang data-use key.
+    pub fides_key: &'static str,
+    /// The policy sentence it comes from.
+    pub policy_text: &'static str,
+    /// The legal ground: `contract`, `legal_obligation`, `legitimate_interest` or `consent`.
+    pub legal_basis: &'static str,
+    /// Whether the holder sees plaintext (false: pseudonyms only).
+    pub plaintext: bool,
+    /// The data categories processed.
+    pub categories: Vec<Category>,
+    /// Recipient roles that may receive the data (read off the compiler's rules).
+    pub recipient_roles: Vec<RoleId>,
+    /// Recipient roles that may receive keyed pseudonyms of it.
+    pub pseudonym_recipient_roles: Vec<RoleId>,
+    /// Purposes the data may move to without consent.
+    pub compatible_moves: Vec<PurposeId>,
+    /// How long it is kept.
+    pub retention: Retention,
+}
+
+/// The controller's record of processing (GDPR Art. 30), generated from the
+/// same types and tables the compiler and the custodian enforce.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProcessingRecord {
+    /// The policy the record describes.
+    pub policy: &'static str,
+    /// Every processing activity, one per purpose.
+    pub activities: Vec<Activity>,
+    /// Countries where data may be stored and processed (the host's declared facilities).
+    pub transfer_destinations: Vec<Country>,
+    /// The rules, as in [`RULES`].
+    pub rules: Vec<Rule>,
+}
+
+impl ProcessingRecord {
+    /// The record as pretty-printed JSON.
+    pub fn to_json(&self) -> String {
+        // Every field is plain data with string keys: serialization cannot fail.
+        serde_json::to_string_pretty(self).unwrap_or_default()
+    }
+}
+
+fn legal_basis(p: PurposeId) -> &'static str {
+    match p {
+        PurposeId::Transaction | PurposeId::Support | PurposeId::ServiceNotice => "contract",
+        PurposeId::Correspondence | PurposeId::Improvement => "legitimate_interest",
+        PurposeId::Newsletter | PurposeId::Promotion | PurposeId::Personalization => "consent",
+    }
+}
+
+/// The record of processing with the default retention and no declared
+/// facilities; [`Custodian::processing_record`](crate::Custodian::processing_record)
+/// fills in a host's own.
+///
+/// ```
+/// use privacy_pledge::policy::processing_record;
+/// use privacy_pledge::purpose::PurposeId;
+/// use privacy_pledge::recipient::RoleId;
+///
+/// let record = processing_record();
+/// let newsletter = record.activities.iter().find(|a| a.purpose == PurposeId::Newsletter).unwrap();
+/// assert_eq!(newsletter.recipient_roles, [RoleId::Processor]);
+/// assert!(record.to_json().contains("marketing.communications.email"));
+/// ```
+pub fn processing_record() -> ProcessingRecord {
+    processing_record_with(&RetentionPolicy::default(), &[])
+}
+
+// The borrows below are the dispatch: `(&probe).allowed()` picks the
+// `Allowed` impl when the compiler's rule admits the pair, `Refused` otherwise.
+#[allow(clippy::needless_borrow)]
+pub(crate) fn processing_record_with(
+    retention: &RetentionPolicy,
+    facilities: &[Country],
+) -> ProcessingRecord {
+    let pseudonym_roles = {
+        #[allow(unused_imports)]
+        use probe::{Allowed as _, Refused as _};
+        let mut r = Vec::new();
+        if (&probe::Pseudonyms::<Processor>(PhantomData)).allowed() {
+            r.push(RoleId::Processor);
+        }
+        if (&probe::Pseudonyms::<Affiliate>(PhantomData)).allowed() {
+            r.push(RoleId::Affiliate);
+        }
+        if (&probe::Pseudonyms::<ThirdParty>(PhantomData)).allowed() {
+            r.push(RoleId::ThirdParty);
+        }
+        r
+    };
+    let table: [(PurposeId, Vec<RoleId>, Vec<PurposeId>); 8] = [
+        (
+            PurposeId::Transaction,
+            roles_for!(Transaction),
+            moves_from!(Transaction),
+        ),
+        (
+            PurposeId::Support,
+            roles_for!(Support),
+            moves_from!(Support),
+        ),
+        (
+            PurposeId::Correspondence,
+            roles_for!(Correspondence),
+            moves_from!(Correspondence),
+        ),
+        (
+            PurposeId::ServiceNotice,
+            roles_for!(ServiceNotice),
+            moves_from!(ServiceNotice),
+        ),
+        (
+            PurposeId::Newsletter,
+            roles_for!(Newsletter),
+            moves_from!(Newsletter),
+        ),
+        (
+            PurposeId::Promotion,
+            roles_for!(Promotion),
+            moves_from!(Promotion),
+        ),
+        (
+            PurposeId::Personalization,
+            roles_for!(Personalization),
+            moves_from!(Personalization),
+        ),
+        (
+            PurposeId::Improvement,
+            roles_for!(Improvement),
+            moves_from!(Improvement),
+        ),
+    ];
+    let categories: Vec<Category> = Kind::ALL
+        .into_iter()
+        .map(|kind| Category {
+            kind,
+            fides_category: kind.fides_category(),
+        })
+        .collect();
+    ProcessingRecord {
+        policy: "iBeesoft Privacy Policy (archived 2018-06-30)",
+        activities: table
+            .into_iter()
+            .map(|(purpose, recipient_roles, compatible_moves)| Activity {
+                purpose,
+                fides_key: purpose.fides_key(),
+                policy_text: purpose.policy_text(),
+                legal_basis: legal_basis(purpose),
+                plaintext: purpose.sees_plaintext(),
+                categories: categories.clone(),
+                recipient_roles,
+                pseudonym_recipient_roles: if purpose.sees_plaintext() {
+                    Vec::new()
+                } else {
+                    pseudonym_roles.clone()
+                },
+                compatible_moves,
+                retention: retention.get(purpose),
+            })
+            .collect(),
+        transfer_destinations: facilities.to_vec(),
+        rules: RULES.to_vec(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,6 +507,63 @@ mod tests {
             let row = format!("| {} | {} |", r.id, r.summary);
             assert!(lib.contains(&row), "crate docs lack the row for {}", r.id);
         }
+    }
+
+    #[test]
+    fn processing_record_matches_the_rule_table() {
+        use RoleId::{Affiliate as A, Processor as Pr};
+        let r = processing_record();
+        let roles: Vec<(PurposeId, Vec<RoleId>)> = r
+            .activities
+            .iter()
+            .map(|a| (a.purpose, a.recipient_roles.clone()))
+            .collect();
+        // The matrix of DESIGN.md: no purpose ever permits a third party (R3),
+        // subscriber and marketing lists reach processors only (R4), and
+        // Improvement gets no plaintext (R6).
+        assert_eq!(
+            roles,
+            vec![
+                (PurposeId::Transaction, vec![Pr, A]),
+                (PurposeId::Support, vec![Pr, A]),
+                (PurposeId::Correspondence, vec![Pr, A]),
+                (PurposeId::ServiceNotice, vec![Pr, A]),
+                (PurposeId::Newsletter, vec![Pr]),
+                (PurposeId::Promotion, vec![Pr]),
+                (PurposeId::Personalization, vec![Pr]),
+                (PurposeId::Improvement, vec![]),
+            ]
+        );
+        let improvement = &r.activities[7];
+        assert_eq!(improvement.pseudonym_recipient_roles, vec![Pr, A]);
+        assert!(!improvement.plaintext);
+        let moves: Vec<_> = r
+            .activities
+            .iter()
+            .map(|a| a.compatible_moves.clone())
+            .collect();
+        assert_eq!(
+            moves[0],
+            vec![
+                PurposeId::Support,
+                PurposeId::Correspondence,
+                PurposeId::ServiceNotice
+            ]
+        );
+        assert!(
+            moves[4..].iter().all(Vec::is_empty),
+            "nothing leaves a consent-based purpose or Improvement"
+        );
+        for a in &r.activities {
+            assert_eq!(a.legal_basis == "consent", a.purpose.needs_consent());
+            assert_eq!(a.categories.len(), Kind::ALL.len());
+        }
+        assert_eq!(r.rules.len(), RULES.len());
+        let json: serde_json::Value = serde_json::from_str(&r.to_json()).unwrap();
+        assert_eq!(
+            json["activities"][4]["fides_key"],
+            "marketing.communications.email"
+        );
     }
 
     #[test]

@@ -155,6 +155,12 @@ pub trait Recipient {
     fn processes_in(&self) -> &[Country] {
         &[]
     }
+
+    /// The legal mechanism the recipient's processing abroad relies on, for
+    /// data leaving the EEA (R8). None by default.
+    fn transfer_mechanism(&self) -> Option<crate::transfer::Mechanism> {
+        None
+    }
 }
 
 impl<R: Recipient + ?Sized> Recipient for &R {
@@ -164,6 +170,9 @@ impl<R: Recipient + ?Sized> Recipient for &R {
     }
     fn processes_in(&self) -> &[Country] {
         (**self).processes_in()
+    }
+    fn transfer_mechanism(&self) -> Option<crate::transfer::Mechanism> {
+        (**self).transfer_mechanism()
     }
 }
 

@@ -13,13 +13,38 @@
 //! accepted: [`Mechanism`] has no such variant and parsing the name is an error.
 //!
 //! ```
-//! use privacy_pledge::transfer::Mechanism;
+//! use privacy_pledge::country::Country;
+//! use privacy_pledge::transfer::{Mechanism, Transfer, TransferError};
+//! use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+//! use privacy_pledge::data::EmailAddress;
+//! use privacy_pledge::purpose::Transaction;
 //!
-//! assert_eq!("standard-contractual-clauses".parse::<Mechanism>(), Ok(Mechanism::StandardContractualClauses));
+//! let (us, de, br): (Country, Country, Country) = ("US".parse()?, "DE".parse()?, "BR".parse()?);
+//! let custodian = Custodian::builder().facilities([de, us]).build()?;
+//! let email: PersonalInfo<EmailAddress, Transaction> =
+//!     PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com")?);
+//!
+//! // Out of the EEA: needs a mechanism, and Safe Harbor is not one.
+//! assert!(matches!(
+//!     custodian.transfer(&email, &Transfer::new(de, us)),
+//!     Err(Error::Transfer(TransferError::MechanismRequired { .. }))
+//! ));
 //! assert!("safe-harbor".parse::<Mechanism>().is_err());
+//! let ok = custodian.transfer(&email, &Transfer::new(de, us).under(Mechanism::StandardContractualClauses))?;
+//! assert_eq!(ok.to(), us);
+//!
+//! // Not a facility: refused whatever the mechanism.
+//! assert!(custodian.transfer(&email, &Transfer::new(de, br).under(Mechanism::StandardContractualClauses)).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 use serde::{Deserialize, Serialize};
+
+use crate::country::Country;
+use crate::data::Kind;
+use crate::purpose::PurposeId;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
 
 /// A legal mechanism for moving personal data out of the EEA (GDPR chapter V).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -58,7 +83,26 @@ impl Mechanism {
     pub(crate) const fn code(self) -> u8 {
         self as u8
     }
+
+    /// Whether the mechanism can cover a transfer to `to`. An adequacy
+    /// decision covers only the countries that have one; the Data Privacy
+    /// Framework covers only the United States (certified recipients); contract
+    /// clauses and binding corporate rules cover any destination.
+    pub fn covers(self, to: Country) -> bool {
+        match self {
+            Mechanism::AdequacyDecision => ADEQUATE.split(' ').any(|c| c == to.code()),
+            Mechanism::DataPrivacyFramework => to.code() == "US",
+            Mechanism::StandardContractualClauses | Mechanism::BindingCorporateRules => true,
+        }
+    }
 }
+
+/// Countries with an adequacy decision of the European Commission (besides the
+/// EEA itself): Andorra, Argentina, Canada, the Faroe Islands, Guernsey,
+/// Israel, the Isle of Man, Japan, Jersey, New Zealand, the Republic of Korea,
+/// Switzerland, the United Kingdom and Uruguay. (The United States is covered
+/// only through the Data Privacy Framework.)
+const ADEQUATE: &str = "AD AR CA FO GG IL IM JP JE NZ KR CH GB UY";
 
 impl core::fmt::Display for Mechanism {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -110,14 +154,206 @@ pub enum TransferError {
     #[error("R8: {country} is not a country where the vendor, its affiliates, subsidiaries or agents maintain facilities")]
     NotAFacility {
         /// The refused destination.
-        country: crate::country::Country,
+        country: Country,
     },
-    /// Data of an EEA subject leaving the EEA needs a legal mechanism.
-    #[error(
-        "R8: moving data of a subject in the EEA to {country} needs a legal transfer mechanism"
-    )]
+    /// Data leaving the EEA needs a legal mechanism.
+    #[error("R8: moving data from the EEA to {country} needs a legal transfer mechanism")]
     MechanismRequired {
         /// The destination outside the EEA.
-        country: crate::country::Country,
+        country: Country,
     },
+    /// The mechanism named does not cover the destination.
+    #[error("R8: {mechanism} does not cover transfers to {country}")]
+    MechanismDoesNotCover {
+        /// The mechanism named.
+        mechanism: Mechanism,
+        /// The destination.
+        country: Country,
+    },
+}
+
+/// A planned move of personal information from one country to another.
+///
+/// ```
+/// use privacy_pledge::transfer::{Mechanism, Transfer};
+/// let t = Transfer::new("DE".parse()?, "US".parse()?).under(Mechanism::DataPrivacyFramework);
+/// assert_eq!(t.mechanism(), Some(Mechanism::DataPrivacyFramework));
+/// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Transfer {
+    from: Country,
+    to: Country,
+    mechanism: Option<Mechanism>,
+}
+
+impl Transfer {
+    /// A transfer from the country where the data is now (or where its subject
+    /// lives) to a destination.
+    pub fn new(from: Country, to: Country) -> Self {
+        Transfer {
+            from,
+            to,
+            mechanism: None,
+        }
+    }
+
+    /// The legal mechanism relied on.
+    pub fn under(mut self, mechanism: Mechanism) -> Self {
+        self.mechanism = Some(mechanism);
+        self
+    }
+
+    /// Where from.
+    pub fn from(&self) -> Country {
+        self.from
+    }
+
+    /// Where to.
+    pub fn to(&self) -> Country {
+        self.to
+    }
+
+    /// The mechanism, if one was named.
+    pub fn mechanism(&self) -> Option<Mechanism> {
+        self.mechanism
+    }
+
+    /// Checks the transfer against the declared facilities (R8).
+    pub(crate) fn check(&self, facilities: &[Country]) -> Result<(), TransferError> {
+        if !facilities.contains(&self.to) {
+            return Err(TransferError::NotAFacility { country: self.to });
+        }
+        if self.from.in_eea() && !self.to.in_eea() {
+            let m = self
+                .mechanism
+                .ok_or(TransferError::MechanismRequired { country: self.to })?;
+            if !m.covers(self.to) {
+                return Err(TransferError::MechanismDoesNotCover {
+                    mechanism: m,
+                    country: self.to,
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// An approved transfer, as recorded in the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferRecord {
+    subject: SubjectId,
+    kind: Kind,
+    purpose: PurposeId,
+    transfer: Transfer,
+    at: Timestamp,
+}
+
+impl TransferRecord {
+    pub(crate) fn new(
+        subject: SubjectId,
+        kind: Kind,
+        purpose: PurposeId,
+        transfer: Transfer,
+        at: Timestamp,
+    ) -> Self {
+        TransferRecord {
+            subject,
+            kind,
+            purpose,
+            transfer,
+            at,
+        }
+    }
+
+    /// The subject.
+    pub fn subject(&self) -> SubjectId {
+        self.subject
+    }
+    /// The data kind moved.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+    /// The purpose it is held for.
+    pub fn purpose(&self) -> PurposeId {
+        self.purpose
+    }
+    /// The destination.
+    pub fn to(&self) -> Country {
+        self.transfer.to
+    }
+    /// The transfer as approved.
+    pub fn transfer(&self) -> &Transfer {
+        &self.transfer
+    }
+    /// When it was approved.
+    pub fn at(&self) -> Timestamp {
+        self.at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Country {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn rules() {
+        let facilities = [c("DE"), c("US"), c("GB"), c("IE")];
+        assert!(Transfer::new(c("DE"), c("IE")).check(&facilities).is_ok());
+        assert!(Transfer::new(c("US"), c("GB")).check(&facilities).is_ok());
+        assert_eq!(
+            Transfer::new(c("DE"), c("US")).check(&facilities),
+            Err(TransferError::MechanismRequired { country: c("US") })
+        );
+        assert!(Transfer::new(c("DE"), c("US"))
+            .under(Mechanism::DataPrivacyFramework)
+            .check(&facilities)
+            .is_ok());
+        assert!(Transfer::new(c("DE"), c("GB"))
+            .under(Mechanism::AdequacyDecision)
+            .check(&facilities)
+            .is_ok());
+        assert_eq!(
+            Transfer::new(c("DE"), c("US"))
+                .under(Mechanism::AdequacyDecision)
+                .check(&facilities),
+            Err(TransferError::MechanismDoesNotCover {
+                mechanism: Mechanism::AdequacyDecision,
+                country: c("US")
+            })
+        );
+        assert_eq!(
+            Transfer::new(c("DE"), c("FR")).check(&facilities),
+            Err(TransferError::NotAFacility { country: c("FR") })
+        );
+    }
+
+    #[test]
+    fn mechanism_text() {
+        for m in Mechanism::ALL {
+            assert_eq!(m.as_str().parse::<Mechanism>(), Ok(m));
+        }
+        for bad in [
+            "Safe Harbor",
+            "safe-harbour",
+            "SAFE_HARBOR",
+            "privacy shield",
+        ] {
+            assert!(
+                matches!(
+                    bad.parse::<Mechanism>(),
+                    Err(InvalidMechanism::Invalidated(_))
+                ),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            "consent".parse::<Mechanism>(),
+            Err(InvalidMechanism::Unknown)
+        );
+    }
 }

@@ -169,6 +169,10 @@ impl sealed::Sealed for EmailAddress {
                 .map(|b| b.to_ascii_lowercase()),
         );
     }
+
+    fn report_into(&self, out: &mut String) {
+        out.push_str(self.text.expose_secret());
+    }
 }
 
 redacted_kind!(EmailAddress);

@@ -69,6 +69,8 @@ pub(crate) mod sealed {
         fn decode(bytes: &[u8]) -> Result<Self, InvalidData>;
         /// Appends the normalised form that pseudonyms are computed over.
         fn normalized_into(&self, out: &mut Vec<u8>);
+        /// Appends the value as the subject should read it in a report.
+        fn report_into(&self, out: &mut String);
     }
 }
 

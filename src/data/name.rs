@@ -60,6 +60,10 @@ impl sealed::Sealed for FullName {
     fn normalized_into(&self, out: &mut Vec<u8>) {
         fold(self.text.expose_secret(), out);
     }
+
+    fn report_into(&self, out: &mut String) {
+        out.push_str(self.text.expose_secret());
+    }
 }
 
 redacted_kind!(FullName);

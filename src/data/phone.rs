@@ -89,6 +89,10 @@ impl sealed::Sealed for PhoneNumber {
     fn normalized_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.e164.expose_secret().as_bytes());
     }
+
+    fn report_into(&self, out: &mut String) {
+        out.push_str(self.e164.expose_secret());
+    }
 }
 
 redacted_kind!(PhoneNumber);

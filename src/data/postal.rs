@@ -121,6 +121,14 @@ impl sealed::Sealed for PostalAddress {
         out.push(b'\n');
         out.extend_from_slice(self.country.code().as_bytes());
     }
+
+    fn report_into(&self, out: &mut String) {
+        for line in self.lines() {
+            out.push_str(line);
+            out.push_str(", ");
+        }
+        out.push_str(self.country.code());
+    }
 }
 
 redacted_kind!(PostalAddress);

@@ -249,6 +249,20 @@ impl sealed::Sealed for PurchaseRecord {
     fn normalized_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.order_id.expose_secret().as_bytes());
     }
+
+    fn report_into(&self, out: &mut String) {
+        use core::fmt::Write as _;
+        let _ = write!(
+            out,
+            "order {} on {}: {}, {}.{:02} {}",
+            self.order_id.expose_secret(),
+            self.date,
+            self.product.expose_secret(),
+            self.amount.minor_units / 100,
+            self.amount.minor_units % 100,
+            self.amount.currency()
+        );
+    }
 }
 
 redacted_kind!(PurchaseRecord);

@@ -65,6 +65,10 @@ impl sealed::Sealed for PaymentToken {
     fn normalized_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.text.expose_secret().as_bytes());
     }
+
+    fn report_into(&self, out: &mut String) {
+        out.push_str(self.text.expose_secret());
+    }
 }
 
 redacted_kind!(PaymentToken);

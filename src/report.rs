@@ -1,0 +1,399 @@
+//! The subject's own view (rule R11): everything held on a person, for them.
+//!
+//! [`Custodian::subject_report`](crate::Custodian::subject_report) takes the
+//! subject's sealed records from host storage and the audit trail, and gives
+//! a [`SubjectReport`]: every value held (decrypted, for that person alone),
+//! its purpose, when it was collected and until when it is kept, who received
+//! what and when, live consents, and transfers. It serialises to JSON and
+//! renders as a short plain-text letter.
+//!
+//! ```
+//! use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+//! use privacy_pledge::data::EmailAddress;
+//! use privacy_pledge::purpose::Transaction;
+//! use privacy_pledge::report::StoredRecord;
+//!
+//! let custodian = Custodian::in_memory();
+//! let ada = SubjectId::random();
+//! let email: PersonalInfo<EmailAddress, Transaction> =
+//!     PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com")?);
+//! let row = custodian.seal(&email)?;
+//!
+//! let trail = custodian.builtin_audit_log().unwrap().inner().events();
+//! let records: Vec<&dyn StoredRecord> = vec![&row];
+//! let report = custodian.subject_report(ada, &records, &trail)?;
+//! assert_eq!(report.records().len(), 1);
+//! assert!(report.to_letter().contains("ada@example.com"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use core::fmt;
+use core::fmt::Write as _;
+
+use serde::{Serialize, Serializer};
+use zeroize::Zeroizing;
+
+use crate::audit::{Action, AuditEvent, Outcome};
+use crate::consent::ConsentState;
+use crate::country::Country;
+use crate::crypto::Sealed;
+use crate::data::{DataKind, Kind};
+use crate::purpose::{Purpose, PurposeId};
+use crate::recipient::RoleId;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+use crate::transfer::Mechanism;
+use crate::{Custodian, Error};
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// A stored envelope of any kind and purpose, as a host's rows hold them: the
+/// object-safe view of [`Sealed<T, P>`] used by reports and retention sweeps.
+pub trait StoredRecord: sealed::Sealed {
+    /// The subject.
+    fn subject(&self) -> SubjectId;
+    /// The data kind.
+    fn kind(&self) -> Kind;
+    /// The purpose.
+    fn purpose(&self) -> PurposeId;
+    /// When the value was collected.
+    fn collected_at(&self) -> Timestamp;
+    /// Opens the record (audited) and renders the value for its subject.
+    #[doc(hidden)]
+    fn open_for_report(&self, custodian: &Custodian) -> Result<ReportValue, Error>;
+}
+
+impl<T: DataKind, P: Purpose> sealed::Sealed for Sealed<T, P> {}
+
+impl<T: DataKind, P: Purpose> StoredRecord for Sealed<T, P> {
+    fn subject(&self) -> SubjectId {
+        Sealed::subject(self)
+    }
+    fn kind(&self) -> Kind {
+        T::KIND
+    }
+    fn purpose(&self) -> PurposeId {
+        P::ID
+    }
+    fn collected_at(&self) -> Timestamp {
+        Sealed::collected_at(self)
+    }
+    fn open_for_report(&self, custodian: &Custodian) -> Result<ReportValue, Error> {
+        let info = custodian.open(self)?;
+        let mut text = Zeroizing::new(String::new());
+        info.value().report_into(&mut text);
+        Ok(ReportValue(text))
+    }
+}
+
+/// A value shown to its subject: wiped on drop, redacted in `Debug`.
+#[derive(Clone)]
+pub struct ReportValue(Zeroizing<String>);
+
+impl ReportValue {
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for ReportValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ReportValue([redacted])")
+    }
+}
+
+impl Serialize for ReportValue {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+/// Why a record's value is not shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Withheld {
+    /// Past its retention period.
+    Expired,
+    /// The subject was erased.
+    Erased,
+    /// The envelope did not open (altered, or sealed under other keys).
+    Unreadable,
+}
+
+/// One record held on the subject.
+#[derive(Clone, Debug, Serialize)]
+pub struct HeldRecord {
+    /// The data kind.
+    pub kind: Kind,
+    /// The purpose it is held for.
+    pub purpose: PurposeId,
+    /// The purpose's Fideslang data-use key.
+    pub fides_key: &'static str,
+    /// When it was collected.
+    pub collected_at: Timestamp,
+    /// When its retention period ends, if it has a fixed one.
+    pub kept_until: Option<Timestamp>,
+    /// The value, for the subject's eyes.
+    pub value: Option<ReportValue>,
+    /// Why the value is not shown, if it is not.
+    pub withheld: Option<Withheld>,
+}
+
+/// A disclosure of the subject's data, from the audit trail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DisclosureEntry {
+    /// When.
+    pub at: Timestamp,
+    /// To whom.
+    pub recipient: String,
+    /// The recipient's role.
+    pub role: RoleId,
+    /// What kind of data.
+    pub kind: Option<Kind>,
+    /// Held for what purpose.
+    pub purpose: Option<PurposeId>,
+    /// Whether only a pseudonym was shared.
+    pub pseudonym_only: bool,
+}
+
+/// A transfer of the subject's data, from the audit trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct TransferEntry {
+    /// When.
+    pub at: Timestamp,
+    /// Where to.
+    pub country: Option<Country>,
+    /// Under which mechanism.
+    pub mechanism: Option<Mechanism>,
+    /// What kind of data.
+    pub kind: Option<Kind>,
+}
+
+/// Everything held on one subject, for that subject.
+///
+/// Contains plaintext by design (it answers the person's right of access), so
+/// it is produced only through the audited
+/// [`Custodian::subject_report`](crate::Custodian::subject_report); values are
+/// wiped on drop and `Debug` redacts them.
+#[derive(Clone, Debug, Serialize)]
+pub struct SubjectReport {
+    subject: SubjectId,
+    generated_at: Timestamp,
+    erased_at: Option<Timestamp>,
+    records: Vec<HeldRecord>,
+    disclosures: Vec<DisclosureEntry>,
+    transfers: Vec<TransferEntry>,
+    consents: Vec<ConsentState>,
+}
+
+impl SubjectReport {
+    /// The subject.
+    pub fn subject(&self) -> SubjectId {
+        self.subject
+    }
+    /// When the report was made.
+    pub fn generated_at(&self) -> Timestamp {
+        self.generated_at
+    }
+    /// When the subject was erased, if they were.
+    pub fn erased_at(&self) -> Option<Timestamp> {
+        self.erased_at
+    }
+    /// The records held.
+    pub fn records(&self) -> &[HeldRecord] {
+        &self.records
+    }
+    /// Who received what and when.
+    pub fn disclosures(&self) -> &[DisclosureEntry] {
+        &self.disclosures
+    }
+    /// Transfers to other countries.
+    pub fn transfers(&self) -> &[TransferEntry] {
+        &self.transfers
+    }
+    /// Consents recorded, live or withdrawn.
+    pub fn consents(&self) -> &[ConsentState] {
+        &self.consents
+    }
+
+    /// The report as JSON, for the subject.
+    pub fn to_json(&self) -> Result<Zeroizing<String>, serde_json::Error> {
+        serde_json::to_string_pretty(self).map(Zeroizing::new)
+    }
+
+    /// The report as a short plain-text letter, for the subject.
+    pub fn to_letter(&self) -> Zeroizing<String> {
+        let mut out = Zeroizing::new(String::new());
+        let w = &mut *out;
+        let _ = writeln!(w, "What we hold about you (reference {})", self.subject);
+        let _ = writeln!(w, "Prepared {}.", self.generated_at);
+        let _ = writeln!(w);
+        if let Some(at) = self.erased_at {
+            let _ = writeln!(
+                w,
+                "Your personal information was erased on {at}: the keys that protected it were destroyed, so no copy of it can be read any more."
+            );
+        }
+        if self.records.is_empty() {
+            let _ = writeln!(w, "We hold no readable personal information about you.");
+        } else {
+            let _ = writeln!(w, "Information we hold:");
+            for r in &self.records {
+                let shown = match (&r.value, r.withheld) {
+                    (Some(v), _) => v.as_str().to_owned(),
+                    (None, Some(Withheld::Expired)) => {
+                        "(past its retention period, due for deletion)".into()
+                    }
+                    (None, Some(Withheld::Erased)) => "(erased)".into(),
+                    _ => "(unreadable)".into(),
+                };
+                let kept = r
+                    .kept_until
+                    .map(|t| format!(", kept until {}", &t.to_string()[..10]))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    w,
+                    "- {} for {}: {} (collected {}{kept})",
+                    r.kind,
+                    r.purpose,
+                    shown,
+                    &r.collected_at.to_string()[..10]
+                );
+            }
+        }
+        let _ = writeln!(w);
+        if self.disclosures.is_empty() {
+            let _ = writeln!(w, "We shared none of it with anyone.");
+        } else {
+            let _ = writeln!(w, "Who received it:");
+            for d in &self.disclosures {
+                let what = d.kind.map(|k| k.name()).unwrap_or("data");
+                let how = if d.pseudonym_only {
+                    " (a pseudonym only)"
+                } else {
+                    ""
+                };
+                let _ = writeln!(
+                    w,
+                    "- {} ({}) received your {what}{how} on {}",
+                    d.recipient, d.role, d.at
+                );
+            }
+        }
+        if !self.transfers.is_empty() {
+            let _ = writeln!(w, "Transfers abroad:");
+            for t in &self.transfers {
+                let to = t.country.map(|c| c.to_string()).unwrap_or_default();
+                let under = t
+                    .mechanism
+                    .map(|m| format!(" under {m}"))
+                    .unwrap_or_default();
+                let _ = writeln!(w, "- to {to}{under} on {}", t.at);
+            }
+        }
+        let live: Vec<_> = self.consents.iter().filter(|c| c.granted).collect();
+        if live.is_empty() {
+            let _ = writeln!(w, "You have given no marketing consent.");
+        } else {
+            let _ = writeln!(w, "Consents you have given (withdraw any time):");
+            for c in live {
+                let _ = writeln!(w, "- {} since {}", c.purpose, c.since);
+            }
+        }
+        out
+    }
+}
+
+impl Custodian {
+    /// Produces the subject's report from their stored records and the audit
+    /// trail (R11). Records of other subjects in `records` and events of other
+    /// subjects in `trail` are ignored. Recorded first as a `report` event;
+    /// each record opened is recorded as an `open`.
+    pub fn subject_report(
+        &self,
+        subject: SubjectId,
+        records: &[&dyn StoredRecord],
+        trail: &[AuditEvent],
+    ) -> Result<SubjectReport, Error> {
+        let now = self.now();
+        self.record(&AuditEvent::new(
+            now,
+            subject,
+            Action::Report,
+            crate::policy::RuleId::R11,
+        ))?;
+        let erased_at = match self.erased_at(subject)? {
+            Some(at) => Some(at),
+            None => trail
+                .iter()
+                .find(|e| {
+                    e.subject() == subject
+                        && e.action() == Action::Erase
+                        && e.outcome() == Outcome::Allowed
+                })
+                .map(AuditEvent::time),
+        };
+        let mut held = Vec::new();
+        for r in records.iter().filter(|r| r.subject() == subject) {
+            let (value, withheld) = if erased_at.is_some() {
+                (None, Some(Withheld::Erased))
+            } else {
+                match r.open_for_report(self) {
+                    Ok(v) => (Some(v), None),
+                    Err(Error::Expired { .. }) => (None, Some(Withheld::Expired)),
+                    Err(Error::Erased { .. }) => (None, Some(Withheld::Erased)),
+                    Err(Error::Audit(e)) => return Err(Error::Audit(e)),
+                    Err(_) => (None, Some(Withheld::Unreadable)),
+                }
+            };
+            held.push(HeldRecord {
+                kind: r.kind(),
+                purpose: r.purpose(),
+                fides_key: r.purpose().fides_key(),
+                collected_at: r.collected_at(),
+                kept_until: self.retention().expires_at(r.purpose(), r.collected_at()),
+                value,
+                withheld,
+            });
+        }
+        let mine = || {
+            trail
+                .iter()
+                .filter(move |e| e.subject() == subject && e.outcome() == Outcome::Allowed)
+        };
+        let disclosures = mine()
+            .filter(|e| e.action() == Action::Disclose)
+            .filter_map(|e| {
+                e.recipient().map(|r| DisclosureEntry {
+                    at: e.time(),
+                    recipient: r.name.to_string(),
+                    role: r.role,
+                    kind: e.kind(),
+                    purpose: e.purpose(),
+                    pseudonym_only: e.target_purpose() == Some(PurposeId::Improvement),
+                })
+            })
+            .collect();
+        let transfers = mine()
+            .filter(|e| e.action() == Action::Transfer)
+            .map(|e| TransferEntry {
+                at: e.time(),
+                country: e.country(),
+                mechanism: e.mechanism(),
+                kind: e.kind(),
+            })
+            .collect();
+        Ok(SubjectReport {
+            subject,
+            generated_at: now,
+            erased_at,
+            records: held,
+            disclosures,
+            transfers,
+            consents: self.consents().of(subject),
+        })
+    }
+}
