@@ -3,6 +3,8 @@
 //! `cargo bench --bench access`
 //!
 //! - `plain_string`: the baseline — read a `String`'s domain part.
+//! - `discarding_sink`: `custodian.access` with a sink that stores nothing
+//!   (the custodian's own cost: checks, timestamp, event).
 //! - `memory_log`: `custodian.access` with an unchained `MemoryAuditLog`.
 //! - `chained_log`: `custodian.access` with the built-in chained log
 //!   (HMAC-SHA-256 per event), the default of `Custodian::in_memory()`.
@@ -11,10 +13,19 @@ use std::hint::black_box;
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use privacy_pledge::audit::MemoryAuditLog;
+use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink, MemoryAuditLog};
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+
+/// A sink that stores nothing: isolates the custodian's own cost.
+struct Discard;
+impl AuditSink for Discard {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        black_box(event);
+        Ok(())
+    }
+}
 
 fn access(c: &mut Criterion) {
     let mut g = c.benchmark_group("access");
@@ -32,6 +43,17 @@ fn access(c: &mut Criterion) {
         SubjectId::random(),
         EmailAddress::parse("ada.lovelace@example.com").unwrap(),
     );
+
+    let discard = Custodian::builder().audit(Discard).build().unwrap();
+    g.bench_function("discarding_sink", |b| {
+        b.iter(|| {
+            black_box(
+                discard
+                    .access(black_box(&email), |e| e.domain().len())
+                    .unwrap(),
+            )
+        })
+    });
 
     let log = Arc::new(MemoryAuditLog::new());
     let custodian = Custodian::builder().audit(log).build().unwrap();

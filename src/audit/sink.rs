@@ -77,29 +77,24 @@ pub trait AuditSink: Send + Sync {
     }
 }
 
-impl<S: AuditSink + ?Sized> AuditSink for Arc<S> {
-    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        (**self).record(event)
-    }
-    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        (**self).record_batch(events)
-    }
-    fn flush(&self) -> Result<(), AuditError> {
-        (**self).flush()
-    }
+/// Forwards the whole trait through a smart pointer, so a host can keep a
+/// handle (`Arc`) to the sink it gave the custodian.
+macro_rules! forward_sink {
+    ($($ptr:ident),*) => {$(
+        impl<S: AuditSink + ?Sized> AuditSink for $ptr<S> {
+            fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+                (**self).record(event)
+            }
+            fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+                (**self).record_batch(events)
+            }
+            fn flush(&self) -> Result<(), AuditError> {
+                (**self).flush()
+            }
+        }
+    )*};
 }
-
-impl<S: AuditSink + ?Sized> AuditSink for Box<S> {
-    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        (**self).record(event)
-    }
-    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
-        (**self).record_batch(events)
-    }
-    fn flush(&self) -> Result<(), AuditError> {
-        (**self).flush()
-    }
-}
+forward_sink!(Arc, Box);
 
 /// A thread-safe audit log in memory.
 ///

@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{redacted_kind, sealed, stored_str, InvalidData, Kind, Reason};
+use super::{redacted_kind, sealed, stored_str, text_codec, InvalidData, Kind, Reason};
 
 /// An email address, validated on [`parse`](Self::parse).
 ///
@@ -142,13 +142,7 @@ impl ExposeSecret<str> for EmailAddress {
 }
 
 impl sealed::Sealed for EmailAddress {
-    fn encoded_len(&self) -> usize {
-        self.text.expose_secret().len()
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.text.expose_secret().as_bytes());
-    }
+    text_codec!(text);
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
         // Authenticated bytes that this crate encoded from a parsed value: a
@@ -168,10 +162,6 @@ impl sealed::Sealed for EmailAddress {
                 .bytes()
                 .map(|b| b.to_ascii_lowercase()),
         );
-    }
-
-    fn report_into(&self, out: &mut String) {
-        out.push_str(self.text.expose_secret());
     }
 }
 

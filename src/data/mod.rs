@@ -277,6 +277,34 @@ pub(crate) fn stored_str(kind: Kind, bytes: &[u8]) -> Result<&str, InvalidData> 
     core::str::from_utf8(bytes).map_err(|_| InvalidData::new(kind, Reason::Malformed))
 }
 
+/// Decodes a stored form by parsing it again: a value that was valid when
+/// sealed is valid when opened, and anything else is `Malformed`.
+pub(crate) fn reparse<T>(
+    kind: Kind,
+    bytes: &[u8],
+    parse: impl FnOnce(&str) -> Result<T, InvalidData>,
+) -> Result<T, InvalidData> {
+    parse(stored_str(kind, bytes)?).map_err(|_| InvalidData::new(kind, Reason::Malformed))
+}
+
+/// The codec items shared by kinds whose stored form is one text field.
+macro_rules! text_codec {
+    ($field:ident) => {
+        fn encoded_len(&self) -> usize {
+            self.$field.expose_secret().len()
+        }
+
+        fn encode_into(&self, out: &mut Vec<u8>) {
+            out.extend_from_slice(self.$field.expose_secret().as_bytes());
+        }
+
+        fn report_into(&self, out: &mut String) {
+            out.push_str(self.$field.expose_secret());
+        }
+    };
+}
+pub(crate) use text_codec;
+
 /// Lower-cases and folds runs of white space to one space.
 pub(crate) fn fold(text: &str, out: &mut Vec<u8>) {
     let mut space = false;

@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{clean_text, fold, redacted_kind, sealed, stored_str, InvalidData, Kind, Reason};
+use super::{clean_text, fold, redacted_kind, reparse, sealed, text_codec, InvalidData, Kind};
 
 /// A person's full name, as they wrote it.
 ///
@@ -44,25 +44,14 @@ impl ExposeSecret<str> for FullName {
 }
 
 impl sealed::Sealed for FullName {
-    fn encoded_len(&self) -> usize {
-        self.text.expose_secret().len()
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.text.expose_secret().as_bytes());
-    }
+    text_codec!(text);
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        let s = stored_str(KIND, bytes)?;
-        FullName::parse(s).map_err(|_| InvalidData::new(KIND, Reason::Malformed))
+        reparse(KIND, bytes, FullName::parse)
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {
         fold(self.text.expose_secret(), out);
-    }
-
-    fn report_into(&self, out: &mut String) {
-        out.push_str(self.text.expose_secret());
     }
 }
 

@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{redacted_kind, sealed, stored_str, InvalidData, Kind, Reason};
+use super::{redacted_kind, reparse, sealed, text_codec, InvalidData, Kind, Reason};
 
 /// A phone number in international (E.164) form.
 ///
@@ -73,25 +73,14 @@ impl ExposeSecret<str> for PhoneNumber {
 }
 
 impl sealed::Sealed for PhoneNumber {
-    fn encoded_len(&self) -> usize {
-        self.e164.expose_secret().len()
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.e164.expose_secret().as_bytes());
-    }
+    text_codec!(e164);
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        let s = stored_str(KIND, bytes)?;
-        PhoneNumber::parse(s).map_err(|_| err(Reason::Malformed))
+        reparse(KIND, bytes, PhoneNumber::parse)
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.e164.expose_secret().as_bytes());
-    }
-
-    fn report_into(&self, out: &mut String) {
-        out.push_str(self.e164.expose_secret());
     }
 }
 

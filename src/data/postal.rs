@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{clean_text, fold, redacted_kind, sealed, stored_str, InvalidData, Kind, Reason};
+use super::{clean_text, fold, redacted_kind, reparse, sealed, InvalidData, Kind, Reason};
 use crate::country::Country;
 
 /// A mailing address: one or more address lines and a country.
@@ -112,8 +112,7 @@ impl sealed::Sealed for PostalAddress {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        let s = stored_str(KIND, bytes)?;
-        PostalAddress::parse(s).map_err(|_| err(Reason::Malformed))
+        reparse(KIND, bytes, PostalAddress::parse)
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {

@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{redacted_kind, sealed, stored_str, InvalidData, Kind, Reason};
+use super::{redacted_kind, reparse, sealed, text_codec, InvalidData, Kind, Reason};
 
 /// An opaque token from the payment processor that stands for a card.
 ///
@@ -49,25 +49,14 @@ impl ExposeSecret<str> for PaymentToken {
 }
 
 impl sealed::Sealed for PaymentToken {
-    fn encoded_len(&self) -> usize {
-        self.text.expose_secret().len()
-    }
-
-    fn encode_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.text.expose_secret().as_bytes());
-    }
+    text_codec!(text);
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        let s = stored_str(KIND, bytes)?;
-        PaymentToken::parse(s).map_err(|_| InvalidData::new(KIND, Reason::Malformed))
+        reparse(KIND, bytes, PaymentToken::parse)
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {
         out.extend_from_slice(self.text.expose_secret().as_bytes());
-    }
-
-    fn report_into(&self, out: &mut String) {
-        out.push_str(self.text.expose_secret());
     }
 }
 
