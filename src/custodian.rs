@@ -185,15 +185,25 @@ impl Custodian {
         AuditEvent::new(self.now(), info.subject(), action, rule).about(T::KIND, P::ID)
     }
 
-    /// The shared first step of every audited use: refuse erased subjects,
-    /// then record the event. Only after `Ok` does the use happen.
+    /// The shared first step of every audited use: refuse erased subjects
+    /// and, for consent-based purposes, subjects without live consent (so a
+    /// withdrawal takes effect even for values already in memory, R7); then
+    /// record the event. Only after `Ok` does the use happen.
     fn audited<T: DataKind, P: Purpose>(
         &self,
         info: &PersonalInfo<T, P>,
         event: AuditEvent,
     ) -> Result<(), Error> {
-        if let Err(e) = self.check_not_erased(info.subject()) {
+        let subject = info.subject();
+        if let Err(e) = self.check_not_erased(subject) {
             return Err(self.deny(event, RuleId::R11, e));
+        }
+        if P::ID.needs_consent() && self.consents.live_epoch(subject, P::ID).is_none() {
+            let e = Error::NoConsent {
+                subject,
+                purpose: P::ID,
+            };
+            return Err(self.deny(event, RuleId::R7, e));
         }
         self.record(&event)
     }

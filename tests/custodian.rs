@@ -413,3 +413,50 @@ fn custodian_is_shared_between_threads() {
     let seqs: Vec<u64> = log.inner().events().iter().map(AuditEvent::seq).collect();
     assert_eq!(seqs, (1..=4 * 252).collect::<Vec<_>>(), "gap-free sequence");
 }
+
+#[test]
+fn withdrawal_stops_values_already_in_memory() {
+    let custodian = Custodian::in_memory();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let proof = custodian.consent_proof::<Newsletter>(ada).unwrap();
+    let subscriber = custodian
+        .repurpose_with_consent(email_of(ada), &proof)
+        .unwrap();
+    assert!(custodian.access(&subscriber, |e| e.domain().len()).is_ok());
+    assert!(custodian.disclose(&subscriber, &Stripe, |_| ()).is_ok());
+
+    custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+    let ran = std::cell::Cell::new(false);
+    assert!(matches!(
+        custodian.access(&subscriber, |_| ran.set(true)),
+        Err(Error::NoConsent {
+            purpose: PurposeId::Newsletter,
+            ..
+        })
+    ));
+    assert!(matches!(
+        custodian.disclose(&subscriber, &Stripe, |_| ran.set(true)),
+        Err(Error::NoConsent { .. })
+    ));
+    assert!(matches!(
+        custodian.seal(&subscriber),
+        Err(Error::NoConsent { .. })
+    ));
+    assert!(!ran.get());
+
+    // Data collected straight into a consent-based purpose is no way around it.
+    let direct: PersonalInfo<EmailAddress, Promotion> =
+        PersonalInfo::collect(SubjectId::random(), EmailAddress::parse(EMAIL).unwrap());
+    assert!(matches!(
+        custodian.access(&direct, |_| ()),
+        Err(Error::NoConsent { .. })
+    ));
+    assert!(matches!(
+        custodian.collect::<EmailAddress, Promotion>(
+            SubjectId::random(),
+            EmailAddress::parse(EMAIL).unwrap()
+        ),
+        Err(Error::NoConsent { .. })
+    ));
+}
