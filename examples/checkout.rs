@@ -1,13 +1,122 @@
-//! A customer checks out: the crate's main job end to end.
+//! A shop takes orders: the crate's main job end to end, on SQLite.
 //!
-//! `cargo run --example checkout`
+//! ```text
+//! cargo run --example checkout -- [--db PATH]
+//! cargo run --example verify_audit -- --db PATH --head SEQ:HEX
+//! ```
+//!
+//! Without `--db` the shop uses a new database file in the system's temp
+//! directory; with it, it continues an existing one.
+//!
+//! 1. Order forms arrive. Name, email, postal address and phone are parsed
+//!    (invalid input is refused with a message that names the field, not its
+//!    value) and collected for `Transaction`.
+//! 2. Each value is sealed under the customer's own key and stored in
+//!    `customers`: the database only ever holds envelopes.
+//! 3. The payment processor receives the amount and the card token it needs.
+//! 4. An order confirmation goes out as a service notice, which needs no consent.
+//! 5. A promotional mail goes only to customers whose consent is live.
+//! 6. One customer asks to be forgotten and is erased: their row is still in
+//!    the table (and in every backup), but it can no longer be opened.
+//!
+//! Every step is recorded in `audit_log` before it happens, chained with
+//! HMAC-SHA-256. The last line printed is the chain's head; keep it somewhere
+//! the database's writers cannot reach and check the trail with
+//! `verify_audit`.
 
-use privacy_pledge::data::{Amount, Date, EmailAddress, FullName, PurchaseRecord};
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use privacy_pledge::audit::{AuditSink, ChainedAuditLog};
+use privacy_pledge::data::{
+    Amount, Date, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
+    PurchaseRecord,
+};
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
-use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+use privacy_pledge::time::Timestamp;
+use privacy_pledge::{Custodian, Error, PersonalInfo, Sealed, SubjectId};
+use rusqlite::{params, OptionalExtension};
 
-struct PaymentProcessor;
+use support::{BoxError, Db, SqliteAuditLog, SqliteKeyStore};
+
+/// An order form as the web shop receives it: untrusted text.
+struct OrderForm {
+    name: &'static str,
+    email: &'static str,
+    address: &'static str,
+    phone: &'static str,
+    /// The payment processor's token for the card, created in the customer's
+    /// browser: the shop never sees a card number.
+    card_token: &'static str,
+    product: &'static str,
+    price_cents: u64,
+    wants_offers: bool,
+}
+
+const ORDERS: [OrderForm; 4] = [
+    OrderForm {
+        name: "Ada Lovelace",
+        email: "ada@example.com",
+        address: "12 St James's Square\nLondon SW1Y 4JH\nGB",
+        phone: "+44 20 7946 0958",
+        card_token: "tok_1NX2bq2eZvKYlo2C",
+        product: "Data Recovery Pro",
+        price_cents: 6_995,
+        wants_offers: true,
+    },
+    OrderForm {
+        name: "Grace Hopper",
+        email: "grace.hopper@example.org",
+        address: "1 Navy Yard\nWashington DC 20374\nUS",
+        phone: "+1 202 555 0143",
+        card_token: "tok_1NX2c42eZvKYlo2D",
+        product: "Partition Manager",
+        price_cents: 3_995,
+        wants_offers: false,
+    },
+    OrderForm {
+        name: "Alan Turing",
+        email: "alan@example.net",
+        address: "Bletchley Park\nMilton Keynes MK3 6EB\nGB",
+        phone: "+44 1908 640404",
+        card_token: "tok_1NX2cM2eZvKYlo2E",
+        product: "Data Recovery Pro",
+        price_cents: 6_995,
+        wants_offers: true,
+    },
+    OrderForm {
+        name: "Mallory",
+        email: "mallory at example.com",
+        address: "nowhere",
+        phone: "555-0199",
+        card_token: "tok_1NX2cZ2eZvKYlo2F",
+        product: "Data Recovery Pro",
+        price_cents: 6_995,
+        wants_offers: true,
+    },
+];
+
+/// The payment processor: a `Processor`, so it may receive transaction data
+/// (never marketing lists, never anything to sell on).
+#[derive(Default)]
+struct PaymentProcessor {
+    charges: AtomicU32,
+}
+
+impl PaymentProcessor {
+    /// Stands in for the processor's API: charges the card behind `token`.
+    fn charge(&self, token: &PaymentToken, amount: Amount) -> String {
+        // A real client sends `token.expose_secret()` and the amount over TLS.
+        let _ = (token, amount);
+        format!("ch_{:06}", self.charges.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
 
 impl Recipient for PaymentProcessor {
     type Role = Processor;
@@ -16,43 +125,358 @@ impl Recipient for PaymentProcessor {
     }
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let custodian = Custodian::in_memory();
-    let customer = SubjectId::random();
+/// The mail delivery service that sends mail on the shop's behalf.
+#[derive(Default)]
+struct MailDelivery {
+    sent: AtomicU32,
+}
 
-    let name: PersonalInfo<FullName, Transaction> =
-        custodian.collect(customer, FullName::parse("Ada Lovelace")?)?;
-    let email: PersonalInfo<EmailAddress, Transaction> =
-        custodian.collect(customer, EmailAddress::parse("ada@example.com")?)?;
-    let order: PersonalInfo<PurchaseRecord, Transaction> = custodian.collect(
-        customer,
-        PurchaseRecord::new(
-            "ORD-1001",
-            "Data Recovery Pro",
-            Amount::new(6_995, "USD")?,
-            Date::new(2018, 6, 30)?,
-        )?,
-    )?;
-
-    let charged = custodian.disclose(&order, &PaymentProcessor, |o| o.amount().minor_units())?;
-    let notice: PersonalInfo<EmailAddress, ServiceNotice> = custodian.repurpose(email.clone())?;
-    custodian.access(&notice, |e| {
-        println!("welcome letter sent to a mailbox at {}", e.domain())
-    })?;
-
-    let sealed_name = custodian.seal(&name)?;
-    println!(
-        "stored name as {} envelope bytes",
-        sealed_name.as_bytes().len()
-    );
-    println!("charged {charged} minor units through the processor");
-
-    match custodian.consent_proof::<Promotion>(customer) {
-        Ok(_) => println!("promotion allowed"),
-        Err(e) => println!("no promotional mail: {e}"),
+impl MailDelivery {
+    /// Stands in for the mail service's API.
+    fn send(&self, to: &EmailAddress, subject_line: &str) {
+        // A real client hands `to.expose_secret()` to the provider's API.
+        let _ = (to, subject_line);
+        self.sent.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    let log = custodian.builtin_audit_log().ok_or("no built-in log")?;
-    println!("audit head: {}", log.checkpoint());
+impl Recipient for MailDelivery {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "mail delivery"
+    }
+}
+
+/// Everything the shop works with.
+struct Shop {
+    custodian: Custodian,
+    db: Db,
+    audit: Arc<ChainedAuditLog<SqliteAuditLog>>,
+    payments: PaymentProcessor,
+    mail: MailDelivery,
+}
+
+/// A validated order form: typed values, nothing collected yet.
+struct ParsedForm {
+    name: FullName,
+    email: EmailAddress,
+    address: PostalAddress,
+    phone: PhoneNumber,
+    card_token: PaymentToken,
+}
+
+/// A customer's details, collected for the purchase they are making.
+struct Customer {
+    subject: SubjectId,
+    name: PersonalInfo<FullName, Transaction>,
+    email: PersonalInfo<EmailAddress, Transaction>,
+    address: PersonalInfo<PostalAddress, Transaction>,
+    phone: PersonalInfo<PhoneNumber, Transaction>,
+}
+
+const SHOP_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS customers (
+    subject TEXT PRIMARY KEY,   -- a random id, not derived from any value
+    name    TEXT NOT NULL,      -- sealed envelopes (base64 text)
+    email   TEXT NOT NULL,
+    address TEXT NOT NULL,
+    phone   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id      INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL REFERENCES customers (subject),
+    record  TEXT NOT NULL,      -- sealed purchase record
+    charge  TEXT NOT NULL       -- the processor's charge id
+);
+";
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("checkout: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), BoxError> {
+    let db_path = parse_args()?;
+    let shop = open_shop(&db_path)?;
+    println!("database: {}", db_path.display());
+
+    let mut customers = Vec::new();
+    for form in &ORDERS {
+        let parsed = match parse_form(form) {
+            Ok(p) => p,
+            // The message names the field and the problem, never the value.
+            Err(e) => {
+                println!("order refused: {e}");
+                continue;
+            }
+        };
+        customers.push(place_order(&shop, parsed, form)?);
+    }
+    println!(
+        "{} orders placed; {} cards charged through the payment processor",
+        customers.len(),
+        shop.payments.charges.load(Ordering::Relaxed)
+    );
+    println!(
+        "{} order confirmations sent as service notices",
+        shop.mail.sent.load(Ordering::Relaxed)
+    );
+
+    let (sent, skipped) = send_promotion(&shop)?;
+    println!("promotional mail: {sent} sent, {skipped} skipped (no live consent)");
+
+    let leaving = customers.last().ok_or("no order was placed")?;
+    erase_customer(&shop, *leaving)?;
+
+    shop.audit.flush()?;
+    let head = shop.audit.checkpoint();
+    println!("audit trail: {} events in audit_log", head.seq());
+    println!("audit head: {} {}", head.seq(), support::hex(head.head()));
     Ok(())
+}
+
+/// `--db PATH`, or a new file in the temp directory.
+fn parse_args() -> Result<PathBuf, BoxError> {
+    let mut args = std::env::args_os().skip(1);
+    let mut db = None;
+    while let Some(arg) = args.next() {
+        match arg.to_str() {
+            Some("--db") => db = Some(PathBuf::from(args.next().ok_or("--db needs a path")?)),
+            _ => {
+                return Err(format!("unknown argument {arg:?}; usage: checkout [--db PATH]").into())
+            }
+        }
+    }
+    Ok(db.unwrap_or_else(|| {
+        let unique = format!(
+            "privacy-pledge-checkout-{}-{}.db",
+            std::process::id(),
+            Timestamp::now().unix_nanos()
+        );
+        std::env::temp_dir().join(unique)
+    }))
+}
+
+/// Opens the database, its keys and its audit trail, and builds the custodian.
+fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
+    // Demo only: the master secret sits in `<db>.key` beside the database.
+    // A real host fetches it from its KMS at start-up.
+    let key_file = support::key_file_for(db_path);
+    if db_path.exists() && !key_file.exists() {
+        // A new secret could open nothing in this database and would not
+        // verify its audit trail.
+        return Err(format!(
+            "{} has no key file {}",
+            db_path.display(),
+            key_file.display()
+        )
+        .into());
+    }
+    let keyring = Arc::new(support::read_or_create_keyring(&key_file)?);
+    let db = Db::open(db_path)?;
+    db.with(|c| c.execute_batch(SHOP_TABLES))?;
+    // Continue the stored chain only after checking it: a process must not
+    // extend a trail that was tampered with while it was down.
+    let key = keyring.audit_key();
+    let (trail, head) = support::verified_trail(&db, &key, None)?;
+    let audit = Arc::new(support::resume_chain(&db, key, head));
+    let custodian = Custodian::builder()
+        .keyring(keyring)
+        .key_store(SqliteKeyStore::new(db.clone()))
+        .audit(audit.clone())
+        .build()?;
+    // The consent register lives in memory: rebuild it from the verified
+    // trail, so grants and withdrawals of earlier runs still count.
+    custodian.consents().restore(&trail);
+    Ok(Shop {
+        custodian,
+        db,
+        audit,
+        payments: PaymentProcessor::default(),
+        mail: MailDelivery::default(),
+    })
+}
+
+/// Validates every field before anything is collected, so a bad form leaves
+/// no trace but its refusal.
+fn parse_form(form: &OrderForm) -> Result<ParsedForm, InvalidData> {
+    Ok(ParsedForm {
+        name: FullName::parse(form.name)?,
+        email: EmailAddress::parse(form.email)?,
+        address: PostalAddress::parse(form.address)?,
+        phone: PhoneNumber::parse(form.phone)?,
+        card_token: PaymentToken::parse(form.card_token)?,
+    })
+}
+
+/// Takes one order: collect, store sealed, charge, confirm, note consent.
+fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<SubjectId, BoxError> {
+    let c = &shop.custodian;
+    let subject = SubjectId::try_random()?;
+    // Collected for the purchase: from here on each value carries its purpose.
+    let customer = Customer {
+        subject,
+        name: c.collect(subject, form.name)?,
+        email: c.collect(subject, form.email)?,
+        address: c.collect(subject, form.address)?,
+        phone: c.collect(subject, form.phone)?,
+    };
+    let token: PersonalInfo<PaymentToken, Transaction> = c.collect(subject, form.card_token)?;
+    let order_id = next_order_id(&shop.db)?;
+    let amount = Amount::new(order.price_cents, "USD")?;
+    let purchase = PurchaseRecord::new(&order_id, order.product, amount, today()?)?;
+    let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, purchase)?;
+
+    store_customer(shop, &customer)?;
+    let charge = charge_card(shop, &purchase, &token)?;
+    store_order(shop, subject, &purchase, &charge)?;
+    send_confirmation(shop, customer.email)?;
+    if order.wants_offers {
+        // The form's "send me offers" box: consent, recorded and audited.
+        c.consents().grant::<Promotion>(subject)?;
+    }
+    Ok(subject)
+}
+
+/// Seals every field and stores the envelopes. Nothing in the row is
+/// readable without the customer's key.
+fn store_customer(shop: &Shop, customer: &Customer) -> Result<(), BoxError> {
+    let c = &shop.custodian;
+    let row = [
+        c.seal(&customer.name)?.to_text(),
+        c.seal(&customer.email)?.to_text(),
+        c.seal(&customer.address)?.to_text(),
+        c.seal(&customer.phone)?.to_text(),
+    ];
+    shop.db.with(|db| {
+        db.execute(
+            "INSERT INTO customers (subject, name, email, address, phone)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![customer.subject.to_string(), row[0], row[1], row[2], row[3]],
+        )
+    })?;
+    Ok(())
+}
+
+/// The processor gets the amount and the card token; each hand-over is
+/// recorded with the processor's name before it happens.
+fn charge_card(
+    shop: &Shop,
+    purchase: &PersonalInfo<PurchaseRecord, Transaction>,
+    token: &PersonalInfo<PaymentToken, Transaction>,
+) -> Result<String, BoxError> {
+    let c = &shop.custodian;
+    let amount = c.disclose(purchase, &shop.payments, |p| p.amount())?;
+    let charge = c.disclose(token, &shop.payments, |t| shop.payments.charge(t, amount))?;
+    Ok(charge)
+}
+
+fn store_order(
+    shop: &Shop,
+    subject: SubjectId,
+    purchase: &PersonalInfo<PurchaseRecord, Transaction>,
+    charge: &str,
+) -> Result<(), BoxError> {
+    let sealed = shop.custodian.seal(purchase)?.to_text();
+    shop.db.with(|db| {
+        db.execute(
+            "INSERT INTO orders (subject, record, charge) VALUES (?1, ?2, ?3)",
+            params![subject.to_string(), sealed, charge],
+        )
+    })?;
+    Ok(())
+}
+
+/// The order confirmation is a service notice: a purpose compatible with the
+/// purchase, so it needs no consent (R6, R7).
+fn send_confirmation(
+    shop: &Shop,
+    email: PersonalInfo<EmailAddress, Transaction>,
+) -> Result<(), BoxError> {
+    let notice: PersonalInfo<EmailAddress, ServiceNotice> = shop.custodian.repurpose(email)?;
+    shop.custodian.disclose(&notice, &shop.mail, |to| {
+        shop.mail.send(to, "Your order is confirmed")
+    })?;
+    Ok(())
+}
+
+/// Mails an offer to every customer with live consent for `Promotion`.
+/// Returns (sent, skipped).
+fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
+    let c = &shop.custodian;
+    let rows: Vec<(String, String)> = shop.db.with(|db| {
+        db.prepare("SELECT subject, email FROM customers ORDER BY rowid")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+    })?;
+    let (mut sent, mut skipped) = (0, 0);
+    for (subject, email) in rows {
+        let subject: SubjectId = subject.parse()?;
+        // No live consent (never given, withdrawn, or erased), no mail.
+        let proof = match c.consent_proof::<Promotion>(subject) {
+            Ok(proof) => proof,
+            Err(Error::NoConsent { .. } | Error::Erased { .. }) => {
+                skipped += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let sealed: Sealed<EmailAddress, Transaction> = Sealed::from_text(&email)?;
+        let email = c.open(&sealed)?;
+        let email: PersonalInfo<EmailAddress, Promotion> =
+            c.repurpose_with_consent(email, &proof)?;
+        c.disclose(&email, &shop.mail, |to| shop.mail.send(to, "Summer sale"))?;
+        sent += 1;
+    }
+    Ok((sent, skipped))
+}
+
+/// Erases a customer by destroying their key, then shows that their row,
+/// still in the table, no longer opens.
+fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
+    let receipt = shop.custodian.erase(subject)?;
+    let name: Option<String> = shop.db.with(|db| {
+        db.query_row(
+            "SELECT name FROM customers WHERE subject = ?1",
+            [subject.to_string()],
+            |r| r.get(0),
+        )
+        .optional()
+    })?;
+    let name = name.ok_or("the erased customer's row is missing")?;
+    let sealed: Sealed<FullName, Transaction> = Sealed::from_text(&name)?;
+    match shop.custodian.open(&sealed) {
+        Err(e @ Error::Erased { .. }) => {
+            println!(
+                "erased customer {subject} ({} key generation(s) destroyed); opening their row now fails: {e}",
+                receipt.generations().len()
+            );
+            Ok(())
+        }
+        Ok(_) => Err("an erased customer's row still opens".into()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The next order number, `ORD-1001` onwards.
+fn next_order_id(db: &Db) -> Result<String, BoxError> {
+    let last: i64 =
+        db.with(|db| db.query_row("SELECT COALESCE(MAX(id), 0) FROM orders", [], |r| r.get(0)))?;
+    Ok(format!("ORD-{}", 1001 + last))
+}
+
+/// Today's date (UTC), from the RFC 3339 form of the current time.
+fn today() -> Result<Date, BoxError> {
+    let now = Timestamp::now().to_string();
+    let field = |range: std::ops::Range<usize>| -> Result<u16, BoxError> {
+        Ok(now.get(range).ok_or("unexpected time format")?.parse()?)
+    };
+    let month = u8::try_from(field(5..7)?)?;
+    let day = u8::try_from(field(8..10)?)?;
+    Ok(Date::new(field(0..4)?, month, day)?)
 }

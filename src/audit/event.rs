@@ -39,9 +39,7 @@ pub enum Action {
     Open = 9,
     /// The subject was erased by destroying its data key.
     Erase = 10,
-    /// A keyed pseudonym of a value was computed.
-    Pseudonymize = 11,
-    /// A subject's report was produced for them.
+    /// A subject's report was produced for them. (Code 11 is unused.)
     Report = 12,
 }
 
@@ -219,34 +217,55 @@ impl AuditEvent {
         self.chain.as_ref()
     }
 
-    /// Appends the canonical, fixed-layout encoding that chain MACs cover.
+    /// The fixed-size part of the canonical encoding that chain MACs
+    /// cover; the recipient name ([`canonical_name`](Self::canonical_name))
+    /// follows it.
     ///
     /// Layout: `v` (1) `seq` (8, BE) `time` (8, BE) `subject` (16) `kind`
     /// (1, 0 = none) `purpose` (1) `target_purpose` (1) `action` (1)
     /// `outcome` (1) `rule` (1) `role` (1, 0 = none) `country` (2, zero =
-    /// none) `mechanism` (1) `name length` (4, BE) `name` (UTF-8).
-    pub(crate) fn encode_canonical(&self, out: &mut Vec<u8>) {
-        out.push(self.v);
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        out.extend_from_slice(&self.time.unix_nanos().to_be_bytes());
-        out.extend_from_slice(self.subject.as_bytes());
-        out.push(self.kind.map_or(0, Kind::code));
-        out.push(self.purpose.map_or(0, PurposeId::code));
-        out.push(self.target_purpose.map_or(0, PurposeId::code));
-        out.push(self.action.code());
-        out.push(self.outcome as u8);
-        out.push(self.rule.index() as u8 + 1);
-        out.push(self.recipient.as_ref().map_or(0, |r| r.role.code()));
+    /// none) `mechanism` (1) `name length` (4, BE), then `name` (UTF-8).
+    ///
+    /// A fixed array rather than a growing buffer: the chain computes this
+    /// for every event, and verification for every entry.
+    pub(crate) fn canonical_fixed(&self) -> [u8; CANONICAL_FIXED_LEN] {
+        let name = self.canonical_name();
+        let mut out = [0u8; CANONICAL_FIXED_LEN];
+        out[0] = self.v;
+        out[1..9].copy_from_slice(&self.seq.to_be_bytes());
+        out[9..17].copy_from_slice(&self.time.unix_nanos().to_be_bytes());
+        out[17..33].copy_from_slice(self.subject.as_bytes());
+        out[33] = self.kind.map_or(0, Kind::code);
+        out[34] = self.purpose.map_or(0, PurposeId::code);
+        out[35] = self.target_purpose.map_or(0, PurposeId::code);
+        out[36] = self.action.code();
+        out[37] = self.outcome as u8;
+        out[38] = self.rule.index() as u8 + 1;
+        out[39] = self.recipient.as_ref().map_or(0, |r| r.role.code());
         match self.country {
-            Some(c) => out.extend_from_slice(c.code().as_bytes()),
-            None => out.extend_from_slice(&[0, 0]),
+            Some(c) => out[40..42].copy_from_slice(c.code().as_bytes()),
+            None => out[40..42].copy_from_slice(&[0, 0]),
         }
-        out.push(self.mechanism.map_or(0, Mechanism::code));
-        let name = self.recipient.as_ref().map_or("", |r| &r.name).as_bytes();
-        out.extend_from_slice(&(name.len() as u32).to_be_bytes());
-        out.extend_from_slice(name);
+        out[42] = self.mechanism.map_or(0, Mechanism::code);
+        out[43..47].copy_from_slice(&(name.len() as u32).to_be_bytes());
+        out
+    }
+
+    /// The variable-size tail of the canonical encoding: the recipient name.
+    pub(crate) fn canonical_name(&self) -> &[u8] {
+        self.recipient.as_ref().map_or("", |r| &r.name).as_bytes()
+    }
+
+    /// Appends the whole canonical encoding (fixed part, then the name).
+    #[cfg(test)]
+    pub(crate) fn encode_canonical(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.canonical_fixed());
+        out.extend_from_slice(self.canonical_name());
     }
 }
+
+/// Length of the fixed part of an event's canonical encoding.
+pub(crate) const CANONICAL_FIXED_LEN: usize = 47;
 
 pub(crate) mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};

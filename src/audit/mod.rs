@@ -7,7 +7,9 @@
 //! [`ChainedAuditLog`] wraps any sink and makes the trail tamper-evident: each
 //! entry carries the MAC of the previous one, and [`verify`] reports the first
 //! entry that was edited, deleted, inserted, reordered or replayed, or entries
-//! cut from the end.
+//! cut from the end. Built-in sinks: [`MemoryAuditLog`], and
+//! [`JsonLinesSink`] (one JSON event a line over any `Write`, read back with
+//! [`read_jsonl`]).
 //!
 //! ```
 //! use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
@@ -29,10 +31,12 @@
 
 mod chain;
 pub(crate) mod event;
+mod jsonl;
 mod sink;
 
 pub use chain::{
     verify, AuditKey, ChainedAuditLog, Checkpoint, InvalidCheckpoint, Tamper, VerifyError,
 };
 pub use event::{Action, AuditEvent, ChainLink, Outcome, RecipientRef, SCHEMA_VERSION};
+pub use jsonl::{read_jsonl, FlushPolicy, JsonLinesSink, JsonlError, MAX_LINE_BYTES};
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
