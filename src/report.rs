@@ -240,7 +240,15 @@ impl SubjectReport {
         if self.records.is_empty() {
             let _ = writeln!(w, "We hold no readable personal information about you.");
         } else {
-            let _ = writeln!(w, "Information we hold:");
+            let _ = writeln!(
+                w,
+                "{}",
+                if self.erased_at.is_some() {
+                    "Records still in storage, which no one can read any more:"
+                } else {
+                    "Information we hold:"
+                }
+            );
             for r in &self.records {
                 let shown = match (&r.value, r.withheld) {
                     (Some(v), _) => v.as_str().to_owned(),
@@ -256,8 +264,8 @@ impl SubjectReport {
                     .unwrap_or_default();
                 let _ = writeln!(
                     w,
-                    "- {} for {}: {} (collected {}{kept})",
-                    r.kind,
+                    "- your {} (held for {}): {} (collected {}{kept})",
+                    r.kind.label(),
                     r.purpose,
                     shown,
                     &r.collected_at.to_string()[..10]
@@ -270,7 +278,8 @@ impl SubjectReport {
         } else {
             let _ = writeln!(w, "Who received it:");
             for d in &self.disclosures {
-                let what = d.kind.map(|k| k.name()).unwrap_or("data");
+                let what = d.kind.map(|k| k.label()).unwrap_or("data");
+                let why = d.purpose.map(|p| format!(" for {p}")).unwrap_or_default();
                 let how = if d.pseudonym_only {
                     " (a pseudonym only)"
                 } else {
@@ -278,7 +287,7 @@ impl SubjectReport {
                 };
                 let _ = writeln!(
                     w,
-                    "- {} ({}) received your {what}{how} on {}",
+                    "- {} ({}) received your {what}{how}{why} on {}",
                     d.recipient, d.role, d.at
                 );
             }
@@ -354,7 +363,10 @@ impl Custodian {
                 purpose: r.purpose(),
                 fides_key: r.purpose().fides_key(),
                 collected_at: r.collected_at(),
-                kept_until: self.retention().expires_at(r.purpose(), r.collected_at()),
+                kept_until: match withheld {
+                    Some(Withheld::Erased) => None,
+                    _ => self.retention().expires_at(r.purpose(), r.collected_at()),
+                },
                 value,
                 withheld,
             });

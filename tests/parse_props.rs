@@ -13,7 +13,7 @@ fn check(result: Result<(), InvalidData>, input: &str) {
         // Built from the kind and the (data-free) reason alone.
         assert_eq!(
             e.to_string(),
-            format!("invalid {}: {}", noun(e.kind()), e.reason())
+            format!("invalid {}: {}", e.kind().label(), e.reason())
         );
         let shown = format!("{e} {e:?}");
         let distinctive = input.chars().count() >= 6
@@ -21,18 +21,6 @@ fn check(result: Result<(), InvalidData>, input: &str) {
         if distinctive {
             assert!(!shown.contains(input), "error echoes its input: {shown}");
         }
-    }
-}
-
-fn noun(kind: privacy_pledge::data::Kind) -> &'static str {
-    use privacy_pledge::data::Kind::*;
-    match kind {
-        FullName => "full name",
-        EmailAddress => "email address",
-        PostalAddress => "postal address",
-        PhoneNumber => "phone number",
-        PurchaseRecord => "purchase record",
-        PaymentToken => "payment token",
     }
 }
 

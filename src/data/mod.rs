@@ -138,8 +138,8 @@ impl Kind {
         }
     }
 
-    /// Words used in error messages ("email address").
-    const fn noun(self) -> &'static str {
+    /// The kind in plain words ("email address"), as errors and letters say it.
+    pub const fn label(self) -> &'static str {
         match self {
             Kind::FullName => "full name",
             Kind::EmailAddress => "email address",
@@ -227,7 +227,7 @@ impl core::fmt::Display for Reason {
 ///
 /// Carries the kind and the reason, never the rejected text (R9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("invalid {}: {reason}", kind.noun())]
+#[error("invalid {}: {reason}", kind.label())]
 pub struct InvalidData {
     kind: Kind,
     reason: Reason,

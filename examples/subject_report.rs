@@ -1,0 +1,160 @@
+//! A customer asks "what do you hold about me?": the answer, from the
+//! checkout database.
+//!
+//! ```text
+//! cargo run --example checkout -- --db shop.db
+//! cargo run --example subject_report -- --db shop.db [--subject ID] [--json]
+//! ```
+//!
+//! Without `--subject` the report is for the first customer in the table.
+//! The report decrypts the customer's own rows for them alone, lists who
+//! received what and when from the verified audit trail, and shows live
+//! consents, retention dates and transfers; for an erased customer it says
+//! the data was erased and when. Producing it is itself an audited use.
+
+#[path = "support/mod.rs"]
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress, PurchaseRecord};
+use privacy_pledge::purpose::Transaction;
+use privacy_pledge::report::StoredRecord;
+use privacy_pledge::{Custodian, Sealed, SubjectId};
+
+use support::{BoxError, Db, SqliteKeyStore};
+
+struct Args {
+    db: PathBuf,
+    subject: Option<SubjectId>,
+    json: bool,
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("subject_report: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn parse_args() -> Result<Args, BoxError> {
+    let usage = "usage: subject_report --db PATH [--subject ID] [--json]";
+    let mut args = std::env::args().skip(1);
+    let (mut db, mut subject, mut json) = (None, None, false);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--db" => db = Some(PathBuf::from(args.next().ok_or(usage)?)),
+            "--subject" => subject = Some(args.next().ok_or(usage)?.parse()?),
+            "--json" => json = true,
+            _ => return Err(format!("unknown argument {arg:?}; {usage}").into()),
+        }
+    }
+    Ok(Args {
+        db: db.ok_or(usage)?,
+        subject,
+        json,
+    })
+}
+
+/// The customer's rows as typed envelopes: the `customers` row and every order.
+struct Rows {
+    name: Sealed<FullName, Transaction>,
+    email: Sealed<EmailAddress, Transaction>,
+    address: Sealed<PostalAddress, Transaction>,
+    phone: Sealed<PhoneNumber, Transaction>,
+    orders: Vec<Sealed<PurchaseRecord, Transaction>>,
+}
+
+impl Rows {
+    fn load(db: &Db, subject: SubjectId) -> Result<Rows, BoxError> {
+        let id = subject.to_string();
+        let fields: [String; 4] = db.with(|c| {
+            c.query_row(
+                "SELECT name, email, address, phone FROM customers WHERE subject = ?1",
+                [&id],
+                |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
+            )
+        })?;
+        let orders: Vec<String> = db.with(|c| {
+            c.prepare("SELECT record FROM orders WHERE subject = ?1 ORDER BY id")?
+                .query_map([&id], |r| r.get(0))?
+                .collect()
+        })?;
+        Ok(Rows {
+            name: Sealed::from_text(&fields[0])?,
+            email: Sealed::from_text(&fields[1])?,
+            address: Sealed::from_text(&fields[2])?,
+            phone: Sealed::from_text(&fields[3])?,
+            orders: orders
+                .iter()
+                .map(|o| Sealed::from_text(o))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn records(&self) -> Vec<&dyn StoredRecord> {
+        let mut all: Vec<&dyn StoredRecord> =
+            vec![&self.name, &self.email, &self.address, &self.phone];
+        all.extend(self.orders.iter().map(|o| o as &dyn StoredRecord));
+        all
+    }
+}
+
+fn first_customer(db: &Db) -> Result<SubjectId, BoxError> {
+    let id: String = db.with(|c| {
+        c.query_row(
+            "SELECT subject FROM customers ORDER BY rowid LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+    })?;
+    Ok(id.parse()?)
+}
+
+fn open_custodian(
+    db_path: &Path,
+    db: &Db,
+) -> Result<(Custodian, Vec<privacy_pledge::AuditEvent>), BoxError> {
+    let keyring = Arc::new(support::read_keyring(&support::key_file_for(db_path))?);
+    let key = keyring.audit_key();
+    // Read the trail only once it verifies: the report quotes it to the customer.
+    let (trail, head) = support::verified_trail(db, &key, None)?;
+    let audit = Arc::new(support::resume_chain(db, key, head));
+    let custodian = Custodian::builder()
+        .keyring(keyring)
+        .key_store(SqliteKeyStore::new(db.clone()))
+        .audit(audit)
+        .build()?;
+    custodian.consents().restore(&trail);
+    Ok((custodian, trail))
+}
+
+fn run() -> Result<(), BoxError> {
+    let args = parse_args()?;
+    if !args.db.exists() {
+        return Err(format!(
+            "{} does not exist; run the checkout example first",
+            args.db.display()
+        )
+        .into());
+    }
+    let db = Db::open(&args.db)?;
+    let (custodian, trail) = open_custodian(&args.db, &db)?;
+    let subject = match args.subject {
+        Some(s) => s,
+        None => first_customer(&db)?,
+    };
+    let rows = Rows::load(&db, subject)?;
+    let report = custodian.subject_report(subject, &rows.records(), &trail)?;
+    if args.json {
+        println!("{}", report.to_json()?.as_str());
+    } else {
+        print!("{}", report.to_letter().as_str());
+    }
+    Ok(())
+}
