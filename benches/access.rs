@@ -1,6 +1,6 @@
 //! `custodian.access` against reading a plain `String`, in one run.
 //!
-//! `cargo bench --bench access`
+//! `cargo bench --bench access -- --warm-up-time 1 --measurement-time 3`
 //!
 //! - `plain_string`: the baseline — read a `String`'s domain part.
 //! - `discarding_sink`: `custodian.access` with a sink that stores nothing
@@ -8,15 +8,18 @@
 //! - `memory_log`: `custodian.access` with an unchained `MemoryAuditLog`.
 //! - `chained_log`: `custodian.access` with the built-in chained log
 //!   (HMAC-SHA-256 per event), the default of `Custodian::in_memory()`.
+//!
+//! Logs are rebuilt for every sample, outside the timed part.
+
+mod common;
 
 use std::hint::black_box;
-use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink, MemoryAuditLog};
-use privacy_pledge::data::EmailAddress;
-use privacy_pledge::purpose::Transaction;
-use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+use privacy_pledge::Custodian;
+
+use common::time_access;
 
 /// A sink that stores nothing: isolates the custodian's own cost.
 struct Discard;
@@ -38,44 +41,28 @@ fn access(c: &mut Criterion) {
             black_box(s.rsplit_once('@').map(|(_, d)| d.len()))
         })
     });
-
-    let email: PersonalInfo<EmailAddress, Transaction> = PersonalInfo::collect(
-        SubjectId::random(),
-        EmailAddress::parse("ada.lovelace@example.com").unwrap(),
-    );
-
-    let discard = Custodian::builder().audit(Discard).build().unwrap();
     g.bench_function("discarding_sink", |b| {
-        b.iter(|| {
-            black_box(
-                discard
-                    .access(black_box(&email), |e| e.domain().len())
-                    .unwrap(),
-            )
+        b.iter_custom(|iters| {
+            time_access(iters, || {
+                Custodian::builder()
+                    .audit(Discard)
+                    .build()
+                    .expect("custodian")
+            })
         })
     });
-
-    let log = Arc::new(MemoryAuditLog::new());
-    let custodian = Custodian::builder().audit(log).build().unwrap();
     g.bench_function("memory_log", |b| {
-        b.iter(|| {
-            black_box(
-                custodian
-                    .access(black_box(&email), |e| e.domain().len())
-                    .unwrap(),
-            )
+        b.iter_custom(|iters| {
+            time_access(iters, || {
+                Custodian::builder()
+                    .audit(MemoryAuditLog::new())
+                    .build()
+                    .expect("custodian")
+            })
         })
     });
-
-    let chained = Custodian::in_memory();
     g.bench_function("chained_log", |b| {
-        b.iter(|| {
-            black_box(
-                chained
-                    .access(black_box(&email), |e| e.domain().len())
-                    .unwrap(),
-            )
-        })
+        b.iter_custom(|iters| time_access(iters, Custodian::in_memory))
     });
     g.finish();
 }

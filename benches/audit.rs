@@ -15,26 +15,20 @@
 //! Logs that grow are rebuilt for every sample (outside the timed part), so
 //! memory stays bounded however many iterations criterion picks.
 
+mod common;
+
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use privacy_pledge::audit::{
     verify, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, MemoryAuditLog,
 };
-use privacy_pledge::data::EmailAddress;
-use privacy_pledge::purpose::Transaction;
-use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+use privacy_pledge::Custodian;
+
+use common::{email, fresh, time_access};
 
 const VERIFY_ENTRIES: usize = 100_000;
-
-fn email() -> PersonalInfo<EmailAddress, Transaction> {
-    PersonalInfo::collect(
-        SubjectId::random(),
-        EmailAddress::parse("ada.lovelace@example.com").expect("valid email"),
-    )
-}
 
 /// A real event, as the custodian builds it for `access`.
 fn access_event() -> AuditEvent {
@@ -47,18 +41,6 @@ fn access_event() -> AuditEvent {
         .access(&email(), |e| e.domain().len())
         .expect("access");
     log.events().pop().expect("one event")
-}
-
-/// Times `iters` calls of `f` against a fresh value from `setup`.
-fn fresh<S>(iters: u64, setup: impl FnOnce() -> S, mut f: impl FnMut(&S)) -> Duration {
-    let state = setup();
-    let start = Instant::now();
-    for _ in 0..iters {
-        f(&state);
-    }
-    let elapsed = start.elapsed();
-    drop(black_box(state));
-    elapsed
 }
 
 fn audit(c: &mut Criterion) {
@@ -98,46 +80,25 @@ fn audit(c: &mut Criterion) {
         b.iter(|| verify(black_box(&entries), &key, Some(&head)).expect("intact"))
     });
 
-    let info = email();
     g.throughput(Throughput::Elements(1));
     g.bench_function("access_memory_log", |b| {
         b.iter_custom(|iters| {
-            fresh(
-                iters,
-                || {
-                    Custodian::builder()
-                        .audit(MemoryAuditLog::new())
-                        .build()
-                        .expect("custodian")
-                },
-                |custodian| {
-                    black_box(
-                        custodian
-                            .access(black_box(&info), |e| e.domain().len())
-                            .expect("access"),
-                    );
-                },
-            )
+            time_access(iters, || {
+                Custodian::builder()
+                    .audit(MemoryAuditLog::new())
+                    .build()
+                    .expect("custodian")
+            })
         })
     });
     g.bench_function("access_chained_log", |b| {
         b.iter_custom(|iters| {
-            fresh(
-                iters,
-                || {
-                    Custodian::builder()
-                        .audit(ChainedAuditLog::in_memory(key.clone()))
-                        .build()
-                        .expect("custodian")
-                },
-                |custodian| {
-                    black_box(
-                        custodian
-                            .access(black_box(&info), |e| e.domain().len())
-                            .expect("access"),
-                    );
-                },
-            )
+            time_access(iters, || {
+                Custodian::builder()
+                    .audit(ChainedAuditLog::in_memory(key.clone()))
+                    .build()
+                    .expect("custodian")
+            })
         })
     });
     g.finish();

@@ -1,0 +1,44 @@
+//! Shared by the benches: fresh state per sample, and the audited-access loop.
+
+#![allow(dead_code)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use privacy_pledge::data::EmailAddress;
+use privacy_pledge::purpose::Transaction;
+use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+
+/// A 24-byte email collected for `Transaction`.
+pub fn email() -> PersonalInfo<EmailAddress, Transaction> {
+    PersonalInfo::collect(
+        SubjectId::random(),
+        EmailAddress::parse("ada.lovelace@example.com").expect("valid email"),
+    )
+}
+
+/// Times `iters` calls of `f` against a fresh value from `setup` (built and
+/// dropped outside the timed part), so logs that grow stay bounded however
+/// many iterations criterion picks.
+pub fn fresh<S>(iters: u64, setup: impl FnOnce() -> S, mut f: impl FnMut(&S)) -> Duration {
+    let state = setup();
+    let start = Instant::now();
+    for _ in 0..iters {
+        f(&state);
+    }
+    let elapsed = start.elapsed();
+    drop(black_box(state));
+    elapsed
+}
+
+/// Times `custodian.access` on a custodian from `build`, fresh per sample.
+pub fn time_access(iters: u64, build: impl FnOnce() -> Custodian) -> Duration {
+    let info = email();
+    fresh(iters, build, |custodian| {
+        black_box(
+            custodian
+                .access(black_box(&info), |e| e.domain().len())
+                .expect("access"),
+        );
+    })
+}
