@@ -623,20 +623,6 @@ fn driven_here(action: Action) -> bool {
     }
 }
 
-const ALL_ACTIONS: [Action; 11] = [
-    Action::Collect,
-    Action::Access,
-    Action::Disclose,
-    Action::Repurpose,
-    Action::ConsentGranted,
-    Action::ConsentWithdrawn,
-    Action::Transfer,
-    Action::Seal,
-    Action::Open,
-    Action::Erase,
-    Action::Report,
-];
-
 #[test]
 fn no_event_carries_a_personal_value() {
     let log = Arc::new(ChainedAuditLog::in_memory(AuditKey::from_bytes([7; 32])));
@@ -697,7 +683,7 @@ fn no_event_carries_a_personal_value() {
 
     let events = log.inner().events();
     let seen: BTreeSet<u8> = events.iter().map(|e| e.action() as u8).collect();
-    for action in ALL_ACTIONS {
+    for action in Action::ALL {
         assert_eq!(
             seen.contains(&(action as u8)),
             driven_here(action),

@@ -44,6 +44,21 @@ pub enum Action {
 }
 
 impl Action {
+    /// Every action, in code order.
+    pub const ALL: [Action; 11] = [
+        Action::Collect,
+        Action::Access,
+        Action::Disclose,
+        Action::Repurpose,
+        Action::ConsentGranted,
+        Action::ConsentWithdrawn,
+        Action::Transfer,
+        Action::Seal,
+        Action::Open,
+        Action::Erase,
+        Action::Report,
+    ];
+
     pub(crate) const fn code(self) -> u8 {
         self as u8
     }

@@ -385,23 +385,9 @@ mod tests {
     use crate::transfer::Mechanism;
     use crate::SubjectId;
 
-    const ALL_ACTIONS: [Action; 11] = [
-        Action::Collect,
-        Action::Access,
-        Action::Disclose,
-        Action::Repurpose,
-        Action::ConsentGranted,
-        Action::ConsentWithdrawn,
-        Action::Transfer,
-        Action::Seal,
-        Action::Open,
-        Action::Erase,
-        Action::Report,
-    ];
-
     /// An event of `action` with every optional field set.
     fn full_event(action: Action) -> AuditEvent {
-        // Exhaustive on purpose: a new action must be added to ALL_ACTIONS.
+        // Exhaustive on purpose: a new action must be added to Action::ALL.
         match action {
             Action::Collect
             | Action::Access
@@ -436,11 +422,11 @@ mod tests {
     fn every_action_round_trips_with_only_the_documented_fields() {
         let key = crate::audit::AuditKey::from_bytes([3; 32]);
         let log = ChainedAuditLog::new(key.clone(), JsonLinesSink::new(Vec::new()));
-        let events: Vec<_> = ALL_ACTIONS.iter().map(|a| full_event(*a)).collect();
+        let events: Vec<_> = Action::ALL.iter().map(|a| full_event(*a)).collect();
         log.record_batch(&events).unwrap();
         let bytes = log.inner().with_writer(|w| w.clone());
         let text = String::from_utf8(bytes.clone()).unwrap();
-        assert_eq!(text.lines().count(), ALL_ACTIONS.len());
+        assert_eq!(text.lines().count(), Action::ALL.len());
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let mut keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
@@ -467,7 +453,7 @@ mod tests {
         }
         let back = read_jsonl(&bytes[..]).unwrap();
         assert_eq!(back.len(), events.len());
-        for (b, a) in back.iter().zip(ALL_ACTIONS) {
+        for (b, a) in back.iter().zip(Action::ALL) {
             assert_eq!(b.action(), a);
         }
         assert_eq!(
