@@ -109,10 +109,11 @@ impl Register {
 
     /// Forgets everything about the subject (after erasure).
     pub(crate) fn forget(&self, subject: SubjectId) {
-        self.states
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .retain(|(s, _), _| *s != subject);
+        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        // Only consent-based purposes are ever recorded: constant work.
+        for purpose in PurposeId::ALL.into_iter().filter(|p| p.needs_consent()) {
+            states.remove(&(subject, purpose));
+        }
     }
 
     /// Audits, then records, a change — under the write lock, so the audit

@@ -337,12 +337,13 @@ impl Custodian {
         subject: SubjectId,
         purpose: PurposeId,
         collected: Timestamp,
+        now: Timestamp,
     ) -> Option<Timestamp> {
         match self.retention.get(purpose) {
             Retention::Days(_) => self
                 .retention
                 .expires_at(purpose, collected)
-                .filter(|until| self.now() >= *until),
+                .filter(|until| now >= *until),
             Retention::UntilWithdrawn => match self.consents.state(subject, purpose) {
                 Some(s) if s.granted => None,
                 Some(s) => Some(s.since),
@@ -355,11 +356,12 @@ impl Custodian {
     /// Lists the records past their retention period, so the host can delete
     /// them (or erase subjects with nothing left). Nothing is opened.
     pub fn sweep(&self, records: &[&dyn StoredRecord]) -> Vec<Due> {
+        let now = self.now();
         records
             .iter()
             .enumerate()
             .filter_map(|(index, r)| {
-                self.expired(r.subject(), r.purpose(), r.collected_at())
+                self.expired(r.subject(), r.purpose(), r.collected_at(), now)
                     .map(|expired_at| Due {
                         index,
                         subject: r.subject(),
@@ -455,8 +457,10 @@ impl Custodian {
         &self,
         info: &PersonalInfo<T, P>,
     ) -> Result<Sealed<T, P>, Error> {
-        let now = self.now();
-        self.seal_at(info, now)
+        // One clock reading serves the audit event and the collection time.
+        let event = self.event(info, Action::Seal, RuleId::R9);
+        let collected = event.time;
+        self.seal_audited(info, event, collected)
     }
 
     /// Like [`seal`](Self::seal), recording `collected` as the time the value
@@ -466,10 +470,21 @@ impl Custodian {
         info: &PersonalInfo<T, P>,
         collected: Timestamp,
     ) -> Result<Sealed<T, P>, Error> {
-        self.audited(info, self.event(info, Action::Seal, RuleId::R9))?;
+        let event = self.event(info, Action::Seal, RuleId::R9);
+        self.seal_audited(info, event, collected)
+    }
+
+    fn seal_audited<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        event: AuditEvent,
+        collected: Timestamp,
+    ) -> Result<Sealed<T, P>, Error> {
+        let now = event.time;
+        self.audited(info, event)?;
         let (header, bytes) =
             self.vault
-                .seal(info.subject(), P::ID.code(), info.value(), collected)?;
+                .seal(info.subject(), P::ID.code(), info.value(), collected, now)?;
         Ok(Sealed::from_parts(header, bytes))
     }
 
@@ -483,17 +498,18 @@ impl Custodian {
         sealed: &Sealed<T, P>,
     ) -> Result<PersonalInfo<T, P>, Error> {
         let header = sealed.header();
-        let event = AuditEvent::new(self.now(), header.subject, Action::Open, RuleId::R9)
-            .about(T::KIND, P::ID);
+        let now = self.now();
+        let event =
+            AuditEvent::new(now, header.subject, Action::Open, RuleId::R9).about(T::KIND, P::ID);
         let key = match self
             .check_not_erased(header.subject)
-            .and_then(|()| self.vault.check_open(header))
+            .and_then(|()| self.vault.check_open(header, now))
         {
             Ok(k) => k,
             Err(e @ Error::Erased { .. }) => return Err(self.deny(event, RuleId::R11, e)),
             Err(e) => return Err(e),
         };
-        if let Some(expired_at) = self.expired(header.subject, P::ID, sealed.collected_at()) {
+        if let Some(expired_at) = self.expired(header.subject, P::ID, sealed.collected_at(), now) {
             let e = Error::Expired {
                 subject: header.subject,
                 kind: T::KIND,
@@ -700,6 +716,15 @@ impl CustodianBuilder {
     pub fn message_limit(mut self, limit: u64) -> Self {
         self.config.message_limit = limit.max(1);
         self.config.reserve_block = self.config.reserve_block.min(self.config.message_limit);
+        self
+    }
+
+    /// How long a cached subject key is trusted before the key store is
+    /// asked again (default 30 seconds). Custodians that share one key store
+    /// see each other's erasures within this window; 0 asks the store on every
+    /// seal and open.
+    pub fn key_cache_revalidate_after(mut self, seconds: u64) -> Self {
+        self.config.revalidate_after = seconds;
         self
     }
 

@@ -109,8 +109,11 @@ impl Header {
         subject.copy_from_slice(&bytes[3..19]);
         let mut collected = [0u8; 8];
         collected.copy_from_slice(&bytes[23..31]);
-        let ct_len = u32_at(31) as usize;
-        let expected = HEADER_LEN + ct_len + TAG_LEN;
+        // Checked: on a 32-bit target a length near 4 GiB would overflow.
+        let expected = usize::try_from(u32_at(31))
+            .ok()
+            .and_then(|n| n.checked_add(HEADER_LEN + TAG_LEN))
+            .unwrap_or(usize::MAX);
         if bytes.len() < expected {
             return Err(EnvelopeError::Truncated {
                 len: bytes.len(),

@@ -41,6 +41,15 @@
 //!
 //! `ring` expands AES and ChaCha keys into internal schedules that it does not
 //! wipe on drop; the raw key bytes this crate handles are wiped.
+//!
+//! # Several custodians, one key store
+//!
+//! Each custodian caches unwrapped subject keys and asks the key store again
+//! once a cached key is older than 30 seconds
+//! ([`CustodianBuilder::key_cache_revalidate_after`](crate::CustodianBuilder::key_cache_revalidate_after)).
+//! An erasure by one custodian therefore takes effect at once in that
+//! custodian and within that window in the others; set the window to 0 where
+//! that matters more than speed.
 
 mod aead;
 mod envelope;

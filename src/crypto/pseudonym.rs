@@ -86,11 +86,12 @@ pub struct Pseudonym<T> {
 
 impl<T: DataKind> Pseudonym<T> {
     pub(crate) fn compute(key: &PseudonymKey, value: &T) -> Self {
-        let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(80));
-        buf.push(T::KIND.code());
-        value.normalized_into(&mut buf);
+        // The normalised value is wiped after use (as a slice: see `Wiped`).
+        let mut buf = super::vault::Wiped(Vec::with_capacity(80));
+        buf.0.push(T::KIND.code());
+        value.normalized_into(&mut buf.0);
         Pseudonym {
-            tag: key.tag(&buf),
+            tag: key.tag(&buf.0),
             kind: PhantomData,
         }
     }

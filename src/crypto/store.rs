@@ -17,8 +17,10 @@ pub struct StoredKey {
     /// The data key, wrapped by the key provider.
     pub wrapped: Wrapped,
     /// How many seals have been reserved under this key (see
-    /// [`KeyStore::reserve`]); the custodian starts a new generation before
-    /// this passes its message limit.
+    /// [`KeyStore::reserve`]). A reservation that would pass the message
+    /// limit is still counted, and refused: the custodian then starts a new
+    /// generation, so no generation ever seals more than the limit even if
+    /// this count does pass it.
     pub uses: u64,
 }
 
@@ -64,15 +66,24 @@ pub enum KeyStoreError {
 /// Sealed data can sit anywhere — tables, backups, exports — while the keys
 /// that open it live only here, so destroying a subject's keys erases every
 /// copy at once (crypto-shredding, R11). Keep backups of this store short-lived.
+///
+/// Several custodians (processes, replicas) may share one store. Each keeps
+/// the keys it uses in memory and checks a subject against the store again
+/// once its cached entry is 30 seconds old, so an erasure made through one
+/// custodian stops the others within 30 seconds (at once in the one that
+/// erased). Generations started by one are picked up by the others.
 pub trait KeyStore: Send + Sync {
     /// The subject's keys, or a tombstone.
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError>;
 
     /// Adds a generation. `Err(Conflict)` if that generation exists or the
-    /// subject was erased.
+    /// subject was erased. Atomic: of two custodians creating the same
+    /// generation at once, one succeeds and the other gets `Conflict` (and
+    /// then uses the stored one).
     fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError>;
 
-    /// Adds `n` to a generation's use count and returns the count before.
+    /// Adds `n` to a generation's use count and returns the count before,
+    /// atomically (custodians sharing the store reserve from the same count).
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError>;
 
     /// Replaces a generation's wrapping (after a key-encryption-key rotation).

@@ -1,17 +1,26 @@
 //! The engine behind `Custodian::seal`, `open`, `erase` and `pseudonym`:
 //! data-key cache, nonce pool, sealing and opening.
+//!
+//! One mutex guards the key cache and the nonce pool, so a seal takes one
+//! lock and one hash lookup on its usual path; the AEAD itself runs outside
+//! the lock on a shared, already-expanded key.
+//!
+//! A cached subject is checked against the key store again once its entry is
+//! older than [`VaultConfig::revalidate_after`], so an erasure made by another
+//! custodian sharing the store (another process, a replica) takes effect here
+//! within that time. Erasures made through this custodian take effect at once.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ring::rand::SecureRandom;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroize;
 
 use super::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
-use super::envelope::{aad, Header, BOUND_LEN, HEADER_LEN};
+use super::envelope::{aad, Header, AAD_LEN, BOUND_LEN, HEADER_LEN};
 use super::{
-    wrap_context, Destroyed, KeyError, KeyProvider, KeyStore, Pseudonym, PseudonymKey, StoredKey,
-    SubjectKeys,
+    wrap_context, Destroyed, KeyError, KeyProvider, KeyStore, KeyStoreError, Pseudonym,
+    PseudonymKey, StoredKey, SubjectKeys,
 };
 use crate::data::DataKind;
 use crate::subject::SubjectId;
@@ -26,7 +35,12 @@ pub(crate) struct VaultConfig {
     pub(crate) message_limit: u64,
     pub(crate) reserve_block: u64,
     pub(crate) cache_capacity: usize,
+    /// Seconds after which a cached subject is checked against the key store again.
+    pub(crate) revalidate_after: u64,
 }
+
+/// Default for [`VaultConfig::revalidate_after`]: 30 seconds.
+pub(crate) const DEFAULT_REVALIDATE_AFTER: u64 = 30;
 
 impl Default for VaultConfig {
     fn default() -> Self {
@@ -36,39 +50,38 @@ impl Default for VaultConfig {
             message_limit: super::DEFAULT_MESSAGE_LIMIT,
             reserve_block: 1024,
             cache_capacity: 65_536,
+            revalidate_after: DEFAULT_REVALIDATE_AFTER,
         }
     }
-}
-
-/// A pool of random nonces, filled from the OS generator a block at a time:
-/// one syscall serves hundreds of seals.
-struct NoncePool {
-    state: Mutex<(Box<[u8; POOL]>, usize)>,
-    rng: ring::rand::SystemRandom,
 }
 
 const POOL: usize = NONCE_LEN * 341;
 
+/// Random nonces, filled from the OS generator a block at a time: one
+/// syscall serves 341 seals. Each nonce is taken once and wiped from the pool.
+struct NoncePool {
+    buf: Box<[u8; POOL]>,
+    pos: usize,
+}
+
 impl NoncePool {
     fn new() -> Self {
         NoncePool {
-            state: Mutex::new((Box::new([0u8; POOL]), POOL)),
-            rng: ring::rand::SystemRandom::new(),
+            buf: Box::new([0u8; POOL]),
+            pos: POOL,
         }
     }
 
-    fn next(&self) -> Result<[u8; NONCE_LEN], Error> {
-        let mut g = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        let (buf, pos) = &mut *g;
-        if *pos + NONCE_LEN > POOL {
-            self.rng.fill(&mut buf[..]).map_err(|_| Error::Random)?;
-            *pos = 0;
+    fn next(&mut self, rng: &ring::rand::SystemRandom) -> Result<[u8; NONCE_LEN], Error> {
+        if self.pos + NONCE_LEN > POOL {
+            rng.fill(&mut self.buf[..]).map_err(|_| Error::Random)?;
+            self.pos = 0;
         }
         let mut n = [0u8; NONCE_LEN];
-        let slot = &mut buf[*pos..*pos + NONCE_LEN];
+        let slot = &mut self.buf[self.pos..self.pos + NONCE_LEN];
         n.copy_from_slice(slot);
         slot.zeroize();
-        *pos += NONCE_LEN;
+        self.pos += NONCE_LEN;
         Ok(n)
     }
 }
@@ -79,11 +92,71 @@ struct Slot {
     ready: Vec<(u32, Algorithm, Arc<AeadKey>)>,
     /// Generation new seals use, and seals left in its reservation.
     current: Option<(u32, u64)>,
+    /// When `stored` was last read from the key store (Unix nanoseconds).
+    checked_at: u64,
+}
+
+impl Slot {
+    fn has(&self, generation: u32) -> bool {
+        self.stored.iter().any(|k| k.generation == generation)
+    }
+
+    fn ready(&self, generation: u32, alg: Algorithm) -> Option<&Arc<AeadKey>> {
+        self.ready
+            .iter()
+            .find(|(g, a, _)| *g == generation && *a == alg)
+            .map(|(_, _, k)| k)
+    }
+
+    /// Takes in what the key store holds now, keeping unwrapped keys and the
+    /// reservation of generations that still exist.
+    fn refresh(&mut self, keys: Vec<StoredKey>, now: u64) {
+        self.stored = keys;
+        let stored = &self.stored;
+        self.ready
+            .retain(|(g, _, _)| stored.iter().any(|k| k.generation == *g));
+        if let Some((g, _)) = self.current {
+            if !self.has(g) {
+                self.current = None;
+            }
+        }
+        self.checked_at = now;
+    }
+}
+
+/// The subjects whose keys are cached, oldest first in `order`.
+struct Slots {
+    map: HashMap<SubjectId, Slot>,
+    order: VecDeque<SubjectId>,
 }
 
 struct Cache {
-    slots: HashMap<SubjectId, Slot>,
-    order: VecDeque<SubjectId>,
+    slots: Slots,
+    nonces: NoncePool,
+}
+
+/// Pseudonyms this process has already noted in the key store: a set for the
+/// lookup every pseudonym makes, and the tokens per subject so an erasure
+/// drops its subject's entries without scanning the set.
+#[derive(Default)]
+struct Noted {
+    set: HashSet<(SubjectId, [u8; 32])>,
+    by_subject: HashMap<SubjectId, Vec<[u8; 32]>>,
+}
+
+impl Noted {
+    fn forget(&mut self, subject: SubjectId) {
+        for token in self.by_subject.remove(&subject).unwrap_or_default() {
+            self.set.remove(&(subject, token));
+        }
+    }
+
+    fn forget_one(&mut self, subject: SubjectId, token: [u8; 32]) {
+        self.set.remove(&(subject, token));
+        if let Some(tokens) = self.by_subject.get_mut(&subject) {
+            tokens.retain(|t| *t != token);
+        }
+    }
 }
 
 pub(crate) struct Vault {
@@ -92,8 +165,8 @@ pub(crate) struct Vault {
     pseudonym_key: PseudonymKey,
     config: VaultConfig,
     cache: Mutex<Cache>,
-    nonces: NoncePool,
-    noted: Mutex<HashSet<(SubjectId, [u8; 32])>>,
+    rng: ring::rand::SystemRandom,
+    noted: Mutex<Noted>,
 }
 
 fn bucket(len: usize) -> usize {
@@ -116,6 +189,14 @@ fn unpad(pt: &[u8]) -> Result<&[u8], Error> {
     Ok(&pt[..end])
 }
 
+/// Envelopes whose ciphertext and tag fit in this many bytes are opened in a
+/// stack buffer (wiped afterwards) instead of a heap allocation.
+const STACK_OPEN: usize = 512;
+
+fn erased_from(e: &Error) -> bool {
+    matches!(e, Error::Erased { .. })
+}
+
 impl Vault {
     pub(crate) fn new(
         provider: Box<dyn KeyProvider>,
@@ -129,11 +210,14 @@ impl Vault {
             pseudonym_key,
             config,
             cache: Mutex::new(Cache {
-                slots: HashMap::new(),
-                order: VecDeque::new(),
+                slots: Slots {
+                    map: HashMap::new(),
+                    order: VecDeque::new(),
+                },
+                nonces: NoncePool::new(),
             }),
-            nonces: NoncePool::new(),
-            noted: Mutex::new(HashSet::new()),
+            rng: ring::rand::SystemRandom::new(),
+            noted: Mutex::new(Noted::default()),
         }
     }
 
@@ -141,41 +225,87 @@ impl Vault {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The subject's slot, loading it from the store on a miss.
-    fn slot<'c>(&self, cache: &'c mut Cache, subject: SubjectId) -> Result<&'c mut Slot, Error> {
-        if !cache.slots.contains_key(&subject) {
-            let stored = match self.store.load(subject)? {
+    /// Whether a slot read from the store at `checked_at` can be used at `now`.
+    fn fresh(&self, slot: &Slot, now: u64) -> bool {
+        now.saturating_sub(slot.checked_at)
+            < self.config.revalidate_after.saturating_mul(1_000_000_000)
+    }
+
+    /// The subject's slot, read from the store on a miss or when stale.
+    /// `Ok(None)` if the store holds nothing for the subject and `create` is
+    /// false (an open of a subject this store never saw is not cached, so
+    /// envelopes naming random subjects cannot crowd real ones out).
+    fn slot<'c>(
+        &self,
+        slots: &'c mut Slots,
+        subject: SubjectId,
+        now: u64,
+        create: bool,
+    ) -> Result<Option<&'c mut Slot>, Error> {
+        let stale = slots.map.get(&subject).is_none_or(|s| !self.fresh(s, now));
+        if stale {
+            let keys = match self.store.load(subject)? {
                 SubjectKeys::Absent => Vec::new(),
                 SubjectKeys::Live(keys) => keys,
                 SubjectKeys::Erased { at } => {
+                    slots.map.remove(&subject);
                     return Err(Error::Erased {
                         subject,
                         at: Some(at),
-                    })
+                    });
                 }
             };
-            while cache.slots.len() >= self.config.cache_capacity.max(1) {
-                match cache.order.pop_front() {
-                    Some(old) => {
-                        cache.slots.remove(&old);
-                    }
-                    None => break,
-                }
+            match slots.map.get_mut(&subject) {
+                Some(s) => s.refresh(keys, now),
+                None if keys.is_empty() && !create => return Ok(None),
+                None => self.insert_slot(slots, subject, keys, now),
             }
-            cache.order.push_back(subject);
-            cache.slots.insert(
-                subject,
-                Slot {
-                    stored,
-                    ready: Vec::new(),
-                    current: None,
-                },
-            );
         }
-        cache
-            .slots
-            .get_mut(&subject)
-            .ok_or(Error::Erased { subject, at: None })
+        Ok(slots.map.get_mut(&subject))
+    }
+
+    fn insert_slot(&self, slots: &mut Slots, subject: SubjectId, keys: Vec<StoredKey>, now: u64) {
+        let capacity = self.config.cache_capacity.max(1);
+        while slots.map.len() >= capacity {
+            match slots.order.pop_front() {
+                Some(old) => {
+                    slots.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Erased subjects leave their id in `order`; drop such ids before
+        // they pile up.
+        if slots.order.len() >= capacity.saturating_mul(2).max(64) {
+            let map = &slots.map;
+            slots.order.retain(|s| map.contains_key(s));
+        }
+        slots.order.push_back(subject);
+        slots.map.insert(
+            subject,
+            Slot {
+                stored: keys,
+                ready: Vec::new(),
+                current: None,
+                checked_at: now,
+            },
+        );
+    }
+
+    /// Reads the subject's keys from the store again (another custodian
+    /// sharing it may have added a generation).
+    fn reload(&self, slot: &mut Slot, subject: SubjectId, now: u64) -> Result<(), Error> {
+        match self.store.load(subject)? {
+            SubjectKeys::Live(keys) => slot.refresh(keys, now),
+            SubjectKeys::Absent => slot.refresh(Vec::new(), now),
+            SubjectKeys::Erased { at } => {
+                return Err(Error::Erased {
+                    subject,
+                    at: Some(at),
+                })
+            }
+        }
+        Ok(())
     }
 
     fn ready_key(
@@ -185,11 +315,7 @@ impl Vault {
         generation: u32,
         alg: Algorithm,
     ) -> Result<Arc<AeadKey>, Error> {
-        if let Some((_, _, k)) = slot
-            .ready
-            .iter()
-            .find(|(g, a, _)| *g == generation && *a == alg)
-        {
+        if let Some(k) = slot.ready(generation, alg) {
             return Ok(k.clone());
         }
         let stored = slot
@@ -223,42 +349,109 @@ impl Vault {
         Ok(())
     }
 
-    /// The key new seals of this subject use, reserving uses as needed.
-    fn seal_key(&self, subject: SubjectId) -> Result<(u32, Arc<AeadKey>), Error> {
-        let mut cache = self.lock();
-        let slot = self.slot(&mut cache, subject)?;
-        let generation = match slot.current {
-            Some((g, left)) if left > 0 => {
-                slot.current = Some((g, left - 1));
-                g
+    /// Makes sure generation `generation` exists: known, made meanwhile by
+    /// another custodian sharing the store, or created now.
+    fn ensure(
+        &self,
+        slot: &mut Slot,
+        subject: SubjectId,
+        generation: u32,
+        now: u64,
+    ) -> Result<(), Error> {
+        if slot.has(generation) {
+            return Ok(());
+        }
+        self.reload(slot, subject, now)?;
+        if slot.has(generation) {
+            return Ok(());
+        }
+        match self.create(slot, subject, generation) {
+            Err(Error::KeyStore(KeyStoreError::Conflict(why))) => {
+                // Created by another custodian between our read and our write.
+                self.reload(slot, subject, now)?;
+                if slot.has(generation) {
+                    Ok(())
+                } else {
+                    Err(KeyStoreError::Conflict(why).into())
+                }
             }
-            _ => {
-                let block = self.config.reserve_block.max(1);
-                let mut g = match (slot.current, slot.stored.iter().map(|k| k.generation).max()) {
-                    (Some((g, _)), _) => g,
-                    (None, Some(g)) => g,
-                    (None, None) => {
-                        self.create(slot, subject, 0)?;
-                        0
-                    }
-                };
-                loop {
-                    let before = self.store.reserve(subject, g, block)?;
-                    if before.saturating_add(block) <= self.config.message_limit {
-                        break;
-                    }
-                    // This key has had its share of nonces: start the next generation.
-                    g = g.checked_add(1).ok_or(KeyError::Exhausted)?;
-                    if !slot.stored.iter().any(|k| k.generation == g) {
-                        self.create(slot, subject, g)?;
+            other => other,
+        }
+    }
+
+    /// The generation and key new seals of this subject use, and a nonce.
+    fn seal_key(
+        &self,
+        subject: SubjectId,
+        now: u64,
+    ) -> Result<(u32, Arc<AeadKey>, [u8; NONCE_LEN]), Error> {
+        let alg = self.config.algorithm;
+        let mut guard = self.lock();
+        let cache = &mut *guard;
+        // The usual path: one lookup, seals left in the reservation, key ready.
+        if let Some(slot) = cache.slots.map.get_mut(&subject) {
+            if let (true, Some((g, left))) = (self.fresh(slot, now), slot.current) {
+                if left > 0 {
+                    if let Some(key) = slot.ready(g, alg).cloned() {
+                        slot.current = Some((g, left - 1));
+                        let nonce = cache.nonces.next(&self.rng)?;
+                        return Ok((g, key, nonce));
                     }
                 }
-                slot.current = Some((g, block - 1));
-                g
             }
-        };
-        let key = self.ready_key(slot, subject, generation, self.config.algorithm)?;
-        Ok((generation, key))
+        }
+        let (g, key) = self.seal_key_slow(&mut cache.slots, subject, now)?;
+        let nonce = cache.nonces.next(&self.rng)?;
+        Ok((g, key, nonce))
+    }
+
+    fn seal_key_slow(
+        &self,
+        slots: &mut Slots,
+        subject: SubjectId,
+        now: u64,
+    ) -> Result<(u32, Arc<AeadKey>), Error> {
+        let result = (|| {
+            let slot = self
+                .slot(slots, subject, now, true)?
+                .ok_or(Error::Erased { subject, at: None })?;
+            let generation = match slot.current {
+                Some((g, left)) if left > 0 => {
+                    slot.current = Some((g, left - 1));
+                    g
+                }
+                _ => {
+                    let block = self.config.reserve_block.max(1);
+                    // Start from the newest generation anyone made.
+                    let mut g = match slot.stored.iter().map(|k| k.generation).max() {
+                        Some(g) => g,
+                        None => {
+                            self.ensure(slot, subject, 0, now)?;
+                            0
+                        }
+                    };
+                    loop {
+                        let before = self.store.reserve(subject, g, block)?;
+                        if before.saturating_add(block) <= self.config.message_limit {
+                            break;
+                        }
+                        // This key has had its share of nonces: use the next generation.
+                        g = g.checked_add(1).ok_or(KeyError::Exhausted)?;
+                        self.ensure(slot, subject, g, now)?;
+                    }
+                    slot.current = Some((g, block - 1));
+                    g
+                }
+            };
+            let key = self.ready_key(slot, subject, generation, self.config.algorithm)?;
+            Ok((generation, key))
+        })();
+        if let Err(e) = &result {
+            if erased_from(e) {
+                slots.map.remove(&subject);
+            }
+        }
+        result
     }
 
     /// Seals `value` and returns the envelope's header and bytes.
@@ -268,15 +461,16 @@ impl Vault {
         purpose: u8,
         value: &T,
         collected: Timestamp,
+        now: Timestamp,
     ) -> Result<(Header, Vec<u8>), Error> {
-        let (key_id, key) = self.seal_key(subject)?;
+        let (key_id, key, nonce) = self.seal_key(subject, now.unix_nanos())?;
         let header = Header {
             algorithm: self.config.algorithm,
             padded: self.config.padding,
             subject,
             key_id,
             collected: collected.unix_seconds(),
-            nonce: self.nonces.next()?,
+            nonce,
         };
         let len = value.encoded_len();
         let ct_len = if header.padded { bucket(len) } else { len };
@@ -303,19 +497,48 @@ impl Vault {
         Ok((header, out))
     }
 
-    /// Checks that the subject's key for this envelope is available (not erased).
-    pub(crate) fn check_open(&self, header: &Header) -> Result<Arc<AeadKey>, Error> {
-        let mut cache = self.lock();
-        let slot = self.slot(&mut cache, header.subject)?;
-        match self.ready_key(slot, header.subject, header.key_id, header.algorithm) {
-            Err(Error::Key(KeyError::UnknownKey { .. })) => {
-                // Another custodian may have started a generation: reload once.
-                cache.slots.remove(&header.subject);
-                let slot = self.slot(&mut cache, header.subject)?;
-                self.ready_key(slot, header.subject, header.key_id, header.algorithm)
+    /// The key for this envelope, if the subject's key is available (not
+    /// erased, generation known).
+    pub(crate) fn check_open(
+        &self,
+        header: &Header,
+        now: Timestamp,
+    ) -> Result<Arc<AeadKey>, Error> {
+        let now = now.unix_nanos();
+        let mut guard = self.lock();
+        let slots = &mut guard.slots;
+        if let Some(slot) = slots.map.get(&header.subject) {
+            if self.fresh(slot, now) {
+                if let Some(k) = slot.ready(header.key_id, header.algorithm) {
+                    return Ok(k.clone());
+                }
             }
-            other => other,
         }
+        let result = self.check_open_slow(slots, header, now);
+        if let Err(e) = &result {
+            if erased_from(e) {
+                slots.map.remove(&header.subject);
+            }
+        }
+        result
+    }
+
+    fn check_open_slow(
+        &self,
+        slots: &mut Slots,
+        header: &Header,
+        now: u64,
+    ) -> Result<Arc<AeadKey>, Error> {
+        let (subject, key_id, alg) = (header.subject, header.key_id, header.algorithm);
+        let unknown = KeyError::UnknownKey { subject, key_id };
+        let Some(slot) = self.slot(slots, subject, now, false)? else {
+            return Err(unknown.into());
+        };
+        if !slot.has(key_id) && slot.checked_at != now {
+            // Another custodian may have started a generation: read once more.
+            self.reload(slot, subject, now)?;
+        }
+        self.ready_key(slot, subject, key_id, alg)
     }
 
     /// Opens an envelope with a key from [`check_open`](Self::check_open).
@@ -327,23 +550,27 @@ impl Vault {
         purpose: u8,
     ) -> Result<T, Error> {
         let aad = aad(&bytes[..BOUND_LEN], T::KIND.code(), purpose);
-        let mut buf = Zeroizing::new(bytes[HEADER_LEN..].to_vec());
-        let pt = key.open(header.nonce, &aad, &mut buf)?;
-        let pt = if header.padded { unpad(pt)? } else { pt };
-        Ok(T::decode(pt)?)
+        let body = &bytes[HEADER_LEN..];
+        if body.len() <= STACK_OPEN {
+            let mut buf = Wiped([0u8; STACK_OPEN]);
+            decrypt_decode(key, header, &aad, body, &mut buf.0[..body.len()])
+        } else {
+            let mut buf = Wiped(vec![0u8; body.len()]);
+            decrypt_decode(key, header, &aad, body, &mut buf.0)
+        }
     }
 
     /// Destroys the subject's keys (constant work whatever its record count).
     pub(crate) fn erase(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, Error> {
         let mut cache = self.lock();
         let destroyed = self.store.destroy(subject, at)?;
-        cache.slots.remove(&subject);
-        // `order` keeps a stale entry; eviction skips ids with no slot.
+        cache.slots.map.remove(&subject);
+        // `order` keeps a stale id; eviction skips it and `insert_slot` drops it.
         drop(cache);
         self.noted
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .retain(|(s, _)| *s != subject);
+            .forget(subject);
         Ok(destroyed)
     }
 
@@ -361,20 +588,42 @@ impl Vault {
         value: &T,
     ) -> Result<Pseudonym<T>, Error> {
         let p = Pseudonym::compute(&self.pseudonym_key, value);
+        let token = *p.as_bytes();
         let fresh = {
             let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-            if noted.len() >= self.config.cache_capacity.max(1) * 4 {
-                noted.clear();
+            if noted.set.contains(&(subject, token)) {
+                false
+            } else {
+                if noted.set.len() >= self.config.cache_capacity.max(1).saturating_mul(4) {
+                    noted.set.clear();
+                    noted.by_subject.clear();
+                }
+                noted.set.insert((subject, token));
+                noted.by_subject.entry(subject).or_default().push(token);
+                true
             }
-            noted.insert((subject, *p.as_bytes()))
         };
         if fresh {
-            if let Err(e) = self.store.note_pseudonym(subject, p.to_ref()) {
+            // First time this process sees the pair: ask the key store, so a
+            // subject erased by another custodian (or before a restart) gets
+            // no new tokens, and note the token for a later erasure receipt.
+            let noted = match self.store.load(subject) {
+                Ok(SubjectKeys::Erased { at }) => Err(Error::Erased {
+                    subject,
+                    at: Some(at),
+                }),
+                Ok(_) => self
+                    .store
+                    .note_pseudonym(subject, p.to_ref())
+                    .map_err(Error::from),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = noted {
                 self.noted
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .remove(&(subject, *p.as_bytes()));
-                return Err(e.into());
+                    .forget_one(subject, token);
+                return Err(e);
             }
         }
         Ok(p)
@@ -402,8 +651,8 @@ impl Vault {
         }
         // Cached wrapped forms are stale now; keys themselves are unchanged.
         let mut cache = self.lock();
-        cache.slots.clear();
-        cache.order.clear();
+        cache.slots.map.clear();
+        cache.slots.order.clear();
         Ok(moved)
     }
 
@@ -425,9 +674,39 @@ impl Vault {
     }
 }
 
+/// A buffer that held plaintext, wiped when dropped (on unwinding too).
+///
+/// Wiped as a slice: `zeroize` clears a slice with one fill and an
+/// optimisation barrier, but goes byte by byte through a `Vec` or an array
+/// (several times slower on a 1 KiB field).
+pub(crate) struct Wiped<B: AsMut<[u8]>>(pub(crate) B);
+
+impl<B: AsMut<[u8]>> Drop for Wiped<B> {
+    fn drop(&mut self) {
+        self.0.as_mut().zeroize();
+    }
+}
+
+/// Copies `body` (ciphertext and tag) into `buf`, decrypts it there and
+/// decodes the value. The caller wipes `buf`.
+fn decrypt_decode<T: DataKind>(
+    key: &AeadKey,
+    header: &Header,
+    aad: &[u8; AAD_LEN],
+    body: &[u8],
+    buf: &mut [u8],
+) -> Result<T, Error> {
+    buf.copy_from_slice(body);
+    let pt = key.open(header.nonce, aad, buf)?;
+    let pt = if header.padded { unpad(pt)? } else { pt };
+    Ok(T::decode(pt)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::{Keyring, MemoryKeyStore};
+    use crate::data::EmailAddress;
 
     #[test]
     fn buckets_and_unpad() {
@@ -444,10 +723,120 @@ mod tests {
 
     #[test]
     fn nonce_pool_never_repeats() {
-        let pool = NoncePool::new();
-        let mut seen = HashSet::new();
+        let rng = ring::rand::SystemRandom::new();
+        let mut pool = NoncePool::new();
+        let mut seen = std::collections::HashSet::new();
         for _ in 0..5_000 {
-            assert!(seen.insert(pool.next().unwrap()));
+            assert!(seen.insert(pool.next(&rng).unwrap()));
         }
+    }
+
+    fn vault(capacity: usize) -> Vault {
+        let keyring = Keyring::generate().unwrap();
+        let pseudonym_key = keyring.pseudonym_key();
+        Vault::new(
+            Box::new(keyring),
+            Box::new(MemoryKeyStore::new()),
+            pseudonym_key,
+            VaultConfig {
+                cache_capacity: capacity,
+                ..VaultConfig::default()
+            },
+        )
+    }
+
+    fn sealed_header(v: &Vault, subject: SubjectId, now: Timestamp) -> Header {
+        let email = EmailAddress::parse("ada@example.com").unwrap();
+        v.seal(subject, 1, &email, now, now).unwrap().0
+    }
+
+    #[test]
+    fn cache_bookkeeping_stays_bounded() {
+        let v = vault(8);
+        let now = Timestamp::from_unix_seconds(1_700_000_000);
+        let subject = SubjectId::from(1);
+        let mut header = sealed_header(&v, subject, now);
+        // Envelopes naming a generation that does not exist, over and over.
+        header.key_id = 9;
+        for _ in 0..1_000 {
+            assert!(matches!(
+                v.check_open(&header, now),
+                Err(Error::Key(KeyError::UnknownKey { key_id: 9, .. }))
+            ));
+        }
+        // Envelopes naming subjects this store never saw are not cached.
+        for i in 0..1_000u128 {
+            header.subject = SubjectId::from(1_000_000 + i);
+            assert!(v.check_open(&header, now).is_err());
+        }
+        // Many subjects sealed and erased.
+        for i in 0..1_000u128 {
+            let s = SubjectId::from(2_000_000 + i);
+            sealed_header(&v, s, now);
+            v.erase(s, now).unwrap();
+        }
+        let cache = v.lock();
+        assert!(cache.slots.map.len() <= 8);
+        assert!(cache.slots.order.len() <= 64, "{}", cache.slots.order.len());
+    }
+
+    #[test]
+    fn erase_forgets_noted_pseudonyms_and_refuses_new_ones() {
+        let v = vault(64); // notes up to 4 x 64 pseudonyms before starting over
+        let (s, other) = (SubjectId::from(3), SubjectId::from(4));
+        let email = |t: &str| EmailAddress::parse(t).unwrap();
+        for i in 0..100 {
+            v.pseudonym(s, &email(&format!("a{i}@example.com")))
+                .unwrap();
+        }
+        v.pseudonym(s, &email("a0@example.com")).unwrap(); // noted once
+        v.pseudonym(other, &email("b@example.com")).unwrap();
+        assert_eq!(v.noted.lock().unwrap().set.len(), 101);
+        let destroyed = v.erase(s, Timestamp::from_unix_seconds(1)).unwrap();
+        assert_eq!(destroyed.pseudonyms.len(), 100);
+        {
+            let n = v.noted.lock().unwrap();
+            assert_eq!(n.set.len(), 1);
+            assert!(!n.by_subject.contains_key(&s));
+        }
+        assert!(matches!(
+            v.pseudonym(s, &email("a0@example.com")),
+            Err(Error::Erased { .. })
+        ));
+        assert_eq!(v.noted.lock().unwrap().set.len(), 1);
+    }
+
+    #[test]
+    fn stale_entries_are_checked_against_the_store() {
+        let store = std::sync::Arc::new(MemoryKeyStore::new());
+        let keyring = std::sync::Arc::new(Keyring::generate().unwrap());
+        let make = || {
+            Vault::new(
+                Box::new(keyring.clone()),
+                Box::new(store.clone()),
+                keyring.pseudonym_key(),
+                VaultConfig::default(),
+            )
+        };
+        let (here, there) = (make(), make());
+        let t0 = Timestamp::from_unix_seconds(1_700_000_000);
+        let subject = SubjectId::from(7);
+        let header = sealed_header(&here, subject, t0);
+        assert!(here.check_open(&header, t0).is_ok());
+        there.erase(subject, t0).unwrap();
+        // Within the revalidation interval the cached key still serves...
+        let soon = t0.plus_seconds(DEFAULT_REVALIDATE_AFTER - 1);
+        assert!(here.check_open(&header, soon).is_ok());
+        // ...after it, the store's tombstone is seen, for opens and seals.
+        let later = t0.plus_seconds(DEFAULT_REVALIDATE_AFTER);
+        assert!(matches!(
+            here.check_open(&header, later),
+            Err(Error::Erased { at: Some(_), .. })
+        ));
+        let email = EmailAddress::parse("ada@example.com").unwrap();
+        assert!(matches!(
+            here.seal(subject, 1, &email, later, later),
+            Err(Error::Erased { .. })
+        ));
     }
 }

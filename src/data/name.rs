@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{clean_text, fold, redacted_kind, reparse, sealed, text_codec, InvalidData, Kind};
+use super::{clean_text, fold, redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind};
 
 /// A person's full name, as they wrote it.
 ///
@@ -47,7 +47,9 @@ impl sealed::Sealed for FullName {
     text_codec!(text);
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        reparse(KIND, bytes, FullName::parse)
+        stored_text(KIND, bytes).map(|s| FullName {
+            text: SecretString::from(s),
+        })
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {

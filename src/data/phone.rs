@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{redacted_kind, reparse, sealed, text_codec, InvalidData, Kind, Reason};
+use super::{redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Reason};
 
 /// A phone number in international (E.164) form.
 ///
@@ -76,7 +76,12 @@ impl sealed::Sealed for PhoneNumber {
     text_codec!(e164);
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        reparse(KIND, bytes, PhoneNumber::parse)
+        match stored_text(KIND, bytes)? {
+            s if s.starts_with('+') => Ok(PhoneNumber {
+                e164: SecretString::from(s),
+            }),
+            _ => Err(err(Reason::Malformed)),
+        }
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {

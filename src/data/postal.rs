@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{clean_text, fold, redacted_kind, reparse, sealed, InvalidData, Kind, Reason};
+use super::{clean_text, fold, redacted_kind, sealed, stored_text, InvalidData, Kind, Reason};
 use crate::country::Country;
 
 /// A mailing address: one or more address lines and a country.
@@ -112,7 +112,16 @@ impl sealed::Sealed for PostalAddress {
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
-        reparse(KIND, bytes, PostalAddress::parse)
+        let s = stored_text(KIND, bytes)?;
+        let (lines, country) = s.rsplit_once('\n').ok_or(err(Reason::Malformed))?;
+        let country = Country::new(country).map_err(|_| err(Reason::Malformed))?;
+        if lines.is_empty() {
+            return Err(err(Reason::Malformed));
+        }
+        Ok(PostalAddress {
+            lines: SecretString::from(lines),
+            country,
+        })
     }
 
     fn normalized_into(&self, out: &mut Vec<u8>) {
