@@ -5,12 +5,21 @@
 //! maintain facilities". A host declares those countries when it builds the
 //! custodian; a transfer anywhere else is refused.
 //!
-//! For data of a subject in the European Economic Area moved to a country
-//! outside it, the transfer must name the legal [`Mechanism`] it relies on.
-//! The 2018 text names the "safe harbor framework"; the Court of Justice of the
-//! European Union invalidated Safe Harbor in 2015 (*Schrems I*, C-362/14), and
-//! its successor Privacy Shield in 2020 (*Schrems II*, C-311/18), so neither is
-//! accepted: [`Mechanism`] has no such variant and parsing the name is an error.
+//! For data moved from the European Economic Area to a country outside it, the
+//! transfer must name the legal [`Mechanism`] it relies on. The 2018 text says:
+//!
+//! > "iBeesoft abides by the safe harbor framework as set forth by the U.S.
+//! > Department of Commerce regarding the collection, use, and retention of
+//! > data from the European Union."
+//!
+//! That framework is no longer a lawful basis: the Court of Justice of the
+//! European Union invalidated the Safe Harbor decision on 6 October 2015
+//! (*Schrems I*, C-362/14), and its successor, the Privacy Shield, on 16 July
+//! 2020 (*Schrems II*, C-311/18). Neither is accepted here: [`Mechanism`] has no
+//! such variant, and parsing either name is an
+//! [`InvalidMechanism::Invalidated`] error that says why. A host names the
+//! mechanism it relies on now, e.g. the EU–US Data Privacy Framework (adequacy
+//! decision of 10 July 2023) or standard contractual clauses.
 //!
 //! ```
 //! use privacy_pledge::country::Country;
