@@ -10,7 +10,9 @@ use privacy_pledge::crypto::{
 use privacy_pledge::data::{EmailAddress, FullName, PostalAddress};
 use privacy_pledge::purpose::{Improvement, Support, Transaction};
 use privacy_pledge::time::{FixedClock, Timestamp};
-use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
+use privacy_pledge::{
+    Custodian, CustodianBuilder, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId,
+};
 
 fn email<P: privacy_pledge::purpose::Purpose>(
     subject: SubjectId,
@@ -28,6 +30,23 @@ fn live_keys(store: &MemoryKeyStore, subject: SubjectId) -> Vec<StoredKey> {
         SubjectKeys::Live(keys) => keys,
         other => panic!("expected live keys, got {other:?}"),
     }
+}
+
+/// Two custodians sharing one keyring and key store, as two processes of a
+/// host would; `configure` adds the options under test.
+fn sharing(configure: impl Fn(CustodianBuilder) -> CustodianBuilder) -> (Custodian, Custodian) {
+    let store = Arc::new(MemoryKeyStore::new());
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let build = || {
+        configure(
+            Custodian::builder()
+                .keyring(keyring.clone())
+                .key_store(store.clone()),
+        )
+        .build()
+        .unwrap()
+    };
+    (build(), build())
 }
 
 fn opens_to(c: &Custodian, s: &Sealed<EmailAddress, Transaction>, text: &str) {
@@ -404,17 +423,7 @@ fn default_limit_keeps_one_generation_across_reservation_blocks() {
 
 #[test]
 fn two_custodians_sharing_a_store_roll_generations_together() {
-    let store = Arc::new(MemoryKeyStore::new());
-    let keyring = Arc::new(Keyring::generate().unwrap());
-    let build = || {
-        Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.clone())
-            .message_limit(2)
-            .build()
-            .unwrap()
-    };
-    let (x, y) = (build(), build());
+    let (x, y) = sharing(|b| b.message_limit(2));
     let a = SubjectId::random();
     let mut sealed = Vec::new();
     for i in 0..12 {
@@ -439,19 +448,8 @@ fn two_custodians_sharing_a_store_roll_generations_together() {
 
 #[test]
 fn an_erasure_by_another_custodian_takes_effect_after_revalidation() {
-    let store = Arc::new(MemoryKeyStore::new());
-    let keyring = Arc::new(Keyring::generate().unwrap());
     let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_700_000_000)));
-    let build = || {
-        Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.clone())
-            .clock(clock.clone())
-            .build()
-            .unwrap()
-    };
-    // Two processes sharing one key store.
-    let (here, there) = (build(), build());
+    let (here, there) = sharing(|b| b.clock(clock.clone()));
     let a = SubjectId::random();
     let sealed = here
         .seal(&email::<Transaction>(a, "ada@example.com"))
@@ -472,17 +470,7 @@ fn an_erasure_by_another_custodian_takes_effect_after_revalidation() {
 
 #[test]
 fn with_no_revalidation_window_an_erasure_elsewhere_is_immediate() {
-    let store = Arc::new(MemoryKeyStore::new());
-    let keyring = Arc::new(Keyring::generate().unwrap());
-    let build = || {
-        Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.clone())
-            .key_cache_revalidate_after(0)
-            .build()
-            .unwrap()
-    };
-    let (here, there) = (build(), build());
+    let (here, there) = sharing(|b| b.key_cache_revalidate_after(0));
     let a = SubjectId::random();
     let sealed = here
         .seal(&email::<Transaction>(a, "ada@example.com"))
