@@ -260,7 +260,7 @@ impl SubjectReport {
                 };
                 let kept = r
                     .kept_until
-                    .map(|t| format!(", kept until {}", &t.to_string()[..10]))
+                    .map(|t| format!(", kept until {}", t.date()))
                     .unwrap_or_default();
                 let _ = writeln!(
                     w,
@@ -268,7 +268,7 @@ impl SubjectReport {
                     r.kind.label(),
                     r.purpose,
                     shown,
-                    &r.collected_at.to_string()[..10]
+                    r.collected_at.date()
                 );
             }
         }

@@ -52,12 +52,31 @@ impl Timestamp {
         Timestamp(self.0.saturating_add(secs.saturating_mul(1_000_000_000)))
     }
 
+    /// The calendar date (UTC) as `YYYY-MM-DD`.
+    ///
+    /// ```
+    /// use privacy_pledge::time::Timestamp;
+    /// assert_eq!(Timestamp::from_unix_seconds(1_530_316_800).date().to_string(), "2018-06-30");
+    /// ```
+    pub fn date(self) -> impl fmt::Display {
+        let (y, m, d) = civil_from_days((self.unix_seconds() / 86_400) as i64);
+        DateText(y, m, d)
+    }
+
     /// The current system time.
     pub fn now() -> Self {
         let d = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Timestamp(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+    }
+}
+
+struct DateText(i64, u32, u32);
+
+impl fmt::Display for DateText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.0, self.1, self.2)
     }
 }
 
