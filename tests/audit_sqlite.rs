@@ -603,26 +603,6 @@ fn batch_is_stored_whole_or_not_at_all() {
 // ---------------------------------------------------------------------------
 // No personal value in any event
 
-/// The actions `every_operation_with_known_values` drives. Exhaustive, so a
-/// new action has to be considered here.
-fn driven_here(action: Action) -> bool {
-    match action {
-        Action::Collect
-        | Action::Access
-        | Action::Disclose
-        | Action::Repurpose
-        | Action::ConsentGranted
-        | Action::ConsentWithdrawn
-        | Action::Transfer
-        | Action::Seal
-        | Action::Open
-        | Action::Erase => true,
-        // Covered by the unit tests of the JSON-lines sink, which serialise
-        // an event of every action with every optional field set.
-        Action::Report => false,
-    }
-}
-
 #[test]
 fn no_event_carries_a_personal_value() {
     let log = Arc::new(ChainedAuditLog::in_memory(AuditKey::from_bytes([7; 32])));
@@ -678,17 +658,16 @@ fn no_event_carries_a_personal_value() {
         c.repurpose_with_consent(email.clone(), &proof).unwrap();
     c.disclose(&promo, &Mailer, |_| ()).unwrap();
     c.consents().withdraw::<Promotion>(subject).unwrap();
+    let trail = log.inner().events();
+    let report = c.subject_report(subject, &[&sealed_email], &trail).unwrap();
+    assert_eq!(report.records().len(), 1);
     c.erase(subject).unwrap();
     let refused = c.open(&sealed_email).unwrap_err();
 
     let events = log.inner().events();
     let seen: BTreeSet<u8> = events.iter().map(|e| e.action() as u8).collect();
     for action in Action::ALL {
-        assert_eq!(
-            seen.contains(&(action as u8)),
-            driven_here(action),
-            "{action:?}"
-        );
+        assert!(seen.contains(&(action as u8)), "{action:?} was not driven");
     }
     assert!(events.iter().any(|e| e.outcome() == Outcome::Denied));
 

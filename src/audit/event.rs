@@ -299,3 +299,32 @@ pub(crate) mod hex32 {
             .ok_or_else(|| serde::de::Error::custom("expected 64 lowercase hex digits"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_actions_are_listed_once() {
+        // Exhaustive on purpose: a new action fails to compile here until it
+        // is added to `Action::ALL`.
+        let listed = |a: Action| match a {
+            Action::Collect
+            | Action::Access
+            | Action::Disclose
+            | Action::Repurpose
+            | Action::ConsentGranted
+            | Action::ConsentWithdrawn
+            | Action::Transfer
+            | Action::Seal
+            | Action::Open
+            | Action::Erase
+            | Action::Report => Action::ALL.iter().filter(|b| **b == a).count(),
+        };
+        for a in Action::ALL {
+            assert_eq!(listed(a), 1, "{a:?}");
+        }
+        let codes: std::collections::BTreeSet<u8> = Action::ALL.iter().map(|a| a.code()).collect();
+        assert_eq!(codes.len(), Action::ALL.len());
+    }
+}
