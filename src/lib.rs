@@ -140,3 +140,8 @@ pub use crate::error::Error;
 pub use crate::info::PersonalInfo;
 pub use crate::subject::SubjectId;
 pub use secrecy::ExposeSecret;
+
+/// The README's Rust example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
