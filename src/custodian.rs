@@ -250,40 +250,36 @@ impl Custodian {
         R::Role: PermittedFor<P>,
         F: FnOnce(&T) -> O,
     {
-        let mut event = self.event(info, Action::Disclose, RuleId::R5);
+        let event = self.event(info, Action::Disclose, RuleId::R5);
+        self.audited_disclosure(info, recipient, event)?;
+        Ok(f(info.value()))
+    }
+
+    /// The shared first step of both disclosures: name the recipient in the
+    /// event (R5), check where it processes like a transfer from the home
+    /// country, the first declared facility (R8), then the usual checks and
+    /// the record. Plaintext and pseudonyms go through the same gate.
+    fn audited_disclosure<T: DataKind, P: Purpose, R: Recipient + ?Sized>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        recipient: &R,
+        mut event: AuditEvent,
+    ) -> Result<(), Error> {
         event.recipient = Some(RecipientRef {
             name: recipient.name().into(),
             role: <R::Role as Role>::ID,
         });
-        if let Err(e) = self.check_recipient_locations(recipient) {
-            let (country, err) = e;
-            event.country = Some(country);
-            return Err(self.deny(event, RuleId::R8, err));
-        }
-        self.audited(info, event)?;
-        Ok(f(info.value()))
-    }
-
-    /// A recipient that names where it processes is checked like a transfer
-    /// from the custodian's home country (the first declared facility).
-    fn check_recipient_locations<R: Recipient + ?Sized>(
-        &self,
-        recipient: &R,
-    ) -> Result<(), (Country, Error)> {
         for &country in recipient.processes_in() {
-            let Some(&home) = self.facilities.first() else {
-                return Err((
-                    country,
-                    crate::transfer::TransferError::NotAFacility { country }.into(),
-                ));
-            };
-            let mut t = Transfer::new(home, country);
+            let mut t = Transfer::new(self.facilities.first().copied().unwrap_or(country), country);
             if let Some(m) = recipient.transfer_mechanism() {
                 t = t.under(m);
             }
-            t.check(&self.facilities).map_err(|e| (country, e.into()))?;
+            if let Err(e) = t.check(&self.facilities) {
+                event.country = Some(country);
+                return Err(self.deny(event, RuleId::R8, e.into()));
+            }
         }
-        Ok(())
+        self.audited(info, event)
     }
 
     /// Approves and records a transfer of `info` to another country (R8).
@@ -390,11 +386,7 @@ impl Custodian {
     {
         let mut event = self.event(info, Action::Disclose, RuleId::R6);
         event.target_purpose = Some(PurposeId::Improvement);
-        event.recipient = Some(RecipientRef {
-            name: recipient.name().into(),
-            role: <R::Role as Role>::ID,
-        });
-        self.audited(info, event)?;
+        self.audited_disclosure(info, recipient, event)?;
         let p = self.vault.pseudonym(info.subject(), info.value())?;
         Ok(f(&p))
     }

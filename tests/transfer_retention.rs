@@ -160,6 +160,16 @@ fn disclosure_to_a_recipient_abroad_is_checked_like_a_transfer() {
         .disclose(&info, &home, |_| ran.set(ran.get() + 1))
         .unwrap();
     assert_eq!(ran.get(), 2);
+
+    // Pseudonyms are personal information too: the same gate applies.
+    assert!(matches!(
+        custodian.disclose_pseudonym(&info, &abroad, |_| ran.set(ran.get() + 1)),
+        Err(Error::Transfer(TransferError::MechanismRequired { .. }))
+    ));
+    custodian
+        .disclose_pseudonym(&info, &covered, |_| ran.set(ran.get() + 1))
+        .unwrap();
+    assert_eq!(ran.get(), 3);
 }
 
 fn clocked(retention: RetentionPolicy, at: u64) -> (Custodian, Arc<FixedClock>) {
