@@ -283,6 +283,7 @@ fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
     // Continue the stored chain only after checking it: a process must not
     // extend a trail that was tampered with while it was down.
     let key = keyring.audit_key();
+    let audit_key = key.clone();
     let (trail, head) = support::verified_trail(&db, &key, None)?;
     let audit = Arc::new(support::resume_chain(&db, key, head));
     let custodian = Custodian::builder()
@@ -292,7 +293,7 @@ fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
         .build()?;
     // The consent register lives in memory: rebuild it from the verified
     // trail, so grants and withdrawals of earlier runs still count.
-    custodian.consents().restore(&trail);
+    custodian.consents().restore(&trail, &audit_key)?;
     Ok(Shop {
         custodian,
         db,

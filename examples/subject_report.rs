@@ -122,6 +122,7 @@ fn open_custodian(
 ) -> Result<(Custodian, Vec<privacy_pledge::AuditEvent>), BoxError> {
     let keyring = Arc::new(support::read_keyring(&support::key_file_for(db_path))?);
     let key = keyring.audit_key();
+    let audit_key = key.clone();
     // Read the trail only once it verifies: the report quotes it to the customer.
     let (trail, head) = support::verified_trail(db, &key, None)?;
     let audit = Arc::new(support::resume_chain(db, key, head));
@@ -130,7 +131,7 @@ fn open_custodian(
         .key_store(SqliteKeyStore::new(db.clone()))
         .audit(audit)
         .build()?;
-    custodian.consents().restore(&trail);
+    custodian.consents().restore(&trail, &audit_key)?;
     Ok((custodian, trail))
 }
 

@@ -48,7 +48,7 @@ use std::sync::RwLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{Action, AuditEvent};
+use crate::audit::{verify, Action, AuditEvent, AuditKey, VerifyError};
 use crate::policy::RuleId;
 use crate::purpose::{ConsentBased, PurposeId};
 use crate::subject::SubjectId;
@@ -186,24 +186,33 @@ impl Consents<'_> {
     }
 
     /// Rebuilds the register from the consent events of an audit trail, e.g.
-    /// after a restart (verify the trail first). Events are replayed in order;
-    /// they are not recorded again. Returns how many were replayed.
+    /// after a restart. Events are replayed in order; they are not recorded
+    /// again. Returns how many were replayed.
+    ///
+    /// The trail must verify as a whole chain under `key`: consent can be
+    /// restored only from events the custodian itself recorded, never from
+    /// events a host built or edited (that would be consent without a record,
+    /// R7, R10). Nothing is restored from a broken trail.
     ///
     /// ```
+    /// use std::sync::Arc;
     /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::crypto::Keyring;
     /// use privacy_pledge::purpose::Newsletter;
     ///
-    /// let before = Custodian::in_memory();
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let before = Custodian::builder().keyring(keyring.clone()).build()?;
     /// let ada = SubjectId::random();
     /// before.consents().grant::<Newsletter>(ada)?;
     /// let trail = before.builtin_audit_log().unwrap().inner().events();
     ///
-    /// let after = Custodian::in_memory();
-    /// assert_eq!(after.consents().restore(&trail), 1);
+    /// let after = Custodian::builder().keyring(keyring.clone()).build()?;
+    /// assert_eq!(after.consents().restore(&trail, &keyring.audit_key())?, 1);
     /// assert!(after.consents().is_granted::<Newsletter>(ada));
-    /// # Ok::<(), privacy_pledge::Error>(())
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn restore(&self, trail: &[AuditEvent]) -> usize {
+    pub fn restore(&self, trail: &[AuditEvent], key: &AuditKey) -> Result<usize, VerifyError> {
+        verify(trail, key, None)?;
         let register = &self.custodian.consents;
         let mut states = register.states.write().unwrap_or_else(|p| p.into_inner());
         let mut replayed = 0;
@@ -239,7 +248,7 @@ impl Consents<'_> {
             );
             replayed += 1;
         }
-        replayed
+        Ok(replayed)
     }
 }
 

@@ -347,14 +347,39 @@ fn an_erased_subjects_report_says_so() {
 
 #[test]
 fn consents_survive_a_restart_through_the_trail() {
-    let before = Custodian::in_memory();
+    let keyring = Arc::new(privacy_pledge::crypto::Keyring::generate().unwrap());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .build()
+            .unwrap()
+    };
+    let before = build();
     let (ada, bob) = (SubjectId::random(), SubjectId::random());
     before.consents().grant::<Promotion>(ada).unwrap();
     before.consents().grant::<Promotion>(bob).unwrap();
     before.consents().withdraw::<Promotion>(bob).unwrap();
     let trail = events(&before);
-    let after = Custodian::in_memory();
-    assert_eq!(after.consents().restore(&trail), 3);
+    let key = keyring.audit_key();
+
+    // An edited trail (bob's withdrawal turned into a grant through the
+    // public serde form) restores nothing.
+    let mut forged = trail.clone();
+    let json = serde_json::to_string(&forged[2]).unwrap();
+    forged[2] =
+        serde_json::from_str(&json.replace("consent_withdrawn", "consent_granted")).unwrap();
+    let tampered = build();
+    assert!(tampered.consents().restore(&forged, &key).is_err());
+    assert!(!tampered.consents().is_granted::<Promotion>(bob));
+    assert!(!tampered.consents().is_granted::<Promotion>(ada));
+    // Nor does a genuine trail under another key.
+    let other = privacy_pledge::crypto::Keyring::generate()
+        .unwrap()
+        .audit_key();
+    assert!(tampered.consents().restore(&trail, &other).is_err());
+
+    let after = build();
+    assert_eq!(after.consents().restore(&trail, &key).unwrap(), 3);
     assert!(after.consents().is_granted::<Promotion>(ada));
     assert!(!after.consents().is_granted::<Promotion>(bob));
 }
