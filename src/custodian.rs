@@ -456,13 +456,19 @@ impl Custodian {
     }
 
     /// Like [`seal`](Self::seal), recording `collected` as the time the value
-    /// was collected (for retention), e.g. when re-sealing an opened value.
+    /// was collected (for retention), e.g. when re-sealing an opened value
+    /// with its original [`Sealed::collected_at`]. A time in the future is
+    /// refused ([`Error::CollectedInFuture`]): it would stretch the retention
+    /// period (R11).
     pub fn seal_at<T: DataKind, P: Purpose>(
         &self,
         info: &PersonalInfo<T, P>,
         collected: Timestamp,
     ) -> Result<Sealed<T, P>, Error> {
         let event = self.event(info, Action::Seal, RuleId::R9);
+        if collected > event.time {
+            return Err(self.deny(event, RuleId::R11, Error::CollectedInFuture { collected }));
+        }
         self.seal_audited(info, event, collected)
     }
 

@@ -70,6 +70,14 @@ pub enum Error {
         expired_at: Timestamp,
     },
 
+    /// A collection time later than now was given to `seal_at`: it would
+    /// stretch the retention period (R11).
+    #[error("R11: a collection time in the future ({collected}) would stretch retention")]
+    CollectedInFuture {
+        /// The time given.
+        collected: Timestamp,
+    },
+
     /// A transfer or disclosure to a place the policy does not allow (R8).
     #[error(transparent)]
     Transfer(#[from] TransferError),
@@ -108,7 +116,9 @@ impl Error {
             Error::Audit(_) => Some(RuleId::R10),
             Error::NoConsent { .. } => Some(RuleId::R7),
             Error::ProofMismatch { .. } => Some(RuleId::R6),
-            Error::Erased { .. } | Error::Expired { .. } => Some(RuleId::R11),
+            Error::Erased { .. } | Error::Expired { .. } | Error::CollectedInFuture { .. } => {
+                Some(RuleId::R11)
+            }
             Error::Transfer(_) => Some(RuleId::R8),
             Error::Unauthentic | Error::Envelope(_) => Some(RuleId::R9),
             Error::InvalidData(_) => Some(RuleId::R1),

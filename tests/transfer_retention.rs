@@ -10,7 +10,7 @@ use privacy_pledge::purpose::{Promotion, PurposeId, Support, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::report::{StoredRecord, Withheld};
 use privacy_pledge::retention::{Retention, RetentionPolicy};
-use privacy_pledge::time::{FixedClock, Timestamp};
+use privacy_pledge::time::{Clock, FixedClock, Timestamp};
 use privacy_pledge::transfer::{InvalidMechanism, Mechanism, Transfer, TransferError};
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 use proptest::prelude::*;
@@ -225,6 +225,16 @@ fn retention_by_time_across_the_boundary() {
     );
     // Support keeps three years by default: still readable.
     assert!(custodian.open(&phone).is_ok());
+
+    // Re-sealing keeps the original collection time; a later one is refused,
+    // so retention cannot be stretched by re-dating a value.
+    let resealed = custodian.seal_at(&support, phone.collected_at()).unwrap();
+    assert_eq!(resealed.collected_at(), phone.collected_at());
+    let later = clock.now().plus_seconds(1);
+    assert!(matches!(
+        custodian.seal_at(&support, later),
+        Err(Error::CollectedInFuture { .. })
+    ));
 }
 
 #[test]
