@@ -43,7 +43,7 @@ use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, PersonalInfo, Sealed, SubjectId};
 use rusqlite::{params, OptionalExtension};
 
-use support::{BoxError, Db, SqliteAuditLog, SqliteKeyStore};
+use support::{BoxError, Db, SqliteAuditLog};
 
 /// An order form as the web shop receives it: untrusted text.
 struct OrderForm {
@@ -280,24 +280,11 @@ fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
     let keyring = Arc::new(support::read_or_create_keyring(&key_file)?);
     let db = Db::open(db_path)?;
     db.with(|c| c.execute_batch(SHOP_TABLES))?;
-    // Continue the stored chain only after checking it: a process must not
-    // extend a trail that was tampered with while it was down.
-    let key = keyring.audit_key();
-    let audit_key = key.clone();
-    let (trail, head) = support::verified_trail(&db, &key, None)?;
-    let audit = Arc::new(support::resume_chain(&db, key, head));
-    let custodian = Custodian::builder()
-        .keyring(keyring)
-        .key_store(SqliteKeyStore::new(db.clone()))
-        .audit(audit.clone())
-        .build()?;
-    // The consent register lives in memory: rebuild it from the verified
-    // trail, so grants and withdrawals of earlier runs still count.
-    custodian.consents().restore(&trail, &audit_key)?;
+    let opened = support::open_custodian(&db, keyring)?;
     Ok(Shop {
-        custodian,
+        custodian: opened.custodian,
         db,
-        audit,
+        audit: opened.audit,
         payments: PaymentProcessor::default(),
         mail: MailDelivery::default(),
     })

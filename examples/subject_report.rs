@@ -24,7 +24,7 @@ use privacy_pledge::purpose::Transaction;
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::{Custodian, Sealed, SubjectId};
 
-use support::{BoxError, Db, SqliteKeyStore};
+use support::{BoxError, Db};
 
 struct Args {
     db: PathBuf,
@@ -121,18 +121,9 @@ fn open_custodian(
     db: &Db,
 ) -> Result<(Custodian, Vec<privacy_pledge::AuditEvent>), BoxError> {
     let keyring = Arc::new(support::read_keyring(&support::key_file_for(db_path))?);
-    let key = keyring.audit_key();
-    let audit_key = key.clone();
-    // Read the trail only once it verifies: the report quotes it to the customer.
-    let (trail, head) = support::verified_trail(db, &key, None)?;
-    let audit = Arc::new(support::resume_chain(db, key, head));
-    let custodian = Custodian::builder()
-        .keyring(keyring)
-        .key_store(SqliteKeyStore::new(db.clone()))
-        .audit(audit)
-        .build()?;
-    custodian.consents().restore(&trail, &audit_key)?;
-    Ok((custodian, trail))
+    // The trail is read only once it verifies: the report quotes it to the customer.
+    let opened = support::open_custodian(db, keyring)?;
+    Ok((opened.custodian, opened.trail))
 }
 
 fn run() -> Result<(), BoxError> {

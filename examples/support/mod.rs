@@ -328,6 +328,35 @@ pub fn resume_chain(db: &Db, key: AuditKey, head: Checkpoint) -> ChainedAuditLog
     ChainedAuditLog::resume(key, SqliteAuditLog::new(db.clone()), head)
 }
 
+/// A host's custodian opened on this database, with its audit chain and the
+/// verified trail it continues.
+pub struct Opened {
+    pub custodian: privacy_pledge::Custodian,
+    pub audit: Arc<ChainedAuditLog<SqliteAuditLog>>,
+    pub trail: Vec<AuditEvent>,
+}
+
+/// A host's custodian on this database: keys from `keyring`, wrapped subject
+/// keys in `subject_keys`, the audit chain continued in `audit_log` only once
+/// it verifies (a process must not extend a trail tampered with while it was
+/// down), and the in-memory consent register rebuilt from that verified trail.
+pub fn open_custodian(db: &Db, keyring: Arc<Keyring>) -> Result<Opened, BoxError> {
+    let key = keyring.audit_key();
+    let (trail, head) = verified_trail(db, &key, None)?;
+    let audit = Arc::new(resume_chain(db, key, head));
+    let custodian = privacy_pledge::Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(SqliteKeyStore::new(db.clone()))
+        .audit(audit.clone())
+        .build()?;
+    custodian.consents().restore(&trail, &keyring.audit_key())?;
+    Ok(Opened {
+        custodian,
+        audit,
+        trail,
+    })
+}
+
 /// [`verified_trail`], then [`resume_chain`].
 pub fn open_chain(
     db: &Db,
