@@ -61,7 +61,7 @@ proptest! {
         if let Ok(p) = PhoneNumber::parse(&s) {
             use privacy_pledge::ExposeSecret;
             let digits = p.expose_secret().len() - 1;
-            prop_assert!((8..=15).contains(&digits));
+            prop_assert!((6..=15).contains(&digits));
         }
     }
 

@@ -174,6 +174,12 @@ pub enum Reason {
     },
     /// A control character (or, in a one-line field, a line break).
     ControlCharacter,
+    /// An invisible format character (Unicode general category `Cf`): zero-width
+    /// spaces and joiners, the word joiner, the byte-order mark, the soft hyphen,
+    /// bidirectional embeddings, overrides and isolates, and the like. Refused in
+    /// names and postal addresses, where they would make two values that look
+    /// the same compare different.
+    InvisibleCharacter,
     /// No `@` in an email address.
     MissingAt,
     /// The part before `@` is not a dot-atom (RFC 5322 §3.2.3).
@@ -189,14 +195,27 @@ pub enum Reason {
     MissingPlus,
     /// A phone number with a character other than digits and ` -.()/`.
     InvalidCharacter,
-    /// A phone number with fewer than 8 or more than 15 digits, or a country code starting with 0.
+    /// A phone number whose digits after `+` do not begin with a country
+    /// calling code assigned in ITU-T E.164 (a code starting with `0` included).
+    UnknownCountryCode,
+    /// A phone number whose national significant number is too short or too
+    /// long for its country calling code, or that has more than the 15 digits
+    /// E.164 allows in all (or none).
     DigitCount,
+    /// A phone number with a `(0)` that cannot be a trunk prefix to drop: it is
+    /// not right after the country code, there is more than one, or that
+    /// country has no trunk prefix `0` (so the `0` may be part of the number).
+    TrunkPrefix,
     /// A postal address needs at least one street line and a country line.
     MissingLines,
     /// The country line is not an ISO 3166-1 alpha-2 code.
     InvalidCountry,
-    /// A date that does not exist, or a currency that is not three upper-case letters.
+    /// A date that does not exist or is out of range (1970-01-01 to
+    /// 2554-07-21), or a currency that is not three upper-case letters.
     InvalidField,
+    /// Three upper-case letters that are not an active ISO 4217 currency code
+    /// with a decimal minor unit.
+    UnknownCurrency,
     /// The stored form is malformed.
     Malformed,
 }
@@ -207,6 +226,9 @@ impl core::fmt::Display for Reason {
             Reason::Empty => f.write_str("it is empty"),
             Reason::TooLong { max } => write!(f, "it is longer than {max}"),
             Reason::ControlCharacter => f.write_str("it contains a control character"),
+            Reason::InvisibleCharacter => f.write_str(
+                "it contains an invisible format character (zero-width, soft hyphen or bidirectional control)",
+            ),
             Reason::MissingAt => f.write_str("there is no '@'"),
             Reason::InvalidLocalPart => f.write_str("the part before '@' is not a valid dot-atom"),
             Reason::InvalidDomain => f.write_str("the part after '@' is not a valid domain name"),
@@ -214,10 +236,13 @@ impl core::fmt::Display for Reason {
             Reason::Unsupported => f.write_str("quoted local parts and address literals are not accepted"),
             Reason::MissingPlus => f.write_str("it is not in international form (+ and country code)"),
             Reason::InvalidCharacter => f.write_str("it contains a character other than digits, spaces, dashes, dots, slashes and brackets"),
-            Reason::DigitCount => f.write_str("it must have 8 to 15 digits after '+', not starting with 0"),
+            Reason::UnknownCountryCode => f.write_str("it does not begin with an assigned country calling code"),
+            Reason::DigitCount => f.write_str("its number of digits does not fit its country calling code (at most 15 in all)"),
+            Reason::TrunkPrefix => f.write_str("'(0)' is accepted only right after a country calling code whose trunk prefix is 0"),
             Reason::MissingLines => f.write_str("it needs at least one address line and a country line"),
             Reason::InvalidCountry => f.write_str("the last line is not an ISO 3166-1 alpha-2 country code"),
             Reason::InvalidField => f.write_str("a field is out of range"),
+            Reason::UnknownCurrency => f.write_str("the currency is not an active ISO 4217 code"),
             Reason::Malformed => f.write_str("its stored form is malformed"),
         }
     }
@@ -249,9 +274,43 @@ impl InvalidData {
     }
 }
 
-/// Trims, refuses empty, over-long (in characters) and control characters.
-/// `multiline` allows `\n` between lines.
+/// Trims, refuses empty, over-long (in characters), control characters and
+/// invisible format characters ([`is_invisible`]). `multiline` allows `\n`
+/// between lines.
+///
+/// For the free text of names and postal addresses, where an invisible
+/// character would make two values that look the same differ.
 pub(crate) fn clean_text(
+    kind: Kind,
+    input: &str,
+    max_chars: usize,
+    multiline: bool,
+) -> Result<&str, InvalidData> {
+    let s = clean_text_with_format(kind, input, max_chars, multiline)?;
+    let chars: Vec<char> = s.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        if is_invisible(c) && !is_joiner_between_letters(&chars, i) {
+            return Err(InvalidData::new(kind, Reason::InvisibleCharacter));
+        }
+    }
+    Ok(s)
+}
+
+/// U+200C zero-width non-joiner and U+200D joiner are part of how names are
+/// written in Persian and several Indic scripts, so they are allowed between
+/// two letters (and only there); [`fold`] drops them, so a name compares and
+/// pseudonymises the same with or without them.
+fn is_joiner_between_letters(chars: &[char], i: usize) -> bool {
+    matches!(chars[i], '\u{200C}' | '\u{200D}')
+        && i > 0
+        && chars[i - 1].is_alphabetic()
+        && chars.get(i + 1).is_some_and(|c| c.is_alphabetic())
+}
+
+/// [`clean_text`] without the check for invisible format characters: for
+/// text that is not compared as a person's data (a product name may hold an
+/// emoji sequence joined with U+200D).
+pub(crate) fn clean_text_with_format(
     kind: Kind,
     input: &str,
     max_chars: usize,
@@ -270,6 +329,53 @@ pub(crate) fn clean_text(
         return Err(InvalidData::new(kind, Reason::ControlCharacter));
     }
     Ok(s)
+}
+
+/// The code points of Unicode general category `Cf` (format characters,
+/// invisible by design), as sorted inclusive ranges (Unicode 16.0).
+///
+/// Among them: U+00AD soft hyphen, U+200B–U+200F zero-width space,
+/// non-joiner, joiner and the directional marks, U+202A–U+202E bidirectional
+/// embeddings and overrides, U+2060–U+2064 word joiner and invisible
+/// operators, U+2066–U+2069 bidirectional isolates, U+FEFF byte-order mark
+/// (zero-width no-break space) and the tag characters U+E0001, U+E0020–U+E007F.
+const FORMAT_CHARACTERS: [(char, char); 21] = [
+    ('\u{00AD}', '\u{00AD}'),
+    ('\u{0600}', '\u{0605}'),
+    ('\u{061C}', '\u{061C}'),
+    ('\u{06DD}', '\u{06DD}'),
+    ('\u{070F}', '\u{070F}'),
+    ('\u{0890}', '\u{0891}'),
+    ('\u{08E2}', '\u{08E2}'),
+    ('\u{180E}', '\u{180E}'),
+    ('\u{200B}', '\u{200F}'),
+    ('\u{202A}', '\u{202E}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206F}'),
+    ('\u{FEFF}', '\u{FEFF}'),
+    ('\u{FFF9}', '\u{FFFB}'),
+    ('\u{110BD}', '\u{110BD}'),
+    ('\u{110CD}', '\u{110CD}'),
+    ('\u{13430}', '\u{1343F}'),
+    ('\u{1BCA0}', '\u{1BCA3}'),
+    ('\u{1D173}', '\u{1D17A}'),
+    ('\u{E0001}', '\u{E0001}'),
+    ('\u{E0020}', '\u{E007F}'),
+];
+
+/// Whether `c` is an invisible format character (general category `Cf`).
+pub(crate) fn is_invisible(c: char) -> bool {
+    FORMAT_CHARACTERS
+        .binary_search_by(|&(lo, hi)| {
+            if hi < c {
+                core::cmp::Ordering::Less
+            } else if lo > c {
+                core::cmp::Ordering::Greater
+            } else {
+                core::cmp::Ordering::Equal
+            }
+        })
+        .is_ok()
 }
 
 /// Decodes UTF-8 from a stored form.
@@ -307,22 +413,43 @@ macro_rules! text_codec {
 }
 pub(crate) use text_codec;
 
-/// Lower-cases and folds runs of white space to one space.
+/// Appends the comparison form of free text (names, address lines) to `out`:
+/// the form that equality and pseudonyms are computed over.
+///
+/// Canonical caseless matching (Unicode §3.13, D145) made into one string:
+/// the text is decomposed (NFD), given full Unicode case folding
+/// (`CaseFolding.txt`, status C and F, so `ß` folds to `ss` and `Σ`/`ς` to
+/// `σ`), then recomposed (NFC). Composed and decomposed spellings of the
+/// same text (`Zoë` as U+00EB, or as `e` + U+0308) and spellings that differ
+/// only in case (`Straße`, `STRASSE`) fold to the same bytes. Invisible format
+/// characters ([`is_invisible`]; refused by `parse`, dropped here should an
+/// older stored value hold one) are left out; white space is trimmed and each
+/// run of it becomes one space. Works on the characters as a stream, so no
+/// intermediate copy of the text is left behind in memory.
 pub(crate) fn fold(text: &str, out: &mut Vec<u8>) {
+    use caseless::Caseless as _;
+    use unicode_normalization::UnicodeNormalization as _;
+
     let mut space = false;
-    for c in text.trim().chars() {
+    let mut started = false;
+    for c in text
+        .chars()
+        .filter(|&c| !is_invisible(c))
+        .nfd()
+        .default_case_fold()
+        .nfc()
+    {
         if c.is_whitespace() {
-            space = true;
+            space = started;
             continue;
         }
         if space {
             out.push(b' ');
             space = false;
         }
-        for l in c.to_lowercase() {
-            let mut buf = [0u8; 4];
-            out.extend_from_slice(l.encode_utf8(&mut buf).as_bytes());
-        }
+        started = true;
+        let mut buf = [0u8; 4];
+        out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
     }
 }
 
@@ -381,6 +508,21 @@ mod tests {
             Reason::ControlCharacter
         );
         assert_eq!(clean_text(k, "a\nb", 10, true), Ok("a\nb"));
+        // Joiners only between letters (Persian "می‌خواهم" style names).
+        assert!(clean_text(k, "\u{0645}\u{06CC}\u{200C}\u{062E}", 10, false).is_ok());
+        for bad in [
+            "\u{200C}ab",
+            "ab\u{200C}",
+            "a \u{200D}b",
+            "a\u{200B}b",
+            "a\u{202E}b",
+        ] {
+            assert_eq!(
+                clean_text(k, bad, 10, false).unwrap_err().reason(),
+                Reason::InvisibleCharacter,
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]
@@ -388,5 +530,83 @@ mod tests {
         let mut out = Vec::new();
         fold("  Ada \t LOVELACE ", &mut out);
         assert_eq!(out, b"ada lovelace");
+    }
+
+    fn folded(text: &str) -> String {
+        let mut out = Vec::new();
+        fold(text, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn fold_normalises_and_case_folds() {
+        assert_eq!(folded("Zo\u{eb}"), "zo\u{eb}");
+        assert_eq!(folded("Zoe\u{308}"), "zo\u{eb}");
+        assert_eq!(folded("ZOE\u{308}"), "zo\u{eb}");
+        assert_eq!(folded("Straße"), "strasse");
+        assert_eq!(folded("STRASSE"), "strasse");
+        assert_eq!(folded("ΣΊΣΥΦΟΣ"), folded("σίσυφος"));
+        // Canonical order of combining marks does not matter.
+        assert_eq!(folded("q\u{307}\u{323}"), folded("q\u{323}\u{307}"));
+        // U+0345 (iota subscript) folds the same composed or not.
+        assert_eq!(folded("\u{1fb3}"), folded("\u{3b1}\u{345}"));
+        assert_eq!(folded("\u{1fbc}"), folded("\u{1fb3}"));
+        // Invisible characters are left out, white space collapsed.
+        assert_eq!(
+            folded("\u{200b} Ada\u{ad}\u{a0}\u{2003} Love\u{200d}lace "),
+            "ada lovelace"
+        );
+        // Appends: what is in `out` is kept.
+        let mut out = b"x".to_vec();
+        fold(" A ", &mut out);
+        assert_eq!(out, b"xa");
+    }
+
+    #[test]
+    fn invisible_is_category_cf() {
+        for pair in FORMAT_CHARACTERS.windows(2) {
+            assert!(pair[0].1 < pair[1].0);
+        }
+        for c in [
+            '\u{ad}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2064}',
+            '\u{2066}',
+            '\u{2069}',
+            '\u{feff}',
+            '\u{e0001}',
+            '\u{e007f}',
+            '\u{1343f}',
+        ] {
+            assert!(is_invisible(c), "U+{:04X}", u32::from(c));
+        }
+        for c in [
+            'a',
+            ' ',
+            '\u{a0}',
+            '\u{301}',
+            '\u{2065}',
+            '\u{fffc}',
+            'ß',
+            '\u{10ffff}',
+        ] {
+            assert!(!is_invisible(c), "U+{:04X}", u32::from(c));
+        }
+        let k = Kind::PostalAddress;
+        assert_eq!(
+            clean_text(k, "a\u{200b}b", 10, false).unwrap_err().reason(),
+            Reason::InvisibleCharacter
+        );
+        assert_eq!(
+            clean_text_with_format(k, "a\u{200d}b", 10, false),
+            Ok("a\u{200d}b")
+        );
     }
 }
