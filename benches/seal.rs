@@ -129,6 +129,11 @@ fn seal_and_open<T: DataKind>(c: &mut Criterion, label: &str, plain: &[u8], valu
             black_box((nonce, buf))
         })
     });
+    // The nonce pool's fork check: one `getpid` per seal, measured alone so
+    // its share of the seal rows below can be read off the same run.
+    g.bench_function("fork_check_getpid", |b| {
+        b.iter(|| black_box(std::process::id()))
+    });
     let variants = Variants::new();
     for name in Variants::NAMES {
         g.bench_function(name, |b| {

@@ -152,6 +152,7 @@ struct Shop {
     custodian: Custodian,
     db: Db,
     audit: Arc<ChainedAuditLog<SqliteAuditLog>>,
+    checkpoint_file: std::path::PathBuf,
     payments: PaymentProcessor,
     mail: MailDelivery,
 }
@@ -233,10 +234,14 @@ fn run() -> Result<(), BoxError> {
     let leaving = customers.last().ok_or("no order was placed")?;
     erase_customer(&shop, *leaving)?;
 
+    // Clean shutdown: the head goes to the checkpoint kept outside the
+    // database, so the next start can tell a trail cut short.
     shop.audit.flush()?;
     let head = shop.audit.checkpoint();
+    support::save_checkpoint(&shop.checkpoint_file, &head)?;
     println!("audit trail: {} events in audit_log", head.seq());
     println!("audit head: {} {}", head.seq(), support::hex(head.head()));
+    println!("checkpoint: {}", shop.checkpoint_file.display());
     Ok(())
 }
 
@@ -280,11 +285,12 @@ fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
     let keyring = Arc::new(support::read_or_create_keyring(&key_file)?);
     let db = Db::open(db_path)?;
     db.with(|c| c.execute_batch(SHOP_TABLES))?;
-    let opened = support::open_custodian(&db, keyring)?;
+    let opened = support::open_custodian(&db, keyring, &support::checkpoint_file_for(db_path))?;
     Ok(Shop {
         custodian: opened.custodian,
         db,
         audit: opened.audit,
+        checkpoint_file: opened.checkpoint_file,
         payments: PaymentProcessor::default(),
         mail: MailDelivery::default(),
     })

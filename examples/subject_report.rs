@@ -22,7 +22,7 @@ use std::sync::Arc;
 use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress, PurchaseRecord};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::report::StoredRecord;
-use privacy_pledge::{Custodian, Sealed, SubjectId};
+use privacy_pledge::{Sealed, SubjectId};
 
 use support::{BoxError, Db};
 
@@ -116,14 +116,11 @@ fn first_customer(db: &Db) -> Result<SubjectId, BoxError> {
     Ok(id.parse()?)
 }
 
-fn open_custodian(
-    db_path: &Path,
-    db: &Db,
-) -> Result<(Custodian, Vec<privacy_pledge::AuditEvent>), BoxError> {
+fn open_custodian(db_path: &Path, db: &Db) -> Result<support::Opened, BoxError> {
     let keyring = Arc::new(support::read_keyring(&support::key_file_for(db_path))?);
-    // The trail is read only once it verifies: the report quotes it to the customer.
-    let opened = support::open_custodian(db, keyring)?;
-    Ok((opened.custodian, opened.trail))
+    // The trail is read only once it verifies against the checkpoint kept
+    // outside the database: the report quotes it to the customer.
+    support::open_custodian(db, keyring, &support::checkpoint_file_for(db_path))
 }
 
 fn run() -> Result<(), BoxError> {
@@ -136,13 +133,17 @@ fn run() -> Result<(), BoxError> {
         .into());
     }
     let db = Db::open(&args.db)?;
-    let (custodian, trail) = open_custodian(&args.db, &db)?;
+    let opened = open_custodian(&args.db, &db)?;
     let subject = match args.subject {
         Some(s) => s,
         None => first_customer(&db)?,
     };
     let rows = Rows::load(&db, subject)?;
-    let report = custodian.subject_report(subject, &rows.records(), &trail)?;
+    let report = opened
+        .custodian
+        .subject_report(subject, &rows.records(), &opened.trail)?;
+    // The report and its disclosures to the customer are in the trail now.
+    opened.save_checkpoint()?;
     if args.json {
         println!("{}", report.to_json()?.as_str());
     } else {

@@ -7,16 +7,23 @@
 //!
 //! Reads every entry (the `audit_log` table of an SQLite database, or a file
 //! of JSON lines), recomputes the chain with the audit key, and reports the
-//! first entry that was edited, deleted, reordered or inserted. With `--head`
-//! — a checkpoint kept where the log's writers cannot reach — it also detects
-//! entries cut from the end.
+//! first entry that was edited, deleted, reordered or inserted. With a
+//! trusted checkpoint — `--head`, or the `<PATH>.checkpoint` file the
+//! `checkout` example writes outside the database — it also detects entries
+//! cut from the end; without one it says that it cannot.
 //!
-//! The audit key is derived from the master secret in `<PATH>.key` (as
-//! written by the `checkout` example), or in `--key-file`.
+//! It never writes: the database is opened read-only, so a dropped table is
+//! reported, not re-created. A missing table or an empty trail is a failure
+//! (a trail that was wiped must not read as "intact").
+//!
+//! The audit key is derived from the keyring in `<PATH>.key` (as written by
+//! the `checkout` example), or in `--key-file`. Whoever holds that key can
+//! also re-chain an edited trail, so keep it away from the database's
+//! operator.
 //!
 //! Exit status: 0 when the trail is intact (the head is printed), 1 when it
-//! was tampered with (the first bad entry is printed), 2 when it could not be
-//! checked (bad arguments, unreadable files).
+//! was tampered with, is missing or is empty (the first bad entry is
+//! printed), 2 when it could not be checked (bad arguments, unreadable files).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -59,6 +66,8 @@ enum Verdict {
         /// Where the bad entry is in the storage, for a person to look at.
         location: String,
     },
+    /// No trail to check: the table is gone or holds nothing.
+    Missing(String),
 }
 
 fn main() -> ExitCode {
@@ -72,15 +81,22 @@ fn main() -> ExitCode {
     match check(&args) {
         Ok(Verdict::Intact { head, entries }) => {
             println!("audit trail intact: {entries} entries");
-            if let Some(trusted) = &args.head {
-                println!(
+            match trusted(&args) {
+                Some(trusted) => println!(
                     "matches the trusted checkpoint at seq {}; {} entries after it",
                     trusted.seq(),
                     head.seq() - trusted.seq()
-                );
+                ),
+                None => println!(
+                    "cannot check truncation: no trusted checkpoint (give --head SEQ:HEX); entries cut from the end would not show"
+                ),
             }
             println!("head: {head}");
             ExitCode::SUCCESS
+        }
+        Ok(Verdict::Missing(why)) => {
+            eprintln!("audit trail MISSING: {why}");
+            ExitCode::from(1)
         }
         Ok(Verdict::Broken { error, location }) => {
             eprintln!(
@@ -116,6 +132,11 @@ fn parse_args() -> Result<Args, BoxError> {
         }
     }
     let source = source.ok_or("give --db or --jsonl")?;
+    if head.is_none() {
+        if let Source::Sqlite(db) = &source {
+            head = support::load_checkpoint(&support::checkpoint_file_for(db))?;
+        }
+    }
     if export.is_some() && !matches!(source, Source::Sqlite(_)) {
         return Err("--export-jsonl works with --db".into());
     }
@@ -135,22 +156,47 @@ fn audit_key(args: &Args) -> Result<AuditKey, BoxError> {
     Ok(support::read_keyring(&path)?.audit_key())
 }
 
+/// The trusted checkpoint: `--head`, else the `<db>.checkpoint` file if
+/// there is one (read once in `parse_args`).
+fn trusted(args: &Args) -> Option<&Checkpoint> {
+    args.head.as_ref()
+}
+
 fn check(args: &Args) -> Result<Verdict, BoxError> {
     let key = audit_key(args)?;
     match &args.source {
         Source::Sqlite(path) => check_sqlite(path, &key, args),
-        Source::Jsonl(path) => check_jsonl(path, &key, args.head.as_ref()),
+        Source::Jsonl(path) => check_jsonl(path, &key, trusted(args)),
     }
 }
 
 fn check_sqlite(path: &Path, key: &AuditKey, args: &Args) -> Result<Verdict, BoxError> {
     if !path.exists() {
-        // Opening would create an empty database, which verifies trivially.
         return Err(format!("no database at {}", path.display()).into());
     }
-    let db = Db::open(path)?;
+    // Read-only: creates nothing, so a dropped table stays dropped.
+    let db = Db::open_read_only(path)?;
+    let has_table: bool = db.with(|c| {
+        c.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log')",
+            [],
+            |r| r.get(0),
+        )
+    })?;
+    if !has_table {
+        return Ok(Verdict::Missing(format!(
+            "{} has no audit_log table",
+            path.display()
+        )));
+    }
     let rows = support::load_audit_log(&db)?;
-    match support::verify_rows(&rows, key, args.head.as_ref()) {
+    if rows.is_empty() {
+        return Ok(Verdict::Missing(format!(
+            "the audit_log table of {} is empty",
+            path.display()
+        )));
+    }
+    match support::verify_rows(&rows, key, trusted(args)) {
         Ok(head) => {
             if let Some(out) = &args.export {
                 let events: Vec<AuditEvent> = rows
@@ -191,6 +237,12 @@ fn check_jsonl(
         }
         Err(e) => return Err(e.into()),
     };
+    if events.is_empty() && bad_line.is_none() {
+        return Ok(Verdict::Missing(format!(
+            "{} holds no entries",
+            path.display()
+        )));
+    }
     let trusted = if bad_line.is_none() { trusted } else { None };
     let location = |index: usize| match events.len() {
         n if index < n => format!("line {}", index + 1),

@@ -44,11 +44,12 @@
 use core::fmt;
 use core::marker::PhantomData;
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use serde::{Deserialize, Serialize};
 
-use crate::audit::{verify, Action, AuditEvent, AuditKey, VerifyError};
+use crate::audit::{Action, AuditEvent, Outcome, VerifiedTrail};
 use crate::policy::RuleId;
 use crate::purpose::{ConsentBased, PurposeId};
 use crate::subject::SubjectId;
@@ -57,6 +58,7 @@ use crate::{Custodian, Error};
 
 /// The state of one subject's consent for one purpose.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ConsentState {
     /// The purpose.
     pub purpose: PurposeId,
@@ -64,22 +66,40 @@ pub struct ConsentState {
     pub granted: bool,
     /// When it was last granted or withdrawn.
     pub since: Timestamp,
+    /// When it was last withdrawn, if ever. Data collected for the purpose
+    /// before this moment stays expired, even after a new grant (R11).
+    #[serde(default)]
+    pub withdrawn_at: Option<Timestamp>,
     #[serde(skip)]
     epoch: u64,
 }
 
+type States = HashMap<(SubjectId, PurposeId), ConsentState>;
+
 /// The custodian's consent register.
+///
+/// Two locks: `order` serialises changes across the audit call, so the trail
+/// and the register change in the same order; `states` is held only to read
+/// or to insert, never across host code, so a sink may read consent
+/// (`is_granted`) while a change is being recorded.
 #[derive(Default)]
 pub(crate) struct Register {
-    states: RwLock<HashMap<(SubjectId, PurposeId), ConsentState>>,
-    next_epoch: std::sync::atomic::AtomicU64,
+    order: Mutex<()>,
+    states: RwLock<States>,
+    next_epoch: AtomicU64,
 }
 
 impl Register {
-    fn read(
-        &self,
-    ) -> std::sync::RwLockReadGuard<'_, HashMap<(SubjectId, PurposeId), ConsentState>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, States> {
         self.states.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, States> {
+        self.states.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn next_epoch(&self) -> u64 {
+        self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// The live grant's epoch, if there is one.
@@ -97,11 +117,11 @@ impl Register {
 
     /// Every consent state recorded for the subject.
     pub(crate) fn of(&self, subject: SubjectId) -> Vec<ConsentState> {
-        let mut v: Vec<_> = self
-            .read()
-            .iter()
-            .filter(|((s, _), _)| *s == subject)
-            .map(|(_, st)| *st)
+        let states = self.read();
+        // Only consent-based purposes are ever recorded: constant work.
+        let mut v: Vec<_> = PurposeId::ALL
+            .into_iter()
+            .filter_map(|p| states.get(&(subject, p)).copied())
             .collect();
         v.sort_by_key(|s| s.purpose);
         v
@@ -109,15 +129,41 @@ impl Register {
 
     /// Forgets everything about the subject (after erasure).
     pub(crate) fn forget(&self, subject: SubjectId) {
-        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
-        // Only consent-based purposes are ever recorded: constant work.
+        let mut states = self.write();
         for purpose in PurposeId::ALL.into_iter().filter(|p| p.needs_consent()) {
             states.remove(&(subject, purpose));
         }
     }
 
-    /// Audits, then records, a change — under the write lock, so the audit
-    /// trail and the register change in the same order.
+    /// Applies a grant or withdrawal at `at` (after it was recorded).
+    fn apply(
+        states: &mut States,
+        epoch: u64,
+        subject: SubjectId,
+        purpose: PurposeId,
+        granted: bool,
+        at: Timestamp,
+    ) {
+        let withdrawn_at = match states.get(&(subject, purpose)) {
+            _ if !granted => Some(at),
+            Some(s) => s.withdrawn_at,
+            None => None,
+        };
+        states.insert(
+            (subject, purpose),
+            ConsentState {
+                purpose,
+                granted,
+                since: at,
+                withdrawn_at,
+                epoch,
+            },
+        );
+    }
+
+    /// Audits, then records, a change. The `order` lock spans both, so the
+    /// audit trail and the register change in the same order; the `states`
+    /// lock is taken only for the insert.
     fn change(
         &self,
         custodian: &Custodian,
@@ -125,8 +171,9 @@ impl Register {
         purpose: PurposeId,
         granted: bool,
     ) -> Result<(), Error> {
+        crate::reentry::check()?;
         custodian.check_not_erased(subject)?;
-        let mut states = self.states.write().unwrap_or_else(|p| p.into_inner());
+        let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
         let now = custodian.now();
         let action = if granted {
             Action::ConsentGranted
@@ -136,19 +183,8 @@ impl Register {
         let mut event = AuditEvent::new(now, subject, action, RuleId::R7);
         event.purpose = Some(purpose);
         custodian.record(&event)?;
-        let epoch = self
-            .next_epoch
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        states.insert(
-            (subject, purpose),
-            ConsentState {
-                purpose,
-                granted,
-                since: now,
-                epoch,
-            },
-        );
+        let epoch = self.next_epoch();
+        Self::apply(&mut self.write(), epoch, subject, purpose, granted, now);
         Ok(())
     }
 }
@@ -168,7 +204,9 @@ impl Consents<'_> {
     }
 
     /// Withdraws the subject's consent. Takes effect for every later check,
-    /// including proofs minted before. Audited first.
+    /// including proofs minted before; data collected for `P` before the
+    /// withdrawal stays expired even if consent is given again later.
+    /// Audited first.
     pub fn withdraw<P: ConsentBased>(&self, subject: SubjectId) -> Result<(), Error> {
         self.custodian
             .consents
@@ -185,14 +223,26 @@ impl Consents<'_> {
         self.custodian.consents.of(subject)
     }
 
-    /// Rebuilds the register from the consent events of an audit trail, e.g.
-    /// after a restart. Events are replayed in order; they are not recorded
-    /// again. Returns how many were replayed.
+    /// Rebuilds the register from the consent events of a verified trail,
+    /// e.g. after a restart. Returns how many events were replayed.
     ///
-    /// The trail must verify as a whole chain under `key`: consent can be
-    /// restored only from events the custodian itself recorded, never from
-    /// events a host built or edited (that would be consent without a record,
-    /// R7, R10). Nothing is restored from a broken trail.
+    /// The only input is a [`VerifiedTrail`]: the trail verified under this
+    /// custodian's **own** audit key against a **trusted checkpoint** kept
+    /// outside the database ([`Custodian::verify_trail`]). So consent cannot
+    /// come from events a host built or edited (R7, R10), and a trail cut
+    /// short or rolled back — which would bring a withdrawn consent back —
+    /// does not verify. In addition the restore is refused
+    ///
+    /// - with [`TrailError::UnvouchedTail`](crate::audit::TrailError::UnvouchedTail)
+    ///   if entries follow the checkpoint (whoever writes the storage could
+    ///   have cut a withdrawal from them): checkpoint after every consent
+    ///   change, or at least at every clean shutdown;
+    /// - with [`Error::RegisterNotEmpty`] if this custodian already holds
+    ///   consent state (a restore never merges two histories);
+    /// - for a trail another custodian verified.
+    ///
+    /// The restore is itself an audit event (`consent_restored`), recorded
+    /// before it takes effect.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -204,25 +254,39 @@ impl Consents<'_> {
     /// let before = Custodian::builder().keyring(keyring.clone()).build()?;
     /// let ada = SubjectId::random();
     /// before.consents().grant::<Newsletter>(ada)?;
-    /// let trail = before.builtin_audit_log().unwrap().inner().events();
+    /// let log = before.builtin_audit_log().unwrap();
+    /// // Kept outside the database: the head at clean shutdown.
+    /// let (events, checkpoint) = (log.inner().events(), log.checkpoint());
     ///
+    /// // After a restart: a custodian with the same keys (a real host also
+    /// // resumes the chain over its storage, `ChainedAuditLog::resume`).
     /// let after = Custodian::builder().keyring(keyring.clone()).build()?;
-    /// assert_eq!(after.consents().restore(&trail, &keyring.audit_key())?, 1);
+    /// let trail = after.verify_trail(events, &checkpoint)?;
+    /// assert_eq!(after.consents().restore(&trail)?, 1);
     /// assert!(after.consents().is_granted::<Newsletter>(ada));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
-    pub fn restore(&self, trail: &[AuditEvent], key: &AuditKey) -> Result<usize, VerifyError> {
-        verify(trail, key, None)?;
+    pub fn restore(&self, trail: &VerifiedTrail) -> Result<usize, Error> {
+        crate::reentry::check()?;
+        trail.check_owner(self.custodian.id)?;
+        trail.check_fully_vouched()?;
         let register = &self.custodian.consents;
-        let mut states = register.states.write().unwrap_or_else(|p| p.into_inner());
+        let _order = register.order.lock().unwrap_or_else(|p| p.into_inner());
+        if !register.read().is_empty() {
+            return Err(Error::RegisterNotEmpty);
+        }
+        let mut rebuilt = States::new();
         let mut replayed = 0;
-        for e in trail {
+        for e in trail.events() {
+            if e.outcome() != Outcome::Allowed {
+                continue;
+            }
             let granted = match e.action() {
                 Action::ConsentGranted => true,
                 Action::ConsentWithdrawn => false,
-                Action::Erase if e.outcome() == crate::audit::Outcome::Allowed => {
+                Action::Erase => {
                     let gone = e.subject();
-                    states.retain(|(s, _), _| *s != gone);
+                    rebuilt.retain(|(s, _), _| *s != gone);
                     continue;
                 }
                 _ => continue,
@@ -230,24 +294,18 @@ impl Consents<'_> {
             let Some(purpose) = e.purpose().filter(|p| p.needs_consent()) else {
                 continue;
             };
-            if e.outcome() != crate::audit::Outcome::Allowed {
-                continue;
-            }
-            let epoch = register
-                .next_epoch
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-                + 1;
-            states.insert(
-                (e.subject(), purpose),
-                ConsentState {
-                    purpose,
-                    granted,
-                    since: e.time(),
-                    epoch,
-                },
-            );
+            let epoch = register.next_epoch();
+            Register::apply(&mut rebuilt, epoch, e.subject(), purpose, granted, e.time());
             replayed += 1;
         }
+        let event = AuditEvent::new(
+            self.custodian.now(),
+            SubjectId::from_bytes([0; 16]),
+            Action::ConsentRestored,
+            RuleId::R7,
+        );
+        self.custodian.record(&event)?;
+        *register.write() = rebuilt;
         Ok(replayed)
     }
 }

@@ -47,7 +47,8 @@ use std::sync::{Arc, RwLock};
 use serde::Serialize;
 
 use crate::audit::{
-    Action, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, MemoryAuditLog, RecipientRef,
+    Action, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, Checkpoint, MemoryAuditLog,
+    RecipientRef, TrailError, VerifiedTrail,
 };
 use crate::consent::{ConsentProof, Consents, Register};
 use crate::country::Country;
@@ -60,7 +61,7 @@ use crate::data::DataKind;
 use crate::info::PersonalInfo;
 use crate::policy::RuleId;
 use crate::purpose::{CompatibleFrom, ConsentBased, Purpose, PurposeId, SeesPlaintext};
-use crate::recipient::{PermittedFor, ReceivesPseudonyms, Recipient, Role};
+use crate::recipient::{PermittedFor, PseudonymsFor, Recipient, RegisteredRecipient, Role};
 use crate::report::StoredRecord;
 use crate::retention::{Due, Retention, RetentionPolicy};
 use crate::subject::SubjectId;
@@ -76,6 +77,8 @@ pub struct Custodian {
     pub(crate) id: u64,
     sink: Box<dyn AuditSink>,
     builtin_log: Option<Arc<ChainedAuditLog<MemoryAuditLog>>>,
+    audit_key: Option<AuditKey>,
+    recipients: Option<Vec<RegisteredRecipient>>,
     clock: Arc<dyn Clock>,
     pub(crate) consents: Register,
     erased: RwLock<HashSet<SubjectId>>,
@@ -149,18 +152,44 @@ impl Custodian {
     }
 
     pub(crate) fn now(&self) -> Timestamp {
-        self.clock.now()
+        crate::reentry::host(|| self.clock.now())
     }
 
+    /// Offers the event to the sink. Refused with [`Error::Reentrant`] when
+    /// called from inside host code (a sink, key store, provider or clock
+    /// calling back into the custodian), which would otherwise deadlock.
     pub(crate) fn record(&self, event: &AuditEvent) -> Result<(), Error> {
-        self.sink.record(event).map_err(Error::Audit)
+        crate::reentry::check()?;
+        crate::reentry::host(|| self.sink.record(event)).map_err(Error::Audit)
     }
 
     /// Records a refusal. A failing sink cannot make a refusal worse, so its
     /// error is dropped and the refusal returned.
     fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
-        let _ = self.sink.record(&event.denied(rule));
+        if crate::reentry::check().is_ok() {
+            let _ = crate::reentry::host(|| self.sink.record(&event.denied(rule)));
+        }
         err
+    }
+
+    /// Verifies `events` under this custodian's own audit key against a
+    /// `trusted` checkpoint kept outside the trail's storage, and returns the
+    /// [`VerifiedTrail`] that [`Consents::restore`] and
+    /// [`subject_report`](Self::subject_report) take.
+    ///
+    /// The key is the custodian's (from its keyring, or
+    /// [`CustodianBuilder::audit_key`]); the caller cannot choose one. A trail
+    /// that is cut short of the checkpoint, rolled back to an earlier prefix,
+    /// edited, or chained under another key is refused with
+    /// [`Error::Untrusted`]. Verification itself is not audited: it reads no
+    /// personal information.
+    pub fn verify_trail(
+        &self,
+        events: Vec<AuditEvent>,
+        trusted: &Checkpoint,
+    ) -> Result<VerifiedTrail, Error> {
+        let key = self.audit_key.as_ref().ok_or(TrailError::NoKey)?;
+        Ok(VerifiedTrail::verify(events, key, trusted, self.id)?)
     }
 
     pub(crate) fn check_not_erased(&self, subject: SubjectId) -> Result<(), Error> {
@@ -209,13 +238,22 @@ impl Custodian {
     }
 
     /// Collects a value for purpose `P` and records a `collect` event.
+    ///
+    /// This is the usual way in: the value carries its collection time from
+    /// here on (retention counts from it, R11), and the collection is in the
+    /// trail. [`PersonalInfo::collect`] is the unaudited form, right only
+    /// where the value is not yet held by the vendor (e.g. built in a test or
+    /// straight from a form and sealed at once; the first seal stamps it).
     pub fn collect<T: DataKind, P: Purpose>(
         &self,
         subject: SubjectId,
         value: T,
     ) -> Result<PersonalInfo<T, P>, Error> {
-        let info = PersonalInfo::collect(subject, value);
-        self.audited(&info, self.event(&info, Action::Collect, RuleId::R1))?;
+        let now = self.now();
+        let info = PersonalInfo::collected_at_time(subject, value, now);
+        let event =
+            AuditEvent::new(now, subject, Action::Collect, RuleId::R1).about(T::KIND, P::ID);
+        self.audited(&info, event)?;
         Ok(info)
     }
 
@@ -265,13 +303,41 @@ impl Custodian {
         recipient: &R,
         mut event: AuditEvent,
     ) -> Result<(), Error> {
+        let role = <R::Role as Role>::ID;
         event.recipient = Some(RecipientRef {
             name: recipient.name().into(),
-            role: <R::Role as Role>::ID,
+            role,
         });
-        for &country in recipient.processes_in() {
-            let mut t = Transfer::new(self.facilities.first().copied().unwrap_or(country), country);
-            if let Some(m) = recipient.transfer_mechanism() {
+        // With the registry on, the registered entry is the truth: the name
+        // must be registered under this role, and where it processes and
+        // under which mechanism come from the registry too.
+        let registered = match &self.recipients {
+            None => None,
+            Some(list) => match list
+                .iter()
+                .find(|r| r.name() == recipient.name() && r.role() == role)
+            {
+                Some(r) => Some(r),
+                None => {
+                    let e = Error::UnregisteredRecipient {
+                        name: recipient.name().into(),
+                        role,
+                    };
+                    return Err(self.deny(event, RuleId::R5, e));
+                }
+            },
+        };
+        let home = self.facilities.first().copied();
+        let countries = recipient
+            .processes_in()
+            .iter()
+            .chain(registered.map_or(&[][..], |r| r.processes_in()));
+        let mechanism = registered
+            .and_then(RegisteredRecipient::mechanism)
+            .or_else(|| recipient.transfer_mechanism());
+        for &country in countries {
+            let mut t = Transfer::new(home.unwrap_or(country), country);
+            if let Some(m) = mechanism {
                 t = t.under(m);
             }
             if let Err(e) = t.check(&self.facilities) {
@@ -323,7 +389,11 @@ impl Custodian {
     /// The controller's record of processing with this custodian's
     /// facilities and retention periods (see [`crate::policy::processing_record`]).
     pub fn processing_record(&self) -> crate::policy::ProcessingRecord {
-        crate::policy::processing_record_with(&self.retention, &self.facilities)
+        crate::policy::processing_record_with(
+            &self.retention,
+            &self.facilities,
+            self.recipients.as_deref().unwrap_or_default(),
+        )
     }
 
     /// When data of `subject` held for `purpose` and collected at `collected`
@@ -340,9 +410,11 @@ impl Custodian {
                 .retention
                 .expires_at(purpose, collected)
                 .filter(|until| now >= *until),
+            // Held while consent lasts: data collected before the last
+            // withdrawal stays expired even after a new grant.
             Retention::UntilWithdrawn => match self.consents.state(subject, purpose) {
-                Some(s) if s.granted => None,
-                Some(s) => Some(s.since),
+                Some(s) if !s.granted => Some(s.since),
+                Some(s) => s.withdrawn_at.filter(|w| collected <= *w),
                 None => Some(collected),
             },
             Retention::UntilErased => None,
@@ -371,6 +443,11 @@ impl Custodian {
 
     /// Hands `info`'s keyed pseudonym (never the value) to a processor or
     /// affiliate for improvement and analysis (R6), inside `f`.
+    ///
+    /// Compiles only where the role may receive pseudonyms of `P`'s data
+    /// ([`PseudonymsFor`]): a pseudonymised subscriber list is still the
+    /// list, so `Newsletter`, `Promotion` and `Personalization` pseudonyms
+    /// reach processors only (R4).
     pub fn disclose_pseudonym<T, P, R, F, O>(
         &self,
         info: &PersonalInfo<T, P>,
@@ -381,7 +458,7 @@ impl Custodian {
         T: DataKind,
         P: Purpose,
         R: Recipient + ?Sized,
-        R::Role: ReceivesPseudonyms,
+        R::Role: PseudonymsFor<P>,
         F: FnOnce(&Pseudonym<T>) -> O,
     {
         let mut event = self.event(info, Action::Disclose, RuleId::R6);
@@ -408,6 +485,9 @@ impl Custodian {
     /// Moves `info` into a consent-based purpose `Q` with the subject's live
     /// consent (R6, R7). The proof must be this subject's, from this
     /// custodian, and its grant must still be live.
+    ///
+    /// The value counts as collected for `Q` now: consent is the new ground
+    /// for holding it, and it is held for `Q` until that consent is withdrawn.
     pub fn repurpose_with_consent<T, P, Q>(
         &self,
         info: PersonalInfo<T, P>,
@@ -423,8 +503,9 @@ impl Custodian {
         if let Err(e) = proof.check(self, info.subject()) {
             return Err(self.deny(event, RuleId::R7, e));
         }
+        let at = event.time;
         self.audited(&info, event)?;
-        Ok(info.retag())
+        Ok(info.retag_at(at))
     }
 
     /// A proof of the subject's live consent for `P`, or
@@ -449,17 +530,22 @@ impl Custodian {
         &self,
         info: &PersonalInfo<T, P>,
     ) -> Result<Sealed<T, P>, Error> {
-        // One clock reading serves the audit event and the collection time.
+        // One clock reading serves the audit event and, for a value that
+        // does not carry one yet, the collection time.
         let event = self.event(info, Action::Seal, RuleId::R9);
-        let collected = event.time;
+        let collected = info.collected_at().unwrap_or(event.time);
         self.seal_audited(info, event, collected)
     }
 
     /// Like [`seal`](Self::seal), recording `collected` as the time the value
-    /// was collected (for retention), e.g. when re-sealing an opened value
-    /// with its original [`Sealed::collected_at`]. A time in the future is
-    /// refused ([`Error::CollectedInFuture`]): it would stretch the retention
-    /// period (R11).
+    /// was collected (for retention), e.g. when a host migrates values it
+    /// collected before it used the crate. Dating a value later than it was
+    /// collected would stretch its retention period (R11), so a time in the
+    /// future is refused ([`Error::CollectedInFuture`]), and so is a time
+    /// later than the one the value already carries
+    /// ([`Error::CollectedLater`]). (An opened value needs no `seal_at`:
+    /// it carries its envelope's collection time, and [`seal`](Self::seal)
+    /// keeps it.)
     pub fn seal_at<T: DataKind, P: Purpose>(
         &self,
         info: &PersonalInfo<T, P>,
@@ -468,6 +554,9 @@ impl Custodian {
         let event = self.event(info, Action::Seal, RuleId::R9);
         if collected > event.time {
             return Err(self.deny(event, RuleId::R11, Error::CollectedInFuture { collected }));
+        }
+        if let Some(known) = info.collected_at().filter(|k| collected > *k) {
+            return Err(self.deny(event, RuleId::R11, Error::CollectedLater { known }));
         }
         self.seal_audited(info, event, collected)
     }
@@ -491,14 +580,28 @@ impl Custodian {
     /// `Err(Error::Erased)` for an erased subject; `Err(Error::Unauthentic)`
     /// for any altered envelope or one sealed for another subject, kind or
     /// purpose. The `open` is recorded before decryption.
+    ///
+    /// The value carries the envelope's collection time, so sealing it again
+    /// keeps its retention period where it was (R11).
     pub fn open<T: DataKind, P: Purpose>(
         &self,
         sealed: &Sealed<T, P>,
     ) -> Result<PersonalInfo<T, P>, Error> {
         let header = sealed.header();
-        let now = self.now();
-        let event =
-            AuditEvent::new(now, header.subject, Action::Open, RuleId::R9).about(T::KIND, P::ID);
+        let event = AuditEvent::new(self.now(), header.subject, Action::Open, RuleId::R9)
+            .about(T::KIND, P::ID);
+        self.open_as(sealed, event)
+    }
+
+    /// Opens `sealed`, recording `event` (an `open`, or a disclosure to the
+    /// subject for a report) before decryption.
+    pub(crate) fn open_as<T: DataKind, P: Purpose>(
+        &self,
+        sealed: &Sealed<T, P>,
+        event: AuditEvent,
+    ) -> Result<PersonalInfo<T, P>, Error> {
+        let header = sealed.header();
+        let now = event.time;
         let key = match self
             .check_not_erased(header.subject)
             .and_then(|()| self.vault.check_open(header, now))
@@ -520,13 +623,62 @@ impl Custodian {
         let value = self
             .vault
             .open::<T>(&key, header, sealed.as_bytes(), P::ID.code())?;
-        Ok(PersonalInfo::collect(header.subject, value))
+        Ok(PersonalInfo::collected_at_time(
+            header.subject,
+            value,
+            sealed.collected_at(),
+        ))
     }
 
     /// Erases a subject by destroying its data keys (R11): from now on every
-    /// envelope of the subject, backups included, fails with
-    /// [`Error::Erased`], and the subject's consents are forgotten. Constant
-    /// work, whatever the number of records. Recorded first.
+    /// envelope of the subject fails with [`Error::Erased`], and the
+    /// subject's consents are forgotten. Constant work, whatever the number of
+    /// records. Recorded first.
+    ///
+    /// # Which copies this covers
+    ///
+    /// - **Every copy of the sealed data** — tables, replicas, exports,
+    ///   backups of the data — at once: the keys that open them are gone from
+    ///   the key store.
+    /// - **A copy of the key store itself** taken before the erasure (a
+    ///   database backup that includes the key table) still holds the
+    ///   subject's data key, wrapped under the key-encryption-key version in
+    ///   use then. It stops mattering once that version is destroyed:
+    ///   [`Keyring::rotate`], [`rewrap_keys`](Self::rewrap_keys) from the old
+    ///   version, [`retire_key_version`](Self::retire_key_version) (which wipes
+    ///   it), and keep the keyring's new [`Keyring::export`] in the secret
+    ///   store in place of every older one. From then on no such copy opens
+    ///   anything of the subject, even with the current keys. (Versions of a
+    ///   keyring made by [`Keyring::from_master`] are derived, and can never
+    ///   be destroyed: rotate off them.)
+    /// - **Pseudonyms** are keyed by the pseudonym key, not the subject's data
+    ///   key: the receipt lists the ones noted, for the host to delete.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+    /// use privacy_pledge::crypto::{KeyProvider, Keyring};
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    ///
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let custodian = Custodian::builder().keyring(keyring.clone()).build()?;
+    /// let ada = SubjectId::random();
+    /// let email: PersonalInfo<EmailAddress, Transaction> =
+    ///     custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+    /// let row = custodian.seal(&email)?;
+    /// custodian.erase(ada)?;
+    /// assert!(matches!(custodian.open(&row), Err(Error::Erased { .. })));
+    ///
+    /// // After erasures: rotate → rewrap → retire, then save the keyring.
+    /// let old = keyring.current_version();
+    /// keyring.rotate()?;
+    /// custodian.rewrap_keys(old)?;
+    /// custodian.retire_key_version(old)?;
+    /// let saved = keyring.export(); // replaces every older export
+    /// # drop(saved);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn erase(&self, subject: SubjectId) -> Result<ErasureReceipt, Error> {
         let at = self.now();
         self.record(&AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
@@ -562,12 +714,25 @@ impl Custodian {
     /// [`Improvement`](crate::purpose::Improvement) works (R6). Deterministic
     /// under the custodian's pseudonym key. Computing a token reveals nothing
     /// and is not audited; handing one out is ([`disclose_pseudonym`](Self::disclose_pseudonym)).
+    ///
+    /// Data held for a consent-based purpose gets a pseudonym only while the
+    /// subject's consent is live ([`Error::NoConsent`] after a withdrawal,
+    /// recorded as a refusal), like every other use of it (R7).
     pub fn pseudonym<T: DataKind, P: Purpose>(
         &self,
         info: &PersonalInfo<T, P>,
     ) -> Result<Pseudonym<T>, Error> {
-        self.check_not_erased(info.subject())?;
-        self.vault.pseudonym(info.subject(), info.value())
+        let subject = info.subject();
+        self.check_not_erased(subject)?;
+        if P::ID.needs_consent() && self.consents.live_epoch(subject, P::ID).is_none() {
+            let event = self.event(info, Action::Disclose, RuleId::R6);
+            let e = Error::NoConsent {
+                subject,
+                purpose: P::ID,
+            };
+            return Err(self.deny(event, RuleId::R7, e));
+        }
+        self.vault.pseudonym(subject, info.value())
     }
 
     /// Moves every stored data key wrapped under an older key-encryption-key
@@ -627,9 +792,56 @@ pub struct CustodianBuilder {
     config: VaultConfig,
     facilities: Vec<Country>,
     retention: RetentionPolicy,
+    recipients: Option<Vec<RegisteredRecipient>>,
 }
 
 impl CustodianBuilder {
+    /// Turns the registry of recipients on and registers `recipients`
+    /// (name, role, where each processes). From then on every disclosure is
+    /// refused with [`Error::UnregisteredRecipient`] unless a recipient of
+    /// that name is registered under that role, and its transfers are checked
+    /// against the countries registered for it (R5, R8). Call it more than
+    /// once to add more; with an empty list, every disclosure is refused.
+    /// The registered recipients are listed in the
+    /// [record of processing](Custodian::processing_record).
+    ///
+    /// ```
+    /// use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Newsletter;
+    /// use privacy_pledge::recipient::{Processor, Recipient, RegisteredRecipient};
+    ///
+    /// struct Mailer(&'static str);
+    /// impl Recipient for Mailer {
+    ///     type Role = Processor;
+    ///     fn name(&self) -> &str { self.0 }
+    /// }
+    ///
+    /// let custodian = Custodian::builder()
+    ///     .recipients([RegisteredRecipient::new::<Processor>("Postmark")])
+    ///     .build()?;
+    /// let ada = SubjectId::random();
+    /// custodian.consents().grant::<Newsletter>(ada)?;
+    /// let email: PersonalInfo<EmailAddress, Newsletter> =
+    ///     custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+    /// assert!(custodian.disclose(&email, &Mailer("Postmark"), |_| ()).is_ok());
+    /// // A list broker that calls itself a processor is not registered as one.
+    /// assert!(matches!(
+    ///     custodian.disclose(&email, &Mailer("ListBroker Inc"), |_| ()),
+    ///     Err(Error::UnregisteredRecipient { .. })
+    /// ));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn recipients(mut self, recipients: impl IntoIterator<Item = RegisteredRecipient>) -> Self {
+        let list = self.recipients.get_or_insert_with(Vec::new);
+        for r in recipients {
+            if !list.contains(&r) {
+                list.push(r);
+            }
+        }
+        self
+    }
+
     /// The audit sink every use is offered to first. Without one, the
     /// custodian keeps an in-memory [`ChainedAuditLog`].
     pub fn audit(mut self, sink: impl AuditSink + 'static) -> Self {
@@ -637,7 +849,9 @@ impl CustodianBuilder {
         self
     }
 
-    /// The key for the built-in chained log (when no sink is given).
+    /// The custodian's audit key: it chains the built-in log (when no sink
+    /// is given) and is the only key [`Custodian::verify_trail`] verifies
+    /// under. Defaults to the one derived from the keyring.
     pub fn audit_key(mut self, key: AuditKey) -> Self {
         self.audit_key = Some(key);
         self
@@ -749,13 +963,18 @@ impl CustodianBuilder {
             (None, Some(k)) => Box::new(k.clone()),
             (None, None) => Box::new(Arc::new(Keyring::generate()?)),
         };
-        let (sink, builtin_log): (Box<dyn AuditSink>, _) = match self.audit {
-            Some(s) => (s, None),
-            None => {
-                let key = match (self.audit_key, &keyring) {
-                    (Some(k), _) => k,
-                    (None, Some(k)) => k.audit_key(),
-                    (None, None) => AuditKey::generate()?,
+        let audit_key = match (self.audit_key, &keyring) {
+            (Some(k), _) => Some(k),
+            (None, Some(k)) => Some(k.audit_key()),
+            (None, None) if self.audit.is_none() => Some(AuditKey::generate()?),
+            (None, None) => None,
+        };
+        let (sink, builtin_log): (Box<dyn AuditSink>, _) = match (self.audit, &audit_key) {
+            (Some(s), _) => (s, None),
+            (None, key) => {
+                let key = match key {
+                    Some(k) => k.clone(),
+                    None => AuditKey::generate()?,
                 };
                 let log = Arc::new(ChainedAuditLog::in_memory(key));
                 (Box::new(log.clone()), Some(log))
@@ -769,6 +988,8 @@ impl CustodianBuilder {
             id,
             sink,
             builtin_log,
+            audit_key,
+            recipients: self.recipients,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             consents: Register::default(),
             erased: RwLock::new(HashSet::new()),

@@ -78,9 +78,47 @@ pub enum Error {
         collected: Timestamp,
     },
 
+    /// `seal_at` was given a collection time later than the one the value
+    /// already carries: re-dating a value would stretch its retention (R11).
+    #[error(
+        "R11: the value was collected at {known}; a later collection time would stretch retention"
+    )]
+    CollectedLater {
+        /// When the value was collected, as it carries it.
+        known: Timestamp,
+    },
+
     /// A transfer or disclosure to a place the policy does not allow (R8).
     #[error(transparent)]
     Transfer(#[from] TransferError),
+
+    /// The recipient is not in the custodian's registry of recipients, or is
+    /// registered under another role (R5). Names are organisations, never
+    /// personal information.
+    #[error("R5: recipient {name:?} is not registered as a {role} with this custodian")]
+    UnregisteredRecipient {
+        /// The name the recipient gave.
+        name: Box<str>,
+        /// The role it claimed.
+        role: crate::recipient::RoleId,
+    },
+
+    /// A consent register that already holds state cannot be restored into
+    /// (a restore would merge two histories).
+    #[error("R7: the consent register already holds state; restore only into a fresh custodian")]
+    RegisterNotEmpty,
+
+    /// The trail could not be trusted for a restore or a report: it does not
+    /// verify under the custodian's own audit key against the trusted
+    /// checkpoint, or entries past the checkpoint are not vouched for.
+    #[error("R10: the audit trail cannot be trusted: {0}")]
+    Untrusted(#[from] crate::audit::TrailError),
+
+    /// Host code that the custodian called (an audit sink, key store, key
+    /// provider or clock) called back into a custodian operation. Refused
+    /// instead of deadlocking: such callbacks must not use the custodian.
+    #[error("a sink, key store, key provider or clock called back into the custodian")]
+    Reentrant,
 
     /// The envelope bytes or text are malformed (a typed parse error).
     #[error(transparent)]
@@ -116,10 +154,15 @@ impl Error {
             Error::Audit(_) => Some(RuleId::R10),
             Error::NoConsent { .. } => Some(RuleId::R7),
             Error::ProofMismatch { .. } => Some(RuleId::R6),
-            Error::Erased { .. } | Error::Expired { .. } | Error::CollectedInFuture { .. } => {
-                Some(RuleId::R11)
-            }
+            Error::Erased { .. }
+            | Error::Expired { .. }
+            | Error::CollectedInFuture { .. }
+            | Error::CollectedLater { .. } => Some(RuleId::R11),
             Error::Transfer(_) => Some(RuleId::R8),
+            Error::UnregisteredRecipient { .. } => Some(RuleId::R5),
+            Error::RegisterNotEmpty => Some(RuleId::R7),
+            Error::Untrusted(_) => Some(RuleId::R10),
+            Error::Reentrant => None,
             Error::Unauthentic | Error::Envelope(_) => Some(RuleId::R9),
             Error::InvalidData(_) => Some(RuleId::R1),
             Error::Key(_) | Error::KeyStore(_) | Error::Random => None,

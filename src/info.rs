@@ -37,18 +37,30 @@
 
 use core::fmt;
 use core::marker::PhantomData;
+use core::num::NonZeroU64;
 
 use crate::data::{DataKind, Kind};
 use crate::purpose::{Purpose, PurposeId};
 use crate::subject::SubjectId;
+use crate::time::Timestamp;
 
 /// A value of data kind `T` about one subject, held for purpose `P`.
 ///
-/// Its size is `T`'s plus the 16-byte subject id; the purpose is a zero-sized
-/// type parameter and costs nothing at run time.
+/// Its size is `T`'s plus the 16-byte subject id and the 8-byte collection
+/// time; the purpose is a zero-sized type parameter and costs nothing at run
+/// time.
+///
+/// The collection time travels with the value: a value opened from an
+/// envelope carries the envelope's collection time, and sealing it again
+/// keeps that time, so an open → seal round trip never restarts the
+/// retention period (R11). A value made with [`collect`](Self::collect) has
+/// no collection time yet; the first seal stamps it.
 pub struct PersonalInfo<T: DataKind, P: Purpose> {
     subject: SubjectId,
     value: T,
+    /// Unix nanoseconds; `None` until the value is sealed or collected
+    /// through the custodian. A niche keeps it at 8 bytes.
+    collected: Option<NonZeroU64>,
     purpose: PhantomData<fn() -> P>,
 }
 
@@ -62,8 +74,29 @@ impl<T: DataKind, P: Purpose> PersonalInfo<T, P> {
         PersonalInfo {
             subject,
             value,
+            collected: None,
             purpose: PhantomData,
         }
+    }
+
+    /// A value collected at `at` (crate-internal: the custodian's clock, or
+    /// an authenticated envelope header, is the only source).
+    pub(crate) fn collected_at_time(subject: SubjectId, value: T, at: Timestamp) -> Self {
+        PersonalInfo {
+            subject,
+            value,
+            collected: Some(NonZeroU64::new(at.unix_nanos()).unwrap_or(NonZeroU64::MIN)),
+            purpose: PhantomData,
+        }
+    }
+
+    /// When the value was collected for its purpose, if known: set by
+    /// [`Custodian::collect`](crate::Custodian::collect), by
+    /// [`Custodian::open`](crate::Custodian::open) (from the envelope) and by
+    /// a consent-based repurposing; `None` for [`collect`](Self::collect)
+    /// until the first seal.
+    pub fn collected_at(&self) -> Option<Timestamp> {
+        self.collected.map(|n| Timestamp::from_unix_nanos(n.get()))
     }
 
     /// The subject the value is about.
@@ -92,8 +125,14 @@ impl<T: DataKind, P: Purpose> PersonalInfo<T, P> {
         PersonalInfo {
             subject: self.subject,
             value: self.value,
+            collected: self.collected,
             purpose: PhantomData,
         }
+    }
+
+    /// The same value under another purpose, collected for it at `at`.
+    pub(crate) fn retag_at<Q: Purpose>(self, at: Timestamp) -> PersonalInfo<T, Q> {
+        PersonalInfo::collected_at_time(self.subject, self.value, at)
     }
 }
 
@@ -102,6 +141,7 @@ impl<T: DataKind, P: Purpose> Clone for PersonalInfo<T, P> {
         PersonalInfo {
             subject: self.subject,
             value: self.value.clone(),
+            collected: self.collected,
             purpose: PhantomData,
         }
     }
@@ -132,14 +172,14 @@ mod tests {
     use crate::purpose::Transaction;
 
     #[test]
-    fn size_is_value_plus_subject() {
+    fn size_is_value_plus_subject_and_collection_time() {
         assert_eq!(
             core::mem::size_of::<PersonalInfo<EmailAddress, Transaction>>(),
-            core::mem::size_of::<EmailAddress>() + 16
+            core::mem::size_of::<EmailAddress>() + 16 + 8
         );
         assert_eq!(
             core::mem::size_of::<PersonalInfo<EmailAddress, Transaction>>(),
-            40
+            48
         );
     }
 }

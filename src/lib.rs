@@ -127,6 +127,7 @@ pub mod info;
 pub mod policy;
 pub mod purpose;
 pub mod recipient;
+mod reentry;
 pub mod report;
 pub mod retention;
 pub mod subject;

@@ -224,7 +224,7 @@ mod probe {
     use core::marker::PhantomData;
 
     use crate::purpose::{CompatibleFrom, Purpose};
-    use crate::recipient::{PermittedFor, ReceivesPseudonyms};
+    use crate::recipient::{PermittedFor, PseudonymsFor};
 
     pub(super) struct Disclose<P, R>(pub(super) PhantomData<(P, R)>);
     pub(super) trait Allowed {
@@ -240,8 +240,8 @@ mod probe {
     impl<P: Purpose, R: PermittedFor<P>> Allowed for Disclose<P, R> {}
     impl<T> Refused for &T {}
 
-    pub(super) struct Pseudonyms<R>(pub(super) PhantomData<R>);
-    impl<R: ReceivesPseudonyms> Allowed for Pseudonyms<R> {}
+    pub(super) struct Pseudonyms<P, R>(pub(super) PhantomData<(P, R)>);
+    impl<P: Purpose, R: PseudonymsFor<P>> Allowed for Pseudonyms<P, R> {}
 
     pub(super) struct Move<P, Q>(pub(super) PhantomData<(P, Q)>);
     impl<P: Purpose, Q: CompatibleFrom<P>> Allowed for Move<P, Q> {}
@@ -261,7 +261,17 @@ macro_rules! roles_for {
         if (&probe::Disclose::<$p, ThirdParty>(PhantomData)).allowed() {
             roles.push(RoleId::ThirdParty);
         }
-        roles
+        let mut pseudonyms = Vec::new();
+        if (&probe::Pseudonyms::<$p, Processor>(PhantomData)).allowed() {
+            pseudonyms.push(RoleId::Processor);
+        }
+        if (&probe::Pseudonyms::<$p, Affiliate>(PhantomData)).allowed() {
+            pseudonyms.push(RoleId::Affiliate);
+        }
+        if (&probe::Pseudonyms::<$p, ThirdParty>(PhantomData)).allowed() {
+            pseudonyms.push(RoleId::ThirdParty);
+        }
+        (roles, pseudonyms)
     }};
 }
 
@@ -306,7 +316,7 @@ use crate::purpose::{
     Correspondence, Improvement, Newsletter, Personalization, Promotion, PurposeId, ServiceNotice,
     Support, Transaction,
 };
-use crate::recipient::{Affiliate, Processor, RoleId, ThirdParty};
+use crate::recipient::{Affiliate, Processor, RegisteredRecipient, RoleId, ThirdParty};
 use crate::retention::{Retention, RetentionPolicy};
 
 /// A data category processed, with its Fideslang key.
@@ -335,7 +345,8 @@ pub struct Activity {
     pub categories: Vec<Category>,
     /// Recipient roles that may receive the data (read off the compiler's rules).
     pub recipient_roles: Vec<RoleId>,
-    /// Recipient roles that may receive keyed pseudonyms of it.
+    /// Recipient roles that may receive keyed pseudonyms of it (read off the
+    /// compiler's rules, like `recipient_roles`).
     pub pseudonym_recipient_roles: Vec<RoleId>,
     /// Purposes the data may move to without consent.
     pub compatible_moves: Vec<PurposeId>,
@@ -353,6 +364,9 @@ pub struct ProcessingRecord {
     pub activities: Vec<Activity>,
     /// Countries where data may be stored and processed (the host's declared facilities).
     pub transfer_destinations: Vec<Country>,
+    /// The recipients the host registered (name, role, where they process),
+    /// when the custodian's registry is on; empty otherwise.
+    pub recipients: Vec<RegisteredRecipient>,
     /// The rules, as in [`RULES`].
     pub rules: Vec<Rule>,
 }
@@ -388,7 +402,7 @@ fn legal_basis(p: PurposeId) -> &'static str {
 /// assert!(record.to_json().contains("marketing.communications.email"));
 /// ```
 pub fn processing_record() -> ProcessingRecord {
-    processing_record_with(&RetentionPolicy::default(), &[])
+    processing_record_with(&RetentionPolicy::default(), &[], &[])
 }
 
 // The borrows below are the dispatch: `(&probe).allowed()` picks the
@@ -397,23 +411,10 @@ pub fn processing_record() -> ProcessingRecord {
 pub(crate) fn processing_record_with(
     retention: &RetentionPolicy,
     facilities: &[Country],
+    recipients: &[RegisteredRecipient],
 ) -> ProcessingRecord {
-    let pseudonym_roles = {
-        #[allow(unused_imports)]
-        use probe::{Allowed as _, Refused as _};
-        let mut r = Vec::new();
-        if (&probe::Pseudonyms::<Processor>(PhantomData)).allowed() {
-            r.push(RoleId::Processor);
-        }
-        if (&probe::Pseudonyms::<Affiliate>(PhantomData)).allowed() {
-            r.push(RoleId::Affiliate);
-        }
-        if (&probe::Pseudonyms::<ThirdParty>(PhantomData)).allowed() {
-            r.push(RoleId::ThirdParty);
-        }
-        r
-    };
-    let table: [(PurposeId, Vec<RoleId>, Vec<PurposeId>); 8] = [
+    type Roles = (Vec<RoleId>, Vec<RoleId>);
+    let table: [(PurposeId, Roles, Vec<PurposeId>); 8] = [
         (
             PurposeId::Transaction,
             roles_for!(Transaction),
@@ -466,24 +467,25 @@ pub(crate) fn processing_record_with(
         policy: "iBeesoft Privacy Policy (archived 2018-06-30)",
         activities: table
             .into_iter()
-            .map(|(purpose, recipient_roles, compatible_moves)| Activity {
-                purpose,
-                fides_key: purpose.fides_key(),
-                policy_text: purpose.policy_text(),
-                legal_basis: legal_basis(purpose),
-                plaintext: purpose.sees_plaintext(),
-                categories: categories.clone(),
-                recipient_roles,
-                pseudonym_recipient_roles: if purpose.sees_plaintext() {
-                    Vec::new()
-                } else {
-                    pseudonym_roles.clone()
+            .map(
+                |(purpose, (recipient_roles, pseudonym_recipient_roles), compatible_moves)| {
+                    Activity {
+                        purpose,
+                        fides_key: purpose.fides_key(),
+                        policy_text: purpose.policy_text(),
+                        legal_basis: legal_basis(purpose),
+                        plaintext: purpose.sees_plaintext(),
+                        categories: categories.clone(),
+                        recipient_roles,
+                        pseudonym_recipient_roles,
+                        compatible_moves,
+                        retention: retention.get(purpose),
+                    }
                 },
-                compatible_moves,
-                retention: retention.get(purpose),
-            })
+            )
             .collect(),
         transfer_destinations: facilities.to_vec(),
+        recipients: recipients.to_vec(),
         rules: RULES.to_vec(),
     }
 }
@@ -537,6 +539,15 @@ mod tests {
         let improvement = &r.activities[7];
         assert_eq!(improvement.pseudonym_recipient_roles, vec![Pr, A]);
         assert!(!improvement.plaintext);
+        // Pseudonyms follow the plaintext's roles (a pseudonymised list is
+        // still the list, R4), and Improvement's go to processors and affiliates.
+        let pseudonym_roles: Vec<_> = r
+            .activities
+            .iter()
+            .map(|a| a.pseudonym_recipient_roles.clone())
+            .collect();
+        assert_eq!(pseudonym_roles[..4], vec![vec![Pr, A]; 4]);
+        assert_eq!(pseudonym_roles[4..7], vec![vec![Pr]; 3]);
         let moves: Vec<_> = r
             .activities
             .iter()

@@ -102,6 +102,10 @@ pub enum RoleId {
     Affiliate = 2,
     /// [`ThirdParty`].
     ThirdParty = 3,
+    /// The person the data is about, receiving their own data (a subject
+    /// report, R11). Not a role a host can give a [`Recipient`]: there is no
+    /// role type for it, and it is not in [`RoleId::ALL`].
+    DataSubject = 4,
 }
 
 impl RoleId {
@@ -114,6 +118,7 @@ impl RoleId {
             RoleId::Processor => "Processor",
             RoleId::Affiliate => "Affiliate",
             RoleId::ThirdParty => "ThirdParty",
+            RoleId::DataSubject => "DataSubject",
         }
     }
 
@@ -229,12 +234,116 @@ impl ToAffiliate for Support {}
 impl ToAffiliate for Correspondence {}
 impl ToAffiliate for ServiceNotice {}
 
-/// Roles that may receive keyed pseudonyms of `Improvement` data (R6):
-/// processors and affiliates, never third parties.
+/// `Self` (a role) may receive keyed pseudonyms of data held for `P` (R4–R6).
+///
+/// A pseudonym is still personal information about one subscriber, so a
+/// pseudonymised subscriber or marketing list is a list all the same: it
+/// reaches processors only, exactly like the plaintext (R4). Affiliates may
+/// receive pseudonyms of the purposes whose plaintext they may receive, and of
+/// [`Improvement`](crate::purpose::Improvement) data.
+#[diagnostic::on_unimplemented(
+    message = "R4/R5: pseudonyms of `{P}` data may not go to a `{Self}` recipient: a pseudonymised subscriber or marketing list is still the list",
+    label = "pseudonym disclosure not permitted by the privacy policy",
+    note = "affiliates receive pseudonyms of Transaction, Support, Correspondence, ServiceNotice and Improvement data; processors of every purpose"
+)]
+pub trait PseudonymsFor<P: Purpose>: Role {}
+
+impl<P: Purpose> PseudonymsFor<P> for Processor {}
+impl<P: PseudonymsToAffiliate> PseudonymsFor<P> for Affiliate {}
+impl<P: PseudonymsToThirdParty> PseudonymsFor<P> for ThirdParty {}
+
+/// Purposes whose pseudonyms a third party may receive: none (R3). No
+/// implementations, so the compiler names R3 for every such disclosure.
 #[diagnostic::on_unimplemented(
     message = "R3: pseudonyms are personal information too and never go to third parties",
     label = "third-party disclosure forbidden"
 )]
-pub trait ReceivesPseudonyms: Role {}
-impl ReceivesPseudonyms for Processor {}
-impl ReceivesPseudonyms for Affiliate {}
+pub trait PseudonymsToThirdParty: Purpose {}
+
+/// Purposes whose pseudonyms an affiliate may receive (R4, R5, R6).
+#[diagnostic::on_unimplemented(
+    message = "R4/R5: pseudonyms of `{Self}` data never leave the vendor's control: a pseudonymised subscriber or marketing list reaches only a processor, not affiliates",
+    label = "affiliates may not receive these pseudonyms",
+    note = "affiliates receive pseudonyms of Transaction, Support, Correspondence, ServiceNotice and Improvement data"
+)]
+pub trait PseudonymsToAffiliate: Purpose {}
+impl<P: ToAffiliate> PseudonymsToAffiliate for P {}
+impl PseudonymsToAffiliate for crate::purpose::Improvement {}
+
+/// A recipient the host registered with the custodian: its name, its role,
+/// and where it processes what it receives (R5, R8; GDPR Art. 30 names
+/// recipients).
+///
+/// A [`Recipient`]'s role is the host's own word: any struct can declare
+/// `type Role = Processor`. Hosts that want a reviewed list turn the registry
+/// on with [`CustodianBuilder::recipients`](crate::CustodianBuilder::recipients):
+/// from then on a disclosure is refused unless a recipient of that name is
+/// registered under that role, its transfers are checked against the
+/// countries registered for it, and the registered recipients appear in the
+/// [record of processing](crate::Custodian::processing_record).
+///
+/// ```
+/// use privacy_pledge::recipient::{Processor, RegisteredRecipient, RoleId};
+///
+/// let stripe = RegisteredRecipient::new::<Processor>("Stripe")
+///     .processing_in(["US".parse()?]);
+/// assert_eq!(stripe.role(), RoleId::Processor);
+/// assert_eq!(stripe.name(), "Stripe");
+/// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RegisteredRecipient {
+    name: Box<str>,
+    role: RoleId,
+    processes_in: Vec<Country>,
+    mechanism: Option<crate::transfer::Mechanism>,
+}
+
+impl RegisteredRecipient {
+    /// A recipient named `name` in role `R`, processing only at the vendor's
+    /// declared facilities until [`processing_in`](Self::processing_in) says otherwise.
+    pub fn new<R: Role>(name: impl Into<Box<str>>) -> Self {
+        RegisteredRecipient {
+            name: name.into(),
+            role: R::ID,
+            processes_in: Vec::new(),
+            mechanism: None,
+        }
+    }
+
+    /// The countries where it stores or processes what it receives.
+    pub fn processing_in(mut self, countries: impl IntoIterator<Item = Country>) -> Self {
+        for c in countries {
+            if !self.processes_in.contains(&c) {
+                self.processes_in.push(c);
+            }
+        }
+        self
+    }
+
+    /// The transfer mechanism its processing outside the EEA relies on.
+    pub fn under(mut self, mechanism: crate::transfer::Mechanism) -> Self {
+        self.mechanism = Some(mechanism);
+        self
+    }
+
+    /// Its name, as recorded in the audit trail.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its role.
+    pub fn role(&self) -> RoleId {
+        self.role
+    }
+
+    /// Where it processes.
+    pub fn processes_in(&self) -> &[Country] {
+        &self.processes_in
+    }
+
+    /// The mechanism registered for its transfers, if any.
+    pub fn mechanism(&self) -> Option<crate::transfer::Mechanism> {
+        self.mechanism
+    }
+}

@@ -2,7 +2,9 @@
 //!
 //! [`Custodian::subject_report`](crate::Custodian::subject_report) takes the
 //! subject's sealed records from host storage and the audit trail, and gives
-//! a [`SubjectReport`]: every value held (decrypted, for that person alone),
+//! a [`SubjectReport`]: every value held (decrypted, for that person alone,
+//! and recorded as a disclosure to them; data held only for `Improvement` is
+//! listed as held, never opened),
 //! its purpose, when it was collected and until when it is kept, who received
 //! what and when, live consents, and transfers. It serialises to JSON and
 //! renders as a short plain-text letter.
@@ -19,7 +21,8 @@
 //!     PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com")?);
 //! let row = custodian.seal(&email)?;
 //!
-//! let trail = custodian.builtin_audit_log().unwrap().inner().events();
+//! let log = custodian.builtin_audit_log().unwrap();
+//! let trail = custodian.verify_trail(log.inner().events(), &log.checkpoint())?;
 //! let records: Vec<&dyn StoredRecord> = vec![&row];
 //! let report = custodian.subject_report(ada, &records, &trail)?;
 //! assert_eq!(report.records().len(), 1);
@@ -33,7 +36,7 @@ use core::fmt::Write as _;
 use serde::{Serialize, Serializer};
 use zeroize::Zeroizing;
 
-use crate::audit::{Action, AuditEvent, Outcome};
+use crate::audit::{Action, AuditEvent, Outcome, RecipientRef, VerifiedTrail};
 use crate::consent::ConsentState;
 use crate::country::Country;
 use crate::crypto::Sealed;
@@ -46,11 +49,34 @@ use crate::transfer::Mechanism;
 use crate::{Custodian, Error};
 
 pub(crate) mod sealed {
-    pub trait Sealed {}
+    use crate::{Custodian, Error};
+
+    /// A value only the crate can make: a method that takes one cannot be
+    /// called from outside, even where the trait that has it is reachable.
+    pub struct Only(pub(super) ());
+
+    /// Private supertrait: closes the set of stored records and carries the
+    /// crate-internal report path. Not nameable outside the crate, and its
+    /// method needs an [`Only`] besides, so no host code can call it.
+    pub trait Sealed {
+        /// Opens the record as a disclosure to its subject (audited) and
+        /// renders the value for them; `Ok(None)` where the purpose never
+        /// shows plaintext.
+        fn open_for_subject(
+            &self,
+            custodian: &Custodian,
+            only: Only,
+        ) -> Result<Option<super::ReportValue>, Error>;
+    }
 }
 
 /// A stored envelope of any kind and purpose, as a host's rows hold them: the
 /// object-safe view of [`Sealed<T, P>`] used by reports and retention sweeps.
+///
+/// It exposes only what the envelope's header says in the clear. Opening
+/// happens only inside [`Custodian::subject_report`], as an audited
+/// disclosure to the subject; there is no public method that returns a
+/// value.
 pub trait StoredRecord: sealed::Sealed {
     /// The subject.
     fn subject(&self) -> SubjectId;
@@ -60,12 +86,39 @@ pub trait StoredRecord: sealed::Sealed {
     fn purpose(&self) -> PurposeId;
     /// When the value was collected.
     fn collected_at(&self) -> Timestamp;
-    /// Opens the record (audited) and renders the value for its subject.
-    #[doc(hidden)]
-    fn open_for_report(&self, custodian: &Custodian) -> Result<ReportValue, Error>;
 }
 
-impl<T: DataKind, P: Purpose> sealed::Sealed for Sealed<T, P> {}
+impl<T: DataKind, P: Purpose> sealed::Sealed for Sealed<T, P> {
+    fn open_for_subject(
+        &self,
+        custodian: &Custodian,
+        _: sealed::Only,
+    ) -> Result<Option<ReportValue>, Error> {
+        // Data held for a purpose that never sees plaintext (Improvement) is
+        // shown as held, never opened (R6).
+        if !P::ID.sees_plaintext() {
+            return Ok(None);
+        }
+        let mut event = AuditEvent::new(
+            custodian.now(),
+            Sealed::subject(self),
+            Action::Disclose,
+            crate::policy::RuleId::R11,
+        )
+        .about(T::KIND, P::ID);
+        event.recipient = Some(RecipientRef {
+            name: SUBJECT_RECIPIENT.into(),
+            role: RoleId::DataSubject,
+        });
+        let info = custodian.open_as(self, event)?;
+        let mut text = Zeroizing::new(String::new());
+        info.value().report_into(&mut text);
+        Ok(Some(ReportValue(text)))
+    }
+}
+
+/// The recipient name a report's disclosures to the subject are recorded under.
+pub const SUBJECT_RECIPIENT: &str = "the data subject";
 
 impl<T: DataKind, P: Purpose> StoredRecord for Sealed<T, P> {
     fn subject(&self) -> SubjectId {
@@ -79,12 +132,6 @@ impl<T: DataKind, P: Purpose> StoredRecord for Sealed<T, P> {
     }
     fn collected_at(&self) -> Timestamp {
         Sealed::collected_at(self)
-    }
-    fn open_for_report(&self, custodian: &Custodian) -> Result<ReportValue, Error> {
-        let info = custodian.open(self)?;
-        let mut text = Zeroizing::new(String::new());
-        info.value().report_into(&mut text);
-        Ok(ReportValue(text))
     }
 }
 
@@ -121,6 +168,9 @@ pub enum Withheld {
     Erased,
     /// The envelope did not open (altered, or sealed under other keys).
     Unreadable,
+    /// Held for a purpose that never sees plaintext
+    /// ([`Improvement`](crate::purpose::Improvement), R6): held, not shown.
+    NotShown,
 }
 
 /// One record held on the subject.
@@ -256,6 +306,9 @@ impl SubjectReport {
                         "(past its retention period, due for deletion)".into()
                     }
                     (None, Some(Withheld::Erased)) => "(erased)".into(),
+                    (None, Some(Withheld::NotShown)) => {
+                        "(held only as a pseudonym for analysis; not shown)".into()
+                    }
                     _ => "(unreadable)".into(),
                 };
                 let kept = r
@@ -319,14 +372,26 @@ impl SubjectReport {
 impl Custodian {
     /// Produces the subject's report from their stored records and the audit
     /// trail (R11). Records of other subjects in `records` and events of other
-    /// subjects in `trail` are ignored. Recorded first as a `report` event;
-    /// each record opened is recorded as an `open`.
+    /// subjects in `trail` are ignored.
+    ///
+    /// The trail is a [`VerifiedTrail`] that this custodian verified
+    /// ([`Custodian::verify_trail`]): a trail with disclosure events filtered
+    /// out, or a forged erasure added, does not verify, so the letter cannot be
+    /// made to say "we shared none of it" or to hide the values.
+    ///
+    /// Recorded first as a `report` event. Each value shown is a disclosure
+    /// to the subject, recorded before the envelope is opened (recipient
+    /// [`SUBJECT_RECIPIENT`], role [`RoleId::DataSubject`]). Data held for
+    /// [`Improvement`](crate::purpose::Improvement) is listed as held and
+    /// never opened ([`Withheld::NotShown`]).
     pub fn subject_report(
         &self,
         subject: SubjectId,
         records: &[&dyn StoredRecord],
-        trail: &[AuditEvent],
+        trail: &VerifiedTrail,
     ) -> Result<SubjectReport, Error> {
+        trail.check_owner(self.id)?;
+        let trail = trail.events();
         let now = self.now();
         self.record(&AuditEvent::new(
             now,
@@ -350,11 +415,12 @@ impl Custodian {
             let (value, withheld) = if erased_at.is_some() {
                 (None, Some(Withheld::Erased))
             } else {
-                match r.open_for_report(self) {
-                    Ok(v) => (Some(v), None),
+                match r.open_for_subject(self, sealed::Only(())) {
+                    Ok(Some(v)) => (Some(v), None),
+                    Ok(None) => (None, Some(Withheld::NotShown)),
                     Err(Error::Expired { .. }) => (None, Some(Withheld::Expired)),
                     Err(Error::Erased { .. }) => (None, Some(Withheld::Erased)),
-                    Err(Error::Audit(e)) => return Err(Error::Audit(e)),
+                    Err(e @ (Error::Audit(_) | Error::Reentrant)) => return Err(e),
                     Err(_) => (None, Some(Withheld::Unreadable)),
                 }
             };
@@ -379,14 +445,16 @@ impl Custodian {
         let disclosures = mine()
             .filter(|e| e.action() == Action::Disclose)
             .filter_map(|e| {
-                e.recipient().map(|r| DisclosureEntry {
-                    at: e.time(),
-                    recipient: r.name.to_string(),
-                    role: r.role,
-                    kind: e.kind(),
-                    purpose: e.purpose(),
-                    pseudonym_only: e.target_purpose() == Some(PurposeId::Improvement),
-                })
+                e.recipient()
+                    .filter(|r| r.role != RoleId::DataSubject)
+                    .map(|r| DisclosureEntry {
+                        at: e.time(),
+                        recipient: r.name.to_string(),
+                        role: r.role,
+                        kind: e.kind(),
+                        purpose: e.purpose(),
+                        pseudonym_only: e.target_purpose() == Some(PurposeId::Improvement),
+                    })
             })
             .collect();
         let transfers = mine()

@@ -159,6 +159,13 @@ impl core::str::FromStr for Mechanism {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransferError {
+    /// The origin is not a declared facility country: data is held only at
+    /// facilities, so a transfer cannot start anywhere else.
+    #[error("R8: the data cannot be held in {country}, which is not a country where the vendor, its affiliates, subsidiaries or agents maintain facilities")]
+    OriginNotAFacility {
+        /// The refused origin.
+        country: Country,
+    },
     /// The destination is not a declared facility country.
     #[error("R8: {country} is not a country where the vendor, its affiliates, subsidiaries or agents maintain facilities")]
     NotAFacility {
@@ -190,6 +197,7 @@ pub enum TransferError {
 /// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Transfer {
     from: Country,
     to: Country,
@@ -229,11 +237,21 @@ impl Transfer {
     }
 
     /// Checks the transfer against the declared facilities (R8).
+    /// Checks the transfer against the declared facilities. `facilities[0]`,
+    /// if any, is the home facility where the custodian holds the data: a
+    /// transfer starting from anywhere else must still start at a facility,
+    /// and data held at an EEA home stays EEA data whichever facility the
+    /// caller says it leaves from (so `US → CN` of data held in `DE` needs
+    /// a mechanism just as `DE → CN` does).
     pub(crate) fn check(&self, facilities: &[Country]) -> Result<(), TransferError> {
         if !facilities.contains(&self.to) {
             return Err(TransferError::NotAFacility { country: self.to });
         }
-        if self.from.in_eea() && !self.to.in_eea() {
+        if !facilities.contains(&self.from) {
+            return Err(TransferError::OriginNotAFacility { country: self.from });
+        }
+        let home_in_eea = facilities.first().is_some_and(|h| h.in_eea());
+        if (self.from.in_eea() || home_in_eea) && !self.to.in_eea() {
             let m = self
                 .mechanism
                 .ok_or(TransferError::MechanismRequired { country: self.to })?;
@@ -250,6 +268,7 @@ impl Transfer {
 
 /// An approved transfer, as recorded in the audit trail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct TransferRecord {
     subject: SubjectId,
     kind: Kind,
@@ -313,7 +332,18 @@ mod tests {
     fn rules() {
         let facilities = [c("DE"), c("US"), c("GB"), c("IE")];
         assert!(Transfer::new(c("DE"), c("IE")).check(&facilities).is_ok());
-        assert!(Transfer::new(c("US"), c("GB")).check(&facilities).is_ok());
+        // Held in DE (the home facility): EEA data wherever the hop starts.
+        assert_eq!(
+            Transfer::new(c("US"), c("GB")).check(&facilities),
+            Err(TransferError::MechanismRequired { country: c("GB") })
+        );
+        assert!(Transfer::new(c("US"), c("GB"))
+            .check(&[c("US"), c("GB")])
+            .is_ok());
+        assert_eq!(
+            Transfer::new(c("CN"), c("US")).check(&facilities),
+            Err(TransferError::OriginNotAFacility { country: c("CN") })
+        );
         assert_eq!(
             Transfer::new(c("DE"), c("US")).check(&facilities),
             Err(TransferError::MechanismRequired { country: c("US") })

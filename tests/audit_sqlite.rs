@@ -608,6 +608,7 @@ fn no_event_carries_a_personal_value() {
     let log = Arc::new(ChainedAuditLog::in_memory(AuditKey::from_bytes([7; 32])));
     let custodian = Custodian::builder()
         .audit(log.clone())
+        .audit_key(AuditKey::from_bytes([7; 32]))
         .clock(FixedClock::new(Timestamp::from_unix_seconds(1_530_316_800)))
         .facilities([Country::new("US").unwrap(), Country::new("DE").unwrap()])
         .build()
@@ -658,11 +659,23 @@ fn no_event_carries_a_personal_value() {
         c.repurpose_with_consent(email.clone(), &proof).unwrap();
     c.disclose(&promo, &Mailer, |_| ()).unwrap();
     c.consents().withdraw::<Promotion>(subject).unwrap();
-    let trail = log.inner().events();
+    let trail = c
+        .verify_trail(log.inner().events(), &log.checkpoint())
+        .unwrap();
     let report = c.subject_report(subject, &[&sealed_email], &trail).unwrap();
     assert_eq!(report.records().len(), 1);
     c.erase(subject).unwrap();
     let refused = c.open(&sealed_email).unwrap_err();
+    // A second custodian on the same chain rebuilds its consents from it.
+    let restarted = Custodian::builder()
+        .audit(log.clone())
+        .audit_key(AuditKey::from_bytes([7; 32]))
+        .build()
+        .unwrap();
+    let trail = restarted
+        .verify_trail(log.inner().events(), &log.checkpoint())
+        .unwrap();
+    restarted.consents().restore(&trail).unwrap();
 
     let events = log.inner().events();
     let seen: BTreeSet<u8> = events.iter().map(|e| e.action() as u8).collect();
@@ -903,10 +916,183 @@ fn sqlite_key_store_survives_restart_rotation_and_erasure() {
     // A process started after the erasure cannot open the envelope either.
     drop(custodian);
     let fresh = Custodian::builder()
-        .keyring(Arc::new(Keyring::from_master([5u8; 32], [2]).unwrap()))
+        .keyring(Arc::new(Keyring::import(&keyring.export()).unwrap()))
         .key_store(SqliteKeyStore::new(Db::open(&path).unwrap()))
         .build()
         .unwrap();
     assert!(matches!(fresh.open(&sealed), Err(Error::Erased { .. })));
     assert!(fresh.open(&sealed_other).is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// Restarts read the trail only against the checkpoint kept outside the database
+
+/// A2 deletes rows of `audit_log` (the withdrawal, or just the last row), or
+/// puts back an old copy of the database, while the shop is down: the
+/// restart refuses, so a withdrawn subscription never comes back.
+#[test]
+fn a2_restart_refuses_a_trail_cut_or_rolled_back_behind_its_checkpoint() {
+    use privacy_pledge::purpose::Newsletter;
+    let dir = TempDir::new("restart-cut");
+    let path = dir.path("shop.db");
+    let checkpoint = support::checkpoint_file_for(&path);
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let ada = SubjectId::random();
+    let open = || support::open_custodian(&Db::open(&path).unwrap(), keyring.clone(), &checkpoint);
+
+    let shop = open().unwrap();
+    shop.custodian.consents().grant::<Newsletter>(ada).unwrap();
+    shop.save_checkpoint().unwrap();
+    drop(shop);
+    // A copy of the database while ada was subscribed.
+    let subscribed_copy = dir.path("subscribed.db");
+    std::fs::copy(&path, &subscribed_copy).unwrap();
+
+    let shop = open().unwrap();
+    assert!(shop.custodian.consents().is_granted::<Newsletter>(ada));
+    shop.custodian
+        .consents()
+        .withdraw::<Newsletter>(ada)
+        .unwrap();
+    shop.save_checkpoint().unwrap();
+    drop(shop);
+    let intact = dir.path("intact.db");
+    std::fs::copy(&path, &intact).unwrap();
+
+    // The withdrawal row deleted.
+    let db = Db::open(&path).unwrap();
+    db.with(|c| {
+        c.execute(
+            "DELETE FROM audit_log WHERE action = 'consent_withdrawn'",
+            [],
+        )
+    })
+    .unwrap();
+    drop(db);
+    assert!(open().is_err(), "a trail without its withdrawal restored");
+
+    // Only the last row deleted.
+    std::fs::copy(&intact, &path).unwrap();
+    let db = Db::open(&path).unwrap();
+    db.with(|c| {
+        c.execute(
+            "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
+            [],
+        )
+    })
+    .unwrap();
+    drop(db);
+    assert!(open().is_err(), "a trail cut short restored");
+
+    // The old copy put back (a rolled-back database).
+    std::fs::copy(&subscribed_copy, &path).unwrap();
+    assert!(open().is_err(), "a rolled-back trail restored");
+
+    // The intact database restarts, and the withdrawal holds.
+    std::fs::copy(&intact, &path).unwrap();
+    let shop = open().unwrap();
+    assert!(!shop.custodian.consents().is_granted::<Newsletter>(ada));
+
+    // With the checkpoint gone as well, a non-empty trail is refused.
+    drop(shop);
+    std::fs::remove_file(&checkpoint).unwrap();
+    assert!(open().is_err(), "a trail with no checkpoint accepted");
+}
+
+// ---------------------------------------------------------------------------
+// The verify_audit example never writes and never calls a missing trail intact
+
+/// The example binary, built by `cargo test` beside the test executables.
+fn verify_audit_binary() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let bin = dir
+        .join("examples")
+        .join(format!("verify_audit{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: run the whole suite with `cargo test` (it builds the examples)",
+        bin.display()
+    );
+    bin
+}
+
+fn run_verify(args: &[&std::ffi::OsStr]) -> (i32, String) {
+    let out = std::process::Command::new(verify_audit_binary())
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// A2 drops the table, empties it, or cuts rows from the end; the verifier
+/// opens the database read-only and reports each, and without a trusted
+/// checkpoint says it cannot check truncation.
+#[test]
+fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
+    let dir = TempDir::new("verify-example");
+    let path = dir.path("shop.db");
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    support::write_keyring(&support::key_file_for(&path), &keyring).unwrap();
+    let checkpoint = support::checkpoint_file_for(&path);
+    let shop =
+        support::open_custodian(&Db::open(&path).unwrap(), keyring.clone(), &checkpoint).unwrap();
+    let ada = SubjectId::random();
+    for _ in 0..3 {
+        shop.custodian.consents().grant::<Promotion>(ada).unwrap();
+    }
+    shop.save_checkpoint().unwrap();
+    drop(shop);
+    let db_arg = path.as_os_str();
+
+    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("matches the trusted checkpoint"), "{text}");
+
+    // Cut from the end: caught by the checkpoint file outside the database…
+    let db = Db::open(&path).unwrap();
+    db.with(|c| {
+        c.execute(
+            "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
+            [],
+        )
+    })
+    .unwrap();
+    drop(db);
+    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("truncated"), "{text}");
+    // …and without any checkpoint the verifier says what it cannot check.
+    std::fs::remove_file(&checkpoint).unwrap();
+    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("cannot check truncation"), "{text}");
+
+    // Emptied, then dropped: failures, and the table is not re-created.
+    let db = Db::open(&path).unwrap();
+    db.with(|c| c.execute("DELETE FROM audit_log", [])).unwrap();
+    drop(db);
+    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("empty"), "{text}");
+    let db = Db::open(&path).unwrap();
+    db.with(|c| c.execute("DROP TABLE audit_log", [])).unwrap();
+    drop(db);
+    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no audit_log table"), "{text}");
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let tables: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'audit_log'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0, "the verifier re-created the table it checks");
 }

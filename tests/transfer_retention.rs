@@ -34,6 +34,14 @@ fn events(custodian: &Custodian) -> Vec<privacy_pledge::AuditEvent> {
     custodian.builtin_audit_log().unwrap().inner().events()
 }
 
+/// The custodian's own trail, verified against its in-process head.
+fn verified(custodian: &Custodian) -> privacy_pledge::audit::VerifiedTrail {
+    let log = custodian.builtin_audit_log().unwrap();
+    custodian
+        .verify_trail(log.inner().events(), &log.checkpoint())
+        .unwrap()
+}
+
 #[test]
 fn transfers_only_to_facilities_and_out_of_the_eea_only_with_a_mechanism() {
     let custodian = custodian_in(&["DE", "US", "GB"]);
@@ -77,7 +85,7 @@ fn transfers_only_to_facilities_and_out_of_the_eea_only_with_a_mechanism() {
         Transfer::new(c("DE"), c("US")).under(Mechanism::DataPrivacyFramework),
         Transfer::new(c("DE"), c("US")).under(Mechanism::StandardContractualClauses),
         Transfer::new(c("DE"), c("GB")).under(Mechanism::AdequacyDecision),
-        Transfer::new(c("US"), c("GB")),
+        Transfer::new(c("US"), c("GB")).under(Mechanism::AdequacyDecision),
         Transfer::new(c("GB"), c("DE")),
     ];
     for t in allowed {
@@ -293,7 +301,7 @@ fn a_report_holds_every_record_given_and_no_other_subjects_data() {
     ];
     let name_row = custodian.seal(&ada_name).unwrap();
     let records: Vec<&dyn StoredRecord> = vec![&rows[0], &rows[1], &name_row];
-    let trail = events(&custodian);
+    let trail = verified(&custodian);
 
     let report = custodian.subject_report(ada, &records, &trail).unwrap();
     assert_eq!(report.subject(), ada);
@@ -345,7 +353,7 @@ fn an_erased_subjects_report_says_so() {
     let ada = SubjectId::random();
     let row = custodian.seal(&email(ada, "ada@example.com")).unwrap();
     let receipt = custodian.erase(ada).unwrap();
-    let trail = events(&custodian);
+    let trail = verified(&custodian);
     let report = custodian.subject_report(ada, &[&row], &trail).unwrap();
     assert_eq!(report.erased_at(), Some(receipt.at()));
     assert_eq!(report.records()[0].withheld, Some(Withheld::Erased));
@@ -370,26 +378,28 @@ fn consents_survive_a_restart_through_the_trail() {
     before.consents().grant::<Promotion>(bob).unwrap();
     before.consents().withdraw::<Promotion>(bob).unwrap();
     let trail = events(&before);
-    let key = keyring.audit_key();
+    let checkpoint = before.builtin_audit_log().unwrap().checkpoint();
 
     // An edited trail (bob's withdrawal turned into a grant through the
-    // public serde form) restores nothing.
+    // public serde form) does not verify, so nothing can be restored from it.
     let mut forged = trail.clone();
     let json = serde_json::to_string(&forged[2]).unwrap();
     forged[2] =
         serde_json::from_str(&json.replace("consent_withdrawn", "consent_granted")).unwrap();
     let tampered = build();
-    assert!(tampered.consents().restore(&forged, &key).is_err());
+    assert!(matches!(
+        tampered.verify_trail(forged, &checkpoint),
+        Err(Error::Untrusted(_))
+    ));
     assert!(!tampered.consents().is_granted::<Promotion>(bob));
     assert!(!tampered.consents().is_granted::<Promotion>(ada));
-    // Nor does a genuine trail under another key.
-    let other = privacy_pledge::crypto::Keyring::generate()
-        .unwrap()
-        .audit_key();
-    assert!(tampered.consents().restore(&trail, &other).is_err());
+    // Nor does a genuine trail verified by a custodian with other keys.
+    let stranger = Custodian::in_memory();
+    assert!(stranger.verify_trail(trail.clone(), &checkpoint).is_err());
 
     let after = build();
-    assert_eq!(after.consents().restore(&trail, &key).unwrap(), 3);
+    let verified = after.verify_trail(trail, &checkpoint).unwrap();
+    assert_eq!(after.consents().restore(&verified).unwrap(), 3);
     assert!(after.consents().is_granted::<Promotion>(ada));
     assert!(!after.consents().is_granted::<Promotion>(bob));
 }

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use privacy_pledge::audit::{
     verify, Action, AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, Checkpoint,
-    Tamper, VerifyError,
+    Tamper, VerifiedTrail, VerifyError,
 };
 use privacy_pledge::crypto::{
     Destroyed, KeyStore, KeyStoreError, Keyring, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
@@ -80,6 +80,20 @@ impl Db {
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        Ok(Db {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// Opens an existing database read-only: creates no file, no table and
+    /// no row (a verifier must never change what it checks).
+    pub fn open_read_only(path: &Path) -> rusqlite::Result<Db> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -333,28 +347,104 @@ pub fn resume_chain(db: &Db, key: AuditKey, head: Checkpoint) -> ChainedAuditLog
 pub struct Opened {
     pub custodian: privacy_pledge::Custodian,
     pub audit: Arc<ChainedAuditLog<SqliteAuditLog>>,
-    pub trail: Vec<AuditEvent>,
+    pub trail: VerifiedTrail,
+    /// Where the trusted checkpoint is kept (outside the database).
+    pub checkpoint_file: PathBuf,
+}
+
+impl Opened {
+    /// Writes the chain's head to the checkpoint file: at clean shutdown,
+    /// so the next start can prove the trail was not cut short.
+    pub fn save_checkpoint(&self) -> Result<Checkpoint, BoxError> {
+        self.audit.flush()?;
+        let head = self.audit.checkpoint();
+        save_checkpoint(&self.checkpoint_file, &head)?;
+        Ok(head)
+    }
 }
 
 /// A host's custodian on this database: keys from `keyring`, wrapped subject
-/// keys in `subject_keys`, the audit chain continued in `audit_log` only once
-/// it verifies (a process must not extend a trail tampered with while it was
-/// down), and the in-memory consent register rebuilt from that verified trail.
-pub fn open_custodian(db: &Db, keyring: Arc<Keyring>) -> Result<Opened, BoxError> {
+/// keys in `subject_keys`, and the audit chain continued in `audit_log` only
+/// once it verifies **against the trusted checkpoint in `checkpoint_file`**
+/// (kept outside the database). A trail cut short, rolled back or edited
+/// while the process was down is refused, so it can neither be extended nor
+/// bring a withdrawn consent back; the consent register is rebuilt from that
+/// verified trail. A database with no trail and no checkpoint starts fresh;
+/// a trail without its checkpoint is refused.
+pub fn open_custodian(
+    db: &Db,
+    keyring: Arc<Keyring>,
+    checkpoint_file: &Path,
+) -> Result<Opened, BoxError> {
     let key = keyring.audit_key();
-    let (trail, head) = verified_trail(db, &key, None)?;
+    let rows = load_audit_log(db)?;
+    let trusted = match load_checkpoint(checkpoint_file)? {
+        Some(c) => c,
+        None if rows.is_empty() => Checkpoint::GENESIS,
+        None => {
+            return Err(format!(
+                "the audit trail has {} entries but there is no trusted checkpoint at {}: refusing to start on a trail that cannot be checked",
+                rows.len(),
+                checkpoint_file.display()
+            )
+            .into())
+        }
+    };
+    let head = verify_rows(&rows, &key, Some(&trusted)).map_err(CheckError::Broken)?;
+    let events: Vec<AuditEvent> = rows.into_iter().filter_map(|r| r.event.ok()).collect();
     let audit = Arc::new(resume_chain(db, key, head));
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring.clone())
         .key_store(SqliteKeyStore::new(db.clone()))
         .audit(audit.clone())
         .build()?;
-    custodian.consents().restore(&trail, &keyring.audit_key())?;
+    let trail = custodian.verify_trail(events, &trusted)?;
+    custodian.consents().restore(&trail)?;
+    // The restore is an audit event: vouch for it at once, so a crash
+    // before the next clean shutdown leaves no unvouched tail behind.
+    audit.flush()?;
+    save_checkpoint(checkpoint_file, &audit.checkpoint())?;
     Ok(Opened {
         custodian,
         audit,
         trail,
+        checkpoint_file: checkpoint_file.to_owned(),
     })
+}
+
+/// The checkpoint file for a database: `<db>.checkpoint`. The demo keeps it
+/// beside the database for simplicity; a real host keeps it where the
+/// database's operator cannot write (another host, an object store with
+/// retention, a transparency log).
+pub fn checkpoint_file_for(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push(".checkpoint");
+    PathBuf::from(name)
+}
+
+/// Reads a checkpoint (`SEQ:HEX`) from `path`; `None` if there is no file.
+pub fn load_checkpoint(path: &Path) -> Result<Option<Checkpoint>, BoxError> {
+    match fs::read_to_string(path) {
+        Ok(text) => {
+            Ok(Some(text.trim_end().parse().map_err(|e| {
+                format!("checkpoint file {}: {e}", path.display())
+            })?))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot read checkpoint {}: {e}", path.display()).into()),
+    }
+}
+
+/// Writes a checkpoint to `path` atomically (a new file, synced, renamed).
+pub fn save_checkpoint(path: &Path, checkpoint: &Checkpoint) -> Result<(), BoxError> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = fs::File::create(&tmp)?;
+    writeln!(file, "{checkpoint}")?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
 }
 
 /// [`verified_trail`], then [`resume_chain`].
@@ -648,42 +738,55 @@ fn unhex32(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Reads the keyring whose master secret is in `path` (64 hex digits).
+/// Reads the keyring kept in `path` as [`Keyring::export`] text.
 ///
-/// The demo keeps the master secret in a file beside the database. A real
-/// host keeps it in a KMS or secret manager, never next to the data it
-/// protects: whoever holds both can open every sealed record and forge the
-/// audit trail.
+/// The demo keeps the keyring in a file beside the database. A real host
+/// keeps it in a KMS or secret manager, never next to the data it protects:
+/// whoever holds both can open every sealed record and forge the audit trail.
+/// (An older demo file with a bare master secret in 64 hex digits still
+/// opens, as a keyring of derived versions.)
 pub fn read_keyring(path: &Path) -> Result<Keyring, BoxError> {
     let text = Zeroizing::new(
         fs::read_to_string(path)
             .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
     );
-    let mut master = unhex32(text.trim_end())
-        .ok_or_else(|| format!("key file {} is not 64 lowercase hex digits", path.display()))?;
-    // Key-encryption-key version 1 only: a host that rotates keeps the list
-    // of live versions next to the master secret.
-    let keyring = Keyring::from_master(master, [1]);
-    zeroize::Zeroize::zeroize(&mut master);
-    Ok(keyring?)
+    let text = text.trim_end();
+    if let Some(mut master) = unhex32(text) {
+        let keyring = Keyring::from_master(master, [1]);
+        zeroize::Zeroize::zeroize(&mut master);
+        return Ok(keyring?);
+    }
+    Keyring::import(text).map_err(|e| format!("key file {}: {e}", path.display()).into())
 }
 
-/// Reads the keyring from `path`, or creates a fresh master secret there
-/// (readable by the owner only) if the file does not exist.
+/// Writes the keyring to `path` (readable by the owner only), replacing
+/// what was there: after every rotation and retirement.
+pub fn write_keyring(path: &Path, keyring: &Keyring) -> Result<(), BoxError> {
+    let text = keyring.export();
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&tmp)
+        .map_err(|e| format!("cannot create key file {}: {e}", tmp.display()))?;
+    file.write_all(text.as_bytes())?;
+    file.write_all(b"\n")?;
+    file.sync_all()?;
+    fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Reads the keyring from `path`, or creates a fresh one there if the file
+/// does not exist.
 pub fn read_or_create_keyring(path: &Path) -> Result<Keyring, BoxError> {
     if path.exists() {
         return read_keyring(path);
     }
     let keyring = Keyring::generate()?;
-    let text = Zeroizing::new(format!("{}\n", hex(keyring.expose_master())));
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(path)
-        .map_err(|e| format!("cannot create key file {}: {e}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
+    write_keyring(path, &keyring)?;
     Ok(keyring)
 }

@@ -114,6 +114,7 @@ impl fmt::Debug for AuditKey {
 /// # Ok::<(), privacy_pledge::audit::InvalidCheckpoint>(())
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Checkpoint {
     seq: u64,
     #[serde(with = "super::event::hex32")]
@@ -275,24 +276,24 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
 
     fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
         let mut state = self.lock();
-        let start = state.head;
+        // Chain into a scratch head: the shared head moves only once the
+        // inner sink has stored the whole batch.
+        let mut scratch = ChainState { head: state.head };
         let mut chained = Vec::with_capacity(events.len());
         for e in events {
-            let seq = state
+            let seq = scratch
                 .head
                 .seq
                 .checked_add(1)
                 .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
-            let c = self.link(&state, e, seq);
+            let c = self.link(&scratch, e, seq);
             if let Some(link) = c.chain {
-                state.head = Checkpoint::new(seq, link.mac);
+                scratch.head = Checkpoint::new(seq, link.mac);
             }
             chained.push(c);
         }
-        if let Err(e) = self.inner.record_batch(&chained) {
-            state.head = start;
-            return Err(e);
-        }
+        self.inner.record_batch(&chained)?;
+        state.head = scratch.head;
         Ok(())
     }
 

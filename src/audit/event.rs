@@ -41,11 +41,14 @@ pub enum Action {
     Erase = 10,
     /// A subject's report was produced for them. (Code 11 is unused.)
     Report = 12,
+    /// The consent register was rebuilt from a verified trail (not about one
+    /// subject: the event's subject is the all-zero id).
+    ConsentRestored = 13,
 }
 
 impl Action {
     /// Every action, in code order.
-    pub const ALL: [Action; 11] = [
+    pub const ALL: [Action; 12] = [
         Action::Collect,
         Action::Access,
         Action::Disclose,
@@ -57,6 +60,7 @@ impl Action {
         Action::Open,
         Action::Erase,
         Action::Report,
+        Action::ConsentRestored,
     ];
 
     pub(crate) const fn code(self) -> u8 {
@@ -77,6 +81,7 @@ pub enum Outcome {
 
 /// A recipient as recorded: its name and role (R5).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RecipientRef {
     /// The name the host gave the recipient.
     pub name: Box<str>,
@@ -86,6 +91,7 @@ pub struct RecipientRef {
 
 /// The chain fields a [`ChainedAuditLog`](super::ChainedAuditLog) adds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ChainLink {
     /// The MAC of the previous entry (all zero for the first).
     #[serde(with = "hex32")]
@@ -118,7 +124,12 @@ pub struct ChainLink {
 /// | `recipient` | for `disclose`: name and role |
 /// | `country`, `mechanism` | for `transfer`: destination and legal mechanism |
 /// | `chain` | `prev` and `mac` when written through a chained log |
+///
+/// Deserializing refuses unknown fields: the authenticated bytes are the only
+/// truth, so nothing can ride along in a stored entry (plaintext included)
+/// that the chain MAC does not cover.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct AuditEvent {
     pub(crate) v: u8,
     pub(crate) seq: u64,
@@ -319,7 +330,8 @@ mod tests {
             | Action::Seal
             | Action::Open
             | Action::Erase
-            | Action::Report => Action::ALL.iter().filter(|b| **b == a).count(),
+            | Action::Report
+            | Action::ConsentRestored => Action::ALL.iter().filter(|b| **b == a).count(),
         };
         for a in Action::ALL {
             assert_eq!(listed(a), 1, "{a:?}");

@@ -33,6 +33,7 @@ mod chain;
 pub(crate) mod event;
 mod jsonl;
 mod sink;
+mod trail;
 
 pub use chain::{
     verify, AuditKey, ChainedAuditLog, Checkpoint, InvalidCheckpoint, Tamper, VerifyError,
@@ -40,3 +41,4 @@ pub use chain::{
 pub use event::{Action, AuditEvent, ChainLink, Outcome, RecipientRef, SCHEMA_VERSION};
 pub use jsonl::{read_jsonl, FlushPolicy, JsonLinesSink, JsonlError, MAX_LINE_BYTES};
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
+pub use trail::{TrailError, VerifiedTrail};

@@ -47,6 +47,13 @@ impl AuditError {
 /// (An event is then durable only once the writer has stored it; a host that
 /// needs "stored before it happens" writes synchronously.)
 ///
+/// A sink may read consent (`custodian.consents().is_granted::<P>(..)`), but
+/// must not call an operation of a custodian that uses it: the custodian may
+/// hold a lock while it calls the sink (the chain head, the order of consent
+/// changes), so such a call is refused with
+/// [`Error::Reentrant`](crate::Error::Reentrant) instead of deadlocking. The
+/// same holds for key stores, key providers and clocks.
+///
 /// ```
 /// use std::sync::Mutex;
 /// use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink};

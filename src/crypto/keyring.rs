@@ -73,17 +73,42 @@ impl<P: KeyProvider + ?Sized> KeyProvider for std::sync::Arc<P> {
     }
 }
 
-struct Versions {
-    current: u32,
-    keys: BTreeMap<u32, AeadKey>,
+/// One key-encryption-key version.
+struct Kek {
+    key: AeadKey,
+    /// The random key's bytes, kept only to [`Keyring::export`] them; `None`
+    /// for a version derived from the master secret.
+    random: Option<SecretBox<[u8; 32]>>,
 }
 
-/// The local key provider: versioned key-encryption keys derived from one
-/// master secret with HKDF-SHA-256, plus the pseudonym and audit keys.
+struct Versions {
+    current: u32,
+    keys: BTreeMap<u32, Kek>,
+}
+
+/// The local key provider: versioned key-encryption keys (KEKs), plus the
+/// pseudonym and audit keys derived from one master secret with HKDF-SHA-256.
 ///
-/// A host keeps two things: the 32-byte master secret (in its secret store)
-/// and the list of live versions. From those, [`Keyring::from_master`]
-/// rebuilds exactly the same keys after a restart.
+/// # Versions that can be destroyed
+///
+/// Erasure destroys a subject's data key in the key store (R11), but an old
+/// copy of the key store — a backup, a replica, a dump — still holds that data
+/// key, wrapped under the KEK version of its time. The erasure covers such a
+/// copy once that version itself is gone. So every version made by
+/// [`generate`](Self::generate) and [`rotate`](Self::rotate) is a **random**
+/// key, not derived from anything, and [`retire`](KeyProvider::retire)
+/// destroys it (the bytes are wiped). After erasures, rotate → rewrap →
+/// retire ([`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys),
+/// [`Custodian::retire_key_version`](crate::Custodian::retire_key_version)):
+/// from then on no copy of the key store taken before the rotation opens
+/// anything of an erased subject, wherever it is kept.
+///
+/// The host keeps the keyring itself in its secret store (KMS, vault) as the
+/// text of [`export`](Self::export), written again after every rotation and
+/// retirement, and rebuilds it with [`import`](Self::import). An old export
+/// still holds a retired version: the secret store must keep no copy of an
+/// export older than the last retirement (that is the one copy an erasure
+/// cannot reach, and why it lives outside the database and its backups).
 ///
 /// ```
 /// use privacy_pledge::crypto::{KeyProvider, Keyring};
@@ -92,12 +117,19 @@ struct Versions {
 /// assert_eq!(keyring.current_version(), 1);
 /// assert_eq!(keyring.rotate()?, 2);           // new data keys are wrapped under v2
 /// assert_eq!(keyring.versions(), vec![1, 2]); // v1 still unwraps older keys
-/// # Ok::<(), privacy_pledge::Error>(())
+/// keyring.retire(1)?;                         // v1 is destroyed
+/// let saved = keyring.export();               // keep in the secret store
+/// let restarted = Keyring::import(&saved)?;
+/// assert_eq!(restarted.versions(), vec![2]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub struct Keyring {
     master: SecretBox<[u8; 32]>,
     versions: RwLock<Versions>,
 }
+
+/// Prefix of an exported keyring's text.
+const EXPORT_PREFIX: &str = "ppkr1.";
 
 const WRAP_ALG: Algorithm = Algorithm::Aes256Gcm;
 
@@ -119,16 +151,40 @@ fn derive(master: &[u8; 32], label: &[u8]) -> Zeroizing<[u8; 32]> {
 }
 
 impl Keyring {
-    /// A keyring with a fresh random master secret and version 1.
+    /// A keyring with a fresh random master secret and a random version 1.
     pub fn generate() -> Result<Self, Error> {
         let mut master = random_array::<32>()?;
-        let k = Self::from_master(master, [1]);
+        let boxed = SecretBox::new(Box::new(master));
         master.zeroize();
-        k
+        let mut keys = BTreeMap::new();
+        keys.insert(1, Self::random_kek()?);
+        Ok(Keyring {
+            master: boxed,
+            versions: RwLock::new(Versions { current: 1, keys }),
+        })
     }
 
-    /// Rebuilds a keyring from its master secret and live versions (the
-    /// highest is current). With no versions, version 1.
+    fn random_kek() -> Result<Kek, Error> {
+        let mut bytes = random_array::<32>()?;
+        let key = AeadKey::new(WRAP_ALG, &bytes[..]);
+        let random = SecretBox::new(Box::new(bytes));
+        bytes.zeroize();
+        Ok(Kek {
+            key: key?,
+            random: Some(random),
+        })
+    }
+
+    /// Rebuilds a keyring whose versions are **derived** from the master
+    /// secret (the highest is current; with no versions, version 1): the
+    /// form of keyrings before random versions, kept so that keys wrapped by
+    /// them still unwrap.
+    ///
+    /// A derived version can never be destroyed — whoever holds the master
+    /// secret derives it again — so an erasure never covers an old copy of
+    /// a key store whose keys it wraps. Move off it: [`rotate`](Self::rotate)
+    /// (a random version), rewrap, retire the derived versions, and keep the
+    /// keyring as [`export`](Self::export) text from then on.
     pub fn from_master(
         master: [u8; 32],
         versions: impl IntoIterator<Item = u32>,
@@ -153,12 +209,131 @@ impl Keyring {
         })
     }
 
-    fn kek(master: &SecretBox<[u8; 32]>, version: u32) -> Result<AeadKey, Error> {
+    fn kek(master: &SecretBox<[u8; 32]>, version: u32) -> Result<Kek, Error> {
         let label = format!("kek/{version}");
-        AeadKey::new(
+        let key = AeadKey::new(
             WRAP_ALG,
             &derive(master.expose_secret(), label.as_bytes())[..],
-        )
+        )?;
+        Ok(Kek { key, random: None })
+    }
+
+    /// Whether `version` is live and derived from the master secret (see
+    /// [`from_master`](Self::from_master)): such a version is never truly
+    /// destroyed.
+    pub fn is_derived(&self, version: u32) -> bool {
+        self.read()
+            .keys
+            .get(&version)
+            .is_some_and(|k| k.random.is_none())
+    }
+
+    /// The whole keyring as text, to keep in the host's secret store: the
+    /// master secret, the current version, and every live version (random
+    /// ones with their key bytes, derived ones by number). Write it again
+    /// after every [`rotate`](Self::rotate) and retirement. Wiped on drop.
+    ///
+    /// Format: `ppkr1.` then unpadded URL-safe base64 of `master` (32 bytes),
+    /// `current` (u32 BE), `count` (u32 BE), then per version `version` (u32
+    /// BE), `tag` (1 = random, followed by its 32 key bytes; 0 = derived).
+    pub fn export(&self) -> Zeroizing<String> {
+        let v = self.read();
+        let mut raw = Zeroizing::new(Vec::with_capacity(40 + v.keys.len() * 37));
+        raw.extend_from_slice(self.master.expose_secret());
+        raw.extend_from_slice(&v.current.to_be_bytes());
+        raw.extend_from_slice(&(v.keys.len() as u32).to_be_bytes());
+        for (version, kek) in &v.keys {
+            raw.extend_from_slice(&version.to_be_bytes());
+            match &kek.random {
+                Some(bytes) => {
+                    raw.push(1);
+                    raw.extend_from_slice(bytes.expose_secret());
+                }
+                None => raw.push(0),
+            }
+        }
+        let mut out = Zeroizing::new(String::with_capacity(
+            EXPORT_PREFIX.len() + raw.len() * 4 / 3 + 4,
+        ));
+        out.push_str(EXPORT_PREFIX);
+        base64::Engine::encode_string(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            &raw[..],
+            &mut out,
+        );
+        out
+    }
+
+    /// Rebuilds a keyring from [`export`](Self::export) text. Strict: any
+    /// other text, a non-canonical encoding, a duplicate or zero version, or
+    /// a current version that is not live is
+    /// [`KeyError::MalformedKeyring`]; the text is never echoed.
+    pub fn import(text: &str) -> Result<Self, KeyError> {
+        use KeyError::MalformedKeyring as Bad;
+        let body = text
+            .strip_prefix(EXPORT_PREFIX)
+            .ok_or(Bad("wrong prefix"))?;
+        let raw = Zeroizing::new(
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, body)
+                .map_err(|_| Bad("not unpadded URL-safe base64"))?,
+        );
+        let mut rest: &[u8] = &raw;
+        fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], KeyError> {
+            if rest.len() < n {
+                return Err(KeyError::MalformedKeyring("truncated"));
+            }
+            let (head, tail) = rest.split_at(n);
+            *rest = tail;
+            Ok(head)
+        }
+        fn u32_at(rest: &mut &[u8]) -> Result<u32, KeyError> {
+            let b = take(rest, 4)?;
+            Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        }
+        let mut master = [0u8; 32];
+        master.copy_from_slice(take(&mut rest, 32)?);
+        let boxed = SecretBox::new(Box::new(master));
+        master.zeroize();
+        let current = u32_at(&mut rest)?;
+        let count = u32_at(&mut rest)?;
+        if count == 0 || count as usize > raw.len() / 5 {
+            return Err(Bad("bad version count"));
+        }
+        let mut keys = BTreeMap::new();
+        for _ in 0..count {
+            let version = u32_at(&mut rest)?;
+            if version == 0 {
+                return Err(Bad("version 0"));
+            }
+            let kek = match take(&mut rest, 1)?[0] {
+                0 => Self::kek(&boxed, version).map_err(|_| Bad("bad key"))?,
+                1 => {
+                    let mut bytes = [0u8; 32];
+                    bytes.copy_from_slice(take(&mut rest, 32)?);
+                    let key = AeadKey::new(WRAP_ALG, &bytes[..]).map_err(|_| Bad("bad key"));
+                    let random = SecretBox::new(Box::new(bytes));
+                    bytes.zeroize();
+                    Kek {
+                        key: key?,
+                        random: Some(random),
+                    }
+                }
+                _ => return Err(Bad("unknown version tag")),
+            };
+            if keys.insert(version, kek).is_some() {
+                return Err(Bad("duplicate version"));
+            }
+        }
+        if !rest.is_empty() {
+            return Err(Bad("trailing bytes"));
+        }
+        if !keys.contains_key(&current) || keys.keys().next_back() != Some(&current) {
+            return Err(Bad("current version is not the newest live one"));
+        }
+        Ok(Keyring {
+            master: boxed,
+            versions: RwLock::new(Versions { current, keys }),
+        })
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Versions> {
@@ -179,16 +354,19 @@ impl Keyring {
         self.read().keys.keys().copied().collect()
     }
 
-    /// Adds the next version and makes it current. Data keys wrapped under
-    /// older versions still unwrap; [`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys)
-    /// moves them to the new version without touching any sealed data.
+    /// Adds the next version — a fresh random key — and makes it current.
+    /// Data keys wrapped under older versions still unwrap;
+    /// [`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys) moves them
+    /// to the new version without touching any sealed data, and then
+    /// [`Custodian::retire_key_version`](crate::Custodian::retire_key_version)
+    /// destroys the old one.
     pub fn rotate(&self) -> Result<u32, Error> {
         let mut v = self.write();
         let next = v
             .current
             .checked_add(1)
             .ok_or(KeyError::Unsupported { version: u32::MAX })?;
-        let key = Self::kek(&self.master, next)?;
+        let key = Self::random_kek()?;
         v.keys.insert(next, key);
         v.current = next;
         Ok(next)
@@ -212,10 +390,11 @@ impl KeyProvider for Keyring {
 
     fn wrap(&self, data_key: &[u8; 32], context: &[u8]) -> Result<Wrapped, KeyError> {
         let v = self.read();
-        let key = v
+        let key = &v
             .keys
             .get(&v.current)
-            .ok_or(KeyError::Retired { version: v.current })?;
+            .ok_or(KeyError::Retired { version: v.current })?
+            .key;
         let nonce = random_array::<NONCE_LEN>().map_err(|_| KeyError::Random)?;
         let mut bytes = Vec::with_capacity(NONCE_LEN + 32 + TAG_LEN);
         bytes.extend_from_slice(&nonce);
@@ -232,9 +411,13 @@ impl KeyProvider for Keyring {
 
     fn unwrap(&self, wrapped: &Wrapped, context: &[u8]) -> Result<Zeroizing<[u8; 32]>, KeyError> {
         let v = self.read();
-        let key = v.keys.get(&wrapped.kek_version).ok_or(KeyError::Retired {
-            version: wrapped.kek_version,
-        })?;
+        let key = &v
+            .keys
+            .get(&wrapped.kek_version)
+            .ok_or(KeyError::Retired {
+                version: wrapped.kek_version,
+            })?
+            .key;
         if wrapped.bytes.len() != NONCE_LEN + 32 + TAG_LEN {
             return Err(KeyError::Unwrap);
         }
@@ -249,6 +432,9 @@ impl KeyProvider for Keyring {
         Ok(out)
     }
 
+    /// Destroys `version`: a random version's key bytes are wiped, and no
+    /// export made from now on holds it. (A derived version is only dropped
+    /// from this keyring; see [`Keyring::from_master`].)
     fn retire(&self, version: u32) -> Result<(), KeyError> {
         let mut v = self.write();
         if version == v.current {
@@ -300,8 +486,42 @@ mod tests {
     }
 
     #[test]
-    fn same_master_same_keys() {
+    fn export_import_round_trip_and_strictness() {
         let a = Keyring::generate().unwrap();
+        a.rotate().unwrap();
+        let ctx = wrap_context(SubjectId::from(4), 1);
+        let w = a.wrap(&[5; 32], &ctx).unwrap();
+        a.retire(1).unwrap();
+        let text = a.export();
+        let b = Keyring::import(&text).unwrap();
+        assert_eq!(b.versions(), vec![2]);
+        assert_eq!(b.current_version(), 2);
+        assert_eq!(*b.unwrap(&w, &ctx).unwrap(), [5; 32]);
+        assert!(!b.is_derived(2));
+        assert_eq!(&*b.export(), &*text);
+        // Version 1 was random and retired: no export holds it any more.
+        assert!(text.len() < a.export().len() + 1);
+        for bad in [
+            "",
+            "ppkr1.",
+            "ppkr2.AAAA",
+            &text[..text.len() - 2],
+            &format!("{}=", &*text),
+        ] {
+            assert!(
+                matches!(Keyring::import(bad), Err(KeyError::MalformedKeyring(_))),
+                "{bad:?}"
+            );
+        }
+        // A derived keyring exports and imports as derived.
+        let d = Keyring::from_master([3; 32], [1, 2]).unwrap();
+        let d2 = Keyring::import(&d.export()).unwrap();
+        assert!(d2.is_derived(1) && d2.is_derived(2));
+    }
+
+    #[test]
+    fn same_master_same_keys() {
+        let a = Keyring::from_master([8; 32], [1]).unwrap();
         let b = Keyring::from_master(*a.expose_master(), [1]).unwrap();
         let ctx = wrap_context(SubjectId::from(9), 3);
         let w = a.wrap(&[1; 32], &ctx).unwrap();

@@ -112,6 +112,10 @@ pub enum KeyError {
     /// The random generator failed.
     #[error("the system random generator failed")]
     Random,
+    /// An exported keyring's text is malformed (a typed parse error; the
+    /// text is never echoed).
+    #[error("not an exported keyring: {0}")]
+    MalformedKeyring(&'static str),
     /// A provider-specific failure (e.g. the KMS is unreachable).
     #[error("key provider failed: {0}")]
     Provider(Cow<'static, str>),

@@ -59,9 +59,17 @@ const POOL: usize = NONCE_LEN * 341;
 
 /// Random nonces, filled from the OS generator a block at a time: one
 /// syscall serves 341 seals. Each nonce is taken once and wiped from the pool.
+///
+/// Fork-safe: a process that forks after filling the pool would hand the
+/// same unused nonces to parent and child, and an AES-GCM nonce used twice
+/// under one key leaks the XOR of the plaintexts and the authentication key.
+/// So the pool remembers the id of the process that filled it and is thrown
+/// away, unused, in any other process (a child after `fork`). The check is
+/// one `getpid` per nonce; its cost is measured in `benches/seal.rs`.
 struct NoncePool {
     buf: Box<[u8; POOL]>,
     pos: usize,
+    pid: u32,
 }
 
 impl NoncePool {
@@ -69,10 +77,18 @@ impl NoncePool {
         NoncePool {
             buf: Box::new([0u8; POOL]),
             pos: POOL,
+            pid: std::process::id(),
         }
     }
 
     fn next(&mut self, rng: &ring::rand::SystemRandom) -> Result<[u8; NONCE_LEN], Error> {
+        let pid = std::process::id();
+        if pid != self.pid {
+            // Another process (a forked child): none of these nonces is ours.
+            self.buf.zeroize();
+            self.pos = POOL;
+            self.pid = pid;
+        }
         if self.pos + NONCE_LEN > POOL {
             rng.fill(&mut self.buf[..]).map_err(|_| Error::Random)?;
             self.pos = 0;
@@ -205,8 +221,8 @@ impl Vault {
         config: VaultConfig,
     ) -> Self {
         Vault {
-            provider,
-            store,
+            provider: Box::new(HostCalls(provider)),
+            store: Box::new(HostCalls(store)),
             pseudonym_key,
             config,
             cache: Mutex::new(Cache {
@@ -221,8 +237,12 @@ impl Vault {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Cache> {
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    /// The cache lock. Refused while the thread is inside host code (a key
+    /// store or provider calling back into the custodian would wait here
+    /// forever, since the lock is held across calls into them).
+    fn lock(&self) -> Result<MutexGuard<'_, Cache>, Error> {
+        crate::reentry::check()?;
+        Ok(self.cache.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Whether a slot read from the store at `checked_at` can be used at `now`.
@@ -386,7 +406,7 @@ impl Vault {
         now: u64,
     ) -> Result<(u32, Arc<AeadKey>, [u8; NONCE_LEN]), Error> {
         let alg = self.config.algorithm;
-        let mut guard = self.lock();
+        let mut guard = self.lock()?;
         let cache = &mut *guard;
         // The usual path: one lookup, seals left in the reservation, key ready.
         if let Some(slot) = cache.slots.map.get_mut(&subject) {
@@ -505,7 +525,7 @@ impl Vault {
         now: Timestamp,
     ) -> Result<Arc<AeadKey>, Error> {
         let now = now.unix_nanos();
-        let mut guard = self.lock();
+        let mut guard = self.lock()?;
         let slots = &mut guard.slots;
         if let Some(slot) = slots.map.get(&header.subject) {
             if self.fresh(slot, now) {
@@ -562,7 +582,7 @@ impl Vault {
 
     /// Destroys the subject's keys (constant work whatever its record count).
     pub(crate) fn erase(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, Error> {
-        let mut cache = self.lock();
+        let mut cache = self.lock()?;
         let destroyed = self.store.destroy(subject, at)?;
         cache.slots.map.remove(&subject);
         // `order` keeps a stale id; eviction skips it and `insert_slot` drops it.
@@ -650,7 +670,7 @@ impl Vault {
             moved += 1;
         }
         // Cached wrapped forms are stale now; keys themselves are unchanged.
-        let mut cache = self.lock();
+        let mut cache = self.lock()?;
         cache.slots.map.clear();
         cache.slots.order.clear();
         Ok(moved)
@@ -671,6 +691,63 @@ impl Vault {
 
     pub(crate) fn config(&self) -> &VaultConfig {
         &self.config
+    }
+}
+
+/// A key store or key provider whose every call runs as host code (see
+/// `crate::reentry`), so a callback from it into the custodian is refused
+/// instead of deadlocking on the cache lock.
+struct HostCalls<T>(T);
+
+impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
+    fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
+        crate::reentry::host(|| self.0.load(subject))
+    }
+    fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+        crate::reentry::host(|| self.0.insert(subject, key))
+    }
+    fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
+        crate::reentry::host(|| self.0.reserve(subject, generation, n))
+    }
+    fn rewrap(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        wrapped: super::Wrapped,
+    ) -> Result<(), KeyStoreError> {
+        crate::reentry::host(|| self.0.rewrap(subject, generation, wrapped))
+    }
+    fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
+        crate::reentry::host(|| self.0.destroy(subject, at))
+    }
+    fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
+        crate::reentry::host(|| self.0.wrapped_under(kek_version))
+    }
+    fn note_pseudonym(
+        &self,
+        subject: SubjectId,
+        pseudonym: super::PseudonymRef,
+    ) -> Result<(), KeyStoreError> {
+        crate::reentry::host(|| self.0.note_pseudonym(subject, pseudonym))
+    }
+}
+
+impl<T: KeyProvider + ?Sized> KeyProvider for HostCalls<Box<T>> {
+    fn current_version(&self) -> u32 {
+        crate::reentry::host(|| self.0.current_version())
+    }
+    fn wrap(&self, data_key: &[u8; 32], context: &[u8]) -> Result<super::Wrapped, KeyError> {
+        crate::reentry::host(|| self.0.wrap(data_key, context))
+    }
+    fn unwrap(
+        &self,
+        wrapped: &super::Wrapped,
+        context: &[u8],
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, KeyError> {
+        crate::reentry::host(|| self.0.unwrap(wrapped, context))
+    }
+    fn retire(&self, version: u32) -> Result<(), KeyError> {
+        crate::reentry::host(|| self.0.retire(version))
     }
 }
 
@@ -775,7 +852,7 @@ mod tests {
             sealed_header(&v, s, now);
             v.erase(s, now).unwrap();
         }
-        let cache = v.lock();
+        let cache = v.lock().unwrap();
         assert!(cache.slots.map.len() <= 8);
         assert!(cache.slots.order.len() <= 64, "{}", cache.slots.order.len());
     }

@@ -1,0 +1,768 @@
+//! Regression tests for the holes a hostile review found, one test (or more)
+//! per finding. Each names the actor of the threat model it plays:
+//! A1 hostile host code (public API only, safe Rust), A2 the database
+//! operator, A3 a backup holder.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use privacy_pledge::audit::{
+    Action, AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, Checkpoint,
+    MemoryAuditLog, Outcome, TrailError,
+};
+use privacy_pledge::country::Country;
+use privacy_pledge::crypto::{KeyProvider, KeyStore, Keyring, MemoryKeyStore, SubjectKeys};
+use privacy_pledge::data::{EmailAddress, FullName};
+use privacy_pledge::purpose::{
+    Correspondence, Improvement, Newsletter, Promotion, PurposeId, Transaction,
+};
+use privacy_pledge::recipient::{Affiliate, Processor, Recipient, RegisteredRecipient, RoleId};
+use privacy_pledge::report::{StoredRecord, Withheld, SUBJECT_RECIPIENT};
+use privacy_pledge::time::{FixedClock, Timestamp};
+use privacy_pledge::transfer::{Mechanism, Transfer, TransferError};
+use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
+
+const DAY: u64 = 86_400;
+
+fn email<P: privacy_pledge::purpose::Purpose>(
+    subject: SubjectId,
+    text: &str,
+) -> PersonalInfo<EmailAddress, P> {
+    PersonalInfo::collect(subject, EmailAddress::parse(text).unwrap())
+}
+
+fn trail_and_head(c: &Custodian) -> (Vec<AuditEvent>, Checkpoint) {
+    let log = c.builtin_audit_log().unwrap();
+    (log.inner().events(), log.checkpoint())
+}
+
+fn c(code: &str) -> Country {
+    code.parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------
+// 1. Consent forged through `Consents::restore` (A1)
+
+/// A1 writes a `consent_granted` event by hand, chains it under a key it
+/// made up and tries to restore from it: the custodian verifies only under
+/// its own key, so the trail is refused and no proof can be minted.
+#[test]
+fn a1_forged_consent_trail_is_refused() {
+    let custodian = Custodian::in_memory();
+    let victim = SubjectId::random();
+    // A genuine event's JSON, from a throwaway custodian, turned into a grant.
+    let donor = Custodian::in_memory();
+    donor.consents().grant::<Promotion>(victim).unwrap();
+    let json = serde_json::to_string(&trail_and_head(&donor).0[0]).unwrap();
+    let mut forged: AuditEvent = serde_json::from_str(&json).unwrap();
+    // Chain it under a key the attacker chose.
+    let attacker_key = AuditKey::generate().unwrap();
+    let chain = ChainedAuditLog::in_memory(attacker_key);
+    chain.record(&forged).unwrap();
+    forged = chain.inner().events().remove(0);
+    let forged_head = chain.checkpoint();
+
+    assert!(matches!(
+        custodian.verify_trail(vec![forged], &forged_head),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+    assert!(custodian.consent_proof::<Promotion>(victim).is_err());
+}
+
+/// A restore needs an empty register, is itself recorded before it takes
+/// effect, and takes only a trail this custodian verified.
+#[test]
+fn a1_restore_is_audited_refuses_to_merge_and_is_bound_to_its_custodian() {
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let before = Custodian::builder()
+        .keyring(keyring.clone())
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    before.consents().grant::<Newsletter>(ada).unwrap();
+    let (events, head) = trail_and_head(&before);
+
+    // Into a register that holds state: refused.
+    let busy = Custodian::builder()
+        .keyring(keyring.clone())
+        .build()
+        .unwrap();
+    busy.consents()
+        .grant::<Promotion>(SubjectId::random())
+        .unwrap();
+    let trail = busy.verify_trail(events.clone(), &head).unwrap();
+    assert!(matches!(
+        busy.consents().restore(&trail),
+        Err(Error::RegisterNotEmpty)
+    ));
+
+    // A trail verified by one custodian cannot be restored into another.
+    let fresh = Custodian::builder()
+        .keyring(keyring.clone())
+        .build()
+        .unwrap();
+    assert!(matches!(
+        fresh.consents().restore(&trail),
+        Err(Error::Untrusted(TrailError::OtherCustodian))
+    ));
+
+    // The genuine restore is in the trail, recorded first.
+    let trail = fresh.verify_trail(events, &head).unwrap();
+    assert_eq!(fresh.consents().restore(&trail).unwrap(), 1);
+    assert!(fresh.consents().is_granted::<Newsletter>(ada));
+    let last = trail_and_head(&fresh).0.pop().unwrap();
+    assert_eq!(last.action(), Action::ConsentRestored);
+    assert_eq!(last.outcome(), Outcome::Allowed);
+
+    // A failing sink stops the restore: nothing is restored.
+    let failing = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(FailingSink)
+        .build()
+        .unwrap();
+    let (events, head) = trail_and_head(&before);
+    let trail = failing.verify_trail(events, &head).unwrap();
+    assert!(matches!(
+        failing.consents().restore(&trail),
+        Err(Error::Audit(_))
+    ));
+    assert!(!failing.consents().is_granted::<Newsletter>(ada));
+}
+
+struct FailingSink;
+impl AuditSink for FailingSink {
+    fn record(&self, _: &AuditEvent) -> Result<(), AuditError> {
+        Err(AuditError::new("disk full"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. A cut-short or replayed trail brings withdrawn consent back (A2)
+
+/// A2 drops the trailing `consent_withdrawn` (no key needed) or replays an
+/// earlier prefix: against the checkpoint kept outside the database, both
+/// fail to verify, so the withdrawn subscription stays withdrawn.
+#[test]
+fn a2_cut_or_rolled_back_trail_does_not_revive_a_withdrawal() {
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let before = Custodian::builder()
+        .keyring(keyring.clone())
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    before.consents().grant::<Newsletter>(ada).unwrap();
+    before.consents().withdraw::<Newsletter>(ada).unwrap();
+    let (events, head) = trail_and_head(&before);
+    let after = Custodian::builder()
+        .keyring(keyring.clone())
+        .build()
+        .unwrap();
+
+    let cut = events[..events.len() - 1].to_vec();
+    assert!(matches!(
+        after.verify_trail(cut, &head),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+    let replayed = vec![events[0].clone(), events[0].clone()];
+    assert!(after.verify_trail(replayed, &head).is_err());
+    assert!(!after.consents().is_granted::<Newsletter>(ada));
+
+    // A checkpoint that vouches for less than the trail: the tail could have
+    // been cut, so a restore refuses it.
+    let early = Checkpoint::new(events[0].seq(), events[0].chain().unwrap().mac);
+    let trail = after.verify_trail(events.clone(), &early).unwrap();
+    assert!(!trail.is_fully_vouched());
+    assert!(matches!(
+        after.consents().restore(&trail),
+        Err(Error::Untrusted(TrailError::UnvouchedTail {
+            after: 1,
+            head: 2
+        }))
+    ));
+
+    let trail = after.verify_trail(events, &head).unwrap();
+    after.consents().restore(&trail).unwrap();
+    assert!(!after.consents().is_granted::<Newsletter>(ada));
+}
+
+// ---------------------------------------------------------------------------
+// 3. Plaintext of any purpose through the report path (A1)
+
+/// Data held for Improvement appears in a report as held, never as its
+/// value; each value shown is a disclosure to the subject, recorded first.
+#[test]
+fn a1_report_shows_no_improvement_plaintext_and_records_the_disclosure() {
+    let custodian = Custodian::in_memory();
+    let ada = SubjectId::random();
+    let analysed: Sealed<EmailAddress, Improvement> = custodian
+        .seal(&email::<Improvement>(ada, "ada.hidden@example.com"))
+        .unwrap();
+    let held: Sealed<EmailAddress, Transaction> = custodian
+        .seal(&email::<Transaction>(ada, "ada@example.com"))
+        .unwrap();
+    let (events, head) = trail_and_head(&custodian);
+    let trail = custodian.verify_trail(events, &head).unwrap();
+    let records: Vec<&dyn StoredRecord> = vec![&analysed, &held];
+    let report = custodian.subject_report(ada, &records, &trail).unwrap();
+
+    assert_eq!(report.records()[0].withheld, Some(Withheld::NotShown));
+    assert!(report.records()[0].value.is_none());
+    assert_eq!(
+        report.records()[1].value.as_ref().unwrap().as_str(),
+        "ada@example.com"
+    );
+    let json = report.to_json().unwrap();
+    let letter = report.to_letter();
+    for text in [json.as_str(), letter.as_str()] {
+        assert!(
+            !text.contains("hidden"),
+            "Improvement plaintext in a report"
+        );
+    }
+
+    let events = trail_and_head(&custodian).0;
+    let to_subject: Vec<_> = events
+        .iter()
+        .filter(|e| e.action() == Action::Disclose)
+        .collect();
+    assert_eq!(to_subject.len(), 1, "one value shown, one disclosure");
+    let r = to_subject[0].recipient().unwrap();
+    assert_eq!((&*r.name, r.role), (SUBJECT_RECIPIENT, RoleId::DataSubject));
+    assert_eq!(to_subject[0].purpose(), Some(PurposeId::Transaction));
+    // And the disclosure to the subject is not listed as a disclosure to others.
+    assert!(report.disclosures().is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// 4. Erased data opens again from a key-store backup (A3)
+
+/// A3 keeps a copy of the key store from before an erasure and later gets
+/// the current keys. Once the key-encryption-key version in use at the
+/// erasure is rotated away and retired, the copy opens nothing.
+#[test]
+fn a3_key_store_backup_opens_nothing_once_the_version_is_retired() {
+    let store = Arc::new(MemoryKeyStore::new());
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let build = |k: Arc<Keyring>, s: Arc<MemoryKeyStore>| {
+        Custodian::builder()
+            .keyring(k)
+            .key_store(s)
+            .build()
+            .unwrap()
+    };
+    let custodian = build(keyring.clone(), store.clone());
+    let (gone, stays) = (SubjectId::random(), SubjectId::random());
+    let gone_row = custodian
+        .seal(&email::<Transaction>(gone, "gone@example.com"))
+        .unwrap();
+    let stays_row = custodian
+        .seal(&email::<Transaction>(stays, "stays@example.com"))
+        .unwrap();
+
+    // The backup: a copy of the key store taken before the erasure.
+    let backup = Arc::new(MemoryKeyStore::new());
+    for s in [gone, stays] {
+        if let SubjectKeys::Live(keys) = store.load(s).unwrap() {
+            for k in keys {
+                backup.insert(s, k).unwrap();
+            }
+        }
+    }
+
+    custodian.erase(gone).unwrap();
+    assert!(matches!(
+        custodian.open(&gone_row),
+        Err(Error::Erased { .. })
+    ));
+
+    // Before the rotation the backup still opens the erased subject: this is
+    // exactly the window the docs name.
+    let from_backup = build(
+        Arc::new(Keyring::import(&keyring.export()).unwrap()),
+        backup.clone(),
+    );
+    assert!(from_backup.open(&gone_row).is_ok());
+
+    // rotate → rewrap → retire.
+    let old = keyring.current_version();
+    keyring.rotate().unwrap();
+    custodian.rewrap_keys(old).unwrap();
+    custodian.retire_key_version(old).unwrap();
+    let saved = keyring.export(); // what the secret store keeps now
+
+    let from_backup = build(Arc::new(Keyring::import(&saved).unwrap()), backup);
+    assert!(matches!(
+        from_backup.open(&gone_row),
+        Err(Error::Key(privacy_pledge::crypto::KeyError::Retired { .. }))
+    ));
+    // The live store and current keys still open the subject that stays.
+    let live = build(Arc::new(Keyring::import(&saved).unwrap()), store);
+    assert!(live.open(&stays_row).is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// 5. Retention reset by open → seal (A1)
+
+/// A Correspondence envelope expires 730 days after collection; a copy
+/// opened and sealed again on day 700 expires on the same day, not later.
+#[test]
+fn a1_open_then_seal_keeps_the_collection_time() {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_600_000_000)));
+    let custodian = Custodian::builder().clock(clock.clone()).build().unwrap();
+    let ada = SubjectId::random();
+    let info: PersonalInfo<EmailAddress, Correspondence> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let first = custodian.seal(&info).unwrap();
+
+    clock.advance_seconds(700 * DAY);
+    let opened = custodian.open(&first).unwrap();
+    assert_eq!(opened.collected_at(), Some(first.collected_at()));
+    let resealed = custodian.seal(&opened).unwrap();
+    assert_eq!(resealed.collected_at(), first.collected_at());
+    // Nor can seal_at date it later than it carries.
+    assert!(matches!(
+        custodian.seal_at(
+            &opened,
+            Timestamp::from_unix_seconds(1_600_000_000 + 600 * DAY)
+        ),
+        Err(Error::CollectedLater { .. })
+    ));
+
+    clock.advance_seconds(100 * DAY);
+    for row in [&first, &resealed] {
+        assert!(matches!(custodian.open(row), Err(Error::Expired { .. })));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 6. A new grant reopens data that expired at withdrawal (A1)
+
+#[test]
+fn a1_a_new_grant_does_not_reopen_data_collected_before_the_withdrawal() {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_600_000_000)));
+    let custodian = Custodian::builder().clock(clock.clone()).build().unwrap();
+    let ada = SubjectId::random();
+    let held: PersonalInfo<EmailAddress, Transaction> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let proof = custodian.consent_proof::<Newsletter>(ada).unwrap();
+    let subscribed = custodian
+        .repurpose_with_consent(held.clone(), &proof)
+        .unwrap();
+    let old_row = custodian.seal(&subscribed).unwrap();
+    assert!(custodian.open(&old_row).is_ok());
+
+    clock.advance_seconds(DAY);
+    custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+    assert!(matches!(
+        custodian.open(&old_row),
+        Err(Error::Expired { .. })
+    ));
+
+    clock.advance_seconds(365 * DAY);
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    assert!(
+        matches!(custodian.open(&old_row), Err(Error::Expired { .. })),
+        "data collected before the withdrawal stays expired"
+    );
+    // A subscription under the new grant is new data, and opens.
+    let proof = custodian.consent_proof::<Newsletter>(ada).unwrap();
+    let again = custodian.repurpose_with_consent(held, &proof).unwrap();
+    let new_row = custodian.seal(&again).unwrap();
+    assert!(custodian.open(&new_row).is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// 7. The transfer's origin is trusted (A1)
+
+#[test]
+fn a1_a_transfer_starts_at_a_facility_and_eea_data_stays_eea_data() {
+    let custodian = Custodian::builder()
+        .facilities([c("DE"), c("US")])
+        .build()
+        .unwrap();
+    let info = email::<Transaction>(SubjectId::random(), "ada@example.com");
+    assert!(matches!(
+        custodian.transfer(&info, &Transfer::new(c("CN"), c("US"))),
+        Err(Error::Transfer(TransferError::OriginNotAFacility { .. }))
+    ));
+    // Held at the home facility in the EEA: US → US still needs a mechanism.
+    assert!(matches!(
+        custodian.transfer(&info, &Transfer::new(c("US"), c("US"))),
+        Err(Error::Transfer(TransferError::MechanismRequired { .. }))
+    ));
+    assert!(custodian
+        .transfer(
+            &info,
+            &Transfer::new(c("US"), c("US")).under(Mechanism::DataPrivacyFramework)
+        )
+        .is_ok());
+}
+
+// ---------------------------------------------------------------------------
+// 8. Pseudonyms of subscriber lists (A1); the compile-time half is in tests/ui
+
+#[test]
+fn a1_no_pseudonym_of_consent_based_data_after_a_withdrawal() {
+    let custodian = Custodian::in_memory();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let sub: PersonalInfo<EmailAddress, Newsletter> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    assert!(custodian.pseudonym(&sub).is_ok());
+    custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+    assert!(matches!(
+        custodian.pseudonym(&sub),
+        Err(Error::NoConsent { .. })
+    ));
+    let last = trail_and_head(&custodian).0.pop().unwrap();
+    assert_eq!(last.outcome(), Outcome::Denied, "the refusal is recorded");
+}
+
+// ---------------------------------------------------------------------------
+// 9. Roles are self-declared (A1)
+
+struct Named(&'static str);
+impl Recipient for Named {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        self.0
+    }
+}
+
+struct NamedAffiliate(&'static str);
+impl Recipient for NamedAffiliate {
+    type Role = Affiliate;
+    fn name(&self) -> &str {
+        self.0
+    }
+}
+
+#[test]
+fn a1_a_list_broker_posing_as_a_processor_is_refused_by_the_registry() {
+    let custodian = Custodian::builder()
+        .facilities([c("DE"), c("US")])
+        .recipients([
+            RegisteredRecipient::new::<Processor>("Postmark")
+                .processing_in([c("US")])
+                .under(Mechanism::DataPrivacyFramework),
+            RegisteredRecipient::new::<Processor>("EU help desk"),
+        ])
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let sub: PersonalInfo<EmailAddress, Newsletter> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let ran = AtomicUsize::new(0);
+    let f = |_: &EmailAddress| {
+        ran.fetch_add(1, Ordering::SeqCst);
+    };
+    assert!(matches!(
+        custodian.disclose(&sub, &Named("ListBroker Inc"), f),
+        Err(Error::UnregisteredRecipient { .. })
+    ));
+    // The registered name under the registered role, with its registered
+    // location and mechanism (the struct said nothing about either).
+    custodian.disclose(&sub, &Named("Postmark"), f).unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    // The same name in another role is not the registered recipient.
+    let t: PersonalInfo<EmailAddress, Transaction> = email(ada, "ada@example.com");
+    assert!(matches!(
+        custodian.disclose(&t, &NamedAffiliate("Postmark"), |_| ()),
+        Err(Error::UnregisteredRecipient { .. })
+    ));
+    let record = custodian.processing_record();
+    let names: Vec<&str> = record.recipients.iter().map(|r| r.name()).collect();
+    assert_eq!(names, ["Postmark", "EU help desk"]);
+    let json = record.to_json();
+    assert!(json.contains("\"Postmark\"") && json.contains("\"US\""));
+
+    // Without the registry, the host's word is taken (and audited).
+    let open = Custodian::in_memory();
+    open.consents().grant::<Newsletter>(ada).unwrap();
+    let sub: PersonalInfo<EmailAddress, Newsletter> = open
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    assert!(open.disclose(&sub, &Named("anyone"), |_| ()).is_ok());
+    assert!(open.processing_record().recipients.is_empty());
+}
+
+// ---------------------------------------------------------------------------
+// 10. Audit entries accept unauthenticated fields (A2)
+
+#[test]
+fn a2_unknown_fields_in_stored_entries_are_refused() {
+    let log = Arc::new(ChainedAuditLog::in_memory(AuditKey::generate().unwrap()));
+    let custodian = Custodian::builder().audit(log.clone()).build().unwrap();
+    struct Mailer;
+    impl Recipient for Mailer {
+        type Role = Processor;
+        fn name(&self) -> &str {
+            "mail delivery"
+        }
+    }
+    let info = email::<Transaction>(SubjectId::random(), "ada@example.com");
+    custodian.disclose(&info, &Mailer, |_| ()).unwrap();
+    let json = serde_json::to_string(&log.inner().events()[0]).unwrap();
+    assert!(serde_json::from_str::<AuditEvent>(&json).is_ok());
+    let injected = [
+        json.replacen('{', "{\"note\":\"ada@example.com\",", 1),
+        json.replace("\"chain\":{", "\"chain\":{\"note\":\"ada@example.com\","),
+        json.replace(
+            "\"recipient\":{",
+            "\"recipient\":{\"note\":\"ada@example.com\",",
+        ),
+    ];
+    for bad in injected {
+        assert_ne!(bad, json);
+        assert!(
+            serde_json::from_str::<AuditEvent>(&bad).is_err(),
+            "accepted {bad}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 12. subject_report trusts a trail it never verifies (A2)
+
+#[test]
+fn a2_a_report_reads_only_a_verified_trail() {
+    struct Mailer;
+    impl Recipient for Mailer {
+        type Role = Processor;
+        fn name(&self) -> &str {
+            "mail delivery"
+        }
+    }
+    let custodian = Custodian::in_memory();
+    let ada = SubjectId::random();
+    let info = email::<Transaction>(ada, "ada@example.com");
+    custodian.disclose(&info, &Mailer, |_| ()).unwrap();
+    let row = custodian.seal(&info).unwrap();
+    let (events, head) = trail_and_head(&custodian);
+
+    // Disclosures filtered out: the trail no longer verifies.
+    let filtered: Vec<_> = events
+        .iter()
+        .filter(|e| e.action() != Action::Disclose)
+        .cloned()
+        .collect();
+    assert!(custodian.verify_trail(filtered, &head).is_err());
+    // A forged erasure appended: does not verify either.
+    let mut forged = events.clone();
+    let json = serde_json::to_string(&events[0])
+        .unwrap()
+        .replace("\"disclose\"", "\"erase\"");
+    forged.push(serde_json::from_str(&json).unwrap());
+    assert!(custodian.verify_trail(forged, &head).is_err());
+
+    let trail = custodian.verify_trail(events, &head).unwrap();
+    let report = custodian.subject_report(ada, &[&row], &trail).unwrap();
+    assert_eq!(report.disclosures().len(), 1);
+    assert_eq!(report.erased_at(), None);
+    assert!(!report.to_letter().contains("We shared none"));
+}
+
+// ---------------------------------------------------------------------------
+// 13. A sink that calls back into the custodian deadlocks (A1)
+
+/// A sink that, while recording, reads consent and then tries a mutating call.
+struct Reentrant {
+    custodian: OnceLock<Arc<Custodian>>,
+    subject: SubjectId,
+    read: AtomicBool,
+    nested: Mutex<Option<String>>,
+    inner: MemoryAuditLog,
+}
+
+impl AuditSink for Reentrant {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        if let Some(c) = self.custodian.get() {
+            if event.action() == Action::ConsentGranted {
+                // Reading consent is allowed from inside a sink.
+                let _ = c.consents().is_granted::<Newsletter>(self.subject);
+                self.read.store(true, Ordering::SeqCst);
+                // A mutating call is refused, not deadlocked.
+                let r = c.consents().withdraw::<Promotion>(self.subject);
+                *self.nested.lock().unwrap() = Some(format!("{r:?}"));
+            }
+        }
+        self.inner.record(event)
+    }
+}
+
+#[test]
+fn a1_a_sink_calling_back_into_the_custodian_neither_deadlocks_nor_nests() {
+    let sink = Arc::new(Reentrant {
+        custodian: OnceLock::new(),
+        subject: SubjectId::random(),
+        read: AtomicBool::new(false),
+        nested: Mutex::new(None),
+        inner: MemoryAuditLog::new(),
+    });
+    let custodian = Arc::new(Custodian::builder().audit(sink.clone()).build().unwrap());
+    let _ = sink.custodian.set(custodian.clone());
+    let subject = sink.subject;
+    // Runs on another thread so that a deadlock fails the test instead of
+    // hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c2 = custodian.clone();
+    std::thread::spawn(move || {
+        let _ = tx.send(c2.consents().grant::<Newsletter>(subject).is_ok());
+    });
+    let granted = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("grant deadlocked");
+    assert!(granted);
+    assert!(sink.read.load(Ordering::SeqCst));
+    assert_eq!(
+        sink.nested.lock().unwrap().as_deref(),
+        Some("Err(Reentrant)")
+    );
+    assert!(custodian.consents().is_granted::<Newsletter>(subject));
+    // Only the outer grant was recorded.
+    assert_eq!(sink.inner.len(), 1);
+    // Outside the sink, everything works as before.
+    custodian
+        .consents()
+        .withdraw::<Newsletter>(subject)
+        .unwrap();
+}
+
+/// A key store that seals through the custodian from inside `load`.
+struct ReentrantStore {
+    inner: MemoryKeyStore,
+    custodian: OnceLock<Arc<Custodian>>,
+    nested: Mutex<Vec<String>>,
+}
+
+impl KeyStore for ReentrantStore {
+    fn load(
+        &self,
+        subject: SubjectId,
+    ) -> Result<SubjectKeys, privacy_pledge::crypto::KeyStoreError> {
+        if let Some(c) = self.custodian.get() {
+            let r = c.seal(&email::<Transaction>(subject, "x@example.com"));
+            self.nested
+                .lock()
+                .unwrap()
+                .push(format!("{:?}", r.map(|_| ())));
+        }
+        self.inner.load(subject)
+    }
+    fn insert(
+        &self,
+        s: SubjectId,
+        k: privacy_pledge::crypto::StoredKey,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.inner.insert(s, k)
+    }
+    fn reserve(
+        &self,
+        s: SubjectId,
+        g: u32,
+        n: u64,
+    ) -> Result<u64, privacy_pledge::crypto::KeyStoreError> {
+        self.inner.reserve(s, g, n)
+    }
+    fn rewrap(
+        &self,
+        s: SubjectId,
+        g: u32,
+        w: privacy_pledge::crypto::Wrapped,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.inner.rewrap(s, g, w)
+    }
+    fn destroy(
+        &self,
+        s: SubjectId,
+        at: Timestamp,
+    ) -> Result<privacy_pledge::crypto::Destroyed, privacy_pledge::crypto::KeyStoreError> {
+        self.inner.destroy(s, at)
+    }
+    fn wrapped_under(
+        &self,
+        v: u32,
+    ) -> Result<Vec<(SubjectId, u32)>, privacy_pledge::crypto::KeyStoreError> {
+        self.inner.wrapped_under(v)
+    }
+}
+
+#[test]
+fn a1_a_key_store_calling_back_into_the_custodian_is_refused_not_deadlocked() {
+    let store = Arc::new(ReentrantStore {
+        inner: MemoryKeyStore::new(),
+        custodian: OnceLock::new(),
+        nested: Mutex::new(Vec::new()),
+    });
+    let custodian = Arc::new(
+        Custodian::builder()
+            .key_store(store.clone())
+            .build()
+            .unwrap(),
+    );
+    let _ = store.custodian.set(custodian.clone());
+    let (tx, rx) = std::sync::mpsc::channel();
+    let c2 = custodian.clone();
+    std::thread::spawn(move || {
+        let ada = SubjectId::random();
+        let _ = tx.send(
+            c2.seal(&email::<Transaction>(ada, "ada@example.com"))
+                .is_ok(),
+        );
+    });
+    let sealed = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("seal deadlocked");
+    assert!(sealed);
+    let nested = store.nested.lock().unwrap();
+    assert!(!nested.is_empty());
+    assert!(nested.iter().all(|r| r == "Err(Reentrant)"), "{nested:?}");
+}
+
+// ---------------------------------------------------------------------------
+// 14. A failed `record_batch` moves the chain head (A1)
+
+#[test]
+fn a1_a_failed_batch_leaves_the_chain_head_where_it_was() {
+    let start = Checkpoint::new(u64::MAX - 1, [3; 32]);
+    let log = ChainedAuditLog::resume(AuditKey::generate().unwrap(), MemoryAuditLog::new(), start);
+    let custodian = Custodian::in_memory();
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+    let e = trail_and_head(&custodian).0.remove(0);
+    assert!(log.record_batch(&[e.clone(), e.clone()]).is_err());
+    assert_eq!(log.checkpoint(), start, "the head moved on a failed batch");
+    assert_eq!(log.inner().len(), 0);
+    // The last sequence number is still there for a single event.
+    log.record(&e).unwrap();
+    assert_eq!(log.checkpoint().seq(), u64::MAX);
+}
+
+// ---------------------------------------------------------------------------
+// Names compare and pseudonymise after Unicode normalisation
+
+#[test]
+fn names_normalise_before_comparing_and_pseudonymising() {
+    let custodian = Custodian::in_memory();
+    let ada = SubjectId::random();
+    let composed = FullName::parse("Zo\u{00eb} Stra\u{00df}e").unwrap();
+    let decomposed = FullName::parse("Zoe\u{0308} STRASSE").unwrap();
+    assert_eq!(composed, decomposed);
+    let a: PersonalInfo<FullName, Transaction> = PersonalInfo::collect(ada, composed);
+    let b: PersonalInfo<FullName, Transaction> = PersonalInfo::collect(ada, decomposed);
+    assert_eq!(
+        custodian.pseudonym(&a).unwrap(),
+        custodian.pseudonym(&b).unwrap()
+    );
+    assert!(FullName::parse("Ada\u{200b}Lovelace").is_err());
+    let _ = a.kind();
+    let _ = FullName::parse("x").unwrap().expose_secret().len();
+}
