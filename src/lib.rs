@@ -110,6 +110,7 @@
 //! - [`transfer`], [`country`]: where data may go; [`retention`]: how long
 //!   it stays; [`report`]: a subject's own view; [`time`]: clocks.
 //! - [`policy`]: the rule table as data.
+//! - [`store`]: stores on real databases, behind cargo features (`sqlite`).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -130,6 +131,7 @@ pub mod recipient;
 mod reentry;
 pub mod report;
 pub mod retention;
+pub mod store;
 pub mod subject;
 pub mod time;
 pub mod transfer;

@@ -927,6 +927,12 @@ fn sqlite_key_store_survives_restart_rotation_and_erasure() {
 // ---------------------------------------------------------------------------
 // Restarts read the trail only against the checkpoint kept outside the database
 
+/// Runs one statement on the database file, as its operator (A2) would.
+fn operator_runs(path: &std::path::Path, sql: &str) {
+    let db = Db::open(path).unwrap();
+    db.with(|c| c.execute(sql, [])).unwrap();
+}
+
 /// A2 deletes rows of `audit_log` (the withdrawal, or just the last row), or
 /// puts back an old copy of the database, while the shop is down: the
 /// restart refuses, so a withdrawn subscription never comes back.
@@ -960,28 +966,18 @@ fn a2_restart_refuses_a_trail_cut_or_rolled_back_behind_its_checkpoint() {
     std::fs::copy(&path, &intact).unwrap();
 
     // The withdrawal row deleted.
-    let db = Db::open(&path).unwrap();
-    db.with(|c| {
-        c.execute(
-            "DELETE FROM audit_log WHERE action = 'consent_withdrawn'",
-            [],
-        )
-    })
-    .unwrap();
-    drop(db);
+    operator_runs(
+        &path,
+        "DELETE FROM audit_log WHERE action = 'consent_withdrawn'",
+    );
     assert!(open().is_err(), "a trail without its withdrawal restored");
 
     // Only the last row deleted.
     std::fs::copy(&intact, &path).unwrap();
-    let db = Db::open(&path).unwrap();
-    db.with(|c| {
-        c.execute(
-            "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
-            [],
-        )
-    })
-    .unwrap();
-    drop(db);
+    operator_runs(
+        &path,
+        "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
+    );
     assert!(open().is_err(), "a trail cut short restored");
 
     // The old copy put back (a rolled-back database).
@@ -1055,15 +1051,10 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     assert!(text.contains("matches the trusted checkpoint"), "{text}");
 
     // Cut from the end: caught by the checkpoint file outside the database…
-    let db = Db::open(&path).unwrap();
-    db.with(|c| {
-        c.execute(
-            "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
-            [],
-        )
-    })
-    .unwrap();
-    drop(db);
+    operator_runs(
+        &path,
+        "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
+    );
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("truncated"), "{text}");
@@ -1074,15 +1065,11 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     assert!(text.contains("cannot check truncation"), "{text}");
 
     // Emptied, then dropped: failures, and the table is not re-created.
-    let db = Db::open(&path).unwrap();
-    db.with(|c| c.execute("DELETE FROM audit_log", [])).unwrap();
-    drop(db);
+    operator_runs(&path, "DELETE FROM audit_log");
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("empty"), "{text}");
-    let db = Db::open(&path).unwrap();
-    db.with(|c| c.execute("DROP TABLE audit_log", [])).unwrap();
-    drop(db);
+    operator_runs(&path, "DROP TABLE audit_log");
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no audit_log table"), "{text}");

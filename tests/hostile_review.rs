@@ -36,6 +36,14 @@ fn trail_and_head(c: &Custodian) -> (Vec<AuditEvent>, Checkpoint) {
     (log.inner().events(), log.checkpoint())
 }
 
+/// A custodian on `keyring` with its own in-memory trail (one process).
+fn on(keyring: &Arc<Keyring>) -> Custodian {
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .build()
+        .unwrap()
+}
+
 fn c(code: &str) -> Country {
     code.parse().unwrap()
 }
@@ -74,19 +82,13 @@ fn a1_forged_consent_trail_is_refused() {
 #[test]
 fn a1_restore_is_audited_refuses_to_merge_and_is_bound_to_its_custodian() {
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let before = Custodian::builder()
-        .keyring(keyring.clone())
-        .build()
-        .unwrap();
+    let before = on(&keyring);
     let ada = SubjectId::random();
     before.consents().grant::<Newsletter>(ada).unwrap();
     let (events, head) = trail_and_head(&before);
 
     // Into a register that holds state: refused.
-    let busy = Custodian::builder()
-        .keyring(keyring.clone())
-        .build()
-        .unwrap();
+    let busy = on(&keyring);
     busy.consents()
         .grant::<Promotion>(SubjectId::random())
         .unwrap();
@@ -97,10 +99,7 @@ fn a1_restore_is_audited_refuses_to_merge_and_is_bound_to_its_custodian() {
     ));
 
     // A trail verified by one custodian cannot be restored into another.
-    let fresh = Custodian::builder()
-        .keyring(keyring.clone())
-        .build()
-        .unwrap();
+    let fresh = on(&keyring);
     assert!(matches!(
         fresh.consents().restore(&trail),
         Err(Error::Untrusted(TrailError::OtherCustodian))
@@ -145,18 +144,12 @@ impl AuditSink for FailingSink {
 #[test]
 fn a2_cut_or_rolled_back_trail_does_not_revive_a_withdrawal() {
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let before = Custodian::builder()
-        .keyring(keyring.clone())
-        .build()
-        .unwrap();
+    let before = on(&keyring);
     let ada = SubjectId::random();
     before.consents().grant::<Newsletter>(ada).unwrap();
     before.consents().withdraw::<Newsletter>(ada).unwrap();
     let (events, head) = trail_and_head(&before);
-    let after = Custodian::builder()
-        .keyring(keyring.clone())
-        .build()
-        .unwrap();
+    let after = on(&keyring);
 
     let cut = events[..events.len() - 1].to_vec();
     assert!(matches!(

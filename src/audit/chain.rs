@@ -8,7 +8,8 @@ use secrecy::{ExposeSecret, SecretBox};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::event::{CANONICAL_FIXED_LEN, SCHEMA_VERSION};
+use super::event::{CANONICAL_MAX_LEN, SCHEMA_VERSION};
+use super::stream::{StreamId, STREAMED_SCHEMA_VERSION};
 use super::{AuditError, AuditEvent, AuditSink, ChainLink, MemoryAuditLog};
 
 /// The key that authenticates the audit chain (HMAC-SHA-256).
@@ -68,11 +69,12 @@ impl AuditKey {
     fn mac(&self, prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
         // The previous MAC and the fixed part of the encoding go in as one
         // contiguous block; only a recipient name needs a second update.
-        let mut head = [0u8; 32 + CANONICAL_FIXED_LEN];
+        let mut head = [0u8; 32 + CANONICAL_MAX_LEN];
         head[..32].copy_from_slice(prev);
-        head[32..].copy_from_slice(&event.canonical_fixed());
+        let (fixed, len) = event.canonical_fixed();
+        head[32..32 + len].copy_from_slice(&fixed[..len]);
         let mut inner = self.inner.clone();
-        inner.update(&head);
+        inner.update(&head[..32 + len]);
         let name = event.canonical_name();
         if !name.is_empty() {
             inner.update(name);
@@ -205,6 +207,7 @@ struct ChainState {
 /// ```
 pub struct ChainedAuditLog<S = MemoryAuditLog> {
     key: AuditKey,
+    stream: Option<StreamId>,
     state: Mutex<ChainState>,
     inner: S,
 }
@@ -227,9 +230,37 @@ impl<S: AuditSink> ChainedAuditLog<S> {
     pub fn resume(key: AuditKey, inner: S, head: Checkpoint) -> Self {
         ChainedAuditLog {
             key,
+            stream: None,
             state: Mutex::new(ChainState { head }),
             inner,
         }
+    }
+
+    /// A new chain in a fresh stream of its own (a random [`StreamId`]):
+    /// for one writer among many appending to the same storage. Its entries
+    /// are schema version 2 and their MACs cover the stream id.
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random generator fails.
+    pub fn new_stream(key: AuditKey, inner: S) -> Self {
+        let stream = StreamId::random().expect("the operating system's random generator failed");
+        Self::resume_stream(key, inner, stream, Checkpoint::GENESIS)
+    }
+
+    /// Continues stream `stream` from `head`.
+    pub fn resume_stream(key: AuditKey, inner: S, stream: StreamId, head: Checkpoint) -> Self {
+        ChainedAuditLog {
+            key,
+            stream: Some(stream),
+            state: Mutex::new(ChainState { head }),
+            inner,
+        }
+    }
+
+    /// The stream this log writes, if it is a streamed log.
+    pub fn stream(&self) -> Option<StreamId> {
+        self.stream
     }
 
     fn lock(&self) -> MutexGuard<'_, ChainState> {
@@ -249,12 +280,7 @@ impl<S: AuditSink> ChainedAuditLog<S> {
     }
 
     fn link(&self, state: &ChainState, event: &AuditEvent, seq: u64) -> AuditEvent {
-        let mut e = event.clone();
-        e.seq = seq;
-        let prev = state.head.head;
-        let mac = self.key.mac(&prev, &e);
-        e.chain = Some(ChainLink { prev, mac });
-        e
+        link(&self.key, self.stream, &state.head, event, seq)
     }
 }
 
@@ -302,6 +328,27 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
     }
 }
 
+/// `event` chained after `head` as entry `seq` (of `stream`, if any): the
+/// one place entries get their sequence number, version, stream and MAC.
+pub(crate) fn link(
+    key: &AuditKey,
+    stream: Option<StreamId>,
+    head: &Checkpoint,
+    event: &AuditEvent,
+    seq: u64,
+) -> AuditEvent {
+    let mut e = event.clone();
+    e.seq = seq;
+    if let Some(stream) = stream {
+        e.v = STREAMED_SCHEMA_VERSION;
+        e.stream = Some(stream);
+    }
+    let prev = head.head;
+    let mac = key.mac(&prev, &e);
+    e.chain = Some(ChainLink { prev, mac });
+    e
+}
+
 impl<S> fmt::Debug for ChainedAuditLog<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChainedAuditLog").finish_non_exhaustive()
@@ -326,7 +373,8 @@ pub enum Tamper {
     Replayed,
     /// The entry's MAC is valid but it links to a different predecessor.
     BadLink,
-    /// The entry has no chain fields, or an unknown schema version.
+    /// The entry has no chain fields, or an unknown schema version (or a
+    /// version that does not match whether it names a stream).
     NotChained,
     /// Entries the trusted checkpoint vouches for are missing from the end.
     Truncated,
@@ -376,9 +424,17 @@ pub fn verify(
     trusted: Option<&Checkpoint>,
 ) -> Result<Checkpoint, VerifyError> {
     let mut head = Checkpoint::GENESIS;
+    // Version 1 is the single-chain form; version 2 names its stream, which
+    // the MAC covers. One list is one chain: one stream throughout.
+    let stream = entries.first().and_then(AuditEvent::stream);
+    let well_formed = |e: &AuditEvent| match e.v {
+        SCHEMA_VERSION => e.stream.is_none(),
+        STREAMED_SCHEMA_VERSION => e.stream.is_some(),
+        _ => false,
+    };
     let mac_ok = |e: &AuditEvent| -> bool {
         let Some(link) = e.chain else { return false };
-        if e.v != SCHEMA_VERSION {
+        if !well_formed(e) {
             return false;
         }
         crate::ct::eq(&key.mac(&link.prev, e), &link.mac)
@@ -393,8 +449,11 @@ pub fn verify(
         let Some(link) = e.chain else {
             return Err(fail(Tamper::NotChained));
         };
-        if e.v != SCHEMA_VERSION {
+        if !well_formed(e) {
             return Err(fail(Tamper::NotChained));
+        }
+        if e.stream != stream {
+            return Err(fail(Tamper::Inserted));
         }
         if !mac_ok(e) {
             // Does the chain go on correctly after this entry? Then it was put in.

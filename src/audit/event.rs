@@ -123,6 +123,7 @@ pub struct ChainLink {
 /// | `rule` | the rule that allowed or denied it |
 /// | `recipient` | for `disclose`: name and role |
 /// | `country`, `mechanism` | for `transfer`: destination and legal mechanism |
+/// | `stream` | version 2: the writer's stream (see [`StreamId`](super::StreamId)) |
 /// | `chain` | `prev` and `mac` when written through a chained log |
 ///
 /// Deserializing refuses unknown fields: the authenticated bytes are the only
@@ -151,6 +152,8 @@ pub struct AuditEvent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) mechanism: Option<Mechanism>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) stream: Option<super::StreamId>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) chain: Option<ChainLink>,
 }
 
@@ -170,6 +173,7 @@ impl AuditEvent {
             recipient: None,
             country: None,
             mechanism: None,
+            stream: None,
             chain: None,
         }
     }
@@ -242,6 +246,10 @@ impl AuditEvent {
     pub fn chain(&self) -> Option<&ChainLink> {
         self.chain.as_ref()
     }
+    /// The stream the event was chained in (version 2), if any.
+    pub fn stream(&self) -> Option<super::StreamId> {
+        self.stream
+    }
 
     /// The fixed-size part of the canonical encoding that chain MACs
     /// cover; the recipient name ([`canonical_name`](Self::canonical_name))
@@ -250,13 +258,15 @@ impl AuditEvent {
     /// Layout: `v` (1) `seq` (8, BE) `time` (8, BE) `subject` (16) `kind`
     /// (1, 0 = none) `purpose` (1) `target_purpose` (1) `action` (1)
     /// `outcome` (1) `rule` (1) `role` (1, 0 = none) `country` (2, zero =
-    /// none) `mechanism` (1) `name length` (4, BE), then `name` (UTF-8).
+    /// none) `mechanism` (1) `name length` (4, BE), then for version 2 the
+    /// `stream` id (16), then `name` (UTF-8). Returns the buffer and how much
+    /// of it is used (47 bytes for version 1, 63 for version 2).
     ///
     /// A fixed array rather than a growing buffer: the chain computes this
     /// for every event, and verification for every entry.
-    pub(crate) fn canonical_fixed(&self) -> [u8; CANONICAL_FIXED_LEN] {
+    pub(crate) fn canonical_fixed(&self) -> ([u8; CANONICAL_MAX_LEN], usize) {
         let name = self.canonical_name();
-        let mut out = [0u8; CANONICAL_FIXED_LEN];
+        let mut out = [0u8; CANONICAL_MAX_LEN];
         out[0] = self.v;
         out[1..9].copy_from_slice(&self.seq.to_be_bytes());
         out[9..17].copy_from_slice(&self.time.unix_nanos().to_be_bytes());
@@ -274,7 +284,13 @@ impl AuditEvent {
         }
         out[42] = self.mechanism.map_or(0, Mechanism::code);
         out[43..47].copy_from_slice(&(name.len() as u32).to_be_bytes());
-        out
+        match self.stream {
+            Some(stream) => {
+                out[47..63].copy_from_slice(stream.as_bytes());
+                (out, CANONICAL_MAX_LEN)
+            }
+            None => (out, CANONICAL_FIXED_LEN),
+        }
     }
 
     /// The variable-size tail of the canonical encoding: the recipient name.
@@ -285,13 +301,16 @@ impl AuditEvent {
     /// Appends the whole canonical encoding (fixed part, then the name).
     #[cfg(test)]
     pub(crate) fn encode_canonical(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.canonical_fixed());
+        let (fixed, len) = self.canonical_fixed();
+        out.extend_from_slice(&fixed[..len]);
         out.extend_from_slice(self.canonical_name());
     }
 }
 
-/// Length of the fixed part of an event's canonical encoding.
+/// Length of the fixed part of a version-1 event's canonical encoding.
 pub(crate) const CANONICAL_FIXED_LEN: usize = 47;
+/// Length of the fixed part of a version-2 (streamed) event's encoding.
+pub(crate) const CANONICAL_MAX_LEN: usize = CANONICAL_FIXED_LEN + 16;
 
 pub(crate) mod hex32 {
     use serde::{Deserialize, Deserializer, Serializer};

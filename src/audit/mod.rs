@@ -29,10 +29,11 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-mod chain;
+pub(crate) mod chain;
 pub(crate) mod event;
 mod jsonl;
 mod sink;
+mod stream;
 mod trail;
 
 pub use chain::{
@@ -41,4 +42,7 @@ pub use chain::{
 pub use event::{Action, AuditEvent, ChainLink, Outcome, RecipientRef, SCHEMA_VERSION};
 pub use jsonl::{read_jsonl, FlushPolicy, JsonLinesSink, JsonlError, MAX_LINE_BYTES};
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
+pub use stream::{
+    verify_streams, InvalidStreamId, StreamId, StreamReport, STREAMED_SCHEMA_VERSION,
+};
 pub use trail::{TrailError, VerifiedTrail};

@@ -1,0 +1,114 @@
+//! Durable audited use on SQLite (`synchronous = FULL`): group commit
+//! against one commit per event, with 1, 8 and 64 threads, in one run.
+//!
+//! `cargo bench --bench durable -- --warm-up-time 1 --measurement-time 5`
+//!
+//! Each sample runs `threads` threads that together make `EVENTS` audited
+//! `access` calls on one custodian; throughput is in events per second.
+//! "per_event" is the same custodian over a sink that commits every event
+//! in its own transaction behind a `ChainedAuditLog` (what a host writes
+//! by hand); "group" is `SqliteStore::audit_sink`.
+
+mod common;
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use privacy_pledge::audit::{AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog};
+use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
+use privacy_pledge::Custodian;
+
+const EVENTS: usize = 512;
+
+/// One commit per event: the baseline.
+struct PerEvent(SqliteStore);
+
+impl AuditSink for PerEvent {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let json = serde_json::to_string(event).map_err(|_| AuditError::new("encode"))?;
+        self.0
+            .with_connection(|c| {
+                c.execute(
+                    "INSERT INTO bench_per_event (event) VALUES (?1)",
+                    rusqlite::params![json],
+                )
+            })
+            .map(|_| ())
+            .map_err(|e| AuditError::new(e.to_string()))
+    }
+}
+
+fn db_path(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "privacy-pledge-bench-{name}-{}.sqlite",
+        std::process::id()
+    ))
+}
+
+fn run(custodian: &Arc<Custodian>, threads: usize) -> Duration {
+    let start = Instant::now();
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let c = custodian.clone();
+            std::thread::spawn(move || {
+                let info = common::email();
+                for _ in 0..EVENTS / threads {
+                    black_box(c.access(&info, |e| e.domain().len()).unwrap());
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    start.elapsed()
+}
+
+fn durable(c: &mut Criterion) {
+    let path = db_path("durable");
+    let _ = std::fs::remove_file(&path);
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .with_connection(|c| {
+            c.execute_batch("CREATE TABLE IF NOT EXISTS bench_per_event (id INTEGER PRIMARY KEY, event TEXT NOT NULL)")
+        })
+        .unwrap();
+    let key = AuditKey::generate().unwrap();
+    let group = Arc::new(
+        Custodian::builder()
+            .audit(store.audit_sink(key.clone()).unwrap())
+            .build()
+            .unwrap(),
+    );
+    let per_event = Arc::new(
+        Custodian::builder()
+            .audit(ChainedAuditLog::new(key, PerEvent(store.clone())))
+            .build()
+            .unwrap(),
+    );
+
+    let mut g = c.benchmark_group("durable_access");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    for threads in [1, 8, 64] {
+        g.bench_function(format!("per_event_{threads}_threads"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(&per_event, threads)).sum())
+        });
+        g.bench_function(format!("group_{threads}_threads"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(&group, threads)).sum())
+        });
+    }
+    g.finish();
+    drop(store);
+    for suffix in ["", "-wal", "-shm"] {
+        let mut p = path.clone().into_os_string();
+        p.push(suffix);
+        let _ = std::fs::remove_file(p);
+    }
+}
+
+criterion_group!(benches, durable);
+criterion_main!(benches);

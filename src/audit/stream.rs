@@ -1,0 +1,184 @@
+//! Audit streams: one chain per writer, so that many processes append to one
+//! database without a lock across them and without forking a chain.
+//!
+//! Every writer — a custodian's durable sink in one process, from one start
+//! — chains its events in its own stream, named by a random [`StreamId`].
+//! Chained events of a stream carry schema version
+//! [`STREAMED_SCHEMA_VERSION`], and the stream id is part of what each
+//! entry's MAC covers, so an entry cannot be moved from one stream to another.
+//! [`verify_streams`] checks a whole trail stream by stream.
+//!
+//! ```
+//! use privacy_pledge::audit::{verify_streams, AuditKey, AuditSink, ChainedAuditLog, StreamId};
+//! use privacy_pledge::{Custodian, SubjectId};
+//! use privacy_pledge::purpose::Newsletter;
+//! use std::sync::Arc;
+//!
+//! let key = AuditKey::generate()?;
+//! // Two writers (two processes, say) appending to the same storage.
+//! let a = Arc::new(ChainedAuditLog::new_stream(key.clone(), privacy_pledge::audit::MemoryAuditLog::new()));
+//! let b = Arc::new(ChainedAuditLog::new_stream(key.clone(), privacy_pledge::audit::MemoryAuditLog::new()));
+//! for log in [&a, &b] {
+//!     let c = Custodian::builder().audit(log.clone()).build()?;
+//!     c.consents().grant::<Newsletter>(SubjectId::random())?;
+//! }
+//! let mut trail = a.inner().events();
+//! trail.extend(b.inner().events());
+//! let heads = [(a.stream().unwrap(), a.checkpoint()), (b.stream().unwrap(), b.checkpoint())];
+//! let reports = verify_streams(&trail, &key, &heads);
+//! assert_eq!(reports.len(), 2);
+//! assert!(reports.iter().all(|r| r.result.is_ok()));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use core::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::{verify, AuditEvent, AuditKey, Checkpoint, Tamper, VerifyError};
+
+/// The schema version of events chained in a stream (the stream id is part
+/// of the MAC). Version 1 ([`SCHEMA_VERSION`](super::SCHEMA_VERSION)) is the
+/// single-chain form, which still verifies.
+pub const STREAMED_SCHEMA_VERSION: u8 = 2;
+
+/// The name of one writer's chain: 16 random bytes, shown as 32 lowercase
+/// hex digits.
+///
+/// ```
+/// use privacy_pledge::audit::StreamId;
+/// let id = StreamId::random()?;
+/// assert_eq!(id.to_string().parse::<StreamId>()?, id);
+/// assert!("not hex".parse::<StreamId>().is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StreamId([u8; 16]);
+
+impl StreamId {
+    /// A fresh random stream id.
+    pub fn random() -> Result<Self, crate::Error> {
+        Ok(StreamId(crate::crypto::random_array::<16>()?))
+    }
+
+    /// The id from its bytes.
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        StreamId(bytes)
+    }
+
+    /// The id's bytes.
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "StreamId({self})")
+    }
+}
+
+/// The text is not a stream id (32 lowercase hex digits).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("not a stream id: expected 32 lowercase hex digits")]
+pub struct InvalidStreamId;
+
+impl core::str::FromStr for StreamId {
+    type Err = InvalidStreamId;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        crate::subject::decode_hex::<16>(s)
+            .map(StreamId)
+            .ok_or(InvalidStreamId)
+    }
+}
+
+impl Serialize for StreamId {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for StreamId {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What [`verify_streams`] found for one stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamReport {
+    /// The stream (`None` for unstreamed, version-1 entries).
+    pub stream: Option<StreamId>,
+    /// How many entries of the trail belong to it.
+    pub entries: usize,
+    /// Its head, or the first bad entry. A bad entry's
+    /// [`index`](VerifyError::index) is its position in the whole trail
+    /// given (the trail's length for entries missing from the end).
+    pub result: Result<Checkpoint, VerifyError>,
+}
+
+/// Verifies a trail of many streams, stream by stream, in the order each
+/// stream first appears (entries of one stream must stand in chain order;
+/// streams may interleave).
+///
+/// With a trusted head per stream (`trusted`, e.g. from signed checkpoints
+/// kept outside the database) it also reports a stream cut short or rolled
+/// back, and a stream that is missing altogether (a report with no entries
+/// and [`Tamper::Truncated`]). A stream with no trusted head is checked for
+/// edits, deletions, insertions, reordering and replays only.
+pub fn verify_streams(
+    entries: &[AuditEvent],
+    key: &AuditKey,
+    trusted: &[(StreamId, Checkpoint)],
+) -> Vec<StreamReport> {
+    // Group by stream, keeping first-appearance order and original indices.
+    let mut order: Vec<Option<StreamId>> = Vec::new();
+    let mut groups: std::collections::HashMap<Option<StreamId>, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (i, e) in entries.iter().enumerate() {
+        let s = e.stream();
+        groups
+            .entry(s)
+            .or_insert_with(|| {
+                order.push(s);
+                Vec::new()
+            })
+            .push(i);
+    }
+    let mut reports = Vec::with_capacity(order.len() + trusted.len());
+    for s in &order {
+        let idx = &groups[s];
+        let chain: Vec<AuditEvent> = idx.iter().map(|&i| entries[i].clone()).collect();
+        let head = s.and_then(|s| trusted.iter().find(|(t, _)| *t == s).map(|(_, c)| c));
+        let result = verify(&chain, key, head).map_err(|mut e| {
+            e.index = idx.get(e.index).copied().unwrap_or(entries.len());
+            e
+        });
+        reports.push(StreamReport {
+            stream: *s,
+            entries: idx.len(),
+            result,
+        });
+    }
+    for (s, c) in trusted {
+        if !groups.contains_key(&Some(*s)) && c.seq() > 0 {
+            reports.push(StreamReport {
+                stream: Some(*s),
+                entries: 0,
+                result: Err(VerifyError {
+                    index: entries.len(),
+                    expected_seq: 1,
+                    reason: Tamper::Truncated,
+                }),
+            });
+        }
+    }
+    reports
+}

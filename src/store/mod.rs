@@ -1,0 +1,65 @@
+//! Stores on real databases, behind cargo features: the audit sink, the key
+//! store and their tables, so a host keeps no storage glue of its own.
+//!
+//! | feature | module | database |
+//! |---|---|---|
+//! | `sqlite` | [`sqlite`](crate::store) (`store::sqlite`) | SQLite through `rusqlite`, built from source (`bundled`) |
+//!
+//! A dependent that enables no feature pulls in no database. The core never
+//! imports this module; a store only implements the core's traits
+//! ([`AuditSink`](crate::audit::AuditSink), [`KeyStore`](crate::crypto::KeyStore)).
+//!
+//! Every store writes its tables (prefixed `pp_`) through versioned
+//! migrations, so it can share a database — and a connection — with the
+//! host's own tables, and several processes of one service can open the same
+//! database at once: each audit sink writes its own
+//! [stream](crate::audit::StreamId), so no lock spans processes and no chain
+//! forks, and concurrent `record` calls of one process share one commit
+//! (group commit).
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use privacy_pledge::store::sqlite::SqliteStore;
+//! use privacy_pledge::{Custodian, SubjectId};
+//! use privacy_pledge::crypto::Keyring;
+//! use privacy_pledge::purpose::Newsletter;
+//! use std::sync::Arc;
+//!
+//! let keyring = Arc::new(Keyring::generate()?);
+//! let store = SqliteStore::open_in_memory()?;
+//! let custodian = Custodian::builder()
+//!     .keyring(keyring.clone())
+//!     .key_store(store.key_store())
+//!     .audit(store.audit_sink(keyring.audit_key())?)
+//!     .build()?;
+//! custodian.consents().grant::<Newsletter>(SubjectId::random())?;
+//! assert_eq!(store.trail()?.len(), 1);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
+
+/// A store could not be opened, migrated or read.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (the message names tables and constraints,
+    /// never values: no personal value reaches a store in plaintext).
+    #[error("store: the database failed: {0}")]
+    Database(String),
+    /// The database holds a newer schema than this version of the crate knows.
+    #[error(
+        "store: the database schema is version {found}, newer than the {known} this crate knows"
+    )]
+    NewerSchema {
+        /// The version found.
+        found: u32,
+        /// The newest version this crate knows.
+        known: u32,
+    },
+    /// The random generator failed.
+    #[error("store: the system random generator failed")]
+    Random,
+}

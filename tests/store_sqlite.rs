@@ -1,0 +1,469 @@
+//! The SQLite store on a real database file: migrations, group commit,
+//! streams under failure, several processes on one file (spawned child
+//! processes, actor A5), a process killed mid-batch, and erasures seen
+//! across processes.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use privacy_pledge::audit::{verify_streams, AuditKey, Checkpoint, StreamId};
+use privacy_pledge::crypto::Keyring;
+use privacy_pledge::data::EmailAddress;
+use privacy_pledge::purpose::{Newsletter, Transaction};
+use privacy_pledge::store::sqlite::{SqliteStore, SCHEMA_VERSION};
+use privacy_pledge::store::StoreError;
+use privacy_pledge::time::Timestamp;
+use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+
+/// A directory under the system temp dir, unique to one test, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(test: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "privacy-pledge-store-{test}-{}-{}",
+            std::process::id(),
+            Timestamp::now().unix_nanos()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const MASTER: [u8; 32] = [42; 32];
+
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::from_master(MASTER, [1]).unwrap())
+}
+
+fn email(subject: SubjectId) -> PersonalInfo<EmailAddress, Transaction> {
+    PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com").unwrap())
+}
+
+#[test]
+fn migrations_run_once_and_refuse_a_newer_schema() {
+    let dir = TempDir::new("migrate");
+    let path = dir.path("db.sqlite");
+    let store = SqliteStore::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    drop(store);
+    // Opening again changes nothing, and the host's own tables live beside ours.
+    let store = SqliteStore::open(&path).unwrap();
+    store
+        .with_connection(|c| c.execute_batch("CREATE TABLE customers (id TEXT)"))
+        .unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    store
+        .with_connection(|c| c.execute("UPDATE pp_schema SET version = 99", []))
+        .unwrap();
+    drop(store);
+    assert!(matches!(
+        SqliteStore::open(&path),
+        Err(StoreError::NewerSchema { found: 99, .. })
+    ));
+}
+
+/// 64 threads record at once: every event is committed and verifies in one
+/// stream, and far fewer commits than events were needed.
+#[test]
+fn concurrent_records_share_commits_and_verify() {
+    let dir = TempDir::new("group");
+    let store = SqliteStore::open(dir.path("db.sqlite")).unwrap();
+    let key = AuditKey::generate().unwrap();
+    let sink = Arc::new(store.audit_sink(key.clone()).unwrap());
+    let custodian = Arc::new(
+        Custodian::builder()
+            .audit(sink.clone())
+            .key_store(store.key_store())
+            .build()
+            .unwrap(),
+    );
+    let threads: Vec<_> = (0..64)
+        .map(|_| {
+            let c = custodian.clone();
+            std::thread::spawn(move || {
+                let info = email(SubjectId::random());
+                for _ in 0..10 {
+                    c.access(&info, |e| e.domain().len()).unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(sink.events(), 640);
+    assert!(
+        sink.commits() < 640,
+        "{} commits for 640 events",
+        sink.commits()
+    );
+    let trail = store.trail().unwrap();
+    assert_eq!(trail.len(), 640);
+    let reports = verify_streams(&trail, &key, &[sink.checkpoint()]);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].result.as_ref().unwrap().seq(), 640);
+}
+
+/// A commit that fails fails its caller (the use does not happen), nothing
+/// of it is stored, and the sink continues in a new stream; every stored
+/// stream verifies.
+#[test]
+fn a_failed_commit_fails_the_use_and_starts_a_new_stream() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let key = AuditKey::generate().unwrap();
+    let sink = Arc::new(store.audit_sink(key.clone()).unwrap());
+    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
+    let info = email(SubjectId::random());
+    for _ in 0..3 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    let first = sink.stream();
+    store
+        .with_connection(|c| {
+            c.execute_batch(
+                "CREATE TRIGGER full BEFORE INSERT ON pp_audit_log
+                 BEGIN SELECT RAISE(ABORT, 'disk full'); END",
+            )
+        })
+        .unwrap();
+    let ran = std::cell::Cell::new(false);
+    assert!(matches!(
+        custodian.access(&info, |_| ran.set(true)),
+        Err(Error::Audit(_))
+    ));
+    assert!(
+        !ran.get(),
+        "the use happened although its event was not stored"
+    );
+    store
+        .with_connection(|c| c.execute_batch("DROP TRIGGER full"))
+        .unwrap();
+    custodian.access(&info, |_| ()).unwrap();
+    assert_ne!(sink.stream(), first, "a broken stream was continued");
+    let trail = store.trail().unwrap();
+    assert_eq!(trail.len(), 4);
+    let reports = verify_streams(&trail, &key, &[]);
+    assert_eq!(reports.len(), 2);
+    assert!(reports.iter().all(|r| r.result.is_ok()), "{reports:?}");
+}
+
+// ---------------------------------------------------------------------------
+// Several processes on one database file
+
+/// Runs this test binary again as a child process doing `role` on `db`.
+fn child(role: &str, db: &Path, extra: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PP_CHILD_ROLE", role)
+    .env("PP_CHILD_DB", db)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Not a test of its own: the body of the child processes the tests below
+/// spawn. Without `PP_CHILD_ROLE` it does nothing.
+#[test]
+fn child_process_entry() {
+    let Ok(role) = std::env::var("PP_CHILD_ROLE") else {
+        return;
+    };
+    // The test harness has printed "test child_process_entry ... " without a
+    // line break: start the child's own lines on a fresh one.
+    println!();
+    let db = PathBuf::from(std::env::var("PP_CHILD_DB").unwrap());
+    let store = SqliteStore::open(&db).unwrap();
+    let keyring = keyring();
+    let sink = Arc::new(store.audit_sink(keyring.audit_key()).unwrap());
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(sink.clone())
+        .key_cache_revalidate_after(0)
+        .build()
+        .unwrap();
+    match role.as_str() {
+        // Grants, withdraws, accesses, seals and erases; prints its head.
+        "worker" => {
+            for _ in 0..40 {
+                let s = SubjectId::random();
+                custodian.consents().grant::<Newsletter>(s).unwrap();
+                let info = email(s);
+                custodian.access(&info, |_| ()).unwrap();
+                let row = custodian.seal(&info).unwrap();
+                custodian.open(&row).unwrap();
+                custodian.consents().withdraw::<Newsletter>(s).unwrap();
+                custodian.erase(s).unwrap();
+            }
+            let (stream, head) = sink.checkpoint();
+            println!("HEAD {stream} {head}");
+        }
+        // Records until killed, printing each acknowledged sequence number.
+        "until_killed" => {
+            let info = email(SubjectId::random());
+            loop {
+                custodian.access(&info, |_| ()).unwrap();
+                let (stream, head) = sink.checkpoint();
+                println!("ACK {stream} {}", head.seq());
+            }
+        }
+        // Seals for a given subject, prints the envelope, then opens it every
+        // 20 ms until it is refused as erased.
+        "opener" => {
+            let s: SubjectId = std::env::var("PP_SUBJECT").unwrap().parse().unwrap();
+            let row = custodian.seal(&email(s)).unwrap();
+            println!("SEALED {}", row.to_text());
+            loop {
+                match custodian.open(&row) {
+                    Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                    Err(Error::Erased { .. }) => {
+                        println!("ERASED");
+                        return;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }
+        other => panic!("unknown child role {other}"),
+    }
+}
+
+fn heads_of(output: &str) -> Vec<(StreamId, Checkpoint)> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("HEAD "))
+        .map(|l| {
+            let (s, c) = l.split_once(' ').unwrap();
+            (s.parse().unwrap(), c.parse().unwrap())
+        })
+        .collect()
+}
+
+/// Four processes append to one file at once, with no lock between them:
+/// four streams, none forked, each intact up to the head its writer reported.
+#[test]
+fn a5_four_processes_on_one_file_write_four_intact_streams() {
+    let dir = TempDir::new("fleet");
+    let db = dir.path("fleet.sqlite");
+    SqliteStore::open(&db).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| child("worker", &db, &[]).spawn().unwrap())
+        .collect();
+    let mut heads = Vec::new();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success());
+        heads.extend(heads_of(&String::from_utf8_lossy(&out.stdout)));
+    }
+    assert_eq!(heads.len(), 4);
+    let store = SqliteStore::open(&db).unwrap();
+    let trail = store.trail().unwrap();
+    let reports = verify_streams(&trail, &keyring().audit_key(), &heads);
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    for r in &reports {
+        let head = r.result.as_ref().unwrap();
+        assert_eq!(head.seq(), 40 * 6, "{r:?}");
+    }
+    // The streams really interleaved in the table (they ran at once).
+    let streams: HashSet<_> = trail.iter().map(|e| e.stream()).collect();
+    assert_eq!(streams.len(), 4);
+}
+
+/// A process killed with SIGKILL in the middle of writing loses no event it
+/// acknowledged, stores none twice, and leaves a stream that verifies.
+#[test]
+fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
+    let dir = TempDir::new("kill");
+    let db = dir.path("kill.sqlite");
+    SqliteStore::open(&db).unwrap();
+    let mut c = child("until_killed", &db, &[]).spawn().unwrap();
+    let stdout = c.stdout.take().unwrap();
+    let mut acked = BTreeMap::new();
+    let mut lines = BufReader::new(stdout).lines();
+    // Let it write a while, then kill it while it is writing.
+    while acked.len() < 200 {
+        let line = lines.next().unwrap().unwrap();
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (s, seq) = rest.split_once(' ').unwrap();
+            acked.insert(seq.parse::<u64>().unwrap(), s.to_owned());
+        }
+    }
+    c.kill().unwrap();
+    for line in lines.map_while(Result::ok) {
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (s, seq) = rest.split_once(' ').unwrap();
+            acked.insert(seq.parse::<u64>().unwrap(), s.to_owned());
+        }
+    }
+    c.wait().unwrap();
+
+    let trail = SqliteStore::open(&db).unwrap().trail().unwrap();
+    let stored: HashSet<u64> = trail.iter().map(|e| e.seq()).collect();
+    assert_eq!(stored.len(), trail.len(), "an event was stored twice");
+    for seq in acked.keys() {
+        assert!(stored.contains(seq), "acknowledged event {seq} was lost");
+    }
+    let reports = verify_streams(&trail, &keyring().audit_key(), &[]);
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].result.is_ok(), "{reports:?}");
+}
+
+/// An erasure made by one process stops opens in another process sharing
+/// the database (here with revalidation on every open: at once).
+#[test]
+fn a5_an_erasure_in_one_process_stops_opens_in_another() {
+    let dir = TempDir::new("erase");
+    let db = dir.path("erase.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let subject = SubjectId::random();
+    let mut opener = child("opener", &db, &[("PP_SUBJECT", subject.to_string())])
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(opener.stdout.take().unwrap()).lines();
+    // Wait until the other process has sealed (and caches the subject's key).
+    let sealed = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.starts_with("SEALED "));
+    if sealed.is_none() {
+        let _ = opener.kill();
+        panic!("the other process did not seal");
+    }
+
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    custodian.erase(subject).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(lines.next().map(|l| l.unwrap()));
+        // Keep reading, so the child's closing lines find an open pipe.
+        for _ in lines.by_ref() {}
+    });
+    let seen = rx.recv_timeout(Duration::from_secs(10));
+    if seen.is_err() {
+        let _ = opener.kill();
+        panic!("the other process kept opening an erased subject's data");
+    }
+    assert_eq!(seen.unwrap().as_deref(), Some("ERASED"));
+    assert!(opener.wait().unwrap().success());
+}
+
+/// A2 edits, deletes and moves rows of `pp_audit_log` and drops a whole
+/// stream: each is reported for its stream, the others stay intact.
+#[test]
+fn a2_tampering_is_reported_per_stream() {
+    use privacy_pledge::audit::Tamper;
+    let store = SqliteStore::open_in_memory().unwrap();
+    let key = AuditKey::generate().unwrap();
+    let mut heads = Vec::new();
+    for _ in 0..4 {
+        let sink = Arc::new(store.audit_sink(key.clone()).unwrap());
+        let c = Custodian::builder().audit(sink.clone()).build().unwrap();
+        let info = email(SubjectId::random());
+        for _ in 0..5 {
+            c.access(&info, |_| ()).unwrap();
+        }
+        heads.push(sink.checkpoint());
+    }
+    let stream = |i: usize| heads[i].0.to_string();
+    let run = |sql: String| store.with_connection(|c| c.execute(&sql, [])).unwrap();
+    // Stream 0: an entry deleted from the middle.
+    run(format!(
+        "DELETE FROM pp_audit_log WHERE stream = '{}' AND seq = 3",
+        stream(0)
+    ));
+    // Stream 1: the last entry deleted (only the trusted head shows it).
+    run(format!(
+        "DELETE FROM pp_audit_log WHERE stream = '{}' AND seq = 5",
+        stream(1)
+    ));
+    // Stream 2: dropped altogether.
+    run(format!(
+        "DELETE FROM pp_audit_log WHERE stream = '{}'",
+        stream(2)
+    ));
+    let trail = store.trail().unwrap();
+    let reports = verify_streams(&trail, &key, &heads);
+    let by_stream = |i: usize| {
+        reports
+            .iter()
+            .find(|r| r.stream == Some(heads[i].0))
+            .unwrap()
+            .result
+    };
+    assert_eq!(by_stream(0).unwrap_err().reason, Tamper::Deleted);
+    assert_eq!(by_stream(1).unwrap_err().reason, Tamper::Truncated);
+    assert_eq!(by_stream(2).unwrap_err().reason, Tamper::Truncated);
+    assert_eq!(by_stream(3), Ok(heads[3].1));
+
+    // A row moved into another stream (its stream column and JSON edited
+    // together) no longer matches its MAC.
+    let moved = store
+        .with_connection(|c| {
+            c.query_row(
+                "SELECT id, event FROM pp_audit_log WHERE stream = ?1 AND seq = 2",
+                [stream(3)],
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+            )
+        })
+        .unwrap();
+    // Into the hole left in stream 0 (its seq 3).
+    let json = moved
+        .1
+        .replace(&stream(3), &stream(0))
+        .replace("\"seq\":2", "\"seq\":3");
+    store
+        .with_connection(|c| {
+            c.execute(
+                "UPDATE pp_audit_log SET stream = ?1, seq = 3, event = ?2 WHERE id = ?3",
+                rusqlite::params![stream(0), json, moved.0],
+            )
+        })
+        .unwrap();
+    let trail = store.trail().unwrap();
+    let reports = verify_streams(&trail, &key, &heads);
+    let s3 = reports
+        .iter()
+        .find(|r| r.stream == Some(heads[3].0))
+        .unwrap();
+    assert!(s3.result.is_err(), "{s3:?}");
+    let s0 = reports
+        .iter()
+        .find(|r| r.stream == Some(heads[0].0))
+        .unwrap();
+    assert_eq!(s0.result.unwrap_err().expected_seq, 3, "{s0:?}");
+    // An edited column alone is refused when reading the trail.
+    run(format!(
+        "UPDATE pp_audit_log SET action = 'erase' WHERE stream = '{}' AND seq = 1",
+        stream(3)
+    ));
+    assert!(store.trail().is_err());
+}
