@@ -10,7 +10,10 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use privacy_pledge::audit::{verify_streams, AuditKey, Checkpoint, StreamId};
+use privacy_pledge::audit::{
+    verify_public, verify_streams, AuditKey, Checkpoint, CheckpointStore, DirCheckpointStore,
+    StreamId, Tamper,
+};
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::{Newsletter, Transaction};
@@ -196,7 +199,15 @@ fn child_process_entry() {
     let db = PathBuf::from(std::env::var("PP_CHILD_DB").unwrap());
     let store = SqliteStore::open(&db).unwrap();
     let keyring = keyring();
-    let sink = Arc::new(store.audit_sink(keyring.audit_key()).unwrap());
+    let mut sink = store.audit_sink(keyring.audit_key()).unwrap();
+    if let Ok(dir) = std::env::var("PP_CKPT_DIR") {
+        sink = sink.with_checkpoints(
+            keyring.checkpoint_signer().unwrap(),
+            DirCheckpointStore::new(dir).unwrap(),
+            10,
+        );
+    }
+    let sink = Arc::new(sink);
     let custodian = Custodian::builder()
         .keyring(keyring.clone())
         .key_store(store.key_store())
@@ -218,6 +229,10 @@ fn child_process_entry() {
                 custodian.erase(s).unwrap();
             }
             let (stream, head) = sink.checkpoint();
+            if std::env::var("PP_CKPT_DIR").is_ok() {
+                // Clean shutdown: the head, signed.
+                sink.sign_checkpoint().unwrap();
+            }
             println!("HEAD {stream} {head}");
         }
         // Records until killed, printing each acknowledged sequence number.
@@ -380,7 +395,6 @@ fn a5_an_erasure_in_one_process_stops_opens_in_another() {
 /// stream: each is reported for its stream, the others stay intact.
 #[test]
 fn a2_tampering_is_reported_per_stream() {
-    use privacy_pledge::audit::Tamper;
     let store = SqliteStore::open_in_memory().unwrap();
     let key = AuditKey::generate().unwrap();
     let mut heads = Vec::new();
@@ -466,4 +480,96 @@ fn a2_tampering_is_reported_per_stream() {
         stream(3)
     ));
     assert!(store.trail().is_err());
+}
+
+/// Four processes sign checkpoints into a directory outside the database; an
+/// auditor (A4) with the trail, those checkpoints and the **public** key only
+/// finds every stream intact and vouched for to its last entry. Then A2
+/// edits, cuts and forges, and each is reported without any secret.
+#[test]
+fn a4_the_public_key_alone_verifies_a_fleets_trail_and_catches_a2() {
+    let dir = TempDir::new("public");
+    let db = dir.path("fleet.sqlite");
+    let outside = dir.path("checkpoints");
+    SqliteStore::open(&db).unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            child(
+                "worker",
+                &db,
+                &[("PP_CKPT_DIR", outside.display().to_string())],
+            )
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    for c in children {
+        assert!(c.wait_with_output().unwrap().status.success());
+    }
+    let store = SqliteStore::open(&db).unwrap();
+    let public = keyring().checkpoint_signer().unwrap().public_key();
+    let checkpoints = DirCheckpointStore::new(&outside).unwrap().load().unwrap();
+    assert_eq!(checkpoints.len(), 4);
+    // The database holds the same newest checkpoints.
+    assert_eq!(store.checkpoints().unwrap().len(), 4);
+    let report = verify_public(&store.trail().unwrap(), &public, &checkpoints);
+    assert!(report.is_intact(), "{report:?}");
+    for s in &report.streams {
+        assert_eq!(s.vouched_through, Some(240));
+    }
+
+    // A2 edits one entry's content (JSON and its column copy together):
+    // the next entry's link breaks. No key is needed to see it.
+    let victim = checkpoints[0].stream().to_string();
+    store
+        .with_connection(|c| {
+            c.execute(
+                "UPDATE pp_audit_log SET event = replace(event, '\"outcome\":\"allowed\"', '\"outcome\":\"denied\"')
+                 WHERE stream = ?1 AND seq = 7",
+                [&victim],
+            )
+        })
+        .unwrap();
+    let report = verify_public(&store.trail().unwrap(), &public, &checkpoints);
+    let hit = report
+        .streams
+        .iter()
+        .find(|s| s.stream == Some(checkpoints[0].stream()))
+        .unwrap();
+    assert_eq!(hit.result.unwrap_err().reason, Tamper::BadLink, "{hit:?}");
+    assert_eq!(
+        report.streams.iter().filter(|s| s.result.is_ok()).count(),
+        3
+    );
+
+    // A2 cuts another stream's tail: its signed checkpoint shows it.
+    let cut = checkpoints[1].stream().to_string();
+    store
+        .with_connection(|c| {
+            c.execute(
+                "DELETE FROM pp_audit_log WHERE stream = ?1 AND seq > 200",
+                [&cut],
+            )
+        })
+        .unwrap();
+    let report = verify_public(&store.trail().unwrap(), &public, &checkpoints);
+    let hit = report
+        .streams
+        .iter()
+        .find(|s| s.stream == Some(checkpoints[1].stream()))
+        .unwrap();
+    assert_eq!(hit.result.unwrap_err().reason, Tamper::Truncated);
+
+    // A checkpoint signed by anyone else vouches for nothing and is reported.
+    let forger = privacy_pledge::audit::CheckpointSigner::from_seed(&[1; 32]).unwrap();
+    let forged = forger.sign(
+        checkpoints[1].stream(),
+        Checkpoint::new(200, [0; 32]),
+        Timestamp::now(),
+    );
+    let mut with_forgery = checkpoints.clone();
+    with_forgery.push(forged);
+    let report = verify_public(&store.trail().unwrap(), &public, &with_forgery);
+    assert_eq!(report.bad_checkpoints, vec![forged]);
+    assert!(!report.is_intact());
 }

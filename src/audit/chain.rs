@@ -88,6 +88,52 @@ impl AuditKey {
     }
 }
 
+impl AuditKey {
+    /// HMAC-SHA-256 over a 32-byte link hash (version-2 entries).
+    pub(crate) fn tag(&self, hash: &[u8; 32]) -> [u8; 32] {
+        let mut inner = self.inner.clone();
+        inner.update(hash);
+        let inner = inner.finish();
+        let mut outer = self.outer.clone();
+        outer.update(inner.as_ref());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(outer.finish().as_ref());
+        out
+    }
+}
+
+/// Domain separation for version-2 link hashes.
+const LINK_DOMAIN: &[u8; 24] = b"privacy-pledge audit v2\0";
+
+/// The link hash of a version-2 entry: SHA-256 over a domain label, the
+/// previous entry's link hash and the entry's canonical encoding. No key:
+/// anyone can recompute it, so a signed checkpoint of it vouches for every
+/// entry up to it (see [`verify_public`](super::verify_public)).
+pub(crate) fn link_hash(prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(LINK_DOMAIN);
+    ctx.update(prev);
+    let (fixed, len) = event.canonical_fixed();
+    ctx.update(&fixed[..len]);
+    ctx.update(event.canonical_name());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ctx.finish().as_ref());
+    out
+}
+
+/// What the next entry links to, and what a checkpoint names: the MAC for a
+/// version-1 entry, the link hash for a version-2 (streamed) one.
+pub(crate) fn head_value(event: &AuditEvent) -> [u8; 32] {
+    let Some(link) = event.chain else {
+        return [0; 32];
+    };
+    if event.v == STREAMED_SCHEMA_VERSION {
+        link_hash(&link.prev, event)
+    } else {
+        link.mac
+    }
+}
+
 impl Clone for AuditKey {
     fn clone(&self) -> Self {
         Self::from_bytes(*self.bytes.expose_secret())
@@ -294,9 +340,7 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
             .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
         let chained = self.link(&state, event, seq);
         self.inner.record(&chained)?;
-        if let Some(link) = chained.chain {
-            state.head = Checkpoint::new(seq, link.mac);
-        }
+        state.head = Checkpoint::new(seq, head_value(&chained));
         Ok(())
     }
 
@@ -313,9 +357,7 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
                 .checked_add(1)
                 .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
             let c = self.link(&scratch, e, seq);
-            if let Some(link) = c.chain {
-                scratch.head = Checkpoint::new(seq, link.mac);
-            }
+            scratch.head = Checkpoint::new(seq, head_value(&c));
             chained.push(c);
         }
         self.inner.record_batch(&chained)?;
@@ -344,7 +386,11 @@ pub(crate) fn link(
         e.stream = Some(stream);
     }
     let prev = head.head;
-    let mac = key.mac(&prev, &e);
+    let mac = if stream.is_some() {
+        key.tag(&link_hash(&prev, &e))
+    } else {
+        key.mac(&prev, &e)
+    };
     e.chain = Some(ChainLink { prev, mac });
     e
 }
@@ -423,12 +469,25 @@ pub fn verify(
     key: &AuditKey,
     trusted: Option<&Checkpoint>,
 ) -> Result<Checkpoint, VerifyError> {
+    verify_with(entries, Some(key), trusted)
+}
+
+/// [`verify`] with the audit key, or without one (`None`): then each
+/// version-2 entry is checked only through its link hash — the links between
+/// entries and the `trusted` checkpoint (a signed one, see
+/// [`verify_public`](super::verify_public)) — and a version-1 entry, whose
+/// chain is its MAC, cannot be checked at all ([`Tamper::NotChained`]).
+pub(crate) fn verify_with(
+    entries: &[AuditEvent],
+    key: Option<&AuditKey>,
+    trusted: Option<&Checkpoint>,
+) -> Result<Checkpoint, VerifyError> {
     let mut head = Checkpoint::GENESIS;
     // Version 1 is the single-chain form; version 2 names its stream, which
     // the MAC covers. One list is one chain: one stream throughout.
     let stream = entries.first().and_then(AuditEvent::stream);
     let well_formed = |e: &AuditEvent| match e.v {
-        SCHEMA_VERSION => e.stream.is_none(),
+        SCHEMA_VERSION => e.stream.is_none() && key.is_some(),
         STREAMED_SCHEMA_VERSION => e.stream.is_some(),
         _ => false,
     };
@@ -437,7 +496,13 @@ pub fn verify(
         if !well_formed(e) {
             return false;
         }
-        crate::ct::eq(&key.mac(&link.prev, e), &link.mac)
+        match (key, e.v) {
+            (None, _) => true,
+            (Some(key), STREAMED_SCHEMA_VERSION) => {
+                crate::ct::eq(&key.tag(&link_hash(&link.prev, e)), &link.mac)
+            }
+            (Some(key), _) => crate::ct::eq(&key.mac(&link.prev, e), &link.mac),
+        }
     };
     for (index, e) in entries.iter().enumerate() {
         let expected_seq = head.seq + 1;
@@ -470,9 +535,10 @@ pub fn verify(
             if link.prev != head.head {
                 return Err(fail(Tamper::BadLink));
             }
-            head = Checkpoint::new(e.seq, link.mac);
+            let value = head_value(e);
+            head = Checkpoint::new(e.seq, value);
             if let Some(t) = trusted {
-                if t.seq == e.seq && !crate::ct::eq(&t.head, &link.mac) {
+                if t.seq == e.seq && !crate::ct::eq(&t.head, &value) {
                     return Err(fail(Tamper::CheckpointMismatch));
                 }
             }

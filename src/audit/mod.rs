@@ -32,6 +32,7 @@
 pub(crate) mod chain;
 pub(crate) mod event;
 mod jsonl;
+mod signed;
 mod sink;
 mod stream;
 mod trail;
@@ -41,6 +42,10 @@ pub use chain::{
 };
 pub use event::{Action, AuditEvent, ChainLink, Outcome, RecipientRef, SCHEMA_VERSION};
 pub use jsonl::{read_jsonl, FlushPolicy, JsonLinesSink, JsonlError, MAX_LINE_BYTES};
+pub use signed::{
+    verify_public, BadSignature, CheckpointKey, CheckpointSigner, CheckpointStore,
+    DirCheckpointStore, InvalidCheckpointKey, PublicReport, SignedCheckpoint,
+};
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
 pub use stream::{
     verify_streams, InvalidStreamId, StreamId, StreamReport, STREAMED_SCHEMA_VERSION,

@@ -35,7 +35,7 @@ use core::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{verify, AuditEvent, AuditKey, Checkpoint, Tamper, VerifyError};
+use super::{verify, AuditEvent, AuditKey, Checkpoint, VerifyError};
 
 /// The schema version of events chained in a stream (the stream id is part
 /// of the MAC). Version 1 ([`SCHEMA_VERSION`](super::SCHEMA_VERSION)) is the
@@ -122,6 +122,9 @@ pub struct StreamReport {
     /// [`index`](VerifyError::index) is its position in the whole trail
     /// given (the trail's length for entries missing from the end).
     pub result: Result<Checkpoint, VerifyError>,
+    /// The sequence number up to which a trusted checkpoint vouches for the
+    /// stream (`None`: no checkpoint; entries cut from its end would not show).
+    pub vouched_through: Option<u64>,
 }
 
 /// Verifies a trail of many streams, stream by stream, in the order each
@@ -131,14 +134,24 @@ pub struct StreamReport {
 /// With a trusted head per stream (`trusted`, e.g. from signed checkpoints
 /// kept outside the database) it also reports a stream cut short or rolled
 /// back, and a stream that is missing altogether (a report with no entries
-/// and [`Tamper::Truncated`]). A stream with no trusted head is checked for
+/// and [`Tamper::Truncated`](super::Tamper::Truncated)). A stream with no trusted head is checked for
 /// edits, deletions, insertions, reordering and replays only.
 pub fn verify_streams(
     entries: &[AuditEvent],
     key: &AuditKey,
     trusted: &[(StreamId, Checkpoint)],
 ) -> Vec<StreamReport> {
-    // Group by stream, keeping first-appearance order and original indices.
+    verify_grouped(entries, trusted, |chain, head| verify(chain, key, head))
+}
+
+/// Groups `entries` by stream (first-appearance order, original indices
+/// kept), checks each group with `check` against its trusted head, and
+/// reports streams a trusted head names that have no entries.
+pub(crate) fn verify_grouped(
+    entries: &[AuditEvent],
+    trusted: &[(StreamId, Checkpoint)],
+    check: impl Fn(&[AuditEvent], Option<&Checkpoint>) -> Result<Checkpoint, VerifyError>,
+) -> Vec<StreamReport> {
     let mut order: Vec<Option<StreamId>> = Vec::new();
     let mut groups: std::collections::HashMap<Option<StreamId>, Vec<usize>> =
         std::collections::HashMap::new();
@@ -157,7 +170,7 @@ pub fn verify_streams(
         let idx = &groups[s];
         let chain: Vec<AuditEvent> = idx.iter().map(|&i| entries[i].clone()).collect();
         let head = s.and_then(|s| trusted.iter().find(|(t, _)| *t == s).map(|(_, c)| c));
-        let result = verify(&chain, key, head).map_err(|mut e| {
+        let result = check(&chain, head).map_err(|mut e| {
             e.index = idx.get(e.index).copied().unwrap_or(entries.len());
             e
         });
@@ -165,6 +178,7 @@ pub fn verify_streams(
             stream: *s,
             entries: idx.len(),
             result,
+            vouched_through: head.map(Checkpoint::seq),
         });
     }
     for (s, c) in trusted {
@@ -172,11 +186,8 @@ pub fn verify_streams(
             reports.push(StreamReport {
                 stream: Some(*s),
                 entries: 0,
-                result: Err(VerifyError {
-                    index: entries.len(),
-                    expected_seq: 1,
-                    reason: Tamper::Truncated,
-                }),
+                result: Err(super::signed::missing(entries.len())),
+                vouched_through: Some(c.seq()),
             });
         }
     }

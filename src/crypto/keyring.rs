@@ -377,6 +377,16 @@ impl Keyring {
         PseudonymKey::from_bytes(*derive(self.master.expose_secret(), b"pseudonym"))
     }
 
+    /// The Ed25519 key that signs audit checkpoints, derived from the master
+    /// secret; hand its [`public_key`](crate::audit::CheckpointSigner::public_key)
+    /// to verifiers (they need nothing else).
+    pub fn checkpoint_signer(&self) -> Result<crate::audit::CheckpointSigner, Error> {
+        crate::audit::CheckpointSigner::from_seed(&derive(
+            self.master.expose_secret(),
+            b"checkpoint-signing",
+        ))
+    }
+
     /// The key for the audit chain (R10), derived from the master secret.
     pub fn audit_key(&self) -> AuditKey {
         AuditKey::from_bytes(*derive(self.master.expose_secret(), b"audit"))

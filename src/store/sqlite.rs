@@ -36,6 +36,7 @@
 //! | `pp_subject_keys (subject, generation, kek_version, wrapped, uses)` | wrapped data keys: useless without the key-encryption key |
 //! | `pp_erased_subjects (subject, erased_at)` | erasure tombstones |
 //! | `pp_subject_pseudonyms (subject, pseudonym)` | pseudonyms noted for erasure receipts |
+//! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`] outside the database |
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
@@ -52,7 +53,10 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::StoreError;
 use crate::audit::chain::link;
-use crate::audit::{Action, AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, StreamId};
+use crate::audit::{
+    Action, AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, CheckpointSigner,
+    CheckpointStore, SignedCheckpoint, StreamId,
+};
 use crate::crypto::{
     Destroyed, KeyStore, KeyStoreError, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
 };
@@ -60,7 +64,8 @@ use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 1] = ["
+const MIGRATIONS: [&str; 2] = [
+    "
 CREATE TABLE pp_audit_log (
     id      INTEGER PRIMARY KEY,
     stream  TEXT    NOT NULL,
@@ -89,7 +94,15 @@ CREATE TABLE pp_subject_pseudonyms (
     pseudonym TEXT NOT NULL,
     PRIMARY KEY (subject, pseudonym)
 );
-"];
+",
+    "
+CREATE TABLE pp_checkpoints (
+    stream     TEXT    PRIMARY KEY,
+    seq        INTEGER NOT NULL,
+    checkpoint TEXT    NOT NULL
+);
+",
+];
 
 /// The schema version this crate writes (the number of migrations).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -191,6 +204,7 @@ impl SqliteStore {
             queue: Mutex::new(Queue::default()),
             commits: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            checkpoints: None,
         })
     }
 
@@ -237,6 +251,32 @@ impl SqliteStore {
                 return Err(bad());
             }
             out.push(event);
+        }
+        Ok(out)
+    }
+}
+
+impl SqliteStore {
+    /// The newest signed checkpoint of every stream, as kept in
+    /// `pp_checkpoints`. The operator can roll this table back with the
+    /// trail; compare with the copies in the [`CheckpointStore`] outside.
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT stream, checkpoint FROM pp_checkpoints ORDER BY stream")
+            .map_err(db_err)?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+            .map_err(db_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (stream, json) = row.map_err(db_err)?;
+            let c: SignedCheckpoint = serde_json::from_str(&json).map_err(|_| {
+                StoreError::Database(format!(
+                    "pp_checkpoints row for stream {stream} is malformed"
+                ))
+            })?;
+            out.push(c);
         }
         Ok(out)
     }
@@ -316,6 +356,8 @@ fn action_name(action: Action) -> String {
 struct Pending {
     columns: Columns,
     json: String,
+    stream: StreamId,
+    head: Checkpoint,
     done: Arc<Done>,
 }
 
@@ -380,6 +422,17 @@ pub struct SqliteAuditSink {
     queue: Mutex<Queue>,
     commits: AtomicU64,
     events: AtomicU64,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Signing checkpoints: who signs, where they go, how often.
+struct Checkpoints {
+    signer: CheckpointSigner,
+    store: Box<dyn CheckpointStore>,
+    every: u64,
+    /// The last sequence number signed (of the current stream).
+    last: Mutex<(StreamId, u64)>,
+    failures: AtomicU64,
 }
 
 impl fmt::Debug for SqliteAuditSink {
@@ -407,6 +460,63 @@ impl SqliteAuditSink {
     pub fn checkpoint(&self) -> (StreamId, Checkpoint) {
         let c = lock(&self.chain);
         (c.stream, c.head)
+    }
+
+    /// Signs checkpoints of this sink's stream with `signer` and keeps them
+    /// in `store` (outside the database; [`DirCheckpointStore`](crate::audit::DirCheckpointStore)
+    /// is the default choice) and in `pp_checkpoints`: one after every
+    /// `every` events (at least 1; written in the same transaction as the
+    /// event that reaches the count), and one on each
+    /// [`sign_checkpoint`](Self::sign_checkpoint) call — at clean shutdown,
+    /// say. A verifier then needs only the public key
+    /// ([`verify_public`](crate::audit::verify_public)).
+    pub fn with_checkpoints(
+        mut self,
+        signer: CheckpointSigner,
+        store: impl CheckpointStore + 'static,
+        every: u64,
+    ) -> Self {
+        let stream = self.stream();
+        self.checkpoints = Some(Checkpoints {
+            signer,
+            store: Box::new(store),
+            every: every.max(1),
+            last: Mutex::new((stream, 0)),
+            failures: AtomicU64::new(0),
+        });
+        self
+    }
+
+    /// Signs the stream's current head now, and keeps it in the checkpoint
+    /// store and in `pp_checkpoints`. Call it after the last event at clean
+    /// shutdown. `Err` if the sink has no signer or a copy could not be kept.
+    pub fn sign_checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+        let cp = self
+            .checkpoints
+            .as_ref()
+            .ok_or_else(|| AuditError::new("this sink signs no checkpoints"))?;
+        let (stream, head) = self.checkpoint();
+        let signed = cp.signer.sign(stream, head, Timestamp::now());
+        let json = serde_json::to_string(&signed)
+            .map_err(|_| AuditError::new("checkpoint could not be encoded"))?;
+        self.store
+            .lock()
+            .execute(
+                UPSERT_CHECKPOINT,
+                params![stream.to_string(), seq_col(head.seq())?, json],
+            )
+            .map_err(insert_failed)?;
+        cp.store.save(&signed)?;
+        *lock(&cp.last) = (stream, head.seq());
+        Ok(signed)
+    }
+
+    /// How many checkpoints signed after a commit could not be kept in the
+    /// checkpoint store (the events themselves were committed).
+    pub fn checkpoint_failures(&self) -> u64 {
+        self.checkpoints
+            .as_ref()
+            .map_or(0, |c| c.failures.load(Ordering::Relaxed))
     }
 
     /// How many transactions this sink has committed (with
@@ -438,15 +548,17 @@ impl SqliteAuditSink {
         let columns = Columns::of(&linked)?;
         let json = serde_json::to_string(&linked)
             .map_err(|_| AuditError::new("audit event could not be encoded"))?;
-        let mac = linked.chain().map(|l| l.mac).unwrap_or_default();
+        let value = crate::audit::chain::head_value(&linked);
         let done = Arc::new(Done::default());
         // Queued under the chain lock: queue order is chain order.
         lock(&self.queue).pending.push(Pending {
             columns,
             json,
+            stream: chain.stream,
+            head: Checkpoint::new(seq, value),
             done: done.clone(),
         });
-        chain.head = Checkpoint::new(seq, mac);
+        chain.head = Checkpoint::new(seq, value);
         self.events.fetch_add(1, Ordering::Relaxed);
         Ok(done)
     }
@@ -517,10 +629,53 @@ impl SqliteAuditSink {
                 .map_err(insert_failed)?;
             }
         }
+        let due = self.due_checkpoint(batch);
+        if let Some((signed, json)) = &due {
+            let head = signed.checkpoint();
+            tx.execute(
+                UPSERT_CHECKPOINT,
+                params![signed.stream().to_string(), seq_col(head.seq())?, json],
+            )
+            .map_err(insert_failed)?;
+        }
         tx.commit().map_err(insert_failed)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
+            // The events are committed whatever happens here.
+            match cp.store.save(&signed) {
+                Ok(()) => {
+                    *lock(&cp.last) = (signed.stream(), signed.checkpoint().seq());
+                }
+                Err(_) => {
+                    cp.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
         Ok(())
     }
+
+    /// A signed checkpoint of the batch's last event, if one is due.
+    fn due_checkpoint(&self, batch: &[Pending]) -> Option<(SignedCheckpoint, String)> {
+        let cp = self.checkpoints.as_ref()?;
+        let last = batch.last()?;
+        let (stream, signed) = *lock(&cp.last);
+        let since = if stream == last.stream { signed } else { 0 };
+        if last.head.seq().saturating_sub(since) < cp.every {
+            return None;
+        }
+        let signed = cp.signer.sign(last.stream, last.head, Timestamp::now());
+        let json = serde_json::to_string(&signed).ok()?;
+        Some((signed, json))
+    }
+}
+
+const UPSERT_CHECKPOINT: &str =
+    "INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES (?1, ?2, ?3)
+     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+     WHERE excluded.seq > pp_checkpoints.seq";
+
+fn seq_col(seq: u64) -> Result<i64, AuditError> {
+    i64::try_from(seq).map_err(|_| AuditError::new("sequence number out of SQLite range"))
 }
 
 fn insert_failed(e: rusqlite::Error) -> AuditError {
