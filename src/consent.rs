@@ -32,6 +32,17 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! # Many processes
+//!
+//! By default the register lives in the custodian's memory, and a restart
+//! rebuilds it from a [`VerifiedTrail`] ([`Consents::restore`]). A service of
+//! several processes gives every custodian the same [`ConsentStore`]
+//! ([`CustodianBuilder::consent_store`](crate::CustodianBuilder::consent_store),
+//! e.g. `SqliteStore::consent_store` with the `sqlite` feature): each change
+//! is a durable row authenticated under the custodian's consent key, a
+//! withdrawal stops every process within the documented bound, and a restart
+//! replays nothing.
+//!
 //! Consent cannot be recorded for a purpose that needs none:
 //!
 //! ```compile_fail
@@ -87,6 +98,8 @@ pub(crate) struct Register {
     order: Mutex<()>,
     states: RwLock<States>,
     next_epoch: AtomicU64,
+    /// With a consent store: the store is the truth, `states` unused.
+    durable: Option<Durable>,
 }
 
 impl Register {
@@ -102,21 +115,58 @@ impl Register {
         self.next_epoch.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// The live grant's epoch, if there is one.
-    pub(crate) fn live_epoch(&self, subject: SubjectId, purpose: PurposeId) -> Option<u64> {
-        self.read()
-            .get(&(subject, purpose))
+    /// A register whose truth is `store` (shared by every process), with
+    /// rows authenticated under `key` and cached for at most `bound`.
+    pub(crate) fn durable(
+        store: Box<dyn ConsentStore>,
+        key: &[u8; 32],
+        bound: std::time::Duration,
+    ) -> Self {
+        Register {
+            durable: Some(Durable {
+                store,
+                key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+                bound,
+                cache: RwLock::new(HashMap::new()),
+            }),
+            ..Register::default()
+        }
+    }
+
+    /// The live grant's epoch, if there is one. `Err` if a durable store
+    /// cannot be read or holds a row that does not authenticate (fail closed).
+    pub(crate) fn live_epoch(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<u64>, Error> {
+        Ok(self
+            .state(subject, purpose)?
             .filter(|s| s.granted)
-            .map(|s| s.epoch)
+            .map(|s| s.epoch))
     }
 
     /// The consent state of one subject and purpose.
-    pub(crate) fn state(&self, subject: SubjectId, purpose: PurposeId) -> Option<ConsentState> {
-        self.read().get(&(subject, purpose)).copied()
+    pub(crate) fn state(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentState>, Error> {
+        match &self.durable {
+            Some(d) => d.state(subject, purpose),
+            None => Ok(self.read().get(&(subject, purpose)).copied()),
+        }
     }
 
     /// Every consent state recorded for the subject.
     pub(crate) fn of(&self, subject: SubjectId) -> Vec<ConsentState> {
+        if let Some(d) = &self.durable {
+            return PurposeId::ALL
+                .into_iter()
+                .filter(|p| p.needs_consent())
+                .filter_map(|p| d.state(subject, p).ok().flatten())
+                .collect();
+        }
         let states = self.read();
         // Only consent-based purposes are ever recorded: constant work.
         let mut v: Vec<_> = PurposeId::ALL
@@ -128,11 +178,15 @@ impl Register {
     }
 
     /// Forgets everything about the subject (after erasure).
-    pub(crate) fn forget(&self, subject: SubjectId) {
+    pub(crate) fn forget(&self, subject: SubjectId) -> Result<(), Error> {
+        if let Some(d) = &self.durable {
+            return d.forget(subject);
+        }
         let mut states = self.write();
         for purpose in PurposeId::ALL.into_iter().filter(|p| p.needs_consent()) {
             states.remove(&(subject, purpose));
         }
+        Ok(())
     }
 
     /// Applies a grant or withdrawal at `at` (after it was recorded).
@@ -183,6 +237,9 @@ impl Register {
         let mut event = AuditEvent::new(now, subject, action, RuleId::R7);
         event.purpose = Some(purpose);
         custodian.record(&event)?;
+        if let Some(d) = &self.durable {
+            return d.change(subject, purpose, granted, now);
+        }
         let epoch = self.next_epoch();
         Self::apply(&mut self.write(), epoch, subject, purpose, granted, now);
         Ok(())
@@ -213,9 +270,13 @@ impl Consents<'_> {
             .change(self.custodian, subject, P::ID, false)
     }
 
-    /// Whether the subject's consent for `P` is live.
+    /// Whether the subject's consent for `P` is live (`false` too if a
+    /// consent store cannot be read or its row does not authenticate).
     pub fn is_granted<P: ConsentBased>(&self, subject: SubjectId) -> bool {
-        self.custodian.consents.live_epoch(subject, P::ID).is_some()
+        matches!(
+            self.custodian.consents.live_epoch(subject, P::ID),
+            Ok(Some(_))
+        )
     }
 
     /// Every consent recorded for the subject, live or withdrawn.
@@ -272,7 +333,9 @@ impl Consents<'_> {
         trail.check_fully_vouched()?;
         let register = &self.custodian.consents;
         let _order = register.order.lock().unwrap_or_else(|p| p.into_inner());
-        if !register.read().is_empty() {
+        // With a consent store, consent is durable and shared: nothing to
+        // rebuild, and nothing may be merged into it.
+        if register.durable.is_some() || !register.read().is_empty() {
             return Err(Error::RegisterNotEmpty);
         }
         let mut rebuilt = States::new();
@@ -343,7 +406,7 @@ impl<P: ConsentBased> ConsentProof<P> {
         if self.subject != subject || self.custodian != custodian.id {
             return Err(Error::ProofMismatch { purpose: P::ID });
         }
-        match custodian.consents.live_epoch(subject, P::ID) {
+        match custodian.consents.live_epoch(subject, P::ID)? {
             Some(e) if e == self.epoch => Ok(()),
             _ => Err(Error::NoConsent {
                 subject,
@@ -362,4 +425,317 @@ impl<P: ConsentBased> fmt::Debug for ConsentProof<P> {
             self.subject.short()
         )
     }
+}
+
+// ---------------------------------------------------------------------------
+// The durable consent store
+
+/// One subject's consent for one purpose as a consent store keeps it: the
+/// state, a version that grows by one with every change, and a MAC under
+/// the custodian's consent key over all of it.
+///
+/// A store only keeps rows; the custodian makes them and checks them. A row
+/// written or edited by anyone without the key (the database operator, A2)
+/// does not authenticate and is refused at use ([`Error::ConsentTampered`]),
+/// so no one can make a consent live by writing a row. Putting back an
+/// *older* row that did authenticate (a rollback) is what
+/// [`cross_check`] finds against the verified trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsentRecord {
+    /// The subject.
+    pub subject: SubjectId,
+    /// The purpose.
+    pub purpose: PurposeId,
+    /// Whether the consent is live.
+    pub granted: bool,
+    /// When it was last granted or withdrawn.
+    pub since: Timestamp,
+    /// When it was last withdrawn, if ever.
+    pub withdrawn_at: Option<Timestamp>,
+    /// 1 for the first row of the subject and purpose, one more per change.
+    pub version: u64,
+    /// HMAC-SHA-256 over the fields above.
+    #[serde(with = "crate::audit::event::hex32")]
+    pub mac: [u8; 32],
+}
+
+impl ConsentRecord {
+    fn message(&self) -> [u8; 59] {
+        let mut m = [0u8; 59];
+        m[..8].copy_from_slice(b"pp-cns1\0");
+        m[8..24].copy_from_slice(self.subject.as_bytes());
+        m[24] = self.purpose.code();
+        m[25] = u8::from(self.granted);
+        m[26..34].copy_from_slice(&self.since.unix_nanos().to_be_bytes());
+        m[34] = u8::from(self.withdrawn_at.is_some());
+        m[35..43].copy_from_slice(
+            &self
+                .withdrawn_at
+                .map_or(0, |t| t.unix_nanos())
+                .to_be_bytes(),
+        );
+        m[43..51].copy_from_slice(&self.version.to_be_bytes());
+        m[51..59].copy_from_slice(&[0; 8]);
+        m
+    }
+
+    fn sign(mut self, key: &ring::hmac::Key) -> Self {
+        let tag = ring::hmac::sign(key, &self.message());
+        self.mac.copy_from_slice(tag.as_ref());
+        self
+    }
+
+    fn authentic(&self, key: &ring::hmac::Key) -> bool {
+        ring::hmac::verify(key, &self.message(), &self.mac).is_ok()
+    }
+}
+
+/// A consent store failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("consent store failed: {0}")]
+pub struct ConsentStoreError(pub std::borrow::Cow<'static, str>);
+
+/// Where consent lives when several processes share it: durable rows, one
+/// per subject and purpose, that every custodian of the service reads and
+/// writes. Implemented by the stores of [`crate::store`]; hosts may
+/// implement it over their own database.
+///
+/// With a consent store a withdrawal takes effect at once in the process
+/// that made it and in every other process within the custodian's bound
+/// ([`CustodianBuilder::consent_store`](crate::CustodianBuilder::consent_store)),
+/// and a restart needs no replay of the trail.
+pub trait ConsentStore: Send + Sync {
+    /// The row of `subject` and `purpose`, if any.
+    fn load(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, ConsentStoreError>;
+
+    /// Stores `record` if the row it replaces has version
+    /// `record.version - 1` (no row, for version 1), atomically; `Ok(false)`
+    /// if another writer changed the row first (the custodian then reads it
+    /// again and retries).
+    fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError>;
+
+    /// Deletes every row of the subject (after erasure).
+    fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError>;
+
+    /// Every row, for [`cross_check`].
+    fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError>;
+}
+
+impl<C: ConsentStore + ?Sized> ConsentStore for std::sync::Arc<C> {
+    fn load(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+        (**self).load(subject, purpose)
+    }
+    fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError> {
+        (**self).store(record)
+    }
+    fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
+        (**self).forget(subject)
+    }
+    fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
+        (**self).all()
+    }
+}
+
+/// The durable half of the register: the store, the key, and a cache whose
+/// entries are trusted for at most `bound`.
+pub(crate) struct Durable {
+    store: Box<dyn ConsentStore>,
+    key: ring::hmac::Key,
+    bound: std::time::Duration,
+    cache: RwLock<HashMap<(SubjectId, PurposeId), Cached>>,
+}
+
+/// A row as last read (`None`: no row), and when.
+type Cached = (Option<ConsentState>, std::time::Instant);
+
+fn store_error(e: ConsentStoreError) -> Error {
+    Error::ConsentStore(e)
+}
+
+impl Durable {
+    fn to_state(&self, r: ConsentRecord) -> Result<ConsentState, Error> {
+        if !r.authentic(&self.key) {
+            return Err(Error::ConsentTampered {
+                subject: r.subject,
+                purpose: r.purpose,
+            });
+        }
+        Ok(ConsentState {
+            purpose: r.purpose,
+            granted: r.granted,
+            since: r.since,
+            withdrawn_at: r.withdrawn_at,
+            epoch: r.version,
+        })
+    }
+
+    /// Reads the row from the store (host code), checks it, caches it.
+    fn fetch(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, Error> {
+        let row =
+            crate::reentry::host(|| self.store.load(subject, purpose)).map_err(store_error)?;
+        if let Some(r) = row {
+            if r.subject != subject || r.purpose != purpose {
+                return Err(Error::ConsentTampered { subject, purpose });
+            }
+        }
+        Ok(row)
+    }
+
+    fn state(&self, subject: SubjectId, purpose: PurposeId) -> Result<Option<ConsentState>, Error> {
+        let key = (subject, purpose);
+        if let Some((state, at)) = self
+            .cache
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            if at.elapsed() < self.bound {
+                return Ok(*state);
+            }
+        }
+        let state = self
+            .fetch(subject, purpose)?
+            .map(|r| self.to_state(r))
+            .transpose()?;
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, (state, std::time::Instant::now()));
+        Ok(state)
+    }
+
+    fn change(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        granted: bool,
+        at: Timestamp,
+    ) -> Result<(), Error> {
+        // Compare-and-set against the stored version: another process may
+        // change the same row at the same moment.
+        for _ in 0..16 {
+            let current = self.fetch(subject, purpose)?;
+            let current = match current {
+                Some(r) => Some((r, self.to_state(r)?)),
+                None => None,
+            };
+            let version = current.map_or(1, |(r, _)| r.version + 1);
+            let withdrawn_at = if granted {
+                current.and_then(|(_, s)| s.withdrawn_at)
+            } else {
+                Some(at)
+            };
+            let record = ConsentRecord {
+                subject,
+                purpose,
+                granted,
+                since: at,
+                withdrawn_at,
+                version,
+                mac: [0; 32],
+            }
+            .sign(&self.key);
+            if crate::reentry::host(|| self.store.store(&record)).map_err(store_error)? {
+                let state = self.to_state(record)?;
+                self.cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((subject, purpose), (Some(state), std::time::Instant::now()));
+                return Ok(());
+            }
+        }
+        Err(Error::ConsentStore(ConsentStoreError(
+            "the row kept changing under concurrent writers".into(),
+        )))
+    }
+
+    fn forget(&self, subject: SubjectId) -> Result<(), Error> {
+        crate::reentry::host(|| self.store.forget(subject)).map_err(store_error)?;
+        let mut cache = self.cache.write().unwrap_or_else(|p| p.into_inner());
+        for p in PurposeId::ALL {
+            cache.remove(&(subject, p));
+        }
+        Ok(())
+    }
+}
+
+/// A consent row that disagrees with the verified trail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConsentMismatch {
+    /// The subject.
+    pub subject: SubjectId,
+    /// The purpose.
+    pub purpose: PurposeId,
+    /// What the trail's last consent event says (`None`: no event).
+    pub trail_granted: Option<bool>,
+    /// What the row says (`None`: no row).
+    pub row_granted: Option<bool>,
+}
+
+/// Cross-checks a consent store's rows against a verified trail: for every
+/// subject and purpose, the row must say what the trail's latest consent
+/// event says, and bear its time. A row rolled back to an earlier (still
+/// authentic) state, a row deleted while the trail says granted, and a row
+/// with no event behind it are all reported. Erasures in the trail clear a
+/// subject.
+pub fn cross_check(rows: &[ConsentRecord], trail: &[AuditEvent]) -> Vec<ConsentMismatch> {
+    use crate::audit::Outcome;
+    let mut last: HashMap<(SubjectId, PurposeId), (bool, Timestamp)> = HashMap::new();
+    let mut events: Vec<&AuditEvent> = trail
+        .iter()
+        .filter(|e| e.outcome() == Outcome::Allowed)
+        .collect();
+    events.sort_by_key(|e| e.time());
+    for e in events {
+        match e.action() {
+            Action::ConsentGranted | Action::ConsentWithdrawn => {
+                if let Some(p) = e.purpose() {
+                    last.insert(
+                        (e.subject(), p),
+                        (e.action() == Action::ConsentGranted, e.time()),
+                    );
+                }
+            }
+            Action::Erase => last.retain(|(s, _), _| *s != e.subject()),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for r in rows {
+        seen.insert((r.subject, r.purpose));
+        let expected = last.get(&(r.subject, r.purpose));
+        if expected != Some(&(r.granted, r.since)) {
+            out.push(ConsentMismatch {
+                subject: r.subject,
+                purpose: r.purpose,
+                trail_granted: expected.map(|e| e.0),
+                row_granted: Some(r.granted),
+            });
+        }
+    }
+    for ((subject, purpose), (granted, _)) in last {
+        if granted && !seen.contains(&(subject, purpose)) {
+            out.push(ConsentMismatch {
+                subject,
+                purpose,
+                trail_granted: Some(true),
+                row_granted: None,
+            });
+        }
+    }
+    out
 }

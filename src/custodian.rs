@@ -50,7 +50,7 @@ use crate::audit::{
     Action, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, Checkpoint, MemoryAuditLog,
     RecipientRef, TrailError, VerifiedTrail,
 };
-use crate::consent::{ConsentProof, Consents, Register};
+use crate::consent::{ConsentProof, ConsentStore, Consents, Register};
 use crate::country::Country;
 use crate::crypto::vault::{Vault, VaultConfig};
 use crate::crypto::{
@@ -227,12 +227,18 @@ impl Custodian {
         if let Err(e) = self.check_not_erased(subject) {
             return Err(self.deny(event, RuleId::R11, e));
         }
-        if P::ID.needs_consent() && self.consents.live_epoch(subject, P::ID).is_none() {
-            let e = Error::NoConsent {
-                subject,
-                purpose: P::ID,
+        if P::ID.needs_consent() {
+            let refusal = match self.consents.live_epoch(subject, P::ID) {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(Error::NoConsent {
+                    subject,
+                    purpose: P::ID,
+                }),
+                Err(e) => Some(e),
             };
-            return Err(self.deny(event, RuleId::R7, e));
+            if let Some(e) = refusal {
+                return Err(self.deny(event, RuleId::R7, e));
+            }
         }
         self.record(&event)
     }
@@ -413,9 +419,11 @@ impl Custodian {
             // Held while consent lasts: data collected before the last
             // withdrawal stays expired even after a new grant.
             Retention::UntilWithdrawn => match self.consents.state(subject, purpose) {
-                Some(s) if !s.granted => Some(s.since),
-                Some(s) => s.withdrawn_at.filter(|w| collected <= *w),
-                None => Some(collected),
+                Ok(Some(s)) if !s.granted => Some(s.since),
+                Ok(Some(s)) => s.withdrawn_at.filter(|w| collected <= *w),
+                Ok(None) => Some(collected),
+                // Consent that cannot be read counts as withdrawn (fail closed).
+                Err(_) => Some(now),
             },
             Retention::UntilErased => None,
         }
@@ -516,7 +524,7 @@ impl Custodian {
     ) -> Result<ConsentProof<P>, Error> {
         self.check_not_erased(subject)?;
         self.consents
-            .live_epoch(subject, P::ID)
+            .live_epoch(subject, P::ID)?
             .map(|epoch| ConsentProof::new(subject, epoch, self.id))
             .ok_or(Error::NoConsent {
                 subject,
@@ -688,7 +696,7 @@ impl Custodian {
             .unwrap_or_else(|p| p.into_inner())
             .insert(subject);
         self.any_erased.store(true, Ordering::Release);
-        self.consents.forget(subject);
+        self.consents.forget(subject)?;
         Ok(ErasureReceipt {
             subject,
             at,
@@ -724,13 +732,19 @@ impl Custodian {
     ) -> Result<Pseudonym<T>, Error> {
         let subject = info.subject();
         self.check_not_erased(subject)?;
-        if P::ID.needs_consent() && self.consents.live_epoch(subject, P::ID).is_none() {
-            let event = self.event(info, Action::Disclose, RuleId::R6);
-            let e = Error::NoConsent {
-                subject,
-                purpose: P::ID,
+        if P::ID.needs_consent() {
+            let refusal = match self.consents.live_epoch(subject, P::ID) {
+                Ok(Some(_)) => None,
+                Ok(None) => Some(Error::NoConsent {
+                    subject,
+                    purpose: P::ID,
+                }),
+                Err(e) => Some(e),
             };
-            return Err(self.deny(event, RuleId::R7, e));
+            if let Some(e) = refusal {
+                let event = self.event(info, Action::Disclose, RuleId::R6);
+                return Err(self.deny(event, RuleId::R7, e));
+            }
         }
         self.vault.pseudonym(subject, info.value())
     }
@@ -793,9 +807,32 @@ pub struct CustodianBuilder {
     facilities: Vec<Country>,
     retention: RetentionPolicy,
     recipients: Option<Vec<RegisteredRecipient>>,
+    consent_store: Option<Box<dyn ConsentStore>>,
+    consent_bound: Option<std::time::Duration>,
 }
 
 impl CustodianBuilder {
+    /// Keeps consent in `store`, shared by every process of the service,
+    /// instead of in this custodian's memory. Rows are authenticated under a
+    /// consent key derived from the keyring (so a keyring is required), a
+    /// change is written before `grant`/`withdraw` return, and another
+    /// process's change is seen within
+    /// [`consent_revalidate_after`](Self::consent_revalidate_after) (default
+    /// 1 second; at once in the process that made it). A restart needs no
+    /// replay of the trail.
+    pub fn consent_store(mut self, store: impl ConsentStore + 'static) -> Self {
+        self.consent_store = Some(Box::new(store));
+        self
+    }
+
+    /// How long a consent read from the consent store is trusted before it
+    /// is read again: the bound within which a withdrawal made by another
+    /// process takes effect here (default 1 second; zero reads on every use).
+    pub fn consent_revalidate_after(mut self, bound: std::time::Duration) -> Self {
+        self.consent_bound = Some(bound);
+        self
+    }
+
     /// Turns the registry of recipients on and registers `recipients`
     /// (name, role, where each processes). From then on every disclosure is
     /// refused with [`Error::UnregisteredRecipient`] unless a recipient of
@@ -983,6 +1020,22 @@ impl CustodianBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Box::new(MemoryKeyStore::new()));
+        let consents = match self.consent_store {
+            None => Register::default(),
+            Some(cs) => {
+                let key = keyring.as_ref().map(|k| k.consent_key()).ok_or(
+                    crate::crypto::KeyError::Provider(
+                        "a consent store needs a keyring to authenticate its rows".into(),
+                    ),
+                )?;
+                Register::durable(
+                    cs,
+                    &key,
+                    self.consent_bound
+                        .unwrap_or(std::time::Duration::from_secs(1)),
+                )
+            }
+        };
         let id = u64::from_be_bytes(crate::crypto::random_array::<8>()?);
         Ok(Custodian {
             id,
@@ -991,7 +1044,7 @@ impl CustodianBuilder {
             audit_key,
             recipients: self.recipients,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
-            consents: Register::default(),
+            consents,
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
             vault: Vault::new(provider, store, pseudonym_key, self.config),

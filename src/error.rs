@@ -103,6 +103,21 @@ pub enum Error {
         role: crate::recipient::RoleId,
     },
 
+    /// A consent store holds a row for this subject and purpose that does not
+    /// authenticate under the custodian's consent key: written or edited by
+    /// someone without the key. Refused (fail closed, R7).
+    #[error("R7: the consent row of subject {subject} for {purpose} does not authenticate")]
+    ConsentTampered {
+        /// The subject.
+        subject: SubjectId,
+        /// The purpose.
+        purpose: PurposeId,
+    },
+
+    /// The consent store failed; consent counts as not given (fail closed).
+    #[error(transparent)]
+    ConsentStore(#[from] crate::consent::ConsentStoreError),
+
     /// A consent register that already holds state cannot be restored into
     /// (a restore would merge two histories).
     #[error("R7: the consent register already holds state; restore only into a fresh custodian")]
@@ -160,7 +175,9 @@ impl Error {
             | Error::CollectedLater { .. } => Some(RuleId::R11),
             Error::Transfer(_) => Some(RuleId::R8),
             Error::UnregisteredRecipient { .. } => Some(RuleId::R5),
-            Error::RegisterNotEmpty => Some(RuleId::R7),
+            Error::RegisterNotEmpty | Error::ConsentTampered { .. } | Error::ConsentStore(_) => {
+                Some(RuleId::R7)
+            }
             Error::Untrusted(_) => Some(RuleId::R10),
             Error::Reentrant => None,
             Error::Unauthentic | Error::Envelope(_) => Some(RuleId::R9),

@@ -261,6 +261,38 @@ fn child_process_entry() {
                 }
             }
         }
+        // Uses a subscriber's address every 10 ms through a custodian whose
+        // consent lives in the store; says when consent stops it.
+        "consent_watcher" => {
+            let s: SubjectId = std::env::var("PP_SUBJECT").unwrap().parse().unwrap();
+            let watcher = Custodian::builder()
+                .keyring(keyring.clone())
+                .key_store(store.key_store())
+                .audit(store.audit_sink(keyring.audit_key()).unwrap())
+                .consent_store(store.consent_store())
+                .consent_revalidate_after(Duration::from_millis(200))
+                .build()
+                .unwrap();
+            let info: PersonalInfo<EmailAddress, Newsletter> =
+                PersonalInfo::collect(s, EmailAddress::parse("ada@example.com").unwrap());
+            let mut live = false;
+            loop {
+                match watcher.access(&info, |_| ()) {
+                    Ok(()) if !live => {
+                        live = true;
+                        println!("LIVE");
+                    }
+                    Ok(()) => {}
+                    Err(Error::NoConsent { .. }) if live => {
+                        println!("STOPPED");
+                        return;
+                    }
+                    Err(Error::NoConsent { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
         other => panic!("unknown child role {other}"),
     }
 }
@@ -572,4 +604,206 @@ fn a4_the_public_key_alone_verifies_a_fleets_trail_and_catches_a2() {
     let report = verify_public(&store.trail().unwrap(), &public, &with_forgery);
     assert_eq!(report.bad_checkpoints, vec![forged]);
     assert!(!report.is_intact());
+}
+
+// ---------------------------------------------------------------------------
+// Consent in the store
+
+fn with_consents(store: &SqliteStore) -> Custodian {
+    let keyring = keyring();
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .consent_store(store.consent_store())
+        .build()
+        .unwrap()
+}
+
+/// A withdrawal made by one process stops another process's uses within
+/// the bound it was built with (200 ms here), and at once in the process
+/// that made it. No trail is replayed anywhere.
+#[test]
+fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
+    let dir = TempDir::new("consent-bound");
+    let db = dir.path("c.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let subject = SubjectId::random();
+    let here = with_consents(&store);
+    here.consents().grant::<Newsletter>(subject).unwrap();
+
+    let mut watcher = child(
+        "consent_watcher",
+        &db,
+        &[("PP_SUBJECT", subject.to_string())],
+    )
+    .spawn()
+    .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let live = lines.by_ref().map_while(Result::ok).any(|l| l == "LIVE");
+    assert!(live, "the other process never saw the grant");
+
+    here.consents().withdraw::<Newsletter>(subject).unwrap();
+    let withdrawn = std::time::Instant::now();
+    assert!(
+        !here.consents().is_granted::<Newsletter>(subject),
+        "not at once here"
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let stopped = lines.by_ref().map_while(Result::ok).any(|l| l == "STOPPED");
+        let _ = tx.send(stopped);
+        for _ in lines {}
+    });
+    let stopped = rx.recv_timeout(Duration::from_secs(10));
+    let took = withdrawn.elapsed();
+    if stopped != Ok(true) {
+        let _ = watcher.kill();
+        panic!("the other process kept using the data after the withdrawal");
+    }
+    eprintln!("withdrawal seen by the other process after {took:?} (bound 200 ms)");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(watcher.wait().unwrap().success());
+
+    // A restart reads consent from the store: no replay, no checkpoint needed.
+    let restarted = with_consents(&store);
+    assert!(!restarted.consents().is_granted::<Newsletter>(subject));
+    let other = SubjectId::random();
+    here.consents().grant::<Newsletter>(other).unwrap();
+    assert!(with_consents(&store)
+        .consents()
+        .is_granted::<Newsletter>(other));
+}
+
+/// A2 writes a consent row of its own, or edits one: it does not
+/// authenticate, and the use is refused (fail closed).
+#[test]
+fn a2_a_forged_or_edited_consent_row_is_refused() {
+    use privacy_pledge::consent::{ConsentRecord, ConsentStore};
+    use privacy_pledge::purpose::PurposeId;
+    let store = SqliteStore::open_in_memory().unwrap();
+    let custodian = with_consents(&store);
+    let victim = SubjectId::random();
+    let forged = ConsentRecord {
+        subject: victim,
+        purpose: PurposeId::Promotion,
+        granted: true,
+        since: Timestamp::now(),
+        withdrawn_at: None,
+        version: 1,
+        mac: [7; 32],
+    };
+    assert!(store.consent_store().store(&forged).unwrap());
+    assert!(matches!(
+        custodian.consent_proof::<privacy_pledge::purpose::Promotion>(victim),
+        Err(Error::ConsentTampered { .. })
+    ));
+    assert!(!custodian
+        .consents()
+        .is_granted::<privacy_pledge::purpose::Promotion>(victim));
+
+    // An authentic withdrawal edited into a grant in place.
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+    store
+        .with_connection(|c| {
+            c.execute(
+                "UPDATE pp_consents SET record = replace(record, '\"granted\":false', '\"granted\":true')",
+                [],
+            )
+        })
+        .unwrap();
+    let fresh = with_consents(&store);
+    assert!(!fresh.consents().is_granted::<Newsletter>(ada));
+    let info: PersonalInfo<EmailAddress, Newsletter> =
+        PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap());
+    assert!(matches!(
+        fresh.access(&info, |_| ()),
+        Err(Error::ConsentTampered { .. })
+    ));
+}
+
+/// A2 puts back an older, authentic row (the grant before a withdrawal):
+/// the row itself authenticates, and the cross-check against the verified
+/// trail reports it.
+#[test]
+fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
+    use privacy_pledge::consent::{cross_check, ConsentStore};
+    let store = SqliteStore::open_in_memory().unwrap();
+    let custodian = with_consents(&store);
+    let (ada, bob) = (SubjectId::random(), SubjectId::random());
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    custodian.consents().grant::<Newsletter>(bob).unwrap();
+    let granted_row: String = store
+        .with_connection(|c| {
+            c.query_row(
+                "SELECT record FROM pp_consents WHERE subject = ?1",
+                [ada.to_string()],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+    assert!(cross_check(
+        &store.consent_store().all().unwrap(),
+        &store.trail().unwrap()
+    )
+    .is_empty());
+    store
+        .with_connection(|c| {
+            c.execute(
+                "UPDATE pp_consents SET record = ?1, version = 1 WHERE subject = ?2",
+                [granted_row, ada.to_string()],
+            )
+        })
+        .unwrap();
+    let found = cross_check(
+        &store.consent_store().all().unwrap(),
+        &store.trail().unwrap(),
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].subject, ada);
+    assert_eq!(
+        (found[0].trail_granted, found[0].row_granted),
+        (Some(false), Some(true))
+    );
+}
+
+/// Two processes' worth of writers flip one subject's consent at once: the
+/// compare-and-set on the row's version loses no change.
+#[test]
+fn a5_concurrent_consent_changes_lose_nothing() {
+    use privacy_pledge::consent::ConsentStore;
+    let dir = TempDir::new("consent-cas");
+    let db = dir.path("c.sqlite");
+    SqliteStore::open(&db).unwrap();
+    let subject = SubjectId::random();
+    let threads: Vec<_> = (0..2)
+        .map(|_| {
+            let db = db.clone();
+            std::thread::spawn(move || {
+                // Its own connection, as another process would have.
+                let store = SqliteStore::open(&db).unwrap();
+                let c = with_consents(&store);
+                for i in 0..25 {
+                    if i % 2 == 0 {
+                        c.consents().grant::<Newsletter>(subject).unwrap();
+                    } else {
+                        c.consents().withdraw::<Newsletter>(subject).unwrap();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let rows = SqliteStore::open(&db)
+        .unwrap()
+        .consent_store()
+        .all()
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].version, 50, "a change was lost");
 }

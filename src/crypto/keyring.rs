@@ -387,6 +387,12 @@ impl Keyring {
         ))
     }
 
+    /// The key consent rows are authenticated under, derived from the
+    /// master secret (crate-internal: only the custodian makes rows).
+    pub(crate) fn consent_key(&self) -> Zeroizing<[u8; 32]> {
+        derive(self.master.expose_secret(), b"consent")
+    }
+
     /// The key for the audit chain (R10), derived from the master secret.
     pub fn audit_key(&self) -> AuditKey {
         AuditKey::from_bytes(*derive(self.master.expose_secret(), b"audit"))

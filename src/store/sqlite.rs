@@ -36,6 +36,7 @@
 //! | `pp_subject_keys (subject, generation, kek_version, wrapped, uses)` | wrapped data keys: useless without the key-encryption key |
 //! | `pp_erased_subjects (subject, erased_at)` | erasure tombstones |
 //! | `pp_subject_pseudonyms (subject, pseudonym)` | pseudonyms noted for erasure receipts |
+//! | `pp_consents (subject, purpose, version, record)` | consent rows (JSON of a [`ConsentRecord`], authenticated by the custodian) |
 //! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`] outside the database |
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
@@ -57,14 +58,16 @@ use crate::audit::{
     Action, AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, CheckpointSigner,
     CheckpointStore, SignedCheckpoint, StreamId,
 };
+use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
     Destroyed, KeyStore, KeyStoreError, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
 };
+use crate::purpose::PurposeId;
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     "
 CREATE TABLE pp_audit_log (
     id      INTEGER PRIMARY KEY,
@@ -100,6 +103,15 @@ CREATE TABLE pp_checkpoints (
     stream     TEXT    PRIMARY KEY,
     seq        INTEGER NOT NULL,
     checkpoint TEXT    NOT NULL
+);
+",
+    "
+CREATE TABLE pp_consents (
+    subject TEXT    NOT NULL,
+    purpose TEXT    NOT NULL,
+    version INTEGER NOT NULL,
+    record  TEXT    NOT NULL,
+    PRIMARY KEY (subject, purpose)
 );
 ",
 ];
@@ -179,6 +191,14 @@ impl SqliteStore {
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         schema_version(&self.lock())
+    }
+
+    /// The consent store over `pp_consents`, for
+    /// [`CustodianBuilder::consent_store`](crate::CustodianBuilder::consent_store).
+    pub fn consent_store(&self) -> SqliteConsentStore {
+        SqliteConsentStore {
+            store: self.clone(),
+        }
     }
 
     /// The key store over `pp_subject_keys`.
@@ -931,5 +951,102 @@ impl KeyStore for SqliteKeyStore {
             }
             Ok(())
         })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The consent store
+
+/// Consent rows in `pp_consents`, shared by every process on the database.
+/// Each write is a compare-and-set on the row's version inside an immediate
+/// transaction, so concurrent writers in several processes never lose a
+/// change.
+#[derive(Clone, Debug)]
+pub struct SqliteConsentStore {
+    store: SqliteStore,
+}
+
+fn consent_err(e: impl fmt::Display) -> ConsentStoreError {
+    ConsentStoreError(Cow::Owned(format!("pp_consents: {e}")))
+}
+
+fn purpose_col(p: PurposeId) -> String {
+    p.to_string()
+}
+
+impl ConsentStore for SqliteConsentStore {
+    fn load(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+        let json: Option<String> = self
+            .store
+            .lock()
+            .query_row(
+                "SELECT record FROM pp_consents WHERE subject = ?1 AND purpose = ?2",
+                params![subject.to_string(), purpose_col(purpose)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(consent_err)?;
+        json.map(|j| serde_json::from_str(&j).map_err(|_| consent_err("malformed row")))
+            .transpose()
+    }
+
+    fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError> {
+        let json = serde_json::to_string(record).map_err(consent_err)?;
+        let version = i64::try_from(record.version).map_err(consent_err)?;
+        let (subject, purpose) = (record.subject.to_string(), purpose_col(record.purpose));
+        let mut conn = self.store.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(consent_err)?;
+        let current: Option<i64> = tx
+            .query_row(
+                "SELECT version FROM pp_consents WHERE subject = ?1 AND purpose = ?2",
+                params![subject, purpose],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(consent_err)?;
+        if current.unwrap_or(0) != version - 1 {
+            return Ok(false);
+        }
+        tx.execute(
+            "INSERT INTO pp_consents (subject, purpose, version, record) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (subject, purpose) DO UPDATE SET version = excluded.version, record = excluded.record",
+            params![subject, purpose, version, json],
+        )
+        .map_err(consent_err)?;
+        tx.commit().map_err(consent_err)?;
+        Ok(true)
+    }
+
+    fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
+        self.store
+            .lock()
+            .execute(
+                "DELETE FROM pp_consents WHERE subject = ?1",
+                [subject.to_string()],
+            )
+            .map(|_| ())
+            .map_err(consent_err)
+    }
+
+    fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
+        let conn = self.store.lock();
+        let mut stmt = conn
+            .prepare("SELECT record FROM pp_consents ORDER BY subject, purpose")
+            .map_err(consent_err)?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(consent_err)?;
+        let mut out = Vec::new();
+        for row in rows {
+            let json = row.map_err(consent_err)?;
+            out.push(serde_json::from_str(&json).map_err(|_| consent_err("malformed row"))?);
+        }
+        Ok(out)
     }
 }
