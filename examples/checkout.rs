@@ -30,9 +30,7 @@ mod support;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 
-use privacy_pledge::audit::{AuditSink, ChainedAuditLog};
 use privacy_pledge::data::{
     Amount, Date, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
     PurchaseRecord,
@@ -40,10 +38,11 @@ use privacy_pledge::data::{
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::time::Timestamp;
-use privacy_pledge::{Custodian, Error, PersonalInfo, Sealed, SubjectId};
+use privacy_pledge::{Error, PersonalInfo, Sealed, SubjectId};
 use rusqlite::{params, OptionalExtension};
 
-use support::{BoxError, Db, SqliteAuditLog};
+use privacy_pledge::store::sqlite::SqliteStore;
+use support::BoxError;
 
 /// An order form as the web shop receives it: untrusted text.
 struct OrderForm {
@@ -149,10 +148,8 @@ impl Recipient for MailDelivery {
 
 /// Everything the shop works with.
 struct Shop {
-    custodian: Custodian,
-    db: Db,
-    audit: Arc<ChainedAuditLog<SqliteAuditLog>>,
-    checkpoint_file: std::path::PathBuf,
+    db: SqliteStore,
+    opened: support::StoreShop,
     payments: PaymentProcessor,
     mail: MailDelivery,
 }
@@ -183,6 +180,7 @@ CREATE TABLE IF NOT EXISTS customers (
     address TEXT NOT NULL,
     phone   TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS order_numbers (n INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS orders (
     id      INTEGER PRIMARY KEY,
     subject TEXT NOT NULL REFERENCES customers (subject),
@@ -234,14 +232,18 @@ fn run() -> Result<(), BoxError> {
     let leaving = customers.last().ok_or("no order was placed")?;
     erase_customer(&shop, *leaving)?;
 
-    // Clean shutdown: the head goes to the checkpoint kept outside the
-    // database, so the next start can tell a trail cut short.
-    shop.audit.flush()?;
-    let head = shop.audit.checkpoint();
-    support::save_checkpoint(&shop.checkpoint_file, &head)?;
-    println!("audit trail: {} events in audit_log", head.seq());
+    // Clean shutdown: the stream's head, signed, goes to the checkpoint
+    // directory outside the database; a verifier needs only the public key.
+    let signed = shop.opened.shut_down()?;
+    let head = signed.checkpoint();
+    println!(
+        "audit stream {}: {} events in pp_audit_log",
+        signed.stream(),
+        head.seq()
+    );
     println!("audit head: {} {}", head.seq(), support::hex(head.head()));
-    println!("checkpoint: {}", shop.checkpoint_file.display());
+    println!("checkpoints: {}", shop.opened.checkpoints.display());
+    println!("public key: {}", shop.opened.public_key);
     Ok(())
 }
 
@@ -267,30 +269,16 @@ fn parse_args() -> Result<PathBuf, BoxError> {
     }))
 }
 
-/// Opens the database, its keys and its audit trail, and builds the custodian.
+/// Opens the database, its keys, consents and audit stream, and builds the
+/// custodian. Several processes may run this on one database at once.
 fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
-    // Demo only: the master secret sits in `<db>.key` beside the database.
-    // A real host fetches it from its KMS at start-up.
-    let key_file = support::key_file_for(db_path);
-    if db_path.exists() && !key_file.exists() {
-        // A new secret could open nothing in this database and would not
-        // verify its audit trail.
-        return Err(format!(
-            "{} has no key file {}",
-            db_path.display(),
-            key_file.display()
-        )
-        .into());
-    }
-    let keyring = Arc::new(support::read_or_create_keyring(&key_file)?);
-    let db = Db::open(db_path)?;
-    db.with(|c| c.execute_batch(SHOP_TABLES))?;
-    let opened = support::open_custodian(&db, keyring, &support::checkpoint_file_for(db_path))?;
+    let opened = support::open_store_shop(db_path)?;
+    opened
+        .store
+        .with_connection(|c| c.execute_batch(SHOP_TABLES))?;
     Ok(Shop {
-        custodian: opened.custodian,
-        db,
-        audit: opened.audit,
-        checkpoint_file: opened.checkpoint_file,
+        db: opened.store.clone(),
+        opened,
         payments: PaymentProcessor::default(),
         mail: MailDelivery::default(),
     })
@@ -310,7 +298,7 @@ fn parse_form(form: &OrderForm) -> Result<ParsedForm, InvalidData> {
 
 /// Takes one order: collect, store sealed, charge, confirm, note consent.
 fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<SubjectId, BoxError> {
-    let c = &shop.custodian;
+    let c = &shop.opened.custodian;
     let subject = SubjectId::try_random()?;
     // Collected for the purchase: from here on each value carries its purpose.
     let customer = Customer {
@@ -340,14 +328,14 @@ fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<Subje
 /// Seals every field and stores the envelopes. Nothing in the row is
 /// readable without the customer's key.
 fn store_customer(shop: &Shop, customer: &Customer) -> Result<(), BoxError> {
-    let c = &shop.custodian;
+    let c = &shop.opened.custodian;
     let row = [
         c.seal(&customer.name)?.to_text(),
         c.seal(&customer.email)?.to_text(),
         c.seal(&customer.address)?.to_text(),
         c.seal(&customer.phone)?.to_text(),
     ];
-    shop.db.with(|db| {
+    shop.db.with_connection(|db| {
         db.execute(
             "INSERT INTO customers (subject, name, email, address, phone)
              VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -364,7 +352,7 @@ fn charge_card(
     purchase: &PersonalInfo<PurchaseRecord, Transaction>,
     token: &PersonalInfo<PaymentToken, Transaction>,
 ) -> Result<String, BoxError> {
-    let c = &shop.custodian;
+    let c = &shop.opened.custodian;
     let amount = c.disclose(purchase, &shop.payments, |p| p.amount())?;
     let charge = c.disclose(token, &shop.payments, |t| shop.payments.charge(t, amount))?;
     Ok(charge)
@@ -376,8 +364,8 @@ fn store_order(
     purchase: &PersonalInfo<PurchaseRecord, Transaction>,
     charge: &str,
 ) -> Result<(), BoxError> {
-    let sealed = shop.custodian.seal(purchase)?.to_text();
-    shop.db.with(|db| {
+    let sealed = shop.opened.custodian.seal(purchase)?.to_text();
+    shop.db.with_connection(|db| {
         db.execute(
             "INSERT INTO orders (subject, record, charge) VALUES (?1, ?2, ?3)",
             params![subject.to_string(), sealed, charge],
@@ -392,8 +380,9 @@ fn send_confirmation(
     shop: &Shop,
     email: PersonalInfo<EmailAddress, Transaction>,
 ) -> Result<(), BoxError> {
-    let notice: PersonalInfo<EmailAddress, ServiceNotice> = shop.custodian.repurpose(email)?;
-    shop.custodian.disclose(&notice, &shop.mail, |to| {
+    let notice: PersonalInfo<EmailAddress, ServiceNotice> =
+        shop.opened.custodian.repurpose(email)?;
+    shop.opened.custodian.disclose(&notice, &shop.mail, |to| {
         shop.mail.send(to, "Your order is confirmed")
     })?;
     Ok(())
@@ -402,11 +391,11 @@ fn send_confirmation(
 /// Mails an offer to every customer with live consent for `Promotion`.
 /// Returns (sent, skipped).
 fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
-    let c = &shop.custodian;
-    let rows: Vec<(String, String)> = shop.db.with(|db| {
+    let c = &shop.opened.custodian;
+    let rows: Vec<(String, String)> = shop.db.with_connection(|db| {
         db.prepare("SELECT subject, email FROM customers ORDER BY rowid")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect()
+            .collect::<rusqlite::Result<Vec<(String, String)>>>()
     })?;
     let (mut sent, mut skipped) = (0, 0);
     for (subject, email) in rows {
@@ -433,8 +422,8 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
 /// Erases a customer by destroying their key, then shows that their row,
 /// still in the table, no longer opens.
 fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
-    let receipt = shop.custodian.erase(subject)?;
-    let name: Option<String> = shop.db.with(|db| {
+    let receipt = shop.opened.custodian.erase(subject)?;
+    let name: Option<String> = shop.db.with_connection(|db| {
         db.query_row(
             "SELECT name FROM customers WHERE subject = ?1",
             [subject.to_string()],
@@ -444,7 +433,7 @@ fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
     })?;
     let name = name.ok_or("the erased customer's row is missing")?;
     let sealed: Sealed<FullName, Transaction> = Sealed::from_text(&name)?;
-    match shop.custodian.open(&sealed) {
+    match shop.opened.custodian.open(&sealed) {
         Err(e @ Error::Erased { .. }) => {
             println!(
                 "erased customer {subject} ({} key generation(s) destroyed); opening their row now fails: {e}",
@@ -458,10 +447,14 @@ fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
 }
 
 /// The next order number, `ORD-1001` onwards.
-fn next_order_id(db: &Db) -> Result<String, BoxError> {
-    let last: i64 =
-        db.with(|db| db.query_row("SELECT COALESCE(MAX(id), 0) FROM orders", [], |r| r.get(0)))?;
-    Ok(format!("ORD-{}", 1001 + last))
+fn next_order_id(db: &SqliteStore) -> Result<String, BoxError> {
+    // A number drawn from the database, so processes running at once never
+    // hand out the same one.
+    let n: i64 = db.with_connection(|db| {
+        db.execute("INSERT INTO order_numbers DEFAULT VALUES", [])?;
+        Ok::<_, rusqlite::Error>(db.last_insert_rowid())
+    })?;
+    Ok(format!("ORD-{}", 1000 + n))
 }
 
 /// Today's date (UTC), from the RFC 3339 form of the current time.

@@ -15,16 +15,16 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress, PurchaseRecord};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::{Sealed, SubjectId};
 
-use support::{BoxError, Db};
+use privacy_pledge::store::sqlite::SqliteStore;
+use support::BoxError;
 
 struct Args {
     db: PathBuf,
@@ -71,19 +71,19 @@ struct Rows {
 }
 
 impl Rows {
-    fn load(db: &Db, subject: SubjectId) -> Result<Rows, BoxError> {
+    fn load(db: &SqliteStore, subject: SubjectId) -> Result<Rows, BoxError> {
         let id = subject.to_string();
-        let fields: [String; 4] = db.with(|c| {
+        let fields: [String; 4] = db.with_connection(|c| {
             c.query_row(
                 "SELECT name, email, address, phone FROM customers WHERE subject = ?1",
                 [&id],
                 |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
             )
         })?;
-        let orders: Vec<String> = db.with(|c| {
+        let orders: Vec<String> = db.with_connection(|c| {
             c.prepare("SELECT record FROM orders WHERE subject = ?1 ORDER BY id")?
                 .query_map([&id], |r| r.get(0))?
-                .collect()
+                .collect::<rusqlite::Result<Vec<String>>>()
         })?;
         Ok(Rows {
             name: Sealed::from_text(&fields[0])?,
@@ -105,8 +105,8 @@ impl Rows {
     }
 }
 
-fn first_customer(db: &Db) -> Result<SubjectId, BoxError> {
-    let id: String = db.with(|c| {
+fn first_customer(db: &SqliteStore) -> Result<SubjectId, BoxError> {
+    let id: String = db.with_connection(|c| {
         c.query_row(
             "SELECT subject FROM customers ORDER BY rowid LIMIT 1",
             [],
@@ -114,13 +114,6 @@ fn first_customer(db: &Db) -> Result<SubjectId, BoxError> {
         )
     })?;
     Ok(id.parse()?)
-}
-
-fn open_custodian(db_path: &Path, db: &Db) -> Result<support::Opened, BoxError> {
-    let keyring = Arc::new(support::read_keyring(&support::key_file_for(db_path))?);
-    // The trail is read only once it verifies against the checkpoint kept
-    // outside the database: the report quotes it to the customer.
-    support::open_custodian(db, keyring, &support::checkpoint_file_for(db_path))
 }
 
 fn run() -> Result<(), BoxError> {
@@ -132,18 +125,21 @@ fn run() -> Result<(), BoxError> {
         )
         .into());
     }
-    let db = Db::open(&args.db)?;
-    let opened = open_custodian(&args.db, &db)?;
+    let opened = support::open_store_shop(&args.db)?;
+    let db = opened.store.clone();
     let subject = match args.subject {
         Some(s) => s,
         None => first_customer(&db)?,
     };
     let rows = Rows::load(&db, subject)?;
+    // The report quotes the trail to the customer: every stream verified
+    // under the custodian's keys against the signed checkpoints first.
+    let trail = opened.verified_trail()?;
     let report = opened
         .custodian
-        .subject_report(subject, &rows.records(), &opened.trail)?;
+        .subject_report(subject, &rows.records(), &trail)?;
     // The report and its disclosures to the customer are in the trail now.
-    opened.save_checkpoint()?;
+    opened.shut_down()?;
     if args.json {
         println!("{}", report.to_json()?.as_str());
     } else {

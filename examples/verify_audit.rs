@@ -1,61 +1,62 @@
-//! Checks an audit trail written by a `ChainedAuditLog`.
+//! Checks an audit trail.
 //!
 //! ```text
-//! cargo run --example verify_audit -- --db PATH    [--head SEQ:HEX] [--key-file PATH] [--export-jsonl OUT]
+//! cargo run --example verify_audit -- --db PATH    [--public-key HEX] [--checkpoints DIR]
 //! cargo run --example verify_audit -- --jsonl FILE [--head SEQ:HEX] [--key-file PATH]
 //! ```
 //!
-//! Reads every entry (the `audit_log` table of an SQLite database, or a file
-//! of JSON lines), recomputes the chain with the audit key, and reports the
-//! first entry that was edited, deleted, reordered or inserted. With a
-//! trusted checkpoint — `--head`, or the `<PATH>.checkpoint` file the
-//! `checkout` example writes outside the database — it also detects entries
-//! cut from the end; without one it says that it cannot.
+//! `--db`: the streams of an SQLite database written by the crate's store
+//! (the `checkout` example), checked with the **public** checkpoint key only
+//! (`--public-key`, or `PATH.pub`) against the signed checkpoints kept
+//! outside the database (`--checkpoints`, or `PATH.checkpoints/`). It needs
+//! no secret, so whoever runs it can check the trail but can forge nothing.
+//! Every stream is reported: intact and vouched for up to which entry, or
+//! the first bad entry; streams a checkpoint names but the database lacks;
+//! checkpoints whose signature fails. The database is opened read-only: a
+//! dropped table is reported, never re-created, and an empty trail is a
+//! failure.
 //!
-//! It never writes: the database is opened read-only, so a dropped table is
-//! reported, not re-created. A missing table or an empty trail is a failure
-//! (a trail that was wiped must not read as "intact").
+//! `--jsonl`: a file of JSON lines written by a single-chain
+//! `ChainedAuditLog`, checked with the audit key derived from the keyring in
+//! `<FILE>.key` or `--key-file` (whose holder could also re-chain an edited
+//! trail); with `--head` it also detects entries cut from the end.
 //!
-//! The audit key is derived from the keyring in `<PATH>.key` (as written by
-//! the `checkout` example), or in `--key-file`. Whoever holds that key can
-//! also re-chain an edited trail, so keep it away from the database's
-//! operator.
-//!
-//! Exit status: 0 when the trail is intact (the head is printed), 1 when it
-//! was tampered with, is missing or is empty (the first bad entry is
-//! printed), 2 when it could not be checked (bad arguments, unreadable files).
+//! Exit status: 0 when the trail is intact, 1 when it was tampered with, is
+//! missing or is empty, 2 when it could not be checked (bad arguments,
+//! unreadable files).
 
 #[path = "support/mod.rs"]
 mod support;
 
-use std::fs::{self, File};
-use std::io::BufWriter;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use privacy_pledge::audit::{
-    read_jsonl, verify, AuditEvent, AuditKey, AuditSink, Checkpoint, JsonLinesSink, JsonlError,
-    Tamper, VerifyError,
+    read_jsonl, verify, verify_public, AuditKey, Checkpoint, CheckpointKey, CheckpointStore,
+    DirCheckpointStore, JsonlError, Tamper, VerifyError,
 };
+use privacy_pledge::store::sqlite::SqliteStore;
 
-use support::{BoxError, Db};
+use support::BoxError;
 
-const USAGE: &str = "usage: verify_audit (--db PATH | --jsonl FILE) [--head SEQ:HEX] \
-                     [--key-file PATH] [--export-jsonl OUT]";
+const USAGE: &str = "usage: verify_audit --db PATH [--public-key HEX] [--checkpoints DIR]\n       \
+                     verify_audit --jsonl FILE [--head SEQ:HEX] [--key-file PATH]";
 
-enum Source {
-    Sqlite(PathBuf),
-    Jsonl(PathBuf),
+enum Args {
+    Store {
+        db: PathBuf,
+        public_key: Option<CheckpointKey>,
+        checkpoints: Option<PathBuf>,
+    },
+    Jsonl {
+        file: PathBuf,
+        key_file: Option<PathBuf>,
+        head: Option<Checkpoint>,
+    },
 }
 
-struct Args {
-    source: Source,
-    key_file: Option<PathBuf>,
-    head: Option<Checkpoint>,
-    export: Option<PathBuf>,
-}
-
-/// What the check found.
+/// What the check of a single chain found.
 enum Verdict {
     Intact {
         head: Checkpoint,
@@ -63,10 +64,8 @@ enum Verdict {
     },
     Broken {
         error: VerifyError,
-        /// Where the bad entry is in the storage, for a person to look at.
         location: String,
     },
-    /// No trail to check: the table is gone or holds nothing.
     Missing(String),
 }
 
@@ -78,33 +77,20 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match check(&args) {
-        Ok(Verdict::Intact { head, entries }) => {
-            println!("audit trail intact: {entries} entries");
-            match trusted(&args) {
-                Some(trusted) => println!(
-                    "matches the trusted checkpoint at seq {}; {} entries after it",
-                    trusted.seq(),
-                    head.seq() - trusted.seq()
-                ),
-                None => println!(
-                    "cannot check truncation: no trusted checkpoint (give --head SEQ:HEX); entries cut from the end would not show"
-                ),
-            }
-            println!("head: {head}");
-            ExitCode::SUCCESS
-        }
-        Ok(Verdict::Missing(why)) => {
-            eprintln!("audit trail MISSING: {why}");
-            ExitCode::from(1)
-        }
-        Ok(Verdict::Broken { error, location }) => {
-            eprintln!(
-                "audit trail BROKEN at entry {} ({location}), expected seq {}: {}",
-                error.index, error.expected_seq, error.reason
-            );
-            ExitCode::from(1)
-        }
+    let outcome = match &args {
+        Args::Store {
+            db,
+            public_key,
+            checkpoints,
+        } => check_store(db, *public_key, checkpoints.as_deref()),
+        Args::Jsonl {
+            file,
+            key_file,
+            head,
+        } => check_jsonl_file(file, key_file.as_deref(), head.as_ref()),
+    };
+    match outcome {
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("verify_audit: {e}");
             ExitCode::from(2)
@@ -114,15 +100,21 @@ fn main() -> ExitCode {
 
 fn parse_args() -> Result<Args, BoxError> {
     let mut args = std::env::args_os().skip(1);
-    let (mut source, mut key_file, mut head, mut export) = (None, None, None, None);
+    let (mut db, mut jsonl, mut public_key, mut checkpoints, mut key_file, mut head) =
+        (None, None, None, None, None, None);
     while let Some(arg) = args.next() {
         let flag = arg.to_str().unwrap_or_default().to_owned();
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--db" => source = Some(Source::Sqlite(value()?.into())),
-            "--jsonl" => source = Some(Source::Jsonl(value()?.into())),
+            "--db" => db = Some(PathBuf::from(value()?)),
+            "--jsonl" => jsonl = Some(PathBuf::from(value()?)),
+            "--checkpoints" => checkpoints = Some(PathBuf::from(value()?)),
             "--key-file" => key_file = Some(PathBuf::from(value()?)),
-            "--export-jsonl" => export = Some(PathBuf::from(value()?)),
+            "--public-key" => {
+                let text = value()?;
+                let text = text.to_str().ok_or("--public-key is not hex")?;
+                public_key = Some(text.parse().map_err(|e| format!("--public-key: {e}"))?);
+            }
             "--head" => {
                 let text = value()?;
                 let text = text.to_str().ok_or("--head is not SEQ:HEX")?;
@@ -131,94 +123,149 @@ fn parse_args() -> Result<Args, BoxError> {
             _ => return Err(format!("unknown argument {arg:?}").into()),
         }
     }
-    let source = source.ok_or("give --db or --jsonl")?;
-    if head.is_none() {
-        if let Source::Sqlite(db) = &source {
-            head = support::load_checkpoint(&support::checkpoint_file_for(db))?;
-        }
+    match (db, jsonl) {
+        (Some(db), None) => Ok(Args::Store {
+            db,
+            public_key,
+            checkpoints,
+        }),
+        (None, Some(file)) => Ok(Args::Jsonl {
+            file,
+            key_file,
+            head,
+        }),
+        _ => Err("give either --db or --jsonl".into()),
     }
-    if export.is_some() && !matches!(source, Source::Sqlite(_)) {
-        return Err("--export-jsonl works with --db".into());
-    }
-    Ok(Args {
-        source,
-        key_file,
-        head,
-        export,
-    })
 }
 
-fn audit_key(args: &Args) -> Result<AuditKey, BoxError> {
-    let path = match (&args.key_file, &args.source) {
-        (Some(k), _) => k.clone(),
-        (None, Source::Sqlite(p) | Source::Jsonl(p)) => support::key_file_for(p),
+/// Checks every stream of a store's database with the public key only.
+fn check_store(
+    db: &Path,
+    public_key: Option<CheckpointKey>,
+    checkpoints: Option<&Path>,
+) -> Result<u8, BoxError> {
+    if !db.exists() {
+        return Err(format!("no database at {}", db.display()).into());
+    }
+    let public_key = match public_key {
+        Some(k) => k,
+        None => {
+            let file = support::public_key_file_for(db);
+            fs::read_to_string(&file)
+                .map_err(|e| format!("no --public-key and cannot read {}: {e}", file.display()))?
+                .trim_end()
+                .parse()?
+        }
     };
-    Ok(support::read_keyring(&path)?.audit_key())
-}
-
-/// The trusted checkpoint: `--head`, else the `<db>.checkpoint` file if
-/// there is one (read once in `parse_args`).
-fn trusted(args: &Args) -> Option<&Checkpoint> {
-    args.head.as_ref()
-}
-
-fn check(args: &Args) -> Result<Verdict, BoxError> {
-    let key = audit_key(args)?;
-    match &args.source {
-        Source::Sqlite(path) => check_sqlite(path, &key, args),
-        Source::Jsonl(path) => check_jsonl(path, &key, trusted(args)),
+    let dir = checkpoints
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| support::checkpoint_dir_for(db));
+    let signed = if dir.exists() {
+        DirCheckpointStore::new(&dir)?.load()?
+    } else {
+        Vec::new()
+    };
+    // Read-only: a dropped table stays dropped, and nothing is created.
+    let store = match SqliteStore::open_read_only(db) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("audit trail MISSING: {e}");
+            return Ok(1);
+        }
+    };
+    let trail = match store.trail() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("audit trail BROKEN: {e}");
+            return Ok(1);
+        }
+    };
+    if trail.is_empty() {
+        eprintln!("audit trail MISSING: {} holds no entries", db.display());
+        return Ok(1);
     }
-}
-
-fn check_sqlite(path: &Path, key: &AuditKey, args: &Args) -> Result<Verdict, BoxError> {
-    if !path.exists() {
-        return Err(format!("no database at {}", path.display()).into());
+    let report = verify_public(&trail, &public_key, &signed);
+    for c in &report.bad_checkpoints {
+        eprintln!(
+            "checkpoint of stream {} does NOT verify under the public key: it vouches for nothing",
+            c.stream()
+        );
     }
-    // Read-only: creates nothing, so a dropped table stays dropped.
-    let db = Db::open_read_only(path)?;
-    let has_table: bool = db.with(|c| {
-        c.query_row(
-            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log')",
-            [],
-            |r| r.get(0),
-        )
-    })?;
-    if !has_table {
-        return Ok(Verdict::Missing(format!(
-            "{} has no audit_log table",
-            path.display()
-        )));
-    }
-    let rows = support::load_audit_log(&db)?;
-    if rows.is_empty() {
-        return Ok(Verdict::Missing(format!(
-            "the audit_log table of {} is empty",
-            path.display()
-        )));
-    }
-    match support::verify_rows(&rows, key, trusted(args)) {
-        Ok(head) => {
-            if let Some(out) = &args.export {
-                let events: Vec<AuditEvent> = rows
-                    .iter()
-                    .filter_map(|r| r.event.as_ref().ok().cloned())
-                    .collect();
-                export_jsonl(out, &events)?;
-                println!("exported {} entries to {}", events.len(), out.display());
+    for s in &report.streams {
+        let name = s
+            .stream
+            .map_or("(unstreamed)".to_owned(), |s| s.to_string());
+        match (&s.result, s.vouched_through) {
+            (Ok(head), Some(v)) if v == head.seq() => {
+                println!("stream {name}: intact, {} entries, all vouched for by its signed checkpoint", s.entries)
             }
-            Ok(Verdict::Intact {
-                head,
-                entries: rows.len(),
-            })
-        }
-        Err(error) => {
-            let location = match rows.get(error.index) {
-                Some(row) => format!("audit_log row id {}", row.id),
-                None => "after the last row".to_owned(),
-            };
-            Ok(Verdict::Broken { error, location })
+            (Ok(head), Some(v)) => println!(
+                "stream {name}: intact, {} entries; vouched for up to seq {v}, {} after it are not (cannot check truncation past it)",
+                s.entries,
+                head.seq() - v
+            ),
+            (Ok(_), None) => println!(
+                "stream {name}: linked, {} entries, but no signed checkpoint: cannot check truncation or content without the audit key",
+                s.entries
+            ),
+            (Err(e), _) if s.entries == 0 => {
+                eprintln!("stream {name}: MISSING (a signed checkpoint names it up to seq {:?}): {}", s.vouched_through, e.reason)
+            }
+            (Err(e), _) => eprintln!(
+                "stream {name}: BROKEN at entry {} of the trail (expected seq {}): {}",
+                e.index, e.expected_seq, e.reason
+            ),
         }
     }
+    if report.is_intact() {
+        println!(
+            "audit trail intact: {} entries in {} streams",
+            trail.len(),
+            report.streams.len()
+        );
+        Ok(0)
+    } else {
+        Ok(1)
+    }
+}
+
+fn check_jsonl_file(
+    file: &Path,
+    key_file: Option<&Path>,
+    head: Option<&Checkpoint>,
+) -> Result<u8, BoxError> {
+    let key_path = key_file
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| support::key_file_for(file));
+    let key = support::read_keyring(&key_path)?.audit_key();
+    Ok(match check_jsonl(file, &key, head)? {
+        Verdict::Intact { head: h, entries } => {
+            println!("audit trail intact: {entries} entries");
+            match head {
+                Some(t) => println!(
+                    "matches the trusted checkpoint at seq {}; {} entries after it",
+                    t.seq(),
+                    h.seq() - t.seq()
+                ),
+                None => {
+                    println!("cannot check truncation: no trusted checkpoint (give --head SEQ:HEX)")
+                }
+            }
+            println!("head: {h}");
+            0
+        }
+        Verdict::Broken { error, location } => {
+            eprintln!(
+                "audit trail BROKEN at entry {} ({location}), expected seq {}: {}",
+                error.index, error.expected_seq, error.reason
+            );
+            1
+        }
+        Verdict::Missing(why) => {
+            eprintln!("audit trail MISSING: {why}");
+            1
+        }
+    })
 }
 
 fn check_jsonl(
@@ -279,22 +326,4 @@ fn start_of_line(bytes: &[u8], line: usize) -> usize {
         .filter(|(_, b)| **b == b'\n')
         .nth(line - 2)
         .map_or(bytes.len(), |(i, _)| i + 1)
-}
-
-/// Writes verified entries as JSON lines (an archive copy that this tool
-/// can check again with `--jsonl`).
-fn export_jsonl(out: &Path, events: &[AuditEvent]) -> Result<(), BoxError> {
-    let file = File::options()
-        .write(true)
-        .create_new(true)
-        .open(out)
-        .map_err(|e| format!("cannot create {}: {e}", out.display()))?;
-    // The events are already chained: write them as they are.
-    let sink = JsonLinesSink::new(BufWriter::new(file));
-    sink.record_batch(events)?;
-    sink.into_inner()?
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    Ok(())
 }

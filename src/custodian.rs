@@ -78,6 +78,7 @@ pub struct Custodian {
     sink: Box<dyn AuditSink>,
     builtin_log: Option<Arc<ChainedAuditLog<MemoryAuditLog>>>,
     audit_key: Option<AuditKey>,
+    checkpoint_key: Option<crate::audit::CheckpointKey>,
     recipients: Option<Vec<RegisteredRecipient>>,
     clock: Arc<dyn Clock>,
     pub(crate) consents: Register,
@@ -190,6 +191,29 @@ impl Custodian {
     ) -> Result<VerifiedTrail, Error> {
         let key = self.audit_key.as_ref().ok_or(TrailError::NoKey)?;
         Ok(VerifiedTrail::verify(events, key, trusted, self.id)?)
+    }
+
+    /// Verifies a trail of many [streams](crate::audit::StreamId) (several
+    /// processes on one database) under this custodian's own audit key,
+    /// each stream against its newest signed checkpoint in `checkpoints`
+    /// (which must verify under the checkpoint key this custodian's keyring
+    /// derives). Every entry of every stream must verify; a stream without a
+    /// checkpoint is accepted but not vouched for
+    /// ([`VerifiedTrail::is_fully_vouched`]).
+    pub fn verify_stream_trail(
+        &self,
+        events: Vec<AuditEvent>,
+        checkpoints: &[crate::audit::SignedCheckpoint],
+    ) -> Result<VerifiedTrail, Error> {
+        let key = self.audit_key.as_ref().ok_or(TrailError::NoKey)?;
+        let public = self.checkpoint_key.ok_or(TrailError::NoKey)?;
+        Ok(VerifiedTrail::verify_streams(
+            events,
+            key,
+            &public,
+            checkpoints,
+            self.id,
+        )?)
     }
 
     pub(crate) fn check_not_erased(&self, subject: SubjectId) -> Result<(), Error> {
@@ -1017,6 +1041,10 @@ impl CustodianBuilder {
                 (Box::new(log.clone()), Some(log))
             }
         };
+        let checkpoint_key = match &keyring {
+            Some(k) => Some(k.checkpoint_signer()?.public_key()),
+            None => None,
+        };
         let store = self
             .store
             .unwrap_or_else(|| Box::new(MemoryKeyStore::new()));
@@ -1042,6 +1070,7 @@ impl CustodianBuilder {
             sink,
             builtin_log,
             audit_key,
+            checkpoint_key,
             recipients: self.recipients,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             consents,

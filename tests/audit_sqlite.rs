@@ -6,6 +6,9 @@
 #[path = "../examples/support/mod.rs"]
 mod support;
 
+#[path = "common/legacy_sqlite.rs"]
+mod legacy;
+
 use std::cell::Cell;
 use std::collections::BTreeSet;
 use std::io::Write;
@@ -28,7 +31,7 @@ use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::transfer::{Mechanism, Transfer};
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
-use support::{CheckError, Db, SqliteAuditLog, SqliteKeyStore};
+use legacy::{CheckError, Db, SqliteAuditLog, SqliteKeyStore};
 
 /// A directory under the system temp dir, unique to one test, removed on drop.
 struct TempDir(PathBuf);
@@ -92,7 +95,7 @@ struct Shop {
 fn open_shop(db_path: &std::path::Path) -> Shop {
     let keyring = Arc::new(Keyring::from_master([5u8; 32], [1]).unwrap());
     let db = Db::open(db_path).unwrap();
-    let log = Arc::new(support::open_chain(&db, keyring.audit_key(), None).unwrap());
+    let log = Arc::new(legacy::open_chain(&db, keyring.audit_key(), None).unwrap());
     let custodian = Custodian::builder()
         .keyring(keyring.clone())
         .key_store(SqliteKeyStore::new(db.clone()))
@@ -157,7 +160,7 @@ fn sql(db: &Db, statements: &str) {
 }
 
 fn verdict(shop: &Shop, trusted: Option<&Checkpoint>) -> Result<Checkpoint, VerifyError> {
-    match support::verify_audit_log(&shop.db, &shop.keyring.audit_key(), trusted) {
+    match legacy::verify_audit_log(&shop.db, &shop.keyring.audit_key(), trusted) {
         Ok(head) => Ok(head),
         Err(CheckError::Broken(e)) => Err(e),
         Err(CheckError::Storage(e)) => panic!("storage: {e}"),
@@ -178,7 +181,7 @@ fn intact_trail_verifies_and_matches_the_live_head() {
     let (shop, head) = checked_out(&dir);
     assert_eq!(verdict(&shop, Some(&head)), Ok(head));
     // The query columns agree with the events.
-    let rows = support::load_audit_log(&shop.db).unwrap();
+    let rows = legacy::load_audit_log(&shop.db).unwrap();
     assert_eq!(rows.len() as u64, head.seq());
     assert!(rows.iter().all(|r| r.columns_match));
     // A custodian reopened on the same file continues the same chain.
@@ -260,7 +263,7 @@ fn swapped_rows_are_reordered() {
          UPDATE audit_log SET id = 7 WHERE seq = 8;
          UPDATE audit_log SET id = 8 WHERE seq = 7;",
     );
-    let rows = support::load_audit_log(&shop.db).unwrap();
+    let rows = legacy::load_audit_log(&shop.db).unwrap();
     assert_eq!(rows[6].event.as_ref().unwrap().seq(), 8);
     assert_eq!(verdict(&shop, Some(&head)), broken(6, 7, Tamper::Reordered));
 }
@@ -354,7 +357,7 @@ fn rewritten_chain_misses_the_trusted_head() {
     // Someone holding a different key rebuilds the whole trail: every MAC is
     // consistent under their key, none under ours.
     let forged = ChainedAuditLog::new(AuditKey::from_bytes([1; 32]), MemoryAuditLog::new());
-    let rows = support::load_audit_log(&shop.db).unwrap();
+    let rows = legacy::load_audit_log(&shop.db).unwrap();
     let events: Vec<AuditEvent> = rows.into_iter().map(|r| r.event.unwrap()).collect();
     forged.record_batch(&events).unwrap();
     let shop_key = shop.keyring.audit_key();
@@ -369,7 +372,7 @@ fn tampered_trail_is_not_resumed() {
     let dir = TempDir::new("resume");
     let (shop, _) = checked_out(&dir);
     sql(&shop.db, "DELETE FROM audit_log WHERE seq = 4");
-    let err = support::open_chain(&shop.db, shop.keyring.audit_key(), None).unwrap_err();
+    let err = legacy::open_chain(&shop.db, shop.keyring.audit_key(), None).unwrap_err();
     assert!(
         matches!(
             err,
@@ -412,7 +415,7 @@ impl Flaky {
     }
 
     fn stored(&self) -> Vec<AuditEvent> {
-        support::load_audit_log(&self.shop.db)
+        legacy::load_audit_log(&self.shop.db)
             .unwrap()
             .into_iter()
             .map(|r| r.event.unwrap())
@@ -588,14 +591,14 @@ fn batch_is_stored_whole_or_not_at_all() {
          BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
     );
     assert!(log.record_batch(&events).is_err());
-    assert!(support::load_audit_log(&db).unwrap().is_empty());
+    assert!(legacy::load_audit_log(&db).unwrap().is_empty());
     assert_eq!(log.checkpoint(), Checkpoint::GENESIS);
     sql(&db, "DROP TRIGGER disk_full");
     log.record_batch(&events).unwrap();
     let head = log.checkpoint();
     assert_eq!(head.seq(), 3);
     assert_eq!(
-        support::verify_audit_log(&db, &key, Some(&head)).unwrap(),
+        legacy::verify_audit_log(&db, &key, Some(&head)).unwrap(),
         head
     );
 }
@@ -929,8 +932,10 @@ fn sqlite_key_store_survives_restart_rotation_and_erasure() {
 
 /// Runs one statement on the database file, as its operator (A2) would.
 fn operator_runs(path: &std::path::Path, sql: &str) {
-    let db = Db::open(path).unwrap();
-    db.with(|c| c.execute(sql, [])).unwrap();
+    rusqlite::Connection::open(path)
+        .unwrap()
+        .execute(sql, [])
+        .unwrap();
 }
 
 /// A2 deletes rows of `audit_log` (the withdrawal, or just the last row), or
@@ -941,10 +946,10 @@ fn a2_restart_refuses_a_trail_cut_or_rolled_back_behind_its_checkpoint() {
     use privacy_pledge::purpose::Newsletter;
     let dir = TempDir::new("restart-cut");
     let path = dir.path("shop.db");
-    let checkpoint = support::checkpoint_file_for(&path);
+    let checkpoint = legacy::checkpoint_file_for(&path);
     let keyring = Arc::new(Keyring::generate().unwrap());
     let ada = SubjectId::random();
-    let open = || support::open_custodian(&Db::open(&path).unwrap(), keyring.clone(), &checkpoint);
+    let open = || legacy::open_custodian(&Db::open(&path).unwrap(), keyring.clone(), &checkpoint);
 
     let shop = open().unwrap();
     shop.custodian.consents().grant::<Newsletter>(ada).unwrap();
@@ -1026,57 +1031,72 @@ fn run_verify(args: &[&std::ffi::OsStr]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), text)
 }
 
-/// A2 drops the table, empties it, or cuts rows from the end; the verifier
-/// opens the database read-only and reports each, and without a trusted
-/// checkpoint says it cannot check truncation.
+/// A2 cuts rows from the end, empties the table or drops it; the verifier,
+/// holding only the public key and the signed checkpoints, reports each,
+/// opens the database read-only, and says when it cannot check truncation.
 #[test]
 fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     let dir = TempDir::new("verify-example");
     let path = dir.path("shop.db");
-    let keyring = Arc::new(Keyring::generate().unwrap());
-    support::write_keyring(&support::key_file_for(&path), &keyring).unwrap();
-    let checkpoint = support::checkpoint_file_for(&path);
-    let shop =
-        support::open_custodian(&Db::open(&path).unwrap(), keyring.clone(), &checkpoint).unwrap();
+    let shop = support::open_store_shop(&path).unwrap();
     let ada = SubjectId::random();
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     }
-    shop.save_checkpoint().unwrap();
+    shop.shut_down().unwrap();
     drop(shop);
+    // The verifier gets no secret: hide the keyring from it.
+    std::fs::rename(support::key_file_for(&path), dir.path("elsewhere.key")).unwrap();
     let db_arg = path.as_os_str();
 
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains("matches the trusted checkpoint"), "{text}");
+    assert!(
+        text.contains("all vouched for by its signed checkpoint"),
+        "{text}"
+    );
 
-    // Cut from the end: caught by the checkpoint file outside the database…
+    // Someone else's public key: the checkpoints vouch for nothing.
+    let stranger = privacy_pledge::audit::CheckpointSigner::from_seed(&[3; 32])
+        .unwrap()
+        .public_key()
+        .to_string();
+    let (code, text) = run_verify(&[
+        "--db".as_ref(),
+        db_arg,
+        "--public-key".as_ref(),
+        stranger.as_ref(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("does NOT verify"), "{text}");
+
+    // Cut from the end: the signed checkpoint shows it.
     operator_runs(
         &path,
-        "DELETE FROM audit_log WHERE id = (SELECT MAX(id) FROM audit_log)",
+        "DELETE FROM pp_audit_log WHERE id = (SELECT MAX(id) FROM pp_audit_log)",
     );
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("truncated"), "{text}");
-    // …and without any checkpoint the verifier says what it cannot check.
-    std::fs::remove_file(&checkpoint).unwrap();
+    // …and without checkpoints the verifier says what it cannot check.
+    std::fs::remove_dir_all(support::checkpoint_dir_for(&path)).unwrap();
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cannot check truncation"), "{text}");
 
     // Emptied, then dropped: failures, and the table is not re-created.
-    operator_runs(&path, "DELETE FROM audit_log");
+    operator_runs(&path, "DELETE FROM pp_audit_log");
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("empty"), "{text}");
-    operator_runs(&path, "DROP TABLE audit_log");
+    assert!(text.contains("no entries"), "{text}");
+    operator_runs(&path, "DROP TABLE pp_audit_log");
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
-    assert!(text.contains("no audit_log table"), "{text}");
+    assert!(text.contains("no such table"), "{text}");
     let conn = rusqlite::Connection::open(&path).unwrap();
     let tables: i64 = conn
         .query_row(
-            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'audit_log'",
+            "SELECT COUNT(*) FROM sqlite_master WHERE name = 'pp_audit_log'",
             [],
             |r| r.get(0),
         )

@@ -53,6 +53,9 @@ pub enum TrailError {
     /// The trail was verified by another custodian.
     #[error("the trail was verified by another custodian")]
     OtherCustodian,
+    /// A signed checkpoint does not verify under the custodian's checkpoint key.
+    #[error("a signed checkpoint does not verify under this custodian's key")]
+    BadCheckpoint,
 }
 
 /// An audit trail verified under a custodian's own key against a trusted
@@ -63,6 +66,7 @@ pub struct VerifiedTrail {
     events: Vec<AuditEvent>,
     head: Checkpoint,
     vouched: Checkpoint,
+    all_vouched: bool,
     custodian: u64,
 }
 
@@ -78,6 +82,47 @@ impl VerifiedTrail {
             events,
             head,
             vouched: *trusted,
+            all_vouched: head == *trusted,
+            custodian,
+        })
+    }
+
+    /// A trail of many streams: every stream verifies under `key`, against
+    /// its newest signed checkpoint if there is one (each checkpoint must
+    /// verify under `public`).
+    pub(crate) fn verify_streams(
+        events: Vec<AuditEvent>,
+        key: &AuditKey,
+        public: &super::CheckpointKey,
+        signed: &[super::SignedCheckpoint],
+        custodian: u64,
+    ) -> Result<Self, TrailError> {
+        let mut trusted: Vec<(super::StreamId, Checkpoint)> = Vec::new();
+        for c in signed {
+            let (stream, head) = c.verify(public).map_err(|_| TrailError::BadCheckpoint)?;
+            match trusted.iter_mut().find(|(s, _)| *s == stream) {
+                Some((_, h)) if h.seq() < head.seq() => *h = head,
+                Some(_) => {}
+                None => trusted.push((stream, head)),
+            }
+        }
+        let reports = super::verify_streams(&events, key, &trusted);
+        let mut all_vouched = true;
+        let (mut head, mut vouched) = (Checkpoint::GENESIS, Checkpoint::GENESIS);
+        for r in &reports {
+            let h = r.result.map_err(TrailError::Broken)?;
+            let v = r
+                .stream
+                .and_then(|s| trusted.iter().find(|(t, _)| *t == s).map(|(_, c)| *c));
+            all_vouched &= v == Some(h);
+            head = h;
+            vouched = v.unwrap_or(Checkpoint::GENESIS);
+        }
+        Ok(VerifiedTrail {
+            events,
+            head,
+            vouched,
+            all_vouched,
             custodian,
         })
     }
@@ -87,7 +132,8 @@ impl VerifiedTrail {
         &self.events
     }
 
-    /// The head of the verified chain.
+    /// The head of the verified chain (for a trail of streams, of the last
+    /// stream).
     pub fn head(&self) -> Checkpoint {
         self.head
     }
@@ -97,10 +143,10 @@ impl VerifiedTrail {
         self.vouched
     }
 
-    /// Whether the trusted checkpoint vouches for every entry (no entries
-    /// after it that could have been cut undetected).
+    /// Whether trusted checkpoints vouch for every entry (no entries after
+    /// them that could have been cut undetected), in every stream.
     pub fn is_fully_vouched(&self) -> bool {
-        self.head == self.vouched
+        self.all_vouched
     }
 
     /// `Ok` if this custodian verified the trail.

@@ -147,6 +147,36 @@ impl SqliteStore {
         Self::from_connection(conn)
     }
 
+    /// Opens an existing database **read-only**, for verifiers: no file,
+    /// table or row is created, no migration runs, and every write fails.
+    /// [`trail`](Self::trail) and [`checkpoints`](Self::checkpoints) work;
+    /// a database without the store's tables is an error, not an empty trail.
+    pub fn open_read_only(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        use rusqlite::OpenFlags;
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(db_err)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(db_err)?;
+        let found = schema_version(&conn)?;
+        if found == 0 {
+            return Err(StoreError::Database(
+                "the database holds no privacy-pledge tables".into(),
+            ));
+        }
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::NewerSchema {
+                found,
+                known: SCHEMA_VERSION,
+            });
+        }
+        Ok(SqliteStore {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
     /// A private in-memory database (tests, examples).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::from_connection(Connection::open_in_memory().map_err(db_err)?)
@@ -303,6 +333,16 @@ impl SqliteStore {
 }
 
 fn schema_version(conn: &Connection) -> Result<u32, StoreError> {
+    let has_table: bool = conn
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'pp_schema')",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(db_err)?;
+    if !has_table {
+        return Ok(0);
+    }
     conn.query_row("SELECT version FROM pp_schema", [], |r| r.get(0))
         .optional()
         .map(|v| v.unwrap_or(0))
