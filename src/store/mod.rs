@@ -40,6 +40,10 @@
 
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod stream_sink;
+#[cfg(feature = "sqlite")]
+pub use stream_sink::{AuditStreamSink, BatchWriter, Row};
 
 /// A store could not be opened, migrated or read.
 #[derive(Debug, thiserror::Error)]

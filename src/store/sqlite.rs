@@ -46,18 +46,14 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use rusqlite;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::StoreError;
-use crate::audit::chain::link;
-use crate::audit::{
-    Action, AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, CheckpointSigner,
-    CheckpointStore, SignedCheckpoint, StreamId,
-};
+use super::stream_sink::Columns;
+use super::{AuditStreamSink, BatchWriter, Row, StoreError};
+use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
     Destroyed, KeyStore, KeyStoreError, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
@@ -242,20 +238,13 @@ impl SqliteStore {
     /// per custodian and start) under `key`, and commits concurrent events
     /// together (see [`SqliteAuditSink`]).
     pub fn audit_sink(&self, key: AuditKey) -> Result<SqliteAuditSink, StoreError> {
-        let stream = StreamId::random().map_err(|_| StoreError::Random)?;
-        Ok(SqliteAuditSink {
-            store: self.clone(),
+        AuditStreamSink::new(
+            SqliteBatchWriter {
+                store: self.clone(),
+            },
             key,
-            chain: Mutex::new(Chain {
-                stream,
-                head: Checkpoint::GENESIS,
-                poisoned: false,
-            }),
-            queue: Mutex::new(Queue::default()),
-            commits: AtomicU64::new(0),
-            events: AtomicU64::new(0),
-            checkpoints: None,
-        })
+        )
+        .map_err(|_| StoreError::Random)
     }
 
     /// Every entry of `pp_audit_log`, in append order, for
@@ -379,355 +368,16 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 // ---------------------------------------------------------------------------
 // The audit sink
 
-/// The query columns of one `pp_audit_log` row, copied from its event.
-struct Columns {
-    stream: String,
-    seq: i64,
-    time: i64,
-    subject: String,
-    action: String,
-}
+/// The SQLite audit sink: an [`AuditStreamSink`] over `pp_audit_log`.
+pub type SqliteAuditSink = AuditStreamSink<SqliteBatchWriter>;
 
-impl Columns {
-    fn of(event: &AuditEvent) -> Result<Columns, AuditError> {
-        let int = |v: u64| {
-            i64::try_from(v).map_err(|_| AuditError::new("audit event field out of SQLite range"))
-        };
-        Ok(Columns {
-            stream: event.stream().map(|s| s.to_string()).unwrap_or_default(),
-            seq: int(event.seq())?,
-            time: int(event.time().unix_nanos())?,
-            subject: event.subject().to_string(),
-            action: action_name(event.action()),
-        })
-    }
-}
-
-/// The name of an action as stored in the `action` column (`"access"`, …):
-/// its serde form, the stable, documented name.
-fn action_name(action: Action) -> String {
-    serde_json::to_value(action)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
-/// One chained event waiting for its commit.
-struct Pending {
-    columns: Columns,
-    json: String,
-    stream: StreamId,
-    head: Checkpoint,
-    done: Arc<Done>,
-}
-
-/// Where a waiting `record` call learns how its commit went.
-#[derive(Default)]
-struct Done {
-    result: Mutex<Option<Result<(), AuditError>>>,
-    cv: Condvar,
-}
-
-impl Done {
-    fn set(&self, r: Result<(), AuditError>) {
-        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-        self.cv.notify_all();
-    }
-
-    fn wait(&self) -> Result<(), AuditError> {
-        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(r) = slot.take() {
-                return r;
-            }
-            slot = self.cv.wait(slot).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-struct Chain {
-    stream: StreamId,
-    head: Checkpoint,
-    /// A commit failed: events chained after it can never be stored in this
-    /// stream without a gap, so the next event starts a new stream.
-    poisoned: bool,
-}
-
-#[derive(Default)]
-struct Queue {
-    pending: Vec<Pending>,
-    /// Some thread is committing; new events join its next batch.
-    leader: bool,
-}
-
-/// The audit sink over `pp_audit_log`: chains events in its own stream and
-/// commits concurrent `record` calls in one transaction (group commit).
-///
-/// Each call returns only once its event is committed (`synchronous =
-/// FULL`: on disk); if the transaction fails, every call in it fails, so the
-/// operations they stand for do not happen (R10). Events chained after a
-/// failed one cannot be stored without a gap in the stream, so they fail too,
-/// and the sink continues in a new stream: no event is lost silently, none is
-/// stored twice, and a process killed mid-batch leaves a stream whose stored
-/// entries verify (the transaction is all or nothing).
-///
-/// While one thread commits, others queue; the first to find no commit
-/// running becomes the next committer and takes everything queued. So under
-/// load one commit (one `fsync`) serves many events, and with a single caller
-/// each event is its own commit.
-pub struct SqliteAuditSink {
+/// Writes audit batches into `pp_audit_log` (see [`SqliteAuditSink`]).
+#[derive(Clone, Debug)]
+pub struct SqliteBatchWriter {
     store: SqliteStore,
-    key: AuditKey,
-    chain: Mutex<Chain>,
-    queue: Mutex<Queue>,
-    commits: AtomicU64,
-    events: AtomicU64,
-    checkpoints: Option<Checkpoints>,
 }
 
-/// Signing checkpoints: who signs, where they go, how often.
-struct Checkpoints {
-    signer: CheckpointSigner,
-    store: Box<dyn CheckpointStore>,
-    every: u64,
-    /// The last sequence number signed (of the current stream).
-    last: Mutex<(StreamId, u64)>,
-    failures: AtomicU64,
-}
-
-impl fmt::Debug for SqliteAuditSink {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SqliteAuditSink")
-            .field("stream", &self.stream())
-            .finish_non_exhaustive()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-impl SqliteAuditSink {
-    /// The stream this sink writes now (a new one after a failed commit).
-    pub fn stream(&self) -> StreamId {
-        lock(&self.chain).stream
-    }
-
-    /// The stream and head of the last chained event: after every `record`
-    /// call has returned `Ok`, the head of what is committed. Keep it (signed,
-    /// or somewhere the database's operator cannot write) to detect entries
-    /// cut from the end of the stream later.
-    pub fn checkpoint(&self) -> (StreamId, Checkpoint) {
-        let c = lock(&self.chain);
-        (c.stream, c.head)
-    }
-
-    /// Signs checkpoints of this sink's stream with `signer` and keeps them
-    /// in `store` (outside the database; [`DirCheckpointStore`](crate::audit::DirCheckpointStore)
-    /// is the default choice) and in `pp_checkpoints`: one after every
-    /// `every` events (at least 1; written in the same transaction as the
-    /// event that reaches the count), and one on each
-    /// [`sign_checkpoint`](Self::sign_checkpoint) call — at clean shutdown,
-    /// say. A verifier then needs only the public key
-    /// ([`verify_public`](crate::audit::verify_public)).
-    pub fn with_checkpoints(
-        mut self,
-        signer: CheckpointSigner,
-        store: impl CheckpointStore + 'static,
-        every: u64,
-    ) -> Self {
-        let stream = self.stream();
-        self.checkpoints = Some(Checkpoints {
-            signer,
-            store: Box::new(store),
-            every: every.max(1),
-            last: Mutex::new((stream, 0)),
-            failures: AtomicU64::new(0),
-        });
-        self
-    }
-
-    /// Signs the stream's current head now, and keeps it in the checkpoint
-    /// store and in `pp_checkpoints`. Call it after the last event at clean
-    /// shutdown. `Err` if the sink has no signer or a copy could not be kept.
-    pub fn sign_checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
-        let cp = self
-            .checkpoints
-            .as_ref()
-            .ok_or_else(|| AuditError::new("this sink signs no checkpoints"))?;
-        let (stream, head) = self.checkpoint();
-        let signed = cp.signer.sign(stream, head, Timestamp::now());
-        let json = serde_json::to_string(&signed)
-            .map_err(|_| AuditError::new("checkpoint could not be encoded"))?;
-        self.store
-            .lock()
-            .execute(
-                UPSERT_CHECKPOINT,
-                params![stream.to_string(), seq_col(head.seq())?, json],
-            )
-            .map_err(insert_failed)?;
-        cp.store.save(&signed)?;
-        *lock(&cp.last) = (stream, head.seq());
-        Ok(signed)
-    }
-
-    /// How many checkpoints signed after a commit could not be kept in the
-    /// checkpoint store (the events themselves were committed).
-    pub fn checkpoint_failures(&self) -> u64 {
-        self.checkpoints
-            .as_ref()
-            .map_or(0, |c| c.failures.load(Ordering::Relaxed))
-    }
-
-    /// How many transactions this sink has committed (with
-    /// [`events`](Self::events), how well group commit is batching).
-    pub fn commits(&self) -> u64 {
-        self.commits.load(Ordering::Relaxed)
-    }
-
-    /// How many events this sink has chained (committed or not).
-    pub fn events(&self) -> u64 {
-        self.events.load(Ordering::Relaxed)
-    }
-
-    /// Chains `event` and queues it; returns where its result will appear.
-    fn enqueue(&self, event: &AuditEvent) -> Result<Arc<Done>, AuditError> {
-        let mut chain = lock(&self.chain);
-        if chain.poisoned {
-            chain.stream =
-                StreamId::random().map_err(|_| AuditError::new("random generator failed"))?;
-            chain.head = Checkpoint::GENESIS;
-            chain.poisoned = false;
-        }
-        let seq = chain
-            .head
-            .seq()
-            .checked_add(1)
-            .ok_or_else(|| AuditError::new("audit stream sequence exhausted"))?;
-        let linked = link(&self.key, Some(chain.stream), &chain.head, event, seq);
-        let columns = Columns::of(&linked)?;
-        let json = serde_json::to_string(&linked)
-            .map_err(|_| AuditError::new("audit event could not be encoded"))?;
-        let value = crate::audit::chain::head_value(&linked);
-        let done = Arc::new(Done::default());
-        // Queued under the chain lock: queue order is chain order.
-        lock(&self.queue).pending.push(Pending {
-            columns,
-            json,
-            stream: chain.stream,
-            head: Checkpoint::new(seq, value),
-            done: done.clone(),
-        });
-        chain.head = Checkpoint::new(seq, value);
-        self.events.fetch_add(1, Ordering::Relaxed);
-        Ok(done)
-    }
-
-    /// Commits queued events until none is left, if no other thread is
-    /// doing so; then waits for this call's own result.
-    fn commit_or_wait(&self, done: &Done) -> Result<(), AuditError> {
-        let mut queue = lock(&self.queue);
-        if queue.leader {
-            drop(queue);
-            return done.wait();
-        }
-        queue.leader = true;
-        loop {
-            let batch = std::mem::take(&mut queue.pending);
-            drop(queue);
-            let result = self.write(&batch);
-            if result.is_err() {
-                self.poison();
-            }
-            for p in &batch {
-                p.done.set(result.clone());
-            }
-            queue = lock(&self.queue);
-            if queue.pending.is_empty() {
-                queue.leader = false;
-                break;
-            }
-        }
-        drop(queue);
-        done.wait()
-    }
-
-    /// After a failed commit: fail everything chained after it and start a
-    /// new stream with the next event.
-    fn poison(&self) {
-        let mut chain = lock(&self.chain);
-        chain.poisoned = true;
-        let stranded = std::mem::take(&mut lock(&self.queue).pending);
-        drop(chain);
-        for p in stranded {
-            p.done.set(Err(AuditError::new(
-                "an earlier audit commit of this stream failed",
-            )));
-        }
-    }
-
-    fn write(&self, batch: &[Pending]) -> Result<(), AuditError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.store.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(insert_failed)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(insert_failed)?;
-            for p in batch {
-                let c = &p.columns;
-                stmt.execute(params![
-                    c.stream, c.seq, c.time, c.subject, c.action, p.json
-                ])
-                .map_err(insert_failed)?;
-            }
-        }
-        let due = self.due_checkpoint(batch);
-        if let Some((signed, json)) = &due {
-            let head = signed.checkpoint();
-            tx.execute(
-                UPSERT_CHECKPOINT,
-                params![signed.stream().to_string(), seq_col(head.seq())?, json],
-            )
-            .map_err(insert_failed)?;
-        }
-        tx.commit().map_err(insert_failed)?;
-        self.commits.fetch_add(1, Ordering::Relaxed);
-        if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
-            // The events are committed whatever happens here.
-            match cp.store.save(&signed) {
-                Ok(()) => {
-                    *lock(&cp.last) = (signed.stream(), signed.checkpoint().seq());
-                }
-                Err(_) => {
-                    cp.failures.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// A signed checkpoint of the batch's last event, if one is due.
-    fn due_checkpoint(&self, batch: &[Pending]) -> Option<(SignedCheckpoint, String)> {
-        let cp = self.checkpoints.as_ref()?;
-        let last = batch.last()?;
-        let (stream, signed) = *lock(&cp.last);
-        let since = if stream == last.stream { signed } else { 0 };
-        if last.head.seq().saturating_sub(since) < cp.every {
-            return None;
-        }
-        let signed = cp.signer.sign(last.stream, last.head, Timestamp::now());
-        let json = serde_json::to_string(&signed).ok()?;
-        Some((signed, json))
-    }
-}
+impl crate::store::stream_sink::sealed::Sealed for SqliteBatchWriter {}
 
 const UPSERT_CHECKPOINT: &str =
     "INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES (?1, ?2, ?3)
@@ -744,10 +394,66 @@ fn insert_failed(e: rusqlite::Error) -> AuditError {
     AuditError::new(format!("pp_audit_log insert failed: {e}"))
 }
 
-impl AuditSink for SqliteAuditSink {
-    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let done = self.enqueue(event)?;
-        self.commit_or_wait(&done)
+impl BatchWriter for SqliteBatchWriter {
+    fn write(
+        &self,
+        rows: &[Row<'_>],
+        checkpoint: Option<(&SignedCheckpoint, &str)>,
+    ) -> Result<(), AuditError> {
+        let mut conn = self.store.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(insert_failed)?;
+        {
+            let mut stmt = tx
+                .prepare_cached(
+                    "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(insert_failed)?;
+            for r in rows {
+                stmt.execute(params![
+                    r.stream(),
+                    r.seq(),
+                    r.time(),
+                    r.subject(),
+                    r.action(),
+                    r.json()
+                ])
+                .map_err(insert_failed)?;
+            }
+        }
+        if let Some((signed, json)) = checkpoint {
+            tx.execute(
+                UPSERT_CHECKPOINT,
+                params![
+                    signed.stream().to_string(),
+                    seq_col(signed.checkpoint().seq())?,
+                    json
+                ],
+            )
+            .map_err(insert_failed)?;
+        }
+        tx.commit().map_err(insert_failed)
+    }
+
+    fn upsert_checkpoint(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        json: &str,
+    ) -> Result<(), AuditError> {
+        self.store
+            .lock()
+            .execute(
+                UPSERT_CHECKPOINT,
+                params![
+                    checkpoint.stream().to_string(),
+                    seq_col(checkpoint.checkpoint().seq())?,
+                    json
+                ],
+            )
+            .map(|_| ())
+            .map_err(insert_failed)
     }
 }
 

@@ -1,0 +1,424 @@
+//! The durable audit sink shared by the stores: one stream per sink, group
+//! commit, signed checkpoints. Each store supplies only how a batch of rows
+//! is written ([`BatchWriter`]).
+
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::audit::chain::link;
+use crate::audit::{
+    Action, AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, CheckpointSigner,
+    CheckpointStore, SignedCheckpoint, StreamId,
+};
+use crate::time::Timestamp;
+
+pub(crate) mod sealed {
+    pub trait Sealed {}
+}
+
+/// How a store writes a batch of audit rows: the one thing the stores'
+/// sinks do differently. Sealed: implemented by the stores of this crate.
+pub trait BatchWriter: sealed::Sealed + Send + Sync {
+    /// Writes `rows` (and, if given, the stream's new signed checkpoint) in
+    /// one transaction: all or nothing.
+    fn write(
+        &self,
+        rows: &[Row<'_>],
+        checkpoint: Option<(&SignedCheckpoint, &str)>,
+    ) -> Result<(), AuditError>;
+
+    /// Keeps `checkpoint` as its stream's newest (if it is newer).
+    fn upsert_checkpoint(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        json: &str,
+    ) -> Result<(), AuditError>;
+}
+
+/// One audit row as a store writes it: the event's JSON and the query
+/// columns copied from it.
+#[derive(Debug)]
+pub struct Row<'a> {
+    pub(crate) columns: &'a Columns,
+    pub(crate) json: &'a str,
+}
+
+impl Row<'_> {
+    /// The stream id, as text.
+    pub fn stream(&self) -> &str {
+        &self.columns.stream
+    }
+    /// The sequence number.
+    pub fn seq(&self) -> i64 {
+        self.columns.seq
+    }
+    /// The time, Unix nanoseconds.
+    pub fn time(&self) -> i64 {
+        self.columns.time
+    }
+    /// The subject, as text.
+    pub fn subject(&self) -> &str {
+        &self.columns.subject
+    }
+    /// The action's name.
+    pub fn action(&self) -> &str {
+        &self.columns.action
+    }
+    /// The chained event as JSON.
+    pub fn json(&self) -> &str {
+        self.json
+    }
+}
+
+/// The query columns of one `pp_audit_log` row, copied from its event.
+#[derive(Debug)]
+pub(crate) struct Columns {
+    pub(crate) stream: String,
+    pub(crate) seq: i64,
+    pub(crate) time: i64,
+    pub(crate) subject: String,
+    pub(crate) action: String,
+}
+
+impl Columns {
+    pub(crate) fn of(event: &AuditEvent) -> Result<Columns, AuditError> {
+        let int = |v: u64| {
+            i64::try_from(v).map_err(|_| AuditError::new("audit event field out of SQLite range"))
+        };
+        Ok(Columns {
+            stream: event.stream().map(|s| s.to_string()).unwrap_or_default(),
+            seq: int(event.seq())?,
+            time: int(event.time().unix_nanos())?,
+            subject: event.subject().to_string(),
+            action: action_name(event.action()),
+        })
+    }
+}
+
+/// The name of an action as stored in the `action` column (`"access"`, …):
+/// its serde form, the stable, documented name.
+pub(crate) fn action_name(action: Action) -> String {
+    serde_json::to_value(action)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// One chained event waiting for its commit.
+struct Pending {
+    columns: Columns,
+    json: String,
+    stream: StreamId,
+    head: Checkpoint,
+    done: Arc<Done>,
+}
+
+/// Where a waiting `record` call learns how its commit went.
+#[derive(Default)]
+struct Done {
+    result: Mutex<Option<Result<(), AuditError>>>,
+    cv: Condvar,
+}
+
+impl Done {
+    fn set(&self, r: Result<(), AuditError>) {
+        *self.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+        self.cv.notify_all();
+    }
+
+    fn wait(&self) -> Result<(), AuditError> {
+        let mut slot = self.result.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(r) = slot.take() {
+                return r;
+            }
+            slot = self.cv.wait(slot).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+struct Chain {
+    stream: StreamId,
+    head: Checkpoint,
+    /// A commit failed: events chained after it can never be stored in this
+    /// stream without a gap, so the next event starts a new stream.
+    poisoned: bool,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    /// Some thread is committing; new events join its next batch.
+    leader: bool,
+}
+
+/// The durable audit sink of a store (`pp_audit_log`): chains events in its
+/// own stream and commits concurrent `record` calls in one transaction
+/// (group commit). Made by the stores, e.g. `SqliteStore::audit_sink`.
+///
+/// Each call returns only once its event is committed (`synchronous =
+/// FULL`: on disk); if the transaction fails, every call in it fails, so the
+/// operations they stand for do not happen (R10). Events chained after a
+/// failed one cannot be stored without a gap in the stream, so they fail too,
+/// and the sink continues in a new stream: no event is lost silently, none is
+/// stored twice, and a process killed mid-batch leaves a stream whose stored
+/// entries verify (the transaction is all or nothing).
+///
+/// While one thread commits, others queue; the first to find no commit
+/// running becomes the next committer and takes everything queued. So under
+/// load one commit (one `fsync`) serves many events, and with a single caller
+/// each event is its own commit.
+pub struct AuditStreamSink<W: BatchWriter> {
+    writer: W,
+    key: AuditKey,
+    chain: Mutex<Chain>,
+    queue: Mutex<Queue>,
+    commits: AtomicU64,
+    events: AtomicU64,
+    checkpoints: Option<Checkpoints>,
+}
+
+/// Signing checkpoints: who signs, where they go, how often.
+struct Checkpoints {
+    signer: CheckpointSigner,
+    store: Box<dyn CheckpointStore>,
+    every: u64,
+    /// The last sequence number signed (of the current stream).
+    last: Mutex<(StreamId, u64)>,
+    failures: AtomicU64,
+}
+
+impl<W: BatchWriter> fmt::Debug for AuditStreamSink<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditStreamSink")
+            .field("stream", &self.stream())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl<W: BatchWriter> AuditStreamSink<W> {
+    /// A sink writing through `writer`, in a fresh stream.
+    pub(crate) fn new(writer: W, key: AuditKey) -> Result<Self, AuditError> {
+        let stream = StreamId::random().map_err(|_| AuditError::new("random generator failed"))?;
+        Ok(AuditStreamSink {
+            writer,
+            key,
+            chain: Mutex::new(Chain {
+                stream,
+                head: Checkpoint::GENESIS,
+                poisoned: false,
+            }),
+            queue: Mutex::new(Queue::default()),
+            commits: AtomicU64::new(0),
+            events: AtomicU64::new(0),
+            checkpoints: None,
+        })
+    }
+
+    /// The stream this sink writes now (a new one after a failed commit).
+    pub fn stream(&self) -> StreamId {
+        lock(&self.chain).stream
+    }
+
+    /// The stream and head of the last chained event: after every `record`
+    /// call has returned `Ok`, the head of what is committed. Keep it (signed,
+    /// or somewhere the database's operator cannot write) to detect entries
+    /// cut from the end of the stream later.
+    pub fn checkpoint(&self) -> (StreamId, Checkpoint) {
+        let c = lock(&self.chain);
+        (c.stream, c.head)
+    }
+
+    /// Signs checkpoints of this sink's stream with `signer` and keeps them
+    /// in `store` (outside the database; [`DirCheckpointStore`](crate::audit::DirCheckpointStore)
+    /// is the default choice) and in `pp_checkpoints`: one after every
+    /// `every` events (at least 1; written in the same transaction as the
+    /// event that reaches the count), and one on each
+    /// [`sign_checkpoint`](Self::sign_checkpoint) call — at clean shutdown,
+    /// say. A verifier then needs only the public key
+    /// ([`verify_public`](crate::audit::verify_public)).
+    pub fn with_checkpoints(
+        mut self,
+        signer: CheckpointSigner,
+        store: impl CheckpointStore + 'static,
+        every: u64,
+    ) -> Self {
+        let stream = self.stream();
+        self.checkpoints = Some(Checkpoints {
+            signer,
+            store: Box::new(store),
+            every: every.max(1),
+            last: Mutex::new((stream, 0)),
+            failures: AtomicU64::new(0),
+        });
+        self
+    }
+
+    /// Signs the stream's current head now, and keeps it in the checkpoint
+    /// store and in `pp_checkpoints`. Call it after the last event at clean
+    /// shutdown. `Err` if the sink has no signer or a copy could not be kept.
+    pub fn sign_checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
+        let cp = self
+            .checkpoints
+            .as_ref()
+            .ok_or_else(|| AuditError::new("this sink signs no checkpoints"))?;
+        let (stream, head) = self.checkpoint();
+        let signed = cp.signer.sign(stream, head, Timestamp::now());
+        let json = serde_json::to_string(&signed)
+            .map_err(|_| AuditError::new("checkpoint could not be encoded"))?;
+        self.writer.upsert_checkpoint(&signed, &json)?;
+        cp.store.save(&signed)?;
+        *lock(&cp.last) = (stream, head.seq());
+        Ok(signed)
+    }
+
+    /// How many checkpoints signed after a commit could not be kept in the
+    /// checkpoint store (the events themselves were committed).
+    pub fn checkpoint_failures(&self) -> u64 {
+        self.checkpoints
+            .as_ref()
+            .map_or(0, |c| c.failures.load(Ordering::Relaxed))
+    }
+
+    /// How many transactions this sink has committed (with
+    /// [`events`](Self::events), how well group commit is batching).
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
+    }
+
+    /// How many events this sink has chained (committed or not).
+    pub fn events(&self) -> u64 {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    /// Chains `event` and queues it; returns where its result will appear.
+    fn enqueue(&self, event: &AuditEvent) -> Result<Arc<Done>, AuditError> {
+        let mut chain = lock(&self.chain);
+        if chain.poisoned {
+            chain.stream =
+                StreamId::random().map_err(|_| AuditError::new("random generator failed"))?;
+            chain.head = Checkpoint::GENESIS;
+            chain.poisoned = false;
+        }
+        let seq = chain
+            .head
+            .seq()
+            .checked_add(1)
+            .ok_or_else(|| AuditError::new("audit stream sequence exhausted"))?;
+        let linked = link(&self.key, Some(chain.stream), &chain.head, event, seq);
+        let columns = Columns::of(&linked)?;
+        let json = serde_json::to_string(&linked)
+            .map_err(|_| AuditError::new("audit event could not be encoded"))?;
+        let value = crate::audit::chain::head_value(&linked);
+        let done = Arc::new(Done::default());
+        // Queued under the chain lock: queue order is chain order.
+        lock(&self.queue).pending.push(Pending {
+            columns,
+            json,
+            stream: chain.stream,
+            head: Checkpoint::new(seq, value),
+            done: done.clone(),
+        });
+        chain.head = Checkpoint::new(seq, value);
+        self.events.fetch_add(1, Ordering::Relaxed);
+        Ok(done)
+    }
+
+    /// Commits queued events until none is left, if no other thread is
+    /// doing so; then waits for this call's own result.
+    fn commit_or_wait(&self, done: &Done) -> Result<(), AuditError> {
+        let mut queue = lock(&self.queue);
+        if queue.leader {
+            drop(queue);
+            return done.wait();
+        }
+        queue.leader = true;
+        loop {
+            let batch = std::mem::take(&mut queue.pending);
+            drop(queue);
+            let result = self.write(&batch);
+            if result.is_err() {
+                self.poison();
+            }
+            for p in &batch {
+                p.done.set(result.clone());
+            }
+            queue = lock(&self.queue);
+            if queue.pending.is_empty() {
+                queue.leader = false;
+                break;
+            }
+        }
+        drop(queue);
+        done.wait()
+    }
+
+    /// After a failed commit: fail everything chained after it and start a
+    /// new stream with the next event.
+    fn poison(&self) {
+        let mut chain = lock(&self.chain);
+        chain.poisoned = true;
+        let stranded = std::mem::take(&mut lock(&self.queue).pending);
+        drop(chain);
+        for p in stranded {
+            p.done.set(Err(AuditError::new(
+                "an earlier audit commit of this stream failed",
+            )));
+        }
+    }
+
+    fn write(&self, batch: &[Pending]) -> Result<(), AuditError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let due = self.due_checkpoint(batch);
+        let rows: Vec<Row<'_>> = batch
+            .iter()
+            .map(|p| Row {
+                columns: &p.columns,
+                json: &p.json,
+            })
+            .collect();
+        self.writer
+            .write(&rows, due.as_ref().map(|(s, j)| (s, j.as_str())))?;
+        self.commits.fetch_add(1, Ordering::Relaxed);
+        if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
+            // The events are committed whatever happens here.
+            match cp.store.save(&signed) {
+                Ok(()) => {
+                    *lock(&cp.last) = (signed.stream(), signed.checkpoint().seq());
+                }
+                Err(_) => {
+                    cp.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A signed checkpoint of the batch's last event, if one is due.
+    fn due_checkpoint(&self, batch: &[Pending]) -> Option<(SignedCheckpoint, String)> {
+        let cp = self.checkpoints.as_ref()?;
+        let last = batch.last()?;
+        let (stream, signed) = *lock(&cp.last);
+        let since = if stream == last.stream { signed } else { 0 };
+        if last.head.seq().saturating_sub(since) < cp.every {
+            return None;
+        }
+        let signed = cp.signer.sign(last.stream, last.head, Timestamp::now());
+        let json = serde_json::to_string(&signed).ok()?;
+        Some((signed, json))
+    }
+}
+
+impl<W: BatchWriter> AuditSink for AuditStreamSink<W> {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let done = self.enqueue(event)?;
+        self.commit_or_wait(&done)
+    }
+}
