@@ -37,7 +37,7 @@
 //! | `pp_erased_subjects (subject, erased_at)` | erasure tombstones |
 //! | `pp_subject_pseudonyms (subject, pseudonym)` | pseudonyms noted for erasure receipts |
 //! | `pp_consents (subject, purpose, version, record)` | consent rows (JSON of a [`ConsentRecord`], authenticated by the custodian) |
-//! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`] outside the database |
+//! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`](crate::audit::CheckpointStore) outside the database |
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
@@ -298,7 +298,7 @@ impl SqliteStore {
 impl SqliteStore {
     /// The newest signed checkpoint of every stream, as kept in
     /// `pp_checkpoints`. The operator can roll this table back with the
-    /// trail; compare with the copies in the [`CheckpointStore`] outside.
+    /// trail; compare with the copies in the [`CheckpointStore`](crate::audit::CheckpointStore) outside.
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
         let conn = self.lock();
         let mut stmt = conn
