@@ -3,7 +3,8 @@
 //!
 //! | feature | module | database |
 //! |---|---|---|
-//! | `sqlite` | [`sqlite`](crate::store) (`store::sqlite`) | SQLite through `rusqlite`, built from source (`bundled`) |
+//! | `sqlite` | `store::sqlite` | SQLite through `rusqlite`, built from source (`bundled`) |
+//! | `postgres` | `store::postgres` | PostgreSQL through the synchronous `postgres` client |
 //!
 //! A dependent that enables no feature pulls in no database. The core never
 //! imports this module; a store only implements the core's traits
@@ -38,11 +39,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stream_sink;
-#[cfg(feature = "sqlite")]
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use stream_sink::{AuditStreamSink, BatchWriter, Row};
 
 /// A store could not be opened, migrated or read.

@@ -1,0 +1,732 @@
+//! The PostgreSQL store (feature `postgres`): audit streams with group
+//! commit and signed checkpoints, wrapped subject keys, and consent rows, in
+//! tables of the host's own PostgreSQL database.
+//!
+//! The same schema as the SQLite store (tables prefixed `pp_`, numbered
+//! migrations in `pp_schema`, applied under an advisory lock so processes
+//! starting together do not race), with PostgreSQL's own guarantees:
+//! `synchronous_commit = on` (the server default) makes a commit durable
+//! before `record` returns; every read-then-write of the key store holds a
+//! per-subject advisory lock, so an erasure and a new key for the same
+//! subject never interleave across processes; consent rows change by
+//! compare-and-set on their version.
+//!
+//! The client is the synchronous [`postgres`] crate: the crate's traits are
+//! synchronous, and an async host calls the custodian on a blocking thread.
+//!
+//! ```no_run
+//! use privacy_pledge::store::postgres::PgStore;
+//! use privacy_pledge::crypto::Keyring;
+//! use privacy_pledge::Custodian;
+//! use std::sync::Arc;
+//!
+//! let keyring = Arc::new(Keyring::generate()?);
+//! let store = PgStore::connect("host=127.0.0.1 user=shop dbname=shop")?;
+//! let custodian = Custodian::builder()
+//!     .keyring(keyring.clone())
+//!     .key_store(store.key_store())
+//!     .consent_store(store.consent_store())
+//!     .audit(store.audit_sink(keyring.audit_key())?)
+//!     .build()?;
+//! # drop(custodian);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub use postgres;
+use postgres::{Client, NoTls};
+
+use super::stream_sink::Columns;
+use super::{AuditStreamSink, BatchWriter, Row, StoreError};
+use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
+use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
+use crate::crypto::{
+    Destroyed, KeyStore, KeyStoreError, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+};
+use crate::purpose::PurposeId;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+
+/// The migrations, in order; `pp_schema` records how many were applied.
+const MIGRATIONS: [&str; 3] = [
+    "
+CREATE TABLE pp_audit_log (
+    id      BIGSERIAL PRIMARY KEY,
+    stream  TEXT   NOT NULL,
+    seq     BIGINT NOT NULL,
+    time    BIGINT NOT NULL,
+    subject TEXT   NOT NULL,
+    action  TEXT   NOT NULL,
+    event   TEXT   NOT NULL,
+    UNIQUE (stream, seq)
+);
+CREATE INDEX pp_audit_log_subject ON pp_audit_log (subject);
+CREATE TABLE pp_subject_keys (
+    subject     TEXT   NOT NULL,
+    generation  BIGINT NOT NULL,
+    kek_version BIGINT NOT NULL,
+    wrapped     BYTEA  NOT NULL,
+    uses        BIGINT NOT NULL,
+    PRIMARY KEY (subject, generation)
+);
+CREATE TABLE pp_erased_subjects (
+    subject   TEXT   PRIMARY KEY,
+    erased_at BIGINT NOT NULL
+);
+CREATE TABLE pp_subject_pseudonyms (
+    subject   TEXT NOT NULL,
+    pseudonym TEXT NOT NULL,
+    PRIMARY KEY (subject, pseudonym)
+);
+",
+    "
+CREATE TABLE pp_checkpoints (
+    stream     TEXT   PRIMARY KEY,
+    seq        BIGINT NOT NULL,
+    checkpoint TEXT   NOT NULL
+);
+",
+    "
+CREATE TABLE pp_consents (
+    subject TEXT   NOT NULL,
+    purpose TEXT   NOT NULL,
+    version BIGINT NOT NULL,
+    record  TEXT   NOT NULL,
+    PRIMARY KEY (subject, purpose)
+);
+",
+];
+
+/// The schema version this crate writes (the number of migrations).
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// The advisory lock key migrations run under.
+const MIGRATION_LOCK: i64 = 0x7070_5f73_6368_656d;
+
+fn db_err(e: postgres::Error) -> StoreError {
+    StoreError::Database(e.to_string())
+}
+
+/// One PostgreSQL connection shared by the audit sinks, the key store, the
+/// consent store and the host's own statements. Cheap to clone.
+#[derive(Clone)]
+pub struct PgStore {
+    client: Arc<Mutex<Client>>,
+}
+
+impl fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PgStore")
+    }
+}
+
+impl PgStore {
+    /// Connects (`host=… user=… dbname=…` or a `postgresql://` URL, no TLS:
+    /// loopback or a private network; put TLS in front otherwise) and brings
+    /// the tables up to date.
+    pub fn connect(params: &str) -> Result<Self, StoreError> {
+        let mut client = Client::connect(params, NoTls).map_err(db_err)?;
+        migrate(&mut client)?;
+        Ok(PgStore {
+            client: Arc::new(Mutex::new(client)),
+        })
+    }
+
+    /// Connects **read-only**, for verifiers: every transaction of the
+    /// session is read-only, no migration runs, and a database without the
+    /// store's tables is an error.
+    pub fn connect_read_only(params: &str) -> Result<Self, StoreError> {
+        let mut client = Client::connect(params, NoTls).map_err(db_err)?;
+        client
+            .batch_execute("SET default_transaction_read_only = on")
+            .map_err(db_err)?;
+        let found = schema_version(&mut client)?;
+        if found == 0 {
+            return Err(StoreError::Database(
+                "the database holds no privacy-pledge tables".into(),
+            ));
+        }
+        Ok(PgStore {
+            client: Arc::new(Mutex::new(client)),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Client> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` with the client, for the host's own statements. Do not call
+    /// the custodian inside `f`: it uses this connection too.
+    pub fn with_client<R>(&self, f: impl FnOnce(&mut Client) -> R) -> R {
+        f(&mut self.lock())
+    }
+
+    /// The schema version of the database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        schema_version(&mut self.lock())
+    }
+
+    /// The key store over `pp_subject_keys`.
+    pub fn key_store(&self) -> PgKeyStore {
+        PgKeyStore {
+            store: self.clone(),
+        }
+    }
+
+    /// The consent store over `pp_consents`.
+    pub fn consent_store(&self) -> PgConsentStore {
+        PgConsentStore {
+            store: self.clone(),
+        }
+    }
+
+    /// An audit sink that chains events in a fresh stream of its own under
+    /// `key` and commits concurrent events together (see [`AuditStreamSink`]).
+    pub fn audit_sink(&self, key: AuditKey) -> Result<PgAuditSink, StoreError> {
+        AuditStreamSink::new(
+            PgBatchWriter {
+                store: self.clone(),
+            },
+            key,
+        )
+        .map_err(|_| StoreError::Random)
+    }
+
+    /// Every entry of `pp_audit_log`, in append order; a row whose query
+    /// columns disagree with its authenticated event is an error naming it.
+    pub fn trail(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        let rows = self
+            .lock()
+            .query(
+                "SELECT id, stream, seq, time, subject, action, event FROM pp_audit_log ORDER BY id",
+                &[],
+            )
+            .map_err(db_err)?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.get(0);
+            let bad = || StoreError::Database(format!("pp_audit_log row {id} was altered"));
+            let event: AuditEvent =
+                serde_json::from_str(row.get::<_, &str>(6)).map_err(|_| bad())?;
+            let c = Columns::of(&event).map_err(|_| bad())?;
+            let stored: (&str, i64, i64, &str, &str) =
+                (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+            if (
+                c.stream.as_str(),
+                c.seq,
+                c.time,
+                c.subject.as_str(),
+                c.action.as_str(),
+            ) != stored
+            {
+                return Err(bad());
+            }
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    /// The newest signed checkpoint of every stream, as kept in
+    /// `pp_checkpoints` (compare with the copies kept outside the database).
+    pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
+        let rows = self
+            .lock()
+            .query(
+                "SELECT stream, checkpoint FROM pp_checkpoints ORDER BY stream",
+                &[],
+            )
+            .map_err(db_err)?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<_, &str>(1)).map_err(|_| {
+                    StoreError::Database(format!(
+                        "pp_checkpoints row for stream {} is malformed",
+                        r.get::<_, &str>(0)
+                    ))
+                })
+            })
+            .collect()
+    }
+}
+
+fn schema_version(client: &mut Client) -> Result<u32, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('pp_schema') IS NOT NULL", &[])
+        .map_err(db_err)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let v: Option<i64> = client
+        .query_opt("SELECT version FROM pp_schema", &[])
+        .map_err(db_err)?
+        .map(|r| r.get(0));
+    Ok(v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
+}
+
+fn migrate(client: &mut Client) -> Result<(), StoreError> {
+    let mut tx = client.transaction().map_err(db_err)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(db_err)?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS pp_schema (version BIGINT NOT NULL)")
+        .map_err(db_err)?;
+    let found: u32 = tx
+        .query_opt("SELECT version FROM pp_schema", &[])
+        .map_err(db_err)?
+        .map_or(0, |r| u32::try_from(r.get::<_, i64>(0)).unwrap_or(u32::MAX));
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerSchema {
+            found,
+            known: SCHEMA_VERSION,
+        });
+    }
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.batch_execute(sql).map_err(db_err)?;
+    }
+    if found < SCHEMA_VERSION {
+        tx.execute("DELETE FROM pp_schema", &[]).map_err(db_err)?;
+        tx.execute(
+            "INSERT INTO pp_schema (version) VALUES ($1)",
+            &[&i64::from(SCHEMA_VERSION)],
+        )
+        .map_err(db_err)?;
+    }
+    tx.commit().map_err(db_err)
+}
+
+// ---------------------------------------------------------------------------
+// The audit sink
+
+/// The PostgreSQL audit sink: an [`AuditStreamSink`] over `pp_audit_log`.
+pub type PgAuditSink = AuditStreamSink<PgBatchWriter>;
+
+/// Writes audit batches into `pp_audit_log` (see [`PgAuditSink`]).
+#[derive(Clone, Debug)]
+pub struct PgBatchWriter {
+    store: PgStore,
+}
+
+impl super::stream_sink::sealed::Sealed for PgBatchWriter {}
+
+const UPSERT_CHECKPOINT: &str =
+    "INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($1, $2, $3)
+     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+     WHERE excluded.seq > pp_checkpoints.seq";
+
+fn insert_failed(e: postgres::Error) -> AuditError {
+    // Messages name tables and constraints (and at most random ids), never
+    // a personal value: events hold none.
+    AuditError::new(format!("pp_audit_log insert failed: {e}"))
+}
+
+fn seq_col(seq: u64) -> Result<i64, AuditError> {
+    i64::try_from(seq).map_err(|_| AuditError::new("sequence number out of range"))
+}
+
+impl BatchWriter for PgBatchWriter {
+    fn write(
+        &self,
+        rows: &[Row<'_>],
+        checkpoint: Option<(&SignedCheckpoint, &str)>,
+    ) -> Result<(), AuditError> {
+        let mut client = self.store.lock();
+        let mut tx = client.transaction().map_err(insert_failed)?;
+        let stmt = tx
+            .prepare(
+                "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .map_err(insert_failed)?;
+        for r in rows {
+            tx.execute(
+                &stmt,
+                &[
+                    &r.stream(),
+                    &r.seq(),
+                    &r.time(),
+                    &r.subject(),
+                    &r.action(),
+                    &r.json(),
+                ],
+            )
+            .map_err(insert_failed)?;
+        }
+        if let Some((signed, json)) = checkpoint {
+            tx.execute(
+                UPSERT_CHECKPOINT,
+                &[
+                    &signed.stream().to_string(),
+                    &seq_col(signed.checkpoint().seq())?,
+                    &json,
+                ],
+            )
+            .map_err(insert_failed)?;
+        }
+        tx.commit().map_err(insert_failed)
+    }
+
+    fn upsert_checkpoint(
+        &self,
+        checkpoint: &SignedCheckpoint,
+        json: &str,
+    ) -> Result<(), AuditError> {
+        self.store
+            .lock()
+            .execute(
+                UPSERT_CHECKPOINT,
+                &[
+                    &checkpoint.stream().to_string(),
+                    &seq_col(checkpoint.checkpoint().seq())?,
+                    &json,
+                ],
+            )
+            .map(|_| ())
+            .map_err(insert_failed)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The key store
+
+/// Wrapped subject data keys in `pp_subject_keys`, tombstones in
+/// `pp_erased_subjects`. Every change holds a per-subject advisory lock for
+/// its transaction.
+#[derive(Clone, Debug)]
+pub struct PgKeyStore {
+    store: PgStore,
+}
+
+fn backend(e: impl fmt::Display) -> KeyStoreError {
+    KeyStoreError::Backend(Cow::Owned(e.to_string()))
+}
+
+fn conflict(what: &'static str) -> KeyStoreError {
+    KeyStoreError::Conflict(Cow::Borrowed(what))
+}
+
+fn u64_col(v: i64, what: &'static str) -> Result<u64, KeyStoreError> {
+    u64::try_from(v).map_err(|_| backend(format!("negative {what} in pp_subject_keys")))
+}
+
+fn u32_col(v: i64, what: &'static str) -> Result<u32, KeyStoreError> {
+    u32::try_from(v).map_err(|_| backend(format!("{what} out of range in pp_subject_keys")))
+}
+
+/// Runs `f` in a transaction holding the subject's advisory lock.
+fn locked<R>(
+    store: &PgStore,
+    subject: &str,
+    f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<R, KeyStoreError>,
+) -> Result<R, KeyStoreError> {
+    let mut client = store.lock();
+    let mut tx = client.transaction().map_err(backend)?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+        &[&subject],
+    )
+    .map_err(backend)?;
+    let out = f(&mut tx)?;
+    tx.commit().map_err(backend)?;
+    Ok(out)
+}
+
+fn erased_at(
+    tx: &mut postgres::Transaction<'_>,
+    subject: &str,
+) -> Result<Option<i64>, KeyStoreError> {
+    Ok(tx
+        .query_opt(
+            "SELECT erased_at FROM pp_erased_subjects WHERE subject = $1",
+            &[&subject],
+        )
+        .map_err(backend)?
+        .map(|r| r.get(0)))
+}
+
+impl KeyStore for PgKeyStore {
+    fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
+        let s = subject.to_string();
+        let mut client = self.store.lock();
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(backend)?;
+        if let Some(at) = erased_at(&mut tx, &s)? {
+            return Ok(SubjectKeys::Erased {
+                at: Timestamp::from_unix_nanos(u64_col(at, "erased_at")?),
+            });
+        }
+        let rows = tx
+            .query(
+                "SELECT generation, kek_version, wrapped, uses FROM pp_subject_keys
+                 WHERE subject = $1 ORDER BY generation",
+                &[&s],
+            )
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        let mut keys = Vec::with_capacity(rows.len());
+        for r in rows {
+            keys.push(StoredKey {
+                generation: u32_col(r.get(0), "generation")?,
+                wrapped: Wrapped {
+                    kek_version: u32_col(r.get(1), "kek_version")?,
+                    bytes: r.get(2),
+                },
+                uses: u64_col(r.get(3), "uses")?,
+            });
+        }
+        Ok(if keys.is_empty() {
+            SubjectKeys::Absent
+        } else {
+            SubjectKeys::Live(keys)
+        })
+    }
+
+    fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+        let s = subject.to_string();
+        let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
+        locked(&self.store, &s, |tx| {
+            if erased_at(tx, &s)?.is_some() {
+                return Err(conflict("subject erased"));
+            }
+            let inserted = tx
+                .execute(
+                    "INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    &[
+                        &s,
+                        &i64::from(key.generation),
+                        &i64::from(key.wrapped.kek_version),
+                        &key.wrapped.bytes,
+                        &uses,
+                    ],
+                )
+                .map_err(backend)?;
+            if inserted == 0 {
+                return Err(conflict("generation exists"));
+            }
+            Ok(())
+        })
+    }
+
+    fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
+        let s = subject.to_string();
+        locked(&self.store, &s, |tx| {
+            let before: i64 = tx
+                .query_opt(
+                    "SELECT uses FROM pp_subject_keys WHERE subject = $1 AND generation = $2",
+                    &[&s, &i64::from(generation)],
+                )
+                .map_err(backend)?
+                .ok_or_else(|| conflict("no such key"))?
+                .get(0);
+            let before = u64_col(before, "uses")?;
+            let after = i64::try_from(before.saturating_add(n)).unwrap_or(i64::MAX);
+            tx.execute(
+                "UPDATE pp_subject_keys SET uses = $3 WHERE subject = $1 AND generation = $2",
+                &[&s, &i64::from(generation), &after],
+            )
+            .map_err(backend)?;
+            Ok(before)
+        })
+    }
+
+    fn rewrap(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        wrapped: Wrapped,
+    ) -> Result<(), KeyStoreError> {
+        let s = subject.to_string();
+        locked(&self.store, &s, |tx| {
+            let n = tx
+                .execute(
+                    "UPDATE pp_subject_keys SET kek_version = $3, wrapped = $4
+                     WHERE subject = $1 AND generation = $2",
+                    &[
+                        &s,
+                        &i64::from(generation),
+                        &i64::from(wrapped.kek_version),
+                        &wrapped.bytes,
+                    ],
+                )
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(conflict("no such key"));
+            }
+            Ok(())
+        })
+    }
+
+    fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
+        let s = subject.to_string();
+        let at = i64::try_from(at.unix_nanos()).map_err(|_| backend("time out of range"))?;
+        locked(&self.store, &s, |tx| {
+            if erased_at(tx, &s)?.is_some() {
+                return Ok(Destroyed::default());
+            }
+            let generations = tx
+                .query(
+                    "SELECT generation FROM pp_subject_keys WHERE subject = $1 ORDER BY generation",
+                    &[&s],
+                )
+                .map_err(backend)?
+                .iter()
+                .map(|r| u32_col(r.get(0), "generation"))
+                .collect::<Result<_, _>>()?;
+            let pseudonyms = tx
+                .query(
+                    "SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = $1",
+                    &[&s],
+                )
+                .map_err(backend)?
+                .iter()
+                .map(|r| serde_json::from_str::<PseudonymRef>(r.get(0)).map_err(backend))
+                .collect::<Result<_, _>>()?;
+            tx.execute("DELETE FROM pp_subject_keys WHERE subject = $1", &[&s])
+                .map_err(backend)?;
+            tx.execute(
+                "DELETE FROM pp_subject_pseudonyms WHERE subject = $1",
+                &[&s],
+            )
+            .map_err(backend)?;
+            tx.execute(
+                "INSERT INTO pp_erased_subjects (subject, erased_at) VALUES ($1, $2)",
+                &[&s, &at],
+            )
+            .map_err(backend)?;
+            Ok(Destroyed {
+                generations,
+                pseudonyms,
+            })
+        })
+    }
+
+    fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
+        let rows = self
+            .store
+            .lock()
+            .query(
+                "SELECT subject, generation FROM pp_subject_keys WHERE kek_version = $1",
+                &[&i64::from(kek_version)],
+            )
+            .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get::<_, &str>(0).parse().map_err(backend)?,
+                    u32_col(r.get(1), "generation")?,
+                ))
+            })
+            .collect()
+    }
+
+    fn note_pseudonym(
+        &self,
+        subject: SubjectId,
+        pseudonym: PseudonymRef,
+    ) -> Result<(), KeyStoreError> {
+        let s = subject.to_string();
+        let p = serde_json::to_string(&pseudonym).map_err(backend)?;
+        locked(&self.store, &s, |tx| {
+            if erased_at(tx, &s)?.is_none() {
+                tx.execute(
+                    "INSERT INTO pp_subject_pseudonyms (subject, pseudonym) VALUES ($1, $2)
+                     ON CONFLICT DO NOTHING",
+                    &[&s, &p],
+                )
+                .map_err(backend)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The consent store
+
+/// Consent rows in `pp_consents`; each write is a compare-and-set on the
+/// row's version.
+#[derive(Clone, Debug)]
+pub struct PgConsentStore {
+    store: PgStore,
+}
+
+fn consent_err(e: impl fmt::Display) -> ConsentStoreError {
+    ConsentStoreError(Cow::Owned(format!("pp_consents: {e}")))
+}
+
+impl ConsentStore for PgConsentStore {
+    fn load(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+        let row = self
+            .store
+            .lock()
+            .query_opt(
+                "SELECT record FROM pp_consents WHERE subject = $1 AND purpose = $2",
+                &[&subject.to_string(), &purpose.to_string()],
+            )
+            .map_err(consent_err)?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0)).map_err(|_| consent_err("malformed row"))
+        })
+        .transpose()
+    }
+
+    fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError> {
+        let json = serde_json::to_string(record).map_err(consent_err)?;
+        let version = i64::try_from(record.version).map_err(consent_err)?;
+        let (subject, purpose) = (record.subject.to_string(), record.purpose.to_string());
+        let mut client = self.store.lock();
+        let changed = if version == 1 {
+            client.execute(
+                "INSERT INTO pp_consents (subject, purpose, version, record) VALUES ($1, $2, 1, $3)
+                 ON CONFLICT DO NOTHING",
+                &[&subject, &purpose, &json],
+            )
+        } else {
+            client.execute(
+                "UPDATE pp_consents SET version = $3, record = $4
+                 WHERE subject = $1 AND purpose = $2 AND version = $5",
+                &[&subject, &purpose, &version, &json, &(version - 1)],
+            )
+        }
+        .map_err(consent_err)?;
+        Ok(changed == 1)
+    }
+
+    fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
+        self.store
+            .lock()
+            .execute(
+                "DELETE FROM pp_consents WHERE subject = $1",
+                &[&subject.to_string()],
+            )
+            .map(|_| ())
+            .map_err(consent_err)
+    }
+
+    fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
+        let rows = self
+            .store
+            .lock()
+            .query(
+                "SELECT record FROM pp_consents ORDER BY subject, purpose",
+                &[],
+            )
+            .map_err(consent_err)?;
+        rows.iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<_, &str>(0)).map_err(|_| consent_err("malformed row"))
+            })
+            .collect()
+    }
+}
