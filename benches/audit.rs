@@ -22,8 +22,10 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use privacy_pledge::audit::{
-    verify, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, MemoryAuditLog,
+    verify, verify_public, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, CheckpointSigner,
+    MemoryAuditLog,
 };
+use privacy_pledge::time::Timestamp;
 use privacy_pledge::Custodian;
 
 use common::{email, fresh, time_access};
@@ -78,6 +80,28 @@ fn audit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(VERIFY_ENTRIES as u64));
     g.bench_function("verify_100k", |b| {
         b.iter(|| verify(black_box(&entries), &key, Some(&head)).expect("intact"))
+    });
+
+    // Version 2 (a stream): the link hash and the MAC per entry with the
+    // audit key; the link hash alone with the public key.
+    let streamed = ChainedAuditLog::new_stream(key.clone(), MemoryAuditLog::new());
+    for _ in 0..VERIFY_ENTRIES {
+        streamed.record(&event).expect("record");
+    }
+    let entries_v2 = streamed.inner().events();
+    let head_v2 = streamed.checkpoint();
+    g.bench_function("verify_100k_streamed", |b| {
+        b.iter(|| verify(black_box(&entries_v2), &key, Some(&head_v2)).expect("intact"))
+    });
+    let signer = CheckpointSigner::from_seed(&[9; 32]).expect("signer");
+    let signed = [signer.sign(
+        streamed.stream().expect("stream"),
+        head_v2,
+        Timestamp::now(),
+    )];
+    let public = signer.public_key();
+    g.bench_function("verify_public_100k_streamed", |b| {
+        b.iter(|| assert!(verify_public(black_box(&entries_v2), &public, &signed).is_intact()))
     });
 
     g.throughput(Throughput::Elements(1));

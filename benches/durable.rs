@@ -2,6 +2,9 @@
 //! against one commit per event, with 1, 8 and 64 threads, in one run.
 //!
 //! `cargo bench --bench durable -- --warm-up-time 1 --measurement-time 5`
+//! (with `PP_TEST_PG` set to a PostgreSQL server's `host=… port=… user=…`,
+//! e.g. inside `scripts/test`'s cluster, the same on PostgreSQL with
+//! `synchronous_commit = on`)
 //!
 //! Each sample runs `threads` threads that together make `EVENTS` audited
 //! `access` calls on one custodian; throughput is in events per second.
@@ -18,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use privacy_pledge::audit::{AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog};
+use privacy_pledge::store::postgres::{postgres, PgStore};
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::Custodian;
 
@@ -39,6 +43,69 @@ impl AuditSink for PerEvent {
             .map(|_| ())
             .map_err(|e| AuditError::new(e.to_string()))
     }
+}
+
+/// One commit per event on PostgreSQL: the baseline there.
+struct PgPerEvent(PgStore);
+
+impl AuditSink for PgPerEvent {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        let json = serde_json::to_string(event).map_err(|_| AuditError::new("encode"))?;
+        self.0
+            .with_client(|c| c.execute("INSERT INTO bench_per_event (event) VALUES ($1)", &[&json]))
+            .map(|_| ())
+            .map_err(|e| AuditError::new(e.to_string()))
+    }
+}
+
+fn pg_durable(c: &mut Criterion) {
+    let Ok(base) = std::env::var("PP_TEST_PG") else {
+        eprintln!("durable_access_postgres: PP_TEST_PG is not set, skipped");
+        return;
+    };
+    let name = format!("pp_bench_{}", std::process::id());
+    let mut admin =
+        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
+        ))
+        .unwrap();
+    let store = PgStore::connect(&format!("{base} dbname={name}")).unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE bench_per_event (id BIGSERIAL PRIMARY KEY, event TEXT NOT NULL)",
+            )
+        })
+        .unwrap();
+    let key = AuditKey::generate().unwrap();
+    let group = Arc::new(
+        Custodian::builder()
+            .audit(store.audit_sink(key.clone()).unwrap())
+            .build()
+            .unwrap(),
+    );
+    let per_event = Arc::new(
+        Custodian::builder()
+            .audit(ChainedAuditLog::new(key, PgPerEvent(store.clone())))
+            .build()
+            .unwrap(),
+    );
+    let mut g = c.benchmark_group("durable_access_postgres");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    for threads in [1, 8, 64] {
+        g.bench_function(format!("per_event_{threads}_threads"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(&per_event, threads)).sum())
+        });
+        g.bench_function(format!("group_{threads}_threads"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(&group, threads)).sum())
+        });
+    }
+    g.finish();
+    drop((group, per_event, store));
+    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
 }
 
 fn db_path(name: &str) -> PathBuf {
@@ -110,5 +177,5 @@ fn durable(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, durable);
+criterion_group!(benches, durable, pg_durable);
 criterion_main!(benches);

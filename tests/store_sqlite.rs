@@ -807,3 +807,34 @@ fn a5_concurrent_consent_changes_lose_nothing() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].version, 50, "a change was lost");
 }
+
+/// A quiet stream is still vouched for: with `checkpoint_every(period)` a
+/// checkpoint is signed when a commit finds the period passed, however few
+/// events came since the last one.
+#[test]
+fn checkpoints_are_signed_by_time_as_well_as_by_count() {
+    let dir = TempDir::new("ckpt-time");
+    let store = SqliteStore::open_in_memory().unwrap();
+    let keyring = keyring();
+    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000)
+            .checkpoint_every(Duration::from_millis(50)),
+    );
+    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
+    let info = email(SubjectId::random());
+    custodian.access(&info, |_| ()).unwrap();
+    assert!(
+        outside.load().unwrap().is_empty(),
+        "signed before the period"
+    );
+    std::thread::sleep(Duration::from_millis(60));
+    custodian.access(&info, |_| ()).unwrap();
+    let signed = outside.load().unwrap();
+    assert_eq!(signed.len(), 1);
+    assert_eq!(signed[0].checkpoint().seq(), 2);
+    assert_eq!(store.checkpoints().unwrap(), signed);
+}

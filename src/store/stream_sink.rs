@@ -184,8 +184,12 @@ struct Checkpoints {
     signer: CheckpointSigner,
     store: Box<dyn CheckpointStore>,
     every: u64,
-    /// The last sequence number signed (of the current stream).
+    /// Also sign once this much time has passed since the last signature
+    /// (checked when a batch commits).
+    every_time: Option<std::time::Duration>,
+    /// The last sequence number signed (of the current stream), and when.
     last: Mutex<(StreamId, u64)>,
+    last_at: Mutex<std::time::Instant>,
     failures: AtomicU64,
 }
 
@@ -253,9 +257,21 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             signer,
             store: Box::new(store),
             every: every.max(1),
+            every_time: None,
             last: Mutex::new((stream, 0)),
+            last_at: Mutex::new(std::time::Instant::now()),
             failures: AtomicU64::new(0),
         });
+        self
+    }
+
+    /// Also signs a checkpoint when `period` has passed since the last one
+    /// (checked whenever a batch commits), so a quiet stream is still
+    /// vouched for. No effect without [`with_checkpoints`](Self::with_checkpoints).
+    pub fn checkpoint_every(mut self, period: std::time::Duration) -> Self {
+        if let Some(cp) = self.checkpoints.as_mut() {
+            cp.every_time = Some(period);
+        }
         self
     }
 
@@ -274,6 +290,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         self.writer.upsert_checkpoint(&signed, &json)?;
         cp.store.save(&signed)?;
         *lock(&cp.last) = (stream, head.seq());
+        *lock(&cp.last_at) = std::time::Instant::now();
         Ok(signed)
     }
 
@@ -392,6 +409,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             match cp.store.save(&signed) {
                 Ok(()) => {
                     *lock(&cp.last) = (signed.stream(), signed.checkpoint().seq());
+                    *lock(&cp.last_at) = std::time::Instant::now();
                 }
                 Err(_) => {
                     cp.failures.fetch_add(1, Ordering::Relaxed);
@@ -407,7 +425,11 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         let last = batch.last()?;
         let (stream, signed) = *lock(&cp.last);
         let since = if stream == last.stream { signed } else { 0 };
-        if last.head.seq().saturating_sub(since) < cp.every {
+        let by_count = last.head.seq().saturating_sub(since) >= cp.every;
+        let by_time = cp
+            .every_time
+            .is_some_and(|t| lock(&cp.last_at).elapsed() >= t && last.head.seq() > since);
+        if !by_count && !by_time {
             return None;
         }
         let signed = cp.signer.sign(last.stream, last.head, Timestamp::now());
