@@ -67,9 +67,10 @@ fn pg_durable(c: &mut Criterion) {
     let mut admin =
         postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
     admin
-        .batch_execute(&format!(
-            "DROP DATABASE IF EXISTS {name}; CREATE DATABASE {name}"
-        ))
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
         .unwrap();
     let store = PgStore::connect(&format!("{base} dbname={name}")).unwrap();
     store
