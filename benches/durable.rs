@@ -93,18 +93,7 @@ fn pg_durable(c: &mut Criterion) {
             .build()
             .unwrap(),
     );
-    let mut g = c.benchmark_group("durable_access_postgres");
-    g.sample_size(10);
-    g.throughput(Throughput::Elements(EVENTS as u64));
-    for threads in [1, 8, 64] {
-        g.bench_function(format!("per_event_{threads}_threads"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run(&per_event, threads)).sum())
-        });
-        g.bench_function(format!("group_{threads}_threads"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run(&group, threads)).sum())
-        });
-    }
-    g.finish();
+    compare(c, "durable_access_postgres", &per_event, &group);
     drop((group, per_event, store));
     let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
 }
@@ -114,6 +103,22 @@ fn db_path(name: &str) -> PathBuf {
         "privacy-pledge-bench-{name}-{}.sqlite",
         std::process::id()
     ))
+}
+
+/// One commit per event against group commit, with 1, 8 and 64 threads.
+fn compare(c: &mut Criterion, name: &str, per_event: &Arc<Custodian>, group: &Arc<Custodian>) {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(EVENTS as u64));
+    for threads in [1, 8, 64] {
+        g.bench_function(format!("per_event_{threads}_threads"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(per_event, threads)).sum())
+        });
+        g.bench_function(format!("group_{threads}_threads"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run(group, threads)).sum())
+        });
+    }
+    g.finish();
 }
 
 fn run(custodian: &Arc<Custodian>, threads: usize) -> Duration {
@@ -158,18 +163,7 @@ fn durable(c: &mut Criterion) {
             .unwrap(),
     );
 
-    let mut g = c.benchmark_group("durable_access");
-    g.sample_size(10);
-    g.throughput(Throughput::Elements(EVENTS as u64));
-    for threads in [1, 8, 64] {
-        g.bench_function(format!("per_event_{threads}_threads"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run(&per_event, threads)).sum())
-        });
-        g.bench_function(format!("group_{threads}_threads"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run(&group, threads)).sum())
-        });
-    }
-    g.finish();
+    compare(c, "durable_access", &per_event, &group);
     drop(store);
     for suffix in ["", "-wal", "-shm"] {
         let mut p = path.clone().into_os_string();

@@ -238,6 +238,23 @@ impl Custodian {
         AuditEvent::new(self.now(), info.subject(), action, rule).about(T::KIND, P::ID)
     }
 
+    /// Why data of `subject` held for `P` may not be used now, if it may
+    /// not: no live consent for a consent-based purpose, or consent that
+    /// cannot be read (fail closed). `None` for the other purposes.
+    fn consent_refusal<P: Purpose>(&self, subject: SubjectId) -> Option<Error> {
+        if !P::ID.needs_consent() {
+            return None;
+        }
+        match self.consents.live_epoch(subject, P::ID) {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(Error::NoConsent {
+                subject,
+                purpose: P::ID,
+            }),
+            Err(e) => Some(e),
+        }
+    }
+
     /// The shared first step of every audited use: refuse erased subjects
     /// and, for consent-based purposes, subjects without live consent (so a
     /// withdrawal takes effect even for values already in memory, R7); then
@@ -251,18 +268,8 @@ impl Custodian {
         if let Err(e) = self.check_not_erased(subject) {
             return Err(self.deny(event, RuleId::R11, e));
         }
-        if P::ID.needs_consent() {
-            let refusal = match self.consents.live_epoch(subject, P::ID) {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(Error::NoConsent {
-                    subject,
-                    purpose: P::ID,
-                }),
-                Err(e) => Some(e),
-            };
-            if let Some(e) = refusal {
-                return Err(self.deny(event, RuleId::R7, e));
-            }
+        if let Some(e) = self.consent_refusal::<P>(subject) {
+            return Err(self.deny(event, RuleId::R7, e));
         }
         self.record(&event)
     }
@@ -756,19 +763,9 @@ impl Custodian {
     ) -> Result<Pseudonym<T>, Error> {
         let subject = info.subject();
         self.check_not_erased(subject)?;
-        if P::ID.needs_consent() {
-            let refusal = match self.consents.live_epoch(subject, P::ID) {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(Error::NoConsent {
-                    subject,
-                    purpose: P::ID,
-                }),
-                Err(e) => Some(e),
-            };
-            if let Some(e) = refusal {
-                let event = self.event(info, Action::Disclose, RuleId::R6);
-                return Err(self.deny(event, RuleId::R7, e));
-            }
+        if let Some(e) = self.consent_refusal::<P>(subject) {
+            let event = self.event(info, Action::Disclose, RuleId::R6);
+            return Err(self.deny(event, RuleId::R7, e));
         }
         self.vault.pseudonym(subject, info.value())
     }

@@ -79,20 +79,18 @@ impl AuditKey {
         if !name.is_empty() {
             inner.update(name);
         }
-        let inner = inner.finish();
-        let mut outer = self.outer.clone();
-        outer.update(inner.as_ref());
-        let mut out = [0u8; 32];
-        out.copy_from_slice(outer.finish().as_ref());
-        out
+        self.finish(inner)
     }
-}
 
-impl AuditKey {
     /// HMAC-SHA-256 over a 32-byte link hash (version-2 entries).
     pub(crate) fn tag(&self, hash: &[u8; 32]) -> [u8; 32] {
         let mut inner = self.inner.clone();
         inner.update(hash);
+        self.finish(inner)
+    }
+
+    /// The outer hash of HMAC over a finished inner hash.
+    fn finish(&self, inner: digest::Context) -> [u8; 32] {
         let inner = inner.finish();
         let mut outer = self.outer.clone();
         outer.update(inner.as_ref());
