@@ -480,7 +480,19 @@ pub(crate) fn verify_with(
     key: Option<&AuditKey>,
     trusted: Option<&Checkpoint>,
 ) -> Result<Checkpoint, VerifyError> {
-    let mut head = Checkpoint::GENESIS;
+    verify_from(entries, key, trusted, Checkpoint::GENESIS)
+}
+
+/// [`verify_with`] for a chain whose entries up to `start` were archived:
+/// the first entry must follow `start` (a checkpoint that vouches for the
+/// archived part).
+pub(crate) fn verify_from(
+    entries: &[AuditEvent],
+    key: Option<&AuditKey>,
+    trusted: Option<&Checkpoint>,
+    start: Checkpoint,
+) -> Result<Checkpoint, VerifyError> {
+    let mut head = start;
     // Version 1 is the single-chain form; version 2 names its stream, which
     // the MAC covers. One list is one chain: one stream throughout.
     let stream = entries.first().and_then(AuditEvent::stream);

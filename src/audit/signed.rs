@@ -37,7 +37,7 @@ use core::fmt;
 use ring::signature::{self, Ed25519KeyPair, KeyPair};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::chain::verify_with;
+use super::chain::verify_from;
 use super::{AuditEvent, Checkpoint, StreamId, StreamReport, Tamper, VerifyError};
 use crate::time::Timestamp;
 
@@ -239,27 +239,46 @@ impl PublicReport {
 /// stream cut short or rolled back behind it. A stream named by a valid
 /// checkpoint but absent from the trail is reported missing. Entries after a
 /// stream's newest checkpoint are linked but not vouched for
-/// ([`StreamReport::vouched_through`]). Version-1 entries cannot be checked
-/// without the audit key and are reported [`Tamper::NotChained`].
+/// ([`StreamReport::vouched_through`]). A stream whose oldest entries were
+/// archived starts after the valid checkpoint that closed the archive (keep
+/// it among `checkpoints`, e.g. with [`DirCheckpointStore::save_base`]).
+/// Version-1 entries cannot be checked without the audit key and are
+/// reported [`Tamper::NotChained`].
 pub fn verify_public(
     entries: &[AuditEvent],
     key: &CheckpointKey,
     checkpoints: &[SignedCheckpoint],
 ) -> PublicReport {
     let mut newest: Vec<(StreamId, Checkpoint)> = Vec::new();
+    let mut valid: Vec<(StreamId, Checkpoint)> = Vec::new();
     let mut bad_checkpoints = Vec::new();
     for c in checkpoints {
         match c.verify(key) {
-            Ok((stream, head)) => match newest.iter_mut().find(|(s, _)| *s == stream) {
-                Some((_, h)) if h.seq() < head.seq() => *h = head,
-                Some(_) => {}
-                None => newest.push((stream, head)),
-            },
+            Ok((stream, head)) => {
+                valid.push((stream, head));
+                match newest.iter_mut().find(|(s, _)| *s == stream) {
+                    Some((_, h)) if h.seq() < head.seq() => *h = head,
+                    Some(_) => {}
+                    None => newest.push((stream, head)),
+                }
+            }
             Err(BadSignature) => bad_checkpoints.push(*c),
         }
     }
     let streams = super::stream::verify_grouped(entries, &newest, |chain, trusted| {
-        verify_with(chain, None, trusted)
+        // A stream whose first entries were archived starts after a valid
+        // checkpoint of the archive's end (see `SqliteStore::archive`).
+        let start = chain
+            .first()
+            .filter(|e| e.seq() > 1)
+            .and_then(|e| {
+                valid
+                    .iter()
+                    .find(|(s, c)| Some(*s) == e.stream() && c.seq() + 1 == e.seq())
+                    .map(|(_, c)| *c)
+            })
+            .unwrap_or(Checkpoint::GENESIS);
+        verify_from(chain, None, trusted, start)
     });
     PublicReport {
         streams,
@@ -282,7 +301,7 @@ pub(crate) fn missing(entries: usize) -> VerifyError {
 pub trait CheckpointStore: Send + Sync {
     /// Keeps `checkpoint` as the newest of its stream.
     fn save(&self, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError>;
-    /// The newest checkpoint of every stream.
+    /// The newest checkpoint of every stream (and any archive bases kept).
     fn load(&self) -> Result<Vec<SignedCheckpoint>, super::AuditError>;
 }
 
@@ -328,6 +347,24 @@ impl DirCheckpointStore {
     pub fn path(&self) -> &std::path::Path {
         &self.dir
     }
+
+    /// Keeps `checkpoint` as the base of its stream: the signed end of an
+    /// archived segment, from which [`verify_public`] starts the stream's
+    /// remaining entries. Kept beside the newest checkpoint, never replaced
+    /// by it (`<stream>.base.json`).
+    pub fn save_base(&self, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
+        self.write(&format!("{}.base.json", checkpoint.stream), checkpoint)
+    }
+
+    fn write(&self, name: &str, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
+        use std::io::Write;
+        let tmp = self.dir.join(format!("{name}.tmp"));
+        let json = serde_json::to_vec(checkpoint).map_err(|e| io_error("encode", e))?;
+        let mut f = std::fs::File::create(&tmp).map_err(|e| io_error("create", e))?;
+        f.write_all(&json).map_err(|e| io_error("write", e))?;
+        f.sync_all().map_err(|e| io_error("sync", e))?;
+        std::fs::rename(&tmp, self.dir.join(name)).map_err(|e| io_error("rename", e))
+    }
 }
 
 fn io_error(what: &str, e: impl fmt::Display) -> super::AuditError {
@@ -336,14 +373,7 @@ fn io_error(what: &str, e: impl fmt::Display) -> super::AuditError {
 
 impl CheckpointStore for DirCheckpointStore {
     fn save(&self, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
-        use std::io::Write;
-        let name = format!("{}.json", checkpoint.stream);
-        let tmp = self.dir.join(format!("{name}.tmp"));
-        let json = serde_json::to_vec(checkpoint).map_err(|e| io_error("encode", e))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_error("create", e))?;
-        f.write_all(&json).map_err(|e| io_error("write", e))?;
-        f.sync_all().map_err(|e| io_error("sync", e))?;
-        std::fs::rename(&tmp, self.dir.join(name)).map_err(|e| io_error("rename", e))
+        self.write(&format!("{}.json", checkpoint.stream), checkpoint)
     }
 
     fn load(&self) -> Result<Vec<SignedCheckpoint>, super::AuditError> {

@@ -296,6 +296,65 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Archives the oldest segment of a stream: writes its entries up to
+    /// `up_to` (a signed checkpoint, verified under `key`) to `out` as JSON
+    /// lines, in order, then deletes them from `pp_audit_log`, in one
+    /// transaction (nothing is deleted unless every line was written).
+    /// Returns how many entries moved.
+    ///
+    /// Keep `up_to` as the stream's base
+    /// ([`DirCheckpointStore::save_base`](crate::audit::DirCheckpointStore::save_base)):
+    /// [`verify_public`](crate::audit::verify_public) starts the stream's
+    /// remaining entries from it, and the archive itself verifies against it
+    /// like any trail. This bounds the table, and so every full verification.
+    pub fn archive(
+        &self,
+        up_to: &SignedCheckpoint,
+        key: &crate::audit::CheckpointKey,
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, StoreError> {
+        let (stream, head) = up_to
+            .verify(key)
+            .map_err(|_| StoreError::Database("the checkpoint does not verify".into()))?;
+        let stream = stream.to_string();
+        let seq = i64::try_from(head.seq())
+            .map_err(|_| StoreError::Database("sequence number out of range".into()))?;
+        let mut conn = self.lock();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        let rows: Vec<(i64, String)> = {
+            let mut stmt = tx
+                .prepare(
+                    "SELECT seq, event FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2 ORDER BY seq",
+                )
+                .map_err(db_err)?;
+            let rows = stmt
+                .query_map(params![stream, seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(db_err)?;
+            rows.collect::<Result<_, _>>().map_err(db_err)?
+        };
+        if rows.last().map(|r| r.0) != Some(seq) || rows.len() as i64 != seq - rows[0].0 + 1 {
+            return Err(StoreError::Database(
+                "the segment to archive is not complete in pp_audit_log".into(),
+            ));
+        }
+        for (_, json) in &rows {
+            out.write_all(json.as_bytes())
+                .and_then(|()| out.write_all(b"\n"))
+                .map_err(|e| StoreError::Database(format!("archive write failed: {e}")))?;
+        }
+        out.flush()
+            .map_err(|e| StoreError::Database(format!("archive write failed: {e}")))?;
+        tx.execute(
+            "DELETE FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2",
+            params![stream, seq],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(rows.len())
+    }
+
     /// The newest signed checkpoint of every stream, as kept in
     /// `pp_checkpoints`. The operator can roll this table back with the
     /// trail; compare with the copies in the [`CheckpointStore`](crate::audit::CheckpointStore) outside.
