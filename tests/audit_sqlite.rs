@@ -31,7 +31,7 @@ use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::transfer::{Mechanism, Transfer};
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
-use legacy::{CheckError, Db, SqliteAuditLog, SqliteKeyStore};
+use legacy::{key_store, CheckError, Db, SqliteAuditLog};
 
 /// A directory under the system temp dir, unique to one test, removed on drop.
 struct TempDir(PathBuf);
@@ -98,7 +98,7 @@ fn open_shop(db_path: &std::path::Path) -> Shop {
     let log = Arc::new(legacy::open_chain(&db, keyring.audit_key(), None).unwrap());
     let custodian = Custodian::builder()
         .keyring(keyring.clone())
-        .key_store(SqliteKeyStore::new(db.clone()))
+        .key_store(key_store(&db))
         .audit(log.clone())
         .build()
         .unwrap();
@@ -454,7 +454,7 @@ impl Flaky {
 fn flaky_run(fail_at: u64, dir: &TempDir) -> Flaky {
     let w = Flaky::new(dir, fail_at);
     let c = &w.shop.custodian;
-    let keys = SqliteKeyStore::new(w.shop.db.clone());
+    let keys = key_store(&w.shop.db);
     let subject = SubjectId::from(0xada);
 
     let email: Option<PersonalInfo<EmailAddress, Transaction>> = w.op(Action::Collect, || {
@@ -865,14 +865,14 @@ fn sqlite_key_store_survives_restart_rotation_and_erasure() {
         (sealed, shop.custodian.seal(&phone).unwrap())
     };
     assert_eq!(
-        count(&open_shop(&path).db, "SELECT COUNT(*) FROM subject_keys"),
+        count(&open_shop(&path).db, "SELECT COUNT(*) FROM pp_subject_keys"),
         2
     );
 
     // A new process with the same master secret opens what the first sealed.
     let keyring = Arc::new(Keyring::from_master([5u8; 32], [1]).unwrap());
     let db = Db::open(&path).unwrap();
-    let store = SqliteKeyStore::new(db.clone());
+    let store = key_store(&db);
     let custodian = Custodian::builder()
         .keyring(keyring.clone())
         .key_store(store.clone())
@@ -900,11 +900,11 @@ fn sqlite_key_store_survives_restart_rotation_and_erasure() {
     assert_eq!(
         count(
             &db,
-            "SELECT COUNT(*) FROM subject_keys WHERE subject = '0000000000000000000000000000beef'"
+            "SELECT COUNT(*) FROM pp_subject_keys WHERE subject = '0000000000000000000000000000beef'"
         ),
         0
     );
-    assert_eq!(count(&db, "SELECT COUNT(*) FROM erased_subjects"), 1);
+    assert_eq!(count(&db, "SELECT COUNT(*) FROM pp_erased_subjects"), 1);
     assert!(matches!(
         store.load(subject).unwrap(),
         SubjectKeys::Erased { .. }
@@ -920,7 +920,7 @@ fn sqlite_key_store_survives_restart_rotation_and_erasure() {
     drop(custodian);
     let fresh = Custodian::builder()
         .keyring(Arc::new(Keyring::import(&keyring.export()).unwrap()))
-        .key_store(SqliteKeyStore::new(Db::open(&path).unwrap()))
+        .key_store(key_store(&Db::open(&path).unwrap()))
         .build()
         .unwrap();
     assert!(matches!(fresh.open(&sealed), Err(Error::Erased { .. })));

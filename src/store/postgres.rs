@@ -39,7 +39,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use postgres;
 use postgres::{Client, NoTls};
 
-use super::stream_sink::Columns;
+use super::stream_sink::read_row;
 use super::{AuditStreamSink, BatchWriter, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
@@ -207,23 +207,8 @@ impl PgStore {
             .map_err(db_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let id: i64 = row.get(0);
-            let bad = || StoreError::Database(format!("pp_audit_log row {id} was altered"));
-            let event: AuditEvent =
-                serde_json::from_str(row.get::<_, &str>(6)).map_err(|_| bad())?;
-            let c = Columns::of(&event).map_err(|_| bad())?;
-            let stored: (&str, i64, i64, &str, &str) =
-                (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
-            if (
-                c.stream.as_str(),
-                c.seq,
-                c.time,
-                c.subject.as_str(),
-                c.action.as_str(),
-            ) != stored
-            {
-                return Err(bad());
-            }
+            let stored = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+            let event = read_row(row.get(0), row.get(6), stored)?;
             out.push(event);
         }
         Ok(out)

@@ -51,7 +51,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use rusqlite;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
-use super::stream_sink::Columns;
+use super::stream_sink::read_row;
 use super::{AuditStreamSink, BatchWriter, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
@@ -276,19 +276,7 @@ impl SqliteStore {
         let mut out = Vec::new();
         for row in rows {
             let (id, stream, seq, time, subject, action, json) = row.map_err(db_err)?;
-            let bad = || StoreError::Database(format!("pp_audit_log row {id} was altered"));
-            let event: AuditEvent = serde_json::from_str(&json).map_err(|_| bad())?;
-            let columns = Columns::of(&event).map_err(|_| bad())?;
-            if (
-                columns.stream,
-                columns.seq,
-                columns.time,
-                columns.subject,
-                columns.action,
-            ) != (stream, seq, time, subject, action)
-            {
-                return Err(bad());
-            }
+            let event = read_row(id, &json, (&stream, seq, time, &subject, &action))?;
             out.push(event);
         }
         Ok(out)

@@ -96,6 +96,31 @@ impl Columns {
     }
 }
 
+/// An audit row read back: its event, if the JSON is an event and the
+/// query columns `stored` (stream, seq, time, subject, action) agree with
+/// it. An operator who edits only a column must not go unnoticed by the
+/// queries that read it, so a disagreement is an error naming the row.
+pub(crate) fn read_row(
+    id: i64,
+    json: &str,
+    stored: (&str, i64, i64, &str, &str),
+) -> Result<AuditEvent, super::StoreError> {
+    let bad = || super::StoreError::Database(format!("pp_audit_log row {id} was altered"));
+    let event: AuditEvent = serde_json::from_str(json).map_err(|_| bad())?;
+    let c = Columns::of(&event).map_err(|_| bad())?;
+    let copied = (
+        c.stream.as_str(),
+        c.seq,
+        c.time,
+        c.subject.as_str(),
+        c.action.as_str(),
+    );
+    if copied != stored {
+        return Err(bad());
+    }
+    Ok(event)
+}
+
 /// The name of an action as stored in the `action` column (`"access"`, …):
 /// its serde form, the stable, documented name.
 pub(crate) fn action_name(action: Action) -> String {

@@ -1,6 +1,6 @@
 //! The single-chain SQLite host code that earlier versions of the examples
-//! carried (an `audit_log` table behind a `ChainedAuditLog`, a hand-written
-//! key store, a checkpoint file). The examples now use the crate's own store
+//! carried (an `audit_log` table behind a `ChainedAuditLog`, a checkpoint
+//! file); keys live in the crate's own store on the same file. The examples now use the crate's own store
 //! (`store::sqlite`); this stays for the tests of the version-1 chain format
 //! on a real database and of restoring consent from a verified trail.
 
@@ -16,12 +16,9 @@ use privacy_pledge::audit::{
     verify, Action, AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, Checkpoint,
     Tamper, VerifiedTrail, VerifyError,
 };
-use privacy_pledge::crypto::{
-    Destroyed, KeyStore, KeyStoreError, Keyring, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
-};
-use privacy_pledge::time::Timestamp;
-use privacy_pledge::SubjectId;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
+use privacy_pledge::crypto::Keyring;
+use privacy_pledge::store::sqlite::{SqliteKeyStore, SqliteStore};
+use rusqlite::{params, Connection};
 
 /// Errors of the tests' own plumbing.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -38,23 +35,6 @@ CREATE TABLE IF NOT EXISTS audit_log (
     event   TEXT    NOT NULL       -- the chained event as JSON
 );
 CREATE INDEX IF NOT EXISTS audit_log_subject ON audit_log (subject);
-CREATE TABLE IF NOT EXISTS subject_keys (
-    subject     TEXT    NOT NULL,
-    generation  INTEGER NOT NULL,
-    kek_version INTEGER NOT NULL,
-    wrapped     BLOB    NOT NULL,  -- useless without the key-encryption key
-    uses        INTEGER NOT NULL,
-    PRIMARY KEY (subject, generation)
-);
-CREATE TABLE IF NOT EXISTS erased_subjects (
-    subject   TEXT    PRIMARY KEY,
-    erased_at INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS subject_pseudonyms (
-    subject   TEXT NOT NULL,
-    pseudonym TEXT NOT NULL,
-    PRIMARY KEY (subject, pseudonym)
-);
 ";
 
 /// One SQLite connection shared by the audit log, the key store and the
@@ -65,6 +45,7 @@ CREATE TABLE IF NOT EXISTS subject_pseudonyms (
 #[derive(Clone)]
 pub struct Db {
     conn: Arc<Mutex<Connection>>,
+    path: PathBuf,
 }
 
 impl Db {
@@ -80,6 +61,7 @@ impl Db {
         conn.execute_batch(SCHEMA)?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
         })
     }
 
@@ -94,6 +76,7 @@ impl Db {
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         Ok(Db {
             conn: Arc::new(Mutex::new(conn)),
+            path: path.to_owned(),
         })
     }
 
@@ -110,6 +93,14 @@ impl Db {
     ) -> rusqlite::Result<R> {
         f(&mut self.lock())
     }
+}
+
+/// The crate's own SQLite key store on the same database file (its
+/// `pp_subject_keys` tables beside the legacy `audit_log`).
+pub fn key_store(db: &Db) -> SqliteKeyStore {
+    SqliteStore::open(&db.path)
+        .expect("the crate's store opens on the same file")
+        .key_store()
 }
 
 impl fmt::Debug for Db {
@@ -393,7 +384,7 @@ pub fn open_custodian(
     let audit = Arc::new(resume_chain(db, key, head));
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring.clone())
-        .key_store(SqliteKeyStore::new(db.clone()))
+        .key_store(key_store(db))
         .audit(audit.clone())
         .build()?;
     let trail = custodian.verify_trail(events, &trusted)?;
@@ -453,254 +444,4 @@ pub fn open_chain(
 ) -> Result<ChainedAuditLog<SqliteAuditLog>, CheckError> {
     let (_, head) = verified_trail(db, &key, trusted)?;
     Ok(resume_chain(db, key, head))
-}
-
-// ---------------------------------------------------------------------------
-// The key store
-
-/// Wrapped subject data keys in the `subject_keys` table.
-///
-/// The sealed customer data can be copied anywhere (replicas, backups,
-/// exports); these rows are what opens it. Destroying a subject's rows
-/// erases every copy at once.
-#[derive(Clone, Debug)]
-pub struct SqliteKeyStore {
-    db: Db,
-}
-
-impl SqliteKeyStore {
-    /// The key store in `db`.
-    pub fn new(db: Db) -> Self {
-        SqliteKeyStore { db }
-    }
-}
-
-fn backend(e: impl fmt::Display) -> KeyStoreError {
-    KeyStoreError::Backend(e.to_string().into())
-}
-
-fn conflict(what: &'static str) -> KeyStoreError {
-    KeyStoreError::Conflict(what.into())
-}
-
-fn u64_col(v: i64, what: &'static str) -> Result<u64, KeyStoreError> {
-    u64::try_from(v).map_err(|_| backend(format!("negative {what} in subject_keys")))
-}
-
-fn erased_at(conn: &Connection, subject: &str) -> rusqlite::Result<Option<i64>> {
-    conn.query_row(
-        "SELECT erased_at FROM erased_subjects WHERE subject = ?1",
-        [subject],
-        |r| r.get(0),
-    )
-    .optional()
-}
-
-impl SqliteKeyStore {
-    /// Runs `f` in one transaction, so it sees and leaves a consistent state.
-    /// Writers use an immediate transaction: it takes the write lock at once,
-    /// so a read-then-write step cannot interleave with another process.
-    fn transaction<R>(
-        &self,
-        behavior: TransactionBehavior,
-        f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, KeyStoreError>,
-    ) -> Result<R, KeyStoreError> {
-        self.db
-            .with(|conn| {
-                let tx = conn.transaction_with_behavior(behavior)?;
-                let out = f(&tx);
-                if out.is_ok() {
-                    tx.commit()?;
-                }
-                Ok(out)
-            })
-            .map_err(backend)?
-    }
-}
-
-impl KeyStore for SqliteKeyStore {
-    fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
-        let s = subject.to_string();
-        self.transaction(TransactionBehavior::Deferred, |tx| {
-            if let Some(at) = erased_at(tx, &s).map_err(backend)? {
-                let at = Timestamp::from_unix_nanos(u64_col(at, "erased_at")?);
-                return Ok(SubjectKeys::Erased { at });
-            }
-            let mut stmt = tx
-                .prepare(
-                    "SELECT generation, kek_version, wrapped, uses FROM subject_keys
-                     WHERE subject = ?1 ORDER BY generation",
-                )
-                .map_err(backend)?;
-            let rows = stmt
-                .query_map([&s], |r| {
-                    Ok((
-                        r.get::<_, u32>(0)?,
-                        r.get::<_, u32>(1)?,
-                        r.get::<_, Vec<u8>>(2)?,
-                        r.get::<_, i64>(3)?,
-                    ))
-                })
-                .map_err(backend)?;
-            let mut keys = Vec::new();
-            for row in rows {
-                let (generation, kek_version, bytes, uses) = row.map_err(backend)?;
-                keys.push(StoredKey {
-                    generation,
-                    wrapped: Wrapped { kek_version, bytes },
-                    uses: u64_col(uses, "uses")?,
-                });
-            }
-            Ok(if keys.is_empty() {
-                SubjectKeys::Absent
-            } else {
-                SubjectKeys::Live(keys)
-            })
-        })
-    }
-
-    fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
-        let s = subject.to_string();
-        let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
-        self.transaction(TransactionBehavior::Immediate, |tx| {
-            if erased_at(tx, &s).map_err(backend)?.is_some() {
-                return Err(conflict("subject erased"));
-            }
-            let inserted = tx
-                .execute(
-                    "INSERT OR IGNORE INTO subject_keys (subject, generation, kek_version, wrapped, uses)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![s, key.generation, key.wrapped.kek_version, key.wrapped.bytes, uses],
-                )
-                .map_err(backend)?;
-            if inserted == 0 {
-                return Err(conflict("generation exists"));
-            }
-            Ok(())
-        })
-    }
-
-    fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
-        let s = subject.to_string();
-        self.transaction(TransactionBehavior::Immediate, |tx| {
-            let before: i64 = tx
-                .query_row(
-                    "SELECT uses FROM subject_keys WHERE subject = ?1 AND generation = ?2",
-                    params![s, generation],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(backend)?
-                .ok_or_else(|| conflict("no such key"))?;
-            let before = u64_col(before, "uses")?;
-            let after = i64::try_from(before.saturating_add(n)).unwrap_or(i64::MAX);
-            tx.execute(
-                "UPDATE subject_keys SET uses = ?3 WHERE subject = ?1 AND generation = ?2",
-                params![s, generation, after],
-            )
-            .map_err(backend)?;
-            Ok(before)
-        })
-    }
-
-    fn rewrap(
-        &self,
-        subject: SubjectId,
-        generation: u32,
-        wrapped: Wrapped,
-    ) -> Result<(), KeyStoreError> {
-        let s = subject.to_string();
-        self.transaction(TransactionBehavior::Immediate, |tx| {
-            let n = tx
-                .execute(
-                    "UPDATE subject_keys SET kek_version = ?3, wrapped = ?4
-                     WHERE subject = ?1 AND generation = ?2",
-                    params![s, generation, wrapped.kek_version, wrapped.bytes],
-                )
-                .map_err(backend)?;
-            if n == 0 {
-                return Err(conflict("no such key"));
-            }
-            Ok(())
-        })
-    }
-
-    fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
-        let s = subject.to_string();
-        let at = i64::try_from(at.unix_nanos()).map_err(|_| backend("time out of range"))?;
-        let destroyed = self.transaction(TransactionBehavior::Immediate, |tx| {
-            if erased_at(tx, &s).map_err(backend)?.is_some() {
-                return Ok(Destroyed::default());
-            }
-            let generations = tx
-                .prepare(
-                    "SELECT generation FROM subject_keys WHERE subject = ?1 ORDER BY generation",
-                )
-                .and_then(|mut st| st.query_map([&s], |r| r.get(0))?.collect())
-                .map_err(backend)?;
-            let noted: Vec<String> = tx
-                .prepare("SELECT pseudonym FROM subject_pseudonyms WHERE subject = ?1")
-                .and_then(|mut st| st.query_map([&s], |r| r.get(0))?.collect())
-                .map_err(backend)?;
-            let pseudonyms = noted
-                .iter()
-                .map(|p| serde_json::from_str::<PseudonymRef>(p).map_err(backend))
-                .collect::<Result<_, _>>()?;
-            tx.execute("DELETE FROM subject_keys WHERE subject = ?1", [&s])
-                .map_err(backend)?;
-            tx.execute("DELETE FROM subject_pseudonyms WHERE subject = ?1", [&s])
-                .map_err(backend)?;
-            tx.execute(
-                "INSERT INTO erased_subjects (subject, erased_at) VALUES (?1, ?2)",
-                params![s, at],
-            )
-            .map_err(backend)?;
-            Ok(Destroyed {
-                generations,
-                pseudonyms,
-            })
-        })?;
-        // Copy the overwritten pages into the database file and empty the
-        // write-ahead log, so no old copy of the keys stays in it. Best
-        // effort: a busy reader only delays it, and the wrapped keys are
-        // useless without the key-encryption key anyway.
-        let _ = self
-            .db
-            .with(|c| c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())));
-        Ok(destroyed)
-    }
-
-    fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
-        let rows: Vec<(String, u32)> = self
-            .db
-            .with(|c| {
-                c.prepare("SELECT subject, generation FROM subject_keys WHERE kek_version = ?1")?
-                    .query_map([kek_version], |r| Ok((r.get(0)?, r.get(1)?)))?
-                    .collect()
-            })
-            .map_err(backend)?;
-        rows.into_iter()
-            .map(|(s, g)| Ok((s.parse().map_err(backend)?, g)))
-            .collect()
-    }
-
-    fn note_pseudonym(
-        &self,
-        subject: SubjectId,
-        pseudonym: PseudonymRef,
-    ) -> Result<(), KeyStoreError> {
-        let s = subject.to_string();
-        let p = serde_json::to_string(&pseudonym).map_err(backend)?;
-        self.transaction(TransactionBehavior::Immediate, |tx| {
-            // Like the in-memory store: nothing is noted for an erased subject.
-            if erased_at(tx, &s).map_err(backend)?.is_none() {
-                tx.execute(
-                    "INSERT OR IGNORE INTO subject_pseudonyms (subject, pseudonym) VALUES (?1, ?2)",
-                    params![s, p],
-                )
-                .map_err(backend)?;
-            }
-            Ok(())
-        })
-    }
 }
