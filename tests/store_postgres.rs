@@ -1,13 +1,15 @@
 //! The PostgreSQL store against a real server (started by `scripts/test`,
 //! which sets `PP_TEST_PG`): migrations, group commit, a failing commit,
 //! several spawned processes writing signed streams (A5) checked with the
-//! public key alone (A4), tampering by the database operator (A2), and
+//! public key alone (A4), tampering by the database operator (A2), a
+//! process killed mid-batch, archiving behind a signed checkpoint, and
 //! consent shared across processes. Each test gets a database of its own.
 //!
 //! Without `PP_TEST_PG` every test says SKIPPED on stderr and returns
 //! (under `CI` that is a failure instead: CI always runs `scripts/test`).
 
-use std::io::{BufRead, BufReader};
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -213,6 +215,36 @@ fn child_process_entry() {
             sink.sign_checkpoint().unwrap();
             println!("DONE");
         }
+        // Eight threads, one subject each, record until the process is
+        // killed; each acknowledged use is printed as `ACK subject count`.
+        "until_killed" => {
+            let custodian = Arc::new(
+                Custodian::builder()
+                    .keyring(keyring.clone())
+                    .audit(store.audit_sink(keyring.audit_key()).unwrap())
+                    .build()
+                    .unwrap(),
+            );
+            let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+            let threads: Vec<_> = (0..8)
+                .map(|_| {
+                    let (custodian, out) = (custodian.clone(), out.clone());
+                    std::thread::spawn(move || {
+                        let s = SubjectId::random();
+                        let info = email(s);
+                        for n in 1u64.. {
+                            custodian.access(&info, |_| ()).unwrap();
+                            let mut out = out.lock().unwrap();
+                            writeln!(out, "ACK {s} {n}").unwrap();
+                            out.flush().unwrap();
+                        }
+                    })
+                })
+                .collect();
+            for t in threads {
+                t.join().unwrap();
+            }
+        }
         "consent_watcher" => {
             let s: SubjectId = std::env::var("PP_SUBJECT").unwrap().parse().unwrap();
             let watcher = Custodian::builder()
@@ -376,4 +408,101 @@ fn a5_a2_consent_is_shared_bounded_and_authenticated() {
         here.consent_proof::<Newsletter>(victim),
         Err(Error::ConsentTampered { .. })
     ));
+}
+
+/// A process whose eight threads share group commits is killed with SIGKILL
+/// while writing: every use it acknowledged is in the table, no event is
+/// stored twice, and its stream verifies (A5).
+#[test]
+fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
+    let Some(db) = database("kill") else { return };
+    PgStore::connect(&db).unwrap();
+    let mut c = child("until_killed", &db, &[]).spawn().unwrap();
+    let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
+    let mut acked: BTreeMap<SubjectId, u64> = BTreeMap::new();
+    let mut note = |line: &str| {
+        if let Some(rest) = line.strip_prefix("ACK ") {
+            let (s, n) = rest.split_once(' ').unwrap();
+            let n: u64 = n.parse().unwrap();
+            let e = acked.entry(s.parse().unwrap()).or_default();
+            *e = (*e).max(n);
+        }
+    };
+    for _ in 0..400 {
+        note(&lines.next().unwrap().unwrap());
+    }
+    c.kill().unwrap();
+    for line in lines.map_while(Result::ok) {
+        note(&line);
+    }
+    c.wait().unwrap();
+
+    let trail = PgStore::connect(&db).unwrap().trail().unwrap();
+    let stored: HashSet<_> = trail.iter().map(|e| (e.stream(), e.seq())).collect();
+    assert_eq!(stored.len(), trail.len(), "an event was stored twice");
+    assert_eq!(acked.len(), 8);
+    for (subject, n) in &acked {
+        let uses = trail.iter().filter(|e| e.subject() == *subject).count() as u64;
+        assert!(
+            uses >= *n,
+            "{subject}: {n} uses acknowledged, {uses} stored"
+        );
+    }
+    let reports = verify_streams(&trail, &keyring().audit_key(), &[]);
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].result.is_ok(), "{reports:?}");
+}
+
+/// The oldest segment of a stream moves out behind a signed checkpoint: the
+/// rest verifies from that checkpoint with the public key, the archive
+/// verifies against it on its own, and a checkpoint under another key
+/// archives nothing (A4).
+#[test]
+fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
+    use privacy_pledge::audit::read_jsonl;
+    let Some(db) = database("archive") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let signer = keyring.checkpoint_signer().unwrap();
+    let public = signer.public_key();
+    let dir = std::env::temp_dir().join(format!("pp-pg-archive-{}", SubjectId::random()));
+    let outside = DirCheckpointStore::new(&dir).unwrap();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(signer, outside.clone(), 20),
+    );
+    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
+    let info = email(SubjectId::random());
+    for _ in 0..20 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    let at_20 = outside.load().unwrap()[0];
+    for _ in 0..10 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    sink.sign_checkpoint().unwrap();
+
+    let stranger = privacy_pledge::audit::CheckpointSigner::from_seed(&[5; 32]).unwrap();
+    assert!(store
+        .archive(&at_20, &stranger.public_key(), &mut Vec::new())
+        .is_err());
+    assert_eq!(store.trail().unwrap().len(), 30);
+
+    let mut archive = Vec::new();
+    assert_eq!(store.archive(&at_20, &public, &mut archive).unwrap(), 20);
+    outside.save_base(&at_20).unwrap();
+    let rest = store.trail().unwrap();
+    assert_eq!(rest.len(), 10);
+    let report = verify_public(&rest, &public, &outside.load().unwrap());
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.streams[0].vouched_through, Some(30));
+    let report = verify_public(&read_jsonl(&archive[..]).unwrap(), &public, &[at_20]);
+    assert!(report.is_intact(), "{report:?}");
+    // Nothing is left to archive a second time.
+    assert!(store.archive(&at_20, &public, &mut Vec::new()).is_err());
+    let _ = std::fs::remove_dir_all(dir);
 }

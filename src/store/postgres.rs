@@ -214,6 +214,48 @@ impl PgStore {
         Ok(out)
     }
 
+    /// Archives the oldest segment of a stream: writes its entries up to
+    /// `up_to` (a signed checkpoint, verified under `key`) to `out` as JSON
+    /// lines, in order, then deletes them from `pp_audit_log`, in one
+    /// transaction (nothing is deleted unless every line was written).
+    /// Returns how many entries moved.
+    ///
+    /// Keep `up_to` as the stream's base
+    /// ([`DirCheckpointStore::save_base`](crate::audit::DirCheckpointStore::save_base)):
+    /// [`verify_public`](crate::audit::verify_public) starts the stream's
+    /// remaining entries from it, and the archive itself verifies against it
+    /// like any trail. The same as
+    /// [`SqliteStore::archive`](crate::store::sqlite::SqliteStore::archive)
+    /// where both features are on.
+    pub fn archive(
+        &self,
+        up_to: &SignedCheckpoint,
+        key: &crate::audit::CheckpointKey,
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, StoreError> {
+        let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
+        let mut client = self.lock();
+        let mut tx = client.transaction().map_err(db_err)?;
+        let rows: Vec<(i64, String)> = tx
+            .query(
+                "SELECT seq, event FROM pp_audit_log WHERE stream = $1 AND seq <= $2 \
+                 ORDER BY seq FOR UPDATE",
+                &[&stream, &seq],
+            )
+            .map_err(db_err)?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let moved = super::stream_sink::write_archive(&rows, seq, out)?;
+        tx.execute(
+            "DELETE FROM pp_audit_log WHERE stream = $1 AND seq <= $2",
+            &[&stream, &seq],
+        )
+        .map_err(db_err)?;
+        tx.commit().map_err(db_err)?;
+        Ok(moved)
+    }
+
     /// The newest signed checkpoint of every stream, as kept in
     /// `pp_checkpoints` (compare with the copies kept outside the database).
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {

@@ -301,12 +301,7 @@ impl SqliteStore {
         key: &crate::audit::CheckpointKey,
         out: &mut dyn std::io::Write,
     ) -> Result<usize, StoreError> {
-        let (stream, head) = up_to
-            .verify(key)
-            .map_err(|_| StoreError::Database("the checkpoint does not verify".into()))?;
-        let stream = stream.to_string();
-        let seq = i64::try_from(head.seq())
-            .map_err(|_| StoreError::Database("sequence number out of range".into()))?;
+        let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
         let mut conn = self.lock();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -322,25 +317,14 @@ impl SqliteStore {
                 .map_err(db_err)?;
             rows.collect::<Result<_, _>>().map_err(db_err)?
         };
-        if rows.last().map(|r| r.0) != Some(seq) || rows.len() as i64 != seq - rows[0].0 + 1 {
-            return Err(StoreError::Database(
-                "the segment to archive is not complete in pp_audit_log".into(),
-            ));
-        }
-        for (_, json) in &rows {
-            out.write_all(json.as_bytes())
-                .and_then(|()| out.write_all(b"\n"))
-                .map_err(|e| StoreError::Database(format!("archive write failed: {e}")))?;
-        }
-        out.flush()
-            .map_err(|e| StoreError::Database(format!("archive write failed: {e}")))?;
+        let moved = super::stream_sink::write_archive(&rows, seq, out)?;
         tx.execute(
             "DELETE FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2",
             params![stream, seq],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
-        Ok(rows.len())
+        Ok(moved)
     }
 
     /// The newest signed checkpoint of every stream, as kept in

@@ -121,6 +121,50 @@ pub(crate) fn read_row(
     Ok(event)
 }
 
+/// The stream and last sequence number of the segment an `archive` call
+/// moves: those of `up_to`, once it verifies under `key`.
+pub(crate) fn archive_bounds(
+    up_to: &crate::audit::SignedCheckpoint,
+    key: &crate::audit::CheckpointKey,
+) -> Result<(String, i64), super::StoreError> {
+    let (stream, head) = up_to
+        .verify(key)
+        .map_err(|_| super::StoreError::Database("the checkpoint does not verify".into()))?;
+    let seq = i64::try_from(head.seq())
+        .map_err(|_| super::StoreError::Database("sequence number out of range".into()))?;
+    Ok((stream.to_string(), seq))
+}
+
+/// Writes an archived segment — `(seq, event)` rows of one stream, in order,
+/// ending at `last` — to `out` as JSON lines, after checking that the
+/// segment is complete (no row of it missing from the table). Returns how
+/// many entries were written.
+pub(crate) fn write_archive(
+    rows: &[(i64, String)],
+    last: i64,
+    out: &mut dyn std::io::Write,
+) -> Result<usize, super::StoreError> {
+    let complete = match (rows.first(), rows.last()) {
+        (Some(first), Some(end)) => {
+            end.0 == last && i64::try_from(rows.len()).ok() == Some(last - first.0 + 1)
+        }
+        _ => false,
+    };
+    if !complete {
+        return Err(super::StoreError::Database(
+            "the segment to archive is not complete in pp_audit_log".into(),
+        ));
+    }
+    let failed =
+        |e: std::io::Error| super::StoreError::Database(format!("archive write failed: {e}"));
+    for (_, json) in rows {
+        out.write_all(json.as_bytes()).map_err(failed)?;
+        out.write_all(b"\n").map_err(failed)?;
+    }
+    out.flush().map_err(failed)?;
+    Ok(rows.len())
+}
+
 /// The name of an action as stored in the `action` column (`"access"`, …):
 /// its serde form, the stable, documented name.
 pub(crate) fn action_name(action: Action) -> String {
