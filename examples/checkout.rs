@@ -1,12 +1,16 @@
-//! A shop takes orders: the crate's main job end to end, on SQLite.
+//! A shop takes orders: the crate's main job end to end, on SQLite or
+//! PostgreSQL.
 //!
 //! ```text
-//! cargo run --example checkout -- [--db PATH]
-//! cargo run --example verify_audit -- --db PATH --head SEQ:HEX
+//! cargo run --example checkout -- [--db PATH | --database-url URL [--files PATH]]
+//! cargo run --example verify_audit -- --db PATH
 //! ```
 //!
-//! Without `--db` the shop uses a new database file in the system's temp
-//! directory; with it, it continues an existing one.
+//! Without `--db` the shop uses a new SQLite file in the system's temp
+//! directory; with it, it continues an existing one. With `--database-url`
+//! it runs on PostgreSQL (`host=127.0.0.1 user=shop dbname=shop`). Several
+//! `checkout` processes may run at once on one database: each writes its own
+//! audit stream.
 //!
 //! 1. Order forms arrive. Name, email, postal address and phone are parsed
 //!    (invalid input is refused with a message that names the field, not its
@@ -19,15 +23,18 @@
 //! 6. One customer asks to be forgotten and is erased: their row is still in
 //!    the table (and in every backup), but it can no longer be opened.
 //!
-//! Every step is recorded in `audit_log` before it happens, chained with
-//! HMAC-SHA-256. The last line printed is the chain's head; keep it somewhere
-//! the database's writers cannot reach and check the trail with
-//! `verify_audit`.
+//! Every step is recorded in `pp_audit_log` before it happens, in this
+//! process's own stream, chained with HMAC-SHA-256. At the end the stream's
+//! head is signed (Ed25519) into the checkpoint directory, standing in for a
+//! place the database's operator cannot write; the program prints where it
+//! is and the public key, which is all `verify_audit` needs.
+//!
+//! Exit status: 0 when every order went through, 1 when the shop failed,
+//! 2 for bad arguments.
 
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -39,10 +46,7 @@ use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Error, PersonalInfo, Sealed, SubjectId};
-use rusqlite::{params, OptionalExtension};
-
-use privacy_pledge::store::sqlite::SqliteStore;
-use support::BoxError;
+use support::{BoxError, Database, Store};
 
 /// An order form as the web shop receives it: untrusted text.
 struct OrderForm {
@@ -148,7 +152,7 @@ impl Recipient for MailDelivery {
 
 /// Everything the shop works with.
 struct Shop {
-    db: SqliteStore,
+    db: Store,
     opened: support::StoreShop,
     payments: PaymentProcessor,
     mail: MailDelivery,
@@ -172,7 +176,8 @@ struct Customer {
     phone: PersonalInfo<PhoneNumber, Transaction>,
 }
 
-const SHOP_TABLES: &str = "
+/// The shop's own tables, on SQLite.
+const SHOP_TABLES_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS customers (
     subject TEXT PRIMARY KEY,   -- a random id, not derived from any value
     name    TEXT NOT NULL,      -- sealed envelopes (base64 text)
@@ -189,8 +194,43 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 ";
 
+/// The same tables on PostgreSQL, created under a transaction-scoped
+/// advisory lock so processes starting together do not race.
+const SHOP_TABLES_POSTGRES: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(7368);
+CREATE TABLE IF NOT EXISTS customers (
+    subject TEXT PRIMARY KEY,
+    name    TEXT NOT NULL,
+    email   TEXT NOT NULL,
+    address TEXT NOT NULL,
+    phone   TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_numbers (n BIGSERIAL PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS orders (
+    id      BIGSERIAL PRIMARY KEY,
+    subject TEXT NOT NULL REFERENCES customers (subject),
+    record  TEXT NOT NULL,
+    charge  TEXT NOT NULL
+);
+COMMIT;
+";
+
+const HELP: &str = "\
+checkout: a shop takes four orders, charges, mails, erases one customer
+
+usage: checkout [--db PATH | --database-url URL [--files PATH]]
+";
+
 fn main() -> ExitCode {
-    match run() {
+    let database = match parse_args() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("checkout: {e}\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&database) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("checkout: {e}");
@@ -199,10 +239,9 @@ fn main() -> ExitCode {
     }
 }
 
-fn run() -> Result<(), BoxError> {
-    let db_path = parse_args()?;
-    let shop = open_shop(&db_path)?;
-    println!("database: {}", db_path.display());
+fn run(database: &Database) -> Result<(), BoxError> {
+    let shop = open_shop(database)?;
+    println!("database: {}", database.describe());
 
     let mut customers = Vec::new();
     for form in &ORDERS {
@@ -247,35 +286,41 @@ fn run() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// `--db PATH`, or a new file in the temp directory.
-fn parse_args() -> Result<PathBuf, BoxError> {
-    let mut args = std::env::args_os().skip(1);
-    let mut db = None;
-    while let Some(arg) = args.next() {
-        match arg.to_str() {
-            Some("--db") => db = Some(PathBuf::from(args.next().ok_or("--db needs a path")?)),
-            _ => {
-                return Err(format!("unknown argument {arg:?}; usage: checkout [--db PATH]").into())
+/// `--db PATH`, `--database-url URL`, or a new SQLite file in the temp
+/// directory.
+fn parse_args() -> Result<Database, BoxError> {
+    let mut parser = lexopt::Parser::from_env();
+    let mut database = support::DatabaseArgs::default();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            lexopt::Arg::Short('h') | lexopt::Arg::Long("help") => support::print_help_and_exit(
+                &format!("{HELP}\noptions:\n{}", support::DATABASE_HELP),
+            ),
+            lexopt::Arg::Long(flag) => {
+                let flag = flag.to_owned();
+                database.take(&flag, &mut parser)?;
             }
+            other => return Err(other.unexpected().into()),
         }
     }
-    Ok(db.unwrap_or_else(|| {
+    database.database(|| {
         let unique = format!(
             "privacy-pledge-checkout-{}-{}.db",
             std::process::id(),
             Timestamp::now().unix_nanos()
         );
-        std::env::temp_dir().join(unique)
-    }))
+        Some(std::env::temp_dir().join(unique))
+    })
 }
 
 /// Opens the database, its keys, consents and audit stream, and builds the
 /// custodian. Several processes may run this on one database at once.
-fn open_shop(db_path: &std::path::Path) -> Result<Shop, BoxError> {
-    let opened = support::open_store_shop(db_path)?;
-    opened
-        .store
-        .with_connection(|c| c.execute_batch(SHOP_TABLES))?;
+fn open_shop(database: &Database) -> Result<Shop, BoxError> {
+    let opened = support::open_shop_on(database)?;
+    opened.store.batch(match database {
+        Database::Sqlite(_) => SHOP_TABLES_SQLITE,
+        Database::Postgres { .. } => SHOP_TABLES_POSTGRES,
+    })?;
     Ok(Shop {
         db: opened.store.clone(),
         opened,
@@ -335,13 +380,17 @@ fn store_customer(shop: &Shop, customer: &Customer) -> Result<(), BoxError> {
         c.seal(&customer.address)?.to_text(),
         c.seal(&customer.phone)?.to_text(),
     ];
-    shop.db.with_connection(|db| {
-        db.execute(
-            "INSERT INTO customers (subject, name, email, address, phone)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![customer.subject.to_string(), row[0], row[1], row[2], row[3]],
-        )
-    })?;
+    shop.db.query(
+        "INSERT INTO customers (subject, name, email, address, phone)
+         VALUES ($1, $2, $3, $4, $5)",
+        &[
+            &customer.subject.to_string(),
+            &row[0],
+            &row[1],
+            &row[2],
+            &row[3],
+        ],
+    )?;
     Ok(())
 }
 
@@ -365,12 +414,10 @@ fn store_order(
     charge: &str,
 ) -> Result<(), BoxError> {
     let sealed = shop.opened.custodian.seal(purchase)?.to_text();
-    shop.db.with_connection(|db| {
-        db.execute(
-            "INSERT INTO orders (subject, record, charge) VALUES (?1, ?2, ?3)",
-            params![subject.to_string(), sealed, charge],
-        )
-    })?;
+    shop.db.query(
+        "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
+        &[&subject.to_string(), &sealed, charge],
+    )?;
     Ok(())
 }
 
@@ -392,13 +439,14 @@ fn send_confirmation(
 /// Returns (sent, skipped).
 fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
     let c = &shop.opened.custodian;
-    let rows: Vec<(String, String)> = shop.db.with_connection(|db| {
-        db.prepare("SELECT subject, email FROM customers ORDER BY rowid")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<Vec<(String, String)>>>()
-    })?;
+    let rows = shop
+        .db
+        .query("SELECT subject, email FROM customers ORDER BY subject", &[])?;
     let (mut sent, mut skipped) = (0, 0);
-    for (subject, email) in rows {
+    for row in rows {
+        let [subject, email] = &row[..] else {
+            return Err("customers: unexpected columns".into());
+        };
         let subject: SubjectId = subject.parse()?;
         // No live consent (never given, withdrawn, or erased), no mail.
         let proof = match c.consent_proof::<Promotion>(subject) {
@@ -409,7 +457,7 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
             }
             Err(e) => return Err(e.into()),
         };
-        let sealed: Sealed<EmailAddress, Transaction> = Sealed::from_text(&email)?;
+        let sealed: Sealed<EmailAddress, Transaction> = Sealed::from_text(email)?;
         let email = c.open(&sealed)?;
         let email: PersonalInfo<EmailAddress, Promotion> =
             c.repurpose_with_consent(email, &proof)?;
@@ -423,16 +471,15 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
 /// still in the table, no longer opens.
 fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
     let receipt = shop.opened.custodian.erase(subject)?;
-    let name: Option<String> = shop.db.with_connection(|db| {
-        db.query_row(
-            "SELECT name FROM customers WHERE subject = ?1",
-            [subject.to_string()],
-            |r| r.get(0),
-        )
-        .optional()
-    })?;
-    let name = name.ok_or("the erased customer's row is missing")?;
-    let sealed: Sealed<FullName, Transaction> = Sealed::from_text(&name)?;
+    let rows = shop.db.query(
+        "SELECT name FROM customers WHERE subject = $1",
+        &[&subject.to_string()],
+    )?;
+    let name = rows
+        .first()
+        .and_then(|r| r.first())
+        .ok_or("the erased customer's row is missing")?;
+    let sealed: Sealed<FullName, Transaction> = Sealed::from_text(name)?;
     match shop.opened.custodian.open(&sealed) {
         Err(e @ Error::Erased { .. }) => {
             println!(
@@ -447,13 +494,18 @@ fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
 }
 
 /// The next order number, `ORD-1001` onwards.
-fn next_order_id(db: &SqliteStore) -> Result<String, BoxError> {
+fn next_order_id(db: &Store) -> Result<String, BoxError> {
     // A number drawn from the database, so processes running at once never
     // hand out the same one.
-    let n: i64 = db.with_connection(|db| {
-        db.execute("INSERT INTO order_numbers DEFAULT VALUES", [])?;
-        Ok::<_, rusqlite::Error>(db.last_insert_rowid())
-    })?;
+    let rows = db.query(
+        "INSERT INTO order_numbers DEFAULT VALUES RETURNING CAST(n AS TEXT)",
+        &[],
+    )?;
+    let n: u64 = rows
+        .first()
+        .and_then(|r| r.first())
+        .ok_or("no order number")?
+        .parse()?;
     Ok(format!("ORD-{}", 1000 + n))
 }
 

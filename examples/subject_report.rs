@@ -4,6 +4,7 @@
 //! ```text
 //! cargo run --example checkout -- --db shop.db
 //! cargo run --example subject_report -- --db shop.db [--subject ID] [--json]
+//! cargo run --example subject_report -- --database-url URL [--files PATH] [--subject ID] [--json]
 //! ```
 //!
 //! Without `--subject` the report is for the first customer in the table.
@@ -11,11 +12,13 @@
 //! received what and when from the verified audit trail, and shows live
 //! consents, retention dates and transfers; for an erased customer it says
 //! the data was erased and when. Producing it is itself an audited use.
+//!
+//! Exit status: 0 with the report printed, 1 when it could not be made,
+//! 2 for bad arguments.
 
 #[path = "support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress, PurchaseRecord};
@@ -23,17 +26,26 @@ use privacy_pledge::purpose::Transaction;
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::{Sealed, SubjectId};
 
-use privacy_pledge::store::sqlite::SqliteStore;
-use support::BoxError;
+use support::{BoxError, Database, Store};
 
 struct Args {
-    db: PathBuf,
+    db: Database,
     subject: Option<SubjectId>,
     json: bool,
 }
 
+const USAGE: &str = "\
+usage: subject_report (--db PATH | --database-url URL [--files PATH]) [--subject ID] [--json]";
+
 fn main() -> ExitCode {
-    match run() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("subject_report: {e}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("subject_report: {e}");
@@ -43,19 +55,30 @@ fn main() -> ExitCode {
 }
 
 fn parse_args() -> Result<Args, BoxError> {
-    let usage = "usage: subject_report --db PATH [--subject ID] [--json]";
-    let mut args = std::env::args().skip(1);
-    let (mut db, mut subject, mut json) = (None, None, false);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--db" => db = Some(PathBuf::from(args.next().ok_or(usage)?)),
-            "--subject" => subject = Some(args.next().ok_or(usage)?.parse()?),
-            "--json" => json = true,
-            _ => return Err(format!("unknown argument {arg:?}; {usage}").into()),
+    use lexopt::Arg::{Long, Short};
+    use lexopt::ValueExt;
+    let mut parser = lexopt::Parser::from_env();
+    let mut database = support::DatabaseArgs::default();
+    let (mut subject, mut json) = (None, false);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => support::print_help_and_exit(&format!(
+                "subject_report: what the shop holds about one customer\n\n{USAGE}\n\n\
+                 options:\n{}\n  --subject ID         the customer (default: the first)\n  \
+                 --json               the report as JSON instead of a letter",
+                support::DATABASE_HELP
+            )),
+            Long("subject") => subject = Some(parser.value()?.parse()?),
+            Long("json") => json = true,
+            Long(flag) => {
+                let flag = flag.to_owned();
+                database.take(&flag, &mut parser)?;
+            }
+            other => return Err(other.unexpected().into()),
         }
     }
     Ok(Args {
-        db: db.ok_or(usage)?,
+        db: database.database(|| None)?,
         subject,
         json,
     })
@@ -71,27 +94,30 @@ struct Rows {
 }
 
 impl Rows {
-    fn load(db: &SqliteStore, subject: SubjectId) -> Result<Rows, BoxError> {
+    fn load(db: &Store, subject: SubjectId) -> Result<Rows, BoxError> {
         let id = subject.to_string();
-        let fields: [String; 4] = db.with_connection(|c| {
-            c.query_row(
-                "SELECT name, email, address, phone FROM customers WHERE subject = ?1",
-                [&id],
-                |r| Ok([r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?]),
-            )
-        })?;
-        let orders: Vec<String> = db.with_connection(|c| {
-            c.prepare("SELECT record FROM orders WHERE subject = ?1 ORDER BY id")?
-                .query_map([&id], |r| r.get(0))?
-                .collect::<rusqlite::Result<Vec<String>>>()
-        })?;
+        let customer = db.query(
+            "SELECT name, email, address, phone FROM customers WHERE subject = $1",
+            &[&id],
+        )?;
+        let [fields] = &customer[..] else {
+            return Err(format!("no customer {subject}").into());
+        };
+        let [name, email, address, phone] = &fields[..] else {
+            return Err("customers: unexpected columns".into());
+        };
+        let orders = db.query(
+            "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
+            &[&id],
+        )?;
         Ok(Rows {
-            name: Sealed::from_text(&fields[0])?,
-            email: Sealed::from_text(&fields[1])?,
-            address: Sealed::from_text(&fields[2])?,
-            phone: Sealed::from_text(&fields[3])?,
+            name: Sealed::from_text(name)?,
+            email: Sealed::from_text(email)?,
+            address: Sealed::from_text(address)?,
+            phone: Sealed::from_text(phone)?,
             orders: orders
                 .iter()
+                .flatten()
                 .map(|o| Sealed::from_text(o))
                 .collect::<Result<_, _>>()?,
         })
@@ -105,27 +131,29 @@ impl Rows {
     }
 }
 
-fn first_customer(db: &SqliteStore) -> Result<SubjectId, BoxError> {
-    let id: String = db.with_connection(|c| {
-        c.query_row(
-            "SELECT subject FROM customers ORDER BY rowid LIMIT 1",
-            [],
-            |r| r.get(0),
-        )
-    })?;
+fn first_customer(db: &Store) -> Result<SubjectId, BoxError> {
+    let rows = db.query(
+        "SELECT subject FROM customers ORDER BY subject LIMIT 1",
+        &[],
+    )?;
+    let id = rows
+        .first()
+        .and_then(|r| r.first())
+        .ok_or("the database holds no customer; run the checkout example first")?;
     Ok(id.parse()?)
 }
 
-fn run() -> Result<(), BoxError> {
-    let args = parse_args()?;
-    if !args.db.exists() {
-        return Err(format!(
-            "{} does not exist; run the checkout example first",
-            args.db.display()
-        )
-        .into());
+fn run(args: &Args) -> Result<(), BoxError> {
+    if let Database::Sqlite(path) = &args.db {
+        if !path.exists() {
+            return Err(format!(
+                "{} does not exist; run the checkout example first",
+                path.display()
+            )
+            .into());
+        }
     }
-    let opened = support::open_store_shop(&args.db)?;
+    let opened = support::open_shop_on(&args.db)?;
     let db = opened.store.clone();
     let subject = match args.subject {
         Some(s) => s,

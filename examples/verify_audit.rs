@@ -2,19 +2,24 @@
 //!
 //! ```text
 //! cargo run --example verify_audit -- --db PATH    [--public-key HEX] [--checkpoints DIR]
+//! cargo run --example verify_audit -- --database-url URL [--files PATH]
+//!                                      [--public-key HEX] [--checkpoints DIR]
 //! cargo run --example verify_audit -- --jsonl FILE [--head SEQ:HEX] [--key-file PATH]
 //! ```
 //!
-//! `--db`: the streams of an SQLite database written by the crate's store
-//! (the `checkout` example), checked with the **public** checkpoint key only
-//! (`--public-key`, or `PATH.pub`) against the signed checkpoints kept
-//! outside the database (`--checkpoints`, or `PATH.checkpoints/`). It needs
+//! `--db` / `--database-url`: the streams of an SQLite or PostgreSQL
+//! database written by the crate's store (the `checkout` example), checked
+//! with the **public** checkpoint key only (`--public-key`, or `PATH.pub`
+//! where `PATH` is the SQLite file or `--files`) against the signed
+//! checkpoints kept outside the database (`--checkpoints`, or
+//! `PATH.checkpoints/`). It needs
 //! no secret, so whoever runs it can check the trail but can forge nothing.
 //! Every stream is reported: intact and vouched for up to which entry, or
 //! the first bad entry; streams a checkpoint names but the database lacks;
-//! checkpoints whose signature fails. The database is opened read-only: a
-//! dropped table is reported, never re-created, and an empty trail is a
-//! failure.
+//! checkpoints whose signature fails. The database is opened read-only (a
+//! read-only SQLite connection; on PostgreSQL a session whose transactions
+//! are all read-only): a dropped table is reported, never re-created, and an
+//! empty trail is a failure.
 //!
 //! `--jsonl`: a file of JSON lines written by a single-chain
 //! `ChainedAuditLog`, checked with the audit key derived from the keyring in
@@ -36,16 +41,31 @@ use privacy_pledge::audit::{
     read_jsonl, verify, verify_public, AuditKey, Checkpoint, CheckpointKey, CheckpointStore,
     DirCheckpointStore, JsonlError, Tamper, VerifyError,
 };
+use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::SqliteStore;
 
-use support::BoxError;
+use support::{BoxError, Database, Store};
 
-const USAGE: &str = "usage: verify_audit --db PATH [--public-key HEX] [--checkpoints DIR]\n       \
-                     verify_audit --jsonl FILE [--head SEQ:HEX] [--key-file PATH]";
+const USAGE: &str = "\
+usage: verify_audit --db PATH [--public-key HEX] [--checkpoints DIR]
+       verify_audit --database-url URL [--files PATH] [--public-key HEX] [--checkpoints DIR]
+       verify_audit --jsonl FILE [--head SEQ:HEX] [--key-file PATH]";
+
+const HELP: &str = "\
+  --public-key HEX     the checkpoint public key (default: PATH.pub)
+  --checkpoints DIR    the signed checkpoints kept outside the database
+                       (default: PATH.checkpoints/)
+  --jsonl FILE         a single-chain trail of JSON lines instead, checked
+                       with the audit key of FILE.key or --key-file
+  --head SEQ:HEX       with --jsonl: a trusted head, to detect a cut end
+  --key-file PATH      with --jsonl: the keyring file
+
+exit status: 0 intact, 1 tampered with, missing or empty, 2 not checked
+(bad arguments, unreadable files)";
 
 enum Args {
     Store {
-        db: PathBuf,
+        db: Database,
         public_key: Option<CheckpointKey>,
         checkpoints: Option<PathBuf>,
     },
@@ -99,58 +119,68 @@ fn main() -> ExitCode {
 }
 
 fn parse_args() -> Result<Args, BoxError> {
-    let mut args = std::env::args_os().skip(1);
-    let (mut db, mut jsonl, mut public_key, mut checkpoints, mut key_file, mut head) =
-        (None, None, None, None, None, None);
-    while let Some(arg) = args.next() {
-        let flag = arg.to_str().unwrap_or_default().to_owned();
-        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--db" => db = Some(PathBuf::from(value()?)),
-            "--jsonl" => jsonl = Some(PathBuf::from(value()?)),
-            "--checkpoints" => checkpoints = Some(PathBuf::from(value()?)),
-            "--key-file" => key_file = Some(PathBuf::from(value()?)),
-            "--public-key" => {
-                let text = value()?;
+    use lexopt::Arg::{Long, Short};
+    let mut parser = lexopt::Parser::from_env();
+    let mut database = support::DatabaseArgs::default();
+    let (mut jsonl, mut public_key, mut checkpoints, mut key_file, mut head) =
+        (None, None, None, None, None);
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Short('h') | Long("help") => support::print_help_and_exit(&format!(
+                "verify_audit: checks an audit trail\n\n{USAGE}\n\noptions:\n{}\n{HELP}",
+                support::DATABASE_HELP
+            )),
+            Long("jsonl") => jsonl = Some(PathBuf::from(parser.value()?)),
+            Long("checkpoints") => checkpoints = Some(PathBuf::from(parser.value()?)),
+            Long("key-file") => key_file = Some(PathBuf::from(parser.value()?)),
+            Long("public-key") => {
+                let text = parser.value()?;
                 let text = text.to_str().ok_or("--public-key is not hex")?;
                 public_key = Some(text.parse().map_err(|e| format!("--public-key: {e}"))?);
             }
-            "--head" => {
-                let text = value()?;
+            Long("head") => {
+                let text = parser.value()?;
                 let text = text.to_str().ok_or("--head is not SEQ:HEX")?;
                 head = Some(text.parse().map_err(|e| format!("--head: {e}"))?);
             }
-            _ => return Err(format!("unknown argument {arg:?}").into()),
+            Long(flag) => {
+                let flag = flag.to_owned();
+                database.take(&flag, &mut parser)?;
+            }
+            other => return Err(other.unexpected().into()),
         }
     }
-    match (db, jsonl) {
-        (Some(db), None) => Ok(Args::Store {
+    match (database.database(|| None), jsonl) {
+        (Ok(db), None) => Ok(Args::Store {
             db,
             public_key,
             checkpoints,
         }),
-        (None, Some(file)) => Ok(Args::Jsonl {
+        (Err(_), Some(file)) => Ok(Args::Jsonl {
             file,
             key_file,
             head,
         }),
-        _ => Err("give either --db or --jsonl".into()),
+        (Ok(_), Some(_)) => Err("give a database or --jsonl, not both".into()),
+        (Err(e), None) => Err(e),
     }
 }
 
 /// Checks every stream of a store's database with the public key only.
 fn check_store(
-    db: &Path,
+    db: &Database,
     public_key: Option<CheckpointKey>,
     checkpoints: Option<&Path>,
 ) -> Result<u8, BoxError> {
-    if !db.exists() {
-        return Err(format!("no database at {}", db.display()).into());
+    if let Database::Sqlite(path) = db {
+        if !path.exists() {
+            return Err(format!("no database at {}", path.display()).into());
+        }
     }
     let public_key = match public_key {
         Some(k) => k,
         None => {
-            let file = support::public_key_file_for(db);
+            let file = support::public_key_file_for(db.files());
             fs::read_to_string(&file)
                 .map_err(|e| format!("no --public-key and cannot read {}: {e}", file.display()))?
                 .trim_end()
@@ -159,14 +189,18 @@ fn check_store(
     };
     let dir = checkpoints
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| support::checkpoint_dir_for(db));
+        .unwrap_or_else(|| support::checkpoint_dir_for(db.files()));
     let signed = if dir.exists() {
         DirCheckpointStore::new(&dir)?.load()?
     } else {
         Vec::new()
     };
     // Read-only: a dropped table stays dropped, and nothing is created.
-    let store = match SqliteStore::open_read_only(db) {
+    let store = match db {
+        Database::Sqlite(path) => SqliteStore::open_read_only(path).map(Store::Sqlite),
+        Database::Postgres { url, .. } => PgStore::connect_read_only(url).map(Store::Postgres),
+    };
+    let store = match store {
         Ok(s) => s,
         Err(e) => {
             eprintln!("audit trail MISSING: {e}");
@@ -181,7 +215,7 @@ fn check_store(
         }
     };
     if trail.is_empty() {
-        eprintln!("audit trail MISSING: {} holds no entries", db.display());
+        eprintln!("audit trail MISSING: {} holds no entries", db.describe());
         return Ok(1);
     }
     let report = verify_public(&trail, &public_key, &signed);

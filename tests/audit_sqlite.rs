@@ -6,6 +6,8 @@
 #[path = "../examples/support/mod.rs"]
 mod support;
 
+#[path = "common/examples.rs"]
+mod examples;
 #[path = "common/legacy_sqlite.rs"]
 mod legacy;
 
@@ -1003,32 +1005,8 @@ fn a2_restart_refuses_a_trail_cut_or_rolled_back_behind_its_checkpoint() {
 // ---------------------------------------------------------------------------
 // The verify_audit example never writes and never calls a missing trail intact
 
-/// The example binary, built by `cargo test` beside the test executables.
-fn verify_audit_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let bin = dir
-        .join("examples")
-        .join(format!("verify_audit{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} is missing: run the whole suite with `cargo test` (it builds the examples)",
-        bin.display()
-    );
-    bin
-}
-
 fn run_verify(args: &[&std::ffi::OsStr]) -> (i32, String) {
-    let out = std::process::Command::new(verify_audit_binary())
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.code().unwrap_or(-1), text)
+    examples::run_example("verify_audit", args)
 }
 
 /// A2 cuts rows from the end, empties the table or drops it; the verifier,

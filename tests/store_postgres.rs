@@ -8,6 +8,9 @@
 //! Without `PP_TEST_PG` every test says SKIPPED on stderr and returns
 //! (under `CI` that is a failure instead: CI always runs `scripts/test`).
 
+#[path = "common/examples.rs"]
+mod examples;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 
@@ -505,4 +508,74 @@ fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
     // Nothing is left to archive a second time.
     assert!(store.archive(&at_20, &public, &mut Vec::new()).is_err());
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Three `checkout` processes run at once on one PostgreSQL database, each
+/// in its own stream (A5); `verify_audit`, holding only the public key and
+/// the signed checkpoints (A4), finds every stream intact and, once the
+/// operator cuts a stream's last entry (A2), reports it, without changing a
+/// row itself. The subject report reads the same database.
+#[test]
+fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
+    let Some(db) = database("checkout") else {
+        return;
+    };
+    let files = std::env::temp_dir().join(format!("pp-pg-checkout-{}", SubjectId::random()));
+    let files_arg = format!("--files={}", files.display());
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(examples::example_binary("checkout"))
+                .args(["--database-url", &db, &files_arg])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("3 orders placed"), "{text}");
+    }
+    let verify = || examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);
+    let (code, text) = verify();
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("in 3 streams"), "{text}");
+    let (code, text) =
+        examples::run_example("subject_report", &["--database-url", &db, &files_arg]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("What we hold about you"), "{text}");
+
+    let store = PgStore::connect(&db).unwrap();
+    let count = || -> i64 {
+        store.with_client(|c| {
+            c.query_one("SELECT COUNT(*) FROM pp_audit_log", &[])
+                .unwrap()
+                .get(0)
+        })
+    };
+    store
+        .with_client(|c| {
+            c.execute(
+                "DELETE FROM pp_audit_log WHERE id = (SELECT MAX(id) FROM pp_audit_log)",
+                &[],
+            )
+        })
+        .unwrap();
+    let before = count();
+    let (code, text) = verify();
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("truncated"), "{text}");
+    assert_eq!(count(), before, "the verifier changed the trail");
+    for suffix in [".key", ".pub", ".checkpoints"] {
+        let mut path = files.clone().into_os_string();
+        path.push(suffix);
+        let _ = std::fs::remove_dir_all(&path);
+        let _ = std::fs::remove_file(&path);
+    }
 }

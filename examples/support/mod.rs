@@ -113,18 +113,188 @@ pub fn read_or_create_keyring(path: &Path) -> Result<Keyring, BoxError> {
 }
 
 // ---------------------------------------------------------------------------
-// The host's custodian on the crate's own SQLite store
+// Where the shop's data lives
+
+/// The database an example works on, as given on its command line.
+#[derive(Clone, Debug)]
+pub enum Database {
+    /// `--db PATH`: an SQLite file; the demo's files sit beside it.
+    Sqlite(PathBuf),
+    /// `--database-url URL`: PostgreSQL (`host=… user=… dbname=…` or a
+    /// `postgresql://` URL); the demo's files sit at `files`.
+    Postgres {
+        /// The connection string.
+        url: String,
+        /// Where the key, public key and checkpoints go (`--files PATH`).
+        files: PathBuf,
+    },
+}
+
+impl Database {
+    /// The base path of the demo's files: `<base>.key`, `<base>.pub` and
+    /// `<base>.checkpoints/`.
+    pub fn files(&self) -> &Path {
+        match self {
+            Database::Sqlite(path) => path,
+            Database::Postgres { files, .. } => files,
+        }
+    }
+
+    /// Where the data is, for messages (a PostgreSQL URL is not repeated: it
+    /// may hold a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Database::Sqlite(path) => path.display().to_string(),
+            Database::Postgres { .. } => "PostgreSQL (--database-url)".to_owned(),
+        }
+    }
+}
+
+/// The options every example takes to find its database.
+#[derive(Default)]
+pub struct DatabaseArgs {
+    db: Option<PathBuf>,
+    url: Option<String>,
+    files: Option<PathBuf>,
+}
+
+/// The lines of `--help` that describe [`DatabaseArgs`].
+pub const DATABASE_HELP: &str =
+    "  --db PATH            an SQLite database file (the demo's key, public key and
+                       checkpoints sit beside it: PATH.key, PATH.pub,
+                       PATH.checkpoints/)
+  --database-url URL   a PostgreSQL database instead (host=... user=...
+                       dbname=... or postgresql://...)
+  --files PATH         with --database-url: where the key, public key and
+                       checkpoints go (PATH.key, ...); default: one place in
+                       the temp directory per URL";
+
+impl DatabaseArgs {
+    /// Takes the long option `--flag` (one of `--db`, `--database-url` or
+    /// `--files`) and its value; any other option is an error.
+    pub fn take(&mut self, flag: &str, parser: &mut lexopt::Parser) -> Result<(), BoxError> {
+        match flag {
+            "db" => self.db = Some(parser.value()?.into()),
+            "database-url" => {
+                self.url = Some(
+                    parser
+                        .value()?
+                        .into_string()
+                        .map_err(|_| "--database-url is not UTF-8")?,
+                )
+            }
+            "files" => self.files = Some(parser.value()?.into()),
+            _ => return Err(format!("unknown option --{flag}").into()),
+        }
+        Ok(())
+    }
+
+    /// The database given, or `default()` as an SQLite file when neither
+    /// `--db` nor `--database-url` was.
+    pub fn database(self, default: impl FnOnce() -> Option<PathBuf>) -> Result<Database, BoxError> {
+        match (self.db, self.url) {
+            (Some(_), Some(_)) => Err("give --db or --database-url, not both".into()),
+            (Some(db), None) if self.files.is_none() => Ok(Database::Sqlite(db)),
+            (_, None) if self.files.is_some() => Err("--files goes with --database-url".into()),
+            (_, None) => Ok(Database::Sqlite(
+                default().ok_or("give --db PATH or --database-url URL")?,
+            )),
+            (None, Some(url)) => {
+                let files = self.files.unwrap_or_else(|| {
+                    // One place per database, the same for every process,
+                    // named by a digest so no password reaches a file name.
+                    let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
+                    std::env::temp_dir()
+                        .join(format!("privacy-pledge-pg-{}", hex(&digest.as_ref()[..8])))
+                });
+                Ok(Database::Postgres { url, files })
+            }
+        }
+    }
+}
+
+/// Prints `text` (an example's `--help`) and exits with status 0.
+pub fn print_help_and_exit(text: &str) -> ! {
+    println!("{text}");
+    std::process::exit(0)
+}
+
+// ---------------------------------------------------------------------------
+// The host's custodian on the crate's own store
 
 use privacy_pledge::audit::{CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint};
-use privacy_pledge::store::sqlite::{SqliteAuditSink, SqliteStore};
+use privacy_pledge::store::postgres::PgStore;
+use privacy_pledge::store::sqlite::SqliteStore;
+use privacy_pledge::store::{AuditStreamSink, BatchWriter};
 
-/// A custodian on [`SqliteStore`]: keys, consents and a signed audit stream
-/// in the database, checkpoints signed into a directory beside it (standing
-/// in for a place outside the database's reach).
+/// The crate's store on either database.
+#[derive(Clone, Debug)]
+pub enum Store {
+    /// `store::sqlite`.
+    Sqlite(SqliteStore),
+    /// `store::postgres`.
+    Postgres(PgStore),
+}
+
+impl Store {
+    /// Every entry of `pp_audit_log`.
+    pub fn trail(&self) -> Result<Vec<privacy_pledge::audit::AuditEvent>, BoxError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.trail()?,
+            Store::Postgres(s) => s.trail()?,
+        })
+    }
+
+    /// Runs the host's own statements (`;`-separated, no parameters).
+    pub fn batch(&self, sql: &str) -> Result<(), BoxError> {
+        match self {
+            Store::Sqlite(s) => s.with_connection(|c| c.execute_batch(sql))?,
+            Store::Postgres(s) => s.with_client(|c| c.batch_execute(sql))?,
+        }
+        Ok(())
+    }
+
+    /// Runs one of the host's own statements with text parameters `$1`, `$2`…
+    /// (the same SQL on both databases) and returns its rows, every column
+    /// as text (`CAST(… AS TEXT)` where a column is not).
+    pub fn query(&self, sql: &str, params: &[&str]) -> Result<Vec<Vec<String>>, BoxError> {
+        match self {
+            Store::Sqlite(s) => Ok(s.with_connection(|c| {
+                let mut stmt = c.prepare(sql)?;
+                let columns = stmt.column_count();
+                let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
+                    (0..columns).map(|i| r.get(i)).collect()
+                })?;
+                rows.collect::<rusqlite::Result<_>>()
+            })?),
+            Store::Postgres(s) => Ok(s.with_client(|c| {
+                let params: Vec<
+                    &(dyn privacy_pledge::store::postgres::postgres::types::ToSql + Sync),
+                > = params
+                    .iter()
+                    .map(|p| {
+                        p as &(dyn privacy_pledge::store::postgres::postgres::types::ToSql + Sync)
+                    })
+                    .collect();
+                let rows = c.query(sql, &params)?;
+                Ok::<_, privacy_pledge::store::postgres::postgres::Error>(
+                    rows.iter()
+                        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                        .collect::<Vec<_>>(),
+                )
+            })?),
+        }
+    }
+}
+
+/// A custodian on the crate's store: keys, consents and a signed audit
+/// stream in the database, checkpoints signed into a directory beside the
+/// demo's files (standing in for a place outside the database's reach).
 pub struct StoreShop {
-    pub store: SqliteStore,
+    pub store: Store,
     pub custodian: privacy_pledge::Custodian,
-    pub sink: Arc<SqliteAuditSink>,
+    sign:
+        Box<dyn Fn() -> Result<SignedCheckpoint, privacy_pledge::audit::AuditError> + Send + Sync>,
     pub checkpoints: PathBuf,
     pub public_key: CheckpointKey,
 }
@@ -132,7 +302,7 @@ pub struct StoreShop {
 impl StoreShop {
     /// Clean shutdown: signs the stream's head into the checkpoint directory.
     pub fn shut_down(&self) -> Result<SignedCheckpoint, BoxError> {
-        Ok(self.sink.sign_checkpoint()?)
+        Ok((self.sign)()?)
     }
 
     /// The whole trail, every stream verified under the custodian's keys
@@ -145,55 +315,87 @@ impl StoreShop {
     }
 }
 
-/// `<db>.checkpoints/`: the signed checkpoints of every stream.
-pub fn checkpoint_dir_for(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
+/// `<files>.checkpoints/`: the signed checkpoints of every stream.
+pub fn checkpoint_dir_for(files: &Path) -> PathBuf {
+    let mut name = files.as_os_str().to_owned();
     name.push(".checkpoints");
     PathBuf::from(name)
 }
 
-/// `<db>.pub`: the checkpoint public key, for verifiers (no secret).
-pub fn public_key_file_for(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
+/// `<files>.pub`: the checkpoint public key, for verifiers (no secret).
+pub fn public_key_file_for(files: &Path) -> PathBuf {
+    let mut name = files.as_os_str().to_owned();
     name.push(".pub");
     PathBuf::from(name)
 }
 
-/// Opens the shop's store and custodian on `db_path`. Any number of
-/// processes may do this on one file at once.
+/// Opens the shop's store and custodian on an SQLite file.
 pub fn open_store_shop(db_path: &Path) -> Result<StoreShop, BoxError> {
-    // Demo only: the keyring sits in `<db>.key` beside the database. A real
-    // host fetches it from its KMS at start-up.
-    let key_file = key_file_for(db_path);
-    if db_path.exists() && !key_file.exists() {
-        return Err(format!(
-            "{} has no key file {}",
-            db_path.display(),
-            key_file.display()
-        )
-        .into());
+    open_shop_on(&Database::Sqlite(db_path.to_owned()))
+}
+
+/// Opens the shop's store and custodian on `database`. Any number of
+/// processes may do this on one database at once.
+pub fn open_shop_on(database: &Database) -> Result<StoreShop, BoxError> {
+    // Demo only: the keyring sits in `<files>.key`. A real host fetches it
+    // from its KMS at start-up.
+    let files = database.files();
+    let key_file = key_file_for(files);
+    if let Database::Sqlite(db_path) = database {
+        if db_path.exists() && !key_file.exists() {
+            return Err(format!(
+                "{} has no key file {}",
+                db_path.display(),
+                key_file.display()
+            )
+            .into());
+        }
+    }
+    if let Some(parent) = files.parent() {
+        fs::create_dir_all(parent)?;
     }
     let keyring = Arc::new(read_or_create_keyring(&key_file)?);
-    let store = SqliteStore::open(db_path)?;
-    let checkpoints = checkpoint_dir_for(db_path);
+    match database {
+        Database::Sqlite(path) => {
+            let store = SqliteStore::open(path)?;
+            let sink = store.audit_sink(keyring.audit_key())?;
+            let (ks, cs) = (store.key_store(), store.consent_store());
+            build(Store::Sqlite(store), sink, ks, cs, keyring, files)
+        }
+        Database::Postgres { url, .. } => {
+            let store = PgStore::connect(url)?;
+            let sink = store.audit_sink(keyring.audit_key())?;
+            let (ks, cs) = (store.key_store(), store.consent_store());
+            build(Store::Postgres(store), sink, ks, cs, keyring, files)
+        }
+    }
+}
+
+/// The custodian over one store's parts, its stream checkpointed every 100
+/// events into `<files>.checkpoints/`.
+fn build<W: BatchWriter + 'static>(
+    store: Store,
+    sink: AuditStreamSink<W>,
+    keys: impl privacy_pledge::crypto::KeyStore + 'static,
+    consents: impl privacy_pledge::consent::ConsentStore + 'static,
+    keyring: Arc<privacy_pledge::crypto::Keyring>,
+    files: &Path,
+) -> Result<StoreShop, BoxError> {
+    let checkpoints = checkpoint_dir_for(files);
     let signer = keyring.checkpoint_signer()?;
     let public_key = signer.public_key();
-    fs::write(public_key_file_for(db_path), format!("{public_key}\n"))?;
-    let sink = Arc::new(store.audit_sink(keyring.audit_key())?.with_checkpoints(
-        signer,
-        DirCheckpointStore::new(&checkpoints)?,
-        100,
-    ));
+    fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
+    let sink = Arc::new(sink.with_checkpoints(signer, DirCheckpointStore::new(&checkpoints)?, 100));
     let custodian = privacy_pledge::Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .consent_store(store.consent_store())
+        .keyring(keyring)
+        .key_store(keys)
+        .consent_store(consents)
         .audit(sink.clone())
         .build()?;
     Ok(StoreShop {
         store,
         custodian,
-        sink,
+        sign: Box::new(move || sink.sign_checkpoint()),
         checkpoints,
         public_key,
     })
