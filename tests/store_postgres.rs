@@ -10,6 +10,8 @@
 
 #[path = "common/examples.rs"]
 mod examples;
+#[path = "common/tamper.rs"]
+mod tamper;
 
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -578,4 +580,65 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
         let _ = std::fs::remove_dir_all(&path);
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// The PostgreSQL operator, as `tests/common/tamper.rs` drives it.
+fn pg_operator<R>(store: &PgStore, f: impl FnOnce(&tamper::Operator<'_>) -> R) -> R {
+    let run = |sql: &str| store.with_client(|c| c.batch_execute(sql)).unwrap();
+    let trail = || store.trail();
+    let consents = || store.consent_store().all().unwrap();
+    f(&tamper::Operator {
+        run: &run,
+        trail: &trail,
+        consents: &consents,
+        drop_unique: "ALTER TABLE pp_audit_log DROP CONSTRAINT pp_audit_log_stream_seq_key",
+    })
+}
+
+/// A2 edits, deletes, inserts, reorders, replays, cuts and drops rows of
+/// `pp_audit_log`, one stream each, then drops the table: each is reported
+/// precisely for its own stream.
+#[test]
+fn a2_every_tampering_is_reported_precisely() {
+    let Some(db) = database("tamper") else { return };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let signer = || keyring.checkpoint_signer().unwrap();
+    let dir = std::env::temp_dir().join(format!("pp-pg-tamper-{}", SubjectId::random()));
+    let outside = DirCheckpointStore::new(&dir).unwrap();
+    let signed = tamper::write_streams(|| {
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(signer(), outside.clone(), 100)
+    });
+    pg_operator(&store, |op| {
+        tamper::a2_every_tampering_is_reported(
+            op,
+            &keyring.audit_key(),
+            &signer().public_key(),
+            &signed,
+        )
+    });
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A2 puts back an older, authentic consent row: the cross-check against
+/// the verified trail reports it.
+#[test]
+fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
+    let Some(db) = database("rollback") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .consent_store(store.consent_store())
+        .build()
+        .unwrap();
+    pg_operator(&store, |op| {
+        tamper::a2_a_rolled_back_consent_row_is_reported(op, &custodian)
+    });
 }

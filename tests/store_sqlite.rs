@@ -3,6 +3,9 @@
 //! processes, actor A5), a process killed mid-batch, and erasures seen
 //! across processes.
 
+#[path = "common/tamper.rs"]
+mod tamper;
+
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -724,50 +727,62 @@ fn a2_a_forged_or_edited_consent_row_is_refused() {
     ));
 }
 
-/// A2 puts back an older, authentic row (the grant before a withdrawal):
-/// the row itself authenticates, and the cross-check against the verified
-/// trail reports it.
+/// The SQLite operator, as `tests/common/tamper.rs` drives it.
+fn sqlite_operator<R>(store: &SqliteStore, f: impl FnOnce(&tamper::Operator<'_>) -> R) -> R {
+    use privacy_pledge::consent::ConsentStore;
+    let run = |sql: &str| store.with_connection(|c| c.execute_batch(sql)).unwrap();
+    let trail = || store.trail();
+    let consents = || store.consent_store().all().unwrap();
+    f(&tamper::Operator {
+        run: &run,
+        trail: &trail,
+        consents: &consents,
+        // SQLite cannot drop a table's UNIQUE constraint: the operator
+        // copies the rows into a table without it.
+        drop_unique: "CREATE TABLE pp_audit_copy AS SELECT * FROM pp_audit_log;
+             DROP TABLE pp_audit_log;
+             CREATE TABLE pp_audit_log (id INTEGER PRIMARY KEY, stream TEXT, seq INTEGER,
+                 time INTEGER, subject TEXT, action TEXT, event TEXT);
+             INSERT INTO pp_audit_log SELECT * FROM pp_audit_copy;
+             DROP TABLE pp_audit_copy;",
+    })
+}
+
+/// A2 edits, deletes, inserts, reorders, replays, cuts and drops rows of
+/// `pp_audit_log`, one stream each, then drops the table: each is reported
+/// precisely for its own stream.
+#[test]
+fn a2_every_tampering_is_reported_precisely() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let keyring = keyring();
+    let signer = || keyring.checkpoint_signer().unwrap();
+    let dir = TempDir::new("tamper");
+    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
+    let signed = tamper::write_streams(|| {
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(signer(), outside.clone(), 100)
+    });
+    sqlite_operator(&store, |op| {
+        tamper::a2_every_tampering_is_reported(
+            op,
+            &keyring.audit_key(),
+            &signer().public_key(),
+            &signed,
+        )
+    });
+}
+
+/// A2 puts back an older, authentic consent row: the cross-check against
+/// the verified trail reports it.
 #[test]
 fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
-    use privacy_pledge::consent::{cross_check, ConsentStore};
     let store = SqliteStore::open_in_memory().unwrap();
     let custodian = with_consents(&store);
-    let (ada, bob) = (SubjectId::random(), SubjectId::random());
-    custodian.consents().grant::<Newsletter>(ada).unwrap();
-    custodian.consents().grant::<Newsletter>(bob).unwrap();
-    let granted_row: String = store
-        .with_connection(|c| {
-            c.query_row(
-                "SELECT record FROM pp_consents WHERE subject = ?1",
-                [ada.to_string()],
-                |r| r.get(0),
-            )
-        })
-        .unwrap();
-    custodian.consents().withdraw::<Newsletter>(ada).unwrap();
-    assert!(cross_check(
-        &store.consent_store().all().unwrap(),
-        &store.trail().unwrap()
-    )
-    .is_empty());
-    store
-        .with_connection(|c| {
-            c.execute(
-                "UPDATE pp_consents SET record = ?1, version = 1 WHERE subject = ?2",
-                [granted_row, ada.to_string()],
-            )
-        })
-        .unwrap();
-    let found = cross_check(
-        &store.consent_store().all().unwrap(),
-        &store.trail().unwrap(),
-    );
-    assert_eq!(found.len(), 1, "{found:?}");
-    assert_eq!(found[0].subject, ada);
-    assert_eq!(
-        (found[0].trail_granted, found[0].row_granted),
-        (Some(false), Some(true))
-    );
+    sqlite_operator(&store, |op| {
+        tamper::a2_a_rolled_back_consent_row_is_reported(op, &custodian)
+    });
 }
 
 /// Two processes' worth of writers flip one subject's consent at once: the

@@ -106,8 +106,13 @@ pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 /// The advisory lock key migrations run under.
 const MIGRATION_LOCK: i64 = 0x7070_5f73_6368_656d;
 
+/// The server's message and SQLSTATE (never its `DETAIL`, which may quote
+/// row contents), or the client's own description.
 fn db_err(e: postgres::Error) -> StoreError {
-    StoreError::Database(e.to_string())
+    StoreError::Database(match e.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => e.to_string(),
+    })
 }
 
 /// One PostgreSQL connection shared by the audit sinks, the key store, the
