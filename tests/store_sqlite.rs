@@ -897,6 +897,28 @@ fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
     let report = verify_public(&rest, &public, &checkpoints);
     assert!(report.is_intact(), "{report:?}");
     assert_eq!(report.streams[0].vouched_through, Some(80));
+    // The keyed verifier, and a custodian's verified trail, start from the
+    // base too.
+    let trusted: Vec<_> = checkpoints
+        .iter()
+        .map(|c| c.verify(&public).unwrap())
+        .collect();
+    let reports = verify_streams(&rest, &keyring.audit_key(), &trusted);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].result.unwrap().seq(), 80);
+    assert_eq!(reports[0].vouched_through, Some(80));
+    let verifier = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(privacy_pledge::audit::MemoryAuditLog::new())
+        .build()
+        .unwrap();
+    let trail = verifier
+        .verify_stream_trail(rest.clone(), &checkpoints)
+        .unwrap();
+    assert_eq!(trail.head().seq(), 80);
+    assert!(verifier
+        .verify_stream_trail(rest.clone(), &checkpoints[1..])
+        .is_err());
     // The archive on its own verifies against the same checkpoint.
     let archived = read_jsonl(&archive[..]).unwrap();
     let report = verify_public(&archived, &public, &[at_50]);

@@ -249,35 +249,15 @@ pub fn verify_public(
     key: &CheckpointKey,
     checkpoints: &[SignedCheckpoint],
 ) -> PublicReport {
-    let mut newest: Vec<(StreamId, Checkpoint)> = Vec::new();
     let mut valid: Vec<(StreamId, Checkpoint)> = Vec::new();
     let mut bad_checkpoints = Vec::new();
     for c in checkpoints {
         match c.verify(key) {
-            Ok((stream, head)) => {
-                valid.push((stream, head));
-                match newest.iter_mut().find(|(s, _)| *s == stream) {
-                    Some((_, h)) if h.seq() < head.seq() => *h = head,
-                    Some(_) => {}
-                    None => newest.push((stream, head)),
-                }
-            }
+            Ok(checkpoint) => valid.push(checkpoint),
             Err(BadSignature) => bad_checkpoints.push(*c),
         }
     }
-    let streams = super::stream::verify_grouped(entries, &newest, |chain, trusted| {
-        // A stream whose first entries were archived starts after a valid
-        // checkpoint of the archive's end (see `SqliteStore::archive`).
-        let start = chain
-            .first()
-            .filter(|e| e.seq() > 1)
-            .and_then(|e| {
-                valid
-                    .iter()
-                    .find(|(s, c)| Some(*s) == e.stream() && c.seq() + 1 == e.seq())
-                    .map(|(_, c)| *c)
-            })
-            .unwrap_or(Checkpoint::GENESIS);
+    let streams = super::stream::verify_grouped(entries, &valid, |chain, trusted, start| {
         verify_from(chain, None, trusted, start)
     });
     PublicReport {

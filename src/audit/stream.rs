@@ -35,7 +35,7 @@ use core::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{verify, AuditEvent, AuditKey, Checkpoint, VerifyError};
+use super::{AuditEvent, AuditKey, Checkpoint, VerifyError};
 
 /// The schema version of events chained in a stream (the stream id is part
 /// of the MAC). Version 1 ([`SCHEMA_VERSION`](super::SCHEMA_VERSION)) is the
@@ -136,22 +136,38 @@ pub struct StreamReport {
 /// back, and a stream that is missing altogether (a report with no entries
 /// and [`Tamper::Truncated`](super::Tamper::Truncated)). A stream with no trusted head is checked for
 /// edits, deletions, insertions, reordering and replays only.
+///
+/// `trusted` may hold several checkpoints of one stream: the newest is its
+/// head, and a stream whose oldest entries were archived (see
+/// `SqliteStore::archive`) starts after the one that closed the archive.
 pub fn verify_streams(
     entries: &[AuditEvent],
     key: &AuditKey,
     trusted: &[(StreamId, Checkpoint)],
 ) -> Vec<StreamReport> {
-    verify_grouped(entries, trusted, |chain, head| verify(chain, key, head))
+    verify_grouped(entries, trusted, |chain, head, start| {
+        super::chain::verify_from(chain, Some(key), head, start)
+    })
 }
 
 /// Groups `entries` by stream (first-appearance order, original indices
-/// kept), checks each group with `check` against its trusted head, and
-/// reports streams a trusted head names that have no entries.
+/// kept), checks each group with `check` against its newest trusted head and
+/// from its start (the trusted checkpoint just before its first entry when
+/// that entry is not the first of the stream, else genesis), and reports
+/// streams a trusted head names that have no entries.
 pub(crate) fn verify_grouped(
     entries: &[AuditEvent],
     trusted: &[(StreamId, Checkpoint)],
-    check: impl Fn(&[AuditEvent], Option<&Checkpoint>) -> Result<Checkpoint, VerifyError>,
+    check: impl Fn(&[AuditEvent], Option<&Checkpoint>, Checkpoint) -> Result<Checkpoint, VerifyError>,
 ) -> Vec<StreamReport> {
+    let mut newest: Vec<(StreamId, Checkpoint)> = Vec::new();
+    for &(stream, head) in trusted {
+        match newest.iter_mut().find(|(s, _)| *s == stream) {
+            Some((_, h)) if h.seq() < head.seq() => *h = head,
+            Some(_) => {}
+            None => newest.push((stream, head)),
+        }
+    }
     let mut order: Vec<Option<StreamId>> = Vec::new();
     let mut groups: std::collections::HashMap<Option<StreamId>, Vec<usize>> =
         std::collections::HashMap::new();
@@ -169,8 +185,18 @@ pub(crate) fn verify_grouped(
     for s in &order {
         let idx = &groups[s];
         let chain: Vec<AuditEvent> = idx.iter().map(|&i| entries[i].clone()).collect();
-        let head = s.and_then(|s| trusted.iter().find(|(t, _)| *t == s).map(|(_, c)| c));
-        let result = check(&chain, head).map_err(|mut e| {
+        let head = s.and_then(|s| newest.iter().find(|(t, _)| *t == s).map(|(_, c)| c));
+        let start = chain
+            .first()
+            .filter(|e| e.seq() > 1)
+            .and_then(|e| {
+                trusted
+                    .iter()
+                    .find(|(t, c)| Some(*t) == *s && c.seq() + 1 == e.seq())
+                    .map(|(_, c)| *c)
+            })
+            .unwrap_or(Checkpoint::GENESIS);
+        let result = check(&chain, head, start).map_err(|mut e| {
             e.index = idx.get(e.index).copied().unwrap_or(entries.len());
             e
         });
@@ -181,7 +207,7 @@ pub(crate) fn verify_grouped(
             vouched_through: head.map(Checkpoint::seq),
         });
     }
-    for (s, c) in trusted {
+    for (s, c) in &newest {
         if !groups.contains_key(&Some(*s)) && c.seq() > 0 {
             reports.push(StreamReport {
                 stream: Some(*s),

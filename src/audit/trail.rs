@@ -97,23 +97,21 @@ impl VerifiedTrail {
         signed: &[super::SignedCheckpoint],
         custodian: u64,
     ) -> Result<Self, TrailError> {
-        let mut trusted: Vec<(super::StreamId, Checkpoint)> = Vec::new();
-        for c in signed {
-            let (stream, head) = c.verify(public).map_err(|_| TrailError::BadCheckpoint)?;
-            match trusted.iter_mut().find(|(s, _)| *s == stream) {
-                Some((_, h)) if h.seq() < head.seq() => *h = head,
-                Some(_) => {}
-                None => trusted.push((stream, head)),
-            }
-        }
+        let trusted = signed
+            .iter()
+            .map(|c| c.verify(public).map_err(|_| TrailError::BadCheckpoint))
+            .collect::<Result<Vec<_>, _>>()?;
         let reports = super::verify_streams(&events, key, &trusted);
         let mut all_vouched = true;
         let (mut head, mut vouched) = (Checkpoint::GENESIS, Checkpoint::GENESIS);
         for r in &reports {
             let h = r.result.map_err(TrailError::Broken)?;
-            let v = r
-                .stream
-                .and_then(|s| trusted.iter().find(|(t, _)| *t == s).map(|(_, c)| *c));
+            // The stream's newest trusted checkpoint.
+            let v = trusted
+                .iter()
+                .filter(|(s, _)| Some(*s) == r.stream)
+                .map(|(_, c)| *c)
+                .max_by_key(Checkpoint::seq);
             all_vouched &= v == Some(h);
             head = h;
             vouched = v.unwrap_or(Checkpoint::GENESIS);
