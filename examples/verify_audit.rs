@@ -16,7 +16,10 @@
 //! no secret, so whoever runs it can check the trail but can forge nothing.
 //! Every stream is reported: intact and vouched for up to which entry, or
 //! the first bad entry; streams a checkpoint names but the database lacks;
-//! checkpoints whose signature fails. The database is opened read-only (a
+//! checkpoints whose signature fails. Then every consent row is
+//! cross-checked against the trail: a row rolled back to an older state, a
+//! row deleted while the trail says granted, or a row with no event behind
+//! it is reported. The database is opened read-only (a
 //! read-only SQLite connection; on PostgreSQL a session whose transactions
 //! are all read-only): a dropped table is reported, never re-created, and an
 //! empty trail is a failure.
@@ -251,12 +254,39 @@ fn check_store(
             ),
         }
     }
-    if report.is_intact() {
-        println!(
-            "audit trail intact: {} entries in {} streams",
-            trail.len(),
-            report.streams.len()
+    if !report.is_intact() {
+        return Ok(1);
+    }
+    println!(
+        "audit trail intact: {} entries in {} streams",
+        trail.len(),
+        report.streams.len()
+    );
+    // The consent rows must say what the verified trail says.
+    let rows = match store.consents() {
+        Ok(rows) => rows,
+        Err(e) => {
+            eprintln!("consent rows UNREADABLE: {e}");
+            return Ok(1);
+        }
+    };
+    let mismatches = privacy_pledge::consent::cross_check(&rows, &trail);
+    let word = |g: Option<bool>| match g {
+        Some(true) => "granted",
+        Some(false) => "withdrawn",
+        None => "nothing",
+    };
+    for m in &mismatches {
+        eprintln!(
+            "consent row of subject {} for {:?} DISAGREES with the trail: the row says {}, the trail says {}",
+            m.subject,
+            m.purpose,
+            word(m.row_granted),
+            word(m.trail_granted)
         );
+    }
+    if mismatches.is_empty() {
+        println!("consent rows agree with the trail: {} rows", rows.len());
         Ok(0)
     } else {
         Ok(1)

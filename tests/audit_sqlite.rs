@@ -1021,6 +1021,18 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     }
+    let consent_row = || -> String {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT record FROM pp_consents", [], |r| r.get(0))
+            .unwrap()
+    };
+    let granted = consent_row();
+    shop.custodian
+        .consents()
+        .withdraw::<Promotion>(ada)
+        .unwrap();
+    let withdrawn = consent_row();
     shop.shut_down().unwrap();
     drop(shop);
     // The verifier gets no secret: hide the keyring from it.
@@ -1033,6 +1045,27 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
         text.contains("all vouched for by its signed checkpoint"),
         "{text}"
     );
+    assert!(
+        text.contains("consent rows agree with the trail: 1 rows"),
+        "{text}"
+    );
+
+    // The grant put back over the withdrawal: the row authenticates, but
+    // disagrees with the trail.
+    let put_row = |record: &str| {
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute("UPDATE pp_consents SET record = ?1", [record])
+            .unwrap()
+    };
+    put_row(&granted);
+    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    assert_eq!(code, 1, "{text}");
+    assert!(
+        text.contains("the row says granted, the trail says withdrawn"),
+        "{text}"
+    );
+    put_row(&withdrawn);
 
     // Someone else's public key: the checkpoints vouch for nothing.
     let stranger = privacy_pledge::audit::CheckpointSigner::from_seed(&[3; 32])
@@ -1056,11 +1089,16 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("truncated"), "{text}");
-    // …and without checkpoints the verifier says what it cannot check.
+    // …and without checkpoints the verifier says what it cannot check; the
+    // cut entry was the withdrawal, which the consent row still shows.
     std::fs::remove_dir_all(support::checkpoint_dir_for(&path)).unwrap();
     let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
-    assert_eq!(code, 0, "{text}");
+    assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot check truncation"), "{text}");
+    assert!(
+        text.contains("the row says withdrawn, the trail says granted"),
+        "{text}"
+    );
 
     // Emptied, then dropped: failures, and the table is not re-created.
     operator_runs(&path, "DELETE FROM pp_audit_log");

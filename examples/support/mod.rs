@@ -245,6 +245,15 @@ impl Store {
         })
     }
 
+    /// Every consent row of `pp_consents`.
+    pub fn consents(&self) -> Result<Vec<privacy_pledge::consent::ConsentRecord>, BoxError> {
+        use privacy_pledge::consent::ConsentStore;
+        Ok(match self {
+            Store::Sqlite(s) => s.consent_store().all()?,
+            Store::Postgres(s) => s.consent_store().all()?,
+        })
+    }
+
     /// Runs the host's own statements (`;`-separated, no parameters).
     pub fn batch(&self, sql: &str) -> Result<(), BoxError> {
         match self {
