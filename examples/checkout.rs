@@ -39,7 +39,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use privacy_pledge::data::{
-    Amount, Date, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
+    Amount, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
     PurchaseRecord,
 };
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
@@ -356,7 +356,7 @@ fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<Subje
     let token: PersonalInfo<PaymentToken, Transaction> = c.collect(subject, form.card_token)?;
     let order_id = next_order_id(&shop.db)?;
     let amount = Amount::new(order.price_cents, "USD")?;
-    let purchase = PurchaseRecord::new(&order_id, order.product, amount, today()?)?;
+    let purchase = PurchaseRecord::new(&order_id, order.product, amount, c.today())?;
     let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, purchase)?;
 
     store_customer(shop, &customer)?;
@@ -507,15 +507,4 @@ fn next_order_id(db: &Store) -> Result<String, BoxError> {
         .ok_or("no order number")?
         .parse()?;
     Ok(format!("ORD-{}", 1000 + n))
-}
-
-/// Today's date (UTC), from the RFC 3339 form of the current time.
-fn today() -> Result<Date, BoxError> {
-    let now = Timestamp::now().to_string();
-    let field = |range: std::ops::Range<usize>| -> Result<u16, BoxError> {
-        Ok(now.get(range).ok_or("unexpected time format")?.parse()?)
-    };
-    let month = u8::try_from(field(5..7)?)?;
-    let day = u8::try_from(field(8..10)?)?;
-    Ok(Date::new(field(0..4)?, month, day)?)
 }

@@ -65,8 +65,24 @@ fn listed(list: &str, code: [u8; 2]) -> bool {
 }
 
 impl Country {
-    /// The country with this code, if it is an assigned ISO 3166-1 alpha-2 code.
-    pub fn new(code: &str) -> Result<Self, InvalidCountry> {
+    /// The country with this code, if `code` is an officially assigned
+    /// ISO 3166-1 alpha-2 code in upper case; otherwise [`InvalidCountry`].
+    ///
+    /// One spelling only: no lower case, no surrounding space, no
+    /// three-letter codes. [`FromStr`] and deserializing take the same path.
+    ///
+    /// ```
+    /// use privacy_pledge::country::{Country, InvalidCountry};
+    ///
+    /// let de = Country::parse("DE")?;
+    /// assert_eq!(de.code(), "DE");
+    /// assert_eq!("DE".parse::<Country>()?, de);
+    /// assert_eq!(Country::parse("de"), Err(InvalidCountry));
+    /// assert_eq!(Country::parse("DEU"), Err(InvalidCountry));
+    /// assert_eq!(Country::parse("XX"), Err(InvalidCountry)); // not assigned
+    /// # Ok::<(), InvalidCountry>(())
+    /// ```
+    pub fn parse(code: &str) -> Result<Self, InvalidCountry> {
         let b = code.as_bytes();
         if b.len() != 2 || !b.iter().all(u8::is_ascii_uppercase) {
             return Err(InvalidCountry);
@@ -79,18 +95,53 @@ impl Country {
         }
     }
 
+    /// The former name of [`parse`](Self::parse), which it calls: validated
+    /// types built from text are made with `parse`.
+    ///
+    /// ```
+    /// use privacy_pledge::country::Country;
+    ///
+    /// #[allow(deprecated)]
+    /// let us = Country::new("US")?;
+    /// assert_eq!(us, Country::parse("US")?);
+    /// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
+    /// ```
+    #[deprecated(since = "0.1.0", note = "use Country::parse")]
+    pub fn new(code: &str) -> Result<Self, InvalidCountry> {
+        Country::parse(code)
+    }
+
     /// The two-letter code.
+    ///
+    /// ```
+    /// use privacy_pledge::country::Country;
+    /// assert_eq!(Country::parse("JP")?.code(), "JP");
+    /// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
+    /// ```
     pub fn code(&self) -> &str {
         // Only ever built from upper-case ASCII letters.
         core::str::from_utf8(&self.0).unwrap_or("??")
     }
 
     /// Whether the country is in the European Economic Area.
+    ///
+    /// ```
+    /// use privacy_pledge::country::Country;
+    /// assert!(Country::parse("NO")?.in_eea());
+    /// assert!(!Country::parse("CH")?.in_eea());
+    /// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
+    /// ```
     pub fn in_eea(&self) -> bool {
         listed(EEA, self.0)
     }
 
     /// Every assigned code, in order.
+    ///
+    /// ```
+    /// use privacy_pledge::country::Country;
+    /// assert_eq!(Country::all().count(), 249);
+    /// assert_eq!(Country::all().next().map(|c| c.to_string()).as_deref(), Some("AD"));
+    /// ```
     pub fn all() -> impl Iterator<Item = Country> {
         ISO_3166_1
             .as_bytes()
@@ -101,8 +152,9 @@ impl Country {
 
 impl FromStr for Country {
     type Err = InvalidCountry;
+    /// The same as [`Country::parse`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Country::new(s)
+        Country::parse(s)
     }
 }
 
@@ -127,7 +179,7 @@ impl Serialize for Country {
 impl<'de> Deserialize<'de> for Country {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        Country::new(&s).map_err(serde::de::Error::custom)
+        Country::parse(&s).map_err(serde::de::Error::custom)
     }
 }
 
@@ -160,14 +212,43 @@ mod tests {
         let eea: Vec<_> = Country::all().filter(Country::in_eea).collect();
         assert_eq!(eea.len(), 30);
         assert_eq!(EEA.len(), 30 * 3 - 1);
-        assert!(!Country::new("GB").unwrap().in_eea());
-        assert!(!Country::new("CH").unwrap().in_eea());
+        assert!(!Country::parse("GB").unwrap().in_eea());
+        assert!(!Country::parse("CH").unwrap().in_eea());
     }
 
     #[test]
     fn rejects_other_spellings() {
         for bad in ["", "D", "DEU", "de", "De", "XK", "ÄÖ", "D\u{0}"] {
-            assert!(Country::new(bad).is_err(), "{bad:?}");
+            assert!(Country::parse(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    #[allow(deprecated)]
+    fn new_from_str_and_deserialize_agree_with_parse() {
+        let mut texts: Vec<String> = Vec::new();
+        for a in (b'A'..=b'Z').chain(b'a'..=b'z') {
+            for b in b'A'..=b'Z' {
+                texts.push(String::from_utf8(vec![a, b]).unwrap());
+            }
+        }
+        texts.extend(["", "D", "DEU", " DE", "DE ", "ÄÖ"].map(String::from));
+        for text in &texts {
+            let parsed = Country::parse(text);
+            assert_eq!(Country::new(text), parsed, "{text:?}");
+            assert_eq!(text.parse::<Country>(), parsed, "{text:?}");
+            let json = serde_json::to_string(text).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Country>(&json).ok(),
+                parsed.ok(),
+                "{text:?}"
+            );
+            if let Ok(c) = parsed {
+                assert_eq!(c.code(), text);
+                assert_eq!(serde_json::to_string(&c).unwrap(), json);
+            }
+        }
+        assert_eq!(Country::all().count(), 249);
+        assert!(Country::all().all(|c| Country::parse(c.code()) == Ok(c)));
     }
 }

@@ -54,8 +54,8 @@ use crate::consent::{ConsentProof, ConsentStore, Consents, Register};
 use crate::country::Country;
 use crate::crypto::vault::{Vault, VaultConfig};
 use crate::crypto::{
-    Algorithm, KeyProvider, KeyStore, Keyring, MemoryKeyStore, Pseudonym, PseudonymKey,
-    PseudonymRef, Sealed,
+    Algorithm, KeyProvider, KeyStore, Keyring, LookupKey, LookupRef, LookupToken, MemoryKeyStore,
+    Pseudonym, PseudonymKey, PseudonymRef, Sealed,
 };
 use crate::data::DataKind;
 use crate::info::PersonalInfo;
@@ -85,6 +85,7 @@ pub struct Custodian {
     erased: RwLock<HashSet<SubjectId>>,
     any_erased: AtomicBool,
     vault: Vault,
+    lookup_key: LookupKey,
     facilities: Vec<Country>,
     retention: RetentionPolicy,
 }
@@ -96,6 +97,7 @@ pub struct ErasureReceipt {
     at: Timestamp,
     generations: Vec<u32>,
     pseudonyms: Vec<PseudonymRef>,
+    lookup_tokens: Vec<LookupRef>,
 }
 
 impl ErasureReceipt {
@@ -119,6 +121,14 @@ impl ErasureReceipt {
     /// wherever the host stored them.
     pub fn pseudonyms(&self) -> &[PseudonymRef] {
         &self.pseudonyms
+    }
+
+    /// Lookup tokens made from the subject's stored data
+    /// ([`Custodian::lookup_token`]). The lookup key outlives the erasure (the
+    /// index must keep working for everyone else), so each still matches the
+    /// erased value: delete the index entries holding them.
+    pub fn lookup_tokens(&self) -> &[LookupRef] {
+        &self.lookup_tokens
     }
 }
 
@@ -154,6 +164,24 @@ impl Custodian {
 
     pub(crate) fn now(&self) -> Timestamp {
         crate::reentry::host(|| self.clock.now())
+    }
+
+    /// Today's date (UTC) by the custodian's clock: for a purchase record's
+    /// date, with no time text to parse, and the same clock as the audit
+    /// trail and retention.
+    ///
+    /// ```
+    /// use privacy_pledge::Custodian;
+    /// use privacy_pledge::time::{FixedClock, Timestamp};
+    ///
+    /// let custodian = Custodian::builder()
+    ///     .clock(FixedClock::new(Timestamp::from_unix_seconds(1_530_316_800)))
+    ///     .build()?;
+    /// assert_eq!(custodian.today().to_string(), "2018-06-30");
+    /// # Ok::<(), privacy_pledge::Error>(())
+    /// ```
+    pub fn today(&self) -> crate::data::Date {
+        self.now().date()
     }
 
     /// Offers the event to the sink. Refused with [`Error::Reentrant`] when
@@ -733,6 +761,7 @@ impl Custodian {
             at,
             generations: destroyed.generations,
             pseudonyms: destroyed.pseudonyms,
+            lookup_tokens: destroyed.lookup_tokens,
         })
     }
 
@@ -768,6 +797,71 @@ impl Custodian {
             return Err(self.deny(event, RuleId::R7, e));
         }
         self.vault.pseudonym(subject, info.value())
+    }
+
+    /// The lookup token of `info`'s value, for the index column beside its
+    /// sealed copy (see [`crypto::LookupToken`](crate::crypto::LookupToken)
+    /// for the canonical forms and what a token leaks). Allowed only where
+    /// the purpose sees plaintext (not for
+    /// [`Improvement`](crate::purpose::Improvement)), and for a consent-based
+    /// purpose only while consent is live.
+    ///
+    /// The token is noted in the key store, so the subject's
+    /// [`ErasureReceipt`] lists it; an erased subject gets none
+    /// ([`Error::Erased`]). Not audited, like a pseudonym: a token reveals
+    /// nothing without the key.
+    ///
+    /// ```
+    /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    ///
+    /// let custodian = Custodian::in_memory();
+    /// let subject = SubjectId::random();
+    /// let email = custodian.collect::<EmailAddress, Transaction>(
+    ///     subject,
+    ///     EmailAddress::parse("ada@example.com")?,
+    /// )?;
+    /// let token = custodian.lookup_token(&email)?;
+    /// let receipt = custodian.erase(subject)?;
+    /// assert_eq!(receipt.lookup_tokens(), &[token.to_ref()]);
+    /// assert!(custodian.lookup_token(&email).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lookup_token<T: DataKind, P: SeesPlaintext>(
+        &self,
+        info: &PersonalInfo<T, P>,
+    ) -> Result<LookupToken<T>, Error> {
+        let subject = info.subject();
+        self.check_not_erased(subject)?;
+        if let Some(e) = self.consent_refusal::<P>(subject) {
+            let event = self.event(info, Action::Access, RuleId::R6);
+            return Err(self.deny(event, RuleId::R7, e));
+        }
+        let token = self.lookup_key.token(info.value());
+        self.vault.note_token(subject, *token.as_bytes(), |store| {
+            store.note_lookup_token(subject, token.to_ref())
+        })?;
+        Ok(token)
+    }
+
+    /// The lookup token of a value a user typed (a login form's email), to
+    /// find the row whose index column holds it. No subject, nothing written
+    /// anywhere, nothing audited: the value was not collected, and the token
+    /// equals the stored one exactly when the canonical forms are equal.
+    ///
+    /// ```
+    /// use privacy_pledge::Custodian;
+    /// use privacy_pledge::data::EmailAddress;
+    ///
+    /// let custodian = Custodian::in_memory();
+    /// let a = custodian.lookup_token_of(&EmailAddress::parse("Ada@Example.com")?);
+    /// let b = custodian.lookup_token_of(&EmailAddress::parse("ada@example.com")?);
+    /// assert_eq!(a, b);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn lookup_token_of<T: DataKind>(&self, value: &T) -> LookupToken<T> {
+        self.lookup_key.token(value)
     }
 
     /// Moves every stored data key wrapped under an older key-encryption-key
@@ -823,6 +917,7 @@ pub struct CustodianBuilder {
     provider: Option<Box<dyn KeyProvider>>,
     store: Option<Box<dyn KeyStore>>,
     pseudonym_key: Option<PseudonymKey>,
+    lookup_key: Option<LookupKey>,
     clock: Option<Arc<dyn Clock>>,
     config: VaultConfig,
     facilities: Vec<Country>,
@@ -941,6 +1036,15 @@ impl CustodianBuilder {
         self
     }
 
+    /// The key lookup tokens are computed under (default: the keyring's
+    /// [`lookup_key`](Keyring::lookup_key); a random one without a keyring,
+    /// so set it with a [`key_provider`](Self::key_provider), or tokens
+    /// change per process).
+    pub fn lookup_key(mut self, key: LookupKey) -> Self {
+        self.lookup_key = Some(key);
+        self
+    }
+
     /// The countries where the vendor, its affiliates, subsidiaries or agents
     /// maintain facilities (R8). Data may be transferred only there; the
     /// first is the home country that recipients' locations are checked from.
@@ -1016,6 +1120,11 @@ impl CustodianBuilder {
             (None, Some(k)) => k.pseudonym_key(),
             (None, None) => PseudonymKey::generate()?,
         };
+        let lookup_key = match (self.lookup_key, &keyring) {
+            (Some(k), _) => k,
+            (None, Some(k)) => k.lookup_key(),
+            (None, None) => LookupKey::generate()?,
+        };
         let provider: Box<dyn KeyProvider> = match (self.provider, &keyring) {
             (Some(p), _) => p,
             (None, Some(k)) => Box::new(k.clone()),
@@ -1074,6 +1183,7 @@ impl CustodianBuilder {
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
             vault: Vault::new(provider, store, pseudonym_key, self.config),
+            lookup_key,
             facilities: self.facilities,
             retention: self.retention,
         })

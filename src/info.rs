@@ -8,20 +8,26 @@
 //! the audit trail first. It prints redacted, is wiped on drop, and has no
 //! `Serialize`: the only way to store it is [`Custodian::seal`](crate::Custodian::seal).
 //!
+//! Values come in through [`Custodian::collect`](crate::Custodian::collect),
+//! which records the collection and dates the value;
+//! [`PersonalInfo::collect`] is the unaudited form, for the few places that
+//! need none (see its docs).
+//!
 //! ```
-//! use privacy_pledge::{PersonalInfo, SubjectId};
+//! use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 //! use privacy_pledge::data::EmailAddress;
 //! use privacy_pledge::purpose::Transaction;
 //!
+//! let custodian = Custodian::in_memory();
 //! let subject = SubjectId::from(0x7f3a_0000_0000_0000_0000_0000_0000_0000_u128);
 //! let email: PersonalInfo<EmailAddress, Transaction> =
-//!     PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com")?);
+//!     custodian.collect(subject, EmailAddress::parse("ada@example.com")?)?;
 //! assert_eq!(
 //!     format!("{email:?}"),
 //!     "PersonalInfo<EmailAddress, Transaction>(subject 7f3a…, [redacted])"
 //! );
 //! assert_eq!(email.subject(), subject);
-//! # Ok::<(), privacy_pledge::data::InvalidData>(())
+//! # Ok::<(), privacy_pledge::Error>(())
 //! ```
 //!
 //! Reading the value directly does not compile:
@@ -65,11 +71,56 @@ pub struct PersonalInfo<T: DataKind, P: Purpose> {
 }
 
 impl<T: DataKind, P: Purpose> PersonalInfo<T, P> {
-    /// Binds a value to its subject and to the purpose it is collected for.
+    /// Binds a value to its subject and to the purpose it is collected for,
+    /// without the custodian: the unaudited form.
     ///
-    /// Collecting is not itself a use of the value, so it is not audited here;
-    /// [`Custodian::collect`](crate::Custodian::collect) does the same and
-    /// records a `Collect` event.
+    /// The normal way in is [`Custodian::collect`](crate::Custodian::collect):
+    /// it refuses an erased subject and, for a consent-based purpose, a
+    /// subject without live consent; it records a `Collect` event; and it
+    /// dates the value, so retention counts from the collection (R11). This
+    /// form does none of that: the value has no collection time
+    /// ([`collected_at`](Self::collected_at) is `None`) until its first seal,
+    /// which stamps the time of that seal.
+    ///
+    /// It reads nothing, and every later use (`access`, `disclose`, `seal`,
+    /// `repurpose`, …) still goes through the custodian, which checks and
+    /// records it first. So it is right where the collection itself needs no
+    /// record or date of its own:
+    ///
+    /// - in tests and examples;
+    /// - for a value sealed at once, e.g. straight from a form: the seal is
+    ///   recorded and stamps the collection time;
+    /// - for a value the host rebuilds from data it already held before it
+    ///   used the crate, sealed with
+    ///   [`Custodian::seal_at`](crate::Custodian::seal_at) at the time it was
+    ///   really collected, so retention does not restart.
+    ///
+    /// Anywhere else, a value held for a while before its first seal would
+    /// have its retention period counted from that seal, and the trail would
+    /// not show when or whether it was collected.
+    ///
+    /// ```
+    /// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    ///
+    /// let custodian = Custodian::in_memory();
+    /// let subject = SubjectId::random();
+    ///
+    /// // The normal way: audited and dated.
+    /// let email: PersonalInfo<EmailAddress, Transaction> =
+    ///     custodian.collect(subject, EmailAddress::parse("ada@example.com")?)?;
+    /// assert!(email.collected_at().is_some());
+    ///
+    /// // Unaudited and undated, sealed at once: the seal is recorded and
+    /// // stamps the collection time.
+    /// let form: PersonalInfo<EmailAddress, Transaction> =
+    ///     PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com")?);
+    /// assert_eq!(form.collected_at(), None);
+    /// let sealed = custodian.seal(&form)?;
+    /// assert_eq!(custodian.open(&sealed)?.collected_at(), Some(sealed.collected_at()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn collect(subject: SubjectId, value: T) -> Self {
         PersonalInfo {
             subject,

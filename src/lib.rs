@@ -30,8 +30,9 @@
 //!
 //! let custodian = Custodian::in_memory();
 //! let subject = SubjectId::random();
+//! // Collecting is audited too, and dates the value for retention.
 //! let email: PersonalInfo<EmailAddress, Transaction> =
-//!     PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com")?);
+//!     custodian.collect(subject, EmailAddress::parse("ada@example.com")?)?;
 //!
 //! // Every use is audited first; the closure is the only place plaintext is seen.
 //! let domain = custodian.access(&email, |e| e.domain().to_owned())?;
@@ -137,7 +138,7 @@ pub mod time;
 pub mod transfer;
 
 pub use crate::audit::{AuditError, AuditEvent, AuditSink};
-pub use crate::crypto::{Pseudonym, Sealed};
+pub use crate::crypto::{LookupToken, Pseudonym, Sealed};
 pub use crate::custodian::{Custodian, CustodianBuilder, ErasureReceipt};
 pub use crate::error::Error;
 pub use crate::info::PersonalInfo;

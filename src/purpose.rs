@@ -201,6 +201,13 @@ impl PurposeId {
     pub(crate) const fn code(self) -> u8 {
         self as u8
     }
+
+    /// The purpose with code `code`, if there is one.
+    pub(crate) fn from_code(code: u8) -> Option<PurposeId> {
+        PurposeId::ALL
+            .get(usize::from(code).checked_sub(1)?)
+            .copied()
+    }
 }
 
 impl core::fmt::Display for PurposeId {

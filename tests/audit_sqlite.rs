@@ -615,7 +615,7 @@ fn no_event_carries_a_personal_value() {
         .audit(log.clone())
         .audit_key(AuditKey::from_bytes([7; 32]))
         .clock(FixedClock::new(Timestamp::from_unix_seconds(1_530_316_800)))
-        .facilities([Country::new("US").unwrap(), Country::new("DE").unwrap()])
+        .facilities([Country::parse("US").unwrap(), Country::parse("DE").unwrap()])
         .build()
         .unwrap();
     let c = &custodian;
@@ -647,7 +647,7 @@ fn no_event_carries_a_personal_value() {
     c.disclose(&order, &Stripe, |_| ()).unwrap();
     c.disclose(&token, &Stripe, |_| ()).unwrap();
     c.disclose(&phone, &Subsidiary, |_| ()).unwrap();
-    let to_us = Transfer::new(Country::new("DE").unwrap(), Country::new("US").unwrap());
+    let to_us = Transfer::new(Country::parse("DE").unwrap(), Country::parse("US").unwrap());
     c.transfer(&address, &to_us.under(Mechanism::DataPrivacyFramework))
         .unwrap();
     assert!(c.transfer(&address, &to_us).is_err(), "no mechanism named");

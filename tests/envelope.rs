@@ -7,23 +7,26 @@ use std::sync::{Arc, OnceLock};
 
 use privacy_pledge::crypto::{Algorithm, EnvelopeError, KeyError, Keyring, MemoryKeyStore};
 use privacy_pledge::data::{
-    Amount, DataKind, Date, EmailAddress, FullName, PaymentToken, PhoneNumber, PostalAddress,
+    Amount, DataKind, Date, EmailAddress, FullName, Kind, PaymentToken, PhoneNumber, PostalAddress,
     PurchaseRecord,
 };
 use privacy_pledge::purpose::{
-    Correspondence, Improvement, Newsletter, Personalization, Promotion, Purpose, SeesPlaintext,
-    ServiceNotice, Support, Transaction,
+    Correspondence, Improvement, Newsletter, Personalization, Promotion, Purpose, PurposeId,
+    SeesPlaintext, ServiceNotice, Support, Transaction,
 };
 use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 
 /// Header length, tag length and the offsets of the v1 layout.
-const HEADER: usize = 47;
+const HEADER: usize = 49;
 const TAG: usize = 16;
-const SUBJECT: core::ops::Range<usize> = 3..19;
-const KEY_ID: core::ops::Range<usize> = 19..23;
-const COLLECTED: core::ops::Range<usize> = 23..31;
+const KIND: usize = 3;
+const PURPOSE: usize = 4;
+const SUBJECT: core::ops::Range<usize> = 5..21;
+const KEY_ID: core::ops::Range<usize> = 21..25;
+const COLLECTED: core::ops::Range<usize> = 25..33;
+const CT_LEN: core::ops::Range<usize> = 33..37;
 
 /// The exact value of a data kind as a string (for comparing round trips)
 /// and the length of its sealed byte form.
@@ -130,11 +133,13 @@ fn check_frame<T: Exact, P: Purpose>(
         value.sealed_len()
     };
     prop_assert_eq!(b.len(), HEADER + ct_len + TAG);
-    prop_assert_eq!(b[0], 1);
+    prop_assert_eq!(b[0], 2);
     prop_assert_eq!(b[1], alg as u8);
     prop_assert_eq!(b[2], u8::from(pad));
+    prop_assert_eq!(b[KIND], T::KIND as u8);
+    prop_assert_eq!(b[PURPOSE], P::ID as u8);
     prop_assert_eq!(&b[SUBJECT], subject.as_bytes());
-    prop_assert_eq!(&b[31..35], &(ct_len as u32).to_be_bytes());
+    prop_assert_eq!(&b[CT_LEN], &(ct_len as u32).to_be_bytes());
     prop_assert_eq!(sealed.algorithm(), alg);
     prop_assert_eq!(sealed.subject(), subject);
     prop_assert_eq!(sealed.to_bytes(), b.to_vec());
@@ -334,9 +339,11 @@ fn every_bit_flip_is_rejected() {
                 },
             }
         }
-        // Version, algorithm, flag and length bytes fail to parse; subject and
-        // key id flips find no key; everything else fails authentication.
-        assert_eq!(at_parse, 8 + 8 + 7 + 32);
+        // Version, algorithm, flag, kind, purpose and length bytes fail to
+        // parse (a kind or purpose flipped to another known one is
+        // `WrongType`); subject and key id flips find no key; everything
+        // else fails authentication.
+        assert_eq!(at_parse, 8 + 8 + 7 + 8 + 8 + 32);
         assert_eq!(unknown_key, 16 * 8 + 4 * 8);
         assert_eq!(
             at_parse + unauthentic + unknown_key + expired,
@@ -370,19 +377,35 @@ fn swapped_subject_is_rejected() {
     assert!(c.open(&sealed_a).is_ok());
 }
 
+/// An envelope read as another kind or purpose is refused before any
+/// decryption, with an error that says what it holds and what was asked —
+/// from bytes, text and serde alike.
 #[test]
-fn swapped_kind_and_purpose_are_rejected() {
+fn swapped_kind_and_purpose_are_refused_with_what_the_envelope_holds() {
     for (_, _, c) in custodians() {
-        // Consent is live, so a refusal below is the binding, not retention.
         let sealed = c.seal(&email(consenting(c))).unwrap();
         let bytes = sealed.as_bytes();
         macro_rules! refused {
             ($t:ty, $p:ty) => {{
-                let other = Sealed::<$t, $p>::from_bytes(bytes).unwrap();
-                assert!(matches!(open_err(c, &other), Error::Unauthentic));
+                let expected = EnvelopeError::WrongType {
+                    holds_kind: Kind::EmailAddress,
+                    holds_purpose: PurposeId::Transaction,
+                    asked_kind: <$t as DataKind>::KIND,
+                    asked_purpose: <$p as Purpose>::ID,
+                };
+                assert_eq!(Sealed::<$t, $p>::from_bytes(bytes).unwrap_err(), expected);
+                assert_eq!(
+                    Sealed::<$t, $p>::from_text(&sealed.to_text()).unwrap_err(),
+                    expected
+                );
                 let json = serde_json::to_string(&sealed).unwrap();
-                let other: Sealed<$t, $p> = serde_json::from_str(&json).unwrap();
-                assert!(matches!(open_err(c, &other), Error::Unauthentic));
+                let err = serde_json::from_str::<Sealed<$t, $p>>(&json).unwrap_err();
+                assert!(
+                    err.to_string()
+                        .contains("this envelope holds EmailAddress for Transaction"),
+                    "{err}"
+                );
+                assert_no_plaintext(&expected, expected.to_string());
             }};
         }
         // Another kind, same purpose.
@@ -402,6 +425,38 @@ fn swapped_kind_and_purpose_are_rejected() {
         // Both.
         refused!(FullName, Support);
         assert!(c.open(&sealed).is_ok());
+    }
+}
+
+/// The kind and purpose bytes are authenticated: an envelope whose header
+/// was edited to name the type it is read as still does not open.
+#[test]
+fn edited_kind_and_purpose_fail_authentication() {
+    for (_, _, c) in custodians() {
+        let sealed = c.seal(&email(consenting(c))).unwrap();
+        let mut bytes = sealed.to_bytes();
+        bytes[KIND] = Kind::FullName as u8;
+        let other = Sealed::<FullName, Transaction>::from_bytes(&bytes).unwrap();
+        assert!(matches!(open_err(c, &other), Error::Unauthentic));
+        let mut bytes = sealed.to_bytes();
+        bytes[PURPOSE] = PurposeId::Support as u8;
+        let other = Sealed::<EmailAddress, Support>::from_bytes(&bytes).unwrap();
+        assert!(matches!(open_err(c, &other), Error::Unauthentic));
+        // Codes no kind or purpose has.
+        for (at, code) in [
+            (KIND, 0u8),
+            (KIND, 7),
+            (PURPOSE, 0),
+            (PURPOSE, 9),
+            (KIND, 0xff),
+        ] {
+            let mut bytes = sealed.to_bytes();
+            bytes[at] = code;
+            assert_eq!(
+                Sealed::<EmailAddress, Transaction>::from_bytes(&bytes).unwrap_err(),
+                EnvelopeError::UnknownType
+            );
+        }
     }
 }
 
@@ -477,7 +532,7 @@ fn malformed_envelopes_have_distinct_typed_errors() {
             expected: n
         }
     );
-    for version in [0u8, 2, 0x7f, 0xff] {
+    for version in [0u8, 3, 0x7f, 0xff] {
         let mut b = good.clone();
         b[0] = version;
         assert_eq!(
@@ -501,7 +556,7 @@ fn malformed_envelopes_have_distinct_typed_errors() {
     );
     // A length field far beyond the bytes present.
     let mut b = good.clone();
-    b[31..35].copy_from_slice(&u32::MAX.to_be_bytes());
+    b[CT_LEN].copy_from_slice(&u32::MAX.to_be_bytes());
     assert!(matches!(
         S::from_bytes(&b).unwrap_err(),
         EnvelopeError::Truncated { len, .. } if len == n
@@ -522,10 +577,12 @@ fn malformed_envelopes_have_distinct_typed_errors() {
         EnvelopeError::Empty,
         S::from_bytes(&good[..n - 1]).unwrap_err(),
         S::from_bytes(&longer).unwrap_err(),
-        EnvelopeError::UnknownVersion(2),
+        EnvelopeError::UnknownVersion(3),
         EnvelopeError::UnknownAlgorithm(3),
         EnvelopeError::UnknownFlags(0x80),
         EnvelopeError::BadText,
+        EnvelopeError::UnknownType,
+        Sealed::<FullName, Transaction>::from_bytes(&good).unwrap_err(),
     ];
     let shown: std::collections::HashSet<String> = errors.iter().map(|e| e.to_string()).collect();
     assert_eq!(shown.len(), errors.len());
@@ -546,10 +603,10 @@ fn text_form_is_strict() {
     use base64::Engine as _;
     type S = Sealed<EmailAddress, Transaction>;
     let c = Custodian::in_memory();
-    // 46 bytes of plaintext: 109 envelope bytes, so the last character of the
+    // 47 bytes of plaintext: 112 envelope bytes, so the last character of the
     // text carries unused bits. Seal until the text uses both URL-safe
     // characters, so the alphabet swaps below really change it.
-    let value = EmailAddress::parse("ada.lovelace.secret@analytical-engines.example").unwrap();
+    let value = EmailAddress::parse("ada.lovelace.secrets@analytical-engines.example").unwrap();
     let sealed = (0..10_000)
         .map(|_| {
             c.seal(&PersonalInfo::<_, Transaction>::collect(
@@ -628,7 +685,13 @@ fn debug_and_errors_never_show_plaintext() {
 
 /// An envelope whose header is well formed but whose bytes are arbitrary.
 fn framed(bytes: &[u8], alg: u8, flags: u8, key_id: u32, subject: SubjectId) -> Vec<u8> {
-    let mut out = vec![1, alg, flags];
+    let mut out = vec![
+        2,
+        alg,
+        flags,
+        Kind::EmailAddress as u8,
+        PurposeId::Transaction as u8,
+    ];
     out.extend_from_slice(subject.as_bytes());
     out.extend_from_slice(&key_id.to_be_bytes());
     // Collected now, so the envelope is within retention and reaches decryption.
@@ -667,9 +730,9 @@ proptest! {
         // Half the inputs get a version byte and a length field that agree
         // with their size, so parsing gets past the framing checks.
         if fix_frame && bytes.len() >= HEADER + TAG {
-            bytes[0] = 1;
+            bytes[0] = 2;
             let ct = (bytes.len() - HEADER - TAG) as u32;
-            bytes[31..35].copy_from_slice(&ct.to_be_bytes());
+            bytes[CT_LEN].copy_from_slice(&ct.to_be_bytes());
         }
         if let Ok(s) = Sealed::<EmailAddress, Transaction>::from_bytes(&bytes) {
             prop_assert!(c.open(&s).is_err());

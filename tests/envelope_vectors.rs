@@ -1,14 +1,16 @@
-//! Frozen format-version-1 envelopes.
+//! Frozen envelopes of every format version.
 //!
-//! `tests/vectors/envelope_v1.json` holds envelopes sealed by this crate under
-//! a fixed master secret, with the wrapped data keys a key store held for
-//! them. Every later version of the crate must still open each one to the
-//! same plaintext, and must refuse each one once it is altered: this is what
-//! keeps the v1 byte layout, the associated data, the key derivation and the
-//! key wrapping stable.
+//! `tests/vectors/envelope_v1.json` and `envelope_v2.json` hold envelopes
+//! sealed by this crate under a fixed master secret, with the wrapped data
+//! keys a key store held for them. Every later version of the crate must
+//! still open each one to the same plaintext, and must refuse each one once
+//! it is altered or read as another type: this is what keeps each byte
+//! layout, the associated data, the key derivation and the key wrapping
+//! stable.
 //!
-//! The file was written by [`generate`] below, which is `#[ignore]`d. Run it
-//! only to *add* vectors (give new entries new names in `specs()`):
+//! The current version's file was written by [`generate`] below, which is
+//! `#[ignore]`d. Run it only to *add* vectors (give new entries new names in
+//! `specs()`); the version 1 file is no longer written:
 //!
 //! ```text
 //! cargo test --test envelope_vectors -- --ignored generate
@@ -19,7 +21,8 @@
 use std::sync::Arc;
 
 use privacy_pledge::crypto::{
-    Algorithm, KeyError, KeyStore, Keyring, MemoryKeyStore, StoredKey, SubjectKeys, Wrapped,
+    Algorithm, EnvelopeError, KeyError, KeyStore, Keyring, MemoryKeyStore, StoredKey, SubjectKeys,
+    Wrapped,
 };
 use privacy_pledge::data::{
     Amount, DataKind, Date, EmailAddress, FullName, PaymentToken, PhoneNumber, PostalAddress,
@@ -33,9 +36,16 @@ use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
 use serde_json::{json, Value};
 
-const PATH: &str = concat!(
+/// The vectors of format version 1 (frozen: no longer written).
+const PATH_V1: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/tests/vectors/envelope_v1.json"
+);
+
+/// The vectors of the current format version, 2.
+const PATH: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/envelope_v2.json"
 );
 
 /// The master secret of the vectors' keyring. A test key, never a real one.
@@ -187,9 +197,23 @@ fn unhex(s: &str) -> Vec<u8> {
         .collect()
 }
 
-fn load() -> Value {
-    let text = std::fs::read_to_string(PATH).expect("tests/vectors/envelope_v1.json");
+fn load(path: &str) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}"));
     serde_json::from_str(&text).expect("valid JSON")
+}
+
+/// Both files, oldest first.
+fn files() -> [Value; 2] {
+    [load(PATH_V1), load(PATH)]
+}
+
+/// The header length of an envelope of `version`.
+fn header_len(version: u8) -> usize {
+    if version == 1 {
+        47
+    } else {
+        49
+    }
 }
 
 fn subject_of(v: &Value) -> SubjectId {
@@ -307,7 +331,8 @@ fn check<T: Plain, P: Reveal>(c: &Custodian, v: &Value) {
 
     // Altered anywhere in nonce, ciphertext or tag: refused.
     let bytes = sealed.to_bytes();
-    for i in [35, 47, bytes.len() - 17, bytes.len() - 1] {
+    let header = header_len(bytes[0]);
+    for i in [header - 12, header, bytes.len() - 17, bytes.len() - 1] {
         let mut b = bytes.clone();
         b[i] ^= 0x01;
         let altered = Sealed::<T, P>::from_bytes(&b).unwrap();
@@ -316,9 +341,10 @@ fn check<T: Plain, P: Reveal>(c: &Custodian, v: &Value) {
             "{name}: byte {i} altered but opened"
         );
     }
-    // The collection date is bound too.
+    // The collection date is bound too (its last byte ends the header's
+    // fixed part, 16 bytes before the nonce's end).
     let mut b = bytes.clone();
-    b[30] ^= 0x01;
+    b[header - 17] ^= 0x01;
     let altered = Sealed::<T, P>::from_bytes(&b).unwrap();
     assert!(
         matches!(c.open(&altered), Err(Error::Unauthentic)),
@@ -326,23 +352,42 @@ fn check<T: Plain, P: Reveal>(c: &Custodian, v: &Value) {
     );
 }
 
+/// Read as another purpose: a version 1 envelope parses but fails
+/// authentication; a version 2 envelope is refused at parse time, naming
+/// what it holds.
 fn check_other_purpose<T: Plain, P: Purpose>(c: &Custodian, v: &Value) {
-    let sealed = Sealed::<T, P>::from_text(v["envelope"].as_str().unwrap()).unwrap();
-    assert!(
-        matches!(c.open(&sealed), Err(Error::Unauthentic)),
-        "{} opened as {}",
-        v["name"],
-        P::ID
-    );
+    let text = v["envelope"].as_str().unwrap();
+    match Sealed::<T, P>::from_text(text) {
+        Ok(sealed) => assert!(
+            matches!(c.open(&sealed), Err(Error::Unauthentic)),
+            "{} opened as {}",
+            v["name"],
+            P::ID
+        ),
+        Err(e) => assert!(
+            matches!(e, EnvelopeError::WrongType { asked_purpose, .. } if asked_purpose == P::ID),
+            "{}: {e}",
+            v["name"]
+        ),
+    }
 }
 
 #[test]
 fn frozen_vectors_still_open() {
-    let file = load();
-    assert_eq!(file["format_version"], 1);
-    let c = custodian_of(&file);
+    for (file, version) in files().iter().zip([1, 2]) {
+        assert_eq!(file["format_version"], version);
+        frozen_file_still_opens(file, version);
+    }
+}
+
+fn frozen_file_still_opens(file: &Value, version: u8) {
+    let c = custodian_of(file);
     let vectors = file["vectors"].as_array().unwrap();
     for v in vectors {
+        let text = v["envelope"].as_str().unwrap();
+        let first = base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, text)
+            .unwrap()[0];
+        assert_eq!(first, version, "{}", v["name"]);
         dispatch!(
             v["kind"].as_str().unwrap(),
             v["purpose"].as_str().unwrap(),
@@ -364,7 +409,12 @@ fn frozen_vectors_still_open() {
 
 #[test]
 fn frozen_vectors_cover_the_format() {
-    let file = load();
+    for file in files() {
+        frozen_file_covers_the_format(&file);
+    }
+}
+
+fn frozen_file_covers_the_format(file: &Value) {
     let vectors = file["vectors"].as_array().unwrap();
     let has = |field: &str, value: Value| vectors.iter().any(|v| v[field] == value);
     for kind in [
@@ -407,7 +457,7 @@ fn frozen_vectors_cover_the_format() {
 
 #[test]
 fn frozen_vectors_need_the_right_keys() {
-    let file = load();
+    let file = load(PATH_V1);
     let v = &file["vectors"][0];
     let sealed =
         Sealed::<EmailAddress, Transaction>::from_text(v["envelope"].as_str().unwrap()).unwrap();
@@ -637,8 +687,8 @@ fn generate() {
         .map(|t| serde_json::from_str::<Value>(&t).unwrap())
         .unwrap_or_else(|| {
             json!({
-                "format_version": 1,
-                "description": "Sealed envelopes of format version 1, written by \
+                "format_version": 2,
+                "description": "Sealed envelopes of format version 2, written by \
                     tests/envelope_vectors.rs (generate). Open each with a Keyring from \
                     `keyring` and a key store holding its `stored_key`; it must give \
                     `plaintext` (for Improvement: the value whose pseudonym matches).",
@@ -675,19 +725,24 @@ fn generate() {
         }
         let c = b.build().unwrap();
         let subject = SubjectId::from(spec.subject);
+        // Sealing for a consent-based purpose needs live consent.
+        c.consents().grant::<Newsletter>(subject).unwrap();
+        c.consents().grant::<Promotion>(subject).unwrap();
+        c.consents().grant::<Personalization>(subject).unwrap();
         let envelope = dispatch!(
             spec.kind,
             spec.purpose,
             seal_one(&c, subject, &spec.plaintext)
         );
-        let sealed = Sealed::<FullName, Support>::from_text(&envelope).unwrap();
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &envelope)
+                .unwrap();
+        assert_eq!(bytes[0], 2);
+        let key_id = u32::from_be_bytes(bytes[21..25].try_into().unwrap());
         let SubjectKeys::Live(keys) = store.load(subject).unwrap() else {
             panic!("no keys")
         };
-        let key = keys
-            .iter()
-            .find(|k| k.generation == sealed.key_id())
-            .unwrap();
+        let key = keys.iter().find(|k| k.generation == key_id).unwrap();
         assert_eq!(key.wrapped.kek_version, spec.kek_version);
         added.push(json!({
             "name": spec.name,

@@ -10,6 +10,8 @@
 
 #[path = "common/examples.rs"]
 mod examples;
+#[path = "common/lookup_shop.rs"]
+mod lookup_shop;
 #[path = "common/tamper.rs"]
 mod tamper;
 
@@ -425,7 +427,7 @@ fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
     let mut c = child("until_killed", &db, &[]).spawn().unwrap();
     let mut lines = BufReader::new(c.stdout.take().unwrap()).lines();
     let mut acked: BTreeMap<SubjectId, u64> = BTreeMap::new();
-    let mut note = |line: &str| {
+    let note = |acked: &mut BTreeMap<SubjectId, u64>, line: &str| {
         if let Some(rest) = line.strip_prefix("ACK ") {
             let (s, n) = rest.split_once(' ').unwrap();
             let n: u64 = n.parse().unwrap();
@@ -433,12 +435,15 @@ fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
             *e = (*e).max(n);
         }
     };
-    for _ in 0..400 {
-        note(&lines.next().unwrap().unwrap());
+    // Until every thread has had uses acknowledged, and 400 in all.
+    let mut seen = 0;
+    while seen < 400 || acked.len() < 8 {
+        note(&mut acked, &lines.next().unwrap().unwrap());
+        seen += 1;
     }
     c.kill().unwrap();
     for line in lines.map_while(Result::ok) {
-        note(&line);
+        note(&mut acked, &line);
     }
     c.wait().unwrap();
 
@@ -641,4 +646,102 @@ fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
     pg_operator(&store, |op| {
         tamper::a2_a_rolled_back_consent_row_is_reported(op, &custodian)
     });
+}
+
+// ---------------------------------------------------------------------------
+// Column types and lookup tokens in the host's own table
+
+struct PgCustomers(PgStore);
+
+impl lookup_shop::CustomerTable for PgCustomers {
+    fn insert(
+        &self,
+        subject: SubjectId,
+        email: &lookup_shop::EmailColumn,
+        index: &privacy_pledge::LookupToken<EmailAddress>,
+    ) {
+        self.0
+            .with_client(|c| {
+                c.execute(
+                    "INSERT INTO customers (subject, email, email_index) VALUES ($1, $2, $3)",
+                    &[&subject.to_string(), email, index],
+                )
+            })
+            .unwrap();
+    }
+    fn find(
+        &self,
+        index: &privacy_pledge::LookupToken<EmailAddress>,
+    ) -> Option<(SubjectId, lookup_shop::EmailColumn)> {
+        self.0
+            .with_client(|c| {
+                c.query_opt(
+                    "SELECT subject, email FROM customers WHERE email_index = $1",
+                    &[index],
+                )
+            })
+            .unwrap()
+            .map(|r| (r.get::<_, &str>(0).parse().unwrap(), r.get(1)))
+    }
+    fn email_as_name(
+        &self,
+        subject: SubjectId,
+    ) -> Result<privacy_pledge::Sealed<privacy_pledge::data::FullName, Transaction>, String> {
+        self.0
+            .with_client(|c| {
+                c.query_one(
+                    "SELECT email FROM customers WHERE subject = $1",
+                    &[&subject.to_string()],
+                )
+            })
+            .map_err(|e| e.to_string())?
+            .try_get(0)
+            .map_err(|e| e.to_string())
+    }
+    fn raw_rows(&self) -> Vec<Vec<u8>> {
+        self.0
+            .with_client(|c| c.query("SELECT email || email_index FROM customers", &[]))
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+    fn forget_index(&self, token: &privacy_pledge::crypto::LookupRef) {
+        self.0
+            .with_client(|c| {
+                c.execute(
+                    "UPDATE customers SET email_index = NULL WHERE email_index = $1",
+                    &[&token.token.as_slice()],
+                )
+            })
+            .unwrap();
+    }
+}
+
+/// Sealed values and lookup tokens in `bytea` columns of the host's own
+/// table: sign-up, login by the email as typed, a column read as the wrong
+/// type, erasure and the receipt applied (A1, A2).
+#[test]
+fn a1_a2_login_finds_the_customer_until_the_receipt_is_applied() {
+    let Some(db) = database("lookup") else { return };
+    let store = PgStore::connect(&db).unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE customers (subject TEXT PRIMARY KEY, email BYTEA NOT NULL, email_index BYTEA);
+                 CREATE INDEX customers_email ON customers (email_index);",
+            )
+        })
+        .unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    lookup_shop::login_finds_the_customer_until_the_receipt_is_applied(
+        &custodian,
+        &PgCustomers(store),
+    );
 }

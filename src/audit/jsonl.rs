@@ -399,7 +399,7 @@ mod tests {
             name: "Mail Delivery Co".into(),
             role: RoleId::Processor,
         });
-        e.country = Some(Country::new("US").expect("valid country"));
+        e.country = Some(Country::parse("US").expect("valid country"));
         e.mechanism = Some(Mechanism::StandardContractualClauses);
         e
     }

@@ -8,18 +8,23 @@ use base64::Engine as _;
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
 use super::aead::{Algorithm, NONCE_LEN, TAG_LEN};
-use crate::data::DataKind;
-use crate::purpose::Purpose;
+use crate::data::{DataKind, Kind};
+use crate::purpose::{Purpose, PurposeId};
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
-/// The envelope format version this crate writes.
-pub const FORMAT_VERSION: u8 = 1;
+/// The envelope format version this crate writes. Version 1 envelopes (no
+/// kind and purpose in the header) still open.
+pub const FORMAT_VERSION: u8 = 2;
 
-pub(crate) const HEADER_LEN: usize = 47;
-/// The part of the header that is authenticated (everything before the nonce).
-pub(crate) const BOUND_LEN: usize = 35;
-pub(crate) const AAD_LEN: usize = BOUND_LEN + 2;
+/// The header length of a version 2 envelope.
+pub(crate) const HEADER_LEN: usize = 49;
+/// The header length of a version 1 envelope.
+const HEADER_LEN_V1: usize = 47;
+/// The associated data's length, in both versions: the header before the
+/// nonce (v2), or the header before the nonce with the kind and purpose
+/// codes of the type being opened appended (v1).
+pub(crate) const AAD_LEN: usize = 37;
 pub(crate) const FLAG_PADDED: u8 = 0b0000_0001;
 
 /// An envelope's bytes or text are malformed. Each is a distinct, typed error
@@ -58,13 +63,40 @@ pub enum EnvelopeError {
     /// The text form is not the canonical unpadded URL-safe base64.
     #[error("envelope text is not canonical unpadded URL-safe base64")]
     BadText,
+    /// The header names a data kind or purpose code this crate does not
+    /// know.
+    #[error("envelope names an unknown data kind or purpose code")]
+    UnknownType,
+    /// The envelope holds another kind or purpose than the type it was read
+    /// as: a column read as the wrong type. Found from the authenticated
+    /// header, before any decryption; it still cannot be opened as the type
+    /// asked for.
+    #[error(
+        "this envelope holds {holds_kind} for {holds_purpose}; it was read as {asked_kind} for {asked_purpose}"
+    )]
+    WrongType {
+        /// The kind the envelope holds.
+        holds_kind: Kind,
+        /// The purpose it is held for.
+        holds_purpose: PurposeId,
+        /// The kind asked for.
+        asked_kind: Kind,
+        /// The purpose asked for.
+        asked_purpose: PurposeId,
+    },
 }
 
-/// The fields of a v1 header.
+/// The fields of a header.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Header {
+    /// The format version (1 or 2).
+    pub(crate) version: u8,
     pub(crate) algorithm: Algorithm,
     pub(crate) padded: bool,
+    /// The kind and purpose codes (version 2; zero in version 1, where the
+    /// type being opened supplies them).
+    pub(crate) kind: u8,
+    pub(crate) purpose: u8,
     pub(crate) subject: SubjectId,
     pub(crate) key_id: u32,
     pub(crate) collected: u64,
@@ -72,11 +104,23 @@ pub(crate) struct Header {
 }
 
 impl Header {
-    /// Writes the header for a ciphertext of `ct_len` bytes.
+    /// The header's length in bytes: where the ciphertext starts.
+    pub(crate) fn len(&self) -> usize {
+        if self.version == 1 {
+            HEADER_LEN_V1
+        } else {
+            HEADER_LEN
+        }
+    }
+
+    /// Writes a version 2 header for a ciphertext of `ct_len` bytes.
     pub(crate) fn write(&self, ct_len: u32, out: &mut Vec<u8>) {
+        debug_assert_eq!(self.version, FORMAT_VERSION);
         out.push(FORMAT_VERSION);
         out.push(self.algorithm.code());
         out.push(if self.padded { FLAG_PADDED } else { 0 });
+        out.push(self.kind);
+        out.push(self.purpose);
         out.extend_from_slice(self.subject.as_bytes());
         out.extend_from_slice(&self.key_id.to_be_bytes());
         out.extend_from_slice(&self.collected.to_be_bytes());
@@ -84,18 +128,37 @@ impl Header {
         out.extend_from_slice(&self.nonce);
     }
 
+    /// The associated data of the envelope `bytes` (whose header is `self`)
+    /// opened or sealed as `kind` for `purpose`.
+    pub(crate) fn aad(&self, bytes: &[u8], kind: u8, purpose: u8) -> [u8; AAD_LEN] {
+        let mut a = [0u8; AAD_LEN];
+        if self.version == 1 {
+            // Version 1 binds the kind and purpose of the *type* being
+            // opened: opened as another, it fails authentication.
+            a[..AAD_LEN - 2].copy_from_slice(&bytes[..AAD_LEN - 2]);
+            a[AAD_LEN - 2] = kind;
+            a[AAD_LEN - 1] = purpose;
+        } else {
+            a.copy_from_slice(&bytes[..AAD_LEN]);
+        }
+        a
+    }
+
     /// Parses and checks the whole envelope's framing.
     pub(crate) fn parse(bytes: &[u8]) -> Result<Header, EnvelopeError> {
-        if bytes.is_empty() {
+        let Some(&version) = bytes.first() else {
             return Err(EnvelopeError::Empty);
-        }
-        if bytes[0] != FORMAT_VERSION {
-            return Err(EnvelopeError::UnknownVersion(bytes[0]));
-        }
-        if bytes.len() < HEADER_LEN + TAG_LEN {
+        };
+        // Version 2 adds the kind and purpose codes after the flags.
+        let (header_len, shift) = match version {
+            1 => (HEADER_LEN_V1, 0),
+            2 => (HEADER_LEN, 2),
+            v => return Err(EnvelopeError::UnknownVersion(v)),
+        };
+        if bytes.len() < header_len + TAG_LEN {
             return Err(EnvelopeError::Truncated {
                 len: bytes.len(),
-                needed: HEADER_LEN + TAG_LEN,
+                needed: header_len + TAG_LEN,
             });
         }
         let algorithm =
@@ -103,16 +166,24 @@ impl Header {
         if bytes[2] & !FLAG_PADDED != 0 {
             return Err(EnvelopeError::UnknownFlags(bytes[2]));
         }
-        let u32_at =
-            |i: usize| u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]]);
+        let (kind, purpose) = if version == 2 {
+            (bytes[3], bytes[4])
+        } else {
+            (0, 0)
+        };
+        let at = |i: usize| i + shift;
+        let u32_at = |i: usize| {
+            let i = at(i);
+            u32::from_be_bytes([bytes[i], bytes[i + 1], bytes[i + 2], bytes[i + 3]])
+        };
         let mut subject = [0u8; 16];
-        subject.copy_from_slice(&bytes[3..19]);
+        subject.copy_from_slice(&bytes[at(3)..at(19)]);
         let mut collected = [0u8; 8];
-        collected.copy_from_slice(&bytes[23..31]);
+        collected.copy_from_slice(&bytes[at(23)..at(31)]);
         // Checked: on a 32-bit target a length near 4 GiB would overflow.
         let expected = usize::try_from(u32_at(31))
             .ok()
-            .and_then(|n| n.checked_add(HEADER_LEN + TAG_LEN))
+            .and_then(|n| n.checked_add(header_len + TAG_LEN))
             .unwrap_or(usize::MAX);
         if bytes.len() < expected {
             return Err(EnvelopeError::Truncated {
@@ -127,27 +198,35 @@ impl Header {
             });
         }
         let mut nonce = [0u8; NONCE_LEN];
-        nonce.copy_from_slice(&bytes[35..47]);
+        nonce.copy_from_slice(&bytes[at(35)..at(47)]);
         Ok(Header {
+            version,
             algorithm,
             padded: bytes[2] & FLAG_PADDED != 0,
+            kind,
+            purpose,
             subject: SubjectId::from_bytes(subject),
             key_id: u32_at(19),
             collected: u64::from_be_bytes(collected),
             nonce,
         })
     }
-}
 
-/// The associated data: the authenticated header fields, then the data kind
-/// and purpose taken from the *type* being opened — so an envelope opened as
-/// another kind or purpose fails authentication.
-pub(crate) fn aad(bound: &[u8], kind: u8, purpose: u8) -> [u8; AAD_LEN] {
-    let mut a = [0u8; AAD_LEN];
-    a[..BOUND_LEN].copy_from_slice(&bound[..BOUND_LEN]);
-    a[BOUND_LEN] = kind;
-    a[BOUND_LEN + 1] = purpose;
-    a
+    /// For a version 2 header: refuses an envelope read as another kind or
+    /// purpose than it holds.
+    fn check_type<T: DataKind, P: Purpose>(&self) -> Result<(), EnvelopeError> {
+        if self.version == 1 || (self.kind, self.purpose) == (T::KIND.code(), P::ID.code()) {
+            return Ok(());
+        }
+        let kind = Kind::from_code(self.kind).ok_or(EnvelopeError::UnknownType)?;
+        let purpose = PurposeId::from_code(self.purpose).ok_or(EnvelopeError::UnknownType)?;
+        Err(EnvelopeError::WrongType {
+            holds_kind: kind,
+            holds_purpose: purpose,
+            asked_kind: T::KIND,
+            asked_purpose: P::ID,
+        })
+    }
 }
 
 /// A sealed value of kind `T` held for purpose `P`: AEAD-encrypted under the
@@ -159,25 +238,36 @@ pub(crate) fn aad(bound: &[u8], kind: u8, purpose: u8) -> [u8; AAD_LEN] {
 /// [`from_bytes`](Self::from_bytes) give the raw form. Only the custodian
 /// holding the subject's key can [`open`](crate::Custodian::open) it.
 ///
-/// # Layout (format version 1)
+/// # Layout (format version 2)
 ///
 /// | offset | bytes | field |
 /// |---|---|---|
-/// | 0 | 1 | format version, `0x01` |
+/// | 0 | 1 | format version, `0x02` |
 /// | 1 | 1 | algorithm: `0x01` AES-256-GCM, `0x02` ChaCha20-Poly1305 |
 /// | 2 | 1 | flags: bit 0 = length-bucket padding; other bits zero |
-/// | 3 | 16 | subject id |
-/// | 19 | 4 | key id: the subject's data-key generation (big-endian) |
-/// | 23 | 8 | collected at, Unix seconds (big-endian) |
-/// | 31 | 4 | ciphertext length *n*, tag excluded (big-endian) |
-/// | 35 | 12 | nonce (random) |
-/// | 47 | *n* | ciphertext |
-/// | 47 + *n* | 16 | tag |
+/// | 3 | 1 | data kind code (`FullName` 1 … `PaymentToken` 6) |
+/// | 4 | 1 | purpose code (`Transaction` 1 … `Improvement` 8) |
+/// | 5 | 16 | subject id |
+/// | 21 | 4 | key id: the subject's data-key generation (big-endian) |
+/// | 25 | 8 | collected at, Unix seconds (big-endian) |
+/// | 33 | 4 | ciphertext length *n*, tag excluded (big-endian) |
+/// | 37 | 12 | nonce (random) |
+/// | 49 | *n* | ciphertext |
+/// | 49 + *n* | 16 | tag |
 ///
-/// The associated data is bytes 0–34 followed by the data kind and purpose
-/// codes of `T` and `P` (37 bytes, fixed width). Which key-encryption-key
-/// version wrapped the data key is kept in the key store, not here, so
-/// rewrapping never touches sealed data.
+/// The associated data is bytes 0–36: everything before the nonce, kind and
+/// purpose included. Because the kind and purpose are in the header,
+/// reading an envelope as another type is refused when it is parsed, with
+/// [`EnvelopeError::WrongType`] naming what it holds and what was asked,
+/// before any decryption; editing those two bytes to match the type asked
+/// for fails authentication. Which key-encryption-key version wrapped the
+/// data key is kept in the key store, not here, so rewrapping never touches
+/// sealed data.
+///
+/// Format version 1 (still read, no longer written) lacks bytes 3–4; its
+/// associated data is bytes 0–34 followed by the kind and purpose codes of
+/// the *type being opened*, so a version 1 envelope read as another type
+/// parses, and then fails authentication.
 ///
 /// ```
 /// use privacy_pledge::{Custodian, PersonalInfo, Sealed, SubjectId};
@@ -215,6 +305,7 @@ impl<T: DataKind, P: Purpose> Sealed<T, P> {
     /// [`EnvelopeError`]; authenticity is checked when the envelope is opened.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, EnvelopeError> {
         let header = Header::parse(bytes)?;
+        header.check_type::<T, P>()?;
         Ok(Self::from_parts(header, bytes.to_vec()))
     }
 

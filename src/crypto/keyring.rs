@@ -265,8 +265,8 @@ impl Keyring {
     }
 
     /// Rebuilds a keyring from [`export`](Self::export) text. Strict: any
-    /// other text, a non-canonical encoding, a duplicate or zero version, or
-    /// a current version that is not live is
+    /// other text, a non-canonical encoding, versions out of order, a
+    /// duplicate or zero version, or a current version that is not live is
     /// [`KeyError::MalformedKeyring`]; the text is never echoed.
     pub fn import(text: &str) -> Result<Self, KeyError> {
         use KeyError::MalformedKeyring as Bad;
@@ -320,6 +320,10 @@ impl Keyring {
                 }
                 _ => return Err(Bad("unknown version tag")),
             };
+            // In ascending order, as `export` writes them: one text per keyring.
+            if keys.keys().next_back().is_some_and(|&last| version < last) {
+                return Err(Bad("versions out of order"));
+            }
             if keys.insert(version, kek).is_some() {
                 return Err(Bad("duplicate version"));
             }
@@ -375,6 +379,12 @@ impl Keyring {
     /// The key for pseudonyms (R6), derived from the master secret.
     pub fn pseudonym_key(&self) -> PseudonymKey {
         PseudonymKey::from_bytes(*derive(self.master.expose_secret(), b"pseudonym"))
+    }
+
+    /// The key for lookup tokens (a blind index of sealed columns), derived
+    /// from the master secret: separate from pseudonyms and data keys.
+    pub fn lookup_key(&self) -> super::LookupKey {
+        super::LookupKey::from_bytes(*derive(self.master.expose_secret(), b"lookup"))
     }
 
     /// The Ed25519 key that signs audit checkpoints, derived from the master
@@ -533,6 +543,35 @@ mod tests {
         let d = Keyring::from_master([3; 32], [1, 2]).unwrap();
         let d2 = Keyring::import(&d.export()).unwrap();
         assert!(d2.is_derived(1) && d2.is_derived(2));
+    }
+
+    /// Found by the `keyring` fuzz target: versions listed out of order
+    /// imported, so one keyring had several texts and `export` did not
+    /// give back the text imported.
+    #[test]
+    fn import_refuses_versions_out_of_order() {
+        use base64::Engine as _;
+        let body = |versions: &[u32]| {
+            let mut raw = vec![0x5a; 32];
+            raw.extend_from_slice(&5u32.to_be_bytes());
+            raw.extend_from_slice(&(versions.len() as u32).to_be_bytes());
+            for v in versions {
+                raw.extend_from_slice(&v.to_be_bytes());
+                raw.push(0);
+            }
+            let mut text = String::from(EXPORT_PREFIX);
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode_string(&raw, &mut text);
+            text
+        };
+        let sorted = body(&[2, 3, 5]);
+        let k = Keyring::import(&sorted).unwrap();
+        assert_eq!(&*k.export(), &sorted);
+        for unsorted in [&[3, 2, 5][..], &[2, 5, 3, 5]] {
+            assert!(matches!(
+                Keyring::import(&body(unsorted)),
+                Err(KeyError::MalformedKeyring(_))
+            ));
+        }
     }
 
     #[test]

@@ -54,6 +54,7 @@
 mod aead;
 mod envelope;
 mod keyring;
+mod lookup;
 mod pseudonym;
 mod store;
 pub(crate) mod vault;
@@ -63,6 +64,7 @@ use std::borrow::Cow;
 pub use aead::Algorithm;
 pub use envelope::{EnvelopeError, Sealed, FORMAT_VERSION};
 pub use keyring::{KeyProvider, Keyring, Wrapped};
+pub use lookup::{InvalidLookupToken, LookupKey, LookupRef, LookupToken};
 pub use pseudonym::{InvalidPseudonym, Pseudonym, PseudonymKey, PseudonymRef};
 pub use store::{Destroyed, KeyStore, KeyStoreError, MemoryKeyStore, StoredKey, SubjectKeys};
 

@@ -1,12 +1,11 @@
 //! Keyed pseudonyms (R6): deterministic HMAC-SHA-256 tokens of normalised values.
 
 use core::fmt;
-use core::hash::{Hash, Hasher};
 use core::marker::PhantomData;
 
 use ring::hmac;
 use secrecy::{ExposeSecret, SecretBox};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 
 use crate::data::{DataKind, Kind};
 
@@ -110,73 +109,83 @@ impl<T: DataKind> Pseudonym<T> {
     }
 }
 
-impl<T> Clone for Pseudonym<T> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-impl<T> Copy for Pseudonym<T> {}
+/// The impls every keyed token type shares: copy, constant-time equality,
+/// hashing, a short `Debug`, and 64 lowercase hex digits as `Display`,
+/// `FromStr` and serde form.
+macro_rules! keyed_token_impls {
+    ($ty:ident, $invalid:ident) => {
+        impl<T> Clone for $ty<T> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+        impl<T> Copy for $ty<T> {}
 
-impl<T> PartialEq for Pseudonym<T> {
-    fn eq(&self, other: &Self) -> bool {
-        crate::ct::eq(&self.tag, &other.tag)
-    }
-}
-impl<T> Eq for Pseudonym<T> {}
+        impl<T> PartialEq for $ty<T> {
+            fn eq(&self, other: &Self) -> bool {
+                crate::ct::eq(&self.tag, &other.tag)
+            }
+        }
+        impl<T> Eq for $ty<T> {}
 
-impl<T> Hash for Pseudonym<T> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.tag.hash(state);
-    }
-}
+        impl<T> core::hash::Hash for $ty<T> {
+            fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+                self.tag.hash(state);
+            }
+        }
 
-fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+        impl<T: crate::data::DataKind> core::fmt::Debug for $ty<T> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                write!(f, "{}<{}>(", stringify!($ty), T::KIND)?;
+                super::pseudonym::write_hex(f, &self.tag[..4])?;
+                f.write_str("…)")
+            }
+        }
+
+        impl<T> core::fmt::Display for $ty<T> {
+            fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+                super::pseudonym::write_hex(f, &self.tag)
+            }
+        }
+
+        impl<T> core::str::FromStr for $ty<T> {
+            type Err = $invalid;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                crate::subject::decode_hex::<32>(s)
+                    .map(|tag| $ty {
+                        tag,
+                        kind: core::marker::PhantomData,
+                    })
+                    .ok_or($invalid)
+            }
+        }
+
+        impl<T> serde::Serialize for $ty<T> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+
+        impl<'de, T> serde::Deserialize<'de> for $ty<T> {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+pub(crate) use keyed_token_impls;
+
+keyed_token_impls!(Pseudonym, InvalidPseudonym);
+
+pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
     bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
-}
-
-impl<T: DataKind> fmt::Debug for Pseudonym<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pseudonym<{}>(", T::KIND)?;
-        write_hex(f, &self.tag[..4])?;
-        f.write_str("…)")
-    }
-}
-
-impl<T> fmt::Display for Pseudonym<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_hex(f, &self.tag)
-    }
 }
 
 /// The text is not a pseudonym (64 lowercase hex digits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("not a pseudonym: expected 64 lowercase hex digits")]
 pub struct InvalidPseudonym;
-
-impl<T> core::str::FromStr for Pseudonym<T> {
-    type Err = InvalidPseudonym;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        crate::subject::decode_hex::<32>(s)
-            .map(|tag| Pseudonym {
-                tag,
-                kind: PhantomData,
-            })
-            .ok_or(InvalidPseudonym)
-    }
-}
-
-impl<T> Serialize for Pseudonym<T> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de, T> Deserialize<'de> for Pseudonym<T> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
-    }
-}
 
 /// A pseudonym with its kind, as listed in an erasure receipt.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use super::{PseudonymRef, Wrapped};
+use super::{LookupRef, PseudonymRef, Wrapped};
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
@@ -46,6 +46,9 @@ pub struct Destroyed {
     /// Pseudonyms noted for the subject: they outlive the key, so the host
     /// must delete them wherever it stored them.
     pub pseudonyms: Vec<PseudonymRef>,
+    /// Lookup tokens noted for the subject: the host deletes the index
+    /// entries holding them.
+    pub lookup_tokens: Vec<LookupRef>,
 }
 
 /// A key store failed or refused.
@@ -110,6 +113,14 @@ pub trait KeyStore: Send + Sync {
         let _ = (subject, pseudonym);
         Ok(())
     }
+
+    /// Notes a lookup token made from the subject's stored data, so erasure
+    /// can list it. The default keeps no note (and the erasure receipt then
+    /// lists no token): the crate's stores keep one.
+    fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
+        let _ = (subject, token);
+        Ok(())
+    }
 }
 
 impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
@@ -143,6 +154,9 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     ) -> Result<(), KeyStoreError> {
         (**self).note_pseudonym(subject, pseudonym)
     }
+    fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
+        (**self).note_lookup_token(subject, token)
+    }
 }
 
 #[derive(Debug)]
@@ -150,6 +164,7 @@ enum Entry {
     Live {
         keys: Vec<StoredKey>,
         pseudonyms: Vec<PseudonymRef>,
+        lookups: Vec<LookupRef>,
     },
     Erased(Timestamp),
 }
@@ -206,20 +221,14 @@ impl KeyStore for MemoryKeyStore {
     }
 
     fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
-        self.with(|m| {
-            let entry = m.entry(subject).or_insert_with(|| Entry::Live {
-                keys: Vec::new(),
-                pseudonyms: Vec::new(),
-            });
-            match entry {
-                Entry::Erased(_) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
-                Entry::Live { keys, .. } => {
-                    if keys.iter().any(|k| k.generation == key.generation) {
-                        return Err(KeyStoreError::Conflict(Cow::Borrowed("generation exists")));
-                    }
-                    keys.push(key);
-                    Ok(())
+        self.with(|m| match live_entry(m, subject) {
+            Entry::Erased(_) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
+            Entry::Live { keys, .. } => {
+                if keys.iter().any(|k| k.generation == key.generation) {
+                    return Err(KeyStoreError::Conflict(Cow::Borrowed("generation exists")));
                 }
+                keys.push(key);
+                Ok(())
             }
         })
     }
@@ -247,9 +256,14 @@ impl KeyStore for MemoryKeyStore {
 
     fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
         self.with(|m| match m.insert(subject, Entry::Erased(at)) {
-            Some(Entry::Live { keys, pseudonyms }) => Ok(Destroyed {
+            Some(Entry::Live {
+                keys,
+                pseudonyms,
+                lookups,
+            }) => Ok(Destroyed {
                 generations: keys.iter().map(|k| k.generation).collect(),
                 pseudonyms,
+                lookup_tokens: lookups,
             }),
             Some(Entry::Erased(first)) => {
                 m.insert(subject, Entry::Erased(first));
@@ -281,11 +295,7 @@ impl KeyStore for MemoryKeyStore {
         pseudonym: PseudonymRef,
     ) -> Result<(), KeyStoreError> {
         self.with(|m| {
-            let entry = m.entry(subject).or_insert_with(|| Entry::Live {
-                keys: Vec::new(),
-                pseudonyms: Vec::new(),
-            });
-            if let Entry::Live { pseudonyms, .. } = entry {
+            if let Entry::Live { pseudonyms, .. } = live_entry(m, subject) {
                 if !pseudonyms.contains(&pseudonym) {
                     pseudonyms.push(pseudonym);
                 }
@@ -293,4 +303,24 @@ impl KeyStore for MemoryKeyStore {
             Ok(())
         })
     }
+
+    fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
+        self.with(|m| {
+            if let Entry::Live { lookups, .. } = live_entry(m, subject) {
+                if !lookups.contains(&token) {
+                    lookups.push(token);
+                }
+            }
+            Ok(())
+        })
+    }
+}
+
+/// The subject's entry, created live and empty if absent.
+fn live_entry(m: &mut HashMap<SubjectId, Entry>, subject: SubjectId) -> &mut Entry {
+    m.entry(subject).or_insert_with(|| Entry::Live {
+        keys: Vec::new(),
+        pseudonyms: Vec::new(),
+        lookups: Vec::new(),
+    })
 }

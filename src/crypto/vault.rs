@@ -17,7 +17,7 @@ use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
 use super::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
-use super::envelope::{aad, Header, AAD_LEN, BOUND_LEN, HEADER_LEN};
+use super::envelope::{Header, AAD_LEN, FORMAT_VERSION, HEADER_LEN};
 use super::{
     wrap_context, Destroyed, KeyError, KeyProvider, KeyStore, KeyStoreError, Pseudonym,
     PseudonymKey, StoredKey, SubjectKeys,
@@ -485,8 +485,11 @@ impl Vault {
     ) -> Result<(Header, Vec<u8>), Error> {
         let (key_id, key, nonce) = self.seal_key(subject, now.unix_nanos())?;
         let header = Header {
+            version: FORMAT_VERSION,
             algorithm: self.config.algorithm,
             padded: self.config.padding,
+            kind: T::KIND.code(),
+            purpose,
             subject,
             key_id,
             collected: collected.unix_seconds(),
@@ -505,7 +508,7 @@ impl Vault {
             out.resize(HEADER_LEN + ct_len, 0);
         }
         debug_assert_eq!(out.len(), HEADER_LEN + ct_len);
-        let aad = aad(&out[..BOUND_LEN], T::KIND.code(), purpose);
+        let aad = header.aad(&out, T::KIND.code(), purpose);
         let tag = match key.seal(header.nonce, &aad, &mut out[HEADER_LEN..]) {
             Ok(t) => t,
             Err(e) => {
@@ -569,8 +572,8 @@ impl Vault {
         bytes: &[u8],
         purpose: u8,
     ) -> Result<T, Error> {
-        let aad = aad(&bytes[..BOUND_LEN], T::KIND.code(), purpose);
-        let body = &bytes[HEADER_LEN..];
+        let aad = header.aad(bytes, T::KIND.code(), purpose);
+        let body = &bytes[header.len()..];
         if body.len() <= STACK_OPEN {
             let mut buf = Wiped([0u8; STACK_OPEN]);
             decrypt_decode(key, header, &aad, body, &mut buf.0[..body.len()])
@@ -608,7 +611,23 @@ impl Vault {
         value: &T,
     ) -> Result<Pseudonym<T>, Error> {
         let p = Pseudonym::compute(&self.pseudonym_key, value);
-        let token = *p.as_bytes();
+        self.note_token(subject, *p.as_bytes(), |store| {
+            store.note_pseudonym(subject, p.to_ref())
+        })?;
+        Ok(p)
+    }
+
+    /// Notes a token (a pseudonym or a lookup token) made from `subject`'s
+    /// data with `note`, the first time this process sees the pair: after
+    /// asking the key store, so a subject erased by another custodian (or
+    /// before a restart) gets no new tokens, and the token is listed in a
+    /// later erasure receipt.
+    pub(crate) fn note_token(
+        &self,
+        subject: SubjectId,
+        token: [u8; 32],
+        note: impl FnOnce(&dyn KeyStore) -> Result<(), super::KeyStoreError>,
+    ) -> Result<(), Error> {
         let fresh = {
             let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
             if noted.set.contains(&(subject, token)) {
@@ -623,30 +642,24 @@ impl Vault {
                 true
             }
         };
-        if fresh {
-            // First time this process sees the pair: ask the key store, so a
-            // subject erased by another custodian (or before a restart) gets
-            // no new tokens, and note the token for a later erasure receipt.
-            let noted = match self.store.load(subject) {
-                Ok(SubjectKeys::Erased { at }) => Err(Error::Erased {
-                    subject,
-                    at: Some(at),
-                }),
-                Ok(_) => self
-                    .store
-                    .note_pseudonym(subject, p.to_ref())
-                    .map_err(Error::from),
-                Err(e) => Err(e.into()),
-            };
-            if let Err(e) = noted {
-                self.noted
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .forget_one(subject, token);
-                return Err(e);
-            }
+        if !fresh {
+            return Ok(());
         }
-        Ok(p)
+        let noted = match self.store.load(subject) {
+            Ok(SubjectKeys::Erased { at }) => Err(Error::Erased {
+                subject,
+                at: Some(at),
+            }),
+            Ok(_) => note(&*self.store).map_err(Error::from),
+            Err(e) => Err(e.into()),
+        };
+        if noted.is_err() {
+            self.noted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .forget_one(subject, token);
+        }
+        noted
     }
 
     /// Rewraps every stored key under an old version with the current one.
@@ -729,6 +742,13 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
         pseudonym: super::PseudonymRef,
     ) -> Result<(), KeyStoreError> {
         crate::reentry::host(|| self.0.note_pseudonym(subject, pseudonym))
+    }
+    fn note_lookup_token(
+        &self,
+        subject: SubjectId,
+        token: super::LookupRef,
+    ) -> Result<(), KeyStoreError> {
+        crate::reentry::host(|| self.0.note_lookup_token(subject, token))
     }
 }
 

@@ -8,6 +8,13 @@
 //! value is collected into a [`PersonalInfo`](crate::PersonalInfo) it can only be
 //! read inside a custodian closure.
 //!
+//! Constructors follow one convention: a validated type built from text is
+//! made with `parse` ([`EmailAddress::parse`], [`FullName::parse`],
+//! [`PhoneNumber::parse`], [`PostalAddress::parse`], [`PaymentToken::parse`],
+//! [`Country::parse`](crate::country::Country::parse)), and one built from
+//! typed parts with `new` ([`Date::new`], [`Amount::new`],
+//! [`PurchaseRecord::new`], [`PostalAddress::new`]).
+//!
 //! ```
 //! use privacy_pledge::data::{EmailAddress, PhoneNumber};
 //! use privacy_pledge::ExposeSecret;
@@ -152,6 +159,11 @@ impl Kind {
 
     pub(crate) const fn code(self) -> u8 {
         self as u8
+    }
+
+    /// The kind with code `code`, if there is one.
+    pub(crate) fn from_code(code: u8) -> Option<Kind> {
+        Kind::ALL.get(usize::from(code).checked_sub(1)?).copied()
     }
 }
 

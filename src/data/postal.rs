@@ -59,7 +59,7 @@ impl PostalAddress {
         if street.is_empty() {
             return Err(err(Reason::MissingLines));
         }
-        let country = Country::new(country).map_err(|_| err(Reason::InvalidCountry))?;
+        let country = Country::parse(country).map_err(|_| err(Reason::InvalidCountry))?;
         Ok(PostalAddress {
             lines: SecretString::from(street.join("\n")),
             country,
@@ -114,7 +114,7 @@ impl sealed::Sealed for PostalAddress {
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
         let s = stored_text(KIND, bytes)?;
         let (lines, country) = s.rsplit_once('\n').ok_or(err(Reason::Malformed))?;
-        let country = Country::new(country).map_err(|_| err(Reason::Malformed))?;
+        let country = Country::parse(country).map_err(|_| err(Reason::Malformed))?;
         if lines.is_empty() {
             return Err(err(Reason::Malformed));
         }
@@ -171,7 +171,7 @@ mod tests {
 
     #[test]
     fn new_matches_parse() {
-        let us = Country::new("US").unwrap();
+        let us = Country::parse("US").unwrap();
         let a = PostalAddress::new(["1 Main St", "Springfield"], us).unwrap();
         assert_eq!(
             a,

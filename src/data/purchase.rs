@@ -87,6 +87,20 @@ impl Date {
         Ok(date)
     }
 
+    /// A date whose parts the caller has already checked: a real calendar
+    /// date from [`FIRST`](Self::FIRST) to [`LAST`](Self::LAST).
+    ///
+    /// Crate-internal, for [`Timestamp::date`](crate::time::Timestamp::date):
+    /// the date of any timestamp lies in that range, so no error is possible.
+    pub(crate) fn from_checked_parts(year: u16, month: u8, day: u8) -> Self {
+        let date = Date { year, month, day };
+        debug_assert!(
+            Date::new(year, month, day).is_ok_and(|d| d == date),
+            "{date} is not a date from 1970-01-01 to 2554-07-21"
+        );
+        date
+    }
+
     /// The year.
     pub fn year(&self) -> u16 {
         self.year

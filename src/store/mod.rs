@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `sqlite` | `store::sqlite` | SQLite through `rusqlite`, built from source (`bundled`) |
 //! | `postgres` | `store::postgres` | PostgreSQL through the synchronous `postgres` client |
+//! | `sqlx-sqlite`, `sqlx-postgres` (both: `sqlx`) | [`store::columns`](columns) | column types only: `Sealed` and `LookupToken` in the host's own sqlx queries |
 //!
 //! A dependent that enables no feature pulls in no database. The core never
 //! imports this module; a store only implements the core's traits
@@ -39,6 +40,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(any(
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "sqlx-sqlite",
+    feature = "sqlx-postgres"
+))]
+pub mod columns;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -47,6 +55,42 @@ pub mod sqlite;
 mod stream_sink;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use stream_sink::{AuditStreamSink, BatchWriter, Row};
+
+/// A token noted for a subject in `pp_subject_pseudonyms`, as the JSON of a
+/// [`PseudonymRef`](crate::crypto::PseudonymRef) (`{"kind":…,"token":…}`)
+/// or of a [`LookupRef`](crate::crypto::LookupRef) (`{"lookup":…,"token":…}`).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NotedToken {
+    Lookup(crate::crypto::LookupRef),
+    Pseudonym(crate::crypto::PseudonymRef),
+}
+
+/// What an erasure destroyed: the generations, and the noted tokens (JSON
+/// rows of `pp_subject_pseudonyms`) sorted into pseudonyms and lookup tokens.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn destroyed<'a>(
+    generations: Vec<u32>,
+    noted: impl IntoIterator<Item = &'a str>,
+) -> Result<crate::crypto::Destroyed, crate::crypto::KeyStoreError> {
+    let mut out = crate::crypto::Destroyed {
+        generations,
+        ..Default::default()
+    };
+    for json in noted {
+        match serde_json::from_str(json) {
+            Ok(NotedToken::Lookup(t)) => out.lookup_tokens.push(t),
+            Ok(NotedToken::Pseudonym(p)) => out.pseudonyms.push(p),
+            Err(_) => {
+                return Err(crate::crypto::KeyStoreError::Backend(
+                    "pp_subject_pseudonyms holds a malformed row".into(),
+                ))
+            }
+        }
+    }
+    Ok(out)
+}
 
 /// A store could not be opened, migrated or read.
 #[derive(Debug, thiserror::Error)]

@@ -44,7 +44,7 @@ use super::{AuditStreamSink, BatchWriter, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
-    Destroyed, KeyStore, KeyStoreError, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+    Destroyed, KeyStore, KeyStoreError, LookupRef, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
 };
 use crate::purpose::PurposeId;
 use crate::subject::SubjectId;
@@ -194,6 +194,7 @@ impl PgStore {
         AuditStreamSink::new(
             PgBatchWriter {
                 store: self.clone(),
+                prepared: Arc::default(),
             },
             key,
         )
@@ -336,9 +337,22 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
 pub type PgAuditSink = AuditStreamSink<PgBatchWriter>;
 
 /// Writes audit batches into `pp_audit_log` (see [`PgAuditSink`]).
+///
+/// A batch is one statement (its rows passed as arrays and inserted with
+/// `UNNEST`; with a checkpoint, the checkpoint's upsert in the same
+/// statement), prepared once per connection: one round trip and one
+/// commit, atomic without an explicit transaction.
 #[derive(Clone, Debug)]
 pub struct PgBatchWriter {
     store: PgStore,
+    prepared: Arc<Mutex<Option<Prepared>>>,
+}
+
+/// The two batch statements, prepared on the store's connection.
+#[derive(Debug)]
+struct Prepared {
+    rows: postgres::Statement,
+    rows_and_checkpoint: postgres::Statement,
 }
 
 impl super::stream_sink::sealed::Sealed for PgBatchWriter {}
@@ -348,10 +362,25 @@ const UPSERT_CHECKPOINT: &str =
      ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
      WHERE excluded.seq > pp_checkpoints.seq";
 
+const INSERT_ROWS: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])";
+
+/// `INSERT_ROWS` and the checkpoint's upsert as one statement: a
+/// data-modifying `WITH` runs exactly once, in the statement's transaction.
+const INSERT_ROWS_AND_CHECKPOINT: &str = "WITH rows AS (
+     INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]))
+     INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
+     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+     WHERE excluded.seq > pp_checkpoints.seq";
+
 fn insert_failed(e: postgres::Error) -> AuditError {
     // Messages name tables and constraints (and at most random ids), never
     // a personal value: events hold none.
-    AuditError::new(format!("pp_audit_log insert failed: {e}"))
+    AuditError::new(match db_err(e) {
+        StoreError::Database(message) => format!("pp_audit_log insert failed: {message}"),
+        other => other.to_string(),
+    })
 }
 
 fn seq_col(seq: u64) -> Result<i64, AuditError> {
@@ -364,40 +393,51 @@ impl BatchWriter for PgBatchWriter {
         rows: &[Row<'_>],
         checkpoint: Option<(&SignedCheckpoint, &str)>,
     ) -> Result<(), AuditError> {
+        let streams: Vec<&str> = rows.iter().map(Row::stream).collect();
+        let seqs: Vec<i64> = rows.iter().map(Row::seq).collect();
+        let times: Vec<i64> = rows.iter().map(Row::time).collect();
+        let subjects: Vec<&str> = rows.iter().map(Row::subject).collect();
+        let actions: Vec<&str> = rows.iter().map(Row::action).collect();
+        let events: Vec<&str> = rows.iter().map(Row::json).collect();
         let mut client = self.store.lock();
-        let mut tx = client.transaction().map_err(insert_failed)?;
-        let stmt = tx
-            .prepare(
-                "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .map_err(insert_failed)?;
-        for r in rows {
-            tx.execute(
-                &stmt,
-                &[
-                    &r.stream(),
-                    &r.seq(),
-                    &r.time(),
-                    &r.subject(),
-                    &r.action(),
-                    &r.json(),
-                ],
-            )
-            .map_err(insert_failed)?;
+        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if prepared.is_none() {
+            *prepared = Some(Prepared {
+                rows: client.prepare(INSERT_ROWS).map_err(insert_failed)?,
+                rows_and_checkpoint: client
+                    .prepare(INSERT_ROWS_AND_CHECKPOINT)
+                    .map_err(insert_failed)?,
+            });
         }
-        if let Some((signed, json)) = checkpoint {
-            tx.execute(
-                UPSERT_CHECKPOINT,
+        let Some(statements) = prepared.as_ref() else {
+            return Err(AuditError::new("pp_audit_log insert failed: not prepared"));
+        };
+        let result = match checkpoint {
+            None => client.execute(
+                &statements.rows,
+                &[&streams, &seqs, &times, &subjects, &actions, &events],
+            ),
+            Some((signed, json)) => client.execute(
+                &statements.rows_and_checkpoint,
                 &[
+                    &streams,
+                    &seqs,
+                    &times,
+                    &subjects,
+                    &actions,
+                    &events,
                     &signed.stream().to_string(),
                     &seq_col(signed.checkpoint().seq())?,
                     &json,
                 ],
-            )
-            .map_err(insert_failed)?;
+            ),
+        };
+        if result.is_err() {
+            // Prepare again next time, in case the host's own statements
+            // deallocated them (`DISCARD ALL`).
+            *prepared = None;
         }
-        tx.commit().map_err(insert_failed)
+        result.map(|_| ()).map_err(insert_failed)
     }
 
     fn upsert_checkpoint(
@@ -611,15 +651,13 @@ impl KeyStore for PgKeyStore {
                 .iter()
                 .map(|r| u32_col(r.get(0), "generation"))
                 .collect::<Result<_, _>>()?;
-            let pseudonyms = tx
+            let noted = tx
                 .query(
                     "SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = $1",
                     &[&s],
                 )
-                .map_err(backend)?
-                .iter()
-                .map(|r| serde_json::from_str::<PseudonymRef>(r.get(0)).map_err(backend))
-                .collect::<Result<_, _>>()?;
+                .map_err(backend)?;
+            let destroyed = super::destroyed(generations, noted.iter().map(|r| r.get(0)))?;
             tx.execute("DELETE FROM pp_subject_keys WHERE subject = $1", &[&s])
                 .map_err(backend)?;
             tx.execute(
@@ -632,10 +670,7 @@ impl KeyStore for PgKeyStore {
                 &[&s, &at],
             )
             .map_err(backend)?;
-            Ok(Destroyed {
-                generations,
-                pseudonyms,
-            })
+            Ok(destroyed)
         })
     }
 
@@ -663,8 +698,19 @@ impl KeyStore for PgKeyStore {
         subject: SubjectId,
         pseudonym: PseudonymRef,
     ) -> Result<(), KeyStoreError> {
+        self.note(subject, &super::NotedToken::Pseudonym(pseudonym))
+    }
+
+    fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
+        self.note(subject, &super::NotedToken::Lookup(token))
+    }
+}
+
+impl PgKeyStore {
+    /// Notes a token for the subject's erasure receipt.
+    fn note(&self, subject: SubjectId, token: &super::NotedToken) -> Result<(), KeyStoreError> {
         let s = subject.to_string();
-        let p = serde_json::to_string(&pseudonym).map_err(backend)?;
+        let p = serde_json::to_string(token).map_err(backend)?;
         locked(&self.store, &s, |tx| {
             if erased_at(tx, &s)?.is_none() {
                 tx.execute(

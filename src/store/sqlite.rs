@@ -56,7 +56,7 @@ use super::{AuditStreamSink, BatchWriter, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
-    Destroyed, KeyStore, KeyStoreError, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+    Destroyed, KeyStore, KeyStoreError, LookupRef, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
 };
 use crate::purpose::PurposeId;
 use crate::subject::SubjectId;
@@ -666,10 +666,7 @@ impl KeyStore for SqliteKeyStore {
                 .prepare("SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = ?1")
                 .and_then(|mut st| st.query_map([&s], |r| r.get(0))?.collect())
                 .map_err(backend)?;
-            let pseudonyms = noted
-                .iter()
-                .map(|p| serde_json::from_str::<PseudonymRef>(p).map_err(backend))
-                .collect::<Result<_, _>>()?;
+            let destroyed = super::destroyed(generations, noted.iter().map(String::as_str))?;
             tx.execute("DELETE FROM pp_subject_keys WHERE subject = ?1", [&s])
                 .map_err(backend)?;
             tx.execute("DELETE FROM pp_subject_pseudonyms WHERE subject = ?1", [&s])
@@ -679,10 +676,7 @@ impl KeyStore for SqliteKeyStore {
                 params![s, at],
             )
             .map_err(backend)?;
-            Ok(Destroyed {
-                generations,
-                pseudonyms,
-            })
+            Ok(destroyed)
         })?;
         // Copy the overwritten pages into the database file and empty the
         // write-ahead log, so no old copy of the keys stays in it. Best
@@ -715,8 +709,19 @@ impl KeyStore for SqliteKeyStore {
         subject: SubjectId,
         pseudonym: PseudonymRef,
     ) -> Result<(), KeyStoreError> {
+        self.note(subject, &super::NotedToken::Pseudonym(pseudonym))
+    }
+
+    fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
+        self.note(subject, &super::NotedToken::Lookup(token))
+    }
+}
+
+impl SqliteKeyStore {
+    /// Notes a token for the subject's erasure receipt.
+    fn note(&self, subject: SubjectId, token: &super::NotedToken) -> Result<(), KeyStoreError> {
         let s = subject.to_string();
-        let p = serde_json::to_string(&pseudonym).map_err(backend)?;
+        let p = serde_json::to_string(token).map_err(backend)?;
         self.transaction(TransactionBehavior::Immediate, |tx| {
             // Like the in-memory store: nothing is noted for an erased subject.
             if erased_at(tx, &s)?.is_none() {

@@ -1,0 +1,228 @@
+//! Column types: [`Sealed<T, P>`] and [`LookupToken<T>`] go into the host's
+//! own tables as they are, on every database client the crate supports.
+//!
+//! | type | SQLite (`sqlite`, `sqlx-sqlite`) | PostgreSQL (`postgres`, `sqlx-postgres`) |
+//! |---|---|---|
+//! | [`Sealed<T, P>`] | `BLOB` (the envelope's bytes); reads `TEXT` in the canonical base64 form too | `bytea`; reads `text` in the base64 form too |
+//! | [`LookupToken<T>`] | `BLOB`, 32 bytes | `bytea`, 32 bytes |
+//!
+//! Reading a column checks the bytes like [`Sealed::from_bytes`] and
+//! [`LookupToken::from_bytes`]: garbage is an error naming the column's
+//! problem, never its contents. The *type* of the value read says which
+//! kind and purpose the column holds, so a column read as the wrong type is
+//! refused before any decryption.
+//!
+//! Plaintext types (`EmailAddress`, `PersonalInfo`, …) have no such impls, by
+//! design: nothing but an envelope or a token reaches a table.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use privacy_pledge::store::sqlite::rusqlite::{params, Connection};
+//! use privacy_pledge::{Custodian, LookupToken, Sealed, SubjectId};
+//! use privacy_pledge::data::EmailAddress;
+//! use privacy_pledge::purpose::Transaction;
+//!
+//! let custodian = Custodian::in_memory();
+//! let db = Connection::open_in_memory()?;
+//! db.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB, email_index BLOB)")?;
+//!
+//! let subject = SubjectId::random();
+//! let email = custodian.collect::<EmailAddress, Transaction>(
+//!     subject,
+//!     EmailAddress::parse("ada@example.com")?,
+//! )?;
+//! db.execute(
+//!     "INSERT INTO customers VALUES (?1, ?2, ?3)",
+//!     params![subject.to_string(), custodian.seal(&email)?, custodian.lookup_token(&email)?],
+//! )?;
+//!
+//! let typed = custodian.lookup_token_of(&EmailAddress::parse("Ada@example.com")?);
+//! let sealed: Sealed<EmailAddress, Transaction> =
+//!     db.query_row("SELECT email FROM customers WHERE email_index = ?1", [typed], |r| r.get(0))?;
+//! assert_eq!(custodian.open(&sealed)?.subject(), subject);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#[allow(unused_imports)]
+use crate::crypto::{LookupToken, Sealed};
+
+#[cfg(feature = "sqlite")]
+mod sqlite {
+    use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+
+    use crate::crypto::{LookupToken, Sealed};
+    use crate::data::DataKind;
+    use crate::purpose::Purpose;
+
+    fn other(e: impl std::error::Error + Send + Sync + 'static) -> FromSqlError {
+        FromSqlError::Other(Box::new(e))
+    }
+
+    impl<T: DataKind, P: Purpose> ToSql for Sealed<T, P> {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(ToSqlOutput::from(self.to_bytes()))
+        }
+    }
+
+    impl<T: DataKind, P: Purpose> FromSql for Sealed<T, P> {
+        fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+            match value {
+                ValueRef::Blob(b) => Sealed::from_bytes(b).map_err(other),
+                ValueRef::Text(t) => std::str::from_utf8(t)
+                    .map_err(other)
+                    .and_then(|t| Sealed::from_text(t).map_err(other)),
+                _ => Err(FromSqlError::InvalidType),
+            }
+        }
+    }
+
+    impl<T: DataKind> ToSql for LookupToken<T> {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(ToSqlOutput::from(self.as_bytes().as_slice()))
+        }
+    }
+
+    impl<T: DataKind> FromSql for LookupToken<T> {
+        fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+            LookupToken::from_bytes(value.as_blob()?).map_err(other)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres {
+    use std::error::Error;
+
+    use postgres::types::{accepts, to_sql_checked, FromSql, IsNull, ToSql, Type};
+
+    use crate::crypto::{LookupToken, Sealed};
+    use crate::data::DataKind;
+    use crate::purpose::Purpose;
+
+    type Boxed = Box<dyn Error + Sync + Send>;
+
+    impl<T: DataKind, P: Purpose> ToSql for Sealed<T, P> {
+        fn to_sql(
+            &self,
+            ty: &Type,
+            out: &mut postgres::types::private::BytesMut,
+        ) -> Result<IsNull, Boxed> {
+            self.to_bytes().as_slice().to_sql(ty, out)
+        }
+        accepts!(BYTEA);
+        to_sql_checked!();
+    }
+
+    impl<'a, T: DataKind, P: Purpose> FromSql<'a> for Sealed<T, P> {
+        fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Boxed> {
+            if *ty == Type::BYTEA {
+                Ok(Sealed::from_bytes(raw)?)
+            } else {
+                Ok(Sealed::from_text(<&str>::from_sql(ty, raw)?)?)
+            }
+        }
+        accepts!(BYTEA, TEXT, VARCHAR);
+    }
+
+    impl<T: DataKind> ToSql for LookupToken<T> {
+        fn to_sql(
+            &self,
+            ty: &Type,
+            out: &mut postgres::types::private::BytesMut,
+        ) -> Result<IsNull, Boxed> {
+            self.as_bytes().as_slice().to_sql(ty, out)
+        }
+        accepts!(BYTEA);
+        to_sql_checked!();
+    }
+
+    impl<'a, T: DataKind> FromSql<'a> for LookupToken<T> {
+        fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Boxed> {
+            Ok(LookupToken::from_bytes(raw)?)
+        }
+        accepts!(BYTEA);
+    }
+}
+
+#[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+mod sqlx_impls {
+    //! One set of impls for every sqlx database whose `Vec<u8>` is a column
+    //! type (SQLite `BLOB`, PostgreSQL `bytea`).
+
+    use sqlx::encode::IsNull;
+    use sqlx::error::BoxDynError;
+    use sqlx::{Database, Decode, Encode, Type};
+
+    use crate::crypto::{LookupToken, Sealed};
+    use crate::data::DataKind;
+    use crate::purpose::Purpose;
+
+    impl<T: DataKind, P: Purpose, DB: Database> Type<DB> for Sealed<T, P>
+    where
+        Vec<u8>: Type<DB>,
+    {
+        fn type_info() -> DB::TypeInfo {
+            <Vec<u8> as Type<DB>>::type_info()
+        }
+        fn compatible(ty: &DB::TypeInfo) -> bool {
+            <Vec<u8> as Type<DB>>::compatible(ty)
+        }
+    }
+
+    impl<T: DataKind, P: Purpose, DB: Database> Encode<'_, DB> for Sealed<T, P>
+    where
+        for<'q> Vec<u8>: Encode<'q, DB>,
+    {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <DB as Database>::ArgumentBuffer,
+        ) -> Result<IsNull, BoxDynError> {
+            self.to_bytes().encode(buf)
+        }
+    }
+
+    impl<'r, T: DataKind, P: Purpose, DB: Database> Decode<'r, DB> for Sealed<T, P>
+    where
+        &'r [u8]: Decode<'r, DB>,
+    {
+        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+            Ok(Sealed::from_bytes(<&[u8] as Decode<DB>>::decode(value)?)?)
+        }
+    }
+
+    impl<T: DataKind, DB: Database> Type<DB> for LookupToken<T>
+    where
+        Vec<u8>: Type<DB>,
+    {
+        fn type_info() -> DB::TypeInfo {
+            <Vec<u8> as Type<DB>>::type_info()
+        }
+        fn compatible(ty: &DB::TypeInfo) -> bool {
+            <Vec<u8> as Type<DB>>::compatible(ty)
+        }
+    }
+
+    impl<T: DataKind, DB: Database> Encode<'_, DB> for LookupToken<T>
+    where
+        for<'q> Vec<u8>: Encode<'q, DB>,
+    {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <DB as Database>::ArgumentBuffer,
+        ) -> Result<IsNull, BoxDynError> {
+            self.as_bytes().to_vec().encode(buf)
+        }
+    }
+
+    impl<'r, T: DataKind, DB: Database> Decode<'r, DB> for LookupToken<T>
+    where
+        &'r [u8]: Decode<'r, DB>,
+    {
+        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+            Ok(LookupToken::from_bytes(<&[u8] as Decode<DB>>::decode(
+                value,
+            )?)?)
+        }
+    }
+}

@@ -1,0 +1,15 @@
+// The twin of fail/postgres_plaintext_column.rs: the sealed value and its
+// lookup token are parameters.
+use privacy_pledge::data::EmailAddress;
+use privacy_pledge::purpose::Transaction;
+use privacy_pledge::store::postgres::postgres::types::ToSql;
+use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+
+fn main() {
+    let custodian = Custodian::in_memory();
+    let email: PersonalInfo<EmailAddress, Transaction> =
+        PersonalInfo::collect(SubjectId::random(), EmailAddress::parse("ada@example.com").unwrap());
+    let sealed = custodian.seal(&email).unwrap();
+    let token = custodian.lookup_token(&email).unwrap();
+    let _params: &[&(dyn ToSql + Sync)] = &[&sealed, &token];
+}
