@@ -69,6 +69,14 @@ use crate::time::{Clock, SystemClock, Timestamp};
 use crate::transfer::{Transfer, TransferRecord};
 use crate::Error;
 
+/// Enters the span of one operation (feature `tracing`); nothing without it.
+macro_rules! op_span {
+    ($action:expr, $subject:expr, $kind:expr, $purpose:expr) => {
+        #[cfg(feature = "tracing")]
+        let _span = crate::audit::trace::span($action, $subject, $kind, $purpose);
+    };
+}
+
 /// Keeps personal information on the policy's terms: audited access,
 /// disclosure, repurposing, consent, sealing and erasure.
 ///
@@ -314,6 +322,7 @@ impl Custodian {
         subject: SubjectId,
         value: T,
     ) -> Result<PersonalInfo<T, P>, Error> {
+        op_span!(Action::Collect, subject, Some(T::KIND), Some(P::ID));
         let now = self.now();
         let info = PersonalInfo::collected_at_time(subject, value, now);
         let event =
@@ -332,6 +341,7 @@ impl Custodian {
         P: SeesPlaintext,
         F: FnOnce(&T) -> O,
     {
+        op_span!(Action::Access, info.subject(), Some(T::KIND), Some(P::ID));
         self.audited(info, self.event(info, Action::Access, RuleId::R2))?;
         Ok(f(info.value()))
     }
@@ -353,6 +363,7 @@ impl Custodian {
         R::Role: PermittedFor<P>,
         F: FnOnce(&T) -> O,
     {
+        op_span!(Action::Disclose, info.subject(), Some(T::KIND), Some(P::ID));
         let event = self.event(info, Action::Disclose, RuleId::R5);
         self.audited_disclosure(info, recipient, event)?;
         Ok(f(info.value()))
@@ -424,6 +435,7 @@ impl Custodian {
         info: &PersonalInfo<T, P>,
         transfer: &Transfer,
     ) -> Result<TransferRecord, Error> {
+        op_span!(Action::Transfer, info.subject(), Some(T::KIND), Some(P::ID));
         let mut event = self.event(info, Action::Transfer, RuleId::R8);
         event.country = Some(transfer.to());
         event.mechanism = transfer.mechanism();
@@ -528,6 +540,7 @@ impl Custodian {
         R::Role: PseudonymsFor<P>,
         F: FnOnce(&Pseudonym<T>) -> O,
     {
+        op_span!(Action::Disclose, info.subject(), Some(T::KIND), Some(P::ID));
         let mut event = self.event(info, Action::Disclose, RuleId::R6);
         event.target_purpose = Some(PurposeId::Improvement);
         self.audited_disclosure(info, recipient, event)?;
@@ -543,6 +556,12 @@ impl Custodian {
         P: Purpose,
         Q: CompatibleFrom<P>,
     {
+        op_span!(
+            Action::Repurpose,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let mut event = self.event(&info, Action::Repurpose, RuleId::R6);
         event.target_purpose = Some(Q::ID);
         self.audited(&info, event)?;
@@ -565,6 +584,12 @@ impl Custodian {
         P: SeesPlaintext,
         Q: ConsentBased,
     {
+        op_span!(
+            Action::Repurpose,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let mut event = self.event(&info, Action::Repurpose, RuleId::R6);
         event.target_purpose = Some(Q::ID);
         if let Err(e) = proof.check(self, info.subject()) {
@@ -618,6 +643,7 @@ impl Custodian {
         info: &PersonalInfo<T, P>,
         collected: Timestamp,
     ) -> Result<Sealed<T, P>, Error> {
+        op_span!(Action::Seal, info.subject(), Some(T::KIND), Some(P::ID));
         let event = self.event(info, Action::Seal, RuleId::R9);
         if collected > event.time {
             return Err(self.deny(event, RuleId::R11, Error::CollectedInFuture { collected }));
@@ -654,6 +680,7 @@ impl Custodian {
         &self,
         sealed: &Sealed<T, P>,
     ) -> Result<PersonalInfo<T, P>, Error> {
+        op_span!(Action::Open, sealed.subject(), Some(T::KIND), Some(P::ID));
         let header = sealed.header();
         let event = AuditEvent::new(self.now(), header.subject, Action::Open, RuleId::R9)
             .about(T::KIND, P::ID);
@@ -747,6 +774,7 @@ impl Custodian {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn erase(&self, subject: SubjectId) -> Result<ErasureReceipt, Error> {
+        op_span!(Action::Erase, subject, None, None);
         let at = self.now();
         self.record(&AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
         let destroyed = self.vault.erase(subject, at)?;
@@ -832,6 +860,7 @@ impl Custodian {
         &self,
         info: &PersonalInfo<T, P>,
     ) -> Result<LookupToken<T>, Error> {
+        op_span!(Action::Access, info.subject(), Some(T::KIND), Some(P::ID));
         let subject = info.subject();
         self.check_not_erased(subject)?;
         if let Some(e) = self.consent_refusal::<P>(subject) {

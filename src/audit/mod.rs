@@ -35,6 +35,8 @@ mod jsonl;
 mod signed;
 mod sink;
 mod stream;
+#[cfg(feature = "tracing")]
+pub(crate) mod trace;
 mod trail;
 
 pub use chain::{
@@ -50,4 +52,6 @@ pub use sink::{AuditError, AuditSink, MemoryAuditLog};
 pub use stream::{
     verify_streams, InvalidStreamId, StreamId, StreamReport, STREAMED_SCHEMA_VERSION,
 };
+#[cfg(feature = "tracing")]
+pub use trace::{Discard, TracingSink};
 pub use trail::{TrailError, VerifiedTrail};
