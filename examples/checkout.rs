@@ -14,14 +14,19 @@
 //!
 //! 1. Order forms arrive. Name, email, postal address and phone are parsed
 //!    (invalid input is refused with a message that names the field, not its
-//!    value) and collected for `Transaction`.
-//! 2. Each value is sealed under the customer's own key and stored in
-//!    `customers`: the database only ever holds envelopes.
+//!    value).
+//! 2. A returning customer is found by the email's lookup token (a keyed
+//!    hash in the `email_index` column: the address as typed, in any case,
+//!    finds the row; the database never holds it in the clear). A new one is
+//!    signed up: every field collected for `Transaction` and sealed under the
+//!    customer's own key into `customers` (`Sealed` values are BLOB columns).
 //! 3. The payment processor receives the amount and the card token it needs.
 //! 4. An order confirmation goes out as a service notice, which needs no consent.
 //! 5. A promotional mail goes only to customers whose consent is live.
-//! 6. One customer asks to be forgotten and is erased: their row is still in
-//!    the table (and in every backup), but it can no longer be opened.
+//! 6. The returning customer asks to be forgotten and is erased: the index
+//!    entries the erasure receipt names are cleared, their row is still in
+//!    the table (and in every backup), but it can no longer be opened, and
+//!    their email finds no one.
 //!
 //! Every step is recorded in `pp_audit_log` before it happens, in this
 //! process's own stream, chained with HMAC-SHA-256. At the end the stream's
@@ -62,7 +67,7 @@ struct OrderForm {
     wants_offers: bool,
 }
 
-const ORDERS: [OrderForm; 4] = [
+const ORDERS: [OrderForm; 5] = [
     OrderForm {
         name: "Ada Lovelace",
         email: "ada@example.com",
@@ -91,6 +96,18 @@ const ORDERS: [OrderForm; 4] = [
         card_token: "tok_1NX2cM2eZvKYlo2E",
         product: "Data Recovery Pro",
         price_cents: 6_995,
+        wants_offers: true,
+    },
+    // Ada again, typing her address in capitals: found by its lookup token,
+    // not signed up twice.
+    OrderForm {
+        name: "Ada Lovelace",
+        email: "ADA@Example.com",
+        address: "12 St James's Square\nLondon SW1Y 4JH\nGB",
+        phone: "+44 20 7946 0958",
+        card_token: "tok_1NX2d82eZvKYlo2G",
+        product: "Partition Manager",
+        price_cents: 3_995,
         wants_offers: true,
     },
     OrderForm {
@@ -176,21 +193,25 @@ struct Customer {
     phone: PersonalInfo<PhoneNumber, Transaction>,
 }
 
-/// The shop's own tables, on SQLite.
+/// The shop's own tables, on SQLite: personal fields are `Sealed` values
+/// (BLOB), and `email_index` holds the email's lookup token, the only way to
+/// find a customer by email.
 const SHOP_TABLES_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS customers (
-    subject TEXT PRIMARY KEY,   -- a random id, not derived from any value
-    name    TEXT NOT NULL,      -- sealed envelopes (base64 text)
-    email   TEXT NOT NULL,
-    address TEXT NOT NULL,
-    phone   TEXT NOT NULL
+    subject     TEXT PRIMARY KEY,   -- a random id, not derived from any value
+    name        BLOB NOT NULL,      -- sealed envelopes
+    email       BLOB NOT NULL,
+    email_index BLOB,               -- LookupToken<EmailAddress>
+    address     BLOB NOT NULL,
+    phone       BLOB NOT NULL
 );
+CREATE INDEX IF NOT EXISTS customers_email ON customers (email_index);
 CREATE TABLE IF NOT EXISTS order_numbers (n INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS orders (
     id      INTEGER PRIMARY KEY,
     subject TEXT NOT NULL REFERENCES customers (subject),
-    record  TEXT NOT NULL,      -- sealed purchase record
-    charge  TEXT NOT NULL       -- the processor's charge id
+    record  BLOB NOT NULL,          -- sealed purchase record
+    charge  TEXT NOT NULL           -- the processor's charge id
 );
 ";
 
@@ -200,17 +221,19 @@ const SHOP_TABLES_POSTGRES: &str = "
 BEGIN;
 SELECT pg_advisory_xact_lock(7368);
 CREATE TABLE IF NOT EXISTS customers (
-    subject TEXT PRIMARY KEY,
-    name    TEXT NOT NULL,
-    email   TEXT NOT NULL,
-    address TEXT NOT NULL,
-    phone   TEXT NOT NULL
+    subject     TEXT PRIMARY KEY,
+    name        BYTEA NOT NULL,
+    email       BYTEA NOT NULL,
+    email_index BYTEA,
+    address     BYTEA NOT NULL,
+    phone       BYTEA NOT NULL
 );
+CREATE INDEX IF NOT EXISTS customers_email ON customers (email_index);
 CREATE TABLE IF NOT EXISTS order_numbers (n BIGSERIAL PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS orders (
     id      BIGSERIAL PRIMARY KEY,
     subject TEXT NOT NULL REFERENCES customers (subject),
-    record  TEXT NOT NULL,
+    record  BYTEA NOT NULL,
     charge  TEXT NOT NULL
 );
 COMMIT;
@@ -268,8 +291,9 @@ fn run(database: &Database) -> Result<(), BoxError> {
     let (sent, skipped) = send_promotion(&shop)?;
     println!("promotional mail: {sent} sent, {skipped} skipped (no live consent)");
 
+    // The returning customer asks to be forgotten.
     let leaving = customers.last().ok_or("no order was placed")?;
-    erase_customer(&shop, *leaving)?;
+    erase_customer(&shop, *leaving, ORDERS[3].email)?;
 
     // Clean shutdown: the stream's head, signed, goes to the checkpoint
     // directory outside the database; a verifier needs only the public key.
@@ -341,28 +365,32 @@ fn parse_form(form: &OrderForm) -> Result<ParsedForm, InvalidData> {
     })
 }
 
-/// Takes one order: collect, store sealed, charge, confirm, note consent.
+/// Takes one order: finds a returning customer by email or signs a new one
+/// up, then charges, stores the order, confirms, and notes consent.
 fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<SubjectId, BoxError> {
     let c = &shop.opened.custodian;
-    let subject = SubjectId::try_random()?;
-    // Collected for the purchase: from here on each value carries its purpose.
-    let customer = Customer {
-        subject,
-        name: c.collect(subject, form.name)?,
-        email: c.collect(subject, form.email)?,
-        address: c.collect(subject, form.address)?,
-        phone: c.collect(subject, form.phone)?,
+    // Returning customer? The email's lookup token finds their row; the
+    // address itself is never compared, stored or logged in the clear.
+    let index = c.lookup_token_of(&form.email);
+    let known = shop.db.query(
+        "SELECT subject FROM customers WHERE email_index = $1",
+        &[&index],
+        |row| Ok(row.get::<String>(0)?.parse::<SubjectId>()?),
+    )?;
+    let subject = match known.first() {
+        Some(subject) => *subject,
+        None => sign_up(shop, &form)?,
     };
+    let email: PersonalInfo<EmailAddress, Transaction> = c.collect(subject, form.email)?;
     let token: PersonalInfo<PaymentToken, Transaction> = c.collect(subject, form.card_token)?;
     let order_id = next_order_id(&shop.db)?;
     let amount = Amount::new(order.price_cents, "USD")?;
     let purchase = PurchaseRecord::new(&order_id, order.product, amount, c.today())?;
     let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, purchase)?;
 
-    store_customer(shop, &customer)?;
     let charge = charge_card(shop, &purchase, &token)?;
     store_order(shop, subject, &purchase, &charge)?;
-    send_confirmation(shop, customer.email)?;
+    send_confirmation(shop, email)?;
     if order.wants_offers {
         // The form's "send me offers" box: consent, recorded and audited.
         c.consents().grant::<Promotion>(subject)?;
@@ -370,28 +398,33 @@ fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<Subje
     Ok(subject)
 }
 
-/// Seals every field and stores the envelopes. Nothing in the row is
-/// readable without the customer's key.
-fn store_customer(shop: &Shop, customer: &Customer) -> Result<(), BoxError> {
+/// A new customer: every field collected for the purchase and sealed into
+/// `customers`, with the email's lookup token as the index. Nothing in the
+/// row is readable without the customer's key.
+fn sign_up(shop: &Shop, form: &ParsedForm) -> Result<SubjectId, BoxError> {
     let c = &shop.opened.custodian;
-    let row = [
-        c.seal(&customer.name)?.to_text(),
-        c.seal(&customer.email)?.to_text(),
-        c.seal(&customer.address)?.to_text(),
-        c.seal(&customer.phone)?.to_text(),
-    ];
-    shop.db.query(
-        "INSERT INTO customers (subject, name, email, address, phone)
-         VALUES ($1, $2, $3, $4, $5)",
+    let subject = SubjectId::try_random()?;
+    // Collected for the purchase: from here on each value carries its purpose.
+    let customer = Customer {
+        subject,
+        name: c.collect(subject, form.name.clone())?,
+        email: c.collect(subject, form.email.clone())?,
+        address: c.collect(subject, form.address.clone())?,
+        phone: c.collect(subject, form.phone.clone())?,
+    };
+    shop.db.execute(
+        "INSERT INTO customers (subject, name, email, email_index, address, phone)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         &[
             &customer.subject.to_string(),
-            &row[0],
-            &row[1],
-            &row[2],
-            &row[3],
+            &c.seal(&customer.name)?,
+            &c.seal(&customer.email)?,
+            &c.lookup_token(&customer.email)?,
+            &c.seal(&customer.address)?,
+            &c.seal(&customer.phone)?,
         ],
     )?;
-    Ok(())
+    Ok(subject)
 }
 
 /// The processor gets the amount and the card token; each hand-over is
@@ -413,10 +446,13 @@ fn store_order(
     purchase: &PersonalInfo<PurchaseRecord, Transaction>,
     charge: &str,
 ) -> Result<(), BoxError> {
-    let sealed = shop.opened.custodian.seal(purchase)?.to_text();
-    shop.db.query(
+    shop.db.execute(
         "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
-        &[&subject.to_string(), &sealed, charge],
+        &[
+            &subject.to_string(),
+            &shop.opened.custodian.seal(purchase)?,
+            &charge,
+        ],
     )?;
     Ok(())
 }
@@ -439,15 +475,16 @@ fn send_confirmation(
 /// Returns (sent, skipped).
 fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
     let c = &shop.opened.custodian;
-    let rows = shop
-        .db
-        .query("SELECT subject, email FROM customers ORDER BY subject", &[])?;
+    let rows = shop.db.query(
+        "SELECT subject, email FROM customers ORDER BY subject",
+        &[],
+        |row| {
+            let email: Sealed<EmailAddress, Transaction> = row.get(1)?;
+            Ok((row.get::<String>(0)?.parse::<SubjectId>()?, email))
+        },
+    )?;
     let (mut sent, mut skipped) = (0, 0);
-    for row in rows {
-        let [subject, email] = &row[..] else {
-            return Err("customers: unexpected columns".into());
-        };
-        let subject: SubjectId = subject.parse()?;
+    for (subject, sealed) in rows {
         // No live consent (never given, withdrawn, or erased), no mail.
         let proof = match c.consent_proof::<Promotion>(subject) {
             Ok(proof) => proof,
@@ -457,7 +494,6 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
             }
             Err(e) => return Err(e.into()),
         };
-        let sealed: Sealed<EmailAddress, Transaction> = Sealed::from_text(email)?;
         let email = c.open(&sealed)?;
         let email: PersonalInfo<EmailAddress, Promotion> =
             c.repurpose_with_consent(email, &proof)?;
@@ -467,27 +503,41 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
     Ok((sent, skipped))
 }
 
-/// Erases a customer by destroying their key, then shows that their row,
-/// still in the table, no longer opens.
-fn erase_customer(shop: &Shop, subject: SubjectId) -> Result<(), BoxError> {
-    let receipt = shop.opened.custodian.erase(subject)?;
-    let rows = shop.db.query(
+/// Erases a customer by destroying their key, applies the erasure receipt
+/// to the email index, then shows that their row, still in the table, no
+/// longer opens and that their email no longer finds them.
+fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), BoxError> {
+    let c = &shop.opened.custodian;
+    let receipt = c.erase(subject)?;
+    for token in receipt.lookup_tokens() {
+        shop.db.execute(
+            "UPDATE customers SET email_index = NULL WHERE email_index = $1",
+            &[&token.token.as_slice()],
+        )?;
+    }
+    let names = shop.db.query(
         "SELECT name FROM customers WHERE subject = $1",
         &[&subject.to_string()],
+        |row| row.get::<Sealed<FullName, Transaction>>(0),
     )?;
-    let name = rows
+    let name = names
         .first()
-        .and_then(|r| r.first())
         .ok_or("the erased customer's row is missing")?;
-    let sealed: Sealed<FullName, Transaction> = Sealed::from_text(name)?;
-    match shop.opened.custodian.open(&sealed) {
-        Err(e @ Error::Erased { .. }) => {
+    let found = shop.db.query(
+        "SELECT subject FROM customers WHERE email_index = $1",
+        &[&c.lookup_token_of(&EmailAddress::parse(email)?)],
+        |row| row.get::<String>(0),
+    )?;
+    match c.open(name) {
+        Err(e @ Error::Erased { .. }) if found.is_empty() => {
             println!(
-                "erased customer {subject} ({} key generation(s) destroyed); opening their row now fails: {e}",
-                receipt.generations().len()
+                "erased customer {subject} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
+                receipt.generations().len(),
+                receipt.lookup_tokens().len(),
             );
             Ok(())
         }
+        Err(Error::Erased { .. }) => Err("an erased customer's email still finds them".into()),
         Ok(_) => Err("an erased customer's row still opens".into()),
         Err(e) => Err(e.into()),
     }
@@ -500,11 +550,8 @@ fn next_order_id(db: &Store) -> Result<String, BoxError> {
     let rows = db.query(
         "INSERT INTO order_numbers DEFAULT VALUES RETURNING CAST(n AS TEXT)",
         &[],
+        |row| Ok(row.get::<String>(0)?.parse::<u64>()?),
     )?;
-    let n: u64 = rows
-        .first()
-        .and_then(|r| r.first())
-        .ok_or("no order number")?
-        .parse()?;
+    let n = rows.first().ok_or("no order number")?;
     Ok(format!("ORD-{}", 1000 + n))
 }

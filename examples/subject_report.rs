@@ -96,31 +96,28 @@ struct Rows {
 impl Rows {
     fn load(db: &Store, subject: SubjectId) -> Result<Rows, BoxError> {
         let id = subject.to_string();
-        let customer = db.query(
+        let mut customer = db.query(
             "SELECT name, email, address, phone FROM customers WHERE subject = $1",
             &[&id],
+            |row| {
+                Ok(Rows {
+                    name: row.get(0)?,
+                    email: row.get(1)?,
+                    address: row.get(2)?,
+                    phone: row.get(3)?,
+                    orders: Vec::new(),
+                })
+            },
         )?;
-        let [fields] = &customer[..] else {
-            return Err(format!("no customer {subject}").into());
-        };
-        let [name, email, address, phone] = &fields[..] else {
-            return Err("customers: unexpected columns".into());
-        };
-        let orders = db.query(
+        let mut rows = customer
+            .pop()
+            .ok_or_else(|| format!("no customer {subject}"))?;
+        rows.orders = db.query(
             "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
             &[&id],
+            |row| row.get(0),
         )?;
-        Ok(Rows {
-            name: Sealed::from_text(name)?,
-            email: Sealed::from_text(email)?,
-            address: Sealed::from_text(address)?,
-            phone: Sealed::from_text(phone)?,
-            orders: orders
-                .iter()
-                .flatten()
-                .map(|o| Sealed::from_text(o))
-                .collect::<Result<_, _>>()?,
-        })
+        Ok(rows)
     }
 
     fn records(&self) -> Vec<&dyn StoredRecord> {
@@ -135,10 +132,10 @@ fn first_customer(db: &Store) -> Result<SubjectId, BoxError> {
     let rows = db.query(
         "SELECT subject FROM customers ORDER BY subject LIMIT 1",
         &[],
+        |row| row.get::<String>(0),
     )?;
     let id = rows
         .first()
-        .and_then(|r| r.first())
         .ok_or("the database holds no customer; run the checkout example first")?;
     Ok(id.parse()?)
 }

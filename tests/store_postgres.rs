@@ -547,7 +547,7 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
             "{text}{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        assert!(text.contains("3 orders placed"), "{text}");
+        assert!(text.contains("4 orders placed"), "{text}");
     }
     let verify = || examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);
     let (code, text) = verify();

@@ -224,7 +224,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 
 use privacy_pledge::audit::{CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint};
 use privacy_pledge::store::postgres::PgStore;
-use privacy_pledge::store::sqlite::SqliteStore;
+use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::store::{AuditStreamSink, BatchWriter};
 
 /// The crate's store on either database.
@@ -263,36 +263,91 @@ impl Store {
         Ok(())
     }
 
-    /// Runs one of the host's own statements with text parameters `$1`, `$2`…
-    /// (the same SQL on both databases) and returns its rows, every column
-    /// as text (`CAST(… AS TEXT)` where a column is not).
-    pub fn query(&self, sql: &str, params: &[&str]) -> Result<Vec<Vec<String>>, BoxError> {
+    /// Runs one of the host's own statements with parameters `$1`, `$2`…
+    /// (the same SQL on both databases); returns the rows changed.
+    pub fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, BoxError> {
+        Ok(match self {
+            Store::Sqlite(s) => s.with_connection(|c| {
+                let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
+                c.execute(sql, &params[..]).map(|n| n as u64)
+            })?,
+            Store::Postgres(s) => s.with_client(|c| {
+                let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
+                c.execute(sql, &params)
+            })?,
+        })
+    }
+
+    /// Runs one of the host's own queries with parameters `$1`, `$2`… and
+    /// maps each row with `f`.
+    pub fn query<R>(
+        &self,
+        sql: &str,
+        params: &[&dyn Param],
+        mut f: impl FnMut(Row<'_>) -> Result<R, BoxError>,
+    ) -> Result<Vec<R>, BoxError> {
+        let mut out = Vec::new();
         match self {
-            Store::Sqlite(s) => Ok(s.with_connection(|c| {
+            Store::Sqlite(s) => s.with_connection(|c| -> Result<(), BoxError> {
+                let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
                 let mut stmt = c.prepare(sql)?;
-                let columns = stmt.column_count();
-                let rows = stmt.query_map(rusqlite::params_from_iter(params), |r| {
-                    (0..columns).map(|i| r.get(i)).collect()
-                })?;
-                rows.collect::<rusqlite::Result<_>>()
-            })?),
-            Store::Postgres(s) => Ok(s.with_client(|c| {
-                let params: Vec<
-                    &(dyn privacy_pledge::store::postgres::postgres::types::ToSql + Sync),
-                > = params
-                    .iter()
-                    .map(|p| {
-                        p as &(dyn privacy_pledge::store::postgres::postgres::types::ToSql + Sync)
-                    })
-                    .collect();
-                let rows = c.query(sql, &params)?;
-                Ok::<_, privacy_pledge::store::postgres::postgres::Error>(
-                    rows.iter()
-                        .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
-                        .collect::<Vec<_>>(),
-                )
-            })?),
+                let mut rows = stmt.query(&params[..])?;
+                while let Some(r) = rows.next()? {
+                    out.push(f(Row::Sqlite(r))?);
+                }
+                Ok(())
+            })?,
+            Store::Postgres(s) => s.with_client(|c| -> Result<(), BoxError> {
+                let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
+                for r in c.query(sql, &params)? {
+                    out.push(f(Row::Postgres(&r))?);
+                }
+                Ok(())
+            })?,
         }
+        Ok(out)
+    }
+}
+
+use privacy_pledge::store::postgres::postgres::types::{FromSql as PgFromSql, ToSql as PgToSql};
+
+/// A value both database clients bind: the crate's column types
+/// (`Sealed`, `LookupToken`), text, integers.
+pub trait Param {
+    /// As an SQLite parameter.
+    fn sqlite(&self) -> &dyn rusqlite::ToSql;
+    /// As a PostgreSQL parameter.
+    fn pg(&self) -> &(dyn PgToSql + Sync);
+}
+
+impl<T: rusqlite::ToSql + PgToSql + Sync> Param for T {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql {
+        self
+    }
+    fn pg(&self) -> &(dyn PgToSql + Sync) {
+        self
+    }
+}
+
+/// A column type both database clients read.
+pub trait Column: rusqlite::types::FromSql + for<'a> PgFromSql<'a> {}
+impl<T: rusqlite::types::FromSql + for<'a> PgFromSql<'a>> Column for T {}
+
+/// One row of a query, on either database.
+pub enum Row<'a> {
+    /// An SQLite row.
+    Sqlite(&'a rusqlite::Row<'a>),
+    /// A PostgreSQL row.
+    Postgres(&'a privacy_pledge::store::postgres::postgres::Row),
+}
+
+impl Row<'_> {
+    /// Column `i` (from 0) as a `T`.
+    pub fn get<T: Column>(&self, i: usize) -> Result<T, BoxError> {
+        Ok(match self {
+            Row::Sqlite(r) => r.get(i)?,
+            Row::Postgres(r) => r.try_get(i)?,
+        })
     }
 }
 
