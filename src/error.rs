@@ -160,6 +160,22 @@ pub enum Error {
     /// The operating system's random generator failed.
     #[error("the system random generator failed")]
     Random,
+
+    /// A personal record's fields are not all about one subject (R9):
+    /// [`Custodian::seal_record`](crate::Custodian::seal_record) found a field
+    /// of another subject than the record's, or
+    /// [`Custodian::open_record`](crate::Custodian::open_record) found an
+    /// envelope sealed for another subject than the one the sealed record
+    /// names. Refused before anything is sealed or opened; nothing is audited.
+    #[error("R9: field `{field}` is about subject {found}, but the record is about subject {expected}; a record's fields must all be about one subject")]
+    MixedSubjects {
+        /// The record's subject.
+        expected: SubjectId,
+        /// The subject of the offending field.
+        found: SubjectId,
+        /// The offending field's name.
+        field: &'static str,
+    },
 }
 
 impl Error {
@@ -180,7 +196,9 @@ impl Error {
             }
             Error::Untrusted(_) => Some(RuleId::R10),
             Error::Reentrant => None,
-            Error::Unauthentic | Error::Envelope(_) => Some(RuleId::R9),
+            Error::Unauthentic | Error::Envelope(_) | Error::MixedSubjects { .. } => {
+                Some(RuleId::R9)
+            }
             Error::InvalidData(_) => Some(RuleId::R1),
             Error::Key(_) | Error::KeyStore(_) | Error::Random => None,
         }

@@ -111,6 +111,8 @@
 //! - [`transfer`], [`country`]: where data may go; [`retention`]: how long
 //!   it stays; [`report`]: a subject's own view; [`time`]: clocks.
 //! - [`policy`]: the rule table as data.
+//! - [`record`]: whole records, `#[derive(PersonalRecord)]` (feature `derive`,
+//!   on by default): a struct of personal fields sealed and opened in one call.
 //! - [`store`]: stores on real databases, behind cargo features (`sqlite`).
 
 #![forbid(unsafe_code)]
@@ -129,6 +131,7 @@ pub mod info;
 pub mod policy;
 pub mod purpose;
 pub mod recipient;
+pub mod record;
 mod reentry;
 pub mod report;
 pub mod retention;
@@ -142,7 +145,11 @@ pub use crate::crypto::{LookupToken, Pseudonym, Sealed};
 pub use crate::custodian::{Custodian, CustodianBuilder, ErasureReceipt};
 pub use crate::error::Error;
 pub use crate::info::PersonalInfo;
+pub use crate::record::{PersonalRecord, SealedRecord};
 pub use crate::subject::SubjectId;
+/// `#[derive(PersonalRecord)]`: see [`record`].
+#[cfg(feature = "derive")]
+pub use privacy_pledge_derive::PersonalRecord;
 pub use secrecy::ExposeSecret;
 
 /// The README's Rust example, compiled and run as a doc test.

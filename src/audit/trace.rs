@@ -1,35 +1,36 @@
-//! Audit events as `tracing` events (feature `tracing`).
-//!
-//! [`TracingSink`] emits every audit event as a structured `tracing` event
-//! on the target `privacy_pledge::audit`, with the event's fields and never
-//! a value (events hold none): subject (short form), action, kind, purpose,
-//! outcome, rule, recipient, country. Alone it is an audit sink that only
-//! logs (no trail: use it for development); [`TracingSink::beside`] puts it
-//! beside a durable sink, which records first and decides whether the use
-//! happens.
-//!
-//! With the feature on, the custodian also opens a span for each operation
-//! (`privacy_pledge::custodian`, named after the action) with the same
-//! subject, kind and purpose fields, so a host's own logs inside an
-//! [`access`](crate::Custodian::access) closure sit under it.
-//!
-//! ```
-//! use privacy_pledge::audit::{MemoryAuditLog, TracingSink};
-//! use privacy_pledge::Custodian;
-//! use std::sync::Arc;
-//!
-//! let durable = Arc::new(MemoryAuditLog::new()); // a store's sink in a real host
-//! let custodian = Custodian::builder()
-//!     .audit(TracingSink::beside(durable.clone()))
-//!     .build()?;
-//! # drop(custodian);
-//! # Ok::<(), privacy_pledge::Error>(())
-//! ```
+//! Audit events as `tracing` events (feature `tracing`): see
+//! [`TracingSink`].
 
 use super::{AuditError, AuditEvent, AuditSink, Outcome};
 
-/// An [`AuditSink`] that emits each event as a `tracing` event (see the
-/// [module](self) docs), alone or beside another sink.
+/// An [`AuditSink`] that emits each event as a `tracing` event (feature
+/// `tracing`), alone or beside another sink.
+///
+/// [`TracingSink`] emits every audit event as a structured `tracing` event
+/// on the target `privacy_pledge::audit`, with the event's fields and never
+/// a value (events hold none): subject (short form), action, kind, purpose,
+/// outcome, rule, recipient, country. Alone it is an audit sink that only
+/// logs (no trail: use it for development); [`TracingSink::beside`] puts it
+/// beside a durable sink, which records first and decides whether the use
+/// happens.
+///
+/// With the feature on, the custodian also opens a span for each operation
+/// (target `privacy_pledge::custodian`, span `custodian`) with the action
+/// and the same subject, kind and purpose fields, so a host's own logs inside an
+/// [`access`](crate::Custodian::access) closure sit under it.
+///
+/// ```
+/// use privacy_pledge::audit::{MemoryAuditLog, TracingSink};
+/// use privacy_pledge::Custodian;
+/// use std::sync::Arc;
+///
+/// let durable = Arc::new(MemoryAuditLog::new()); // a store's sink in a real host
+/// let custodian = Custodian::builder()
+///     .audit(TracingSink::beside(durable.clone()))
+///     .build()?;
+/// # drop(custodian);
+/// # Ok::<(), privacy_pledge::Error>(())
+/// ```
 #[derive(Debug, Default)]
 pub struct TracingSink<S = Discard> {
     inner: S,
