@@ -18,8 +18,9 @@
 //! 2. A returning customer is found by the email's lookup token (a keyed
 //!    hash in the `email_index` column: the address as typed, in any case,
 //!    finds the row; the database never holds it in the clear). A new one is
-//!    signed up: every field collected for `Transaction` and sealed under the
-//!    customer's own key into `customers` (`Sealed` values are BLOB columns).
+//!    signed up: every field collected for `Transaction`, and the whole
+//!    record (`#[derive(PersonalRecord)]`) sealed under the customer's own
+//!    key into `customers` in one call (`Sealed` values are BLOB columns).
 //! 3. The payment processor receives the amount and the card token it needs.
 //! 4. An order confirmation goes out as a service notice, which needs no consent.
 //! 5. A promotional mail goes only to customers whose consent is live.
@@ -50,7 +51,7 @@ use privacy_pledge::data::{
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::time::Timestamp;
-use privacy_pledge::{Error, PersonalInfo, Sealed, SubjectId};
+use privacy_pledge::{Error, PersonalInfo, PersonalRecord, Sealed, SubjectId};
 use support::{BoxError, Database, Store};
 
 /// An order form as the web shop receives it: untrusted text.
@@ -184,10 +185,13 @@ struct ParsedForm {
     card_token: PaymentToken,
 }
 
-/// A customer's details, collected for the purchase they are making.
+/// A customer's details, collected for the purchase they are making: a
+/// whole record, sealed in one call into the `customers` row, the email's
+/// lookup token beside it.
+#[derive(PersonalRecord)]
 struct Customer {
-    subject: SubjectId,
     name: PersonalInfo<FullName, Transaction>,
+    #[pledge(lookup)]
     email: PersonalInfo<EmailAddress, Transaction>,
     address: PersonalInfo<PostalAddress, Transaction>,
     phone: PersonalInfo<PhoneNumber, Transaction>,
@@ -406,22 +410,23 @@ fn sign_up(shop: &Shop, form: &ParsedForm) -> Result<SubjectId, BoxError> {
     let subject = SubjectId::try_random()?;
     // Collected for the purchase: from here on each value carries its purpose.
     let customer = Customer {
-        subject,
         name: c.collect(subject, form.name.clone())?,
         email: c.collect(subject, form.email.clone())?,
         address: c.collect(subject, form.address.clone())?,
         phone: c.collect(subject, form.phone.clone())?,
     };
+    // One audited seal per field, and the email's lookup token.
+    let row = c.seal_record(&customer)?;
     shop.db.execute(
         "INSERT INTO customers (subject, name, email, email_index, address, phone)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
-            &customer.subject.to_string(),
-            &c.seal(&customer.name)?,
-            &c.seal(&customer.email)?,
-            &c.lookup_token(&customer.email)?,
-            &c.seal(&customer.address)?,
-            &c.seal(&customer.phone)?,
+            &row.subject.to_string(),
+            &row.name,
+            &row.email,
+            &row.email_lookup,
+            &row.address,
+            &row.phone,
         ],
     )?;
     Ok(subject)
