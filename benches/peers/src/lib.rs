@@ -1,0 +1,1 @@
+//! The peer benchmark lives in `benches/peers.rs`; this library is empty.

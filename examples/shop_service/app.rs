@@ -1,0 +1,951 @@
+//! The shop service's state and routes: the part of `shop_service` that a
+//! test or a load generator starts in-process (`router(shop)`), apart from
+//! the command line in `main.rs`.
+//!
+//! Each handler does the same three things:
+//!
+//! 1. parses the request on the async worker — untrusted text becomes typed
+//!    values (`EmailAddress::parse`, …), and bad input is refused before
+//!    anything is collected, with a JSON error that names the field and the
+//!    rule it broke, never the value;
+//! 2. runs every custodian and database call in **one**
+//!    [`spawn_blocking`](tokio::task::spawn_blocking) closure
+//!    ([`Shop::run`]): the crate's calls are synchronous and wait for the
+//!    disk (the audit sink returns only once its event is committed);
+//! 3. maps the outcome to a status: an audit-sink or store failure is `503`
+//!    and nothing happened (the custodian fails closed before the use).
+
+#![allow(dead_code)] // shared by the service, its test and the load generator
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{MatchedPath, Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+
+use privacy_pledge::audit::{
+    AuditError, AuditSink, CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint,
+};
+use privacy_pledge::crypto::{Keyring, LookupRef};
+use privacy_pledge::data::{
+    Amount, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
+    PurchaseRecord,
+};
+use privacy_pledge::purpose::{Newsletter, Transaction};
+use privacy_pledge::recipient::{Processor, Recipient};
+use privacy_pledge::report::StoredRecord;
+use privacy_pledge::store::postgres::{postgres, PgStore};
+use privacy_pledge::store::sqlite::rusqlite;
+use privacy_pledge::store::sqlite::SqliteStore;
+use privacy_pledge::store::{AuditStreamSink, BatchWriter};
+use privacy_pledge::{Custodian, Error, LookupToken, PersonalInfo, Sealed, SubjectId};
+
+use crate::support::{self, BoxError, Database, Store};
+
+// ---------------------------------------------------------------------------
+// State
+
+/// Everything the service works with; shared by every request (`Arc<Shop>`).
+pub struct Shop {
+    custodian: Custodian,
+    tables: Tables,
+    payments: PaymentProcessor,
+    checkpoints: DirCheckpointStore,
+    public_key: CheckpointKey,
+    sign: Box<dyn Fn() -> Result<SignedCheckpoint, AuditError> + Send + Sync>,
+    log: Box<dyn Fn(&str) + Send + Sync>,
+    stats: Stats,
+}
+
+impl Shop {
+    /// Opens the database, its keys, consents and a new audit stream, and
+    /// builds the custodian. Several processes may serve one database.
+    pub fn open(database: &Database) -> Result<Shop, BoxError> {
+        Shop::open_with(database, |sink| sink)
+    }
+
+    /// Like [`open`](Self::open), with the store's audit sink passed through
+    /// `audit` first (a test wraps it in a failing or slow one).
+    pub fn open_with(
+        database: &Database,
+        audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
+    ) -> Result<Shop, BoxError> {
+        let files = database.files();
+        if let Database::Sqlite(path) = database {
+            if path.exists() && !support::key_file_for(files).exists() {
+                return Err(format!("{} has no key file", path.display()).into());
+            }
+        }
+        if let Some(parent) = files.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        // Demo only: the keyring sits in `<files>.key`. A real service
+        // fetches it from its KMS or secret manager at start-up.
+        let keyring = Arc::new(support::read_or_create_keyring(&support::key_file_for(
+            files,
+        ))?);
+        match database {
+            Database::Sqlite(path) => {
+                let store = SqliteStore::open(path)?;
+                let sink = store.audit_sink(keyring.audit_key())?;
+                let (keys, consents) = (store.key_store(), store.consent_store());
+                let tables = Tables::new(Store::Sqlite(store), SHOP_TABLES_SQLITE)?;
+                Shop::assemble(tables, sink, keys, consents, keyring, files, audit)
+            }
+            Database::Postgres { url, .. } => {
+                let store = PgStore::connect(url)?;
+                let sink = store.audit_sink(keyring.audit_key())?;
+                let (keys, consents) = (store.key_store(), store.consent_store());
+                let tables = Tables::new(Store::Postgres(store), SHOP_TABLES_POSTGRES)?;
+                Shop::assemble(tables, sink, keys, consents, keyring, files, audit)
+            }
+        }
+    }
+
+    /// The custodian over one store: keys, consents and audit stream in the
+    /// database; the stream's head signed every 100 events and at shutdown
+    /// into `<files>.checkpoints/` (standing in for a place outside the
+    /// database's reach), the public key in `<files>.pub`.
+    fn assemble<W: BatchWriter + 'static>(
+        tables: Tables,
+        sink: AuditStreamSink<W>,
+        keys: impl privacy_pledge::crypto::KeyStore + 'static,
+        consents: impl privacy_pledge::consent::ConsentStore + 'static,
+        keyring: Arc<Keyring>,
+        files: &std::path::Path,
+        audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
+    ) -> Result<Shop, BoxError> {
+        let signer = keyring.checkpoint_signer()?;
+        let public_key = signer.public_key();
+        std::fs::write(
+            support::public_key_file_for(files),
+            format!("{public_key}\n"),
+        )?;
+        let checkpoints = DirCheckpointStore::new(support::checkpoint_dir_for(files))?;
+        let sink = Arc::new(sink.with_checkpoints(signer, checkpoints.clone(), 100));
+        let custodian = Custodian::builder()
+            .keyring(keyring)
+            .key_store(keys)
+            .consent_store(consents)
+            .audit(audit(Box::new(sink.clone())))
+            .build()?;
+        Ok(Shop {
+            custodian,
+            tables,
+            payments: PaymentProcessor::default(),
+            checkpoints,
+            public_key,
+            sign: Box::new(move || sink.sign_checkpoint()),
+            log: Box::new(|line| eprintln!("{line}")),
+            stats: Stats::default(),
+        })
+    }
+
+    /// Sends the access log (one line a request: method, route, status,
+    /// time; never a value or an id) to `log` instead of standard error.
+    pub fn with_log(mut self, log: impl Fn(&str) + Send + Sync + 'static) -> Shop {
+        self.log = Box::new(log);
+        self
+    }
+
+    /// Clean shutdown: signs the audit stream's head into the checkpoint
+    /// directory, so a verifier with the public key vouches for all of it.
+    pub fn shut_down(&self) -> Result<SignedCheckpoint, AuditError> {
+        (self.sign)()
+    }
+
+    /// The custodian (tests read its trail through it).
+    pub fn custodian(&self) -> &Custodian {
+        &self.custodian
+    }
+
+    /// The database (the shop's tables and the crate's `pp_` tables).
+    pub fn store(&self) -> &Store {
+        &self.tables.store
+    }
+
+    /// The checkpoint directory and the public key that verifies it.
+    pub fn checkpoints(&self) -> (&DirCheckpointStore, CheckpointKey) {
+        (&self.checkpoints, self.public_key)
+    }
+
+    /// How many charges the payment processor received.
+    pub fn charges(&self) -> u32 {
+        self.payments.charges.load(Ordering::Relaxed)
+    }
+
+    /// Where request time went, so far.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot(&self.tables)
+    }
+
+    /// Runs `f` — every custodian and database call of one request — on
+    /// tokio's blocking thread pool, and waits for it without holding an
+    /// async worker.
+    ///
+    /// The crate's calls are synchronous and block: on SQLite or
+    /// PostgreSQL I/O in the key store, consent store and audit sink, and on
+    /// group commit (a `record` returns only once its event is durable).
+    /// Called on an async worker, one slow commit would stall every request
+    /// queued on that worker (and the synchronous `postgres` client under
+    /// `PgStore` panics there: it runs a runtime of its own). The closure
+    /// runs to its end even if the client goes away, so a request's steps
+    /// are never cut in the middle.
+    pub async fn run<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Shop) -> Result<T, ApiError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let shop = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let start = Instant::now();
+            let out = f(&shop);
+            add(&shop.stats.blocking, start.elapsed());
+            out
+        })
+        .await
+        .unwrap_or_else(|_| Err(ApiError::internal("a request's work panicked")))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Routes
+
+/// The service's routes over `shop`.
+///
+/// | route | body | answer |
+/// |---|---|---|
+/// | `POST /customers` | `{"name","email","address","phone"}` | `201 {"customer": ID}`; `409` email taken |
+/// | `POST /login` | `{"email"}` | `200 {"customer": ID}`; `404` |
+/// | `POST /orders` | `{"customer","product","price_cents","currency","card_token"}` | `201 {"order","charge"}`; `404`; `410` erased |
+/// | `PUT`/`DELETE /customers/{id}/newsletter` | — | `200 {"newsletter": true/false}` |
+/// | `GET /customers/{id}/report` | — | `200` the subject's report (JSON) |
+/// | `DELETE /customers/{id}` | — | `200 {"erased_at", "index_entries_removed"}` |
+/// | `GET /healthz` | — | `200 {"status": "ok"}` |
+///
+/// Errors are `{"error": …}` with `"field"` for bad input (`400`) and
+/// `"rule"` where a policy rule refused (`503` + `R10`: the audit trail was
+/// unavailable and nothing happened; `410` + `R11`: erased).
+pub fn router(shop: Arc<Shop>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/customers", post(sign_up))
+        .route("/login", post(login))
+        .route("/orders", post(place_order))
+        .route("/customers/{id}", delete(erase))
+        .route(
+            "/customers/{id}/newsletter",
+            put(subscribe).delete(unsubscribe),
+        )
+        .route("/customers/{id}/report", get(report))
+        .layer(middleware::from_fn_with_state(shop.clone(), access_log))
+        .with_state(shop)
+}
+
+type Shared = State<Arc<Shop>>;
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// A sign-up form, validated.
+struct SignUp {
+    name: FullName,
+    email: EmailAddress,
+    address: PostalAddress,
+    phone: PhoneNumber,
+}
+
+async fn sign_up(State(shop): Shared, body: Bytes) -> Result<Response, ApiError> {
+    let form = Form::from_body(&body)?;
+    let sign_up = SignUp {
+        name: form.parse("name", FullName::parse)?,
+        email: form.parse("email", EmailAddress::parse)?,
+        address: form.parse("address", PostalAddress::parse)?,
+        phone: form.parse("phone", PhoneNumber::parse)?,
+    };
+    let subject = shop.run(move |shop| shop.sign_up(sign_up)).await?;
+    Ok(created(json!({"customer": subject.to_string()})))
+}
+
+async fn login(State(shop): Shared, body: Bytes) -> Result<Json<Value>, ApiError> {
+    let email = Form::from_body(&body)?.parse("email", EmailAddress::parse)?;
+    let subject = shop.run(move |shop| shop.login(&email)).await?;
+    Ok(Json(json!({"customer": subject.to_string()})))
+}
+
+/// An order form, validated (the product is checked with the record).
+struct OrderForm {
+    customer: SubjectId,
+    product: String,
+    amount: Amount,
+    card_token: PaymentToken,
+}
+
+async fn place_order(State(shop): Shared, body: Bytes) -> Result<Response, ApiError> {
+    let form = Form::from_body(&body)?;
+    let order = OrderForm {
+        customer: form.id("customer")?,
+        product: form.text("product")?.to_owned(),
+        amount: Amount::new(form.number("price_cents")?, form.text("currency")?)
+            .map_err(|e| ApiError::invalid("currency", e))?,
+        card_token: form.parse("card_token", PaymentToken::parse)?,
+    };
+    let (order, charge) = shop.run(move |shop| shop.place_order(order)).await?;
+    Ok(created(json!({"order": order, "charge": charge})))
+}
+
+async fn subscribe(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let subject = parse_id(&id)?;
+    shop.run(move |shop| shop.newsletter(subject, true))
+        .await
+        .map(Json)
+}
+
+async fn unsubscribe(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let subject = parse_id(&id)?;
+    shop.run(move |shop| shop.newsletter(subject, false))
+        .await
+        .map(Json)
+}
+
+async fn report(State(shop): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let subject = parse_id(&id)?;
+    let json = shop.run(move |shop| shop.report(subject)).await?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
+}
+
+async fn erase(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    let subject = parse_id(&id)?;
+    shop.run(move |shop| shop.erase(subject)).await.map(Json)
+}
+
+/// One access-log line per request, and the time it took for the load
+/// figure. The route template is logged, not the path: no customer id.
+async fn access_log(State(shop): Shared, request: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("?", MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    let took = start.elapsed();
+    shop.stats.request(took);
+    let detail = response
+        .extensions()
+        .get::<ErrorDetail>()
+        .map_or(String::new(), |d| format!(": {}", d.0));
+    (shop.log)(&format!(
+        "{method} {route} {} {:.1} ms{detail}",
+        response.status().as_u16(),
+        took.as_secs_f64() * 1e3
+    ));
+    response
+}
+
+fn created(body: Value) -> Response {
+    (StatusCode::CREATED, Json(body)).into_response()
+}
+
+fn parse_id(id: &str) -> Result<SubjectId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::field("id", "must be a customer id (32 hex digits)"))
+}
+
+// ---------------------------------------------------------------------------
+// What each request does (synchronous: runs inside `Shop::run`)
+
+impl Shop {
+    /// Collects the form's values for `Transaction`, seals each into the
+    /// `customers` row and indexes the email by its lookup token.
+    fn sign_up(&self, form: SignUp) -> Result<SubjectId, ApiError> {
+        let c = &self.custodian;
+        // Refused before anything is collected.
+        if self
+            .tables
+            .find_by_email(&c.lookup_token_of(&form.email))?
+            .is_some()
+        {
+            return Err(email_taken());
+        }
+        let subject = SubjectId::try_random()?;
+        let name: PersonalInfo<FullName, Transaction> = c.collect(subject, form.name)?;
+        let email: PersonalInfo<EmailAddress, Transaction> = c.collect(subject, form.email)?;
+        let address: PersonalInfo<PostalAddress, Transaction> = c.collect(subject, form.address)?;
+        let phone: PersonalInfo<PhoneNumber, Transaction> = c.collect(subject, form.phone)?;
+        let row = CustomerRow {
+            name: c.seal(&name)?,
+            email: c.seal(&email)?,
+            address: c.seal(&address)?,
+            phone: c.seal(&phone)?,
+        };
+        let index = c.lookup_token(&email)?;
+        self.tables.insert_customer(subject, &row, &index)?;
+        Ok(subject)
+    }
+
+    /// Finds the customer by the email as typed: nothing collected, nothing
+    /// written, nothing audited.
+    fn login(&self, email: &EmailAddress) -> Result<SubjectId, ApiError> {
+        let token = self.custodian.lookup_token_of(email);
+        self.tables
+            .find_by_email(&token)?
+            .ok_or_else(|| ApiError::not_found("no customer has this email address"))
+    }
+
+    /// Records the purchase (sealed into `orders`) and charges the card:
+    /// the processor receives the amount and the card token, each
+    /// hand-over recorded with its name before it happens.
+    fn place_order(&self, form: OrderForm) -> Result<(String, String), ApiError> {
+        let c = &self.custodian;
+        let subject = form.customer;
+        self.known_customer(subject)?;
+        let order_id = new_order_id()?;
+        let record = PurchaseRecord::new(&order_id, &form.product, form.amount, c.today())
+            .map_err(|e| ApiError::invalid("product", e))?;
+        let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, record)?;
+        let token: PersonalInfo<PaymentToken, Transaction> = c.collect(subject, form.card_token)?;
+        let sealed = c.seal(&purchase)?;
+        let amount = c.disclose(&purchase, &self.payments, |p| p.amount())?;
+        let charge = c.disclose(&token, &self.payments, |t| self.payments.charge(t, amount))?;
+        // A real shop refunds the charge if this insert fails.
+        self.tables.insert_order(subject, &sealed, &charge)?;
+        Ok((order_id, charge))
+    }
+
+    /// Grants or withdraws the newsletter subscription (consent, audited).
+    fn newsletter(&self, subject: SubjectId, subscribe: bool) -> Result<Value, ApiError> {
+        self.known_customer(subject)?;
+        let consents = self.custodian.consents();
+        if subscribe {
+            consents.grant::<Newsletter>(subject)?;
+        } else {
+            consents.withdraw::<Newsletter>(subject)?;
+        }
+        Ok(json!({"newsletter": subscribe}))
+    }
+
+    /// The subject's report, as JSON: their values (each opening recorded
+    /// as a disclosure to them), who received what, consents, retention;
+    /// the trail it quotes verified first, stream by stream.
+    fn report(&self, subject: SubjectId) -> Result<String, ApiError> {
+        let row = self
+            .tables
+            .customer(subject)?
+            .ok_or_else(|| ApiError::not_found("no such customer"))?;
+        let orders = self.tables.orders(subject)?;
+        let mut records: Vec<&dyn StoredRecord> =
+            vec![&row.name, &row.email, &row.address, &row.phone];
+        records.extend(orders.iter().map(|o| o as &dyn StoredRecord));
+        // The checkpoints before the trail: a checkpoint signed in between
+        // would name entries the trail read earlier does not have.
+        let checkpoints = self.checkpoints.load()?;
+        let events = match &self.tables.store {
+            Store::Sqlite(s) => s.trail()?,
+            Store::Postgres(p) => p.trail()?,
+        };
+        let trail = self.custodian.verify_stream_trail(events, &checkpoints)?;
+        let report = self.custodian.subject_report(subject, &records, &trail)?;
+        let json = report
+            .to_json()
+            .map_err(|_| ApiError::internal("the report could not be encoded"))?;
+        // The response body is a plain copy: the socket needs one.
+        Ok(json.as_str().to_owned())
+    }
+
+    /// Erases the customer (their keys are destroyed: every sealed copy,
+    /// backups included, stops opening) and deletes the index entries the
+    /// receipt lists, so a login by their email finds nothing.
+    fn erase(&self, subject: SubjectId) -> Result<Value, ApiError> {
+        if !self.tables.customer_exists(subject)? {
+            return Err(ApiError::not_found("no such customer"));
+        }
+        let receipt = self.custodian.erase(subject)?;
+        let mut removed = 0;
+        for token in receipt.lookup_tokens() {
+            removed += self.tables.forget_index(token)?;
+        }
+        Ok(json!({
+            "erased_at": receipt.at().to_string(),
+            "index_entries_removed": removed,
+        }))
+    }
+
+    /// `404` for an unknown customer, `410` for an erased one.
+    fn known_customer(&self, subject: SubjectId) -> Result<(), ApiError> {
+        if !self.tables.customer_exists(subject)? {
+            return Err(ApiError::not_found("no such customer"));
+        }
+        if self.custodian.is_erased(subject)? {
+            return Err(Error::Erased { subject, at: None }.into());
+        }
+        Ok(())
+    }
+}
+
+/// A fresh order number: random, so processes serving one database never
+/// hand out the same one and the database needs no counter.
+fn new_order_id() -> Result<String, ApiError> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = [0u8; 8];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| ApiError::internal("the random generator failed"))?;
+    Ok(format!("ORD-{}", support::hex(&bytes)))
+}
+
+fn email_taken() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        Some("email"),
+        "a customer with this email address exists",
+    )
+}
+
+/// The payment processor: a `Processor`, so it may receive transaction
+/// data (never marketing lists, never anything to sell on).
+#[derive(Default)]
+struct PaymentProcessor {
+    charges: AtomicU32,
+}
+
+impl PaymentProcessor {
+    /// Stands in for the processor's API: charges the card behind `token`.
+    fn charge(&self, token: &PaymentToken, amount: Amount) -> String {
+        // A real client sends `token.expose_secret()` and the amount over TLS.
+        let _ = (token, amount);
+        format!("ch_{:06}", self.charges.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+}
+
+impl Recipient for PaymentProcessor {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "payment processor"
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request bodies and errors
+
+/// A JSON object from a request body. Every accessor names the field in
+/// its error and never repeats what the field held.
+struct Form(Map<String, Value>);
+
+impl Form {
+    fn from_body(body: &[u8]) -> Result<Form, ApiError> {
+        // serde's own messages quote the input: not one of them is passed on.
+        match serde_json::from_slice(body) {
+            Ok(Value::Object(map)) => Ok(Form(map)),
+            _ => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                None,
+                "the body must be a JSON object",
+            )),
+        }
+    }
+
+    fn text(&self, field: &'static str) -> Result<&str, ApiError> {
+        match self.0.get(field) {
+            Some(Value::String(s)) => Ok(s),
+            Some(_) => Err(ApiError::field(field, "must be a string")),
+            None => Err(ApiError::field(field, "is missing")),
+        }
+    }
+
+    fn number(&self, field: &'static str) -> Result<u64, ApiError> {
+        match self.0.get(field) {
+            Some(v) => v
+                .as_u64()
+                .ok_or_else(|| ApiError::field(field, "must be a whole number of at least 0")),
+            None => Err(ApiError::field(field, "is missing")),
+        }
+    }
+
+    fn id(&self, field: &'static str) -> Result<SubjectId, ApiError> {
+        self.text(field)?
+            .parse()
+            .map_err(|_| ApiError::field(field, "must be a customer id (32 hex digits)"))
+    }
+
+    /// The field parsed as a data kind: the kind's error names the rule
+    /// ("invalid email address: there is no '@'"), never the value.
+    fn parse<T>(
+        &self,
+        field: &'static str,
+        parse: impl FnOnce(&str) -> Result<T, InvalidData>,
+    ) -> Result<T, ApiError> {
+        parse(self.text(field)?).map_err(|e| ApiError::invalid(field, e))
+    }
+}
+
+/// An error answer: a status and `{"error", "field"?, "rule"?}`.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: Value,
+    /// For the log only (crate and database errors name no value).
+    detail: Option<String>,
+}
+
+/// The cause of a `5xx`, for the access log.
+#[derive(Clone)]
+struct ErrorDetail(String);
+
+impl ApiError {
+    fn new(status: StatusCode, field: Option<&'static str>, message: &str) -> Self {
+        let mut body = json!({"error": message});
+        if let Some(field) = field {
+            body["field"] = field.into();
+        }
+        ApiError {
+            status,
+            body,
+            detail: None,
+        }
+    }
+
+    fn field(field: &'static str, rule: &str) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            Some(field),
+            &format!("{field} {rule}"),
+        )
+    }
+
+    fn invalid(field: &'static str, e: InvalidData) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, Some(field), &e.to_string())
+    }
+
+    fn not_found(message: &str) -> Self {
+        ApiError::new(StatusCode::NOT_FOUND, None, message)
+    }
+
+    fn internal(detail: &str) -> Self {
+        let mut e = ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, None, "internal error");
+        e.detail = Some(detail.to_owned());
+        e
+    }
+
+    fn unavailable(detail: String) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "the audit trail or key store is unavailable, so nothing was done",
+        );
+        e.body["rule"] = "R10".into();
+        e.detail = Some(detail);
+        e
+    }
+
+    /// The status (tests and the load generator read it).
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        match e {
+            // Fail closed: the sink or a store refused, the use did not happen.
+            Error::Audit(_) | Error::KeyStore(_) | Error::ConsentStore(_) => {
+                ApiError::unavailable(e.to_string())
+            }
+            Error::Erased { .. } => {
+                let mut a = ApiError::new(StatusCode::GONE, None, "this customer was erased");
+                a.body["rule"] = "R11".into();
+                a
+            }
+            // Errors carry subjects, kinds and rules, never values: safe to log.
+            e => ApiError::internal(&e.to_string()),
+        }
+    }
+}
+
+impl From<AuditError> for ApiError {
+    fn from(e: AuditError) -> Self {
+        ApiError::unavailable(e.to_string())
+    }
+}
+
+impl From<privacy_pledge::store::StoreError> for ApiError {
+    fn from(e: privacy_pledge::store::StoreError) -> Self {
+        ApiError::unavailable(e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(detail) = self.detail {
+            response.extensions_mut().insert(ErrorDetail(detail));
+        }
+        response
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The shop's own tables
+
+const SHOP_TABLES_SQLITE: &str = "
+CREATE TABLE IF NOT EXISTS customers (
+    subject     TEXT PRIMARY KEY,  -- a random id, not derived from any value
+    name        BLOB NOT NULL,     -- sealed envelopes
+    email       BLOB NOT NULL,
+    address     BLOB NOT NULL,
+    phone       BLOB NOT NULL,
+    email_index BLOB UNIQUE        -- the email's lookup token; NULL once erased
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id      INTEGER PRIMARY KEY,
+    subject TEXT NOT NULL REFERENCES customers (subject),
+    record  BLOB NOT NULL,         -- sealed purchase record
+    charge  TEXT NOT NULL          -- the processor's charge id
+);
+CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
+";
+
+/// The same on PostgreSQL, under an advisory lock so processes starting
+/// together do not race.
+const SHOP_TABLES_POSTGRES: &str = "
+BEGIN;
+SELECT pg_advisory_xact_lock(7369);
+CREATE TABLE IF NOT EXISTS customers (
+    subject     TEXT PRIMARY KEY,
+    name        BYTEA NOT NULL,
+    email       BYTEA NOT NULL,
+    address     BYTEA NOT NULL,
+    phone       BYTEA NOT NULL,
+    email_index BYTEA UNIQUE
+);
+CREATE TABLE IF NOT EXISTS orders (
+    id      BIGSERIAL PRIMARY KEY,
+    subject TEXT NOT NULL REFERENCES customers (subject),
+    record  BYTEA NOT NULL,
+    charge  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
+COMMIT;
+";
+
+/// A customer's row: every field a sealed envelope.
+struct CustomerRow {
+    name: Sealed<FullName, Transaction>,
+    email: Sealed<EmailAddress, Transaction>,
+    address: Sealed<PostalAddress, Transaction>,
+    phone: Sealed<PhoneNumber, Transaction>,
+}
+
+/// The shop's statements, the same SQL on both databases (`$1`, `$2`, …);
+/// `Sealed` and `LookupToken` are column types of both drivers, bound and
+/// read as they are.
+pub struct Tables {
+    store: Store,
+    /// Time spent in the shop's own statements, for the load figure.
+    nanos: AtomicU64,
+}
+
+impl Tables {
+    fn new(store: Store, schema: &str) -> Result<Tables, BoxError> {
+        store.batch(schema)?;
+        Ok(Tables {
+            store,
+            nanos: AtomicU64::new(0),
+        })
+    }
+
+    /// Runs the shop's own statements, timed.
+    fn timed<R>(&self, f: impl FnOnce(&Store) -> Result<R, BoxError>) -> Result<R, ApiError> {
+        let start = Instant::now();
+        let out = f(&self.store);
+        add(&self.nanos, start.elapsed());
+        out.map_err(db_error)
+    }
+
+    fn insert_customer(
+        &self,
+        subject: SubjectId,
+        row: &CustomerRow,
+        index: &LookupToken<EmailAddress>,
+    ) -> Result<(), ApiError> {
+        let r = row;
+        self.timed(|db| {
+            db.execute(
+                "INSERT INTO customers (subject, name, email, address, phone, email_index)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &subject.to_string(),
+                    &r.name,
+                    &r.email,
+                    &r.address,
+                    &r.phone,
+                    index,
+                ],
+            )
+        })
+        .map(drop)
+    }
+
+    fn find_by_email(
+        &self,
+        index: &LookupToken<EmailAddress>,
+    ) -> Result<Option<SubjectId>, ApiError> {
+        let found = self.timed(|db| {
+            db.query(
+                "SELECT subject FROM customers WHERE email_index = $1",
+                &[index],
+                |r| r.get::<String>(0),
+            )
+        })?;
+        found.first().map(|id| parse_stored_id(id)).transpose()
+    }
+
+    fn customer_exists(&self, subject: SubjectId) -> Result<bool, ApiError> {
+        let found = self.timed(|db| {
+            db.query(
+                "SELECT subject FROM customers WHERE subject = $1",
+                &[&subject.to_string()],
+                |_| Ok(()),
+            )
+        })?;
+        Ok(!found.is_empty())
+    }
+
+    fn customer(&self, subject: SubjectId) -> Result<Option<CustomerRow>, ApiError> {
+        let mut rows = self.timed(|db| {
+            db.query(
+                "SELECT name, email, address, phone FROM customers WHERE subject = $1",
+                &[&subject.to_string()],
+                |r| {
+                    Ok(CustomerRow {
+                        name: r.get(0)?,
+                        email: r.get(1)?,
+                        address: r.get(2)?,
+                        phone: r.get(3)?,
+                    })
+                },
+            )
+        })?;
+        Ok(rows.pop())
+    }
+
+    fn insert_order(
+        &self,
+        subject: SubjectId,
+        record: &Sealed<PurchaseRecord, Transaction>,
+        charge: &str,
+    ) -> Result<(), ApiError> {
+        self.timed(|db| {
+            db.execute(
+                "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
+                &[&subject.to_string(), record, &charge],
+            )
+        })
+        .map(drop)
+    }
+
+    fn orders(
+        &self,
+        subject: SubjectId,
+    ) -> Result<Vec<Sealed<PurchaseRecord, Transaction>>, ApiError> {
+        self.timed(|db| {
+            db.query(
+                "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
+                &[&subject.to_string()],
+                |r| r.get(0),
+            )
+        })
+    }
+
+    /// Applies one entry of an erasure receipt: clears the index entries
+    /// holding `token`. Returns how many.
+    fn forget_index(&self, token: &LookupRef) -> Result<u64, ApiError> {
+        self.timed(|db| {
+            db.execute(
+                "UPDATE customers SET email_index = NULL WHERE email_index = $1",
+                &[&token.token.to_vec()],
+            )
+        })
+    }
+}
+
+fn parse_stored_id(id: &str) -> Result<SubjectId, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::internal("customers.subject holds a malformed id"))
+}
+
+/// A statement of the shop's own failed: a unique email index is `409`,
+/// anything else `500`, logged with the database's message and code (for
+/// PostgreSQL never its DETAIL, which may quote a row).
+fn db_error(e: BoxError) -> ApiError {
+    if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
+        if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+            return email_taken();
+        }
+    }
+    if let Some(db) = e
+        .downcast_ref::<postgres::Error>()
+        .and_then(postgres::Error::as_db_error)
+    {
+        if *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION {
+            return email_taken();
+        }
+        return ApiError::internal(&format!("{} (SQLSTATE {})", db.message(), db.code().code()));
+    }
+    ApiError::internal(&e.to_string())
+}
+
+// ---------------------------------------------------------------------------
+// Where request time goes
+
+#[derive(Default)]
+struct Stats {
+    requests: AtomicU64,
+    request: AtomicU64,
+    blocking: AtomicU64,
+}
+
+fn add(counter: &AtomicU64, d: Duration) {
+    counter.fetch_add(
+        u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+        Ordering::Relaxed,
+    );
+}
+
+impl Stats {
+    fn request(&self, took: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        add(&self.request, took);
+    }
+
+    fn snapshot(&self, tables: &Tables) -> StatsSnapshot {
+        let d = |c: &AtomicU64| Duration::from_nanos(c.load(Ordering::Relaxed));
+        StatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            request: d(&self.request),
+            blocking: d(&self.blocking),
+            shop_sql: d(&tables.nanos),
+        }
+    }
+}
+
+/// Totals since start: requests answered, their time (in the service, from
+/// routing to the response), the time of their blocking closures, and of
+/// the shop's own SQL inside those. The crate's share is
+/// `(blocking - shop_sql) / request`: custodian calls with their key store,
+/// consent store and audit sink.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatsSnapshot {
+    pub requests: u64,
+    pub request: Duration,
+    pub blocking: Duration,
+    pub shop_sql: Duration,
+}
