@@ -517,7 +517,7 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
     for token in receipt.lookup_tokens() {
         shop.db.execute(
             "UPDATE customers SET email_index = NULL WHERE email_index = $1",
-            &[&token.token.as_slice()],
+            &[token],
         )?;
     }
     let names = shop.db.query(

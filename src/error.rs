@@ -179,6 +179,38 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether the operation was refused because something the custodian
+    /// depends on failed — the audit sink, the key store or the consent
+    /// store — rather than because a rule forbids it. Such a refusal is fail
+    /// closed (nothing happened) and may succeed later: a web service answers
+    /// it with `503 Service Unavailable`, the others with a `4xx`.
+    ///
+    /// ```
+    /// use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink};
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    /// use privacy_pledge::{Custodian, SubjectId};
+    ///
+    /// struct Down;
+    /// impl AuditSink for Down {
+    ///     fn record(&self, _: &AuditEvent) -> Result<(), AuditError> {
+    ///         Err(AuditError::new("disk full"))
+    ///     }
+    /// }
+    /// let custodian = Custodian::builder().audit(Down).build()?;
+    /// let err = custodian
+    ///     .collect::<EmailAddress, Transaction>(SubjectId::random(), EmailAddress::parse("ada@example.com")?)
+    ///     .unwrap_err();
+    /// assert!(err.is_unavailable());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            Error::Audit(_) | Error::KeyStore(_) | Error::ConsentStore(_)
+        )
+    }
+
     /// The rule behind the error, where there is one.
     pub fn rule(&self) -> Option<RuleId> {
         match self {

@@ -71,7 +71,7 @@ impl CustomerTable for Sqlite {
             .with_connection(|c| {
                 c.execute(
                     "UPDATE customers SET email_index = NULL WHERE email_index = $1",
-                    [token.token.as_slice()],
+                    [token],
                 )
             })
             .unwrap();

@@ -92,7 +92,7 @@ macro_rules! customer_table {
                         sqlx::query(
                             "UPDATE customers SET email_index = NULL WHERE email_index = $1",
                         )
-                        .bind(token.token.to_vec())
+                        .bind(*token)
                         .execute(&self.pool),
                     )
                     .unwrap();

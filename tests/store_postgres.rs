@@ -711,7 +711,7 @@ impl lookup_shop::CustomerTable for PgCustomers {
             .with_client(|c| {
                 c.execute(
                     "UPDATE customers SET email_index = NULL WHERE email_index = $1",
-                    &[&token.token.as_slice()],
+                    &[token],
                 )
             })
             .unwrap();

@@ -656,9 +656,7 @@ impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         match e {
             // Fail closed: the sink or a store refused, the use did not happen.
-            Error::Audit(_) | Error::KeyStore(_) | Error::ConsentStore(_) => {
-                ApiError::unavailable(e.to_string())
-            }
+            e if e.is_unavailable() => ApiError::unavailable(e.to_string()),
             Error::Erased { .. } => {
                 let mut a = ApiError::new(StatusCode::GONE, None, "this customer was erased");
                 a.body["rule"] = "R11".into();
@@ -871,7 +869,7 @@ impl Tables {
         self.timed(|db| {
             db.execute(
                 "UPDATE customers SET email_index = NULL WHERE email_index = $1",
-                &[&token.token.to_vec()],
+                &[token],
             )
         })
     }

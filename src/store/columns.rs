@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | [`Sealed<T, P>`] | `BLOB` (the envelope's bytes); reads `TEXT` in the canonical base64 form too | `bytea`; reads `text` in the base64 form too |
 //! | [`LookupToken<T>`] | `BLOB`, 32 bytes | `bytea`, 32 bytes |
+//! | [`LookupRef`](crate::crypto::LookupRef) (an erasure receipt's entry; bind only) | `BLOB`, 32 bytes | `bytea`, 32 bytes |
 //!
 //! Reading a column checks the bytes like [`Sealed::from_bytes`] and
 //! [`LookupToken::from_bytes`]: garbage is an error naming the column's
@@ -51,7 +52,7 @@ use crate::crypto::{LookupToken, Sealed};
 mod sqlite {
     use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
 
-    use crate::crypto::{LookupToken, Sealed};
+    use crate::crypto::{LookupRef, LookupToken, Sealed};
     use crate::data::DataKind;
     use crate::purpose::Purpose;
 
@@ -88,6 +89,12 @@ mod sqlite {
             LookupToken::from_bytes(value.as_blob()?).map_err(other)
         }
     }
+
+    impl ToSql for LookupRef {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(ToSqlOutput::from(self.token.as_slice()))
+        }
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -96,7 +103,7 @@ mod postgres {
 
     use postgres::types::{accepts, to_sql_checked, FromSql, IsNull, ToSql, Type};
 
-    use crate::crypto::{LookupToken, Sealed};
+    use crate::crypto::{LookupRef, LookupToken, Sealed};
     use crate::data::DataKind;
     use crate::purpose::Purpose;
 
@@ -143,6 +150,18 @@ mod postgres {
         }
         accepts!(BYTEA);
     }
+
+    impl ToSql for LookupRef {
+        fn to_sql(
+            &self,
+            ty: &Type,
+            out: &mut postgres::types::private::BytesMut,
+        ) -> Result<IsNull, Boxed> {
+            self.token.as_slice().to_sql(ty, out)
+        }
+        accepts!(BYTEA);
+        to_sql_checked!();
+    }
 }
 
 #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
@@ -154,9 +173,33 @@ mod sqlx_impls {
     use sqlx::error::BoxDynError;
     use sqlx::{Database, Decode, Encode, Type};
 
-    use crate::crypto::{LookupToken, Sealed};
+    use crate::crypto::{LookupRef, LookupToken, Sealed};
     use crate::data::DataKind;
     use crate::purpose::Purpose;
+
+    impl<DB: Database> Type<DB> for LookupRef
+    where
+        Vec<u8>: Type<DB>,
+    {
+        fn type_info() -> DB::TypeInfo {
+            <Vec<u8> as Type<DB>>::type_info()
+        }
+        fn compatible(ty: &DB::TypeInfo) -> bool {
+            <Vec<u8> as Type<DB>>::compatible(ty)
+        }
+    }
+
+    impl<DB: Database> Encode<'_, DB> for LookupRef
+    where
+        for<'q> Vec<u8>: Encode<'q, DB>,
+    {
+        fn encode_by_ref(
+            &self,
+            buf: &mut <DB as Database>::ArgumentBuffer,
+        ) -> Result<IsNull, BoxDynError> {
+            self.token.to_vec().encode(buf)
+        }
+    }
 
     impl<T: DataKind, P: Purpose, DB: Database> Type<DB> for Sealed<T, P>
     where
