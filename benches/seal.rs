@@ -32,7 +32,7 @@ use criterion::{
 };
 use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink};
 use privacy_pledge::crypto::{Keyring, MemoryKeyStore};
-use privacy_pledge::data::{DataKind, EmailAddress, PostalAddress};
+use privacy_pledge::data::{DataKind, EmailAddress};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::{Custodian, ExposeSecret, PersonalInfo, SubjectId};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
@@ -53,22 +53,6 @@ fn email_64() -> EmailAddress {
     let text = format!("{local}@example.com");
     assert_eq!(text.len(), 64);
     EmailAddress::parse(&text).unwrap()
-}
-
-fn postal_1k() -> PostalAddress {
-    // 127 characters, 145 bytes: 18 of them are two-byte 'é'.
-    let line = |i: usize| {
-        let mut s = format!("{i} ");
-        s.push_str(&"é".repeat(18));
-        while s.chars().count() < 127 {
-            s.push('x');
-        }
-        s
-    };
-    let text: Vec<String> = (0..7).map(line).collect();
-    let a = PostalAddress::parse(&format!("{}\nGB", text.join("\n"))).unwrap();
-    assert_eq!(a.expose_secret().len() + 3, 1024);
-    a
 }
 
 fn ring_key() -> LessSafeKey {
@@ -194,7 +178,7 @@ fn seal(c: &mut Criterion) {
     let plain = email.expose_secret().as_bytes().to_vec();
     seal_and_open(c, "64B", &plain, email);
 
-    let postal = postal_1k();
+    let postal = common::postal_1k();
     let plain = format!("{}\n{}", postal.expose_secret(), postal.country().code()).into_bytes();
     seal_and_open(c, "1KiB", &plain, postal);
 }

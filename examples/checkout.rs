@@ -123,29 +123,6 @@ const ORDERS: [OrderForm; 5] = [
     },
 ];
 
-/// The payment processor: a `Processor`, so it may receive transaction data
-/// (never marketing lists, never anything to sell on).
-#[derive(Default)]
-struct PaymentProcessor {
-    charges: AtomicU32,
-}
-
-impl PaymentProcessor {
-    /// Stands in for the processor's API: charges the card behind `token`.
-    fn charge(&self, token: &PaymentToken, amount: Amount) -> String {
-        // A real client sends `token.expose_secret()` and the amount over TLS.
-        let _ = (token, amount);
-        format!("ch_{:06}", self.charges.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-}
-
-impl Recipient for PaymentProcessor {
-    type Role = Processor;
-    fn name(&self) -> &str {
-        "payment processor"
-    }
-}
-
 /// The mail delivery service that sends mail on the shop's behalf.
 #[derive(Default)]
 struct MailDelivery {
@@ -172,7 +149,7 @@ impl Recipient for MailDelivery {
 struct Shop {
     db: Store,
     opened: support::StoreShop,
-    payments: PaymentProcessor,
+    payments: support::PaymentProcessor,
     mail: MailDelivery,
 }
 
@@ -285,7 +262,7 @@ fn run(database: &Database) -> Result<(), BoxError> {
     println!(
         "{} orders placed; {} cards charged through the payment processor",
         customers.len(),
-        shop.payments.charges.load(Ordering::Relaxed)
+        shop.payments.charges()
     );
     println!(
         "{} order confirmations sent as service notices",
@@ -352,7 +329,7 @@ fn open_shop(database: &Database) -> Result<Shop, BoxError> {
     Ok(Shop {
         db: opened.store.clone(),
         opened,
-        payments: PaymentProcessor::default(),
+        payments: support::PaymentProcessor::default(),
         mail: MailDelivery::default(),
     })
 }
@@ -372,34 +349,57 @@ fn parse_form(form: &OrderForm) -> Result<ParsedForm, InvalidData> {
 /// Takes one order: finds a returning customer by email or signs a new one
 /// up, then charges, stores the order, confirms, and notes consent.
 fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<SubjectId, BoxError> {
-    let c = &shop.opened.custodian;
     // Returning customer? The email's lookup token finds their row; the
     // address itself is never compared, stored or logged in the clear.
-    let index = c.lookup_token_of(&form.email);
+    let index = shop.opened.custodian.lookup_token_of(&form.email);
     let known = shop.db.query(
         "SELECT subject FROM customers WHERE email_index = $1",
         &[&index],
         |row| Ok(row.get::<String>(0)?.parse::<SubjectId>()?),
     )?;
-    let subject = match known.first() {
-        Some(subject) => *subject,
-        None => sign_up(shop, &form)?,
-    };
-    let email: PersonalInfo<EmailAddress, Transaction> = c.collect(subject, form.email)?;
-    let token: PersonalInfo<PaymentToken, Transaction> = c.collect(subject, form.card_token)?;
+    if let Some(subject) = known.first() {
+        match order_for(shop, *subject, &form, order) {
+            // Erased by another process meanwhile: refused before anything
+            // was charged, so sign them up anew.
+            Err(e) if matches!(e.downcast_ref(), Some(Error::Erased { .. })) => {}
+            other => return other.map(|()| *subject),
+        }
+    }
+    let subject = sign_up(shop, &form)?;
+    order_for(shop, subject, &form, order)?;
+    Ok(subject)
+}
+
+/// The order itself, for `subject`: the purchase is sealed first (refused
+/// for an erased customer before anything is charged), then paid, stored,
+/// confirmed.
+fn order_for(
+    shop: &Shop,
+    subject: SubjectId,
+    form: &ParsedForm,
+    order: &OrderForm,
+) -> Result<(), BoxError> {
+    let c = &shop.opened.custodian;
+    let email: PersonalInfo<EmailAddress, Transaction> = c.collect(subject, form.email.clone())?;
+    let token: PersonalInfo<PaymentToken, Transaction> =
+        c.collect(subject, form.card_token.clone())?;
     let order_id = next_order_id(&shop.db)?;
     let amount = Amount::new(order.price_cents, "USD")?;
     let purchase = PurchaseRecord::new(&order_id, order.product, amount, c.today())?;
     let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, purchase)?;
+    let sealed = c.seal(&purchase)?;
 
     let charge = charge_card(shop, &purchase, &token)?;
-    store_order(shop, subject, &purchase, &charge)?;
+    shop.db.execute(
+        "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
+        &[&subject.to_string(), &sealed, &charge],
+    )?;
     send_confirmation(shop, email)?;
     if order.wants_offers {
         // The form's "send me offers" box: consent, recorded and audited.
         c.consents().grant::<Promotion>(subject)?;
     }
-    Ok(subject)
+    Ok(())
 }
 
 /// A new customer: every field collected for the purchase and sealed into
@@ -445,23 +445,6 @@ fn charge_card(
     Ok(charge)
 }
 
-fn store_order(
-    shop: &Shop,
-    subject: SubjectId,
-    purchase: &PersonalInfo<PurchaseRecord, Transaction>,
-    charge: &str,
-) -> Result<(), BoxError> {
-    shop.db.execute(
-        "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
-        &[
-            &subject.to_string(),
-            &shop.opened.custodian.seal(purchase)?,
-            &charge,
-        ],
-    )?;
-    Ok(())
-}
-
 /// The order confirmation is a service notice: a purpose compatible with the
 /// purchase, so it needs no consent (R6, R7).
 fn send_confirmation(
@@ -490,20 +473,20 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
     )?;
     let (mut sent, mut skipped) = (0, 0);
     for (subject, sealed) in rows {
-        // No live consent (never given, withdrawn, or erased), no mail.
-        let proof = match c.consent_proof::<Promotion>(subject) {
-            Ok(proof) => proof,
-            Err(Error::NoConsent { .. } | Error::Erased { .. }) => {
-                skipped += 1;
-                continue;
-            }
-            Err(e) => return Err(e.into()),
+        let mail = || -> Result<(), Error> {
+            let proof = c.consent_proof::<Promotion>(subject)?;
+            let email = c.open(&sealed)?;
+            let email: PersonalInfo<EmailAddress, Promotion> =
+                c.repurpose_with_consent(email, &proof)?;
+            c.disclose(&email, &shop.mail, |to| shop.mail.send(to, "Summer sale"))
         };
-        let email = c.open(&sealed)?;
-        let email: PersonalInfo<EmailAddress, Promotion> =
-            c.repurpose_with_consent(email, &proof)?;
-        c.disclose(&email, &shop.mail, |to| shop.mail.send(to, "Summer sale"))?;
-        sent += 1;
+        match mail() {
+            Ok(()) => sent += 1,
+            // No live consent (never given, withdrawn, or the customer was
+            // erased, here or by another process meanwhile): no mail.
+            Err(Error::NoConsent { .. } | Error::Erased { .. }) => skipped += 1,
+            Err(e) => return Err(e.into()),
+        }
     }
     Ok((sent, skipped))
 }
@@ -529,12 +512,17 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
         .first()
         .ok_or("the erased customer's row is missing")?;
     let found = shop.db.query(
-        "SELECT subject FROM customers WHERE email_index = $1",
-        &[&c.lookup_token_of(&EmailAddress::parse(email)?)],
+        "SELECT subject FROM customers WHERE email_index = $1 AND subject = $2",
+        &[
+            &c.lookup_token_of(&EmailAddress::parse(email)?),
+            &subject.to_string(),
+        ],
         |row| row.get::<String>(0),
     )?;
     match c.open(name) {
-        Err(e @ Error::Erased { .. }) if found.is_empty() => {
+        // (Erased at the same moment by another process, which clears the
+        // index itself: this receipt is empty.)
+        Err(e @ Error::Erased { .. }) if found.is_empty() || receipt.generations().is_empty() => {
             println!(
                 "erased customer {subject} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
                 receipt.generations().len(),

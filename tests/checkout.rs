@@ -7,8 +7,6 @@
 #[path = "common/examples.rs"]
 mod examples;
 
-use std::process::{Command, Stdio};
-
 /// Every personal value the example's order forms hold, and the parts of
 /// them that would give one away.
 const SAMPLES: &[&str] = &[
@@ -41,24 +39,7 @@ fn a2_a3_a5_the_checkout_database_holds_no_plaintext() {
     let dir = std::env::temp_dir().join(format!("pp-checkout-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("shop.db");
-    let children: Vec<_> = (0..2)
-        .map(|_| {
-            Command::new(examples::example_binary("checkout"))
-                .arg(format!("--db={}", db.display()))
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for text in examples::run_at_once("checkout", &[format!("--db={}", db.display())], 2) {
         assert!(text.contains("4 orders placed"), "{text}");
         assert!(text.contains("their email finds no one"), "{text}");
     }

@@ -13,6 +13,8 @@ mod support;
 
 #[path = "../examples/shop_service/app.rs"]
 mod app;
+#[path = "common/pg.rs"]
+mod pg;
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -849,7 +851,7 @@ async fn a5_a_slow_audit_write_does_not_stall_the_executor() {
 /// it, bytea as raw bytes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a1_a2_a4_life_cycle_of_32_customers_on_postgres() {
-    let Some(url) = tokio::task::spawn_blocking(|| pg_database("shop_service"))
+    let Some(url) = tokio::task::spawn_blocking(|| pg::database("shop_service"))
         .await
         .unwrap()
     else {
@@ -878,29 +880,6 @@ async fn a1_a2_a4_life_cycle_of_32_customers_on_postgres() {
         }
     }
     service.stop().await;
-}
-
-/// A fresh database, or `None` (and a loud SKIPPED) without a server; under
-/// `CI` a missing server is a failure (as in tests/store_postgres.rs).
-fn pg_database(test: &str) -> Option<String> {
-    use privacy_pledge::store::postgres::postgres;
-    let Ok(base) = std::env::var("PP_TEST_PG") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PP_TEST_PG is not set under CI: the PostgreSQL tests would not run"
-        );
-        eprintln!(
-            "SKIPPED {test}: PP_TEST_PG is not set (run scripts/test, which starts PostgreSQL)"
-        );
-        return None;
-    };
-    let name = format!("pp_{test}_{}", SubjectId::random()).to_lowercase();
-    let mut admin =
-        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    Some(format!("{base} dbname={name}"))
 }
 
 /// Every row of every table of the database, its text and bytea columns

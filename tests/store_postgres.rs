@@ -12,6 +12,8 @@
 mod examples;
 #[path = "common/lookup_shop.rs"]
 mod lookup_shop;
+#[path = "common/pg.rs"]
+mod pg;
 #[path = "common/tamper.rs"]
 mod tamper;
 
@@ -29,7 +31,7 @@ use privacy_pledge::consent::{ConsentRecord, ConsentStore};
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::{Newsletter, PurposeId, Transaction};
-use privacy_pledge::store::postgres::{postgres, PgStore, SCHEMA_VERSION};
+use privacy_pledge::store::postgres::{PgStore, SCHEMA_VERSION};
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
@@ -39,29 +41,7 @@ fn keyring() -> Arc<Keyring> {
     Arc::new(Keyring::from_master(MASTER, [1]).unwrap())
 }
 
-/// A fresh database for one test, or `None` (and a loud SKIPPED) without a
-/// server.
-fn database(test: &str) -> Option<String> {
-    let Ok(base) = std::env::var("PP_TEST_PG") else {
-        // CI runs `scripts/test`, which always provides a server: there a
-        // missing one is a failure, never a silent skip.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PP_TEST_PG is not set under CI: the PostgreSQL tests would not run"
-        );
-        eprintln!(
-            "SKIPPED {test}: PP_TEST_PG is not set (run scripts/test, which starts PostgreSQL)"
-        );
-        return None;
-    };
-    let name = format!("pp_{test}_{}", SubjectId::random()).to_lowercase();
-    let mut admin =
-        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    Some(format!("{base} dbname={name}"))
-}
+use pg::database;
 
 fn email(subject: SubjectId) -> PersonalInfo<EmailAddress, Transaction> {
     PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com").unwrap())
@@ -529,24 +509,7 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
     };
     let files = std::env::temp_dir().join(format!("pp-pg-checkout-{}", SubjectId::random()));
     let files_arg = format!("--files={}", files.display());
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            Command::new(examples::example_binary("checkout"))
-                .args(["--database-url", &db, &files_arg])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{text}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    for text in examples::run_at_once("checkout", &["--database-url", &db, &files_arg], 3) {
         assert!(text.contains("4 orders placed"), "{text}");
     }
     let verify = || examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);

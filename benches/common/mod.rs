@@ -5,7 +5,7 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use privacy_pledge::data::EmailAddress;
+use privacy_pledge::data::{EmailAddress, PostalAddress};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
@@ -41,4 +41,25 @@ pub fn time_access(iters: u64, build: impl FnOnce() -> Custodian) -> Duration {
                 .expect("access"),
         );
     })
+}
+
+/// A 1 KiB postal address in the canonical form: seven lines of 127
+/// characters (18 of them two-byte `é`, so validation sees non-ASCII text)
+/// and a country.
+pub fn postal_1k() -> PostalAddress {
+    let line = |i: usize| {
+        let mut s = format!("{i} ");
+        s.push_str(&"é".repeat(18));
+        while s.chars().count() < 127 {
+            s.push('x');
+        }
+        s
+    };
+    let text: Vec<String> = (0..7).map(line).collect();
+    let a = PostalAddress::parse(&format!("{}\nGB", text.join("\n"))).expect("valid address");
+    assert_eq!(
+        privacy_pledge::ExposeSecret::expose_secret(&a).len() + 3,
+        1024
+    );
+    a
 }

@@ -17,7 +17,7 @@
 
 #![allow(dead_code)] // shared by the service, its test and the load generator
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -39,7 +39,6 @@ use privacy_pledge::data::{
     PurchaseRecord,
 };
 use privacy_pledge::purpose::{Newsletter, Transaction};
-use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::store::postgres::{postgres, PgStore};
 use privacy_pledge::store::sqlite::rusqlite;
@@ -47,7 +46,7 @@ use privacy_pledge::store::sqlite::SqliteStore;
 use privacy_pledge::store::{AuditStreamSink, BatchWriter};
 use privacy_pledge::{Custodian, Error, LookupToken, PersonalInfo, Sealed, SubjectId};
 
-use crate::support::{self, BoxError, Database, Store};
+use crate::support::{self, BoxError, Database, PaymentProcessor, Store};
 
 // ---------------------------------------------------------------------------
 // State
@@ -178,7 +177,7 @@ impl Shop {
 
     /// How many charges the payment processor received.
     pub fn charges(&self) -> u32 {
-        self.payments.charges.load(Ordering::Relaxed)
+        self.payments.charges()
     }
 
     /// Where request time went, so far.
@@ -508,29 +507,6 @@ fn email_taken() -> ApiError {
         Some("email"),
         "a customer with this email address exists",
     )
-}
-
-/// The payment processor: a `Processor`, so it may receive transaction
-/// data (never marketing lists, never anything to sell on).
-#[derive(Default)]
-struct PaymentProcessor {
-    charges: AtomicU32,
-}
-
-impl PaymentProcessor {
-    /// Stands in for the processor's API: charges the card behind `token`.
-    fn charge(&self, token: &PaymentToken, amount: Amount) -> String {
-        // A real client sends `token.expose_secret()` and the amount over TLS.
-        let _ = (token, amount);
-        format!("ch_{:06}", self.charges.fetch_add(1, Ordering::Relaxed) + 1)
-    }
-}
-
-impl Recipient for PaymentProcessor {
-    type Role = Processor;
-    fn name(&self) -> &str {
-        "payment processor"
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -113,6 +113,41 @@ pub fn read_or_create_keyring(path: &Path) -> Result<Keyring, BoxError> {
 }
 
 // ---------------------------------------------------------------------------
+// The shop's payment processor
+
+use privacy_pledge::data::{Amount, PaymentToken};
+use privacy_pledge::recipient::{Processor, Recipient};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The payment processor: a `Processor`, so it may receive transaction data
+/// (never marketing lists, never anything to sell on).
+#[derive(Default)]
+pub struct PaymentProcessor {
+    charges: AtomicU32,
+}
+
+impl PaymentProcessor {
+    /// Stands in for the processor's API: charges the card behind `token`.
+    pub fn charge(&self, token: &PaymentToken, amount: Amount) -> String {
+        // A real client sends `token.expose_secret()` and the amount over TLS.
+        let _ = (token, amount);
+        format!("ch_{:06}", self.charges.fetch_add(1, Ordering::Relaxed) + 1)
+    }
+
+    /// How many cards were charged.
+    pub fn charges(&self) -> u32 {
+        self.charges.load(Ordering::Relaxed)
+    }
+}
+
+impl Recipient for PaymentProcessor {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "payment processor"
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Where the shop's data lives
 
 /// The database an example works on, as given on its command line.

@@ -1,6 +1,8 @@
 //! The example programs, as tests run them: `cargo test` builds every
 //! example beside the test executables.
 
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -32,4 +34,32 @@ pub fn run_example<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S]) -> (i32, S
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
+}
+
+/// Runs `n` processes of example `name` with `args` at once, waits for all,
+/// asserts that each succeeded, and returns what each printed on stdout.
+pub fn run_at_once<S: AsRef<std::ffi::OsStr>>(name: &str, args: &[S], n: usize) -> Vec<String> {
+    let children: Vec<_> = (0..n)
+        .map(|_| {
+            Command::new(example_binary(name))
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    children
+        .into_iter()
+        .map(|c| {
+            let out = c.wait_with_output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(
+                out.status.success(),
+                "{name}: {text}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            text
+        })
+        .collect()
 }

@@ -9,11 +9,14 @@
 //! cargo bench -p privacy-pledge-peers
 //! ```
 
+#[path = "../../common/mod.rs"]
+mod common;
+
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
-use privacy_pledge::data::{DataKind, EmailAddress, PostalAddress};
+use privacy_pledge::data::{DataKind, EmailAddress};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
@@ -21,21 +24,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 /// 24 bytes.
 const EMAIL: &str = "ada.lovelace@example.com";
-
-/// 1 KiB in the canonical form: seven lines of 127 characters (18 of them
-/// two-byte `é`) and a country, as in the crate's own `benches/seal.rs`.
-fn postal_1k() -> PostalAddress {
-    let line = |i: usize| {
-        let mut s = format!("{i} ");
-        s.push_str(&"é".repeat(18));
-        while s.chars().count() < 127 {
-            s.push('x');
-        }
-        s
-    };
-    let text: Vec<String> = (0..7).map(line).collect();
-    PostalAddress::parse(&format!("{}\nGB", text.join("\n"))).expect("valid address")
-}
 
 fn ring_key() -> LessSafeKey {
     let mut k = [0u8; 32];
@@ -142,7 +130,7 @@ fn peers(c: &mut Criterion) {
         EMAIL.as_bytes(),
         EmailAddress::parse(EMAIL).unwrap(),
     );
-    let address = postal_1k();
+    let address = common::postal_1k();
     let text = privacy_pledge::ExposeSecret::expose_secret(&address).to_owned();
     one_size(c, "1KiB", text.as_bytes(), address);
 

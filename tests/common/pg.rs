@@ -1,0 +1,28 @@
+//! A fresh PostgreSQL database per test, on the server `scripts/test`
+//! starts (`PP_TEST_PG`).
+
+use privacy_pledge::store::postgres::postgres;
+use privacy_pledge::SubjectId;
+
+/// A fresh database for one test, or `None` (and a loud SKIPPED) without a
+/// server. Under `CI` a missing server is a failure, never a silent skip:
+/// CI always runs `scripts/test`.
+pub fn database(test: &str) -> Option<String> {
+    let Ok(base) = std::env::var("PP_TEST_PG") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "PP_TEST_PG is not set under CI: the PostgreSQL tests would not run"
+        );
+        eprintln!(
+            "SKIPPED {test}: PP_TEST_PG is not set (run scripts/test, which starts PostgreSQL)"
+        );
+        return None;
+    };
+    let name = format!("pp_{test}_{}", SubjectId::random()).to_lowercase();
+    let mut admin =
+        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    Some(format!("{base} dbname={name}"))
+}
