@@ -8,6 +8,8 @@
 //! Without `PP_TEST_PG` every test says SKIPPED on stderr and returns
 //! (under `CI` that is a failure instead: CI always runs `scripts/test`).
 
+#[path = "common/archive.rs"]
+mod archive;
 #[path = "common/examples.rs"]
 mod examples;
 #[path = "common/lookup_shop.rs"]
@@ -444,56 +446,42 @@ fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
 }
 
 /// The oldest segment of a stream moves out behind a signed checkpoint: the
-/// rest verifies from that checkpoint with the public key, the archive
-/// verifies against it on its own, and a checkpoint under another key
-/// archives nothing (A4).
+/// rest verifies from it with the public key and the audit key, the archive
+/// verifies on its own, and a checkpoint under another key or a segment
+/// already gone archives nothing (A4; `tests/common/archive.rs`).
+impl archive::Archiving for PgStore {
+    fn archive(
+        &self,
+        up_to: &privacy_pledge::audit::SignedCheckpoint,
+        key: &privacy_pledge::audit::CheckpointKey,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, privacy_pledge::store::StoreError> {
+        PgStore::archive(self, up_to, key, out)
+    }
+    fn trail(&self) -> Result<Vec<privacy_pledge::AuditEvent>, privacy_pledge::store::StoreError> {
+        PgStore::trail(self)
+    }
+}
+
 #[test]
 fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
-    use privacy_pledge::audit::read_jsonl;
     let Some(db) = database("archive") else {
         return;
     };
     let store = PgStore::connect(&db).unwrap();
     let keyring = keyring();
-    let signer = keyring.checkpoint_signer().unwrap();
-    let public = signer.public_key();
     let dir = std::env::temp_dir().join(format!("pp-pg-archive-{}", SubjectId::random()));
-    let outside = DirCheckpointStore::new(&dir).unwrap();
-    let sink = Arc::new(
-        store
-            .audit_sink(keyring.audit_key())
-            .unwrap()
-            .with_checkpoints(signer, outside.clone(), 20),
+    archive::an_archived_segment_and_the_rest_of_its_stream_both_verify(
+        &keyring,
+        |signer, outside| {
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(signer, outside, 50)
+        },
+        &store,
+        &dir,
     );
-    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
-    let info = email(SubjectId::random());
-    for _ in 0..20 {
-        custodian.access(&info, |_| ()).unwrap();
-    }
-    let at_20 = outside.load().unwrap()[0];
-    for _ in 0..10 {
-        custodian.access(&info, |_| ()).unwrap();
-    }
-    sink.sign_checkpoint().unwrap();
-
-    let stranger = privacy_pledge::audit::CheckpointSigner::from_seed(&[5; 32]).unwrap();
-    assert!(store
-        .archive(&at_20, &stranger.public_key(), &mut Vec::new())
-        .is_err());
-    assert_eq!(store.trail().unwrap().len(), 30);
-
-    let mut archive = Vec::new();
-    assert_eq!(store.archive(&at_20, &public, &mut archive).unwrap(), 20);
-    outside.save_base(&at_20).unwrap();
-    let rest = store.trail().unwrap();
-    assert_eq!(rest.len(), 10);
-    let report = verify_public(&rest, &public, &outside.load().unwrap());
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.streams[0].vouched_through, Some(30));
-    let report = verify_public(&read_jsonl(&archive[..]).unwrap(), &public, &[at_20]);
-    assert!(report.is_intact(), "{report:?}");
-    // Nothing is left to archive a second time.
-    assert!(store.archive(&at_20, &public, &mut Vec::new()).is_err());
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -3,6 +3,8 @@
 //! processes, actor A5), a process killed mid-batch, and erasures seen
 //! across processes.
 
+#[path = "common/archive.rs"]
+mod archive;
 #[path = "common/tamper.rs"]
 mod tamper;
 
@@ -855,87 +857,37 @@ fn checkpoints_are_signed_by_time_as_well_as_by_count() {
 }
 
 /// Old segments move out of the table behind a signed checkpoint: the
-/// remaining stream verifies from that checkpoint with the public key, the
-/// archive verifies against it on its own, and without the base the gap is
-/// reported.
+/// remaining stream verifies from that checkpoint with the public key and
+/// the audit key, the archive verifies against it on its own, and without
+/// the base the gap is reported (A4; `tests/common/archive.rs`).
+impl archive::Archiving for SqliteStore {
+    fn archive(
+        &self,
+        up_to: &privacy_pledge::audit::SignedCheckpoint,
+        key: &privacy_pledge::audit::CheckpointKey,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, privacy_pledge::store::StoreError> {
+        SqliteStore::archive(self, up_to, key, out)
+    }
+    fn trail(&self) -> Result<Vec<privacy_pledge::AuditEvent>, privacy_pledge::store::StoreError> {
+        SqliteStore::trail(self)
+    }
+}
+
 #[test]
 fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
-    use privacy_pledge::audit::read_jsonl;
     let dir = TempDir::new("archive");
     let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
     let keyring = keyring();
-    let signer = keyring.checkpoint_signer().unwrap();
-    let public = signer.public_key();
-    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
-    let sink = Arc::new(
-        store
-            .audit_sink(keyring.audit_key())
-            .unwrap()
-            .with_checkpoints(signer, outside.clone(), 50),
+    archive::an_archived_segment_and_the_rest_of_its_stream_both_verify(
+        &keyring,
+        |signer, outside| {
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(signer, outside, 50)
+        },
+        &store,
+        &dir.path("checkpoints"),
     );
-    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
-    let info = email(SubjectId::random());
-    for _ in 0..50 {
-        custodian.access(&info, |_| ()).unwrap();
-    }
-    let at_50 = outside.load().unwrap()[0];
-    assert_eq!(at_50.checkpoint().seq(), 50);
-    for _ in 0..30 {
-        custodian.access(&info, |_| ()).unwrap();
-    }
-    sink.sign_checkpoint().unwrap();
-
-    let mut archive = Vec::new();
-    assert_eq!(store.archive(&at_50, &public, &mut archive).unwrap(), 50);
-    outside.save_base(&at_50).unwrap();
-    let rest = store.trail().unwrap();
-    assert_eq!(rest.len(), 30);
-    assert_eq!(rest[0].seq(), 51);
-
-    let checkpoints = outside.load().unwrap();
-    assert_eq!(checkpoints.len(), 2, "the base and the newest");
-    let report = verify_public(&rest, &public, &checkpoints);
-    assert!(report.is_intact(), "{report:?}");
-    assert_eq!(report.streams[0].vouched_through, Some(80));
-    // The keyed verifier, and a custodian's verified trail, start from the
-    // base too.
-    let trusted: Vec<_> = checkpoints
-        .iter()
-        .map(|c| c.verify(&public).unwrap())
-        .collect();
-    let reports = verify_streams(&rest, &keyring.audit_key(), &trusted);
-    assert_eq!(reports.len(), 1);
-    assert_eq!(reports[0].result.unwrap().seq(), 80);
-    assert_eq!(reports[0].vouched_through, Some(80));
-    let verifier = Custodian::builder()
-        .keyring(keyring.clone())
-        .audit(privacy_pledge::audit::MemoryAuditLog::new())
-        .build()
-        .unwrap();
-    let trail = verifier
-        .verify_stream_trail(rest.clone(), &checkpoints)
-        .unwrap();
-    assert_eq!(trail.head().seq(), 80);
-    assert!(verifier
-        .verify_stream_trail(rest.clone(), &checkpoints[1..])
-        .is_err());
-    // The archive on its own verifies against the same checkpoint.
-    let archived = read_jsonl(&archive[..]).unwrap();
-    let report = verify_public(&archived, &public, &[at_50]);
-    assert!(report.is_intact(), "{report:?}");
-    // Without the base, the missing start of the stream is reported.
-    let newest: Vec<_> = checkpoints
-        .into_iter()
-        .filter(|c| c.checkpoint().seq() == 80)
-        .collect();
-    let report = verify_public(&rest, &public, &newest);
-    assert_eq!(
-        report.streams[0].result.unwrap_err().reason,
-        Tamper::Deleted
-    );
-    // A checkpoint under another key archives nothing.
-    let stranger = privacy_pledge::audit::CheckpointSigner::from_seed(&[5; 32]).unwrap();
-    assert!(store
-        .archive(&at_50, &stranger.public_key(), &mut Vec::new())
-        .is_err());
 }

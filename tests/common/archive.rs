@@ -1,0 +1,116 @@
+//! Archiving the oldest segment of a stream behind a signed checkpoint, the
+//! same scenario on every store: the rest verifies from that checkpoint with
+//! the public key and with the audit key, the archive verifies on its own,
+//! the missing start is reported without the base, and a checkpoint under
+//! another key or a segment already gone archives nothing (A4: the auditor
+//! holding only the public key and the archive).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use privacy_pledge::audit::{
+    read_jsonl, verify_public, verify_streams, AuditEvent, CheckpointKey, CheckpointSigner,
+    CheckpointStore, DirCheckpointStore, SignedCheckpoint, Tamper,
+};
+use privacy_pledge::crypto::Keyring;
+use privacy_pledge::data::EmailAddress;
+use privacy_pledge::purpose::Transaction;
+use privacy_pledge::store::{AuditStreamSink, BatchWriter, StoreError};
+use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+
+/// What the scenario needs of a store.
+pub trait Archiving {
+    /// The store's `archive`.
+    fn archive(
+        &self,
+        up_to: &SignedCheckpoint,
+        key: &CheckpointKey,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, StoreError>;
+    /// The store's `trail`.
+    fn trail(&self) -> Result<Vec<AuditEvent>, StoreError>;
+}
+
+/// 50 events, a checkpoint, 30 more and a clean shutdown through `sink`;
+/// then the first 50 archived.
+pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter + 'static>(
+    keyring: &Arc<Keyring>,
+    sink: impl FnOnce(CheckpointSigner, DirCheckpointStore) -> AuditStreamSink<W>,
+    store: &dyn Archiving,
+    dir: &Path,
+) {
+    let signer = keyring.checkpoint_signer().unwrap();
+    let public = signer.public_key();
+    let outside = DirCheckpointStore::new(dir).unwrap();
+    let sink = Arc::new(sink(signer, outside.clone()));
+    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
+    let info: PersonalInfo<EmailAddress, Transaction> = PersonalInfo::collect(
+        SubjectId::random(),
+        EmailAddress::parse("ada@example.com").unwrap(),
+    );
+    for _ in 0..50 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    let at_50 = outside.load().unwrap()[0];
+    assert_eq!(at_50.checkpoint().seq(), 50);
+    for _ in 0..30 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    sink.sign_checkpoint().unwrap();
+
+    // A checkpoint under another key archives nothing.
+    let stranger = CheckpointSigner::from_seed(&[5; 32]).unwrap();
+    assert!(store
+        .archive(&at_50, &stranger.public_key(), &mut Vec::new())
+        .is_err());
+    assert_eq!(store.trail().unwrap().len(), 80);
+
+    let mut archive = Vec::new();
+    assert_eq!(store.archive(&at_50, &public, &mut archive).unwrap(), 50);
+    outside.save_base(&at_50).unwrap();
+    let rest = store.trail().unwrap();
+    assert_eq!(rest.len(), 30);
+    assert_eq!(rest[0].seq(), 51);
+    // Nothing is left to archive a second time.
+    assert!(store.archive(&at_50, &public, &mut Vec::new()).is_err());
+
+    let checkpoints = outside.load().unwrap();
+    assert_eq!(checkpoints.len(), 2, "the base and the newest");
+    let report = verify_public(&rest, &public, &checkpoints);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.streams[0].vouched_through, Some(80));
+    // The keyed verifier, and a custodian's verified trail, start from the
+    // base too.
+    let trusted: Vec<_> = checkpoints
+        .iter()
+        .map(|c| c.verify(&public).unwrap())
+        .collect();
+    let reports = verify_streams(&rest, &keyring.audit_key(), &trusted);
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0].result.unwrap().seq(), 80);
+    assert_eq!(reports[0].vouched_through, Some(80));
+    let verifier = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(privacy_pledge::audit::MemoryAuditLog::new())
+        .build()
+        .unwrap();
+    let trail = verifier
+        .verify_stream_trail(rest.clone(), &checkpoints)
+        .unwrap();
+    assert_eq!(trail.head().seq(), 80);
+    // The archive on its own verifies against the same checkpoint.
+    let archived = read_jsonl(&archive[..]).unwrap();
+    let report = verify_public(&archived, &public, &[at_50]);
+    assert!(report.is_intact(), "{report:?}");
+    // Without the base, the missing start of the stream is reported.
+    let newest: Vec<_> = checkpoints
+        .into_iter()
+        .filter(|c| c.checkpoint().seq() == 80)
+        .collect();
+    assert!(verifier.verify_stream_trail(rest.clone(), &newest).is_err());
+    let report = verify_public(&rest, &public, &newest);
+    assert_eq!(
+        report.streams[0].result.unwrap_err().reason,
+        Tamper::Deleted
+    );
+}
