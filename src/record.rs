@@ -222,7 +222,7 @@
 //!     fn __seal(
 //!         &self,
 //!         custodian: &::privacy_pledge::Custodian,
-//!         _: ::privacy_pledge::record::Only,
+//!         _: &::privacy_pledge::record::Only,
 //!     ) -> ::core::result::Result<SealedCustomer, ::privacy_pledge::Error> {
 //!         ::core::result::Result::Ok(SealedCustomer {
 //!             subject: ::privacy_pledge::record::PersonalRecord::subject(self),
@@ -262,7 +262,7 @@
 //!     fn __open(
 //!         &self,
 //!         custodian: &::privacy_pledge::Custodian,
-//!         _: ::privacy_pledge::record::Only,
+//!         _: &::privacy_pledge::record::Only,
 //!     ) -> ::core::result::Result<Customer, ::privacy_pledge::Error> {
 //!         ::core::result::Result::Ok(Customer {
 //!             name: ::privacy_pledge::Custodian::open(custodian, &self.name)?,
@@ -288,10 +288,13 @@
 //! ```
 //!
 //! The generated methods use only the crate's public, audited API. The two
-//! that act, `__seal` and `__open`, are hidden and take an [`Only`], which
+//! that act, `__seal` and `__open`, are hidden and borrow an [`Only`], which
 //! only the custodian can make, so host code calls them only through
-//! [`Custodian::seal_record`] and [`Custodian::open_record`] (and a
-//! hand-written implementation could do no more than those public calls):
+//! [`Custodian::seal_record`] and [`Custodian::open_record`]. The borrow
+//! ends with the call, so a hand-written implementation cannot keep one to
+//! call other records' methods later; and during the call it could do no
+//! more than the public, audited `seal`, `open` and `lookup_token` it may
+//! call anyway:
 //!
 //! ```compile_fail,E0423
 //! # use privacy_pledge::{Custodian, PersonalInfo, PersonalRecord, SubjectId};
@@ -306,7 +309,7 @@
 //!     name: PersonalInfo::collect(SubjectId::random(), FullName::parse("Ada Lovelace").unwrap()),
 //! };
 //! // error[E0423]: cannot initialize a tuple struct which contains private fields
-//! let _ = customer.__seal(&custodian, privacy_pledge::record::Only(()));
+//! let _ = customer.__seal(&custodian, &privacy_pledge::record::Only(()));
 //! ```
 
 use crate::audit::{Action, AuditEvent};
@@ -343,7 +346,7 @@ pub trait PersonalRecord: Sized {
     /// lookup tokens with [`lookup_token`]). Called only by
     /// [`Custodian::seal_record`], after its checks.
     #[doc(hidden)]
-    fn __seal(&self, custodian: &Custodian, only: Only) -> Result<Self::Sealed, Error>;
+    fn __seal(&self, custodian: &Custodian, only: &Only) -> Result<Self::Sealed, Error>;
 }
 
 /// The sealed counterpart of a [`PersonalRecord`]: envelopes, lookup tokens
@@ -366,7 +369,7 @@ pub trait SealedRecord: Sized {
     /// Opens every envelope with [`Custodian::open`]. Called only by
     /// [`Custodian::open_record`], after its checks.
     #[doc(hidden)]
-    fn __open(&self, custodian: &Custodian, only: Only) -> Result<Self::Record, Error>;
+    fn __open(&self, custodian: &Custodian, only: &Only) -> Result<Self::Record, Error>;
 }
 
 /// A personal field of a record as the custodian checks it: its name, its
@@ -501,7 +504,7 @@ impl Custodian {
                 return Err(e);
             }
         }
-        let sealed = record.__seal(self, Only(()))?;
+        let sealed = record.__seal(self, &Only(()))?;
         // The sealed record must name the subject its envelopes were sealed for.
         one_subject(subject, &sealed.fields())?;
         if sealed.subject() != subject {
@@ -552,7 +555,7 @@ impl Custodian {
                 });
             }
         }
-        let record = sealed.__open(self, Only(()))?;
+        let record = sealed.__open(self, &Only(()))?;
         one_subject(subject, &record.fields())?;
         Ok(record)
     }

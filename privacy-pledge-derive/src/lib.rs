@@ -562,7 +562,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             fn __seal(
                 &self,
                 custodian: &#krate::Custodian,
-                _: #krate::record::Only,
+                _: &#krate::record::Only,
             ) -> ::core::result::Result<#sealed_name, #krate::Error> {
                 ::core::result::Result::Ok(#sealed_name {
                     subject: #krate::record::PersonalRecord::subject(self),
@@ -590,7 +590,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             fn __open(
                 &self,
                 custodian: &#krate::Custodian,
-                _: #krate::record::Only,
+                _: &#krate::record::Only,
             ) -> ::core::result::Result<#name, #krate::Error> {
                 ::core::result::Result::Ok(#name {
                     #(#open_inits,)*

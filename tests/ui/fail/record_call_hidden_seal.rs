@@ -13,5 +13,5 @@ fn main() {
     let customer = Customer {
         name: PersonalInfo::collect(SubjectId::random(), FullName::parse("Ada Lovelace").unwrap()),
     };
-    let _ = customer.__seal(&custodian, Only(()));
+    let _ = customer.__seal(&custodian, &Only(()));
 }
