@@ -81,17 +81,9 @@ fn pg_durable(c: &mut Criterion) {
         })
         .unwrap();
     let key = AuditKey::generate().unwrap();
-    let group = Arc::new(
-        Custodian::builder()
-            .audit(store.audit_sink(key.clone()).unwrap())
-            .build()
-            .unwrap(),
-    );
-    let per_event = Arc::new(
-        Custodian::builder()
-            .audit(ChainedAuditLog::new(key, PgPerEvent(store.clone())))
-            .build()
-            .unwrap(),
+    let (per_event, group) = custodians(
+        ChainedAuditLog::new(key.clone(), PgPerEvent(store.clone())),
+        store.audit_sink(key).unwrap(),
     );
     compare(c, "durable_access_postgres", &per_event, &group);
     drop((group, per_event, store));
@@ -103,6 +95,17 @@ fn db_path(name: &str) -> PathBuf {
         "privacy-pledge-bench-{name}-{}.sqlite",
         std::process::id()
     ))
+}
+
+/// The two custodians compared: one over a sink that commits each event,
+/// one over the store's group-committing sink.
+fn custodians(
+    per_event: impl AuditSink + 'static,
+    group: impl AuditSink + 'static,
+) -> (Arc<Custodian>, Arc<Custodian>) {
+    let build =
+        |sink: Box<dyn AuditSink>| Arc::new(Custodian::builder().audit(sink).build().unwrap());
+    (build(Box::new(per_event)), build(Box::new(group)))
 }
 
 /// One commit per event against group commit, with 1, 8 and 64 threads.
@@ -150,17 +153,9 @@ fn durable(c: &mut Criterion) {
         })
         .unwrap();
     let key = AuditKey::generate().unwrap();
-    let group = Arc::new(
-        Custodian::builder()
-            .audit(store.audit_sink(key.clone()).unwrap())
-            .build()
-            .unwrap(),
-    );
-    let per_event = Arc::new(
-        Custodian::builder()
-            .audit(ChainedAuditLog::new(key, PerEvent(store.clone())))
-            .build()
-            .unwrap(),
+    let (per_event, group) = custodians(
+        ChainedAuditLog::new(key.clone(), PerEvent(store.clone())),
+        store.audit_sink(key).unwrap(),
     );
 
     compare(c, "durable_access", &per_event, &group);
