@@ -1,0 +1,352 @@
+//! Frozen audit trails of every entry format (actors A2 and A4).
+//!
+//! `tests/vectors/audit_v*.json` each hold a trail written by this crate
+//! under a fixed audit key: every action the custodian records, a disclosure
+//! with a recipient name, a transfer with its country and mechanism, a
+//! denied use. Every later version of the crate must verify each one, with
+//! the key and (for streams) with a signed checkpoint and the public key
+//! alone, and must still report each kind of tampering at the right place:
+//! this is what keeps each entry's canonical encoding, MAC and link stable.
+//!
+//! | file | entries |
+//! |---|---|
+//! | `audit_v1.json` | schema version 1: one chain, HMAC-SHA-256 over the previous MAC and the entry |
+//! | `audit_v2.json` | schema version 2: a stream, SHA-256 link hash, HMAC-SHA-256 of it |
+//!
+//! Files are written by [`generate`] below, which is `#[ignore]`d and
+//! writes only the files that do not exist yet (the current format's, when a
+//! new one is added):
+//!
+//! ```text
+//! cargo test --test audit_trail_vectors -- --ignored generate
+//! ```
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use privacy_pledge::audit::{
+    verify, verify_public, verify_streams, AuditEvent, AuditKey, AuditSink, ChainedAuditLog,
+    Checkpoint, CheckpointKey, CheckpointSigner, MemoryAuditLog, SignedCheckpoint, StreamId,
+    Tamper,
+};
+use privacy_pledge::country::Country;
+use privacy_pledge::data::{EmailAddress, PostalAddress};
+use privacy_pledge::purpose::{Newsletter, ServiceNotice, Transaction};
+use privacy_pledge::recipient::{Affiliate, Processor, Recipient, RegisteredRecipient};
+use privacy_pledge::time::{FixedClock, Timestamp};
+use privacy_pledge::transfer::{Mechanism, Transfer};
+use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+use serde_json::{json, Value};
+
+/// The audit key of the vectors. A test key, never a real one.
+const AUDIT_KEY: [u8; 32] = *b"privacy-pledge audit vectors v1!";
+/// The seed of the vectors' checkpoint signing key (Ed25519).
+const SIGNER_SEED: [u8; 32] = *b"privacy-pledge checkpoints v1!!!";
+/// The stream of the version-2 vectors.
+const STREAM_V2: [u8; 16] = *b"pp vectors v2 !!";
+
+/// 2018-06-30T00:00:00Z, the date of the policy.
+const START: u64 = 1_530_316_800;
+
+fn path(version: u8) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/audit_v{version}.json"))
+}
+
+struct Stripe;
+impl Recipient for Stripe {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "Stripe"
+    }
+}
+
+struct Subsidiary;
+impl Recipient for Subsidiary {
+    type Role = Affiliate;
+    fn name(&self) -> &str {
+        "iBeesoft EU subsidiary (Ünïcode name, long enough to cross a hash block)"
+    }
+}
+
+/// Every kind of entry the custodian writes, into `log`.
+fn scenario(log: Arc<dyn AuditSink>) {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(START)));
+    let custodian = Custodian::builder()
+        .audit(log)
+        .audit_key(AuditKey::from_bytes(AUDIT_KEY))
+        .clock(clock.clone())
+        .facilities([Country::parse("US").unwrap(), Country::parse("DE").unwrap()])
+        .recipients([
+            RegisteredRecipient::new::<Processor>("Stripe"),
+            RegisteredRecipient::new::<Affiliate>(Subsidiary.name()),
+        ])
+        .build()
+        .unwrap();
+    let c = &custodian;
+    let tick = || clock.advance_seconds(1);
+    let ada = SubjectId::from(0xada);
+    let grace = SubjectId::from(0x6ace);
+
+    let email: PersonalInfo<EmailAddress, Transaction> = c
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    tick();
+    let address: PersonalInfo<PostalAddress, Transaction> = c
+        .collect(
+            ada,
+            PostalAddress::parse("12 St James's Square\nLondon SW1Y 4JH\nGB").unwrap(),
+        )
+        .unwrap();
+    tick();
+    c.access(&email, |_| ()).unwrap();
+    c.disclose(&email, &Stripe, |_| ()).unwrap();
+    c.disclose(&address, &Subsidiary, |_| ()).unwrap();
+    tick();
+    let to_us = Transfer::new(Country::parse("DE").unwrap(), Country::parse("US").unwrap());
+    c.transfer(&address, &to_us.under(Mechanism::DataPrivacyFramework))
+        .unwrap();
+    assert!(
+        c.transfer(&address, &to_us).is_err(),
+        "denied: no mechanism"
+    );
+    tick();
+    let sealed = c.seal(&email).unwrap();
+    c.open(&sealed).unwrap();
+    let _notice: PersonalInfo<EmailAddress, ServiceNotice> = c.repurpose(email.clone()).unwrap();
+    c.consents().grant::<Newsletter>(grace).unwrap();
+    tick();
+    c.consents().withdraw::<Newsletter>(grace).unwrap();
+    c.erase(ada).unwrap();
+    assert!(c.access(&email, |_| ()).is_err(), "denied: erased");
+}
+
+/// The trail of one format version as the crate writes it now, with its
+/// head, its stream (if any) and a signed checkpoint of the head.
+fn write_trail(version: u8) -> (Vec<AuditEvent>, Checkpoint, Option<SignedCheckpoint>) {
+    let key = AuditKey::from_bytes(AUDIT_KEY);
+    let log = match version {
+        1 => Arc::new(ChainedAuditLog::new(key, MemoryAuditLog::new())),
+        2 => Arc::new(ChainedAuditLog::resume_stream(
+            key,
+            MemoryAuditLog::new(),
+            StreamId::from_bytes(STREAM_V2),
+            Checkpoint::GENESIS,
+        )),
+        _ => panic!("no writer for version {version}"),
+    };
+    scenario(log.clone());
+    let events = log.inner().events();
+    assert!(events.iter().all(|e| e.version() == version));
+    let head = log.checkpoint();
+    let signed = log.stream().map(|stream| {
+        CheckpointSigner::from_seed(&SIGNER_SEED).unwrap().sign(
+            stream,
+            head,
+            Timestamp::from_unix_seconds(START + 3600),
+        )
+    });
+    (events, head, signed)
+}
+
+/// Writes the vectors of each format version whose file does not exist yet.
+#[test]
+#[ignore = "writes tests/vectors/audit_v*.json; run only to add a new format's vectors"]
+fn generate() {
+    for version in [1, 2] {
+        let path = path(version);
+        if path.exists() {
+            continue;
+        }
+        let (events, head, signed) = write_trail(version);
+        let public = CheckpointSigner::from_seed(&SIGNER_SEED)
+            .unwrap()
+            .public_key();
+        let file = json!({
+            "description": format!(
+                "An audit trail of schema version {version}, written by tests/audit_vectors.rs \
+                 (generate). It must verify under `audit_key` with `head` as trusted \
+                 checkpoint{}.",
+                if signed.is_some() {
+                    ", and with `signed_checkpoint` under `checkpoint_public_key` alone"
+                } else {
+                    ""
+                }
+            ),
+            "schema_version": version,
+            "audit_key": hex(&AUDIT_KEY),
+            "checkpoint_public_key": signed.as_ref().map(|_| public.to_string()),
+            "head": head.to_string(),
+            "signed_checkpoint": signed,
+            "entries": events.iter().map(|e| serde_json::to_string(e).unwrap()).collect::<Vec<_>>(),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&file).unwrap() + "\n").unwrap();
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One frozen trail, read back.
+struct Vectors {
+    key: AuditKey,
+    head: Checkpoint,
+    public: Option<CheckpointKey>,
+    signed: Option<SignedCheckpoint>,
+    /// Each entry exactly as stored.
+    lines: Vec<String>,
+    events: Vec<AuditEvent>,
+}
+
+fn load(version: u8) -> Vectors {
+    let text = std::fs::read_to_string(path(version)).unwrap();
+    let file: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(file["schema_version"], json!(version));
+    let key = AuditKey::from_bytes(
+        <[u8; 32]>::try_from(
+            (0..32)
+                .map(|i| {
+                    u8::from_str_radix(&file["audit_key"].as_str().unwrap()[2 * i..2 * i + 2], 16)
+                        .unwrap()
+                })
+                .collect::<Vec<_>>(),
+        )
+        .unwrap(),
+    );
+    let lines: Vec<String> = file["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap().to_owned())
+        .collect();
+    let events = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    Vectors {
+        key,
+        head: file["head"].as_str().unwrap().parse().unwrap(),
+        public: file["checkpoint_public_key"]
+            .as_str()
+            .map(|s| s.parse().unwrap()),
+        signed: serde_json::from_value(file["signed_checkpoint"].clone()).unwrap(),
+        lines,
+        events,
+    }
+}
+
+/// A4: the frozen trail verifies with the key and its head, every entry
+/// reads back to exactly the stored text, and (for a stream) the signed
+/// checkpoint vouches for it under the public key alone.
+fn verifies(version: u8) {
+    let v = load(version);
+    assert_eq!(v.events.len(), 14, "the scenario writes every action");
+    assert!(v.events.iter().all(|e| e.version() == version));
+    assert_eq!(verify(&v.events, &v.key, Some(&v.head)), Ok(v.head));
+    for (line, event) in v.lines.iter().zip(&v.events) {
+        assert_eq!(&serde_json::to_string(event).unwrap(), line);
+    }
+    if let (Some(public), Some(signed)) = (&v.public, &v.signed) {
+        let report = verify_public(&v.events, public, std::slice::from_ref(signed));
+        assert!(report.is_intact(), "{report:?}");
+        let stream = v.events[0].stream().unwrap();
+        let reports = verify_streams(&v.events, &v.key, &[(stream, v.head)]);
+        assert_eq!(reports.len(), 1);
+        assert_eq!(reports[0].result, Ok(v.head));
+    }
+}
+
+/// A2 against a frozen trail: each edit is found at the entry it touched,
+/// another key verifies nothing, and a cut trail is caught by the head.
+fn tampering_is_found(version: u8) {
+    let v = load(version);
+    let check = |events: &[AuditEvent]| verify(events, &v.key, Some(&v.head));
+
+    // Edit one field of one entry's stored text (the time, by one
+    // nanosecond; the recipient name, by one letter): `Modified` there.
+    for (index, line) in v.lines.iter().enumerate() {
+        let mut j: Value = serde_json::from_str(line).unwrap();
+        let t = j["time"].as_u64().unwrap();
+        j["time"] = json!(t + 1);
+        let mut events = v.events.clone();
+        events[index] = serde_json::from_value(j).unwrap();
+        let err = check(&events).unwrap_err();
+        assert_eq!(
+            (err.index, err.reason),
+            (index, Tamper::Modified),
+            "entry {index}"
+        );
+    }
+    let named = v
+        .lines
+        .iter()
+        .position(|l| l.contains("iBeesoft"))
+        .expect("a disclosure with a long recipient name");
+    let mut events = v.events.clone();
+    events[named] = serde_json::from_str(&v.lines[named].replace("iBeesoft", "iBeesofT")).unwrap();
+    assert_eq!(check(&events).unwrap_err().reason, Tamper::Modified);
+
+    // Delete, swap, replay, cut.
+    let mut events = v.events.clone();
+    events.remove(5);
+    assert_eq!(
+        (
+            check(&events).unwrap_err().index,
+            check(&events).unwrap_err().reason
+        ),
+        (5, Tamper::Deleted)
+    );
+    let mut events = v.events.clone();
+    events.swap(3, 4);
+    assert_eq!(check(&events).unwrap_err().reason, Tamper::Reordered);
+    let mut events = v.events.clone();
+    events.insert(6, v.events[2].clone());
+    assert_eq!(check(&events).unwrap_err().reason, Tamper::Replayed);
+    let cut = &v.events[..v.events.len() - 2];
+    assert_eq!(check(cut).unwrap_err().reason, Tamper::Truncated);
+
+    // Another key: the first entry already fails.
+    let other = AuditKey::from_bytes([0x42; 32]);
+    assert_eq!(
+        verify(&v.events, &other, None).unwrap_err().index,
+        0,
+        "entries verify only under their own key"
+    );
+}
+
+#[test]
+fn v1_single_chain_verifies() {
+    verifies(1);
+}
+
+#[test]
+fn v1_tampering_is_found() {
+    tampering_is_found(1);
+}
+
+#[test]
+fn v2_stream_verifies_with_the_key_and_with_the_public_key() {
+    verifies(2);
+}
+
+#[test]
+fn v2_tampering_is_found() {
+    tampering_is_found(2);
+}
+
+/// The crate still writes each older format byte for byte as frozen (the
+/// fixed clock and key make the trail deterministic), so a format change
+/// cannot slip in under an old version number.
+#[test]
+fn older_formats_are_still_written_identically() {
+    for version in [1, 2] {
+        let (events, head, _) = write_trail(version);
+        let v = load(version);
+        assert_eq!(head, v.head, "version {version}");
+        let lines: Vec<String> = events
+            .iter()
+            .map(|e| serde_json::to_string(e).unwrap())
+            .collect();
+        assert_eq!(lines, v.lines, "version {version}");
+    }
+}
