@@ -236,7 +236,7 @@ impl Register {
         };
         let mut event = AuditEvent::new(now, subject, action, RuleId::R7);
         event.purpose = Some(purpose);
-        custodian.record(&event)?;
+        custodian.record(event)?;
         if let Some(d) = &self.durable {
             return d.change(subject, purpose, granted, now);
         }
@@ -367,7 +367,7 @@ impl Consents<'_> {
             Action::ConsentRestored,
             RuleId::R7,
         );
-        self.custodian.record(&event)?;
+        self.custodian.record(event)?;
         *register.write() = rebuilt;
         Ok(replayed)
     }

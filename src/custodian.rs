@@ -195,16 +195,16 @@ impl Custodian {
     /// Offers the event to the sink. Refused with [`Error::Reentrant`] when
     /// called from inside host code (a sink, key store, provider or clock
     /// calling back into the custodian), which would otherwise deadlock.
-    pub(crate) fn record(&self, event: &AuditEvent) -> Result<(), Error> {
+    pub(crate) fn record(&self, event: AuditEvent) -> Result<(), Error> {
         crate::reentry::check()?;
-        crate::reentry::host(|| self.sink.record(event)).map_err(Error::Audit)
+        crate::reentry::host(|| self.sink.record_owned(event)).map_err(Error::Audit)
     }
 
     /// Records a refusal. A failing sink cannot make a refusal worse, so its
     /// error is dropped and the refusal returned.
     fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
         if crate::reentry::check().is_ok() {
-            let _ = crate::reentry::host(|| self.sink.record(&event.denied(rule)));
+            let _ = crate::reentry::host(|| self.sink.record_owned(event.denied(rule)));
         }
         err
     }
@@ -307,7 +307,7 @@ impl Custodian {
         if let Some(e) = self.consent_refusal::<P>(subject) {
             return Err(self.deny(event, RuleId::R7, e));
         }
-        self.record(&event)
+        self.record(event)
     }
 
     /// Collects a value for purpose `P` and records a `collect` event.
@@ -713,7 +713,7 @@ impl Custodian {
             };
             return Err(self.deny(event, RuleId::R11, e));
         }
-        self.record(&event)?;
+        self.record(event)?;
         let value = self
             .vault
             .open::<T>(&key, header, sealed.as_bytes(), P::ID.code())?;
@@ -776,7 +776,7 @@ impl Custodian {
     pub fn erase(&self, subject: SubjectId) -> Result<ErasureReceipt, Error> {
         op_span!(Action::Erase, subject, None, None);
         let at = self.now();
-        self.record(&AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
+        self.record(AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
         let destroyed = self.vault.erase(subject, at)?;
         self.erased
             .write()
@@ -1172,7 +1172,10 @@ impl CustodianBuilder {
                     Some(k) => k.clone(),
                     None => AuditKey::generate()?,
                 };
-                let log = Arc::new(ChainedAuditLog::in_memory(key));
+                let log = Arc::new(ChainedAuditLog::try_keyed_stream(
+                    key,
+                    MemoryAuditLog::new(),
+                )?);
                 (Box::new(log.clone()), Some(log))
             }
         };

@@ -463,7 +463,7 @@ impl Custodian {
         let event = AuditEvent::new(self.now(), field.subject, action, RuleId::R9)
             .about(field.kind, field.purpose)
             .denied(rule);
-        let _ = self.record(&event);
+        let _ = self.record(event);
     }
 
     /// Seals every personal field of `record` ([`Custodian::seal`], one

@@ -393,7 +393,7 @@ impl Custodian {
         trail.check_owner(self.id)?;
         let trail = trail.events();
         let now = self.now();
-        self.record(&AuditEvent::new(
+        self.record(AuditEvent::new(
             now,
             subject,
             Action::Report,

@@ -12,6 +12,11 @@
 //! |---|---|
 //! | `audit_v1.json` | schema version 1: one chain, HMAC-SHA-256 over the previous MAC and the entry |
 //! | `audit_v2.json` | schema version 2: a stream, SHA-256 link hash, HMAC-SHA-256 of it |
+//! | `audit_v3.json` | schema version 3: a keyed stream, GMAC (AES-256-GCM) under the stream's key |
+//!
+//! The end of the file also tests what keeps a version-3 nonce unique: no
+//! sequence number of a keyed stream is ever tagged twice, whatever the
+//! wrapped sink does.
 //!
 //! Files are written by [`generate`] below, which is `#[ignore]`d and
 //! writes only the files that do not exist yet (the current format's, when a
@@ -132,6 +137,9 @@ fn write_trail(version: u8) -> (Vec<AuditEvent>, Checkpoint, Option<SignedCheckp
             StreamId::from_bytes(STREAM_V2),
             Checkpoint::GENESIS,
         )),
+        // A fresh random stream each time: version 3 is never written into
+        // a stream chosen by the caller.
+        3 => Arc::new(ChainedAuditLog::in_memory(key)),
         _ => panic!("no writer for version {version}"),
     };
     scenario(log.clone());
@@ -152,7 +160,7 @@ fn write_trail(version: u8) -> (Vec<AuditEvent>, Checkpoint, Option<SignedCheckp
 #[test]
 #[ignore = "writes tests/vectors/audit_v*.json; run only to add a new format's vectors"]
 fn generate() {
-    for version in [1, 2] {
+    for version in [1, 2, 3] {
         let path = path(version);
         if path.exists() {
             continue;
@@ -166,10 +174,11 @@ fn generate() {
                 "An audit trail of schema version {version}, written by tests/audit_vectors.rs \
                  (generate). It must verify under `audit_key` with `head` as trusted \
                  checkpoint{}.",
-                if signed.is_some() {
-                    ", and with `signed_checkpoint` under `checkpoint_public_key` alone"
-                } else {
-                    ""
+                match version {
+                    2 => ", and with `signed_checkpoint` under `checkpoint_public_key` alone",
+                    3 => "; `signed_checkpoint` verifies under `checkpoint_public_key`, but \
+                          cannot vouch for the entries without the audit key",
+                    _ => "",
                 }
             ),
             "schema_version": version,
@@ -248,7 +257,17 @@ fn verifies(version: u8) {
     }
     if let (Some(public), Some(signed)) = (&v.public, &v.signed) {
         let report = verify_public(&v.events, public, std::slice::from_ref(signed));
-        assert!(report.is_intact(), "{report:?}");
+        if version == 3 {
+            // A4 without the audit key: a keyed stream has no public link
+            // hash, so the keyless check refuses to vouch for it.
+            assert!(!report.is_intact());
+            assert_eq!(
+                report.streams[0].result.unwrap_err().reason,
+                Tamper::NotChained
+            );
+        } else {
+            assert!(report.is_intact(), "{report:?}");
+        }
         let stream = v.events[0].stream().unwrap();
         let reports = verify_streams(&v.events, &v.key, &[(stream, v.head)]);
         assert_eq!(reports.len(), 1);
@@ -332,6 +351,150 @@ fn v2_stream_verifies_with_the_key_and_with_the_public_key() {
 #[test]
 fn v2_tampering_is_found() {
     tampering_is_found(2);
+}
+
+#[test]
+fn v3_keyed_stream_verifies_with_the_key() {
+    verifies(3);
+}
+
+#[test]
+fn v3_tampering_is_found() {
+    tampering_is_found(3);
+}
+
+/// A version-3 tag is 16 bytes; the rest of the 32-byte field must be zero
+/// (A2 cannot park anything there).
+#[test]
+fn v3_padding_of_the_tag_is_authenticated() {
+    let v = load(3);
+    for (field, at) in [("mac", 5), ("prev", 6)] {
+        let mut j: Value = serde_json::from_str(&v.lines[at]).unwrap();
+        let hex = j["chain"][field].as_str().unwrap().to_owned();
+        assert!(hex.ends_with(&"0".repeat(32)), "{field}");
+        j["chain"][field] = json!(format!("{}{}", &hex[..62], "01"));
+        let mut events = v.events.clone();
+        events[at] = serde_json::from_value(j).unwrap();
+        let err = verify(&events, &v.key, Some(&v.head)).unwrap_err();
+        assert_eq!(err.index, at, "{field}");
+    }
+}
+
+/// A version-3 entry relabelled as version 2 or 1 (or the reverse) does not
+/// verify: the version is authenticated and one list is one format.
+#[test]
+fn versions_cannot_be_relabelled() {
+    for (from, to) in [(3, 2), (2, 3), (3, 1), (1, 3)] {
+        let v = load(from);
+        let mut j: Value = serde_json::from_str(&v.lines[3]).unwrap();
+        j["v"] = json!(to);
+        if to == 1 {
+            j.as_object_mut().unwrap().remove("stream");
+        }
+        let mut events = v.events.clone();
+        let Ok(e) = serde_json::from_value::<AuditEvent>(j) else {
+            continue;
+        };
+        events[3] = e;
+        assert_eq!(
+            verify(&events, &v.key, None).unwrap_err().index,
+            3,
+            "{from}→{to}"
+        );
+    }
+}
+
+/// A sink that keeps every entry it is offered, stored or not (what a
+/// database operator, A2, sees), and fails or panics on some of them.
+struct Flaky {
+    offered: std::sync::Mutex<Vec<AuditEvent>>,
+    stored: MemoryAuditLog,
+    fail_every: usize,
+    panic: bool,
+}
+
+impl AuditSink for Flaky {
+    fn record(&self, event: &AuditEvent) -> Result<(), privacy_pledge::audit::AuditError> {
+        let n = {
+            let mut offered = self.offered.lock().unwrap_or_else(|p| p.into_inner());
+            offered.push(event.clone());
+            offered.len()
+        };
+        if n % self.fail_every == 0 {
+            if self.panic {
+                panic!("sink bug");
+            }
+            return Err(privacy_pledge::audit::AuditError::new("disk full"));
+        }
+        self.stored.record(event)
+    }
+}
+
+/// A2 and A1: the wrapped sink fails (or panics) on every third entry,
+/// and its operator keeps even those. No (stream, sequence number) pair is
+/// ever tagged twice — a repeat would be a GMAC nonce used twice under one
+/// key — and what was stored verifies stream by stream.
+#[test]
+fn a2_a1_no_keyed_sequence_number_is_tagged_twice() {
+    for panic in [false, true] {
+        let key = AuditKey::from_bytes(AUDIT_KEY);
+        let log = ChainedAuditLog::new_keyed_stream(
+            key.clone(),
+            Flaky {
+                offered: Default::default(),
+                stored: MemoryAuditLog::new(),
+                fail_every: 3,
+                panic,
+            },
+        );
+        let template = write_trail(3).0.remove(2);
+        let first = log.stream().unwrap();
+        let mut heads = Vec::new();
+        for i in 0..30 {
+            let before = (log.stream().unwrap(), log.checkpoint());
+            let result =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| log.record(&template)));
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => heads.push(before),
+            }
+            if i == 10 {
+                let batch = [template.clone(), template.clone()];
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    log.record_batch(&batch)
+                }));
+            }
+        }
+        assert!(heads.len() >= 9, "{} failures", heads.len());
+        heads.push((log.stream().unwrap(), log.checkpoint()));
+        assert_ne!(
+            log.stream().unwrap(),
+            first,
+            "a failure moves to a new stream"
+        );
+        let offered = log
+            .inner()
+            .offered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let mut tagged = std::collections::HashSet::new();
+        for e in &offered {
+            assert_eq!(e.version(), 3);
+            assert!(
+                tagged.insert((e.stream().unwrap(), e.seq())),
+                "panic={panic}: seq {} of stream {} tagged twice",
+                e.seq(),
+                e.stream().unwrap()
+            );
+        }
+        let stored = log.inner().stored.events();
+        let reports = verify_streams(&stored, &key, &heads);
+        assert!(
+            reports.iter().all(|r| r.result.is_ok()),
+            "panic={panic}: {reports:?}"
+        );
+    }
 }
 
 /// The crate still writes each older format byte for byte as frozen (the

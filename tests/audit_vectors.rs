@@ -9,7 +9,9 @@
 
 use std::sync::Arc;
 
-use privacy_pledge::audit::{verify, AuditEvent, AuditKey, ChainedAuditLog, Checkpoint};
+use privacy_pledge::audit::{
+    verify, AuditEvent, AuditKey, ChainedAuditLog, Checkpoint, MemoryAuditLog,
+};
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
@@ -31,7 +33,7 @@ fn hex(bytes: &[u8]) -> String {
 
 /// One fixed sequence of operations, recorded under `key`.
 fn fixed_trail(key: AuditKey) -> Result<(Vec<AuditEvent>, Checkpoint), Box<dyn std::error::Error>> {
-    let log = Arc::new(ChainedAuditLog::in_memory(key));
+    let log = Arc::new(ChainedAuditLog::new(key, MemoryAuditLog::new()));
     let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_530_316_800)));
     let custodian = Custodian::builder()
         .clock(clock.clone())

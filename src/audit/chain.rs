@@ -3,13 +3,14 @@
 use core::fmt;
 use std::sync::{Mutex, MutexGuard};
 
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::digest;
 use secrecy::{ExposeSecret, SecretBox};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::event::{CANONICAL_MAX_LEN, SCHEMA_VERSION};
-use super::stream::{StreamId, STREAMED_SCHEMA_VERSION};
+use super::stream::{StreamId, KEYED_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION};
 use super::{AuditError, AuditEvent, AuditSink, ChainLink, MemoryAuditLog};
 
 /// The key that authenticates the audit chain (HMAC-SHA-256).
@@ -120,7 +121,7 @@ pub(crate) fn link_hash(prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
 }
 
 /// What the next entry links to, and what a checkpoint names: the MAC for a
-/// version-1 entry, the link hash for a version-2 (streamed) one.
+/// version-1 or version-3 entry, the link hash for a version-2 one.
 pub(crate) fn head_value(event: &AuditEvent) -> [u8; 32] {
     let Some(link) = event.chain else {
         return [0; 32];
@@ -129,6 +130,75 @@ pub(crate) fn head_value(event: &AuditEvent) -> [u8; 32] {
         link_hash(&link.prev, event)
     } else {
         link.mac
+    }
+}
+
+/// Domain separation for the derivation of a version-3 stream's key.
+const STREAM_KEY_DOMAIN: &[u8; 28] = b"privacy-pledge audit v3 key\0";
+
+/// Length of a version-3 tag (AES-256-GCM's); the rest of the 32-byte
+/// [`ChainLink`] fields is zero.
+const TAG_LEN: usize = 16;
+
+/// The MAC key of one version-3 (keyed) stream: AES-256-GCM under
+/// HMAC-SHA-256(audit key, "privacy-pledge audit v3 key\0" ‖ stream id),
+/// used as GMAC (no plaintext; everything authenticated is associated data).
+/// The argument that a nonce never repeats is on
+/// [`ChainedAuditLog::new_keyed_stream`]: one key per random stream id, one
+/// writer per stream from its first entry, and a failed write moves the
+/// writer to a new stream instead of tagging its number again.
+pub(crate) struct StreamKey(LessSafeKey);
+
+impl StreamKey {
+    /// The key of `stream` under `key`.
+    pub(crate) fn derive(key: &AuditKey, stream: StreamId) -> Option<Self> {
+        let mut inner = key.inner.clone();
+        inner.update(STREAM_KEY_DOMAIN);
+        inner.update(stream.as_bytes());
+        let bytes = Zeroizing::new(key.finish(inner));
+        UnboundKey::new(&AES_256_GCM, &bytes[..])
+            .ok()
+            .map(|k| StreamKey(LessSafeKey::new(k)))
+    }
+
+    /// The chain fields of `event` (with its own `seq`, version and stream)
+    /// linked after `prev`: the tag over `prev`'s tag and the event's
+    /// canonical encoding, zero-padded to 32 bytes.
+    fn tag(&self, prev: &[u8; 32], event: &AuditEvent) -> Option<[u8; 32]> {
+        const STACK: usize = TAG_LEN + CANONICAL_MAX_LEN + 193;
+        let (fixed, len) = event.canonical_fixed();
+        let name = event.canonical_name();
+        let total = TAG_LEN + len + name.len();
+        let mut stack = [0u8; STACK];
+        let mut heap = Vec::new();
+        let aad: &mut [u8] = if total <= STACK {
+            &mut stack[..total]
+        } else {
+            heap.resize(total, 0);
+            &mut heap
+        };
+        aad[..TAG_LEN].copy_from_slice(&prev[..TAG_LEN]);
+        aad[TAG_LEN..TAG_LEN + len].copy_from_slice(&fixed[..len]);
+        aad[TAG_LEN + len..].copy_from_slice(name);
+        let mut nonce = [0u8; 12];
+        nonce[4..].copy_from_slice(&event.seq.to_be_bytes());
+        let tag = self
+            .0
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(&*aad),
+                &mut [],
+            )
+            .ok()?;
+        let mut out = [0u8; 32];
+        out[..TAG_LEN].copy_from_slice(tag.as_ref());
+        Some(out)
+    }
+}
+
+impl fmt::Debug for StreamKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("StreamKey([redacted])")
     }
 }
 
@@ -215,8 +285,92 @@ impl core::str::FromStr for Checkpoint {
     }
 }
 
+/// Which entry format a [`ChainedAuditLog`] writes. (One per log, so the
+/// size of the keyed variant does not matter; boxing it would add a pointer
+/// chase to every event.)
+#[allow(clippy::large_enum_variant)]
+enum Form {
+    /// Version 1: one chain, HMAC-SHA-256 over the previous MAC and the entry.
+    Single,
+    /// Version 2: a stream, SHA-256 link hash, HMAC-SHA-256 of it.
+    Hashed(StreamId),
+    /// Version 3: a stream with a key of its own, GMAC per entry.
+    Keyed(StreamId, StreamKey),
+}
+
 struct ChainState {
     head: Checkpoint,
+    form: Form,
+    /// Set when a keyed log could not start a new stream after a failed
+    /// write: it then refuses every event (fail closed).
+    stopped: bool,
+    /// Set while the wrapped sink holds a tagged entry: still set at the next
+    /// lock only if the sink panicked, and then handled as a failed write.
+    in_flight: bool,
+}
+
+impl ChainState {
+    fn stream(&self) -> Option<StreamId> {
+        match &self.form {
+            Form::Single => None,
+            Form::Hashed(s) | Form::Keyed(s, _) => Some(*s),
+        }
+    }
+
+    fn next_seq(&self) -> Result<u64, AuditError> {
+        if self.stopped {
+            return Err(AuditError::new(
+                "audit stream stopped: no new stream could be started after a failed write",
+            ));
+        }
+        self.head
+            .seq
+            .checked_add(1)
+            .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))
+    }
+
+    /// Gives `event` its sequence number `seq`, version, stream and chain
+    /// fields, linked after `head`.
+    fn link(
+        &self,
+        key: &AuditKey,
+        head: &Checkpoint,
+        event: &mut AuditEvent,
+        seq: u64,
+    ) -> Result<(), AuditError> {
+        event.seq = seq;
+        match &self.form {
+            Form::Single => link_in_place(key, None, head, event),
+            Form::Hashed(stream) => link_in_place(key, Some(*stream), head, event),
+            Form::Keyed(stream, stream_key) => {
+                event.v = KEYED_SCHEMA_VERSION;
+                event.stream = Some(*stream);
+                let prev = head.head;
+                let mac = stream_key
+                    .tag(&prev, event)
+                    .ok_or_else(|| AuditError::new("audit MAC failed"))?;
+                event.chain = Some(ChainLink { prev, mac });
+            }
+        }
+        Ok(())
+    }
+
+    /// After a failed write: a keyed log never tags the same number twice,
+    /// so it goes on in a new stream (or stops, if none can be started).
+    fn after_failure(&mut self, key: &AuditKey) {
+        if let Form::Keyed(..) = self.form {
+            match StreamId::random()
+                .ok()
+                .and_then(|s| Some(Form::Keyed(s, StreamKey::derive(key, s)?)))
+            {
+                Some(form) => {
+                    self.form = form;
+                    self.head = Checkpoint::GENESIS;
+                }
+                None => self.stopped = true,
+            }
+        }
+    }
 }
 
 /// An [`AuditSink`] that chains and authenticates events before passing them
@@ -227,6 +381,19 @@ struct ChainState {
 /// the previous entry, and its own MAC over both. The wrapped sink — the
 /// host's storage — receives the chained event; if it fails, the chain does
 /// not advance and the operation does not happen.
+///
+/// Three entry formats, chosen by the constructor:
+///
+/// | constructor | version | MAC per entry | verified by |
+/// |---|---|---|---|
+/// | [`in_memory`](Self::in_memory), [`new_keyed_stream`](Self::new_keyed_stream) | 3, a stream | GMAC (AES-256-GCM) under the stream's own key | the audit key |
+/// | [`new_stream`](Self::new_stream), [`resume_stream`](Self::resume_stream) | 2, a stream | HMAC-SHA-256 of a public SHA-256 link hash | the audit key, or a signed checkpoint and its public key ([`verify_public`](super::verify_public)) |
+/// | [`new`](Self::new), [`resume`](Self::resume) | 1, one chain | HMAC-SHA-256 | the audit key |
+///
+/// Version 3 is the fastest (the custodian's built-in log uses it); version
+/// 2 is for trails an auditor checks without the secret key (the stores'
+/// durable sinks write it); version 1 is the original single chain. All
+/// three verify with [`verify`] and [`verify_streams`](super::verify_streams).
 ///
 /// ```
 /// use privacy_pledge::audit::{verify, AuditKey, ChainedAuditLog};
@@ -251,38 +418,51 @@ struct ChainState {
 /// ```
 pub struct ChainedAuditLog<S = MemoryAuditLog> {
     key: AuditKey,
-    stream: Option<StreamId>,
     state: Mutex<ChainState>,
     inner: S,
 }
 
 impl ChainedAuditLog<MemoryAuditLog> {
-    /// A chained log kept in memory.
+    /// A chained log kept in memory, in a fresh keyed stream (version 3).
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random generator fails.
     pub fn in_memory(key: AuditKey) -> Self {
-        Self::new(key, MemoryAuditLog::new())
+        Self::new_keyed_stream(key, MemoryAuditLog::new())
     }
 }
 
 impl<S: AuditSink> ChainedAuditLog<S> {
-    /// A new, empty chain that writes into `inner`.
-    pub fn new(key: AuditKey, inner: S) -> Self {
-        Self::resume(key, inner, Checkpoint::GENESIS)
-    }
-
-    /// Continues a chain whose entries `inner` already holds, from its last
-    /// checkpoint (after a restart: read it back from storage and verify first).
-    pub fn resume(key: AuditKey, inner: S, head: Checkpoint) -> Self {
+    fn with_form(key: AuditKey, inner: S, form: Form, head: Checkpoint) -> Self {
         ChainedAuditLog {
             key,
-            stream: None,
-            state: Mutex::new(ChainState { head }),
+            state: Mutex::new(ChainState {
+                head,
+                form,
+                stopped: false,
+                in_flight: false,
+            }),
             inner,
         }
     }
 
+    /// A new, empty single chain (version 1) that writes into `inner`.
+    pub fn new(key: AuditKey, inner: S) -> Self {
+        Self::resume(key, inner, Checkpoint::GENESIS)
+    }
+
+    /// Continues a single chain (version 1) whose entries `inner` already
+    /// holds, from its last checkpoint (after a restart: read it back from
+    /// storage and verify first).
+    pub fn resume(key: AuditKey, inner: S, head: Checkpoint) -> Self {
+        Self::with_form(key, inner, Form::Single, head)
+    }
+
     /// A new chain in a fresh stream of its own (a random [`StreamId`]):
     /// for one writer among many appending to the same storage. Its entries
-    /// are schema version 2 and their MACs cover the stream id.
+    /// are schema version 2: each carries a public link hash, so a signed
+    /// checkpoint vouches for the stream to anyone holding the public key.
     ///
     /// # Panics
     ///
@@ -292,28 +472,89 @@ impl<S: AuditSink> ChainedAuditLog<S> {
         Self::resume_stream(key, inner, stream, Checkpoint::GENESIS)
     }
 
-    /// Continues stream `stream` from `head`.
+    /// Continues stream `stream` of schema version 2 from `head`. (A
+    /// version-3 stream is never continued: see
+    /// [`new_keyed_stream`](Self::new_keyed_stream).)
     pub fn resume_stream(key: AuditKey, inner: S, stream: StreamId, head: Checkpoint) -> Self {
-        ChainedAuditLog {
-            key,
-            stream: Some(stream),
-            state: Mutex::new(ChainState { head }),
-            inner,
-        }
+        Self::with_form(key, inner, Form::Hashed(stream), head)
     }
 
-    /// The stream this log writes, if it is a streamed log.
+    /// A new chain in a fresh stream with a MAC key of its own (schema
+    /// version 3): GMAC (AES-256-GCM with no plaintext) per entry, under
+    /// HMAC-SHA-256(audit key, `"privacy-pledge audit v3 key\0"` ‖ stream
+    /// id), with the sequence number as nonce and the previous entry's tag
+    /// and the entry's canonical encoding as associated data. The 16-byte
+    /// tag fills the first half of [`ChainLink::mac`]; the second half is
+    /// zero. The cheapest chain to write and to verify; verifying needs the
+    /// audit key (a keyless auditor can check version 2 only).
+    ///
+    /// # Why a nonce never repeats under one key
+    ///
+    /// GMAC is a secure MAC only while no nonce is used twice under one key:
+    /// two tags under one nonce give away the hash key, and with it a tag for
+    /// any message. So:
+    ///
+    /// - **One key per stream.** The key is derived from the stream id, 16
+    ///   bytes from the operating system's generator drawn when the stream
+    ///   starts; two streams share an id with probability about n²/2¹²⁹.
+    /// - **One writer per stream, from its first entry.** Only this
+    ///   constructor (and [`in_memory`](ChainedAuditLog::in_memory)) writes
+    ///   version 3, always in a fresh stream. No constructor continues a
+    ///   version-3 stream ([`resume_stream`](Self::resume_stream) writes
+    ///   version 2, whose HMAC needs no nonce): a restarted writer cannot
+    ///   know whether the one before it tagged the next number and showed it
+    ///   to the storage before it stopped.
+    /// - **Each number is tagged once.** Numbers are taken in order under the
+    ///   log's lock. When the wrapped sink fails to store an entry, or panics
+    ///   on it — its operator may have seen it, or even stored it, all the
+    ///   same — that number is never tagged again: the log goes on in a new
+    ///   stream (so a
+    ///   trail may hold several; check it with
+    ///   [`verify_streams`](super::verify_streams)). If no new stream can be
+    ///   started, the log refuses every later event.
+    ///
+    /// Verifying recomputes the tags of stored entries, which is a MAC's
+    /// verification: it reveals only "equal" or "not equal".
+    ///
+    /// # Panics
+    ///
+    /// Only if the operating system's random generator fails.
+    pub fn new_keyed_stream(key: AuditKey, inner: S) -> Self {
+        Self::try_keyed_stream(key, inner).expect("the operating system's random generator failed")
+    }
+
+    /// [`new_keyed_stream`](Self::new_keyed_stream), with the random
+    /// generator's failure as an error.
+    pub(crate) fn try_keyed_stream(key: AuditKey, inner: S) -> Result<Self, crate::Error> {
+        let stream = StreamId::random()?;
+        let stream_key = StreamKey::derive(&key, stream).ok_or(crate::Error::Random)?;
+        Ok(Self::with_form(
+            key,
+            inner,
+            Form::Keyed(stream, stream_key),
+            Checkpoint::GENESIS,
+        ))
+    }
+
+    /// The stream this log writes now, if it is a streamed log.
     pub fn stream(&self) -> Option<StreamId> {
-        self.stream
+        self.lock().stream()
     }
 
     fn lock(&self) -> MutexGuard<'_, ChainState> {
-        // The state is only updated after a successful write, so it is
-        // consistent even if a previous holder panicked.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        // The head is only updated after a successful write, so it is
+        // consistent even if a previous holder panicked; an entry the wrapped
+        // sink panicked on counts as a failed write.
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if state.in_flight {
+            state.in_flight = false;
+            state.after_failure(&self.key);
+        }
+        state
     }
 
-    /// The current head, to keep somewhere the log's writer cannot reach.
+    /// The current head (of the current stream, for a streamed log), to
+    /// keep somewhere the log's writer cannot reach.
     pub fn checkpoint(&self) -> Checkpoint {
         self.lock().head
     }
@@ -322,45 +563,64 @@ impl<S: AuditSink> ChainedAuditLog<S> {
     pub fn inner(&self) -> &S {
         &self.inner
     }
-
-    fn link(&self, state: &ChainState, event: &AuditEvent, seq: u64) -> AuditEvent {
-        link(&self.key, self.stream, &state.head, event, seq)
-    }
 }
 
 impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.record_owned(event.clone())
+    }
+
+    fn record_owned(&self, mut event: AuditEvent) -> Result<(), AuditError> {
         let mut state = self.lock();
-        let seq = state
-            .head
-            .seq
-            .checked_add(1)
-            .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
-        let chained = self.link(&state, event, seq);
-        self.inner.record(&chained)?;
-        state.head = Checkpoint::new(seq, head_value(&chained));
-        Ok(())
+        let seq = state.next_seq()?;
+        let head = state.head;
+        state.link(&self.key, &head, &mut event, seq)?;
+        let value = head_value(&event);
+        state.in_flight = true;
+        let stored = self.inner.record_owned(event);
+        state.in_flight = false;
+        match stored {
+            Ok(()) => {
+                state.head = Checkpoint::new(seq, value);
+                Ok(())
+            }
+            Err(e) => {
+                state.after_failure(&self.key);
+                Err(e)
+            }
+        }
     }
 
     fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
         let mut state = self.lock();
         // Chain into a scratch head: the shared head moves only once the
         // inner sink has stored the whole batch.
-        let mut scratch = ChainState { head: state.head };
+        state.next_seq()?;
+        let mut head = state.head;
         let mut chained = Vec::with_capacity(events.len());
         for e in events {
-            let seq = scratch
-                .head
+            let seq = head
                 .seq
                 .checked_add(1)
                 .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
-            let c = self.link(&scratch, e, seq);
-            scratch.head = Checkpoint::new(seq, head_value(&c));
+            let mut c = e.clone();
+            state.link(&self.key, &head, &mut c, seq)?;
+            head = Checkpoint::new(seq, head_value(&c));
             chained.push(c);
         }
-        self.inner.record_batch(&chained)?;
-        state.head = scratch.head;
-        Ok(())
+        state.in_flight = true;
+        let stored = self.inner.record_batch(&chained);
+        state.in_flight = false;
+        match stored {
+            Ok(()) => {
+                state.head = head;
+                Ok(())
+            }
+            Err(e) => {
+                state.after_failure(&self.key);
+                Err(e)
+            }
+        }
     }
 
     fn flush(&self) -> Result<(), AuditError> {
@@ -368,8 +628,10 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
     }
 }
 
-/// `event` chained after `head` as entry `seq` (of `stream`, if any): the
-/// one place entries get their sequence number, version, stream and MAC.
+/// `event` chained after `head` as entry `seq` (of `stream`, if any, in
+/// version 2): the chain fields of versions 1 and 2, as the stores' durable
+/// sinks write them.
+#[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn link(
     key: &AuditKey,
     stream: Option<StreamId>,
@@ -379,18 +641,24 @@ pub(crate) fn link(
 ) -> AuditEvent {
     let mut e = event.clone();
     e.seq = seq;
+    link_in_place(key, stream, head, &mut e);
+    e
+}
+
+/// Sets the version, stream and chain fields of a version-1 (no stream) or
+/// version-2 entry whose `seq` is set.
+fn link_in_place(key: &AuditKey, stream: Option<StreamId>, head: &Checkpoint, e: &mut AuditEvent) {
     if let Some(stream) = stream {
         e.v = STREAMED_SCHEMA_VERSION;
         e.stream = Some(stream);
     }
     let prev = head.head;
     let mac = if stream.is_some() {
-        key.tag(&link_hash(&prev, &e))
+        key.tag(&link_hash(&prev, e))
     } else {
-        key.mac(&prev, &e)
+        key.mac(&prev, e)
     };
     e.chain = Some(ChainLink { prev, mac });
-    e
 }
 
 impl<S> fmt::Debug for ChainedAuditLog<S> {
@@ -493,13 +761,27 @@ pub(crate) fn verify_from(
     start: Checkpoint,
 ) -> Result<Checkpoint, VerifyError> {
     let mut head = start;
-    // Version 1 is the single-chain form; version 2 names its stream, which
-    // the MAC covers. One list is one chain: one stream throughout.
-    let stream = entries.first().and_then(AuditEvent::stream);
-    let well_formed = |e: &AuditEvent| match e.v {
-        SCHEMA_VERSION => e.stream.is_none() && key.is_some(),
-        STREAMED_SCHEMA_VERSION => e.stream.is_some(),
-        _ => false,
+    // Version 1 is the single-chain form; versions 2 and 3 name their
+    // stream, which the MAC covers. One list is one chain: one stream and
+    // one version throughout.
+    let first = entries.first();
+    let stream = first.and_then(AuditEvent::stream);
+    let version = first.map_or(SCHEMA_VERSION, |e| e.v);
+    // The key of a version-3 stream, derived once for the whole list.
+    let stream_key = match (key, stream) {
+        (Some(key), Some(stream)) if version == KEYED_SCHEMA_VERSION => {
+            StreamKey::derive(key, stream)
+        }
+        _ => None,
+    };
+    let well_formed = |e: &AuditEvent| {
+        e.v == version
+            && match e.v {
+                SCHEMA_VERSION => e.stream.is_none() && key.is_some(),
+                STREAMED_SCHEMA_VERSION => e.stream.is_some(),
+                KEYED_SCHEMA_VERSION => e.stream.is_some() && stream_key.is_some(),
+                _ => false,
+            }
     };
     let mac_ok = |e: &AuditEvent| -> bool {
         let Some(link) = e.chain else { return false };
@@ -511,6 +793,10 @@ pub(crate) fn verify_from(
             (Some(key), STREAMED_SCHEMA_VERSION) => {
                 crate::ct::eq(&key.tag(&link_hash(&link.prev, e)), &link.mac)
             }
+            (Some(_), KEYED_SCHEMA_VERSION) => stream_key
+                .as_ref()
+                .and_then(|k| k.tag(&link.prev, e))
+                .is_some_and(|tag| crate::ct::eq(&tag, &link.mac)),
             (Some(key), _) => crate::ct::eq(&key.mac(&link.prev, e), &link.mac),
         }
     };

@@ -93,10 +93,14 @@ pub struct RecipientRef {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainLink {
-    /// The MAC of the previous entry (all zero for the first).
+    /// What the previous entry's chain ends in (all zero for the first): its
+    /// `mac` (versions 1 and 3) or its link hash (version 2).
     #[serde(with = "hex32")]
     pub prev: [u8; 32],
-    /// HMAC-SHA-256 over `prev` and this entry's canonical encoding.
+    /// This entry's MAC: HMAC-SHA-256 over `prev` and the entry's canonical
+    /// encoding (version 1) or over its link hash (version 2); for version
+    /// 3, the 16-byte GMAC tag over the first half of `prev` and the
+    /// canonical encoding, then 16 zero bytes.
     #[serde(with = "hex32")]
     pub mac: [u8; 32],
 }
@@ -111,7 +115,7 @@ pub struct ChainLink {
 ///
 /// | field | meaning |
 /// |---|---|
-/// | `v` | schema version ([`SCHEMA_VERSION`]) |
+/// | `v` | schema version: [`SCHEMA_VERSION`] (1) unchained or in a single chain, [`STREAMED_SCHEMA_VERSION`](super::STREAMED_SCHEMA_VERSION) (2) or [`KEYED_SCHEMA_VERSION`](super::KEYED_SCHEMA_VERSION) (3) in a stream |
 /// | `seq` | position in the chain, from 1, gap-free; 0 when unchained |
 /// | `time` | when the use was recorded (nanoseconds since the Unix epoch) |
 /// | `subject` | the subject id (a random handle, not a value) |
@@ -123,7 +127,7 @@ pub struct ChainLink {
 /// | `rule` | the rule that allowed or denied it |
 /// | `recipient` | for `disclose`: name and role |
 /// | `country`, `mechanism` | for `transfer`: destination and legal mechanism |
-/// | `stream` | version 2: the writer's stream (see [`StreamId`](super::StreamId)) |
+/// | `stream` | versions 2 and 3: the writer's stream (see [`StreamId`](super::StreamId)) |
 /// | `chain` | `prev` and `mac` when written through a chained log |
 ///
 /// Deserializing refuses unknown fields: the authenticated bytes are the only
@@ -246,7 +250,7 @@ impl AuditEvent {
     pub fn chain(&self) -> Option<&ChainLink> {
         self.chain.as_ref()
     }
-    /// The stream the event was chained in (version 2), if any.
+    /// The stream the event was chained in (versions 2 and 3), if any.
     pub fn stream(&self) -> Option<super::StreamId> {
         self.stream
     }
@@ -258,9 +262,9 @@ impl AuditEvent {
     /// Layout: `v` (1) `seq` (8, BE) `time` (8, BE) `subject` (16) `kind`
     /// (1, 0 = none) `purpose` (1) `target_purpose` (1) `action` (1)
     /// `outcome` (1) `rule` (1) `role` (1, 0 = none) `country` (2, zero =
-    /// none) `mechanism` (1) `name length` (4, BE), then for version 2 the
+    /// none) `mechanism` (1) `name length` (4, BE), then for a stream (versions 2 and 3) the
     /// `stream` id (16), then `name` (UTF-8). Returns the buffer and how much
-    /// of it is used (47 bytes for version 1, 63 for version 2).
+    /// of it is used (47 bytes for version 1, 63 for versions 2 and 3).
     ///
     /// A fixed array rather than a growing buffer: the chain computes this
     /// for every event, and verification for every entry.

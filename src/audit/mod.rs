@@ -7,7 +7,13 @@
 //! [`ChainedAuditLog`] wraps any sink and makes the trail tamper-evident: each
 //! entry carries the MAC of the previous one, and [`verify`] reports the first
 //! entry that was edited, deleted, inserted, reordered or replayed, or entries
-//! cut from the end. Built-in sinks: [`MemoryAuditLog`], and
+//! cut from the end. Its entries come in three formats (schema versions):
+//! 3, a keyed stream with a GMAC tag per entry, the fastest, which the
+//! custodian's built-in log writes; 2, a stream whose entries also carry a
+//! public link hash, so a signed checkpoint vouches for them to an auditor
+//! without the secret key ([`verify_public`]), which the stores' durable
+//! sinks write; and 1, the original single chain. See [`ChainedAuditLog`].
+//! Built-in sinks: [`MemoryAuditLog`], and
 //! [`JsonLinesSink`] (one JSON event a line over any `Write`, read back with
 //! [`read_jsonl`]).
 //!
@@ -50,7 +56,8 @@ pub use signed::{
 };
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
 pub use stream::{
-    verify_streams, InvalidStreamId, StreamId, StreamReport, STREAMED_SCHEMA_VERSION,
+    verify_streams, InvalidStreamId, StreamId, StreamReport, KEYED_SCHEMA_VERSION,
+    STREAMED_SCHEMA_VERSION,
 };
 #[cfg(feature = "tracing")]
 pub use trace::{Discard, TracingSink};

@@ -72,6 +72,13 @@ pub trait AuditSink: Send + Sync {
     /// Records one event, before the use it describes. `Err` stops the use.
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError>;
 
+    /// [`record`](Self::record) for an event the caller no longer needs: a
+    /// sink that keeps events (like [`MemoryAuditLog`]) keeps this one
+    /// without copying it. The default records it by reference.
+    fn record_owned(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.record(&event)
+    }
+
     /// Records several events, all or none where the storage allows. The
     /// default records them one by one and stops at the first error.
     fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
@@ -91,6 +98,9 @@ macro_rules! forward_sink {
         impl<S: AuditSink + ?Sized> AuditSink for $ptr<S> {
             fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
                 (**self).record(event)
+            }
+            fn record_owned(&self, event: AuditEvent) -> Result<(), AuditError> {
+                (**self).record_owned(event)
             }
             fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
                 (**self).record_batch(events)
@@ -160,6 +170,11 @@ impl MemoryAuditLog {
 impl AuditSink for MemoryAuditLog {
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         self.lock().push(event.clone());
+        Ok(())
+    }
+
+    fn record_owned(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.lock().push(event);
         Ok(())
     }
 

@@ -4,8 +4,10 @@
 //! Every writer — a custodian's durable sink in one process, from one start
 //! — chains its events in its own stream, named by a random [`StreamId`].
 //! Chained events of a stream carry schema version
-//! [`STREAMED_SCHEMA_VERSION`], and the stream id is part of what each
-//! entry's MAC covers, so an entry cannot be moved from one stream to another.
+//! [`STREAMED_SCHEMA_VERSION`] (with a public link hash, for signed
+//! checkpoints) or [`KEYED_SCHEMA_VERSION`] (a key of the stream's own), and
+//! the stream id is part of what each entry's MAC covers, so an entry cannot
+//! be moved from one stream to another.
 //! [`verify_streams`] checks a whole trail stream by stream.
 //!
 //! ```
@@ -41,6 +43,12 @@ use super::{AuditEvent, AuditKey, Checkpoint, VerifyError};
 /// of the MAC). Version 1 ([`SCHEMA_VERSION`](super::SCHEMA_VERSION)) is the
 /// single-chain form, which still verifies.
 pub const STREAMED_SCHEMA_VERSION: u8 = 2;
+
+/// The schema version of events chained in a keyed stream (see
+/// [`ChainedAuditLog::new_keyed_stream`](super::ChainedAuditLog::new_keyed_stream)):
+/// a GMAC tag per entry under the stream's own key, no public link hash.
+/// The custodian's built-in in-memory log writes it.
+pub const KEYED_SCHEMA_VERSION: u8 = 3;
 
 /// The name of one writer's chain: 16 random bytes, shown as 32 lowercase
 /// hex digits.
