@@ -165,28 +165,29 @@ impl StreamKey {
     /// linked after `prev`: the tag over `prev`'s tag and the event's
     /// canonical encoding, zero-padded to 32 bytes.
     fn tag(&self, prev: &[u8; 32], event: &AuditEvent) -> Option<[u8; 32]> {
-        const STACK: usize = TAG_LEN + CANONICAL_MAX_LEN + 193;
-        let (fixed, len) = event.canonical_fixed();
+        // The associated data, `prev`'s tag ‖ fixed part ‖ name, in one
+        // buffer: on the stack unless the recipient name is long.
+        let mut head = [0u8; TAG_LEN + CANONICAL_MAX_LEN];
+        head[..TAG_LEN].copy_from_slice(&prev[..TAG_LEN]);
+        let fixed: &mut [u8; CANONICAL_MAX_LEN] = (&mut head[TAG_LEN..]).try_into().ok()?;
+        let len = TAG_LEN + event.write_canonical_fixed(fixed);
         let name = event.canonical_name();
-        let total = TAG_LEN + len + name.len();
-        let mut stack = [0u8; STACK];
-        let mut heap = Vec::new();
-        let aad: &mut [u8] = if total <= STACK {
-            &mut stack[..total]
+        let mut long = Vec::new();
+        let aad: &[u8] = if name.is_empty() {
+            &head[..len]
         } else {
-            heap.resize(total, 0);
-            &mut heap
+            long.reserve_exact(len + name.len());
+            long.extend_from_slice(&head[..len]);
+            long.extend_from_slice(name);
+            &long
         };
-        aad[..TAG_LEN].copy_from_slice(&prev[..TAG_LEN]);
-        aad[TAG_LEN..TAG_LEN + len].copy_from_slice(&fixed[..len]);
-        aad[TAG_LEN + len..].copy_from_slice(name);
         let mut nonce = [0u8; 12];
         nonce[4..].copy_from_slice(&event.seq.to_be_bytes());
         let tag = self
             .0
             .seal_in_place_separate_tag(
                 Nonce::assume_unique_for_key(nonce),
-                Aad::from(&*aad),
+                Aad::from(aad),
                 &mut [],
             )
             .ok()?;

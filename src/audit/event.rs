@@ -269,8 +269,16 @@ impl AuditEvent {
     /// A fixed array rather than a growing buffer: the chain computes this
     /// for every event, and verification for every entry.
     pub(crate) fn canonical_fixed(&self) -> ([u8; CANONICAL_MAX_LEN], usize) {
-        let name = self.canonical_name();
         let mut out = [0u8; CANONICAL_MAX_LEN];
+        let len = self.write_canonical_fixed(&mut out);
+        (out, len)
+    }
+
+    /// Writes the fixed part of the canonical encoding (see
+    /// [`canonical_fixed`](Self::canonical_fixed)) into `out` and returns
+    /// its length.
+    pub(crate) fn write_canonical_fixed(&self, out: &mut [u8; CANONICAL_MAX_LEN]) -> usize {
+        let name = self.canonical_name();
         out[0] = self.v;
         out[1..9].copy_from_slice(&self.seq.to_be_bytes());
         out[9..17].copy_from_slice(&self.time.unix_nanos().to_be_bytes());
@@ -291,9 +299,9 @@ impl AuditEvent {
         match self.stream {
             Some(stream) => {
                 out[47..63].copy_from_slice(stream.as_bytes());
-                (out, CANONICAL_MAX_LEN)
+                CANONICAL_MAX_LEN
             }
-            None => (out, CANONICAL_FIXED_LEN),
+            None => CANONICAL_FIXED_LEN,
         }
     }
 
