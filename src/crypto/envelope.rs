@@ -105,6 +105,7 @@ pub(crate) struct Header {
 
 impl Header {
     /// The header's length in bytes: where the ciphertext starts.
+    #[inline]
     pub(crate) fn len(&self) -> usize {
         if self.version == 1 {
             HEADER_LEN_V1
@@ -114,22 +115,29 @@ impl Header {
     }
 
     /// Writes a version 2 header for a ciphertext of `ct_len` bytes.
+    ///
+    /// Built as one array and appended at once (one capacity check, not
+    /// one per field).
+    #[inline]
     pub(crate) fn write(&self, ct_len: u32, out: &mut Vec<u8>) {
         debug_assert_eq!(self.version, FORMAT_VERSION);
-        out.push(FORMAT_VERSION);
-        out.push(self.algorithm.code());
-        out.push(if self.padded { FLAG_PADDED } else { 0 });
-        out.push(self.kind);
-        out.push(self.purpose);
-        out.extend_from_slice(self.subject.as_bytes());
-        out.extend_from_slice(&self.key_id.to_be_bytes());
-        out.extend_from_slice(&self.collected.to_be_bytes());
-        out.extend_from_slice(&ct_len.to_be_bytes());
-        out.extend_from_slice(&self.nonce);
+        let mut h = [0u8; HEADER_LEN];
+        h[0] = FORMAT_VERSION;
+        h[1] = self.algorithm.code();
+        h[2] = if self.padded { FLAG_PADDED } else { 0 };
+        h[3] = self.kind;
+        h[4] = self.purpose;
+        h[5..21].copy_from_slice(self.subject.as_bytes());
+        h[21..25].copy_from_slice(&self.key_id.to_be_bytes());
+        h[25..33].copy_from_slice(&self.collected.to_be_bytes());
+        h[33..37].copy_from_slice(&ct_len.to_be_bytes());
+        h[37..].copy_from_slice(&self.nonce);
+        out.extend_from_slice(&h);
     }
 
     /// The associated data of the envelope `bytes` (whose header is `self`)
     /// opened or sealed as `kind` for `purpose`.
+    #[inline]
     pub(crate) fn aad(&self, bytes: &[u8], kind: u8, purpose: u8) -> [u8; AAD_LEN] {
         let mut a = [0u8; AAD_LEN];
         if self.version == 1 {

@@ -36,8 +36,12 @@
 //! repeating is below 2⁻⁴¹.
 //!
 //! Nonces come from a pool filled from the operating system's generator in
-//! blocks of 4 KiB; each nonce is taken once and wiped from the pool. A process
-//! that `fork`s without `exec` must not keep sealing in both parent and child.
+//! blocks of 4 KiB; each nonce is taken once and wiped from the pool. The pool
+//! is fork-safe: before each nonce it compares the process id with the one
+//! that filled it, so a child (made by `fork`, `_Fork` or a raw `clone`)
+//! throws the inherited pool away and refills it before sealing
+//! (`tests/fork_nonces.rs`). One gap: a child in a new PID namespace of a
+//! parent that is itself that namespace's process 1 sees the same id.
 //!
 //! `ring` expands AES and ChaCha keys into internal schedules that it does not
 //! wipe on drop; the raw key bytes this crate handles are wiped.

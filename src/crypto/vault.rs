@@ -10,19 +10,21 @@
 //! custodian sharing the store (another process, a replica) takes effect here
 //! within that time. Erasures made through this custodian take effect at once.
 
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
 use super::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
-use super::envelope::{Header, AAD_LEN, FORMAT_VERSION, HEADER_LEN};
+use super::envelope::{Header, FORMAT_VERSION, HEADER_LEN};
 use super::{
     wrap_context, Destroyed, KeyError, KeyProvider, KeyStore, KeyStoreError, Pseudonym,
     PseudonymKey, StoredKey, SubjectKeys,
 };
-use crate::data::DataKind;
+use crate::data::{DataKind, Plaintext};
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 use crate::Error;
@@ -64,8 +66,29 @@ const POOL: usize = NONCE_LEN * 341;
 /// same unused nonces to parent and child, and an AES-GCM nonce used twice
 /// under one key leaks the XOR of the plaintexts and the authentication key.
 /// So the pool remembers the id of the process that filled it and is thrown
-/// away, unused, in any other process (a child after `fork`). The check is
-/// one `getpid` per nonce; its cost is measured in `benches/seal.rs`.
+/// away, unused, in any other process.
+///
+/// Why a child never hands out one of its parent's nonces: the pool is only
+/// read in `next`, under the vault's lock, and `next` asks the kernel for the
+/// caller's process id (`getpid`, which libc does not cache since glibc 2.25,
+/// nor musl) before it takes a nonce. A child, however it was made (`fork`,
+/// `_Fork`, a raw `clone` without `CLONE_VM`), has an id of its own, which
+/// differs from its parent's: the parent is alive when the child is made,
+/// and two live processes never share an id. So the child's first `next`
+/// finds an id other than the pool's, wipes the inherited nonces and refills
+/// from the OS generator, before it has used any of them. (A child sharing
+/// the parent's memory, `vfork` or `CLONE_VM`, shares the pool and its lock
+/// too, so the two take distinct nonces.) The one case outside this: a child
+/// made in a new PID namespace whose parent is itself its own namespace's
+/// process 1, as both then see id 1.
+///
+/// The price is one `getpid` system call per nonce, measured in
+/// `benches/seal.rs` (`fork_check_getpid`, about a quarter of a seal). The
+/// ways to avoid it were measured and left out: a `pthread_atfork` counter
+/// misses children made without libc's `fork` (tests/fork_nonces.rs makes
+/// one), and a pool in pages advised `MADV_WIPEONFORK`, which the kernel
+/// zeroes in every child, needs `unsafe` here, as no maintained crate offers
+/// that advice safely (`memmap2` 0.9's `Advice` has no `WipeOnFork`).
 struct NoncePool {
     buf: Box<[u8; POOL]>,
     pos: usize,
@@ -142,8 +165,90 @@ impl Slot {
 
 /// The subjects whose keys are cached, oldest first in `order`.
 struct Slots {
-    map: HashMap<SubjectId, Slot>,
+    map: HashMap<SubjectId, Slot, SubjectHash>,
     order: VecDeque<SubjectId>,
+}
+
+/// Hashes the key cache's subject ids: a folded 64 × 64 → 128-bit multiply
+/// of the id's two halves, each XORed with a random key, then a second one
+/// by a constant, where std's SipHash-1-3 took about 10 ns of every seal and
+/// open. (With the first multiply alone, some keys gave sequential ids,
+/// `SubjectId::from(n)`, a third of the buckets they should spread over.)
+///
+/// Subject ids come from host code and envelopes, so they may be chosen to
+/// collide: the keys are random per vault (drawn from std's `RandomState`,
+/// itself seeded from the OS), so which ids share a bucket cannot be known
+/// from outside the process.
+#[derive(Clone, Copy)]
+struct SubjectHash {
+    k0: u64,
+    k1: u64,
+}
+
+impl SubjectHash {
+    fn new() -> Self {
+        let seed = RandomState::new();
+        SubjectHash {
+            k0: seed.hash_one(0x243f_6a88_85a3_08d3_u64),
+            k1: seed.hash_one(0x1319_8a2e_0370_7344_u64),
+        }
+    }
+}
+
+impl BuildHasher for SubjectHash {
+    type Hasher = SubjectHasher;
+
+    fn build_hasher(&self) -> SubjectHasher {
+        SubjectHasher { keys: *self, h: 0 }
+    }
+}
+
+/// The state of one [`SubjectHash`] hash.
+struct SubjectHasher {
+    keys: SubjectHash,
+    h: u64,
+}
+
+/// The high and low halves of the full product, XORed.
+#[inline]
+fn folded_multiply(a: u64, b: u64) -> u64 {
+    let full = u128::from(a) * u128::from(b);
+    (full as u64) ^ ((full >> 64) as u64)
+}
+
+impl Hasher for SubjectHasher {
+    /// A `SubjectId` arrives as one 16-byte write (after its length, see
+    /// `write_usize`): one multiply. Other lengths, which the cache never
+    /// hashes, are taken 16 bytes at a time, the last chunk zero-padded and
+    /// its length mixed in.
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(16) {
+            let mut block = [0u8; 16];
+            block[..chunk.len()].copy_from_slice(chunk);
+            let block = u128::from_le_bytes(block);
+            let (lo, hi) = (block as u64, (block >> 64) as u64);
+            self.h = folded_multiply(
+                lo ^ self.keys.k0 ^ self.h,
+                hi ^ self.keys.k1 ^ chunk.len() as u64,
+            );
+        }
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        // The slice length `Hash` writes before the bytes: folded into the
+        // next block rather than given a multiply of its own.
+        self.h ^= n as u64;
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // Spreads the bits of a product whose inputs varied only in a few
+        // bits over all of the hash (hashbrown uses the low bits for the
+        // bucket and the top 7 for the tag).
+        folded_multiply(self.h, 0x243f_6a88_85a3_08d3)
+    }
 }
 
 struct Cache {
@@ -205,10 +310,6 @@ fn unpad(pt: &[u8]) -> Result<&[u8], Error> {
     Ok(&pt[..end])
 }
 
-/// Envelopes whose ciphertext and tag fit in this many bytes are opened in a
-/// stack buffer (wiped afterwards) instead of a heap allocation.
-const STACK_OPEN: usize = 512;
-
 fn erased_from(e: &Error) -> bool {
     matches!(e, Error::Erased { .. })
 }
@@ -227,7 +328,7 @@ impl Vault {
             config,
             cache: Mutex::new(Cache {
                 slots: Slots {
-                    map: HashMap::new(),
+                    map: HashMap::with_hasher(SubjectHash::new()),
                     order: VecDeque::new(),
                 },
                 nonces: NoncePool::new(),
@@ -565,6 +666,13 @@ impl Vault {
     }
 
     /// Opens an envelope with a key from [`check_open`](Self::check_open).
+    ///
+    /// The ciphertext (and only it) is copied once, into a buffer of exactly
+    /// its length, and decrypted there; for a kind whose value is that text
+    /// the buffer becomes the value's own, so the plaintext is never copied.
+    /// Any other way out wipes the buffer: a failed authentication, a
+    /// malformed stored form, a padded envelope (decoded from the buffer),
+    /// a kind that decodes into fields of its own, or an unwinding panic.
     pub(crate) fn open<T: DataKind>(
         &self,
         key: &AeadKey,
@@ -573,14 +681,17 @@ impl Vault {
         purpose: u8,
     ) -> Result<T, Error> {
         let aad = header.aad(bytes, T::KIND.code(), purpose);
+        // `Header::parse` checked the length: the tag's 16 bytes are there.
         let body = &bytes[header.len()..];
-        if body.len() <= STACK_OPEN {
-            let mut buf = Wiped([0u8; STACK_OPEN]);
-            decrypt_decode(key, header, &aad, body, &mut buf.0[..body.len()])
-        } else {
-            let mut buf = Wiped(vec![0u8; body.len()]);
-            decrypt_decode(key, header, &aad, body, &mut buf.0)
+        let ct_len = body.len().checked_sub(TAG_LEN).ok_or(Error::Unauthentic)?;
+        let (ciphertext, tag) = body.split_at(ct_len);
+        let tag: [u8; TAG_LEN] = tag.try_into().map_err(|_| Error::Unauthentic)?;
+        let mut buf = Plaintext::copy_of(ciphertext);
+        key.open_separate_tag(header.nonce, &aad, tag, buf.as_mut_bytes())?;
+        if header.padded {
+            return Ok(T::decode(unpad(buf.as_bytes())?)?);
         }
+        Ok(T::decode_owned(buf)?)
     }
 
     /// Destroys the subject's keys (constant work whatever its record count).
@@ -784,21 +895,6 @@ impl<B: AsMut<[u8]>> Drop for Wiped<B> {
     }
 }
 
-/// Copies `body` (ciphertext and tag) into `buf`, decrypts it there and
-/// decodes the value. The caller wipes `buf`.
-fn decrypt_decode<T: DataKind>(
-    key: &AeadKey,
-    header: &Header,
-    aad: &[u8; AAD_LEN],
-    body: &[u8],
-    buf: &mut [u8],
-) -> Result<T, Error> {
-    buf.copy_from_slice(body);
-    let pt = key.open(header.nonce, aad, buf)?;
-    let pt = if header.padded { unpad(pt)? } else { pt };
-    Ok(T::decode(pt)?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -826,6 +922,39 @@ mod tests {
         for _ in 0..5_000 {
             assert!(seen.insert(pool.next(&rng).unwrap()));
         }
+    }
+
+    #[test]
+    fn subject_hash_is_keyed_and_spreads_ids() {
+        let (a, b) = (SubjectHash::new(), SubjectHash::new());
+        assert!((a.k0, a.k1) != (b.k0, b.k1), "keys are drawn per vault");
+        let id = |i: u128| SubjectId::from(i);
+        assert_eq!(a.hash_one(id(7)), a.hash_one(id(7)));
+        assert_ne!(a.hash_one(id(7)), b.hash_one(id(7)));
+        // Whatever the keys, ids that are small counters (in either half)
+        // or differ in one bit land apart, in both the low bits (the bucket)
+        // and the top 7 bits (the tag). 8,320 distinct ids over 2^13 bucket
+        // patterns fill about 5,200 of them when spread at random.
+        for _ in 0..50 {
+            let keys = SubjectHash::new();
+            let ids: HashSet<u128> = (0..4096u128)
+                .flat_map(|i| [i, i << 64])
+                .chain((0..128).map(|bit| 1u128 << bit))
+                .collect();
+            let hashes: Vec<u64> = ids.iter().map(|&x| keys.hash_one(id(x))).collect();
+            let low: HashSet<u64> = hashes.iter().map(|h| h & 0x1fff).collect();
+            let high: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
+            assert!(low.len() > 4900, "{} of 8192 low-bit patterns", low.len());
+            assert_eq!(high.len(), 128);
+            let distinct: HashSet<u64> = hashes.iter().copied().collect();
+            assert_eq!(distinct.len(), ids.len(), "no two distinct ids collide");
+        }
+        // Lengths other than 16 still hash deterministically.
+        let mut h1 = a.build_hasher();
+        h1.write(b"a longer key of 37 bytes, or so.....");
+        let mut h2 = a.build_hasher();
+        h2.write(b"a longer key of 37 bytes, or so.....");
+        assert_eq!(h1.finish(), h2.finish());
     }
 
     fn vault(capacity: usize) -> Vault {

@@ -3,7 +3,8 @@ use unicode_normalization::UnicodeNormalization as _;
 use zeroize::Zeroizing;
 
 use super::{
-    clean_text, fold, redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Reason,
+    clean_text, fold, redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Plaintext,
+    Reason,
 };
 
 /// A person's full name, as they wrote it.
@@ -87,6 +88,12 @@ impl sealed::Sealed for FullName {
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
         stored_text(KIND, bytes).map(|s| FullName {
             text: SecretString::from(s),
+        })
+    }
+
+    fn decode_owned(bytes: Plaintext) -> Result<Self, InvalidData> {
+        bytes.into_stored_text(KIND).map(|t| FullName {
+            text: t.into_secret(),
         })
     }
 

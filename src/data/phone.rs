@@ -1,7 +1,7 @@
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-use super::{redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Reason};
+use super::{redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Plaintext, Reason};
 
 /// A phone number in international (E.164) form.
 ///
@@ -411,6 +411,15 @@ impl sealed::Sealed for PhoneNumber {
         match stored_text(KIND, bytes)? {
             s if s.starts_with('+') => Ok(PhoneNumber {
                 e164: SecretString::from(s),
+            }),
+            _ => Err(err(Reason::Malformed)),
+        }
+    }
+
+    fn decode_owned(bytes: Plaintext) -> Result<Self, InvalidData> {
+        match bytes.into_stored_text(KIND)? {
+            t if t.as_str().starts_with('+') => Ok(PhoneNumber {
+                e164: t.into_secret(),
             }),
             _ => Err(err(Reason::Malformed)),
         }

@@ -1,6 +1,6 @@
 use secrecy::{ExposeSecret, SecretString};
 
-use super::{redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Reason};
+use super::{redacted_kind, sealed, stored_text, text_codec, InvalidData, Kind, Plaintext, Reason};
 
 /// An opaque token from the payment processor that stands for a card.
 ///
@@ -54,6 +54,12 @@ impl sealed::Sealed for PaymentToken {
     fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
         stored_text(KIND, bytes).map(|s| PaymentToken {
             text: SecretString::from(s),
+        })
+    }
+
+    fn decode_owned(bytes: Plaintext) -> Result<Self, InvalidData> {
+        bytes.into_stored_text(KIND).map(|t| PaymentToken {
+            text: t.into_secret(),
         })
     }
 
