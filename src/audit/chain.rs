@@ -165,20 +165,28 @@ impl StreamKey {
     /// linked after `prev`: the tag over `prev`'s tag and the event's
     /// canonical encoding, zero-padded to 32 bytes.
     fn tag(&self, prev: &[u8; 32], event: &AuditEvent) -> Option<[u8; 32]> {
-        // The associated data, `prev`'s tag ‖ fixed part ‖ name, in one
-        // buffer: on the stack unless the recipient name is long.
-        let mut head = [0u8; TAG_LEN + CANONICAL_MAX_LEN];
+        // The associated data, `prev`'s tag ‖ fixed part ‖ name, zero-padded
+        // to whole 16-byte blocks (GHASH then takes no partial block; the
+        // name's length in the fixed part, and GHASH's own length block,
+        // keep the padding unambiguous), in one buffer: on the stack unless
+        // there is a recipient name.
+        const HEAD: usize = (TAG_LEN + CANONICAL_MAX_LEN).next_multiple_of(16);
+        let mut head = [0u8; HEAD];
         head[..TAG_LEN].copy_from_slice(&prev[..TAG_LEN]);
-        let fixed: &mut [u8; CANONICAL_MAX_LEN] = (&mut head[TAG_LEN..]).try_into().ok()?;
+        let fixed: &mut [u8; CANONICAL_MAX_LEN] = (&mut head[TAG_LEN..TAG_LEN + CANONICAL_MAX_LEN])
+            .try_into()
+            .ok()?;
         let len = TAG_LEN + event.write_canonical_fixed(fixed);
         let name = event.canonical_name();
         let mut long = Vec::new();
         let aad: &[u8] = if name.is_empty() {
-            &head[..len]
+            &head[..len.next_multiple_of(16)]
         } else {
-            long.reserve_exact(len + name.len());
+            let padded = (len + name.len()).next_multiple_of(16);
+            long.reserve_exact(padded);
             long.extend_from_slice(&head[..len]);
             long.extend_from_slice(name);
+            long.resize(padded, 0);
             &long
         };
         let mut nonce = [0u8; 12];
@@ -331,18 +339,19 @@ impl ChainState {
     }
 
     /// Gives `event` its sequence number `seq`, version, stream and chain
-    /// fields, linked after `head`.
+    /// fields, linked after `head`, and returns its head value (see
+    /// [`head_value`]).
     fn link(
         &self,
         key: &AuditKey,
         head: &Checkpoint,
         event: &mut AuditEvent,
         seq: u64,
-    ) -> Result<(), AuditError> {
+    ) -> Result<[u8; 32], AuditError> {
         event.seq = seq;
         match &self.form {
-            Form::Single => link_in_place(key, None, head, event),
-            Form::Hashed(stream) => link_in_place(key, Some(*stream), head, event),
+            Form::Single => Ok(link_in_place(key, None, head, event)),
+            Form::Hashed(stream) => Ok(link_in_place(key, Some(*stream), head, event)),
             Form::Keyed(stream, stream_key) => {
                 event.v = KEYED_SCHEMA_VERSION;
                 event.stream = Some(*stream);
@@ -351,9 +360,9 @@ impl ChainState {
                     .tag(&prev, event)
                     .ok_or_else(|| AuditError::new("audit MAC failed"))?;
                 event.chain = Some(ChainLink { prev, mac });
+                Ok(mac)
             }
         }
-        Ok(())
     }
 
     /// After a failed write: a keyed log never tags the same number twice,
@@ -484,7 +493,8 @@ impl<S: AuditSink> ChainedAuditLog<S> {
     /// version 3): GMAC (AES-256-GCM with no plaintext) per entry, under
     /// HMAC-SHA-256(audit key, `"privacy-pledge audit v3 key\0"` ‖ stream
     /// id), with the sequence number as nonce and the previous entry's tag
-    /// and the entry's canonical encoding as associated data. The 16-byte
+    /// and the entry's canonical encoding, zero-padded to whole 16-byte
+    /// blocks, as associated data. The 16-byte
     /// tag fills the first half of [`ChainLink::mac`]; the second half is
     /// zero. The cheapest chain to write and to verify; verifying needs the
     /// audit key (a keyless auditor can check version 2 only).
@@ -575,8 +585,7 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
         let mut state = self.lock();
         let seq = state.next_seq()?;
         let head = state.head;
-        state.link(&self.key, &head, &mut event, seq)?;
-        let value = head_value(&event);
+        let value = state.link(&self.key, &head, &mut event, seq)?;
         state.in_flight = true;
         let stored = self.inner.record_owned(event);
         state.in_flight = false;
@@ -605,8 +614,8 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
                 .checked_add(1)
                 .ok_or_else(|| AuditError::new("audit chain sequence exhausted"))?;
             let mut c = e.clone();
-            state.link(&self.key, &head, &mut c, seq)?;
-            head = Checkpoint::new(seq, head_value(&c));
+            let value = state.link(&self.key, &head, &mut c, seq)?;
+            head = Checkpoint::new(seq, value);
             chained.push(c);
         }
         state.in_flight = true;
@@ -631,7 +640,7 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
 
 /// `event` chained after `head` as entry `seq` (of `stream`, if any, in
 /// version 2): the chain fields of versions 1 and 2, as the stores' durable
-/// sinks write them.
+/// sinks write them, and the entry's head value (see [`head_value`]).
 #[cfg_attr(not(any(feature = "sqlite", feature = "postgres")), allow(dead_code))]
 pub(crate) fn link(
     key: &AuditKey,
@@ -639,27 +648,36 @@ pub(crate) fn link(
     head: &Checkpoint,
     event: &AuditEvent,
     seq: u64,
-) -> AuditEvent {
+) -> (AuditEvent, [u8; 32]) {
     let mut e = event.clone();
     e.seq = seq;
-    link_in_place(key, stream, head, &mut e);
-    e
+    let value = link_in_place(key, stream, head, &mut e);
+    (e, value)
 }
 
 /// Sets the version, stream and chain fields of a version-1 (no stream) or
-/// version-2 entry whose `seq` is set.
-fn link_in_place(key: &AuditKey, stream: Option<StreamId>, head: &Checkpoint, e: &mut AuditEvent) {
+/// version-2 entry whose `seq` is set, and returns its head value: the MAC
+/// (version 1) or the link hash (version 2), computed once.
+fn link_in_place(
+    key: &AuditKey,
+    stream: Option<StreamId>,
+    head: &Checkpoint,
+    e: &mut AuditEvent,
+) -> [u8; 32] {
     if let Some(stream) = stream {
         e.v = STREAMED_SCHEMA_VERSION;
         e.stream = Some(stream);
     }
     let prev = head.head;
-    let mac = if stream.is_some() {
-        key.tag(&link_hash(&prev, e))
+    let (mac, value) = if stream.is_some() {
+        let hash = link_hash(&prev, e);
+        (key.tag(&hash), hash)
     } else {
-        key.mac(&prev, e)
+        let mac = key.mac(&prev, e);
+        (mac, mac)
     };
     e.chain = Some(ChainLink { prev, mac });
+    value
 }
 
 impl<S> fmt::Debug for ChainedAuditLog<S> {

@@ -396,11 +396,10 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             .seq()
             .checked_add(1)
             .ok_or_else(|| AuditError::new("audit stream sequence exhausted"))?;
-        let linked = link(&self.key, Some(chain.stream), &chain.head, event, seq);
+        let (linked, value) = link(&self.key, Some(chain.stream), &chain.head, event, seq);
         let columns = Columns::of(&linked)?;
         let json = serde_json::to_string(&linked)
             .map_err(|_| AuditError::new("audit event could not be encoded"))?;
-        let value = crate::audit::chain::head_value(&linked);
         let done = Arc::new(Done::default());
         // Queued under the chain lock: queue order is chain order.
         lock(&self.queue).pending.push(Pending {
