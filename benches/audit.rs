@@ -4,10 +4,13 @@
 //!
 //! - `audit/ring_hmac_79_bytes`: for reference, one HMAC-SHA-256 with
 //!   `ring::hmac` over the 79 bytes a chain entry authenticates.
-//! - `audit/chain_append`: one event appended to an in-memory
-//!   `ChainedAuditLog` (numbering, HMAC-SHA-256, copy into the log).
-//! - `audit/verify_100k`: `verify` over 100,000 chained entries with a
-//!   trusted checkpoint; throughput counts entries.
+//! - `audit/chain_append`: one event appended to the default in-memory
+//!   `ChainedAuditLog` (a keyed stream, schema version 3: numbering, GMAC,
+//!   move into the log).
+//! - `audit/verify_100k`: `verify` over 100,000 such entries with a
+//!   trusted checkpoint; throughput counts entries. `verify_100k_single`
+//!   does the same for the single-chain format (version 1, HMAC-SHA-256),
+//!   and the `_streamed` rows for version 2.
 //! - `audit/access_memory_log` and `audit/access_chained_log`:
 //!   `custodian.access` with an unchained `MemoryAuditLog` and with a chained
 //!   in-memory log, to show what chaining adds to an audited use.
@@ -80,6 +83,17 @@ fn audit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(VERIFY_ENTRIES as u64));
     g.bench_function("verify_100k", |b| {
         b.iter(|| verify(black_box(&entries), &key, Some(&head)).expect("intact"))
+    });
+
+    // Version 1 (the single chain): one HMAC-SHA-256 per entry.
+    let single = ChainedAuditLog::new(key.clone(), MemoryAuditLog::new());
+    for _ in 0..VERIFY_ENTRIES {
+        single.record(&event).expect("record");
+    }
+    let entries_v1 = single.inner().events();
+    let head_v1 = single.checkpoint();
+    g.bench_function("verify_100k_single", |b| {
+        b.iter(|| verify(black_box(&entries_v1), &key, Some(&head_v1)).expect("intact"))
     });
 
     // Version 2 (a stream): the link hash and the MAC per entry with the

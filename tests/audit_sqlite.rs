@@ -3,6 +3,10 @@
 //! operations whose events it failed to store, and no event carries a
 //! personal value.
 
+#[path = "common/recipients.rs"]
+mod recipients;
+use recipients::Stripe;
+
 #[path = "../examples/support/mod.rs"]
 mod support;
 
@@ -62,13 +66,6 @@ impl Drop for TempDir {
     }
 }
 
-struct Stripe;
-impl Recipient for Stripe {
-    type Role = Processor;
-    fn name(&self) -> &str {
-        "Stripe"
-    }
-}
 
 struct Mailer;
 impl Recipient for Mailer {

@@ -26,6 +26,10 @@
 //! cargo test --test audit_trail_vectors -- --ignored generate
 //! ```
 
+#[path = "common/recipients.rs"]
+mod recipients;
+use recipients::Stripe;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -57,13 +61,6 @@ fn path(version: u8) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/audit_v{version}.json"))
 }
 
-struct Stripe;
-impl Recipient for Stripe {
-    type Role = Processor;
-    fn name(&self) -> &str {
-        "Stripe"
-    }
-}
 
 struct Subsidiary;
 impl Recipient for Subsidiary {

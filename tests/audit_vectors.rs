@@ -7,6 +7,10 @@
 //! a format change: logs written before it no longer verify, so it needs a new
 //! schema version and a migration note, not new literals.
 
+#[path = "common/recipients.rs"]
+mod recipients;
+use recipients::Stripe;
+
 use std::sync::Arc;
 
 use privacy_pledge::audit::{
@@ -15,17 +19,9 @@ use privacy_pledge::audit::{
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
-use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
-struct Stripe;
-impl Recipient for Stripe {
-    type Role = Processor;
-    fn name(&self) -> &str {
-        "Stripe"
-    }
-}
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

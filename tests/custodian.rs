@@ -1,6 +1,10 @@
 //! The custodian's run-time guarantees: fail-closed audit, consent, erasure,
 //! redaction, and use from many threads.
 
+#[path = "common/recipients.rs"]
+mod recipients;
+use recipients::Stripe;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -13,18 +17,11 @@ use privacy_pledge::purpose::{
     Improvement, Newsletter, Personalization, Promotion, PurposeId, ServiceNotice, Support,
     Transaction,
 };
-use privacy_pledge::recipient::{Affiliate, Processor, Recipient};
+use privacy_pledge::recipient::{Affiliate, Recipient};
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
 const EMAIL: &str = "zelda.quux@example.org";
 
-struct Stripe;
-impl Recipient for Stripe {
-    type Role = Processor;
-    fn name(&self) -> &str {
-        "Stripe"
-    }
-}
 
 struct Subsidiary;
 impl Recipient for Subsidiary {
