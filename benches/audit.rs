@@ -74,45 +74,36 @@ fn audit(c: &mut Criterion) {
         })
     });
 
-    let log = ChainedAuditLog::in_memory(key.clone());
-    for _ in 0..VERIFY_ENTRIES {
-        log.record(&event).expect("record");
-    }
-    let entries = log.inner().events();
-    let head = log.checkpoint();
+    // Version 3 (the default keyed stream), version 1 (the single chain:
+    // one HMAC-SHA-256 per entry), version 2 (a stream: the link hash and
+    // the MAC per entry with the audit key; the link hash alone with the
+    // public key).
     g.throughput(Throughput::Elements(VERIFY_ENTRIES as u64));
-    g.bench_function("verify_100k", |b| {
-        b.iter(|| verify(black_box(&entries), &key, Some(&head)).expect("intact"))
-    });
-
-    // Version 1 (the single chain): one HMAC-SHA-256 per entry.
-    let single = ChainedAuditLog::new(key.clone(), MemoryAuditLog::new());
-    for _ in 0..VERIFY_ENTRIES {
-        single.record(&event).expect("record");
+    let mut streamed = None;
+    for (name, log) in [
+        ("verify_100k", ChainedAuditLog::in_memory(key.clone())),
+        (
+            "verify_100k_single",
+            ChainedAuditLog::new(key.clone(), MemoryAuditLog::new()),
+        ),
+        (
+            "verify_100k_streamed",
+            ChainedAuditLog::new_stream(key.clone(), MemoryAuditLog::new()),
+        ),
+    ] {
+        for _ in 0..VERIFY_ENTRIES {
+            log.record(&event).expect("record");
+        }
+        let entries = log.inner().events();
+        let head = log.checkpoint();
+        g.bench_function(name, |b| {
+            b.iter(|| verify(black_box(&entries), &key, Some(&head)).expect("intact"))
+        });
+        streamed = Some((log.stream(), entries, head));
     }
-    let entries_v1 = single.inner().events();
-    let head_v1 = single.checkpoint();
-    g.bench_function("verify_100k_single", |b| {
-        b.iter(|| verify(black_box(&entries_v1), &key, Some(&head_v1)).expect("intact"))
-    });
-
-    // Version 2 (a stream): the link hash and the MAC per entry with the
-    // audit key; the link hash alone with the public key.
-    let streamed = ChainedAuditLog::new_stream(key.clone(), MemoryAuditLog::new());
-    for _ in 0..VERIFY_ENTRIES {
-        streamed.record(&event).expect("record");
-    }
-    let entries_v2 = streamed.inner().events();
-    let head_v2 = streamed.checkpoint();
-    g.bench_function("verify_100k_streamed", |b| {
-        b.iter(|| verify(black_box(&entries_v2), &key, Some(&head_v2)).expect("intact"))
-    });
+    let (stream, entries_v2, head_v2) = streamed.expect("three logs");
     let signer = CheckpointSigner::from_seed(&[9; 32]).expect("signer");
-    let signed = [signer.sign(
-        streamed.stream().expect("stream"),
-        head_v2,
-        Timestamp::now(),
-    )];
+    let signed = [signer.sign(stream.expect("stream"), head_v2, Timestamp::now())];
     let public = signer.public_key();
     g.bench_function("verify_public_100k_streamed", |b| {
         b.iter(|| assert!(verify_public(black_box(&entries_v2), &public, &signed).is_intact()))
