@@ -2,8 +2,12 @@
 //! with a fresh `SystemRandom` nonce per seal (as typical code does), Tink's
 //! AES-256-GCM AEAD, and the crate's `seal`, `open` and `access` with the
 //! default chained audit log, at 24 bytes (an email address) and 1 KiB (a
-//! long postal address). After the criterion groups it prints the medians
-//! and the ratios the README quotes.
+//! long postal address). Two more baselines split the audit's share: one
+//! event appended to the default in-memory chained log alone
+//! (`audit/append`), and `access` through the same chain into a sink that
+//! keeps nothing (`access/chain_keeps_nothing`), which leaves out the cost
+//! of the trail's growing memory. After the criterion groups it prints the
+//! medians and the ratios the README quotes.
 //!
 //! ```text
 //! cargo bench -p privacy-pledge-peers
@@ -16,6 +20,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
+use privacy_pledge::audit::{AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog};
 use privacy_pledge::data::{DataKind, EmailAddress};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
@@ -145,7 +150,57 @@ fn peers(c: &mut Criterion) {
             })
         })
     });
+    g.bench_function("chain_keeps_nothing", |b| {
+        let c = Custodian::builder()
+            .audit(ChainedAuditLog::new_keyed_stream(
+                AuditKey::generate().unwrap(),
+                KeepsNothing,
+            ))
+            .build()
+            .unwrap();
+        b.iter(|| black_box(c.access(black_box(&info), |e| e.domain().len()).unwrap()))
+    });
     g.finish();
+
+    // The audit event alone: one `seal` event appended to the default
+    // in-memory chained log (a fresh log per sample).
+    let mut g = c.benchmark_group("audit");
+    g.throughput(Throughput::Elements(1));
+    let event = seal_event();
+    g.bench_function("append", |b| {
+        b.iter_custom(|iters| {
+            let log = ChainedAuditLog::in_memory(AuditKey::generate().unwrap());
+            let start = Instant::now();
+            for _ in 0..iters {
+                log.record(black_box(&event)).unwrap();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+/// A sink that keeps nothing.
+struct KeepsNothing;
+impl AuditSink for KeepsNothing {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        black_box(event);
+        Ok(())
+    }
+}
+
+/// The event a `seal` of the 24-byte email records.
+fn seal_event() -> AuditEvent {
+    let c = Custodian::in_memory();
+    let info: PersonalInfo<EmailAddress, Transaction> =
+        PersonalInfo::collect(SubjectId::random(), EmailAddress::parse(EMAIL).unwrap());
+    c.seal(&info).unwrap();
+    c.builtin_audit_log()
+        .unwrap()
+        .inner()
+        .events()
+        .pop()
+        .unwrap()
 }
 
 criterion_group!(benches, peers);
@@ -165,8 +220,11 @@ fn median(group: &str, bench: &str) -> Option<f64> {
 }
 
 fn summary() {
-    println!("\n| op | raw ring | Tink | privacy-pledge (chained audit) | vs Tink | vs ring |");
-    println!("|---|---|---|---|---|---|");
+    let audit = median("audit", "append");
+    println!(
+        "\n| op | raw ring | Tink | privacy-pledge (chained audit) | vs Tink | vs ring | vs ring + audit event |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     for group in ["seal_24B", "open_24B", "seal_1KiB", "open_1KiB"] {
         let (Some(r), Some(t), Some(p)) = (
             median(group, "ring"),
@@ -175,17 +233,29 @@ fn summary() {
         ) else {
             continue;
         };
+        let with_audit = audit.map_or("—".to_owned(), |a| format!("{:.2}×", p / (r + a)));
         println!(
-            "| {group} | {r:.0} ns | {t:.0} ns | {p:.0} ns | {:.2}× | {:.2}× |",
+            "| {group} | {r:.0} ns | {t:.0} ns | {p:.0} ns | {:.2}× | {:.2}× | {with_audit} |",
             p / t,
             p / r
         );
     }
-    if let Some(a) = median("access", "pledge") {
-        println!(
-            "| access (24 B) | — | — | {a:.0} ns ({:.2} M/s) | — | — |",
-            1e3 / a
-        );
+    if let Some(a) = audit {
+        println!("| audit event alone (default log) | — | — | {a:.0} ns | — | — | — |");
+    }
+    for (bench, label) in [
+        ("pledge", "access (24 B), default log"),
+        (
+            "chain_keeps_nothing",
+            "access (24 B), chain into a sink that keeps nothing",
+        ),
+    ] {
+        if let Some(a) = median("access", bench) {
+            println!(
+                "| {label} | — | — | {a:.0} ns ({:.2} M/s) | — | — | — |",
+                1e3 / a
+            );
+        }
     }
 }
 
