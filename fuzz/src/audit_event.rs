@@ -3,14 +3,15 @@
 //!
 //! The input is one or two lines; each line is parsed as an [`AuditEvent`]
 //! (and as a [`ChainLink`]). Every event that parses is chained as the
-//! first entry of a version-1 chain and of a stream under the fixed audit
-//! key.
+//! first entry of a version-1 chain, of a stream and of a keyed stream
+//! (version 3, a fresh random stream each time) under the fixed audit key.
 //!
 //! Properties, beyond "no panic":
 //! - JSON round-trips (same value, same bytes), before and after chaining;
 //! - chaining keeps every field but `seq`, `v`, `stream` and `chain`, and
-//!   the chained entry verifies: always in a stream, and in a version-1
-//!   chain exactly when it is a well-formed version-1 event;
+//!   the chained entry verifies: always in a stream or a keyed stream, and
+//!   in a version-1 chain exactly when it is a well-formed version-1 event;
+//!   a keyed-stream entry never verifies without the key;
 //! - a chained entry verifies the same after a JSON round trip, and the
 //!   public (keyless) check of a stream agrees with the keyed one;
 //! - the canonical form is injective: two events chained at the same place
@@ -21,7 +22,7 @@ use std::sync::{Mutex, OnceLock};
 
 use privacy_pledge::audit::{
     verify, verify_public, AuditError, AuditEvent, AuditKey, AuditSink, ChainLink, ChainedAuditLog,
-    Checkpoint, StreamId, SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
+    Checkpoint, StreamId, Tamper, KEYED_SCHEMA_VERSION, SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
 };
 
 use super::checkpoint::signer;
@@ -47,13 +48,23 @@ impl AuditSink for Last {
     }
 }
 
-/// `event` chained as entry 1 of a fresh chain (of [`STREAM`], if `stream`).
-fn chained(event: &AuditEvent, stream: bool) -> AuditEvent {
+/// The chain an event is put in.
+#[derive(Clone, Copy)]
+enum Form {
+    Single,
+    Stream,
+    Keyed,
+}
+
+/// `event` chained as entry 1 of a fresh chain (of [`STREAM`] for a stream).
+fn chained(event: &AuditEvent, form: Form) -> AuditEvent {
     let key = audit_key().clone();
-    let log = if stream {
-        ChainedAuditLog::resume_stream(key, Last::default(), STREAM, Checkpoint::GENESIS)
-    } else {
-        ChainedAuditLog::new(key, Last::default())
+    let log = match form {
+        Form::Stream => {
+            ChainedAuditLog::resume_stream(key, Last::default(), STREAM, Checkpoint::GENESIS)
+        }
+        Form::Single => ChainedAuditLog::new(key, Last::default()),
+        Form::Keyed => ChainedAuditLog::new_keyed_stream(key, Last::default()),
     };
     log.record(event).expect("a fresh chain takes an event");
     let out = log
@@ -83,9 +94,10 @@ fn kept(e: &AuditEvent) -> impl PartialEq + std::fmt::Debug {
 /// The checks on one event; returns its chained forms (version 1, stream).
 fn one(event: &AuditEvent) -> (AuditEvent, AuditEvent) {
     let key = audit_key();
-    let v1 = chained(event, false);
-    let st = chained(event, true);
-    for e in [&v1, &st] {
+    let v1 = chained(event, Form::Single);
+    let st = chained(event, Form::Stream);
+    let keyed = chained(event, Form::Keyed);
+    for e in [&v1, &st, &keyed] {
         assert_eq!(kept(e), kept(event), "chaining changed a field");
         assert_eq!(e.seq(), 1);
         let link = e.chain().expect("chained");
@@ -101,6 +113,19 @@ fn one(event: &AuditEvent) -> (AuditEvent, AuditEvent) {
     assert_eq!(
         (st.version(), st.stream()),
         (STREAMED_SCHEMA_VERSION, Some(STREAM))
+    );
+
+    assert_eq!(keyed.version(), KEYED_SCHEMA_VERSION);
+    let head = verify(std::slice::from_ref(&keyed), key, None).expect("a keyed entry verifies");
+    assert_eq!(
+        head,
+        Checkpoint::new(1, keyed.chain().expect("chained").mac)
+    );
+    let keyless = verify_public(std::slice::from_ref(&keyed), &signer().public_key(), &[]);
+    assert_eq!(
+        keyless.streams[0].result.map_err(|e| e.reason),
+        Err(Tamper::NotChained),
+        "a keyed stream has no public check"
     );
 
     let well_formed = event.version() == SCHEMA_VERSION && event.stream().is_none();
