@@ -44,7 +44,10 @@ fn access_seal_and_open_allocate_nothing_per_audit_event() {
             custodian.access(&email, |e| e.domain().len()).unwrap();
         }
     });
-    assert!(access <= GROWTH, "access: {access} allocations for {N} events");
+    assert!(
+        access <= GROWTH,
+        "access: {access} allocations for {N} events"
+    );
 
     let mut envelopes = Vec::with_capacity(N);
     let seal = count(|| {

@@ -66,7 +66,6 @@ impl Drop for TempDir {
     }
 }
 
-
 struct Mailer;
 impl Recipient for Mailer {
     type Role = Processor;

@@ -61,7 +61,6 @@ fn path(version: u8) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/vectors/audit_v{version}.json"))
 }
 
-
 struct Subsidiary;
 impl Recipient for Subsidiary {
     type Role = Affiliate;

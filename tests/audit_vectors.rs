@@ -22,7 +22,6 @@ use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -22,7 +22,6 @@ use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
 const EMAIL: &str = "zelda.quux@example.org";
 
-
 struct Subsidiary;
 impl Recipient for Subsidiary {
     type Role = Affiliate;
