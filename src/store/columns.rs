@@ -109,17 +109,27 @@ mod postgres {
 
     type Boxed = Box<dyn Error + Sync + Send>;
 
-    impl<T: DataKind, P: Purpose> ToSql for Sealed<T, P> {
-        fn to_sql(
-            &self,
-            ty: &Type,
-            out: &mut postgres::types::private::BytesMut,
-        ) -> Result<IsNull, Boxed> {
-            self.to_bytes().as_slice().to_sql(ty, out)
-        }
-        accepts!(BYTEA);
-        to_sql_checked!();
+    /// `ToSql` of a column written as `bytea`: `$bytes` of `$this`.
+    macro_rules! to_bytea {
+        ([$($g:tt)*] $ty:ty, $this:ident => $bytes:expr) => {
+            impl<$($g)*> ToSql for $ty {
+                fn to_sql(
+                    &self,
+                    ty: &Type,
+                    out: &mut postgres::types::private::BytesMut,
+                ) -> Result<IsNull, Boxed> {
+                    let $this = self;
+                    $bytes.to_sql(ty, out)
+                }
+                accepts!(BYTEA);
+                to_sql_checked!();
+            }
+        };
     }
+
+    to_bytea!([T: DataKind, P: Purpose] Sealed<T, P>, s => s.to_bytes().as_slice());
+    to_bytea!([T: DataKind] LookupToken<T>, t => t.as_bytes().as_slice());
+    to_bytea!([] LookupRef, r => r.token.as_slice());
 
     impl<'a, T: DataKind, P: Purpose> FromSql<'a> for Sealed<T, P> {
         fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Boxed> {
@@ -132,35 +142,11 @@ mod postgres {
         accepts!(BYTEA, TEXT, VARCHAR);
     }
 
-    impl<T: DataKind> ToSql for LookupToken<T> {
-        fn to_sql(
-            &self,
-            ty: &Type,
-            out: &mut postgres::types::private::BytesMut,
-        ) -> Result<IsNull, Boxed> {
-            self.as_bytes().as_slice().to_sql(ty, out)
-        }
-        accepts!(BYTEA);
-        to_sql_checked!();
-    }
-
     impl<'a, T: DataKind> FromSql<'a> for LookupToken<T> {
         fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Boxed> {
             Ok(LookupToken::from_bytes(raw)?)
         }
         accepts!(BYTEA);
-    }
-
-    impl ToSql for LookupRef {
-        fn to_sql(
-            &self,
-            ty: &Type,
-            out: &mut postgres::types::private::BytesMut,
-        ) -> Result<IsNull, Boxed> {
-            self.token.as_slice().to_sql(ty, out)
-        }
-        accepts!(BYTEA);
-        to_sql_checked!();
     }
 }
 
@@ -177,95 +163,55 @@ mod sqlx_impls {
     use crate::data::DataKind;
     use crate::purpose::Purpose;
 
-    impl<DB: Database> Type<DB> for LookupRef
-    where
-        Vec<u8>: Type<DB>,
-    {
-        fn type_info() -> DB::TypeInfo {
-            <Vec<u8> as Type<DB>>::type_info()
-        }
-        fn compatible(ty: &DB::TypeInfo) -> bool {
-            <Vec<u8> as Type<DB>>::compatible(ty)
-        }
+    /// `Type` and `Encode` of a column stored as bytes, the same as
+    /// `Vec<u8>`'s (`$bytes` of `$this`).
+    macro_rules! bytes_column {
+        ([$($g:tt)*] $ty:ty, $this:ident => $bytes:expr) => {
+            impl<$($g)* DB: Database> Type<DB> for $ty
+            where
+                Vec<u8>: Type<DB>,
+            {
+                fn type_info() -> DB::TypeInfo {
+                    <Vec<u8> as Type<DB>>::type_info()
+                }
+                fn compatible(ty: &DB::TypeInfo) -> bool {
+                    <Vec<u8> as Type<DB>>::compatible(ty)
+                }
+            }
+
+            impl<$($g)* DB: Database> Encode<'_, DB> for $ty
+            where
+                for<'q> Vec<u8>: Encode<'q, DB>,
+            {
+                fn encode_by_ref(
+                    &self,
+                    buf: &mut <DB as Database>::ArgumentBuffer,
+                ) -> Result<IsNull, BoxDynError> {
+                    let $this = self;
+                    $bytes.encode(buf)
+                }
+            }
+        };
     }
 
-    impl<DB: Database> Encode<'_, DB> for LookupRef
-    where
-        for<'q> Vec<u8>: Encode<'q, DB>,
-    {
-        fn encode_by_ref(
-            &self,
-            buf: &mut <DB as Database>::ArgumentBuffer,
-        ) -> Result<IsNull, BoxDynError> {
-            self.token.to_vec().encode(buf)
-        }
+    /// `Decode` of a column stored as bytes, through `$from`, which refuses
+    /// bytes that are not the type's.
+    macro_rules! bytes_decode {
+        ([$($g:tt)*] $ty:ty, $from:path) => {
+            impl<'r, $($g)* DB: Database> Decode<'r, DB> for $ty
+            where
+                &'r [u8]: Decode<'r, DB>,
+            {
+                fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
+                    Ok($from(<&[u8] as Decode<DB>>::decode(value)?)?)
+                }
+            }
+        };
     }
 
-    impl<T: DataKind, P: Purpose, DB: Database> Type<DB> for Sealed<T, P>
-    where
-        Vec<u8>: Type<DB>,
-    {
-        fn type_info() -> DB::TypeInfo {
-            <Vec<u8> as Type<DB>>::type_info()
-        }
-        fn compatible(ty: &DB::TypeInfo) -> bool {
-            <Vec<u8> as Type<DB>>::compatible(ty)
-        }
-    }
-
-    impl<T: DataKind, P: Purpose, DB: Database> Encode<'_, DB> for Sealed<T, P>
-    where
-        for<'q> Vec<u8>: Encode<'q, DB>,
-    {
-        fn encode_by_ref(
-            &self,
-            buf: &mut <DB as Database>::ArgumentBuffer,
-        ) -> Result<IsNull, BoxDynError> {
-            self.to_bytes().encode(buf)
-        }
-    }
-
-    impl<'r, T: DataKind, P: Purpose, DB: Database> Decode<'r, DB> for Sealed<T, P>
-    where
-        &'r [u8]: Decode<'r, DB>,
-    {
-        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-            Ok(Sealed::from_bytes(<&[u8] as Decode<DB>>::decode(value)?)?)
-        }
-    }
-
-    impl<T: DataKind, DB: Database> Type<DB> for LookupToken<T>
-    where
-        Vec<u8>: Type<DB>,
-    {
-        fn type_info() -> DB::TypeInfo {
-            <Vec<u8> as Type<DB>>::type_info()
-        }
-        fn compatible(ty: &DB::TypeInfo) -> bool {
-            <Vec<u8> as Type<DB>>::compatible(ty)
-        }
-    }
-
-    impl<T: DataKind, DB: Database> Encode<'_, DB> for LookupToken<T>
-    where
-        for<'q> Vec<u8>: Encode<'q, DB>,
-    {
-        fn encode_by_ref(
-            &self,
-            buf: &mut <DB as Database>::ArgumentBuffer,
-        ) -> Result<IsNull, BoxDynError> {
-            self.as_bytes().to_vec().encode(buf)
-        }
-    }
-
-    impl<'r, T: DataKind, DB: Database> Decode<'r, DB> for LookupToken<T>
-    where
-        &'r [u8]: Decode<'r, DB>,
-    {
-        fn decode(value: <DB as Database>::ValueRef<'r>) -> Result<Self, BoxDynError> {
-            Ok(LookupToken::from_bytes(<&[u8] as Decode<DB>>::decode(
-                value,
-            )?)?)
-        }
-    }
+    bytes_column!([] LookupRef, r => r.token.to_vec());
+    bytes_column!([T: DataKind, P: Purpose,] Sealed<T, P>, s => s.to_bytes());
+    bytes_column!([T: DataKind,] LookupToken<T>, t => t.as_bytes().to_vec());
+    bytes_decode!([T: DataKind, P: Purpose,] Sealed<T, P>, Sealed::from_bytes);
+    bytes_decode!([T: DataKind,] LookupToken<T>, LookupToken::from_bytes);
 }
