@@ -472,18 +472,21 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         // call points at the field's type alone.
         let mut at_ty = (*ident).clone();
         at_ty.set_span(span);
+        // The field's own doc comments, or `default` if it has none.
+        let docs_or = |default: String| {
+            if docs.is_empty() {
+                quote!(#[doc = #default])
+            } else {
+                quote!(#(#docs)*)
+            }
+        };
         match role {
             Role::Personal {
                 kind,
                 purpose,
                 lookup,
             } => {
-                let default_doc = format!(" The sealed `{ident}`.");
-                let docs = if docs.is_empty() {
-                    quote!(#[doc = #default_doc])
-                } else {
-                    quote!(#(#docs)*)
-                };
+                let docs = docs_or(format!(" The sealed `{ident}`."));
                 columns.push(quote! {
                     #docs
                     #fvis #ident: #krate::Sealed<#kind, #purpose>
@@ -516,12 +519,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 }
             }
             Role::NotPersonal => {
-                let default_doc = format!(" `{ident}`, not personal: kept as it is.");
-                let docs = if docs.is_empty() {
-                    quote!(#[doc = #default_doc])
-                } else {
-                    quote!(#(#docs)*)
-                };
+                let docs = docs_or(format!(" `{ident}`, not personal: kept as it is."));
                 columns.push(quote! {
                     #docs
                     #fvis #ident: #ty
