@@ -456,3 +456,37 @@ fn withdrawal_stops_values_already_in_memory() {
         Err(Error::NoConsent { .. })
     ));
 }
+
+/// A5: another custodian sharing the key store (another process) erases a
+/// subject whose keys this one has cached. This one's next seal that needs a
+/// new reservation finds the store's key row gone: it is refused as
+/// `Erased`, as an open would be, not as an unexplained key-store conflict
+/// (the race `tests/store_postgres.rs`'s concurrent checkouts can hit).
+#[test]
+fn a5_a_seal_after_an_erasure_elsewhere_is_refused_as_erased() {
+    use privacy_pledge::crypto::{Keyring, MemoryKeyStore};
+
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let store = Arc::new(MemoryKeyStore::new());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (here, elsewhere) = (build(), build());
+    let subject = SubjectId::random();
+    let email: PersonalInfo<EmailAddress, Transaction> =
+        PersonalInfo::collect(subject, EmailAddress::parse(EMAIL).unwrap());
+    let sealed = elsewhere.seal(&email).unwrap();
+    // Caches the subject's keys here, with no reservation of seals.
+    here.open(&sealed).unwrap();
+    elsewhere.erase(subject).unwrap();
+    let refused = here.seal(&email);
+    assert!(
+        matches!(refused, Err(Error::Erased { subject: s, .. }) if s == subject),
+        "{refused:?}"
+    );
+    assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
+}

@@ -470,6 +470,33 @@ impl Vault {
         Ok(())
     }
 
+    /// Reserves `n` seals of generation `generation`. The cached slot may be
+    /// behind the store: another custodian sharing it (another process) may
+    /// have erased the subject since, and the store then refuses the
+    /// reservation as a conflict. So a conflict reads the subject again: an
+    /// erasure becomes [`Error::Erased`], a generation that still exists is
+    /// reserved once more, and anything else stays the store's conflict.
+    fn reserve(
+        &self,
+        slot: &mut Slot,
+        subject: SubjectId,
+        generation: u32,
+        n: u64,
+        now: u64,
+    ) -> Result<u64, Error> {
+        match self.store.reserve(subject, generation, n) {
+            Err(KeyStoreError::Conflict(why)) => {
+                self.reload(slot, subject, now)?;
+                if slot.has(generation) {
+                    Ok(self.store.reserve(subject, generation, n)?)
+                } else {
+                    Err(KeyStoreError::Conflict(why).into())
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
     /// Makes sure generation `generation` exists: known, made meanwhile by
     /// another custodian sharing the store, or created now.
     fn ensure(
@@ -552,7 +579,7 @@ impl Vault {
                         }
                     };
                     loop {
-                        let before = self.store.reserve(subject, g, block)?;
+                        let before = self.reserve(slot, subject, g, block, now)?;
                         if before.saturating_add(block) <= self.config.message_limit {
                             break;
                         }
