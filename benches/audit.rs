@@ -5,7 +5,7 @@
 //! - `audit/ring_hmac_79_bytes`: for reference, one HMAC-SHA-256 with
 //!   `ring::hmac` over the 79 bytes a chain entry authenticates.
 //! - `audit/chain_append`: one event appended to the default in-memory
-//!   `ChainedAuditLog` (a keyed stream, schema version 3: numbering, GMAC,
+//!   `ChainedAuditLog` (a keyed stream, schema version 4: numbering, nonce hash, GMAC,
 //!   move into the log).
 //! - `audit/verify_100k`: `verify` over 100,000 such entries with a
 //!   trusted checkpoint; throughput counts entries. `verify_100k_single`

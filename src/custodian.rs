@@ -1214,7 +1214,7 @@ impl CustodianBuilder {
             consents,
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
-            vault: Vault::new(provider, store, pseudonym_key, self.config),
+            vault: Vault::new(provider, store, pseudonym_key, self.config)?,
             lookup_key,
             facilities: self.facilities,
             retention: self.retention,

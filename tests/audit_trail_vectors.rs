@@ -12,11 +12,12 @@
 //! |---|---|
 //! | `audit_v1.json` | schema version 1: one chain, HMAC-SHA-256 over the previous MAC and the entry |
 //! | `audit_v2.json` | schema version 2: a stream, SHA-256 link hash, HMAC-SHA-256 of it |
-//! | `audit_v3.json` | schema version 3: a keyed stream, GMAC (AES-256-GCM) under the stream's key |
+//! | `audit_v3.json` | schema version 3: a keyed stream, GMAC (AES-256-GCM) under the stream's key, the sequence number as nonce (verified, no longer written) |
+//! | `audit_v4.json` | schema version 4: a keyed stream, GMAC under the stream's key, the sequence number and a secret hash of the entry as nonce |
 //!
-//! The end of the file also tests what keeps a version-3 nonce unique: no
-//! sequence number of a keyed stream is ever tagged twice, whatever the
-//! wrapped sink does.
+//! The end of the file also tests what keeps a keyed nonce unique: no
+//! sequence number of a keyed stream is ever tagged twice by one writer,
+//! whatever the wrapped sink does.
 //!
 //! Files are written by [`generate`] below, which is `#[ignore]`d and
 //! writes only the files that do not exist yet (the current format's, when a
@@ -133,9 +134,9 @@ fn write_trail(version: u8) -> (Vec<AuditEvent>, Checkpoint, Option<SignedCheckp
             StreamId::from_bytes(STREAM_V2),
             Checkpoint::GENESIS,
         )),
-        // A fresh random stream each time: version 3 is never written into
-        // a stream chosen by the caller.
-        3 => Arc::new(ChainedAuditLog::in_memory(key)),
+        // A fresh random stream each time: a keyed stream is never written
+        // into a stream chosen by the caller.
+        4 => Arc::new(ChainedAuditLog::in_memory(key)),
         _ => panic!("no writer for version {version}"),
     };
     scenario(log.clone());
@@ -156,7 +157,7 @@ fn write_trail(version: u8) -> (Vec<AuditEvent>, Checkpoint, Option<SignedCheckp
 #[test]
 #[ignore = "writes tests/vectors/audit_v*.json; run only to add a new format's vectors"]
 fn generate() {
-    for version in [1, 2, 3] {
+    for version in [1, 2, 3, 4] {
         let path = path(version);
         if path.exists() {
             continue;
@@ -172,7 +173,7 @@ fn generate() {
                  checkpoint{}.",
                 match version {
                     2 => ", and with `signed_checkpoint` under `checkpoint_public_key` alone",
-                    3 => "; `signed_checkpoint` verifies under `checkpoint_public_key`, but \
+                    3 | 4 => "; `signed_checkpoint` verifies under `checkpoint_public_key`, but \
                           cannot vouch for the entries without the audit key",
                     _ => "",
                 }
@@ -253,7 +254,7 @@ fn verifies(version: u8) {
     }
     if let (Some(public), Some(signed)) = (&v.public, &v.signed) {
         let report = verify_public(&v.events, public, std::slice::from_ref(signed));
-        if version == 3 {
+        if version >= 3 {
             // A4 without the audit key: a keyed stream has no public link
             // hash, so the keyless check refuses to vouch for it.
             assert!(!report.is_intact());
@@ -359,11 +360,27 @@ fn v3_tampering_is_found() {
     tampering_is_found(3);
 }
 
-/// A version-3 tag is 16 bytes; the rest of the 32-byte field must be zero
+#[test]
+fn v4_keyed_stream_verifies_with_the_key() {
+    verifies(4);
+}
+
+#[test]
+fn v4_tampering_is_found() {
+    tampering_is_found(4);
+}
+
+/// A keyed tag is 16 bytes; the rest of the 32-byte field must be zero
 /// (A2 cannot park anything there).
 #[test]
-fn v3_padding_of_the_tag_is_authenticated() {
-    let v = load(3);
+fn keyed_padding_of_the_tag_is_authenticated() {
+    for version in [3, 4] {
+        padding_of_the_tag_is_authenticated(version);
+    }
+}
+
+fn padding_of_the_tag_is_authenticated(version: u8) {
+    let v = load(version);
     for (field, at) in [("mac", 5), ("prev", 6)] {
         let mut j: Value = serde_json::from_str(&v.lines[at]).unwrap();
         let hex = j["chain"][field].as_str().unwrap().to_owned();
@@ -376,11 +393,22 @@ fn v3_padding_of_the_tag_is_authenticated() {
     }
 }
 
-/// A version-3 entry relabelled as version 2 or 1 (or the reverse) does not
+/// A keyed entry relabelled as another version (or the reverse) does not
 /// verify: the version is authenticated and one list is one format.
 #[test]
 fn versions_cannot_be_relabelled() {
-    for (from, to) in [(3, 2), (2, 3), (3, 1), (1, 3)] {
+    for (from, to) in [
+        (3, 2),
+        (2, 3),
+        (3, 1),
+        (1, 3),
+        (4, 3),
+        (3, 4),
+        (4, 2),
+        (2, 4),
+        (4, 1),
+        (1, 4),
+    ] {
         let v = load(from);
         let mut j: Value = serde_json::from_str(&v.lines[3]).unwrap();
         j["v"] = json!(to);
@@ -443,7 +471,7 @@ fn a2_a1_no_keyed_sequence_number_is_tagged_twice() {
                 panic,
             },
         );
-        let template = write_trail(3).0.remove(2);
+        let template = write_trail(4).0.remove(2);
         let first = log.stream().unwrap();
         let mut heads = Vec::new();
         for i in 0..30 {
@@ -476,7 +504,7 @@ fn a2_a1_no_keyed_sequence_number_is_tagged_twice() {
             .clone();
         let mut tagged = std::collections::HashSet::new();
         for e in &offered {
-            assert_eq!(e.version(), 3);
+            assert_eq!(e.version(), 4);
             assert!(
                 tagged.insert((e.stream().unwrap(), e.seq())),
                 "panic={panic}: seq {} of stream {} tagged twice",

@@ -8,17 +8,28 @@
 //!
 //! Children are made three ways: libc's `fork` (which runs `pthread_atfork`
 //! handlers), a raw `clone` system call (which runs none, as `_Fork` and
-//! `clone` wrappers do not), and a fork of a fork. Each must be detected
-//! however the child came to be, so a detection resting on fork handlers
-//! alone would fail here.
+//! `clone` wrappers do not), and a fork of a fork; and a grandchild is given
+//! its dead grandparent's process id in a PID namespace, which no check of
+//! the process id can tell from the grandparent. Nonces are synthetic (a
+//! function of everything sealed), so none of this needs detecting.
+//!
+//! The keyed audit stream is tested the way an attacker would use a
+//! repeated GMAC nonce: four processes tag one sequence number after one
+//! fork point, with entries whose associated data XOR to zero. Under one
+//! nonce the four tags would XOR to zero too (GHASH is linear and the four
+//! nonce masks cancel), which is the first step of recovering the hash key.
 
 #![cfg(unix)]
 
 use std::collections::HashSet;
 use std::sync::Mutex;
 
+use std::sync::Arc;
+
+use privacy_pledge::audit::{verify, AuditEvent, AuditKey, ChainedAuditLog};
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::Transaction;
+use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
 const SEALS: usize = 300;
@@ -63,6 +74,15 @@ enum How {
 /// Runs `child` in a child process made `how`, and returns the nonces it
 /// reports (written to a file, the child leaving with `_exit`).
 fn in_child(how: How, child: impl FnOnce() -> Option<Vec<[u8; 12]>>) -> Vec<[u8; 12]> {
+    in_child_bytes(how, || child().map(|n| n.concat()))
+        .chunks_exact(12)
+        .map(|n| n.try_into().unwrap())
+        .collect()
+}
+
+/// Runs `child` in a child process made `how`, and returns the bytes it
+/// reports (written to a file, the child leaving with `_exit`).
+fn in_child_bytes(how: How, child: impl FnOnce() -> Option<Vec<u8>>) -> Vec<u8> {
     let out = std::env::temp_dir().join(format!(
         "privacy-pledge-fork-nonces-{}-{}",
         std::process::id(),
@@ -95,7 +115,7 @@ fn in_child(how: How, child: impl FnOnce() -> Option<Vec<[u8; 12]>>) -> Vec<[u8;
         // A panic must not unwind into the test harness's copy in the child.
         let nonces = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child));
         let code = match nonces {
-            Ok(Some(nonces)) if std::fs::write(&out, nonces.concat()).is_ok() => 0,
+            Ok(Some(bytes)) if std::fs::write(&out, &bytes).is_ok() => 0,
             _ => 1,
         };
         // SAFETY: ends the child at once, as `fork` requires.
@@ -112,9 +132,6 @@ fn in_child(how: How, child: impl FnOnce() -> Option<Vec<[u8; 12]>>) -> Vec<[u8;
     let bytes = std::fs::read(&out).unwrap();
     let _ = std::fs::remove_file(&out);
     bytes
-        .chunks_exact(12)
-        .map(|n| n.try_into().unwrap())
-        .collect()
 }
 
 /// Parent and a child made `how` from the same in-memory state: every nonce
@@ -172,4 +189,220 @@ fn a5_a_fork_of_a_fork_never_reuses_a_nonce() {
     all.extend(seal_nonces(&custodian, &info).unwrap());
     all.extend(lineage.iter().copied());
     assert_eq!(all.len(), 1 + 4 * SEALS, "a nonce was sealed twice");
+}
+
+/// A5, A1: a parent and three forked children tag the same sequence number
+/// of the keyed audit stream they share, with entries that differ only in
+/// the subject, chosen so that the four entries' associated data XOR to
+/// zero. Under one nonce the four tags would XOR to zero; they do not.
+#[test]
+fn a5_a1_forked_writers_of_one_keyed_stream_never_share_a_nonce() {
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let key = AuditKey::from_bytes([0x42; 32]);
+    let log = Arc::new(ChainedAuditLog::in_memory(key.clone()));
+    let clock = FixedClock::new(Timestamp::from_unix_seconds(1_800_000_000));
+    let custodian = Custodian::builder()
+        .audit(log.clone())
+        .clock(clock)
+        .build()
+        .unwrap();
+    let email = EmailAddress::parse("ada@example.com").unwrap();
+    let access = |subject: u128| -> Option<AuditEvent> {
+        let info: Info = PersonalInfo::collect(SubjectId::from(subject), email.clone());
+        custodian.access(&info, |_| ()).ok()?;
+        log.inner().events().pop()
+    };
+    // A few entries before the fork: the stream is under way.
+    for s in 1..=3 {
+        access(s).unwrap();
+    }
+    let subjects: [u128; 3] = [0x1111 << 64 | 7, 0x2222 << 32 | 9, 0x4444 << 96 | 5];
+    let last = subjects[0] ^ subjects[1] ^ subjects[2];
+    let mut entries: Vec<AuditEvent> = subjects
+        .iter()
+        .map(|&s| {
+            let bytes = in_child_bytes(How::Fork, || serde_json::to_vec(&access(s)?).ok());
+            serde_json::from_slice(&bytes).unwrap()
+        })
+        .collect();
+    entries.push(access(last).unwrap());
+    let mut xor = [0u8; 16];
+    for e in &entries {
+        assert_eq!(e.seq(), 4, "each tags the same number");
+        assert_eq!(e.stream(), entries[0].stream(), "of the same stream");
+        let chain = e.chain().unwrap();
+        assert_eq!(chain.prev, entries[0].chain().unwrap().prev);
+        for (x, m) in xor.iter_mut().zip(&chain.mac[..16]) {
+            *x ^= m;
+        }
+    }
+    assert_ne!(xor, [0u8; 16], "four tags under one GMAC nonce");
+    // Each writer's own trail still verifies: here, the parent's.
+    assert_eq!(verify(&log.inner().events(), &key, None).unwrap().seq(), 4);
+}
+
+/// Writes `text` to `path` (the child processes below report through files).
+fn put(path: &std::path::Path, bytes: &[u8]) -> bool {
+    std::fs::write(path, bytes).is_ok()
+}
+
+/// Forks with libc's `fork`; in the child runs `f` and leaves with its code.
+///
+/// # Safety
+///
+/// As for `fork` in a test: the child only runs `f`, which must not need a
+/// lock another thread may hold, and leaves with `_exit`.
+unsafe fn spawn(f: impl FnOnce() -> i32) -> libc::pid_t {
+    let pid = libc::fork();
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101);
+        libc::_exit(code);
+    }
+    pid
+}
+
+/// Waits for `pid` and returns its exit code (or -1).
+fn wait(pid: libc::pid_t) -> i32 {
+    let mut status = 0;
+    // SAFETY: waits for a child of this process.
+    let waited = unsafe { libc::waitpid(pid, &mut status, 0) };
+    if waited == pid && libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        -1
+    }
+}
+
+/// A1, A5: pid reuse. In a new PID namespace, process P (pid 2) seals, forks
+/// C, seals on and dies; C, which never sealed, has a grandchild GC given
+/// pid 2 again (through `ns_last_pid`), so GC holds P's memory *and* P's
+/// process id: a check of the process id cannot tell them apart. GC's
+/// nonces are new to P all the same.
+#[cfg(target_os = "linux")]
+#[test]
+fn a1_a5_a_grandchild_given_its_dead_grandparents_pid_never_reuses_a_nonce() {
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let (custodian, info) = custodian_and_info();
+    custodian.seal(&info).unwrap();
+    let dir = std::env::temp_dir().join(format!(
+        "privacy-pledge-pid-reuse-{}-{}",
+        std::process::id(),
+        SubjectId::random()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (p_file, gc_file, skip_file) = (dir.join("p"), dir.join("gc"), dir.join("skip"));
+    let report = in_child_bytes(How::Fork, || {
+        // SAFETY: this process is single-threaded (a fresh fork).
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            let why = std::io::Error::last_os_error().to_string();
+            return put(&skip_file, why.as_bytes()).then(Vec::new);
+        }
+        // The namespace's process 1: reaps every orphan until none is left.
+        // SAFETY: single-threaded; the children below only seal, fork,
+        // write files and leave with `_exit`.
+        let init = unsafe {
+            spawn(|| {
+                let p = spawn(|| grandparent(&custodian, &info, &p_file, &gc_file));
+                let _ = p;
+                loop {
+                    let mut status = 0;
+                    if libc::waitpid(-1, &mut status, 0) < 0 {
+                        return 0;
+                    }
+                }
+            })
+        };
+        (wait(init) == 0).then(Vec::new)
+    });
+    assert!(report.is_empty());
+    if let Ok(why) = std::fs::read_to_string(&skip_file) {
+        eprintln!("SKIPPED: the kernel refused a PID namespace ({why})");
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
+    let read = |path: &std::path::Path| -> (u32, HashSet<[u8; 12]>) {
+        let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let pid = u32::from_be_bytes(bytes[..4].try_into().unwrap());
+        let nonces = bytes[4..]
+            .chunks_exact(12)
+            .map(|n| n.try_into().unwrap())
+            .collect();
+        (pid, nonces)
+    };
+    let (p_pid, p_nonces) = read(&p_file);
+    let (gc_pid, gc_nonces) = read(&gc_file);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(
+        gc_pid, p_pid,
+        "the grandchild was given its grandparent's pid"
+    );
+    assert_eq!((p_nonces.len(), gc_nonces.len()), (SEALS, SEALS));
+    let reused = gc_nonces.intersection(&p_nonces).count();
+    assert_eq!(
+        reused, 0,
+        "the grandchild sealed with {reused} of P's nonces"
+    );
+}
+
+/// P: seals once, forks C, seals `SEALS` times, reports its pid and nonces,
+/// and dies. C waits for P's death, then forks until a child is given P's
+/// pid; that grandchild seals `SEALS` times and reports.
+#[cfg(target_os = "linux")]
+fn grandparent(
+    custodian: &Custodian,
+    info: &Info,
+    p_file: &std::path::Path,
+    gc_file: &std::path::Path,
+) -> i32 {
+    let Some(_) = seal_nonces(custodian, info) else {
+        return 2;
+    };
+    let p_pid = std::process::id();
+    // SAFETY: single-threaded; C only seals, forks, writes and `_exit`s.
+    let c = unsafe {
+        spawn(|| {
+            // Wait until P has died (this process is then reparented).
+            while std::os::unix::process::parent_id() == p_pid {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            for _ in 0..200 {
+                // The next pid handed out in this namespace is P's.
+                let _ = std::fs::write("/proc/sys/kernel/ns_last_pid", (p_pid - 1).to_string());
+                let gc = spawn(|| {
+                    if std::process::id() != p_pid {
+                        return 3;
+                    }
+                    match seal_nonces(custodian, info) {
+                        Some(n) => {
+                            let report = [&p_pid.to_be_bytes()[..], &n.concat()].concat();
+                            if put(gc_file, &report) {
+                                0
+                            } else {
+                                1
+                            }
+                        }
+                        None => 2,
+                    }
+                });
+                match wait(gc) {
+                    // P not reaped yet, or another pid came first: again.
+                    3 => std::thread::sleep(std::time::Duration::from_millis(5)),
+                    code => return code,
+                }
+            }
+            4
+        })
+    };
+    let _ = c;
+    match seal_nonces(custodian, info) {
+        Some(n) => {
+            let report = [&p_pid.to_be_bytes()[..], &n.concat()].concat();
+            if put(p_file, &report) {
+                0
+            } else {
+                1
+            }
+        }
+        None => 2,
+    }
 }

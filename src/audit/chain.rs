@@ -10,7 +10,9 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use super::event::{CANONICAL_MAX_LEN, SCHEMA_VERSION};
-use super::stream::{StreamId, KEYED_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION};
+use super::stream::{
+    StreamId, KEYED_SCHEMA_VERSION, KEYED_V3_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
+};
 use super::{AuditError, AuditEvent, AuditSink, ChainLink, MemoryAuditLog};
 
 /// The key that authenticates the audit chain (HMAC-SHA-256).
@@ -121,7 +123,8 @@ pub(crate) fn link_hash(prev: &[u8; 32], event: &AuditEvent) -> [u8; 32] {
 }
 
 /// What the next entry links to, and what a checkpoint names: the MAC for a
-/// version-1 or version-3 entry, the link hash for a version-2 one.
+/// version-1, version-3 or version-4 entry, the link hash for a version-2
+/// one.
 pub(crate) fn head_value(event: &AuditEvent) -> [u8; 32] {
     let Some(link) = event.chain else {
         return [0; 32];
@@ -135,41 +138,125 @@ pub(crate) fn head_value(event: &AuditEvent) -> [u8; 32] {
 
 /// Domain separation for the derivation of a version-3 stream's key.
 const STREAM_KEY_DOMAIN: &[u8; 28] = b"privacy-pledge audit v3 key\0";
+/// Domain separation for a version-4 stream's GMAC key.
+const STREAM_KEY_DOMAIN_V4: &[u8; 28] = b"privacy-pledge audit v4 key\0";
+/// Domain separation for a version-4 stream's nonce hash key.
+const NONCE_HASH_DOMAIN_V4: &[u8; 29] = b"privacy-pledge audit v4 hash\0";
 
-/// Length of a version-3 tag (AES-256-GCM's); the rest of the 32-byte
-/// [`ChainLink`] fields is zero.
+/// Length of a version-3 or version-4 tag (AES-256-GCM's); the rest of the
+/// 32-byte [`ChainLink`] fields is zero.
 const TAG_LEN: usize = 16;
 
-/// The MAC key of one version-3 (keyed) stream: AES-256-GCM under
-/// HMAC-SHA-256(audit key, "privacy-pledge audit v3 key\0" ‖ stream id),
-/// used as GMAC (no plaintext; everything authenticated is associated data).
-/// The argument that a nonce never repeats is on
-/// [`ChainedAuditLog::new_keyed_stream`]: one key per random stream id, one
-/// writer per stream from its first entry, and a failed write moves the
-/// writer to a new stream instead of tagging its number again.
-pub(crate) struct StreamKey(LessSafeKey);
+/// The highest sequence number of a version-4 stream: the nonce holds it in
+/// 32 bits. A log that reaches it goes on in a new stream.
+pub(crate) const KEYED_MAX_SEQ: u64 = u32::MAX as u64;
 
-impl StreamKey {
-    /// The key of `stream` under `key`.
-    pub(crate) fn derive(key: &AuditKey, stream: StreamId) -> Option<Self> {
-        let mut inner = key.inner.clone();
-        inner.update(STREAM_KEY_DOMAIN);
-        inner.update(stream.as_bytes());
-        let bytes = Zeroizing::new(key.finish(inner));
-        UnboundKey::new(&AES_256_GCM, &bytes[..])
-            .ok()
-            .map(|k| StreamKey(LessSafeKey::new(k)))
+/// The prime 2⁶¹ − 1 of [`NonceHash`].
+const P61: u64 = (1 << 61) - 1;
+
+/// The secret part of a version-4 nonce: a polynomial hash modulo the prime
+/// 2⁶¹ − 1, evaluated at a secret point `k`, over the entry's length and its
+/// associated data in 7-byte limbs. Two different inputs of at most `L`
+/// limbs give one hash for at most `L + 1` of the 2⁶¹ − 1 points (a nonzero
+/// polynomial of degree `L + 1` has no more roots), so with probability at
+/// most `(L + 1) / (2⁶¹ − 1)`: below 2⁻⁵⁵ for any entry (at most 31 limbs
+/// without a recipient name, a few more with one).
+///
+/// The hash is never stored or shown: the verifier recomputes it. See
+/// [`ChainedAuditLog::new_keyed_stream`] for why that matters.
+struct NonceHash {
+    k: u64,
+}
+
+impl NonceHash {
+    fn new(bytes: [u8; 32]) -> Self {
+        let k = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) & P61;
+        NonceHash { k }
     }
 
-    /// The chain fields of `event` (with its own `seq`, version and stream)
-    /// linked after `prev`: the tag over `prev`'s tag and the event's
-    /// canonical encoding, zero-padded to 32 bytes.
-    fn tag(&self, prev: &[u8; 32], event: &AuditEvent) -> Option<[u8; 32]> {
-        // The associated data, `prev`'s tag ‖ fixed part ‖ name, zero-padded
-        // to whole 16-byte blocks (GHASH then takes no partial block; the
-        // name's length in the fixed part, and GHASH's own length block,
-        // keep the padding unambiguous), in one buffer: on the stack unless
-        // there is a recipient name.
+    /// `(a · b) mod p` for `a, b ≤ p`, as a value `≤ p`.
+    #[inline]
+    fn mul(a: u64, b: u64) -> u64 {
+        let full = u128::from(a) * u128::from(b);
+        let s = (full as u64 & P61) + (full >> 61) as u64;
+        if s >= P61 {
+            s - P61
+        } else {
+            s
+        }
+    }
+
+    /// Horner's rule: `((len · k + m₁) · k + m₂) · k …`, each limb below 2⁵⁶.
+    #[inline]
+    fn hash(&self, data: &[u8]) -> u64 {
+        let mut h = Self::mul(data.len() as u64 & P61, self.k);
+        for chunk in data.chunks(7) {
+            let mut limb = [0u8; 8];
+            limb[..chunk.len()].copy_from_slice(chunk);
+            let x = h + u64::from_le_bytes(limb);
+            let x = if x >= P61 { x - P61 } else { x };
+            h = Self::mul(x, self.k);
+        }
+        if h == P61 {
+            0
+        } else {
+            h
+        }
+    }
+}
+
+/// The MAC key of one keyed stream: AES-256-GCM used as GMAC (no plaintext;
+/// everything authenticated is associated data), under a key derived with
+/// HMAC-SHA-256 from the audit key and the stream id.
+///
+/// - Version 3 (verified, no longer written): the nonce is the sequence
+///   number.
+/// - Version 4: the nonce is the sequence number (32 bits) and a secret
+///   hash of the associated data ([`NonceHash`], 64 bits).
+///
+/// The argument that no nonce protects two different entries is on
+/// [`ChainedAuditLog::new_keyed_stream`].
+pub(crate) struct StreamKey {
+    gmac: LessSafeKey,
+    hash: Option<NonceHash>,
+}
+
+impl StreamKey {
+    fn derive_bytes(key: &AuditKey, domain: &[u8], stream: StreamId) -> Zeroizing<[u8; 32]> {
+        let mut inner = key.inner.clone();
+        inner.update(domain);
+        inner.update(stream.as_bytes());
+        Zeroizing::new(key.finish(inner))
+    }
+
+    fn gmac(bytes: &[u8; 32]) -> Option<LessSafeKey> {
+        UnboundKey::new(&AES_256_GCM, &bytes[..])
+            .ok()
+            .map(LessSafeKey::new)
+    }
+
+    /// The key of version-3 stream `stream` under `key`.
+    pub(crate) fn derive_v3(key: &AuditKey, stream: StreamId) -> Option<Self> {
+        let gmac = Self::gmac(&Self::derive_bytes(key, STREAM_KEY_DOMAIN, stream))?;
+        Some(StreamKey { gmac, hash: None })
+    }
+
+    /// The keys of version-4 stream `stream` under `key`.
+    pub(crate) fn derive(key: &AuditKey, stream: StreamId) -> Option<Self> {
+        let gmac = Self::gmac(&Self::derive_bytes(key, STREAM_KEY_DOMAIN_V4, stream))?;
+        let hash = NonceHash::new(*Self::derive_bytes(key, NONCE_HASH_DOMAIN_V4, stream));
+        Some(StreamKey {
+            gmac,
+            hash: Some(hash),
+        })
+    }
+
+    /// Calls `f` with the associated data of `event` linked after `prev`:
+    /// `prev`'s tag ‖ fixed part ‖ name, zero-padded to whole 16-byte blocks
+    /// (GHASH then takes no partial block; the name's length in the fixed
+    /// part, and GHASH's own length block, keep the padding unambiguous), in
+    /// one buffer: on the stack unless there is a recipient name.
+    fn with_aad<R>(prev: &[u8; 32], event: &AuditEvent, f: impl FnOnce(&[u8]) -> R) -> Option<R> {
         const HEAD: usize = (TAG_LEN + CANONICAL_MAX_LEN).next_multiple_of(16);
         let mut head = [0u8; HEAD];
         head[..TAG_LEN].copy_from_slice(&prev[..TAG_LEN]);
@@ -178,30 +265,52 @@ impl StreamKey {
             .ok()?;
         let len = TAG_LEN + event.write_canonical_fixed(fixed);
         let name = event.canonical_name();
-        let mut long = Vec::new();
-        let aad: &[u8] = if name.is_empty() {
-            &head[..len.next_multiple_of(16)]
-        } else {
-            let padded = (len + name.len()).next_multiple_of(16);
-            long.reserve_exact(padded);
-            long.extend_from_slice(&head[..len]);
-            long.extend_from_slice(name);
-            long.resize(padded, 0);
-            &long
-        };
+        if name.is_empty() {
+            return Some(f(&head[..len.next_multiple_of(16)]));
+        }
+        let padded = (len + name.len()).next_multiple_of(16);
+        let mut long = Vec::with_capacity(padded);
+        long.extend_from_slice(&head[..len]);
+        long.extend_from_slice(name);
+        long.resize(padded, 0);
+        Some(f(&long))
+    }
+
+    /// The nonce of entry `seq` with associated data `aad`; `None` for a
+    /// version-4 sequence number above [`KEYED_MAX_SEQ`].
+    #[inline]
+    fn nonce(&self, seq: u64, aad: &[u8]) -> Option<[u8; 12]> {
         let mut nonce = [0u8; 12];
-        nonce[4..].copy_from_slice(&event.seq.to_be_bytes());
-        let tag = self
-            .0
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(aad),
-                &mut [],
-            )
-            .ok()?;
-        let mut out = [0u8; 32];
-        out[..TAG_LEN].copy_from_slice(tag.as_ref());
-        Some(out)
+        match &self.hash {
+            None => nonce[4..].copy_from_slice(&seq.to_be_bytes()),
+            Some(hash) => {
+                let seq = u32::try_from(seq).ok()?;
+                nonce[..4].copy_from_slice(&seq.to_be_bytes());
+                nonce[4..].copy_from_slice(&hash.hash(aad).to_be_bytes());
+            }
+        }
+        Some(nonce)
+    }
+
+    /// The chain fields of `event` (with its own `seq`, version and stream)
+    /// linked after `prev`: the tag over `prev`'s tag and the event's
+    /// canonical encoding, zero-padded to 32 bytes. `None` for a version-4
+    /// sequence number above [`KEYED_MAX_SEQ`].
+    fn tag(&self, prev: &[u8; 32], event: &AuditEvent) -> Option<[u8; 32]> {
+        Self::with_aad(prev, event, |aad| {
+            let nonce = self.nonce(event.seq, aad)?;
+            let tag = self
+                .gmac
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(aad),
+                    &mut [],
+                )
+                .ok()?;
+            let mut out = [0u8; 32];
+            out[..TAG_LEN].copy_from_slice(tag.as_ref());
+            Some(out)
+        })?
     }
 }
 
@@ -303,7 +412,7 @@ enum Form {
     Single,
     /// Version 2: a stream, SHA-256 link hash, HMAC-SHA-256 of it.
     Hashed(StreamId),
-    /// Version 3: a stream with a key of its own, GMAC per entry.
+    /// Version 4: a stream with a key of its own, GMAC per entry.
     Keyed(StreamId, StreamKey),
 }
 
@@ -365,6 +474,17 @@ impl ChainState {
         }
     }
 
+    /// Makes room for `n` more entries: a keyed stream holds at most
+    /// [`KEYED_MAX_SEQ`], so a log that would pass it goes on in a new
+    /// stream.
+    fn make_room(&mut self, key: &AuditKey, n: u64) {
+        if let Form::Keyed(..) = self.form {
+            if self.head.seq.saturating_add(n) > KEYED_MAX_SEQ {
+                self.after_failure(key);
+            }
+        }
+    }
+
     /// After a failed write: a keyed log never tags the same number twice,
     /// so it goes on in a new stream (or stops, if none can be started).
     fn after_failure(&mut self, key: &AuditKey) {
@@ -396,14 +516,15 @@ impl ChainState {
 ///
 /// | constructor | version | MAC per entry | verified by |
 /// |---|---|---|---|
-/// | [`in_memory`](Self::in_memory), [`new_keyed_stream`](Self::new_keyed_stream) | 3, a stream | GMAC (AES-256-GCM) under the stream's own key | the audit key |
+/// | [`in_memory`](Self::in_memory), [`new_keyed_stream`](Self::new_keyed_stream) | 4, a stream | GMAC (AES-256-GCM) under the stream's own key | the audit key |
 /// | [`new_stream`](Self::new_stream), [`resume_stream`](Self::resume_stream) | 2, a stream | HMAC-SHA-256 of a public SHA-256 link hash | the audit key, or a signed checkpoint and its public key ([`verify_public`](super::verify_public)) |
 /// | [`new`](Self::new), [`resume`](Self::resume) | 1, one chain | HMAC-SHA-256 | the audit key |
 ///
-/// Version 3 is the fastest (the custodian's built-in log uses it); version
+/// Version 4 is the fastest (the custodian's built-in log uses it); version
 /// 2 is for trails an auditor checks without the secret key (the stores'
 /// durable sinks write it); version 1 is the original single chain. All
-/// three verify with [`verify`] and [`verify_streams`](super::verify_streams).
+/// three verify with [`verify`] and [`verify_streams`](super::verify_streams),
+/// and so do trails of version 3, the first keyed form, no longer written.
 ///
 /// ```
 /// use privacy_pledge::audit::{verify, AuditKey, ChainedAuditLog};
@@ -433,7 +554,7 @@ pub struct ChainedAuditLog<S = MemoryAuditLog> {
 }
 
 impl ChainedAuditLog<MemoryAuditLog> {
-    /// A chained log kept in memory, in a fresh keyed stream (version 3).
+    /// A chained log kept in memory, in a fresh keyed stream (version 4).
     ///
     /// # Panics
     ///
@@ -482,47 +603,58 @@ impl<S: AuditSink> ChainedAuditLog<S> {
         Self::resume_stream(key, inner, stream, Checkpoint::GENESIS)
     }
 
-    /// Continues stream `stream` of schema version 2 from `head`. (A
-    /// version-3 stream is never continued: see
+    /// Continues stream `stream` of schema version 2 from `head`. (A keyed
+    /// stream is never continued: see
     /// [`new_keyed_stream`](Self::new_keyed_stream).)
     pub fn resume_stream(key: AuditKey, inner: S, stream: StreamId, head: Checkpoint) -> Self {
         Self::with_form(key, inner, Form::Hashed(stream), head)
     }
 
-    /// A new chain in a fresh stream with a MAC key of its own (schema
-    /// version 3): GMAC (AES-256-GCM with no plaintext) per entry, under
-    /// HMAC-SHA-256(audit key, `"privacy-pledge audit v3 key\0"` ‖ stream
-    /// id), with the sequence number as nonce and the previous entry's tag
-    /// and the entry's canonical encoding, zero-padded to whole 16-byte
-    /// blocks, as associated data. The 16-byte
-    /// tag fills the first half of [`ChainLink::mac`]; the second half is
-    /// zero. The cheapest chain to write and to verify; verifying needs the
-    /// audit key (a keyless auditor can check version 2 only).
+    /// A new chain in a fresh stream with keys of its own (schema version
+    /// 4): GMAC (AES-256-GCM with no plaintext) per entry, under
+    /// HMAC-SHA-256(audit key, `"privacy-pledge audit v4 key\0"` ‖ stream
+    /// id), with the previous entry's tag and the entry's canonical
+    /// encoding, zero-padded to whole 16-byte blocks, as associated data,
+    /// and as nonce the sequence number (32 bits) followed by a secret hash
+    /// of that associated data (64 bits; a polynomial hash modulo 2⁶¹ − 1 at
+    /// a point derived likewise with `"privacy-pledge audit v4 hash\0"`).
+    /// The 16-byte tag fills the first half of [`ChainLink::mac`]; the
+    /// second half is zero. The cheapest chain to write and to verify;
+    /// verifying needs the audit key (a keyless auditor can check version 2
+    /// only). A stream holds at most 2³² − 1 entries; the log then goes on
+    /// in a new one.
     ///
-    /// # Why a nonce never repeats under one key
+    /// # Why no nonce protects two different entries
     ///
-    /// GMAC is a secure MAC only while no nonce is used twice under one key:
-    /// two tags under one nonce give away the hash key, and with it a tag for
-    /// any message. So:
+    /// GMAC is a secure MAC only while no nonce is used for two different
+    /// messages under one key: two tags under one nonce give away the hash
+    /// key, and with it a tag for any message. So:
     ///
-    /// - **One key per stream.** The key is derived from the stream id, 16
+    /// - **One key per stream.** The keys are derived from the stream id, 16
     ///   bytes from the operating system's generator drawn when the stream
     ///   starts; two streams share an id with probability about n²/2¹²⁹.
-    /// - **One writer per stream, from its first entry.** Only this
-    ///   constructor (and [`in_memory`](ChainedAuditLog::in_memory)) writes
-    ///   version 3, always in a fresh stream. No constructor continues a
-    ///   version-3 stream ([`resume_stream`](Self::resume_stream) writes
-    ///   version 2, whose HMAC needs no nonce): a restarted writer cannot
-    ///   know whether the one before it tagged the next number and showed it
-    ///   to the storage before it stopped.
-    /// - **Each number is tagged once.** Numbers are taken in order under the
-    ///   log's lock. When the wrapped sink fails to store an entry, or panics
-    ///   on it — its operator may have seen it, or even stored it, all the
-    ///   same — that number is never tagged again: the log goes on in a new
-    ///   stream (so a
-    ///   trail may hold several; check it with
-    ///   [`verify_streams`](super::verify_streams)). If no new stream can be
-    ///   started, the log refuses every later event.
+    /// - **Each number is tagged once by its writer.** Numbers are taken in
+    ///   order under the log's lock. When the wrapped sink fails to store an
+    ///   entry, or panics on it — its operator may have seen it, or even
+    ///   stored it, all the same — that number is never tagged again: the
+    ///   log goes on in a new stream (so a trail may hold several; check it
+    ///   with [`verify_streams`](super::verify_streams)). If no new stream
+    ///   can be started, the log refuses every later event. No constructor
+    ///   continues a keyed stream ([`resume_stream`](Self::resume_stream)
+    ///   writes version 2, whose HMAC needs no nonce).
+    /// - **Writers that share the log's memory without knowing it.** A
+    ///   process that forks after the log started (or is cloned, or forks
+    ///   again, or is a grandchild given its dead grandparent's process id)
+    ///   holds the same stream, keys and head, and tags the same next
+    ///   number. Version 3 then used one nonce for two different entries.
+    ///   Version 4's nonce also holds the secret hash of the entry, so two
+    ///   different entries under one number get one nonce only if their
+    ///   hashes collide: for any two entries, with probability below 2⁻⁵⁵
+    ///   (see the hash's bound), because the hash is never shown and
+    ///   nothing its key could be learned from is either — GMAC tags under
+    ///   distinct nonces are outputs of AES on distinct inputs, independent
+    ///   of which inputs. Two equal entries get one nonce and one tag, which
+    ///   reveals nothing. No system call is made per entry to detect a fork.
     ///
     /// Verifying recomputes the tags of stored entries, which is a MAC's
     /// verification: it reveals only "equal" or "not equal".
@@ -583,6 +715,7 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
 
     fn record_owned(&self, mut event: AuditEvent) -> Result<(), AuditError> {
         let mut state = self.lock();
+        state.make_room(&self.key, 1);
         let seq = state.next_seq()?;
         let head = state.head;
         let value = state.link(&self.key, &head, &mut event, seq)?;
@@ -605,6 +738,7 @@ impl<S: AuditSink> AuditSink for ChainedAuditLog<S> {
         let mut state = self.lock();
         // Chain into a scratch head: the shared head moves only once the
         // inner sink has stored the whole batch.
+        state.make_room(&self.key, events.len() as u64);
         state.next_seq()?;
         let mut head = state.head;
         let mut chained = Vec::with_capacity(events.len());
@@ -786,10 +920,14 @@ pub(crate) fn verify_from(
     let first = entries.first();
     let stream = first.and_then(AuditEvent::stream);
     let version = first.map_or(SCHEMA_VERSION, |e| e.v);
-    // The key of a version-3 stream, derived once for the whole list.
+    // The key of a version-3 or version-4 stream, derived once for the
+    // whole list.
     let stream_key = match (key, stream) {
         (Some(key), Some(stream)) if version == KEYED_SCHEMA_VERSION => {
             StreamKey::derive(key, stream)
+        }
+        (Some(key), Some(stream)) if version == KEYED_V3_SCHEMA_VERSION => {
+            StreamKey::derive_v3(key, stream)
         }
         _ => None,
     };
@@ -798,7 +936,9 @@ pub(crate) fn verify_from(
             && match e.v {
                 SCHEMA_VERSION => e.stream.is_none() && key.is_some(),
                 STREAMED_SCHEMA_VERSION => e.stream.is_some(),
-                KEYED_SCHEMA_VERSION => e.stream.is_some() && stream_key.is_some(),
+                KEYED_SCHEMA_VERSION | KEYED_V3_SCHEMA_VERSION => {
+                    e.stream.is_some() && stream_key.is_some()
+                }
                 _ => false,
             }
     };
@@ -812,7 +952,7 @@ pub(crate) fn verify_from(
             (Some(key), STREAMED_SCHEMA_VERSION) => {
                 crate::ct::eq(&key.tag(&link_hash(&link.prev, e)), &link.mac)
             }
-            (Some(_), KEYED_SCHEMA_VERSION) => stream_key
+            (Some(_), KEYED_SCHEMA_VERSION | KEYED_V3_SCHEMA_VERSION) => stream_key
                 .as_ref()
                 .and_then(|k| k.tag(&link.prev, e))
                 .is_some_and(|tag| crate::ct::eq(&tag, &link.mac)),
@@ -889,6 +1029,108 @@ mod tests {
     use crate::recipient::RoleId;
     use crate::time::Timestamp;
     use crate::SubjectId;
+
+    fn keyed_event(seq: u64, subject: u128) -> AuditEvent {
+        let mut e = AuditEvent::new(
+            Timestamp::from_unix_seconds(1_700_000_000),
+            SubjectId::from(subject),
+            Action::Access,
+            RuleId::R10,
+        );
+        e.seq = seq;
+        e.v = KEYED_SCHEMA_VERSION;
+        e
+    }
+
+    /// A5 (a parent and its forked child share a keyed stream's state and
+    /// tag the same number): two different entries under one number get
+    /// different version-4 nonces, equal entries the same one; version 3
+    /// gave both the same, which is what gave its hash key away.
+    #[test]
+    fn a5_one_number_two_entries_two_nonces() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let stream = StreamId::from_bytes([9; 16]);
+        let v4 = StreamKey::derive(&key, stream).unwrap();
+        let v3 = StreamKey::derive_v3(&key, stream).unwrap();
+        let prev = [5u8; 32];
+        let nonce = |k: &StreamKey, e: &AuditEvent| {
+            StreamKey::with_aad(&prev, e, |aad| k.nonce(e.seq, aad))
+                .flatten()
+                .unwrap()
+        };
+        let (parent, child) = (keyed_event(3, 1), keyed_event(3, 2));
+        assert_eq!(nonce(&v3, &parent), nonce(&v3, &child));
+        assert_ne!(nonce(&v4, &parent), nonce(&v4, &child));
+        assert_eq!(nonce(&v4, &parent), nonce(&v4, &keyed_event(3, 1)));
+        assert_eq!(nonce(&v4, &parent)[..4], 3u32.to_be_bytes());
+        // Many entries under one number: all nonces distinct.
+        let all: std::collections::HashSet<_> = (0..10_000u128)
+            .map(|s| nonce(&v4, &keyed_event(3, s)))
+            .collect();
+        assert_eq!(all.len(), 10_000);
+        // Past 2³² − 1 there is no version-4 nonce.
+        assert!(
+            StreamKey::with_aad(&prev, &keyed_event(KEYED_MAX_SEQ + 1, 1), |aad| {
+                v4.nonce(KEYED_MAX_SEQ + 1, aad)
+            })
+            .flatten()
+            .is_none()
+        );
+    }
+
+    /// The polynomial hash against a slow reference (u128 arithmetic,
+    /// powers computed one by one), on lengths that end at every limb
+    /// offset.
+    #[test]
+    fn nonce_hash_is_the_polynomial() {
+        let h = NonceHash::new([0xa5; 32]);
+        let p = u128::from(P61);
+        for len in 0..40usize {
+            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
+            let mut limbs = vec![len as u128];
+            for c in data.chunks(7) {
+                let mut l = [0u8; 16];
+                l[..c.len()].copy_from_slice(c);
+                limbs.push(u128::from_le_bytes(l));
+            }
+            let k = u128::from(h.k);
+            let n = limbs.len();
+            let mut want = 0u128;
+            for (i, m) in limbs.iter().enumerate() {
+                let mut power = 1u128;
+                for _ in 0..(n - i) {
+                    power = power * k % p;
+                }
+                want = (want + m * power) % p;
+            }
+            assert_eq!(u128::from(h.hash(&data)), want, "len {len}");
+        }
+    }
+
+    /// A keyed log about to pass 2³² − 1 entries goes on in a new stream.
+    #[test]
+    fn a_full_keyed_stream_goes_on_in_a_new_one() {
+        let key = AuditKey::from_bytes([7; 32]);
+        let stream = StreamId::from_bytes([9; 16]);
+        let log = ChainedAuditLog::with_form(
+            key.clone(),
+            MemoryAuditLog::new(),
+            Form::Keyed(stream, StreamKey::derive(&key, stream).unwrap()),
+            Checkpoint::new(KEYED_MAX_SEQ - 1, [0; 32]),
+        );
+        log.record(&keyed_event(0, 1)).unwrap();
+        assert_eq!(log.stream(), Some(stream));
+        assert_eq!(log.checkpoint().seq(), KEYED_MAX_SEQ);
+        log.record(&keyed_event(0, 1)).unwrap();
+        assert_ne!(log.stream(), Some(stream));
+        assert_eq!(log.checkpoint().seq(), 1);
+        log.record_batch(&[keyed_event(0, 1), keyed_event(0, 2)])
+            .unwrap();
+        assert_eq!(log.checkpoint().seq(), 3);
+        let events = log.inner().events();
+        let second = verify(&events[1..], &key, None).unwrap();
+        assert_eq!(second.seq(), 3);
+    }
 
     /// The MAC from precomputed pad states is HMAC-SHA-256 as `ring`
     /// computes it, for any key and any recipient-name length (so the

@@ -115,7 +115,7 @@ pub struct ChainLink {
 ///
 /// | field | meaning |
 /// |---|---|
-/// | `v` | schema version: [`SCHEMA_VERSION`] (1) unchained or in a single chain, [`STREAMED_SCHEMA_VERSION`](super::STREAMED_SCHEMA_VERSION) (2) or [`KEYED_SCHEMA_VERSION`](super::KEYED_SCHEMA_VERSION) (3) in a stream |
+/// | `v` | schema version: [`SCHEMA_VERSION`] (1) unchained or in a single chain, [`STREAMED_SCHEMA_VERSION`](super::STREAMED_SCHEMA_VERSION) (2) or [`KEYED_SCHEMA_VERSION`](super::KEYED_SCHEMA_VERSION) (4; 3 in older trails) in a stream |
 /// | `seq` | position in the chain, from 1, gap-free; 0 when unchained |
 /// | `time` | when the use was recorded (nanoseconds since the Unix epoch) |
 /// | `subject` | the subject id (a random handle, not a value) |

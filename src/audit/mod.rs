@@ -57,7 +57,7 @@ pub use signed::{
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
 pub use stream::{
     verify_streams, InvalidStreamId, StreamId, StreamReport, KEYED_SCHEMA_VERSION,
-    STREAMED_SCHEMA_VERSION,
+    KEYED_V3_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
 };
 #[cfg(feature = "tracing")]
 pub use trace::{Discard, TracingSink};

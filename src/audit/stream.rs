@@ -46,9 +46,17 @@ pub const STREAMED_SCHEMA_VERSION: u8 = 2;
 
 /// The schema version of events chained in a keyed stream (see
 /// [`ChainedAuditLog::new_keyed_stream`](super::ChainedAuditLog::new_keyed_stream)):
-/// a GMAC tag per entry under the stream's own key, no public link hash.
+/// a GMAC tag per entry under the stream's own key, whose nonce is the
+/// sequence number and a secret hash of the entry, no public link hash.
 /// The custodian's built-in in-memory log writes it.
-pub const KEYED_SCHEMA_VERSION: u8 = 3;
+pub const KEYED_SCHEMA_VERSION: u8 = 4;
+
+/// The first keyed form, still verified but no longer written: its GMAC
+/// nonce was the sequence number alone, so two processes sharing one
+/// stream's state (a parent and its forked child) could tag one number
+/// twice and give away the stream's hash key. Version
+/// [`KEYED_SCHEMA_VERSION`] replaced it.
+pub const KEYED_V3_SCHEMA_VERSION: u8 = 3;
 
 /// The name of one writer's chain: 16 random bytes, shown as 32 lowercase
 /// hex digits.

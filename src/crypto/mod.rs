@@ -35,13 +35,15 @@
 //! at [`DEFAULT_MESSAGE_LIMIT`] = 2²⁸ seals, where the chance of any nonce
 //! repeating is below 2⁻⁴¹.
 //!
-//! Nonces come from a pool filled from the operating system's generator in
-//! blocks of 4 KiB; each nonce is taken once and wiped from the pool. The pool
-//! is fork-safe: before each nonce it compares the process id with the one
-//! that filled it, so a child (made by `fork`, `_Fork` or a raw `clone`)
-//! throws the inherited pool away and refills it before sealing
-//! (`tests/fork_nonces.rs`). One gap: a child in a new PID namespace of a
-//! parent that is itself that namespace's process 1 sees the same id.
+//! Nonces are synthetic (see `nonce.rs`): a pseudorandom function of a
+//! keyed hash of everything sealed — a random value from a pool the
+//! operating system fills in blocks of 4 KiB, the time in nanoseconds, the
+//! header and the plaintext — so a nonce repeats under a key only if all of
+//! that repeats, and then the envelope is the same byte for byte. That holds
+//! in any process that inherits this one's memory (a child made by `fork`,
+//! `_Fork` or a raw `clone`, a fork of a fork, a grandchild given its dead
+//! grandparent's process id), with no check of the process id per seal
+//! (`tests/fork_nonces.rs`).
 //!
 //! `ring` expands AES and ChaCha keys into internal schedules that it does not
 //! wipe on drop; the raw key bytes this crate handles are wiped.
@@ -59,6 +61,7 @@ mod aead;
 mod envelope;
 mod keyring;
 mod lookup;
+mod nonce;
 mod pseudonym;
 mod store;
 pub(crate) mod vault;

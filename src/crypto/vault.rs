@@ -15,11 +15,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
 use super::aead::{AeadKey, Algorithm, NONCE_LEN, TAG_LEN};
-use super::envelope::{Header, FORMAT_VERSION, HEADER_LEN};
+use super::envelope::{Header, AAD_LEN, FORMAT_VERSION, HEADER_LEN};
+use super::nonce::{NonceKeys, NoncePool};
 use super::{
     wrap_context, Destroyed, KeyError, KeyProvider, KeyStore, KeyStoreError, Pseudonym,
     PseudonymKey, StoredKey, SubjectKeys,
@@ -54,74 +54,6 @@ impl Default for VaultConfig {
             cache_capacity: 65_536,
             revalidate_after: DEFAULT_REVALIDATE_AFTER,
         }
-    }
-}
-
-const POOL: usize = NONCE_LEN * 341;
-
-/// Random nonces, filled from the OS generator a block at a time: one
-/// syscall serves 341 seals. Each nonce is taken once and wiped from the pool.
-///
-/// Fork-safe: a process that forks after filling the pool would hand the
-/// same unused nonces to parent and child, and an AES-GCM nonce used twice
-/// under one key leaks the XOR of the plaintexts and the authentication key.
-/// So the pool remembers the id of the process that filled it and is thrown
-/// away, unused, in any other process.
-///
-/// Why a child never hands out one of its parent's nonces: the pool is only
-/// read in `next`, under the vault's lock, and `next` asks the kernel for the
-/// caller's process id (`getpid`, which libc does not cache since glibc 2.25,
-/// nor musl) before it takes a nonce. A child, however it was made (`fork`,
-/// `_Fork`, a raw `clone` without `CLONE_VM`), has an id of its own, which
-/// differs from its parent's: the parent is alive when the child is made,
-/// and two live processes never share an id. So the child's first `next`
-/// finds an id other than the pool's, wipes the inherited nonces and refills
-/// from the OS generator, before it has used any of them. (A child sharing
-/// the parent's memory, `vfork` or `CLONE_VM`, shares the pool and its lock
-/// too, so the two take distinct nonces.) The one case outside this: a child
-/// made in a new PID namespace whose parent is itself its own namespace's
-/// process 1, as both then see id 1.
-///
-/// The price is one `getpid` system call per nonce, measured in
-/// `benches/seal.rs` (`fork_check_getpid`, about a quarter of a seal). The
-/// ways to avoid it were measured and left out: a `pthread_atfork` counter
-/// misses children made without libc's `fork` (tests/fork_nonces.rs makes
-/// one), and a pool in pages advised `MADV_WIPEONFORK`, which the kernel
-/// zeroes in every child, needs `unsafe` here, as no maintained crate offers
-/// that advice safely (`memmap2` 0.9's `Advice` has no `WipeOnFork`).
-struct NoncePool {
-    buf: Box<[u8; POOL]>,
-    pos: usize,
-    pid: u32,
-}
-
-impl NoncePool {
-    fn new() -> Self {
-        NoncePool {
-            buf: Box::new([0u8; POOL]),
-            pos: POOL,
-            pid: std::process::id(),
-        }
-    }
-
-    fn next(&mut self, rng: &ring::rand::SystemRandom) -> Result<[u8; NONCE_LEN], Error> {
-        let pid = std::process::id();
-        if pid != self.pid {
-            // Another process (a forked child): none of these nonces is ours.
-            self.buf.zeroize();
-            self.pos = POOL;
-            self.pid = pid;
-        }
-        if self.pos + NONCE_LEN > POOL {
-            rng.fill(&mut self.buf[..]).map_err(|_| Error::Random)?;
-            self.pos = 0;
-        }
-        let mut n = [0u8; NONCE_LEN];
-        let slot = &mut self.buf[self.pos..self.pos + NONCE_LEN];
-        n.copy_from_slice(slot);
-        slot.zeroize();
-        self.pos += NONCE_LEN;
-        Ok(n)
     }
 }
 
@@ -287,6 +219,7 @@ pub(crate) struct Vault {
     config: VaultConfig,
     cache: Mutex<Cache>,
     rng: ring::rand::SystemRandom,
+    nonce_keys: NonceKeys,
     noted: Mutex<Noted>,
 }
 
@@ -320,8 +253,8 @@ impl Vault {
         store: Box<dyn KeyStore>,
         pseudonym_key: PseudonymKey,
         config: VaultConfig,
-    ) -> Self {
-        Vault {
+    ) -> Result<Self, Error> {
+        Ok(Vault {
             provider: Box::new(HostCalls(provider)),
             store: Box::new(HostCalls(store)),
             pseudonym_key,
@@ -334,8 +267,9 @@ impl Vault {
                 nonces: NoncePool::new(),
             }),
             rng: ring::rand::SystemRandom::new(),
+            nonce_keys: NonceKeys::generate()?,
             noted: Mutex::new(Noted::default()),
-        }
+        })
     }
 
     /// The cache lock. Refused while the thread is inside host code (a key
@@ -611,8 +545,8 @@ impl Vault {
         collected: Timestamp,
         now: Timestamp,
     ) -> Result<(Header, Vec<u8>), Error> {
-        let (key_id, key, nonce) = self.seal_key(subject, now.unix_nanos())?;
-        let header = Header {
+        let (key_id, key, random) = self.seal_key(subject, now.unix_nanos())?;
+        let mut header = Header {
             version: FORMAT_VERSION,
             algorithm: self.config.algorithm,
             padded: self.config.padding,
@@ -621,7 +555,8 @@ impl Vault {
             subject,
             key_id,
             collected: collected.unix_seconds(),
-            nonce,
+            // Set below, once the plaintext it is derived from is in place.
+            nonce: [0; NONCE_LEN],
         };
         let len = value.encoded_len();
         let ct_len = if header.padded { bucket(len) } else { len };
@@ -636,7 +571,18 @@ impl Vault {
             out.resize(HEADER_LEN + ct_len, 0);
         }
         debug_assert_eq!(out.len(), HEADER_LEN + ct_len);
-        let aad = header.aad(&out, T::KIND.code(), purpose);
+        let aad: [u8; AAD_LEN] = header.aad(&out, T::KIND.code(), purpose);
+        let (head, body) = out.split_at_mut(HEADER_LEN);
+        match self.nonce_keys.nonce(random, &aad, body) {
+            Ok(n) => {
+                header.nonce = n;
+                head[AAD_LEN..].copy_from_slice(&n);
+            }
+            Err(e) => {
+                out.zeroize();
+                return Err(e);
+            }
+        }
         let tag = match key.seal(header.nonce, &aad, &mut out[HEADER_LEN..]) {
             Ok(t) => t,
             Err(e) => {
@@ -996,6 +942,7 @@ mod tests {
                 ..VaultConfig::default()
             },
         )
+        .unwrap()
     }
 
     fn sealed_header(v: &Vault, subject: SubjectId, now: Timestamp) -> Header {
@@ -1070,6 +1017,7 @@ mod tests {
                 keyring.pseudonym_key(),
                 VaultConfig::default(),
             )
+            .unwrap()
         };
         let (here, there) = (make(), make());
         let t0 = Timestamp::from_unix_seconds(1_700_000_000);
