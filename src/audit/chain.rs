@@ -14,6 +14,7 @@ use super::stream::{
     StreamId, KEYED_SCHEMA_VERSION, KEYED_V3_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
 };
 use super::{AuditError, AuditEvent, AuditSink, ChainLink, MemoryAuditLog};
+use crate::crypto::poly::Poly61;
 
 /// The key that authenticates the audit chain (HMAC-SHA-256).
 ///
@@ -151,60 +152,6 @@ const TAG_LEN: usize = 16;
 /// 32 bits. A log that reaches it goes on in a new stream.
 pub(crate) const KEYED_MAX_SEQ: u64 = u32::MAX as u64;
 
-/// The prime 2⁶¹ − 1 of [`NonceHash`].
-const P61: u64 = (1 << 61) - 1;
-
-/// The secret part of a version-4 nonce: a polynomial hash modulo the prime
-/// 2⁶¹ − 1, evaluated at a secret point `k`, over the entry's length and its
-/// associated data in 7-byte limbs. Two different inputs of at most `L`
-/// limbs give one hash for at most `L + 1` of the 2⁶¹ − 1 points (a nonzero
-/// polynomial of degree `L + 1` has no more roots), so with probability at
-/// most `(L + 1) / (2⁶¹ − 1)`: below 2⁻⁵⁵ for any entry (at most 31 limbs
-/// without a recipient name, a few more with one).
-///
-/// The hash is never stored or shown: the verifier recomputes it. See
-/// [`ChainedAuditLog::new_keyed_stream`] for why that matters.
-struct NonceHash {
-    k: u64,
-}
-
-impl NonceHash {
-    fn new(bytes: [u8; 32]) -> Self {
-        let k = u64::from_le_bytes(bytes[..8].try_into().unwrap_or_default()) & P61;
-        NonceHash { k }
-    }
-
-    /// `(a · b) mod p` for `a, b ≤ p`, as a value `≤ p`.
-    #[inline]
-    fn mul(a: u64, b: u64) -> u64 {
-        let full = u128::from(a) * u128::from(b);
-        let s = (full as u64 & P61) + (full >> 61) as u64;
-        if s >= P61 {
-            s - P61
-        } else {
-            s
-        }
-    }
-
-    /// Horner's rule: `((len · k + m₁) · k + m₂) · k …`, each limb below 2⁵⁶.
-    #[inline]
-    fn hash(&self, data: &[u8]) -> u64 {
-        let mut h = Self::mul(data.len() as u64 & P61, self.k);
-        for chunk in data.chunks(7) {
-            let mut limb = [0u8; 8];
-            limb[..chunk.len()].copy_from_slice(chunk);
-            let x = h + u64::from_le_bytes(limb);
-            let x = if x >= P61 { x - P61 } else { x };
-            h = Self::mul(x, self.k);
-        }
-        if h == P61 {
-            0
-        } else {
-            h
-        }
-    }
-}
-
 /// The MAC key of one keyed stream: AES-256-GCM used as GMAC (no plaintext;
 /// everything authenticated is associated data), under a key derived with
 /// HMAC-SHA-256 from the audit key and the stream id.
@@ -212,13 +159,18 @@ impl NonceHash {
 /// - Version 3 (verified, no longer written): the nonce is the sequence
 ///   number.
 /// - Version 4: the nonce is the sequence number (32 bits) and a secret
-///   hash of the associated data ([`NonceHash`], 64 bits).
+///   hash of the associated data (64 bits: a polynomial hash modulo
+///   2⁶¹ − 1 at a secret point, see `crypto/poly.rs`). Two different
+///   entries of at most `L` limbs of 7 bytes hash alike with probability at
+///   most `L / (2⁶¹ − 1)`, below 2⁻⁵⁵ for any entry without an unusually
+///   long recipient name. The hash is never stored or shown: the verifier
+///   recomputes it.
 ///
 /// The argument that no nonce protects two different entries is on
 /// [`ChainedAuditLog::new_keyed_stream`].
 pub(crate) struct StreamKey {
     gmac: LessSafeKey,
-    hash: Option<NonceHash>,
+    hash: Option<Poly61>,
 }
 
 impl StreamKey {
@@ -244,7 +196,7 @@ impl StreamKey {
     /// The keys of version-4 stream `stream` under `key`.
     pub(crate) fn derive(key: &AuditKey, stream: StreamId) -> Option<Self> {
         let gmac = Self::gmac(&Self::derive_bytes(key, STREAM_KEY_DOMAIN_V4, stream))?;
-        let hash = NonceHash::new(*Self::derive_bytes(key, NONCE_HASH_DOMAIN_V4, stream));
+        let hash = Poly61::new(&Self::derive_bytes(key, NONCE_HASH_DOMAIN_V4, stream));
         Some(StreamKey {
             gmac,
             hash: Some(hash),
@@ -286,7 +238,7 @@ impl StreamKey {
             Some(hash) => {
                 let seq = u32::try_from(seq).ok()?;
                 nonce[..4].copy_from_slice(&seq.to_be_bytes());
-                nonce[4..].copy_from_slice(&hash.hash(aad).to_be_bytes());
+                nonce[4..].copy_from_slice(&hash.hash(aad, &[]).to_be_bytes());
             }
         }
         Some(nonce)
@@ -1076,35 +1028,6 @@ mod tests {
             .flatten()
             .is_none()
         );
-    }
-
-    /// The polynomial hash against a slow reference (u128 arithmetic,
-    /// powers computed one by one), on lengths that end at every limb
-    /// offset.
-    #[test]
-    fn nonce_hash_is_the_polynomial() {
-        let h = NonceHash::new([0xa5; 32]);
-        let p = u128::from(P61);
-        for len in 0..40usize {
-            let data: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let mut limbs = vec![len as u128];
-            for c in data.chunks(7) {
-                let mut l = [0u8; 16];
-                l[..c.len()].copy_from_slice(c);
-                limbs.push(u128::from_le_bytes(l));
-            }
-            let k = u128::from(h.k);
-            let n = limbs.len();
-            let mut want = 0u128;
-            for (i, m) in limbs.iter().enumerate() {
-                let mut power = 1u128;
-                for _ in 0..(n - i) {
-                    power = power * k % p;
-                }
-                want = (want + m * power) % p;
-            }
-            assert_eq!(u128::from(h.hash(&data)), want, "len {len}");
-        }
     }
 
     /// A keyed log about to pass 2³² − 1 entries goes on in a new stream.

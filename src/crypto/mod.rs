@@ -62,6 +62,7 @@ mod envelope;
 mod keyring;
 mod lookup;
 mod nonce;
+pub(crate) mod poly;
 mod pseudonym;
 mod store;
 pub(crate) mod vault;

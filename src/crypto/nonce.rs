@@ -18,59 +18,59 @@
 //!
 //! # Synthetic nonces
 //!
-//! So the nonce is made from the message itself, as AES-GCM-SIV (RFC 8452)
-//! does: a keyed hash of everything sealed, then a pseudorandom function of
-//! that hash. For an envelope with random value `r` (12 bytes from a pool the
-//! operating system fills), associated data `A` (the header before the
-//! nonce: version, algorithm, flags, kind, purpose, subject, key generation,
-//! collection time, length) and plaintext `P`:
+//! So the nonce is made from the message itself, as SIV modes do (RFC 5297,
+//! RFC 8452): a secret hash of everything sealed, mixed with a random value,
+//! then a pseudorandom function of the result. For an envelope whose header
+//! (with the nonce still zero) and plaintext are `E`, sealed at `time`
+//! (nanoseconds, the custodian's clock), with random value `r` (12 bytes
+//! from a pool the operating system fills):
 //!
 //! ```text
-//! T     = AES-256-GCM(key₁, nonce = r, aad = time ‖ A, plaintext = P).tag   (the ciphertext is wiped unused)
-//! nonce = first 12 bytes of AES-256(key₂, T ⊕ 1) ‖ AES-256(key₂, T ⊕ 2) ‖ AES-256(key₂, T ⊕ 3)
+//! h     = H_k(E ‖ time)                       a polynomial hash modulo 2⁶¹ − 1 (crypto/poly.rs)
+//! x     = r ⊕ (0³² ‖ h)                       96 bits
+//! nonce = first 12 bytes of AES-256(k₂, x ‖ 1) ‖ AES-256(k₂, x ‖ 2) ‖ AES-256(k₂, x ‖ 3)
 //! ```
 //!
-//! where `time` is the wall clock in nanoseconds read for this seal, `key₁`
-//! and `key₂` are random per custodian, `T ⊕ i` flips the last byte, and
-//! `AES-256(key₂, ·)` is the raw block function (through `ring`'s QUIC header
-//! protection, which returns its first five bytes).
+//! where `k` and `k₂` are random per custodian and `AES-256(k₂, ·)` is the
+//! raw block function (through `ring`'s QUIC header protection, which
+//! returns its first five bytes).
 //!
 //! Why no (key, nonce) pair protects two different messages:
 //!
-//! - `T` is GHASH of the whole input under a hash key derived from `key₁`,
-//!   masked: an almost-XOR-universal hash. Two different inputs give the
-//!   same `T` with probability at most about `(n + 1) / 2¹²⁸` for inputs of
-//!   `n` blocks, **even when they share `r`**, as two processes with the same
-//!   memory do. `T` is never shown: nothing of GHASH's key leaks, even if `r`
-//!   repeats.
-//! - The nonce is a pseudorandom function (AES) of `T`. Different `T`s give
-//!   independent 96-bit nonces: they collide with probability 2⁻⁹⁶ per pair,
-//!   the same bound as random nonces (so the per-key message limit of the
-//!   [`crypto`](super) module is unchanged).
+//! - **Within one process**, `r` never repeats (each value is taken once
+//!   under the vault's lock) and is never shown, so two seals give the same
+//!   `x` only if the top 32 bits of their `r`s agree and the rest differ by
+//!   exactly the difference of their hashes: probability 2⁻⁹⁶ per pair,
+//!   whatever the messages. Distinct `x`s give independent 96-bit nonces
+//!   (AES is a pseudorandom function), also 2⁻⁹⁶ per pair: the bound of
+//!   random nonces, so the per-key message limit of the [`crypto`](super)
+//!   module is unchanged.
+//! - **Across processes that share the pool** (same `r`), two seals give the
+//!   same `x` only if their hashes agree: for two different inputs of `L`
+//!   limbs (7 bytes each), probability at most `(L + 2) / (2⁶¹ − 1)` — below
+//!   2⁻⁵² for a 1 KiB plaintext — because `k` is never revealed: only AES
+//!   outputs of `x` are shown, and `x` hides `h` behind `r` anyway.
 //! - So a nonce repeats under one key only when everything sealed repeats:
 //!   the same random value, the same nanosecond, the same header, the same
 //!   plaintext. Then the envelope itself is the same, byte for byte, and two
-//!   equal envelopes give away nothing that one does not. Within one process
-//!   `r` never repeats (each is taken once under the vault's lock); across
-//!   processes sharing a pool, `time` differs unless both seal in the same
-//!   nanosecond.
+//!   equal envelopes give away nothing that one does not. (Across processes
+//!   sharing a pool, the time differs unless both seal in the same
+//!   nanosecond, or under a clock that stands still, as a test's may.)
 //!
 //! This holds however the processes came to share memory, without detecting
 //! it, so no system call is made per seal (the process-id check this replaces
-//! cost one). The price is one more AES-GCM pass over the plaintext, measured
-//! in `benches/seal.rs` (`synthetic_nonce_*`).
+//! cost one). The hash reads the plaintext once, in place.
 //!
 //! The pool still matters for randomness: two seals of one value are
 //! different envelopes. A child that shares the pool gets the parent's
 //! random values, which the argument above does not rely on.
 
 use ring::aead::quic::{HeaderProtectionKey, AES_256};
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
 use ring::rand::SecureRandom;
 use zeroize::Zeroize;
 
 use super::aead::NONCE_LEN;
-use super::envelope::AAD_LEN;
+use super::poly::Poly61;
 use crate::Error;
 
 const POOL: usize = NONCE_LEN * 341;
@@ -110,14 +110,9 @@ impl NoncePool {
     }
 }
 
-/// Plaintexts up to this length are hashed from a copy on the stack (the
-/// 1 KiB postal address of the benches included); longer ones from a copy
-/// on the heap.
-const STACK_COPY: usize = 2048;
-
 /// The two keys of the synthetic nonce (see the module docs).
 pub(crate) struct NonceKeys {
-    hash: LessSafeKey,
+    hash: Poly61,
     prf: HeaderProtectionKey,
 }
 
@@ -125,76 +120,43 @@ impl NonceKeys {
     /// Fresh random keys.
     pub(crate) fn generate() -> Result<Self, Error> {
         let mut bytes = super::random_array::<64>()?;
-        let keys = (|| {
-            let hash = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, &bytes[..32]).ok()?);
-            let prf = HeaderProtectionKey::new(&AES_256, &bytes[32..]).ok()?;
-            Some(NonceKeys { hash, prf })
-        })();
+        let mut hash_key = [0u8; 32];
+        hash_key.copy_from_slice(&bytes[..32]);
+        let hash = Poly61::new(&hash_key);
+        hash_key.zeroize();
+        let prf = HeaderProtectionKey::new(&AES_256, &bytes[32..]);
         bytes.zeroize();
-        keys.ok_or(Error::Random)
+        Ok(NonceKeys {
+            hash,
+            prf: prf.map_err(|_| Error::Random)?,
+        })
     }
 
-    /// The nonce for sealing `plaintext` with associated data `aad`, from
-    /// the pool's random value `random`.
+    /// The nonce for sealing `sealed` (the header, its nonce still zero,
+    /// then the plaintext) at `time` (nanoseconds, the custodian's clock),
+    /// from the pool's random value `random`.
+    #[inline]
     pub(crate) fn nonce(
         &self,
         random: [u8; NONCE_LEN],
-        aad: &[u8; AAD_LEN],
-        plaintext: &[u8],
-    ) -> Result<[u8; NONCE_LEN], Error> {
-        let time = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX));
-        self.derive(random, time, aad, plaintext)
-    }
-
-    /// [`nonce`](Self::nonce) at the given time (nanoseconds).
-    pub(crate) fn derive(
-        &self,
-        random: [u8; NONCE_LEN],
         time: u64,
-        aad: &[u8; AAD_LEN],
-        plaintext: &[u8],
+        sealed: &[u8],
     ) -> Result<[u8; NONCE_LEN], Error> {
-        let mut head = [0u8; 8 + AAD_LEN];
-        head[..8].copy_from_slice(&time.to_be_bytes());
-        head[8..].copy_from_slice(aad);
-        // The hash pass encrypts a copy of the plaintext, wiped after.
-        let tag = if plaintext.len() <= STACK_COPY {
-            let mut copy = [0u8; STACK_COPY];
-            let copy_len = plaintext.len();
-            copy[..copy_len].copy_from_slice(plaintext);
-            let tag = self.hash_tag(random, &head, &mut copy[..copy_len]);
-            copy[..copy_len].zeroize();
-            tag
-        } else {
-            let mut copy = zeroize::Zeroizing::new(plaintext.to_vec());
-            self.hash_tag(random, &head, &mut copy)
-        }?;
+        let h = self.hash.hash(sealed, &[time, time >> 56]);
+        let mut sample = [0u8; 16];
+        sample[..NONCE_LEN].copy_from_slice(&random);
+        for (x, m) in sample[4..NONCE_LEN].iter_mut().zip(h.to_be_bytes()) {
+            *x ^= m;
+        }
         let mut nonce = [0u8; 15];
         for (i, chunk) in nonce.chunks_exact_mut(5).enumerate() {
-            let mut sample = tag;
-            sample[15] ^= i as u8 + 1;
+            sample[15] = i as u8 + 1;
             chunk.copy_from_slice(&self.prf.new_mask(&sample).map_err(|_| Error::Random)?);
         }
+        sample.zeroize();
         let mut out = [0u8; NONCE_LEN];
         out.copy_from_slice(&nonce[..NONCE_LEN]);
         Ok(out)
-    }
-
-    fn hash_tag(
-        &self,
-        random: [u8; NONCE_LEN],
-        head: &[u8],
-        copy: &mut [u8],
-    ) -> Result<[u8; 16], Error> {
-        let tag = self
-            .hash
-            .seal_in_place_separate_tag(Nonce::assume_unique_for_key(random), Aad::from(head), copy)
-            .map_err(|_| Error::Random)?;
-        let mut t = [0u8; 16];
-        t.copy_from_slice(tag.as_ref());
-        Ok(t)
     }
 }
 
@@ -203,34 +165,44 @@ mod tests {
     use super::*;
 
     /// A5: two processes with one pool (same random value) and different
-    /// messages, headers or times never get one nonce; identical inputs do
-    /// (and then make identical envelopes).
+    /// messages or times never get one nonce; identical inputs do (and then
+    /// make identical envelopes).
     #[test]
     fn a5_a_shared_random_value_gives_distinct_nonces_to_distinct_inputs() {
         let keys = NonceKeys::generate().unwrap();
         let r = [7u8; NONCE_LEN];
-        let aad = [1u8; AAD_LEN];
-        let base = keys.derive(r, 5, &aad, b"ada@example.com").unwrap();
-        assert_eq!(base, keys.derive(r, 5, &aad, b"ada@example.com").unwrap());
-        let mut other_aad = aad;
-        other_aad[AAD_LEN - 1] ^= 1;
-        let long = vec![3u8; 4 * STACK_COPY];
+        let sealed = b"header of 49 bytes, nonce zero.................ada@example.com";
+        let base = keys.nonce(r, 5, sealed).unwrap();
+        assert_eq!(base, keys.nonce(r, 5, sealed).unwrap());
+        let mut other_header = *sealed;
+        other_header[3] ^= 1;
+        let long = vec![3u8; 4096];
         let mut long2 = long.clone();
         long2[1000] ^= 1;
         let variants = [
-            keys.derive(r, 5, &aad, b"bob@example.com").unwrap(),
-            keys.derive(r, 6, &aad, b"ada@example.com").unwrap(),
-            keys.derive(r, 5, &other_aad, b"ada@example.com").unwrap(),
-            keys.derive([8; NONCE_LEN], 5, &aad, b"ada@example.com")
-                .unwrap(),
-            keys.derive(r, 5, &aad, b"ada@example.co").unwrap(),
-            keys.derive(r, 5, &aad, &long).unwrap(),
-            keys.derive(r, 5, &aad, &long2).unwrap(),
+            keys.nonce(
+                r,
+                5,
+                b"header of 49 bytes, nonce zero.................bob@example.com",
+            )
+            .unwrap(),
+            keys.nonce(r, 6, sealed).unwrap(),
+            keys.nonce(r, 5 + (1 << 56), sealed).unwrap(),
+            keys.nonce(r, 5, &other_header).unwrap(),
+            keys.nonce([8; NONCE_LEN], 5, sealed).unwrap(),
+            keys.nonce(r, 5, &sealed[..sealed.len() - 1]).unwrap(),
+            keys.nonce(r, 5, &long).unwrap(),
+            keys.nonce(r, 5, &long2).unwrap(),
         ];
         let mut all = std::collections::HashSet::from([base]);
         for v in variants {
             assert!(all.insert(v), "two inputs gave one nonce");
         }
+        // Many messages under one random value: all nonces distinct.
+        let many: std::collections::HashSet<_> = (0..10_000u32)
+            .map(|i| keys.nonce(r, 5, &i.to_be_bytes()).unwrap())
+            .collect();
+        assert_eq!(many.len(), 10_000);
     }
 
     #[test]
@@ -240,9 +212,6 @@ mod tests {
             NonceKeys::generate().unwrap(),
         );
         let r = [7u8; NONCE_LEN];
-        assert_ne!(
-            a.derive(r, 5, &[0; AAD_LEN], b"x").unwrap(),
-            b.derive(r, 5, &[0; AAD_LEN], b"x").unwrap()
-        );
+        assert_ne!(a.nonce(r, 5, b"x").unwrap(), b.nonce(r, 5, b"x").unwrap());
     }
 }

@@ -571,18 +571,20 @@ impl Vault {
             out.resize(HEADER_LEN + ct_len, 0);
         }
         debug_assert_eq!(out.len(), HEADER_LEN + ct_len);
-        let aad: [u8; AAD_LEN] = header.aad(&out, T::KIND.code(), purpose);
-        let (head, body) = out.split_at_mut(HEADER_LEN);
-        match self.nonce_keys.nonce(random, &aad, body) {
+        match self
+            .nonce_keys
+            .nonce(random, now.unix_nanos(), &out[..HEADER_LEN + ct_len])
+        {
             Ok(n) => {
                 header.nonce = n;
-                head[AAD_LEN..].copy_from_slice(&n);
+                out[AAD_LEN..HEADER_LEN].copy_from_slice(&n);
             }
             Err(e) => {
                 out.zeroize();
                 return Err(e);
             }
         }
+        let aad = header.aad(&out, T::KIND.code(), purpose);
         let tag = match key.seal(header.nonce, &aad, &mut out[HEADER_LEN..]) {
             Ok(t) => t,
             Err(e) => {
