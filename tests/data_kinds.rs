@@ -379,6 +379,57 @@ fn a_purchase_on_the_last_day_round_trips_through_a_sealed_envelope() {
     }
 }
 
+/// Host code (A1) records a second purchase under an order id it reuses —
+/// another product, another amount, another day. Equality, lookup tokens and
+/// pseudonyms cover the whole record, so the two are never taken for one.
+#[test]
+fn a1_purchases_differing_only_after_the_order_id_are_different() {
+    let custodian = Custodian::in_memory();
+    let subject = SubjectId::random();
+    let record = |id: &str, product: &str, minor: u64, currency: &str, day: u8| {
+        PurchaseRecord::new(
+            id,
+            product,
+            Amount::new(minor, currency).unwrap(),
+            Date::new(2018, 6, day).unwrap(),
+        )
+        .unwrap()
+    };
+    let original = record("ORD-1001", "Data Recovery Pro", 6_995, "USD", 30);
+    let others = [
+        record("ORD-1001", "Partition Manager", 6_995, "USD", 30),
+        record("ORD-1001", "Data Recovery Pro", 4_995, "USD", 30),
+        record("ORD-1001", "Data Recovery Pro", 6_995, "EUR", 30),
+        record("ORD-1001", "Data Recovery Pro", 6_995, "USD", 29),
+        record("ORD-1001", "Partition Manager", 100, "JPY", 1),
+        // Where the id ends and the product starts is part of the form.
+        record("ORD-100", "1Data Recovery Pro", 6_995, "USD", 30),
+    ];
+    let info = |r: &PurchaseRecord| -> PersonalInfo<PurchaseRecord, Transaction> {
+        PersonalInfo::collect(subject, r.clone())
+    };
+    let token = custodian.lookup_token_of(&original);
+    let stored_token = custodian.lookup_token(&info(&original)).unwrap();
+    let pseudonym = custodian.pseudonym(&info(&original)).unwrap();
+    assert_eq!(token, stored_token);
+    for other in &others {
+        assert_ne!(&original, other);
+        assert_ne!(token, custodian.lookup_token_of(other));
+        assert_ne!(stored_token, custodian.lookup_token(&info(other)).unwrap());
+        assert_ne!(pseudonym, custodian.pseudonym(&info(other)).unwrap());
+    }
+    // The same record, built again, is still the same record.
+    let again = record("ORD-1001", "Data Recovery Pro", 6_995, "USD", 30);
+    assert_eq!(original, again);
+    assert_eq!(token, custodian.lookup_token_of(&again));
+    assert_eq!(pseudonym, custodian.pseudonym(&info(&again)).unwrap());
+    // And after a round trip through a sealed envelope.
+    let sealed = custodian.seal(&info(&original)).unwrap();
+    let opened = custodian.open(&sealed).unwrap();
+    assert_eq!(custodian.lookup_token(&opened).unwrap(), token);
+    assert_eq!(custodian.pseudonym(&opened).unwrap(), pseudonym);
+}
+
 /// Zero-width (non-)joiners are how Persian and several Indic scripts write
 /// names: allowed between two letters, refused anywhere else, and ignored
 /// when names are compared.
