@@ -349,7 +349,9 @@ impl Custodian {
     /// Hands the value to `recipient` inside `f` and returns what `f` returns.
     ///
     /// Compiles only if the recipient's role is permitted for `P` (R3–R5); the
-    /// recipient's name and role are recorded before `f` runs.
+    /// recipient's name and role are recorded before `f` runs. With the
+    /// [registry](CustodianBuilder::recipients) on, `R` must be a registered
+    /// recipient type under that name and role.
     pub fn disclose<T, P, R, F, O>(
         &self,
         info: &PersonalInfo<T, P>,
@@ -359,7 +361,7 @@ impl Custodian {
     where
         T: DataKind,
         P: SeesPlaintext,
-        R: Recipient + ?Sized,
+        R: Recipient + ?Sized + 'static,
         R::Role: PermittedFor<P>,
         F: FnOnce(&T) -> O,
     {
@@ -373,7 +375,7 @@ impl Custodian {
     /// event (R5), check where it processes like a transfer from the home
     /// country, the first declared facility (R8), then the usual checks and
     /// the record. Plaintext and pseudonyms go through the same gate.
-    fn audited_disclosure<T: DataKind, P: Purpose, R: Recipient + ?Sized>(
+    fn audited_disclosure<T: DataKind, P: Purpose, R: Recipient + ?Sized + 'static>(
         &self,
         info: &PersonalInfo<T, P>,
         recipient: &R,
@@ -384,15 +386,14 @@ impl Custodian {
             name: recipient.name().into(),
             role,
         });
-        // With the registry on, the registered entry is the truth: the name
-        // must be registered under this role, and where it processes and
-        // under which mechanism come from the registry too.
+        // With the registry on, the registered entry is the truth: the
+        // recipient's type must be registered with this name under this role
+        // (a look-alike type returning a registered name is not the
+        // registered recipient), and where it processes and under which
+        // mechanism come from the registry too.
         let registered = match &self.recipients {
             None => None,
-            Some(list) => match list
-                .iter()
-                .find(|r| r.name() == recipient.name() && r.role() == role)
-            {
+            Some(list) => match list.iter().find(|r| r.matches(recipient)) {
                 Some(r) => Some(r),
                 None => {
                     let e = Error::UnregisteredRecipient {
@@ -536,7 +537,7 @@ impl Custodian {
     where
         T: DataKind,
         P: Purpose,
-        R: Recipient + ?Sized,
+        R: Recipient + ?Sized + 'static,
         R::Role: PseudonymsFor<P>,
         F: FnOnce(&Pseudonym<T>) -> O,
     {
@@ -979,13 +980,14 @@ impl CustodianBuilder {
     }
 
     /// Turns the registry of recipients on and registers `recipients`
-    /// (name, role, where each processes). From then on every disclosure is
-    /// refused with [`Error::UnregisteredRecipient`] unless a recipient of
-    /// that name is registered under that role, and its transfers are checked
-    /// against the countries registered for it (R5, R8). Call it more than
-    /// once to add more; with an empty list, every disclosure is refused.
-    /// The registered recipients are listed in the
-    /// [record of processing](Custodian::processing_record).
+    /// (type, name, role, where each processes). From then on every
+    /// disclosure is refused with [`Error::UnregisteredRecipient`] (and the
+    /// refusal audited) unless the recipient's type is registered with that
+    /// name under that role — another type returning a registered name is
+    /// refused — and its transfers are checked against the countries
+    /// registered for it (R5, R8). Call it more than once to add more; with
+    /// an empty list, every disclosure is refused. The registered recipients
+    /// are listed in the [record of processing](Custodian::processing_record).
     ///
     /// ```
     /// use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
@@ -998,18 +1000,28 @@ impl CustodianBuilder {
     ///     type Role = Processor;
     ///     fn name(&self) -> &str { self.0 }
     /// }
+    /// struct ListBroker;
+    /// impl Recipient for ListBroker {
+    ///     type Role = Processor;
+    ///     fn name(&self) -> &str { "Postmark" }
+    /// }
     ///
     /// let custodian = Custodian::builder()
-    ///     .recipients([RegisteredRecipient::new::<Processor>("Postmark")])
+    ///     .recipients([RegisteredRecipient::new::<Mailer>("Postmark")])
     ///     .build()?;
     /// let ada = SubjectId::random();
     /// custodian.consents().grant::<Newsletter>(ada)?;
     /// let email: PersonalInfo<EmailAddress, Newsletter> =
     ///     custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
     /// assert!(custodian.disclose(&email, &Mailer("Postmark"), |_| ()).is_ok());
-    /// // A list broker that calls itself a processor is not registered as one.
+    /// // Another name is not registered...
     /// assert!(matches!(
     ///     custodian.disclose(&email, &Mailer("ListBroker Inc"), |_| ()),
+    ///     Err(Error::UnregisteredRecipient { .. })
+    /// ));
+    /// // ...nor is another type that borrows a registered name.
+    /// assert!(matches!(
+    ///     custodian.disclose(&email, &ListBroker, |_| ()),
     ///     Err(Error::UnregisteredRecipient { .. })
     /// ));
     /// # Ok::<(), Box<dyn std::error::Error>>(())

@@ -42,6 +42,8 @@
 //! custodian.disclose(&email, &DataBroker, |_| ()).unwrap();
 //! ```
 
+use core::any::TypeId;
+
 use serde::{Deserialize, Serialize};
 
 use crate::country::Country;
@@ -270,29 +272,50 @@ pub trait PseudonymsToAffiliate: Purpose {}
 impl<P: ToAffiliate> PseudonymsToAffiliate for P {}
 impl PseudonymsToAffiliate for crate::purpose::Improvement {}
 
-/// A recipient the host registered with the custodian: its name, its role,
-/// and where it processes what it receives (R5, R8; GDPR Art. 30 names
-/// recipients).
+/// A recipient the host registered with the custodian: its type, its name,
+/// its role, and where it processes what it receives (R5, R8; GDPR Art. 30
+/// names recipients).
 ///
-/// A [`Recipient`]'s role is the host's own word: any struct can declare
-/// `type Role = Processor`. Hosts that want a reviewed list turn the registry
-/// on with [`CustodianBuilder::recipients`](crate::CustodianBuilder::recipients):
-/// from then on a disclosure is refused unless a recipient of that name is
-/// registered under that role, its transfers are checked against the
+/// A [`Recipient`]'s role and name are the host's own word: any struct can
+/// declare `type Role = Processor` and return any name. Hosts that want a
+/// reviewed list turn the registry on with
+/// [`CustodianBuilder::recipients`](crate::CustodianBuilder::recipients):
+/// from then on a disclosure is refused unless the recipient's *type*, name
+/// and role are registered together, its transfers are checked against the
 /// countries registered for it, and the registered recipients appear in the
 /// [record of processing](crate::Custodian::processing_record).
 ///
-/// ```
-/// use privacy_pledge::recipient::{Processor, RegisteredRecipient, RoleId};
+/// The entry is bound to the Rust type it was registered with
+/// ([`core::any::TypeId`]), so another type that merely returns the same
+/// name under the same role — a list broker calling itself `"Stripe"` — is
+/// not the registered recipient. The type is the one passed to
+/// [`Custodian::disclose`](crate::Custodian::disclose): a `&&Stripe` or a
+/// `dyn Recipient` is a different type and is refused (pass `&stripe`).
 ///
-/// let stripe = RegisteredRecipient::new::<Processor>("Stripe")
-///     .processing_in(["US".parse()?]);
+/// ```
+/// use privacy_pledge::recipient::{Processor, Recipient, RegisteredRecipient, RoleId};
+///
+/// struct Stripe;
+/// impl Recipient for Stripe {
+///     type Role = Processor;
+///     fn name(&self) -> &str { "Stripe" }
+/// }
+///
+/// let stripe = RegisteredRecipient::of(&Stripe).processing_in(["US".parse()?]);
 /// assert_eq!(stripe.role(), RoleId::Processor);
 /// assert_eq!(stripe.name(), "Stripe");
+/// assert!(stripe.is::<Stripe>());
 /// # Ok::<(), privacy_pledge::country::InvalidCountry>(())
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RegisteredRecipient {
+    /// The recipient's type. Not serialised: a `TypeId` means nothing
+    /// outside this build of the program.
+    #[serde(skip)]
+    type_id: TypeId,
+    /// The type's name, for `Debug` only.
+    #[serde(skip)]
+    type_name: &'static str,
     name: Box<str>,
     role: RoleId,
     processes_in: Vec<Country>,
@@ -300,15 +323,88 @@ pub struct RegisteredRecipient {
 }
 
 impl RegisteredRecipient {
-    /// A recipient named `name` in role `R`, processing only at the vendor's
-    /// declared facilities until [`processing_in`](Self::processing_in) says otherwise.
-    pub fn new<R: Role>(name: impl Into<Box<str>>) -> Self {
+    /// The recipient type `R` under the name `name`, in `R`'s role,
+    /// processing only at the vendor's declared facilities until
+    /// [`processing_in`](Self::processing_in) says otherwise.
+    ///
+    /// For a type whose values carry different names (one entry per name),
+    /// or to register a name before a value exists. See also
+    /// [`of`](Self::of).
+    ///
+    /// ```
+    /// use privacy_pledge::recipient::{Processor, Recipient, RegisteredRecipient, RoleId};
+    ///
+    /// struct Mailer(&'static str);
+    /// impl Recipient for Mailer {
+    ///     type Role = Processor;
+    ///     fn name(&self) -> &str { self.0 }
+    /// }
+    ///
+    /// let postmark = RegisteredRecipient::new::<Mailer>("Postmark");
+    /// assert_eq!((postmark.name(), postmark.role()), ("Postmark", RoleId::Processor));
+    /// assert!(postmark.is::<Mailer>());
+    /// ```
+    pub fn new<R: Recipient + 'static>(name: impl Into<Box<str>>) -> Self {
         RegisteredRecipient {
+            type_id: TypeId::of::<R>(),
+            type_name: core::any::type_name::<R>(),
             name: name.into(),
-            role: R::ID,
+            role: <R::Role as Role>::ID,
             processes_in: Vec::new(),
             mechanism: None,
         }
+    }
+
+    /// `recipient`, under its type, its [`name`](Recipient::name) and its
+    /// role. Where it processes and under which mechanism are *not* taken
+    /// from the value: the registry's entry says that, through
+    /// [`processing_in`](Self::processing_in) and [`under`](Self::under).
+    ///
+    /// ```
+    /// use privacy_pledge::recipient::{Affiliate, Recipient, RegisteredRecipient, RoleId};
+    ///
+    /// struct Subsidiary;
+    /// impl Recipient for Subsidiary {
+    ///     type Role = Affiliate;
+    ///     fn name(&self) -> &str { "iBeesoft Europe" }
+    /// }
+    ///
+    /// let entry = RegisteredRecipient::of(&Subsidiary);
+    /// assert_eq!(entry, RegisteredRecipient::new::<Subsidiary>("iBeesoft Europe"));
+    /// assert_eq!(entry.role(), RoleId::Affiliate);
+    /// ```
+    pub fn of<R: Recipient + 'static>(recipient: &R) -> Self {
+        Self::new::<R>(recipient.name())
+    }
+
+    /// Whether this entry was registered for the recipient type `R`.
+    ///
+    /// ```
+    /// use privacy_pledge::recipient::{Processor, Recipient, RegisteredRecipient};
+    ///
+    /// struct Stripe;
+    /// impl Recipient for Stripe {
+    ///     type Role = Processor;
+    ///     fn name(&self) -> &str { "Stripe" }
+    /// }
+    /// struct LookAlike;
+    /// impl Recipient for LookAlike {
+    ///     type Role = Processor;
+    ///     fn name(&self) -> &str { "Stripe" }
+    /// }
+    ///
+    /// let entry = RegisteredRecipient::of(&Stripe);
+    /// assert!(entry.is::<Stripe>());
+    /// assert!(!entry.is::<LookAlike>());
+    /// ```
+    pub fn is<R: ?Sized + 'static>(&self) -> bool {
+        self.type_id == TypeId::of::<R>()
+    }
+
+    /// Whether a disclosure to `recipient`, of type `R`, is to this entry:
+    /// same type, same name, same role.
+    pub(crate) fn matches<R: Recipient + ?Sized + 'static>(&self, recipient: &R) -> bool {
+        self.is::<R>() && self.role == <R::Role as Role>::ID && *self.name == *recipient.name()
     }
 
     /// The countries where it stores or processes what it receives.

@@ -131,7 +131,9 @@
 //! At compile time, with the error on the offending field and the rule in
 //! the message: a field that is not `PersonalInfo<Kind, Purpose>` unless it
 //! is marked `#[pledge(not_personal)]` (R1); a field so marked whose type
-//! holds personal information (R9); `#[pledge(lookup)]` on a field that is
+//! does not implement [`NotPersonal`] — a data kind, under any name, or a
+//! type holding one, such as `Option<EmailAddress>` (R1/R9, decided on the
+//! type by the compiler); `#[pledge(lookup)]` on a field that is
 //! not personal, or on one held for `Improvement` (R6, through
 //! [`LookupPurpose`]); enums, unions, tuple, unit and generic structs; a
 //! struct without a personal field; a field named `subject`; an unknown
@@ -157,7 +159,7 @@
 //! |---|---|---|
 //! | struct | `#[pledge(sealed = "Name")]` | the name of the sealed struct (default `Sealed` + the struct's name) |
 //! | field | `#[pledge(lookup)]` | a [`LookupToken`] column `<field>_lookup` beside the field's envelope |
-//! | field | `#[pledge(not_personal)]` | no personal information: copied as it is (must be `Clone` and `Debug`) |
+//! | field | `#[pledge(not_personal)]` | no personal information: copied as it is (must be [`NotPersonal`], `Clone` and `Debug`) |
 //!
 //! The sealed struct has the struct's visibility, each column its field's
 //! (the `subject` column the struct's); it is `Clone` and `Debug` (envelopes
@@ -186,6 +188,13 @@
 //! #     phone: PersonalInfo<PhoneNumber, Transaction>,
 //! #     newsletter: bool,
 //! # }
+//! // For each `#[pledge(not_personal)]` field, spanned like its type: the
+//! // type must implement `NotPersonal` (R1, R9).
+//! const _: fn() = || {
+//!     fn not_personal<T: ?::core::marker::Sized + ::privacy_pledge::record::NotPersonal>() {}
+//!     not_personal::<bool>();
+//! };
+//!
 //! /// The sealed form of `Customer`: each personal field is an envelope […]
 //! #[derive(::core::clone::Clone, ::core::fmt::Debug)]
 //! struct SealedCustomer {
@@ -416,6 +425,170 @@ impl Field {
 #[doc(hidden)]
 #[derive(Debug)]
 pub struct Only(());
+
+/// A type that holds no personal information, so a record may keep a field
+/// of it as it is: the types `#[pledge(not_personal)]` accepts (R1, R9).
+///
+/// The derive checks each field marked `#[pledge(not_personal)]` against
+/// this trait, by the field's *type* as the compiler resolves it, not by
+/// how it is written: a data kind renamed on import
+/// (`use privacy_pledge::data::EmailAddress as Contact;`) or wrapped
+/// (`Option<EmailAddress>`, `Vec<PhoneNumber>`) is still the data kind, and
+/// does not compile.
+///
+/// Implemented for
+/// - `bool`, `char`, the integers, the floats, `()`, `str`, `String`,
+///   [`Duration`](core::time::Duration), [`SystemTime`](std::time::SystemTime);
+/// - [`SubjectId`], [`Timestamp`](crate::time::Timestamp) and
+///   [`Date`](crate::data::Date);
+/// - `Option`, `Result`, `Box`, `Rc`, `Arc`, `Cow`, `Vec`, `VecDeque`,
+///   `BTreeMap`, `BTreeSet`, `HashMap`, `HashSet`, arrays, slices, tuples (to
+///   twelve) and references, each when what it holds is `NotPersonal`.
+///
+/// Never for the policy's data kinds ([`FullName`](crate::data::FullName),
+/// [`EmailAddress`](crate::data::EmailAddress),
+/// [`PostalAddress`](crate::data::PostalAddress),
+/// [`PhoneNumber`](crate::data::PhoneNumber),
+/// [`PurchaseRecord`](crate::data::PurchaseRecord),
+/// [`PaymentToken`](crate::data::PaymentToken)) nor for [`PersonalInfo`],
+/// [`Sealed`], [`LookupToken`] or [`Pseudonym`](crate::Pseudonym). They are
+/// this crate's types and this is this crate's trait, so no other crate can
+/// implement it for them either (the orphan rule), nor for `Option` or `Vec`
+/// of them.
+///
+/// A host type opts in with a plain `impl`:
+///
+/// ```
+/// use privacy_pledge::{Custodian, PersonalInfo, PersonalRecord, SubjectId};
+/// use privacy_pledge::data::FullName;
+/// use privacy_pledge::purpose::Transaction;
+/// use privacy_pledge::record::NotPersonal;
+///
+/// #[derive(Clone, Copy, Debug, PartialEq)]
+/// enum Plan { Free, Pro }
+/// // Reviewed: a plan is one of two constants, about no one in particular.
+/// impl NotPersonal for Plan {}
+///
+/// #[derive(PersonalRecord)]
+/// struct Customer {
+///     name: PersonalInfo<FullName, Transaction>,
+///     #[pledge(not_personal)]
+///     plan: Plan,
+///     #[pledge(not_personal)]
+///     tags: Vec<String>,
+/// }
+///
+/// let custodian = Custodian::in_memory();
+/// let customer = Customer {
+///     name: custodian.collect(SubjectId::random(), FullName::parse("Ada Lovelace")?)?,
+///     plan: Plan::Pro,
+///     tags: vec!["early adopter".into()],
+/// };
+/// let row = custodian.seal_record(&customer)?;
+/// assert_eq!(row.plan, Plan::Pro);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Such an `impl` is the host's explicit assertion that no value of the type
+/// is personal information: review it like any other `impl` of a trust
+/// boundary. A struct that wraps a data kind, or any value about a person
+/// (an IP address, a free-text note, a date of birth), must not implement
+/// it: make each personal value a `PersonalInfo<_, _>` field of its own,
+/// sealed. `String`, the integers and the dates implement it because the
+/// crate cannot know what a host puts in them: `#[pledge(not_personal)]` on
+/// such a field is the host's assertion about that field, reviewed like the
+/// field itself.
+///
+/// A data kind under another name does not compile:
+///
+/// ```compile_fail,E0277
+/// use privacy_pledge::{PersonalInfo, PersonalRecord};
+/// use privacy_pledge::data::{EmailAddress as Contact, FullName};
+/// use privacy_pledge::purpose::Transaction;
+///
+/// #[derive(PersonalRecord)]
+/// struct Customer {
+///     name: PersonalInfo<FullName, Transaction>,
+///     // error: R1/R9: `EmailAddress` may hold personal information: ...
+///     #[pledge(not_personal)]
+///     contact: Contact,
+/// }
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "R1/R9: `{Self}` may hold personal information: `#[pledge(not_personal)]` takes only types that implement `NotPersonal`",
+    label = "may hold personal information, which the sealed record would keep unsealed",
+    note = "make each personal value a `PersonalInfo<_, _>` field of its own; a host type that holds none can say so with an empty `impl privacy_pledge::record::NotPersonal for MyType`"
+)]
+pub trait NotPersonal {}
+
+macro_rules! not_personal {
+    ($($t:ty),* $(,)?) => { $(impl NotPersonal for $t {})* };
+}
+
+not_personal!(
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    (),
+    str,
+    String,
+    core::time::Duration,
+    std::time::SystemTime,
+    SubjectId,
+    crate::time::Timestamp,
+    crate::data::Date,
+);
+
+impl<T: NotPersonal + ?Sized> NotPersonal for &T {}
+impl<T: NotPersonal + ?Sized> NotPersonal for &mut T {}
+impl<T: NotPersonal + ?Sized> NotPersonal for Box<T> {}
+impl<T: NotPersonal + ?Sized> NotPersonal for std::rc::Rc<T> {}
+impl<T: NotPersonal + ?Sized> NotPersonal for std::sync::Arc<T> {}
+impl<T: NotPersonal + ?Sized + ToOwned> NotPersonal for std::borrow::Cow<'_, T> {}
+impl<T: NotPersonal> NotPersonal for Option<T> {}
+impl<T: NotPersonal, E: NotPersonal> NotPersonal for Result<T, E> {}
+impl<T: NotPersonal> NotPersonal for [T] {}
+impl<T: NotPersonal, const N: usize> NotPersonal for [T; N] {}
+impl<T: NotPersonal> NotPersonal for Vec<T> {}
+impl<T: NotPersonal> NotPersonal for std::collections::VecDeque<T> {}
+impl<T: NotPersonal> NotPersonal for std::collections::BTreeSet<T> {}
+impl<K: NotPersonal, V: NotPersonal> NotPersonal for std::collections::BTreeMap<K, V> {}
+impl<T: NotPersonal, S> NotPersonal for std::collections::HashSet<T, S> {}
+impl<K: NotPersonal, V: NotPersonal, S> NotPersonal for std::collections::HashMap<K, V, S> {}
+
+macro_rules! not_personal_tuples {
+    ($(($($t:ident),+)),* $(,)?) => {
+        $(impl<$($t: NotPersonal),+> NotPersonal for ($($t,)+) {})*
+    };
+}
+
+not_personal_tuples!(
+    (A),
+    (A, B),
+    (A, B, C),
+    (A, B, C, D),
+    (A, B, C, D, E),
+    (A, B, C, D, E, F),
+    (A, B, C, D, E, F, G),
+    (A, B, C, D, E, F, G, H),
+    (A, B, C, D, E, F, G, H, I),
+    (A, B, C, D, E, F, G, H, I, J),
+    (A, B, C, D, E, F, G, H, I, J, K),
+    (A, B, C, D, E, F, G, H, I, J, K, L),
+);
 
 /// A purpose whose fields may have a lookup-token column
 /// (`#[pledge(lookup)]`): every purpose that sees plaintext, so not

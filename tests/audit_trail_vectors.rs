@@ -42,7 +42,7 @@ use privacy_pledge::audit::{
 use privacy_pledge::country::Country;
 use privacy_pledge::data::{EmailAddress, PostalAddress};
 use privacy_pledge::purpose::{Newsletter, ServiceNotice, Transaction};
-use privacy_pledge::recipient::{Affiliate, Processor, Recipient, RegisteredRecipient};
+use privacy_pledge::recipient::{Affiliate, Recipient, RegisteredRecipient};
 use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::transfer::{Mechanism, Transfer};
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
@@ -79,8 +79,8 @@ fn scenario(log: Arc<dyn AuditSink>) {
         .clock(clock.clone())
         .facilities([Country::parse("US").unwrap(), Country::parse("DE").unwrap()])
         .recipients([
-            RegisteredRecipient::new::<Processor>("Stripe"),
-            RegisteredRecipient::new::<Affiliate>(Subsidiary.name()),
+            RegisteredRecipient::of(&Stripe),
+            RegisteredRecipient::of(&Subsidiary),
         ])
         .build()
         .unwrap();

@@ -1,11 +1,14 @@
 //! Regression tests for the data kinds' validation: phone numbers checked
 //! against their country calling code, amounts in their currency's minor
 //! unit, names and addresses compared after Unicode normalisation, and dates
-//! that end where timestamps do. Public API only.
+//! that end where timestamps do, and payment tokens that are never card
+//! numbers. Public API only.
 
 use privacy_pledge::data::{
-    Amount, Date, FullName, InvalidData, Kind, PhoneNumber, PostalAddress, PurchaseRecord, Reason,
+    Amount, Date, FullName, InvalidData, Kind, PaymentToken, PhoneNumber, PostalAddress,
+    PurchaseRecord, Reason,
 };
+use privacy_pledge::policy::RuleId;
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::{Custodian, ExposeSecret, PersonalInfo, SubjectId};
 
@@ -376,6 +379,57 @@ fn a_purchase_on_the_last_day_round_trips_through_a_sealed_envelope() {
     }
 }
 
+/// Host code (A1) records a second purchase under an order id it reuses —
+/// another product, another amount, another day. Equality, lookup tokens and
+/// pseudonyms cover the whole record, so the two are never taken for one.
+#[test]
+fn a1_purchases_differing_only_after_the_order_id_are_different() {
+    let custodian = Custodian::in_memory();
+    let subject = SubjectId::random();
+    let record = |id: &str, product: &str, minor: u64, currency: &str, day: u8| {
+        PurchaseRecord::new(
+            id,
+            product,
+            Amount::new(minor, currency).unwrap(),
+            Date::new(2018, 6, day).unwrap(),
+        )
+        .unwrap()
+    };
+    let original = record("ORD-1001", "Data Recovery Pro", 6_995, "USD", 30);
+    let others = [
+        record("ORD-1001", "Partition Manager", 6_995, "USD", 30),
+        record("ORD-1001", "Data Recovery Pro", 4_995, "USD", 30),
+        record("ORD-1001", "Data Recovery Pro", 6_995, "EUR", 30),
+        record("ORD-1001", "Data Recovery Pro", 6_995, "USD", 29),
+        record("ORD-1001", "Partition Manager", 100, "JPY", 1),
+        // Where the id ends and the product starts is part of the form.
+        record("ORD-100", "1Data Recovery Pro", 6_995, "USD", 30),
+    ];
+    let info = |r: &PurchaseRecord| -> PersonalInfo<PurchaseRecord, Transaction> {
+        PersonalInfo::collect(subject, r.clone())
+    };
+    let token = custodian.lookup_token_of(&original);
+    let stored_token = custodian.lookup_token(&info(&original)).unwrap();
+    let pseudonym = custodian.pseudonym(&info(&original)).unwrap();
+    assert_eq!(token, stored_token);
+    for other in &others {
+        assert_ne!(&original, other);
+        assert_ne!(token, custodian.lookup_token_of(other));
+        assert_ne!(stored_token, custodian.lookup_token(&info(other)).unwrap());
+        assert_ne!(pseudonym, custodian.pseudonym(&info(other)).unwrap());
+    }
+    // The same record, built again, is still the same record.
+    let again = record("ORD-1001", "Data Recovery Pro", 6_995, "USD", 30);
+    assert_eq!(original, again);
+    assert_eq!(token, custodian.lookup_token_of(&again));
+    assert_eq!(pseudonym, custodian.pseudonym(&info(&again)).unwrap());
+    // And after a round trip through a sealed envelope.
+    let sealed = custodian.seal(&info(&original)).unwrap();
+    let opened = custodian.open(&sealed).unwrap();
+    assert_eq!(custodian.lookup_token(&opened).unwrap(), token);
+    assert_eq!(custodian.pseudonym(&opened).unwrap(), pseudonym);
+}
+
 /// Zero-width (non-)joiners are how Persian and several Indic scripts write
 /// names: allowed between two letters, refused anywhere else, and ignored
 /// when names are compared.
@@ -395,5 +449,69 @@ fn joiners_between_letters_are_part_of_a_name() {
             Reason::InvisibleCharacter,
             "{bad:?}"
         );
+    }
+}
+
+// ---------------------------------------------------------------- payment tokens
+
+/// Host code (A1) takes what a customer typed into the card field as the
+/// processor's token: the policy holds no card numbers (R1).
+#[test]
+fn a1_card_number_is_not_a_payment_token() {
+    for card in [
+        // Visa, Mastercard, American Express test numbers, as typed.
+        "4242424242424242",
+        "4242 4242 4242 4242",
+        "4242-4242-4242-4242",
+        "5555555555554444",
+        "5555 5555 5555 4444",
+        "5555-5555-5555-4444",
+        "378282246310005",
+        "3782 822463 10005",
+        "3782-822463-10005",
+        // Other separators, white space around, and inside a longer token.
+        "4242.4242.4242.4242",
+        "4242_4242_4242_4242",
+        "  4242 4242 4242 4242\n",
+        "4242\u{a0}4242\u{a0}4242\u{a0}4242",
+        "tok_4242424242424242",
+        "card:5555-5555-5555-4444",
+        "4242 4242 4242 4242 12/29 123",
+        // Discover (16), JCB (16), Visa of 13 and 19 digits.
+        "6011111111111117",
+        "3530111333300000",
+        "4222222222222",
+        "4000000000000000006",
+    ] {
+        assert_eq!(
+            refused(PaymentToken::parse(card), card),
+            Reason::CardNumber,
+            "{card:?}"
+        );
+        let e = privacy_pledge::Error::from(PaymentToken::parse(card).unwrap_err());
+        assert_eq!(e.rule(), Some(RuleId::R1));
+        assert!(e.to_string().contains("R1"), "{e}");
+    }
+    // A 16-digit number that fails the Luhn check is no card number an
+    // issuer gives out; processors use such numeric references. Accepted.
+    assert!(PaymentToken::parse("4242424242424241").is_ok());
+    assert!(PaymentToken::parse("8415698462516993").is_ok());
+    // Twelve digits are too few, twenty too many, for a card.
+    assert!(PaymentToken::parse("424242424242").is_ok());
+    assert!(PaymentToken::parse("42424242424242424242").is_ok());
+    // Real processor tokens pass, short digit runs included.
+    for token in [
+        "tok_1NX2bq2eZvKYlo2C",
+        "pm_1NirD82eZvKYlo2C",
+        "card_1NX2bq2eZvKYlo2C",
+        "tok_visa_4242",
+        "tok_quux",
+        "src_4242ab",
+        // UUIDs, as some processors issue: the form is exempt, whatever
+        // its digits (nobody writes a card number in groups of 8, 4, 4).
+        "0d3f2ad6-0b0b-4d5a-9d1f-a5c2b2b1c1e0",
+        "42424242-4242-4242-4242-424242424242",
+    ] {
+        assert!(PaymentToken::parse(token).is_ok(), "{token:?}");
     }
 }

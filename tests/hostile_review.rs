@@ -439,10 +439,10 @@ fn a1_a_list_broker_posing_as_a_processor_is_refused_by_the_registry() {
     let custodian = Custodian::builder()
         .facilities([c("DE"), c("US")])
         .recipients([
-            RegisteredRecipient::new::<Processor>("Postmark")
+            RegisteredRecipient::new::<Named>("Postmark")
                 .processing_in([c("US")])
                 .under(Mechanism::DataPrivacyFramework),
-            RegisteredRecipient::new::<Processor>("EU help desk"),
+            RegisteredRecipient::new::<Named>("EU help desk"),
         ])
         .build()
         .unwrap();
@@ -483,6 +483,68 @@ fn a1_a_list_broker_posing_as_a_processor_is_refused_by_the_registry() {
         .unwrap();
     assert!(open.disclose(&sub, &Named("anyone"), |_| ()).is_ok());
     assert!(open.processing_record().recipients.is_empty());
+}
+
+/// A broker's own type that copies a registered processor's name and role.
+struct LookAlike;
+impl Recipient for LookAlike {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "Postmark"
+    }
+}
+
+#[test]
+fn a1_lookalike_recipient_type_is_refused() {
+    let log = Arc::new(MemoryAuditLog::new());
+    let custodian = Custodian::builder()
+        .audit(log.clone())
+        .recipients([RegisteredRecipient::new::<Named>("Postmark")])
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let list: PersonalInfo<EmailAddress, Newsletter> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let ran = AtomicUsize::new(0);
+    let f = |_: &EmailAddress| {
+        ran.fetch_add(1, Ordering::SeqCst);
+    };
+    let before = log.events().len();
+    // Same name, same role, another type: not the registered recipient.
+    assert!(matches!(
+        custodian.disclose(&list, &LookAlike, f),
+        Err(Error::UnregisteredRecipient { .. })
+    ));
+    // Nor through a trait object, which hides the type.
+    let hidden: &(dyn Recipient<Role = Processor> + 'static) = &LookAlike;
+    assert!(matches!(
+        custodian.disclose(&list, hidden, f),
+        Err(Error::UnregisteredRecipient { .. })
+    ));
+    let hidden: &(dyn Recipient<Role = Processor> + 'static) = &Named("Postmark");
+    assert!(matches!(
+        custodian.disclose(&list, hidden, f),
+        Err(Error::UnregisteredRecipient { .. })
+    ));
+    // Pseudonyms go through the same gate.
+    assert!(matches!(
+        custodian.disclose_pseudonym(&list, &LookAlike, |_| ()),
+        Err(Error::UnregisteredRecipient { .. })
+    ));
+    assert_eq!(ran.load(Ordering::SeqCst), 0, "the list never left");
+    // Each refusal is in the trail, naming the recipient it refused.
+    let events = log.events();
+    assert_eq!(events.len(), before + 4);
+    for e in &events[before..] {
+        assert_eq!(e.outcome(), Outcome::Denied);
+        assert_eq!(e.action(), Action::Disclose);
+        assert_eq!(e.recipient().map(|r| &*r.name), Some("Postmark"));
+    }
+    // The registered type under the registered name still receives it.
+    custodian.disclose(&list, &Named("Postmark"), f).unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
 
 // ---------------------------------------------------------------------------

@@ -616,6 +616,31 @@ async fn a1_bad_input_is_a_4xx_naming_the_field_never_the_value() {
             .await;
         assert_error(&r, StatusCode::BAD_REQUEST, Some(field), secret);
     }
+    // A card number where the processor's token belongs: refused under R1,
+    // neither collected nor charged.
+    for card in [
+        "4242424242424242",
+        "4242 4242 4242 4242",
+        "5555-5555-5555-4444",
+        "tok_378282246310005",
+    ] {
+        let r = s
+            .call(
+                Method::POST,
+                "/orders",
+                Some(with("card_token", json!(card))),
+            )
+            .await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some("card_token"), card);
+        for digits in ["4242", "5555", "3782"] {
+            assert!(!contains(&r.raw, digits), "{}", r.json);
+        }
+        let message = r.json["error"].as_str().unwrap();
+        assert!(
+            message.contains("R1") && message.contains("card number"),
+            "{message}"
+        );
+    }
     let r = s
         .call(
             Method::POST,

@@ -31,7 +31,7 @@
 //! |---|---|---|
 //! | struct | `#[pledge(sealed = "Name")]` | the name of the generated sealed struct (default `Sealed` + the struct's name) |
 //! | field | `#[pledge(lookup)]` | also keep a lookup token (blind index) of the field, in a column `<field>_lookup`; only for a purpose that sees plaintext (R6) |
-//! | field | `#[pledge(not_personal)]` | the field holds no personal information: copied as it is (it must be `Clone` and `Debug`) |
+//! | field | `#[pledge(not_personal)]` | the field holds no personal information: copied as it is (its type must implement `privacy_pledge::record::NotPersonal`, `Clone` and `Debug`) |
 //!
 //! # What is refused, at compile time
 //!
@@ -39,10 +39,12 @@
 //!
 //! - a field that is not `PersonalInfo<Kind, Purpose>` and is not marked
 //!   `#[pledge(not_personal)]` (R1);
-//! - a field marked `#[pledge(not_personal)]` whose type is or holds
-//!   personal information (`PersonalInfo`, or a data kind such as
-//!   `EmailAddress`, also inside `Option`, `Vec`, …): it would be kept
-//!   unsealed (R9);
+//! - a field marked `#[pledge(not_personal)]` whose type does not implement
+//!   `privacy_pledge::record::NotPersonal` (R1/R9): `PersonalInfo`, a data
+//!   kind such as `EmailAddress`, or a type holding one (`Option`, `Vec`, …)
+//!   would be kept unsealed. This is decided by the compiler on the field's
+//!   type, not on how it is written, so a data kind imported under another
+//!   name is refused too; the error points at the field's type;
 //! - `#[pledge(lookup)]` on a field that is not personal, or on a field held
 //!   for `Improvement`, which never sees plaintext (R6);
 //! - enums, unions, tuple and unit structs, generic structs, a struct without
@@ -60,25 +62,13 @@
 #![deny(missing_docs)]
 
 use proc_macro::TokenStream;
-use proc_macro2::{Span, TokenStream as TokenStream2, TokenTree};
+use proc_macro2::{Span, TokenStream as TokenStream2};
 use quote::{format_ident, quote, quote_spanned, ToTokens};
 use syn::spanned::Spanned;
 use syn::{
     Attribute, Data, DeriveInput, Fields, GenericArgument, Ident, LitStr, PathArguments, Type,
     Visibility,
 };
-
-/// The names that mark personal information in a type: the wrapper and the
-/// policy's data kinds.
-const PERSONAL_NAMES: [&str; 7] = [
-    "PersonalInfo",
-    "FullName",
-    "EmailAddress",
-    "PostalAddress",
-    "PhoneNumber",
-    "PurchaseRecord",
-    "PaymentToken",
-];
 
 /// Derives `privacy_pledge::record::PersonalRecord` for a struct of
 /// `PersonalInfo<_, _>` fields, and generates its sealed counterpart with
@@ -238,18 +228,6 @@ fn personal_info_args(ty: &Type) -> Option<(&Type, &Type)> {
     }
 }
 
-/// The first name of personal information written anywhere in `tokens`.
-fn personal_name_in(tokens: TokenStream2) -> Option<String> {
-    tokens.into_iter().find_map(|tt| match tt {
-        TokenTree::Ident(i) => {
-            let name = i.to_string();
-            PERSONAL_NAMES.contains(&name.as_str()).then_some(name)
-        }
-        TokenTree::Group(g) => personal_name_in(g.stream()),
-        _ => None,
-    })
-}
-
 fn plan<'a>(input: &'a DeriveInput, errors: &mut Errors) -> syn::Result<Vec<Field<'a>>> {
     let name = &input.ident;
     let named = match &input.data {
@@ -361,17 +339,9 @@ fn plan<'a>(input: &'a DeriveInput, errors: &mut Errors) -> syn::Result<Vec<Fiel
                         ),
                     ));
                 }
-                if let Some(found) = personal_name_in(f.ty.to_token_stream()) {
-                    errors.push(syn::Error::new_spanned(
-                        &f.ty,
-                        format!(
-                            "R9: field `{ident}` is marked `#[pledge(not_personal)]`, but its \
-                             type holds personal information (`{found}`), which would be kept \
-                             in the sealed record unsealed; make each personal value a \
-                             `PersonalInfo<_, _>` field of its own"
-                        ),
-                    ));
-                }
+                // Whether the type holds personal information is decided by
+                // the compiler, on the type itself (`NotPersonal`), in the
+                // expansion: a name here could be an alias.
                 Role::NotPersonal
             }
         };
@@ -459,6 +429,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     }];
     let mut seal_inits = Vec::new();
     let mut open_inits = Vec::new();
+    let mut assertions = Vec::new();
     for f in &fields {
         let Field {
             ident,
@@ -519,6 +490,16 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 }
             }
             Role::NotPersonal => {
+                // The field's type must implement `NotPersonal` (R1, R9):
+                // decided on the type the compiler resolves, so a data kind
+                // renamed on import or wrapped in `Option` is refused, with
+                // the error on the field's type.
+                assertions.push(quote_spanned! {span=>
+                    const _: fn() = || {
+                        fn not_personal<T: ?::core::marker::Sized + ::privacy_pledge::record::NotPersonal>() {}
+                        not_personal::<#ty>();
+                    };
+                });
                 let docs = docs_or(format!(" `{ident}`, not personal: kept as it is."));
                 columns.push(quote! {
                     #docs
@@ -539,6 +520,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     let idents: Vec<&Ident> = personal.iter().map(|f| f.ident).collect();
 
     Ok(quote! {
+        #(#assertions)*
+
         #[doc = #struct_doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
         #vis struct #sealed_name {

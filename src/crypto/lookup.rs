@@ -109,7 +109,8 @@ impl core::fmt::Debug for LookupKey {
 /// | [`FullName`](crate::data::FullName) | Unicode NFC, then full case folding, inner whitespace collapsed to one space |
 /// | [`PhoneNumber`](crate::data::PhoneNumber) | E.164 (`+` and digits) |
 /// | [`PostalAddress`](crate::data::PostalAddress) | its lines as for names, then the ISO 3166 country code |
-/// | [`PaymentToken`](crate::data::PaymentToken), [`PurchaseRecord`](crate::data::PurchaseRecord) | their exact stored form |
+/// | [`PaymentToken`](crate::data::PaymentToken) | its exact stored form |
+/// | [`PurchaseRecord`](crate::data::PurchaseRecord) | its exact stored form, all of it: order id, product, amount (minor units and currency) and date, each length-prefixed or of fixed size |
 ///
 /// # What a token is, and what it leaks
 ///

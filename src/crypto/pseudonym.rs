@@ -57,8 +57,9 @@ impl fmt::Debug for PseudonymKey {
 /// `Improvement` (analysis, research) sees personal information (R6).
 ///
 /// Deterministic under one key, so equal values (after normalisation: emails
-/// compare case-insensitively, names ignoring case and spacing, phones in E.164)
-/// give equal tokens — joins, counts and "find the customer with this email"
+/// compare case-insensitively, names ignoring case and spacing, phones in E.164,
+/// purchase records by all of their fields, as for
+/// [lookup tokens](crate::LookupToken#canonical-forms)) give equal tokens — joins, counts and "find the customer with this email"
 /// work without plaintext. Without the key, a token reveals nothing.
 ///
 /// Shown and serialized as 64 lowercase hex digits; compared in constant time.

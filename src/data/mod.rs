@@ -251,6 +251,11 @@ pub enum Reason {
     UnknownCurrency,
     /// The stored form is malformed.
     Malformed,
+    /// A payment token that has the shape of a card number: 13 to 19 digits
+    /// passing the Luhn check, alone or inside the token, with or without
+    /// separators. The policy holds no card numbers, only the processor's
+    /// opaque token (R1).
+    CardNumber,
 }
 
 impl core::fmt::Display for Reason {
@@ -277,6 +282,9 @@ impl core::fmt::Display for Reason {
             Reason::InvalidField => f.write_str("a field is out of range"),
             Reason::UnknownCurrency => f.write_str("the currency is not an active ISO 4217 code"),
             Reason::Malformed => f.write_str("its stored form is malformed"),
+            Reason::CardNumber => f.write_str(
+                "R1: it has the shape of a card number (13 to 19 digits passing the Luhn check); card numbers are never held, only the payment processor's opaque token",
+            ),
         }
     }
 }

@@ -280,12 +280,20 @@ impl core::fmt::Display for Amount {
 ///
 /// Printing shows `[redacted]`; the fields are read inside a custodian closure.
 ///
+/// Two records are equal (`==`, in constant time), and have the same
+/// [lookup token](crate::LookupToken) and [pseudonym](crate::Pseudonym),
+/// only when all four fields are: the product exactly as stored, the
+/// amount with its currency, the date. Two records with one order id and
+/// anything else different are two different records.
+///
 /// ```
 /// use privacy_pledge::data::{Amount, Date, PurchaseRecord};
 ///
 /// let r = PurchaseRecord::new("ORD-1001", "Data Recovery Pro", Amount::new(6_995, "USD")?, Date::new(2018, 6, 30)?)?;
 /// assert_eq!(r.order_id(), "ORD-1001");
 /// assert_eq!(format!("{r:?}"), "PurchaseRecord([redacted])");
+/// let refund = PurchaseRecord::new("ORD-1001", "Data Recovery Pro", Amount::new(0, "USD")?, Date::new(2018, 6, 30)?)?;
+/// assert_ne!(r, refund);
 /// # Ok::<(), privacy_pledge::data::InvalidData>(())
 /// ```
 #[derive(Clone)]
@@ -409,8 +417,11 @@ impl sealed::Sealed for PurchaseRecord {
         PurchaseRecord::new(id, product, amount, date).map_err(|_| err(Reason::Malformed))
     }
 
+    /// The whole stored form — order id, product, amount and date, each
+    /// length-prefixed or of fixed size — so that equality, lookup tokens
+    /// and pseudonyms cover the whole record, not only its order id.
     fn normalized_into(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(self.order_id.expose_secret().as_bytes());
+        self.encode_into(out);
     }
 
     fn report_into(&self, out: &mut String) {
