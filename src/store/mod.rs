@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `sqlite` | `store::sqlite` | SQLite through `rusqlite`, built from source (`bundled`) |
 //! | `postgres` | `store::postgres` | PostgreSQL through the synchronous `postgres` client |
-//! | `sqlx-sqlite`, `sqlx-postgres` (both: `sqlx`) | [`store::columns`](columns) | column types only: `Sealed` and `LookupToken` in the host's own sqlx queries |
+//! | `sqlx-sqlite`, `sqlx-postgres` (both: `sqlx`) | [`store::columns`](columns) | column types only: `Sealed`, `LookupToken` and `SubjectId` in the host's own sqlx queries |
 //!
 //! A dependent that enables no feature pulls in no database. The core never
 //! imports this module; a store only implements the core's traits
