@@ -217,7 +217,7 @@ fn child_process_entry() {
         .keyring(keyring.clone())
         .key_store(store.key_store())
         .audit(sink.clone())
-        .key_cache_revalidate_after(0)
+        .key_revalidate_after(Duration::ZERO)
         .build()
         .unwrap();
     match role.as_str() {
@@ -426,6 +426,54 @@ fn a5_an_erasure_in_one_process_stops_opens_in_another() {
     }
     assert_eq!(seen.unwrap().as_deref(), Some("ERASED"));
     assert!(opener.wait().unwrap().success());
+}
+
+/// Two connections to one file stand for two processes (A5): with a 1 ms
+/// key bound, an erasure made through one is seen by the other about 1 ms
+/// later; a custodian with the default 30 s bound still serves its cached
+/// key meanwhile, so the bound is what makes the difference.
+#[test]
+fn a5_an_erasure_elsewhere_is_seen_after_a_1_ms_key_bound() {
+    let dir = TempDir::new("bound");
+    let db = dir.path("bound.sqlite");
+    let keyring = keyring();
+    let on_own_connection = |bound: Option<Duration>| {
+        let store = SqliteStore::open(&db).unwrap();
+        let builder = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(store.audit_sink(keyring.audit_key()).unwrap());
+        match bound {
+            Some(b) => builder.key_revalidate_after(b),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let (here, default, there) = (
+        on_own_connection(Some(Duration::from_millis(1))),
+        on_own_connection(None),
+        on_own_connection(None),
+    );
+    let subject = SubjectId::random();
+    let sealed = here.seal(&email(subject)).unwrap();
+    // Both cache the subject's key.
+    here.open(&sealed).unwrap();
+    default.open(&sealed).unwrap();
+    there.erase(subject).unwrap();
+    let erased_at = std::time::Instant::now();
+    let seen = loop {
+        match here.open(&sealed) {
+            Ok(_) => {
+                assert!(erased_at.elapsed() < Duration::from_secs(5), "never seen");
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(Error::Erased { .. }) => break erased_at.elapsed(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(seen < Duration::from_secs(1), "seen after {seen:?}");
+    assert!(default.open(&sealed).is_ok());
 }
 
 /// A2 edits, deletes and moves rows of `pp_audit_log` and drops a whole
