@@ -584,6 +584,9 @@ impl Durable {
         subject: SubjectId,
         purpose: PurposeId,
     ) -> Result<Option<ConsentRecord>, Error> {
+        // Inside a store's `with_connection` the consent store may need the
+        // very connection held: refused, not waited for.
+        crate::reentry::check_connection()?;
         let row =
             crate::reentry::host(|| self.store.load(subject, purpose)).map_err(store_error)?;
         if let Some(r) = row {

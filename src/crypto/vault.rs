@@ -744,6 +744,7 @@ impl Vault {
 
     /// Whether the subject is erased, according to the key store.
     pub(crate) fn is_erased(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        crate::reentry::check_connection()?;
         Ok(match self.store.load(subject)? {
             SubjectKeys::Erased { at } => Some(at),
             _ => None,
@@ -773,6 +774,7 @@ impl Vault {
         token: [u8; 32],
         note: impl FnOnce(&dyn KeyStore) -> Result<(), super::KeyStoreError>,
     ) -> Result<(), Error> {
+        crate::reentry::check_connection()?;
         let fresh = {
             let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
             if noted.set.contains(&(subject, token)) {
@@ -809,6 +811,7 @@ impl Vault {
 
     /// Rewraps every stored key under an old version with the current one.
     pub(crate) fn rewrap_from(&self, version: u32) -> Result<usize, Error> {
+        crate::reentry::check_connection()?;
         let current = self.provider.current_version();
         if version == current {
             return Ok(0);
@@ -836,6 +839,7 @@ impl Vault {
 
     /// Retires a key-encryption-key version once nothing depends on it.
     pub(crate) fn retire(&self, version: u32) -> Result<(), Error> {
+        crate::reentry::check_connection()?;
         let users = self.store.wrapped_under(version)?.len();
         if users > 0 || version == self.provider.current_version() {
             return Err(KeyError::InUse {
