@@ -132,12 +132,12 @@ fn first_customer(db: &Store) -> Result<SubjectId, BoxError> {
     let rows = db.query(
         "SELECT subject FROM customers ORDER BY subject LIMIT 1",
         &[],
-        |row| row.get::<String>(0),
+        |row| row.get::<SubjectId>(0),
     )?;
     let id = rows
         .first()
         .ok_or("the database holds no customer; run the checkout example first")?;
-    Ok(id.parse()?)
+    Ok(*id)
 }
 
 fn run(args: &Args) -> Result<(), BoxError> {

@@ -289,10 +289,11 @@ impl Consents<'_> {
     ///
     /// The only input is a [`VerifiedTrail`]: the trail verified under this
     /// custodian's **own** audit key against a **trusted checkpoint** kept
-    /// outside the database ([`Custodian::verify_trail`]). So consent cannot
-    /// come from events a host built or edited (R7, R10), and a trail cut
-    /// short or rolled back — which would bring a withdrawn consent back —
-    /// does not verify. In addition the restore is refused
+    /// outside the database ([`Custodian::verify_trail`], or
+    /// [`Custodian::verify_stream_trail`] for several streams). So consent
+    /// cannot come from events a host built or edited (R7, R10), and a trail
+    /// cut short or rolled back — which would bring a withdrawn consent
+    /// back — does not verify. In addition the restore is refused
     ///
     /// - with [`TrailError::UnvouchedTail`](crate::audit::TrailError::UnvouchedTail)
     ///   if entries follow the checkpoint (whoever writes the storage could
@@ -584,6 +585,9 @@ impl Durable {
         subject: SubjectId,
         purpose: PurposeId,
     ) -> Result<Option<ConsentRecord>, Error> {
+        // Inside a store's `with_connection` the consent store may need the
+        // very connection held: refused, not waited for.
+        crate::reentry::check_connection()?;
         let row =
             crate::reentry::host(|| self.store.load(subject, purpose)).map_err(store_error)?;
         if let Some(r) = row {

@@ -1135,12 +1135,49 @@ impl CustodianBuilder {
     }
 
     /// How long a cached subject key is trusted before the key store is
-    /// asked again (default 30 seconds). Custodians that share one key store
-    /// see each other's erasures within this window; 0 asks the store on every
-    /// seal and open.
-    pub fn key_cache_revalidate_after(mut self, seconds: u64) -> Self {
-        self.config.revalidate_after = seconds;
+    /// asked again: the bound within which an erasure made by another
+    /// custodian sharing the key store (another process) takes effect here
+    /// (default 30 seconds; at once in the custodian that made it; zero asks
+    /// the store on every seal and open). Honoured to the nanosecond of the
+    /// custodian's [clock](Self::clock). The counterpart of
+    /// [`consent_revalidate_after`](Self::consent_revalidate_after) for
+    /// withdrawals.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use privacy_pledge::Custodian;
+    ///
+    /// let custodian = Custodian::builder()
+    ///     .key_revalidate_after(Duration::from_millis(250))
+    ///     .consent_revalidate_after(Duration::from_millis(250))
+    ///     .build()?;
+    /// # drop(custodian);
+    /// # Ok::<(), privacy_pledge::Error>(())
+    /// ```
+    pub fn key_revalidate_after(mut self, bound: std::time::Duration) -> Self {
+        self.config.set_revalidate_after(bound);
         self
+    }
+
+    /// The key-cache bound in whole seconds: use
+    /// [`key_revalidate_after`](Self::key_revalidate_after), which takes a
+    /// `Duration` like every other bound.
+    ///
+    /// ```
+    /// # #![allow(deprecated)]
+    /// use privacy_pledge::Custodian;
+    ///
+    /// // The same as `.key_revalidate_after(Duration::from_secs(5))`.
+    /// let custodian = Custodian::builder().key_cache_revalidate_after(5).build()?;
+    /// # drop(custodian);
+    /// # Ok::<(), privacy_pledge::Error>(())
+    /// ```
+    #[deprecated(
+        since = "0.1.0",
+        note = "use `key_revalidate_after(Duration::from_secs(seconds))`: every bound is a `Duration`"
+    )]
+    pub fn key_cache_revalidate_after(self, seconds: u64) -> Self {
+        self.key_revalidate_after(std::time::Duration::from_secs(seconds))
     }
 
     /// How many subjects' unwrapped keys to keep in memory (default 65,536).

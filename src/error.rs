@@ -130,9 +130,12 @@ pub enum Error {
     Untrusted(#[from] crate::audit::TrailError),
 
     /// Host code that the custodian called (an audit sink, key store, key
-    /// provider or clock) called back into a custodian operation. Refused
-    /// instead of deadlocking: such callbacks must not use the custodian.
-    #[error("a sink, key store, key provider or clock called back into the custodian")]
+    /// provider or clock) called back into a custodian operation, or the
+    /// custodian was called inside a store's `with_connection` /
+    /// `with_client` closure, which holds the connection the custodian's
+    /// stores need. Refused instead of deadlocking: such code must not use
+    /// the custodian.
+    #[error("the custodian was called from a sink, key store, key provider or clock it called, or inside a store's with_connection")]
     Reentrant,
 
     /// The envelope bytes or text are malformed (a typed parse error).

@@ -375,9 +375,10 @@ impl Custodian {
     /// subjects in `trail` are ignored.
     ///
     /// The trail is a [`VerifiedTrail`] that this custodian verified
-    /// ([`Custodian::verify_trail`]): a trail with disclosure events filtered
-    /// out, or a forged erasure added, does not verify, so the letter cannot be
-    /// made to say "we shared none of it" or to hide the values.
+    /// ([`Custodian::verify_trail`] or [`Custodian::verify_stream_trail`]): a
+    /// trail with disclosure events filtered out, or a forged erasure added,
+    /// does not verify, so the letter cannot be made to say "we shared none
+    /// of it" or to hide the values.
     ///
     /// Recorded first as a `report` event. Each value shown is a disclosure
     /// to the subject, recorded before the envelope is opened (recipient

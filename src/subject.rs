@@ -12,6 +12,10 @@
 //! assert_eq!(id.to_string().parse::<SubjectId>(), Ok(id));
 //! assert_ne!(SubjectId::random(), SubjectId::random());
 //! ```
+//!
+//! With the `sqlite`, `postgres`, `sqlx-sqlite` or `sqlx-postgres` feature a
+//! `SubjectId` is also a column type of those clients: its 16 bytes in a
+//! `BLOB` / `bytea` column (see [`store::columns`](crate::store::columns)).
 
 use core::fmt;
 use core::str::FromStr;
@@ -80,6 +84,25 @@ impl From<SubjectId> for u128 {
     }
 }
 
+/// The id from a slice of exactly 16 bytes (a database column, a message
+/// field); any other length is refused.
+///
+/// ```
+/// use privacy_pledge::SubjectId;
+///
+/// let id = SubjectId::random();
+/// assert_eq!(SubjectId::try_from(id.as_bytes().as_slice()), Ok(id));
+/// assert!(SubjectId::try_from(&id.as_bytes()[..15]).is_err());
+/// ```
+impl TryFrom<&[u8]> for SubjectId {
+    type Error = InvalidSubjectId;
+    fn try_from(bytes: &[u8]) -> Result<Self, InvalidSubjectId> {
+        <[u8; 16]>::try_from(bytes)
+            .map(SubjectId)
+            .map_err(|_| InvalidSubjectId)
+    }
+}
+
 impl fmt::Display for SubjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for b in self.0 {
@@ -95,9 +118,11 @@ impl fmt::Debug for SubjectId {
     }
 }
 
-/// The text was not a subject id: exactly 32 lowercase hex digits are accepted.
+/// The text or bytes were not a subject id: exactly 32 lowercase hex digits
+/// ([`FromStr`]), or exactly 16 bytes (`TryFrom<&[u8]>`, a database column),
+/// are accepted. The message never repeats the input.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("not a subject id: expected 32 lowercase hex digits")]
+#[error("not a subject id: expected 32 lowercase hex digits or 16 bytes")]
 pub struct InvalidSubjectId;
 
 pub(crate) fn hex_nibble(c: u8) -> Option<u8> {

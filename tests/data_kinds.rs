@@ -179,13 +179,46 @@ fn unknown_currencies_are_refused() {
     for code in ["usd", "US", "USDD", "", "US1", "ÜSD"] {
         assert_eq!(
             Amount::new(1, code).unwrap_err().reason(),
-            Reason::InvalidField,
+            Reason::InvalidCurrencyCode,
             "{code:?}"
         );
     }
     let e = Amount::new(1, "XYZ").unwrap_err();
     assert_eq!(e.kind(), Kind::PurchaseRecord);
     assert!(!e.to_string().contains("XYZ"));
+}
+
+/// A currency in lower case is told what a currency must be (not "a field
+/// is out of range"), in one message whatever the input, which it never
+/// repeats.
+#[test]
+fn a_lowercase_currency_is_told_to_use_an_upper_case_iso_4217_code() {
+    const MESSAGE: &str = "invalid purchase record: the currency must be an ISO 4217 code in upper case (three letters A to Z, such as EUR)";
+    for code in ["eur", "Eur", "usd", "euro", "€", "E R"] {
+        let e = Amount::new(100, code).unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidCurrencyCode, "{code:?}");
+        assert_eq!(e.to_string(), MESSAGE, "{code:?}");
+    }
+}
+
+/// An order id with a space is told what an order id may hold (not the
+/// phone number's list of characters), in one message that never repeats
+/// the id.
+#[test]
+fn an_order_id_with_a_space_gets_a_message_of_its_own() {
+    const MESSAGE: &str = "invalid purchase record: the order id may hold only visible ASCII characters (letters, digits and punctuation, no spaces)";
+    let (amount, date) = (
+        Amount::new(6_995, "USD").unwrap(),
+        Date::new(2018, 6, 30).unwrap(),
+    );
+    for id in ["ORD 1", "ORD\t1", "ORDÉ1", "ORD\u{200b}1"] {
+        let e = PurchaseRecord::new(id, "Data Recovery Pro", amount, date).unwrap_err();
+        assert_eq!(e.reason(), Reason::InvalidOrderId, "{id:?}");
+        assert_eq!(e.to_string(), MESSAGE, "{id:?}");
+        assert!(!e.to_string().contains("ORD"));
+    }
+    // Surrounding white space is trimmed, not refused.
+    assert!(PurchaseRecord::new(" ORD-1 ", "Data Recovery Pro", amount, date).is_ok());
 }
 
 #[test]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use privacy_pledge::crypto::{
     KeyError, KeyProvider, KeyStore, Keyring, MemoryKeyStore, StoredKey, SubjectKeys,
@@ -469,9 +470,51 @@ fn an_erasure_by_another_custodian_takes_effect_after_revalidation() {
     assert!(here.is_erased(a).unwrap());
 }
 
+/// The key bound is honoured below a second (A5: two custodians on one key
+/// store): with 1 ms, the cached key still serves 999,999 ns after it was
+/// read, and the erasure made by the other custodian is seen at 1 ms.
+#[test]
+fn a5_a_1_ms_key_bound_takes_effect_at_1_ms() {
+    let t0 = Timestamp::from_unix_seconds(1_700_000_000);
+    let clock = Arc::new(FixedClock::new(t0));
+    let (here, there) = sharing(|b| {
+        b.clock(clock.clone())
+            .key_revalidate_after(Duration::from_millis(1))
+    });
+    let a = SubjectId::random();
+    let sealed = here
+        .seal(&email::<Transaction>(a, "ada@example.com"))
+        .unwrap();
+    opens_to(&here, &sealed, "ada@example.com");
+    there.erase(a).unwrap();
+    clock.set(Timestamp::from_unix_nanos(t0.unix_nanos() + 999_999));
+    opens_to(&here, &sealed, "ada@example.com");
+    clock.set(Timestamp::from_unix_nanos(t0.unix_nanos() + 1_000_000));
+    assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
+}
+
+/// The deprecated setter in whole seconds still works: 1 s is 1 s.
+#[test]
+#[allow(deprecated)]
+fn the_key_bound_in_seconds_still_works() {
+    let t0 = Timestamp::from_unix_seconds(1_700_000_000);
+    let clock = Arc::new(FixedClock::new(t0));
+    let (here, there) = sharing(|b| b.clock(clock.clone()).key_cache_revalidate_after(1));
+    let a = SubjectId::random();
+    let sealed = here
+        .seal(&email::<Transaction>(a, "ada@example.com"))
+        .unwrap();
+    opens_to(&here, &sealed, "ada@example.com");
+    there.erase(a).unwrap();
+    clock.set(Timestamp::from_unix_nanos(t0.unix_nanos() + 999_999_999));
+    opens_to(&here, &sealed, "ada@example.com");
+    clock.advance_seconds(1);
+    assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
+}
+
 #[test]
 fn with_no_revalidation_window_an_erasure_elsewhere_is_immediate() {
-    let (here, there) = sharing(|b| b.key_cache_revalidate_after(0));
+    let (here, there) = sharing(|b| b.key_revalidate_after(Duration::ZERO));
     let a = SubjectId::random();
     let sealed = here
         .seal(&email::<Transaction>(a, "ada@example.com"))

@@ -16,6 +16,8 @@ mod examples;
 mod lookup_shop;
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/reentry.rs"]
+mod reentry;
 #[path = "common/tamper.rs"]
 mod tamper;
 
@@ -34,6 +36,7 @@ use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::{Newsletter, PurposeId, Transaction};
 use privacy_pledge::store::postgres::{PgStore, SCHEMA_VERSION};
+use privacy_pledge::store::StoreError;
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
@@ -695,4 +698,49 @@ fn a1_a2_login_finds_the_customer_until_the_receipt_is_applied() {
         &custodian,
         &PgCustomers(store),
     );
+}
+
+/// A1: the custodian called inside `with_client`, whose closure holds the
+/// connection its audit sink, key store and consent store need: refused
+/// with `Error::Reentrant` instead of waiting forever; the store's own
+/// methods inside it answer `StoreError::Reentrant`. On another thread with
+/// a timeout, so a regression fails instead of hanging.
+#[test]
+fn a1_the_custodian_inside_with_client_is_refused_not_deadlocked() {
+    let Some(db) = database("with_client") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let inner = store.clone();
+    let outcomes = reentry::custodian_inside_the_store(
+        Arc::new(custodian),
+        Arc::new(move |f| inner.with_client(|_| f())),
+    );
+    reentry::all_refused(&outcomes);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = store.clone();
+    std::thread::spawn(move || {
+        let refused = s.with_client(|_| {
+            [
+                matches!(s.trail(), Err(StoreError::Reentrant)),
+                matches!(s.schema_version(), Err(StoreError::Reentrant)),
+                s.consent_store().all().is_err(),
+            ]
+        });
+        let _ = tx.send((refused, s.trail().is_ok()));
+    });
+    let (refused, after) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a store call inside with_client deadlocked");
+    assert_eq!(refused, [true; 3]);
+    assert!(after, "the connection stayed marked as held");
 }

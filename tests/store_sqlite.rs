@@ -5,6 +5,8 @@
 
 #[path = "common/archive.rs"]
 mod archive;
+#[path = "common/reentry.rs"]
+mod reentry;
 #[path = "common/tamper.rs"]
 mod tamper;
 
@@ -217,7 +219,7 @@ fn child_process_entry() {
         .keyring(keyring.clone())
         .key_store(store.key_store())
         .audit(sink.clone())
-        .key_cache_revalidate_after(0)
+        .key_revalidate_after(Duration::ZERO)
         .build()
         .unwrap();
     match role.as_str() {
@@ -426,6 +428,110 @@ fn a5_an_erasure_in_one_process_stops_opens_in_another() {
     }
     assert_eq!(seen.unwrap().as_deref(), Some("ERASED"));
     assert!(opener.wait().unwrap().success());
+}
+
+/// Two connections to one file stand for two processes (A5): with a 1 ms
+/// key bound, an erasure made through one is seen by the other about 1 ms
+/// later; a custodian with the default 30 s bound still serves its cached
+/// key meanwhile, so the bound is what makes the difference.
+#[test]
+fn a5_an_erasure_elsewhere_is_seen_after_a_1_ms_key_bound() {
+    let dir = TempDir::new("bound");
+    let db = dir.path("bound.sqlite");
+    let keyring = keyring();
+    let on_own_connection = |bound: Option<Duration>| {
+        let store = SqliteStore::open(&db).unwrap();
+        let builder = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(store.audit_sink(keyring.audit_key()).unwrap());
+        match bound {
+            Some(b) => builder.key_revalidate_after(b),
+            None => builder,
+        }
+        .build()
+        .unwrap()
+    };
+    let (here, default, there) = (
+        on_own_connection(Some(Duration::from_millis(1))),
+        on_own_connection(None),
+        on_own_connection(None),
+    );
+    let subject = SubjectId::random();
+    let sealed = here.seal(&email(subject)).unwrap();
+    // Both cache the subject's key.
+    here.open(&sealed).unwrap();
+    default.open(&sealed).unwrap();
+    there.erase(subject).unwrap();
+    let erased_at = std::time::Instant::now();
+    let seen = loop {
+        match here.open(&sealed) {
+            Ok(_) => {
+                assert!(erased_at.elapsed() < Duration::from_secs(5), "never seen");
+                std::thread::sleep(Duration::from_micros(100));
+            }
+            Err(Error::Erased { .. }) => break erased_at.elapsed(),
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert!(seen < Duration::from_secs(1), "seen after {seen:?}");
+    assert!(default.open(&sealed).is_ok());
+}
+
+/// A1: the custodian called inside `with_connection`, whose closure holds
+/// the connection its audit sink, key store and consent store need, used to
+/// wait forever; every operation is now refused with `Error::Reentrant`.
+/// The store's own methods inside the closure answer `StoreError::Reentrant`
+/// (or their trait's error), and a nested `with_connection` panics instead
+/// of waiting for itself. Run on another thread with a timeout, so a
+/// regression fails instead of hanging.
+#[test]
+fn a1_the_custodian_inside_with_connection_is_refused_not_deadlocked() {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let inner = store.clone();
+    let outcomes = reentry::custodian_inside_the_store(
+        Arc::new(custodian),
+        Arc::new(move |f| inner.with_connection(|_| f())),
+    );
+    reentry::all_refused(&outcomes);
+
+    let other = SqliteStore::open_in_memory().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = store.clone();
+    std::thread::spawn(move || {
+        use privacy_pledge::consent::ConsentStore;
+        use privacy_pledge::crypto::KeyStore;
+        let refused = s.with_connection(|_| {
+            [
+                matches!(s.trail(), Err(StoreError::Reentrant)),
+                matches!(s.checkpoints(), Err(StoreError::Reentrant)),
+                matches!(s.schema_version(), Err(StoreError::Reentrant)),
+                s.key_store().load(SubjectId::random()).is_err(),
+                s.consent_store().all().is_err(),
+            ]
+        });
+        // Another store's connection is not this one.
+        let unrelated = other.with_connection(|_| s.trail().is_ok());
+        let nested = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            s.with_connection(|_| s.with_connection(|_| ()))
+        }));
+        let _ = tx.send((refused, unrelated, nested.is_err(), s.trail().is_ok()));
+    });
+    let (refused, unrelated, nested_panicked, after) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a store call inside with_connection deadlocked");
+    assert_eq!(refused, [true; 5]);
+    assert!(unrelated);
+    assert!(nested_panicked);
+    assert!(after, "the connection stayed marked as held");
 }
 
 /// A2 edits, deletes and moves rows of `pp_audit_log` and drops a whole

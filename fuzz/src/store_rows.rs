@@ -117,7 +117,7 @@ fn custodian(store: &SqliteStore) -> Custodian {
         .key_store(store.key_store())
         .consent_store(store.consent_store())
         .consent_revalidate_after(std::time::Duration::ZERO)
-        .key_cache_revalidate_after(0)
+        .key_revalidate_after(std::time::Duration::ZERO)
         .build()
         .expect("custodian")
 }

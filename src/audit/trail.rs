@@ -1,16 +1,24 @@
 //! [`VerifiedTrail`]: an audit trail that verified under a custodian's own
-//! key against a checkpoint kept outside the trail's storage.
+//! key against checkpoints kept outside the trail's storage.
 //!
 //! Restoring consent and writing a subject's report both read the trail. A
 //! trail is only bytes from the host's storage, and an `AuditEvent` can be
 //! deserialized from bytes anyone made up, so these operations take a
-//! `VerifiedTrail` — a type only [`Custodian::verify_trail`] can produce —
-//! never a plain list of events:
+//! `VerifiedTrail` — a type only the custodian's two verifiers produce:
+//! [`Custodian::verify_trail`](crate::Custodian::verify_trail) (one chain,
+//! against a trusted checkpoint) and
+//! [`Custodian::verify_stream_trail`](crate::Custodian::verify_stream_trail)
+//! (the streams of several processes, each against its newest signed
+//! checkpoint) — never a plain list of events:
 //!
 //! - it verifies under the custodian's **own** audit key (the caller does not
 //!   pass one, so a trail chained under a key the caller made up fails);
 //! - it must reach a **trusted checkpoint** (kept outside the database), so a
-//!   trail cut short or rolled back to an earlier prefix fails;
+//!   trail cut short or rolled back to an earlier prefix fails; a stream
+//!   that [`verify_stream_trail`](crate::Custodian::verify_stream_trail) finds
+//!   without a signed checkpoint verifies but is not vouched for
+//!   ([`VerifiedTrail::is_fully_vouched`]), and a consent restore refuses
+//!   such a trail;
 //! - it is bound to the custodian that verified it.
 //!
 //! ```
@@ -58,9 +66,12 @@ pub enum TrailError {
     BadCheckpoint,
 }
 
-/// An audit trail verified under a custodian's own key against a trusted
-/// checkpoint. Made only by [`Custodian::verify_trail`](crate::Custodian::verify_trail);
-/// no `Deserialize`, private fields.
+/// An audit trail verified under a custodian's own key against trusted
+/// checkpoints. Made only by
+/// [`Custodian::verify_trail`](crate::Custodian::verify_trail) (one chain)
+/// and [`Custodian::verify_stream_trail`](crate::Custodian::verify_stream_trail)
+/// (many streams, against signed checkpoints); no `Deserialize`, private
+/// fields.
 #[derive(Clone, Debug)]
 pub struct VerifiedTrail {
     events: Vec<AuditEvent>,

@@ -52,7 +52,7 @@
 //!
 //! Each custodian caches unwrapped subject keys and asks the key store again
 //! once a cached key is older than 30 seconds
-//! ([`CustodianBuilder::key_cache_revalidate_after`](crate::CustodianBuilder::key_cache_revalidate_after)).
+//! ([`CustodianBuilder::key_revalidate_after`](crate::CustodianBuilder::key_revalidate_after)).
 //! An erasure by one custodian therefore takes effect at once in that
 //! custodian and within that window in the others; set the window to 0 where
 //! that matters more than speed.

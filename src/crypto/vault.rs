@@ -6,7 +6,7 @@
 //! the lock on a shared, already-expanded key.
 //!
 //! A cached subject is checked against the key store again once its entry is
-//! older than [`VaultConfig::revalidate_after`], so an erasure made by another
+//! older than [`VaultConfig::revalidate_after_nanos`], so an erasure made by another
 //! custodian sharing the store (another process, a replica) takes effect here
 //! within that time. Erasures made through this custodian take effect at once.
 
@@ -37,12 +37,20 @@ pub(crate) struct VaultConfig {
     pub(crate) message_limit: u64,
     pub(crate) reserve_block: u64,
     pub(crate) cache_capacity: usize,
-    /// Seconds after which a cached subject is checked against the key store again.
-    pub(crate) revalidate_after: u64,
+    /// Nanoseconds after which a cached subject is checked against the key
+    /// store again (a `Duration`, saturated to `u64`).
+    pub(crate) revalidate_after_nanos: u64,
 }
 
-/// Default for [`VaultConfig::revalidate_after`]: 30 seconds.
-pub(crate) const DEFAULT_REVALIDATE_AFTER: u64 = 30;
+/// Default for [`VaultConfig::revalidate_after_nanos`]: 30 seconds.
+pub(crate) const DEFAULT_REVALIDATE_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl VaultConfig {
+    /// Sets the revalidation bound, to the nanosecond.
+    pub(crate) fn set_revalidate_after(&mut self, bound: std::time::Duration) {
+        self.revalidate_after_nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+    }
+}
 
 impl Default for VaultConfig {
     fn default() -> Self {
@@ -52,7 +60,7 @@ impl Default for VaultConfig {
             message_limit: super::DEFAULT_MESSAGE_LIMIT,
             reserve_block: 1024,
             cache_capacity: 65_536,
-            revalidate_after: DEFAULT_REVALIDATE_AFTER,
+            revalidate_after_nanos: DEFAULT_REVALIDATE_AFTER.as_secs() * 1_000_000_000,
         }
     }
 }
@@ -282,8 +290,7 @@ impl Vault {
 
     /// Whether a slot read from the store at `checked_at` can be used at `now`.
     fn fresh(&self, slot: &Slot, now: u64) -> bool {
-        now.saturating_sub(slot.checked_at)
-            < self.config.revalidate_after.saturating_mul(1_000_000_000)
+        now.saturating_sub(slot.checked_at) < self.config.revalidate_after_nanos
     }
 
     /// The subject's slot, read from the store on a miss or when stale.
@@ -685,6 +692,7 @@ impl Vault {
 
     /// Whether the subject is erased, according to the key store.
     pub(crate) fn is_erased(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        crate::reentry::check_connection()?;
         Ok(match self.store.load(subject)? {
             SubjectKeys::Erased { at } => Some(at),
             _ => None,
@@ -714,6 +722,7 @@ impl Vault {
         token: [u8; 32],
         note: impl FnOnce(&dyn KeyStore) -> Result<(), super::KeyStoreError>,
     ) -> Result<(), Error> {
+        crate::reentry::check_connection()?;
         let fresh = {
             let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
             if noted.set.contains(&(subject, token)) {
@@ -750,6 +759,7 @@ impl Vault {
 
     /// Rewraps every stored key under an old version with the current one.
     pub(crate) fn rewrap_from(&self, version: u32) -> Result<usize, Error> {
+        crate::reentry::check_connection()?;
         let current = self.provider.current_version();
         if version == current {
             return Ok(0);
@@ -777,6 +787,7 @@ impl Vault {
 
     /// Retires a key-encryption-key version once nothing depends on it.
     pub(crate) fn retire(&self, version: u32) -> Result<(), Error> {
+        crate::reentry::check_connection()?;
         let users = self.store.wrapped_under(version)?.len();
         if users > 0 || version == self.provider.current_version() {
             return Err(KeyError::InUse {
@@ -1028,10 +1039,10 @@ mod tests {
         assert!(here.check_open(&header, t0).is_ok());
         there.erase(subject, t0).unwrap();
         // Within the revalidation interval the cached key still serves...
-        let soon = t0.plus_seconds(DEFAULT_REVALIDATE_AFTER - 1);
+        let soon = t0.plus_seconds(DEFAULT_REVALIDATE_AFTER.as_secs() - 1);
         assert!(here.check_open(&header, soon).is_ok());
         // ...after it, the store's tombstone is seen, for opens and seals.
-        let later = t0.plus_seconds(DEFAULT_REVALIDATE_AFTER);
+        let later = t0.plus_seconds(DEFAULT_REVALIDATE_AFTER.as_secs());
         assert!(matches!(
             here.check_open(&header, later),
             Err(Error::Erased { at: Some(_), .. })

@@ -244,8 +244,15 @@ pub enum Reason {
     /// The country line is not an ISO 3166-1 alpha-2 code.
     InvalidCountry,
     /// A date that does not exist or is out of range (1970-01-01 to
-    /// 2554-07-21), or a currency that is not three upper-case letters.
+    /// 2554-07-21).
     InvalidField,
+    /// A currency that is not three upper-case ASCII letters: ISO 4217 codes
+    /// are written in upper case (`EUR`, not `eur`), and lower case is
+    /// refused, not normalised, so that a code has exactly one form.
+    InvalidCurrencyCode,
+    /// An order id with a space or a character that is not visible ASCII
+    /// (order ids are letters, digits and punctuation).
+    InvalidOrderId,
     /// Three upper-case letters that are not an active ISO 4217 currency code
     /// with a decimal minor unit.
     UnknownCurrency,
@@ -280,6 +287,8 @@ impl core::fmt::Display for Reason {
             Reason::MissingLines => f.write_str("it needs at least one address line and a country line"),
             Reason::InvalidCountry => f.write_str("the last line is not an ISO 3166-1 alpha-2 country code"),
             Reason::InvalidField => f.write_str("a field is out of range"),
+            Reason::InvalidCurrencyCode => f.write_str("the currency must be an ISO 4217 code in upper case (three letters A to Z, such as EUR)"),
+            Reason::InvalidOrderId => f.write_str("the order id may hold only visible ASCII characters (letters, digits and punctuation, no spaces)"),
             Reason::UnknownCurrency => f.write_str("the currency is not an active ISO 4217 code"),
             Reason::Malformed => f.write_str("its stored form is malformed"),
             Reason::CardNumber => f.write_str(

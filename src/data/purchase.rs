@@ -185,7 +185,7 @@ const CURRENCIES: [(&str, u8); 167] = [
 /// assert_eq!(a.to_string(), "49.99 USD");
 /// assert_eq!(Amount::new(500, "JPY")?.to_string(), "500 JPY");
 /// assert_eq!(Amount::new(1_500, "BHD")?.to_string(), "1.500 BHD");
-/// assert_eq!(Amount::new(1, "usd").unwrap_err().reason(), Reason::InvalidField);
+/// assert_eq!(Amount::new(1, "usd").unwrap_err().reason(), Reason::InvalidCurrencyCode);
 /// assert_eq!(Amount::new(1, "XYZ").unwrap_err().reason(), Reason::UnknownCurrency);
 /// # Ok::<(), privacy_pledge::data::InvalidData>(())
 /// ```
@@ -201,12 +201,27 @@ impl Amount {
     /// An amount; `currency` is an active ISO 4217 code, in upper case.
     ///
     /// Anything but three upper-case ASCII letters is refused with
-    /// [`Reason::InvalidField`]; three letters that are not an active code
-    /// with a decimal minor unit with [`Reason::UnknownCurrency`].
+    /// [`Reason::InvalidCurrencyCode`]; three letters that are not an active
+    /// code with a decimal minor unit with [`Reason::UnknownCurrency`].
+    /// Lower case is refused, not normalised: a code has one form, here and
+    /// in the stored form of a purchase record, which is checked by this same
+    /// function when it is opened.
+    ///
+    /// ```
+    /// use privacy_pledge::data::Amount;
+    ///
+    /// let err = Amount::new(100, "eur").unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid purchase record: the currency must be an ISO 4217 code in upper case (three letters A to Z, such as EUR)"
+    /// );
+    /// assert_eq!(Amount::new(100, "EUR")?.to_string(), "1.00 EUR");
+    /// # Ok::<(), privacy_pledge::data::InvalidData>(())
+    /// ```
     pub fn new(minor_units: u64, currency: &str) -> Result<Self, InvalidData> {
         let c = currency.as_bytes();
         if c.len() != 3 || !c.iter().all(u8::is_ascii_uppercase) {
-            return Err(err(Reason::InvalidField));
+            return Err(err(Reason::InvalidCurrencyCode));
         }
         let i = CURRENCIES
             .binary_search_by(|(code, _)| code.as_bytes().cmp(c))
@@ -311,6 +326,24 @@ impl PurchaseRecord {
     pub const MAX_PRODUCT_CHARS: usize = 200;
 
     /// Validates and builds a purchase record.
+    ///
+    /// The order id is 1 to [`MAX_ORDER_ID`](Self::MAX_ORDER_ID) visible
+    /// ASCII characters (trimmed); a space or any other character is refused
+    /// with [`Reason::InvalidOrderId`]. The product is one line of text of at
+    /// most [`MAX_PRODUCT_CHARS`](Self::MAX_PRODUCT_CHARS) characters.
+    ///
+    /// ```
+    /// use privacy_pledge::data::{Amount, Date, PurchaseRecord, Reason};
+    ///
+    /// let (amount, date) = (Amount::new(6_995, "USD")?, Date::new(2018, 6, 30)?);
+    /// let err = PurchaseRecord::new("ORD 1", "Data Recovery Pro", amount, date).unwrap_err();
+    /// assert_eq!(err.reason(), Reason::InvalidOrderId);
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "invalid purchase record: the order id may hold only visible ASCII characters (letters, digits and punctuation, no spaces)"
+    /// );
+    /// # Ok::<(), privacy_pledge::data::InvalidData>(())
+    /// ```
     pub fn new(
         order_id: &str,
         product: &str,
@@ -327,7 +360,7 @@ impl PurchaseRecord {
             }));
         }
         if !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(err(Reason::InvalidCharacter));
+            return Err(err(Reason::InvalidOrderId));
         }
         let product = clean_text_with_format(KIND, product, Self::MAX_PRODUCT_CHARS, false)?;
         Ok(PurchaseRecord {
@@ -546,7 +579,7 @@ mod tests {
         let cases: [(&[u8; 3], Ymd, Reason); 5] = [
             (b"XYZ", (2018, 6, 30), Reason::UnknownCurrency),
             (b"XAU", (2018, 6, 30), Reason::UnknownCurrency),
-            (b"eur", (2018, 6, 30), Reason::InvalidField),
+            (b"eur", (2018, 6, 30), Reason::InvalidCurrencyCode),
             (b"EUR", (2554, 7, 22), Reason::InvalidField),
             (b"EUR", (9999, 12, 31), Reason::InvalidField),
         ];

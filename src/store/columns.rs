@@ -1,11 +1,13 @@
-//! Column types: [`Sealed<T, P>`] and [`LookupToken<T>`] go into the host's
-//! own tables as they are, on every database client the crate supports.
+//! Column types: [`Sealed<T, P>`], [`LookupToken<T>`] and [`SubjectId`] go
+//! into the host's own tables as they are, on every database client the
+//! crate supports.
 //!
 //! | type | SQLite (`sqlite`, `sqlx-sqlite`) | PostgreSQL (`postgres`, `sqlx-postgres`) |
 //! |---|---|---|
 //! | [`Sealed<T, P>`] | `BLOB` (the envelope's bytes); reads `TEXT` in the canonical base64 form too | `bytea`; reads `text` in the base64 form too |
 //! | [`LookupToken<T>`] | `BLOB`, 32 bytes | `bytea`, 32 bytes |
 //! | [`LookupRef`](crate::crypto::LookupRef) (an erasure receipt's entry; bind only) | `BLOB`, 32 bytes | `bytea`, 32 bytes |
+//! | [`SubjectId`] | `BLOB`, 16 bytes; `rusqlite` also reads `TEXT` in the 32-hex-digit form | `bytea`, 16 bytes; `postgres` also reads `text` in the 32-hex-digit form |
 //!
 //! Reading a column checks the bytes like [`Sealed::from_bytes`] and
 //! [`LookupToken::from_bytes`]: garbage is an error naming the column's
@@ -13,8 +15,21 @@
 //! kind and purpose the column holds, so a column read as the wrong type is
 //! refused before any decryption.
 //!
+//! A subject id is its 16 bytes, big-endian like [`u128::from`], in the same
+//! byte column on both databases. Not PostgreSQL's `uuid`: a `SubjectId` is
+//! 128 random bits, not an RFC 9562 UUID (no version or variant bits), and
+//! `uuid` would show it dashed, unlike the 32 hex digits of its
+//! [`Display`](std::fmt::Display) form in audit events, logs and the
+//! store's own `pp_` tables; SQLite has no such type anyway. Any length other
+//! than 16 bytes is refused with
+//! [`InvalidSubjectId`](crate::subject::InvalidSubjectId), never a panic. The
+//! text form is read too (`rusqlite` and `postgres`), so the `subject`
+//! columns of the `pp_` tables, and a host table that kept
+//! `subject.to_string()`, read as `SubjectId`; binding a `SubjectId` always
+//! writes bytes, so compare it with a byte column.
+//!
 //! Plaintext types (`EmailAddress`, `PersonalInfo`, …) have no such impls, by
-//! design: nothing but an envelope or a token reaches a table.
+//! design: nothing but an envelope, a token or an id reaches a table.
 //!
 //! ```
 //! # #[cfg(feature = "sqlite")] {
@@ -25,7 +40,7 @@
 //!
 //! let custodian = Custodian::in_memory();
 //! let db = Connection::open_in_memory()?;
-//! db.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB, email_index BLOB)")?;
+//! db.execute_batch("CREATE TABLE customers (subject BLOB, email BLOB, email_index BLOB)")?;
 //!
 //! let subject = SubjectId::random();
 //! let email = custodian.collect::<EmailAddress, Transaction>(
@@ -34,19 +49,26 @@
 //! )?;
 //! db.execute(
 //!     "INSERT INTO customers VALUES (?1, ?2, ?3)",
-//!     params![subject.to_string(), custodian.seal(&email)?, custodian.lookup_token(&email)?],
+//!     params![subject, custodian.seal(&email)?, custodian.lookup_token(&email)?],
 //! )?;
 //!
 //! let typed = custodian.lookup_token_of(&EmailAddress::parse("Ada@example.com")?);
-//! let sealed: Sealed<EmailAddress, Transaction> =
-//!     db.query_row("SELECT email FROM customers WHERE email_index = ?1", [typed], |r| r.get(0))?;
+//! let (found, sealed): (SubjectId, Sealed<EmailAddress, Transaction>) = db.query_row(
+//!     "SELECT subject, email FROM customers WHERE email_index = ?1",
+//!     [typed],
+//!     |r| Ok((r.get(0)?, r.get(1)?)),
+//! )?;
+//! assert_eq!(found, subject);
 //! assert_eq!(custodian.open(&sealed)?.subject(), subject);
 //! # }
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
 #[allow(unused_imports)]
-use crate::crypto::{LookupToken, Sealed};
+use crate::{
+    crypto::{LookupToken, Sealed},
+    SubjectId,
+};
 
 #[cfg(feature = "sqlite")]
 mod sqlite {
@@ -55,6 +77,7 @@ mod sqlite {
     use crate::crypto::{LookupRef, LookupToken, Sealed};
     use crate::data::DataKind;
     use crate::purpose::Purpose;
+    use crate::SubjectId;
 
     fn other(e: impl std::error::Error + Send + Sync + 'static) -> FromSqlError {
         FromSqlError::Other(Box::new(e))
@@ -95,6 +118,24 @@ mod sqlite {
             Ok(ToSqlOutput::from(self.token.as_slice()))
         }
     }
+
+    impl ToSql for SubjectId {
+        fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+            Ok(ToSqlOutput::from(self.as_bytes().as_slice()))
+        }
+    }
+
+    impl FromSql for SubjectId {
+        fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+            match value {
+                ValueRef::Blob(b) => SubjectId::try_from(b).map_err(other),
+                ValueRef::Text(t) => std::str::from_utf8(t)
+                    .map_err(other)
+                    .and_then(|t| t.parse::<SubjectId>().map_err(other)),
+                _ => Err(FromSqlError::InvalidType),
+            }
+        }
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -106,6 +147,7 @@ mod postgres {
     use crate::crypto::{LookupRef, LookupToken, Sealed};
     use crate::data::DataKind;
     use crate::purpose::Purpose;
+    use crate::SubjectId;
 
     type Boxed = Box<dyn Error + Sync + Send>;
 
@@ -130,6 +172,7 @@ mod postgres {
     to_bytea!([T: DataKind, P: Purpose] Sealed<T, P>, s => s.to_bytes().as_slice());
     to_bytea!([T: DataKind] LookupToken<T>, t => t.as_bytes().as_slice());
     to_bytea!([] LookupRef, r => r.token.as_slice());
+    to_bytea!([] SubjectId, s => s.as_bytes().as_slice());
 
     impl<'a, T: DataKind, P: Purpose> FromSql<'a> for Sealed<T, P> {
         fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Boxed> {
@@ -148,6 +191,17 @@ mod postgres {
         }
         accepts!(BYTEA);
     }
+
+    impl<'a> FromSql<'a> for SubjectId {
+        fn from_sql(ty: &Type, raw: &'a [u8]) -> Result<Self, Boxed> {
+            if *ty == Type::BYTEA {
+                Ok(SubjectId::try_from(raw)?)
+            } else {
+                Ok(<&str>::from_sql(ty, raw)?.parse::<SubjectId>()?)
+            }
+        }
+        accepts!(BYTEA, TEXT, VARCHAR);
+    }
 }
 
 #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
@@ -162,6 +216,7 @@ mod sqlx_impls {
     use crate::crypto::{LookupRef, LookupToken, Sealed};
     use crate::data::DataKind;
     use crate::purpose::Purpose;
+    use crate::SubjectId;
 
     /// `Type` and `Encode` of a column stored as bytes, the same as
     /// `Vec<u8>`'s (`$bytes` of `$this`).
@@ -214,4 +269,6 @@ mod sqlx_impls {
     bytes_column!([T: DataKind,] LookupToken<T>, t => t.as_bytes().to_vec());
     bytes_decode!([T: DataKind, P: Purpose,] Sealed<T, P>, Sealed::from_bytes);
     bytes_decode!([T: DataKind,] LookupToken<T>, LookupToken::from_bytes);
+    bytes_column!([] SubjectId, s => s.as_bytes().to_vec());
+    bytes_decode!([] SubjectId, SubjectId::try_from);
 }

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | `sqlite` | `store::sqlite` | SQLite through `rusqlite`, built from source (`bundled`) |
 //! | `postgres` | `store::postgres` | PostgreSQL through the synchronous `postgres` client |
-//! | `sqlx-sqlite`, `sqlx-postgres` (both: `sqlx`) | [`store::columns`](columns) | column types only: `Sealed` and `LookupToken` in the host's own sqlx queries |
+//! | `sqlx-sqlite`, `sqlx-postgres` (both: `sqlx`) | [`store::columns`](columns) | column types only: `Sealed`, `LookupToken` and `SubjectId` in the host's own sqlx queries |
 //!
 //! A dependent that enables no feature pulls in no database. The core never
 //! imports this module; a store only implements the core's traits
@@ -92,6 +92,85 @@ pub(crate) fn destroyed<'a>(
     Ok(out)
 }
 
+thread_local! {
+    /// The connections this thread holds while it runs a host closure
+    /// (`with_connection`, `with_client`), by their mutex's address.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs the host's closure `f` while this thread holds connection `id`:
+/// custodian operations inside it are refused with
+/// [`Error::Reentrant`](crate::Error::Reentrant) (see `crate::reentry`), and
+/// this store's own methods with [`Reentered`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn hold<R>(id: usize, f: impl FnOnce() -> R) -> R {
+    struct Release(usize);
+    impl Drop for Release {
+        fn drop(&mut self) {
+            HELD.with(|h| {
+                let mut h = h.borrow_mut();
+                if let Some(i) = h.iter().rposition(|&c| c == self.0) {
+                    h.remove(i);
+                }
+            });
+        }
+    }
+    HELD.with(|h| h.borrow_mut().push(id));
+    let _release = Release(id);
+    crate::reentry::holding_connection(f)
+}
+
+/// `Err(Reentered)` if this thread holds connection `id` (inside its
+/// store's `with_connection`): taking its lock would wait forever.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn not_held(id: usize) -> Result<(), Reentered> {
+    if HELD.with(|h| h.borrow().contains(&id)) {
+        Err(Reentered)
+    } else {
+        Ok(())
+    }
+}
+
+/// A store was called on a thread that holds its connection inside
+/// `with_connection` (or `with_client`): refused instead of waiting for
+/// itself forever. Becomes each trait's own error.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+#[derive(Debug)]
+pub(crate) struct Reentered;
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+const REENTERED: &str =
+    "called inside with_connection of the same store, which holds its connection";
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<Reentered> for StoreError {
+    fn from(_: Reentered) -> Self {
+        StoreError::Reentrant
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<Reentered> for crate::crypto::KeyStoreError {
+    fn from(_: Reentered) -> Self {
+        crate::crypto::KeyStoreError::Backend(REENTERED.into())
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<Reentered> for crate::audit::AuditError {
+    fn from(_: Reentered) -> Self {
+        crate::audit::AuditError::new(REENTERED)
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<Reentered> for crate::consent::ConsentStoreError {
+    fn from(_: Reentered) -> Self {
+        crate::consent::ConsentStoreError(REENTERED.into())
+    }
+}
+
 /// A store could not be opened, migrated or read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -113,4 +192,9 @@ pub enum StoreError {
     /// The random generator failed.
     #[error("store: the system random generator failed")]
     Random,
+    /// The store was called inside its own `with_connection` (SQLite) or
+    /// `with_client` (PostgreSQL) closure on the same thread, which holds
+    /// the connection: refused instead of waiting for itself forever.
+    #[error("store: called inside with_connection of the same store, which holds its connection")]
+    Reentrant,
 }

@@ -40,7 +40,7 @@ pub use postgres;
 use postgres::{Client, NoTls};
 
 use super::stream_sink::read_row;
-use super::{AuditStreamSink, BatchWriter, Row, StoreError};
+use super::{AuditStreamSink, BatchWriter, Reentered, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
@@ -159,19 +159,53 @@ impl PgStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Client> {
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    /// The client's address: which connection a thread holds inside
+    /// [`with_client`](Self::with_client).
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.client) as usize
     }
 
-    /// Runs `f` with the client, for the host's own statements. Do not call
-    /// the custodian inside `f`: it uses this connection too.
+    /// The client, or `Err` on a thread that holds it already inside
+    /// [`with_client`](Self::with_client) (waiting would never end).
+    fn lock(&self) -> Result<MutexGuard<'_, Client>, Reentered> {
+        super::not_held(self.id())?;
+        Ok(self.client.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` with the client, for the host's own statements.
+    ///
+    /// `f` holds the connection that the custodian's audit sink, key store
+    /// and consent store on this store need, so it must not use them: a
+    /// custodian operation inside `f` is refused with
+    /// [`Error::Reentrant`](crate::Error::Reentrant), and a method of this
+    /// store with an error saying so, instead of waiting for the connection
+    /// forever (as [`SqliteStore::with_connection`](crate::store::sqlite::SqliteStore::with_connection)
+    /// with the `sqlite` feature).
+    ///
+    /// ```no_run
+    /// use privacy_pledge::store::postgres::PgStore;
+    /// use privacy_pledge::SubjectId;
+    ///
+    /// let store = PgStore::connect("host=127.0.0.1 user=shop dbname=shop")?;
+    /// let ada = SubjectId::random();
+    /// store.with_client(|c| c.execute("INSERT INTO subscribers VALUES ($1)", &[&ada]))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called inside `with_client` of the same store on the same thread,
+    /// which would otherwise wait for itself forever.
     pub fn with_client<R>(&self, f: impl FnOnce(&mut Client) -> R) -> R {
-        f(&mut self.lock())
+        let mut client = self
+            .lock()
+            .expect("with_client called inside with_client of the same store");
+        super::hold(self.id(), || f(&mut client))
     }
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        schema_version(&mut self.lock())
+        schema_version(&mut *self.lock()?)
     }
 
     /// The key store over `pp_subject_keys`.
@@ -205,7 +239,7 @@ impl PgStore {
     /// columns disagree with its authenticated event is an error naming it.
     pub fn trail(&self) -> Result<Vec<AuditEvent>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .query(
                 "SELECT id, stream, seq, time, subject, action, event FROM pp_audit_log ORDER BY id",
                 &[],
@@ -240,7 +274,7 @@ impl PgStore {
         out: &mut dyn std::io::Write,
     ) -> Result<usize, StoreError> {
         let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
-        let mut client = self.lock();
+        let mut client = self.lock()?;
         let mut tx = client.transaction().map_err(db_err)?;
         let rows: Vec<(i64, String)> = tx
             .query(
@@ -266,7 +300,7 @@ impl PgStore {
     /// `pp_checkpoints` (compare with the copies kept outside the database).
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
         let rows = self
-            .lock()
+            .lock()?
             .query(
                 "SELECT stream, checkpoint FROM pp_checkpoints ORDER BY stream",
                 &[],
@@ -399,7 +433,7 @@ impl BatchWriter for PgBatchWriter {
         let subjects: Vec<&str> = rows.iter().map(Row::subject).collect();
         let actions: Vec<&str> = rows.iter().map(Row::action).collect();
         let events: Vec<&str> = rows.iter().map(Row::json).collect();
-        let mut client = self.store.lock();
+        let mut client = self.store.lock()?;
         let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         if prepared.is_none() {
             *prepared = Some(Prepared {
@@ -446,7 +480,7 @@ impl BatchWriter for PgBatchWriter {
         json: &str,
     ) -> Result<(), AuditError> {
         self.store
-            .lock()
+            .lock()?
             .execute(
                 UPSERT_CHECKPOINT,
                 &[
@@ -493,7 +527,7 @@ fn locked<R>(
     subject: &str,
     f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<R, KeyStoreError>,
 ) -> Result<R, KeyStoreError> {
-    let mut client = store.lock();
+    let mut client = store.lock()?;
     let mut tx = client.transaction().map_err(backend)?;
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
@@ -521,7 +555,7 @@ fn erased_at(
 impl KeyStore for PgKeyStore {
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
         let s = subject.to_string();
-        let mut client = self.store.lock();
+        let mut client = self.store.lock()?;
         let mut tx = client
             .build_transaction()
             .isolation_level(postgres::IsolationLevel::RepeatableRead)
@@ -677,7 +711,7 @@ impl KeyStore for PgKeyStore {
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         let rows = self
             .store
-            .lock()
+            .lock()?
             .query(
                 "SELECT subject, generation FROM pp_subject_keys WHERE kek_version = $1",
                 &[&i64::from(kek_version)],
@@ -747,7 +781,7 @@ impl ConsentStore for PgConsentStore {
     ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
         let row = self
             .store
-            .lock()
+            .lock()?
             .query_opt(
                 "SELECT record FROM pp_consents WHERE subject = $1 AND purpose = $2",
                 &[&subject.to_string(), &purpose.to_string()],
@@ -763,7 +797,7 @@ impl ConsentStore for PgConsentStore {
         let json = serde_json::to_string(record).map_err(consent_err)?;
         let version = i64::try_from(record.version).map_err(consent_err)?;
         let (subject, purpose) = (record.subject.to_string(), record.purpose.to_string());
-        let mut client = self.store.lock();
+        let mut client = self.store.lock()?;
         let changed = if version == 1 {
             client.execute(
                 "INSERT INTO pp_consents (subject, purpose, version, record) VALUES ($1, $2, 1, $3)
@@ -783,7 +817,7 @@ impl ConsentStore for PgConsentStore {
 
     fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
         self.store
-            .lock()
+            .lock()?
             .execute(
                 "DELETE FROM pp_consents WHERE subject = $1",
                 &[&subject.to_string()],
@@ -795,7 +829,7 @@ impl ConsentStore for PgConsentStore {
     fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
         let rows = self
             .store
-            .lock()
+            .lock()?
             .query(
                 "SELECT record FROM pp_consents ORDER BY subject, purpose",
                 &[],

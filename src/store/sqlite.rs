@@ -52,7 +52,7 @@ pub use rusqlite;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::stream_sink::read_row;
-use super::{AuditStreamSink, BatchWriter, Row, StoreError};
+use super::{AuditStreamSink, BatchWriter, Reentered, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
@@ -202,21 +202,70 @@ impl SqliteStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // rusqlite rolls back an unfinished transaction when it is dropped,
-        // so a connection whose user panicked is still consistent.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The connection's address: which connection a thread holds inside
+    /// [`with_connection`](Self::with_connection).
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.conn) as usize
     }
 
-    /// Runs `f` with the connection, for the host's own tables. Do not call
-    /// the custodian inside `f`: it uses this connection too.
+    /// The connection, or `Err` on a thread that holds it already inside
+    /// [`with_connection`](Self::with_connection) (waiting would never end).
+    fn lock(&self) -> Result<MutexGuard<'_, Connection>, Reentered> {
+        super::not_held(self.id())?;
+        // rusqlite rolls back an unfinished transaction when it is dropped,
+        // so a connection whose user panicked is still consistent.
+        Ok(self.conn.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` with the connection, for the host's own tables.
+    ///
+    /// `f` holds the connection that the custodian's audit sink, key store
+    /// and consent store on this store need, so it must not use them: a
+    /// custodian operation inside `f` is refused with
+    /// [`Error::Reentrant`](crate::Error::Reentrant), and a method of this
+    /// store (its trail, key store, consent store, audit sink) with an error
+    /// saying so, instead of waiting for the connection forever. Work that
+    /// `f` hands to another thread and waits for is not covered: that
+    /// thread would still wait for the connection.
+    ///
+    /// ```
+    /// use privacy_pledge::audit::AuditKey;
+    /// use privacy_pledge::purpose::Newsletter;
+    /// use privacy_pledge::store::sqlite::SqliteStore;
+    /// use privacy_pledge::{Custodian, Error, SubjectId};
+    ///
+    /// let store = SqliteStore::open_in_memory()?;
+    /// let custodian = Custodian::builder()
+    ///     .audit(store.audit_sink(AuditKey::generate()?)?)
+    ///     .key_store(store.key_store())
+    ///     .build()?;
+    /// store.with_connection(|c| c.execute_batch("CREATE TABLE subscribers (subject BLOB)"))?;
+    ///
+    /// // The custodian first, then the host's own table.
+    /// let ada = SubjectId::random();
+    /// custodian.consents().grant::<Newsletter>(ada)?;
+    /// store.with_connection(|c| c.execute("INSERT INTO subscribers VALUES (?1)", [ada]))?;
+    ///
+    /// // Inside, the custodian refuses instead of waiting for the connection.
+    /// let inside = store.with_connection(|_| custodian.consents().grant::<Newsletter>(ada));
+    /// assert!(matches!(inside, Err(Error::Reentrant)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Panics
+    ///
+    /// If called inside `with_connection` of the same store on the same
+    /// thread, which would otherwise wait for itself forever.
     pub fn with_connection<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
-        f(&mut self.lock())
+        let mut conn = self
+            .lock()
+            .expect("with_connection called inside with_connection of the same store");
+        super::hold(self.id(), || f(&mut conn))
     }
 
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
-        schema_version(&self.lock())
+        schema_version(&*self.lock()?)
     }
 
     /// The consent store over `pp_consents`, for
@@ -254,7 +303,7 @@ impl SqliteStore {
     /// the authenticated event, is an error naming its row id: an operator who
     /// edits only a column must not go unnoticed by queries that read it.
     pub fn trail(&self) -> Result<Vec<AuditEvent>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn
             .prepare(
                 "SELECT id, stream, seq, time, subject, action, event FROM pp_audit_log ORDER BY id",
@@ -302,7 +351,7 @@ impl SqliteStore {
         out: &mut dyn std::io::Write,
     ) -> Result<usize, StoreError> {
         let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
-        let mut conn = self.lock();
+        let mut conn = self.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -331,7 +380,7 @@ impl SqliteStore {
     /// `pp_checkpoints`. The operator can roll this table back with the
     /// trail; compare with the copies in the [`CheckpointStore`](crate::audit::CheckpointStore) outside.
     pub fn checkpoints(&self) -> Result<Vec<SignedCheckpoint>, StoreError> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn
             .prepare("SELECT stream, checkpoint FROM pp_checkpoints ORDER BY stream")
             .map_err(db_err)?;
@@ -431,7 +480,7 @@ impl BatchWriter for SqliteBatchWriter {
         rows: &[Row<'_>],
         checkpoint: Option<(&SignedCheckpoint, &str)>,
     ) -> Result<(), AuditError> {
-        let mut conn = self.store.lock();
+        let mut conn = self.store.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(insert_failed)?;
@@ -474,7 +523,7 @@ impl BatchWriter for SqliteBatchWriter {
         json: &str,
     ) -> Result<(), AuditError> {
         self.store
-            .lock()
+            .lock()?
             .execute(
                 UPSERT_CHECKPOINT,
                 params![
@@ -534,7 +583,7 @@ impl SqliteKeyStore {
         behavior: TransactionBehavior,
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, KeyStoreError>,
     ) -> Result<R, KeyStoreError> {
-        let mut conn = self.store.lock();
+        let mut conn = self.store.lock()?;
         let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
         let out = f(&tx)?;
         tx.commit().map_err(backend)?;
@@ -681,16 +730,15 @@ impl KeyStore for SqliteKeyStore {
         // Copy the overwritten pages into the database file and empty the
         // write-ahead log, so no old copy of the keys stays in it. Best
         // effort: a busy reader only delays it.
-        let _ = self
-            .store
-            .lock()
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        if let Ok(conn) = self.store.lock() {
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        }
         Ok(destroyed)
     }
 
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         let rows: Vec<(String, u32)> = {
-            let conn = self.store.lock();
+            let conn = self.store.lock()?;
             let mut stmt = conn
                 .prepare("SELECT subject, generation FROM pp_subject_keys WHERE kek_version = ?1")
                 .map_err(backend)?;
@@ -764,7 +812,7 @@ impl ConsentStore for SqliteConsentStore {
     ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
         let json: Option<String> = self
             .store
-            .lock()
+            .lock()?
             .query_row(
                 "SELECT record FROM pp_consents WHERE subject = ?1 AND purpose = ?2",
                 params![subject.to_string(), purpose_col(purpose)],
@@ -780,7 +828,7 @@ impl ConsentStore for SqliteConsentStore {
         let json = serde_json::to_string(record).map_err(consent_err)?;
         let version = i64::try_from(record.version).map_err(consent_err)?;
         let (subject, purpose) = (record.subject.to_string(), purpose_col(record.purpose));
-        let mut conn = self.store.lock();
+        let mut conn = self.store.lock()?;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(consent_err)?;
@@ -807,7 +855,7 @@ impl ConsentStore for SqliteConsentStore {
 
     fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
         self.store
-            .lock()
+            .lock()?
             .execute(
                 "DELETE FROM pp_consents WHERE subject = ?1",
                 [subject.to_string()],
@@ -817,7 +865,7 @@ impl ConsentStore for SqliteConsentStore {
     }
 
     fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
-        let conn = self.store.lock();
+        let conn = self.store.lock()?;
         let mut stmt = conn
             .prepare("SELECT record FROM pp_consents ORDER BY subject, purpose")
             .map_err(consent_err)?;
