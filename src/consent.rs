@@ -236,6 +236,15 @@ impl Register {
         };
         let mut event = AuditEvent::new(now, subject, action, RuleId::R7);
         event.purpose = Some(purpose);
+        if let Some(d) = &self.durable {
+            // A stored row that does not authenticate, or a store that cannot
+            // be read, refuses the change before it is recorded: the trail
+            // never says a change happened that the store then refused.
+            let current = d.fetch(subject, purpose);
+            if let Err(e) = current.and_then(|row| row.map(|r| d.to_state(r)).transpose()) {
+                return Err(custodian.deny(event, RuleId::R7, e));
+            }
+        }
         custodian.record(event)?;
         if let Some(d) = &self.durable {
             return d.change(subject, purpose, granted, now);

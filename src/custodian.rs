@@ -94,6 +94,7 @@ pub struct Custodian {
     any_erased: AtomicBool,
     vault: Vault,
     lookup_key: LookupKey,
+    tag_key: ring::hmac::Key,
     facilities: Vec<Country>,
     retention: RetentionPolicy,
 }
@@ -202,7 +203,7 @@ impl Custodian {
 
     /// Records a refusal. A failing sink cannot make a refusal worse, so its
     /// error is dropped and the refusal returned.
-    fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
+    pub(crate) fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
         if crate::reentry::check().is_ok() {
             let _ = crate::reentry::host(|| self.sink.record_owned(event.denied(rule)));
         }
@@ -907,6 +908,29 @@ impl Custodian {
         self.vault.retire(version)
     }
 
+    /// The subject's keyed tag, for log lines about it: never log the id
+    /// itself (see [`SubjectTag`](crate::SubjectTag)). Under a key derived
+    /// from the keyring, so every process of one service tags a subject
+    /// alike; a custodian without a keyring (a host key provider) tags under
+    /// a random key of its own. Computes a MAC and nothing else: not audited.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::crypto::Keyring;
+    ///
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let one = Custodian::builder().keyring(keyring.clone()).build()?;
+    /// let other = Custodian::builder().keyring(keyring).build()?;
+    /// let ada = SubjectId::random();
+    /// assert_eq!(one.subject_tag(ada), other.subject_tag(ada)); // another process, same tag
+    /// assert_ne!(one.subject_tag(ada), Custodian::in_memory().subject_tag(ada));
+    /// # Ok::<(), privacy_pledge::Error>(())
+    /// ```
+    pub fn subject_tag(&self, subject: SubjectId) -> crate::SubjectTag {
+        crate::SubjectTag::compute(&self.tag_key, subject)
+    }
+
     /// The AEAD algorithm new envelopes use.
     pub fn algorithm(&self) -> Algorithm {
         self.vault.config().algorithm
@@ -1202,6 +1226,13 @@ impl CustodianBuilder {
                 )
             }
         };
+        let tag_key = match &keyring {
+            Some(k) => k.subject_tag_key(),
+            None => ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &zeroize::Zeroizing::new(crate::crypto::random_array::<32>()?)[..],
+            ),
+        };
         let id = u64::from_be_bytes(crate::crypto::random_array::<8>()?);
         Ok(Custodian {
             id,
@@ -1216,6 +1247,7 @@ impl CustodianBuilder {
             any_erased: AtomicBool::new(false),
             vault: Vault::new(provider, store, pseudonym_key, self.config),
             lookup_key,
+            tag_key,
             facilities: self.facilities,
             retention: self.retention,
         })

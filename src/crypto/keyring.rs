@@ -403,6 +403,16 @@ impl Keyring {
         derive(self.master.expose_secret(), b"consent")
     }
 
+    /// The key of subject tags for logs
+    /// ([`Custodian::subject_tag`](crate::Custodian::subject_tag)), derived
+    /// from the master secret (crate-internal).
+    pub(crate) fn subject_tag_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &derive(self.master.expose_secret(), b"subject-tag")[..],
+        )
+    }
+
     /// The key for the audit chain (R10), derived from the master secret.
     pub fn audit_key(&self) -> AuditKey {
         AuditKey::from_bytes(*derive(self.master.expose_secret(), b"audit"))

@@ -82,7 +82,7 @@ pub const DEFAULT_MESSAGE_LIMIT: u64 = 1 << 28;
 #[non_exhaustive]
 pub enum KeyError {
     /// The envelope names a key generation the key store does not hold.
-    #[error("no data key {key_id} for subject {subject}")]
+    #[error("no data key {key_id} for the subject")]
     UnknownKey {
         /// The subject.
         subject: crate::SubjectId,
