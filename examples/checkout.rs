@@ -523,8 +523,11 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
         // (Erased at the same moment by another process, which clears the
         // index itself: this receipt is empty.)
         Err(e @ Error::Erased { .. }) if found.is_empty() || receipt.generations().is_empty() => {
+            // Named by its keyed tag: a customer id is an identifier, and
+            // this output is a log.
             println!(
-                "erased customer {subject} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
+                "erased customer {} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
+                c.subject_tag(subject),
                 receipt.generations().len(),
                 receipt.lookup_tokens().len(),
             );
