@@ -186,7 +186,8 @@ impl Error {
     /// Whether the operation was refused because something the custodian
     /// depends on failed — the audit sink, the key store or the consent
     /// store, or a consent row that does not authenticate (the consent
-    /// store's answer cannot be trusted, R7) — rather than because a rule
+    /// store's answer cannot be trusted, R7), or a key rotation under way
+    /// in another process — rather than because a rule
     /// forbids it. Such a refusal is fail closed (nothing happened) and may
     /// succeed later: a web service answers it with `503 Service
     /// Unavailable` naming [`rule`](Self::rule), the others with a `4xx`.
@@ -217,6 +218,7 @@ impl Error {
                 | Error::KeyStore(_)
                 | Error::ConsentStore(_)
                 | Error::ConsentTampered { .. }
+                | Error::Key(KeyError::RotationInProgress { .. })
         )
     }
 

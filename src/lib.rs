@@ -142,7 +142,7 @@ pub mod transfer;
 
 pub use crate::audit::{AuditError, AuditEvent, AuditSink};
 pub use crate::crypto::{LookupToken, Pseudonym, Sealed};
-pub use crate::custodian::{Custodian, CustodianBuilder, ErasureReceipt};
+pub use crate::custodian::{Custodian, CustodianBuilder, ErasureReceipt, KeyRotation};
 pub use crate::error::Error;
 pub use crate::info::PersonalInfo;
 pub use crate::record::{PersonalRecord, SealedRecord};
