@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use privacy_pledge::audit::{
@@ -678,6 +678,30 @@ fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
     assert!(with_consents(&store)
         .consents()
         .is_granted::<Newsletter>(other));
+}
+
+/// Two processes open one new database file at once (A5): the second finds
+/// the first holding a lock while the file is not yet in WAL mode, where
+/// SQLite refuses the switch at once rather than waiting. It waits, and
+/// starts.
+#[test]
+fn a5_a_process_opening_a_new_file_while_another_holds_it_waits() {
+    use privacy_pledge::store::sqlite::rusqlite::Connection;
+    let dir = TempDir::new("open-race");
+    let db = dir.path("new.sqlite");
+    let first = Connection::open(&db).unwrap();
+    first
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE host_table (x INTEGER);")
+        .unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        first.execute_batch("COMMIT").unwrap();
+    });
+    let started = std::time::Instant::now();
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    holder.join().unwrap();
 }
 
 /// A2 writes a consent row of its own, or edits one: it does not

@@ -201,9 +201,23 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
         // An in-memory database has no WAL; the pragma then answers "memory".
-        let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(db_err)?;
+        // Switching a new file to WAL needs its exclusive lock, and SQLite
+        // answers "database is locked" at once, without the busy handler,
+        // while another process opening the same new file holds a lock: so
+        // the switch is tried again for as long as the busy timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
         conn.pragma_update(None, "secure_delete", "ON")
