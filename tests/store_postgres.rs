@@ -499,7 +499,23 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
     let files_arg = format!("--files={}", files.display());
     for text in examples::run_at_once("checkout", &["--database-url", &db, &files_arg], 3) {
         assert!(text.contains("4 orders placed"), "{text}");
+        assert!(text.contains("keys rotated after the erasure"), "{text}");
     }
+    // Three rotations, one after each process's erasure, one at a time:
+    // every key is under the one version the key file holds.
+    let key_file = format!("{}.key", files.display());
+    let keyring = Keyring::import(std::fs::read_to_string(&key_file).unwrap().trim_end()).unwrap();
+    assert_eq!(keyring.versions(), [4]);
+    let store = PgStore::connect(&db).unwrap();
+    let versions: Vec<i64> = store.with_client(|c| {
+        c.query("SELECT DISTINCT kek_version FROM pp_subject_keys", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    assert_eq!(versions, [4]);
+    drop(store);
     let verify = || examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);
     let (code, text) = verify();
     assert_eq!(code, 0, "{text}");

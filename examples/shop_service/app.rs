@@ -132,6 +132,9 @@ impl Shop {
         let sink = Arc::new(sink.with_checkpoints(signer, checkpoints.clone(), 100));
         let custodian = Custodian::builder()
             .keyring(keyring)
+            // Reloaded from there when another process (a `checkout` run,
+            // a maintenance job) rotates the keys.
+            .keyring_store(support::KeyFile(support::key_file_for(files)))
             .key_store(keys)
             .consent_store(consents)
             .audit(audit(Box::new(sink.clone())))
