@@ -28,6 +28,12 @@
 //!    entries the erasure receipt names are cleared, their row is still in
 //!    the table (and in every backup), but it can no longer be opened, and
 //!    their email finds no one.
+//! 7. Maintenance after the erasure: the key-encryption keys are rotated,
+//!    every live customer's key is rewrapped under the new version, the old
+//!    version is retired (wiped) and the keyring saved to `PATH.key` without
+//!    it (`Custodian::rotate_after_erasures`). From then on a copy of the key
+//!    table taken before this step — a backup — opens nothing, not even with
+//!    the current keys, so the erasure covers backups of the keys too.
 //!
 //! Every step is recorded in `pp_audit_log` before it happens, in this
 //! process's own stream, chained with HMAC-SHA-256. At the end the stream's
@@ -221,7 +227,8 @@ COMMIT;
 ";
 
 const HELP: &str = "\
-checkout: a shop takes four orders, charges, mails, erases one customer
+checkout: a shop takes four orders, charges, mails, erases one customer and
+rotates the keys after the erasure
 
 usage: checkout [--db PATH | --database-url URL [--files PATH]]
 ";
@@ -275,6 +282,7 @@ fn run(database: &Database) -> Result<(), BoxError> {
     // The returning customer asks to be forgotten.
     let leaving = customers.last().ok_or("no order was placed")?;
     erase_customer(&shop, *leaving, ORDERS[3].email)?;
+    rotate_keys(&shop)?;
 
     // Clean shutdown: the stream's head, signed, goes to the checkpoint
     // directory outside the database; a verifier needs only the public key.
@@ -396,8 +404,13 @@ fn order_for(
     )?;
     send_confirmation(shop, email)?;
     if order.wants_offers {
-        // The form's "send me offers" box: consent, recorded and audited.
-        c.consents().grant::<Promotion>(subject)?;
+        // The form's "send me offers" box: consent, recorded and audited
+        // (refused if another process erased the customer meanwhile: the
+        // order stands, and there is no one left to mail).
+        match c.consents().grant::<Promotion>(subject) {
+            Err(Error::Erased { .. }) => {}
+            other => other?,
+        }
     }
     Ok(())
 }
@@ -523,8 +536,11 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
         // (Erased at the same moment by another process, which clears the
         // index itself: this receipt is empty.)
         Err(e @ Error::Erased { .. }) if found.is_empty() || receipt.generations().is_empty() => {
+            // Named by its keyed tag: a customer id is an identifier, and
+            // this output is a log.
             println!(
-                "erased customer {subject} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
+                "erased customer {} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
+                c.subject_tag(subject),
                 receipt.generations().len(),
                 receipt.lookup_tokens().len(),
             );
@@ -534,6 +550,33 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
         Ok(_) => Err("an erased customer's row still opens".into()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// The maintenance step after erasures: until it has run, a copy of the
+/// key table taken before the erasure (a database backup) still holds the
+/// erased customer's key, wrapped under a key-encryption-key version that
+/// exists. Afterwards every key in such a copy is wrapped under a version
+/// that is wiped everywhere (keep no older copy of `PATH.key`).
+fn rotate_keys(shop: &Shop) -> Result<(), BoxError> {
+    let done = support::rotate_keys_after_erasures(&shop.opened.custodian)?;
+    let retired = done
+        .retired()
+        .iter()
+        .map(|v| format!("v{v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "keys rotated after the erasure: {} customer key(s) rewrapped under key-encryption key v{}, {} retired and wiped{}; a copy of the key table from before this step opens nothing",
+        done.rewrapped(),
+        done.version(),
+        if retired.is_empty() { "none" } else { &retired },
+        if done.covers_earlier_copies() {
+            ""
+        } else {
+            " (a derived version: copies from before still open with the master secret)"
+        },
+    );
+    Ok(())
 }
 
 /// The next order number, `ORD-1001` onwards.

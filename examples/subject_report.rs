@@ -109,9 +109,7 @@ impl Rows {
                 })
             },
         )?;
-        let mut rows = customer
-            .pop()
-            .ok_or_else(|| format!("no customer {subject}"))?;
+        let mut rows = customer.pop().ok_or("no such customer (--subject)")?;
         rows.orders = db.query(
             "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
             &[&id],

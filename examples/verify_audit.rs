@@ -41,8 +41,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use privacy_pledge::audit::{
-    read_jsonl, verify, verify_public, AuditKey, Checkpoint, CheckpointKey, CheckpointStore,
-    DirCheckpointStore, JsonlError, Tamper, VerifyError,
+    read_jsonl, verify, verify_public, Action, AuditKey, Checkpoint, CheckpointKey,
+    CheckpointStore, DirCheckpointStore, JsonlError, Tamper, VerifyError,
 };
 use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::SqliteStore;
@@ -276,10 +276,36 @@ fn check_store(
         Some(false) => "withdrawn",
         None => "nothing",
     };
+    // The verifier holds no key to tag a subject with, and a subject id is
+    // an identifier: a row is named by the trail entry it disagrees with
+    // (stream and sequence number), or by its place in `pp_consents`.
+    let whose = |m: &privacy_pledge::consent::ConsentMismatch| {
+        let consent = [Action::ConsentGranted, Action::ConsentWithdrawn];
+        let event = trail.iter().rev().find(|e| {
+            e.subject() == m.subject
+                && e.purpose() == Some(m.purpose)
+                && consent.contains(&e.action())
+        });
+        match (
+            event,
+            rows.iter()
+                .position(|r| (r.subject, r.purpose) == (m.subject, m.purpose)),
+        ) {
+            (Some(e), _) => format!(
+                "of the subject of entry {} of stream {}",
+                e.seq(),
+                e.stream().map_or("(none)".to_owned(), |s| s.to_string())
+            ),
+            (None, Some(i)) => {
+                format!("number {} of pp_consents (by subject, then purpose)", i + 1)
+            }
+            (None, None) => "of a subject".to_owned(),
+        }
+    };
     for m in &mismatches {
         eprintln!(
-            "consent row of subject {} for {:?} DISAGREES with the trail: the row says {}, the trail says {}",
-            m.subject,
+            "consent row {} for {:?} DISAGREES with the trail: the row says {}, the trail says {}",
+            whose(m),
             m.purpose,
             word(m.row_granted),
             word(m.trail_granted)

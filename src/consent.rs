@@ -236,9 +236,37 @@ impl Register {
         };
         let mut event = AuditEvent::new(now, subject, action, RuleId::R7);
         event.purpose = Some(purpose);
+        if let Some(d) = &self.durable {
+            // A stored row that does not authenticate, or a store that cannot
+            // be read, refuses the change before it is recorded: the trail
+            // never says a change happened that the store then refused.
+            let current = d.fetch(subject, purpose);
+            if let Err(e) = current.and_then(|row| row.map(|r| d.to_state(r)).transpose()) {
+                return Err(custodian.deny(event, RuleId::R7, e));
+            }
+            // Erased by another process sharing the stores: refused as here.
+            if let Some(at) = custodian.erased_at(subject)? {
+                let e = Error::Erased {
+                    subject,
+                    at: Some(at),
+                };
+                return Err(custodian.deny(event, RuleId::R11, e));
+            }
+        }
         custodian.record(event)?;
         if let Some(d) = &self.durable {
-            return d.change(subject, purpose, granted, now);
+            d.change(subject, purpose, granted, now)?;
+            // An erasure in another process may have forgotten the
+            // subject's rows just before this one landed: a consent row
+            // never outlives its subject.
+            if let Some(at) = custodian.erased_at(subject)? {
+                d.forget(subject)?;
+                return Err(Error::Erased {
+                    subject,
+                    at: Some(at),
+                });
+            }
+            return Ok(());
         }
         let epoch = self.next_epoch();
         Self::apply(&mut self.write(), epoch, subject, purpose, granted, now);
@@ -636,6 +664,16 @@ impl Durable {
                 Some(r) => Some((r, self.to_state(r)?)),
                 None => None,
             };
+            if let Some((_, state)) = current.filter(|(_, s)| s.since > at) {
+                // Another process recorded a later change of this consent
+                // and stored it first: it supersedes this one, as the trail
+                // orders them (by time). Keep the stored row.
+                self.cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert((subject, purpose), (Some(state), std::time::Instant::now()));
+                return Ok(());
+            }
             let version = current.map_or(1, |(r, _)| r.version + 1);
             let withdrawn_at = if granted {
                 current.and_then(|(_, s)| s.withdrawn_at)

@@ -42,7 +42,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use serde::Serialize;
 
@@ -52,10 +52,12 @@ use crate::audit::{
 };
 use crate::consent::{ConsentProof, ConsentStore, Consents, Register};
 use crate::country::Country;
+use crate::crypto::keyring_store::Reloading;
 use crate::crypto::vault::{Vault, VaultConfig};
 use crate::crypto::{
-    Algorithm, KeyProvider, KeyStore, Keyring, LookupKey, LookupRef, LookupToken, MemoryKeyStore,
-    Pseudonym, PseudonymKey, PseudonymRef, Sealed,
+    Algorithm, KekState, KeyError, KeyProvider, KeyStore, KeyStoreError, Keyring, KeyringStore,
+    LookupKey, LookupRef, LookupToken, MemoryKeyStore, Pseudonym, PseudonymKey, PseudonymRef,
+    Sealed,
 };
 use crate::data::DataKind;
 use crate::info::PersonalInfo;
@@ -94,8 +96,131 @@ pub struct Custodian {
     any_erased: AtomicBool,
     vault: Vault,
     lookup_key: LookupKey,
+    tag_key: ring::hmac::Key,
     facilities: Vec<Country>,
     retention: RetentionPolicy,
+    /// The keyring, when the key-encryption keys come from it (not from a
+    /// host's key provider), and where the host keeps it.
+    keyring: Option<Arc<Keyring>>,
+    keyring_store: Option<Arc<dyn KeyringStore>>,
+    /// One rotation at a time in this process (the key store's claim
+    /// serialises processes), and this custodian's unfinished claim.
+    rotation: Mutex<Option<Claim>>,
+}
+
+/// A rotation's claim in the key store, as this custodian last wrote it.
+#[derive(Clone, Copy, Debug)]
+struct Claim {
+    version: u32,
+    claimed_at: Timestamp,
+    renewed_at: Timestamp,
+}
+
+/// How long a rotation's claim holds without being renewed (5 minutes): the
+/// process running a rotation renews it at every step (and every 256 keys
+/// it rewraps), and until it stops doing so for this long, every other
+/// process gets [`KeyError::RotationInProgress`]. Then the next call takes
+/// over: it finishes the rotation if its new version was saved, and
+/// otherwise rotates past it (the version is never used). The custodian
+/// that claimed a rotation finishes its own at once.
+///
+/// ```
+/// use privacy_pledge::custodian::ROTATION_LEASE_SECONDS;
+/// use privacy_pledge::crypto::KeyError;
+/// use privacy_pledge::Error;
+///
+/// /// A maintenance job: another process's rotation covers ours only if it
+/// /// started after our erasures, so wait for it and rotate again.
+/// fn should_retry(e: &Error, waited_seconds: u64) -> bool {
+///     matches!(e, Error::Key(KeyError::RotationInProgress { .. }))
+///         && waited_seconds < ROTATION_LEASE_SECONDS
+/// }
+/// # assert!(!should_retry(&Error::Random, 0));
+/// ```
+pub const ROTATION_LEASE_SECONDS: u64 = 300;
+
+/// What [`Custodian::rotate_after_erasures`] did: for the host's records
+/// (which backups stopped mattering, and when).
+///
+/// ```
+/// use std::sync::Arc;
+/// use privacy_pledge::Custodian;
+/// use privacy_pledge::crypto::{Keyring, MemoryKeyringStore};
+///
+/// let keyring = Arc::new(Keyring::generate()?);
+/// let custodian = Custodian::builder()
+///     .keyring(keyring.clone())
+///     .keyring_store(MemoryKeyringStore::new(&keyring))
+///     .build()?;
+/// let done = custodian.rotate_after_erasures()?;
+/// assert_eq!((done.version(), done.retired(), done.rewrapped()), (2, &[1][..], 0));
+/// assert!(done.covers_earlier_copies() && !done.resumed());
+/// // Key-store backups taken before this moment open nothing any more.
+/// let _deadline = done.started_at();
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct KeyRotation {
+    started_at: Timestamp,
+    finished_at: Timestamp,
+    version: u32,
+    retired: Vec<u32>,
+    rewrapped: usize,
+    skipped_erased: usize,
+    resumed: bool,
+    covers_earlier_copies: bool,
+}
+
+impl KeyRotation {
+    /// When the rotation claimed its version: every copy of the key store
+    /// taken before this moment opens nothing any more, and every erasure
+    /// finished before it is covered in every such copy.
+    pub fn started_at(&self) -> Timestamp {
+        self.started_at
+    }
+
+    /// When it finished (the old versions were retired and the keyring
+    /// saved without them).
+    pub fn finished_at(&self) -> Timestamp {
+        self.finished_at
+    }
+
+    /// The key-encryption-key version every live key is wrapped under now.
+    pub fn version(&self) -> u32 {
+        self.version
+    }
+
+    /// The versions retired (their keys wiped, and gone from the saved keyring).
+    pub fn retired(&self) -> &[u32] {
+        &self.retired
+    }
+
+    /// How many subject keys were rewrapped under [`version`](Self::version).
+    pub fn rewrapped(&self) -> usize {
+        self.rewrapped
+    }
+
+    /// How many keys under an old version belonged to subjects erased
+    /// before or during the rotation: never rewrapped.
+    pub fn skipped_erased(&self) -> usize {
+        self.skipped_erased
+    }
+
+    /// Whether this call finished a rotation that an earlier call (here or
+    /// in another process) started and did not finish.
+    pub fn resumed(&self) -> bool {
+        self.resumed
+    }
+
+    /// Whether copies of the key store from before
+    /// [`started_at`](Self::started_at) open nothing any more. False when a
+    /// retired version was derived from the master secret
+    /// ([`Keyring::from_master`]): whoever holds the master derives it again,
+    /// so copies holding keys under it still open. Copies taken after this
+    /// rotation hold only random versions, which a later rotation destroys.
+    pub fn covers_earlier_copies(&self) -> bool {
+        self.covers_earlier_copies
+    }
 }
 
 /// What [`Custodian::erase`] destroyed, for the host's records and clean-up.
@@ -202,7 +327,7 @@ impl Custodian {
 
     /// Records a refusal. A failing sink cannot make a refusal worse, so its
     /// error is dropped and the refusal returned.
-    fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
+    pub(crate) fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
         if crate::reentry::check().is_ok() {
             let _ = crate::reentry::host(|| self.sink.record_owned(event.denied(rule)));
         }
@@ -738,14 +863,14 @@ impl Custodian {
     /// - **A copy of the key store itself** taken before the erasure (a
     ///   database backup that includes the key table) still holds the
     ///   subject's data key, wrapped under the key-encryption-key version in
-    ///   use then. It stops mattering once that version is destroyed:
-    ///   [`Keyring::rotate`], [`rewrap_keys`](Self::rewrap_keys) from the old
-    ///   version, [`retire_key_version`](Self::retire_key_version) (which wipes
-    ///   it), and keep the keyring's new [`Keyring::export`] in the secret
-    ///   store in place of every older one. From then on no such copy opens
-    ///   anything of the subject, even with the current keys. (Versions of a
-    ///   keyring made by [`Keyring::from_master`] are derived, and can never
-    ///   be destroyed: rotate off them.)
+    ///   use then. It stops mattering once that version is destroyed: run
+    ///   [`rotate_after_erasures`](Self::rotate_after_erasures) after
+    ///   erasures (one call: rotate, rewrap, retire and wipe, save the
+    ///   keyring), and keep no older copy of the keyring's export. From its
+    ///   return on no copy of the key store taken before it started opens
+    ///   anything, even with the current keys. (Versions of a keyring made
+    ///   by [`Keyring::from_master`] are derived, and can never be
+    ///   destroyed: rotate off them.)
     /// - **Pseudonyms** are keyed by the pseudonym key, not the subject's data
     ///   key: the receipt lists the ones noted, for the host to delete.
     ///
@@ -765,7 +890,9 @@ impl Custodian {
     /// custodian.erase(ada)?;
     /// assert!(matches!(custodian.open(&row), Err(Error::Erased { .. })));
     ///
-    /// // After erasures: rotate → rewrap → retire, then save the keyring.
+    /// // After erasures, by hand: rotate → rewrap → retire, then save the
+    /// // keyring (`rotate_after_erasures` does all of it, safely while other
+    /// // processes seal).
     /// let old = keyring.current_version();
     /// keyring.rotate()?;
     /// custodian.rewrap_keys(old)?;
@@ -895,17 +1022,361 @@ impl Custodian {
     }
 
     /// Moves every stored data key wrapped under an older key-encryption-key
-    /// version to the current one, without touching sealed data. Returns how
-    /// many keys moved.
+    /// version to the current one, without touching sealed data; never an
+    /// erased subject's. Returns how many keys moved.
+    ///
+    /// A step of [`rotate_after_erasures`](Self::rotate_after_erasures),
+    /// which also fences the key store so that a process sealing meanwhile
+    /// cannot store a key under the old version: prefer it when several
+    /// processes share the key store.
     pub fn rewrap_keys(&self, from_version: u32) -> Result<usize, Error> {
-        self.vault.rewrap_from(from_version)
+        Ok(self.vault.rewrap_from(from_version, &mut || Ok(()))?.moved)
+    }
+
+    /// The maintenance step after erasures, in one call: makes a fresh
+    /// random key-encryption-key version, saves the keyring with it to the
+    /// [`KeyringStore`] before anything is wrapped under it, fences the key
+    /// store so that no process stores a key under an older version any
+    /// more, rewraps every live subject key under it (never an erased
+    /// subject's), retires — wipes — every older version, and saves the
+    /// keyring again without them. Audited first
+    /// ([`Action::KeysRotated`]).
+    ///
+    /// From its return on, no copy of the key store taken before it started
+    /// ([`KeyRotation::started_at`]) opens anything with the keys that exist
+    /// afterwards: every key in such a copy is wrapped under a retired
+    /// version (A3). This covers every erasure finished before the call.
+    /// The old versions live on only in the memory of processes that have
+    /// not reloaded the keyring yet (each does when it next needs the new
+    /// version) and in any older copy of the keyring's export the secret
+    /// store kept: keep none.
+    ///
+    /// Needs the custodian's [`Keyring`] and the store it lives in
+    /// ([`CustodianBuilder::keyring_store`]), and a key store that keeps a
+    /// [`KekState`] (the crate's stores and [`MemoryKeyStore`] do).
+    ///
+    /// **Other processes.** A process sealing meanwhile with the keyring of
+    /// before cannot store a key under a version being retired: once the
+    /// fence is up, the key store refuses it, and that process reloads the
+    /// keyring from the store and wraps the key again under the new version
+    /// (with a [`keyring_store`](CustodianBuilder::keyring_store) of its
+    /// own; without one the seal fails, and nothing is stored). A process
+    /// that meets a key rewrapped under a version it does not hold reloads
+    /// likewise. Rotations are serialised through the key store: a second
+    /// one meanwhile gets [`KeyError::RotationInProgress`]; try again later.
+    ///
+    /// **Safe to run again.** Each call rotates once more. A call that
+    /// failed part-way is finished by the next one: if it saved the new
+    /// version, the next call completes that rotation (at once on this
+    /// custodian; in another process once the claim has gone unrenewed for
+    /// [`ROTATION_LEASE_SECONDS`]); if it did not, its version is never
+    /// used.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+    /// use privacy_pledge::crypto::{Keyring, KeyringStore, MemoryKeyringStore};
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    ///
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let secrets = Arc::new(MemoryKeyringStore::new(&keyring)); // the host's secret store
+    /// let custodian = Custodian::builder()
+    ///     .keyring(keyring.clone())
+    ///     .keyring_store(secrets.clone())
+    ///     .build()?;
+    /// let (ada, bob) = (SubjectId::random(), SubjectId::random());
+    /// let email: PersonalInfo<EmailAddress, Transaction> =
+    ///     custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+    /// custodian.seal(&email)?;
+    /// let row = custodian.seal(&custodian.collect::<EmailAddress, Transaction>(
+    ///     bob,
+    ///     EmailAddress::parse("bob@example.com")?,
+    /// )?)?;
+    /// custodian.erase(bob)?;
+    ///
+    /// let done = custodian.rotate_after_erasures()?;
+    /// assert_eq!((done.version(), done.retired(), done.rewrapped()), (2, &[1][..], 1));
+    /// assert_eq!(keyring.versions(), vec![2]);
+    /// assert_eq!(Keyring::import(&secrets.load()?)?.versions(), vec![2]);
+    /// assert!(matches!(custodian.open(&row), Err(Error::Erased { .. })));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rotate_after_erasures(&self) -> Result<KeyRotation, Error> {
+        crate::reentry::check()?;
+        let (Some(keyring), Some(secrets)) = (&self.keyring, &self.keyring_store) else {
+            return Err(KeyError::Provider(
+                "rotation needs the custodian's keyring and its keyring store \
+                 (CustodianBuilder::keyring and keyring_store)"
+                    .into(),
+            )
+            .into());
+        };
+        // One rotation at a time here; the guard keeps this custodian's
+        // unfinished claim, which it may finish without waiting for the lease.
+        let mut mine = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
+        // Start from the keyring as last saved: another process may have
+        // rotated, or saved the version of a rotation it did not finish.
+        let text = crate::reentry::host(|| secrets.load())?;
+        keyring.reload(&text)?;
+        drop(text);
+        let (mut claim, resumed) = self.claim_rotation(keyring, *mine)?;
+        *mine = Some(claim);
+        // Once more under the claim: a rotation that finished between the
+        // first read and the claim saved its keyring before it let go.
+        let out = crate::reentry::host(|| secrets.load())
+            .and_then(|text| keyring.reload(&text))
+            .map_err(Error::from)
+            .and_then(|_| self.rotate(keyring, &**secrets, &mut claim, resumed));
+        *mine = match &out {
+            Ok(_) => None,
+            // A claim that was given up, or taken over, is no longer ours.
+            Err(_) if !self.holds(&claim) => None,
+            Err(_) => Some(claim),
+        };
+        out
+    }
+
+    /// The steps of a rotation under `claim`, which every step renews.
+    fn rotate(
+        &self,
+        keyring: &Keyring,
+        secrets: &dyn KeyringStore,
+        claim: &mut Claim,
+        resumed: bool,
+    ) -> Result<KeyRotation, Error> {
+        let version = claim.version;
+        // The keyring must hold the version every live key is wrapped under
+        // (the floor): else its keys would be left under a version this
+        // rotation cannot rewrap, and the save below would drop it.
+        let floor = self.vault.kek_state()?.floor;
+        if floor > 0 && !keyring.versions().contains(&floor) {
+            self.release(claim);
+            return Err(KeyError::Retired { version: floor }.into());
+        }
+        let event = AuditEvent::new(
+            self.now(),
+            SubjectId::from_bytes([0; 16]),
+            Action::KeysRotated,
+            RuleId::R11,
+        );
+        if let Err(e) = self.record(event) {
+            self.release(claim);
+            return Err(e);
+        }
+
+        // 1. The new version is saved before anything is wrapped under it,
+        //    so no key ever depends on a version that exists only here.
+        //    A failed save gives the claim up; its number is never used
+        //    again (the save may have landed: the next call reloads it).
+        if !keyring.versions().contains(&version) {
+            let staged = keyring.stage(version)?;
+            self.renew(claim, None)?;
+            if let Err(e) = crate::reentry::host(|| secrets.save(staged.export())) {
+                self.release(claim);
+                return Err(e.into());
+            }
+            self.renew(claim, None)?;
+            keyring.install(staged)?;
+        }
+        // 2. The fence: from here on the key store takes no key wrapped
+        //    under an older version, from any process.
+        self.renew(claim, Some(version))?;
+        // 3. Every live key moves to the new version; erased subjects'
+        //    keys are gone and stay gone.
+        let old: Vec<u32> = keyring
+            .versions()
+            .into_iter()
+            .filter(|v| *v != version)
+            .collect();
+        let covers_earlier_copies = !old.iter().any(|v| keyring.is_derived(*v));
+        let (mut rewrapped, mut skipped_erased) = (0, 0);
+        for &v in &old {
+            // Keys another process wrote under `v` before the fence went up
+            // are there now; a few passes catch a rewrap that raced an erasure.
+            for _ in 0..3 {
+                let done = self.vault.rewrap_from(v, &mut || self.renew(claim, None))?;
+                rewrapped += done.moved;
+                skipped_erased += done.skipped_erased;
+                if self.vault.wrapped_under(v)?.is_empty() {
+                    break;
+                }
+            }
+        }
+        // 4. Retire (wipe) the old versions, and save the keyring without them.
+        self.renew(claim, None)?;
+        for &v in &old {
+            self.vault.retire(v)?;
+        }
+        self.renew(claim, None)?;
+        crate::reentry::host(|| secrets.save(&keyring.export()))?;
+        self.release(claim);
+        Ok(KeyRotation {
+            started_at: claim.claimed_at,
+            finished_at: self.now(),
+            version,
+            retired: old,
+            rewrapped,
+            skipped_erased,
+            resumed,
+            covers_earlier_copies,
+        })
+    }
+
+    /// Claims the next key-encryption-key version in the key store, or takes
+    /// up an unfinished rotation: this custodian's own (`mine`), or one
+    /// whose claim was not renewed for the lease and whose version the
+    /// keyring, as last saved, holds. Returns the claim and whether it
+    /// resumes one.
+    fn claim_rotation(
+        &self,
+        keyring: &Keyring,
+        mine: Option<Claim>,
+    ) -> Result<(Claim, bool), Error> {
+        for _ in 0..16 {
+            let state = self.vault.kek_state()?;
+            let now = self.now();
+            if let Some(renewed) = state.renewed_at {
+                let claimed_at = state.claimed_at.unwrap_or(renewed);
+                let ours =
+                    mine.is_some_and(|c| c.version == state.claimed && c.renewed_at == renewed);
+                // A renewal dated further ahead than the lease is no clock
+                // skew but an edited row: it holds no more than a lease.
+                let (now_s, renewed_s) = (now.unix_seconds(), renewed.unix_seconds());
+                let held = now_s.saturating_sub(renewed_s) < ROTATION_LEASE_SECONDS
+                    && renewed_s.saturating_sub(now_s) < ROTATION_LEASE_SECONDS;
+                if !ours && held {
+                    return Err(KeyError::RotationInProgress {
+                        version: state.claimed,
+                        since: claimed_at,
+                    }
+                    .into());
+                }
+                if keyring.versions().contains(&state.claimed) {
+                    // Its keyring was saved: finish it (each step may run twice).
+                    let renewed = KekState {
+                        renewed_at: Some(now),
+                        ..state
+                    };
+                    if self.vault.swap_kek_state(state, renewed)? {
+                        let claim = Claim {
+                            version: state.claimed,
+                            claimed_at,
+                            renewed_at: now,
+                        };
+                        return Ok((claim, true));
+                    }
+                    continue;
+                }
+                // Given up before its keyring was saved: its version is
+                // never used; claim past it.
+            }
+            let newest = keyring.versions().last().copied().unwrap_or(0);
+            let version = state
+                .claimed
+                .max(state.floor)
+                .max(newest)
+                .checked_add(1)
+                .ok_or(KeyError::Unsupported { version: u32::MAX })?;
+            let claimed = KekState {
+                claimed: version,
+                claimed_at: Some(now),
+                renewed_at: Some(now),
+                ..state
+            };
+            if self.vault.swap_kek_state(state, claimed)? {
+                let claim = Claim {
+                    version,
+                    claimed_at: now,
+                    renewed_at: now,
+                };
+                return Ok((claim, false));
+            }
+        }
+        Err(KeyStoreError::Conflict("the key-encryption-key state kept changing".into()).into())
+    }
+
+    /// Whether the key store's claim is still `claim`.
+    fn holds(&self, claim: &Claim) -> bool {
+        self.vault
+            .kek_state()
+            .is_ok_and(|s| s.claimed == claim.version && s.renewed_at == Some(claim.renewed_at))
+    }
+
+    /// Renews the claim (and raises the floor to `floor`, if given), or
+    /// fails if it is no longer this rotation's: taken over after the lease.
+    fn renew(&self, claim: &mut Claim, floor: Option<u32>) -> Result<(), Error> {
+        for _ in 0..16 {
+            let state = self.vault.kek_state()?;
+            if state.claimed != claim.version || state.renewed_at != Some(claim.renewed_at) {
+                return Err(KeyError::RotationInProgress {
+                    version: state.claimed,
+                    since: state.claimed_at.unwrap_or(claim.claimed_at),
+                }
+                .into());
+            }
+            let now = self.now();
+            let renewed = KekState {
+                floor: state.floor.max(floor.unwrap_or(0)),
+                renewed_at: Some(now),
+                ..state
+            };
+            if self.vault.swap_kek_state(state, renewed)? {
+                claim.renewed_at = now;
+                return Ok(());
+            }
+        }
+        Err(KeyStoreError::Conflict("the key-encryption-key state kept changing".into()).into())
+    }
+
+    /// Ends the claim: done, or given up (nothing is wrapped under its
+    /// version). Best effort: if it fails, the lease ends the claim.
+    fn release(&self, claim: &Claim) {
+        for _ in 0..16 {
+            let Ok(state) = self.vault.kek_state() else {
+                return;
+            };
+            if state.claimed != claim.version || state.renewed_at != Some(claim.renewed_at) {
+                return; // taken over: the taker ends it
+            }
+            let idle = KekState {
+                renewed_at: None,
+                ..state
+            };
+            if self.vault.swap_kek_state(state, idle).unwrap_or(true) {
+                return;
+            }
+        }
     }
 
     /// Retires a key-encryption-key version. Refused with
-    /// [`KeyError::InUse`](crate::crypto::KeyError::InUse) while any stored key
+    /// [`KeyError::InUse`] while any stored key
     /// still depends on it: rewrap first.
     pub fn retire_key_version(&self, version: u32) -> Result<(), Error> {
         self.vault.retire(version)
+    }
+
+    /// The subject's keyed tag, for log lines about it: never log the id
+    /// itself (see [`SubjectTag`](crate::SubjectTag)). Under a key derived
+    /// from the keyring, so every process of one service tags a subject
+    /// alike; a custodian without a keyring (a host key provider) tags under
+    /// a random key of its own. Computes a MAC and nothing else: not audited.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::crypto::Keyring;
+    ///
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let one = Custodian::builder().keyring(keyring.clone()).build()?;
+    /// let other = Custodian::builder().keyring(keyring).build()?;
+    /// let ada = SubjectId::random();
+    /// assert_eq!(one.subject_tag(ada), other.subject_tag(ada)); // another process, same tag
+    /// assert_ne!(one.subject_tag(ada), Custodian::in_memory().subject_tag(ada));
+    /// # Ok::<(), privacy_pledge::Error>(())
+    /// ```
+    pub fn subject_tag(&self, subject: SubjectId) -> crate::SubjectTag {
+        crate::SubjectTag::compute(&self.tag_key, subject)
     }
 
     /// The AEAD algorithm new envelopes use.
@@ -955,9 +1426,35 @@ pub struct CustodianBuilder {
     recipients: Option<Vec<RegisteredRecipient>>,
     consent_store: Option<Box<dyn ConsentStore>>,
     consent_bound: Option<std::time::Duration>,
+    keyring_store: Option<Arc<dyn KeyringStore>>,
 }
 
 impl CustodianBuilder {
+    /// Where the host keeps the [`keyring`](Self::keyring) (its secret
+    /// store): [`Custodian::rotate_after_erasures`] saves it there, and
+    /// when another process has rotated, this custodian reloads it from
+    /// there — when the key store refuses a key wrapped under a version
+    /// being retired, or holds a key under a version this keyring lacks.
+    /// Requires a keyring (not a [`key_provider`](Self::key_provider)).
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use privacy_pledge::Custodian;
+    /// use privacy_pledge::crypto::{Keyring, MemoryKeyringStore};
+    ///
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let custodian = Custodian::builder()
+    ///     .keyring_store(Arc::new(MemoryKeyringStore::new(&keyring)))
+    ///     .keyring(keyring)
+    ///     .build()?;
+    /// # drop(custodian);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn keyring_store(mut self, store: impl KeyringStore + 'static) -> Self {
+        self.keyring_store = Some(Arc::new(store));
+        self
+    }
+
     /// Keeps consent in `store`, shared by every process of the service,
     /// instead of in this custodian's memory. Rows are authenticated under a
     /// consent key derived from the keyring (so a keyring is required), a
@@ -1203,10 +1700,22 @@ impl CustodianBuilder {
             (None, Some(k)) => k.lookup_key(),
             (None, None) => LookupKey::generate()?,
         };
-        let provider: Box<dyn KeyProvider> = match (self.provider, &keyring) {
-            (Some(p), _) => p,
-            (None, Some(k)) => Box::new(k.clone()),
-            (None, None) => Box::new(Arc::new(Keyring::generate()?)),
+        // The keyring serves the key-encryption keys unless a host provider does.
+        let kek_keyring = match (&self.provider, &keyring) {
+            (None, Some(k)) => Some(k.clone()),
+            _ => None,
+        };
+        if self.keyring_store.is_some() && (self.keyring.is_none() || self.provider.is_some()) {
+            return Err(KeyError::Provider(
+                "a keyring store goes with a keyring, not with a key provider".into(),
+            )
+            .into());
+        }
+        let provider: Box<dyn KeyProvider> = match (self.provider, &keyring, &self.keyring_store) {
+            (Some(p), _, _) => p,
+            (None, Some(k), Some(store)) => Box::new(Reloading::new(k.clone(), store.clone())),
+            (None, Some(k), None) => Box::new(k.clone()),
+            (None, None, _) => Box::new(Arc::new(Keyring::generate()?)),
         };
         let audit_key = match (self.audit_key, &keyring) {
             (Some(k), _) => Some(k),
@@ -1251,6 +1760,13 @@ impl CustodianBuilder {
                 )
             }
         };
+        let tag_key = match &keyring {
+            Some(k) => k.subject_tag_key(),
+            None => ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &zeroize::Zeroizing::new(crate::crypto::random_array::<32>()?)[..],
+            ),
+        };
         let id = u64::from_be_bytes(crate::crypto::random_array::<8>()?);
         Ok(Custodian {
             id,
@@ -1265,8 +1781,12 @@ impl CustodianBuilder {
             any_erased: AtomicBool::new(false),
             vault: Vault::new(provider, store, pseudonym_key, self.config)?,
             lookup_key,
+            tag_key,
             facilities: self.facilities,
             retention: self.retention,
+            keyring: kek_keyring,
+            keyring_store: self.keyring_store,
+            rotation: Mutex::new(None),
         })
     }
 }

@@ -1,7 +1,11 @@
 //! The custodian's error type.
 //!
 //! Every variant carries context — which subject, which purpose, which rule —
-//! and never a personal value (R9), so errors are safe to log.
+//! and never a personal value (R9). The message (`Display`) names the rule,
+//! the purpose and the kind, never the subject's id: an id is an identifier,
+//! and messages end up in logs. The id is in the variant's fields
+//! ([`Error::subject`]); log it as a keyed tag
+//! ([`Custodian::subject_tag`](crate::Custodian::subject_tag)).
 
 use crate::audit::AuditError;
 use crate::crypto::{EnvelopeError, KeyError, KeyStoreError};
@@ -32,7 +36,7 @@ pub enum Error {
     Audit(#[from] AuditError),
 
     /// No live consent of this subject for this purpose (R6, R7).
-    #[error("R7: subject {subject} has no live consent for {purpose}")]
+    #[error("R7: the subject has no live consent for {purpose}")]
     NoConsent {
         /// The subject.
         subject: SubjectId,
@@ -49,7 +53,7 @@ pub enum Error {
 
     /// The subject was erased: its data key is destroyed and its data can no
     /// longer be opened or used (R11).
-    #[error("R11: subject {subject} was erased{}", at.map(|t| format!(" at {t}")).unwrap_or_default())]
+    #[error("R11: the subject was erased{}", at.map(|t| format!(" at {t}")).unwrap_or_default())]
     Erased {
         /// The subject.
         subject: SubjectId,
@@ -106,7 +110,7 @@ pub enum Error {
     /// A consent store holds a row for this subject and purpose that does not
     /// authenticate under the custodian's consent key: written or edited by
     /// someone without the key. Refused (fail closed, R7).
-    #[error("R7: the consent row of subject {subject} for {purpose} does not authenticate")]
+    #[error("R7: the subject's consent row for {purpose} does not authenticate (written or edited without the consent key)")]
     ConsentTampered {
         /// The subject.
         subject: SubjectId,
@@ -170,7 +174,7 @@ pub enum Error {
     /// [`Custodian::open_record`](crate::Custodian::open_record) found an
     /// envelope sealed for another subject than the one the sealed record
     /// names. Refused before anything is sealed or opened; nothing is audited.
-    #[error("R9: field `{field}` is about subject {found}, but the record is about subject {expected}; a record's fields must all be about one subject")]
+    #[error("R9: field `{field}` is about another subject than the record; a record's fields must all be about one subject")]
     MixedSubjects {
         /// The record's subject.
         expected: SubjectId,
@@ -184,9 +188,12 @@ pub enum Error {
 impl Error {
     /// Whether the operation was refused because something the custodian
     /// depends on failed — the audit sink, the key store or the consent
-    /// store — rather than because a rule forbids it. Such a refusal is fail
-    /// closed (nothing happened) and may succeed later: a web service answers
-    /// it with `503 Service Unavailable`, the others with a `4xx`.
+    /// store, or a consent row that does not authenticate (the consent
+    /// store's answer cannot be trusted, R7), or a key rotation under way
+    /// in another process — rather than because a rule
+    /// forbids it. Such a refusal is fail closed (nothing happened) and may
+    /// succeed later: a web service answers it with `503 Service
+    /// Unavailable` naming [`rule`](Self::rule), the others with a `4xx`.
     ///
     /// ```
     /// use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink};
@@ -210,8 +217,41 @@ impl Error {
     pub fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            Error::Audit(_) | Error::KeyStore(_) | Error::ConsentStore(_)
+            Error::Audit(_)
+                | Error::KeyStore(_)
+                | Error::ConsentStore(_)
+                | Error::ConsentTampered { .. }
+                | Error::Key(KeyError::RotationInProgress { .. })
         )
+    }
+
+    /// The subject the error is about, where there is one: for the host's
+    /// own records. Log it as a keyed tag
+    /// ([`Custodian::subject_tag`](crate::Custodian::subject_tag)), not as
+    /// the id itself; the error's message never names it.
+    ///
+    /// ```
+    /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::purpose::Promotion;
+    ///
+    /// let custodian = Custodian::in_memory();
+    /// let ada = SubjectId::random();
+    /// let err = custodian.consent_proof::<Promotion>(ada).unwrap_err();
+    /// assert_eq!(err.subject(), Some(ada));
+    /// assert!(!err.to_string().contains(&ada.to_string()));
+    /// let line = format!("subject {}: {err}", custodian.subject_tag(ada));
+    /// assert!(!line.contains(&ada.to_string()));
+    /// ```
+    pub fn subject(&self) -> Option<SubjectId> {
+        match self {
+            Error::NoConsent { subject, .. }
+            | Error::Erased { subject, .. }
+            | Error::Expired { subject, .. }
+            | Error::ConsentTampered { subject, .. } => Some(*subject),
+            Error::MixedSubjects { expected, .. } => Some(*expected),
+            Error::Key(KeyError::UnknownKey { subject, .. }) => Some(*subject),
+            _ => None,
+        }
     }
 
     /// The rule behind the error, where there is one.

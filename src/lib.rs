@@ -104,7 +104,7 @@
 //! ## Modules
 //!
 //! - [`purpose`], [`data`], [`recipient`]: the policy's vocabulary as types.
-//! - [`info`]: [`PersonalInfo`]; [`subject`]: [`SubjectId`].
+//! - [`info`]: [`PersonalInfo`]; [`subject`]: [`SubjectId`], [`SubjectTag`].
 //! - [`consent`]: grants, withdrawals and proofs.
 //! - [`custodian`]: the runtime object.
 //! - [`crypto`]: envelopes, keys, pseudonyms; [`audit`]: events, sinks, the chain.
@@ -142,11 +142,11 @@ pub mod transfer;
 
 pub use crate::audit::{AuditError, AuditEvent, AuditSink};
 pub use crate::crypto::{LookupToken, Pseudonym, Sealed};
-pub use crate::custodian::{Custodian, CustodianBuilder, ErasureReceipt};
+pub use crate::custodian::{Custodian, CustodianBuilder, ErasureReceipt, KeyRotation};
 pub use crate::error::Error;
 pub use crate::info::PersonalInfo;
 pub use crate::record::{PersonalRecord, SealedRecord};
-pub use crate::subject::SubjectId;
+pub use crate::subject::{SubjectId, SubjectTag};
 /// `#[derive(PersonalRecord)]`: see [`record`].
 #[cfg(feature = "derive")]
 pub use privacy_pledge_derive::PersonalRecord;

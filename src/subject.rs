@@ -1,8 +1,11 @@
 //! Subjects: the people personal information is about.
 //!
-//! A [`SubjectId`] is a random 128-bit handle. It is not personal information by
-//! itself (it carries no value), so it may appear in audit events, envelopes and
-//! logs; it is what ties a person's records, consents and key together.
+//! A [`SubjectId`] is a random 128-bit handle. It carries no value, but it is
+//! an identifier: it ties a person's records, consents and key together, and
+//! appears in audit events, envelopes and the host's tables. Logs get a
+//! [`SubjectTag`] instead (a short keyed tag,
+//! [`Custodian::subject_tag`](crate::Custodian::subject_tag)), and the
+//! crate's error messages name no id.
 //!
 //! ```
 //! use privacy_pledge::SubjectId;
@@ -115,6 +118,62 @@ impl fmt::Display for SubjectId {
 impl fmt::Debug for SubjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SubjectId({self})")
+    }
+}
+
+/// A short keyed tag of a [`SubjectId`], for logs: 8 hex digits, the first
+/// four bytes of HMAC-SHA-256 of the id under a key derived from the keyring
+/// ([`Custodian::subject_tag`](crate::Custodian::subject_tag)).
+///
+/// A log line can then say "this customer again" without naming them. An
+/// id is an identifier, and so is any prefix of it; a tag is not: whoever
+/// reads the log without the keyring can neither tell which id a tag belongs
+/// to nor compute the tag of an id they know (the database operator knows
+/// every id). Whoever holds the keyring computes the tag of one customer's
+/// id to find their lines. Every process of a service with one keyring gives
+/// a subject the same tag, across restarts too.
+///
+/// Four bytes: among about 93,000 subjects one pair is expected to share a
+/// tag. A tag points at lines to look at; it does not identify anyone.
+///
+/// ```
+/// use privacy_pledge::{Custodian, SubjectId};
+///
+/// let custodian = Custodian::in_memory();
+/// let ada = SubjectId::random();
+/// let tag = custodian.subject_tag(ada);
+/// assert_eq!(tag, custodian.subject_tag(ada));
+/// assert_eq!(tag.to_string().len(), 8);
+/// assert!(!ada.to_string().contains(&tag.to_string()));
+/// eprintln!("refund failed for subject {tag}");
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SubjectTag([u8; 4]);
+
+impl SubjectTag {
+    pub(crate) fn compute(key: &ring::hmac::Key, subject: SubjectId) -> Self {
+        let mut msg = [0u8; 32];
+        msg[..16].copy_from_slice(b"pp/subject-tag/1");
+        msg[16..].copy_from_slice(subject.as_bytes());
+        let mac = ring::hmac::sign(key, &msg);
+        let mut out = [0u8; 4];
+        out.copy_from_slice(&mac.as_ref()[..4]);
+        SubjectTag(out)
+    }
+}
+
+impl fmt::Display for SubjectTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for SubjectTag {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SubjectTag({self})")
     }
 }
 

@@ -27,7 +27,7 @@ use privacy_pledge::audit::{
     FlushPolicy, JsonLinesSink, MemoryAuditLog, Outcome, Tamper, VerifyError,
 };
 use privacy_pledge::country::Country;
-use privacy_pledge::crypto::{KeyStore, Keyring, SubjectKeys};
+use privacy_pledge::crypto::{KeyStore, Keyring, MemoryKeyringStore, SubjectKeys};
 use privacy_pledge::data::{
     Amount, Date, EmailAddress, FullName, PaymentToken, PhoneNumber, PostalAddress, PurchaseRecord,
 };
@@ -607,7 +607,10 @@ fn batch_is_stored_whole_or_not_at_all() {
 #[test]
 fn no_event_carries_a_personal_value() {
     let log = Arc::new(ChainedAuditLog::in_memory(AuditKey::from_bytes([7; 32])));
+    let keyring = Arc::new(Keyring::generate().unwrap());
     let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .keyring_store(MemoryKeyringStore::new(&keyring))
         .audit(log.clone())
         .audit_key(AuditKey::from_bytes([7; 32]))
         .clock(FixedClock::new(Timestamp::from_unix_seconds(1_530_316_800)))
@@ -666,6 +669,7 @@ fn no_event_carries_a_personal_value() {
     let report = c.subject_report(subject, &[&sealed_email], &trail).unwrap();
     assert_eq!(report.records().len(), 1);
     c.erase(subject).unwrap();
+    c.rotate_after_erasures().unwrap();
     let refused = c.open(&sealed_email).unwrap_err();
     // A second custodian on the same chain rebuilds its consents from it.
     let restarted = Custodian::builder()

@@ -1,8 +1,10 @@
 //! The checkout example, run as its users run it: two processes at once on
-//! one SQLite file (A5), then the database file, its write-ahead log and its
-//! shared-memory file are read byte by byte as the database operator or a
-//! backup holder would (A2, A3): no sample value is in them, in any case.
-//! The trail verifies with the public key alone (A4).
+//! one SQLite file (A5), each erasing a customer and then rotating the keys;
+//! then the database file, its write-ahead log and its shared-memory file
+//! are read byte by byte as the database operator or a backup holder would
+//! (A2, A3): no sample value is in them, in any case, and every key is
+//! wrapped under the one version the key file still holds. The trail
+//! verifies with the public key alone (A4).
 
 #[path = "common/examples.rs"]
 mod examples;
@@ -42,7 +44,32 @@ fn a2_a3_a5_the_checkout_database_holds_no_plaintext() {
     for text in examples::run_at_once("checkout", &[format!("--db={}", db.display())], 2) {
         assert!(text.contains("4 orders placed"), "{text}");
         assert!(text.contains("their email finds no one"), "{text}");
+        assert!(text.contains("keys rotated after the erasure"), "{text}");
     }
+    // A3: after both processes' maintenance steps, the key file holds one
+    // version, every key in the table is wrapped under it, and the versions
+    // a backup of the table from before could use are gone.
+    let keyring = privacy_pledge::crypto::Keyring::import(
+        std::fs::read_to_string(dir.join("shop.db.key"))
+            .unwrap()
+            .trim_end(),
+    )
+    .unwrap();
+    assert_eq!(
+        keyring.versions(),
+        [3],
+        "two rotations, one after each erasure"
+    );
+    let store = privacy_pledge::store::sqlite::SqliteStore::open(&db).unwrap();
+    let versions: Vec<u32> = store
+        .with_connection(|c| {
+            c.prepare("SELECT DISTINCT kek_version FROM pp_subject_keys")?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()
+        })
+        .unwrap();
+    assert_eq!(versions, [3]);
+    drop(store);
     let (code, text) = examples::run_example("verify_audit", &[format!("--db={}", db.display())]);
     assert_eq!(code, 0, "{text}");
 

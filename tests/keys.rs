@@ -499,7 +499,10 @@ fn a5_a_1_ms_key_bound_takes_effect_at_1_ms() {
 fn the_key_bound_in_seconds_still_works() {
     let t0 = Timestamp::from_unix_seconds(1_700_000_000);
     let clock = Arc::new(FixedClock::new(t0));
-    let (here, there) = sharing(|b| b.clock(clock.clone()).key_cache_revalidate_after(1));
+    let (here, there) = sharing(|b| {
+        b.clock(clock.clone())
+            .key_revalidate_after(std::time::Duration::from_secs(1))
+    });
     let a = SubjectId::random();
     let sealed = here
         .seal(&email::<Transaction>(a, "ada@example.com"))

@@ -775,6 +775,100 @@ async fn a1_audit_failure_is_503_and_nothing_happened() {
     s.stop().await;
 }
 
+/// A2 edits a customer's consent row in the database (here: flips its
+/// `granted` flag), so it no longer authenticates under the consent key.
+/// Unsubscribing (and subscribing) is then refused fail closed: a `503`
+/// whose JSON names the rule (R7), the refusal is in the trail as denied,
+/// and nothing was withdrawn or granted. The service's log — every line it
+/// wrote, read through `Shop::with_log` — holds the customer's keyed tag,
+/// never their id nor any 8 hex digits of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a2_tampered_consent_row_is_503_naming_the_rule_and_logs_no_subject_id() {
+    use privacy_pledge::audit::Outcome;
+    let s = start_sqlite("consent").await;
+    let ada = Person::new(&tag(), 1);
+    let r = s.call(Method::POST, "/customers", Some(ada.form())).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    let id = r.json["customer"].as_str().unwrap().to_owned();
+    let subject: SubjectId = id.parse().unwrap();
+    let newsletter = format!("/customers/{id}/newsletter");
+    let r = s.call(Method::PUT, &newsletter, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    // A2: an edit in place, as the operator's SQL client makes it.
+    let shop = s.shop.clone();
+    let edited = tokio::task::spawn_blocking(move || {
+        shop.store()
+            .execute(
+                "UPDATE pp_consents SET record = replace(record, '\"granted\":true', '\"granted\":false') WHERE subject = $1",
+                &[&subject.to_string()],
+            )
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(edited, 1, "the operator changed the row");
+    let audited = s.trail().await.len();
+
+    for method in [Method::DELETE, Method::PUT] {
+        let r = s.call(method.clone(), &newsletter, None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method}: {}",
+            r.json
+        );
+        assert_eq!(r.json["rule"], "R7", "{}", r.json);
+        assert!(
+            r.json["error"].as_str().unwrap().contains("consent"),
+            "{}",
+            r.json
+        );
+        assert!(!contains(&r.raw, &id), "the body names the customer");
+    }
+    // Refused before anything happened: each attempt is in the trail as a
+    // denial under R7, and nothing was withdrawn or granted.
+    let trail = s.trail().await;
+    let attempts: Vec<_> = trail[audited..]
+        .iter()
+        .filter(|e| e.subject() == subject)
+        .collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    for (e, action) in attempts
+        .iter()
+        .zip([Action::ConsentWithdrawn, Action::ConsentGranted])
+    {
+        assert_eq!(
+            (e.action(), e.outcome(), e.rule().to_string().as_str()),
+            (action, Outcome::Denied, "R7")
+        );
+    }
+
+    // The log: the customer's tag on the refusals, never their id.
+    let tag = s.shop.custodian().subject_tag(subject).to_string();
+    let log = s.log.lock().unwrap().clone();
+    let refusals: Vec<_> = log.iter().filter(|l| l.contains(" 503 ")).collect();
+    assert_eq!(refusals.len(), 2, "{log:#?}");
+    for line in &refusals {
+        assert!(line.contains("/customers/{id}/newsletter"), "{line}");
+        assert!(line.contains(&format!("customer {tag}")), "{line}");
+        assert!(line.contains("R7"), "{line}");
+    }
+    for line in &log {
+        for window in id.as_bytes().windows(8) {
+            let digits = std::str::from_utf8(window).unwrap();
+            assert!(
+                !line.contains(digits),
+                "a log line names the customer: {line}"
+            );
+        }
+        for secret in ada.secrets() {
+            assert!(!line.contains(secret), "a log line holds a value: {line}");
+        }
+    }
+    s.stop().await;
+}
+
 /// Two orders whose audit writes take 2 s each, on a runtime of 2 workers:
 /// if the crate were called on the async workers, both would be blocked and
 /// every other request would wait ~2 s. With `spawn_blocking` they answer

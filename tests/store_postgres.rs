@@ -502,7 +502,23 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
     let files_arg = format!("--files={}", files.display());
     for text in examples::run_at_once("checkout", &["--database-url", &db, &files_arg], 3) {
         assert!(text.contains("4 orders placed"), "{text}");
+        assert!(text.contains("keys rotated after the erasure"), "{text}");
     }
+    // Three rotations, one after each process's erasure, one at a time:
+    // every key is under the one version the key file holds.
+    let key_file = format!("{}.key", files.display());
+    let keyring = Keyring::import(std::fs::read_to_string(&key_file).unwrap().trim_end()).unwrap();
+    assert_eq!(keyring.versions(), [4]);
+    let store = PgStore::connect(&db).unwrap();
+    let versions: Vec<i64> = store.with_client(|c| {
+        c.query("SELECT DISTINCT kek_version FROM pp_subject_keys", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    });
+    assert_eq!(versions, [4]);
+    drop(store);
     let verify = || examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);
     let (code, text) = verify();
     assert_eq!(code, 0, "{text}");
@@ -539,6 +555,148 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
         let _ = std::fs::remove_dir_all(&path);
         let _ = std::fs::remove_file(&path);
     }
+}
+
+/// A3 on PostgreSQL: the key table copied before an erasure and restored,
+/// after the maintenance step, into a database of its own. With the keys
+/// that exist after the step it opens nothing; the live database opens
+/// every subject still live.
+#[test]
+fn a3_key_table_copy_from_before_maintenance_opens_nothing_on_postgres() {
+    use privacy_pledge::crypto::{KeyError, KeyringStore, MemoryKeyringStore};
+    let (Some(live_db), Some(restore_db)) = (database("a3_live"), database("a3_restore")) else {
+        return;
+    };
+    let store = PgStore::connect(&live_db).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .keyring_store(secrets.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let (gone, stays) = (SubjectId::random(), SubjectId::random());
+    let gone_row = custodian.seal(&email(gone)).unwrap();
+    let stays_row = custodian.seal(&email(stays)).unwrap();
+    // The backup: every row of the key table.
+    type KeyRow = (String, i64, i64, Vec<u8>, i64);
+    let backup: Vec<KeyRow> = store.with_client(|c| {
+        c.query(
+            "SELECT subject, generation, kek_version, wrapped, uses FROM pp_subject_keys",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    });
+    assert_eq!(backup.len(), 2);
+
+    custodian.erase(gone).unwrap();
+    let done = custodian.rotate_after_erasures().unwrap();
+    assert_eq!(
+        (done.version(), done.retired(), done.rewrapped()),
+        (2, &[1][..], 1)
+    );
+
+    // The restore, read with the keys the secret store holds now.
+    let restored = PgStore::connect(&restore_db).unwrap();
+    restored.with_client(|c| {
+        for (s, g, v, w, u) in &backup {
+            c.execute(
+                "INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[s, g, v, w, u],
+            )
+            .unwrap();
+        }
+    });
+    let now_keys = Arc::new(Keyring::import(&secrets.load().unwrap()).unwrap());
+    let from_copy = Custodian::builder()
+        .keyring(now_keys.clone())
+        .key_store(restored.key_store())
+        .build()
+        .unwrap();
+    for row in [&gone_row, &stays_row] {
+        assert!(matches!(
+            from_copy.open(row),
+            Err(Error::Key(KeyError::Retired { version: 1 }))
+        ));
+    }
+    let live = Custodian::builder()
+        .keyring(now_keys)
+        .key_store(store.key_store())
+        .build()
+        .unwrap();
+    assert!(live.open(&stays_row).is_ok());
+    assert!(matches!(live.open(&gone_row), Err(Error::Erased { .. })));
+    drop((store, restored));
+}
+
+/// A5 on PostgreSQL: a process seals new subjects with the keyring it read
+/// at start while another rotates three times, each connection its own.
+/// The floor row's share lock keeps every insert either before the fence
+/// (and rewrapped) or after it (and refused, then wrapped anew): no key is
+/// left under a retired version, and everything opens at the end.
+#[test]
+fn a5_seals_during_rotations_lose_no_key_on_postgres() {
+    use privacy_pledge::crypto::{KeyStore, KeyringStore, MemoryKeyringStore};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let Some(db) = database("a5_rotate") else {
+        return;
+    };
+    let keyring = Keyring::generate().unwrap();
+    let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
+    let process = || {
+        Custodian::builder()
+            .keyring(Arc::new(Keyring::import(&secrets.load().unwrap()).unwrap()))
+            .keyring_store(secrets.clone())
+            .key_store(PgStore::connect(&db).unwrap().key_store())
+            .key_revalidate_after(std::time::Duration::from_secs(0))
+            .build()
+            .unwrap()
+    };
+    let (rotating, sealing) = (process(), process());
+    for _ in 0..10 {
+        rotating.seal(&email(SubjectId::random())).unwrap();
+    }
+    let (stop, sealed) = (AtomicBool::new(false), AtomicUsize::new(0));
+    let rows = std::thread::scope(|scope| {
+        let worker = scope.spawn(|| {
+            let mut rows = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                rows.push(sealing.seal(&email(SubjectId::random())).unwrap());
+                sealed.fetch_add(1, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            rows
+        });
+        for _ in 0..3 {
+            rotating.rotate_after_erasures().unwrap();
+            let next = sealed.load(Ordering::SeqCst) + 2;
+            while sealed.load(Ordering::SeqCst) < next {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        stop.store(true, Ordering::SeqCst);
+        worker.join().unwrap()
+    });
+    let keys = PgStore::connect(&db).unwrap();
+    for retired in 1..=3 {
+        assert!(keys.key_store().wrapped_under(retired).unwrap().is_empty());
+    }
+    let reader = Custodian::builder()
+        .keyring(Arc::new(Keyring::import(&secrets.load().unwrap()).unwrap()))
+        .key_store(keys.key_store())
+        .build()
+        .unwrap();
+    assert!(rows.len() >= 6);
+    for row in &rows {
+        assert!(reader.open(row).is_ok());
+    }
+    drop((reader, keys, rotating, sealing));
 }
 
 /// The PostgreSQL operator, as `tests/common/tamper.rs` drives it.

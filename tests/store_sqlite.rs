@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use privacy_pledge::audit::{
@@ -786,6 +786,139 @@ fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
         .is_granted::<Newsletter>(other));
 }
 
+/// Two processes open one new database file at once (A5): the second finds
+/// the first holding a lock while the file is not yet in WAL mode, where
+/// SQLite refuses the switch at once rather than waiting. It waits, and
+/// starts.
+#[test]
+fn a5_a_process_opening_a_new_file_while_another_holds_it_waits() {
+    use privacy_pledge::store::sqlite::rusqlite::Connection;
+    let dir = TempDir::new("open-race");
+    let db = dir.path("new.sqlite");
+    let first = Connection::open(&db).unwrap();
+    first
+        .execute_batch("BEGIN IMMEDIATE; CREATE TABLE host_table (x INTEGER);")
+        .unwrap();
+    let holder = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        first.execute_batch("COMMIT").unwrap();
+    });
+    let started = std::time::Instant::now();
+    let store = SqliteStore::open(&db).unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(250), "it waited");
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    holder.join().unwrap();
+}
+
+/// Two processes change one consent at nearly the same moment, or one
+/// grants while another erases the subject (A5). The audit trail orders
+/// changes by time, so a change whose write lands after a later one's keeps
+/// the later row; a grant for a subject erased elsewhere is refused, or —
+/// if the erasure removed the rows just before the grant's write landed —
+/// its row is removed again. Either way the consent rows say what the
+/// trail says (`consent::cross_check`), and no row outlives its subject.
+#[test]
+fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with() {
+    use privacy_pledge::consent::{cross_check, ConsentRecord, ConsentStore, ConsentStoreError};
+    use privacy_pledge::purpose::PurposeId;
+    use privacy_pledge::time::FixedClock;
+
+    let dir = TempDir::new("consent-race");
+    let db = dir.path("c.sqlite");
+    let at = |s: u64| Timestamp::from_unix_seconds(1_700_000_000 + s);
+    let process = |clock: Arc<FixedClock>, consents: Arc<dyn ConsentStore>| {
+        let store = SqliteStore::open(&db).unwrap();
+        let keyring = keyring();
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(store.audit_sink(keyring.audit_key()).unwrap())
+            .consent_store(consents)
+            .consent_revalidate_after(Duration::ZERO)
+            .clock(clock)
+            .build()
+            .unwrap()
+    };
+    let consents =
+        || -> Arc<dyn ConsentStore> { Arc::new(SqliteStore::open(&db).unwrap().consent_store()) };
+    let (early, late) = (
+        Arc::new(FixedClock::new(at(1))),
+        Arc::new(FixedClock::new(at(2))),
+    );
+    let (x, y) = (
+        process(early.clone(), consents()),
+        process(late, consents()),
+    );
+
+    // Y withdraws at t=2 and stores first; X's grant stamped t=1 lands after.
+    let ada = SubjectId::random();
+    y.consents().grant::<Newsletter>(ada).unwrap();
+    y.consents().withdraw::<Newsletter>(ada).unwrap();
+    x.consents().grant::<Newsletter>(ada).unwrap();
+    assert!(
+        !x.consents().is_granted::<Newsletter>(ada),
+        "the later withdrawal stands"
+    );
+
+    // Y erases Bob; X, which has not seen it, grants: refused, no row.
+    let bob = SubjectId::random();
+    x.consents().grant::<Newsletter>(bob).unwrap();
+    y.erase(bob).unwrap();
+    assert!(matches!(
+        x.consents().grant::<Newsletter>(bob),
+        Err(Error::Erased { .. })
+    ));
+
+    // Y erases Carol just as X's grant is written: the row is removed again.
+    struct EraseFirst {
+        inner: Arc<dyn ConsentStore>,
+        erase: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+    }
+    impl ConsentStore for EraseFirst {
+        fn load(
+            &self,
+            s: SubjectId,
+            p: PurposeId,
+        ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+            self.inner.load(s, p)
+        }
+        fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError> {
+            if let Some(erase) = self.erase.lock().unwrap().take() {
+                // Another process, on another thread.
+                std::thread::spawn(erase).join().unwrap();
+            }
+            self.inner.store(record)
+        }
+        fn forget(&self, s: SubjectId) -> Result<(), ConsentStoreError> {
+            self.inner.forget(s)
+        }
+        fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
+            self.inner.all()
+        }
+    }
+    let carol = SubjectId::random();
+    let y = Arc::new(y);
+    let eraser = y.clone();
+    let racing = process(
+        early,
+        Arc::new(EraseFirst {
+            inner: consents(),
+            erase: Mutex::new(Some(Box::new(move || {
+                eraser.erase(carol).unwrap();
+            }))),
+        }),
+    );
+    assert!(matches!(
+        racing.consents().grant::<Newsletter>(carol),
+        Err(Error::Erased { .. })
+    ));
+
+    let store = SqliteStore::open(&db).unwrap();
+    let rows = store.consent_store().all().unwrap();
+    assert!(rows.iter().all(|r| r.subject != bob && r.subject != carol));
+    assert_eq!(cross_check(&rows, &store.trail().unwrap()), vec![]);
+}
+
 /// A2 writes a consent row of its own, or edits one: it does not
 /// authenticate, and the use is refused (fail closed).
 #[test]
@@ -894,7 +1027,10 @@ fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
 }
 
 /// Two processes' worth of writers flip one subject's consent at once: the
-/// compare-and-set on the row's version loses no change.
+/// compare-and-set on the row's version loses no change. Every change is in
+/// the trail, and the row is the latest of them by time — a change whose
+/// write lands after a later one's is superseded by it, as the trail orders
+/// them — so the row agrees with the trail.
 #[test]
 fn a5_concurrent_consent_changes_lose_nothing() {
     use privacy_pledge::consent::ConsentStore;
@@ -922,13 +1058,27 @@ fn a5_concurrent_consent_changes_lose_nothing() {
     for t in threads {
         t.join().unwrap();
     }
-    let rows = SqliteStore::open(&db)
-        .unwrap()
-        .consent_store()
-        .all()
-        .unwrap();
+    let store = SqliteStore::open(&db).unwrap();
+    let rows = store.consent_store().all().unwrap();
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].version, 50, "a change was lost");
+    let trail = store.trail().unwrap();
+    let changes: Vec<_> = trail
+        .iter()
+        .filter(|e| e.subject() == subject)
+        .filter(|e| e.outcome() == privacy_pledge::audit::Outcome::Allowed)
+        .collect();
+    assert_eq!(changes.len(), 50, "every change is in the trail");
+    let latest = changes.iter().max_by_key(|e| e.time()).unwrap();
+    assert_eq!(
+        (rows[0].granted, rows[0].since),
+        (
+            latest.action() == privacy_pledge::audit::Action::ConsentGranted,
+            latest.time()
+        ),
+        "the row is the latest change"
+    );
+    assert!(rows[0].version <= 50);
+    assert_eq!(privacy_pledge::consent::cross_check(&rows, &trail), vec![]);
 }
 
 /// A quiet stream is still vouched for: with `checkpoint_every(period)` a

@@ -12,8 +12,9 @@
 //!    [`spawn_blocking`](tokio::task::spawn_blocking) closure
 //!    ([`Shop::run`]): the crate's calls are synchronous and wait for the
 //!    disk (the audit sink returns only once its event is committed);
-//! 3. maps the outcome to a status: an audit-sink or store failure is `503`
-//!    and nothing happened (the custodian fails closed before the use).
+//! 3. maps the outcome to a status: an audit-sink or store failure, or a
+//!    consent row that does not authenticate, is `503` naming the rule, and
+//!    nothing happened (the custodian fails closed before the use).
 
 #![allow(dead_code)] // shared by the service, its test and the load generator
 
@@ -131,6 +132,9 @@ impl Shop {
         let sink = Arc::new(sink.with_checkpoints(signer, checkpoints.clone(), 100));
         let custodian = Custodian::builder()
             .keyring(keyring)
+            // Reloaded from there when another process (a `checkout` run,
+            // a maintenance job) rotates the keys.
+            .keyring_store(support::KeyFile(support::key_file_for(files)))
             .key_store(keys)
             .consent_store(consents)
             .audit(audit(Box::new(sink.clone())))
@@ -148,7 +152,8 @@ impl Shop {
     }
 
     /// Sends the access log (one line a request: method, route, status,
-    /// time; never a value or an id) to `log` instead of standard error.
+    /// time, and for an error its cause and the customer's keyed tag; never
+    /// a value or an id) to `log` instead of standard error.
     pub fn with_log(mut self, log: impl Fn(&str) + Send + Sync + 'static) -> Shop {
         self.log = Box::new(log);
         self
@@ -230,7 +235,8 @@ impl Shop {
 ///
 /// Errors are `{"error": …}` with `"field"` for bad input (`400`) and
 /// `"rule"` where a policy rule refused (`503` + `R10`: the audit trail was
-/// unavailable and nothing happened; `410` + `R11`: erased).
+/// unavailable and nothing happened; `503` + `R7`: the customer's consent
+/// row does not authenticate or cannot be read; `410` + `R11`: erased).
 pub fn router(shop: Arc<Shop>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -338,12 +344,20 @@ async fn access_log(State(shop): Shared, request: Request, next: Next) -> Respon
     let response = next.run(request).await;
     let took = start.elapsed();
     shop.stats.request(took);
-    let detail = response
-        .extensions()
-        .get::<ErrorDetail>()
-        .map_or(String::new(), |d| format!(": {}", d.0));
+    // An error names its customer by a keyed tag, never by the id: the
+    // tag finds the customer's other lines, and whoever holds the keyring
+    // can compute a known customer's tag; a log reader cannot reverse it.
+    let (mut about, mut detail) = (String::new(), String::new());
+    if let Some(d) = response.extensions().get::<ErrorDetail>() {
+        if let Some(subject) = d.subject {
+            about = format!(" customer {}", shop.custodian.subject_tag(subject));
+        }
+        if let Some(text) = &d.detail {
+            detail = format!(": {text}");
+        }
+    }
     (shop.log)(&format!(
-        "{method} {route} {} {:.1} ms{detail}",
+        "{method} {route} {} {:.1} ms{about}{detail}",
         response.status().as_u16(),
         took.as_secs_f64() * 1e3
     ));
@@ -568,13 +582,20 @@ impl Form {
 pub struct ApiError {
     status: StatusCode,
     body: Value,
-    /// For the log only (crate and database errors name no value).
+    /// For the log only (crate and database errors name no value, and the
+    /// crate's name no subject id).
     detail: Option<String>,
+    /// The customer the error is about, logged as a keyed tag.
+    subject: Option<SubjectId>,
 }
 
-/// The cause of a `5xx`, for the access log.
+/// For the access log: the cause of a `5xx`, and the customer an error is
+/// about (logged as its tag).
 #[derive(Clone)]
-struct ErrorDetail(String);
+struct ErrorDetail {
+    detail: Option<String>,
+    subject: Option<SubjectId>,
+}
 
 impl ApiError {
     fn new(status: StatusCode, field: Option<&'static str>, message: &str) -> Self {
@@ -586,6 +607,7 @@ impl ApiError {
             status,
             body,
             detail: None,
+            subject: None,
         }
     }
 
@@ -612,12 +634,19 @@ impl ApiError {
     }
 
     fn unavailable(detail: String) -> Self {
-        let mut e = ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            None,
+        ApiError::fail_closed(
+            "R10",
             "the audit trail or key store is unavailable, so nothing was done",
-        );
-        e.body["rule"] = "R10".into();
+            detail,
+        )
+    }
+
+    /// `503`: something the custodian depends on failed or cannot be
+    /// trusted, so it refused before anything happened; `rule` is the rule
+    /// that made it refuse.
+    fn fail_closed(rule: &str, message: &str, detail: String) -> Self {
+        let mut e = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, None, message);
+        e.body["rule"] = rule.into();
         e.detail = Some(detail);
         e
     }
@@ -630,7 +659,16 @@ impl ApiError {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        match e {
+        let subject = e.subject();
+        let mut a = match e {
+            // A consent row edited or written without the consent key, or a
+            // consent store that cannot be read: consent counts as not given,
+            // and a change is refused before it is recorded (R7).
+            e @ (Error::ConsentTampered { .. } | Error::ConsentStore(_)) => ApiError::fail_closed(
+                "R7",
+                "the customer's consent record cannot be read or trusted, so nothing was done",
+                e.to_string(),
+            ),
             // Fail closed: the sink or a store refused, the use did not happen.
             e if e.is_unavailable() => ApiError::unavailable(e.to_string()),
             Error::Erased { .. } => {
@@ -638,9 +676,12 @@ impl From<Error> for ApiError {
                 a.body["rule"] = "R11".into();
                 a
             }
-            // Errors carry subjects, kinds and rules, never values: safe to log.
+            // Messages name kinds, purposes and rules: never a value, never
+            // a subject id (the log gets the subject's tag).
             e => ApiError::internal(&e.to_string()),
-        }
+        };
+        a.subject = subject;
+        a
     }
 }
 
@@ -659,8 +700,11 @@ impl From<privacy_pledge::store::StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut response = (self.status, Json(self.body)).into_response();
-        if let Some(detail) = self.detail {
-            response.extensions_mut().insert(ErrorDetail(detail));
+        if self.detail.is_some() || self.subject.is_some() {
+            response.extensions_mut().insert(ErrorDetail {
+                detail: self.detail,
+                subject: self.subject,
+            });
         }
         response
     }

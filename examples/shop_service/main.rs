@@ -22,9 +22,12 @@
 //! ("invalid email address: there is no '@'"), never the value. A failing
 //! audit sink or key store is a `503` with `"rule": "R10"`, and nothing
 //! happened: the custodian refuses a use before it takes place, so no row
-//! is written and nothing reaches the payment processor. The access log
-//! (standard error) has method, route template, status and time: no value,
-//! no customer id.
+//! is written and nothing reaches the payment processor. A consent row
+//! that does not authenticate (edited in the database) is a `503` with
+//! `"rule": "R7"`: consent counts as not given, and nothing changes. The
+//! access log (standard error) has method, route template, status and time,
+//! and for an error its cause and the customer's keyed tag
+//! (`Custodian::subject_tag`, 8 hex digits): no value, no customer id.
 //!
 //! The service has no authentication and no TLS: put it behind your own.
 //! The report endpoint returns the customer's own values to whoever asks

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use privacy_pledge::audit::VerifiedTrail;
-use privacy_pledge::crypto::Keyring;
+use privacy_pledge::crypto::{KeyError, Keyring, KeyringStore};
 use zeroize::Zeroizing;
 
 /// Errors of the examples' own plumbing (files, SQLite, arguments).
@@ -71,7 +71,13 @@ pub fn read_keyring(path: &Path) -> Result<Keyring, BoxError> {
 /// Writes the keyring to `path` (readable by the owner only), replacing
 /// what was there: after every rotation and retirement.
 pub fn write_keyring(path: &Path, keyring: &Keyring) -> Result<(), BoxError> {
-    let text = keyring.export();
+    write_keyring_text(path, &keyring.export())
+}
+
+/// Writes a keyring's export text to `path` atomically (a new file, synced,
+/// then renamed over the old one: no reader sees a mix, and the old text is
+/// not kept beside it).
+fn write_keyring_text(path: &Path, text: &str) -> Result<(), BoxError> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
@@ -86,7 +92,32 @@ pub fn write_keyring(path: &Path, keyring: &Keyring) -> Result<(), BoxError> {
     file.write_all(b"\n")?;
     file.sync_all()?;
     fs::rename(&tmp, path)?;
+    // The rename itself is on disk once the directory is.
+    #[cfg(unix)]
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::File::open(dir)?.sync_all()?;
+    }
     Ok(())
+}
+
+/// The demo's keyring file as the custodian's [`KeyringStore`]: a rotation
+/// saves the keyring there, and every process of the shop reloads it from
+/// there once another process has rotated. A real host implements the
+/// trait over its KMS or secret manager, which must keep no older version
+/// of the secret.
+#[derive(Clone, Debug)]
+pub struct KeyFile(pub PathBuf);
+
+impl KeyringStore for KeyFile {
+    fn load(&self) -> Result<Zeroizing<String>, KeyError> {
+        read_keyring(&self.0)
+            .map(|k| k.export())
+            .map_err(|e| KeyError::Provider(e.to_string().into()))
+    }
+
+    fn save(&self, export: &str) -> Result<(), KeyError> {
+        write_keyring_text(&self.0, export).map_err(|e| KeyError::Provider(e.to_string().into()))
+    }
 }
 
 /// Reads the keyring from `path`, or creates a fresh one there if the file
@@ -470,6 +501,28 @@ pub fn open_shop_on(database: &Database) -> Result<StoreShop, BoxError> {
     }
 }
 
+/// The maintenance step after erasures, as a shop runs it: rotate the
+/// key-encryption keys, rewrap every live customer's key, retire and wipe
+/// the old version, save the keyring (`Custodian::rotate_after_erasures`).
+/// Another process of the shop may be rotating at the same moment: then
+/// this waits for it (up to a minute) and rotates once more, so that this
+/// process's own erasures are covered.
+pub fn rotate_keys_after_erasures(
+    custodian: &privacy_pledge::Custodian,
+) -> Result<privacy_pledge::KeyRotation, BoxError> {
+    let started = std::time::Instant::now();
+    loop {
+        match custodian.rotate_after_erasures() {
+            Err(privacy_pledge::Error::Key(KeyError::RotationInProgress { .. }))
+                if started.elapsed() < std::time::Duration::from_secs(60) =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return Ok(other?),
+        }
+    }
+}
+
 /// The custodian over one store's parts, its stream checkpointed every 100
 /// events into `<files>.checkpoints/`.
 fn build<W: BatchWriter + 'static>(
@@ -487,6 +540,7 @@ fn build<W: BatchWriter + 'static>(
     let sink = Arc::new(sink.with_checkpoints(signer, DirCheckpointStore::new(&checkpoints)?, 100));
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring)
+        .keyring_store(KeyFile(key_file_for(files)))
         .key_store(keys)
         .consent_store(consents)
         .audit(sink.clone())

@@ -44,11 +44,16 @@ pub enum Action {
     /// The consent register was rebuilt from a verified trail (not about one
     /// subject: the event's subject is the all-zero id).
     ConsentRestored = 13,
+    /// The key-encryption keys were rotated and the old versions retired,
+    /// so copies of the key store from before stop opening anything, erased
+    /// subjects' data included (R11; not about one subject: the all-zero
+    /// id). Recorded when the rotation starts, before any key changes.
+    KeysRotated = 14,
 }
 
 impl Action {
     /// Every action, in code order.
-    pub const ALL: [Action; 12] = [
+    pub const ALL: [Action; 13] = [
         Action::Collect,
         Action::Access,
         Action::Disclose,
@@ -61,6 +66,7 @@ impl Action {
         Action::Erase,
         Action::Report,
         Action::ConsentRestored,
+        Action::KeysRotated,
     ];
 
     pub(crate) const fn code(self) -> u8 {
@@ -362,7 +368,8 @@ mod tests {
             | Action::Open
             | Action::Erase
             | Action::Report
-            | Action::ConsentRestored => Action::ALL.iter().filter(|b| **b == a).count(),
+            | Action::ConsentRestored
+            | Action::KeysRotated => Action::ALL.iter().filter(|b| **b == a).count(),
         };
         for a in Action::ALL {
             assert_eq!(listed(a), 1, "{a:?}");

@@ -56,6 +56,16 @@ pub trait KeyProvider: Send + Sync {
     fn retire(&self, version: u32) -> Result<(), KeyError> {
         Err(KeyError::Unsupported { version })
     }
+
+    /// Reads the versions again from where the host keeps them, because
+    /// another process rotated: the custodian calls it when the key store
+    /// refuses a key wrapped under a version it no longer takes, or holds a
+    /// key wrapped under a version this provider does not know. Returns
+    /// whether anything changed. The default has nothing to read again
+    /// (a KMS serves every version itself).
+    fn refresh(&self) -> Result<bool, KeyError> {
+        Ok(false)
+    }
 }
 
 impl<P: KeyProvider + ?Sized> KeyProvider for std::sync::Arc<P> {
@@ -70,6 +80,9 @@ impl<P: KeyProvider + ?Sized> KeyProvider for std::sync::Arc<P> {
     }
     fn retire(&self, version: u32) -> Result<(), KeyError> {
         (**self).retire(version)
+    }
+    fn refresh(&self) -> Result<bool, KeyError> {
+        (**self).refresh()
     }
 }
 
@@ -98,14 +111,17 @@ struct Versions {
 /// [`generate`](Self::generate) and [`rotate`](Self::rotate) is a **random**
 /// key, not derived from anything, and [`retire`](KeyProvider::retire)
 /// destroys it (the bytes are wiped). After erasures, rotate → rewrap →
-/// retire ([`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys),
-/// [`Custodian::retire_key_version`](crate::Custodian::retire_key_version)):
-/// from then on no copy of the key store taken before the rotation opens
+/// retire, in one call:
+/// [`Custodian::rotate_after_erasures`](crate::Custodian::rotate_after_erasures)
+/// (by hand: [`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys),
+/// [`Custodian::retire_key_version`](crate::Custodian::retire_key_version)).
+/// From then on no copy of the key store taken before the rotation opens
 /// anything of an erased subject, wherever it is kept.
 ///
 /// The host keeps the keyring itself in its secret store (KMS, vault) as the
 /// text of [`export`](Self::export), written again after every rotation and
-/// retirement, and rebuilds it with [`import`](Self::import). An old export
+/// retirement (a [`KeyringStore`](crate::crypto::KeyringStore) given to the
+/// custodian does it), and rebuilds it with [`import`](Self::import). An old export
 /// still holds a retired version: the secret store must keep no copy of an
 /// export older than the last retirement (that is the one copy an erasure
 /// cannot reach, and why it lives outside the database and its backups).
@@ -126,6 +142,22 @@ struct Versions {
 pub struct Keyring {
     master: SecretBox<[u8; 32]>,
     versions: RwLock<Versions>,
+}
+
+/// A new random version, made but not yet in the keyring: a rotation saves
+/// the keyring with it ([`Staged::export`]) before anything is wrapped
+/// under it, then [`Keyring::install`]s it.
+pub(crate) struct Staged {
+    version: u32,
+    kek: Kek,
+    export: Zeroizing<String>,
+}
+
+impl Staged {
+    /// The keyring's export text with this version added, as current.
+    pub(crate) fn export(&self) -> &str {
+        &self.export
+    }
 }
 
 /// Prefix of an exported keyring's text.
@@ -237,12 +269,19 @@ impl Keyring {
     /// `current` (u32 BE), `count` (u32 BE), then per version `version` (u32
     /// BE), `tag` (1 = random, followed by its 32 key bytes; 0 = derived).
     pub fn export(&self) -> Zeroizing<String> {
+        self.encode(None)
+    }
+
+    /// The export text, with `extra` added as the newest, current version.
+    fn encode(&self, extra: Option<(u32, &Kek)>) -> Zeroizing<String> {
         let v = self.read();
-        let mut raw = Zeroizing::new(Vec::with_capacity(40 + v.keys.len() * 37));
+        let count = v.keys.len() + usize::from(extra.is_some());
+        let current = extra.map_or(v.current, |(version, _)| version);
+        let mut raw = Zeroizing::new(Vec::with_capacity(40 + count * 37));
         raw.extend_from_slice(self.master.expose_secret());
-        raw.extend_from_slice(&v.current.to_be_bytes());
-        raw.extend_from_slice(&(v.keys.len() as u32).to_be_bytes());
-        for (version, kek) in &v.keys {
+        raw.extend_from_slice(&current.to_be_bytes());
+        raw.extend_from_slice(&(count as u32).to_be_bytes());
+        for (version, kek) in v.keys.iter().map(|(v, k)| (*v, k)).chain(extra) {
             raw.extend_from_slice(&version.to_be_bytes());
             match &kek.random {
                 Some(bytes) => {
@@ -376,6 +415,80 @@ impl Keyring {
         Ok(next)
     }
 
+    /// Takes in the versions of `text`, this keyring's
+    /// [`export`](Self::export) as another process saved it after a
+    /// rotation, and returns whether anything changed: versions it added
+    /// come in, and versions it no longer holds (retired there) are dropped
+    /// here too. Refused ([`KeyError::MalformedKeyring`]) unless `text` is a
+    /// keyring of the same master secret; ignored (`Ok(false)`) if its
+    /// current version is older than this keyring's, so a stale copy never
+    /// takes a rotation back.
+    ///
+    /// A custodian given a [`KeyringStore`](crate::crypto::KeyringStore)
+    /// calls this itself when it meets a version it does not hold.
+    ///
+    /// ```
+    /// use privacy_pledge::crypto::Keyring;
+    ///
+    /// let here = Keyring::generate()?;
+    /// let there = Keyring::import(&here.export())?; // another process
+    /// there.rotate()?;
+    /// assert!(here.reload(&there.export())?);
+    /// assert_eq!(here.versions(), vec![1, 2]);
+    /// assert!(!here.reload(&there.export())?);
+    /// assert!(here.reload(&Keyring::generate()?.export()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn reload(&self, text: &str) -> Result<bool, KeyError> {
+        let other = Keyring::import(text)?;
+        if !crate::ct::eq(self.master.expose_secret(), other.master.expose_secret()) {
+            return Err(KeyError::MalformedKeyring(
+                "a keyring of another master secret",
+            ));
+        }
+        let theirs = other
+            .versions
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut ours = self.write();
+        let same = theirs.current == ours.current && theirs.keys.keys().eq(ours.keys.keys());
+        if theirs.current < ours.current || same {
+            return Ok(false);
+        }
+        *ours = theirs;
+        Ok(true)
+    }
+
+    /// A new random version `version`, newer than every version held, not
+    /// yet part of the keyring; with the export text of the keyring that
+    /// holds it as current.
+    pub(crate) fn stage(&self, version: u32) -> Result<Staged, Error> {
+        if self.read().keys.keys().next_back() >= Some(&version) {
+            return Err(KeyError::Unsupported { version }.into());
+        }
+        let kek = Self::random_kek()?;
+        let export = self.encode(Some((version, &kek)));
+        Ok(Staged {
+            version,
+            kek,
+            export,
+        })
+    }
+
+    /// Adds a staged version and makes it current (unless a reload brought
+    /// it in meanwhile, from the text saved with it).
+    pub(crate) fn install(&self, staged: Staged) -> Result<(), KeyError> {
+        let mut v = self.write();
+        if v.keys.keys().next_back() > Some(&staged.version) {
+            return Err(KeyError::Unsupported {
+                version: staged.version,
+            });
+        }
+        v.keys.entry(staged.version).or_insert(staged.kek);
+        v.current = v.current.max(staged.version);
+        Ok(())
+    }
+
     /// The key for pseudonyms (R6), derived from the master secret.
     pub fn pseudonym_key(&self) -> PseudonymKey {
         PseudonymKey::from_bytes(*derive(self.master.expose_secret(), b"pseudonym"))
@@ -401,6 +514,16 @@ impl Keyring {
     /// master secret (crate-internal: only the custodian makes rows).
     pub(crate) fn consent_key(&self) -> Zeroizing<[u8; 32]> {
         derive(self.master.expose_secret(), b"consent")
+    }
+
+    /// The key of subject tags for logs
+    /// ([`Custodian::subject_tag`](crate::Custodian::subject_tag)), derived
+    /// from the master secret (crate-internal).
+    pub(crate) fn subject_tag_key(&self) -> ring::hmac::Key {
+        ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            &derive(self.master.expose_secret(), b"subject-tag")[..],
+        )
     }
 
     /// The key for the audit chain (R10), derived from the master secret.

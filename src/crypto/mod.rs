@@ -48,6 +48,16 @@
 //! `ring` expands AES and ChaCha keys into internal schedules that it does not
 //! wipe on drop; the raw key bytes this crate handles are wiped.
 //!
+//! # Backups of the key store
+//!
+//! A copy of the key store taken before an erasure still holds the erased
+//! subject's key, wrapped under the key-encryption-key version of its time.
+//! [`Custodian::rotate_after_erasures`](crate::Custodian::rotate_after_erasures)
+//! closes that window in one call: a new random version, saved to the host's
+//! [`KeyringStore`] first, every live key rewrapped under it, the old
+//! versions wiped. A [`KekState`] floor in the key store fences out keys
+//! another process would wrap under an old version meanwhile.
+//!
 //! # Several custodians, one key store
 //!
 //! Each custodian caches unwrapped subject keys and asks the key store again
@@ -60,6 +70,7 @@
 mod aead;
 mod envelope;
 mod keyring;
+pub(crate) mod keyring_store;
 mod lookup;
 mod nonce;
 pub(crate) mod poly;
@@ -72,9 +83,12 @@ use std::borrow::Cow;
 pub use aead::Algorithm;
 pub use envelope::{EnvelopeError, Sealed, FORMAT_VERSION};
 pub use keyring::{KeyProvider, Keyring, Wrapped};
+pub use keyring_store::{KeyringStore, MemoryKeyringStore};
 pub use lookup::{InvalidLookupToken, LookupKey, LookupRef, LookupToken};
 pub use pseudonym::{InvalidPseudonym, Pseudonym, PseudonymKey, PseudonymRef};
-pub use store::{Destroyed, KeyStore, KeyStoreError, MemoryKeyStore, StoredKey, SubjectKeys};
+pub use store::{
+    Destroyed, KekState, KeyStore, KeyStoreError, MemoryKeyStore, StoredKey, SubjectKeys,
+};
 
 pub(crate) use keyring::wrap_context;
 
@@ -86,7 +100,7 @@ pub const DEFAULT_MESSAGE_LIMIT: u64 = 1 << 28;
 #[non_exhaustive]
 pub enum KeyError {
     /// The envelope names a key generation the key store does not hold.
-    #[error("no data key {key_id} for subject {subject}")]
+    #[error("no data key {key_id} for the subject")]
     UnknownKey {
         /// The subject.
         subject: crate::SubjectId,
@@ -129,6 +143,17 @@ pub enum KeyError {
     /// A provider-specific failure (e.g. the KMS is unreachable).
     #[error("key provider failed: {0}")]
     Provider(Cow<'static, str>),
+    /// Another rotation of the key-encryption keys is under way (in another
+    /// process sharing the key store): try again once it is done. One whose
+    /// process stopped holds until its claim has gone unrenewed for
+    /// [`ROTATION_LEASE_SECONDS`](crate::custodian::ROTATION_LEASE_SECONDS).
+    #[error("a rotation to key-encryption-key version {version} is under way since {since}: try again once it is done")]
+    RotationInProgress {
+        /// The version it rotates to.
+        version: u32,
+        /// When it was claimed.
+        since: crate::time::Timestamp,
+    },
 }
 
 /// `N` random bytes from the operating system.

@@ -51,6 +51,39 @@ pub struct Destroyed {
     pub lookup_tokens: Vec<LookupRef>,
 }
 
+/// What a key store keeps about key-encryption-key versions, for
+/// [`Custodian::rotate_after_erasures`](crate::Custodian::rotate_after_erasures):
+/// one record shared by every process on the store.
+///
+/// ```
+/// use privacy_pledge::crypto::{KekState, KeyStore, MemoryKeyStore};
+///
+/// let store = MemoryKeyStore::new();
+/// let idle = store.kek_state()?;
+/// assert_eq!(idle, KekState::default());
+/// let raised = KekState { floor: 2, ..idle };
+/// assert!(store.swap_kek_state(idle, raised)?);
+/// assert!(!store.swap_kek_state(idle, raised)?); // no longer what it was
+/// # Ok::<(), privacy_pledge::crypto::KeyStoreError>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KekState {
+    /// The oldest key-encryption-key version the store still takes: a key
+    /// wrapped under an older one is refused by [`KeyStore::insert`] and
+    /// [`KeyStore::rewrap`] ([`KeyStoreError::BelowFloor`]). 0 at first.
+    pub floor: u32,
+    /// The newest version a rotation has claimed. A version is claimed
+    /// once, so two processes never make two different keys of one version.
+    pub claimed: u32,
+    /// When the rotation to `claimed` was claimed.
+    pub claimed_at: Option<Timestamp>,
+    /// While that rotation is under way: when the process running it last
+    /// renewed its claim (it does at every step). A claim not renewed for
+    /// [`ROTATION_LEASE_SECONDS`](crate::custodian::ROTATION_LEASE_SECONDS)
+    /// may be taken over. `None` once it is done.
+    pub renewed_at: Option<Timestamp>,
+}
+
 /// A key store failed or refused.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -61,6 +94,17 @@ pub enum KeyStoreError {
     /// The storage behind the store failed.
     #[error("key store failed: {0}")]
     Backend(Cow<'static, str>),
+    /// The key is wrapped under a key-encryption-key version older than the
+    /// store's floor: a rotation (in another process, perhaps) retires that
+    /// version, so nothing may depend on it any more. Wrap under the current
+    /// version (reload the keyring).
+    #[error("key store refused a key wrapped under key-encryption-key version {kek_version}: the oldest it takes is {floor} (the keyring was rotated; reload it)")]
+    BelowFloor {
+        /// The version the key was wrapped under.
+        kek_version: u32,
+        /// The store's floor.
+        floor: u32,
+    },
 }
 
 /// Storage for wrapped subject data keys, implemented by hosts over their own
@@ -68,7 +112,11 @@ pub enum KeyStoreError {
 ///
 /// Sealed data can sit anywhere — tables, backups, exports — while the keys
 /// that open it live only here, so destroying a subject's keys erases every
-/// copy at once (crypto-shredding, R11). Keep backups of this store short-lived.
+/// copy at once (crypto-shredding, R11). A backup of this store still holds
+/// an erased subject's key until the key-encryption-key version it is
+/// wrapped under is retired:
+/// [`Custodian::rotate_after_erasures`](crate::Custodian::rotate_after_erasures)
+/// after erasures.
 ///
 /// Several custodians (processes, replicas) may share one store. Each keeps
 /// the keys it uses in memory and checks a subject against the store again
@@ -103,6 +151,29 @@ pub trait KeyStore: Send + Sync {
     /// Every (subject, generation) whose key is wrapped under `kek_version`.
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError>;
 
+    /// The store's [`KekState`]. The default keeps none, and
+    /// [`Custodian::rotate_after_erasures`](crate::Custodian::rotate_after_erasures)
+    /// is refused on such a store (the crate's stores keep one).
+    fn kek_state(&self) -> Result<KekState, KeyStoreError> {
+        Err(no_kek_state())
+    }
+
+    /// Replaces the [`KekState`] with `new` if it is still `expected`, and
+    /// says whether it did: one atomic compare-and-set against every other
+    /// call of every process sharing the store.
+    ///
+    /// The floor is a fence. Once a swap that raises it has returned, no
+    /// [`insert`](Self::insert) or [`rewrap`](Self::rewrap) of a key wrapped
+    /// under an older version may succeed, in any process: each checks the
+    /// floor atomically with its write (and refuses with
+    /// [`KeyStoreError::BelowFloor`]). A rotation relies on this to retire
+    /// the old version without losing a key another process was wrapping
+    /// under it at that moment.
+    fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+        let _ = (expected, new);
+        Err(no_kek_state())
+    }
+
     /// Notes a pseudonym issued for the subject, so erasure can list it.
     /// The default keeps no note.
     fn note_pseudonym(
@@ -121,6 +192,12 @@ pub trait KeyStore: Send + Sync {
         let _ = (subject, token);
         Ok(())
     }
+}
+
+fn no_kek_state() -> KeyStoreError {
+    KeyStoreError::Backend(Cow::Borrowed(
+        "this key store keeps no key-encryption-key state (KeyStore::kek_state)",
+    ))
 }
 
 impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
@@ -146,6 +223,12 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         (**self).wrapped_under(kek_version)
+    }
+    fn kek_state(&self) -> Result<KekState, KeyStoreError> {
+        (**self).kek_state()
+    }
+    fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+        (**self).swap_kek_state(expected, new)
     }
     fn note_pseudonym(
         &self,
@@ -183,6 +266,8 @@ enum Entry {
 #[derive(Debug, Default)]
 pub struct MemoryKeyStore {
     entries: Mutex<HashMap<SubjectId, Entry>>,
+    /// Taken inside `entries`' lock when both are needed.
+    kek: Mutex<KekState>,
 }
 
 impl MemoryKeyStore {
@@ -194,6 +279,21 @@ impl MemoryKeyStore {
     fn with<R>(&self, f: impl FnOnce(&mut HashMap<SubjectId, Entry>) -> R) -> R {
         f(&mut self.entries.lock().unwrap_or_else(|p| p.into_inner()))
     }
+
+    fn floor(&self) -> u32 {
+        self.kek.lock().unwrap_or_else(|p| p.into_inner()).floor
+    }
+}
+
+/// Refuses a key wrapped under a version below the floor.
+fn above_floor(wrapped: &Wrapped, floor: u32) -> Result<(), KeyStoreError> {
+    if wrapped.kek_version < floor {
+        return Err(KeyStoreError::BelowFloor {
+            kek_version: wrapped.kek_version,
+            floor,
+        });
+    }
+    Ok(())
 }
 
 fn live_key(
@@ -221,15 +321,20 @@ impl KeyStore for MemoryKeyStore {
     }
 
     fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
-        self.with(|m| match live_entry(m, subject) {
-            Entry::Erased(_) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
-            Entry::Live { keys, .. } => {
-                if keys.iter().any(|k| k.generation == key.generation) {
-                    return Err(KeyStoreError::Conflict(Cow::Borrowed("generation exists")));
+        // The floor is read under the entries' lock, which a swap of the
+        // state takes too: the check and the write are one step.
+        self.with(|m| match above_floor(&key.wrapped, self.floor()) {
+            Err(e) => Err(e),
+            Ok(()) => match live_entry(m, subject) {
+                Entry::Erased(_) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
+                Entry::Live { keys, .. } => {
+                    if keys.iter().any(|k| k.generation == key.generation) {
+                        return Err(KeyStoreError::Conflict(Cow::Borrowed("generation exists")));
+                    }
+                    keys.push(key);
+                    Ok(())
                 }
-                keys.push(key);
-                Ok(())
-            }
+            },
         })
     }
 
@@ -249,6 +354,7 @@ impl KeyStore for MemoryKeyStore {
         wrapped: Wrapped,
     ) -> Result<(), KeyStoreError> {
         self.with(|m| {
+            above_floor(&wrapped, self.floor())?;
             live_key(m, subject, generation)?.wrapped = wrapped;
             Ok(())
         })
@@ -287,6 +393,23 @@ impl KeyStore for MemoryKeyStore {
             }
             out
         }))
+    }
+
+    fn kek_state(&self) -> Result<KekState, KeyStoreError> {
+        Ok(*self.kek.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+        // Under the entries' lock: no insert or rewrap is between its floor
+        // check and its write while the floor moves.
+        self.with(|_| {
+            let mut kek = self.kek.lock().unwrap_or_else(|p| p.into_inner());
+            if *kek != expected {
+                return Ok(false);
+            }
+            *kek = new;
+            Ok(true)
+        })
     }
 
     fn note_pseudonym(

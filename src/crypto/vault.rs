@@ -220,6 +220,15 @@ impl Noted {
     }
 }
 
+/// What [`Vault::rewrap_from`] did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Rewrapped {
+    /// Keys now wrapped under the current version.
+    pub(crate) moved: usize,
+    /// Keys of subjects erased before or while they were reached: skipped.
+    pub(crate) skipped_erased: usize,
+}
+
 pub(crate) struct Vault {
     provider: Box<dyn KeyProvider>,
     store: Box<dyn KeyStore>,
@@ -376,10 +385,45 @@ impl Vault {
         subject: SubjectId,
         generation: u32,
         alg: Algorithm,
+        now: u64,
     ) -> Result<Arc<AeadKey>, Error> {
         if let Some(k) = slot.ready(generation, alg) {
             return Ok(k.clone());
         }
+        // A rotation elsewhere: the key was rewrapped under a version this
+        // keyring does not hold yet (reload the keyring), or the version
+        // this copy of the row names was retired (read the row again).
+        // Again while that brings something new (rotations may follow each
+        // other); then the error stands.
+        let mut dek = self.unwrap_stored(slot, subject, generation);
+        for _ in 0..8 {
+            let Err(Error::Key(KeyError::Retired { version })) = dek else {
+                break;
+            };
+            let newer = if version > self.provider.current_version() {
+                self.provider.refresh()?
+            } else {
+                let before = slot.stored.clone();
+                self.reload(slot, subject, now)?;
+                slot.stored != before
+            };
+            if !newer {
+                break;
+            }
+            dek = self.unwrap_stored(slot, subject, generation);
+        }
+        let dek = dek?;
+        let key = Arc::new(AeadKey::new(alg, &dek[..])?);
+        slot.ready.push((generation, alg, key.clone()));
+        Ok(key)
+    }
+
+    fn unwrap_stored(
+        &self,
+        slot: &Slot,
+        subject: SubjectId,
+        generation: u32,
+    ) -> Result<zeroize::Zeroizing<[u8; 32]>, Error> {
         let stored = slot
             .stored
             .iter()
@@ -388,25 +432,43 @@ impl Vault {
                 subject,
                 key_id: generation,
             })?;
-        let dek = self
+        Ok(self
             .provider
-            .unwrap(&stored.wrapped, &wrap_context(subject, generation))?;
-        let key = Arc::new(AeadKey::new(alg, &dek[..])?);
-        slot.ready.push((generation, alg, key.clone()));
-        Ok(key)
+            .unwrap(&stored.wrapped, &wrap_context(subject, generation))?)
     }
 
     /// Creates generation `generation` for the subject and stores it.
+    ///
+    /// If the key store refuses the key because its version is below the
+    /// floor (another process rotated and is retiring that version), the
+    /// keyring is reloaded and the key wrapped again under the new current
+    /// version (again, should rotations follow each other). Without a newer
+    /// version the refusal stands: nothing is ever stored under a version
+    /// on its way out.
     fn create(&self, slot: &mut Slot, subject: SubjectId, generation: u32) -> Result<(), Error> {
-        let mut dek = super::random_array::<32>()?;
-        let wrapped = self.provider.wrap(&dek, &wrap_context(subject, generation));
-        dek.zeroize();
-        let key = StoredKey {
+        let dek = zeroize::Zeroizing::new(super::random_array::<32>()?);
+        let context = wrap_context(subject, generation);
+        let mut key = StoredKey {
             generation,
-            wrapped: wrapped?,
+            wrapped: self.provider.wrap(&dek, &context)?,
             uses: 0,
         };
-        self.store.insert(subject, key.clone())?;
+        let mut inserted = self.store.insert(subject, key.clone());
+        for _ in 0..8 {
+            let Err(KeyStoreError::BelowFloor { floor, .. }) = inserted else {
+                break;
+            };
+            let was = key.wrapped.kek_version;
+            if self.provider.current_version() < floor && !self.provider.refresh()? {
+                break;
+            }
+            if self.provider.current_version() <= was {
+                break;
+            }
+            key.wrapped = self.provider.wrap(&dek, &context)?;
+            inserted = self.store.insert(subject, key.clone());
+        }
+        inserted?;
         slot.stored.push(key);
         Ok(())
     }
@@ -532,7 +594,7 @@ impl Vault {
                     g
                 }
             };
-            let key = self.ready_key(slot, subject, generation, self.config.algorithm)?;
+            let key = self.ready_key(slot, subject, generation, self.config.algorithm, now)?;
             Ok((generation, key))
         })();
         if let Err(e) = &result {
@@ -644,7 +706,7 @@ impl Vault {
             // Another custodian may have started a generation: read once more.
             self.reload(slot, subject, now)?;
         }
-        self.ready_key(slot, subject, key_id, alg)
+        self.ready_key(slot, subject, key_id, alg, now)
     }
 
     /// Opens an envelope with a key from [`check_open`](Self::check_open).
@@ -757,32 +819,76 @@ impl Vault {
         noted
     }
 
-    /// Rewraps every stored key under an old version with the current one.
-    pub(crate) fn rewrap_from(&self, version: u32) -> Result<usize, Error> {
+    /// Rewraps every stored key under an old version with the current one,
+    /// calling `every_256` after every 256 keys (a rotation renews its claim).
+    ///
+    /// Never brings an erased subject's key back: only a key the store
+    /// still holds live is rewrapped (an update in place, never an insert),
+    /// and a subject erased meanwhile — the store then refuses the rewrap —
+    /// is skipped and counted.
+    pub(crate) fn rewrap_from(
+        &self,
+        version: u32,
+        every_256: &mut dyn FnMut() -> Result<(), Error>,
+    ) -> Result<Rewrapped, Error> {
         crate::reentry::check_connection()?;
         let current = self.provider.current_version();
+        let mut done = Rewrapped::default();
         if version == current {
-            return Ok(0);
+            return Ok(done);
         }
-        let mut moved = 0;
         for (subject, generation) in self.store.wrapped_under(version)? {
             let SubjectKeys::Live(keys) = self.store.load(subject)? else {
+                done.skipped_erased += 1;
                 continue;
             };
             let Some(stored) = keys.iter().find(|k| k.generation == generation) else {
                 continue;
             };
+            if stored.wrapped.kek_version == current {
+                continue; // rewrapped meanwhile by another process
+            }
             let ctx = wrap_context(subject, generation);
             let dek = self.provider.unwrap(&stored.wrapped, &ctx)?;
             let wrapped = self.provider.wrap(&dek, &ctx)?;
-            self.store.rewrap(subject, generation, wrapped)?;
-            moved += 1;
+            match self.store.rewrap(subject, generation, wrapped) {
+                Ok(()) => {
+                    done.moved += 1;
+                    if done.moved % 256 == 0 {
+                        every_256()?;
+                    }
+                }
+                Err(KeyStoreError::Conflict(why)) => match self.store.load(subject)? {
+                    SubjectKeys::Erased { .. } => done.skipped_erased += 1,
+                    _ => return Err(KeyStoreError::Conflict(why).into()),
+                },
+                Err(e) => return Err(e.into()),
+            }
         }
         // Cached wrapped forms are stale now; keys themselves are unchanged.
         let mut cache = self.lock()?;
         cache.slots.map.clear();
         cache.slots.order.clear();
-        Ok(moved)
+        Ok(done)
+    }
+
+    /// Every (subject, generation) the key store holds under `version`.
+    pub(crate) fn wrapped_under(&self, version: u32) -> Result<Vec<(SubjectId, u32)>, Error> {
+        Ok(self.store.wrapped_under(version)?)
+    }
+
+    /// The key store's key-encryption-key state.
+    pub(crate) fn kek_state(&self) -> Result<super::KekState, Error> {
+        Ok(self.store.kek_state()?)
+    }
+
+    /// Compare-and-set of the key store's key-encryption-key state.
+    pub(crate) fn swap_kek_state(
+        &self,
+        expected: super::KekState,
+        new: super::KekState,
+    ) -> Result<bool, Error> {
+        Ok(self.store.swap_kek_state(expected, new)?)
     }
 
     /// Retires a key-encryption-key version once nothing depends on it.
@@ -833,6 +939,16 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         crate::reentry::host(|| self.0.wrapped_under(kek_version))
     }
+    fn kek_state(&self) -> Result<super::KekState, KeyStoreError> {
+        crate::reentry::host(|| self.0.kek_state())
+    }
+    fn swap_kek_state(
+        &self,
+        expected: super::KekState,
+        new: super::KekState,
+    ) -> Result<bool, KeyStoreError> {
+        crate::reentry::host(|| self.0.swap_kek_state(expected, new))
+    }
     fn note_pseudonym(
         &self,
         subject: SubjectId,
@@ -865,6 +981,9 @@ impl<T: KeyProvider + ?Sized> KeyProvider for HostCalls<Box<T>> {
     }
     fn retire(&self, version: u32) -> Result<(), KeyError> {
         crate::reentry::host(|| self.0.retire(version))
+    }
+    fn refresh(&self) -> Result<bool, KeyError> {
+        crate::reentry::host(|| self.0.refresh())
     }
 }
 

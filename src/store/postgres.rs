@@ -44,14 +44,15 @@ use super::{AuditStreamSink, BatchWriter, Reentered, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
-    Destroyed, KeyStore, KeyStoreError, LookupRef, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+    Destroyed, KekState, KeyStore, KeyStoreError, LookupRef, PseudonymRef, StoredKey, SubjectKeys,
+    Wrapped,
 };
 use crate::purpose::PurposeId;
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
 CREATE TABLE pp_audit_log (
     id      BIGSERIAL PRIMARY KEY,
@@ -97,6 +98,17 @@ CREATE TABLE pp_consents (
     record  TEXT   NOT NULL,
     PRIMARY KEY (subject, purpose)
 );
+",
+    "
+CREATE TABLE pp_kek_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    floor      BIGINT  NOT NULL,
+    claimed    BIGINT  NOT NULL,
+    claimed_at BIGINT,
+    renewed_at BIGINT
+);
+INSERT INTO pp_kek_state (id, floor, claimed) VALUES (1, 0, 0);
+CREATE INDEX pp_subject_keys_kek_version ON pp_subject_keys (kek_version);
 ",
 ];
 
@@ -539,6 +551,51 @@ fn locked<R>(
     Ok(out)
 }
 
+/// The row of `pp_kek_state`; with `share`, locked against a concurrent
+/// swap until the transaction ends (a missing row is an error).
+fn kek_state(tx: &mut postgres::Transaction<'_>, share: bool) -> Result<KekState, KeyStoreError> {
+    let sql = if share {
+        "SELECT floor, claimed, claimed_at, renewed_at FROM pp_kek_state WHERE id = 1 FOR SHARE"
+    } else {
+        "SELECT floor, claimed, claimed_at, renewed_at FROM pp_kek_state WHERE id = 1"
+    };
+    let row = tx
+        .query_opt(sql, &[])
+        .map_err(backend)?
+        .ok_or_else(|| backend("pp_kek_state has no row"))?;
+    let time = |t: Option<i64>| {
+        t.map(|t| u64_col(t, "pp_kek_state time").map(Timestamp::from_unix_nanos))
+            .transpose()
+    };
+    Ok(KekState {
+        floor: u32_col(row.get(0), "floor")?,
+        claimed: u32_col(row.get(1), "claimed")?,
+        claimed_at: time(row.get(2))?,
+        renewed_at: time(row.get(3))?,
+    })
+}
+
+/// A time as `pp_kek_state` keeps it (nanoseconds).
+fn time_col(t: Option<Timestamp>) -> Result<Option<i64>, KeyStoreError> {
+    t.map(|t| i64::try_from(t.unix_nanos()).map_err(|_| backend("time out of range")))
+        .transpose()
+}
+
+/// Refuses a key wrapped under a version below the floor. The floor row is
+/// share-locked until the writer commits, so a swap that raises the floor
+/// waits for this write, and the rotation's next read of the keys sees it;
+/// or the swap came first, and this reads the raised floor.
+fn check_floor(tx: &mut postgres::Transaction<'_>, wrapped: &Wrapped) -> Result<(), KeyStoreError> {
+    let floor = kek_state(tx, true)?.floor;
+    if wrapped.kek_version < floor {
+        return Err(KeyStoreError::BelowFloor {
+            kek_version: wrapped.kek_version,
+            floor,
+        });
+    }
+    Ok(())
+}
+
 fn erased_at(
     tx: &mut postgres::Transaction<'_>,
     subject: &str,
@@ -600,6 +657,7 @@ impl KeyStore for PgKeyStore {
             if erased_at(tx, &s)?.is_some() {
                 return Err(conflict("subject erased"));
             }
+            check_floor(tx, &key.wrapped)?;
             let inserted = tx
                 .execute(
                     "INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
@@ -650,6 +708,7 @@ impl KeyStore for PgKeyStore {
     ) -> Result<(), KeyStoreError> {
         let s = subject.to_string();
         locked(&self.store, &s, |tx| {
+            check_floor(tx, &wrapped)?;
             let n = tx
                 .execute(
                     "UPDATE pp_subject_keys SET kek_version = $3, wrapped = $4
@@ -725,6 +784,41 @@ impl KeyStore for PgKeyStore {
                 ))
             })
             .collect()
+    }
+
+    fn kek_state(&self) -> Result<KekState, KeyStoreError> {
+        let mut client = self.store.lock()?;
+        let mut tx = client.transaction().map_err(backend)?;
+        let state = kek_state(&mut tx, false)?;
+        tx.commit().map_err(backend)?;
+        Ok(state)
+    }
+
+    fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+        // One statement: the row lock makes the compare and the set atomic,
+        // and it waits for every writer holding the row share-locked.
+        let changed = self
+            .store
+            .lock()?
+            .execute(
+                "UPDATE pp_kek_state
+                 SET floor = $5, claimed = $6, claimed_at = $7, renewed_at = $8
+                 WHERE id = 1 AND floor = $1 AND claimed = $2
+                   AND claimed_at IS NOT DISTINCT FROM $3
+                   AND renewed_at IS NOT DISTINCT FROM $4",
+                &[
+                    &i64::from(expected.floor),
+                    &i64::from(expected.claimed),
+                    &time_col(expected.claimed_at)?,
+                    &time_col(expected.renewed_at)?,
+                    &i64::from(new.floor),
+                    &i64::from(new.claimed),
+                    &time_col(new.claimed_at)?,
+                    &time_col(new.renewed_at)?,
+                ],
+            )
+            .map_err(backend)?;
+        Ok(changed == 1)
     }
 
     fn note_pseudonym(

@@ -38,6 +38,7 @@
 //! | `pp_subject_pseudonyms (subject, pseudonym)` | pseudonyms noted for erasure receipts |
 //! | `pp_consents (subject, purpose, version, record)` | consent rows (JSON of a [`ConsentRecord`], authenticated by the custodian) |
 //! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`](crate::audit::CheckpointStore) outside the database |
+//! | `pp_kek_state (id, floor, claimed, claimed_at, renewed_at)` | one row: the key-encryption-key [`KekState`] rotations share; a key wrapped under a version below `floor` is refused |
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
@@ -56,14 +57,15 @@ use super::{AuditStreamSink, BatchWriter, Reentered, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
-    Destroyed, KeyStore, KeyStoreError, LookupRef, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+    Destroyed, KekState, KeyStore, KeyStoreError, LookupRef, PseudonymRef, StoredKey, SubjectKeys,
+    Wrapped,
 };
 use crate::purpose::PurposeId;
 use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 3] = [
+const MIGRATIONS: [&str; 4] = [
     "
 CREATE TABLE pp_audit_log (
     id      INTEGER PRIMARY KEY,
@@ -109,6 +111,17 @@ CREATE TABLE pp_consents (
     record  TEXT    NOT NULL,
     PRIMARY KEY (subject, purpose)
 );
+",
+    "
+CREATE TABLE pp_kek_state (
+    id         INTEGER PRIMARY KEY CHECK (id = 1),
+    floor      INTEGER NOT NULL,
+    claimed    INTEGER NOT NULL,
+    claimed_at INTEGER,
+    renewed_at INTEGER
+);
+INSERT INTO pp_kek_state (id, floor, claimed) VALUES (1, 0, 0);
+CREATE INDEX pp_subject_keys_kek_version ON pp_subject_keys (kek_version);
 ",
 ];
 
@@ -188,9 +201,23 @@ impl SqliteStore {
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(db_err)?;
         // An in-memory database has no WAL; the pragma then answers "memory".
-        let _: String = conn
-            .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-            .map_err(db_err)?;
+        // Switching a new file to WAL needs its exclusive lock, and SQLite
+        // answers "database is locked" at once, without the busy handler,
+        // while another process opening the same new file holds a lock: so
+        // the switch is tried again for as long as the busy timeout.
+        let started = std::time::Instant::now();
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get::<_, String>(0)) {
+                Ok(_) => break,
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && started.elapsed() < std::time::Duration::from_secs(10) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(e) => return Err(db_err(e)),
+            }
+        }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
         conn.pragma_update(None, "secure_delete", "ON")
@@ -574,6 +601,50 @@ fn erased_at(conn: &Connection, subject: &str) -> Result<Option<i64>, KeyStoreEr
     .map_err(backend)
 }
 
+/// The row of `pp_kek_state` (a missing row is an error, never "no floor").
+fn kek_state(conn: &Connection) -> Result<KekState, KeyStoreError> {
+    type Columns = (i64, i64, Option<i64>, Option<i64>);
+    let (floor, claimed, claimed_at, renewed_at): Columns = conn
+        .query_row(
+            "SELECT floor, claimed, claimed_at, renewed_at FROM pp_kek_state WHERE id = 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()
+        .map_err(backend)?
+        .ok_or_else(|| backend("pp_kek_state has no row"))?;
+    let version = |v: i64| u32::try_from(v).map_err(|_| backend("pp_kek_state out of range"));
+    let time = |t: Option<i64>| {
+        t.map(|t| u64_col(t, "pp_kek_state time").map(Timestamp::from_unix_nanos))
+            .transpose()
+    };
+    Ok(KekState {
+        floor: version(floor)?,
+        claimed: version(claimed)?,
+        claimed_at: time(claimed_at)?,
+        renewed_at: time(renewed_at)?,
+    })
+}
+
+/// A time as `pp_kek_state` keeps it (nanoseconds).
+fn time_col(t: Option<Timestamp>) -> Result<Option<i64>, KeyStoreError> {
+    t.map(|t| i64::try_from(t.unix_nanos()).map_err(|_| backend("time out of range")))
+        .transpose()
+}
+
+/// Refuses a key wrapped under a version below the floor; read in the
+/// writer's immediate transaction, so the check and the write are one step.
+fn check_floor(conn: &Connection, wrapped: &Wrapped) -> Result<(), KeyStoreError> {
+    let floor = kek_state(conn)?.floor;
+    if wrapped.kek_version < floor {
+        return Err(KeyStoreError::BelowFloor {
+            kek_version: wrapped.kek_version,
+            floor,
+        });
+    }
+    Ok(())
+}
+
 impl SqliteKeyStore {
     /// Runs `f` in one transaction, so it sees and leaves a consistent state.
     /// Writers use an immediate transaction: it takes the write lock at once,
@@ -639,6 +710,7 @@ impl KeyStore for SqliteKeyStore {
             if erased_at(tx, &s)?.is_some() {
                 return Err(conflict("subject erased"));
             }
+            check_floor(tx, &key.wrapped)?;
             let inserted = tx
                 .execute(
                     "INSERT OR IGNORE INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
@@ -684,6 +756,7 @@ impl KeyStore for SqliteKeyStore {
     ) -> Result<(), KeyStoreError> {
         let s = subject.to_string();
         self.transaction(TransactionBehavior::Immediate, |tx| {
+            check_floor(tx, &wrapped)?;
             let n = tx
                 .execute(
                     "UPDATE pp_subject_keys SET kek_version = ?3, wrapped = ?4
@@ -750,6 +823,28 @@ impl KeyStore for SqliteKeyStore {
         rows.into_iter()
             .map(|(s, g)| Ok((s.parse().map_err(backend)?, g)))
             .collect()
+    }
+
+    fn kek_state(&self) -> Result<KekState, KeyStoreError> {
+        kek_state(&*self.store.lock()?)
+    }
+
+    fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+        let (claimed_at, renewed_at) = (time_col(new.claimed_at)?, time_col(new.renewed_at)?);
+        // The write lock at once: no insert or rewrap of another process
+        // is between its floor check and its write while this runs.
+        self.transaction(TransactionBehavior::Immediate, |tx| {
+            if kek_state(tx)? != expected {
+                return Ok(false);
+            }
+            tx.execute(
+                "UPDATE pp_kek_state SET floor = ?1, claimed = ?2, claimed_at = ?3, renewed_at = ?4
+                 WHERE id = 1",
+                params![new.floor, new.claimed, claimed_at, renewed_at],
+            )
+            .map_err(backend)?;
+            Ok(true)
+        })
     }
 
     fn note_pseudonym(
