@@ -5,7 +5,6 @@
 //! erased subject's key never comes back; a failed rotation is finished by
 //! the next call.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,28 +20,14 @@ use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
 use zeroize::Zeroizing;
 
-/// A directory under the system temp dir, unique to one test, removed on drop.
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "privacy-pledge-rotation-{test}-{}-{}",
-            std::process::id(),
-            Timestamp::now().unix_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
+use tempdir::TempDir;
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory unique to one test, removed on drop.
+fn temp_dir(test: &str) -> TempDir {
+    TempDir::named("rotation", test)
 }
 
 type Row = Sealed<EmailAddress, Transaction>;
@@ -89,7 +74,7 @@ fn current_keys(secrets: &MemoryKeyringStore) -> Arc<Keyring> {
 /// still live.
 #[test]
 fn a3_key_table_copy_from_before_maintenance_opens_nothing() {
-    let dir = TempDir::new("a3");
+    let dir = temp_dir("a3");
     let store = SqliteStore::open(dir.path("shop.db")).unwrap();
     let keyring = Arc::new(Keyring::generate().unwrap());
     let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
@@ -202,7 +187,7 @@ fn a3_key_table_copy_from_before_maintenance_opens_nothing() {
 /// fails, and stores nothing under the retired version.
 #[test]
 fn a5_a_process_with_the_keyring_of_before_stores_nothing_under_a_retired_version() {
-    let dir = TempDir::new("stale");
+    let dir = temp_dir("stale");
     let db = dir.path("shop.db");
     let keyring = Keyring::generate().unwrap();
     let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
@@ -252,7 +237,7 @@ fn a5_a_process_with_the_keyring_of_before_stores_nothing_under_a_retired_versio
 /// keys the secret store holds at the end.
 #[test]
 fn a5_seals_during_rotations_lose_no_key() {
-    let dir = TempDir::new("race");
+    let dir = temp_dir("race");
     let db = dir.path("shop.db");
     let keyring = Keyring::generate().unwrap();
     let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
@@ -322,7 +307,7 @@ fn a5_seals_during_rotations_lose_no_key() {
 /// made. Everything opens with the keyring saved last.
 #[test]
 fn a5_two_rotations_at_once_never_make_two_keys_of_one_version() {
-    let dir = TempDir::new("twice");
+    let dir = temp_dir("twice");
     let db = dir.path("shop.db");
     let keyring = Keyring::generate().unwrap();
     let secrets = Arc::new(MemoryKeyringStore::new(&keyring));

@@ -29,28 +29,14 @@ use privacy_pledge::store::StoreError;
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
-/// A directory under the system temp dir, unique to one test, removed on drop.
-struct TempDir(PathBuf);
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
-impl TempDir {
-    fn new(test: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!(
-            "privacy-pledge-store-{test}-{}-{}",
-            std::process::id(),
-            Timestamp::now().unix_nanos()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
+use tempdir::TempDir;
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory unique to one test, removed on drop.
+fn temp_dir(test: &str) -> TempDir {
+    TempDir::named("store", test)
 }
 
 const MASTER: [u8; 32] = [42; 32];
@@ -65,7 +51,7 @@ fn email(subject: SubjectId) -> PersonalInfo<EmailAddress, Transaction> {
 
 #[test]
 fn migrations_run_once_and_refuse_a_newer_schema() {
-    let dir = TempDir::new("migrate");
+    let dir = temp_dir("migrate");
     let path = dir.path("db.sqlite");
     let store = SqliteStore::open(&path).unwrap();
     assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
@@ -90,7 +76,7 @@ fn migrations_run_once_and_refuse_a_newer_schema() {
 /// stream, and far fewer commits than events were needed.
 #[test]
 fn concurrent_records_share_commits_and_verify() {
-    let dir = TempDir::new("group");
+    let dir = temp_dir("group");
     let store = SqliteStore::open(dir.path("db.sqlite")).unwrap();
     let key = AuditKey::generate().unwrap();
     let sink = Arc::new(store.audit_sink(key.clone()).unwrap());
@@ -319,7 +305,7 @@ fn heads_of(output: &str) -> Vec<(StreamId, Checkpoint)> {
 /// four streams, none forked, each intact up to the head its writer reported.
 #[test]
 fn a5_four_processes_on_one_file_write_four_intact_streams() {
-    let dir = TempDir::new("fleet");
+    let dir = temp_dir("fleet");
     let db = dir.path("fleet.sqlite");
     SqliteStore::open(&db).unwrap();
     let children: Vec<_> = (0..4)
@@ -349,7 +335,7 @@ fn a5_four_processes_on_one_file_write_four_intact_streams() {
 /// acknowledged, stores none twice, and leaves a stream that verifies.
 #[test]
 fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
-    let dir = TempDir::new("kill");
+    let dir = temp_dir("kill");
     let db = dir.path("kill.sqlite");
     SqliteStore::open(&db).unwrap();
     let mut c = child("until_killed", &db, &[]).spawn().unwrap();
@@ -388,7 +374,7 @@ fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
 /// the database (here with revalidation on every open: at once).
 #[test]
 fn a5_an_erasure_in_one_process_stops_opens_in_another() {
-    let dir = TempDir::new("erase");
+    let dir = temp_dir("erase");
     let db = dir.path("erase.sqlite");
     let store = SqliteStore::open(&db).unwrap();
     let subject = SubjectId::random();
@@ -436,7 +422,7 @@ fn a5_an_erasure_in_one_process_stops_opens_in_another() {
 /// key meanwhile, so the bound is what makes the difference.
 #[test]
 fn a5_an_erasure_elsewhere_is_seen_after_a_1_ms_key_bound() {
-    let dir = TempDir::new("bound");
+    let dir = temp_dir("bound");
     let db = dir.path("bound.sqlite");
     let keyring = keyring();
     let on_own_connection = |bound: Option<Duration>| {
@@ -631,7 +617,7 @@ fn a2_tampering_is_reported_per_stream() {
 /// edits, cuts and forges, and each is reported without any secret.
 #[test]
 fn a4_the_public_key_alone_verifies_a_fleets_trail_and_catches_a2() {
-    let dir = TempDir::new("public");
+    let dir = temp_dir("public");
     let db = dir.path("fleet.sqlite");
     let outside = dir.path("checkpoints");
     SqliteStore::open(&db).unwrap();
@@ -736,7 +722,7 @@ fn with_consents(store: &SqliteStore) -> Custodian {
 /// that made it. No trail is replayed anywhere.
 #[test]
 fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
-    let dir = TempDir::new("consent-bound");
+    let dir = temp_dir("consent-bound");
     let db = dir.path("c.sqlite");
     let store = SqliteStore::open(&db).unwrap();
     let subject = SubjectId::random();
@@ -793,7 +779,7 @@ fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
 #[test]
 fn a5_a_process_opening_a_new_file_while_another_holds_it_waits() {
     use privacy_pledge::store::sqlite::rusqlite::Connection;
-    let dir = TempDir::new("open-race");
+    let dir = temp_dir("open-race");
     let db = dir.path("new.sqlite");
     let first = Connection::open(&db).unwrap();
     first
@@ -823,7 +809,7 @@ fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with()
     use privacy_pledge::purpose::PurposeId;
     use privacy_pledge::time::FixedClock;
 
-    let dir = TempDir::new("consent-race");
+    let dir = temp_dir("consent-race");
     let db = dir.path("c.sqlite");
     let at = |s: u64| Timestamp::from_unix_seconds(1_700_000_000 + s);
     let process = |clock: Arc<FixedClock>, consents: Arc<dyn ConsentStore>| {
@@ -997,7 +983,7 @@ fn a2_every_tampering_is_reported_precisely() {
     let store = SqliteStore::open_in_memory().unwrap();
     let keyring = keyring();
     let signer = || keyring.checkpoint_signer().unwrap();
-    let dir = TempDir::new("tamper");
+    let dir = temp_dir("tamper");
     let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
     let signed = tamper::write_streams(|| {
         store
@@ -1034,7 +1020,7 @@ fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
 #[test]
 fn a5_concurrent_consent_changes_lose_nothing() {
     use privacy_pledge::consent::ConsentStore;
-    let dir = TempDir::new("consent-cas");
+    let dir = temp_dir("consent-cas");
     let db = dir.path("c.sqlite");
     SqliteStore::open(&db).unwrap();
     let subject = SubjectId::random();
@@ -1086,7 +1072,7 @@ fn a5_concurrent_consent_changes_lose_nothing() {
 /// events came since the last one.
 #[test]
 fn checkpoints_are_signed_by_time_as_well_as_by_count() {
-    let dir = TempDir::new("ckpt-time");
+    let dir = temp_dir("ckpt-time");
     let store = SqliteStore::open_in_memory().unwrap();
     let keyring = keyring();
     let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
@@ -1132,7 +1118,7 @@ impl archive::Archiving for SqliteStore {
 
 #[test]
 fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
-    let dir = TempDir::new("archive");
+    let dir = temp_dir("archive");
     let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
     let keyring = keyring();
     archive::an_archived_segment_and_the_rest_of_its_stream_both_verify(
