@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use privacy_pledge::crypto::Keyring;
+use privacy_pledge::freshness::DirAnchorStore;
 use privacy_pledge::store::sqlite::SqliteStore;
 use privacy_pledge::Custodian;
 
@@ -55,6 +56,7 @@ fn startup(c: &mut Criterion) {
                     .keyring(keyring.clone())
                     .key_store(store.key_store())
                     .consent_store(store.consent_store())
+                    .freshness_anchor(DirAnchorStore::new(path.with_extension("anchor")).unwrap())
                     .audit(store.audit_sink(keyring.audit_key()).unwrap())
                     .build()
                     .unwrap()
@@ -63,6 +65,7 @@ fn startup(c: &mut Criterion) {
     }
     g.finish();
     for p in [small, large] {
+        let _ = std::fs::remove_dir_all(p.with_extension("anchor"));
         for suffix in ["", "-wal", "-shm"] {
             let mut f = p.clone().into_os_string();
             f.push(suffix);

@@ -61,6 +61,7 @@ use std::sync::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::audit::{Action, AuditEvent, Outcome, VerifiedTrail};
+use crate::freshness::{Anchor, Entry};
 use crate::policy::RuleId;
 use crate::purpose::{ConsentBased, PurposeId};
 use crate::subject::SubjectId;
@@ -121,6 +122,7 @@ impl Register {
         store: Box<dyn ConsentStore>,
         key: &[u8; 32],
         bound: std::time::Duration,
+        anchor: std::sync::Arc<Anchor>,
     ) -> Self {
         Register {
             durable: Some(Durable {
@@ -128,6 +130,7 @@ impl Register {
                 key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
                 bound,
                 cache: RwLock::new(HashMap::new()),
+                anchor,
             }),
             ..Register::default()
         }
@@ -542,10 +545,13 @@ pub trait ConsentStore: Send + Sync {
         purpose: PurposeId,
     ) -> Result<Option<ConsentRecord>, ConsentStoreError>;
 
-    /// Stores `record` if the row it replaces has version
-    /// `record.version - 1` (no row, for version 1), atomically; `Ok(false)`
-    /// if another writer changed the row first (the custodian then reads it
-    /// again and retries).
+    /// Stores `record` unless the stored row of its subject and purpose
+    /// already has `record.version` or a later one, atomically (check and
+    /// write in one transaction); `Ok(false)` if it kept the stored row.
+    ///
+    /// Versions may skip: the custodian numbers rows after the freshness
+    /// anchor ([`crate::freshness`]), and writes the anchored row back over
+    /// an earlier one it finds.
     fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError>;
 
     /// Deletes every row of the subject (after erasure).
@@ -574,17 +580,18 @@ impl<C: ConsentStore + ?Sized> ConsentStore for std::sync::Arc<C> {
     }
 }
 
-/// The durable half of the register: the store, the key, and a cache whose
-/// entries are trusted for at most `bound`.
+/// The durable half of the register: the store, the key, the freshness
+/// anchor, and a cache of rows read, each trusted for at most `bound`.
 pub(crate) struct Durable {
     store: Box<dyn ConsentStore>,
     key: ring::hmac::Key,
     bound: std::time::Duration,
     cache: RwLock<HashMap<(SubjectId, PurposeId), Cached>>,
+    anchor: std::sync::Arc<Anchor>,
 }
 
 /// A row as last read (`None`: no row), and when.
-type Cached = (Option<ConsentState>, std::time::Instant);
+type Cached = (Option<ConsentRecord>, std::time::Instant);
 
 fn store_error(e: ConsentStoreError) -> Error {
     Error::ConsentStore(e)
@@ -607,8 +614,9 @@ impl Durable {
         })
     }
 
-    /// Reads the row from the store (host code), checks it, caches it.
-    fn fetch(
+    /// Reads the row from the store (host code) and checks that it is the
+    /// row of this subject and purpose.
+    pub(crate) fn fetch(
         &self,
         subject: SubjectId,
         purpose: PurposeId,
@@ -626,29 +634,63 @@ impl Durable {
         Ok(row)
     }
 
+    fn remember(&self, subject: SubjectId, purpose: PurposeId, row: Option<ConsentRecord>) {
+        self.cache
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((subject, purpose), (row, std::time::Instant::now()));
+    }
+
+    /// The consent state, decided by a row that authenticates **and** equals
+    /// the latest anchored row (see [`crate::freshness`]).
     fn state(&self, subject: SubjectId, purpose: PurposeId) -> Result<Option<ConsentState>, Error> {
         let key = (subject, purpose);
-        if let Some((state, at)) = self
+        let cached = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-        {
-            if at.elapsed() < self.bound {
-                return Ok(*state);
+            .filter(|(_, at)| at.elapsed() < self.bound)
+            .map(|(row, _)| *row);
+        let anchored = self.anchor.consent(subject, purpose, false)?;
+        if let Some(row) = cached {
+            if row == anchored {
+                return row.map(|r| self.to_state(r)).transpose();
             }
         }
-        let state = self
-            .fetch(subject, purpose)?
-            .map(|r| self.to_state(r))
-            .transpose()?;
-        self.cache
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, (state, std::time::Instant::now()));
+        // Not cached, or the row or this process's view of the anchor is
+        // behind: read both again before deciding.
+        let row = self.fetch(subject, purpose)?;
+        if let Some(r) = row.filter(|r| !r.authentic(&self.key)) {
+            return Err(Error::ConsentTampered {
+                subject: r.subject,
+                purpose: r.purpose,
+            });
+        }
+        let anchored = if row == anchored {
+            anchored
+        } else {
+            self.anchor.consent(subject, purpose, true)?
+        };
+        if row != anchored {
+            self.cache
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&key);
+            // A rolled-back or deleted row: refused, and the anchored row
+            // written back (a store keeps the later version of two).
+            if let Some(a) = anchored {
+                let _ = crate::reentry::host(|| self.store.store(&a));
+            }
+            return Err(Error::ConsentStale { subject, purpose });
+        }
+        let state = row.map(|r| self.to_state(r)).transpose()?;
+        self.remember(subject, purpose, row);
         Ok(state)
     }
 
+    /// Anchors the change, then writes its row. Another process may change
+    /// the same consent at the same moment: the anchor orders the two.
     fn change(
         &self,
         subject: SubjectId,
@@ -656,27 +698,35 @@ impl Durable {
         granted: bool,
         at: Timestamp,
     ) -> Result<(), Error> {
-        // Compare-and-set against the stored version: another process may
-        // change the same row at the same moment.
-        for _ in 0..16 {
-            let current = self.fetch(subject, purpose)?;
-            let current = match current {
-                Some(r) => Some((r, self.to_state(r)?)),
-                None => None,
-            };
-            if let Some((_, state)) = current.filter(|(_, s)| s.since > at) {
-                // Another process recorded a later change of this consent
-                // and stored it first: it supersedes this one, as the trail
-                // orders them (by time). Keep the stored row.
-                self.cache
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((subject, purpose), (Some(state), std::time::Instant::now()));
-                return Ok(());
+        // A row from before the anchor held this consent (or one put back
+        // by the operator) only raises the version, so the new row replaces
+        // it; its state counts only where the anchor has none.
+        let row = self
+            .fetch(subject, purpose)?
+            .map(|r| self.to_state(r).map(|_| r))
+            .transpose()?;
+        let mut decided = None;
+        self.anchor.append(|anchored| {
+            if let Some(e) = anchored.erasure(subject) {
+                return Err(Error::Erased {
+                    subject,
+                    at: Some(e.at),
+                });
             }
-            let version = current.map_or(1, |(r, _)| r.version + 1);
+            let current = anchored.consent(subject, purpose);
+            if let Some(later) = current.filter(|c| c.since > at) {
+                // Another process recorded a later change of this consent
+                // and anchored it first: it supersedes this one, as the trail
+                // orders them (by time).
+                decided = Some(later);
+                return Ok(None);
+            }
+            let version = current
+                .map_or(0, |c| c.version)
+                .max(row.map_or(0, |r| r.version))
+                + 1;
             let withdrawn_at = if granted {
-                current.and_then(|(_, s)| s.withdrawn_at)
+                current.or(row).and_then(|c| c.withdrawn_at)
             } else {
                 Some(at)
             };
@@ -690,18 +740,19 @@ impl Durable {
                 mac: [0; 32],
             }
             .sign(&self.key);
-            if crate::reentry::host(|| self.store.store(&record)).map_err(store_error)? {
-                let state = self.to_state(record)?;
-                self.cache
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert((subject, purpose), (Some(state), std::time::Instant::now()));
-                return Ok(());
-            }
-        }
-        Err(Error::ConsentStore(ConsentStoreError(
-            "the row kept changing under concurrent writers".into(),
-        )))
+            decided = Some(record);
+            Ok(Some(Entry::Consent(record)))
+        })?;
+        let Some(record) = decided else {
+            return Err(Error::ConsentStore(ConsentStoreError(
+                "the anchor decided nothing".into(),
+            )));
+        };
+        // Anchored: from here the change holds in every process, whatever
+        // happens to the row. A store keeps the later version of two.
+        crate::reentry::host(|| self.store.store(&record)).map_err(store_error)?;
+        self.remember(subject, purpose, Some(record));
+        Ok(())
     }
 
     fn forget(&self, subject: SubjectId) -> Result<(), Error> {
@@ -711,6 +762,73 @@ impl Durable {
             cache.remove(&(subject, p));
         }
         Ok(())
+    }
+}
+
+/// A [`ConsentStore`] in memory: for tests and examples, and to play the
+/// database operator (A2) in them ([`put_back`](Self::put_back)).
+///
+/// ```
+/// use privacy_pledge::consent::{ConsentStore, MemoryConsentStore};
+/// let rows = MemoryConsentStore::new();
+/// assert!(rows.all()?.is_empty());
+/// # Ok::<(), privacy_pledge::consent::ConsentStoreError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryConsentStore {
+    rows: Mutex<HashMap<(SubjectId, PurposeId), ConsentRecord>>,
+}
+
+impl MemoryConsentStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn rows(&self) -> std::sync::MutexGuard<'_, HashMap<(SubjectId, PurposeId), ConsentRecord>> {
+        self.rows.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Puts `record` in place whatever is stored: what a database operator
+    /// can do to a table (a rollback to an earlier authentic row).
+    pub fn put_back(&self, record: ConsentRecord) {
+        self.rows().insert((record.subject, record.purpose), record);
+    }
+
+    /// Deletes the row of `subject` and `purpose`, as an operator can.
+    pub fn delete(&self, subject: SubjectId, purpose: PurposeId) {
+        self.rows().remove(&(subject, purpose));
+    }
+}
+
+impl ConsentStore for MemoryConsentStore {
+    fn load(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+        Ok(self.rows().get(&(subject, purpose)).copied())
+    }
+
+    fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError> {
+        let mut rows = self.rows();
+        let key = (record.subject, record.purpose);
+        if rows.get(&key).is_some_and(|r| r.version >= record.version) {
+            return Ok(false);
+        }
+        rows.insert(key, *record);
+        Ok(true)
+    }
+
+    fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
+        self.rows().retain(|(s, _), _| *s != subject);
+        Ok(())
+    }
+
+    fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
+        let mut all: Vec<_> = self.rows().values().copied().collect();
+        all.sort_by_key(|r| (r.subject, r.purpose));
+        Ok(all)
     }
 }
 

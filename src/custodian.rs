@@ -60,6 +60,7 @@ use crate::crypto::{
     Sealed,
 };
 use crate::data::DataKind;
+use crate::freshness::{Anchor, AnchorError, AnchorStore, Entry, Receipt};
 use crate::info::PersonalInfo;
 use crate::policy::RuleId;
 use crate::purpose::{CompatibleFrom, ConsentBased, Purpose, PurposeId, SeesPlaintext};
@@ -94,6 +95,9 @@ pub struct Custodian {
     pub(crate) consents: Register,
     erased: RwLock<HashSet<SubjectId>>,
     any_erased: AtomicBool,
+    /// Where consent changes and erasures are anchored out of the
+    /// database's reach ([`crate::freshness`]), when configured.
+    anchor: Option<Arc<Anchor>>,
     vault: Vault,
     lookup_key: LookupKey,
     tag_key: ring::hmac::Key,
@@ -387,7 +391,23 @@ impl Custodian {
         {
             return Err(Error::Erased { subject, at: None });
         }
+        // Erased by any process of the fleet, whatever the key rows say:
+        // seen here within the anchor's bound.
+        if let Some(at) = self.anchored_erasure(subject)? {
+            return Err(Error::Erased {
+                subject,
+                at: Some(at),
+            });
+        }
         Ok(())
+    }
+
+    /// When the subject was erased according to the freshness anchor.
+    fn anchored_erasure(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        match &self.anchor {
+            Some(a) => a.erased_at(subject),
+            None => Ok(None),
+        }
     }
 
     fn event<T: DataKind, P: Purpose>(
@@ -903,34 +923,106 @@ impl Custodian {
     /// ```
     pub fn erase(&self, subject: SubjectId) -> Result<ErasureReceipt, Error> {
         op_span!(Action::Erase, subject, None, None);
-        let at = self.now();
-        self.record(AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
-        let destroyed = self.vault.erase(subject, at)?;
+        let Some(anchor) = &self.anchor else {
+            let at = self.now();
+            self.record(AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
+            let destroyed = self.vault.erase(subject, at)?;
+            self.note_erased(subject);
+            self.consents.forget(subject)?;
+            return Ok(ErasureReceipt {
+                subject,
+                at,
+                generations: destroyed.generations,
+                pseudonyms: destroyed.pseudonyms,
+                lookup_tokens: destroyed.lookup_tokens,
+            });
+        };
+        // With an anchor, erasure is one journaled operation: `erasing` is
+        // anchored before anything is destroyed (from then on every process
+        // refuses the subject), `erased` with the receipt after; a retry
+        // after a fault at any step finishes the job and returns the whole
+        // receipt again.
+        let begun = anchor.erasure(subject)?;
+        let at = match &begun {
+            Some(e) => e.at,
+            None => {
+                let at = self.now();
+                self.record(AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
+                anchor.append(|state| {
+                    Ok(match state.erasure(subject) {
+                        Some(_) => None,
+                        None => Some(Entry::Erasing { subject, at }),
+                    })
+                })?;
+                at
+            }
+        };
+        self.note_erased(subject);
+        let receipt = match begun.and_then(|e| e.receipt) {
+            Some(r) => r,
+            None => {
+                let destroyed = self.vault.erase(subject, at)?;
+                let mut receipt = Receipt {
+                    generations: destroyed.generations,
+                    pseudonyms: destroyed.pseudonyms,
+                    lookup_tokens: destroyed.lookup_tokens,
+                };
+                let appended = anchor.append(|state| {
+                    Ok(
+                        match state.erasure(subject).and_then(|e| e.receipt.as_ref()) {
+                            // Another process finished it first: its receipt.
+                            Some(done) => {
+                                receipt = done.clone();
+                                None
+                            }
+                            None => Some(Entry::Erased {
+                                subject,
+                                at,
+                                receipt: receipt.clone(),
+                            }),
+                        },
+                    )
+                })?;
+                drop(appended);
+                receipt
+            }
+        };
+        self.consents.forget(subject)?;
+        Ok(ErasureReceipt {
+            subject,
+            at,
+            generations: receipt.generations,
+            pseudonyms: receipt.pseudonyms,
+            lookup_tokens: receipt.lookup_tokens,
+        })
+    }
+
+    fn note_erased(&self, subject: SubjectId) {
         self.erased
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(subject);
         self.any_erased.store(true, Ordering::Release);
-        self.consents.forget(subject)?;
-        Ok(ErasureReceipt {
-            subject,
-            at,
-            generations: destroyed.generations,
-            pseudonyms: destroyed.pseudonyms,
-            lookup_tokens: destroyed.lookup_tokens,
-        })
     }
 
-    /// Whether the subject was erased (asks the key store).
+    /// Whether the subject was erased (asks the freshness anchor, then the
+    /// key store).
     pub fn is_erased(&self, subject: SubjectId) -> Result<bool, Error> {
-        if self.check_not_erased(subject).is_err() {
-            return Ok(true);
+        match self.check_not_erased(subject) {
+            Err(Error::Erased { .. }) => return Ok(true),
+            Err(e) => return Err(e),
+            Ok(()) => {}
         }
         Ok(self.vault.is_erased(subject)?.is_some())
     }
 
-    /// When the subject was erased, according to the key store's tombstone.
+    /// When the subject was erased: according to the freshness anchor when
+    /// there is one (which a database operator cannot roll back), else the
+    /// key store's tombstone.
     pub fn erased_at(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        if let Some(at) = self.anchored_erasure(subject)? {
+            return Ok(Some(at));
+        }
         self.vault.is_erased(subject)
     }
 
@@ -1030,7 +1122,10 @@ impl Custodian {
     /// cannot store a key under the old version: prefer it when several
     /// processes share the key store.
     pub fn rewrap_keys(&self, from_version: u32) -> Result<usize, Error> {
-        Ok(self.vault.rewrap_from(from_version, &mut || Ok(()))?.moved)
+        Ok(self
+            .vault
+            .rewrap_from(from_version, &mut || Ok(()), &|s| self.anchored_erasure(s))?
+            .moved)
     }
 
     /// The maintenance step after erasures, in one call: makes a fresh
@@ -1195,7 +1290,11 @@ impl Custodian {
             // Keys another process wrote under `v` before the fence went up
             // are there now; a few passes catch a rewrap that raced an erasure.
             for _ in 0..3 {
-                let done = self.vault.rewrap_from(v, &mut || self.renew(claim, None))?;
+                let done = self
+                    .vault
+                    .rewrap_from(v, &mut || self.renew(claim, None), &|s| {
+                        self.anchored_erasure(s)
+                    })?;
                 rewrapped += done.moved;
                 skipped_erased += done.skipped_erased;
                 if self.vault.wrapped_under(v)?.is_empty() {
@@ -1426,6 +1525,7 @@ pub struct CustodianBuilder {
     recipients: Option<Vec<RegisteredRecipient>>,
     consent_store: Option<Box<dyn ConsentStore>>,
     consent_bound: Option<std::time::Duration>,
+    anchor: Option<Box<dyn AnchorStore>>,
     keyring_store: Option<Arc<dyn KeyringStore>>,
 }
 
@@ -1465,6 +1565,41 @@ impl CustodianBuilder {
     /// replay of the trail.
     pub fn consent_store(mut self, store: impl ConsentStore + 'static) -> Self {
         self.consent_store = Some(Box::new(store));
+        self
+    }
+
+    /// Anchors consent changes and erasures in `store`, kept out of the
+    /// database operator's reach (normally
+    /// [`DirCheckpointStore::anchor`](crate::audit::DirCheckpointStore::anchor),
+    /// beside the signed checkpoints), so that a consent row rolled back,
+    /// deleted or resurrected in the database is refused at use time, and an
+    /// erasure made by any process refuses the subject everywhere. See
+    /// [`crate::freshness`] for the argument and the bound (the
+    /// [`consent_revalidate_after`](Self::consent_revalidate_after) one).
+    ///
+    /// Required with a [`consent_store`](Self::consent_store); needs a
+    /// keyring (the anchor's log is chained under a key derived from it).
+    /// `build` reads the whole log once.
+    ///
+    /// ```
+    /// use privacy_pledge::Custodian;
+    /// use privacy_pledge::audit::DirCheckpointStore;
+    /// use privacy_pledge::consent::MemoryConsentStore;
+    /// use privacy_pledge::crypto::Keyring;
+    ///
+    /// let dir = std::env::temp_dir().join(format!("pp-doc-fresh-{}", std::process::id()));
+    /// let checkpoints = DirCheckpointStore::new(&dir)?;
+    /// let custodian = Custodian::builder()
+    ///     .keyring(Keyring::generate()?)
+    ///     .consent_store(MemoryConsentStore::new())
+    ///     .freshness_anchor(checkpoints.anchor()?)
+    ///     .build()?;
+    /// # drop(custodian);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn freshness_anchor(mut self, store: impl AnchorStore + 'static) -> Self {
+        self.anchor = Some(Box::new(store));
         self
     }
 
@@ -1744,6 +1879,20 @@ impl CustodianBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Box::new(MemoryKeyStore::new()));
+        let bound = self
+            .consent_bound
+            .unwrap_or(std::time::Duration::from_secs(1));
+        let anchor = match self.anchor {
+            None => None,
+            Some(store) => {
+                let key = keyring.as_ref().map(|k| k.anchor_key()).ok_or(
+                    crate::crypto::KeyError::Provider(
+                        "a freshness anchor needs a keyring to chain its log".into(),
+                    ),
+                )?;
+                Some(Arc::new(Anchor::open(store, &key, bound)?))
+            }
+        };
         let consents = match self.consent_store {
             None => Register::default(),
             Some(cs) => {
@@ -1752,12 +1901,11 @@ impl CustodianBuilder {
                         "a consent store needs a keyring to authenticate its rows".into(),
                     ),
                 )?;
-                Register::durable(
-                    cs,
-                    &key,
-                    self.consent_bound
-                        .unwrap_or(std::time::Duration::from_secs(1)),
-                )
+                let anchor = anchor.clone().ok_or(Error::Anchor(AnchorError::new(
+                    "a consent store needs a freshness anchor (CustodianBuilder::freshness_anchor), \
+                     or a rolled-back row would decide consent",
+                )))?;
+                Register::durable(cs, &key, bound, anchor)
             }
         };
         let tag_key = match &keyring {
@@ -1779,6 +1927,7 @@ impl CustodianBuilder {
             consents,
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
+            anchor,
             vault: Vault::new(provider, store, pseudonym_key, self.config)?,
             lookup_key,
             tag_key,

@@ -118,6 +118,24 @@ pub enum Error {
         purpose: PurposeId,
     },
 
+    /// The consent row of this subject and purpose is not the latest one the
+    /// freshness anchor holds: put back to an earlier authentic version,
+    /// deleted, or written past the anchor (actor A2). Refused (fail
+    /// closed, R7); the anchored row is written back, so the next use
+    /// decides on it. See [`crate::freshness`].
+    #[error("R7: the subject's consent row for {purpose} is not the latest anchored one (rolled back, deleted or written past the freshness anchor)")]
+    ConsentStale {
+        /// The subject.
+        subject: SubjectId,
+        /// The purpose.
+        purpose: PurposeId,
+    },
+
+    /// The freshness anchor cannot be read or does not verify, so no use
+    /// that depends on consent or erasure can be decided (fail closed).
+    #[error(transparent)]
+    Anchor(crate::freshness::AnchorError),
+
     /// The consent store failed; consent counts as not given (fail closed).
     #[error(transparent)]
     ConsentStore(#[from] crate::consent::ConsentStoreError),
@@ -221,6 +239,8 @@ impl Error {
                 | Error::KeyStore(_)
                 | Error::ConsentStore(_)
                 | Error::ConsentTampered { .. }
+                | Error::ConsentStale { .. }
+                | Error::Anchor(_)
                 | Error::Key(KeyError::RotationInProgress { .. })
         )
     }
@@ -247,7 +267,8 @@ impl Error {
             Error::NoConsent { subject, .. }
             | Error::Erased { subject, .. }
             | Error::Expired { subject, .. }
-            | Error::ConsentTampered { subject, .. } => Some(*subject),
+            | Error::ConsentTampered { subject, .. }
+            | Error::ConsentStale { subject, .. } => Some(*subject),
             Error::MixedSubjects { expected, .. } => Some(*expected),
             Error::Key(KeyError::UnknownKey { subject, .. }) => Some(*subject),
             _ => None,
@@ -266,9 +287,11 @@ impl Error {
             | Error::CollectedLater { .. } => Some(RuleId::R11),
             Error::Transfer(_) => Some(RuleId::R8),
             Error::UnregisteredRecipient { .. } => Some(RuleId::R5),
-            Error::RegisterNotEmpty | Error::ConsentTampered { .. } | Error::ConsentStore(_) => {
-                Some(RuleId::R7)
-            }
+            Error::RegisterNotEmpty
+            | Error::ConsentTampered { .. }
+            | Error::ConsentStale { .. }
+            | Error::ConsentStore(_) => Some(RuleId::R7),
+            Error::Anchor(_) => None,
             Error::Untrusted(_) => Some(RuleId::R10),
             Error::Reentrant => None,
             Error::Unauthentic | Error::Envelope(_) | Error::MixedSubjects { .. } => {

@@ -127,6 +127,7 @@ mod ct;
 pub mod custodian;
 pub mod data;
 mod error;
+pub mod freshness;
 pub mod info;
 pub mod policy;
 pub mod purpose;

@@ -132,9 +132,9 @@ impl Timestamp {
         )?;
         let nanos = self.0 % 1_000_000_000;
         if fraction && nanos != 0 {
-            if nanos % 1_000_000 == 0 {
+            if nanos.is_multiple_of(1_000_000) {
                 write!(f, ".{:03}", nanos / 1_000_000)?;
-            } else if nanos % 1_000 == 0 {
+            } else if nanos.is_multiple_of(1_000) {
                 write!(f, ".{:06}", nanos / 1_000)?;
             } else {
                 write!(f, ".{nanos:09}")?;

@@ -12,6 +12,8 @@
 mod archive;
 #[path = "common/examples.rs"]
 mod examples;
+#[path = "common/freshness.rs"]
+mod freshness;
 #[path = "common/lookup_shop.rs"]
 mod lookup_shop;
 #[path = "common/pg.rs"]
@@ -191,6 +193,7 @@ fn child_process_entry() {
                 .keyring(keyring.clone())
                 .key_store(store.key_store())
                 .consent_store(store.consent_store())
+                .freshness_anchor(pg::anchor_for(&db))
                 .audit(sink.clone())
                 .build()
                 .unwrap();
@@ -243,6 +246,7 @@ fn child_process_entry() {
                 .keyring(keyring.clone())
                 .audit(store.audit_sink(keyring.audit_key()).unwrap())
                 .consent_store(store.consent_store())
+                .freshness_anchor(pg::anchor_for(&db))
                 .consent_revalidate_after(Duration::from_millis(200))
                 .build()
                 .unwrap();
@@ -354,6 +358,7 @@ fn a5_a2_consent_is_shared_bounded_and_authenticated() {
         .keyring(keyring.clone())
         .audit(store.audit_sink(keyring.audit_key()).unwrap())
         .consent_store(store.consent_store())
+        .freshness_anchor(pg::anchor_for(&db))
         .build()
         .unwrap();
     let subject = SubjectId::random();
@@ -753,6 +758,7 @@ fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
         .keyring(keyring.clone())
         .audit(store.audit_sink(keyring.audit_key()).unwrap())
         .consent_store(store.consent_store())
+        .freshness_anchor(pg::anchor_for(&db))
         .build()
         .unwrap();
     pg_operator(&store, |op| {
@@ -874,6 +880,7 @@ fn a1_the_custodian_inside_with_client_is_refused_not_deadlocked() {
         .keyring(keyring.clone())
         .key_store(store.key_store())
         .consent_store(store.consent_store())
+        .freshness_anchor(pg::anchor_for(&db))
         .audit(store.audit_sink(keyring.audit_key()).unwrap())
         .build()
         .unwrap();
@@ -901,4 +908,60 @@ fn a1_the_custodian_inside_with_client_is_refused_not_deadlocked() {
         .expect("a store call inside with_client deadlocked");
     assert_eq!(refused, [true; 3]);
     assert!(after, "the connection stayed marked as held");
+}
+
+// ---------------------------------------------------------------------------
+// Freshness of state rows (the scenarios of tests/common/freshness.rs)
+
+fn with_fleet(test: &str, scenario: fn(&freshness::Fleet<'_>)) {
+    let Some(db) = database(test) else { return };
+    let store = PgStore::connect(&db).unwrap();
+    let run = |sql: &str| store.with_client(|c| c.batch_execute(sql)).unwrap();
+    let consents = || {
+        use privacy_pledge::consent::ConsentStore;
+        store.consent_store().all().unwrap()
+    };
+    let start = || {
+        let store = PgStore::connect(&db).unwrap();
+        let keyring = keyring();
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .consent_store(store.consent_store())
+            .freshness_anchor(pg::anchor_for(&db))
+            .consent_revalidate_after(Duration::ZERO)
+            .key_revalidate_after(Duration::ZERO)
+            .audit(store.audit_sink(keyring.audit_key()).unwrap())
+            .build()
+            .unwrap()
+    };
+    scenario(&freshness::Fleet {
+        run: &run,
+        consents: &consents,
+        process: &start,
+    });
+}
+
+#[test]
+fn a2_a_rolled_back_consent_row_is_refused_at_use() {
+    with_fleet(
+        "fresh_rollback",
+        freshness::a2_a_rolled_back_consent_row_is_refused_at_use,
+    );
+}
+
+#[test]
+fn a2_a_deleted_consent_row_does_not_revive_older_data() {
+    with_fleet(
+        "fresh_deleted",
+        freshness::a2_a_deleted_consent_row_does_not_revive_older_data,
+    );
+}
+
+#[test]
+fn a2_resurrected_keys_of_an_erased_subject_open_nothing() {
+    with_fleet(
+        "fresh_resurrected",
+        freshness::a2_resurrected_keys_of_an_erased_subject_open_nothing,
+    );
 }

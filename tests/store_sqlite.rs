@@ -23,6 +23,7 @@ use privacy_pledge::audit::{
 };
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
+use privacy_pledge::freshness::{AnchorStore, DirAnchorStore, MemoryAnchorStore};
 use privacy_pledge::purpose::{Newsletter, Transaction};
 use privacy_pledge::store::sqlite::{SqliteStore, SCHEMA_VERSION};
 use privacy_pledge::store::StoreError;
@@ -263,6 +264,7 @@ fn child_process_entry() {
                 .key_store(store.key_store())
                 .audit(store.audit_sink(keyring.audit_key()).unwrap())
                 .consent_store(store.consent_store())
+                .freshness_anchor(anchor_of(&db))
                 .consent_revalidate_after(Duration::from_millis(200))
                 .build()
                 .unwrap();
@@ -479,6 +481,7 @@ fn a1_the_custodian_inside_with_connection_is_refused_not_deadlocked() {
         .keyring(keyring.clone())
         .key_store(store.key_store())
         .consent_store(store.consent_store())
+        .freshness_anchor(MemoryAnchorStore::new())
         .audit(store.audit_sink(keyring.audit_key()).unwrap())
         .build()
         .unwrap();
@@ -706,13 +709,20 @@ fn a4_the_public_key_alone_verifies_a_fleets_trail_and_catches_a2() {
 // ---------------------------------------------------------------------------
 // Consent in the store
 
-fn with_consents(store: &SqliteStore) -> Custodian {
+/// The freshness anchor of the database file `db`, beside it (in the
+/// test's directory, where the database operator is not).
+fn anchor_of(db: &Path) -> DirAnchorStore {
+    DirAnchorStore::new(db.with_extension("anchor")).unwrap()
+}
+
+fn with_consents(store: &SqliteStore, anchor: impl AnchorStore + 'static) -> Custodian {
     let keyring = keyring();
     Custodian::builder()
         .keyring(keyring.clone())
         .key_store(store.key_store())
         .audit(store.audit_sink(keyring.audit_key()).unwrap())
         .consent_store(store.consent_store())
+        .freshness_anchor(anchor)
         .build()
         .unwrap()
 }
@@ -726,7 +736,7 @@ fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
     let db = dir.path("c.sqlite");
     let store = SqliteStore::open(&db).unwrap();
     let subject = SubjectId::random();
-    let here = with_consents(&store);
+    let here = with_consents(&store, anchor_of(&db));
     here.consents().grant::<Newsletter>(subject).unwrap();
 
     let mut watcher = child(
@@ -763,11 +773,11 @@ fn a5_a_withdrawal_in_one_process_stops_another_within_the_bound() {
     assert!(watcher.wait().unwrap().success());
 
     // A restart reads consent from the store: no replay, no checkpoint needed.
-    let restarted = with_consents(&store);
+    let restarted = with_consents(&store, anchor_of(&db));
     assert!(!restarted.consents().is_granted::<Newsletter>(subject));
     let other = SubjectId::random();
     here.consents().grant::<Newsletter>(other).unwrap();
-    assert!(with_consents(&store)
+    assert!(with_consents(&store, anchor_of(&db))
         .consents()
         .is_granted::<Newsletter>(other));
 }
@@ -820,6 +830,7 @@ fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with()
             .key_store(store.key_store())
             .audit(store.audit_sink(keyring.audit_key()).unwrap())
             .consent_store(consents)
+            .freshness_anchor(anchor_of(&db))
             .consent_revalidate_after(Duration::ZERO)
             .clock(clock)
             .build()
@@ -912,7 +923,8 @@ fn a2_a_forged_or_edited_consent_row_is_refused() {
     use privacy_pledge::consent::{ConsentRecord, ConsentStore};
     use privacy_pledge::purpose::PurposeId;
     let store = SqliteStore::open_in_memory().unwrap();
-    let custodian = with_consents(&store);
+    let anchor = Arc::new(MemoryAnchorStore::new());
+    let custodian = with_consents(&store, anchor.clone());
     let victim = SubjectId::random();
     let forged = ConsentRecord {
         subject: victim,
@@ -944,7 +956,7 @@ fn a2_a_forged_or_edited_consent_row_is_refused() {
             )
         })
         .unwrap();
-    let fresh = with_consents(&store);
+    let fresh = with_consents(&store, anchor);
     assert!(!fresh.consents().is_granted::<Newsletter>(ada));
     let info: PersonalInfo<EmailAddress, Newsletter> =
         PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap());
@@ -1006,7 +1018,7 @@ fn a2_every_tampering_is_reported_precisely() {
 #[test]
 fn a2_a_rolled_back_consent_row_is_reported_by_the_cross_check() {
     let store = SqliteStore::open_in_memory().unwrap();
-    let custodian = with_consents(&store);
+    let custodian = with_consents(&store, MemoryAnchorStore::new());
     sqlite_operator(&store, |op| {
         tamper::a2_a_rolled_back_consent_row_is_reported(op, &custodian)
     });
@@ -1030,7 +1042,7 @@ fn a5_concurrent_consent_changes_lose_nothing() {
             std::thread::spawn(move || {
                 // Its own connection, as another process would have.
                 let store = SqliteStore::open(&db).unwrap();
-                let c = with_consents(&store);
+                let c = with_consents(&store, anchor_of(&db));
                 for i in 0..25 {
                     if i % 2 == 0 {
                         c.consents().grant::<Newsletter>(subject).unwrap();

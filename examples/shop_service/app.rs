@@ -137,6 +137,7 @@ impl Shop {
             .keyring_store(support::KeyFile(support::key_file_for(files)))
             .key_store(keys)
             .consent_store(consents)
+            .freshness_anchor(checkpoints.anchor()?)
             .audit(audit(Box::new(sink.clone())))
             .build()?;
         Ok(Shop {

@@ -537,12 +537,15 @@ fn build<W: BatchWriter + 'static>(
     let signer = keyring.checkpoint_signer()?;
     let public_key = signer.public_key();
     fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
-    let sink = Arc::new(sink.with_checkpoints(signer, DirCheckpointStore::new(&checkpoints)?, 100));
+    let outside = DirCheckpointStore::new(&checkpoints)?;
+    let anchor = outside.anchor()?;
+    let sink = Arc::new(sink.with_checkpoints(signer, outside, 100));
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring)
         .keyring_store(KeyFile(key_file_for(files)))
         .key_store(keys)
         .consent_store(consents)
+        .freshness_anchor(anchor)
         .audit(sink.clone())
         .build()?;
     Ok(StoreShop {

@@ -182,7 +182,7 @@ fn amount(mut input: Input<'_>) -> bool {
 /// Whether the date exists in the proleptic Gregorian calendar and lies
 /// in the range `Date` documents, computed without the crate.
 fn date_is_valid(year: u16, month: u8, day: u8) -> bool {
-    let leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    let leap = (year.is_multiple_of(4) && !year.is_multiple_of(100)) || year.is_multiple_of(400);
     let days = match month {
         1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
         4 | 6 | 9 | 11 => 30,

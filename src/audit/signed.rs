@@ -328,6 +328,13 @@ impl DirCheckpointStore {
         &self.dir
     }
 
+    /// The freshness anchor kept in this directory (`state.log`), beside
+    /// the checkpoints and out of the database's reach like them: give it to
+    /// [`CustodianBuilder::freshness_anchor`](crate::CustodianBuilder::freshness_anchor).
+    pub fn anchor(&self) -> std::io::Result<crate::freshness::DirAnchorStore> {
+        crate::freshness::DirAnchorStore::new(&self.dir)
+    }
+
     /// Keeps `checkpoint` as the base of its stream: the signed end of an
     /// archived segment, from which [`verify_public`] starts the stream's
     /// remaining entries. Kept beside the newest checkpoint, never replaced

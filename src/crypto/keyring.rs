@@ -516,6 +516,12 @@ impl Keyring {
         derive(self.master.expose_secret(), b"consent")
     }
 
+    /// The key the freshness anchor's log is chained under, derived from
+    /// the master secret (crate-internal).
+    pub(crate) fn anchor_key(&self) -> Zeroizing<[u8; 32]> {
+        derive(self.master.expose_secret(), b"freshness-anchor")
+    }
+
     /// The key of subject tags for logs
     /// ([`Custodian::subject_tag`](crate::Custodian::subject_tag)), derived
     /// from the master secret (crate-internal).

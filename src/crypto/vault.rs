@@ -826,10 +826,15 @@ impl Vault {
     /// still holds live is rewrapped (an update in place, never an insert),
     /// and a subject erased meanwhile — the store then refuses the rewrap —
     /// is skipped and counted.
+    ///
+    /// `anchored_erasure` names subjects erased according to the freshness
+    /// anchor: their keys are destroyed again, never rewrapped, whatever
+    /// the store says (a database operator may have put them back, A2).
     pub(crate) fn rewrap_from(
         &self,
         version: u32,
         every_256: &mut dyn FnMut() -> Result<(), Error>,
+        anchored_erasure: &dyn Fn(SubjectId) -> Result<Option<Timestamp>, Error>,
     ) -> Result<Rewrapped, Error> {
         crate::reentry::check_connection()?;
         let current = self.provider.current_version();
@@ -838,6 +843,11 @@ impl Vault {
             return Ok(done);
         }
         for (subject, generation) in self.store.wrapped_under(version)? {
+            if let Some(at) = anchored_erasure(subject)? {
+                self.erase(subject, at)?;
+                done.skipped_erased += 1;
+                continue;
+            }
             let SubjectKeys::Live(keys) = self.store.load(subject)? else {
                 done.skipped_erased += 1;
                 continue;

@@ -8,8 +8,8 @@
 //! `synchronous_commit = on` (the server default) makes a commit durable
 //! before `record` returns; every read-then-write of the key store holds a
 //! per-subject advisory lock, so an erasure and a new key for the same
-//! subject never interleave across processes; consent rows change by
-//! compare-and-set on their version.
+//! subject never interleave across processes; a consent row is
+//! replaced only by one of a later version.
 //!
 //! The client is the synchronous [`postgres`] crate: the crate's traits are
 //! synchronous, and an async host calls the custodian on a blocking thread.
@@ -856,8 +856,8 @@ impl PgKeyStore {
 // ---------------------------------------------------------------------------
 // The consent store
 
-/// Consent rows in `pp_consents`; each write is a compare-and-set on the
-/// row's version.
+/// Consent rows in `pp_consents`; each write keeps the later version of
+/// two, in one statement, so concurrent writers cannot interleave.
 #[derive(Clone, Debug)]
 pub struct PgConsentStore {
     store: PgStore,
@@ -892,19 +892,14 @@ impl ConsentStore for PgConsentStore {
         let version = i64::try_from(record.version).map_err(consent_err)?;
         let (subject, purpose) = (record.subject.to_string(), record.purpose.to_string());
         let mut client = self.store.lock()?;
-        let changed = if version == 1 {
-            client.execute(
-                "INSERT INTO pp_consents (subject, purpose, version, record) VALUES ($1, $2, 1, $3)
-                 ON CONFLICT DO NOTHING",
-                &[&subject, &purpose, &json],
-            )
-        } else {
-            client.execute(
-                "UPDATE pp_consents SET version = $3, record = $4
-                 WHERE subject = $1 AND purpose = $2 AND version = $5",
-                &[&subject, &purpose, &version, &json, &(version - 1)],
-            )
-        }
+        // One statement: insert, or replace a row of an earlier version.
+        let changed = client.execute(
+            "INSERT INTO pp_consents (subject, purpose, version, record) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (subject, purpose) DO UPDATE
+             SET version = excluded.version, record = excluded.record
+             WHERE pp_consents.version < excluded.version",
+            &[&subject, &purpose, &version, &json],
+        )
         .map_err(consent_err)?;
         Ok(changed == 1)
     }

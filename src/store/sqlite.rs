@@ -883,9 +883,9 @@ impl SqliteKeyStore {
 // The consent store
 
 /// Consent rows in `pp_consents`, shared by every process on the database.
-/// Each write is a compare-and-set on the row's version inside an immediate
-/// transaction, so concurrent writers in several processes never lose a
-/// change.
+/// Each write keeps the later version of two, checked and written in one
+/// immediate transaction, so concurrent writers in several processes never
+/// interleave.
 #[derive(Clone, Debug)]
 pub struct SqliteConsentStore {
     store: SqliteStore,
@@ -935,7 +935,7 @@ impl ConsentStore for SqliteConsentStore {
             )
             .optional()
             .map_err(consent_err)?;
-        if current.unwrap_or(0) != version - 1 {
+        if current.unwrap_or(0) >= version {
             return Ok(false);
         }
         tx.execute(

@@ -26,3 +26,15 @@ pub fn database(test: &str) -> Option<String> {
         .unwrap();
     Some(format!("{base} dbname={name}"))
 }
+
+/// The freshness anchor of the test database `db`: a directory of the
+/// test's own, outside the database (where the operator is not), shared by
+/// every process given the same `db`.
+#[allow(dead_code)]
+pub fn anchor_for(db: &str) -> privacy_pledge::freshness::DirAnchorStore {
+    let name = db.rsplit("dbname=").next().unwrap_or(db);
+    privacy_pledge::freshness::DirAnchorStore::new(
+        std::env::temp_dir().join(format!("pp-anchor-{name}")),
+    )
+    .unwrap()
+}

@@ -1,0 +1,677 @@
+//! Freshness (rules R7, R11): the anchor that state rows in the database are
+//! checked against, so that an earlier *authentic* row is refused.
+//!
+//! Consent rows and erasure tombstones in the database are authenticated, so
+//! no one without the keys can forge one. But a database operator (actor A2)
+//! can put back an earlier authentic copy — a consent row from before the
+//! withdrawal, an erased subject's key rows from a backup — or delete a row
+//! outright. Authenticated is not fresh. The **freshness anchor** is a log
+//! kept where the operator cannot reach, beside the signed checkpoints
+//! ([`DirCheckpointStore::anchor`](crate::audit::DirCheckpointStore::anchor)):
+//! every consent change and every erasure is appended to it *before* the
+//! database row is written, and every use-time decision compares the row
+//! with the latest anchored state.
+//!
+//! ```
+//! use std::sync::Arc;
+//! use privacy_pledge::{Custodian, Error, SubjectId};
+//! use privacy_pledge::consent::{ConsentStore, MemoryConsentStore};
+//! use privacy_pledge::crypto::Keyring;
+//! use privacy_pledge::freshness::MemoryAnchorStore;
+//! use privacy_pledge::purpose::Newsletter;
+//!
+//! let rows = Arc::new(MemoryConsentStore::new()); // the database's table
+//! let custodian = Custodian::builder()
+//!     .keyring(Keyring::generate()?)
+//!     .consent_store(rows.clone())
+//!     .freshness_anchor(MemoryAnchorStore::new()) // outside the database
+//!     .build()?;
+//! let ada = SubjectId::random();
+//! custodian.consents().grant::<Newsletter>(ada)?;
+//! let granted = rows.load(ada, Newsletter::ID)?.unwrap();
+//! custodian.consents().withdraw::<Newsletter>(ada)?;
+//!
+//! // A2 puts the authentic "granted" row back: refused, never live again.
+//! rows.put_back(granted);
+//! let err = custodian.consent_proof::<Newsletter>(ada).unwrap_err();
+//! assert!(matches!(err, Error::ConsentStale { .. }));
+//! # use privacy_pledge::purpose::Purpose;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # The argument
+//!
+//! - **What is anchored.** Each consent change appends the full new row
+//!   (subject, purpose, state, version and the row's MAC); each erasure
+//!   appends `erasing` before the keys are destroyed and `erased` (with the
+//!   receipt) after. The log is a hash chain: each line carries
+//!   `HMAC(anchor key, previous MAC ‖ entry)`, the anchor key derived from
+//!   the keyring, so a line cannot be forged, edited, reordered or dropped
+//!   from the middle without the chain failing; a log shorter than a
+//!   process has already seen is refused.
+//! - **One order for the fleet.** An append succeeds only if the log still
+//!   has the length its writer last read (compare-and-append under an
+//!   exclusive file lock in [`DirAnchorStore`]), so concurrent writers in
+//!   several processes are serialised; the loser reads the new lines and
+//!   tries again on the new state.
+//! - **The check.** At use time the consent row read from the database must
+//!   *equal* the latest anchored row of its subject and purpose. A row put
+//!   back to an earlier version (rolled back), a deleted row, a row whose
+//!   subject was anchored as erased, a renumbered or resurrected row: none
+//!   equals it, so the use is refused with [`Error::ConsentStale`]
+//!   (recorded as a refusal) and the anchored row is written back. An
+//!   erasure anchored by any process refuses every use of the subject
+//!   ([`Error::Erased`]), whatever the key rows say.
+//! - **The bound.** A process re-reads the anchor's new lines at most
+//!   every [`consent_revalidate_after`](crate::CustodianBuilder::consent_revalidate_after)
+//!   (default 1 s; it reads only the bytes appended since, so its cost does
+//!   not grow with the log) and at once when a row disagrees with what it
+//!   has seen. So a change made by another process is enforced here within
+//!   the bound, a change made here at once, and after a restart at once (the
+//!   log is read in full at start-up).
+//! - **Fail closed.** If the anchor cannot be read or does not verify,
+//!   every use that depends on consent or erasure is refused
+//!   ([`Error::Anchor`]).
+//! - **What it rests on.** The anchor's directory must be out of the
+//!   database operator's reach (like the checkpoints), and the anchor key is
+//!   derived from the keyring, which A2 does not hold. Someone who can
+//!   delete the anchor's file *and* restart every process makes it start
+//!   empty; then every consent row disagrees with it and is refused, but
+//!   erasures recorded only there are forgotten — keep the anchor with the
+//!   checkpoints and back it up with them.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock, RwLockReadGuard};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::consent::ConsentRecord;
+use crate::crypto::{LookupRef, PseudonymRef};
+use crate::purpose::PurposeId;
+use crate::subject::SubjectId;
+use crate::time::Timestamp;
+use crate::Error;
+
+/// The freshness anchor could not be read, or does not verify.
+///
+/// The message names what failed (a path, a line number), never a subject.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("freshness anchor: {0}")]
+pub struct AnchorError(pub Cow<'static, str>);
+
+impl AnchorError {
+    /// An error with a message (for hosts implementing [`AnchorStore`]).
+    pub fn new(message: impl Into<Cow<'static, str>>) -> Self {
+        AnchorError(message.into())
+    }
+}
+
+/// Where the freshness anchor's log lives: an append-only sequence of bytes
+/// outside the database's reach, shared by every process of the service.
+///
+/// The custodian writes whole lines and checks every byte it reads (a hash
+/// chain under a key the store never sees), so a store only has to keep
+/// bytes and serialise appends. [`DirAnchorStore`] is the one to use;
+/// [`MemoryAnchorStore`] is for tests and single-process hosts.
+pub trait AnchorStore: Send + Sync {
+    /// Appends `line` if the log is exactly `expected_len` bytes long now,
+    /// durably, before returning `Ok(true)`; `Ok(false)` (and nothing
+    /// written) if another writer appended first.
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError>;
+
+    /// The log's bytes from `offset` to its end.
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError>;
+
+    /// The log's length in bytes (asked on every re-read, so it must be cheap).
+    fn byte_len(&self) -> Result<u64, AnchorError>;
+}
+
+impl<A: AnchorStore + ?Sized> AnchorStore for std::sync::Arc<A> {
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        (**self).append(expected_len, line)
+    }
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
+        (**self).read_from(offset)
+    }
+    fn byte_len(&self) -> Result<u64, AnchorError> {
+        (**self).byte_len()
+    }
+}
+
+/// An anchor in this process's memory: for tests, and for a host of one
+/// process whose consent store is durable but whose restarts may forget.
+///
+/// ```
+/// use privacy_pledge::freshness::{AnchorStore, MemoryAnchorStore};
+///
+/// let anchor = MemoryAnchorStore::new();
+/// assert!(anchor.append(0, b"a\n")?);
+/// assert!(!anchor.append(0, b"b\n")?); // someone appended first
+/// assert_eq!(anchor.read_from(0)?, b"a\n");
+/// # Ok::<(), privacy_pledge::freshness::AnchorError>(())
+/// ```
+#[derive(Debug, Default)]
+pub struct MemoryAnchorStore {
+    bytes: Mutex<Vec<u8>>,
+}
+
+impl MemoryAnchorStore {
+    /// An empty anchor.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn bytes(&self) -> std::sync::MutexGuard<'_, Vec<u8>> {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl AnchorStore for MemoryAnchorStore {
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        let mut bytes = self.bytes();
+        if bytes.len() as u64 != expected_len {
+            return Ok(false);
+        }
+        bytes.extend_from_slice(line);
+        Ok(true)
+    }
+
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
+        let bytes = self.bytes();
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|&o| o <= bytes.len())
+            .ok_or(AnchorError::new("offset past the end of the log"))?;
+        Ok(bytes[start..].to_vec())
+    }
+
+    fn byte_len(&self) -> Result<u64, AnchorError> {
+        Ok(self.bytes().len() as u64)
+    }
+}
+
+/// The anchor as a file, `state.log`, in a directory outside the
+/// database's reach — normally the checkpoint directory
+/// ([`DirCheckpointStore::anchor`](crate::audit::DirCheckpointStore::anchor)).
+///
+/// Appends take an exclusive lock on the file (`flock`), check its length,
+/// write and `fsync` before the lock is released, so processes on one
+/// machine (or on a file system with working locks) append in one order. A
+/// line torn by a crash mid-append is cut off by the next writer.
+///
+/// ```
+/// use privacy_pledge::freshness::{AnchorStore, DirAnchorStore};
+///
+/// let dir = std::env::temp_dir().join(format!("pp-doc-anchor-{}", std::process::id()));
+/// let anchor = DirAnchorStore::new(&dir)?;
+/// assert!(anchor.append(0, b"first\n")?);
+/// assert_eq!(anchor.byte_len()?, 6);
+/// # std::fs::remove_dir_all(&dir)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct DirAnchorStore {
+    file: std::path::PathBuf,
+}
+
+impl DirAnchorStore {
+    /// The anchor `state.log` in `dir` (created if missing).
+    pub fn new(dir: impl AsRef<std::path::Path>) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir.as_ref())?;
+        Ok(DirAnchorStore {
+            file: dir.as_ref().join("state.log"),
+        })
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.file
+    }
+}
+
+fn io(what: &'static str, e: std::io::Error) -> AnchorError {
+    AnchorError::new(format!("{what}: {e}"))
+}
+
+impl AnchorStore for DirAnchorStore {
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        use std::io::{Seek, SeekFrom, Write};
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&self.file)
+            .map_err(|e| io("open", e))?;
+        f.lock().map_err(|e| io("lock", e))?;
+        let len = f.metadata().map_err(|e| io("stat", e))?.len();
+        if len != expected_len {
+            if len > expected_len {
+                // Bytes past the last line a reader saw: a writer's line
+                // (someone appended first), unless they hold no newline — a
+                // line torn by a crash, which only the lock holder may cut.
+                let tail = read_range(&mut f, expected_len)?;
+                if tail.contains(&b'\n') {
+                    return Ok(false);
+                }
+                f.set_len(expected_len).map_err(|e| io("truncate", e))?;
+            } else {
+                return Ok(false);
+            }
+        }
+        f.seek(SeekFrom::Start(expected_len))
+            .map_err(|e| io("seek", e))?;
+        f.write_all(line).map_err(|e| io("write", e))?;
+        f.sync_data().map_err(|e| io("sync", e))?;
+        Ok(true)
+    }
+
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
+        match std::fs::File::open(&self.file) {
+            Ok(mut f) => read_range(&mut f, offset),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && offset == 0 => Ok(Vec::new()),
+            Err(e) => Err(io("open", e)),
+        }
+    }
+
+    fn byte_len(&self) -> Result<u64, AnchorError> {
+        match std::fs::metadata(&self.file) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(io("stat", e)),
+        }
+    }
+}
+
+fn read_range(f: &mut std::fs::File, offset: u64) -> Result<Vec<u8>, AnchorError> {
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset)).map_err(|e| io("seek", e))?;
+    let mut out = Vec::new();
+    f.read_to_end(&mut out).map_err(|e| io("read", e))?;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------
+// Entries
+
+/// What an erasure destroyed, as the anchor keeps it so that a retried
+/// erasure returns the whole receipt again.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Receipt {
+    pub(crate) generations: Vec<u32>,
+    pub(crate) pseudonyms: Vec<PseudonymRef>,
+    pub(crate) lookup_tokens: Vec<LookupRef>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum Entry {
+    /// The consent row as it must be from now on.
+    Consent(ConsentRecord),
+    /// An erasure begun: from here the subject is refused everywhere.
+    Erasing { subject: SubjectId, at: Timestamp },
+    /// An erasure done, with what it destroyed.
+    Erased {
+        subject: SubjectId,
+        at: Timestamp,
+        receipt: Receipt,
+    },
+}
+
+/// An erasure as the anchor knows it.
+#[derive(Clone, Debug)]
+pub(crate) struct Erasure {
+    pub(crate) at: Timestamp,
+    /// `None` while only begun.
+    pub(crate) receipt: Option<Receipt>,
+}
+
+/// What a process has read of the anchor.
+#[derive(Default)]
+struct View {
+    /// Bytes read and verified (whole lines).
+    len: u64,
+    last_mac: [u8; 32],
+    lines: u64,
+    consents: HashMap<(SubjectId, PurposeId), ConsentRecord>,
+    erased: HashMap<SubjectId, Erasure>,
+}
+
+const DOMAIN: &[u8] = b"pp-anchor1\0";
+
+fn mac(key: &ring::hmac::Key, prev: &[u8; 32], json: &[u8]) -> [u8; 32] {
+    let mut ctx = ring::hmac::Context::with_key(key);
+    ctx.update(DOMAIN);
+    ctx.update(prev);
+    ctx.update(json);
+    let mut out = [0; 32];
+    out.copy_from_slice(ctx.sign().as_ref());
+    out
+}
+
+fn hex32(bytes: &[u8]) -> Option<[u8; 32]> {
+    if bytes.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (o, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+        let nib = |c: u8| match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            _ => None,
+        };
+        *o = (nib(pair[0])? << 4) | nib(pair[1])?;
+    }
+    Some(out)
+}
+
+impl View {
+    fn apply(&mut self, entry: Entry) {
+        match entry {
+            Entry::Consent(r) => {
+                self.consents.insert((r.subject, r.purpose), r);
+            }
+            Entry::Erasing { subject, at } => {
+                self.erased
+                    .entry(subject)
+                    .or_insert(Erasure { at, receipt: None });
+            }
+            Entry::Erased {
+                subject,
+                at,
+                receipt,
+            } => {
+                let e = self
+                    .erased
+                    .entry(subject)
+                    .or_insert(Erasure { at, receipt: None });
+                e.receipt = Some(receipt);
+            }
+        }
+    }
+
+    /// Verifies and applies the whole lines of `bytes` (read from `self.len`).
+    fn extend(&mut self, key: &ring::hmac::Key, bytes: &[u8]) -> Result<(), AnchorError> {
+        let mut rest = bytes;
+        while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+            let line = &rest[..end];
+            let bad = || AnchorError::new(format!("line {} does not verify", self.lines + 1));
+            let (tag, json) = match line.get(64) {
+                Some(b' ') => (&line[..64], &line[65..]),
+                _ => return Err(bad()),
+            };
+            let tag = hex32(tag).ok_or_else(bad)?;
+            let want = mac(key, &self.last_mac, json);
+            if !crate::ct::eq(&tag, &want) {
+                return Err(bad());
+            }
+            let entry: Entry = serde_json::from_slice(json).map_err(|_| bad())?;
+            self.apply(entry);
+            self.last_mac = tag;
+            self.lines += 1;
+            self.len += end as u64 + 1;
+            rest = &rest[end + 1..];
+        }
+        Ok(())
+    }
+}
+
+/// The custodian's handle on the anchor: the store, the key, and what this
+/// process has read, re-read at most every `bound`.
+pub(crate) struct Anchor {
+    store: Box<dyn AnchorStore>,
+    key: ring::hmac::Key,
+    view: RwLock<View>,
+    /// One refresh or append at a time in this process.
+    writer: Mutex<()>,
+    origin: Instant,
+    /// Nanoseconds after `origin` when the view must be re-read.
+    stale_at: AtomicU64,
+    bound_nanos: u64,
+    any_erased: AtomicBool,
+}
+
+impl Anchor {
+    /// Opens the anchor and reads it in full (start-up).
+    pub(crate) fn open(
+        store: Box<dyn AnchorStore>,
+        key: &[u8; 32],
+        bound: Duration,
+    ) -> Result<Self, Error> {
+        let anchor = Anchor {
+            store,
+            key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
+            view: RwLock::new(View::default()),
+            writer: Mutex::new(()),
+            origin: Instant::now(),
+            stale_at: AtomicU64::new(0),
+            bound_nanos: u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX),
+            any_erased: AtomicBool::new(false),
+        };
+        anchor.refresh(true)?;
+        Ok(anchor)
+    }
+
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads what was appended since this process last looked, if the view
+    /// is older than the bound (or always, with `force`).
+    pub(crate) fn refresh(&self, force: bool) -> Result<(), Error> {
+        let start = self.now_nanos();
+        if !force && start < self.stale_at.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.refresh_locked(start)
+    }
+
+    fn refresh_locked(&self, start: u64) -> Result<(), Error> {
+        let seen = self.read().len;
+        let len = crate::reentry::host(|| self.store.byte_len())?;
+        if len < seen {
+            return Err(AnchorError::new(format!(
+                "the log is {len} bytes, shorter than the {seen} already verified (cut or replaced)"
+            ))
+            .into());
+        }
+        if len > seen {
+            let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
+            let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+            view.extend(&self.key, &bytes)?;
+            if !view.erased.is_empty() {
+                self.any_erased.store(true, Ordering::Release);
+            }
+        }
+        self.stale_at
+            .store(start.saturating_add(self.bound_nanos), Ordering::Release);
+        Ok(())
+    }
+
+    /// Appends the entry `next` makes of the current state (none: nothing to
+    /// append), after reading every line appended before it; returns what it
+    /// appended. Retries while other writers append first.
+    pub(crate) fn append(
+        &self,
+        mut next: impl FnMut(&AnchorState<'_>) -> Result<Option<Entry>, Error>,
+    ) -> Result<Option<Entry>, Error> {
+        let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        for _ in 0..64 {
+            self.refresh_locked(self.now_nanos())?;
+            let (entry, line, len) = {
+                let view = self.read();
+                let Some(entry) = next(&AnchorState(&view))? else {
+                    return Ok(None);
+                };
+                let json = serde_json::to_vec(&entry)
+                    .map_err(|_| AnchorError::new("an entry could not be encoded"))?;
+                let tag = mac(&self.key, &view.last_mac, &json);
+                let mut line = Vec::with_capacity(json.len() + 66);
+                for b in tag {
+                    line.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+                }
+                line.push(b' ');
+                line.extend_from_slice(&json);
+                line.push(b'\n');
+                (entry, line, view.len)
+            };
+            if crate::reentry::host(|| self.store.append(len, &line))? {
+                let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+                view.extend(&self.key, &line)?;
+                if !view.erased.is_empty() {
+                    self.any_erased.store(true, Ordering::Release);
+                }
+                return Ok(Some(entry));
+            }
+        }
+        Err(AnchorError::new("the log kept growing under concurrent writers").into())
+    }
+
+    /// The latest anchored row of a subject and purpose (view re-read if
+    /// older than the bound, or with `force`).
+    pub(crate) fn consent(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        force: bool,
+    ) -> Result<Option<ConsentRecord>, Error> {
+        self.refresh(force)?;
+        Ok(self.read().consents.get(&(subject, purpose)).copied())
+    }
+
+    /// The subject's erasure, if any process anchored one.
+    pub(crate) fn erasure(&self, subject: SubjectId) -> Result<Option<Erasure>, Error> {
+        self.refresh(false)?;
+        if !self.any_erased.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        Ok(self.read().erased.get(&subject).cloned())
+    }
+
+    /// When the subject was erased, if any process anchored it.
+    pub(crate) fn erased_at(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        self.refresh(false)?;
+        if !self.any_erased.load(Ordering::Acquire) {
+            return Ok(None);
+        }
+        Ok(self.read().erased.get(&subject).map(|e| e.at))
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The anchored state an appender decides from.
+pub(crate) struct AnchorState<'a>(&'a View);
+
+impl AnchorState<'_> {
+    pub(crate) fn consent(&self, subject: SubjectId, purpose: PurposeId) -> Option<ConsentRecord> {
+        self.0.consents.get(&(subject, purpose)).copied()
+    }
+
+    pub(crate) fn erasure(&self, subject: SubjectId) -> Option<&Erasure> {
+        self.0.erased.get(&subject)
+    }
+}
+
+impl From<AnchorError> for Error {
+    fn from(e: AnchorError) -> Self {
+        Error::Anchor(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn anchor(store: std::sync::Arc<MemoryAnchorStore>) -> Anchor {
+        Anchor::open(Box::new(store), &[7; 32], Duration::from_secs(3600)).unwrap()
+    }
+
+    fn erasing(s: u128) -> Entry {
+        Entry::Erasing {
+            subject: SubjectId::from(s),
+            at: Timestamp::from_unix_nanos(5),
+        }
+    }
+
+    #[test]
+    fn a_second_process_reads_what_the_first_appended() {
+        let store = std::sync::Arc::new(MemoryAnchorStore::new());
+        let (a, b) = (anchor(store.clone()), anchor(store.clone()));
+        a.append(|_| Ok(Some(erasing(1)))).unwrap();
+        // b appends on top: it must first read a's line, or the chain breaks.
+        b.append(|_| Ok(Some(erasing(2)))).unwrap();
+        let c = anchor(store);
+        assert!(c.erased_at(SubjectId::from(1)).unwrap().is_some());
+        assert!(c.erased_at(SubjectId::from(2)).unwrap().is_some());
+        assert!(c.erased_at(SubjectId::from(3)).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_edited_dropped_or_cut_line_is_refused() {
+        let store = std::sync::Arc::new(MemoryAnchorStore::new());
+        let a = anchor(store.clone());
+        for s in 1..=3 {
+            a.append(|_| Ok(Some(erasing(s)))).unwrap();
+        }
+        let bytes = store.read_from(0).unwrap();
+        let lines: Vec<&[u8]> = bytes.split_inclusive(|&b| b == b'\n').collect();
+        let rebuilt = |ls: &[&[u8]]| {
+            let s = std::sync::Arc::new(MemoryAnchorStore::new());
+            s.append(0, &ls.concat()).unwrap();
+            Anchor::open(Box::new(s), &[7; 32], Duration::from_secs(1))
+        };
+        assert!(rebuilt(&lines).is_ok());
+        // The middle line dropped, or two lines swapped.
+        assert!(rebuilt(&[lines[0], lines[2]]).is_err());
+        assert!(rebuilt(&[lines[1], lines[0], lines[2]]).is_err());
+        // One byte of an entry edited.
+        let mut edited = lines[1].to_vec();
+        let at = edited.len() - 3;
+        edited[at] ^= 1;
+        assert!(rebuilt(&[lines[0], &edited, lines[2]]).is_err());
+        // A log shorter than what a process already verified.
+        let cut = std::sync::Arc::new(MemoryAnchorStore::new());
+        cut.append(0, &bytes).unwrap();
+        let seen = anchor(cut.clone());
+        *cut.bytes() = lines[..2].concat();
+        assert!(seen.refresh(true).is_err());
+        // Another key (a forger without the keyring).
+        let other = std::sync::Arc::new(MemoryAnchorStore::new());
+        other.append(0, &bytes).unwrap();
+        assert!(Anchor::open(Box::new(other), &[8; 32], Duration::from_secs(1)).is_err());
+    }
+
+    #[test]
+    fn a_torn_last_line_is_cut_by_the_next_writer() {
+        let dir = std::env::temp_dir().join(format!(
+            "pp-anchor-torn-{}-{}",
+            std::process::id(),
+            SubjectId::random()
+        ));
+        let store = DirAnchorStore::new(&dir).unwrap();
+        assert!(store.append(0, b"whole\n").unwrap());
+        {
+            use std::io::Write;
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(store.path())
+                .unwrap();
+            f.write_all(b"half a li").unwrap();
+        }
+        assert!(store.append(6, b"next\n").unwrap());
+        assert_eq!(store.read_from(0).unwrap(), b"whole\nnext\n");
+        // A complete line someone else wrote is never cut.
+        assert!(!store.append(6, b"other\n").unwrap());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,416 @@
+//! Freshness of state rows on SQLite: what the database operator (A2) puts
+//! back, deletes or resurrects is refused at use time, an erasure in one
+//! process stops every use in another within the bound (A5, spawned
+//! processes), and erasure is one journaled operation that a retry finishes.
+//! The same scenarios run on PostgreSQL in `store_postgres.rs`.
+
+#[path = "common/freshness.rs"]
+mod freshness;
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use privacy_pledge::consent::{ConsentRecord, ConsentStore, ConsentStoreError, MemoryConsentStore};
+use privacy_pledge::crypto::{Keyring, MemoryKeyStore};
+use privacy_pledge::data::EmailAddress;
+use privacy_pledge::freshness::{DirAnchorStore, MemoryAnchorStore};
+use privacy_pledge::purpose::{Newsletter, PurposeId, Transaction};
+use privacy_pledge::recipient::{Processor, Recipient};
+use privacy_pledge::store::sqlite::SqliteStore;
+use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+
+use freshness::Fleet;
+use tempdir::TempDir;
+
+const MASTER: [u8; 32] = [18; 32];
+
+fn keyring() -> Arc<Keyring> {
+    Arc::new(Keyring::from_master(MASTER, [1]).unwrap())
+}
+
+fn anchor_of(db: &Path) -> DirAnchorStore {
+    DirAnchorStore::new(db.with_extension("anchor")).unwrap()
+}
+
+/// A process of the service on the database file `db`.
+fn process(db: &Path, bound: Duration) -> Custodian {
+    let store = SqliteStore::open(db).unwrap();
+    let keyring = keyring();
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .freshness_anchor(anchor_of(db))
+        .consent_revalidate_after(bound)
+        .key_revalidate_after(bound)
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap()
+}
+
+fn with_fleet(test: &str, scenario: fn(&Fleet<'_>)) {
+    let dir = TempDir::named("freshness", test);
+    let db = dir.path("shop.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let run = |sql: &str| store.with_connection(|c| c.execute_batch(sql)).unwrap();
+    let consents = || store.consent_store().all().unwrap();
+    let start = || process(&db, Duration::ZERO);
+    scenario(&Fleet {
+        run: &run,
+        consents: &consents,
+        process: &start,
+    });
+}
+
+#[test]
+fn a2_a_rolled_back_consent_row_is_refused_at_use() {
+    with_fleet(
+        "rollback",
+        freshness::a2_a_rolled_back_consent_row_is_refused_at_use,
+    );
+}
+
+#[test]
+fn a2_a_deleted_consent_row_does_not_revive_older_data() {
+    with_fleet(
+        "deleted",
+        freshness::a2_a_deleted_consent_row_does_not_revive_older_data,
+    );
+}
+
+#[test]
+fn a2_resurrected_keys_of_an_erased_subject_open_nothing() {
+    with_fleet(
+        "resurrected",
+        freshness::a2_resurrected_keys_of_an_erased_subject_open_nothing,
+    );
+}
+
+/// Attack 3, continued: the host then rotates and rewraps as the README
+/// says. The resurrected key is not moved to the new version: it is
+/// destroyed again, so retiring the old version protects what it should.
+#[test]
+fn a2_a_rewrap_destroys_resurrected_keys_instead_of_moving_them() {
+    let dir = TempDir::named("freshness", "rewrap");
+    let db = dir.path("shop.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .freshness_anchor(anchor_of(&db))
+        .build()
+        .unwrap();
+    let (bob, ada) = (SubjectId::random(), SubjectId::random());
+    let sealed = |s: SubjectId| {
+        custodian
+            .seal(&PersonalInfo::<EmailAddress, Transaction>::collect(
+                s,
+                EmailAddress::parse("bob@example.com").unwrap(),
+            ))
+            .unwrap()
+    };
+    let (bobs, adas) = (sealed(bob), sealed(ada));
+    let run = |sql: &str| store.with_connection(|c| c.execute_batch(sql)).unwrap();
+    run(&format!(
+        "CREATE TABLE pp_keys_copy AS SELECT * FROM pp_subject_keys WHERE subject = '{bob}'"
+    ));
+    custodian.erase(bob).unwrap();
+    run(&format!(
+        "INSERT INTO pp_subject_keys SELECT * FROM pp_keys_copy;
+         DROP TABLE pp_keys_copy;
+         DELETE FROM pp_erased_subjects WHERE subject = '{bob}';"
+    ));
+    let old = *keyring.versions().last().unwrap();
+    keyring.rotate().unwrap();
+    assert_eq!(
+        custodian.rewrap_keys(old).unwrap(),
+        1,
+        "only ada's key moves"
+    );
+    let left: i64 = store
+        .with_connection(|c| {
+            c.query_row(
+                &format!("SELECT count(*) FROM pp_subject_keys WHERE subject = '{bob}'"),
+                [],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert_eq!(left, 0, "the resurrected key was kept");
+    custodian.retire_key_version(old).unwrap();
+    assert!(custodian.open(&adas).is_ok());
+    assert!(matches!(custodian.open(&bobs), Err(Error::Erased { .. })));
+}
+
+// ---------------------------------------------------------------------------
+// Erasure across processes
+
+struct Mailer;
+impl Recipient for Mailer {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "mail delivery"
+    }
+}
+
+fn child(role: &str, db: &Path, subject: SubjectId) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PP_CHILD_ROLE", role)
+    .env("PP_CHILD_DB", db)
+    .env("PP_SUBJECT", subject.to_string())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Every use of one subject, each as `Ok(true)` if allowed, `Ok(false)` if
+/// refused as erased.
+fn uses(
+    c: &Custodian,
+    s: SubjectId,
+    sealed: &privacy_pledge::Sealed<EmailAddress, Transaction>,
+) -> Vec<(&'static str, bool)> {
+    let info: PersonalInfo<EmailAddress, Transaction> =
+        PersonalInfo::collect(s, EmailAddress::parse("ada@example.com").unwrap());
+    let news: PersonalInfo<EmailAddress, Newsletter> =
+        PersonalInfo::collect(s, EmailAddress::parse("ada@example.com").unwrap());
+    let erased = |e: Error| match e {
+        Error::Erased { .. } => false,
+        e => panic!("refused for another reason: {e}"),
+    };
+    let ok = |r: Result<(), Error>| r.map_or_else(erased, |()| true);
+    vec![
+        ("access", ok(c.access(&info, |_| ()))),
+        ("disclose", ok(c.disclose(&info, &Mailer, |_| ()))),
+        ("lookup_token", ok(c.lookup_token(&info).map(drop))),
+        ("pseudonym", ok(c.pseudonym(&info).map(drop))),
+        ("grant", ok(c.consents().grant::<Newsletter>(s))),
+        ("access_newsletter", ok(c.access(&news, |_| ()).map(drop))),
+        ("seal", ok(c.seal(&info).map(drop))),
+        ("open", ok(c.open(sealed).map(drop))),
+    ]
+}
+
+/// Not a test of its own: the body of the child processes spawned below.
+#[test]
+fn child_process_entry() {
+    let Ok(role) = std::env::var("PP_CHILD_ROLE") else {
+        return;
+    };
+    println!();
+    let db = PathBuf::from(std::env::var("PP_CHILD_DB").unwrap());
+    let s: SubjectId = std::env::var("PP_SUBJECT").unwrap().parse().unwrap();
+    match role.as_str() {
+        // Uses the subject every 10 ms, every way there is, until every one
+        // is refused; says when.
+        "user" => {
+            let c = process(&db, Duration::from_millis(300));
+            let info: PersonalInfo<EmailAddress, Transaction> =
+                PersonalInfo::collect(s, EmailAddress::parse("ada@example.com").unwrap());
+            let sealed = c.seal(&info).unwrap();
+            assert!(uses(&c, s, &sealed).iter().all(|(_, ok)| *ok));
+            println!("READY");
+            loop {
+                let now = uses(&c, s, &sealed);
+                if now.iter().all(|(_, ok)| !ok) {
+                    println!("ALL REFUSED");
+                    return;
+                }
+                if now.iter().any(|(_, ok)| !ok) {
+                    let allowed: Vec<_> =
+                        now.iter().filter(|(_, ok)| *ok).map(|(n, _)| *n).collect();
+                    println!("PARTLY {allowed:?}");
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        // Flips consents of the subject and of subjects of its own.
+        "flipper" => {
+            let c = process(&db, Duration::from_millis(50));
+            for i in 0..30 {
+                let own = SubjectId::random();
+                c.consents().grant::<Newsletter>(own).unwrap();
+                if i % 2 == 0 {
+                    c.consents().grant::<Newsletter>(s).unwrap();
+                } else {
+                    c.consents().withdraw::<Newsletter>(s).unwrap();
+                }
+            }
+            println!("DONE");
+        }
+        other => panic!("unknown role {other}"),
+    }
+}
+
+/// Issue 18, attack 8: process A erases a subject; process B, started
+/// before and holding the subject's data, is refused every use — access,
+/// disclosure, lookup token, pseudonym, grant, seal, open — within its
+/// bound (300 ms).
+#[test]
+fn a5_an_erasure_in_one_process_stops_every_use_in_another_within_the_bound() {
+    let dir = TempDir::named("freshness", "erasure-fleet");
+    let db = dir.path("shop.sqlite");
+    let here = process(&db, Duration::ZERO);
+    let s = SubjectId::random();
+    let mut user = child("user", &db, s).spawn().unwrap();
+    let mut lines = BufReader::new(user.stdout.take().unwrap()).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "READY"));
+    here.erase(s).unwrap();
+    let erased = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut partly = Vec::new();
+        let mut lines = lines.map_while(Result::ok);
+        for line in lines.by_ref() {
+            if line == "ALL REFUSED" {
+                let _ = tx.send(Ok(partly));
+                // Read to the end, so the child never writes to a closed pipe.
+                for _ in lines {}
+                return;
+            }
+            if line.starts_with("PARTLY") {
+                partly.push(line);
+            }
+        }
+        let _ = tx.send(Err(()));
+    });
+    let result = rx.recv_timeout(Duration::from_secs(10));
+    let took = erased.elapsed();
+    let Ok(Ok(partly)) = result else {
+        let _ = user.kill();
+        panic!("the other process kept using the erased subject");
+    };
+    eprintln!("every use refused in the other process {took:?} after the erasure (bound 300 ms)");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    // Within the bound a use may still pass in the other process; those
+    // that ask the key store as well (grant) stop sooner.
+    eprintln!("rounds with some uses still allowed: {}", partly.len());
+    assert!(user.wait().unwrap().success());
+}
+
+/// Three processes change consents at once, one subject shared by all:
+/// the anchor orders every change, and afterwards every row equals the
+/// anchored one (nothing is refused as stale) in a process started fresh.
+#[test]
+fn a5_processes_changing_consents_at_once_agree_with_the_anchor() {
+    let dir = TempDir::named("freshness", "flippers");
+    let db = dir.path("shop.sqlite");
+    SqliteStore::open(&db).unwrap();
+    let s = SubjectId::random();
+    let children: Vec<_> = (0..3)
+        .map(|_| child("flipper", &db, s).spawn().unwrap())
+        .collect();
+    for mut c in children {
+        let out = BufReader::new(c.stdout.take().unwrap());
+        let lines: Vec<String> = out.lines().map_while(Result::ok).collect();
+        assert!(lines.iter().any(|l| l == "DONE"));
+        assert!(c.wait().unwrap().success());
+    }
+    let fresh = process(&db, Duration::ZERO);
+    let rows = SqliteStore::open(&db)
+        .unwrap()
+        .consent_store()
+        .all()
+        .unwrap();
+    assert_eq!(rows.len(), 91);
+    for r in rows {
+        let state = fresh.consents().of(r.subject);
+        assert_eq!(state.len(), 1, "a row refused as stale");
+        assert_eq!(state[0].granted, r.granted);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Erasure as one journaled operation
+
+/// A consent store whose `forget` fails while `down` is set.
+struct Flaky {
+    rows: MemoryConsentStore,
+    down: AtomicBool,
+}
+
+impl ConsentStore for Flaky {
+    fn load(&self, s: SubjectId, p: PurposeId) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+        self.rows.load(s, p)
+    }
+    fn store(&self, r: &ConsentRecord) -> Result<bool, ConsentStoreError> {
+        self.rows.store(r)
+    }
+    fn forget(&self, s: SubjectId) -> Result<(), ConsentStoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(ConsentStoreError("connection reset".into()));
+        }
+        self.rows.forget(s)
+    }
+    fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
+        self.rows.all()
+    }
+}
+
+/// Issue 18, attack 9: the keys are destroyed, then the consent store
+/// fails. The subject is refused from that moment; a retry finishes the
+/// job and returns the whole receipt again — every lookup token, so the
+/// host can still delete its index entries — and so does every later call.
+#[test]
+fn a5_a_retried_erasure_finishes_and_returns_the_whole_receipt() {
+    let consents = Arc::new(Flaky {
+        rows: MemoryConsentStore::new(),
+        down: AtomicBool::new(false),
+    });
+    let anchor = Arc::new(MemoryAnchorStore::new());
+    let keys = Arc::new(MemoryKeyStore::new());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring())
+            .key_store(keys.clone())
+            .consent_store(consents.clone())
+            .freshness_anchor(anchor.clone())
+            .build()
+            .unwrap()
+    };
+    let custodian = build();
+    let ada = SubjectId::random();
+    let email = custodian
+        .collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    custodian.seal(&email).unwrap();
+    let token = custodian.lookup_token(&email).unwrap();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+
+    consents.down.store(true, Ordering::SeqCst);
+    assert!(matches!(custodian.erase(ada), Err(Error::ConsentStore(_))));
+    // Already refused everywhere, before the retry.
+    assert!(matches!(
+        custodian.access(&email, |_| ()),
+        Err(Error::Erased { .. })
+    ));
+    assert!(matches!(
+        build().lookup_token(&email),
+        Err(Error::Erased { .. })
+    ));
+
+    consents.down.store(false, Ordering::SeqCst);
+    let receipt = build().erase(ada).unwrap();
+    assert_eq!(receipt.lookup_tokens(), &[token.to_ref()]);
+    assert!(!receipt.generations().is_empty());
+    assert!(
+        consents.all().unwrap().is_empty(),
+        "the consent rows outlived the subject"
+    );
+    let again = custodian.erase(ada).unwrap();
+    assert_eq!(again, receipt);
+}
