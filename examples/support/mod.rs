@@ -288,7 +288,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // ---------------------------------------------------------------------------
 // The host's custodian on the crate's own store
 
-use privacy_pledge::audit::{CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint};
+use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore, SignedCheckpoint};
 use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::store::{AuditStreamSink, BatchWriter};
@@ -436,12 +436,10 @@ impl StoreShop {
     }
 
     /// The whole trail, every stream verified under the custodian's keys
-    /// against the signed checkpoints.
+    /// against the signed checkpoints of its checkpoint store (read before
+    /// the trail).
     pub fn verified_trail(&self) -> Result<VerifiedTrail, BoxError> {
-        let checkpoints = DirCheckpointStore::new(&self.checkpoints)?.load()?;
-        Ok(self
-            .custodian
-            .verify_stream_trail(self.store.trail()?, &checkpoints)?)
+        self.custodian.verify_trail_with(|| self.store.trail())
     }
 }
 
@@ -537,9 +535,11 @@ fn build<W: BatchWriter + 'static>(
     let signer = keyring.checkpoint_signer()?;
     let public_key = signer.public_key();
     fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
-    let sink = Arc::new(sink.with_checkpoints(signer, DirCheckpointStore::new(&checkpoints)?, 100));
+    let outside = DirCheckpointStore::new(&checkpoints)?;
+    let sink = Arc::new(sink.with_checkpoints(signer, outside.clone(), 100));
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring)
+        .checkpoint_store(outside)
         .keyring_store(KeyFile(key_file_for(files)))
         .key_store(keys)
         .consent_store(consents)
