@@ -1238,3 +1238,72 @@ fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("does NOT verify"), "{text}");
 }
+
+/// An archived segment is checked when the verifier is given it: against
+/// the archive base that names its digest (A4). Altered, or its base gone
+/// (the prefix merely deleted), it is reported (A2).
+#[test]
+fn a4_verify_audit_checks_an_archive_against_its_base() {
+    use privacy_pledge::audit::{archive_digest, DirCheckpointStore};
+    let dir = TempDir::new("verify-archive");
+    let path = dir.path("shop.db");
+    let ada = SubjectId::random();
+    let shop = support::open_store_shop(&path).unwrap();
+    for _ in 0..3 {
+        shop.custodian.consents().grant::<Promotion>(ada).unwrap();
+    }
+    let at_3 = shop.shut_down().unwrap();
+    shop.custodian
+        .consents()
+        .withdraw::<Promotion>(ada)
+        .unwrap();
+    shop.shut_down().unwrap();
+    let support::Store::Sqlite(store) = &shop.store else {
+        unreachable!("an SQLite file")
+    };
+    let mut archive = Vec::new();
+    assert_eq!(
+        store
+            .archive(&at_3, &shop.public_key, &mut archive)
+            .unwrap(),
+        3
+    );
+    drop(shop);
+    let keyring = support::read_keyring(&support::key_file_for(&path)).unwrap();
+    let base = keyring.checkpoint_signer().unwrap().sign_base(
+        at_3.stream(),
+        at_3.checkpoint(),
+        archive_digest(&archive),
+        Timestamp::now(),
+    );
+    let outside = DirCheckpointStore::new(support::checkpoint_dir_for(&path)).unwrap();
+    outside.save_base(&base).unwrap();
+    let archive_file = dir.path("segment.jsonl");
+    std::fs::write(&archive_file, &archive).unwrap();
+    let with_archive = |file: &std::path::Path| {
+        let mut args = verify_args(&path, true);
+        args.push("--archive".into());
+        args.push(file.into());
+        examples::run_example("verify_audit", &args)
+    };
+
+    let (code, text) = with_archive(&archive_file);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("vouched for by its archive base"), "{text}");
+    // An archive altered after the fact matches no base.
+    let altered = dir.path("altered.jsonl");
+    let mut bytes = archive.clone();
+    bytes.pop();
+    std::fs::write(&altered, &bytes).unwrap();
+    let (code, text) = with_archive(&altered);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no archive base"), "{text}");
+    // Without the base, the remaining entries start at seq 4 behind an
+    // ordinary checkpoint at best: the prefix was deleted.
+    let base_file =
+        support::checkpoint_dir_for(&path).join(format!("{}.base.3.json", at_3.stream()));
+    std::fs::remove_file(base_file).unwrap();
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("BROKEN"), "{text}");
+}

@@ -905,3 +905,39 @@ fn names_normalise_before_comparing_and_pseudonymising() {
     let _ = a.kind();
     let _ = FullName::parse("x").unwrap().expose_secret().len();
 }
+
+/// Two processes change one subject's consent at the same instant (A5, or
+/// A2 who set both clocks): which came last cannot be told from the trail,
+/// and the storage's row order decides nothing, so the restore is refused
+/// rather than guessing.
+#[test]
+fn a2_a_consent_order_the_trail_cannot_tell_is_refused() {
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let checkpoints = MemoryCheckpointStore::new();
+    let at = Timestamp::from_unix_seconds(1_700_000_000);
+    let process = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .checkpoint_store(checkpoints.clone())
+            .clock(FixedClock::new(at))
+            .build()
+            .unwrap()
+    };
+    let ada = SubjectId::random();
+    let (one, two) = (process(), process());
+    one.consents().grant::<Newsletter>(ada).unwrap();
+    two.consents().withdraw::<Newsletter>(ada).unwrap();
+    one.sign_checkpoint().unwrap();
+    two.sign_checkpoint().unwrap();
+    let mut both = trail_and_head(&one).0;
+    both.extend(trail_and_head(&two).0);
+
+    let after = on(&keyring, &checkpoints);
+    let trail = after.verify_trail(both).unwrap();
+    assert!(trail.is_fully_vouched());
+    assert!(matches!(
+        after.consents().restore(&trail),
+        Err(Error::Untrusted(TrailError::AmbiguousOrder))
+    ));
+    assert!(!after.consents().is_granted::<Newsletter>(ada));
+}

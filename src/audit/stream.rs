@@ -277,7 +277,9 @@ pub(crate) fn verify_grouped(
     }
     for (s, c) in &newest {
         let key = Some(*s).filter(|s| *s != StreamId::UNSTREAMED);
-        if !groups.contains_key(&key) && c.seq() > 0 {
+        // A stream archived to its newest checkpoint has no entries left.
+        let archived = bases.iter().any(|(t, b)| t == s && b.seq() >= c.seq());
+        if !groups.contains_key(&key) && c.seq() > 0 && !archived {
             reports.push(StreamReport {
                 stream: key.or(Some(*s)),
                 entries: 0,
