@@ -1290,6 +1290,10 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
     let (code, text) = with_archive(&archive_file);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("vouched for by its archive base"), "{text}");
+    // Without the archive, the verifier says what it did not check.
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("give the archive"), "{text}");
     // An archive altered after the fact matches no base.
     let altered = dir.path("altered.jsonl");
     let mut bytes = archive.clone();
