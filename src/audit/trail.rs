@@ -57,7 +57,10 @@ pub enum TrailError {
     #[error(transparent)]
     Broken(#[from] VerifyError),
     /// Entries after the trusted checkpoint are authentic but not vouched
-    /// for: whoever can write the storage could have cut some of them.
+    /// for: whoever can write the storage could have cut some of them. Kept
+    /// for hosts that match on it; restores now report
+    /// [`Unvouched`](Self::Unvouched), which counts such entries over all
+    /// streams.
     #[error("entries {after} to {head} come after the trusted checkpoint (seq {after}) and are not vouched for; checkpoint them first")]
     UnvouchedTail {
         /// The checkpoint's sequence number.
