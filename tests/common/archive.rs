@@ -70,8 +70,18 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
 
     let mut archive = Vec::new();
     assert_eq!(store.archive(&at_50, &public, &mut archive).unwrap(), 50);
-    // An ordinary checkpoint is no base.
+    // An ordinary checkpoint is no base, and naming a digest in one does
+    // not make it one: the signature covers what kind it is.
     assert!(outside.save_base(&at_50).is_err());
+    let json = serde_json::to_string(&at_50).unwrap();
+    let dressed: SignedCheckpoint = serde_json::from_str(&json.replacen(
+        "{",
+        &format!("{{\"archive\":\"{}\",", "ab".repeat(32)),
+        1,
+    ))
+    .unwrap();
+    assert!(dressed.is_base());
+    assert!(dressed.verify(&public).is_err());
     let base = base_signer.sign_base(
         at_50.stream(),
         at_50.checkpoint(),
