@@ -11,7 +11,11 @@
 //! The report decrypts the customer's own rows for them alone, lists who
 //! received what and when from the verified audit trail, and shows live
 //! consents, retention dates and transfers; for an erased customer it says
-//! the data was erased and when. Producing it is itself an audited use.
+//! the data was erased and when. Producing it is itself an audited use. The
+//! trail is verified against the signed checkpoints of the checkpoint
+//! directory (never against a checkpoint of the caller's choosing), and the
+//! report says how far it is vouched for (on standard error, and in the
+//! letter or the JSON when some entries are not).
 //!
 //! Exit status: 0 with the report printed, 1 when it could not be made,
 //! 2 for bad arguments.
@@ -163,6 +167,16 @@ fn run(args: &Args) -> Result<(), BoxError> {
         .subject_report(subject, &rows.records(), &trail)?;
     // The report and its disclosures to the customer are in the trail now.
     opened.shut_down()?;
+    // How far the trail the report quotes is vouched for: entries past a
+    // stream's last signed checkpoint could have been cut unseen.
+    if report.is_fully_vouched() {
+        eprintln!("audit trail: every entry vouched for by a signed checkpoint");
+    } else {
+        eprintln!(
+            "audit trail: {} entries NOT vouched for by a signed checkpoint; the report may be incomplete",
+            report.unvouched_entries()
+        );
+    }
     if args.json {
         println!("{}", report.to_json()?.as_str());
     } else {

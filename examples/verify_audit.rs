@@ -1,37 +1,47 @@
 //! Checks an audit trail.
 //!
 //! ```text
-//! cargo run --example verify_audit -- --db PATH    [--public-key HEX] [--checkpoints DIR]
-//! cargo run --example verify_audit -- --database-url URL [--files PATH]
-//!                                      [--public-key HEX] [--checkpoints DIR]
+//! cargo run --example verify_audit -- --db PATH (--public-key HEX | --public-key-file FILE)
+//!                                      [--checkpoints DIR] [--archive FILE]...
+//! cargo run --example verify_audit -- --database-url URL (--public-key HEX | --public-key-file FILE)
+//!                                      [--checkpoints DIR] [--archive FILE]...
 //! cargo run --example verify_audit -- --jsonl FILE [--head SEQ:HEX] [--key-file PATH]
 //! ```
 //!
 //! `--db` / `--database-url`: the streams of an SQLite or PostgreSQL
 //! database written by the crate's store (the `checkout` example), checked
-//! with the **public** checkpoint key only (`--public-key`, or `PATH.pub`
-//! where `PATH` is the SQLite file or `--files`) against the signed
-//! checkpoints kept outside the database (`--checkpoints`, or
-//! `PATH.checkpoints/`). It needs
-//! no secret, so whoever runs it can check the trail but can forge nothing.
-//! Every stream is reported: intact and vouched for up to which entry, or
-//! the first bad entry; streams a checkpoint names but the database lacks;
-//! checkpoints whose signature fails. Then every consent row is
-//! cross-checked against the trail: a row rolled back to an older state, a
-//! row deleted while the trail says granted, or a row with no event behind
-//! it is reported. The database is opened read-only (a
-//! read-only SQLite connection; on PostgreSQL a session whose transactions
-//! are all read-only): a dropped table is reported, never re-created, and an
-//! empty trail is a failure.
+//! with the **public** checkpoint key only, given from outside the
+//! database's reach (`--public-key HEX` or `--public-key-file FILE`; nothing
+//! beside the database is read unless asked), against the signed
+//! checkpoints kept outside the database (`--checkpoints DIR`, which must
+//! exist). It needs no secret, so whoever runs it can check the trail but
+//! can forge nothing. Every stream is reported: intact and vouched for up
+//! to which entry (and how many entries after it are not), or the first bad
+//! entry; streams a checkpoint names but the database lacks; checkpoints
+//! whose signature fails. A stream starts at seq 1 or right after an
+//! archive base; every `--archive FILE` given is checked against the base
+//! that names its digest. Then every consent row is cross-checked against
+//! the trail: a row rolled back to an older state, a row deleted while the
+//! trail says granted, or a row with no event behind it is reported. The
+//! database is opened read-only (a read-only SQLite connection; on
+//! PostgreSQL a session whose transactions are all read-only): a dropped
+//! table is reported, never re-created, and an empty trail is a failure.
 //!
 //! `--jsonl`: a file of JSON lines written by a single-chain
 //! `ChainedAuditLog`, checked with the audit key derived from the keyring in
 //! `<FILE>.key` or `--key-file` (whose holder could also re-chain an edited
-//! trail); with `--head` it also detects entries cut from the end.
+//! trail); entries after `--head` (all of them without it) are not vouched
+//! for.
 //!
-//! Exit status: 0 when the trail is intact, 1 when it was tampered with, is
-//! missing or is empty, 2 when it could not be checked (bad arguments,
-//! unreadable files).
+//! Exit status: 0 only when the trail is intact **and** every entry of
+//! every stream is vouched for by a checkpoint that verified under the key
+//! given (and, for a database, the consent rows agree with it); 1 when it
+//! was tampered with, is missing or is empty, or an archive or a consent
+//! row does not match; 3 when it is intact as far as it could be checked
+//! but some entries are not vouched for (their number is printed per
+//! stream: no checkpoint, or entries after the newest one); 2 when it could
+//! not be checked (bad arguments, no public key, a checkpoint directory
+//! that does not exist, unreadable files).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -41,7 +51,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use privacy_pledge::audit::{
-    read_jsonl, verify, verify_public, Action, AuditKey, Checkpoint, CheckpointKey,
+    read_jsonl, verify, verify_archive, verify_public, Action, AuditKey, Checkpoint, CheckpointKey,
     CheckpointStore, DirCheckpointStore, JsonlError, Tamper, VerifyError,
 };
 use privacy_pledge::store::postgres::PgStore;
@@ -50,27 +60,36 @@ use privacy_pledge::store::sqlite::SqliteStore;
 use support::{BoxError, Database, Store};
 
 const USAGE: &str = "\
-usage: verify_audit --db PATH [--public-key HEX] [--checkpoints DIR]
-       verify_audit --database-url URL [--files PATH] [--public-key HEX] [--checkpoints DIR]
+usage: verify_audit --db PATH (--public-key HEX | --public-key-file FILE)
+                    [--checkpoints DIR] [--archive FILE]...
+       verify_audit --database-url URL (--public-key HEX | --public-key-file FILE)
+                    [--checkpoints DIR] [--archive FILE]...
        verify_audit --jsonl FILE [--head SEQ:HEX] [--key-file PATH]";
 
 const HELP: &str = "\
-  --public-key HEX     the checkpoint public key (default: PATH.pub)
-  --checkpoints DIR    the signed checkpoints kept outside the database
-                       (default: PATH.checkpoints/)
-  --jsonl FILE         a single-chain trail of JSON lines instead, checked
-                       with the audit key of FILE.key or --key-file
-  --head SEQ:HEX       with --jsonl: a trusted head, to detect a cut end
-  --key-file PATH      with --jsonl: the keyring file
+  --public-key HEX       the checkpoint public key, from outside the
+                         database's reach (required for a database)
+  --public-key-file FILE the same, read from FILE (64 hex digits)
+  --checkpoints DIR      the signed checkpoints kept outside the database
+                         (must exist; without it nothing is vouched for)
+  --archive FILE         an archived segment (repeatable): checked against
+                         the archive base that names its digest
+  --jsonl FILE           a single-chain trail of JSON lines instead, checked
+                         with the audit key of FILE.key or --key-file
+  --head SEQ:HEX         with --jsonl: a trusted head, to detect a cut end
+  --key-file PATH        with --jsonl: the keyring file
 
-exit status: 0 intact, 1 tampered with, missing or empty, 2 not checked
-(bad arguments, unreadable files)";
+exit status: 0 intact and every entry vouched for, 1 tampered with,
+missing or empty, 3 intact as far as checked but entries not vouched for
+(counted per stream), 2 not checked (bad arguments, no public key, a
+missing checkpoint directory, unreadable files)";
 
 enum Args {
     Store {
         db: Database,
         public_key: Option<CheckpointKey>,
         checkpoints: Option<PathBuf>,
+        archives: Vec<PathBuf>,
     },
     Jsonl {
         file: PathBuf,
@@ -105,7 +124,8 @@ fn main() -> ExitCode {
             db,
             public_key,
             checkpoints,
-        } => check_store(db, *public_key, checkpoints.as_deref()),
+            archives,
+        } => check_store(db, *public_key, checkpoints.as_deref(), archives),
         Args::Jsonl {
             file,
             key_file,
@@ -127,6 +147,7 @@ fn parse_args() -> Result<Args, BoxError> {
     let mut database = support::DatabaseArgs::default();
     let (mut jsonl, mut public_key, mut checkpoints, mut key_file, mut head) =
         (None, None, None, None, None);
+    let mut archives = Vec::new();
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => support::print_help_and_exit(&format!(
@@ -136,10 +157,21 @@ fn parse_args() -> Result<Args, BoxError> {
             Long("jsonl") => jsonl = Some(PathBuf::from(parser.value()?)),
             Long("checkpoints") => checkpoints = Some(PathBuf::from(parser.value()?)),
             Long("key-file") => key_file = Some(PathBuf::from(parser.value()?)),
+            Long("archive") => archives.push(PathBuf::from(parser.value()?)),
             Long("public-key") => {
                 let text = parser.value()?;
                 let text = text.to_str().ok_or("--public-key is not hex")?;
                 public_key = Some(text.parse().map_err(|e| format!("--public-key: {e}"))?);
+            }
+            Long("public-key-file") => {
+                let file = PathBuf::from(parser.value()?);
+                let text = fs::read_to_string(&file)
+                    .map_err(|e| format!("--public-key-file {}: {e}", file.display()))?;
+                public_key = Some(
+                    text.trim_end()
+                        .parse()
+                        .map_err(|e| format!("--public-key-file {}: {e}", file.display()))?,
+                );
             }
             Long("head") => {
                 let text = parser.value()?;
@@ -158,6 +190,7 @@ fn parse_args() -> Result<Args, BoxError> {
             db,
             public_key,
             checkpoints,
+            archives,
         }),
         (Err(_), Some(file)) => Ok(Args::Jsonl {
             file,
@@ -170,33 +203,31 @@ fn parse_args() -> Result<Args, BoxError> {
 }
 
 /// Checks every stream of a store's database with the public key only.
+/// Returns 0, 1 or 3 (see the module docs); `Err` for 2.
 fn check_store(
     db: &Database,
     public_key: Option<CheckpointKey>,
     checkpoints: Option<&Path>,
+    archives: &[PathBuf],
 ) -> Result<u8, BoxError> {
     if let Database::Sqlite(path) = db {
         if !path.exists() {
             return Err(format!("no database at {}", path.display()).into());
         }
     }
-    let public_key = match public_key {
-        Some(k) => k,
-        None => {
-            let file = support::public_key_file_for(db.files());
-            fs::read_to_string(&file)
-                .map_err(|e| format!("no --public-key and cannot read {}: {e}", file.display()))?
-                .trim_end()
-                .parse()?
+    // The key comes from the caller, never from beside the database: an
+    // operator who can write there could put their own key and re-sign.
+    let public_key =
+        public_key.ok_or("no public key: give --public-key HEX or --public-key-file FILE")?;
+    let signed = match checkpoints {
+        Some(dir) if dir.is_dir() => DirCheckpointStore::new(dir)?.load()?,
+        Some(dir) => {
+            return Err(format!("no checkpoint directory at {}", dir.display()).into());
         }
-    };
-    let dir = checkpoints
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| support::checkpoint_dir_for(db.files()));
-    let signed = if dir.exists() {
-        DirCheckpointStore::new(&dir)?.load()?
-    } else {
-        Vec::new()
+        None => {
+            println!("no --checkpoints given: no entry can be vouched for");
+            Vec::new()
+        }
     };
     // Read-only: a dropped table stays dropped, and nothing is created.
     let store = match db {
@@ -236,14 +267,15 @@ fn check_store(
             (Ok(head), Some(v)) if v == head.seq() => {
                 println!("stream {name}: intact, {} entries, all vouched for by its signed checkpoint", s.entries)
             }
-            (Ok(head), Some(v)) => println!(
-                "stream {name}: intact, {} entries; vouched for up to seq {v}, {} after it are not (cannot check truncation past it)",
+            (Ok(_), Some(v)) => println!(
+                "stream {name}: intact, {} entries; vouched for up to seq {v}, {} UNVOUCHED after it (cannot check truncation past it)",
                 s.entries,
-                head.seq() - v
+                s.unvouched()
             ),
             (Ok(_), None) => println!(
-                "stream {name}: linked, {} entries, but no signed checkpoint: cannot check truncation or content without the audit key",
-                s.entries
+                "stream {name}: linked, {} entries, {} UNVOUCHED: no signed checkpoint, so it cannot check truncation or content without the audit key",
+                s.entries,
+                s.unvouched()
             ),
             (Err(e), _) if s.entries == 0 => {
                 eprintln!("stream {name}: MISSING (a signed checkpoint names it up to seq {:?}): {}", s.vouched_through, e.reason)
@@ -254,7 +286,50 @@ fn check_store(
             ),
         }
     }
-    if !report.is_intact() {
+    // A stream that starts after an archive base: the base's signature
+    // vouches for the archived entries' digest, but only `--archive` shows
+    // the archive still exists and matches it.
+    for c in signed
+        .iter()
+        .filter(|c| c.is_base() && c.verify(&public_key).is_ok())
+    {
+        let digest = c.archive_digest().unwrap_or_default();
+        let given = archives.iter().any(|f| {
+            fs::read(f).is_ok_and(|b| privacy_pledge::audit::archive_digest(&b) == digest)
+        });
+        if !given {
+            println!(
+                "stream {}: entries up to seq {} are archived behind a signed base; give the archive (--archive FILE) to check it",
+                c.stream(),
+                c.checkpoint().seq()
+            );
+        }
+    }
+    let mut archives_ok = true;
+    for file in archives {
+        let bytes = fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        match verify_archive(&bytes, &public_key, &signed) {
+            Ok(r) if r.is_fully_vouched() => println!(
+                "archive {}: intact, {} entries, vouched for by its archive base",
+                file.display(),
+                r.streams.iter().map(|s| s.entries).sum::<usize>()
+            ),
+            Ok(r) => {
+                archives_ok = false;
+                let why = r
+                    .streams
+                    .iter()
+                    .find_map(|s| s.result.err())
+                    .map_or("not vouched for".to_owned(), |e| e.reason.to_string());
+                eprintln!("archive {}: BROKEN: {why}", file.display());
+            }
+            Err(e) => {
+                archives_ok = false;
+                eprintln!("archive {}: BROKEN: {e}", file.display());
+            }
+        }
+    }
+    if !report.is_intact() || !archives_ok {
         return Ok(1);
     }
     println!(
@@ -311,11 +386,19 @@ fn check_store(
             word(m.trail_granted)
         );
     }
-    if mismatches.is_empty() {
-        println!("consent rows agree with the trail: {} rows", rows.len());
-        Ok(0)
-    } else {
-        Ok(1)
+    if !mismatches.is_empty() {
+        return Ok(1);
+    }
+    println!("consent rows agree with the trail: {} rows", rows.len());
+    match report.unvouched() {
+        0 => {
+            println!("every entry is vouched for by a signed checkpoint");
+            Ok(0)
+        }
+        n => {
+            println!("{n} entries are NOT vouched for by any signed checkpoint: intact as far as checked, but they could have been cut or rewritten");
+            Ok(3)
+        }
     }
 }
 
@@ -331,18 +414,29 @@ fn check_jsonl_file(
     Ok(match check_jsonl(file, &key, head)? {
         Verdict::Intact { head: h, entries } => {
             println!("audit trail intact: {entries} entries");
-            match head {
-                Some(t) => println!(
-                    "matches the trusted checkpoint at seq {}; {} entries after it",
-                    t.seq(),
+            let unvouched = match head {
+                Some(t) => {
+                    println!(
+                        "matches the trusted checkpoint at seq {}; {} entries after it",
+                        t.seq(),
+                        h.seq() - t.seq()
+                    );
                     h.seq() - t.seq()
-                ),
-                None => {
-                    println!("cannot check truncation: no trusted checkpoint (give --head SEQ:HEX)")
                 }
-            }
+                None => {
+                    println!(
+                        "cannot check truncation: no trusted checkpoint (give --head SEQ:HEX)"
+                    );
+                    h.seq()
+                }
+            };
             println!("head: {h}");
-            0
+            if unvouched == 0 {
+                0
+            } else {
+                println!("{unvouched} entries are NOT vouched for by the trusted checkpoint");
+                3
+            }
         }
         Verdict::Broken { error, location } => {
             eprintln!(

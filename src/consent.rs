@@ -319,17 +319,25 @@ impl Consents<'_> {
     /// e.g. after a restart. Returns how many events were replayed.
     ///
     /// The only input is a [`VerifiedTrail`]: the trail verified under this
-    /// custodian's **own** audit key against a **trusted checkpoint** kept
-    /// outside the database ([`Custodian::verify_trail`], or
-    /// [`Custodian::verify_stream_trail`] for several streams). So consent
-    /// cannot come from events a host built or edited (R7, R10), and a trail
-    /// cut short or rolled back — which would bring a withdrawn consent
-    /// back — does not verify. In addition the restore is refused
+    /// custodian's **own** audit key against **trusted checkpoints** kept
+    /// outside the database ([`Custodian::verify_trail`], which takes them
+    /// from the custodian's checkpoint store, never from its caller). So
+    /// consent cannot come from events a host built or edited (R7, R10), and
+    /// a trail cut short or rolled back — which would bring a withdrawn
+    /// consent back — does not verify. Events are replayed in event order
+    /// (each stream in its own sequence, streams merged by time), never in
+    /// the storage's row order, which an operator can renumber. In addition
+    /// the restore is refused
     ///
-    /// - with [`TrailError::UnvouchedTail`](crate::audit::TrailError::UnvouchedTail)
-    ///   if entries follow the checkpoint (whoever writes the storage could
-    ///   have cut a withdrawal from them): checkpoint after every consent
-    ///   change, or at least at every clean shutdown;
+    /// - with [`TrailError::Unvouched`](crate::audit::TrailError::Unvouched)
+    ///   if entries follow a stream's newest checkpoint (whoever writes the
+    ///   storage could have cut a withdrawal from them): checkpoint after
+    ///   every consent change, or at least at every clean shutdown
+    ///   ([`Custodian::sign_checkpoint`]), and with
+    ///   [`TrailError::CallerChosenCheckpoint`](crate::audit::TrailError::CallerChosenCheckpoint)
+    ///   for a trail verified against a checkpoint its caller chose;
+    /// - with [`TrailError::AmbiguousOrder`](crate::audit::TrailError::AmbiguousOrder)
+    ///   if two streams change one subject's consent at the same instant;
     /// - with [`Error::RegisterNotEmpty`] if this custodian already holds
     ///   consent state (a restore never merges two histories);
     /// - for a trail another custodian verified.
@@ -342,19 +350,27 @@ impl Consents<'_> {
     /// use privacy_pledge::{Custodian, SubjectId};
     /// use privacy_pledge::crypto::Keyring;
     /// use privacy_pledge::purpose::Newsletter;
+    /// use privacy_pledge::audit::MemoryCheckpointStore;
     ///
     /// let keyring = Arc::new(Keyring::generate()?);
-    /// let before = Custodian::builder().keyring(keyring.clone()).build()?;
+    /// // Kept outside the database (a `DirCheckpointStore` in a real host).
+    /// let checkpoints = MemoryCheckpointStore::new();
+    /// let before = Custodian::builder()
+    ///     .keyring(keyring.clone())
+    ///     .checkpoint_store(checkpoints.clone())
+    ///     .build()?;
     /// let ada = SubjectId::random();
     /// before.consents().grant::<Newsletter>(ada)?;
-    /// let log = before.builtin_audit_log().unwrap();
-    /// // Kept outside the database: the head at clean shutdown.
-    /// let (events, checkpoint) = (log.inner().events(), log.checkpoint());
+    /// // The head at clean shutdown, signed into the checkpoint store.
+    /// before.sign_checkpoint()?;
+    /// let events = before.builtin_audit_log().unwrap().inner().events();
     ///
-    /// // After a restart: a custodian with the same keys (a real host also
-    /// // resumes the chain over its storage, `ChainedAuditLog::resume`).
-    /// let after = Custodian::builder().keyring(keyring.clone()).build()?;
-    /// let trail = after.verify_trail(events, &checkpoint)?;
+    /// // After a restart: a custodian with the same keys and checkpoint store.
+    /// let after = Custodian::builder()
+    ///     .keyring(keyring.clone())
+    ///     .checkpoint_store(checkpoints)
+    ///     .build()?;
+    /// let trail = after.verify_trail(events)?;
     /// assert_eq!(after.consents().restore(&trail)?, 1);
     /// assert!(after.consents().is_granted::<Newsletter>(ada));
     /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -363,6 +379,7 @@ impl Consents<'_> {
         crate::reentry::check()?;
         trail.check_owner(self.custodian.id)?;
         trail.check_fully_vouched()?;
+        trail.check_unambiguous_consent_order()?;
         let register = &self.custodian.consents;
         let _order = register.order.lock().unwrap_or_else(|p| p.into_inner());
         // With a consent store, consent is durable and shared: nothing to

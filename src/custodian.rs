@@ -90,6 +90,8 @@ pub struct Custodian {
     builtin_log: Option<Arc<ChainedAuditLog<MemoryAuditLog>>>,
     audit_key: Option<AuditKey>,
     checkpoint_key: Option<crate::audit::CheckpointKey>,
+    checkpoint_signer: Option<Arc<crate::audit::CheckpointSigner>>,
+    checkpoint_store: Option<Arc<dyn crate::audit::CheckpointStore>>,
     recipients: Option<Vec<RegisteredRecipient>>,
     clock: Arc<dyn Clock>,
     pub(crate) consents: Register,
@@ -338,47 +340,129 @@ impl Custodian {
         err
     }
 
-    /// Verifies `events` under this custodian's own audit key against a
-    /// `trusted` checkpoint kept outside the trail's storage, and returns the
-    /// [`VerifiedTrail`] that [`Consents::restore`] and
+    /// Verifies `events` under this custodian's own audit key, stream by
+    /// stream, against trusted checkpoints the caller cannot choose, and
+    /// returns the [`VerifiedTrail`] that [`Consents::restore`] and
     /// [`subject_report`](Self::subject_report) take.
     ///
-    /// The key is the custodian's (from its keyring, or
-    /// [`CustodianBuilder::audit_key`]); the caller cannot choose one. A trail
-    /// that is cut short of the checkpoint, rolled back to an earlier prefix,
-    /// edited, or chained under another key is refused with
-    /// [`Error::Untrusted`]. Verification itself is not audited: it reads no
-    /// personal information.
-    pub fn verify_trail(
+    /// The trusted checkpoints are the signed ones in the custodian's
+    /// [checkpoint store](CustodianBuilder::checkpoint_store), each of which
+    /// must verify under its checkpoint key (derived from the keyring, or
+    /// [pinned](CustodianBuilder::checkpoint_key)), and the head of its own
+    /// built-in log. A stream starts at seq 1 or right after an archive base
+    /// there. The audit key is the custodian's; the caller chooses neither.
+    /// A trail that is cut short of a checkpoint, rolled back, missing a
+    /// stream or a vouched prefix, edited, or chained under another key is
+    /// refused with [`Error::Untrusted`], and so is a checkpoint store that
+    /// cannot be read or holds a checkpoint that does not verify. Entries no
+    /// checkpoint vouches for are accepted but counted
+    /// ([`VerifiedTrail::unvouched`]). Verification itself is not audited:
+    /// it reads no personal information.
+    ///
+    /// ```
+    /// use privacy_pledge::Custodian;
+    /// use privacy_pledge::audit::MemoryCheckpointStore;
+    /// use privacy_pledge::crypto::Keyring;
+    /// use std::sync::Arc;
+    ///
+    /// let (keyring, checkpoints) = (Arc::new(Keyring::generate()?), MemoryCheckpointStore::new());
+    /// let before = Custodian::builder().keyring(keyring.clone()).checkpoint_store(checkpoints.clone()).build()?;
+    /// before.consents().grant::<privacy_pledge::purpose::Newsletter>(privacy_pledge::SubjectId::random())?;
+    /// before.sign_checkpoint()?; // e.g. at clean shutdown
+    /// let events = before.builtin_audit_log().unwrap().inner().events();
+    ///
+    /// let after = Custodian::builder().keyring(keyring).checkpoint_store(checkpoints).build()?;
+    /// assert!(after.verify_trail(events.clone())?.is_fully_vouched());
+    /// // The last entry cut: the signed checkpoint shows it.
+    /// assert!(after.verify_trail(events[..0].to_vec()).is_err());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn verify_trail(&self, events: Vec<AuditEvent>) -> Result<VerifiedTrail, Error> {
+        self.verify_trail_with(|| Ok::<_, Error>(events))
+    }
+
+    /// [`verify_trail`](Self::verify_trail) for a trail other processes may
+    /// be appending to: the trusted checkpoints are read **first**, then
+    /// `read` fetches the trail (e.g. `|| store.trail()`), so that a
+    /// checkpoint signed meanwhile cannot name entries the trail read
+    /// before it lacks, which would look like a cut.
+    pub fn verify_trail_with<E: From<Error>>(
+        &self,
+        read: impl FnOnce() -> Result<Vec<AuditEvent>, E>,
+    ) -> Result<VerifiedTrail, E> {
+        crate::reentry::check()?;
+        let key = self
+            .audit_key
+            .as_ref()
+            .ok_or(TrailError::NoKey)
+            .map_err(Error::from)?;
+        let (mut heads, mut bases) = (Vec::new(), Vec::new());
+        if let Some(store) = &self.checkpoint_store {
+            let public = self
+                .checkpoint_key
+                .ok_or(TrailError::NoKey)
+                .map_err(Error::from)?;
+            let signed = crate::reentry::host(|| store.load())
+                .map_err(|_| Error::from(TrailError::NoCheckpointStore))?;
+            let (valid, base, bad) = crate::audit::signed::sort_checkpoints(&public, &signed);
+            if !bad.is_empty() {
+                return Err(Error::from(TrailError::BadCheckpoint).into());
+            }
+            (heads, bases) = (valid, base);
+        }
+        if let Some(log) = &self.builtin_log {
+            if let Some(stream) = log.stream() {
+                heads.push((stream, log.checkpoint()));
+            }
+        }
+        let events = read()?;
+        Ok(
+            VerifiedTrail::verify_streams(events, key, &heads, &bases, self.id)
+                .map_err(Error::from)?,
+        )
+    }
+
+    /// Verifies `events` (one chain) under this custodian's own audit key
+    /// against a checkpoint **the caller** chose, for diagnostics only.
+    ///
+    /// Such a checkpoint proves nothing: one can be built from any entry's
+    /// public fields, so host code could cut every entry after it (a
+    /// disclosure, say) and still pass. The trail returned therefore vouches
+    /// for none of its entries: [`VerifiedTrail::is_fully_vouched`] is
+    /// `false`, [`Consents::restore`] refuses it, and a subject report made
+    /// from it says it is not vouched for. Use [`verify_trail`](Self::verify_trail).
+    pub fn verify_trail_unverified(
         &self,
         events: Vec<AuditEvent>,
         trusted: &Checkpoint,
     ) -> Result<VerifiedTrail, Error> {
         let key = self.audit_key.as_ref().ok_or(TrailError::NoKey)?;
-        Ok(VerifiedTrail::verify(events, key, trusted, self.id)?)
+        Ok(VerifiedTrail::verify_unvouched(
+            events, key, trusted, self.id,
+        )?)
     }
 
-    /// Verifies a trail of many [streams](crate::audit::StreamId) (several
-    /// processes on one database) under this custodian's own audit key,
-    /// each stream against its newest signed checkpoint in `checkpoints`
-    /// (which must verify under the checkpoint key this custodian's keyring
-    /// derives). Every entry of every stream must verify; a stream without a
-    /// checkpoint is accepted but not vouched for
-    /// ([`VerifiedTrail::is_fully_vouched`]).
-    pub fn verify_stream_trail(
-        &self,
-        events: Vec<AuditEvent>,
-        checkpoints: &[crate::audit::SignedCheckpoint],
-    ) -> Result<VerifiedTrail, Error> {
-        let key = self.audit_key.as_ref().ok_or(TrailError::NoKey)?;
-        let public = self.checkpoint_key.ok_or(TrailError::NoKey)?;
-        Ok(VerifiedTrail::verify_streams(
-            events,
-            key,
-            &public,
-            checkpoints,
-            self.id,
-        )?)
+    /// Signs the head of the custodian's built-in log and keeps it in its
+    /// [checkpoint store](CustodianBuilder::checkpoint_store): the trusted
+    /// checkpoint a later [`verify_trail`](Self::verify_trail) — in this
+    /// process or after a restart — vouches for the log with. Call it after
+    /// consent changes and at clean shutdown; entries after the newest
+    /// checkpoint are not vouched for. (A store's durable sink signs its own
+    /// checkpoints.) Refused with [`TrailError::NoCheckpointStore`] without a
+    /// store, a keyring to sign with, or a built-in log.
+    pub fn sign_checkpoint(&self) -> Result<crate::audit::SignedCheckpoint, Error> {
+        crate::reentry::check()?;
+        let (Some(store), Some(signer), Some(log)) = (
+            &self.checkpoint_store,
+            &self.checkpoint_signer,
+            &self.builtin_log,
+        ) else {
+            return Err(TrailError::NoCheckpointStore.into());
+        };
+        let stream = log.stream().ok_or(TrailError::NoCheckpointStore)?;
+        let signed = signer.sign(stream, log.checkpoint(), self.now());
+        crate::reentry::host(|| store.save(&signed)).map_err(Error::Audit)?;
+        Ok(signed)
     }
 
     pub(crate) fn check_not_erased(&self, subject: SubjectId) -> Result<(), Error> {
@@ -1527,6 +1611,8 @@ pub struct CustodianBuilder {
     consent_bound: Option<std::time::Duration>,
     anchor: Option<Box<dyn AnchorStore>>,
     keyring_store: Option<Arc<dyn KeyringStore>>,
+    checkpoint_store: Option<Arc<dyn crate::audit::CheckpointStore>>,
+    checkpoint_key: Option<crate::audit::CheckpointKey>,
 }
 
 impl CustodianBuilder {
@@ -1672,6 +1758,25 @@ impl CustodianBuilder {
     /// custodian keeps an in-memory [`ChainedAuditLog`].
     pub fn audit(mut self, sink: impl AuditSink + 'static) -> Self {
         self.audit = Some(Box::new(sink));
+        self
+    }
+
+    /// Where the signed checkpoints of the audit streams are kept, outside
+    /// the database (e.g. the [`DirCheckpointStore`](crate::audit::DirCheckpointStore)
+    /// a store's durable sink signs into): [`Custodian::verify_trail`] takes
+    /// its trusted checkpoints from here, never from its caller, and
+    /// [`Custodian::sign_checkpoint`] signs the built-in log's head into it.
+    pub fn checkpoint_store(mut self, store: impl crate::audit::CheckpointStore + 'static) -> Self {
+        self.checkpoint_store = Some(Arc::new(store));
+        self
+    }
+
+    /// Pins the public key the checkpoints in the
+    /// [checkpoint store](Self::checkpoint_store) must verify under. By
+    /// default it is derived from the keyring; pin it where the keyring is
+    /// not at hand, or to hold the store to a key published elsewhere.
+    pub fn checkpoint_key(mut self, key: crate::audit::CheckpointKey) -> Self {
+        self.checkpoint_key = Some(key);
         self
     }
 
@@ -1872,10 +1977,13 @@ impl CustodianBuilder {
                 (Box::new(log.clone()), Some(log))
             }
         };
-        let checkpoint_key = match &keyring {
-            Some(k) => Some(k.checkpoint_signer()?.public_key()),
+        let checkpoint_signer = match &keyring {
+            Some(k) => Some(Arc::new(k.checkpoint_signer()?)),
             None => None,
         };
+        let checkpoint_key = self
+            .checkpoint_key
+            .or_else(|| checkpoint_signer.as_ref().map(|s| s.public_key()));
         let store = self
             .store
             .unwrap_or_else(|| Box::new(MemoryKeyStore::new()));
@@ -1922,6 +2030,8 @@ impl CustodianBuilder {
             builtin_log,
             audit_key,
             checkpoint_key,
+            checkpoint_signer,
+            checkpoint_store: self.checkpoint_store,
             recipients: self.recipients,
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             consents,

@@ -47,7 +47,7 @@
 //!
 //! // The record's envelopes are the subject's stored records.
 //! let log = custodian.builtin_audit_log().unwrap();
-//! let trail = custodian.verify_trail(log.inner().events(), &log.checkpoint())?;
+//! let trail = custodian.verify_trail(log.inner().events())?;
 //! let records: Vec<&dyn StoredRecord> = row.records();
 //! let report = custodian.subject_report(ada, &records, &trail)?;
 //! assert_eq!(report.records().len(), 3);

@@ -22,7 +22,7 @@
 //! let row = custodian.seal(&email)?;
 //!
 //! let log = custodian.builtin_audit_log().unwrap();
-//! let trail = custodian.verify_trail(log.inner().events(), &log.checkpoint())?;
+//! let trail = custodian.verify_trail(log.inner().events())?;
 //! let records: Vec<&dyn StoredRecord> = vec![&row];
 //! let report = custodian.subject_report(ada, &records, &trail)?;
 //! assert_eq!(report.records().len(), 1);
@@ -237,6 +237,14 @@ pub struct SubjectReport {
     disclosures: Vec<DisclosureEntry>,
     transfers: Vec<TransferEntry>,
     consents: Vec<ConsentState>,
+    trail: TrailCoverage,
+}
+
+/// How far the audit trail a report was made from is vouched for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+struct TrailCoverage {
+    fully_vouched: bool,
+    unvouched_entries: u64,
 }
 
 impl SubjectReport {
@@ -268,6 +276,18 @@ impl SubjectReport {
     pub fn consents(&self) -> &[ConsentState] {
         &self.consents
     }
+    /// Whether trusted checkpoints (not chosen by the report's caller) vouch
+    /// for every entry of the trail the report was made from. When `false`,
+    /// "we shared none of it" means only "none in the entries we could
+    /// check": entries past the last checkpoint could have been cut.
+    pub fn is_fully_vouched(&self) -> bool {
+        self.trail.fully_vouched
+    }
+    /// How many entries of that trail no trusted checkpoint vouches for
+    /// ([`VerifiedTrail::unvouched`]).
+    pub fn unvouched_entries(&self) -> u64 {
+        self.trail.unvouched_entries
+    }
 
     /// The report as JSON, for the subject.
     pub fn to_json(&self) -> Result<Zeroizing<String>, serde_json::Error> {
@@ -280,6 +300,13 @@ impl SubjectReport {
         let w = &mut *out;
         let _ = writeln!(w, "What we hold about you (reference {})", self.subject);
         let _ = writeln!(w, "Prepared {}.", self.generated_at);
+        if !self.trail.fully_vouched {
+            let _ = writeln!(
+                w,
+                "Caution: {} entries of our records of use are not yet confirmed by a signed checkpoint, so this account may be incomplete.",
+                self.trail.unvouched_entries
+            );
+        }
         let _ = writeln!(w);
         if let Some(at) = self.erased_at {
             let _ = writeln!(
@@ -375,10 +402,15 @@ impl Custodian {
     /// subjects in `trail` are ignored.
     ///
     /// The trail is a [`VerifiedTrail`] that this custodian verified
-    /// ([`Custodian::verify_trail`] or [`Custodian::verify_stream_trail`]): a
-    /// trail with disclosure events filtered out, or a forged erasure added,
-    /// does not verify, so the letter cannot be made to say "we shared none
-    /// of it" or to hide the values.
+    /// ([`Custodian::verify_trail`], against checkpoints from its own
+    /// checkpoint store): a trail with disclosure events filtered out or cut
+    /// short of a checkpoint, or a forged erasure added, does not verify, so
+    /// the letter cannot be made to say "we shared none of it" or to hide
+    /// the values. Entries no trusted checkpoint vouches for (or a trail
+    /// verified against a checkpoint its caller chose,
+    /// [`Custodian::verify_trail_unverified`]) are not refused, but the
+    /// report says so ([`SubjectReport::is_fully_vouched`], and a caution in
+    /// the letter).
     ///
     /// Recorded first as a `report` event. Each value shown is a disclosure
     /// to the subject, recorded before the envelope is opened (recipient
@@ -392,6 +424,10 @@ impl Custodian {
         trail: &VerifiedTrail,
     ) -> Result<SubjectReport, Error> {
         trail.check_owner(self.id)?;
+        let coverage = TrailCoverage {
+            fully_vouched: trail.is_fully_vouched(),
+            unvouched_entries: trail.unvouched(),
+        };
         let trail = trail.events();
         let now = self.now();
         self.record(AuditEvent::new(
@@ -475,6 +511,7 @@ impl Custodian {
             disclosures,
             transfers,
             consents: self.consents().of(subject),
+            trail: coverage,
         })
     }
 }

@@ -663,23 +663,42 @@ fn no_event_carries_a_personal_value() {
         c.repurpose_with_consent(email.clone(), &proof).unwrap();
     c.disclose(&promo, &Mailer, |_| ()).unwrap();
     c.consents().withdraw::<Promotion>(subject).unwrap();
-    let trail = c
-        .verify_trail(log.inner().events(), &log.checkpoint())
+    // The host's log is checkpointed by the host: signed into a store
+    // outside the trail's storage, which the custodians verify against.
+    use privacy_pledge::audit::CheckpointStore;
+    let outside = privacy_pledge::audit::MemoryCheckpointStore::new();
+    let signer = keyring.checkpoint_signer().unwrap();
+    let checkpoint = || {
+        outside
+            .save(&signer.sign(log.stream().unwrap(), log.checkpoint(), Timestamp::now()))
+            .unwrap()
+    };
+    checkpoint();
+    let c = &Custodian::builder()
+        .keyring(keyring.clone())
+        .keyring_store(MemoryKeyringStore::new(&keyring))
+        .audit(log.clone())
+        .audit_key(AuditKey::from_bytes([7; 32]))
+        .checkpoint_store(outside.clone())
+        .build()
         .unwrap();
+    let trail = c.verify_trail(log.inner().events()).unwrap();
+    assert!(trail.is_fully_vouched());
     let report = c.subject_report(subject, &[&sealed_email], &trail).unwrap();
     assert_eq!(report.records().len(), 1);
     c.erase(subject).unwrap();
     c.rotate_after_erasures().unwrap();
     let refused = c.open(&sealed_email).unwrap_err();
     // A second custodian on the same chain rebuilds its consents from it.
+    checkpoint();
     let restarted = Custodian::builder()
         .audit(log.clone())
         .audit_key(AuditKey::from_bytes([7; 32]))
+        .checkpoint_store(outside.clone())
+        .checkpoint_key(signer.public_key())
         .build()
         .unwrap();
-    let trail = restarted
-        .verify_trail(log.inner().events(), &log.checkpoint())
-        .unwrap();
+    let trail = restarted.verify_trail(log.inner().events()).unwrap();
     restarted.consents().restore(&trail).unwrap();
 
     let events = log.inner().events();
@@ -1009,6 +1028,26 @@ fn run_verify(args: &[&std::ffi::OsStr]) -> (i32, String) {
     examples::run_example("verify_audit", args)
 }
 
+/// `--db PATH --public-key-file PATH.pub` and, with `checkpoints`,
+/// `--checkpoints PATH.checkpoints`: what the verifier reads, all named.
+fn verify_args(path: &std::path::Path, checkpoints: bool) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = vec![
+        "--db".into(),
+        path.into(),
+        "--public-key-file".into(),
+        support::public_key_file_for(path).into(),
+    ];
+    if checkpoints {
+        args.push("--checkpoints".into());
+        args.push(support::checkpoint_dir_for(path).into());
+    }
+    args
+}
+
+fn run_verify_on(path: &std::path::Path, checkpoints: bool) -> (i32, String) {
+    examples::run_example("verify_audit", &verify_args(path, checkpoints))
+}
+
 /// A2 cuts rows from the end, empties the table or drops it; the verifier,
 /// holding only the public key and the signed checkpoints, reports each,
 /// opens the database read-only, and says when it cannot check truncation.
@@ -1039,7 +1078,7 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     std::fs::rename(support::key_file_for(&path), dir.path("elsewhere.key")).unwrap();
     let db_arg = path.as_os_str();
 
-    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    let (code, text) = run_verify_on(&path, true);
     assert_eq!(code, 0, "{text}");
     assert!(
         text.contains("all vouched for by its signed checkpoint"),
@@ -1059,7 +1098,7 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
             .unwrap()
     };
     put_row(&granted);
-    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    let (code, text) = run_verify_on(&path, true);
     assert_eq!(code, 1, "{text}");
     assert!(
         text.contains("the row says granted, the trail says withdrawn"),
@@ -1072,11 +1111,14 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
         .unwrap()
         .public_key()
         .to_string();
+    let checkpoints = support::checkpoint_dir_for(&path);
     let (code, text) = run_verify(&[
         "--db".as_ref(),
         db_arg,
         "--public-key".as_ref(),
         stranger.as_ref(),
+        "--checkpoints".as_ref(),
+        checkpoints.as_os_str(),
     ]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("does NOT verify"), "{text}");
@@ -1086,13 +1128,18 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
         &path,
         "DELETE FROM pp_audit_log WHERE id = (SELECT MAX(id) FROM pp_audit_log)",
     );
-    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    let (code, text) = run_verify_on(&path, true);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("truncated"), "{text}");
+    // A checkpoint directory that is named but gone cannot be checked
+    // against: not "0 streams".
+    std::fs::remove_dir_all(support::checkpoint_dir_for(&path)).unwrap();
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no checkpoint directory"), "{text}");
     // …and without checkpoints the verifier says what it cannot check; the
     // cut entry was the withdrawal, which the consent row still shows.
-    std::fs::remove_dir_all(support::checkpoint_dir_for(&path)).unwrap();
-    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    let (code, text) = run_verify_on(&path, false);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("cannot check truncation"), "{text}");
     assert!(
@@ -1102,11 +1149,11 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
 
     // Emptied, then dropped: failures, and the table is not re-created.
     operator_runs(&path, "DELETE FROM pp_audit_log");
-    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    let (code, text) = run_verify_on(&path, false);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no entries"), "{text}");
     operator_runs(&path, "DROP TABLE pp_audit_log");
-    let (code, text) = run_verify(&["--db".as_ref(), db_arg]);
+    let (code, text) = run_verify_on(&path, false);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("no such table"), "{text}");
     let conn = rusqlite::Connection::open(&path).unwrap();
@@ -1118,4 +1165,149 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
         )
         .unwrap();
     assert_eq!(tables, 0, "the verifier re-created the table it checks");
+}
+
+/// Attack 6: the verifier says 0 only for what it can vouch for. A stream
+/// with no checkpoint (a process that crashed) and entries after a stream's
+/// last checkpoint are counted per stream and exit 3, not 0; a missing key
+/// or checkpoint directory is "could not be checked" (2). A2's own key and
+/// a re-chained, re-signed trail beside the database are never read unless
+/// named, and under the key the verifier is given they vouch for nothing.
+#[test]
+fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
+    let dir = TempDir::new("verify-vouched");
+    let path = dir.path("shop.db");
+    let ada = SubjectId::random();
+    // One process: three events, a clean checkpoint, two more, then a crash.
+    let shop = support::open_store_shop(&path).unwrap();
+    for _ in 0..3 {
+        shop.custodian.consents().grant::<Promotion>(ada).unwrap();
+    }
+    let signed = shop.shut_down().unwrap();
+    assert_eq!(signed.checkpoint().seq(), 3);
+    shop.custodian
+        .consents()
+        .withdraw::<Promotion>(ada)
+        .unwrap();
+    shop.custodian.consents().grant::<Promotion>(ada).unwrap();
+    drop(shop);
+    // Another process that crashes before any checkpoint.
+    let shop = support::open_store_shop(&path).unwrap();
+    shop.custodian
+        .consents()
+        .withdraw::<Promotion>(ada)
+        .unwrap();
+    drop(shop);
+
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        text.contains("vouched for up to seq 3, 2 UNVOUCHED"),
+        "{text}"
+    );
+    assert!(text.contains("1 UNVOUCHED: no signed checkpoint"), "{text}");
+    assert!(text.contains("3 entries are NOT vouched for"), "{text}");
+    // No checkpoints named: intact as far as checked, nothing vouched for.
+    let (code, text) = run_verify_on(&path, false);
+    assert_eq!(code, 3, "{text}");
+    assert!(text.contains("6 entries are NOT vouched for"), "{text}");
+    // No key named: nothing is read beside the database.
+    let (code, text) = run_verify(&["--db".as_ref(), path.as_os_str()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("no public key"), "{text}");
+
+    // A2 makes a whole trail of its own, chained and signed under keys of
+    // its own, and puts its public key and checkpoints beside it.
+    let genuine = std::fs::read_to_string(support::public_key_file_for(&path)).unwrap();
+    let forged = dir.path("forged.db");
+    let shop = support::open_store_shop(&forged).unwrap();
+    shop.custodian.consents().grant::<Promotion>(ada).unwrap();
+    shop.shut_down().unwrap();
+    drop(shop);
+    let (code, text) = run_verify(&["--db".as_ref(), forged.as_os_str()]);
+    assert_eq!(code, 2, "the key beside the database was read: {text}");
+    let checkpoints = support::checkpoint_dir_for(&forged);
+    let (code, text) = run_verify(&[
+        "--db".as_ref(),
+        forged.as_os_str(),
+        "--public-key".as_ref(),
+        genuine.trim_end().as_ref(),
+        "--checkpoints".as_ref(),
+        checkpoints.as_os_str(),
+    ]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("does NOT verify"), "{text}");
+}
+
+/// An archived segment is checked when the verifier is given it: against
+/// the archive base that names its digest (A4). Altered, or its base gone
+/// (the prefix merely deleted), it is reported (A2).
+#[test]
+fn a4_verify_audit_checks_an_archive_against_its_base() {
+    use privacy_pledge::audit::{archive_digest, DirCheckpointStore};
+    let dir = TempDir::new("verify-archive");
+    let path = dir.path("shop.db");
+    let ada = SubjectId::random();
+    let shop = support::open_store_shop(&path).unwrap();
+    for _ in 0..3 {
+        shop.custodian.consents().grant::<Promotion>(ada).unwrap();
+    }
+    let at_3 = shop.shut_down().unwrap();
+    shop.custodian
+        .consents()
+        .withdraw::<Promotion>(ada)
+        .unwrap();
+    shop.shut_down().unwrap();
+    let support::Store::Sqlite(store) = &shop.store else {
+        unreachable!("an SQLite file")
+    };
+    let mut archive = Vec::new();
+    assert_eq!(
+        store
+            .archive(&at_3, &shop.public_key, &mut archive)
+            .unwrap(),
+        3
+    );
+    drop(shop);
+    let keyring = support::read_keyring(&support::key_file_for(&path)).unwrap();
+    let base = keyring.checkpoint_signer().unwrap().sign_base(
+        at_3.stream(),
+        at_3.checkpoint(),
+        archive_digest(&archive),
+        Timestamp::now(),
+    );
+    let outside = DirCheckpointStore::new(support::checkpoint_dir_for(&path)).unwrap();
+    outside.save_base(&base).unwrap();
+    let archive_file = dir.path("segment.jsonl");
+    std::fs::write(&archive_file, &archive).unwrap();
+    let with_archive = |file: &std::path::Path| {
+        let mut args = verify_args(&path, true);
+        args.push("--archive".into());
+        args.push(file.into());
+        examples::run_example("verify_audit", &args)
+    };
+
+    let (code, text) = with_archive(&archive_file);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("vouched for by its archive base"), "{text}");
+    // Without the archive, the verifier says what it did not check.
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("give the archive"), "{text}");
+    // An archive altered after the fact matches no base.
+    let altered = dir.path("altered.jsonl");
+    let mut bytes = archive.clone();
+    bytes.pop();
+    std::fs::write(&altered, &bytes).unwrap();
+    let (code, text) = with_archive(&altered);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("no archive base"), "{text}");
+    // Without the base, the remaining entries start at seq 4 behind an
+    // ordinary checkpoint at best: the prefix was deleted.
+    let base_file =
+        support::checkpoint_dir_for(&path).join(format!("{}.base.3.json", at_3.stream()));
+    std::fs::remove_file(base_file).unwrap();
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("BROKEN"), "{text}");
 }

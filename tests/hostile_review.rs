@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use privacy_pledge::audit::{
     Action, AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog, Checkpoint,
-    MemoryAuditLog, Outcome, TrailError,
+    MemoryAuditLog, MemoryCheckpointStore, Outcome, TrailError,
 };
 use privacy_pledge::country::Country;
 use privacy_pledge::crypto::{KeyProvider, KeyStore, Keyring, MemoryKeyStore, SubjectKeys};
@@ -36,10 +36,12 @@ fn trail_and_head(c: &Custodian) -> (Vec<AuditEvent>, Checkpoint) {
     (log.inner().events(), log.checkpoint())
 }
 
-/// A custodian on `keyring` with its own in-memory trail (one process).
-fn on(keyring: &Arc<Keyring>) -> Custodian {
+/// A custodian on `keyring` with its own in-memory trail (one process),
+/// its checkpoints signed into `checkpoints` (outside the trail's storage).
+fn on(keyring: &Arc<Keyring>, checkpoints: &MemoryCheckpointStore) -> Custodian {
     Custodian::builder()
         .keyring(keyring.clone())
+        .checkpoint_store(checkpoints.clone())
         .build()
         .unwrap()
 }
@@ -71,7 +73,11 @@ fn a1_forged_consent_trail_is_refused() {
     let forged_head = chain.checkpoint();
 
     assert!(matches!(
-        custodian.verify_trail(vec![forged], &forged_head),
+        custodian.verify_trail(vec![forged.clone()]),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+    assert!(matches!(
+        custodian.verify_trail_unverified(vec![forged], &forged_head),
         Err(Error::Untrusted(TrailError::Broken(_)))
     ));
     assert!(custodian.consent_proof::<Promotion>(victim).is_err());
@@ -82,31 +88,35 @@ fn a1_forged_consent_trail_is_refused() {
 #[test]
 fn a1_restore_is_audited_refuses_to_merge_and_is_bound_to_its_custodian() {
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let before = on(&keyring);
+    let checkpoints = MemoryCheckpointStore::new();
+    let before = on(&keyring, &checkpoints);
     let ada = SubjectId::random();
     before.consents().grant::<Newsletter>(ada).unwrap();
-    let (events, head) = trail_and_head(&before);
+    before.sign_checkpoint().unwrap();
+    let (events, _) = trail_and_head(&before);
 
     // Into a register that holds state: refused.
-    let busy = on(&keyring);
+    let busy = on(&keyring, &checkpoints);
     busy.consents()
         .grant::<Promotion>(SubjectId::random())
         .unwrap();
-    let trail = busy.verify_trail(events.clone(), &head).unwrap();
+    let mut both = events.clone();
+    both.extend(trail_and_head(&busy).0);
+    let trail = busy.verify_trail(both).unwrap();
     assert!(matches!(
         busy.consents().restore(&trail),
         Err(Error::RegisterNotEmpty)
     ));
 
     // A trail verified by one custodian cannot be restored into another.
-    let fresh = on(&keyring);
+    let fresh = on(&keyring, &checkpoints);
     assert!(matches!(
         fresh.consents().restore(&trail),
         Err(Error::Untrusted(TrailError::OtherCustodian))
     ));
 
     // The genuine restore is in the trail, recorded first.
-    let trail = fresh.verify_trail(events, &head).unwrap();
+    let trail = fresh.verify_trail(events).unwrap();
     assert_eq!(fresh.consents().restore(&trail).unwrap(), 1);
     assert!(fresh.consents().is_granted::<Newsletter>(ada));
     let last = trail_and_head(&fresh).0.pop().unwrap();
@@ -116,11 +126,12 @@ fn a1_restore_is_audited_refuses_to_merge_and_is_bound_to_its_custodian() {
     // A failing sink stops the restore: nothing is restored.
     let failing = Custodian::builder()
         .keyring(keyring.clone())
+        .checkpoint_store(checkpoints.clone())
         .audit(FailingSink)
         .build()
         .unwrap();
-    let (events, head) = trail_and_head(&before);
-    let trail = failing.verify_trail(events, &head).unwrap();
+    let (events, _) = trail_and_head(&before);
+    let trail = failing.verify_trail(events).unwrap();
     assert!(matches!(
         failing.consents().restore(&trail),
         Err(Error::Audit(_))
@@ -144,36 +155,47 @@ impl AuditSink for FailingSink {
 #[test]
 fn a2_cut_or_rolled_back_trail_does_not_revive_a_withdrawal() {
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let before = on(&keyring);
+    let checkpoints = MemoryCheckpointStore::new();
+    let before = on(&keyring, &checkpoints);
     let ada = SubjectId::random();
     before.consents().grant::<Newsletter>(ada).unwrap();
+    before.sign_checkpoint().unwrap();
     before.consents().withdraw::<Newsletter>(ada).unwrap();
-    let (events, head) = trail_and_head(&before);
-    let after = on(&keyring);
+    let (events, _) = trail_and_head(&before);
+    let after = on(&keyring, &checkpoints);
 
-    let cut = events[..events.len() - 1].to_vec();
+    // A signed checkpoint that vouches for less than the trail: the tail
+    // could have been cut, so a restore refuses it.
+    let trail = after.verify_trail(events.clone()).unwrap();
+    assert!(!trail.is_fully_vouched());
+    assert_eq!(trail.unvouched(), 1);
     assert!(matches!(
-        after.verify_trail(cut, &head),
-        Err(Error::Untrusted(TrailError::Broken(_)))
+        after.consents().restore(&trail),
+        Err(Error::Untrusted(TrailError::Unvouched { entries: 1 }))
     ));
-    let replayed = vec![events[0].clone(), events[0].clone()];
-    assert!(after.verify_trail(replayed, &head).is_err());
-    assert!(!after.consents().is_granted::<Newsletter>(ada));
-
-    // A checkpoint that vouches for less than the trail: the tail could have
-    // been cut, so a restore refuses it.
+    // A checkpoint the caller built from an entry's public fields vouches
+    // for nothing.
     let early = Checkpoint::new(events[0].seq(), events[0].chain().unwrap().mac);
-    let trail = after.verify_trail(events.clone(), &early).unwrap();
+    let trail = after
+        .verify_trail_unverified(events.clone(), &early)
+        .unwrap();
     assert!(!trail.is_fully_vouched());
     assert!(matches!(
         after.consents().restore(&trail),
-        Err(Error::Untrusted(TrailError::UnvouchedTail {
-            after: 1,
-            head: 2
-        }))
+        Err(Error::Untrusted(TrailError::CallerChosenCheckpoint))
     ));
 
-    let trail = after.verify_trail(events, &head).unwrap();
+    before.sign_checkpoint().unwrap();
+    let cut = events[..events.len() - 1].to_vec();
+    assert!(matches!(
+        after.verify_trail(cut),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+    let replayed = vec![events[0].clone(), events[0].clone()];
+    assert!(after.verify_trail(replayed).is_err());
+    assert!(!after.consents().is_granted::<Newsletter>(ada));
+
+    let trail = after.verify_trail(events).unwrap();
     after.consents().restore(&trail).unwrap();
     assert!(!after.consents().is_granted::<Newsletter>(ada));
 }
@@ -193,8 +215,8 @@ fn a1_report_shows_no_improvement_plaintext_and_records_the_disclosure() {
     let held: Sealed<EmailAddress, Transaction> = custodian
         .seal(&email::<Transaction>(ada, "ada@example.com"))
         .unwrap();
-    let (events, head) = trail_and_head(&custodian);
-    let trail = custodian.verify_trail(events, &head).unwrap();
+    let (events, _) = trail_and_head(&custodian);
+    let trail = custodian.verify_trail(events).unwrap();
     let records: Vec<&dyn StoredRecord> = vec![&analysed, &held];
     let report = custodian.subject_report(ada, &records, &trail).unwrap();
 
@@ -599,7 +621,7 @@ fn a2_a_report_reads_only_a_verified_trail() {
     let info = email::<Transaction>(ada, "ada@example.com");
     custodian.disclose(&info, &Mailer, |_| ()).unwrap();
     let row = custodian.seal(&info).unwrap();
-    let (events, head) = trail_and_head(&custodian);
+    let (events, _) = trail_and_head(&custodian);
 
     // Disclosures filtered out: the trail no longer verifies.
     let filtered: Vec<_> = events
@@ -607,20 +629,82 @@ fn a2_a_report_reads_only_a_verified_trail() {
         .filter(|e| e.action() != Action::Disclose)
         .cloned()
         .collect();
-    assert!(custodian.verify_trail(filtered, &head).is_err());
+    assert!(custodian.verify_trail(filtered).is_err());
     // A forged erasure appended: does not verify either.
     let mut forged = events.clone();
     let json = serde_json::to_string(&events[0])
         .unwrap()
         .replace("\"disclose\"", "\"erase\"");
     forged.push(serde_json::from_str(&json).unwrap());
-    assert!(custodian.verify_trail(forged, &head).is_err());
+    assert!(custodian.verify_trail(forged).is_err());
 
-    let trail = custodian.verify_trail(events, &head).unwrap();
+    let trail = custodian.verify_trail(events).unwrap();
     let report = custodian.subject_report(ada, &[&row], &trail).unwrap();
     assert_eq!(report.disclosures().len(), 1);
     assert_eq!(report.erased_at(), None);
+    assert!(report.is_fully_vouched());
     assert!(!report.to_letter().contains("We shared none"));
+    assert!(!report.to_letter().contains("Caution"));
+}
+
+/// A1 cuts a disclosure from the end of the trail and builds a "trusted"
+/// checkpoint from the last remaining entry's public fields (attack 7):
+/// the normal path takes its checkpoint from the custodian, not the caller,
+/// so the cut trail is refused; the explicitly unverified path accepts it,
+/// but the report it yields says it is not vouched for.
+#[test]
+fn a1_a_checkpoint_the_caller_builds_cannot_hide_a_disclosure() {
+    struct Mailer;
+    impl Recipient for Mailer {
+        type Role = Processor;
+        fn name(&self) -> &str {
+            "mail delivery"
+        }
+    }
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let checkpoints = MemoryCheckpointStore::new();
+    let custodian = on(&keyring, &checkpoints);
+    let ada = SubjectId::random();
+    let info = email::<Transaction>(ada, "ada@example.com");
+    let row = custodian.seal(&info).unwrap();
+    custodian.disclose(&info, &Mailer, |_| ()).unwrap();
+    custodian.sign_checkpoint().unwrap();
+    let (events, _) = trail_and_head(&custodian);
+    let cut = events[..events.len() - 1].to_vec();
+    let last = cut.last().unwrap();
+    let built = Checkpoint::new(last.seq(), last.chain().unwrap().mac);
+
+    assert!(matches!(
+        custodian.verify_trail(cut.clone()),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+    // Another process of the same service, on the same checkpoint store.
+    let other = on(&keyring, &checkpoints);
+    assert!(other.verify_trail(cut.clone()).is_err());
+
+    let trail = other.verify_trail_unverified(cut, &built).unwrap();
+    assert!(!trail.is_fully_vouched());
+    let report = other.subject_report(ada, &[&row], &trail).unwrap();
+    assert!(report.disclosures().is_empty());
+    assert!(!report.is_fully_vouched());
+    assert!(
+        report.to_letter().contains("Caution"),
+        "{}",
+        report.to_letter().as_str()
+    );
+    assert!(report
+        .to_json()
+        .unwrap()
+        .contains("\"fully_vouched\": false"));
+
+    // The whole trail: `other` has its own stream now (the report above is
+    // recorded in it), which the trail it verifies must hold too.
+    let mut all = events;
+    all.extend(trail_and_head(&other).0);
+    let trail = other.verify_trail(all).unwrap();
+    let report = other.subject_report(ada, &[&row], &trail).unwrap();
+    assert_eq!(report.disclosures().len(), 1);
+    assert!(report.is_fully_vouched());
 }
 
 // ---------------------------------------------------------------------------
@@ -820,4 +904,40 @@ fn names_normalise_before_comparing_and_pseudonymising() {
     assert!(FullName::parse("Ada\u{200b}Lovelace").is_err());
     let _ = a.kind();
     let _ = FullName::parse("x").unwrap().expose_secret().len();
+}
+
+/// Two processes change one subject's consent at the same instant (A5, or
+/// A2 who set both clocks): which came last cannot be told from the trail,
+/// and the storage's row order decides nothing, so the restore is refused
+/// rather than guessing.
+#[test]
+fn a2_a_consent_order_the_trail_cannot_tell_is_refused() {
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let checkpoints = MemoryCheckpointStore::new();
+    let at = Timestamp::from_unix_seconds(1_700_000_000);
+    let process = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .checkpoint_store(checkpoints.clone())
+            .clock(FixedClock::new(at))
+            .build()
+            .unwrap()
+    };
+    let ada = SubjectId::random();
+    let (one, two) = (process(), process());
+    one.consents().grant::<Newsletter>(ada).unwrap();
+    two.consents().withdraw::<Newsletter>(ada).unwrap();
+    one.sign_checkpoint().unwrap();
+    two.sign_checkpoint().unwrap();
+    let mut both = trail_and_head(&one).0;
+    both.extend(trail_and_head(&two).0);
+
+    let after = on(&keyring, &checkpoints);
+    let trail = after.verify_trail(both).unwrap();
+    assert!(trail.is_fully_vouched());
+    assert!(matches!(
+        after.consents().restore(&trail),
+        Err(Error::Untrusted(TrailError::AmbiguousOrder))
+    ));
+    assert!(!after.consents().is_granted::<Newsletter>(ada));
 }

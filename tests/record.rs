@@ -220,9 +220,7 @@ fn the_records_feed_the_subject_report() {
         .seal_record(&customer(bob, "bob@example.com"))
         .unwrap();
     let log = custodian.builtin_audit_log().unwrap();
-    let trail = custodian
-        .verify_trail(log.inner().events(), &log.checkpoint())
-        .unwrap();
+    let trail = custodian.verify_trail(log.inner().events()).unwrap();
     let mut records: Vec<&dyn StoredRecord> = ada_row.records();
     records.extend(bob_row.records());
     assert_eq!(records.len(), 6);
@@ -445,9 +443,7 @@ fn an_erased_subject_is_refused_whole() {
 
     // The report lists the record as erased.
     let log = custodian.builtin_audit_log().unwrap();
-    let trail = custodian
-        .verify_trail(log.inner().events(), &log.checkpoint())
-        .unwrap();
+    let trail = custodian.verify_trail(log.inner().events()).unwrap();
     let report = custodian
         .subject_report(ada, &row.records(), &trail)
         .unwrap();

@@ -524,7 +524,21 @@ fn a5_a4_checkout_processes_on_postgres_then_verify_audit() {
     });
     assert_eq!(versions, [4]);
     drop(store);
-    let verify = || examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);
+    // The key and the checkpoints are given; nothing beside the database is
+    // read unless asked.
+    let key_arg = format!("--public-key-file={}.pub", files.display());
+    let checkpoints_arg = format!("--checkpoints={}.checkpoints", files.display());
+    let (code, text) = examples::run_example("verify_audit", &["--database-url", &db, &files_arg]);
+    assert_eq!(code, 2, "no public key given: {text}");
+    let (code, text) = examples::run_example("verify_audit", &["--database-url", &db, &key_arg]);
+    assert_eq!(code, 3, "no checkpoints given, nothing vouched for: {text}");
+    assert!(text.contains("UNVOUCHED"), "{text}");
+    let verify = || {
+        examples::run_example(
+            "verify_audit",
+            &["--database-url", &db, &key_arg, &checkpoints_arg],
+        )
+    };
     let (code, text) = verify();
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("in 3 streams"), "{text}");
@@ -743,6 +757,57 @@ fn a2_every_tampering_is_reported_precisely() {
         )
     });
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Runs a scenario of `tests/common/tamper.rs` on a fresh database, its
+/// sinks signing every `every` events into a fresh directory.
+fn on_fresh_store(
+    name: &str,
+    every: u64,
+    scenario: impl FnOnce(
+        &tamper::Operator<'_>,
+        &dyn Fn() -> privacy_pledge::store::postgres::PgAuditSink,
+        &Arc<Keyring>,
+        &DirCheckpointStore,
+    ),
+) {
+    let Some(db) = database(name) else { return };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let dir = std::env::temp_dir().join(format!("pp-pg-{name}-{}", SubjectId::random()));
+    let outside = DirCheckpointStore::new(&dir).unwrap();
+    let new_sink = || {
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), every)
+    };
+    pg_operator(&store, |op| scenario(op, &new_sink, &keyring, &outside));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Attack 4 (`tests/common/tamper.rs`).
+#[test]
+fn a2_deleting_a_vouched_prefix_is_reported() {
+    on_fresh_store("prefix", 5, |op, sink, keyring, outside| {
+        tamper::a2_deleting_a_vouched_prefix_is_reported(op, sink, keyring, outside)
+    });
+}
+
+/// Attack 5 (`tests/common/tamper.rs`).
+#[test]
+fn a2_renumbered_rows_do_not_undo_a_withdrawal() {
+    on_fresh_store("renumber", 100, |op, sink, keyring, outside| {
+        tamper::a2_renumbered_rows_do_not_undo_a_withdrawal(op, sink, keyring, outside)
+    });
+}
+
+/// Attack 7 (`tests/common/tamper.rs`).
+#[test]
+fn a1_a_disclosure_cut_by_the_caller_is_refused() {
+    on_fresh_store("cutbycaller", 100, |op, sink, keyring, outside| {
+        tamper::a1_a_disclosure_cut_by_the_caller_is_refused(op, sink, keyring, outside)
+    });
 }
 
 /// A2 puts back an older, authentic consent row: the cross-check against

@@ -1013,6 +1013,55 @@ fn a2_every_tampering_is_reported_precisely() {
     });
 }
 
+/// Runs a scenario of `tests/common/tamper.rs` on a fresh in-memory
+/// database, its sinks signing every `every` events into a fresh directory.
+fn on_fresh_store(
+    name: &str,
+    every: u64,
+    scenario: impl FnOnce(
+        &tamper::Operator<'_>,
+        &dyn Fn() -> privacy_pledge::store::sqlite::SqliteAuditSink,
+        &Arc<Keyring>,
+        &DirCheckpointStore,
+    ),
+) {
+    let store = SqliteStore::open_in_memory().unwrap();
+    let keyring = keyring();
+    let dir = temp_dir(name);
+    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
+    let new_sink = || {
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), every)
+    };
+    sqlite_operator(&store, |op| scenario(op, &new_sink, &keyring, &outside));
+}
+
+/// Attack 4 (`tests/common/tamper.rs`).
+#[test]
+fn a2_deleting_a_vouched_prefix_is_reported() {
+    on_fresh_store("prefix", 5, |op, sink, keyring, outside| {
+        tamper::a2_deleting_a_vouched_prefix_is_reported(op, sink, keyring, outside)
+    });
+}
+
+/// Attack 5 (`tests/common/tamper.rs`).
+#[test]
+fn a2_renumbered_rows_do_not_undo_a_withdrawal() {
+    on_fresh_store("renumber", 100, |op, sink, keyring, outside| {
+        tamper::a2_renumbered_rows_do_not_undo_a_withdrawal(op, sink, keyring, outside)
+    });
+}
+
+/// Attack 7 (`tests/common/tamper.rs`).
+#[test]
+fn a1_a_disclosure_cut_by_the_caller_is_refused() {
+    on_fresh_store("cut-by-caller", 100, |op, sink, keyring, outside| {
+        tamper::a1_a_disclosure_cut_by_the_caller_is_refused(op, sink, keyring, outside)
+    });
+}
+
 /// A2 puts back an older, authentic consent row: the cross-check against
 /// the verified trail reports it.
 #[test]

@@ -32,7 +32,7 @@ use axum::{Json, Router};
 use serde_json::{json, Map, Value};
 
 use privacy_pledge::audit::{
-    AuditError, AuditSink, CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint,
+    AuditError, AuditSink, CheckpointKey, DirCheckpointStore, SignedCheckpoint,
 };
 use privacy_pledge::crypto::{Keyring, LookupRef};
 use privacy_pledge::data::{
@@ -135,6 +135,7 @@ impl Shop {
             // Reloaded from there when another process (a `checkout` run,
             // a maintenance job) rotates the keys.
             .keyring_store(support::KeyFile(support::key_file_for(files)))
+            .checkpoint_store(checkpoints.clone())
             .key_store(keys)
             .consent_store(consents)
             .freshness_anchor(checkpoints.anchor()?)
@@ -459,14 +460,15 @@ impl Shop {
         let mut records: Vec<&dyn StoredRecord> =
             vec![&row.name, &row.email, &row.address, &row.phone];
         records.extend(orders.iter().map(|o| o as &dyn StoredRecord));
-        // The checkpoints before the trail: a checkpoint signed in between
-        // would name entries the trail read earlier does not have.
-        let checkpoints = self.checkpoints.load()?;
-        let events = match &self.tables.store {
-            Store::Sqlite(s) => s.trail()?,
-            Store::Postgres(p) => p.trail()?,
-        };
-        let trail = self.custodian.verify_stream_trail(events, &checkpoints)?;
+        // The custodian reads its checkpoints before the trail: a checkpoint
+        // signed in between would name entries the trail read earlier does
+        // not have.
+        let trail = self.custodian.verify_trail_with(|| {
+            Ok::<_, ApiError>(match &self.tables.store {
+                Store::Sqlite(s) => s.trail()?,
+                Store::Postgres(p) => p.trail()?,
+            })
+        })?;
         let report = self.custodian.subject_report(subject, &records, &trail)?;
         let json = report
             .to_json()

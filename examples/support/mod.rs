@@ -288,7 +288,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // ---------------------------------------------------------------------------
 // The host's custodian on the crate's own store
 
-use privacy_pledge::audit::{CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint};
+use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore, SignedCheckpoint};
 use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::store::{AuditStreamSink, BatchWriter};
@@ -436,12 +436,10 @@ impl StoreShop {
     }
 
     /// The whole trail, every stream verified under the custodian's keys
-    /// against the signed checkpoints.
+    /// against the signed checkpoints of its checkpoint store (read before
+    /// the trail).
     pub fn verified_trail(&self) -> Result<VerifiedTrail, BoxError> {
-        let checkpoints = DirCheckpointStore::new(&self.checkpoints)?.load()?;
-        Ok(self
-            .custodian
-            .verify_stream_trail(self.store.trail()?, &checkpoints)?)
+        self.custodian.verify_trail_with(|| self.store.trail())
     }
 }
 
@@ -539,9 +537,10 @@ fn build<W: BatchWriter + 'static>(
     fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
     let outside = DirCheckpointStore::new(&checkpoints)?;
     let anchor = outside.anchor()?;
-    let sink = Arc::new(sink.with_checkpoints(signer, outside, 100));
+    let sink = Arc::new(sink.with_checkpoints(signer, outside.clone(), 100));
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring)
+        .checkpoint_store(outside)
         .keyring_store(KeyFile(key_file_for(files)))
         .key_store(keys)
         .consent_store(consents)

@@ -13,10 +13,11 @@
 //!   entries numbered 1, 2, … with chain fields, and its head is its last
 //!   entry; cut short it no longer verifies against that head; one that
 //!   fails names a position inside the trail;
-//! - a verified trail stays verified: `Custodian::verify_trail` accepts it
-//!   against the head `verify` found, fully vouched, and consent restores
-//!   from it and subject reports read it without error; a trail that does
-//!   not verify is refused by the custodian too;
+//! - a verified trail stays verified: `Custodian::verify_trail_unverified`
+//!   accepts it against the head `verify` found, but as vouching for
+//!   nothing (the caller chose the head), so consent is never restored from
+//!   it, and subject reports read it without error; a trail that does not
+//!   verify is refused by the custodian too;
 //! - `verify_streams` and `verify_public` account for every entry.
 
 use privacy_pledge::audit::{
@@ -98,13 +99,14 @@ pub fn check(data: &[u8]) -> Outcome {
                 );
             }
             let c = fresh_custodian();
+            // A head the caller picked vouches for nothing: accepted on the
+            // explicitly unverified path only, and never restored from.
             let trail = c
-                .verify_trail(again, &head)
+                .verify_trail_unverified(again, &head)
                 .expect("the custodian accepts a trail that verifies");
-            assert!(trail.is_fully_vouched());
+            assert!(!trail.is_fully_vouched());
             assert_eq!(trail.head(), head);
-            let restored = c.consents().restore(&trail).expect("restores");
-            assert!(restored <= events.len());
+            assert!(c.consents().restore(&trail).is_err());
             for s in subjects(&events, 4) {
                 let report = c.subject_report(s, &[], &trail);
                 if let Ok(r) = report {
@@ -115,7 +117,9 @@ pub fn check(data: &[u8]) -> Outcome {
         Err(e) => {
             assert!(e.index <= events.len(), "{e:?}");
             let c = fresh_custodian();
-            assert!(c.verify_trail(again, &Checkpoint::GENESIS).is_err());
+            assert!(c
+                .verify_trail_unverified(again, &Checkpoint::GENESIS)
+                .is_err());
         }
     }
 
@@ -126,7 +130,7 @@ pub fn check(data: &[u8]) -> Outcome {
     );
     out.streams_verified = reports.iter().all(|r| r.result.is_ok());
     let c = fresh_custodian();
-    let streamed = c.verify_stream_trail(events.clone(), &[]);
+    let streamed = c.verify_trail(events.clone());
     assert_eq!(streamed.is_ok(), out.streams_verified, "{streamed:?}");
     if let Ok(trail) = streamed {
         let restored = c.consents().restore(&trail);

@@ -12,7 +12,7 @@
 //! | [`data_kinds`] | `EmailAddress`, `FullName`, `PhoneNumber`, `PostalAddress`, `PaymentToken` parsers; `Amount`, `Date`, `PurchaseRecord` constructors; the stored form inside envelopes |
 //! | [`ids`] | text and JSON of `SubjectId`, `Country`, `Timestamp`, `StreamId`, `CheckpointKey`, `Pseudonym`, `RuleId`, `Mechanism`, and the enums and records of entries and rows |
 //! | [`audit_event`] | `AuditEvent` and `ChainLink` JSON; the canonical form chain MACs and link hashes cover |
-//! | [`audit_trail`] | `read_jsonl`; `verify`, `verify_streams`, `verify_public`; `Custodian::verify_trail`, consent restore, subject reports |
+//! | [`audit_trail`] | `read_jsonl`; `verify`, `verify_streams`, `verify_public`; `Custodian::verify_trail` and `verify_trail_unverified`, consent restore, subject reports |
 //! | [`checkpoint`] | `Checkpoint` text and JSON, `SignedCheckpoint` JSON and its signature |
 //! | [`keyring`] | `Keyring::import` |
 //! | [`store_rows`] | SQLite rows read back: consents, subject keys, erasures, pseudonyms, audit log, checkpoints |

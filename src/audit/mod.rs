@@ -38,7 +38,7 @@
 pub(crate) mod chain;
 pub(crate) mod event;
 mod jsonl;
-mod signed;
+pub(crate) mod signed;
 mod sink;
 mod stream;
 #[cfg(feature = "tracing")]
@@ -51,13 +51,14 @@ pub use chain::{
 pub use event::{Action, AuditEvent, ChainLink, Outcome, RecipientRef, SCHEMA_VERSION};
 pub use jsonl::{read_jsonl, FlushPolicy, JsonLinesSink, JsonlError, MAX_LINE_BYTES};
 pub use signed::{
-    verify_public, BadSignature, CheckpointKey, CheckpointSigner, CheckpointStore,
-    DirCheckpointStore, InvalidCheckpointKey, PublicReport, SignedCheckpoint,
+    archive_digest, verify_archive, verify_public, ArchiveError, BadSignature, CheckpointKey,
+    CheckpointSigner, CheckpointStore, DirCheckpointStore, InvalidCheckpointKey,
+    MemoryCheckpointStore, PublicReport, SignedCheckpoint,
 };
 pub use sink::{AuditError, AuditSink, MemoryAuditLog};
 pub use stream::{
-    verify_streams, InvalidStreamId, StreamId, StreamReport, KEYED_SCHEMA_VERSION,
-    KEYED_V3_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
+    verify_streams, verify_streams_with_bases, InvalidStreamId, StreamId, StreamReport,
+    KEYED_SCHEMA_VERSION, KEYED_V3_SCHEMA_VERSION, STREAMED_SCHEMA_VERSION,
 };
 #[cfg(feature = "tracing")]
 pub use trace::{Discard, TracingSink};

@@ -44,6 +44,29 @@ use crate::time::Timestamp;
 /// Domain separation for what a checkpoint signature covers.
 const DOMAIN: &[u8; 27] = b"privacy-pledge checkpoint\0\x01";
 
+/// Domain separation for an archive base: a checkpoint that also names the
+/// digest of the archived segment it closes. A signature made for one domain
+/// never verifies in the other, so an ordinary checkpoint cannot be passed
+/// off as a base.
+const BASE_DOMAIN: &[u8; 27] = b"privacy-pledge archive b\0\x01\x02";
+
+/// The digest an archive base names: SHA-256 of the archive's bytes exactly
+/// as the store's `archive` wrote them (JSON lines).
+///
+/// Why: a base lets a stream's remaining entries start after seq 1, so it
+/// must say *which* archive holds the entries before it; otherwise a
+/// deleted or swapped archive would go unnoticed.
+///
+/// ```
+/// use privacy_pledge::audit::archive_digest;
+/// assert_ne!(archive_digest(b"a\n"), archive_digest(b"b\n"));
+/// ```
+pub fn archive_digest(archive: &[u8]) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, archive).as_ref());
+    out
+}
+
 /// Signs checkpoints (Ed25519). Held by the custodian's processes, like the
 /// audit key; derive it with [`Keyring::checkpoint_signer`](crate::crypto::Keyring::checkpoint_signer).
 pub struct CheckpointSigner {
@@ -81,6 +104,34 @@ impl CheckpointSigner {
             seq: head.seq(),
             head: *head.head(),
             time,
+            archive: None,
+            signature,
+        }
+    }
+
+    /// Signs `head` of `stream` **as an archive base**: the end of the
+    /// archived segment whose bytes hash to `archive` ([`archive_digest`]).
+    ///
+    /// Why a separate kind of signature: a verifier lets a stream whose first
+    /// remaining entry is not seq 1 start only at a base. An ordinary
+    /// checkpoint (one is signed every few events) must not do, or an
+    /// operator who deletes a vouched prefix would go unnoticed.
+    pub fn sign_base(
+        &self,
+        stream: StreamId,
+        head: Checkpoint,
+        archive: [u8; 32],
+        time: Timestamp,
+    ) -> SignedCheckpoint {
+        let msg = base_message(stream, &head, time, &archive);
+        let mut signature = [0u8; 64];
+        signature.copy_from_slice(self.pair.sign(&msg).as_ref());
+        SignedCheckpoint {
+            stream,
+            seq: head.seq(),
+            head: *head.head(),
+            time,
+            archive: Some(archive),
             signature,
         }
     }
@@ -93,6 +144,19 @@ fn message(stream: StreamId, head: &Checkpoint, time: Timestamp) -> [u8; 27 + 16
     m[43..51].copy_from_slice(&head.seq().to_be_bytes());
     m[51..83].copy_from_slice(head.head());
     m[83..91].copy_from_slice(&time.unix_nanos().to_be_bytes());
+    m
+}
+
+fn base_message(
+    stream: StreamId,
+    head: &Checkpoint,
+    time: Timestamp,
+    archive: &[u8; 32],
+) -> [u8; 27 + 16 + 8 + 32 + 8 + 32] {
+    let mut m = [0u8; 27 + 16 + 8 + 32 + 8 + 32];
+    m[..91].copy_from_slice(&message(stream, head, time));
+    m[..27].copy_from_slice(BASE_DOMAIN);
+    m[91..].copy_from_slice(archive);
     m
 }
 
@@ -158,6 +222,9 @@ pub struct SignedCheckpoint {
     #[serde(with = "super::event::hex32")]
     head: [u8; 32],
     time: Timestamp,
+    /// For an archive base only: the digest of the archive it closes.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "hex32_opt")]
+    archive: Option<[u8; 32]>,
     #[serde(with = "hex64")]
     signature: [u8; 64],
 }
@@ -183,14 +250,48 @@ impl SignedCheckpoint {
         self.time
     }
 
-    /// The stream and head, if the signature verifies under `key`.
+    /// For an archive base ([`CheckpointSigner::sign_base`]): the digest of
+    /// the archive it closes (unchecked until [`verify`](Self::verify)).
+    /// `None` for an ordinary checkpoint.
+    pub fn archive_digest(&self) -> Option<[u8; 32]> {
+        self.archive
+    }
+
+    /// Whether it claims to be an archive base (unchecked until
+    /// [`verify`](Self::verify)): only a base may start a stream after seq 1.
+    pub fn is_base(&self) -> bool {
+        self.archive.is_some()
+    }
+
+    /// The stream and head, if the signature verifies under `key` (as an
+    /// archive base when [`is_base`](Self::is_base), else as an ordinary
+    /// checkpoint).
     pub fn verify(&self, key: &CheckpointKey) -> Result<(StreamId, Checkpoint), BadSignature> {
         let head = self.checkpoint();
-        let msg = message(self.stream, &head, self.time);
-        signature::UnparsedPublicKey::new(&signature::ED25519, key.as_bytes())
-            .verify(&msg, &self.signature)
-            .map(|()| (self.stream, head))
-            .map_err(|_| BadSignature)
+        let public = signature::UnparsedPublicKey::new(&signature::ED25519, key.as_bytes());
+        let ok = match &self.archive {
+            None => public.verify(&message(self.stream, &head, self.time), &self.signature),
+            Some(digest) => public.verify(
+                &base_message(self.stream, &head, self.time, digest),
+                &self.signature,
+            ),
+        };
+        ok.map(|()| (self.stream, head)).map_err(|_| BadSignature)
+    }
+}
+
+mod hex32_opt {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(v: &Option<[u8; 32]>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => super::super::event::hex32::serialize(v, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<[u8; 32]>, D::Error> {
+        super::super::event::hex32::deserialize(d).map(Some)
     }
 }
 
@@ -213,6 +314,13 @@ mod hex64 {
 }
 
 /// What [`verify_public`] found.
+///
+/// Two questions with two answers, so that a caller cannot mistake "nothing
+/// wrong was seen" for "everything was checked": [`is_intact`](Self::is_intact)
+/// (no stream is broken, cut, rolled back or missing, and no checkpoint is
+/// forged) and [`is_fully_vouched`](Self::is_fully_vouched) (besides, a
+/// checkpoint verified under the public key vouches for every entry of
+/// every stream; [`unvouched`](Self::unvouched) counts those it does not).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PublicReport {
     /// One report per stream of the trail, and per stream a valid
@@ -225,8 +333,26 @@ pub struct PublicReport {
 
 impl PublicReport {
     /// Whether every stream verified and every checkpoint's signature did.
+    /// Entries no checkpoint vouches for do not make a trail broken; see
+    /// [`is_fully_vouched`](Self::is_fully_vouched) for that.
     pub fn is_intact(&self) -> bool {
         self.bad_checkpoints.is_empty() && self.streams.iter().all(|s| s.result.is_ok())
+    }
+
+    /// How many entries, over all streams, no verified checkpoint vouches
+    /// for: streams with no checkpoint, and entries after a stream's newest
+    /// one. Whoever writes the database could have cut or rewritten them
+    /// (re-chaining needs only public data for the link hashes) without the
+    /// public key showing it.
+    pub fn unvouched(&self) -> u64 {
+        self.streams.iter().map(StreamReport::unvouched).sum()
+    }
+
+    /// Whether the trail is intact **and** every entry of every stream is
+    /// vouched for by a checkpoint that verified under the key given: the
+    /// only outcome on which an auditor may say "nothing was cut".
+    pub fn is_fully_vouched(&self) -> bool {
+        self.is_intact() && self.unvouched() == 0
     }
 }
 
@@ -239,9 +365,15 @@ impl PublicReport {
 /// stream cut short or rolled back behind it. A stream named by a valid
 /// checkpoint but absent from the trail is reported missing. Entries after a
 /// stream's newest checkpoint are linked but not vouched for
-/// ([`StreamReport::vouched_through`]). A stream whose oldest entries were
-/// archived starts after the valid checkpoint that closed the archive (keep
-/// it among `checkpoints`, e.g. with [`DirCheckpointStore::save_base`]).
+/// ([`StreamReport::vouched_through`], [`PublicReport::unvouched`]).
+///
+/// A stream starts at its first entry (seq 1), or right after a valid
+/// **archive base** ([`CheckpointSigner::sign_base`], kept with
+/// [`DirCheckpointStore::save_base`]) when its oldest entries were archived.
+/// Starting anywhere else is reported as [`Tamper::Deleted`]: an ordinary
+/// checkpoint vouches for the entries before it, so deleting them is
+/// tampering, not archiving. Check the archive itself with
+/// [`verify_archive`].
 /// Version-1 entries cannot be checked without the audit key and are
 /// reported [`Tamper::NotChained`].
 pub fn verify_public(
@@ -249,21 +381,90 @@ pub fn verify_public(
     key: &CheckpointKey,
     checkpoints: &[SignedCheckpoint],
 ) -> PublicReport {
-    let mut valid: Vec<(StreamId, Checkpoint)> = Vec::new();
-    let mut bad_checkpoints = Vec::new();
-    for c in checkpoints {
-        match c.verify(key) {
-            Ok(checkpoint) => valid.push(checkpoint),
-            Err(BadSignature) => bad_checkpoints.push(*c),
-        }
-    }
-    let streams = super::stream::verify_grouped(entries, &valid, |chain, trusted, start| {
-        verify_from(chain, None, trusted, start)
-    });
+    let (valid, bases, bad_checkpoints) = sort_checkpoints(key, checkpoints);
+    let streams =
+        super::stream::verify_grouped(entries, &valid, &bases, |chain, trusted, start| {
+            verify_from(chain, None, trusted, start)
+        });
     PublicReport {
         streams,
         bad_checkpoints,
     }
+}
+
+/// Heads that verify under `key` (bases included: a base vouches for the
+/// entries up to it), the bases among them, and the checkpoints that do not
+/// verify.
+#[allow(clippy::type_complexity)]
+pub(crate) fn sort_checkpoints(
+    key: &CheckpointKey,
+    checkpoints: &[SignedCheckpoint],
+) -> (
+    Vec<(StreamId, Checkpoint)>,
+    Vec<(StreamId, Checkpoint)>,
+    Vec<SignedCheckpoint>,
+) {
+    let (mut valid, mut bases, mut bad) = (Vec::new(), Vec::new(), Vec::new());
+    for c in checkpoints {
+        match c.verify(key) {
+            Ok(checkpoint) => {
+                valid.push(checkpoint);
+                if c.is_base() {
+                    bases.push(checkpoint);
+                }
+            }
+            Err(BadSignature) => bad.push(*c),
+        }
+    }
+    (valid, bases, bad)
+}
+
+/// Why an archive could not be checked at all.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveError {
+    /// No archive base that verifies under the key names this archive's
+    /// digest: the archive was altered or swapped, or its base is missing.
+    #[error("no archive base signed under the key names this archive's digest")]
+    NoBase,
+    /// The archive is not JSON lines of audit events.
+    #[error(transparent)]
+    Unreadable(#[from] super::JsonlError),
+}
+
+/// Verifies an archived segment (the bytes a store's `archive` wrote) with
+/// the checkpoint **public** key: the archive base among `checkpoints` that
+/// names its [`archive_digest`] must verify under `key`, and the archive's
+/// entries must link from the start of their stream (or from an earlier
+/// base, for a later archive of the same stream) up to that base exactly.
+///
+/// Why: a base lets the rest of the stream start after seq 1; only this
+/// check shows that the entries before it still exist, unaltered.
+pub fn verify_archive(
+    archive: &[u8],
+    key: &CheckpointKey,
+    checkpoints: &[SignedCheckpoint],
+) -> Result<PublicReport, ArchiveError> {
+    let digest = archive_digest(archive);
+    let base = checkpoints
+        .iter()
+        .filter(|c| c.archive_digest() == Some(digest))
+        .find_map(|c| c.verify(key).ok())
+        .ok_or(ArchiveError::NoBase)?;
+    let entries = super::read_jsonl(archive)?;
+    let (_, bases, bad_checkpoints) = sort_checkpoints(key, checkpoints);
+    let earlier: Vec<_> = bases
+        .into_iter()
+        .filter(|(s, c)| *s == base.0 && c.seq() < base.1.seq())
+        .collect();
+    let streams =
+        super::stream::verify_grouped(&entries, &[base], &earlier, |chain, trusted, start| {
+            verify_from(chain, None, trusted, start)
+        });
+    Ok(PublicReport {
+        streams,
+        bad_checkpoints,
+    })
 }
 
 /// A `VerifyError` for a stream with no entries that a checkpoint names.
@@ -291,6 +492,55 @@ impl<C: CheckpointStore + ?Sized> CheckpointStore for std::sync::Arc<C> {
     }
     fn load(&self) -> Result<Vec<SignedCheckpoint>, super::AuditError> {
         (**self).load()
+    }
+}
+
+/// A [`CheckpointStore`] in memory, shared by its clones: for tests, and
+/// for a custodian that checkpoints its built-in log within one process
+/// (it does not outlive the process, so it vouches for nothing after a
+/// restart). Keeps the newest checkpoint of each stream and every archive
+/// base, like [`DirCheckpointStore`].
+///
+/// ```
+/// use privacy_pledge::audit::{Checkpoint, CheckpointSigner, CheckpointStore, MemoryCheckpointStore, StreamId};
+/// use privacy_pledge::time::Timestamp;
+///
+/// let store = MemoryCheckpointStore::new();
+/// let signer = CheckpointSigner::from_seed(&[1; 32])?;
+/// let stream = StreamId::random()?;
+/// store.save(&signer.sign(stream, Checkpoint::new(3, [9; 32]), Timestamp::now()))?;
+/// store.save(&signer.sign(stream, Checkpoint::new(4, [8; 32]), Timestamp::now()))?;
+/// assert_eq!(store.clone().load()?[0].checkpoint().seq(), 4);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct MemoryCheckpointStore {
+    kept: std::sync::Arc<std::sync::Mutex<Vec<SignedCheckpoint>>>,
+}
+
+impl MemoryCheckpointStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl CheckpointStore for MemoryCheckpointStore {
+    fn save(&self, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
+        let mut kept = self.kept.lock().unwrap_or_else(|p| p.into_inner());
+        let base = checkpoint.is_base();
+        kept.retain(|c| {
+            c.stream != checkpoint.stream
+                || c.is_base() != base
+                || (base && c.seq != checkpoint.seq)
+        });
+        kept.push(*checkpoint);
+        kept.sort_by_key(|c| (c.stream, c.seq));
+        Ok(())
+    }
+
+    fn load(&self) -> Result<Vec<SignedCheckpoint>, super::AuditError> {
+        Ok(self.kept.lock().unwrap_or_else(|p| p.into_inner()).clone())
     }
 }
 
@@ -336,11 +586,22 @@ impl DirCheckpointStore {
     }
 
     /// Keeps `checkpoint` as the base of its stream: the signed end of an
-    /// archived segment, from which [`verify_public`] starts the stream's
-    /// remaining entries. Kept beside the newest checkpoint, never replaced
-    /// by it (`<stream>.base.json`).
+    /// archived segment ([`CheckpointSigner::sign_base`]), from which
+    /// [`verify_public`] starts the stream's remaining entries. Kept beside
+    /// the newest checkpoint, never replaced by it
+    /// (`<stream>.base.<seq>.json`, one per archived segment). An ordinary
+    /// checkpoint is refused: it was not signed as a base, and verifiers
+    /// would not start a stream at it.
     pub fn save_base(&self, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
-        self.write(&format!("{}.base.json", checkpoint.stream), checkpoint)
+        if !checkpoint.is_base() {
+            return Err(super::AuditError::new(
+                "checkpoint store: not an archive base (sign it with CheckpointSigner::sign_base)",
+            ));
+        }
+        self.write(
+            &format!("{}.base.{}.json", checkpoint.stream, checkpoint.seq),
+            checkpoint,
+        )
     }
 
     fn write(&self, name: &str, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {

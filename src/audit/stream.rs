@@ -72,6 +72,15 @@ pub const KEYED_V3_SCHEMA_VERSION: u8 = 3;
 pub struct StreamId([u8; 16]);
 
 impl StreamId {
+    /// The name a signed checkpoint gives the single, unstreamed chain of
+    /// version-1 entries (those of [`ChainedAuditLog::new`](super::ChainedAuditLog::new)
+    /// and [`resume`](super::ChainedAuditLog::resume)), which carry no
+    /// stream id: all zeros, which [`random`](Self::random) never returns
+    /// in practice. Why: such a chain's head must be vouched for from
+    /// outside the database like any stream's, by a signature the caller
+    /// cannot forge.
+    pub const UNSTREAMED: StreamId = StreamId([0; 16]);
+
     /// A fresh random stream id.
     pub fn random() -> Result<Self, crate::Error> {
         Ok(StreamId(crate::crypto::random_array::<16>()?))
@@ -143,6 +152,24 @@ pub struct StreamReport {
     pub vouched_through: Option<u64>,
 }
 
+impl StreamReport {
+    /// How many of the stream's entries no trusted checkpoint vouches for:
+    /// all of them when it has none, those after its newest one otherwise,
+    /// and all of them when the stream is broken (a broken stream vouches
+    /// for nothing). Whoever writes the storage could have cut these without
+    /// any checkpoint showing it, so a verifier must not call them checked.
+    pub fn unvouched(&self) -> u64 {
+        let entries = self.entries as u64;
+        match self.result {
+            Ok(head) => head
+                .seq()
+                .saturating_sub(self.vouched_through.unwrap_or(0))
+                .min(entries),
+            Err(_) => entries,
+        }
+    }
+}
+
 /// Verifies a trail of many streams, stream by stream, in the order each
 /// stream first appears (entries of one stream must stand in chain order;
 /// streams may interleave).
@@ -154,26 +181,50 @@ pub struct StreamReport {
 /// edits, deletions, insertions, reordering and replays only.
 ///
 /// `trusted` may hold several checkpoints of one stream: the newest is its
-/// head, and a stream whose oldest entries were archived (see
-/// `SqliteStore::archive`) starts after the one that closed the archive.
+/// head. Every stream must start at its first entry (seq 1): a stream
+/// whose oldest entries were archived is checked with
+/// [`verify_streams_with_bases`], since an ordinary checkpoint does not
+/// license deleting the entries it vouches for.
 pub fn verify_streams(
     entries: &[AuditEvent],
     key: &AuditKey,
     trusted: &[(StreamId, Checkpoint)],
 ) -> Vec<StreamReport> {
-    verify_grouped(entries, trusted, |chain, head, start| {
+    verify_streams_with_bases(entries, key, trusted, &[])
+}
+
+/// [`verify_streams`] for a trail some of whose streams had their oldest
+/// entries archived (see `SqliteStore::archive`): such a stream may start
+/// right after one of `bases` — checkpoints verified as **archive bases**
+/// ([`SignedCheckpoint::is_base`](super::SignedCheckpoint::is_base)) — and
+/// nowhere else but seq 1. Bases count as trusted heads too.
+///
+/// Why bases are separate: a stream that starts after an ordinary checkpoint
+/// lost a vouched prefix (a database operator deleted it), and that must be
+/// reported, not accepted.
+pub fn verify_streams_with_bases(
+    entries: &[AuditEvent],
+    key: &AuditKey,
+    trusted: &[(StreamId, Checkpoint)],
+    bases: &[(StreamId, Checkpoint)],
+) -> Vec<StreamReport> {
+    let mut heads = trusted.to_vec();
+    heads.extend_from_slice(bases);
+    verify_grouped(entries, &heads, bases, |chain, head, start| {
         super::chain::verify_from(chain, Some(key), head, start)
     })
 }
 
 /// Groups `entries` by stream (first-appearance order, original indices
 /// kept), checks each group with `check` against its newest trusted head and
-/// from its start (the trusted checkpoint just before its first entry when
-/// that entry is not the first of the stream, else genesis), and reports
-/// streams a trusted head names that have no entries.
+/// from its start (the archive base just before its first entry when that
+/// entry is not the first of the stream, else genesis, so that a stream
+/// missing its first entries without a base fails), and reports streams a
+/// trusted head names that have no entries.
 pub(crate) fn verify_grouped(
     entries: &[AuditEvent],
     trusted: &[(StreamId, Checkpoint)],
+    bases: &[(StreamId, Checkpoint)],
     check: impl Fn(&[AuditEvent], Option<&Checkpoint>, Checkpoint) -> Result<Checkpoint, VerifyError>,
 ) -> Vec<StreamReport> {
     let mut newest: Vec<(StreamId, Checkpoint)> = Vec::new();
@@ -201,14 +252,15 @@ pub(crate) fn verify_grouped(
     for s in &order {
         let idx = &groups[s];
         let chain: Vec<AuditEvent> = idx.iter().map(|&i| entries[i].clone()).collect();
-        let head = s.and_then(|s| newest.iter().find(|(t, _)| *t == s).map(|(_, c)| c));
+        let named = s.unwrap_or(StreamId::UNSTREAMED);
+        let head = newest.iter().find(|(t, _)| *t == named).map(|(_, c)| c);
         let start = chain
             .first()
             .filter(|e| e.seq() > 1)
             .and_then(|e| {
-                trusted
+                bases
                     .iter()
-                    .find(|(t, c)| Some(*t) == *s && c.seq() + 1 == e.seq())
+                    .find(|(t, c)| *t == named && c.seq() + 1 == e.seq())
                     .map(|(_, c)| *c)
             })
             .unwrap_or(Checkpoint::GENESIS);
@@ -224,9 +276,12 @@ pub(crate) fn verify_grouped(
         });
     }
     for (s, c) in &newest {
-        if !groups.contains_key(&Some(*s)) && c.seq() > 0 {
+        let key = Some(*s).filter(|s| *s != StreamId::UNSTREAMED);
+        // A stream archived to its newest checkpoint has no entries left.
+        let archived = bases.iter().any(|(t, b)| t == s && b.seq() >= c.seq());
+        if !groups.contains_key(&key) && c.seq() > 0 && !archived {
             reports.push(StreamReport {
-                stream: Some(*s),
+                stream: key.or(Some(*s)),
                 entries: 0,
                 result: Err(super::signed::missing(entries.len())),
                 vouched_through: Some(c.seq()),

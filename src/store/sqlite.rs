@@ -366,11 +366,16 @@ impl SqliteStore {
     /// transaction (nothing is deleted unless every line was written).
     /// Returns how many entries moved.
     ///
-    /// Keep `up_to` as the stream's base
+    /// Then sign `up_to`'s head **as an archive base** naming the archive's
+    /// digest ([`CheckpointSigner::sign_base`](crate::audit::CheckpointSigner::sign_base)
+    /// over [`archive_digest`](crate::audit::archive_digest) of what `out`
+    /// received) and keep it
     /// ([`DirCheckpointStore::save_base`](crate::audit::DirCheckpointStore::save_base)):
     /// [`verify_public`](crate::audit::verify_public) starts the stream's
-    /// remaining entries from it, and the archive itself verifies against it
-    /// like any trail. This bounds the table, and so every full verification.
+    /// remaining entries only from such a base (until it is saved, the
+    /// stream is reported as missing its start), and
+    /// [`verify_archive`](crate::audit::verify_archive) checks the archive
+    /// against it. This bounds the table, and so every full verification.
     pub fn archive(
         &self,
         up_to: &SignedCheckpoint,

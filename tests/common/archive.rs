@@ -9,13 +9,15 @@ use std::path::Path;
 use std::sync::Arc;
 
 use privacy_pledge::audit::{
-    read_jsonl, verify_public, verify_streams, AuditEvent, CheckpointKey, CheckpointSigner,
+    archive_digest, read_jsonl, verify_archive, verify_public, verify_streams,
+    verify_streams_with_bases, ArchiveError, AuditEvent, CheckpointKey, CheckpointSigner,
     CheckpointStore, DirCheckpointStore, SignedCheckpoint, Tamper,
 };
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::store::{AuditStreamSink, BatchWriter, StoreError};
+use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
 /// What the scenario needs of a store.
@@ -40,6 +42,7 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
     dir: &Path,
 ) {
     let signer = keyring.checkpoint_signer().unwrap();
+    let base_signer = keyring.checkpoint_signer().unwrap();
     let public = signer.public_key();
     let outside = DirCheckpointStore::new(dir).unwrap();
     let sink = Arc::new(sink(signer, outside.clone()));
@@ -67,7 +70,26 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
 
     let mut archive = Vec::new();
     assert_eq!(store.archive(&at_50, &public, &mut archive).unwrap(), 50);
-    outside.save_base(&at_50).unwrap();
+    // An ordinary checkpoint is no base, and naming a digest in one does
+    // not make it one: the signature covers what kind it is.
+    assert!(outside.save_base(&at_50).is_err());
+    let json = serde_json::to_string(&at_50).unwrap();
+    let dressed: SignedCheckpoint = serde_json::from_str(&json.replacen(
+        "{",
+        &format!("{{\"archive\":\"{}\",", "ab".repeat(32)),
+        1,
+    ))
+    .unwrap();
+    assert!(dressed.is_base());
+    assert!(dressed.verify(&public).is_err());
+    let base = base_signer.sign_base(
+        at_50.stream(),
+        at_50.checkpoint(),
+        archive_digest(&archive),
+        Timestamp::now(),
+    );
+    assert_eq!(base.verify(&public).unwrap().1, at_50.checkpoint());
+    outside.save_base(&base).unwrap();
     let rest = store.trail().unwrap();
     assert_eq!(rest.len(), 30);
     assert_eq!(rest[0].seq(), 51);
@@ -77,7 +99,7 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
     let checkpoints = outside.load().unwrap();
     assert_eq!(checkpoints.len(), 2, "the base and the newest");
     let report = verify_public(&rest, &public, &checkpoints);
-    assert!(report.is_intact(), "{report:?}");
+    assert!(report.is_fully_vouched(), "{report:?}");
     assert_eq!(report.streams[0].vouched_through, Some(80));
     // The keyed verifier, and a custodian's verified trail, start from the
     // base too.
@@ -85,32 +107,65 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
         .iter()
         .map(|c| c.verify(&public).unwrap())
         .collect();
-    let reports = verify_streams(&rest, &keyring.audit_key(), &trusted);
+    let bases: Vec<_> = checkpoints
+        .iter()
+        .filter(|c| c.is_base())
+        .map(|c| c.verify(&public).unwrap())
+        .collect();
+    let reports = verify_streams_with_bases(&rest, &keyring.audit_key(), &trusted, &bases);
     assert_eq!(reports.len(), 1);
     assert_eq!(reports[0].result.unwrap().seq(), 80);
     assert_eq!(reports[0].vouched_through, Some(80));
+    // …but not from an ordinary checkpoint.
+    let reports = verify_streams(&rest, &keyring.audit_key(), &trusted);
+    assert_eq!(reports[0].result.unwrap_err().reason, Tamper::Deleted);
     let verifier = Custodian::builder()
         .keyring(keyring.clone())
+        .checkpoint_store(outside.clone())
         .audit(privacy_pledge::audit::MemoryAuditLog::new())
         .build()
         .unwrap();
-    let trail = verifier
-        .verify_stream_trail(rest.clone(), &checkpoints)
-        .unwrap();
+    let trail = verifier.verify_trail(rest.clone()).unwrap();
     assert_eq!(trail.head().seq(), 80);
-    // The archive on its own verifies against the same checkpoint.
+    assert!(trail.is_fully_vouched());
+    // The archive verifies against its base, and only the genuine archive.
+    let report = verify_archive(&archive, &public, &checkpoints).unwrap();
+    assert!(report.is_fully_vouched(), "{report:?}");
+    assert_eq!(report.streams[0].entries, 50);
+    let mut altered = archive.clone();
+    altered.truncate(archive.len() - 1);
+    assert!(matches!(
+        verify_archive(&altered, &public, &checkpoints),
+        Err(ArchiveError::NoBase)
+    ));
+    assert!(matches!(
+        verify_archive(
+            &archive,
+            &CheckpointSigner::from_seed(&[6; 32]).unwrap().public_key(),
+            &checkpoints
+        ),
+        Err(ArchiveError::NoBase)
+    ));
     let archived = read_jsonl(&archive[..]).unwrap();
-    let report = verify_public(&archived, &public, &[at_50]);
-    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(archived.len(), 50);
     // Without the base, the missing start of the stream is reported.
-    let newest: Vec<_> = checkpoints
-        .into_iter()
-        .filter(|c| c.checkpoint().seq() == 80)
-        .collect();
-    assert!(verifier.verify_stream_trail(rest.clone(), &newest).is_err());
+    let newest: Vec<_> = checkpoints.into_iter().filter(|c| !c.is_base()).collect();
     let report = verify_public(&rest, &public, &newest);
     assert_eq!(
         report.streams[0].result.unwrap_err().reason,
         Tamper::Deleted
     );
+    // The ordinary checkpoint at 50 does not start the stream either.
+    let report = verify_public(&rest, &public, &[at_50, newest[0]]);
+    assert_eq!(
+        report.streams[0].result.unwrap_err().reason,
+        Tamper::Deleted
+    );
+    let verifier = Custodian::builder()
+        .keyring(keyring.clone())
+        .checkpoint_store(privacy_pledge::audit::MemoryCheckpointStore::new())
+        .audit(privacy_pledge::audit::MemoryAuditLog::new())
+        .build()
+        .unwrap();
+    assert!(verifier.verify_trail(rest.clone()).is_err());
 }

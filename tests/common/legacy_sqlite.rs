@@ -382,12 +382,25 @@ pub fn open_custodian(
     let head = verify_rows(&rows, &key, Some(&trusted)).map_err(CheckError::Broken)?;
     let events: Vec<AuditEvent> = rows.into_iter().filter_map(|r| r.event.ok()).collect();
     let audit = Arc::new(resume_chain(db, key, head));
+    // The single chain's head from the file outside the database, signed
+    // for the custodian (which takes trusted heads only from its checkpoint
+    // store, never from its caller).
+    let outside = privacy_pledge::audit::MemoryCheckpointStore::new();
+    if trusted.seq() > 0 {
+        use privacy_pledge::audit::CheckpointStore;
+        outside.save(&keyring.checkpoint_signer()?.sign(
+            privacy_pledge::audit::StreamId::UNSTREAMED,
+            trusted,
+            privacy_pledge::time::Timestamp::now(),
+        ))?;
+    }
     let custodian = privacy_pledge::Custodian::builder()
         .keyring(keyring.clone())
         .key_store(key_store(db))
         .audit(audit.clone())
+        .checkpoint_store(outside)
         .build()?;
-    let trail = custodian.verify_trail(events, &trusted)?;
+    let trail = custodian.verify_trail(events)?;
     custodian.consents().restore(&trail)?;
     // The restore is an audit event: vouch for it at once, so a crash
     // before the next clean shutdown leaves no unvouched tail behind.

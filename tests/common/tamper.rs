@@ -7,7 +7,8 @@
 use std::sync::Arc;
 
 use privacy_pledge::audit::{
-    verify_public, verify_streams, AuditEvent, AuditKey, CheckpointKey, SignedCheckpoint, Tamper,
+    verify_public, verify_streams, Action, AuditEvent, AuditKey, CheckpointKey, SignedCheckpoint,
+    Tamper,
 };
 use privacy_pledge::consent::{cross_check, ConsentRecord};
 use privacy_pledge::data::EmailAddress;
@@ -161,4 +162,199 @@ pub fn a2_a_rolled_back_consent_row_is_reported(op: &Operator<'_>, custodian: &C
         (found[0].trail_granted, found[0].row_granted),
         (Some(false), Some(true))
     );
+}
+
+/// A recipient for the scenarios below.
+struct Mailer;
+impl privacy_pledge::recipient::Recipient for Mailer {
+    type Role = privacy_pledge::recipient::Processor;
+    fn name(&self) -> &str {
+        "mail delivery"
+    }
+}
+
+fn info() -> PersonalInfo<EmailAddress, Transaction> {
+    PersonalInfo::collect(
+        SubjectId::random(),
+        EmailAddress::parse("ada@example.com").unwrap(),
+    )
+}
+
+/// A2 deletes a stream's vouched prefix (attack 4): the writer crashed
+/// after a checkpoint at seq 5 (so only that checkpoint exists, in the store
+/// outside the database and in `pp_checkpoints`), and the operator deletes
+/// rows 1..=5. A stream may start only at seq 1 or at an archive base, so
+/// the public verifier, the keyed one and the custodian all report it.
+/// `new_sink` signs a checkpoint every 5 events into `outside`.
+pub fn a2_deleting_a_vouched_prefix_is_reported<W: BatchWriter + 'static>(
+    op: &Operator<'_>,
+    new_sink: impl Fn() -> AuditStreamSink<W>,
+    keyring: &Arc<privacy_pledge::crypto::Keyring>,
+    outside: &(impl privacy_pledge::audit::CheckpointStore + Clone + 'static),
+) {
+    use privacy_pledge::audit::TrailError;
+    use privacy_pledge::Error;
+    let sink = Arc::new(new_sink());
+    let c = Custodian::builder().audit(sink.clone()).build().unwrap();
+    let info = info();
+    for _ in 0..8 {
+        c.access(&info, |_| ()).unwrap();
+    }
+    let (stream, _) = sink.checkpoint();
+    // The process dies: no checkpoint at shutdown.
+    drop((c, sink));
+    let public = keyring.checkpoint_signer().unwrap().public_key();
+    let checkpoints = outside.load().unwrap();
+    assert_eq!(checkpoints.len(), 1);
+    assert_eq!(checkpoints[0].checkpoint().seq(), 5);
+    let report = verify_public(&(op.trail)().unwrap(), &public, &checkpoints);
+    assert!(report.is_intact(), "{report:?}");
+    assert!(!report.is_fully_vouched());
+    assert_eq!(report.unvouched(), 3, "the three entries after seq 5");
+
+    (op.run)(&format!(
+        "DELETE FROM pp_audit_log WHERE stream = {} AND seq <= 5",
+        quoted(&stream.to_string())
+    ));
+    let trail = (op.trail)().unwrap();
+    assert_eq!(trail.len(), 3);
+    let report = verify_public(&trail, &public, &checkpoints);
+    assert!(!report.is_intact());
+    assert_eq!(
+        report.streams[0].result.unwrap_err().reason,
+        Tamper::Deleted,
+        "{report:?}"
+    );
+    let trusted: Vec<_> = checkpoints
+        .iter()
+        .map(|c| c.verify(&public).unwrap())
+        .collect();
+    let keyed = verify_streams(&trail, &keyring.audit_key(), &trusted);
+    assert_eq!(keyed[0].result.unwrap_err().reason, Tamper::Deleted);
+    let verifier = Custodian::builder()
+        .keyring(keyring.clone())
+        .checkpoint_store(outside.clone())
+        .audit(privacy_pledge::audit::MemoryAuditLog::new())
+        .build()
+        .unwrap();
+    assert!(matches!(
+        verifier.verify_trail(trail),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+}
+
+/// A2 renumbers one stream's rows (`id + 1000000`, attack 5): every stream
+/// still verifies fully vouched, but the table now lists an earlier grant
+/// after a later withdrawal. The restore replays event order (each stream
+/// in its own sequence, streams merged by time), so the withdrawal stands.
+/// `new_sink` signs into `outside`.
+pub fn a2_renumbered_rows_do_not_undo_a_withdrawal<W: BatchWriter + 'static>(
+    op: &Operator<'_>,
+    new_sink: impl Fn() -> AuditStreamSink<W>,
+    keyring: &Arc<privacy_pledge::crypto::Keyring>,
+    outside: &(impl privacy_pledge::audit::CheckpointStore + Clone + 'static),
+) {
+    let ada = SubjectId::random();
+    let process = || {
+        let sink = Arc::new(new_sink());
+        let c = Custodian::builder()
+            .keyring(keyring.clone())
+            .audit(sink.clone())
+            .build()
+            .unwrap();
+        (sink, c)
+    };
+    let (first, one) = process();
+    one.consents().grant::<Newsletter>(ada).unwrap();
+    first.sign_checkpoint().unwrap();
+    let (second, two) = process();
+    two.consents().grant::<Newsletter>(ada).unwrap();
+    two.consents().withdraw::<Newsletter>(ada).unwrap();
+    second.sign_checkpoint().unwrap();
+    let (moved, _) = first.checkpoint();
+
+    (op.run)(&format!(
+        "UPDATE pp_audit_log SET id = id + 1000000 WHERE stream = {}",
+        quoted(&moved.to_string())
+    ));
+    let trail = (op.trail)().unwrap();
+    // The table order now ends with the first process's grant.
+    assert_eq!(trail.last().unwrap().stream(), Some(moved));
+    let public = keyring.checkpoint_signer().unwrap().public_key();
+    assert!(verify_public(&trail, &public, &outside.load().unwrap()).is_fully_vouched());
+
+    let after = Custodian::builder()
+        .keyring(keyring.clone())
+        .checkpoint_store(outside.clone())
+        .build()
+        .unwrap();
+    let verified = after.verify_trail(trail).unwrap();
+    assert!(verified.is_fully_vouched());
+    let order: Vec<_> = verified
+        .events()
+        .iter()
+        .map(|e| (e.stream(), e.action()))
+        .collect();
+    assert_eq!(order[0], (Some(moved), Action::ConsentGranted), "{order:?}");
+    assert_eq!(after.consents().restore(&verified).unwrap(), 3);
+    assert!(
+        !after.consents().is_granted::<Newsletter>(ada),
+        "a renumbered grant undid the withdrawal"
+    );
+}
+
+/// A1 host code cuts a disclosure from the trail it hands the custodian
+/// (attack 7): the custodian takes its trusted checkpoint from its own
+/// checkpoint store, so the cut trail is refused; a checkpoint the caller
+/// builds from an entry's public fields is taken only by the explicitly
+/// unverified path, whose report says it is not vouched for. `new_sink`
+/// signs into `outside`.
+pub fn a1_a_disclosure_cut_by_the_caller_is_refused<W: BatchWriter + 'static>(
+    op: &Operator<'_>,
+    new_sink: impl Fn() -> AuditStreamSink<W>,
+    keyring: &Arc<privacy_pledge::crypto::Keyring>,
+    outside: &(impl privacy_pledge::audit::CheckpointStore + Clone + 'static),
+) {
+    use privacy_pledge::audit::{Checkpoint, TrailError};
+    use privacy_pledge::Error;
+    let sink = Arc::new(new_sink());
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(sink.clone())
+        .checkpoint_store(outside.clone())
+        .build()
+        .unwrap();
+    let info = info();
+    let ada = info.subject();
+    let row = custodian.seal(&info).unwrap();
+    custodian.disclose(&info, &Mailer, |_| ()).unwrap();
+    sink.sign_checkpoint().unwrap();
+    let trail = (op.trail)().unwrap();
+    assert_eq!(trail.last().unwrap().action(), Action::Disclose);
+
+    let cut = trail[..trail.len() - 1].to_vec();
+    assert!(matches!(
+        custodian.verify_trail(cut.clone()),
+        Err(Error::Untrusted(TrailError::Broken(_)))
+    ));
+    // What the cut entry chained from is the head of the cut trail: public.
+    let removed = trail.last().unwrap();
+    let built = Checkpoint::new(removed.seq() - 1, removed.chain().unwrap().prev);
+    let unverified = custodian.verify_trail_unverified(cut, &built).unwrap();
+    let report = custodian.subject_report(ada, &[&row], &unverified).unwrap();
+    assert!(report.disclosures().is_empty());
+    assert!(!report.is_fully_vouched());
+    assert!(report.to_letter().contains("Caution"));
+
+    // The report made from the store's own checkpoints shows the disclosure.
+    sink.sign_checkpoint().unwrap();
+    let verified = custodian
+        .verify_trail_with(|| {
+            (op.trail)()
+                .map_err(|e| Error::Audit(privacy_pledge::audit::AuditError::new(e.to_string())))
+        })
+        .unwrap();
+    let report = custodian.subject_report(ada, &[&row], &verified).unwrap();
+    assert_eq!(report.disclosures().len(), 1);
+    assert!(report.is_fully_vouched(), "{}", report.to_letter().as_str());
 }

@@ -12,7 +12,7 @@ fn main() {
     let record: &dyn StoredRecord = &sealed;
     let log = custodian.builtin_audit_log().unwrap();
     let trail = custodian
-        .verify_trail(log.inner().events(), &log.checkpoint())
+        .verify_trail(log.inner().events())
         .unwrap();
     // The audited path: the report lists the record as held, not its value.
     let report = custodian.subject_report(subject, &[record], &trail).unwrap();
