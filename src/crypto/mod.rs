@@ -70,6 +70,7 @@
 mod aead;
 mod envelope;
 mod keyring;
+mod keyring_file;
 pub(crate) mod keyring_store;
 mod lookup;
 mod nonce;
@@ -85,6 +86,7 @@ use std::borrow::Cow;
 pub use aead::Algorithm;
 pub use envelope::{EnvelopeError, Sealed, FORMAT_VERSION};
 pub use keyring::{KeyProvider, Keyring, Wrapped};
+pub use keyring_file::KeyringFile;
 pub use keyring_store::{KeyringStore, MemoryKeyringStore};
 pub use lookup::{InvalidLookupToken, LookupKey, LookupRef, LookupToken};
 #[cfg(feature = "pkcs11")]
