@@ -91,7 +91,7 @@ impl KeyringFile {
 
     fn read(&self) -> Result<Keyring, KeyError> {
         let text = self.load()?;
-        Keyring::import(text.trim_end())
+        Keyring::import(&text)
     }
 
     /// A new file beside the keyring file holding `text`, synced; its path.
@@ -135,9 +135,13 @@ impl KeyringFile {
 
 impl KeyringStore for KeyringFile {
     fn load(&self) -> Result<Zeroizing<String>, KeyError> {
-        fs::read_to_string(&self.path)
-            .map(Zeroizing::new)
-            .map_err(|e| self.error("cannot read", e))
+        let mut text = Zeroizing::new(
+            fs::read_to_string(&self.path).map_err(|e| self.error("cannot read", e))?,
+        );
+        // The file ends with a line break; the export text does not.
+        let len = text.trim_end().len();
+        text.truncate(len);
+        Ok(text)
     }
 
     /// Replaces the file: a new file, synced, renamed over the old one.

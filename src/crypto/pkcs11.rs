@@ -1,85 +1,5 @@
-//! Key-encryption keys in an HSM: a [`KeyProvider`] over PKCS#11
-//! (feature `pkcs11`), tested against SoftHSM2.
-//!
-//! Each key-encryption-key (KEK) version is an AES-256 secret key object
-//! generated **on the token** — `CKA_TOKEN`, `CKA_SENSITIVE`, not
-//! `CKA_EXTRACTABLE`, `CKA_ENCRYPT`/`CKA_DECRYPT` only — labelled
-//! `pp-kek-v{N}` (the `pp-` prefix is [`Pkcs11Config::label_prefix`]). Its
-//! bytes never leave the token: a subject data key is wrapped by
-//! `C_Encrypt` with `CKM_AES_GCM` on the token (a random 96-bit IV, the
-//! subject-and-generation binding as associated data, a 128-bit tag) and
-//! unwrapped by `C_Decrypt`. The wrapped bytes have the layout of the local
-//! [`Keyring`](super::Keyring)'s: IV, ciphertext, tag (60 bytes).
-//! `CKM_AES_KEY_WRAP_KWP` (RFC 5649, which SoftHSM2 implements) is not
-//! used: it takes no associated data, so a wrapped key copied to another
-//! subject's row would unwrap there.
-//!
-//! [`Pkcs11Provider::rotate`] generates version N+1 on the token;
-//! [`retire`](KeyProvider::retire) (through
-//! [`Custodian::retire_key_version`](crate::Custodian::retire_key_version),
-//! once [`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys) has moved
-//! every stored key off it) destroys the version's object with
-//! `C_DestroyObject`. From then on no copy of the key store — a backup, a
-//! replica, a dump — opens anything wrapped under it, even together with
-//! the PIN (threat-model actor A3).
-//!
-//! # What stays in the process
-//!
-//! Pseudonyms, lookup tokens, subject tags, consent rows and the audit
-//! chain are computed on every call, in the process; their keys are
-//! derived (HKDF-SHA-256, as in [`Keyring`](super::Keyring)) from a master
-//! secret. [`Pkcs11Provider::keyring`] computes that master secret **in the
-//! token** — `CKM_SHA256_HMAC` of a fixed label under a non-extractable
-//! generic-secret object `pp-master` — so every process of the fleet gets
-//! the same one and none is ever stored outside the token. But it, and the
-//! keys derived from it, are in the process's memory while it runs, like
-//! each data key being used. The KEKs never are.
-//!
-//! # Processes starting together (A5)
-//!
-//! PKCS#11 has no "create unless it exists". Objects are created by
-//! find-or-create, and every object carries a `CKA_ID` of its creation time
-//! (milliseconds since the epoch, big-endian) and 8 random bytes. Of the
-//! objects with one label, the one with the lowest `CKA_ID` wins; no process
-//! uses a version before its winner is [`settle`](Pkcs11Config::settle) old
-//! (default 2 s), and then every process destroys the others. A creator
-//! whose find came before the winner existed commits its own object within
-//! the settle time (the assumption: creating a key object takes less than
-//! that, and the fleet's clocks agree to well within it), so it is seen and
-//! loses; no two processes ever wrap under two objects of one version.
-//! The wait is paid once per version, by the processes that create it.
-//!
-//! # Sessions
-//!
-//! The provider keeps a small pool of read-write sessions (one per
-//! concurrent call, at most [`Pkcs11Config::sessions`] kept idle), logged in
-//! as the user once; a session whose call failed is closed rather than
-//! reused. Object handles of the versions are cached and looked up again by
-//! [`refresh`](KeyProvider::refresh) when another process rotated or
-//! retired.
-//!
-//! ```no_run
-//! use std::sync::Arc;
-//! use privacy_pledge::Custodian;
-//! use privacy_pledge::crypto::{Pkcs11Config, Pkcs11Provider};
-//!
-//! let hsm = Arc::new(Pkcs11Provider::open(Pkcs11Config::new(
-//!     "/usr/lib/softhsm/libsofthsm2.so",
-//!     "pp-test",
-//!     std::env::var("PP_PKCS11_PIN")?.into(),
-//! ))?);
-//! let custodian = Custodian::builder()
-//!     .keyring(hsm.keyring()?) // pseudonym, lookup, audit keys
-//!     .key_provider(hsm.clone()) // KEKs: on the token only
-//!     .build()?;
-//!
-//! // After erasures: a new version, every key moved to it, the old destroyed.
-//! let old = hsm.current_version_on_token()?;
-//! hsm.rotate()?;
-//! custodian.rewrap_keys(old)?;
-//! custodian.retire_key_version(old)?;
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! Key-encryption keys in an HSM: [`Pkcs11Provider`], a [`KeyProvider`]
+//! over PKCS#11 (feature `pkcs11`).
 
 use core::fmt;
 use std::collections::BTreeMap;
@@ -140,7 +60,7 @@ impl Pkcs11Config {
 
     /// How old the winner of a new object's label must be before it is used
     /// (default 2 seconds): longer than creating an object on the token
-    /// takes, plus the fleet's clock skew. See the module docs.
+    /// takes, plus the fleet's clock skew. See [`Pkcs11Provider`].
     pub fn settle(mut self, settle: Duration) -> Self {
         self.settle = settle;
         self
@@ -170,9 +90,88 @@ struct Versions {
     handles: BTreeMap<u32, ObjectHandle>,
 }
 
-/// A [`KeyProvider`] whose key-encryption keys are non-extractable AES-256
-/// objects on a PKCS#11 token (an HSM, or SoftHSM2). See the
-/// [module docs](self).
+/// A [`KeyProvider`] whose key-encryption keys live in an HSM, over PKCS#11
+/// (feature `pkcs11`), tested against SoftHSM2.
+///
+/// Each key-encryption-key (KEK) version is an AES-256 secret key object
+/// generated **on the token** — `CKA_TOKEN`, `CKA_SENSITIVE`, not
+/// `CKA_EXTRACTABLE`, `CKA_ENCRYPT`/`CKA_DECRYPT` only — labelled
+/// `pp-kek-v{N}` (the `pp-` prefix is [`Pkcs11Config::label_prefix`]). Its
+/// bytes never leave the token: a subject data key is wrapped by
+/// `C_Encrypt` with `CKM_AES_GCM` on the token (a random 96-bit IV, the
+/// subject-and-generation binding as associated data, a 128-bit tag) and
+/// unwrapped by `C_Decrypt`. The wrapped bytes have the layout of the local
+/// [`Keyring`](super::Keyring)'s: IV, ciphertext, tag (60 bytes).
+/// `CKM_AES_KEY_WRAP_KWP` (RFC 5649, which SoftHSM2 implements) is not
+/// used: it takes no associated data, so a wrapped key copied to another
+/// subject's row would unwrap there.
+///
+/// [`Pkcs11Provider::rotate`] generates version N+1 on the token;
+/// [`retire`](KeyProvider::retire) (through
+/// [`Custodian::retire_key_version`](crate::Custodian::retire_key_version),
+/// once [`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys) has moved
+/// every stored key off it) destroys the version's object with
+/// `C_DestroyObject`. From then on no copy of the key store — a backup, a
+/// replica, a dump — opens anything wrapped under it, even together with
+/// the PIN (threat-model actor A3).
+///
+/// # What stays in the process
+///
+/// Pseudonyms, lookup tokens, subject tags, consent rows and the audit
+/// chain are computed on every call, in the process; their keys are
+/// derived (HKDF-SHA-256, as in [`Keyring`](super::Keyring)) from a master
+/// secret. [`Pkcs11Provider::keyring`] computes that master secret **in the
+/// token** — `CKM_SHA256_HMAC` of a fixed label under a non-extractable
+/// generic-secret object `pp-master` — so every process of the fleet gets
+/// the same one and none is ever stored outside the token. But it, and the
+/// keys derived from it, are in the process's memory while it runs, like
+/// each data key being used. The KEKs never are.
+///
+/// # Processes starting together (A5)
+///
+/// PKCS#11 has no "create unless it exists". Objects are created by
+/// find-or-create, and every object carries a `CKA_ID` of its creation time
+/// (milliseconds since the epoch, big-endian) and 8 random bytes. Of the
+/// objects with one label, the one with the lowest `CKA_ID` wins; no process
+/// uses a version before its winner is [`settle`](Pkcs11Config::settle) old
+/// (default 2 s), and then every process destroys the others. A creator
+/// whose find came before the winner existed commits its own object within
+/// the settle time (the assumption: creating a key object takes less than
+/// that, and the fleet's clocks agree to well within it), so it is seen and
+/// loses; no two processes ever wrap under two objects of one version.
+/// The wait is paid once per version, by the processes that create it.
+///
+/// # Sessions
+///
+/// The provider keeps a small pool of read-write sessions (one per
+/// concurrent call, at most [`Pkcs11Config::sessions`] kept idle), logged in
+/// as the user once; a session whose call failed is closed rather than
+/// reused. Object handles of the versions are cached and looked up again by
+/// [`refresh`](KeyProvider::refresh) when another process rotated or
+/// retired.
+///
+/// ```no_run
+/// use std::sync::Arc;
+/// use privacy_pledge::Custodian;
+/// use privacy_pledge::crypto::{Pkcs11Config, Pkcs11Provider};
+///
+/// let hsm = Arc::new(Pkcs11Provider::open(Pkcs11Config::new(
+///     "/usr/lib/softhsm/libsofthsm2.so",
+///     "pp-test",
+///     std::env::var("PP_PKCS11_PIN")?.into(),
+/// ))?);
+/// let custodian = Custodian::builder()
+///     .keyring(hsm.keyring()?) // pseudonym, lookup, audit keys
+///     .key_provider(hsm.clone()) // KEKs: on the token only
+///     .build()?;
+///
+/// // After erasures: a new version, every key moved to it, the old destroyed.
+/// let old = hsm.current_version_on_token()?;
+/// hsm.rotate()?;
+/// custodian.rewrap_keys(old)?;
+/// custodian.retire_key_version(old)?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct Pkcs11Provider {
     ctx: Pkcs11,
     slot: Slot,
@@ -245,7 +244,7 @@ enum Kind {
 impl Pkcs11Provider {
     /// Loads the module, finds the token by label, logs in, and reads the
     /// KEK versions on it; on a token with none, generates version 1 (see
-    /// the module docs for processes starting together).
+    /// [`Pkcs11Provider`] for processes starting together).
     pub fn open(config: Pkcs11Config) -> Result<Self, KeyError> {
         let ctx =
             Pkcs11::new(&config.module).map_err(|e| provider_error("loading the module", e))?;
@@ -429,8 +428,8 @@ impl Pkcs11Provider {
         Ok(out)
     }
 
-    /// Reads every KEK version on the token (settling each, see the
-    /// module docs); returns whether anything changed.
+    /// Reads every KEK version on the token (settling each, see
+    /// [`Pkcs11Provider`]); returns whether anything changed.
     fn scan(&self, s: &Session) -> Result<bool, KeyError> {
         let found = retry(|| {
             s.find_objects(&[
@@ -567,8 +566,7 @@ impl Pkcs11Provider {
 
     /// Generates the next KEK version on the token and makes it current;
     /// returns it. Versions another process made are read first, and two
-    /// processes rotating at once agree on one object (see the module
-    /// docs). Data keys wrapped under older versions still unwrap until
+    /// processes rotating at once agree on one object (see [`Pkcs11Provider`]). Data keys wrapped under older versions still unwrap until
     /// [`Custodian::rewrap_keys`](crate::Custodian::rewrap_keys) moves them
     /// and [`Custodian::retire_key_version`](crate::Custodian::retire_key_version)
     /// destroys the old object.
@@ -607,7 +605,7 @@ impl Pkcs11Provider {
     /// together with this provider as
     /// [`key_provider`](crate::CustodianBuilder::key_provider): the
     /// custodian then wraps nothing under the keyring's own (derived) KEK.
-    /// The master secret is in this process's memory (see the module docs).
+    /// The master secret is in this process's memory (see [`Pkcs11Provider`]).
     pub fn keyring(&self) -> Result<Keyring, Error> {
         let mut mac = self.with_session(|s| {
             let h = self.find_or_create(s, Kind::Master, 0)?;
