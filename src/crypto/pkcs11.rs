@@ -5,7 +5,7 @@ use core::fmt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -181,6 +181,8 @@ pub struct Pkcs11Provider {
     max_idle: usize,
     idle: Mutex<Vec<Session>>,
     versions: RwLock<Versions>,
+    /// When `refresh` last searched the token and found nothing new.
+    idle_since: Mutex<Option<Instant>>,
 }
 
 fn provider_error(what: &'static str, e: CkError) -> KeyError {
@@ -229,6 +231,10 @@ fn handle_gone(e: &CkError) -> bool {
         CkError::Pkcs11(RvError::KeyHandleInvalid | RvError::ObjectHandleInvalid, _)
     )
 }
+
+/// How often `refresh` searches the token at most while searching brings
+/// nothing new.
+const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(100);
 
 /// How many providers of this process are open: the module is initialised
 /// anew only while there are none.
@@ -302,6 +308,7 @@ impl Pkcs11Provider {
                 current: 0,
                 handles: BTreeMap::new(),
             }),
+            idle_since: Mutex::new(None),
         };
         provider.with_session(|s| {
             provider.scan(s)?;
@@ -682,7 +689,9 @@ impl KeyProvider for Pkcs11Provider {
     /// wraps under the newest, once.
     fn wrap(&self, data_key: &[u8; 32], context: &[u8]) -> Result<Wrapped, KeyError> {
         match self.wrap_once(data_key, context) {
-            Err(KeyError::Retired { .. }) if self.refresh()? => self.wrap_once(data_key, context),
+            Err(KeyError::Retired { .. }) if self.with_session(|s| self.scan(s))? => {
+                self.wrap_once(data_key, context)
+            }
             other => other,
         }
     }
@@ -767,7 +776,15 @@ impl KeyProvider for Pkcs11Provider {
     /// Reads the versions on the token again (another process rotated or
     /// retired).
     fn refresh(&self) -> Result<bool, KeyError> {
-        self.with_session(|s| self.scan(s))
+        // A key store row naming a version nobody has (an operator's edit)
+        // cannot make every open search the token.
+        let mut idle = self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.is_some_and(|at| at.elapsed() < REFRESH_AT_MOST_EVERY) {
+            return Ok(false);
+        }
+        let changed = self.with_session(|s| self.scan(s))?;
+        *idle = if changed { None } else { Some(Instant::now()) };
+        Ok(changed)
     }
 }
 
