@@ -275,10 +275,13 @@ fn a3_the_kek_never_leaves_the_token() {
             ),
             "{label}: wrapped out: {out:?}"
         );
-        // Nor can it be made extractable afterwards.
+        // Nor can it be made extractable afterwards, or copied into an
+        // extractable object.
         assert!(s
             .update_attributes(kek, &[Attribute::Extractable(true)])
             .is_err());
+        assert!(s.copy_object(kek, &[Attribute::Extractable(true)]).is_err());
+        assert!(s.copy_object(kek, &[Attribute::Token(false)]).is_err());
     }
 }
 

@@ -95,7 +95,8 @@ struct Versions {
 ///
 /// Each key-encryption-key (KEK) version is an AES-256 secret key object
 /// generated **on the token** — `CKA_TOKEN`, `CKA_SENSITIVE`, not
-/// `CKA_EXTRACTABLE`, `CKA_ENCRYPT`/`CKA_DECRYPT` only — labelled
+/// `CKA_EXTRACTABLE`, not modifiable or copyable, `CKA_ENCRYPT`/`CKA_DECRYPT`
+/// only — labelled
 /// `pp-kek-v{N}` (the `pp-` prefix is [`Pkcs11Config::label_prefix`]). Its
 /// bytes never leave the token: a subject data key is wrapped by
 /// `C_Encrypt` with `CKM_AES_GCM` on the token (a random 96-bit IV, the
@@ -524,6 +525,7 @@ impl Pkcs11Provider {
                 Attribute::Sensitive(true),
                 Attribute::Extractable(false),
                 Attribute::Modifiable(false),
+                Attribute::Copyable(false),
                 Attribute::Label(label.as_bytes().to_vec()),
                 Attribute::Id(id),
                 Attribute::ValueLen(32.into()),
