@@ -15,7 +15,7 @@
 mod tempdir;
 
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -111,6 +111,10 @@ fn backup(store: &SqliteStore, path: &std::path::Path) -> std::path::PathBuf {
 /// A session of the test's own on the token, logged in: to look at the
 /// objects the way any other application of the token can.
 fn raw_session(t: &Token) -> Session {
+    try_raw_session(t).expect("the token is not there, or the PIN is refused")
+}
+
+fn try_raw_session(t: &Token) -> Option<Session> {
     let ctx = Pkcs11::new(&t.module).unwrap();
     match ctx.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
         Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
@@ -118,16 +122,31 @@ fn raw_session(t: &Token) -> Session {
     }
     let slot = ctx
         .get_slots_with_initialized_token()
-        .unwrap()
+        .ok()?
         .into_iter()
-        .find(|s| ctx.get_token_info(*s).unwrap().label().trim_end() == t.label)
-        .unwrap();
-    let session = ctx.open_rw_session(slot).unwrap();
+        .find(|s| {
+            ctx.get_token_info(*s)
+                .is_ok_and(|i| i.label().trim_end() == t.label)
+        })?;
+    let session = ctx.open_rw_session(slot).ok()?;
     match session.login(UserType::User, Some(&t.pin.clone().into())) {
-        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
-        Err(e) => panic!("C_Login: {e}"),
+        Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Some(session),
+        Err(_) => None,
     }
-    session
+}
+
+/// SoftHSM2 rewrites the token's own file at every login, and a process
+/// that reads it meanwhile may lose the token until it initialises the
+/// module again: the tests of this process share the token, and a test
+/// whose child processes log in holds it alone.
+static TOKEN_USE: RwLock<()> = RwLock::new(());
+
+fn shared() -> RwLockReadGuard<'static, ()> {
+    TOKEN_USE.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn exclusive() -> RwLockWriteGuard<'static, ()> {
+    TOKEN_USE.write().unwrap_or_else(|p| p.into_inner())
 }
 
 fn objects(s: &Session, label: &str) -> Vec<ObjectHandle> {
@@ -147,6 +166,7 @@ fn a3_seal_open_through_the_token_and_a_database_copy_opens_nothing() {
     let Some(t) = token("a3_seal_open") else {
         return;
     };
+    let _token = shared();
     let dir = TempDir::named("pkcs11", "seal");
     let store = SqliteStore::open(dir.path("shop.db")).unwrap();
     let p = prefix("seal");
@@ -218,6 +238,7 @@ fn a3_the_kek_never_leaves_the_token() {
     let Some(t) = token("a3_not_extractable") else {
         return;
     };
+    let _token = shared();
     let p = prefix("extract");
     let hsm = provider(&t, &p);
     let _ = hsm.keyring().unwrap(); // creates the master object
@@ -294,6 +315,7 @@ fn a3_rotate_rewrap_retire_and_erasure() {
     let Some(t) = token("a3_rotate") else {
         return;
     };
+    let _token = shared();
     let dir = TempDir::named("pkcs11", "rotate");
     let store = SqliteStore::open(dir.path("shop.db")).unwrap();
     let p = prefix("rotate");
@@ -370,6 +392,7 @@ fn a5_a_running_process_follows_another_processs_rotation() {
     let Some(t) = token("a5_follow") else {
         return;
     };
+    let _token = shared();
     let dir = TempDir::named("pkcs11", "follow");
     let store = SqliteStore::open(dir.path("shop.db")).unwrap();
     let p = prefix("follow");
@@ -406,6 +429,7 @@ fn threads_share_the_provider() {
     let Some(t) = token("threads") else {
         return;
     };
+    let _token = shared();
     let hsm = provider(&t, &prefix("threads"));
     let c = Arc::new(
         Custodian::builder()
@@ -460,6 +484,29 @@ fn child_process_entry() {
     };
     println!();
     let t = token("child").unwrap();
+    // Logged in first (the login rewrites the token's file; a child that
+    // reads it meanwhile initialises the module again), then released
+    // together with the others to race for the objects.
+    let mut session = None;
+    for _ in 0..40 {
+        session = try_raw_session(&t);
+        if session.is_some() {
+            break;
+        }
+        let _ = Pkcs11::new(&t.module).unwrap().finalize();
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let _session = session.expect("no login");
+    let barrier = std::path::PathBuf::from(std::env::var("PP_PKCS11_BARRIER").unwrap());
+    std::fs::write(barrier.join(format!("ready-{}", std::process::id())), b"").unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read_dir(&barrier).unwrap().count() < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the others never came"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     let hsm = provider(&t, &p);
     let keyring = hsm.keyring().unwrap();
     let ctx = [7u8; 36];
@@ -496,6 +543,8 @@ fn a5_processes_starting_together_agree_on_one_kek() {
     let Some(t) = token("a5_together") else {
         return;
     };
+    let _token = exclusive();
+    let barrier = TempDir::named("pkcs11", "together");
     let p = prefix("together");
     let children: Vec<_> = (0..4)
         .map(|_| {
@@ -507,6 +556,7 @@ fn a5_processes_starting_together_agree_on_one_kek() {
                     "--test-threads=1",
                 ])
                 .env("PP_PKCS11_CHILD", &p)
+                .env("PP_PKCS11_BARRIER", barrier.path(""))
                 .stdout(Stdio::piped())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -559,6 +609,7 @@ fn a_wrong_pin_is_refused_without_echoing_it() {
     if token("wrong_pin").is_none() {
         return;
     }
+    let _token = exclusive();
     let out = Command::new(std::env::current_exe().unwrap())
         .args([
             "--exact",

@@ -132,14 +132,17 @@ struct Versions {
 ///
 /// PKCS#11 has no "create unless it exists". Objects are created by
 /// find-or-create, and every object carries a `CKA_ID` of its creation time
-/// (milliseconds since the epoch, big-endian) and 8 random bytes. Of the
-/// objects with one label, the one with the lowest `CKA_ID` wins; no process
-/// uses a version before its winner is [`settle`](Pkcs11Config::settle) old
-/// (default 2 s), and then every process destroys the others. A creator
-/// whose find came before the winner existed commits its own object within
-/// the settle time (the assumption: creating a key object takes less than
-/// that, and the fleet's clocks agree to well within it), so it is seen and
-/// loses; no two processes ever wrap under two objects of one version.
+/// (milliseconds since the epoch, big-endian, taken just before it is
+/// generated) and 8 random bytes. Of the objects with one label, the one
+/// with the lowest `CKA_ID` wins — but only as found by a search that began
+/// at least [`settle`](Pkcs11Config::settle) (default 2 s) after its
+/// creation time. By then any object that could beat it (one created
+/// earlier by a process whose search missed the other) is on the token and
+/// seen, provided generating a key takes less than the settle time and the
+/// fleet's clocks agree to well within it (the assumption). A process
+/// that settles destroys the losers, which nobody has used; so no two
+/// processes ever wrap under two objects of one version (tested with four
+/// processes starting together).
 /// The wait is paid once per version, by the processes that create it.
 ///
 /// # Sessions
@@ -189,6 +192,15 @@ pub struct Pkcs11Provider {
 fn provider_error(what: &'static str, e: CkError) -> KeyError {
     // The error names a return value and a function, never key material.
     KeyError::Provider(format!("PKCS#11 {what}: {e}").into())
+}
+
+fn login_error(e: CkError) -> KeyError {
+    match e {
+        CkError::Pkcs11(RvError::PinIncorrect, _) => {
+            KeyError::Provider("PKCS#11 C_Login: the PIN is incorrect".into())
+        }
+        e => provider_error("C_OpenSession/C_Login", e),
+    }
 }
 
 fn now_millis() -> u64 {
@@ -274,12 +286,10 @@ impl Pkcs11Provider {
                 // A token read mid-rewrite may also say its PIN is not set
                 // (and keep saying so in this process): logged in here.
                 if let Some(found) = slot {
-                    match Self::login(&ctx, found, &config.pin) {
+                    match Self::login_raw(&ctx, found, &config.pin) {
                         Ok(session) => first = Some(session),
-                        Err(KeyError::Provider(why)) if why.contains("not initialised") => {
-                            slot = None;
-                        }
-                        Err(e) => return Err(e),
+                        Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => slot = None,
+                        Err(e) => return Err(login_error(e)),
                     }
                 }
                 if slot.is_some() {
@@ -370,20 +380,17 @@ impl Pkcs11Provider {
         Self::login(&self.ctx, self.slot, &self.pin)
     }
 
+    fn login(ctx: &Pkcs11, slot: Slot, pin: &SecretString) -> Result<Session, KeyError> {
+        Self::login_raw(ctx, slot, pin).map_err(login_error)
+    }
+
     /// A new read-write session, logged in. Logging in is per application:
     /// a session opened after another logged in is logged in already.
-    fn login(ctx: &Pkcs11, slot: Slot, pin: &SecretString) -> Result<Session, KeyError> {
-        let session =
-            retry(|| ctx.open_rw_session(slot)).map_err(|e| provider_error("C_OpenSession", e))?;
+    fn login_raw(ctx: &Pkcs11, slot: Slot, pin: &SecretString) -> Result<Session, CkError> {
+        let session = retry(|| ctx.open_rw_session(slot))?;
         match retry(|| session.login(UserType::User, Some(pin))) {
             Ok(()) | Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(session),
-            Err(CkError::Pkcs11(RvError::PinIncorrect, _)) => Err(KeyError::Provider(
-                "PKCS#11 C_Login: the PIN is incorrect".into(),
-            )),
-            Err(CkError::Pkcs11(RvError::UserPinNotInitialized, _)) => Err(KeyError::Provider(
-                "PKCS#11 C_Login: the user PIN is not initialised".into(),
-            )),
-            Err(e) => Err(provider_error("C_Login", e)),
+            Err(e) => Err(e),
         }
     }
 
@@ -484,14 +491,16 @@ impl Pkcs11Provider {
     /// `None` if there is none.
     fn settled(&self, s: &Session, label: &str) -> Result<Option<ObjectHandle>, KeyError> {
         loop {
+            // The time before the search: a winner ripe then was ripe for
+            // the whole search, so every object that could beat it was seen.
+            let searched = now_millis();
             let found = self.find(s, label)?;
             let Some((winner, id)) = found.iter().min_by(|a, b| a.1.cmp(&b.1)).cloned() else {
                 return Ok(None);
             };
             let ripe = born(&id).saturating_add(self.settle.as_millis() as u64);
-            let now = now_millis();
-            if now < ripe {
-                std::thread::sleep(Duration::from_millis(ripe - now));
+            if searched < ripe {
+                std::thread::sleep(Duration::from_millis(ripe - searched));
                 continue;
             }
             for (h, _) in found.into_iter().filter(|(h, _)| *h != winner) {
@@ -516,6 +525,8 @@ impl Pkcs11Provider {
             if let Some(h) = self.settled(s, &label)? {
                 return Ok(h);
             }
+            // Its creation time, taken just before it is generated: a
+            // generation takes less than the settle time (the assumption).
             let mut id = now_millis().to_be_bytes().to_vec();
             id.extend_from_slice(&random_array::<8>().map_err(|_| KeyError::Random)?);
             let mut template = vec![
@@ -555,8 +566,21 @@ impl Pkcs11Provider {
                     Mechanism::GenericSecretKeyGen
                 }
             };
-            retry(|| s.generate_key(&mechanism, &template))
-                .map_err(|e| provider_error("C_GenerateKey", e))?;
+            // SoftHSM2 has been seen to refuse this (constant) template as
+            // inconsistent once in a while when other processes write the
+            // token at the same time: tried again, a few times.
+            let mut generated = retry(|| s.generate_key(&mechanism, &template));
+            for _ in 0..4 {
+                if !matches!(
+                    generated,
+                    Err(CkError::Pkcs11(RvError::TemplateInconsistent, _))
+                ) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                generated = retry(|| s.generate_key(&mechanism, &template));
+            }
+            generated.map_err(|e| provider_error("C_GenerateKey", e))?;
             // Settled (and raced) on the next turn.
         }
     }
