@@ -421,11 +421,12 @@ fn a5_a_running_process_follows_another_processs_rotation() {
     opens_to(&custodian(&three, &store), &row, "ada@example.com");
 }
 
-/// Threads of one process share the provider (a pool of sessions): eight
-/// threads sealing for new subjects at once (each a new data key wrapped on
-/// the token) and opening with a cold cache, every envelope opens.
+/// A5 within one process: threads share the provider (a pool of
+/// sessions). Eight threads seal for new subjects at once (each a new data
+/// key wrapped on the token) and open with a cold cache: every envelope
+/// opens.
 #[test]
-fn threads_share_the_provider() {
+fn a5_threads_of_one_process_share_the_provider() {
     let Some(t) = token("threads") else {
         return;
     };
@@ -601,11 +602,11 @@ fn a5_processes_starting_together_agree_on_one_kek() {
     }
 }
 
-/// A wrong PIN or token label is an error that names neither the PIN nor
-/// any key. (In a process of its own: logging in is per process, and the
-/// other tests of this one are logged in.)
+/// A3 trying PINs: a wrong PIN or token label is an error that names
+/// neither the PIN nor any key. (In a process of its own: logging in is per
+/// process, and the other tests of this one are logged in.)
 #[test]
-fn a_wrong_pin_is_refused_without_echoing_it() {
+fn a3_a_wrong_pin_is_refused_without_echoing_it() {
     if token("wrong_pin").is_none() {
         return;
     }
