@@ -654,7 +654,9 @@ impl Pkcs11Provider {
         if !ok {
             return Err(KeyError::Provider("PKCS#11 C_Sign: not 32 bytes".into()).into());
         }
-        Keyring::from_master(master, [1])
+        let keyring = Keyring::from_master(master, [1]);
+        master.zeroize();
+        keyring
     }
 
     fn handle(&self, version: u32) -> Result<ObjectHandle, KeyError> {
