@@ -107,7 +107,9 @@
 //! - [`info`]: [`PersonalInfo`]; [`subject`]: [`SubjectId`], [`SubjectTag`].
 //! - [`consent`]: grants, withdrawals and proofs.
 //! - [`custodian`]: the runtime object.
-//! - [`crypto`]: envelopes, keys, pseudonyms; [`audit`]: events, sinks, the chain.
+//! - [`crypto`]: envelopes, keys, pseudonyms (key-encryption keys in an HSM
+//!   through PKCS#11 with the feature `pkcs11`); [`audit`]: events, sinks,
+//!   the chain.
 //! - [`transfer`], [`country`]: where data may go; [`retention`]: how long
 //!   it stays; [`report`]: a subject's own view; [`time`]: clocks.
 //! - [`policy`]: the rule table as data.

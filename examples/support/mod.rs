@@ -5,12 +5,11 @@
 #![allow(dead_code)]
 
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use privacy_pledge::audit::VerifiedTrail;
-use privacy_pledge::crypto::{KeyError, Keyring, KeyringStore};
+use privacy_pledge::crypto::{KeyError, Keyring, KeyringFile, KeyringStore};
 use zeroize::Zeroizing;
 
 /// Errors of the examples' own plumbing (files, SQLite, arguments).
@@ -74,30 +73,11 @@ pub fn write_keyring(path: &Path, keyring: &Keyring) -> Result<(), BoxError> {
     write_keyring_text(path, &keyring.export())
 }
 
-/// Writes a keyring's export text to `path` atomically (a new file, synced,
-/// then renamed over the old one: no reader sees a mix, and the old text is
-/// not kept beside it).
+/// Writes a keyring's export text to `path` atomically (the library's
+/// [`KeyringFile`]: a new file, synced, then renamed over the old one: no
+/// reader sees a mix, and the old text is not kept beside it).
 fn write_keyring_text(path: &Path, text: &str) -> Result<(), BoxError> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut options = fs::OpenOptions::new();
-    options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options
-        .open(&tmp)
-        .map_err(|e| format!("cannot create key file {}: {e}", tmp.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.write_all(b"\n")?;
-    file.sync_all()?;
-    fs::rename(&tmp, path)?;
-    // The rename itself is on disk once the directory is.
-    #[cfg(unix)]
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(())
+    Ok(KeyringFile::new(path).save(text)?)
 }
 
 /// The demo's keyring file as the custodian's [`KeyringStore`]: a rotation
@@ -121,26 +101,14 @@ impl KeyringStore for KeyFile {
 }
 
 /// Reads the keyring from `path`, or creates a fresh one there if the file
-/// does not exist.
+/// does not exist. Several processes may start on a new database at once:
+/// [`Keyring::load_or_create`] lets exactly one of them create the file,
+/// and the others read the winner's.
 pub fn read_or_create_keyring(path: &Path) -> Result<Keyring, BoxError> {
     if path.exists() {
         return read_keyring(path);
     }
-    // Several processes may start on a new database at once: each writes a
-    // candidate, and the first to link it into place wins; the others read
-    // the winner's.
-    let keyring = Keyring::generate()?;
-    let mut candidate = path.as_os_str().to_owned();
-    candidate.push(format!(".{}.new", std::process::id()));
-    let candidate = PathBuf::from(candidate);
-    write_keyring(&candidate, &keyring)?;
-    let linked = fs::hard_link(&candidate, path);
-    let _ = fs::remove_file(&candidate);
-    match linked {
-        Ok(()) => Ok(keyring),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_keyring(path),
-        Err(e) => Err(format!("cannot create key file {}: {e}", path.display()).into()),
-    }
+    Ok(Keyring::load_or_create(path)?)
 }
 
 // ---------------------------------------------------------------------------

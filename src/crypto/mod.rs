@@ -4,8 +4,8 @@
 //! Every subject gets its own 256-bit data key. Values are sealed under it with
 //! AES-256-GCM (or ChaCha20-Poly1305) and a random 96-bit nonce, bound to
 //! subject, data kind and purpose. The data key is stored only *wrapped* by a
-//! key-encryption key from a [`KeyProvider`] (the local [`Keyring`], or a
-//! host's KMS), in a [`KeyStore`] the host chooses. Destroying a subject's
+//! key-encryption key from a [`KeyProvider`] (the local [`Keyring`], an HSM
+//! through `Pkcs11Provider` with the feature `pkcs11`, or a host's KMS), in a [`KeyStore`] the host chooses. Destroying a subject's
 //! wrapped keys makes every envelope of that subject unreadable, wherever
 //! copies of it lie (crypto-shredding).
 //!
@@ -70,9 +70,12 @@
 mod aead;
 mod envelope;
 mod keyring;
+mod keyring_file;
 pub(crate) mod keyring_store;
 mod lookup;
 mod nonce;
+#[cfg(feature = "pkcs11")]
+mod pkcs11;
 pub(crate) mod poly;
 mod pseudonym;
 mod store;
@@ -83,8 +86,11 @@ use std::borrow::Cow;
 pub use aead::Algorithm;
 pub use envelope::{EnvelopeError, Sealed, FORMAT_VERSION};
 pub use keyring::{KeyProvider, Keyring, Wrapped};
+pub use keyring_file::KeyringFile;
 pub use keyring_store::{KeyringStore, MemoryKeyringStore};
 pub use lookup::{InvalidLookupToken, LookupKey, LookupRef, LookupToken};
+#[cfg(feature = "pkcs11")]
+pub use pkcs11::{Pkcs11Config, Pkcs11Provider};
 pub use pseudonym::{InvalidPseudonym, Pseudonym, PseudonymKey, PseudonymRef};
 pub use store::{
     Destroyed, KekState, KeyStore, KeyStoreError, MemoryKeyStore, StoredKey, SubjectKeys,

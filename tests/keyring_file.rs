@@ -1,0 +1,142 @@
+//! `Keyring::load_or_create` / `KeyringFile`: processes of a fleet starting
+//! together on a new deployment (threat-model actor A5) create the keyring
+//! file once, and all use that one keyring.
+
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use privacy_pledge::crypto::{KeyProvider, Keyring, KeyringFile, KeyringStore, Wrapped};
+
+use tempdir::TempDir;
+
+const CONTEXT: [u8; 36] = [5; 36];
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// Not a test of its own: the body of the child processes the test below
+/// spawns. Without `PP_KEYRING_CHILD` it does nothing. Waits for the start
+/// signal (a file), then loads or creates the keyring file and prints its
+/// signing key and a data key wrapped under it.
+#[test]
+fn child_process_entry() {
+    let Ok(path) = std::env::var("PP_KEYRING_CHILD") else {
+        return;
+    };
+    println!();
+    let path = PathBuf::from(path);
+    let go = path.with_extension("go");
+    while !go.exists() {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    let keyring = Keyring::load_or_create(&path).unwrap();
+    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    println!(
+        "CHILD {} {}",
+        keyring.checkpoint_signer().unwrap().public_key(),
+        hex(&wrapped.bytes)
+    );
+}
+
+fn spawn(path: &Path) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "child_process_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PP_KEYRING_CHILD", path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// A5: in each of five rounds, four processes are released at once on a
+/// keyring file that does not exist yet. Every one reports the same
+/// signing key, and what each wrapped unwraps with the keyring in the file:
+/// one creator won and everyone uses its keyring. No candidate file is left
+/// behind.
+#[test]
+fn a5_processes_starting_together_create_one_keyring_file() {
+    let dir = TempDir::named("keyring-file", "together");
+    for round in 0..5 {
+        let path = dir.path(&format!("round{round}.key"));
+        let children: Vec<_> = (0..4).map(|_| spawn(&path)).collect();
+        // Let them all reach the wait, then release them together.
+        std::thread::sleep(Duration::from_millis(300));
+        std::fs::write(path.with_extension("go"), b"").unwrap();
+        let lines: Vec<String> = children
+            .into_iter()
+            .map(|c| {
+                let out = c.wait_with_output().unwrap();
+                assert!(out.status.success(), "a child failed");
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("CHILD "))
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        let keyring = KeyringFile::new(&path).load_or_create().unwrap();
+        let public = keyring
+            .checkpoint_signer()
+            .unwrap()
+            .public_key()
+            .to_string();
+        for line in &lines {
+            let (key, wrapped) = line.split_once(' ').unwrap();
+            assert_eq!(key, public, "round {round}: two keyrings");
+            let wrapped = Wrapped {
+                kek_version: 1,
+                bytes: unhex(wrapped),
+            };
+            assert_eq!(*keyring.unwrap(&wrapped, &CONTEXT).unwrap(), [6; 32]);
+        }
+    }
+    let mut left: Vec<String> = std::fs::read_dir(dir.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".new"))
+        .collect();
+    left.sort();
+    assert!(left.is_empty(), "candidates left: {left:?}");
+}
+
+/// Saving replaces the file in one step and keeps it private; a second
+/// `load_or_create` reads what was saved.
+#[test]
+fn save_replaces_the_file_and_keeps_it_private() {
+    let dir = TempDir::named("keyring-file", "save");
+    let file = KeyringFile::new(dir.path("k.key"));
+    assert!(file.load().is_err());
+    let keyring = file.load_or_create().unwrap();
+    keyring.rotate().unwrap();
+    keyring.retire(1).unwrap();
+    file.save(&keyring.export()).unwrap();
+    assert_eq!(file.load_or_create().unwrap().versions(), vec![2]);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(file.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "readable by others: {mode:o}");
+    }
+    // Garbage in the file is an error that does not echo it.
+    std::fs::write(file.path(), "ppkr1.secret-looking-text").unwrap();
+    let err = file.load_or_create().unwrap_err().to_string();
+    assert!(!err.contains("secret-looking"), "{err}");
+}
