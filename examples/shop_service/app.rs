@@ -22,13 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use privacy_pledge::audit::{
@@ -221,6 +223,10 @@ impl Shop {
 // ---------------------------------------------------------------------------
 // Routes
 
+/// The largest request body the service reads, in bytes (16 KiB: a form
+/// is a few hundred). A larger one is a `413` before any of it is parsed.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
 /// The service's routes over `shop`.
 ///
 /// | route | body | answer |
@@ -233,10 +239,15 @@ impl Shop {
 /// | `DELETE /customers/{id}` | — | `200 {"erased_at", "index_entries_removed"}` |
 /// | `GET /healthz` | — | `200 {"status": "ok"}` |
 ///
-/// Errors are `{"error": …}` with `"field"` for bad input (`400`) and
-/// `"rule"` where a policy rule refused (`503` + `R10`: the audit trail was
+/// Every error is `{"error": …}` with `"field"` for bad input (`400`; a
+/// field the route does not take is refused too, by name) and `"rule"`
+/// where a policy rule refused (`503` + `R10`: the audit trail was
 /// unavailable and nothing happened; `503` + `R7`: the customer's consent
 /// row does not authenticate or cannot be read; `410` + `R11`: erased).
+/// The same shape answers an unknown route (`404`), a method the route
+/// does not have (`405`, with `Allow`), a body over [`BODY_LIMIT`]
+/// (`413`), a body sent without `Content-Type: application/json` (`415`)
+/// and one that is not JSON (`400`).
 pub fn router(shop: Arc<Shop>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -249,8 +260,23 @@ pub fn router(shop: Arc<Shop>) -> Router {
             put(subscribe).delete(unsubscribe),
         )
         .route("/customers/{id}/report", get(report))
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(shop.clone(), access_log))
         .with_state(shop)
+}
+
+async fn no_such_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        "this route does not take this method",
+    )
 }
 
 type Shared = State<Arc<Shop>>;
@@ -267,20 +293,42 @@ struct SignUp {
     phone: PhoneNumber,
 }
 
-async fn sign_up(State(shop): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let form = Form::from_body(&body)?;
+/// The body of `POST /customers`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignUpBody {
+    name: Field,
+    email: Field,
+    address: Field,
+    phone: Field,
+}
+
+async fn sign_up(
+    State(shop): Shared,
+    JsonBody(form): JsonBody<SignUpBody>,
+) -> Result<Response, ApiError> {
     let sign_up = SignUp {
-        name: form.parse("name", FullName::parse)?,
-        email: form.parse("email", EmailAddress::parse)?,
-        address: form.parse("address", PostalAddress::parse)?,
-        phone: form.parse("phone", PhoneNumber::parse)?,
+        name: parse("name", &form.name, FullName::parse)?,
+        email: parse("email", &form.email, EmailAddress::parse)?,
+        address: parse("address", &form.address, PostalAddress::parse)?,
+        phone: parse("phone", &form.phone, PhoneNumber::parse)?,
     };
     let subject = shop.run(move |shop| shop.sign_up(sign_up)).await?;
     Ok(created(json!({"customer": subject.to_string()})))
 }
 
-async fn login(State(shop): Shared, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let email = Form::from_body(&body)?.parse("email", EmailAddress::parse)?;
+/// The body of `POST /login`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: Field,
+}
+
+async fn login(
+    State(shop): Shared,
+    JsonBody(form): JsonBody<LoginBody>,
+) -> Result<Json<Value>, ApiError> {
+    let email = parse("email", &form.email, EmailAddress::parse)?;
     let subject = shop.run(move |shop| shop.login(&email)).await?;
     Ok(Json(json!({"customer": subject.to_string()})))
 }
@@ -293,14 +341,30 @@ struct OrderForm {
     card_token: PaymentToken,
 }
 
-async fn place_order(State(shop): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let form = Form::from_body(&body)?;
+/// The body of `POST /orders`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    customer: Field,
+    product: Field,
+    price_cents: Field,
+    currency: Field,
+    card_token: Field,
+}
+
+async fn place_order(
+    State(shop): Shared,
+    JsonBody(form): JsonBody<OrderBody>,
+) -> Result<Response, ApiError> {
     let order = OrderForm {
-        customer: form.id("customer")?,
-        product: form.text("product")?.to_owned(),
-        amount: Amount::new(form.number("price_cents")?, form.text("currency")?)
-            .map_err(|e| ApiError::invalid("currency", e))?,
-        card_token: form.parse("card_token", PaymentToken::parse)?,
+        customer: id("customer", &form.customer)?,
+        product: text("product", &form.product)?.to_owned(),
+        amount: Amount::new(
+            number("price_cents", &form.price_cents)?,
+            text("currency", &form.currency)?,
+        )
+        .map_err(|e| ApiError::invalid("currency", e))?,
+        card_token: parse("card_token", &form.card_token, PaymentToken::parse)?,
     };
     let (order, charge) = shop.run(move |shop| shop.place_order(order)).await?;
     Ok(created(json!({"order": order, "charge": charge})))
@@ -526,54 +590,121 @@ fn email_taken() -> ApiError {
 // ---------------------------------------------------------------------------
 // Request bodies and errors
 
-/// A JSON object from a request body. Every accessor names the field in
-/// its error and never repeats what the field held.
-struct Form(Map<String, Value>);
+/// A field of a request body as sent: any JSON value, or none. The
+/// functions below check it and name the field in their error, never what
+/// it held (serde's own messages quote the input: none is passed on).
+type Field = Option<Value>;
 
-impl Form {
-    fn from_body(body: &[u8]) -> Result<Form, ApiError> {
-        // serde's own messages quote the input: not one of them is passed on.
-        match serde_json::from_slice(body) {
-            Ok(Value::Object(map)) => Ok(Form(map)),
-            _ => Err(ApiError::new(
+fn text<'a>(field: &'static str, value: &'a Field) -> Result<&'a str, ApiError> {
+    match value {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(ApiError::field(field, "is missing")),
+        Some(_) => Err(ApiError::field(field, "must be a string")),
+    }
+}
+
+fn number(field: &'static str, value: &Field) -> Result<u64, ApiError> {
+    match value {
+        None | Some(Value::Null) => Err(ApiError::field(field, "is missing")),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| ApiError::field(field, "must be a whole number of at least 0")),
+    }
+}
+
+fn id(field: &'static str, value: &Field) -> Result<SubjectId, ApiError> {
+    text(field, value)?
+        .parse()
+        .map_err(|_| ApiError::field(field, "must be a customer id (32 hex digits)"))
+}
+
+/// The field parsed as a data kind: the kind's error names the rule
+/// ("invalid email address: there is no '@'"), never the value.
+fn parse<T>(
+    field: &'static str,
+    value: &Field,
+    parse: impl FnOnce(&str) -> Result<T, InvalidData>,
+) -> Result<T, ApiError> {
+    parse(text(field, value)?).map_err(|e| ApiError::invalid(field, e))
+}
+
+/// A request body: a JSON object (`Content-Type: application/json`, at
+/// most [`BODY_LIMIT`] bytes) with no field `T` does not name. Every way
+/// it can fail is an [`ApiError`] in the service's shape, and none repeats
+/// what the body held.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(object) = Json::<Map<String, Value>>::from_request(request, state)
+            .await
+            .map_err(rejected_body)?;
+        // `T` denies unknown fields; every field is an `Option<Value>`, so
+        // an unknown one is the only way this can fail.
+        T::deserialize(Value::Object(object))
+            .map(JsonBody)
+            .map_err(|e| unknown_field(&e))
+    }
+}
+
+/// axum's refusal of a body, in the service's shape (axum's own text
+/// quotes serde's message, which may quote the input).
+fn rejected_body(rejection: JsonRejection) -> ApiError {
+    let (status, message) = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, sent with Content-Type: application/json".to_owned(),
+        ),
+        JsonRejection::JsonSyntaxError(_) => (
+            StatusCode::BAD_REQUEST,
+            "the body is not valid JSON".to_owned(),
+        ),
+        JsonRejection::JsonDataError(_) => (
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object".to_owned(),
+        ),
+        r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        ),
+        r => (r.status(), "the body could not be read".to_owned()),
+    };
+    ApiError::new(status, None, &message)
+}
+
+/// A field the route does not take. The answer names it when it is a
+/// plain name (letters, digits, `_`, `-`, at most 64): it is the client's
+/// own key, not a value.
+fn unknown_field(e: &serde_json::Error) -> ApiError {
+    let message = e.to_string();
+    let name = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
+        .filter(|name| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    match name {
+        Some(name) => {
+            let mut a = ApiError::new(
                 StatusCode::BAD_REQUEST,
                 None,
-                "the body must be a JSON object",
-            )),
+                &format!("{name} is not a field of this request"),
+            );
+            a.body["field"] = name.into();
+            a
         }
-    }
-
-    fn text(&self, field: &'static str) -> Result<&str, ApiError> {
-        match self.0.get(field) {
-            Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(ApiError::field(field, "must be a string")),
-            None => Err(ApiError::field(field, "is missing")),
-        }
-    }
-
-    fn number(&self, field: &'static str) -> Result<u64, ApiError> {
-        match self.0.get(field) {
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| ApiError::field(field, "must be a whole number of at least 0")),
-            None => Err(ApiError::field(field, "is missing")),
-        }
-    }
-
-    fn id(&self, field: &'static str) -> Result<SubjectId, ApiError> {
-        self.text(field)?
-            .parse()
-            .map_err(|_| ApiError::field(field, "must be a customer id (32 hex digits)"))
-    }
-
-    /// The field parsed as a data kind: the kind's error names the rule
-    /// ("invalid email address: there is no '@'"), never the value.
-    fn parse<T>(
-        &self,
-        field: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, InvalidData>,
-    ) -> Result<T, ApiError> {
-        parse(self.text(field)?).map_err(|e| ApiError::invalid(field, e))
+        None => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            "the body has a field this request does not take",
+        ),
     }
 }
 

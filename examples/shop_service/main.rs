@@ -19,7 +19,15 @@
 //!
 //! Bad input is a `400` (`409`, `404`, `410` where they fit) with
 //! `{"error": "...", "field": "..."}`: the field and the rule it broke
-//! ("invalid email address: there is no '@'"), never the value. A failing
+//! ("invalid email address: there is no '@'"), never the value. A field
+//! the route does not take is refused the same way, by its name
+//! (`{"newsletter": true}` at sign-up is a `400` naming `newsletter`, not a
+//! customer who silently got no newsletter). Every other error has the same
+//! `{"error": "..."}` shape: an unknown route is a `404`, a method the
+//! route does not have a `405` (with `Allow`), a body sent without
+//! `Content-Type: application/json` a `415`, one that is not JSON or not an
+//! object a `400`, and a body over **16 KiB** (`app::BODY_LIMIT`) a `413`,
+//! refused before it is parsed. No error repeats what the body held. A failing
 //! audit sink or key store is a `503` with `"rule": "R10"`, and nothing
 //! happened: the custodian refuses a use before it takes place, so no row
 //! is written and nothing reaches the payment processor. A consent row
