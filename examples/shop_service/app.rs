@@ -47,9 +47,11 @@ use privacy_pledge::store::postgres::{postgres, PgStore};
 use privacy_pledge::store::sqlite::rusqlite;
 use privacy_pledge::store::sqlite::SqliteStore;
 use privacy_pledge::store::{AuditStreamSink, BatchWriter};
-use privacy_pledge::{Custodian, Error, LookupToken, PersonalInfo, Sealed, SubjectId};
+use privacy_pledge::{
+    Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
+};
 
-use crate::support::{self, BoxError, Database, PaymentProcessor, Store};
+use crate::support::{self, BoxError, Database, PaymentProcessor, Row, Store};
 
 // ---------------------------------------------------------------------------
 // State
@@ -454,18 +456,15 @@ impl Shop {
             return Err(email_taken());
         }
         let subject = SubjectId::try_random()?;
-        let name: PersonalInfo<FullName, Transaction> = c.collect(subject, form.name)?;
-        let email: PersonalInfo<EmailAddress, Transaction> = c.collect(subject, form.email)?;
-        let address: PersonalInfo<PostalAddress, Transaction> = c.collect(subject, form.address)?;
-        let phone: PersonalInfo<PhoneNumber, Transaction> = c.collect(subject, form.phone)?;
-        let row = CustomerRow {
-            name: c.seal(&name)?,
-            email: c.seal(&email)?,
-            address: c.seal(&address)?,
-            phone: c.seal(&phone)?,
+        let customer = Customer {
+            name: c.collect(subject, form.name)?,
+            email: c.collect(subject, form.email)?,
+            address: c.collect(subject, form.address)?,
+            phone: c.collect(subject, form.phone)?,
         };
-        let index = c.lookup_token(&email)?;
-        self.tables.insert_customer(subject, &row, &index)?;
+        // One audited seal per field, and the email's lookup token.
+        let row = c.seal_record(&customer)?;
+        self.tables.insert_customer(&row)?;
         Ok(subject)
     }
 
@@ -519,8 +518,7 @@ impl Shop {
             .customer(subject)?
             .ok_or_else(|| ApiError::not_found("no such customer"))?;
         let orders = self.tables.orders(subject)?;
-        let mut records: Vec<&dyn StoredRecord> =
-            vec![&row.name, &row.email, &row.address, &row.phone];
+        let mut records: Vec<&dyn StoredRecord> = row.records();
         records.extend(orders.iter().map(|o| o as &dyn StoredRecord));
         // The checkpoints before the trail: a checkpoint signed in between
         // would name entries the trail read earlier does not have.
@@ -885,12 +883,31 @@ CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
 COMMIT;
 ";
 
-/// A customer's row: every field a sealed envelope.
-struct CustomerRow {
-    name: Sealed<FullName, Transaction>,
-    email: Sealed<EmailAddress, Transaction>,
-    address: Sealed<PostalAddress, Transaction>,
-    phone: Sealed<PhoneNumber, Transaction>,
+/// A customer: every field collected for the purchase, sealed as a whole
+/// into a `customers` row (`SealedCustomer`), the email's lookup token in
+/// `email_index`.
+#[derive(PersonalRecord)]
+struct Customer {
+    name: PersonalInfo<FullName, Transaction>,
+    #[pledge(lookup)]
+    email: PersonalInfo<EmailAddress, Transaction>,
+    address: PersonalInfo<PostalAddress, Transaction>,
+    phone: PersonalInfo<PhoneNumber, Transaction>,
+}
+
+/// The columns of a `SealedCustomer` under the names its row constructors
+/// read (`SealedRecord::COLUMNS`): the table calls the lookup column
+/// `email_index`, and an erased customer's is empty (the receipt's token
+/// was removed), read as 32 zero bytes, the token of no address.
+fn customer_columns(db: &Store) -> &'static str {
+    match db {
+        Store::Sqlite(_) => {
+            "subject, name, email, COALESCE(email_index, zeroblob(32)) AS email_lookup, address, phone"
+        }
+        Store::Postgres(_) => {
+            "subject, name, email, COALESCE(email_index, decode(repeat('00', 32), 'hex')) AS email_lookup, address, phone"
+        }
+    }
 }
 
 /// The shop's statements, the same SQL on both databases (`$1`, `$2`, …);
@@ -919,24 +936,18 @@ impl Tables {
         out.map_err(db_error)
     }
 
-    fn insert_customer(
-        &self,
-        subject: SubjectId,
-        row: &CustomerRow,
-        index: &LookupToken<EmailAddress>,
-    ) -> Result<(), ApiError> {
-        let r = row;
+    fn insert_customer(&self, row: &SealedCustomer) -> Result<(), ApiError> {
         self.timed(|db| {
             db.execute(
                 "INSERT INTO customers (subject, name, email, address, phone, email_index)
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
-                    &subject.to_string(),
-                    &r.name,
-                    &r.email,
-                    &r.address,
-                    &r.phone,
-                    index,
+                    &row.subject.to_string(),
+                    &row.name,
+                    &row.email,
+                    &row.address,
+                    &row.phone,
+                    &row.email_lookup,
                 ],
             )
         })
@@ -968,17 +979,20 @@ impl Tables {
         Ok(!found.is_empty())
     }
 
-    fn customer(&self, subject: SubjectId) -> Result<Option<CustomerRow>, ApiError> {
+    /// The customer's row, mapped by column name with the constructors
+    /// `#[derive(PersonalRecord)]` generates.
+    fn customer(&self, subject: SubjectId) -> Result<Option<SealedCustomer>, ApiError> {
         let mut rows = self.timed(|db| {
             db.query(
-                "SELECT name, email, address, phone FROM customers WHERE subject = $1",
+                &format!(
+                    "SELECT {} FROM customers WHERE subject = $1",
+                    customer_columns(db)
+                ),
                 &[&subject.to_string()],
-                |r| {
-                    Ok(CustomerRow {
-                        name: r.get(0)?,
-                        email: r.get(1)?,
-                        address: r.get(2)?,
-                        phone: r.get(3)?,
+                |row| {
+                    Ok(match row {
+                        Row::Sqlite(r) => SealedCustomer::from_row(r)?,
+                        Row::Postgres(r) => SealedCustomer::from_pg_row(r)?,
                     })
                 },
             )
