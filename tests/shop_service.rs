@@ -13,6 +13,8 @@ mod support;
 
 #[path = "../examples/shop_service/app.rs"]
 mod app;
+#[path = "common/examples.rs"]
+mod examples;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -1256,4 +1258,118 @@ async fn report_shows_consent_grant_and_withdrawal_times() {
     let withdrawn_at = c["withdrawn_at"].as_u64().expect("withdrawal time");
     assert!(withdrawn_at > granted_at, "{c}");
     s.stop().await;
+}
+
+/// The `shop_service` program, stopped with SIGTERM after serving a few
+/// requests, shuts down cleanly (exit 0) and leaves a signed checkpoint
+/// covering its stream's last entry: a verifier with the public key alone
+/// vouches for the whole stream (A4), with no entry after the checkpoint
+/// that could be cut unnoticed.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_sigterm_leaves_a_checkpoint_covering_the_last_entry() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore};
+    use privacy_pledge::store::sqlite::SqliteStore;
+
+    let dir = temp_dir("sigterm");
+    let db = dir.join("shop.db");
+    let mut child = Command::new(examples::example_binary("shop_service"))
+        .arg("--port")
+        .arg("0")
+        .arg("--db")
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (base, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let base = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+            .expect("the service says where it listens");
+        (base, lines)
+    })
+    .await
+    .unwrap();
+
+    let http: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(
+                body.map_or(Bytes::new(), |b| Bytes::from(b.to_string())),
+            ))
+            .unwrap();
+        let http = http.clone();
+        async move {
+            let response = http.request(request).await.unwrap();
+            let status = response.status();
+            let raw = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&raw).unwrap())
+        }
+    };
+    let ada = Person::new(&tag(), 1);
+    let (status, json) = call(Method::POST, "/customers".into(), Some(ada.form())).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let id = json["customer"].as_str().unwrap().to_owned();
+    let order = json!({"customer": id, "product": "Data Recovery Pro", "price_cents": 6_995,
+                       "currency": "USD", "card_token": ada.card});
+    let (status, _) = call(Method::POST, "/orders".into(), Some(order)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(Method::PUT, format!("/customers/{id}/newsletter"), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, said) = tokio::task::spawn_blocking(move || {
+        let said: Vec<String> = rest.map(Result::unwrap).collect();
+        (child.wait().unwrap(), said)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}: {said:?}");
+    assert!(said.iter().any(|l| l.contains("signed into")), "{said:?}");
+
+    // The database, the checkpoint directory and the public key, as the
+    // auditor gets them.
+    let trail = SqliteStore::open_read_only(&db).unwrap().trail().unwrap();
+    assert!(
+        trail.len() >= 10,
+        "sign-up, order, consent: {}",
+        trail.len()
+    );
+    let checkpoints = DirCheckpointStore::new(support::checkpoint_dir_for(&db))
+        .unwrap()
+        .load()
+        .unwrap();
+    let public_key: CheckpointKey = std::fs::read_to_string(support::public_key_file_for(&db))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let report = verify_public(&trail, &public_key, &checkpoints);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.streams.len(), 1, "one process, one stream");
+    let stream = &report.streams[0];
+    let head = stream.result.unwrap();
+    assert_eq!(head.seq(), trail.len() as u64);
+    assert_eq!(
+        stream.vouched_through,
+        Some(head.seq()),
+        "the checkpoint covers the last entry"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -46,7 +46,7 @@ use privacy_pledge::report::StoredRecord;
 use privacy_pledge::store::postgres::{postgres, PgStore};
 use privacy_pledge::store::sqlite::rusqlite;
 use privacy_pledge::store::sqlite::SqliteStore;
-use privacy_pledge::store::{AuditStreamSink, BatchWriter};
+use privacy_pledge::store::{AuditStreamSink, BatchWriter, CheckpointGuard};
 use privacy_pledge::{
     Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
 };
@@ -63,7 +63,9 @@ pub struct Shop {
     payments: PaymentProcessor,
     checkpoints: DirCheckpointStore,
     public_key: CheckpointKey,
-    sign: Box<dyn Fn() -> Result<SignedCheckpoint, AuditError> + Send + Sync>,
+    /// Signs the audit stream's head when the shop is dropped, however the
+    /// process gets there (clean shutdown, an error, a panic).
+    guard: CheckpointGuard,
     log: Box<dyn Fn(&str) + Send + Sync>,
     stats: Stats,
 }
@@ -149,7 +151,7 @@ impl Shop {
             payments: PaymentProcessor::default(),
             checkpoints,
             public_key,
-            sign: Box::new(move || sink.sign_checkpoint()),
+            guard: sink.checkpoint_guard(),
             log: Box::new(|line| eprintln!("{line}")),
             stats: Stats::default(),
         })
@@ -165,8 +167,10 @@ impl Shop {
 
     /// Clean shutdown: signs the audit stream's head into the checkpoint
     /// directory, so a verifier with the public key vouches for all of it.
+    /// (Dropping the shop signs too, through its [`CheckpointGuard`]: this
+    /// gives the checkpoint, or the error, in hand.)
     pub fn shut_down(&self) -> Result<SignedCheckpoint, AuditError> {
-        (self.sign)()
+        self.guard.sign()
     }
 
     /// The custodian (tests read its trail through it).

@@ -70,7 +70,11 @@
 //!
 //! Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM; the audit
 //! stream's head is signed into the checkpoint directory first), 1 when
-//! the service could not start or failed, 2 for bad arguments.
+//! the service could not start or failed, 2 for bad arguments. The shop
+//! holds a `store::CheckpointGuard`, so the head is signed on every way out
+//! once the shop is open — a failure to serve, or a panic, included — and
+//! a verifier with the public key vouches for the stream to its last entry
+//! (tested by stopping the program with SIGTERM).
 
 #![forbid(unsafe_code)]
 
@@ -156,19 +160,19 @@ async fn serve(args: Args) -> Result<(), BoxError> {
     let database = args.database.clone();
     let shop = tokio::task::spawn_blocking(move || app::Shop::open(&database)).await??;
     let shop = Arc::new(shop);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
-    println!("database: {}", args.database.describe());
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app::router(shop.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    // Clean shutdown: the stream's head, signed, goes to the checkpoint
-    // directory outside the database; a verifier needs only the public key.
+    let served = listen(&args, shop.clone()).await;
+    // Shutdown, clean (Ctrl-C, SIGTERM) or not: the stream's head, signed,
+    // goes to the checkpoint directory outside the database; a verifier
+    // needs only the public key. The shop is dropped off the async workers
+    // (the synchronous `postgres` client must be), and its checkpoint
+    // guard signs once more on the way, should this signature fail.
     let (dir, public_key) = {
         let (store, key) = shop.checkpoints();
         (store.path().to_owned(), key)
     };
-    let signed = tokio::task::spawn_blocking(move || shop.shut_down()).await??;
+    let signed = tokio::task::spawn_blocking(move || shop.shut_down()).await?;
+    served?;
+    let signed = signed?;
     println!(
         "audit stream {}: head {} signed into {}",
         signed.stream(),
@@ -176,6 +180,17 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         dir.display()
     );
     println!("public key: {public_key}");
+    Ok(())
+}
+
+/// Serves `shop` until Ctrl-C or SIGTERM.
+async fn listen(args: &Args, shop: Arc<app::Shop>) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    println!("database: {}", args.database.describe());
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app::router(shop))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 

@@ -54,7 +54,7 @@ pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stream_sink;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use stream_sink::{AuditStreamSink, BatchWriter, Row};
+pub use stream_sink::{AuditStreamSink, BatchWriter, CheckpointGuard, Row};
 
 /// A token noted for a subject in `pp_subject_pseudonyms`, as the JSON of a
 /// [`PseudonymRef`](crate::crypto::PseudonymRef) (`{"kind":…,"token":…}`)
