@@ -1106,6 +1106,22 @@ async fn unknown_fields_are_refused_naming_the_field() {
     s.stop().await;
 }
 
+/// A customer id in a path that does not even decode (not UTF-8) is a
+/// `400` naming `id`, in the service's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_path_id_is_a_400_json_error() {
+    let s = start_sqlite("path").await;
+    for (method, path) in [
+        (Method::GET, "/customers/%FFzorblax/report"),
+        (Method::PUT, "/customers/%FFzorblax/newsletter"),
+        (Method::DELETE, "/customers/%FFzorblax"),
+    ] {
+        let r = s.call(method, path, None).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some("id"), "zorblax");
+    }
+    s.stop().await;
+}
+
 /// An unknown route is a `404` in the service's error shape.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_route_is_a_404_json_error() {

@@ -23,7 +23,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, MatchedPath, Path, Request, State};
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -376,28 +379,36 @@ async fn place_order(
     Ok(created(json!({"order": order, "charge": charge})))
 }
 
-async fn subscribe(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let subject = parse_id(&id)?;
+async fn subscribe(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Json<Value>, ApiError> {
     shop.run(move |shop| shop.newsletter(subject, true))
         .await
         .map(Json)
 }
 
-async fn unsubscribe(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let subject = parse_id(&id)?;
+async fn unsubscribe(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Json<Value>, ApiError> {
     shop.run(move |shop| shop.newsletter(subject, false))
         .await
         .map(Json)
 }
 
-async fn report(State(shop): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let subject = parse_id(&id)?;
+async fn report(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Response, ApiError> {
     let json = shop.run(move |shop| shop.report(subject)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-async fn erase(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let subject = parse_id(&id)?;
+async fn erase(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Json<Value>, ApiError> {
     shop.run(move |shop| shop.erase(subject)).await.map(Json)
 }
 
@@ -438,9 +449,21 @@ fn created(body: Value) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn parse_id(id: &str) -> Result<SubjectId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::field("id", "must be a customer id (32 hex digits)"))
+/// The `{id}` of a route: a customer id (32 hex digits), or a `400` in the
+/// service's shape naming `id` (axum's own refusal of a path that does not
+/// decode is plain text).
+struct CustomerId(SubjectId);
+
+impl<S: Send + Sync> FromRequestParts<S> for CustomerId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = || ApiError::field("id", "must be a customer id (32 hex digits)");
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad())?;
+        id.parse().map(CustomerId).map_err(|_| bad())
+    }
 }
 
 // ---------------------------------------------------------------------------
