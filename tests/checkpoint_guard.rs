@@ -153,3 +153,38 @@ fn a_signature_that_cannot_be_kept_on_drop_is_counted() {
     drop(guard);
     assert_eq!(s.sink.checkpoint_failures(), 1, "drop counts it");
 }
+
+/// The store's `verified_trail`: checkpoints loaded, trail read and
+/// verified under the custodian's keys in one call; fully vouched once the
+/// guard has signed, and refused once an entry is cut from the end (A2).
+#[test]
+fn verified_trail_is_vouched_to_the_end_and_refuses_a_cut() {
+    let s = setup();
+    let guard = s.sink.checkpoint_guard();
+    use_data(&s.custodian);
+    let unsigned = s
+        .store
+        .verified_trail(&s.custodian, s.kept.as_ref())
+        .unwrap();
+    assert!(!unsigned.is_fully_vouched(), "nothing signed yet");
+    guard.finish().unwrap();
+    let signed = s
+        .store
+        .verified_trail(&s.custodian, s.kept.as_ref())
+        .unwrap();
+    assert!(signed.is_fully_vouched());
+
+    // A2 deletes the last entry: the signed checkpoint names it.
+    s.store.with_connection(|c| {
+        c.execute(
+            "DELETE FROM pp_audit_log WHERE id = (SELECT MAX(id) FROM pp_audit_log)",
+            [],
+        )
+        .unwrap()
+    });
+    let cut = s.store.verified_trail(&s.custodian, s.kept.as_ref());
+    assert!(
+        matches!(cut, Err(privacy_pledge::Error::Untrusted(_))),
+        "{cut:?}"
+    );
+}

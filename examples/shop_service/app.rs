@@ -37,7 +37,7 @@ use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use privacy_pledge::audit::{
-    AuditError, AuditSink, CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint,
+    AuditError, AuditSink, CheckpointKey, DirCheckpointStore, SignedCheckpoint,
 };
 use privacy_pledge::crypto::{Keyring, LookupRef};
 use privacy_pledge::data::{
@@ -547,14 +547,11 @@ impl Shop {
         let orders = self.tables.orders(subject)?;
         let mut records: Vec<&dyn StoredRecord> = row.records();
         records.extend(orders.iter().map(|o| o as &dyn StoredRecord));
-        // The checkpoints before the trail: a checkpoint signed in between
-        // would name entries the trail read earlier does not have.
-        let checkpoints = self.checkpoints.load()?;
-        let events = match &self.tables.store {
-            Store::Sqlite(s) => s.trail()?,
-            Store::Postgres(p) => p.trail()?,
+        let (c, checkpoints) = (&self.custodian, &self.checkpoints);
+        let trail = match &self.tables.store {
+            Store::Sqlite(s) => s.verified_trail(c, checkpoints)?,
+            Store::Postgres(p) => p.verified_trail(c, checkpoints)?,
         };
-        let trail = self.custodian.verify_stream_trail(events, &checkpoints)?;
         let report = self.custodian.subject_report(subject, &records, &trail)?;
         let json = report
             .to_json()

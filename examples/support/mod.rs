@@ -288,7 +288,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // ---------------------------------------------------------------------------
 // The host's custodian on the crate's own store
 
-use privacy_pledge::audit::{CheckpointKey, CheckpointStore, DirCheckpointStore, SignedCheckpoint};
+use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore, SignedCheckpoint};
 use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::store::{AuditStreamSink, BatchWriter, CheckpointGuard};
@@ -440,10 +440,11 @@ impl StoreShop {
     /// The whole trail, every stream verified under the custodian's keys
     /// against the signed checkpoints.
     pub fn verified_trail(&self) -> Result<VerifiedTrail, BoxError> {
-        let checkpoints = DirCheckpointStore::new(&self.checkpoints)?.load()?;
-        Ok(self
-            .custodian
-            .verify_stream_trail(self.store.trail()?, &checkpoints)?)
+        let checkpoints = DirCheckpointStore::new(&self.checkpoints)?;
+        Ok(match &self.store {
+            Store::Sqlite(s) => s.verified_trail(&self.custodian, &checkpoints)?,
+            Store::Postgres(s) => s.verified_trail(&self.custodian, &checkpoints)?,
+        })
     }
 }
 

@@ -56,6 +56,21 @@ mod stream_sink;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use stream_sink::{AuditStreamSink, BatchWriter, CheckpointGuard, Row};
 
+/// Loads the newest checkpoints, *then* reads the trail, and verifies it
+/// under the custodian's keys: in this order a checkpoint signed meanwhile
+/// by another process cannot name entries the trail read lacks (which
+/// would look like entries cut from the end).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn verified_trail(
+    custodian: &crate::Custodian,
+    checkpoints: &dyn crate::audit::CheckpointStore,
+    trail: impl FnOnce() -> Result<Vec<crate::audit::AuditEvent>, StoreError>,
+) -> Result<crate::audit::VerifiedTrail, crate::Error> {
+    let checkpoints = checkpoints.load()?;
+    let events = trail().map_err(|e| crate::audit::AuditError::new(e.to_string()))?;
+    custodian.verify_stream_trail(events, &checkpoints)
+}
+
 /// A token noted for a subject in `pp_subject_pseudonyms`, as the JSON of a
 /// [`PseudonymRef`](crate::crypto::PseudonymRef) (`{"kind":…,"token":…}`)
 /// or of a [`LookupRef`](crate::crypto::LookupRef) (`{"lookup":…,"token":…}`).

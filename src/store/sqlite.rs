@@ -323,6 +323,25 @@ impl SqliteStore {
         .map_err(|_| StoreError::Random)
     }
 
+    /// The whole trail, every stream verified by `custodian` under its own
+    /// keys against the newest signed checkpoints in `checkpoints` (the
+    /// store outside the database the sinks sign into): what
+    /// [`Custodian::subject_report`](crate::Custodian::subject_report) and
+    /// [`Consents::restore`](crate::consent::Consents::restore) take.
+    ///
+    /// The checkpoints are loaded before the trail is read, so a checkpoint
+    /// another process signs meanwhile names no entry the trail lacks. A
+    /// trail that does not verify is [`Error::Untrusted`](crate::Error::Untrusted);
+    /// a store or checkpoint store that cannot be read is
+    /// [`Error::Audit`](crate::Error::Audit).
+    pub fn verified_trail(
+        &self,
+        custodian: &crate::Custodian,
+        checkpoints: &dyn crate::audit::CheckpointStore,
+    ) -> Result<crate::audit::VerifiedTrail, crate::Error> {
+        super::verified_trail(custodian, checkpoints, || self.trail())
+    }
+
     /// Every entry of `pp_audit_log`, in append order, for
     /// [`verify_streams`](crate::audit::verify_streams).
     ///
