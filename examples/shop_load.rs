@@ -23,8 +23,13 @@
 //! 127.0.0.1 only; each phase stops after its time (and at most 1,000,000
 //! requests). The access log is off.
 //!
-//! Exit status: 0 done, 1 failed (a request answered with an error
-//! included), 2 bad arguments.
+//! Ctrl-C or SIGTERM stops the run: the clients send nothing more, the
+//! requests under way are answered, and the audit stream's head is signed
+//! (the shop's `CheckpointGuard` signs it on every way out), so the trail
+//! the run left verifies to its end with the public key.
+//!
+//! Exit status: 0 done, 1 failed or interrupted (a request answered with an
+//! error included), 2 bad arguments.
 
 #![forbid(unsafe_code)]
 
@@ -35,7 +40,7 @@ mod support;
 mod app;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -141,6 +146,16 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let base = format!("http://{}", listener.local_addr()?);
     let router = app::router(shop.clone());
     server.spawn(async move { axum::serve(listener, router).await });
+    // Ctrl-C or SIGTERM: the clients stop sending (watched on the server's
+    // runtime, which runs all along).
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        server.spawn(async move {
+            interrupted().await;
+            stop.store(true, Ordering::Relaxed);
+        });
+    }
 
     let clients = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -149,7 +164,25 @@ fn run(args: &Args) -> Result<(), BoxError> {
         http: Client::builder(TokioExecutor::new()).build_http(),
         base,
         clients: args.clients,
+        stop,
     });
+    let outcome = phases(args, &clients, &load, &shop);
+    // However the phases ended — done, failed or interrupted — the server
+    // stops and the stream's head is signed.
+    drop(server);
+    let signed = shop.shut_down();
+    outcome?;
+    signed?;
+    Ok(())
+}
+
+/// The sign-ups, then the reports, orders and reports again.
+fn phases(
+    args: &Args,
+    clients: &tokio::runtime::Runtime,
+    load: &Arc<Load>,
+    shop: &Arc<app::Shop>,
+) -> Result<(), BoxError> {
     println!(
         "database: {}; {} clients, {} server workers, {} s a phase",
         args.database.describe(),
@@ -165,9 +198,9 @@ fn run(args: &Args) -> Result<(), BoxError> {
     // Sign-ups: a fixed number.
     let forms: Vec<String> = (0..args.customers).map(|i| form(i).to_string()).collect();
     let signed_up = phase(
-        &clients,
-        &load,
-        &shop,
+        clients,
+        load,
+        shop,
         "POST /customers",
         None,
         Arc::new(move |i| {
@@ -194,18 +227,18 @@ fn run(args: &Args) -> Result<(), BoxError> {
         })
     };
     phase(
-        &clients,
-        &load,
-        &shop,
+        clients,
+        load,
+        shop,
         "GET /customers/{id}/report",
         time,
         report(ids.clone()),
     )?;
     let customers = ids.clone();
     phase(
-        &clients,
-        &load,
-        &shop,
+        clients,
+        load,
+        shop,
         "POST /orders",
         time,
         Arc::new(move |i| {
@@ -215,17 +248,31 @@ fn run(args: &Args) -> Result<(), BoxError> {
         }),
     )?;
     phase(
-        &clients,
-        &load,
-        &shop,
+        clients,
+        load,
+        shop,
         "GET /customers/{id}/report",
         time,
         report(ids),
     )?;
-
-    drop(server);
-    shop.shut_down()?;
     Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on Unix: whichever comes first (never, if neither
+/// can be watched).
+async fn interrupted() {
+    #[cfg(unix)]
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        return;
+    }
+    if tokio::signal::ctrl_c().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The request a client sends `i`-th in its phase, if any is left.
@@ -235,6 +282,8 @@ struct Load {
     http: Client<HttpConnector, Full<Bytes>>,
     base: String,
     clients: usize,
+    /// Set on Ctrl-C or SIGTERM: send nothing more.
+    stop: Arc<AtomicBool>,
 }
 
 /// Runs one phase: `clients` loops, each taking the next request from
@@ -259,7 +308,9 @@ fn phase(
             let (load, next, counter) = (load.clone(), next.clone(), counter.clone());
             loops.push(tokio::spawn(async move {
                 let mut out = Vec::new();
-                while deadline.is_none_or(|d| Instant::now() < d) {
+                while deadline.is_none_or(|d| Instant::now() < d)
+                    && !load.stop.load(Ordering::Relaxed)
+                {
                     let i = counter.fetch_add(1, Ordering::Relaxed);
                     let Some((method, path, body)) = next(i).filter(|_| i < MAX_REQUESTS) else {
                         break;
@@ -277,6 +328,9 @@ fn phase(
         }
         Ok::<_, BoxError>(all)
     })?;
+    if load.stop.load(Ordering::Relaxed) {
+        return Err(format!("{name}: interrupted (Ctrl-C or SIGTERM)").into());
+    }
     let elapsed = start.elapsed();
     let after = shop.stats();
 

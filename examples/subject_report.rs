@@ -28,9 +28,9 @@ use std::process::ExitCode;
 use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress, PurchaseRecord};
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::report::StoredRecord;
-use privacy_pledge::{Sealed, SubjectId};
+use privacy_pledge::{PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId};
 
-use support::{BoxError, Database, Store};
+use support::{BoxError, Database, Row, Store};
 
 struct Args {
     db: Database,
@@ -88,43 +88,50 @@ fn parse_args() -> Result<Args, BoxError> {
     })
 }
 
+/// The customer record `checkout` seals into `customers`; a report reads
+/// no index, so it leaves out the email's lookup column.
+#[derive(PersonalRecord)]
+struct Customer {
+    name: PersonalInfo<FullName, Transaction>,
+    email: PersonalInfo<EmailAddress, Transaction>,
+    address: PersonalInfo<PostalAddress, Transaction>,
+    phone: PersonalInfo<PhoneNumber, Transaction>,
+}
+
 /// The customer's rows as typed envelopes: the `customers` row and every order.
 struct Rows {
-    name: Sealed<FullName, Transaction>,
-    email: Sealed<EmailAddress, Transaction>,
-    address: Sealed<PostalAddress, Transaction>,
-    phone: Sealed<PhoneNumber, Transaction>,
+    customer: SealedCustomer,
     orders: Vec<Sealed<PurchaseRecord, Transaction>>,
 }
 
 impl Rows {
     fn load(db: &Store, subject: SubjectId) -> Result<Rows, BoxError> {
         let id = subject.to_string();
+        // Mapped by column name with the constructors the derive generates.
         let mut customer = db.query(
-            "SELECT name, email, address, phone FROM customers WHERE subject = $1",
+            &format!(
+                "SELECT {} FROM customers WHERE subject = $1",
+                SealedCustomer::COLUMNS.join(", ")
+            ),
             &[&id],
             |row| {
-                Ok(Rows {
-                    name: row.get(0)?,
-                    email: row.get(1)?,
-                    address: row.get(2)?,
-                    phone: row.get(3)?,
-                    orders: Vec::new(),
+                Ok(match row {
+                    Row::Sqlite(r) => SealedCustomer::from_row(r)?,
+                    Row::Postgres(r) => SealedCustomer::from_pg_row(r)?,
                 })
             },
         )?;
-        let mut rows = customer.pop().ok_or("no such customer (--subject)")?;
-        rows.orders = db.query(
+        let customer = customer.pop().ok_or("no such customer (--subject)")?;
+        let orders = db.query(
             "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
             &[&id],
             |row| row.get(0),
         )?;
-        Ok(rows)
+        Ok(Rows { customer, orders })
     }
 
     fn records(&self) -> Vec<&dyn StoredRecord> {
-        let mut all: Vec<&dyn StoredRecord> =
-            vec![&self.name, &self.email, &self.address, &self.phone];
+        let mut all = self.customer.records();
         all.extend(self.orders.iter().map(|o| o as &dyn StoredRecord));
         all
     }

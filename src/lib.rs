@@ -138,6 +138,7 @@ pub mod record;
 mod reentry;
 pub mod report;
 pub mod retention;
+mod rows;
 pub mod store;
 pub mod subject;
 pub mod time;
@@ -154,6 +155,13 @@ pub use crate::subject::{SubjectId, SubjectTag};
 #[cfg(feature = "derive")]
 pub use privacy_pledge_derive::PersonalRecord;
 pub use secrecy::ExposeSecret;
+
+/// What the code `#[derive(PersonalRecord)]` writes calls into: not API.
+#[doc(hidden)]
+pub mod __private {
+    #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+    pub use sqlx;
+}
 
 /// The README's Rust example, compiled and run as a doc test.
 #[cfg(doctest)]

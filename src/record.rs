@@ -172,6 +172,72 @@
 //! storage: [`open_record`](Custodian::open_record) checks the envelopes'
 //! subjects, not the tokens beside them.
 //!
+//! # Rows
+//!
+//! The sealed struct reads itself from a row of each database client the
+//! crate's features enable, every column by its name
+//! ([`SealedRecord::COLUMNS`]), so a query selects the columns by name in
+//! any order and a row maps with no hand-written code:
+//!
+//! | feature of `privacy-pledge` | generated |
+//! |---|---|
+//! | `sqlite` | `SealedX::from_row(&rusqlite::Row) -> rusqlite::Result<SealedX>` |
+//! | `postgres` | `SealedX::from_pg_row(&postgres::Row) -> Result<SealedX, postgres::Error>` |
+//! | `sqlx-sqlite`, `sqlx-postgres` | `impl sqlx::FromRow<'_, R> for SealedX` (`query_as`), for any sqlx row that reads every column's type |
+//!
+//! Each is generated only where its feature of *this* crate is on (the
+//! derive's code calls a macro of this crate, which is empty where the
+//! feature is off), so a host that enables none pulls in no driver. The
+//! envelopes, tokens and subject id are column types of every client (see
+//! [`store::columns`](crate::store::columns)); a `#[pledge(not_personal)]`
+//! field's type must be one of the client's too, or that client's
+//! constructor cannot be called (the record still compiles). Reading checks
+//! each column as its type says: an envelope of another kind or purpose, or
+//! garbage, is an error that names the problem, never the contents.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use privacy_pledge::store::sqlite::rusqlite::{params, Connection};
+//! use privacy_pledge::{Custodian, PersonalInfo, PersonalRecord, SealedRecord, SubjectId};
+//! use privacy_pledge::data::{EmailAddress, FullName};
+//! use privacy_pledge::purpose::Transaction;
+//!
+//! #[derive(PersonalRecord)]
+//! struct Customer {
+//!     name: PersonalInfo<FullName, Transaction>,
+//!     #[pledge(lookup)]
+//!     email: PersonalInfo<EmailAddress, Transaction>,
+//! }
+//! assert_eq!(SealedCustomer::COLUMNS, ["subject", "name", "email", "email_lookup"]);
+//!
+//! let custodian = Custodian::in_memory();
+//! let db = Connection::open_in_memory()?;
+//! db.execute_batch(
+//!     "CREATE TABLE customers (subject BLOB PRIMARY KEY, name BLOB, email BLOB, email_lookup BLOB UNIQUE)",
+//! )?;
+//! let ada = SubjectId::random();
+//! let row = custodian.seal_record(&Customer {
+//!     name: custodian.collect(ada, FullName::parse("Ada Lovelace")?)?,
+//!     email: custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?,
+//! })?;
+//! db.execute(
+//!     "INSERT INTO customers VALUES (?1, ?2, ?3, ?4)",
+//!     params![row.subject, row.name, row.email, row.email_lookup],
+//! )?;
+//!
+//! // Login: the row found by the address as typed, mapped by column name.
+//! let typed = custodian.lookup_token_of(&EmailAddress::parse("Ada@Example.com")?);
+//! let sql = format!(
+//!     "SELECT {} FROM customers WHERE email_lookup = ?1",
+//!     SealedCustomer::COLUMNS.join(", ")
+//! );
+//! let found = db.query_row(&sql, [typed], SealedCustomer::from_row)?;
+//! let customer: Customer = custodian.open_record(&found)?;
+//! assert_eq!(customer.email.subject(), ada);
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # The expansion
 //!
 //! For the `Customer` of the first example, `#[derive(PersonalRecord)]`
@@ -248,6 +314,9 @@
 //! impl ::privacy_pledge::record::SealedRecord for SealedCustomer {
 //!     type Record = Customer;
 //!
+//!     const COLUMNS: &'static [&'static str] =
+//!         &["subject", "name", "email", "email_lookup", "phone", "newsletter"];
+//!
 //!     fn subject(&self) -> ::privacy_pledge::SubjectId {
 //!         self.subject
 //!     }
@@ -279,6 +348,20 @@
 //!             phone: ::privacy_pledge::Custodian::open(custodian, &self.phone)?,
 //!             newsletter: ::core::clone::Clone::clone(&self.newsletter),
 //!         })
+//!     }
+//! }
+//!
+//! // The row constructors (see Rows), each only where its feature of this
+//! // crate is on; the macro is this crate's, so that the features tested
+//! // are this crate's, not the host's.
+//! ::privacy_pledge::__sealed_rows! {
+//!     SealedCustomer {
+//!         subject: ::privacy_pledge::SubjectId = "subject",
+//!         name: ::privacy_pledge::Sealed<FullName, Transaction> = "name",
+//!         email: ::privacy_pledge::Sealed<EmailAddress, Transaction> = "email",
+//!         email_lookup: ::privacy_pledge::LookupToken<EmailAddress> = "email_lookup",
+//!         phone: ::privacy_pledge::Sealed<PhoneNumber, Transaction> = "phone",
+//!         newsletter: bool = "newsletter"
 //!     }
 //! }
 //! # let custodian = Custodian::in_memory();
@@ -363,6 +446,14 @@ pub trait PersonalRecord: Sized {
 pub trait SealedRecord: Sized {
     /// The record it opens to.
     type Record: PersonalRecord<Sealed = Self>;
+
+    /// The record's columns, in order: `subject`, then each field under
+    /// its own name, a `#[pledge(lookup)]` field followed by its
+    /// `<field>_lookup` column. The names a table for the record gives its
+    /// columns, and a query selects (`COLUMNS.join(", ")`); the generated
+    /// row constructors read each column by this name (see
+    /// [Rows](self#rows)).
+    const COLUMNS: &'static [&'static str];
 
     /// The subject the record names (its `subject` column).
     fn subject(&self) -> SubjectId;

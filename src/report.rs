@@ -222,6 +222,24 @@ pub struct TransferEntry {
     pub kind: Option<Kind>,
 }
 
+/// A consent the subject gave, as the report shows it: whether it is live,
+/// when it was last given and when last withdrawn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ConsentEntry {
+    /// The purpose.
+    pub purpose: PurposeId,
+    /// Whether the consent is live.
+    pub granted: bool,
+    /// When it was last granted or withdrawn.
+    pub since: Timestamp,
+    /// When it was last given: the consent's own time while it is live,
+    /// otherwise the last grant the verified trail holds (`None` if the
+    /// trail holds none, e.g. archived away).
+    pub granted_at: Option<Timestamp>,
+    /// When it was last withdrawn, if ever.
+    pub withdrawn_at: Option<Timestamp>,
+}
+
 /// Everything held on one subject, for that subject.
 ///
 /// Contains plaintext by design (it answers the person's right of access), so
@@ -236,7 +254,10 @@ pub struct SubjectReport {
     records: Vec<HeldRecord>,
     disclosures: Vec<DisclosureEntry>,
     transfers: Vec<TransferEntry>,
+    #[serde(skip)]
     consents: Vec<ConsentState>,
+    #[serde(rename = "consents")]
+    consent_entries: Vec<ConsentEntry>,
     trail: TrailCoverage,
 }
 
@@ -287,6 +308,11 @@ impl SubjectReport {
     /// ([`VerifiedTrail::unvouched`]).
     pub fn unvouched_entries(&self) -> u64 {
         self.trail.unvouched_entries
+    }
+    /// Consents recorded, live or withdrawn, with when each was given and
+    /// withdrawn (what the JSON's `consents` holds).
+    pub fn consent_entries(&self) -> &[ConsentEntry] {
+        &self.consent_entries
     }
 
     /// The report as JSON, for the subject.
@@ -383,13 +409,24 @@ impl SubjectReport {
                 let _ = writeln!(w, "- to {to}{under} on {}", t.at);
             }
         }
-        let live: Vec<_> = self.consents.iter().filter(|c| c.granted).collect();
+        let live: Vec<_> = self.consent_entries.iter().filter(|c| c.granted).collect();
         if live.is_empty() {
             let _ = writeln!(w, "You have given no marketing consent.");
         } else {
             let _ = writeln!(w, "Consents you have given (withdraw any time):");
             for c in live {
                 let _ = writeln!(w, "- {} since {}", c.purpose, c.since);
+            }
+        }
+        let withdrawn: Vec<_> = self.consent_entries.iter().filter(|c| !c.granted).collect();
+        if !withdrawn.is_empty() {
+            let _ = writeln!(w, "Consents you withdrew:");
+            for c in withdrawn {
+                let given = c
+                    .granted_at
+                    .map(|t| format!("given {t}, "))
+                    .unwrap_or_default();
+                let _ = writeln!(w, "- {} ({given}withdrawn {})", c.purpose, c.since);
             }
         }
         out
@@ -503,6 +540,28 @@ impl Custodian {
                 kind: e.kind(),
             })
             .collect();
+        let consents = self.consents().of(subject);
+        let consent_entries = consents
+            .iter()
+            .map(|c| ConsentEntry {
+                purpose: c.purpose,
+                granted: c.granted,
+                since: c.since,
+                granted_at: if c.granted {
+                    Some(c.since)
+                } else {
+                    mine()
+                        .filter(|e| {
+                            e.action() == Action::ConsentGranted
+                                && e.purpose() == Some(c.purpose)
+                                && e.time() <= c.since
+                        })
+                        .map(AuditEvent::time)
+                        .max()
+                },
+                withdrawn_at: c.withdrawn_at,
+            })
+            .collect();
         Ok(SubjectReport {
             subject,
             generated_at: now,
@@ -510,7 +569,8 @@ impl Custodian {
             records: held,
             disclosures,
             transfers,
-            consents: self.consents().of(subject),
+            consents,
+            consent_entries,
             trail: coverage,
         })
     }

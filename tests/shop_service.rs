@@ -13,6 +13,8 @@ mod support;
 
 #[path = "../examples/shop_service/app.rs"]
 mod app;
+#[path = "common/examples.rs"]
+mod examples;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -69,6 +71,7 @@ impl AuditSink for TestSink {
 /// An answer: status, raw body, the body as JSON, and how long it took.
 struct Reply {
     status: StatusCode,
+    headers: axum::http::HeaderMap,
     raw: Bytes,
     json: Value,
     took: Duration,
@@ -153,15 +156,29 @@ impl Service {
     }
 
     async fn send(&self, method: Method, path: &str, body: Bytes) -> Reply {
-        let request = Request::builder()
+        self.send_as(method, path, body, Some("application/json"))
+            .await
+    }
+
+    /// Sends `body` with `content_type` (none: no header).
+    async fn send_as(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        content_type: Option<&str>,
+    ) -> Reply {
+        let mut request = Request::builder()
             .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Full::new(body))
-            .unwrap();
+            .uri(format!("{}{path}", self.base));
+        if let Some(t) = content_type {
+            request = request.header(header::CONTENT_TYPE, t);
+        }
+        let request = request.body(Full::new(body)).unwrap();
         let start = Instant::now();
         let response = self.http.request(request).await.unwrap();
         let status = response.status();
+        let headers = response.headers().clone();
         let json_type = response
             .headers()
             .get(header::CONTENT_TYPE)
@@ -175,6 +192,7 @@ impl Service {
         let json = serde_json::from_slice(&raw).unwrap();
         Reply {
             status,
+            headers,
             raw,
             json,
             took,
@@ -1040,4 +1058,334 @@ fn pg_raw_rows(url: &str) -> Vec<Vec<u8>> {
         }
     }
     out
+}
+
+/// A field the route does not take is refused by name, before anything
+/// is collected: a sign-up with `"newsletter": true` is not a customer
+/// who silently got no newsletter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_fields_are_refused_naming_the_field() {
+    let s = start_sqlite("unknown").await;
+    let ada = Person::new(&tag(), 1);
+    let before = (s.count("customers").await, s.trail().await.len());
+    let mut form = ada.form();
+    form["newsletter"] = json!(true);
+    let r = s.call(Method::POST, "/customers", Some(form)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("newsletter"), &ada.email);
+    assert!(
+        r.json["error"].as_str().unwrap().contains("newsletter"),
+        "{}",
+        r.json
+    );
+    for secret in ada.secrets() {
+        assert!(!contains(&r.raw, secret), "{}", r.json);
+    }
+    assert_eq!(
+        (s.count("customers").await, s.trail().await.len()),
+        before,
+        "nothing was collected"
+    );
+
+    // On every route that takes a body; the field's value is never repeated.
+    let r = s.call(Method::POST, "/customers", Some(ada.form())).await;
+    let id = r.json["customer"].as_str().unwrap().to_owned();
+    let login = json!({"email": ada.email, "password": "zorblax-secret"});
+    let r = s.call(Method::POST, "/login", Some(login)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("password"), "zorblax");
+    let order = json!({"customer": id, "product": "Data Recovery Pro", "price_cents": 6_995,
+                       "currency": "USD", "card_token": ada.card, "card_number": "4242424242424242"});
+    let r = s.call(Method::POST, "/orders", Some(order)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, Some("card_number"), "4242");
+    assert_eq!(s.shop.charges(), 0);
+    assert_eq!(s.count("orders").await, 0);
+    // A key that is not a plain name is refused without repeating it.
+    let mut form = Person::new(&tag(), 2).form();
+    form["zorblax secret@example.com"] = json!(1);
+    let r = s.call(Method::POST, "/customers", Some(form)).await;
+    assert_error(&r, StatusCode::BAD_REQUEST, None, "zorblax");
+    s.stop().await;
+}
+
+/// A customer id in a path that does not even decode (not UTF-8) is a
+/// `400` naming `id`, in the service's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_path_id_is_a_400_json_error() {
+    let s = start_sqlite("path").await;
+    for (method, path) in [
+        (Method::GET, "/customers/%FFzorblax/report"),
+        (Method::PUT, "/customers/%FFzorblax/newsletter"),
+        (Method::DELETE, "/customers/%FFzorblax"),
+    ] {
+        let r = s.call(method, path, None).await;
+        assert_error(&r, StatusCode::BAD_REQUEST, Some("id"), "zorblax");
+    }
+    s.stop().await;
+}
+
+/// An unknown route is a `404` in the service's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_route_is_a_404_json_error() {
+    let s = start_sqlite("route").await;
+    for (method, path) in [
+        (Method::GET, "/zorblax"),
+        (Method::POST, "/customers/zorblax/orders"),
+        (Method::GET, "/"),
+    ] {
+        let r = s.call(method, path, None).await;
+        assert_error(&r, StatusCode::NOT_FOUND, None, "zorblax");
+        assert_eq!(r.json, json!({"error": "no such route"}));
+    }
+    s.stop().await;
+}
+
+/// A method a route does not have is a `405` in the service's error shape,
+/// with the `Allow` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_method_is_a_405_json_error_with_allow() {
+    let s = start_sqlite("method").await;
+    let id = SubjectId::random().to_string();
+    for (method, path, allow) in [
+        (Method::POST, "/healthz".to_owned(), "GET,HEAD"),
+        (Method::GET, "/customers".to_owned(), "POST"),
+        (
+            Method::GET,
+            format!("/customers/{id}/newsletter"),
+            "PUT,DELETE",
+        ),
+        (Method::PUT, format!("/customers/{id}"), "DELETE"),
+    ] {
+        let r = s.call(method.clone(), &path, None).await;
+        assert_error(&r, StatusCode::METHOD_NOT_ALLOWED, None, &id);
+        let allowed = r.headers[header::ALLOW].to_str().unwrap();
+        assert_eq!(allowed, allow, "{method} {path}");
+    }
+    s.stop().await;
+}
+
+/// A body over the documented limit is a `413` in the service's error
+/// shape; one just under it is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_over_the_limit_is_a_413_json_error() {
+    let s = start_sqlite("limit").await;
+    let before = s.trail().await.len();
+    let mut form = Person::new(&tag(), 1).form();
+    form["name"] = json!(format!("Zorblax {}", "a".repeat(app::BODY_LIMIT)));
+    let r = s.call(Method::POST, "/customers", Some(form)).await;
+    assert_error(&r, StatusCode::PAYLOAD_TOO_LARGE, None, "Zorblax");
+    assert!(
+        r.json["error"]
+            .as_str()
+            .unwrap()
+            .contains(&app::BODY_LIMIT.to_string()),
+        "{}",
+        r.json
+    );
+    // Within the limit: read, and refused for what it says.
+    let mut form = Person::new(&tag(), 1).form();
+    form["name"] = json!("a".repeat(app::BODY_LIMIT - 400));
+    let r = s.call(Method::POST, "/customers", Some(form)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.json);
+    assert_eq!(r.json["field"], "name");
+    assert_eq!(s.trail().await.len(), before);
+    s.stop().await;
+}
+
+/// A body without `Content-Type: application/json` is a `415` in the
+/// service's error shape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_content_type_is_a_415_json_error() {
+    let s = start_sqlite("type").await;
+    let body = Bytes::from(Person::new(&tag(), 1).form().to_string());
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+    ] {
+        let r = s
+            .send_as(Method::POST, "/customers", body.clone(), content_type)
+            .await;
+        assert_error(&r, StatusCode::UNSUPPORTED_MEDIA_TYPE, None, "Marlowe");
+    }
+    assert_eq!(s.count("customers").await, 0);
+    s.stop().await;
+}
+
+/// Malformed JSON, an empty body, or JSON that is not an object: a `400`
+/// in the service's error shape, which never quotes the body.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_json_is_a_400_json_error() {
+    let s = start_sqlite("malformed").await;
+    for (body, message) in [
+        ("{\"name\": \"zorblax", "the body is not valid JSON"),
+        ("", "the body is not valid JSON"),
+        ("{\"email\": zorblax}", "the body is not valid JSON"),
+        ("\"zorblax\"", "the body must be a JSON object"),
+        ("[\"zorblax\"]", "the body must be a JSON object"),
+    ] {
+        for path in ["/customers", "/login", "/orders"] {
+            let r = s.send(Method::POST, path, Bytes::from(body)).await;
+            assert_error(&r, StatusCode::BAD_REQUEST, None, "zorblax");
+            assert_eq!(r.json, json!({"error": message}), "{path} {body}");
+        }
+    }
+    s.stop().await;
+}
+
+/// The report shows when each consent was given and when it was withdrawn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn report_shows_consent_grant_and_withdrawal_times() {
+    let s = start_sqlite("consent-times").await;
+    let r = s
+        .call(
+            Method::POST,
+            "/customers",
+            Some(Person::new(&tag(), 1).form()),
+        )
+        .await;
+    let id = r.json["customer"].as_str().unwrap().to_owned();
+    let (newsletter, report) = (
+        format!("/customers/{id}/newsletter"),
+        format!("/customers/{id}/report"),
+    );
+    assert_eq!(
+        s.call(Method::PUT, &newsletter, None).await.status,
+        StatusCode::OK
+    );
+    let r = s.call(Method::GET, &report, None).await;
+    let live = &r.json["consents"][0];
+    assert_eq!(
+        (&live["purpose"], &live["granted"]),
+        (&json!("Newsletter"), &json!(true))
+    );
+    let granted_at = live["granted_at"].as_u64().expect("grant time");
+    assert!(live["withdrawn_at"].is_null(), "{live}");
+
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(
+        s.call(Method::DELETE, &newsletter, None).await.status,
+        StatusCode::OK
+    );
+    let r = s.call(Method::GET, &report, None).await;
+    let consents = r.json["consents"].as_array().unwrap();
+    assert_eq!(consents.len(), 1, "{consents:?}");
+    let c = &consents[0];
+    assert_eq!(c["granted"], false);
+    assert_eq!(c["granted_at"].as_u64(), Some(granted_at), "{c}");
+    let withdrawn_at = c["withdrawn_at"].as_u64().expect("withdrawal time");
+    assert!(withdrawn_at > granted_at, "{c}");
+    s.stop().await;
+}
+
+/// The `shop_service` program, stopped with SIGTERM after serving a few
+/// requests, shuts down cleanly (exit 0) and leaves a signed checkpoint
+/// covering its stream's last entry: a verifier with the public key alone
+/// vouches for the whole stream (A4), with no entry after the checkpoint
+/// that could be cut unnoticed.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a4_sigterm_leaves_a_checkpoint_covering_the_last_entry() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore};
+    use privacy_pledge::store::sqlite::SqliteStore;
+
+    let dir = temp_dir("sigterm");
+    let db = dir.join("shop.db");
+    let mut child = Command::new(examples::example_binary("shop_service"))
+        .arg("--port")
+        .arg("0")
+        .arg("--db")
+        .arg(&db)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (base, rest) = tokio::task::spawn_blocking(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        let base = lines
+            .by_ref()
+            .map(Result::unwrap)
+            .find_map(|l| l.strip_prefix("listening on ").map(str::to_owned))
+            .expect("the service says where it listens");
+        (base, lines)
+    })
+    .await
+    .unwrap();
+
+    let http: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let call = |method: Method, path: String, body: Option<Value>| {
+        let request = Request::builder()
+            .method(method)
+            .uri(format!("{base}{path}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(
+                body.map_or(Bytes::new(), |b| Bytes::from(b.to_string())),
+            ))
+            .unwrap();
+        let http = http.clone();
+        async move {
+            let response = http.request(request).await.unwrap();
+            let status = response.status();
+            let raw = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<Value>(&raw).unwrap())
+        }
+    };
+    let ada = Person::new(&tag(), 1);
+    let (status, json) = call(Method::POST, "/customers".into(), Some(ada.form())).await;
+    assert_eq!(status, StatusCode::CREATED, "{json}");
+    let id = json["customer"].as_str().unwrap().to_owned();
+    let order = json!({"customer": id, "product": "Data Recovery Pro", "price_cents": 6_995,
+                       "currency": "USD", "card_token": ada.card});
+    let (status, _) = call(Method::POST, "/orders".into(), Some(order)).await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, _) = call(Method::PUT, format!("/customers/{id}/newsletter"), None).await;
+    assert_eq!(status, StatusCode::OK);
+
+    let killed = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let (status, said) = tokio::task::spawn_blocking(move || {
+        let said: Vec<String> = rest.map(Result::unwrap).collect();
+        (child.wait().unwrap(), said)
+    })
+    .await
+    .unwrap();
+    assert!(status.success(), "{status:?}: {said:?}");
+    assert!(said.iter().any(|l| l.contains("signed into")), "{said:?}");
+
+    // The database, the checkpoint directory and the public key, as the
+    // auditor gets them.
+    let trail = SqliteStore::open_read_only(&db).unwrap().trail().unwrap();
+    assert!(
+        trail.len() >= 10,
+        "sign-up, order, consent: {}",
+        trail.len()
+    );
+    let checkpoints = DirCheckpointStore::new(support::checkpoint_dir_for(&db))
+        .unwrap()
+        .load()
+        .unwrap();
+    let public_key: CheckpointKey = std::fs::read_to_string(support::public_key_file_for(&db))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let report = verify_public(&trail, &public_key, &checkpoints);
+    assert!(report.is_intact(), "{report:?}");
+    assert_eq!(report.streams.len(), 1, "one process, one stream");
+    let stream = &report.streams[0];
+    let head = stream.result.unwrap();
+    assert_eq!(head.seq(), trail.len() as u64);
+    assert_eq!(
+        stream.vouched_through,
+        Some(head.seq()),
+        "the checkpoint covers the last entry"
+    );
+    let _ = std::fs::remove_dir_all(dir);
 }

@@ -318,6 +318,9 @@ fn a_report_holds_every_record_given_and_no_other_subjects_data() {
         Some(Mechanism::DataPrivacyFramework)
     );
     assert_eq!(report.consents().len(), 1);
+    let consent = report.consent_entries()[0];
+    assert!(consent.granted && consent.withdrawn_at.is_none());
+    assert_eq!(consent.granted_at, Some(report.consents()[0].since));
     assert!(report.records().iter().all(|r| r.kept_until.is_some()));
 
     let json = report.to_json().unwrap();
@@ -343,6 +346,19 @@ fn a_report_holds_every_record_given_and_no_other_subjects_data() {
         .filter(|e| e.action() == Action::Report)
         .count();
     assert_eq!(made, 1);
+
+    // Withdrawn: the grant time comes from the trail, the letter says both.
+    custodian.consents().withdraw::<Promotion>(ada).unwrap();
+    let withdrawn = custodian
+        .subject_report(ada, &records, &verified(&custodian))
+        .unwrap();
+    let entry = withdrawn.consent_entries()[0];
+    assert!(!entry.granted);
+    assert_eq!(entry.granted_at, consent.granted_at);
+    assert_eq!(entry.withdrawn_at, Some(entry.since));
+    let letter = withdrawn.to_letter();
+    assert!(letter.contains("Consents you withdrew:"), "{}", *letter);
+    assert!(letter.contains("given "), "{}", *letter);
 }
 
 #[test]

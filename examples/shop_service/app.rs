@@ -22,13 +22,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::{MatchedPath, Path, Request, State};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{
+    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Request, State,
+};
+use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use privacy_pledge::audit::{
@@ -44,10 +49,12 @@ use privacy_pledge::report::StoredRecord;
 use privacy_pledge::store::postgres::{postgres, PgStore};
 use privacy_pledge::store::sqlite::rusqlite;
 use privacy_pledge::store::sqlite::SqliteStore;
-use privacy_pledge::store::{AuditStreamSink, BatchWriter};
-use privacy_pledge::{Custodian, Error, LookupToken, PersonalInfo, Sealed, SubjectId};
+use privacy_pledge::store::{AuditStreamSink, BatchWriter, CheckpointGuard};
+use privacy_pledge::{
+    Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
+};
 
-use crate::support::{self, BoxError, Database, PaymentProcessor, Store};
+use crate::support::{self, BoxError, Database, PaymentProcessor, Row, Store};
 
 // ---------------------------------------------------------------------------
 // State
@@ -59,7 +66,9 @@ pub struct Shop {
     payments: PaymentProcessor,
     checkpoints: DirCheckpointStore,
     public_key: CheckpointKey,
-    sign: Box<dyn Fn() -> Result<SignedCheckpoint, AuditError> + Send + Sync>,
+    /// Signs the audit stream's head when the shop is dropped, however the
+    /// process gets there (clean shutdown, an error, a panic).
+    guard: CheckpointGuard,
     log: Box<dyn Fn(&str) + Send + Sync>,
     stats: Stats,
 }
@@ -147,7 +156,7 @@ impl Shop {
             payments: PaymentProcessor::default(),
             checkpoints,
             public_key,
-            sign: Box::new(move || sink.sign_checkpoint()),
+            guard: sink.checkpoint_guard(),
             log: Box::new(|line| eprintln!("{line}")),
             stats: Stats::default(),
         })
@@ -163,8 +172,10 @@ impl Shop {
 
     /// Clean shutdown: signs the audit stream's head into the checkpoint
     /// directory, so a verifier with the public key vouches for all of it.
+    /// (Dropping the shop signs too, through its [`CheckpointGuard`]: this
+    /// gives the checkpoint, or the error, in hand.)
     pub fn shut_down(&self) -> Result<SignedCheckpoint, AuditError> {
-        (self.sign)()
+        self.guard.sign()
     }
 
     /// The custodian (tests read its trail through it).
@@ -223,6 +234,10 @@ impl Shop {
 // ---------------------------------------------------------------------------
 // Routes
 
+/// The largest request body the service reads, in bytes (16 KiB: a form
+/// is a few hundred). A larger one is a `413` before any of it is parsed.
+pub const BODY_LIMIT: usize = 16 * 1024;
+
 /// The service's routes over `shop`.
 ///
 /// | route | body | answer |
@@ -235,10 +250,15 @@ impl Shop {
 /// | `DELETE /customers/{id}` | — | `200 {"erased_at", "index_entries_removed"}` |
 /// | `GET /healthz` | — | `200 {"status": "ok"}` |
 ///
-/// Errors are `{"error": …}` with `"field"` for bad input (`400`) and
-/// `"rule"` where a policy rule refused (`503` + `R10`: the audit trail was
+/// Every error is `{"error": …}` with `"field"` for bad input (`400`; a
+/// field the route does not take is refused too, by name) and `"rule"`
+/// where a policy rule refused (`503` + `R10`: the audit trail was
 /// unavailable and nothing happened; `503` + `R7`: the customer's consent
 /// row does not authenticate or cannot be read; `410` + `R11`: erased).
+/// The same shape answers an unknown route (`404`), a method the route
+/// does not have (`405`, with `Allow`), a body over [`BODY_LIMIT`]
+/// (`413`), a body sent without `Content-Type: application/json` (`415`)
+/// and one that is not JSON (`400`).
 pub fn router(shop: Arc<Shop>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
@@ -251,8 +271,23 @@ pub fn router(shop: Arc<Shop>) -> Router {
             put(subscribe).delete(unsubscribe),
         )
         .route("/customers/{id}/report", get(report))
+        .fallback(no_such_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn_with_state(shop.clone(), access_log))
         .with_state(shop)
+}
+
+async fn no_such_route() -> ApiError {
+    ApiError::not_found("no such route")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        None,
+        "this route does not take this method",
+    )
 }
 
 type Shared = State<Arc<Shop>>;
@@ -269,20 +304,42 @@ struct SignUp {
     phone: PhoneNumber,
 }
 
-async fn sign_up(State(shop): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let form = Form::from_body(&body)?;
+/// The body of `POST /customers`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignUpBody {
+    name: Field,
+    email: Field,
+    address: Field,
+    phone: Field,
+}
+
+async fn sign_up(
+    State(shop): Shared,
+    JsonBody(form): JsonBody<SignUpBody>,
+) -> Result<Response, ApiError> {
     let sign_up = SignUp {
-        name: form.parse("name", FullName::parse)?,
-        email: form.parse("email", EmailAddress::parse)?,
-        address: form.parse("address", PostalAddress::parse)?,
-        phone: form.parse("phone", PhoneNumber::parse)?,
+        name: parse("name", &form.name, FullName::parse)?,
+        email: parse("email", &form.email, EmailAddress::parse)?,
+        address: parse("address", &form.address, PostalAddress::parse)?,
+        phone: parse("phone", &form.phone, PhoneNumber::parse)?,
     };
     let subject = shop.run(move |shop| shop.sign_up(sign_up)).await?;
     Ok(created(json!({"customer": subject.to_string()})))
 }
 
-async fn login(State(shop): Shared, body: Bytes) -> Result<Json<Value>, ApiError> {
-    let email = Form::from_body(&body)?.parse("email", EmailAddress::parse)?;
+/// The body of `POST /login`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    email: Field,
+}
+
+async fn login(
+    State(shop): Shared,
+    JsonBody(form): JsonBody<LoginBody>,
+) -> Result<Json<Value>, ApiError> {
+    let email = parse("email", &form.email, EmailAddress::parse)?;
     let subject = shop.run(move |shop| shop.login(&email)).await?;
     Ok(Json(json!({"customer": subject.to_string()})))
 }
@@ -295,41 +352,65 @@ struct OrderForm {
     card_token: PaymentToken,
 }
 
-async fn place_order(State(shop): Shared, body: Bytes) -> Result<Response, ApiError> {
-    let form = Form::from_body(&body)?;
+/// The body of `POST /orders`, as sent.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OrderBody {
+    customer: Field,
+    product: Field,
+    price_cents: Field,
+    currency: Field,
+    card_token: Field,
+}
+
+async fn place_order(
+    State(shop): Shared,
+    JsonBody(form): JsonBody<OrderBody>,
+) -> Result<Response, ApiError> {
     let order = OrderForm {
-        customer: form.id("customer")?,
-        product: form.text("product")?.to_owned(),
-        amount: Amount::new(form.number("price_cents")?, form.text("currency")?)
-            .map_err(|e| ApiError::invalid("currency", e))?,
-        card_token: form.parse("card_token", PaymentToken::parse)?,
+        customer: id("customer", &form.customer)?,
+        product: text("product", &form.product)?.to_owned(),
+        amount: Amount::new(
+            number("price_cents", &form.price_cents)?,
+            text("currency", &form.currency)?,
+        )
+        .map_err(|e| ApiError::invalid("currency", e))?,
+        card_token: parse("card_token", &form.card_token, PaymentToken::parse)?,
     };
     let (order, charge) = shop.run(move |shop| shop.place_order(order)).await?;
     Ok(created(json!({"order": order, "charge": charge})))
 }
 
-async fn subscribe(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let subject = parse_id(&id)?;
+async fn subscribe(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Json<Value>, ApiError> {
     shop.run(move |shop| shop.newsletter(subject, true))
         .await
         .map(Json)
 }
 
-async fn unsubscribe(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let subject = parse_id(&id)?;
+async fn unsubscribe(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Json<Value>, ApiError> {
     shop.run(move |shop| shop.newsletter(subject, false))
         .await
         .map(Json)
 }
 
-async fn report(State(shop): Shared, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let subject = parse_id(&id)?;
+async fn report(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Response, ApiError> {
     let json = shop.run(move |shop| shop.report(subject)).await?;
     Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
 }
 
-async fn erase(State(shop): Shared, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
-    let subject = parse_id(&id)?;
+async fn erase(
+    State(shop): Shared,
+    CustomerId(subject): CustomerId,
+) -> Result<Json<Value>, ApiError> {
     shop.run(move |shop| shop.erase(subject)).await.map(Json)
 }
 
@@ -370,9 +451,21 @@ fn created(body: Value) -> Response {
     (StatusCode::CREATED, Json(body)).into_response()
 }
 
-fn parse_id(id: &str) -> Result<SubjectId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::field("id", "must be a customer id (32 hex digits)"))
+/// The `{id}` of a route: a customer id (32 hex digits), or a `400` in the
+/// service's shape naming `id` (axum's own refusal of a path that does not
+/// decode is plain text).
+struct CustomerId(SubjectId);
+
+impl<S: Send + Sync> FromRequestParts<S> for CustomerId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let bad = || ApiError::field("id", "must be a customer id (32 hex digits)");
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(|_| bad())?;
+        id.parse().map(CustomerId).map_err(|_| bad())
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -392,18 +485,15 @@ impl Shop {
             return Err(email_taken());
         }
         let subject = SubjectId::try_random()?;
-        let name: PersonalInfo<FullName, Transaction> = c.collect(subject, form.name)?;
-        let email: PersonalInfo<EmailAddress, Transaction> = c.collect(subject, form.email)?;
-        let address: PersonalInfo<PostalAddress, Transaction> = c.collect(subject, form.address)?;
-        let phone: PersonalInfo<PhoneNumber, Transaction> = c.collect(subject, form.phone)?;
-        let row = CustomerRow {
-            name: c.seal(&name)?,
-            email: c.seal(&email)?,
-            address: c.seal(&address)?,
-            phone: c.seal(&phone)?,
+        let customer = Customer {
+            name: c.collect(subject, form.name)?,
+            email: c.collect(subject, form.email)?,
+            address: c.collect(subject, form.address)?,
+            phone: c.collect(subject, form.phone)?,
         };
-        let index = c.lookup_token(&email)?;
-        self.tables.insert_customer(subject, &row, &index)?;
+        // One audited seal per field, and the email's lookup token.
+        let row = c.seal_record(&customer)?;
+        self.tables.insert_customer(&row)?;
         Ok(subject)
     }
 
@@ -457,8 +547,7 @@ impl Shop {
             .customer(subject)?
             .ok_or_else(|| ApiError::not_found("no such customer"))?;
         let orders = self.tables.orders(subject)?;
-        let mut records: Vec<&dyn StoredRecord> =
-            vec![&row.name, &row.email, &row.address, &row.phone];
+        let mut records: Vec<&dyn StoredRecord> = row.records();
         records.extend(orders.iter().map(|o| o as &dyn StoredRecord));
         // The custodian reads its checkpoints before the trail: a checkpoint
         // signed in between would name entries the trail read earlier does
@@ -529,54 +618,121 @@ fn email_taken() -> ApiError {
 // ---------------------------------------------------------------------------
 // Request bodies and errors
 
-/// A JSON object from a request body. Every accessor names the field in
-/// its error and never repeats what the field held.
-struct Form(Map<String, Value>);
+/// A field of a request body as sent: any JSON value, or none. The
+/// functions below check it and name the field in their error, never what
+/// it held (serde's own messages quote the input: none is passed on).
+type Field = Option<Value>;
 
-impl Form {
-    fn from_body(body: &[u8]) -> Result<Form, ApiError> {
-        // serde's own messages quote the input: not one of them is passed on.
-        match serde_json::from_slice(body) {
-            Ok(Value::Object(map)) => Ok(Form(map)),
-            _ => Err(ApiError::new(
+fn text<'a>(field: &'static str, value: &'a Field) -> Result<&'a str, ApiError> {
+    match value {
+        Some(Value::String(s)) => Ok(s),
+        None | Some(Value::Null) => Err(ApiError::field(field, "is missing")),
+        Some(_) => Err(ApiError::field(field, "must be a string")),
+    }
+}
+
+fn number(field: &'static str, value: &Field) -> Result<u64, ApiError> {
+    match value {
+        None | Some(Value::Null) => Err(ApiError::field(field, "is missing")),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| ApiError::field(field, "must be a whole number of at least 0")),
+    }
+}
+
+fn id(field: &'static str, value: &Field) -> Result<SubjectId, ApiError> {
+    text(field, value)?
+        .parse()
+        .map_err(|_| ApiError::field(field, "must be a customer id (32 hex digits)"))
+}
+
+/// The field parsed as a data kind: the kind's error names the rule
+/// ("invalid email address: there is no '@'"), never the value.
+fn parse<T>(
+    field: &'static str,
+    value: &Field,
+    parse: impl FnOnce(&str) -> Result<T, InvalidData>,
+) -> Result<T, ApiError> {
+    parse(text(field, value)?).map_err(|e| ApiError::invalid(field, e))
+}
+
+/// A request body: a JSON object (`Content-Type: application/json`, at
+/// most [`BODY_LIMIT`] bytes) with no field `T` does not name. Every way
+/// it can fail is an [`ApiError`] in the service's shape, and none repeats
+/// what the body held.
+struct JsonBody<T>(T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, ApiError> {
+        let Json(object) = Json::<Map<String, Value>>::from_request(request, state)
+            .await
+            .map_err(rejected_body)?;
+        // `T` denies unknown fields; every field is an `Option<Value>`, so
+        // an unknown one is the only way this can fail.
+        T::deserialize(Value::Object(object))
+            .map(JsonBody)
+            .map_err(|e| unknown_field(&e))
+    }
+}
+
+/// axum's refusal of a body, in the service's shape (axum's own text
+/// quotes serde's message, which may quote the input).
+fn rejected_body(rejection: JsonRejection) -> ApiError {
+    let (status, message) = match &rejection {
+        JsonRejection::MissingJsonContentType(_) => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the body must be JSON, sent with Content-Type: application/json".to_owned(),
+        ),
+        JsonRejection::JsonSyntaxError(_) => (
+            StatusCode::BAD_REQUEST,
+            "the body is not valid JSON".to_owned(),
+        ),
+        JsonRejection::JsonDataError(_) => (
+            StatusCode::BAD_REQUEST,
+            "the body must be a JSON object".to_owned(),
+        ),
+        r if r.status() == StatusCode::PAYLOAD_TOO_LARGE => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {BODY_LIMIT} bytes"),
+        ),
+        r => (r.status(), "the body could not be read".to_owned()),
+    };
+    ApiError::new(status, None, &message)
+}
+
+/// A field the route does not take. The answer names it when it is a
+/// plain name (letters, digits, `_`, `-`, at most 64): it is the client's
+/// own key, not a value.
+fn unknown_field(e: &serde_json::Error) -> ApiError {
+    let message = e.to_string();
+    let name = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name)
+        .filter(|name| {
+            !name.is_empty()
+                && name.len() <= 64
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        });
+    match name {
+        Some(name) => {
+            let mut a = ApiError::new(
                 StatusCode::BAD_REQUEST,
                 None,
-                "the body must be a JSON object",
-            )),
+                &format!("{name} is not a field of this request"),
+            );
+            a.body["field"] = name.into();
+            a
         }
-    }
-
-    fn text(&self, field: &'static str) -> Result<&str, ApiError> {
-        match self.0.get(field) {
-            Some(Value::String(s)) => Ok(s),
-            Some(_) => Err(ApiError::field(field, "must be a string")),
-            None => Err(ApiError::field(field, "is missing")),
-        }
-    }
-
-    fn number(&self, field: &'static str) -> Result<u64, ApiError> {
-        match self.0.get(field) {
-            Some(v) => v
-                .as_u64()
-                .ok_or_else(|| ApiError::field(field, "must be a whole number of at least 0")),
-            None => Err(ApiError::field(field, "is missing")),
-        }
-    }
-
-    fn id(&self, field: &'static str) -> Result<SubjectId, ApiError> {
-        self.text(field)?
-            .parse()
-            .map_err(|_| ApiError::field(field, "must be a customer id (32 hex digits)"))
-    }
-
-    /// The field parsed as a data kind: the kind's error names the rule
-    /// ("invalid email address: there is no '@'"), never the value.
-    fn parse<T>(
-        &self,
-        field: &'static str,
-        parse: impl FnOnce(&str) -> Result<T, InvalidData>,
-    ) -> Result<T, ApiError> {
-        parse(self.text(field)?).map_err(|e| ApiError::invalid(field, e))
+        None => ApiError::new(
+            StatusCode::BAD_REQUEST,
+            None,
+            "the body has a field this request does not take",
+        ),
     }
 }
 
@@ -757,12 +913,31 @@ CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
 COMMIT;
 ";
 
-/// A customer's row: every field a sealed envelope.
-struct CustomerRow {
-    name: Sealed<FullName, Transaction>,
-    email: Sealed<EmailAddress, Transaction>,
-    address: Sealed<PostalAddress, Transaction>,
-    phone: Sealed<PhoneNumber, Transaction>,
+/// A customer: every field collected for the purchase, sealed as a whole
+/// into a `customers` row (`SealedCustomer`), the email's lookup token in
+/// `email_index`.
+#[derive(PersonalRecord)]
+struct Customer {
+    name: PersonalInfo<FullName, Transaction>,
+    #[pledge(lookup)]
+    email: PersonalInfo<EmailAddress, Transaction>,
+    address: PersonalInfo<PostalAddress, Transaction>,
+    phone: PersonalInfo<PhoneNumber, Transaction>,
+}
+
+/// The columns of a `SealedCustomer` under the names its row constructors
+/// read (`SealedRecord::COLUMNS`): the table calls the lookup column
+/// `email_index`, and an erased customer's is empty (the receipt's token
+/// was removed), read as 32 zero bytes, the token of no address.
+fn customer_columns(db: &Store) -> &'static str {
+    match db {
+        Store::Sqlite(_) => {
+            "subject, name, email, COALESCE(email_index, zeroblob(32)) AS email_lookup, address, phone"
+        }
+        Store::Postgres(_) => {
+            "subject, name, email, COALESCE(email_index, decode(repeat('00', 32), 'hex')) AS email_lookup, address, phone"
+        }
+    }
 }
 
 /// The shop's statements, the same SQL on both databases (`$1`, `$2`, …);
@@ -791,24 +966,18 @@ impl Tables {
         out.map_err(db_error)
     }
 
-    fn insert_customer(
-        &self,
-        subject: SubjectId,
-        row: &CustomerRow,
-        index: &LookupToken<EmailAddress>,
-    ) -> Result<(), ApiError> {
-        let r = row;
+    fn insert_customer(&self, row: &SealedCustomer) -> Result<(), ApiError> {
         self.timed(|db| {
             db.execute(
                 "INSERT INTO customers (subject, name, email, address, phone, email_index)
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
-                    &subject.to_string(),
-                    &r.name,
-                    &r.email,
-                    &r.address,
-                    &r.phone,
-                    index,
+                    &row.subject.to_string(),
+                    &row.name,
+                    &row.email,
+                    &row.address,
+                    &row.phone,
+                    &row.email_lookup,
                 ],
             )
         })
@@ -840,17 +1009,20 @@ impl Tables {
         Ok(!found.is_empty())
     }
 
-    fn customer(&self, subject: SubjectId) -> Result<Option<CustomerRow>, ApiError> {
+    /// The customer's row, mapped by column name with the constructors
+    /// `#[derive(PersonalRecord)]` generates.
+    fn customer(&self, subject: SubjectId) -> Result<Option<SealedCustomer>, ApiError> {
         let mut rows = self.timed(|db| {
             db.query(
-                "SELECT name, email, address, phone FROM customers WHERE subject = $1",
+                &format!(
+                    "SELECT {} FROM customers WHERE subject = $1",
+                    customer_columns(db)
+                ),
                 &[&subject.to_string()],
-                |r| {
-                    Ok(CustomerRow {
-                        name: r.get(0)?,
-                        email: r.get(1)?,
-                        address: r.get(2)?,
-                        phone: r.get(3)?,
+                |row| {
+                    Ok(match row {
+                        Row::Sqlite(r) => SealedCustomer::from_row(r)?,
+                        Row::Postgres(r) => SealedCustomer::from_pg_row(r)?,
                     })
                 },
             )

@@ -19,7 +19,15 @@
 //!
 //! Bad input is a `400` (`409`, `404`, `410` where they fit) with
 //! `{"error": "...", "field": "..."}`: the field and the rule it broke
-//! ("invalid email address: there is no '@'"), never the value. A failing
+//! ("invalid email address: there is no '@'"), never the value. A field
+//! the route does not take is refused the same way, by its name
+//! (`{"newsletter": true}` at sign-up is a `400` naming `newsletter`, not a
+//! customer who silently got no newsletter). Every other error has the same
+//! `{"error": "..."}` shape: an unknown route is a `404`, a method the
+//! route does not have a `405` (with `Allow`), a body sent without
+//! `Content-Type: application/json` a `415`, one that is not JSON or not an
+//! object a `400`, and a body over **16 KiB** (`app::BODY_LIMIT`) a `413`,
+//! refused before it is parsed. No error repeats what the body held. A failing
 //! audit sink or key store is a `503` with `"rule": "R10"`, and nothing
 //! happened: the custodian refuses a use before it takes place, so no row
 //! is written and nothing reaches the payment processor. A consent row
@@ -62,7 +70,11 @@
 //!
 //! Exit status: 0 after a clean shutdown (Ctrl-C or SIGTERM; the audit
 //! stream's head is signed into the checkpoint directory first), 1 when
-//! the service could not start or failed, 2 for bad arguments.
+//! the service could not start or failed, 2 for bad arguments. The shop
+//! holds a `store::CheckpointGuard`, so the head is signed on every way out
+//! once the shop is open — a failure to serve, or a panic, included — and
+//! a verifier with the public key vouches for the stream to its last entry
+//! (tested by stopping the program with SIGTERM).
 
 #![forbid(unsafe_code)]
 
@@ -148,19 +160,19 @@ async fn serve(args: Args) -> Result<(), BoxError> {
     let database = args.database.clone();
     let shop = tokio::task::spawn_blocking(move || app::Shop::open(&database)).await??;
     let shop = Arc::new(shop);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
-    println!("database: {}", args.database.describe());
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, app::router(shop.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-    // Clean shutdown: the stream's head, signed, goes to the checkpoint
-    // directory outside the database; a verifier needs only the public key.
+    let served = listen(&args, shop.clone()).await;
+    // Shutdown, clean (Ctrl-C, SIGTERM) or not: the stream's head, signed,
+    // goes to the checkpoint directory outside the database; a verifier
+    // needs only the public key. The shop is dropped off the async workers
+    // (the synchronous `postgres` client must be), and its checkpoint
+    // guard signs once more on the way, should this signature fail.
     let (dir, public_key) = {
         let (store, key) = shop.checkpoints();
         (store.path().to_owned(), key)
     };
-    let signed = tokio::task::spawn_blocking(move || shop.shut_down()).await??;
+    let signed = tokio::task::spawn_blocking(move || shop.shut_down()).await?;
+    served?;
+    let signed = signed?;
     println!(
         "audit stream {}: head {} signed into {}",
         signed.stream(),
@@ -168,6 +180,17 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         dir.display()
     );
     println!("public key: {public_key}");
+    Ok(())
+}
+
+/// Serves `shop` until Ctrl-C or SIGTERM.
+async fn listen(args: &Args, shop: Arc<app::Shop>) -> Result<(), BoxError> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port)).await?;
+    println!("database: {}", args.database.describe());
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app::router(shop))
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     Ok(())
 }
 

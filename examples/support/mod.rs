@@ -259,7 +259,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore, SignedCheckpoint};
 use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
-use privacy_pledge::store::{AuditStreamSink, BatchWriter};
+use privacy_pledge::store::{AuditStreamSink, BatchWriter, CheckpointGuard};
 
 /// The crate's store on either database.
 #[derive(Clone, Debug)]
@@ -391,16 +391,18 @@ impl Row<'_> {
 pub struct StoreShop {
     pub store: Store,
     pub custodian: privacy_pledge::Custodian,
-    sign:
-        Box<dyn Fn() -> Result<SignedCheckpoint, privacy_pledge::audit::AuditError> + Send + Sync>,
+    /// Signs the audit stream's head when the shop is dropped: at the end
+    /// of `main`, or on the way out of an error or a panic.
+    guard: CheckpointGuard,
     pub checkpoints: PathBuf,
     pub public_key: CheckpointKey,
 }
 
 impl StoreShop {
-    /// Clean shutdown: signs the stream's head into the checkpoint directory.
+    /// Clean shutdown: signs the stream's head into the checkpoint directory
+    /// now, for the caller to show (the guard signs again on drop).
     pub fn shut_down(&self) -> Result<SignedCheckpoint, BoxError> {
-        Ok((self.sign)()?)
+        Ok(self.guard.sign()?)
     }
 
     /// The whole trail, every stream verified under the custodian's keys
@@ -518,7 +520,7 @@ fn build<W: BatchWriter + 'static>(
     Ok(StoreShop {
         store,
         custodian,
-        sign: Box::new(move || sink.sign_checkpoint()),
+        guard: sink.checkpoint_guard(),
         checkpoints,
         public_key,
     })

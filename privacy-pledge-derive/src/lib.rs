@@ -51,6 +51,12 @@
 //!   any `PersonalInfo` field, a field named `subject` (the sealed record's
 //!   own column), and unknown `pledge` keys.
 //!
+//! The sealed struct also gets `SealedRecord::COLUMNS` and row
+//! constructors (`from_row` for rusqlite, `from_pg_row` for `postgres`,
+//! `sqlx::FromRow`), each where the main crate's feature for that client is
+//! on: the generated code calls the main crate's `__sealed_rows!` macro,
+//! which the main crate defines per feature.
+//!
 //! Fields of different subjects are refused at run time, by
 //! `Custodian::seal_record` and `Custodian::open_record`, before anything is
 //! sealed or opened.
@@ -427,6 +433,13 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         #[doc = " The subject every sealed field is about."]
         #vis subject: #krate::SubjectId
     }];
+    // Every column for the row constructors: `(field, type, name)`.
+    let mut rows = vec![(
+        format_ident!("subject"),
+        quote!(#krate::SubjectId),
+        "subject".to_owned(),
+    )];
+    let column_name = |ident: &Ident| ident.to_string().trim_start_matches("r#").to_owned();
     let mut seal_inits = Vec::new();
     let mut open_inits = Vec::new();
     let mut assertions = Vec::new();
@@ -462,6 +475,11 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     #docs
                     #fvis #ident: #krate::Sealed<#kind, #purpose>
                 });
+                rows.push((
+                    (*ident).clone(),
+                    quote!(#krate::Sealed<#kind, #purpose>),
+                    column_name(ident),
+                ));
                 let seal = quote_spanned! {span=>
                     ::privacy_pledge::Custodian::seal(custodian, &self.#at_ty)?
                 };
@@ -479,6 +497,11 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                         #[doc = #doc]
                         #fvis #column: #krate::LookupToken<#kind>
                     });
+                    rows.push((
+                        column.clone(),
+                        quote!(#krate::LookupToken<#kind>),
+                        column_name(column),
+                    ));
                     // Spanned like the purpose: the bound it must meet is on it.
                     let pspan = purpose.span();
                     let mut at_purpose = (*ident).clone();
@@ -505,6 +528,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     #docs
                     #fvis #ident: #ty
                 });
+                rows.push(((*ident).clone(), quote!(#ty), column_name(ident)));
                 let copy = quote_spanned! {span=>
                     ::core::clone::Clone::clone(&self.#at_ty)
                 };
@@ -518,6 +542,9 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         .map(|f| f.ident.to_string().trim_start_matches("r#").to_owned())
         .collect();
     let idents: Vec<&Ident> = personal.iter().map(|f| f.ident).collect();
+    let row_fields = rows.iter().map(|(field, _, _)| field);
+    let row_types = rows.iter().map(|(_, ty, _)| ty);
+    let row_names: Vec<&String> = rows.iter().map(|(_, _, name)| name).collect();
 
     Ok(quote! {
         #(#assertions)*
@@ -556,6 +583,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
         impl #krate::record::SealedRecord for #sealed_name {
             type Record = #name;
 
+            const COLUMNS: &'static [&'static str] = &[#(#row_names),*];
+
             fn subject(&self) -> #krate::SubjectId {
                 self.subject
             }
@@ -577,6 +606,10 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     #(#open_inits,)*
                 })
             }
+        }
+
+        #krate::__sealed_rows! {
+            #sealed_name { #(#row_fields: #row_types = #row_names),* }
         }
     })
 }

@@ -54,7 +54,21 @@ pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stream_sink;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use stream_sink::{AuditStreamSink, BatchWriter, Row};
+pub use stream_sink::{AuditStreamSink, BatchWriter, CheckpointGuard, Row};
+
+/// Loads the custodian's newest checkpoints, *then* reads the trail, and
+/// verifies it under the custodian's keys: in this order a checkpoint signed meanwhile
+/// by another process cannot name entries the trail read lacks (which
+/// would look like entries cut from the end).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn verified_trail(
+    custodian: &crate::Custodian,
+    trail: impl FnOnce() -> Result<Vec<crate::audit::AuditEvent>, StoreError>,
+) -> Result<crate::audit::VerifiedTrail, crate::Error> {
+    custodian.verify_trail_with(|| {
+        trail().map_err(|e| crate::Error::from(crate::audit::AuditError::new(e.to_string())))
+    })
+}
 
 /// A token noted for a subject in `pp_subject_pseudonyms`, as the JSON of a
 /// [`PseudonymRef`](crate::crypto::PseudonymRef) (`{"kind":…,"token":…}`)

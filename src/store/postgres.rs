@@ -247,6 +247,26 @@ impl PgStore {
         .map_err(|_| StoreError::Random)
     }
 
+    /// The whole trail, every stream verified by `custodian` under its own
+    /// keys against the newest signed checkpoints of the custodian's own
+    /// checkpoint store ([`CustodianBuilder::checkpoint_store`](crate::CustodianBuilder::checkpoint_store):
+    /// outside the database, where the sinks sign into; never one the caller
+    /// passes): what
+    /// [`Custodian::subject_report`](crate::Custodian::subject_report) and
+    /// [`Consents::restore`](crate::consent::Consents::restore) take.
+    ///
+    /// The checkpoints are loaded before the trail is read, so a checkpoint
+    /// another process signs meanwhile names no entry the trail lacks. A
+    /// trail that does not verify is [`Error::Untrusted`](crate::Error::Untrusted);
+    /// a store or checkpoint store that cannot be read is
+    /// [`Error::Audit`](crate::Error::Audit).
+    pub fn verified_trail(
+        &self,
+        custodian: &crate::Custodian,
+    ) -> Result<crate::audit::VerifiedTrail, crate::Error> {
+        super::verified_trail(custodian, || self.trail())
+    }
+
     /// Every entry of `pp_audit_log`, in append order; a row whose query
     /// columns disagree with its authenticated event is an error naming it.
     pub fn trail(&self) -> Result<Vec<AuditEvent>, StoreError> {

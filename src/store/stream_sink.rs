@@ -363,8 +363,22 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         Ok(signed)
     }
 
+    /// A guard that signs this sink's stream head when it is dropped (see
+    /// [`CheckpointGuard`]): keep it for as long as the process uses the
+    /// sink, so every way out of that scope — return, `?`, panic — leaves a
+    /// checkpoint covering the last committed event.
+    pub fn checkpoint_guard(self: &Arc<Self>) -> CheckpointGuard
+    where
+        W: 'static,
+    {
+        CheckpointGuard {
+            sink: Some(self.clone()),
+        }
+    }
+
     /// How many checkpoints signed after a commit could not be kept in the
-    /// checkpoint store (the events themselves were committed).
+    /// checkpoint store (the events themselves were committed); counts a
+    /// failed signature of a dropped [`CheckpointGuard`] too.
     pub fn checkpoint_failures(&self) -> u64 {
         self.checkpoints
             .as_ref()
@@ -510,5 +524,128 @@ impl<W: BatchWriter> AuditSink for AuditStreamSink<W> {
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
         let done = self.enqueue(event)?;
         self.commit_or_wait(&done)
+    }
+}
+
+/// What a [`CheckpointGuard`] signs through: a sink of any store.
+trait SignsCheckpoints: Send + Sync {
+    fn sign(&self) -> Result<SignedCheckpoint, AuditError>;
+    fn sign_failed(&self);
+}
+
+impl<W: BatchWriter> SignsCheckpoints for AuditStreamSink<W> {
+    fn sign(&self) -> Result<SignedCheckpoint, AuditError> {
+        self.sign_checkpoint()
+    }
+
+    fn sign_failed(&self) {
+        if let Some(cp) = &self.checkpoints {
+            cp.failures.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Signs an audit stream's head when dropped, so that a process that stops
+/// — at the end of `main`, on an error returned with `?`, or unwinding from
+/// a panic — leaves a signed checkpoint covering its last committed event,
+/// and a verifier with the public key vouches for the whole stream
+/// ([`verify_public`](crate::audit::verify_public)). Without one, the
+/// entries after the last periodic checkpoint can be cut from the end of
+/// the stream unnoticed.
+///
+/// Made by [`AuditStreamSink::checkpoint_guard`] on a sink that signs
+/// checkpoints ([`with_checkpoints`](AuditStreamSink::with_checkpoints)).
+/// [`finish`](Self::finish) signs now and returns the checkpoint (or the
+/// error); a drop signs the same way and, having no caller to tell, counts
+/// a failure in [`AuditStreamSink::checkpoint_failures`].
+///
+/// A drop does not run when the process is killed outright (`SIGKILL`,
+/// `std::process::exit`, an abort) or on a signal the process does not
+/// handle: a service catches `SIGINT`/`SIGTERM` (e.g. `tokio::signal`),
+/// shuts down, and lets the guard sign on the way out.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use std::sync::Arc;
+/// use privacy_pledge::audit::{verify_public, CheckpointStore, DirCheckpointStore};
+/// use privacy_pledge::crypto::Keyring;
+/// use privacy_pledge::store::sqlite::SqliteStore;
+/// use privacy_pledge::data::EmailAddress;
+/// use privacy_pledge::purpose::Transaction;
+/// use privacy_pledge::{Custodian, SubjectId};
+///
+/// # let dir = std::env::temp_dir().join(format!("pp-guard-doc-{}", SubjectId::random()));
+/// let keyring = Arc::new(Keyring::generate()?);
+/// let store = SqliteStore::open_in_memory()?;
+/// let signer = keyring.checkpoint_signer()?;
+/// let public_key = signer.public_key();
+/// let checkpoints = DirCheckpointStore::new(&dir)?; // outside the database
+/// let sink = Arc::new(
+///     store
+///         .audit_sink(keyring.audit_key())?
+///         .with_checkpoints(signer, checkpoints.clone(), 1_000),
+/// );
+/// {
+///     // Signs on the way out of this scope, however it is left.
+///     let _guard = sink.checkpoint_guard();
+///     let custodian = Custodian::builder()
+///         .keyring(keyring)
+///         .audit(sink.clone())
+///         .build()?;
+///     let email = custodian.collect::<EmailAddress, Transaction>(
+///         SubjectId::random(),
+///         EmailAddress::parse("ada@example.com")?,
+///     )?;
+///     let _row = custodian.seal(&email)?; // audited events, committed
+/// }
+/// let report = verify_public(&store.trail()?, &public_key, &checkpoints.load()?);
+/// assert!(report.is_intact());
+/// let stream = &report.streams[0];
+/// let head = stream.result.as_ref().expect("the stream is intact");
+/// assert_eq!(stream.vouched_through, Some(head.seq()), "vouched to its end");
+/// # std::fs::remove_dir_all(&dir)?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[must_use = "the guard signs when it is dropped: bind it to a name (`_guard`, not `_`)"]
+pub struct CheckpointGuard {
+    sink: Option<Arc<dyn SignsCheckpoints>>,
+}
+
+impl CheckpointGuard {
+    /// Signs the stream's head now and keeps the guard: a later drop signs
+    /// again, covering what came after.
+    pub fn sign(&self) -> Result<SignedCheckpoint, AuditError> {
+        match &self.sink {
+            Some(sink) => sink.sign(),
+            None => Err(AuditError::new("this guard has finished")),
+        }
+    }
+
+    /// Signs the stream's head now and disarms the guard: the clean
+    /// shutdown that wants the checkpoint, or the error, in hand.
+    pub fn finish(mut self) -> Result<SignedCheckpoint, AuditError> {
+        match self.sink.take() {
+            Some(sink) => sink.sign(),
+            None => Err(AuditError::new("this guard has finished")),
+        }
+    }
+}
+
+impl Drop for CheckpointGuard {
+    fn drop(&mut self) {
+        if let Some(sink) = self.sink.take() {
+            if sink.sign().is_err() {
+                sink.sign_failed();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for CheckpointGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckpointGuard")
+            .field("armed", &self.sink.is_some())
+            .finish()
     }
 }
