@@ -25,6 +25,8 @@
 //!     .keyring(Keyring::generate()?)
 //!     .consent_store(rows.clone())
 //!     .freshness_anchor(MemoryAnchorStore::new()) // outside the database
+//!     // Read the row at every use (the default trusts a row read for 1 s).
+//!     .consent_revalidate_after(std::time::Duration::ZERO)
 //!     .build()?;
 //! let ada = SubjectId::random();
 //! custodian.consents().grant::<Newsletter>(ada)?;

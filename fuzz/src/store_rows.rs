@@ -80,6 +80,15 @@ pub struct Fixture {
     pub key_row: (u32, u32, Vec<u8>, u64),
 }
 
+/// The freshness anchor every custodian of the harness shares: it holds
+/// the fixture's consents, so a consent row makes consent live only if it
+/// is the anchored one.
+fn anchor() -> std::sync::Arc<privacy_pledge::freshness::MemoryAnchorStore> {
+    static A: OnceLock<std::sync::Arc<privacy_pledge::freshness::MemoryAnchorStore>> =
+        OnceLock::new();
+    A.get_or_init(Default::default).clone()
+}
+
 /// The fixture, made once per process (its data key is random).
 pub fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
@@ -91,6 +100,7 @@ pub fn fixture() -> &'static Fixture {
             EmailAddress::parse(VALUE).expect("email"),
         );
         let sealed = c.seal(&info).expect("seals");
+        c.consents().grant::<Newsletter>(SUBJECT).expect("grants");
         let SubjectKeys::Live(keys) = store.key_store().load(SUBJECT).expect("loads") else {
             panic!("no key row");
         };
@@ -116,6 +126,7 @@ fn custodian(store: &SqliteStore) -> Custodian {
         .clock(clock())
         .key_store(store.key_store())
         .consent_store(store.consent_store())
+        .freshness_anchor(anchor())
         .consent_revalidate_after(std::time::Duration::ZERO)
         .key_revalidate_after(std::time::Duration::ZERO)
         .build()
