@@ -435,7 +435,14 @@ pub(crate) struct Anchor {
     stale_at: AtomicU64,
     bound_nanos: u64,
     any_erased: AtomicBool,
+    /// A filter of the erased subjects (bits set by a keyed hash): a subject
+    /// whose bit is clear was not erased, known without a lock or a map
+    /// lookup — the common case on every use.
+    erased_bits: [AtomicU64; FILTER_WORDS],
+    filter_key: (u64, u64),
 }
+
+const FILTER_WORDS: usize = 64;
 
 impl Anchor {
     /// Opens the anchor and reads it in full (start-up).
@@ -453,6 +460,13 @@ impl Anchor {
             stale_at: AtomicU64::new(0),
             bound_nanos: u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX),
             any_erased: AtomicBool::new(false),
+            erased_bits: [const { AtomicU64::new(0) }; FILTER_WORDS],
+            filter_key: {
+                let k = crate::crypto::random_array::<16>()?;
+                let (a, b) = k.split_at(8);
+                let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or([0; 8]));
+                (word(a), word(b) | 1)
+            },
         };
         anchor.refresh(true)?;
         Ok(anchor)
@@ -490,9 +504,7 @@ impl Anchor {
             let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             view.extend(&self.key, &bytes)?;
-            if !view.erased.is_empty() {
-                self.any_erased.store(true, Ordering::Release);
-            }
+            self.note_erasures(&view);
         }
         self.stale_at
             .store(start.saturating_add(self.bound_nanos), Ordering::Release);
@@ -529,9 +541,7 @@ impl Anchor {
             if crate::reentry::host(|| self.store.append(len, &line))? {
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
                 view.extend(&self.key, &line)?;
-                if !view.erased.is_empty() {
-                    self.any_erased.store(true, Ordering::Release);
-                }
+                self.note_erasures(&view);
                 return Ok(Some(entry));
             }
         }
@@ -550,10 +560,42 @@ impl Anchor {
         Ok(self.read().consents.get(&(subject, purpose)).copied())
     }
 
+    /// The filter bit of `subject`: (word, mask).
+    fn bit(&self, subject: SubjectId) -> (usize, u64) {
+        let b = subject.as_bytes();
+        let half = |r: &[u8]| u64::from_le_bytes(r.try_into().unwrap_or([0; 8]));
+        let h = (half(&b[..8]) ^ self.filter_key.0 ^ half(&b[8..]).rotate_left(29))
+            .wrapping_mul(self.filter_key.1);
+        let bit = (h >> 52) as usize; // 12 bits: FILTER_WORDS * 64 = 4096
+        (bit / 64 % FILTER_WORDS, 1 << (bit % 64))
+    }
+
+    /// Sets the filter bits of every erased subject in `view` (called with
+    /// the view's write lock held, so readers see a bit before the map).
+    fn note_erasures(&self, view: &View) {
+        if view.erased.is_empty() {
+            return;
+        }
+        for s in view.erased.keys() {
+            let (w, m) = self.bit(*s);
+            self.erased_bits[w].fetch_or(m, Ordering::Release);
+        }
+        self.any_erased.store(true, Ordering::Release);
+    }
+
+    /// Whether `subject` may have been erased (`false`: certainly not).
+    fn maybe_erased(&self, subject: SubjectId) -> bool {
+        if !self.any_erased.load(Ordering::Acquire) {
+            return false;
+        }
+        let (w, m) = self.bit(subject);
+        self.erased_bits[w].load(Ordering::Acquire) & m != 0
+    }
+
     /// The subject's erasure, if any process anchored one.
     pub(crate) fn erasure(&self, subject: SubjectId) -> Result<Option<Erasure>, Error> {
         self.refresh(false)?;
-        if !self.any_erased.load(Ordering::Acquire) {
+        if !self.maybe_erased(subject) {
             return Ok(None);
         }
         Ok(self.read().erased.get(&subject).cloned())
@@ -562,7 +604,7 @@ impl Anchor {
     /// When the subject was erased, if any process anchored it.
     pub(crate) fn erased_at(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
         self.refresh(false)?;
-        if !self.any_erased.load(Ordering::Acquire) {
+        if !self.maybe_erased(subject) {
             return Ok(None);
         }
         Ok(self.read().erased.get(&subject).map(|e| e.at))
