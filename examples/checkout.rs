@@ -296,7 +296,10 @@ fn run(database: &Database) -> Result<(), BoxError> {
         head.seq()
     );
     println!("audit head: {} {}", head.seq(), support::hex(head.head()));
-    println!("checkpoints: {}", shop.opened.checkpoints.display());
+    println!(
+        "checkpoints: {}",
+        shop.opened.store.checkpoint_store().path().display()
+    );
     println!("public key: {}", shop.opened.public_key);
     Ok(())
 }

@@ -57,7 +57,8 @@ use privacy_pledge::audit::{
 use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::SqliteStore;
 
-use support::{BoxError, Database, Store};
+use privacy_pledge::store::Database as Db;
+use support::{BoxError, Database};
 
 const USAGE: &str = "\
 usage: verify_audit --db PATH (--public-key HEX | --public-key-file FILE)
@@ -231,8 +232,8 @@ fn check_store(
     };
     // Read-only: a dropped table stays dropped, and nothing is created.
     let store = match db {
-        Database::Sqlite(path) => SqliteStore::open_read_only(path).map(Store::Sqlite),
-        Database::Postgres { url, .. } => PgStore::connect_read_only(url).map(Store::Postgres),
+        Database::Sqlite(path) => SqliteStore::open_read_only(path).map(Db::Sqlite),
+        Database::Postgres { url, .. } => PgStore::connect_read_only(url).map(Db::Postgres),
     };
     let store = match store {
         Ok(s) => s,

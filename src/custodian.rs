@@ -1788,6 +1788,12 @@ impl CustodianBuilder {
         self
     }
 
+    /// The keyring set with [`keyring`](Self::keyring), if any.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn keyring_ref(&self) -> Option<&Arc<Keyring>> {
+        self.keyring.as_ref()
+    }
+
     /// The local keyring: key-encryption keys, and (unless set separately)
     /// the pseudonym and audit keys derived from its master secret.
     pub fn keyring(mut self, keyring: impl Into<Arc<Keyring>>) -> Self {

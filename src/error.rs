@@ -178,6 +178,11 @@ pub enum Error {
     #[error(transparent)]
     KeyStore(#[from] KeyStoreError),
 
+    /// A database store could not be opened, migrated or read
+    /// ([`store`](crate::store)).
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+
     /// A value was rejected by its kind's validation.
     #[error(transparent)]
     InvalidData(#[from] InvalidData),
@@ -298,7 +303,7 @@ impl Error {
                 Some(RuleId::R9)
             }
             Error::InvalidData(_) => Some(RuleId::R1),
-            Error::Key(_) | Error::KeyStore(_) | Error::Random => None,
+            Error::Key(_) | Error::KeyStore(_) | Error::Store(_) | Error::Random => None,
         }
     }
 }

@@ -1055,7 +1055,7 @@ fn run_verify_on(path: &std::path::Path, checkpoints: bool) -> (i32, String) {
 fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
     let dir = TempDir::new("verify-example");
     let path = dir.path("shop.db");
-    let shop = support::open_store_shop(&path).unwrap();
+    let shop = support::open_shop_on(&support::Database::Sqlite(path.clone())).unwrap();
     let ada = SubjectId::random();
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
@@ -1179,7 +1179,7 @@ fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
     let path = dir.path("shop.db");
     let ada = SubjectId::random();
     // One process: three events, a clean checkpoint, two more, then a crash.
-    let shop = support::open_store_shop(&path).unwrap();
+    let shop = support::open_shop_on(&support::Database::Sqlite(path.clone())).unwrap();
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     }
@@ -1193,7 +1193,7 @@ fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
     // A crash: nothing runs on the way out (no checkpoint guard's drop).
     std::mem::forget(shop);
     // Another process that crashes before any checkpoint.
-    let shop = support::open_store_shop(&path).unwrap();
+    let shop = support::open_shop_on(&support::Database::Sqlite(path.clone())).unwrap();
     shop.custodian
         .consents()
         .withdraw::<Promotion>(ada)
@@ -1221,7 +1221,7 @@ fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
     // its own, and puts its public key and checkpoints beside it.
     let genuine = std::fs::read_to_string(support::public_key_file_for(&path)).unwrap();
     let forged = dir.path("forged.db");
-    let shop = support::open_store_shop(&forged).unwrap();
+    let shop = support::open_shop_on(&support::Database::Sqlite(forged.clone())).unwrap();
     shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     shop.shut_down().unwrap();
     drop(shop);
@@ -1249,7 +1249,7 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
     let dir = TempDir::new("verify-archive");
     let path = dir.path("shop.db");
     let ada = SubjectId::random();
-    let shop = support::open_store_shop(&path).unwrap();
+    let shop = support::open_shop_on(&support::Database::Sqlite(path.clone())).unwrap();
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     }
@@ -1259,7 +1259,7 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
         .withdraw::<Promotion>(ada)
         .unwrap();
     shop.shut_down().unwrap();
-    let support::Store::Sqlite(store) = &shop.store else {
+    let privacy_pledge::store::Database::Sqlite(store) = shop.store.database() else {
         unreachable!("an SQLite file")
     };
     let mut archive = Vec::new();

@@ -39,17 +39,16 @@ use serde_json::{json, Map, Value};
 use privacy_pledge::audit::{
     AuditError, AuditSink, CheckpointKey, DirCheckpointStore, SignedCheckpoint,
 };
-use privacy_pledge::crypto::{Keyring, LookupRef};
+use privacy_pledge::crypto::LookupRef;
 use privacy_pledge::data::{
     Amount, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
     PurchaseRecord,
 };
 use privacy_pledge::purpose::{Newsletter, Transaction};
 use privacy_pledge::report::StoredRecord;
-use privacy_pledge::store::postgres::{postgres, PgStore};
+use privacy_pledge::store::postgres::postgres;
 use privacy_pledge::store::sqlite::rusqlite;
-use privacy_pledge::store::sqlite::SqliteStore;
-use privacy_pledge::store::{AuditStreamSink, BatchWriter, CheckpointGuard};
+use privacy_pledge::store::CheckpointGuard;
 use privacy_pledge::{
     Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
 };
@@ -86,77 +85,18 @@ impl Shop {
         database: &Database,
         audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
     ) -> Result<Shop, BoxError> {
-        let files = database.files();
-        if let Database::Sqlite(path) = database {
-            if path.exists() && !support::key_file_for(files).exists() {
-                return Err(format!("{} has no key file", path.display()).into());
-            }
-        }
-        if let Some(parent) = files.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        // Demo only: the keyring sits in `<files>.key`. A real service
-        // fetches it from its KMS or secret manager at start-up.
-        let keyring = Arc::new(support::read_or_create_keyring(&support::key_file_for(
-            files,
-        ))?);
-        match database {
-            Database::Sqlite(path) => {
-                let store = SqliteStore::open(path)?;
-                let sink = store.audit_sink(keyring.audit_key())?;
-                let (keys, consents) = (store.key_store(), store.consent_store());
-                let tables = Tables::new(Store::Sqlite(store), SHOP_TABLES_SQLITE)?;
-                Shop::assemble(tables, sink, keys, consents, keyring, files, audit)
-            }
-            Database::Postgres { url, .. } => {
-                let store = PgStore::connect(url)?;
-                let sink = store.audit_sink(keyring.audit_key())?;
-                let (keys, consents) = (store.key_store(), store.consent_store());
-                let tables = Tables::new(Store::Postgres(store), SHOP_TABLES_POSTGRES)?;
-                Shop::assemble(tables, sink, keys, consents, keyring, files, audit)
-            }
-        }
-    }
-
-    /// The custodian over one store: keys, consents and audit stream in the
-    /// database; the stream's head signed every 100 events and at shutdown
-    /// into `<files>.checkpoints/` (standing in for a place outside the
-    /// database's reach), the public key in `<files>.pub`.
-    fn assemble<W: BatchWriter + 'static>(
-        tables: Tables,
-        sink: AuditStreamSink<W>,
-        keys: impl privacy_pledge::crypto::KeyStore + 'static,
-        consents: impl privacy_pledge::consent::ConsentStore + 'static,
-        keyring: Arc<Keyring>,
-        files: &std::path::Path,
-        audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
-    ) -> Result<Shop, BoxError> {
-        let signer = keyring.checkpoint_signer()?;
-        let public_key = signer.public_key();
-        std::fs::write(
-            support::public_key_file_for(files),
-            format!("{public_key}\n"),
-        )?;
-        let checkpoints = DirCheckpointStore::new(support::checkpoint_dir_for(files))?;
-        let sink = Arc::new(sink.with_checkpoints(signer, checkpoints.clone(), 100));
-        let custodian = Custodian::builder()
-            .keyring(keyring)
-            // Reloaded from there when another process (a `checkout` run,
-            // a maintenance job) rotates the keys.
-            .keyring_store(support::KeyFile(support::key_file_for(files)))
-            .checkpoint_store(checkpoints.clone())
-            .key_store(keys)
-            .consent_store(consents)
-            .freshness_anchor(checkpoints.anchor()?)
-            .audit(audit(Box::new(sink.clone())))
-            .build()?;
+        let opened = support::open_shop_with(database, audit)?;
+        let steps = [opened.store.pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES)];
+        // The crate runs the steps once, under a lock, however many
+        // processes start together.
+        opened.store.migrate("shop", &steps)?;
         Ok(Shop {
-            custodian,
-            tables,
+            checkpoints: opened.store.checkpoint_store().clone(),
+            tables: Tables::new(opened.store),
+            custodian: opened.custodian,
             payments: PaymentProcessor::default(),
-            checkpoints,
-            public_key,
-            guard: sink.checkpoint_guard(),
+            public_key: opened.public_key,
+            guard: opened.guard,
             log: Box::new(|line| eprintln!("{line}")),
             stats: Stats::default(),
         })
@@ -552,12 +492,9 @@ impl Shop {
         // The custodian reads its checkpoints before the trail: a checkpoint
         // signed in between would name entries the trail read earlier does
         // not have.
-        let trail = self.custodian.verify_trail_with(|| {
-            Ok::<_, ApiError>(match &self.tables.store {
-                Store::Sqlite(s) => s.trail()?,
-                Store::Postgres(p) => p.trail()?,
-            })
-        })?;
+        let trail = self
+            .custodian
+            .verify_trail_with(|| Ok::<_, ApiError>(self.tables.store.trail()?))?;
         let report = self.custodian.subject_report(subject, &records, &trail)?;
         let json = report
             .to_json()
@@ -890,11 +827,8 @@ CREATE TABLE IF NOT EXISTS orders (
 CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
 ";
 
-/// The same on PostgreSQL, under an advisory lock so processes starting
-/// together do not race.
+/// The same on PostgreSQL.
 const SHOP_TABLES_POSTGRES: &str = "
-BEGIN;
-SELECT pg_advisory_xact_lock(7369);
 CREATE TABLE IF NOT EXISTS customers (
     subject     TEXT PRIMARY KEY,
     name        BYTEA NOT NULL,
@@ -910,7 +844,6 @@ CREATE TABLE IF NOT EXISTS orders (
     charge  TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
-COMMIT;
 ";
 
 /// A customer: every field collected for the purchase, sealed as a whole
@@ -930,14 +863,10 @@ struct Customer {
 /// `email_index`, and an erased customer's is empty (the receipt's token
 /// was removed), read as 32 zero bytes, the token of no address.
 fn customer_columns(db: &Store) -> &'static str {
-    match db {
-        Store::Sqlite(_) => {
-            "subject, name, email, COALESCE(email_index, zeroblob(32)) AS email_lookup, address, phone"
-        }
-        Store::Postgres(_) => {
-            "subject, name, email, COALESCE(email_index, decode(repeat('00', 32), 'hex')) AS email_lookup, address, phone"
-        }
-    }
+    db.pick(
+        "subject, name, email, COALESCE(email_index, zeroblob(32)) AS email_lookup, address, phone",
+        "subject, name, email, COALESCE(email_index, decode(repeat('00', 32), 'hex')) AS email_lookup, address, phone",
+    )
 }
 
 /// The shop's statements, the same SQL on both databases (`$1`, `$2`, …);
@@ -950,12 +879,11 @@ pub struct Tables {
 }
 
 impl Tables {
-    fn new(store: Store, schema: &str) -> Result<Tables, BoxError> {
-        store.batch(schema)?;
-        Ok(Tables {
+    fn new(store: Store) -> Tables {
+        Tables {
             store,
             nanos: AtomicU64::new(0),
-        })
+        }
     }
 
     /// Runs the shop's own statements, timed.

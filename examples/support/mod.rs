@@ -1,6 +1,7 @@
-//! What the examples share: the demo's key and checkpoint files, and a
-//! custodian opened on the crate's SQLite store (`store::sqlite`). Storage
-//! itself — tables, audit streams, keys, consents — is the crate's.
+//! What the examples share: their command line, the demo's key file, the
+//! payment processor, and the shop's own statements on either database.
+//! Storage itself — tables, audit streams, keys, consents, checkpoints —
+//! is the crate's (`store::Store`, opened by URL).
 
 #![allow(dead_code)]
 
@@ -10,7 +11,6 @@ use std::sync::Arc;
 
 use privacy_pledge::audit::VerifiedTrail;
 use privacy_pledge::crypto::{KeyError, Keyring, KeyringFile, KeyringStore};
-use zeroize::Zeroizing;
 
 /// Errors of the examples' own plumbing (files, SQLite, arguments).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -20,8 +20,23 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Where the demo keeps the keyring of the database at `db`: `<db>.key`.
 pub fn key_file_for(db: &Path) -> PathBuf {
-    let mut name = db.as_os_str().to_owned();
-    name.push(".key");
+    with_suffix(db, ".key")
+}
+
+/// `<files>.checkpoints/`: the signed checkpoints of every stream and the
+/// freshness anchor.
+pub fn checkpoint_dir_for(files: &Path) -> PathBuf {
+    with_suffix(files, ".checkpoints")
+}
+
+/// `<files>.pub`: the checkpoint public key, for verifiers (no secret).
+pub fn public_key_file_for(files: &Path) -> PathBuf {
+    with_suffix(files, ".pub")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
     PathBuf::from(name)
 }
 
@@ -30,85 +45,16 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn unhex32(text: &str) -> Option<[u8; 32]> {
-    let t = text.as_bytes();
-    if t.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (o, pair) in out.iter_mut().zip(t.chunks_exact(2)) {
-        let s = std::str::from_utf8(pair).ok()?;
-        if s.bytes().any(|b| b.is_ascii_uppercase()) {
-            return None;
-        }
-        *o = u8::from_str_radix(s, 16).ok()?;
-    }
-    Some(out)
-}
-
-/// Reads the keyring kept in `path` as [`Keyring::export`] text.
+/// Reads the keyring kept in `path` (never creates one: for verifiers).
 ///
 /// The demo keeps the keyring in a file beside the database. A real host
 /// keeps it in a KMS or secret manager, never next to the data it protects:
 /// whoever holds both can open every sealed record and forge the audit trail.
-/// (An older demo file with a bare master secret in 64 hex digits still
-/// opens, as a keyring of derived versions.)
 pub fn read_keyring(path: &Path) -> Result<Keyring, BoxError> {
-    let text = Zeroizing::new(
-        fs::read_to_string(path)
-            .map_err(|e| format!("cannot read key file {}: {e}", path.display()))?,
-    );
-    let text = text.trim_end();
-    if let Some(mut master) = unhex32(text) {
-        let keyring = Keyring::from_master(master, [1]);
-        zeroize::Zeroize::zeroize(&mut master);
-        return Ok(keyring?);
-    }
-    Keyring::import(text).map_err(|e| format!("key file {}: {e}", path.display()).into())
-}
-
-/// Writes the keyring to `path` (readable by the owner only), replacing
-/// what was there: after every rotation and retirement.
-pub fn write_keyring(path: &Path, keyring: &Keyring) -> Result<(), BoxError> {
-    write_keyring_text(path, &keyring.export())
-}
-
-/// Writes a keyring's export text to `path` atomically (the library's
-/// [`KeyringFile`]: a new file, synced, then renamed over the old one: no
-/// reader sees a mix, and the old text is not kept beside it).
-fn write_keyring_text(path: &Path, text: &str) -> Result<(), BoxError> {
-    Ok(KeyringFile::new(path).save(text)?)
-}
-
-/// The demo's keyring file as the custodian's [`KeyringStore`]: a rotation
-/// saves the keyring there, and every process of the shop reloads it from
-/// there once another process has rotated. A real host implements the
-/// trait over its KMS or secret manager, which must keep no older version
-/// of the secret.
-#[derive(Clone, Debug)]
-pub struct KeyFile(pub PathBuf);
-
-impl KeyringStore for KeyFile {
-    fn load(&self) -> Result<Zeroizing<String>, KeyError> {
-        read_keyring(&self.0)
-            .map(|k| k.export())
-            .map_err(|e| KeyError::Provider(e.to_string().into()))
-    }
-
-    fn save(&self, export: &str) -> Result<(), KeyError> {
-        write_keyring_text(&self.0, export).map_err(|e| KeyError::Provider(e.to_string().into()))
-    }
-}
-
-/// Reads the keyring from `path`, or creates a fresh one there if the file
-/// does not exist. Several processes may start on a new database at once:
-/// [`Keyring::load_or_create`] lets exactly one of them create the file,
-/// and the others read the winner's.
-pub fn read_or_create_keyring(path: &Path) -> Result<Keyring, BoxError> {
-    if path.exists() {
-        return read_keyring(path);
-    }
-    Ok(Keyring::load_or_create(path)?)
+    let text = KeyringFile::new(path)
+        .load()
+        .map_err(|e| format!("key file {}: {e}", path.display()))?;
+    Ok(Keyring::import(&text)?)
 }
 
 // ---------------------------------------------------------------------------
@@ -256,59 +202,60 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // ---------------------------------------------------------------------------
 // The host's custodian on the crate's own store
 
-use privacy_pledge::audit::{CheckpointKey, DirCheckpointStore, SignedCheckpoint};
-use privacy_pledge::store::postgres::PgStore;
-use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
-use privacy_pledge::store::{AuditStreamSink, BatchWriter, CheckpointGuard};
+use privacy_pledge::audit::{AuditSink, CheckpointKey, SignedCheckpoint};
+use privacy_pledge::store::postgres::postgres::types::{FromSql as PgFromSql, ToSql as PgToSql};
+use privacy_pledge::store::sqlite::rusqlite;
+use privacy_pledge::store::{CheckpointGuard, Database as Db, StoreConfig};
 
-/// The crate's store on either database.
+impl Database {
+    /// The crate's store configuration: the database's URL, and the
+    /// checkpoint directory `<files>.checkpoints/` (standing in for a place
+    /// out of the database operator's reach).
+    pub fn config(&self) -> StoreConfig {
+        let url = match self {
+            Database::Sqlite(path) => format!("sqlite:{}", path.display()),
+            Database::Postgres { url, .. } => url.clone(),
+        };
+        StoreConfig::new(url, checkpoint_dir_for(self.files()))
+    }
+}
+
+/// The crate's store, and the shop's own statements on it: the same SQL on
+/// both databases (`$1`, `$2`…), through whichever client the URL chose.
 #[derive(Clone, Debug)]
-pub enum Store {
-    /// `store::sqlite`.
-    Sqlite(SqliteStore),
-    /// `store::postgres`.
-    Postgres(PgStore),
+pub struct Store(pub privacy_pledge::store::Store);
+
+impl std::ops::Deref for Store {
+    type Target = privacy_pledge::store::Store;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
 }
 
 impl Store {
-    /// Every entry of `pp_audit_log`.
-    pub fn trail(&self) -> Result<Vec<privacy_pledge::audit::AuditEvent>, BoxError> {
-        Ok(match self {
-            Store::Sqlite(s) => s.trail()?,
-            Store::Postgres(s) => s.trail()?,
-        })
-    }
-
-    /// Every consent row of `pp_consents`.
-    pub fn consents(&self) -> Result<Vec<privacy_pledge::consent::ConsentRecord>, BoxError> {
-        use privacy_pledge::consent::ConsentStore;
-        Ok(match self {
-            Store::Sqlite(s) => s.consent_store().all()?,
-            Store::Postgres(s) => s.consent_store().all()?,
-        })
-    }
-
     /// Runs the host's own statements (`;`-separated, no parameters).
     pub fn batch(&self, sql: &str) -> Result<(), BoxError> {
-        match self {
-            Store::Sqlite(s) => s.with_connection(|c| c.execute_batch(sql))?,
-            Store::Postgres(s) => s.with_client(|c| c.batch_execute(sql))?,
+        match self.database() {
+            Db::Sqlite(s) => s.with_connection(|c| c.execute_batch(sql))?,
+            Db::Postgres(s) => s.with_client(|c| c.batch_execute(sql))?,
+            _ => return Err("no client for this database".into()),
         }
         Ok(())
     }
 
-    /// Runs one of the host's own statements with parameters `$1`, `$2`…
-    /// (the same SQL on both databases); returns the rows changed.
+    /// Runs one of the host's own statements with parameters `$1`, `$2`…;
+    /// returns the rows changed.
     pub fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, BoxError> {
-        Ok(match self {
-            Store::Sqlite(s) => s.with_connection(|c| {
+        Ok(match self.database() {
+            Db::Sqlite(s) => s.with_connection(|c| {
                 let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
                 c.execute(sql, &params[..]).map(|n| n as u64)
             })?,
-            Store::Postgres(s) => s.with_client(|c| {
+            Db::Postgres(s) => s.with_client(|c| {
                 let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
                 c.execute(sql, &params)
             })?,
+            _ => return Err("no client for this database".into()),
         })
     }
 
@@ -321,8 +268,8 @@ impl Store {
         mut f: impl FnMut(Row<'_>) -> Result<R, BoxError>,
     ) -> Result<Vec<R>, BoxError> {
         let mut out = Vec::new();
-        match self {
-            Store::Sqlite(s) => s.with_connection(|c| -> Result<(), BoxError> {
+        match self.database() {
+            Db::Sqlite(s) => s.with_connection(|c| -> Result<(), BoxError> {
                 let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
                 let mut stmt = c.prepare(sql)?;
                 let mut rows = stmt.query(&params[..])?;
@@ -331,22 +278,29 @@ impl Store {
                 }
                 Ok(())
             })?,
-            Store::Postgres(s) => s.with_client(|c| -> Result<(), BoxError> {
+            Db::Postgres(s) => s.with_client(|c| -> Result<(), BoxError> {
                 let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
                 for r in c.query(sql, &params)? {
                     out.push(f(Row::Postgres(&r))?);
                 }
                 Ok(())
             })?,
+            _ => return Err("no client for this database".into()),
         }
         Ok(out)
     }
+
+    /// `sqlite` or `postgres` variant of a statement.
+    pub fn pick<'a>(&self, sqlite: &'a str, postgres: &'a str) -> &'a str {
+        match self.database() {
+            Db::Sqlite(_) => sqlite,
+            _ => postgres,
+        }
+    }
 }
 
-use privacy_pledge::store::postgres::postgres::types::{FromSql as PgFromSql, ToSql as PgToSql};
-
 /// A value both database clients bind: the crate's column types
-/// (`Sealed`, `LookupToken`), text, integers.
+/// (`Sealed`, `LookupToken`, `SubjectId`), text, integers.
 pub trait Param {
     /// As an SQLite parameter.
     fn sqlite(&self) -> &dyn rusqlite::ToSql;
@@ -385,88 +339,69 @@ impl Row<'_> {
     }
 }
 
-/// A custodian on the crate's store: keys, consents and a signed audit
-/// stream in the database, checkpoints signed into a directory beside the
-/// demo's files (standing in for a place outside the database's reach).
+/// A custodian on the crate's store, its stream checkpointed into
+/// `<files>.checkpoints/`; the guard signs the stream's head when the shop
+/// is dropped (at the end of `main`, or on the way out of an error or a
+/// panic).
 pub struct StoreShop {
     pub store: Store,
     pub custodian: privacy_pledge::Custodian,
-    /// Signs the audit stream's head when the shop is dropped: at the end
-    /// of `main`, or on the way out of an error or a panic.
-    guard: CheckpointGuard,
-    pub checkpoints: PathBuf,
+    pub guard: CheckpointGuard,
     pub public_key: CheckpointKey,
 }
 
 impl StoreShop {
-    /// Clean shutdown: signs the stream's head into the checkpoint directory
-    /// now, for the caller to show (the guard signs again on drop).
+    /// Clean shutdown: signs the stream's head now, for the caller to show
+    /// (the guard signs again on drop).
     pub fn shut_down(&self) -> Result<SignedCheckpoint, BoxError> {
         Ok(self.guard.sign()?)
     }
 
-    /// The whole trail, every stream verified under the custodian's keys
-    /// against the signed checkpoints of its checkpoint store (read before
-    /// the trail).
+    /// The whole trail, every stream verified against the signed checkpoints.
     pub fn verified_trail(&self) -> Result<VerifiedTrail, BoxError> {
-        self.custodian.verify_trail_with(|| self.store.trail())
+        Ok(self.store.verified_trail(&self.custodian)?)
     }
 }
 
-/// `<files>.checkpoints/`: the signed checkpoints of every stream.
-pub fn checkpoint_dir_for(files: &Path) -> PathBuf {
-    let mut name = files.as_os_str().to_owned();
-    name.push(".checkpoints");
-    PathBuf::from(name)
-}
-
-/// `<files>.pub`: the checkpoint public key, for verifiers (no secret).
-pub fn public_key_file_for(files: &Path) -> PathBuf {
-    let mut name = files.as_os_str().to_owned();
-    name.push(".pub");
-    PathBuf::from(name)
-}
-
-/// Opens the shop's store and custodian on an SQLite file.
-pub fn open_store_shop(db_path: &Path) -> Result<StoreShop, BoxError> {
-    open_shop_on(&Database::Sqlite(db_path.to_owned()))
-}
-
 /// Opens the shop's store and custodian on `database`. Any number of
-/// processes may do this on one database at once.
+/// processes may do this on one database at once: one of them creates the
+/// keyring file, the others read it.
 pub fn open_shop_on(database: &Database) -> Result<StoreShop, BoxError> {
-    // Demo only: the keyring sits in `<files>.key`. A real host fetches it
-    // from its KMS at start-up.
+    open_shop_with(database, |sink| sink)
+}
+
+/// [`open_shop_on`] with the store's audit sink passed through `audit`
+/// first (a test wraps it in a failing or slow one).
+pub fn open_shop_with(
+    database: &Database,
+    audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
+) -> Result<StoreShop, BoxError> {
     let files = database.files();
-    let key_file = key_file_for(files);
-    if let Database::Sqlite(db_path) = database {
-        if db_path.exists() && !key_file.exists() {
-            return Err(format!(
-                "{} has no key file {}",
-                db_path.display(),
-                key_file.display()
-            )
-            .into());
+    if let Database::Sqlite(db) = database {
+        if db.exists() && !key_file_for(files).exists() {
+            return Err(format!("{} has no key file", db.display()).into());
         }
     }
     if let Some(parent) = files.parent() {
         fs::create_dir_all(parent)?;
     }
-    let keyring = Arc::new(read_or_create_keyring(&key_file)?);
-    match database {
-        Database::Sqlite(path) => {
-            let store = SqliteStore::open(path)?;
-            let sink = store.audit_sink(keyring.audit_key())?;
-            let (ks, cs) = (store.key_store(), store.consent_store());
-            build(Store::Sqlite(store), sink, ks, cs, keyring, files)
-        }
-        Database::Postgres { url, .. } => {
-            let store = PgStore::connect(url)?;
-            let sink = store.audit_sink(keyring.audit_key())?;
-            let (ks, cs) = (store.key_store(), store.consent_store());
-            build(Store::Postgres(store), sink, ks, cs, keyring, files)
-        }
-    }
+    // Demo only: the keyring sits in `<files>.key`. A real host fetches it
+    // from its KMS at start-up (`KeyringStore`).
+    let key_file = KeyringFile::new(key_file_for(files));
+    let keyring = Arc::new(key_file.load_or_create()?);
+    let public_key = keyring.checkpoint_signer()?.public_key();
+    fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
+    let store = Store(privacy_pledge::store::Store::open(&database.config())?);
+    let builder = privacy_pledge::Custodian::builder()
+        .keyring(keyring)
+        .keyring_store(key_file); // reloaded after another process rotates
+    let (custodian, guard) = store.custodian_wrapping(builder, audit)?;
+    Ok(StoreShop {
+        store,
+        custodian,
+        guard,
+        public_key,
+    })
 }
 
 /// The maintenance step after erasures, as a shop runs it: rotate the
@@ -489,39 +424,4 @@ pub fn rotate_keys_after_erasures(
             other => return Ok(other?),
         }
     }
-}
-
-/// The custodian over one store's parts, its stream checkpointed every 100
-/// events into `<files>.checkpoints/`.
-fn build<W: BatchWriter + 'static>(
-    store: Store,
-    sink: AuditStreamSink<W>,
-    keys: impl privacy_pledge::crypto::KeyStore + 'static,
-    consents: impl privacy_pledge::consent::ConsentStore + 'static,
-    keyring: Arc<privacy_pledge::crypto::Keyring>,
-    files: &Path,
-) -> Result<StoreShop, BoxError> {
-    let checkpoints = checkpoint_dir_for(files);
-    let signer = keyring.checkpoint_signer()?;
-    let public_key = signer.public_key();
-    fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
-    let outside = DirCheckpointStore::new(&checkpoints)?;
-    let anchor = outside.anchor()?;
-    let sink = Arc::new(sink.with_checkpoints(signer, outside.clone(), 100));
-    let custodian = privacy_pledge::Custodian::builder()
-        .keyring(keyring)
-        .checkpoint_store(outside)
-        .keyring_store(KeyFile(key_file_for(files)))
-        .key_store(keys)
-        .consent_store(consents)
-        .freshness_anchor(anchor)
-        .audit(sink.clone())
-        .build()?;
-    Ok(StoreShop {
-        store,
-        custodian,
-        guard: sink.checkpoint_guard(),
-        checkpoints,
-        public_key,
-    })
 }

@@ -40,6 +40,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod any;
 #[cfg(any(
     feature = "sqlite",
     feature = "postgres",
@@ -51,6 +53,8 @@ pub mod columns;
 pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub use any::{Database, Store, StoreConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stream_sink;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -211,4 +215,20 @@ pub enum StoreError {
     /// the connection: refused instead of waiting for itself forever.
     #[error("store: called inside with_connection of the same store, which holds its connection")]
     Reentrant,
+    /// A store URL that names no database this build can open (only its
+    /// scheme is repeated: the rest may hold a password).
+    #[error("store URL: {0}")]
+    Url(String),
+    /// The checkpoint directory could not be created or read.
+    #[error("store: the checkpoint directory: {0}")]
+    Checkpoints(String),
+    /// [`Store::migrate`] found more of the host's steps applied than it
+    /// was given: a newer version of the host ran on this database.
+    #[error("store: the host's schema has {found} steps applied, more than the {known} given")]
+    NewerHostSchema {
+        /// Steps applied.
+        found: usize,
+        /// Steps given.
+        known: usize,
+    },
 }

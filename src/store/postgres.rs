@@ -120,7 +120,7 @@ const MIGRATION_LOCK: i64 = 0x7070_5f73_6368_656d;
 
 /// The server's message and SQLSTATE (never its `DETAIL`, which may quote
 /// row contents), or the client's own description.
-fn db_err(e: postgres::Error) -> StoreError {
+pub(crate) fn db_err(e: postgres::Error) -> StoreError {
     StoreError::Database(match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => e.to_string(),

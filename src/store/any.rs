@@ -1,0 +1,538 @@
+//! One store opened by URL: the whole set-up of a custodian on a database
+//! in one value.
+//!
+//! [`Store::open`] takes a [`StoreConfig`]: the database's URL
+//! (`sqlite:PATH`, `sqlite::memory:`, `postgres://…`, `postgresql://…`, or
+//! PostgreSQL's keyword form `host=… dbname=…`)
+//! and the directory of the signed checkpoints and the freshness anchor.
+//! That directory has no default: it must be out of the database
+//! operator's reach (threat model A2), so it cannot be derived from the
+//! URL, and a store cannot be opened without naming it. The store then
+//! supplies everything a custodian keeps in the database — key store,
+//! consent store, audit sink — and [`Store::custodian`] wires them, with
+//! the checkpoints and the anchor, into the host's builder:
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use privacy_pledge::crypto::Keyring;
+//! use privacy_pledge::purpose::Newsletter;
+//! use privacy_pledge::store::{Store, StoreConfig};
+//! use privacy_pledge::{Custodian, SubjectId};
+//!
+//! # let dir = std::env::temp_dir().join(format!("pp-doc-any-{}", std::process::id()));
+//! # let _ = std::fs::remove_dir_all(&dir);
+//! // The checkpoints go where the database's operator cannot write.
+//! let store = Store::open(&StoreConfig::new("sqlite::memory:", dir.join("checkpoints")))?;
+//! let keyring = Keyring::generate()?; // a real host loads it from its secret store
+//! let (custodian, _guard) = store.custodian(Custodian::builder().keyring(keyring))?;
+//!
+//! custodian.consents().grant::<Newsletter>(SubjectId::random())?;
+//! let (custodian, guard) = (custodian, _guard);
+//! assert!(!store.verified_trail(&custodian)?.is_fully_vouched(), "no checkpoint yet");
+//! guard.finish()?; // what dropping it at shutdown does: sign the stream's head
+//! assert!(store.verified_trail(&custodian)?.is_fully_vouched());
+//! # std::fs::remove_dir_all(&dir)?;
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Migrations — the crate's and, through [`Store::migrate`], the host's
+//! own — run under a lock (SQLite's write lock; a PostgreSQL advisory
+//! lock), so any number of processes may open one database at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::{AuditStreamSink, BatchWriter, CheckpointGuard, StoreError};
+use crate::audit::{AuditEvent, AuditSink, DirCheckpointStore};
+use crate::consent::{ConsentRecord, ConsentStore};
+use crate::crypto::KeyStore;
+use crate::freshness::DirAnchorStore;
+use crate::{Custodian, CustodianBuilder, Error};
+
+#[cfg(feature = "postgres")]
+use super::postgres::PgStore;
+#[cfg(feature = "sqlite")]
+use super::sqlite::SqliteStore;
+
+/// Where a [`Store`] keeps its data: the database's URL and the directory
+/// for what must live outside the database.
+///
+/// ```
+/// use privacy_pledge::store::StoreConfig;
+///
+/// let config = StoreConfig::new("sqlite:/var/lib/shop/shop.db", "/var/lib/shop-audit/checkpoints")
+///     .checkpoint_every(500);
+/// assert_eq!(config.checkpoints().to_str(), Some("/var/lib/shop-audit/checkpoints"));
+/// // A URL's password is never shown.
+/// let pg = StoreConfig::new("postgres://shop:secret@db/shop", "/srv/audit");
+/// assert!(!format!("{pg:?}").contains("secret"));
+/// ```
+#[derive(Clone)]
+pub struct StoreConfig {
+    url: String,
+    checkpoints: PathBuf,
+    every: u64,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("database", &Url::parse(&self.url).map(|u| u.describe()))
+            .field("checkpoints", &self.checkpoints)
+            .field("checkpoint_every", &self.every)
+            .finish()
+    }
+}
+
+impl StoreConfig {
+    /// The database at `url` (`sqlite:PATH`, `sqlite::memory:`,
+    /// `postgres://…`, `postgresql://…`, or PostgreSQL's keyword form
+    /// `host=… user=… dbname=…`), with its signed checkpoints and
+    /// freshness anchor in the directory `checkpoints` (created if
+    /// missing). Put that directory on another volume, account or host than
+    /// the database: whoever can rewrite both can roll back what the
+    /// checkpoints vouch for.
+    pub fn new(url: impl Into<String>, checkpoints: impl Into<PathBuf>) -> Self {
+        StoreConfig {
+            url: url.into(),
+            checkpoints: checkpoints.into(),
+            every: 100,
+        }
+    }
+
+    /// Signs a checkpoint of the audit stream after every `events` events
+    /// (default 100, at least 1), besides the one the
+    /// [`CheckpointGuard`] signs at shutdown.
+    pub fn checkpoint_every(mut self, events: u64) -> Self {
+        self.every = events.max(1);
+        self
+    }
+
+    /// The checkpoint directory.
+    pub fn checkpoints(&self) -> &Path {
+        &self.checkpoints
+    }
+}
+
+/// PostgreSQL's keyword/value form (`host=… user=… dbname=…`): its first
+/// word is a lowercase keyword and `=`.
+fn is_keyword_form(url: &str) -> bool {
+    url.split_whitespace().next().is_some_and(|word| {
+        word.split_once('=').is_some_and(|(key, _)| {
+            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+        })
+    })
+}
+
+/// A parsed store URL.
+#[cfg_attr(not(all(feature = "sqlite", feature = "postgres")), allow(dead_code))]
+enum Url<'a> {
+    Sqlite(&'a str),
+    SqliteMemory,
+    Postgres(&'a str),
+}
+
+impl<'a> Url<'a> {
+    fn parse(url: &'a str) -> Result<Self, StoreError> {
+        if url == "sqlite::memory:" {
+            return Ok(Url::SqliteMemory);
+        }
+        if let Some(path) = url.strip_prefix("sqlite:") {
+            let path = path.strip_prefix("//").unwrap_or(path);
+            if path.is_empty() {
+                return Err(StoreError::Url("sqlite: URL names no file".into()));
+            }
+            return Ok(Url::Sqlite(path));
+        }
+        if url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || is_keyword_form(url)
+        {
+            return Ok(Url::Postgres(url));
+        }
+        // Only the scheme is repeated: the rest may hold a password.
+        let scheme = url.split_once(':').map_or("", |(s, _)| s);
+        Err(StoreError::Url(if scheme.is_empty() || scheme.len() > 20 {
+            "expected sqlite:PATH, sqlite::memory:, postgres://… or postgresql://…".into()
+        } else {
+            format!("unknown scheme `{scheme}:` (expected sqlite:, postgres: or postgresql:)")
+        }))
+    }
+
+    /// For messages: a PostgreSQL URL is not repeated (it may hold a password).
+    fn describe(&self) -> String {
+        match self {
+            Url::Sqlite(path) => format!("sqlite:{path}"),
+            Url::SqliteMemory => "sqlite::memory:".into(),
+            Url::Postgres(_) => "postgres://…".into(),
+        }
+    }
+}
+
+/// The database behind a [`Store`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Database {
+    /// An SQLite database (`store::sqlite`).
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqliteStore),
+    /// A PostgreSQL database (`store::postgres`).
+    #[cfg(feature = "postgres")]
+    Postgres(PgStore),
+}
+
+impl Database {
+    /// Every entry of the audit log, every stream, in no verified order:
+    /// give it to [`Custodian::verify_trail`] (or, with the public key only,
+    /// to [`verify_public`](crate::audit::verify_public)).
+    pub fn trail(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => s.trail(),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s.trail(),
+        }
+    }
+
+    /// Every consent row as stored: the raw table, for audits
+    /// ([`cross_check`](crate::consent::cross_check)); the custodian itself
+    /// trusts a row only once it is authenticated and fresh.
+    pub fn consents(&self) -> Result<Vec<ConsentRecord>, StoreError> {
+        let rows = match self {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => s.consent_store().all(),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s.consent_store().all(),
+        };
+        rows.map_err(|e| StoreError::Database(e.to_string()))
+    }
+}
+
+/// The crate's store on whichever database a URL names: key store, consent
+/// store and audit sink with checkpoints, from one value (see the
+/// [module](self) docs). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: Database,
+    checkpoints: DirCheckpointStore,
+    anchor: DirAnchorStore,
+    every: u64,
+    describe: Arc<str>,
+}
+
+impl Store {
+    /// Opens (or creates) the database `config` names and brings its tables
+    /// up to date, and creates the checkpoint directory. Any number of
+    /// processes may open one database at once.
+    ///
+    /// `Err(StoreError::Url)` for a URL of no known scheme, or of a database
+    /// this build has no feature for (the message never repeats a
+    /// password).
+    pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
+        let url = Url::parse(&config.url)?;
+        let describe: Arc<str> = url.describe().into();
+        let db = match url {
+            #[cfg(feature = "sqlite")]
+            Url::Sqlite(path) => Database::Sqlite(SqliteStore::open(path)?),
+            #[cfg(feature = "sqlite")]
+            Url::SqliteMemory => Database::Sqlite(SqliteStore::open_in_memory()?),
+            #[cfg(feature = "postgres")]
+            Url::Postgres(url) => Database::Postgres(PgStore::connect(url)?),
+            #[allow(unreachable_patterns)]
+            _ => {
+                return Err(StoreError::Url(format!(
+                "{describe}: this build has no store for it (cargo features `sqlite`, `postgres`)"
+            )))
+            }
+        };
+        let checkpoints_err = |e: std::io::Error| {
+            StoreError::Checkpoints(format!("{}: {e}", config.checkpoints.display()))
+        };
+        let checkpoints = DirCheckpointStore::new(&config.checkpoints).map_err(checkpoints_err)?;
+        let anchor = checkpoints.anchor().map_err(checkpoints_err)?;
+        Ok(Store {
+            db,
+            checkpoints,
+            anchor,
+            every: config.every,
+            describe,
+        })
+    }
+
+    /// The database, for what only its own client does (the host's queries
+    /// through `with_connection` or `with_client`).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The signed checkpoints' store (outside the database).
+    pub fn checkpoint_store(&self) -> &DirCheckpointStore {
+        &self.checkpoints
+    }
+
+    /// The database's URL for messages: `sqlite:PATH`, or `postgres://…`
+    /// without anything after the scheme (it may hold a password).
+    pub fn describe(&self) -> &str {
+        &self.describe
+    }
+
+    /// Fills `builder` with this store's key store, consent store, audit
+    /// sink (a fresh stream, checkpointed into the checkpoint directory every
+    /// [`checkpoint_every`](StoreConfig::checkpoint_every) events), checkpoint
+    /// store and freshness anchor, and builds the custodian. The builder
+    /// must hold the [`keyring`](CustodianBuilder::keyring): the stream's
+    /// audit key and checkpoint signer come from it. Everything else on the
+    /// builder (bounds, facilities, recipients, a keyring store) is the
+    /// host's.
+    ///
+    /// The [`CheckpointGuard`] signs the stream's head when dropped: keep
+    /// it for as long as the custodian serves (to the end of `main`), so
+    /// every way out leaves the trail vouched to its end.
+    ///
+    /// `Err(Error::Key)` without a keyring; `Err(Error::Store)` if the
+    /// random generator fails.
+    pub fn custodian(
+        &self,
+        builder: CustodianBuilder,
+    ) -> Result<(Custodian, CheckpointGuard), Error> {
+        self.custodian_wrapping(builder, |sink| sink)
+    }
+
+    /// [`custodian`](Self::custodian) with the store's audit sink passed
+    /// through `wrap` before the custodian gets it: a sink that also sends
+    /// each event to the host's log or metrics, say. Whatever `wrap`
+    /// returns decides: an event it refuses is a use that does not happen.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// use privacy_pledge::audit::{AuditError, AuditEvent, AuditSink};
+    /// use privacy_pledge::crypto::Keyring;
+    /// use privacy_pledge::purpose::Newsletter;
+    /// use privacy_pledge::store::{Store, StoreConfig};
+    /// use privacy_pledge::{Custodian, SubjectId};
+    ///
+    /// /// Counts the events the store's sink accepted.
+    /// struct Counted(Box<dyn AuditSink>, Arc<AtomicU64>);
+    /// impl AuditSink for Counted {
+    ///     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+    ///         self.0.record(event)?;
+    ///         self.1.fetch_add(1, Ordering::Relaxed);
+    ///         Ok(())
+    ///     }
+    /// }
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pp-doc-wrap-{}", std::process::id()));
+    /// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
+    /// let count = Arc::new(AtomicU64::new(0));
+    /// let (custodian, _guard) = store.custodian_wrapping(
+    ///     Custodian::builder().keyring(Keyring::generate()?),
+    ///     |sink| Box::new(Counted(sink, count.clone())),
+    /// )?;
+    /// custodian.consents().grant::<Newsletter>(SubjectId::random())?;
+    /// assert_eq!(count.load(Ordering::Relaxed), 1);
+    /// # drop(_guard);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn custodian_wrapping(
+        &self,
+        builder: CustodianBuilder,
+        wrap: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
+    ) -> Result<(Custodian, CheckpointGuard), Error> {
+        let keyring = builder
+            .keyring_ref()
+            .ok_or(crate::crypto::KeyError::Provider(
+                "Store::custodian needs the builder's keyring (CustodianBuilder::keyring)".into(),
+            ))?
+            .clone();
+        let builder = builder
+            .checkpoint_store(self.checkpoints.clone())
+            .freshness_anchor(self.anchor.clone());
+        let signer = keyring.checkpoint_signer()?;
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => self.wire(
+                builder,
+                s.audit_sink(keyring.audit_key())?,
+                s.key_store(),
+                s.consent_store(),
+                signer,
+                wrap,
+            ),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => self.wire(
+                builder,
+                s.audit_sink(keyring.audit_key())?,
+                s.key_store(),
+                s.consent_store(),
+                signer,
+                wrap,
+            ),
+        }
+    }
+
+    fn wire<W: BatchWriter + 'static>(
+        &self,
+        builder: CustodianBuilder,
+        sink: AuditStreamSink<W>,
+        keys: impl KeyStore + 'static,
+        consents: impl ConsentStore + 'static,
+        signer: crate::audit::CheckpointSigner,
+        wrap: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
+    ) -> Result<(Custodian, CheckpointGuard), Error> {
+        let sink = Arc::new(sink.with_checkpoints(signer, self.checkpoints.clone(), self.every));
+        let custodian = builder
+            .key_store(keys)
+            .consent_store(consents)
+            .audit(wrap(Box::new(sink.clone())))
+            .build()?;
+        Ok((custodian, sink.checkpoint_guard()))
+    }
+
+    /// Every entry of the audit log ([`Database::trail`]).
+    pub fn trail(&self) -> Result<Vec<AuditEvent>, StoreError> {
+        self.db.trail()
+    }
+
+    /// Every consent row ([`Database::consents`]).
+    pub fn consents(&self) -> Result<Vec<ConsentRecord>, StoreError> {
+        self.db.consents()
+    }
+
+    /// The whole trail verified by `custodian` against the signed
+    /// checkpoints of its checkpoint store (loaded before the trail is read).
+    pub fn verified_trail(
+        &self,
+        custodian: &Custodian,
+    ) -> Result<crate::audit::VerifiedTrail, Error> {
+        super::verified_trail(custodian, || self.trail())
+    }
+
+    /// Brings the host's own tables up to date: runs the statements of
+    /// `steps` not yet applied to the schema called `name` (each step one
+    /// or more `;`-separated statements, applied once, in order), in one
+    /// transaction under the lock the crate's own migrations take, so
+    /// several processes starting at once apply each step exactly once.
+    /// The applied count is kept in `pp_host_schema`. Returns how many
+    /// steps ran now. Append steps; never edit or remove one that shipped.
+    ///
+    /// The SQL is the host's, so it is the database's dialect: choose
+    /// `steps` by [`database`](Self::database) where the two differ.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use privacy_pledge::store::{Store, StoreConfig};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pp-doc-migrate-{}", std::process::id()));
+    /// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
+    /// let steps = ["CREATE TABLE orders (id TEXT PRIMARY KEY, customer BLOB NOT NULL)"];
+    /// assert_eq!(store.migrate("shop", &steps)?, 1);
+    /// assert_eq!(store.migrate("shop", &steps)?, 0, "applied once");
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// `Err(StoreError::NewerHostSchema)` if the database has more steps applied
+    /// than `steps` holds (a newer version of the host ran on it).
+    pub fn migrate(&self, name: &str, steps: &[&str]) -> Result<usize, StoreError> {
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => s.with_connection(|c| migrate_sqlite(c, name, steps)),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s.with_client(|c| migrate_pg(c, name, steps)),
+        }
+    }
+}
+
+/// Which of `steps` remain after `found` were applied.
+fn remaining<'s>(found: i64, steps: &'s [&'s str]) -> Result<&'s [&'s str], StoreError> {
+    let found = usize::try_from(found).unwrap_or(usize::MAX);
+    steps.get(found..).ok_or(StoreError::NewerHostSchema {
+        found,
+        known: steps.len(),
+    })
+}
+
+#[cfg(feature = "sqlite")]
+fn migrate_sqlite(
+    conn: &mut rusqlite::Connection,
+    name: &str,
+    steps: &[&str],
+) -> Result<usize, StoreError> {
+    use rusqlite::OptionalExtension;
+    let db = |e: rusqlite::Error| StoreError::Database(e.to_string());
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(db)?;
+    tx.execute_batch(
+        "CREATE TABLE IF NOT EXISTS pp_host_schema (name TEXT PRIMARY KEY, version INTEGER NOT NULL)",
+    )
+    .map_err(db)?;
+    let found: i64 = tx
+        .query_row(
+            "SELECT version FROM pp_host_schema WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(db)?
+        .unwrap_or(0);
+    let todo = remaining(found, steps)?;
+    for sql in todo {
+        tx.execute_batch(sql).map_err(db)?;
+    }
+    tx.execute(
+        "INSERT INTO pp_host_schema (name, version) VALUES (?1, ?2)
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+        rusqlite::params![name, steps.len() as i64],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(todo.len())
+}
+
+/// The advisory lock the host's migrations run under (not the crate's own:
+/// the host's steps may take their time without holding up a new process's
+/// crate migration).
+#[cfg(feature = "postgres")]
+const HOST_MIGRATION_LOCK: i64 = 0x7070_5f68_6f73_7473;
+
+#[cfg(feature = "postgres")]
+fn migrate_pg(
+    client: &mut postgres::Client,
+    name: &str,
+    steps: &[&str],
+) -> Result<usize, StoreError> {
+    let db = |e: postgres::Error| super::postgres::db_err(e);
+    let mut tx = client.transaction().map_err(db)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&HOST_MIGRATION_LOCK])
+        .map_err(db)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS pp_host_schema (name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
+    )
+    .map_err(db)?;
+    let found: i64 = tx
+        .query_opt(
+            "SELECT version FROM pp_host_schema WHERE name = $1",
+            &[&name],
+        )
+        .map_err(db)?
+        .map_or(0, |r| r.get(0));
+    let todo = remaining(found, steps)?;
+    for sql in todo {
+        tx.batch_execute(sql).map_err(db)?;
+    }
+    tx.execute(
+        "INSERT INTO pp_host_schema (name, version) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET version = excluded.version",
+        &[&name, &(steps.len() as i64)],
+    )
+    .map_err(db)?;
+    tx.commit().map_err(db)?;
+    Ok(todo.len())
+}

@@ -1,0 +1,281 @@
+//! One store opened by URL (`store::Store`): the whole set-up from a URL
+//! and a checkpoint directory, on SQLite and PostgreSQL, with several
+//! processes opening and migrating one new database at once (A5, the fleet
+//! itself), and URLs that must not leak their password (A4, whoever reads
+//! logs and errors).
+
+#![cfg(all(feature = "sqlite", feature = "postgres"))]
+
+#[path = "common/pg.rs"]
+mod pg;
+#[path = "common/tempdir.rs"]
+mod tempdir;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use privacy_pledge::crypto::Keyring;
+use privacy_pledge::purpose::Newsletter;
+use privacy_pledge::store::{Database, Store, StoreConfig, StoreError};
+use privacy_pledge::{Custodian, SubjectId};
+use tempdir::TempDir;
+
+const HOST_STEPS: [&str; 2] = [
+    "CREATE TABLE customers (id TEXT PRIMARY KEY); CREATE TABLE applied (step INTEGER)",
+    "INSERT INTO applied (step) VALUES (2)",
+];
+
+/// A4: an unknown scheme or a URL naming no file is `StoreError::Url`, and
+/// no message or `Debug` form repeats what may be a password.
+#[test]
+fn a4_bad_urls_are_refused_without_repeating_a_password() {
+    let dir = TempDir::named("store_open", "bad_urls");
+    for url in [
+        "mysql://shop:hunter2@db/shop",
+        "hunter2",
+        "sqlite:",
+        "sqlite://",
+        "",
+    ] {
+        let config = StoreConfig::new(url, dir.path("cp"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let err = Store::open(&config).unwrap_err();
+        assert!(matches!(err, StoreError::Url(_)), "{url:?}: {err:?}");
+        for text in [err.to_string(), format!("{err:?}"), format!("{config:?}")] {
+            assert!(!text.contains("hunter2"), "{url:?} leaked: {text}");
+        }
+    }
+    let config = StoreConfig::new("postgres://shop:hunter2@127.0.0.1:1/shop", dir.path("cp"));
+    assert!(!format!("{config:?}").contains("hunter2"));
+    let err = Store::open(&config).unwrap_err();
+    assert!(!err.to_string().contains("hunter2"), "leaked: {err}");
+}
+
+/// A2: a store on an SQLite file by URL keeps keys, consents and a trail
+/// that a restarted process verifies fully vouched against the checkpoint
+/// directory — which the URL alone never names.
+#[test]
+fn a2_sqlite_by_url_survives_a_restart_vouched() {
+    let dir = TempDir::named("store_open", "sqlite_restart");
+    let db = dir.path("shop.db");
+    let config = StoreConfig::new(format!("sqlite:{}", db.display()), dir.path("audit"));
+    let keyring = Arc::new(Keyring::load_or_create(dir.path("shop.key")).unwrap());
+    let ada = SubjectId::random();
+    {
+        let store = Store::open(&config).unwrap();
+        assert!(matches!(store.database(), Database::Sqlite(_)));
+        assert_eq!(store.describe(), format!("sqlite:{}", db.display()));
+        let (custodian, _guard) = store
+            .custodian(Custodian::builder().keyring(keyring.clone()))
+            .unwrap();
+        custodian.consents().grant::<Newsletter>(ada).unwrap();
+    } // the guard signs the stream's head here
+    assert!(
+        dir.path("audit").join("state.log").exists(),
+        "anchor beside checkpoints"
+    );
+
+    let store = Store::open(&config).unwrap();
+    let (custodian, _guard) = store
+        .custodian(Custodian::builder().keyring(keyring))
+        .unwrap();
+    assert!(custodian.consents().is_granted::<Newsletter>(ada));
+    assert_eq!(store.consents().unwrap().len(), 1);
+    let trail = store.verified_trail(&custodian).unwrap();
+    assert!(trail.is_fully_vouched(), "vouched to its end by the guard");
+}
+
+/// A builder without a keyring is refused: the stream's audit key and the
+/// checkpoint signer come from it, and an ephemeral one would leave a
+/// durable store nobody can read after a restart.
+#[test]
+fn custodian_needs_the_builders_keyring() {
+    let dir = TempDir::named("store_open", "no_keyring");
+    let store = Store::open(&StoreConfig::new("sqlite::memory:", dir.path("cp"))).unwrap();
+    let err = store.custodian(Custodian::builder()).unwrap_err();
+    assert!(err.to_string().contains("keyring"), "{err}");
+}
+
+/// The host's migrations: each step once, in order; a database with more
+/// steps applied than given is refused (an older binary after a newer one).
+#[test]
+fn host_migrations_apply_once_and_refuse_an_older_host() {
+    let dir = TempDir::named("store_open", "host_migrations");
+    let store = Store::open(&StoreConfig::new(
+        format!("sqlite:{}", dir.path("m.db").display()),
+        dir.path("cp"),
+    ))
+    .unwrap();
+    assert_eq!(store.migrate("shop", &HOST_STEPS[..1]).unwrap(), 1);
+    assert_eq!(store.migrate("shop", &HOST_STEPS).unwrap(), 1);
+    assert_eq!(store.migrate("shop", &HOST_STEPS).unwrap(), 0);
+    assert_eq!(
+        store.migrate("other", &[]).unwrap(),
+        0,
+        "schemas are by name"
+    );
+    assert!(matches!(
+        store.migrate("shop", &HOST_STEPS[..1]),
+        Err(StoreError::NewerHostSchema { found: 2, known: 1 })
+    ));
+    // A failing step applies nothing of itself and leaves the count.
+    let bad = [
+        HOST_STEPS[0],
+        HOST_STEPS[1],
+        "INSERT INTO applied VALUES (3); NOT SQL",
+    ];
+    assert!(store.migrate("shop", &bad).is_err());
+    assert_eq!(store.migrate("shop", &HOST_STEPS).unwrap(), 0);
+    let Database::Sqlite(s) = store.database() else {
+        unreachable!()
+    };
+    let rows: i64 = s
+        .with_connection(|c| c.query_row("SELECT count(*) FROM applied", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(rows, 1, "step 3 rolled back with the failure");
+}
+
+fn child(db: &std::path::Path, dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        "child_process_entry",
+        "--nocapture",
+        "--test-threads=1",
+    ])
+    .env("PP_CHILD_URL", format!("sqlite:{}", db.display()))
+    .env("PP_CHILD_DIR", dir)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::inherit());
+    cmd
+}
+
+/// Not a test of its own: the body of the processes spawned below.
+#[test]
+fn child_process_entry() {
+    let (Ok(url), Ok(dir)) = (std::env::var("PP_CHILD_URL"), std::env::var("PP_CHILD_DIR")) else {
+        return;
+    };
+    let dir = std::path::PathBuf::from(dir);
+    let store = Store::open(&StoreConfig::new(url, dir.join("cp"))).unwrap();
+    let ran = store.migrate("shop", &HOST_STEPS).unwrap();
+    let keyring = Keyring::load_or_create(dir.join("shop.key")).unwrap();
+    let (custodian, _guard) = store
+        .custodian(Custodian::builder().keyring(keyring))
+        .unwrap();
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+    println!("\nRAN {ran}");
+}
+
+/// A5: four processes open one new SQLite file by URL at the same moment,
+/// each running the crate's and the host's migrations and creating (or
+/// reading) one keyring: every step runs exactly once, every process
+/// works, and the trail of all four verifies fully vouched.
+#[test]
+fn a5_processes_opening_one_new_database_at_once() {
+    let dir = TempDir::named("store_open", "fleet");
+    let db = dir.path("fleet.db");
+    let root = dir.path("");
+    let children: Vec<_> = (0..4).map(|_| child(&db, &root).spawn().unwrap()).collect();
+    let mut ran = 0;
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert!(out.status.success(), "a process failed");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let line = text.lines().find_map(|l| l.strip_prefix("RAN ")).unwrap();
+        ran += line.trim().parse::<usize>().unwrap();
+    }
+    assert_eq!(ran, HOST_STEPS.len(), "each host step ran once in all");
+    let store = Store::open(&StoreConfig::new(
+        format!("sqlite:{}", db.display()),
+        dir.path("cp"),
+    ))
+    .unwrap();
+    let Database::Sqlite(s) = store.database() else {
+        unreachable!()
+    };
+    let applied: i64 = s
+        .with_connection(|c| c.query_row("SELECT count(*) FROM applied", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(applied, 1);
+    let keyring = Keyring::load_or_create(dir.path("shop.key")).unwrap();
+    let (custodian, _guard) = store
+        .custodian(Custodian::builder().keyring(keyring))
+        .unwrap();
+    let trail = store.verified_trail(&custodian).unwrap();
+    assert_eq!(store.consents().unwrap().len(), 4);
+    assert!(trail.is_fully_vouched());
+}
+
+/// `host=… port=… user=… dbname=…` as a `postgres://` URL.
+fn pg_url(params: &str) -> String {
+    let get = |k: &str| {
+        params
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    format!(
+        "postgres://{}@{}:{}/{}",
+        get("user"),
+        get("host"),
+        get("port"),
+        get("dbname")
+    )
+}
+
+/// A2 and A5 on PostgreSQL: a store by `postgres://` URL, four stores
+/// migrating at once from their own threads (own connections: the advisory
+/// lock, not the mutex, orders them), and a restart that verifies vouched.
+#[test]
+fn a2_a5_postgres_by_url() {
+    let Some(db) = pg::database("store_open_url") else {
+        return;
+    };
+    let dir = TempDir::named("store_open", "pg");
+    let config = StoreConfig::new(pg_url(&db), dir.path("audit"));
+    // The keyword form opens the same database.
+    Store::open(&StoreConfig::new(db.clone(), dir.path("audit"))).unwrap();
+    let ran: usize = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                s.spawn(|| {
+                    let store = Store::open(&config).unwrap();
+                    store.migrate("shop", &HOST_STEPS).unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(ran, HOST_STEPS.len());
+
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let ada = SubjectId::random();
+    {
+        let store = Store::open(&config).unwrap();
+        assert!(matches!(store.database(), Database::Postgres(_)));
+        assert_eq!(store.describe(), "postgres://…");
+        let (custodian, _guard) = store
+            .custodian(Custodian::builder().keyring(keyring.clone()))
+            .unwrap();
+        custodian.consents().grant::<Newsletter>(ada).unwrap();
+    }
+    let store = Store::open(&config).unwrap();
+    let (custodian, _guard) = store
+        .custodian(Custodian::builder().keyring(keyring))
+        .unwrap();
+    assert!(custodian.consents().is_granted::<Newsletter>(ada));
+    assert!(store.verified_trail(&custodian).unwrap().is_fully_vouched());
+    let Database::Postgres(p) = store.database() else {
+        unreachable!()
+    };
+    let applied: i64 = p
+        .with_client(|c| c.query_one("SELECT count(*) FROM applied", &[]))
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 1);
+}
