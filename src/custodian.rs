@@ -114,6 +114,39 @@ pub struct Custodian {
     rotation: Mutex<Option<Claim>>,
 }
 
+/// Where a rotation's key-encryption keys live.
+enum Keks<'a> {
+    /// The custodian's keyring, saved in the host's keyring store.
+    Keyring(&'a Keyring, &'a dyn KeyringStore),
+    /// A host key provider (an HSM) that makes and destroys versions itself.
+    Provider(&'a dyn KeyProvider),
+}
+
+impl Keks<'_> {
+    /// The versions held, oldest first.
+    fn versions(&self) -> Vec<u32> {
+        match self {
+            Keks::Keyring(keyring, _) => keyring.versions(),
+            Keks::Provider(provider) => provider.versions(),
+        }
+    }
+
+    /// Reads the versions again from where they are kept (another process
+    /// may have rotated).
+    fn reload(&self) -> Result<(), Error> {
+        match self {
+            Keks::Keyring(keyring, secrets) => {
+                let text = crate::reentry::host(|| secrets.load())?;
+                keyring.reload(&text)?;
+            }
+            Keks::Provider(provider) => {
+                provider.refresh()?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A rotation's claim in the key store, as this custodian last wrote it.
 #[derive(Clone, Copy, Debug)]
 struct Claim {
@@ -224,6 +257,11 @@ impl KeyRotation {
     /// ([`Keyring::from_master`]): whoever holds the master derives it again,
     /// so copies holding keys under it still open. Copies taken after this
     /// rotation hold only random versions, which a later rotation destroys.
+    ///
+    /// With a host [`key_provider`](CustodianBuilder::key_provider) (an
+    /// HSM), true: a retired version is destroyed where it lived, and the
+    /// token never let it out (the token's own backups are the host's to
+    /// rotate out).
     pub fn covers_earlier_copies(&self) -> bool {
         self.covers_earlier_copies
     }
@@ -1283,30 +1321,32 @@ impl Custodian {
     /// ```
     pub fn rotate_after_erasures(&self) -> Result<KeyRotation, Error> {
         crate::reentry::check()?;
-        let (Some(keyring), Some(secrets)) = (&self.keyring, &self.keyring_store) else {
-            return Err(KeyError::Provider(
-                "rotation needs the custodian's keyring and its keyring store \
-                 (CustodianBuilder::keyring and keyring_store)"
-                    .into(),
-            )
-            .into());
+        let keks = match (&self.keyring, &self.keyring_store) {
+            (Some(keyring), Some(secrets)) => Keks::Keyring(keyring, &**secrets),
+            (None, _) => Keks::Provider(self.vault.provider()),
+            (Some(_), None) => {
+                return Err(KeyError::Provider(
+                    "rotation needs the custodian's keyring and its keyring store \
+                     (CustodianBuilder::keyring and keyring_store), or a key provider \
+                     that rotates (CustodianBuilder::key_provider)"
+                        .into(),
+                )
+                .into())
+            }
         };
         // One rotation at a time here; the guard keeps this custodian's
         // unfinished claim, which it may finish without waiting for the lease.
         let mut mine = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
-        // Start from the keyring as last saved: another process may have
+        // Start from the versions as last saved: another process may have
         // rotated, or saved the version of a rotation it did not finish.
-        let text = crate::reentry::host(|| secrets.load())?;
-        keyring.reload(&text)?;
-        drop(text);
-        let (mut claim, resumed) = self.claim_rotation(keyring, *mine)?;
+        keks.reload()?;
+        let (mut claim, resumed) = self.claim_rotation(&keks.versions(), *mine)?;
         *mine = Some(claim);
         // Once more under the claim: a rotation that finished between the
-        // first read and the claim saved its keyring before it let go.
-        let out = crate::reentry::host(|| secrets.load())
-            .and_then(|text| keyring.reload(&text))
-            .map_err(Error::from)
-            .and_then(|_| self.rotate(keyring, &**secrets, &mut claim, resumed));
+        // first read and the claim saved its versions before it let go.
+        let out = keks
+            .reload()
+            .and_then(|_| self.rotate(&keks, &mut claim, resumed));
         *mine = match &out {
             Ok(_) => None,
             // A claim that was given up, or taken over, is no longer ours.
@@ -1319,8 +1359,7 @@ impl Custodian {
     /// The steps of a rotation under `claim`, which every step renews.
     fn rotate(
         &self,
-        keyring: &Keyring,
-        secrets: &dyn KeyringStore,
+        keks: &Keks<'_>,
         claim: &mut Claim,
         resumed: bool,
     ) -> Result<KeyRotation, Error> {
@@ -1329,7 +1368,7 @@ impl Custodian {
         // (the floor): else its keys would be left under a version this
         // rotation cannot rewrap, and the save below would drop it.
         let floor = self.vault.kek_state()?.floor;
-        if floor > 0 && !keyring.versions().contains(&floor) {
+        if floor > 0 && !keks.versions().contains(&floor) {
             self.release(claim);
             return Err(KeyError::Retired { version: floor }.into());
         }
@@ -1348,27 +1387,43 @@ impl Custodian {
         //    so no key ever depends on a version that exists only here.
         //    A failed save gives the claim up; its number is never used
         //    again (the save may have landed: the next call reloads it).
-        if !keyring.versions().contains(&version) {
-            let staged = keyring.stage(version)?;
-            self.renew(claim, None)?;
-            if let Err(e) = crate::reentry::host(|| secrets.save(staged.export())) {
-                self.release(claim);
-                return Err(e.into());
+        //    A host provider makes the version where it keeps its keys
+        //    (an HSM: a new token object), which is its save.
+        match keks {
+            Keks::Keyring(keyring, secrets) if !keyring.versions().contains(&version) => {
+                let staged = keyring.stage(version)?;
+                self.renew(claim, None)?;
+                if let Err(e) = crate::reentry::host(|| secrets.save(staged.export())) {
+                    self.release(claim);
+                    return Err(e.into());
+                }
+                self.renew(claim, None)?;
+                keyring.install(staged)?;
             }
-            self.renew(claim, None)?;
-            keyring.install(staged)?;
+            Keks::Keyring(..) => {}
+            Keks::Provider(provider) => {
+                self.renew(claim, None)?;
+                if let Err(e) = provider.rotate_to(version) {
+                    self.release(claim);
+                    return Err(e.into());
+                }
+                self.renew(claim, None)?;
+            }
         }
         // 2. The fence: from here on the key store takes no key wrapped
         //    under an older version, from any process.
         self.renew(claim, Some(version))?;
         // 3. Every live key moves to the new version; erased subjects'
         //    keys are gone and stay gone.
-        let old: Vec<u32> = keyring
+        let old: Vec<u32> = keks
             .versions()
             .into_iter()
             .filter(|v| *v != version)
             .collect();
-        let covers_earlier_copies = !old.iter().any(|v| keyring.is_derived(*v));
+        let covers_earlier_copies = match keks {
+            Keks::Keyring(keyring, _) => !old.iter().any(|v| keyring.is_derived(*v)),
+            Keks::Provider(_) => true,
+        };
         let (mut rewrapped, mut skipped_erased) = (0, 0);
         for &v in &old {
             // Keys another process wrote under `v` before the fence went up
@@ -1392,7 +1447,9 @@ impl Custodian {
             self.vault.retire(v)?;
         }
         self.renew(claim, None)?;
-        crate::reentry::host(|| secrets.save(&keyring.export()))?;
+        if let Keks::Keyring(keyring, secrets) = keks {
+            crate::reentry::host(|| secrets.save(&keyring.export()))?;
+        }
         self.release(claim);
         Ok(KeyRotation {
             started_at: claim.claimed_at,
@@ -1413,7 +1470,7 @@ impl Custodian {
     /// resumes one.
     fn claim_rotation(
         &self,
-        keyring: &Keyring,
+        versions: &[u32],
         mine: Option<Claim>,
     ) -> Result<(Claim, bool), Error> {
         for _ in 0..16 {
@@ -1435,7 +1492,7 @@ impl Custodian {
                     }
                     .into());
                 }
-                if keyring.versions().contains(&state.claimed) {
+                if versions.contains(&state.claimed) {
                     // Its keyring was saved: finish it (each step may run twice).
                     let renewed = KekState {
                         renewed_at: Some(now),
@@ -1454,7 +1511,7 @@ impl Custodian {
                 // Given up before its keyring was saved: its version is
                 // never used; claim past it.
             }
-            let newest = keyring.versions().last().copied().unwrap_or(0);
+            let newest = versions.last().copied().unwrap_or(0);
             let version = state
                 .claimed
                 .max(state.floor)

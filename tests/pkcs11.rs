@@ -384,6 +384,59 @@ fn a3_rotate_rewrap_retire_and_erasure() {
     assert!(matches!(hsm.retire(2), Err(KeyError::InUse { .. })));
 }
 
+/// A3: the one maintenance step after erasures, `rotate_after_erasures`,
+/// with the keys on the token: the next KEK is a new token object, every
+/// live key moves to it, the old object is destroyed, and a database copy
+/// from before the erasure opens nothing — nothing to save in a keyring
+/// file, since the token is where the versions live.
+#[test]
+fn a3_rotate_after_erasures_with_the_token() {
+    let Some(t) = token("a3_rotate_after_erasures") else {
+        return;
+    };
+    let _token = shared();
+    let dir = TempDir::named("pkcs11", "rotate_after_erasures");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let p = prefix("rae");
+    let hsm = provider(&t, &p);
+    let c = custodian(&hsm, &store);
+    let (gone, stay) = (SubjectId::random(), SubjectId::random());
+    let gone_row = seal(&c, gone, "gone@example.com");
+    let stay_row = seal(&c, stay, "stay@example.com");
+    let copy = backup(&store, &dir.path("before.db"));
+    c.erase(gone).unwrap();
+
+    let done = c.rotate_after_erasures().unwrap();
+    assert_eq!(
+        (done.version(), done.retired(), done.rewrapped()),
+        (2, &[1][..], 1)
+    );
+    assert!(done.covers_earlier_copies() && !done.resumed());
+    let s = raw_session(&t);
+    assert!(
+        objects(&s, &format!("{p}kek-v1")).is_empty(),
+        "v1 destroyed"
+    );
+    assert_eq!(objects(&s, &format!("{p}kek-v2")).len(), 1);
+    assert_eq!(hsm.versions(), vec![2]);
+    opens_to(&c, &stay_row, "stay@example.com");
+    assert!(matches!(c.open(&gone_row), Err(Error::Erased { .. })));
+
+    // A3's copy from before the erasure: both keys are under version 1,
+    // destroyed on the token, so neither opens, even with the token's PIN.
+    let from_copy = custodian(&provider(&t, &p), &SqliteStore::open(&copy).unwrap());
+    for row in [&gone_row, &stay_row] {
+        assert!(matches!(
+            from_copy.open(row),
+            Err(Error::Key(KeyError::Retired { version: 1 }))
+        ));
+    }
+    // Once more: the next version, the same way.
+    let again = c.rotate_after_erasures().unwrap();
+    assert_eq!((again.version(), again.retired()), (3, &[2][..]));
+    opens_to(&c, &stay_row, "stay@example.com");
+}
+
 /// A5: a process that keeps running after another process rotated and
 /// retired takes the new version in (its cached handle of the old object is
 /// refused by the token; it reads the versions again).

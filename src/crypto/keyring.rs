@@ -66,6 +66,22 @@ pub trait KeyProvider: Send + Sync {
     fn refresh(&self) -> Result<bool, KeyError> {
         Ok(false)
     }
+
+    /// The versions this provider can unwrap under, oldest first. The
+    /// default knows only the current one.
+    fn versions(&self) -> Vec<u32> {
+        vec![self.current_version()]
+    }
+
+    /// Makes `version` current, creating it where the provider keeps its
+    /// keys unless it is there already, so that processes agreeing on the
+    /// number agree on one key: what
+    /// [`Custodian::rotate_after_erasures`](crate::Custodian::rotate_after_erasures)
+    /// asks of a host provider (then [`retire`](Self::retire) for the old
+    /// versions). The default cannot rotate.
+    fn rotate_to(&self, version: u32) -> Result<(), KeyError> {
+        Err(KeyError::Unsupported { version })
+    }
 }
 
 impl<P: KeyProvider + ?Sized> KeyProvider for std::sync::Arc<P> {
@@ -83,6 +99,12 @@ impl<P: KeyProvider + ?Sized> KeyProvider for std::sync::Arc<P> {
     }
     fn refresh(&self) -> Result<bool, KeyError> {
         (**self).refresh()
+    }
+    fn versions(&self) -> Vec<u32> {
+        (**self).versions()
+    }
+    fn rotate_to(&self, version: u32) -> Result<(), KeyError> {
+        (**self).rotate_to(version)
     }
 }
 
@@ -541,6 +563,10 @@ impl Keyring {
 impl KeyProvider for Keyring {
     fn current_version(&self) -> u32 {
         self.read().current
+    }
+
+    fn versions(&self) -> Vec<u32> {
+        Keyring::versions(self)
     }
 
     fn wrap(&self, data_key: &[u8; 32], context: &[u8]) -> Result<Wrapped, KeyError> {

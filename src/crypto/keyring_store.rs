@@ -136,6 +136,9 @@ impl KeyProvider for Reloading {
     fn retire(&self, version: u32) -> Result<(), KeyError> {
         self.keyring.retire(version)
     }
+    fn versions(&self) -> Vec<u32> {
+        self.keyring.versions()
+    }
     fn refresh(&self) -> Result<bool, KeyError> {
         let mut idle = self.idle_since.lock().unwrap_or_else(|p| p.into_inner());
         if idle.is_some_and(|at| at.elapsed() < RELOAD_AT_MOST_EVERY) {

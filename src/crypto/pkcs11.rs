@@ -712,6 +712,16 @@ impl KeyProvider for Pkcs11Provider {
         self.read().current
     }
 
+    fn versions(&self) -> Vec<u32> {
+        Pkcs11Provider::versions(self)
+    }
+
+    /// Generates `version` on the token (or finds the object another
+    /// process generated) and makes it current.
+    fn rotate_to(&self, version: u32) -> Result<(), KeyError> {
+        Pkcs11Provider::rotate_to(self, version)
+    }
+
     /// Wraps under the current version; if its object is gone (another
     /// process retired it after rotating), reads the versions again and
     /// wraps under the newest, once.

@@ -915,6 +915,11 @@ impl Vault {
         Ok(self.provider.retire(version)?)
     }
 
+    /// The key provider (for a rotation under a host provider).
+    pub(crate) fn provider(&self) -> &dyn KeyProvider {
+        &*self.provider
+    }
+
     pub(crate) fn config(&self) -> &VaultConfig {
         &self.config
     }
@@ -994,6 +999,12 @@ impl<T: KeyProvider + ?Sized> KeyProvider for HostCalls<Box<T>> {
     }
     fn refresh(&self) -> Result<bool, KeyError> {
         crate::reentry::host(|| self.0.refresh())
+    }
+    fn versions(&self) -> Vec<u32> {
+        crate::reentry::host(|| self.0.versions())
+    }
+    fn rotate_to(&self, version: u32) -> Result<(), KeyError> {
+        crate::reentry::host(|| self.0.rotate_to(version))
     }
 }
 
