@@ -2,10 +2,13 @@
 //! back, deletes or resurrects is refused at use time, an erasure in one
 //! process stops every use in another within the bound (A5, spawned
 //! processes), and erasure is one journaled operation that a retry finishes.
-//! The same scenarios run on PostgreSQL in `store_postgres.rs`.
+//! The same scenarios run on PostgreSQL in `store_postgres.rs`, and the
+//! erasure across processes here too.
 
 #[path = "common/freshness.rs"]
 mod freshness;
+#[path = "common/pg.rs"]
+mod pg;
 #[path = "common/tempdir.rs"]
 mod tempdir;
 
@@ -23,6 +26,7 @@ use privacy_pledge::freshness::{DirAnchorStore, MemoryAnchorStore};
 use privacy_pledge::purpose::{Newsletter, PurposeId, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::store::sqlite::SqliteStore;
+use privacy_pledge::store::{Store, StoreConfig};
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
 use freshness::Fleet;
@@ -38,20 +42,26 @@ fn anchor_of(db: &Path) -> DirAnchorStore {
     DirAnchorStore::new(db.with_extension("anchor")).unwrap()
 }
 
-/// A process of the service on the database file `db`.
-fn process(db: &Path, bound: Duration) -> Custodian {
-    let store = SqliteStore::open(db).unwrap();
-    let keyring = keyring();
-    Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .consent_store(store.consent_store())
-        .freshness_anchor(anchor_of(db))
+/// A process of the service on the database at `url` (SQLite or
+/// PostgreSQL), its anchor and checkpoints in `dir`, as `store::Store`
+/// wires it.
+fn process_on(url: &str, dir: &Path, bound: Duration) -> Custodian {
+    let store = Store::open(&StoreConfig::new(url, dir)).unwrap();
+    let builder = Custodian::builder()
+        .keyring(keyring())
         .consent_revalidate_after(bound)
-        .key_revalidate_after(bound)
-        .audit(store.audit_sink(keyring.audit_key()).unwrap())
-        .build()
-        .unwrap()
+        .key_revalidate_after(bound);
+    let (custodian, _guard) = store.custodian(builder).unwrap();
+    custodian
+}
+
+/// A process of the service on the SQLite file `db`.
+fn process(db: &Path, bound: Duration) -> Custodian {
+    process_on(
+        &format!("sqlite:{}", db.display()),
+        &db.with_extension("anchor"),
+        bound,
+    )
 }
 
 fn with_fleet(test: &str, scenario: fn(&Fleet<'_>)) {
@@ -162,6 +172,15 @@ impl Recipient for Mailer {
 }
 
 fn child(role: &str, db: &Path, subject: SubjectId) -> Command {
+    child_on(
+        role,
+        &format!("sqlite:{}", db.display()),
+        &db.with_extension("anchor"),
+        subject,
+    )
+}
+
+fn child_on(role: &str, url: &str, dir: &Path, subject: SubjectId) -> Command {
     let mut cmd = Command::new(std::env::current_exe().unwrap());
     cmd.args([
         "--exact",
@@ -170,7 +189,8 @@ fn child(role: &str, db: &Path, subject: SubjectId) -> Command {
         "--test-threads=1",
     ])
     .env("PP_CHILD_ROLE", role)
-    .env("PP_CHILD_DB", db)
+    .env("PP_CHILD_URL", url)
+    .env("PP_CHILD_DIR", dir)
     .env("PP_SUBJECT", subject.to_string())
     .stdout(Stdio::piped())
     .stderr(Stdio::inherit());
@@ -212,13 +232,15 @@ fn child_process_entry() {
         return;
     };
     println!();
-    let db = PathBuf::from(std::env::var("PP_CHILD_DB").unwrap());
+    let url = std::env::var("PP_CHILD_URL").unwrap();
+    let dir = PathBuf::from(std::env::var("PP_CHILD_DIR").unwrap());
+    let process = |bound| process_on(&url, &dir, bound);
     let s: SubjectId = std::env::var("PP_SUBJECT").unwrap().parse().unwrap();
     match role.as_str() {
         // Uses the subject every 10 ms, every way there is, until every one
         // is refused; says when.
         "user" => {
-            let c = process(&db, Duration::from_millis(300));
+            let c = process(Duration::from_millis(300));
             let info: PersonalInfo<EmailAddress, Transaction> =
                 PersonalInfo::collect(s, EmailAddress::parse("ada@example.com").unwrap());
             let sealed = c.seal(&info).unwrap();
@@ -240,7 +262,7 @@ fn child_process_entry() {
         }
         // Flips consents of the subject and of subjects of its own.
         "flipper" => {
-            let c = process(&db, Duration::from_millis(50));
+            let c = process(Duration::from_millis(50));
             for i in 0..30 {
                 let own = SubjectId::random();
                 c.consents().grant::<Newsletter>(own).unwrap();
@@ -264,9 +286,24 @@ fn child_process_entry() {
 fn a5_an_erasure_in_one_process_stops_every_use_in_another_within_the_bound() {
     let dir = TempDir::named("freshness", "erasure-fleet");
     let db = dir.path("shop.sqlite");
-    let here = process(&db, Duration::ZERO);
+    erasure_in_another_process(&format!("sqlite:{}", db.display()), &dir.path("anchor"));
+}
+
+/// The same on PostgreSQL: two processes on one database, the anchor in a
+/// directory both reach.
+#[test]
+fn a5_an_erasure_in_one_process_stops_every_use_in_another_on_postgres() {
+    let Some(db) = pg::database("freshness_erasure_fleet") else {
+        return;
+    };
+    let dir = TempDir::named("freshness", "erasure-fleet-pg");
+    erasure_in_another_process(&db, &dir.path("anchor"));
+}
+
+fn erasure_in_another_process(url: &str, anchor: &Path) {
+    let here = process_on(url, anchor, Duration::ZERO);
     let s = SubjectId::random();
-    let mut user = child("user", &db, s).spawn().unwrap();
+    let mut user = child_on("user", url, anchor, s).spawn().unwrap();
     let mut lines = BufReader::new(user.stdout.take().unwrap()).lines();
     assert!(lines.by_ref().map_while(Result::ok).any(|l| l == "READY"));
     here.erase(s).unwrap();
