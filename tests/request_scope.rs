@@ -87,7 +87,9 @@ fn sqlite() -> Env<privacy_pledge::store::sqlite::SqliteBatchWriter> {
 }
 
 fn postgres(test: &str) -> Option<Env<privacy_pledge::store::postgres::PgBatchWriter>> {
-    let db = pg::database(test)?;
+    // Short enough that the database name keeps its random suffix (names
+    // are cut at 63 bytes).
+    let db = pg::database(&test[..test.len().min(24)])?;
     let store = PgStore::connect(&db).unwrap();
     let keyring = keyring();
     let key = keyring.audit_key();
@@ -151,6 +153,7 @@ on_both!(
     a1_nested_scopes_join_the_outer_one,
     a1_a_scope_inside_the_stores_connection_is_refused,
     a1_a_consent_change_commits_before_it_is_written,
+    a1_an_erasure_commits_before_the_keys_are_destroyed,
 );
 
 fn actions(events: &[AuditEvent]) -> Vec<Action> {
@@ -403,6 +406,32 @@ fn a1_a_consent_change_commits_before_it_is_written<W: BatchWriter>(env: &Env<W>
     })
     .unwrap();
     assert_eq!(env.sink.commits(), 1, "nothing was left to commit");
+}
+
+/// A1: an erasure inside a scope is committed, with what was staged
+/// before it, before the subject's keys are destroyed; a refused use after
+/// it is staged and committed at the scope's end.
+fn a1_an_erasure_commits_before_the_keys_are_destroyed<W: BatchWriter>(env: &Env<W>) {
+    let c = &env.custodian;
+    let subject = SubjectId::random();
+    let out = c.request(|| -> Result<(), Error> {
+        let email: PersonalInfo<EmailAddress, Transaction> =
+            c.collect(subject, EmailAddress::parse("ada@example.com").unwrap())?;
+        let row = c.seal(&email)?;
+        c.erase(subject)?;
+        assert_eq!(env.sink.commits(), 1);
+        assert_eq!(
+            actions(&(env.trail)()),
+            [Action::Collect, Action::Seal, Action::Erase]
+        );
+        c.open(&row).map(drop)
+    });
+    assert!(matches!(out, Err(Error::Erased { .. })), "{out:?}");
+    assert_eq!(env.sink.commits(), 2, "the refusal committed at the end");
+    let trail = (env.trail)();
+    assert_eq!(trail.len(), 4);
+    assert_eq!(trail[3].action(), Action::Open);
+    env.custodian.verify_trail(trail).unwrap();
 }
 
 // ---------------------------------------------------------------------------
