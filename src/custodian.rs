@@ -66,6 +66,7 @@ use crate::policy::RuleId;
 use crate::purpose::{CompatibleFrom, ConsentBased, Purpose, PurposeId, SeesPlaintext};
 use crate::recipient::{PermittedFor, PseudonymsFor, Recipient, RegisteredRecipient, Role};
 use crate::report::StoredRecord;
+use crate::request::Staging;
 use crate::retention::{Due, Retention, RetentionPolicy};
 use crate::subject::SubjectId;
 use crate::time::{Clock, SystemClock, Timestamp};
@@ -86,7 +87,9 @@ macro_rules! op_span {
 /// `Send + Sync`: share one custodian between threads (e.g. in an `Arc`).
 pub struct Custodian {
     pub(crate) id: u64,
-    sink: Box<dyn AuditSink>,
+    pub(crate) sink: Box<dyn AuditSink>,
+    /// Whether the sink commits a batch at once: then request scopes stage.
+    pub(crate) batches: bool,
     builtin_log: Option<Arc<ChainedAuditLog<MemoryAuditLog>>>,
     audit_key: Option<AuditKey>,
     checkpoint_key: Option<crate::audit::CheckpointKey>,
@@ -364,16 +367,36 @@ impl Custodian {
     /// Offers the event to the sink. Refused with [`Error::Reentrant`] when
     /// called from inside host code (a sink, key store, provider or clock
     /// calling back into the custodian), which would otherwise deadlock.
+    ///
+    /// Inside a [request scope](Self::request) the event is staged instead,
+    /// or, for an effect that leaves the process, committed with what was
+    /// staged before it ([`crate::request`]).
     pub(crate) fn record(&self, event: AuditEvent) -> Result<(), Error> {
         crate::reentry::check()?;
-        crate::reentry::host(|| self.sink.record_owned(event)).map_err(Error::Audit)
+        let refusal = event.outcome() == crate::audit::Outcome::Denied;
+        match crate::request::stage(self.id, event, refusal) {
+            Staging::Record(event) => {
+                crate::reentry::host(|| self.sink.record_owned(event)).map_err(Error::Audit)
+            }
+            Staging::Staged => Ok(()),
+            Staging::Commit(events) => self.commit_staged(&events).map_err(|e| {
+                crate::request::failed(self.id, &e);
+                Error::Audit(e)
+            }),
+        }
     }
 
     /// Records a refusal. A failing sink cannot make a refusal worse, so its
-    /// error is dropped and the refusal returned.
+    /// error is dropped and the refusal returned. (Staged inside a request
+    /// scope: nothing leaves with a refusal.)
     pub(crate) fn deny(&self, event: AuditEvent, rule: RuleId, err: Error) -> Error {
         if crate::reentry::check().is_ok() {
-            let _ = crate::reentry::host(|| self.sink.record_owned(event.denied(rule)));
+            match crate::request::stage(self.id, event.denied(rule), true) {
+                Staging::Record(event) => {
+                    let _ = crate::reentry::host(|| self.sink.record_owned(event));
+                }
+                Staging::Staged | Staging::Commit(_) => {}
+            }
         }
         err
     }
@@ -2040,6 +2063,7 @@ impl CustodianBuilder {
                 (Box::new(log.clone()), Some(log))
             }
         };
+        let batches = sink.atomic_batches();
         let checkpoint_signer = match &keyring {
             Some(k) => Some(Arc::new(k.checkpoint_signer()?)),
             None => None,
@@ -2090,6 +2114,7 @@ impl CustodianBuilder {
         Ok(Custodian {
             id,
             sink,
+            batches,
             builtin_log,
             audit_key,
             checkpoint_key,

@@ -137,6 +137,7 @@ pub mod recipient;
 pub mod record;
 mod reentry;
 pub mod report;
+pub mod request;
 pub mod retention;
 mod rows;
 pub mod store;

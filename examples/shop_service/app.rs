@@ -11,7 +11,11 @@
 //! 2. runs every custodian and database call in **one**
 //!    [`spawn_blocking`](tokio::task::spawn_blocking) closure
 //!    ([`Shop::run`]): the crate's calls are synchronous and wait for the
-//!    disk (the audit sink returns only once its event is committed);
+//!    disk (the audit sink returns only once its event is committed); a
+//!    sign-up's and an order's custodian calls run in one request scope
+//!    (`Custodian::request`), so their audit events are committed together
+//!    — a sign-up's eight in one transaction — before the sealed row leaves
+//!    for the database or the card token for the processor;
 //! 3. maps the outcome to a status: an audit-sink or store failure, or a
 //!    consent row that does not authenticate, is `503` naming the rule, and
 //!    nothing happened (the custodian fails closed before the use).
@@ -425,14 +429,19 @@ impl Shop {
             return Err(email_taken());
         }
         let subject = SubjectId::try_random()?;
-        let customer = Customer {
-            name: c.collect(subject, form.name)?,
-            email: c.collect(subject, form.email)?,
-            address: c.collect(subject, form.address)?,
-            phone: c.collect(subject, form.phone)?,
-        };
-        // One audited seal per field, and the email's lookup token.
-        let row = c.seal_record(&customer)?;
+        // One request scope: the eight audit events (a collect and a seal
+        // per field) are committed together, once, before the sealed row
+        // leaves the scope for the database.
+        let row = c.request(|| -> Result<_, ApiError> {
+            let customer = Customer {
+                name: c.collect(subject, form.name)?,
+                email: c.collect(subject, form.email)?,
+                address: c.collect(subject, form.address)?,
+                phone: c.collect(subject, form.phone)?,
+            };
+            // One audited seal per field, and the email's lookup token.
+            Ok(c.seal_record(&customer)?)
+        })?;
         self.tables.insert_customer(&row)?;
         Ok(subject)
     }
@@ -456,11 +465,18 @@ impl Shop {
         let order_id = new_order_id()?;
         let record = PurchaseRecord::new(&order_id, &form.product, form.amount, c.today())
             .map_err(|e| ApiError::invalid("product", e))?;
-        let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, record)?;
-        let token: PersonalInfo<PaymentToken, Transaction> = c.collect(subject, form.card_token)?;
-        let sealed = c.seal(&purchase)?;
-        let amount = c.disclose(&purchase, &self.payments, |p| p.amount())?;
-        let charge = c.disclose(&token, &self.payments, |t| self.payments.charge(t, amount))?;
+        // One request scope: the collects and the seal are staged, and the
+        // first disclosure commits them with its own event before the
+        // processor sees anything; the charge's disclosure commits its own.
+        let (sealed, charge) = c.request(|| -> Result<_, ApiError> {
+            let purchase: PersonalInfo<PurchaseRecord, Transaction> = c.collect(subject, record)?;
+            let token: PersonalInfo<PaymentToken, Transaction> =
+                c.collect(subject, form.card_token)?;
+            let sealed = c.seal(&purchase)?;
+            let amount = c.disclose(&purchase, &self.payments, |p| p.amount())?;
+            let charge = c.disclose(&token, &self.payments, |t| self.payments.charge(t, amount))?;
+            Ok((sealed, charge))
+        })?;
         // A real shop refunds the charge if this insert fails.
         self.tables.insert_order(subject, &sealed, &charge)?;
         Ok((order_id, charge))

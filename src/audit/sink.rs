@@ -89,6 +89,27 @@ pub trait AuditSink: Send + Sync {
     fn flush(&self) -> Result<(), AuditError> {
         Ok(())
     }
+
+    /// Whether [`record_batch`](Self::record_batch) makes its events durable
+    /// together in **one** commit, all or none, and in the order given, with
+    /// no event of another call between them. Only then does a custodian's
+    /// [request scope](crate::Custodian::request) stage events and hand them
+    /// here at once; over any other sink every event is recorded on its own,
+    /// before its use, as outside a scope. The default is `false`; the
+    /// stores' durable sinks (`store::AuditStreamSink`, features `sqlite`
+    /// and `postgres`) answer `true`.
+    ///
+    /// A host's own sink answers `true` only if its `record_batch` keeps that
+    /// promise: a batch half written would leave uses in the trail whose
+    /// request failed, or uses that happened out of it.
+    ///
+    /// ```
+    /// use privacy_pledge::audit::{AuditSink, MemoryAuditLog};
+    /// assert!(!MemoryAuditLog::new().atomic_batches());
+    /// ```
+    fn atomic_batches(&self) -> bool {
+        false
+    }
 }
 
 /// Forwards the whole trait through a smart pointer, so a host can keep a
@@ -107,6 +128,9 @@ macro_rules! forward_sink {
             }
             fn flush(&self) -> Result<(), AuditError> {
                 (**self).flush()
+            }
+            fn atomic_batches(&self) -> bool {
+                (**self).atomic_batches()
             }
         }
     )*};

@@ -396,8 +396,12 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         self.events.load(Ordering::Relaxed)
     }
 
-    /// Chains `event` and queues it; returns where its result will appear.
-    fn enqueue(&self, event: &AuditEvent) -> Result<Arc<Done>, AuditError> {
+    /// Chains `events` as one contiguous run of the stream and queues them
+    /// together; returns where their result will appear. Nothing is chained
+    /// if one of them cannot be (the head moves only once all are), and the
+    /// run is queued at once, so one committer takes all of it: one
+    /// transaction, with no other call's event inside it.
+    fn enqueue(&self, events: &[AuditEvent]) -> Result<Arc<Done>, AuditError> {
         let mut chain = lock(&self.chain);
         if chain.poisoned {
             chain.stream =
@@ -405,26 +409,32 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             chain.head = Checkpoint::GENESIS;
             chain.poisoned = false;
         }
-        let seq = chain
-            .head
-            .seq()
-            .checked_add(1)
-            .ok_or_else(|| AuditError::new("audit stream sequence exhausted"))?;
-        let (linked, value) = link(&self.key, Some(chain.stream), &chain.head, event, seq);
-        let columns = Columns::of(&linked)?;
-        let json = serde_json::to_string(&linked)
-            .map_err(|_| AuditError::new("audit event could not be encoded"))?;
         let done = Arc::new(Done::default());
+        let mut head = chain.head;
+        let mut run = Vec::with_capacity(events.len());
+        for event in events {
+            let seq = head
+                .seq()
+                .checked_add(1)
+                .ok_or_else(|| AuditError::new("audit stream sequence exhausted"))?;
+            let (linked, value) = link(&self.key, Some(chain.stream), &head, event, seq);
+            let columns = Columns::of(&linked)?;
+            let json = serde_json::to_string(&linked)
+                .map_err(|_| AuditError::new("audit event could not be encoded"))?;
+            head = Checkpoint::new(seq, value);
+            run.push(Pending {
+                columns,
+                json,
+                stream: chain.stream,
+                head,
+                done: done.clone(),
+            });
+        }
         // Queued under the chain lock: queue order is chain order.
-        lock(&self.queue).pending.push(Pending {
-            columns,
-            json,
-            stream: chain.stream,
-            head: Checkpoint::new(seq, value),
-            done: done.clone(),
-        });
-        chain.head = Checkpoint::new(seq, value);
-        self.events.fetch_add(1, Ordering::Relaxed);
+        lock(&self.queue).pending.append(&mut run);
+        chain.head = head;
+        self.events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
         Ok(done)
     }
 
@@ -522,8 +532,26 @@ impl<W: BatchWriter> AuditStreamSink<W> {
 
 impl<W: BatchWriter> AuditSink for AuditStreamSink<W> {
     fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
-        let done = self.enqueue(event)?;
+        let done = self.enqueue(std::slice::from_ref(event))?;
         self.commit_or_wait(&done)
+    }
+
+    /// Chains `events` as one contiguous run of the stream and commits them
+    /// in one transaction (with whatever other calls are queued then): all
+    /// durable when this returns `Ok`, none stored when it returns `Err`.
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let done = self.enqueue(events)?;
+        self.commit_or_wait(&done)
+    }
+
+    /// `true`: a batch is one transaction, so a custodian's
+    /// [request scope](crate::Custodian::request) commits its events here
+    /// once.
+    fn atomic_batches(&self) -> bool {
+        true
     }
 }
 

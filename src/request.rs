@@ -1,0 +1,382 @@
+//! Request scopes: the audit events of one request committed together, in
+//! one durable transaction, still before anything they describe takes
+//! effect outside the process.
+//!
+//! A sign-up collects and seals four fields: eight audit events. Offered to
+//! a durable sink one by one, each is its own commit (an `fsync` on SQLite,
+//! a round trip and a WAL flush on PostgreSQL), and the request waits for
+//! all eight. Inside [`Custodian::request`], a custodian over a sink whose
+//! batches are one commit ([`AuditSink::atomic_batches`](crate::audit::AuditSink::atomic_batches),
+//! the stores' durable sinks) **stages** the events of this thread's uses
+//! instead, and commits them once, when the closure returns.
+//!
+//! # Why that is still "recorded before it happens" (R10)
+//!
+//! What a use does is either visible only to the code inside the scope, or
+//! it leaves the process. The scope commits each kind before it can matter:
+//!
+//! - **What stays inside the closure** — a collected value, plaintext read
+//!   by `access` or `open`, a repurposed value, a sealed envelope, a
+//!   pseudonym, a refusal — is staged. The closure's result, the only way
+//!   any of it reaches the host outside the scope, is handed over only
+//!   after the staged events are committed. If the commit fails, the result
+//!   (which may hold plaintext) is dropped and the host gets
+//!   [`Error::Audit`]: as if the first use had been refused.
+//! - **What leaves the process, or cannot be taken back** — a disclosure to
+//!   a recipient (plaintext or pseudonym), an approved transfer, an
+//!   erasure, a consent change (written to the consent store and the
+//!   freshness anchor, seen by every process), a key rotation — commits
+//!   everything staged so far together with its own event *before* it
+//!   takes effect, exactly as outside a scope: a failure refuses it.
+//!
+//! So a use that had an effect outside the process is durable in the trail
+//! before that effect; a use without one is durable before its result leaves
+//! the closure. Host code that sends something out of the process by its
+//! own means from inside the scope (writes a sealed row to its database,
+//! calls a service) commits first with [`Custodian::flush_request`], or
+//! does it after [`Custodian::request`] returns — with what the closure
+//! returned.
+//!
+//! # The stream stays whole
+//!
+//! Staged events are chained when they are committed, not when they are
+//! staged: the sink gives them the stream's next sequence numbers as one
+//! contiguous run and writes them in one transaction, all or none. Scopes on
+//! several threads, and plain calls beside them, therefore never interleave
+//! into a gap; a failed commit stores none of the run, assigns no number
+//! twice, and (on the stores' sinks) moves the sink to a new stream, as any
+//! failed commit does. An event keeps the time of its use, so within a
+//! stream the times of one request's events may be earlier than those of an
+//! event another thread committed just before them.
+//!
+//! # Scopes, threads and panics
+//!
+//! - A scope is per thread and per custodian: uses on other threads (or of
+//!   another custodian) inside the closure are recorded as outside a scope.
+//! - A scope inside a scope of the same custodian joins the outer one: its
+//!   closure's result stays inside the outer closure, so the outer scope's
+//!   commit covers it.
+//! - If the closure panics, the staged events are committed while the
+//!   panic unwinds (the uses happened), and the panic goes on; a commit that
+//!   fails then stores none of them, leaves the stream whole, and the panic
+//!   is what the host sees.
+//! - If a commit inside the scope (a disclosure's, say) fails, the use is
+//!   refused, and the scope ends in `Err` even if the closure swallowed the
+//!   error: its result was made next to uses the trail may lack.
+//! - From inside host code called by the crate (an audit sink, a key store,
+//!   a store's `with_connection`) a scope is refused with
+//!   [`Error::Reentrant`], like every operation.
+//! - Over a sink whose batches are not one commit (the in-memory logs,
+//!   `JsonLinesSink`, a host's own sink by default) nothing is staged: every
+//!   event is recorded before its use, one by one, as without a scope.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")] {
+//! use std::sync::Arc;
+//! use privacy_pledge::data::{EmailAddress, FullName};
+//! use privacy_pledge::purpose::Transaction;
+//! use privacy_pledge::store::sqlite::SqliteStore;
+//! use privacy_pledge::{Custodian, Error, SubjectId};
+//!
+//! let store = SqliteStore::open_in_memory()?;
+//! let sink = Arc::new(store.audit_sink(privacy_pledge::audit::AuditKey::generate()?)?);
+//! let custodian = Custodian::builder().audit(sink.clone()).build()?;
+//!
+//! let ada = SubjectId::random();
+//! let (name, email) = custodian.request(|| {
+//!     let name = custodian.collect::<FullName, Transaction>(ada, FullName::parse("Ada Lovelace")?)?;
+//!     let email = custodian.collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com")?)?;
+//!     Ok::<_, Box<dyn std::error::Error>>((custodian.seal(&name)?, custodian.seal(&email)?))
+//! })?;
+//! assert_eq!((sink.events(), sink.commits()), (4, 1)); // four events, one commit
+//! # drop((name, email));
+//! # }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+use std::cell::{Cell, RefCell};
+
+use crate::audit::{Action, AuditError, AuditEvent};
+use crate::{Custodian, Error};
+
+/// The events of one open scope.
+struct Scope {
+    custodian: u64,
+    staged: Vec<AuditEvent>,
+    /// A commit inside the scope failed: the scope ends in `Err`.
+    failed: Option<AuditError>,
+}
+
+thread_local! {
+    /// How many scopes are open on this thread: the fast path of every
+    /// audited use outside one reads only this.
+    static OPEN: Cell<usize> = const { Cell::new(0) };
+    static SCOPES: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Whether an event of `action` describes an effect that leaves the process
+/// or cannot be taken back: then it and everything staged before it are
+/// committed before the effect.
+fn leaves_process(action: Action) -> bool {
+    match action {
+        Action::Disclose
+        | Action::Transfer
+        | Action::Erase
+        | Action::ConsentGranted
+        | Action::ConsentWithdrawn
+        | Action::ConsentRestored
+        | Action::KeysRotated => true,
+        Action::Collect
+        | Action::Access
+        | Action::Repurpose
+        | Action::Seal
+        | Action::Open
+        | Action::Report => false,
+    }
+}
+
+/// What [`stage`] did with an event.
+pub(crate) enum Staging {
+    /// No scope of this custodian is open here: record it as usual.
+    Record(AuditEvent),
+    /// Staged; the use may go ahead.
+    Staged,
+    /// Commit these (what was staged, then the event) before the use.
+    Commit(Vec<AuditEvent>),
+}
+
+/// Stages `event` in this thread's open scope of custodian `id`, if there is
+/// one. A refusal (`refusal`) is always staged: nothing leaves with it.
+pub(crate) fn stage(id: u64, event: AuditEvent, refusal: bool) -> Staging {
+    if OPEN.with(Cell::get) == 0 {
+        return Staging::Record(event);
+    }
+    SCOPES.with(|s| {
+        let mut scopes = s.borrow_mut();
+        let Some(scope) = scopes.iter_mut().rev().find(|s| s.custodian == id) else {
+            return Staging::Record(event);
+        };
+        let flush = !refusal && leaves_process(event.action());
+        scope.staged.push(event);
+        if flush {
+            Staging::Commit(std::mem::take(&mut scope.staged))
+        } else {
+            Staging::Staged
+        }
+    })
+}
+
+/// Takes what this thread's scope of custodian `id` has staged (nothing
+/// outside one).
+pub(crate) fn take(id: u64) -> Vec<AuditEvent> {
+    if OPEN.with(Cell::get) == 0 {
+        return Vec::new();
+    }
+    SCOPES.with(|s| {
+        s.borrow_mut()
+            .iter_mut()
+            .rev()
+            .find(|s| s.custodian == id)
+            .map(|s| std::mem::take(&mut s.staged))
+            .unwrap_or_default()
+    })
+}
+
+/// Notes a failed commit in this thread's scope of custodian `id`.
+pub(crate) fn failed(id: u64, error: &AuditError) {
+    SCOPES.with(|s| {
+        if let Some(scope) = s.borrow_mut().iter_mut().rev().find(|s| s.custodian == id) {
+            scope.failed.get_or_insert_with(|| error.clone());
+        }
+    });
+}
+
+/// Whether this thread has a scope of custodian `id` open.
+pub(crate) fn is_open(id: u64) -> bool {
+    OPEN.with(Cell::get) > 0 && SCOPES.with(|s| s.borrow().iter().any(|s| s.custodian == id))
+}
+
+/// An open scope of one custodian on this thread. Closing it commits what
+/// it staged; dropping it unclosed (a panic in the closure) commits too.
+pub(crate) struct Open<'a> {
+    custodian: &'a Custodian,
+    closed: bool,
+}
+
+impl<'a> Open<'a> {
+    pub(crate) fn new(custodian: &'a Custodian) -> Self {
+        SCOPES.with(|s| {
+            s.borrow_mut().push(Scope {
+                custodian: custodian.id,
+                staged: Vec::new(),
+                failed: None,
+            })
+        });
+        OPEN.with(|o| o.set(o.get() + 1));
+        Open {
+            custodian,
+            closed: false,
+        }
+    }
+
+    /// Ends the scope: commits what it staged. `Err` if that commit, or one
+    /// inside the scope, failed.
+    pub(crate) fn close(mut self) -> Result<(), AuditError> {
+        self.closed = true;
+        let scope = self.pop();
+        let committed = self.custodian.commit_staged(&scope.staged);
+        match scope.failed {
+            Some(e) => Err(e),
+            None => committed,
+        }
+    }
+
+    fn pop(&self) -> Scope {
+        OPEN.with(|o| o.set(o.get().saturating_sub(1)));
+        SCOPES.with(|s| {
+            let mut scopes = s.borrow_mut();
+            let i = scopes
+                .iter()
+                .rposition(|s| s.custodian == self.custodian.id)
+                .expect("an open scope is on its thread's list");
+            scopes.remove(i)
+        })
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        // The closure panicked: its uses happened, so their events are
+        // committed on the way out. A panicking sink must not turn the
+        // unwinding into an abort; a failed commit stores none of them.
+        let scope = self.pop();
+        let custodian = self.custodian;
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            custodian.commit_staged(&scope.staged)
+        }));
+    }
+}
+
+impl Custodian {
+    /// Runs `f` — the custodian calls of one request — as one **request
+    /// scope**: the audit events of its uses on this thread are committed
+    /// together, once, when `f` returns, and `f`'s result is returned only
+    /// after that commit succeeded. Disclosures, transfers, erasures,
+    /// consent changes and key rotations inside `f` still commit (what was
+    /// staged, and their own event) before they take effect. The argument
+    /// for why this keeps every use recorded before it happens is in the
+    /// [module docs](crate::request).
+    ///
+    /// If the commit fails (or one inside the scope did), `f`'s result is
+    /// dropped unseen and the host gets [`Error::Audit`] (converted into
+    /// `E`); if `f` returns `Err`, its events are committed and its error
+    /// returned. Over a sink whose batches are not one commit
+    /// ([`AuditSink::atomic_batches`](crate::audit::AuditSink::atomic_batches)
+    /// is `false`), every event is recorded before its use as without a
+    /// scope, and `request` just runs `f`. A scope inside a scope of the
+    /// same custodian joins it. Refused with [`Error::Reentrant`] from
+    /// inside host code the crate calls.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use std::sync::Arc;
+    /// use privacy_pledge::audit::AuditKey;
+    /// use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress};
+    /// use privacy_pledge::purpose::Transaction;
+    /// use privacy_pledge::store::sqlite::SqliteStore;
+    /// use privacy_pledge::{Custodian, Error, SubjectId};
+    ///
+    /// let store = SqliteStore::open_in_memory()?;
+    /// let sink = Arc::new(store.audit_sink(AuditKey::generate()?)?);
+    /// let custodian = Custodian::builder().audit(sink.clone()).key_store(store.key_store()).build()?;
+    ///
+    /// // A sign-up: four fields collected and sealed, eight events, one commit.
+    /// let ada = SubjectId::random();
+    /// let sealed = custodian.request(|| -> Result<_, Error> {
+    ///     let name = custodian.collect::<FullName, Transaction>(ada, FullName::parse("Ada Lovelace").unwrap())?;
+    ///     let email = custodian.collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com").unwrap())?;
+    ///     let address = custodian.collect::<PostalAddress, Transaction>(ada, PostalAddress::parse("1 Road\nYork YO1 7HH\nGB").unwrap())?;
+    ///     let phone = custodian.collect::<PhoneNumber, Transaction>(ada, PhoneNumber::parse("+44 20 7946 0958").unwrap())?;
+    ///     Ok((
+    ///         custodian.seal(&name)?,
+    ///         custodian.seal(&email)?,
+    ///         custodian.seal(&address)?,
+    ///         custodian.seal(&phone)?,
+    ///     ))
+    /// })?;
+    /// assert_eq!((sink.events(), sink.commits()), (8, 1));
+    /// assert_eq!(store.trail()?.len(), 8);
+    /// # drop(sealed);
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn request<T, E: From<Error>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
+        crate::reentry::check()?;
+        if !self.batches || is_open(self.id) {
+            return f();
+        }
+        let scope = Open::new(self);
+        let out = f();
+        match scope.close() {
+            Ok(()) => out,
+            Err(e) => {
+                drop(out);
+                Err(Error::Audit(e).into())
+            }
+        }
+    }
+
+    /// Commits the events staged so far in this thread's
+    /// [request scope](Self::request), now: before host code inside the
+    /// scope sends something out of the process by its own means (writes a
+    /// sealed row, calls a service). Nothing to do, and `Ok`, outside a
+    /// scope. On `Err` nothing staged was stored, and the scope will end in
+    /// `Err` too.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use std::sync::Arc;
+    /// use privacy_pledge::audit::AuditKey;
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    /// use privacy_pledge::store::sqlite::SqliteStore;
+    /// use privacy_pledge::{Custodian, Error, SubjectId};
+    ///
+    /// let store = SqliteStore::open_in_memory()?;
+    /// let sink = Arc::new(store.audit_sink(AuditKey::generate()?)?);
+    /// let custodian = Custodian::builder().audit(sink.clone()).build()?;
+    /// custodian.request(|| -> Result<(), Error> {
+    ///     let email = custodian.collect::<EmailAddress, Transaction>(
+    ///         SubjectId::random(),
+    ///         EmailAddress::parse("ada@example.com").unwrap(),
+    ///     )?;
+    ///     let row = custodian.seal(&email)?;
+    ///     custodian.flush_request()?; // both events committed: the row may leave now
+    ///     assert_eq!(sink.commits(), 1);
+    ///     # drop(row);
+    ///     Ok(())
+    /// })?;
+    /// assert_eq!(sink.commits(), 1); // nothing was left to commit
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn flush_request(&self) -> Result<(), Error> {
+        crate::reentry::check()?;
+        let staged = take(self.id);
+        self.commit_staged(&staged).map_err(|e| {
+            failed(self.id, &e);
+            Error::Audit(e)
+        })
+    }
+
+    /// Commits `staged` in one call of the sink (nothing for none).
+    pub(crate) fn commit_staged(&self, staged: &[AuditEvent]) -> Result<(), AuditError> {
+        if staged.is_empty() {
+            return Ok(());
+        }
+        crate::reentry::host(|| self.sink.record_batch(staged))
+    }
+}
