@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use privacy_pledge::audit::{AuditError, AuditEvent, AuditKey, AuditSink, ChainedAuditLog};
-use privacy_pledge::store::postgres::{postgres, PgStore};
+use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::Custodian;
 
@@ -59,20 +59,11 @@ impl AuditSink for PgPerEvent {
 }
 
 fn pg_durable(c: &mut Criterion) {
-    let Ok(base) = std::env::var("PP_TEST_PG") else {
-        eprintln!("durable_access_postgres: PP_TEST_PG is not set, skipped");
+    let name = format!("pp_bench_{}", std::process::id());
+    let Some(db) = common::pg_database("durable_access_postgres", &name) else {
         return;
     };
-    let name = format!("pp_bench_{}", std::process::id());
-    let mut admin =
-        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let store = PgStore::connect(&format!("{base} dbname={name}")).unwrap();
+    let store = PgStore::connect(&db).unwrap();
     store
         .with_client(|c| {
             c.batch_execute(
@@ -87,7 +78,7 @@ fn pg_durable(c: &mut Criterion) {
     );
     compare(c, "durable_access_postgres", &per_event, &group);
     drop((group, per_event, store));
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+    common::drop_pg_database(&name);
 }
 
 fn db_path(name: &str) -> PathBuf {

@@ -17,6 +17,8 @@
 //! in one request scope and inserts the row after it returned. The SQLite
 //! file runs with `synchronous = FULL`.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -25,7 +27,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress};
 use privacy_pledge::purpose::Transaction;
-use privacy_pledge::store::postgres::{postgres, PgStore};
+use privacy_pledge::store::postgres::PgStore;
 use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
 use privacy_pledge::{Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, SubjectId};
 
@@ -188,20 +190,11 @@ fn sqlite(c: &mut Criterion) {
 }
 
 fn pg(c: &mut Criterion) {
-    let Ok(base) = std::env::var("PP_TEST_PG") else {
-        eprintln!("signup_postgres: PP_TEST_PG is not set, skipped");
+    let name = format!("pp_bench_signup_{}", std::process::id());
+    let Some(db) = common::pg_database("signup_postgres", &name) else {
         return;
     };
-    let name = format!("pp_bench_signup_{}", std::process::id());
-    let mut admin =
-        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
-    admin
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-        .unwrap();
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .unwrap();
-    let store = PgStore::connect(&format!("{base} dbname={name}")).unwrap();
+    let store = PgStore::connect(&db).unwrap();
     store
         .with_client(|c| {
             c.batch_execute(
@@ -216,7 +209,7 @@ fn pg(c: &mut Criterion) {
     let custodian = custodian(store.key_store(), sink, keyring);
     compare(c, "signup_postgres", &Db::Pg(store.clone()), &custodian);
     drop((custodian, store));
-    let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+    common::drop_pg_database(&name);
 }
 
 criterion_group!(benches, sqlite, pg);

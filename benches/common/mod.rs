@@ -63,3 +63,35 @@ pub fn postal_1k() -> PostalAddress {
     );
     a
 }
+
+/// A fresh database `name` on the PostgreSQL server `PP_TEST_PG` names
+/// (`host=… port=… user=…`), as connection parameters; `None` (and a note
+/// that `what` was skipped) without one.
+pub fn pg_database(what: &str, name: &str) -> Option<String> {
+    use privacy_pledge::store::postgres::postgres;
+    let Ok(base) = std::env::var("PP_TEST_PG") else {
+        eprintln!("{what}: PP_TEST_PG is not set, skipped");
+        return None;
+    };
+    let mut admin =
+        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+        .unwrap();
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    Some(format!("{base} dbname={name}"))
+}
+
+/// Drops the database `pg_database` made.
+pub fn drop_pg_database(name: &str) {
+    use privacy_pledge::store::postgres::postgres;
+    if let Ok(base) = std::env::var("PP_TEST_PG") {
+        if let Ok(mut admin) =
+            postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls)
+        {
+            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {name}"));
+        }
+    }
+}

@@ -353,25 +353,24 @@ impl Store {
             .checkpoint_store(self.checkpoints.clone())
             .freshness_anchor(self.anchor.clone());
         let signer = keyring.checkpoint_signer()?;
+        // The same parts of either store.
+        macro_rules! wire {
+            ($s:expr) => {
+                self.wire(
+                    builder,
+                    $s.audit_sink(keyring.audit_key())?,
+                    $s.key_store(),
+                    $s.consent_store(),
+                    signer,
+                    wrap,
+                )
+            };
+        }
         match &self.db {
             #[cfg(feature = "sqlite")]
-            Database::Sqlite(s) => self.wire(
-                builder,
-                s.audit_sink(keyring.audit_key())?,
-                s.key_store(),
-                s.consent_store(),
-                signer,
-                wrap,
-            ),
+            Database::Sqlite(s) => wire!(s),
             #[cfg(feature = "postgres")]
-            Database::Postgres(s) => self.wire(
-                builder,
-                s.audit_sink(keyring.audit_key())?,
-                s.key_store(),
-                s.consent_store(),
-                signer,
-                wrap,
-            ),
+            Database::Postgres(s) => wire!(s),
         }
     }
 
