@@ -526,3 +526,121 @@ fn with_no_revalidation_window_an_erasure_elsewhere_is_immediate() {
     there.erase(a).unwrap();
     assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
 }
+
+/// Counts the writes a key store is asked for; `one_step` says whether it
+/// stores a new key with its reservation in one write (as the crate's
+/// stores do) or takes the trait's default (two calls).
+struct CountingStore {
+    inner: MemoryKeyStore,
+    one_step: bool,
+    writes: std::sync::Mutex<Vec<&'static str>>,
+}
+
+impl CountingStore {
+    fn note(&self, what: &'static str) {
+        self.writes.lock().unwrap().push(what);
+    }
+}
+
+impl KeyStore for CountingStore {
+    fn load(&self, s: SubjectId) -> Result<SubjectKeys, privacy_pledge::crypto::KeyStoreError> {
+        self.inner.load(s)
+    }
+    fn insert(
+        &self,
+        s: SubjectId,
+        k: StoredKey,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.note("insert");
+        self.inner.insert(s, k)
+    }
+    fn insert_reserving(
+        &self,
+        s: SubjectId,
+        k: StoredKey,
+        n: u64,
+    ) -> Result<u64, privacy_pledge::crypto::KeyStoreError> {
+        if !self.one_step {
+            let g = k.generation;
+            self.insert(s, k)?;
+            return self.reserve(s, g, n);
+        }
+        self.note("insert_reserving");
+        self.inner.insert_reserving(s, k, n)
+    }
+    fn reserve(
+        &self,
+        s: SubjectId,
+        g: u32,
+        n: u64,
+    ) -> Result<u64, privacy_pledge::crypto::KeyStoreError> {
+        self.note("reserve");
+        self.inner.reserve(s, g, n)
+    }
+    fn rewrap(
+        &self,
+        s: SubjectId,
+        g: u32,
+        w: privacy_pledge::crypto::Wrapped,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.inner.rewrap(s, g, w)
+    }
+    fn destroy(
+        &self,
+        s: SubjectId,
+        at: Timestamp,
+    ) -> Result<privacy_pledge::crypto::Destroyed, privacy_pledge::crypto::KeyStoreError> {
+        self.inner.destroy(s, at)
+    }
+    fn wrapped_under(
+        &self,
+        v: u32,
+    ) -> Result<Vec<(SubjectId, u32)>, privacy_pledge::crypto::KeyStoreError> {
+        self.inner.wrapped_under(v)
+    }
+}
+
+/// A new subject's first seal is one key-store write on a store that keeps
+/// the use count given on insert (the key and its first reservation
+/// together), two on one that takes the default; either way the stored
+/// count covers every seal made, and a second custodian sharing the store
+/// (another process) reserves after it, never the same nonces.
+#[test]
+fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
+    for one_step in [true, false] {
+        let store = Arc::new(CountingStore {
+            inner: MemoryKeyStore::new(),
+            one_step,
+            writes: Default::default(),
+        });
+        let keyring = Arc::new(Keyring::generate().unwrap());
+        let build = || {
+            Custodian::builder()
+                .keyring(keyring.clone())
+                .key_store(store.clone())
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (build(), build());
+        let ada = SubjectId::random();
+        let first = a
+            .seal(&email::<Transaction>(ada, "ada@example.com"))
+            .unwrap();
+        let writes = store.writes.lock().unwrap().clone();
+        let expected: &[&str] = if one_step {
+            &["insert_reserving"]
+        } else {
+            &["insert", "reserve"]
+        };
+        assert_eq!(writes, expected, "one_step = {one_step}");
+        let uses = live_keys(&store.inner, ada)[0].uses;
+        assert!(uses >= 1, "the first seal is counted: {uses}");
+        // The other custodian reserves after the first block.
+        let second = b
+            .seal(&email::<Transaction>(ada, "ada@example.com"))
+            .unwrap();
+        assert!(live_keys(&store.inner, ada)[0].uses >= 2 * uses);
+        opens_to(&b, &first, "ada@example.com");
+        opens_to(&a, &second, "ada@example.com");
+    }
+}

@@ -137,6 +137,23 @@ pub trait KeyStore: Send + Sync {
     /// atomically (custodians sharing the store reserve from the same count).
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError>;
 
+    /// [`insert`](Self::insert), then [`reserve`](Self::reserve) of `n`
+    /// seals of the new key; returns the count before the reservation (0).
+    /// The default makes the two calls; a store that keeps
+    /// [`StoredKey::uses`] as given on insert does it in one write (one
+    /// durable commit instead of two for a new subject's first seal), as
+    /// the crate's stores do. If the insert fails, nothing is reserved.
+    fn insert_reserving(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        n: u64,
+    ) -> Result<u64, KeyStoreError> {
+        let generation = key.generation;
+        self.insert(subject, key)?;
+        self.reserve(subject, generation, n)
+    }
+
     /// Replaces a generation's wrapping (after a key-encryption-key rotation).
     fn rewrap(
         &self,
@@ -209,6 +226,14 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     }
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
         (**self).reserve(subject, generation, n)
+    }
+    fn insert_reserving(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        n: u64,
+    ) -> Result<u64, KeyStoreError> {
+        (**self).insert_reserving(subject, key, n)
     }
     fn rewrap(
         &self,
@@ -336,6 +361,17 @@ impl KeyStore for MemoryKeyStore {
                 }
             },
         })
+    }
+
+    /// One step: the key is stored with `n` seals reserved.
+    fn insert_reserving(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        n: u64,
+    ) -> Result<u64, KeyStoreError> {
+        self.insert(subject, StoredKey { uses: n, ..key })?;
+        Ok(0)
     }
 
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {

@@ -445,7 +445,17 @@ impl Vault {
     /// version (again, should rotations follow each other). Without a newer
     /// version the refusal stands: nothing is ever stored under a version
     /// on its way out.
-    fn create(&self, slot: &mut Slot, subject: SubjectId, generation: u32) -> Result<(), Error> {
+    ///
+    /// With `reserve` > 0 the key is stored with its first `reserve` seals
+    /// reserved, in one step where the store can
+    /// ([`KeyStore::insert_reserving`]).
+    fn create(
+        &self,
+        slot: &mut Slot,
+        subject: SubjectId,
+        generation: u32,
+        reserve: u64,
+    ) -> Result<(), Error> {
         let dek = zeroize::Zeroizing::new(super::random_array::<32>()?);
         let context = wrap_context(subject, generation);
         let mut key = StoredKey {
@@ -453,7 +463,14 @@ impl Vault {
             wrapped: self.provider.wrap(&dek, &context)?,
             uses: 0,
         };
-        let mut inserted = self.store.insert(subject, key.clone());
+        let insert = |key: &StoredKey| match reserve {
+            0 => self.store.insert(subject, key.clone()),
+            n => self
+                .store
+                .insert_reserving(subject, key.clone(), n)
+                .map(drop),
+        };
+        let mut inserted = insert(&key);
         for _ in 0..8 {
             let Err(KeyStoreError::BelowFloor { floor, .. }) = inserted else {
                 break;
@@ -466,9 +483,10 @@ impl Vault {
                 break;
             }
             key.wrapped = self.provider.wrap(&dek, &context)?;
-            inserted = self.store.insert(subject, key.clone());
+            inserted = insert(&key);
         }
         inserted?;
+        key.uses = reserve;
         slot.stored.push(key);
         Ok(())
     }
@@ -501,32 +519,37 @@ impl Vault {
     }
 
     /// Makes sure generation `generation` exists: known, made meanwhile by
-    /// another custodian sharing the store, or created now.
+    /// another custodian sharing the store, or created now with its first
+    /// `reserve` seals reserved. `Some(0)`, the count before the
+    /// reservation, if created here; `None` if it existed (nothing
+    /// reserved).
     fn ensure(
         &self,
         slot: &mut Slot,
         subject: SubjectId,
         generation: u32,
+        reserve: u64,
         now: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<u64>, Error> {
         if slot.has(generation) {
-            return Ok(());
+            return Ok(None);
         }
         self.reload(slot, subject, now)?;
         if slot.has(generation) {
-            return Ok(());
+            return Ok(None);
         }
-        match self.create(slot, subject, generation) {
+        match self.create(slot, subject, generation, reserve) {
+            Ok(()) => Ok(Some(0)),
             Err(Error::KeyStore(KeyStoreError::Conflict(why))) => {
                 // Created by another custodian between our read and our write.
                 self.reload(slot, subject, now)?;
                 if slot.has(generation) {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(KeyStoreError::Conflict(why).into())
                 }
             }
-            other => other,
+            Err(e) => Err(e),
         }
     }
 
@@ -574,21 +597,27 @@ impl Vault {
                 _ => {
                     let block = self.config.reserve_block.max(1);
                     // Start from the newest generation anyone made.
+                    // A generation made here comes with the block reserved
+                    // (one write, not two).
+                    let mut made = None;
                     let mut g = match slot.stored.iter().map(|k| k.generation).max() {
                         Some(g) => g,
                         None => {
-                            self.ensure(slot, subject, 0, now)?;
+                            made = self.ensure(slot, subject, 0, block, now)?;
                             0
                         }
                     };
                     loop {
-                        let before = self.reserve(slot, subject, g, block, now)?;
+                        let before = match made.take() {
+                            Some(before) => before,
+                            None => self.reserve(slot, subject, g, block, now)?,
+                        };
                         if before.saturating_add(block) <= self.config.message_limit {
                             break;
                         }
                         // This key has had its share of nonces: use the next generation.
                         g = g.checked_add(1).ok_or(KeyError::Exhausted)?;
-                        self.ensure(slot, subject, g, now)?;
+                        made = self.ensure(slot, subject, g, block, now)?;
                     }
                     slot.current = Some((g, block - 1));
                     g
@@ -939,6 +968,14 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
     }
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
         crate::reentry::host(|| self.0.reserve(subject, generation, n))
+    }
+    fn insert_reserving(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        n: u64,
+    ) -> Result<u64, KeyStoreError> {
+        crate::reentry::host(|| self.0.insert_reserving(subject, key, n))
     }
     fn rewrap(
         &self,

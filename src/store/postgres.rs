@@ -635,6 +635,18 @@ fn erased_at(
 }
 
 impl KeyStore for PgKeyStore {
+    /// One transaction: the key is stored with `n` seals reserved
+    /// (`uses` is written as given).
+    fn insert_reserving(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        n: u64,
+    ) -> Result<u64, KeyStoreError> {
+        self.insert(subject, StoredKey { uses: n, ..key })?;
+        Ok(0)
+    }
+
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
         let s = subject.to_string();
         let mut client = self.store.lock()?;

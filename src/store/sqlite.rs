@@ -688,6 +688,18 @@ impl SqliteKeyStore {
 }
 
 impl KeyStore for SqliteKeyStore {
+    /// One transaction: the key is stored with `n` seals reserved
+    /// (`uses` is written as given).
+    fn insert_reserving(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        n: u64,
+    ) -> Result<u64, KeyStoreError> {
+        self.insert(subject, StoredKey { uses: n, ..key })?;
+        Ok(0)
+    }
+
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
         let s = subject.to_string();
         self.transaction(TransactionBehavior::Deferred, |tx| {
