@@ -72,7 +72,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use rusqlite;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -168,6 +168,11 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 #[derive(Clone)]
 pub struct SqliteStore {
     conns: Arc<Conns<Connection>>,
+    /// Taken by the store's own writing transactions (audit commits, key
+    /// and consent writes): SQLite lets one connection write at a time, and
+    /// a connection that finds the write lock taken polls for it with
+    /// sleeps (the busy handler), so the store's writers queue here instead.
+    writing: Arc<Mutex<()>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -208,6 +213,7 @@ impl SqliteStore {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
             conns: Arc::new(Conns::pooled(writer, Pool::new(pooled, reset))),
+            writing: Arc::default(),
         })
     }
 
@@ -264,6 +270,7 @@ impl SqliteStore {
         }
         Ok(SqliteStore {
             conns: Arc::new(Conns::single(conn, reset)),
+            writing: Arc::default(),
         })
     }
 
@@ -284,6 +291,7 @@ impl SqliteStore {
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conns: Arc::new(Conns::single(conn, reset)),
+            writing: Arc::default(),
         })
     }
 
@@ -307,6 +315,12 @@ impl SqliteStore {
     fn writer(&self) -> Result<Conn<'_, Connection>, Reentered> {
         super::not_held(self.id())?;
         Ok(self.conns.writer())
+    }
+
+    /// The turn of one of the store's own writing transactions, taken
+    /// after its connection (see `writing`).
+    fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -519,6 +533,7 @@ impl SqliteStore {
     ) -> Result<usize, StoreError> {
         let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
         let mut conn = self.lock()?;
+        let _turn = self.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -648,6 +663,7 @@ impl BatchWriter for SqliteBatchWriter {
         checkpoint: Option<(&SignedCheckpoint, &str)>,
     ) -> Result<(), AuditError> {
         let mut conn = self.store.writer()?;
+        let _turn = self.store.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(insert_failed)?;
@@ -689,18 +705,18 @@ impl BatchWriter for SqliteBatchWriter {
         checkpoint: &SignedCheckpoint,
         json: &str,
     ) -> Result<(), AuditError> {
-        self.store
-            .writer()?
-            .execute(
-                UPSERT_CHECKPOINT,
-                params![
-                    checkpoint.stream().to_string(),
-                    seq_col(checkpoint.checkpoint().seq())?,
-                    json
-                ],
-            )
-            .map(|_| ())
-            .map_err(insert_failed)
+        let conn = self.store.writer()?;
+        let _turn = self.store.writing();
+        conn.execute(
+            UPSERT_CHECKPOINT,
+            params![
+                checkpoint.stream().to_string(),
+                seq_col(checkpoint.checkpoint().seq())?,
+                json
+            ],
+        )
+        .map(|_| ())
+        .map_err(insert_failed)
     }
 }
 
@@ -795,6 +811,8 @@ impl SqliteKeyStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, KeyStoreError>,
     ) -> Result<R, KeyStoreError> {
         let mut conn = self.store.lock()?;
+        let _turn =
+            (!matches!(behavior, TransactionBehavior::Deferred)).then(|| self.store.writing());
         let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
         let out = f(&tx)?;
         tx.commit().map_err(backend)?;
@@ -1064,6 +1082,7 @@ impl ConsentStore for SqliteConsentStore {
         let version = i64::try_from(record.version).map_err(consent_err)?;
         let (subject, purpose) = (record.subject.to_string(), purpose_col(record.purpose));
         let mut conn = self.store.lock()?;
+        let _turn = self.store.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(consent_err)?;
@@ -1089,14 +1108,14 @@ impl ConsentStore for SqliteConsentStore {
     }
 
     fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
-        self.store
-            .lock()?
-            .execute(
-                "DELETE FROM pp_consents WHERE subject = ?1",
-                [subject.to_string()],
-            )
-            .map(|_| ())
-            .map_err(consent_err)
+        let conn = self.store.lock()?;
+        let _turn = self.store.writing();
+        conn.execute(
+            "DELETE FROM pp_consents WHERE subject = ?1",
+            [subject.to_string()],
+        )
+        .map(|_| ())
+        .map_err(consent_err)
     }
 
     fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
