@@ -12,8 +12,8 @@
 //! `postgres` versions, which would then have to move in step with the
 //! crate's. The conventions kept from it: connections are opened with the
 //! same settings by one function, a connection is returned to the pool when
-//! its guard drops (also on panic), and one whose session is broken is not
-//! handed out again.
+//! its guard drops (also on panic), and it is readied for its next user
+//! first (an open SQLite transaction is rolled back).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
@@ -23,9 +23,9 @@ pub(crate) struct Pool<C> {
     idle: Mutex<Vec<C>>,
     returned: Condvar,
     size: usize,
-    /// Whether a returned connection may be lent again (`false`: its
-    /// session is in a state the next borrower must not inherit, and it is
-    /// repaired or replaced by `reset`).
+    /// Readies a returned connection for its next user (`false`: it could
+    /// not; the connection is lent again all the same, and its next user
+    /// gets the database's error, as with one shared connection).
     reset: fn(&mut C) -> bool,
 }
 

@@ -269,7 +269,10 @@ impl PgStore {
     /// [`Error::Reentrant`](crate::Error::Reentrant), and a method of this
     /// store with an error saying so, instead of waiting for the connection
     /// forever (as [`SqliteStore::with_connection`](crate::store::sqlite::SqliteStore::with_connection)
-    /// with the `sqlite` feature).
+    /// with the `sqlite` feature). A transaction `f` opens should end in
+    /// `f` (use [`Client::transaction`], which rolls back when dropped): the
+    /// client goes back to the pool as `f` leaves it, and the next call may
+    /// get another one.
     ///
     /// ```no_run
     /// use privacy_pledge::store::postgres::PgStore;
