@@ -51,8 +51,10 @@
 //! [`PoolOptions::pool_size`] more (4 by default) for the key store, the
 //! consent store, trail reads and the host's
 //! [`with_connection`](SqliteStore::with_connection), all opened up front with
-//! the same pragmas (WAL, `synchronous = FULL`, `secure_delete`, a busy
-//! timeout). Under WAL, readers run beside the writer: a report reading the
+//! the same pragmas (WAL, `synchronous = FULL`, `secure_delete`) and busy
+//! handler (another connection's lock is polled for every 100 µs, for 10 s
+//! in all: SQLite's default handler sleeps up to 100 ms between tries,
+//! which connections of one process writing in turn would spend idle). Under WAL, readers run beside the writer: a report reading the
 //! trail, or the host holding a read transaction open, does not delay an
 //! audit commit. Writers still take turns (SQLite has one write lock per
 //! database): a host transaction that has *written* holds audit commits back
@@ -281,8 +283,8 @@ impl SqliteStore {
     }
 
     /// Takes over a connection the host opened (to share it with its own
-    /// tables): sets WAL, `synchronous = FULL`, `secure_delete` and a busy
-    /// timeout, then runs the migrations. The store then has this one
+    /// tables): sets WAL, `synchronous = FULL`, `secure_delete` and the
+    /// store's busy handler (10 s), then runs the migrations. The store then has this one
     /// connection for everything, audit commits included (see
     /// [Connections](self#connections)); [`open_with`](Self::open_with)
     /// gives the writer a connection of its own.
@@ -330,8 +332,7 @@ fn configure(conn: Connection) -> Result<Connection, StoreError> {
         // First the busy timeout: processes opening one file together wait
         // for each other's locks (switching to WAL takes one) instead of
         // failing at once.
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
+        conn.busy_handler(Some(busy)).map_err(db_err)?;
         // An in-memory database has no WAL; the pragma then answers "memory".
         // Switching a new file to WAL needs its exclusive lock, and SQLite
         // answers "database is locked" at once, without the busy handler,
@@ -356,6 +357,20 @@ fn configure(conn: Connection) -> Result<Connection, StoreError> {
             .map_err(db_err)?;
     }
     Ok(conn)
+}
+
+/// How long a connection waits for another's lock: 10 s.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The busy handler of every connection: tries again every 100 µs, for
+/// at least [`BUSY_TIMEOUT`] in all.
+fn busy(tries: i32) -> bool {
+    const EVERY: std::time::Duration = std::time::Duration::from_micros(100);
+    if u128::try_from(tries).unwrap_or(u128::MAX) >= BUSY_TIMEOUT.as_micros() / EVERY.as_micros() {
+        return false;
+    }
+    std::thread::sleep(EVERY);
+    true
 }
 
 /// Readies a connection returned to the pool for its next user: a
