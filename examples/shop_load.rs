@@ -7,7 +7,9 @@
 //! ```
 //!
 //! Phases: `POST /customers` (signs up `--customers` customers), then
-//! `GET /customers/{id}/report`, `POST /orders` and the reports again, each
+//! `GET /customers/{id}/report`, orders and reports together (three orders
+//! to one report, on about the trail the sign-ups left; a second line gives
+//! the orders' own latency), `POST /orders` and the reports again, each
 //! for `--seconds` (and until the requests under way are answered), with
 //! `--clients` connections each sending one request after another. A
 //! report verifies the whole audit trail, so its rate depends on the
@@ -234,6 +236,25 @@ fn phases(
         time,
         report(ids.clone()),
     )?;
+    // Orders while reports read the trail: an order's audit commit should
+    // not wait behind a report's trail read.
+    let reports = report(ids.clone());
+    let customers = ids.clone();
+    phase(
+        clients,
+        load,
+        shop,
+        "POST /orders + reports (3:1)",
+        time,
+        Arc::new(move |i| {
+            if i % 4 == 3 {
+                return reports(i / 4);
+            }
+            let order = json!({"customer": customers[i % customers.len()], "product": "Data Recovery Pro",
+                           "price_cents": 6_995, "currency": "USD", "card_token": "tok_load"});
+            Some((Method::POST, "/orders".to_owned(), order.to_string()))
+        }),
+    )?;
     let customers = ids.clone();
     phase(
         clients,
@@ -315,9 +336,10 @@ fn phase(
                     let Some((method, path, body)) = next(i).filter(|_| i < MAX_REQUESTS) else {
                         break;
                     };
+                    let post = method == Method::POST;
                     let sent = Instant::now();
                     let answer = send(&load, method, &path, body).await;
-                    out.push((sent.elapsed(), answer));
+                    out.push((sent.elapsed(), post, answer));
                 }
                 out
             }));
@@ -335,23 +357,29 @@ fn phase(
     let after = shop.stats();
 
     let mut latencies = Vec::new();
+    let mut posts = Vec::new();
     let mut answers = Vec::new();
-    for (took, answer) in results {
+    for (took, post, answer) in results {
         let (status, json) = answer?;
         if !status.is_success() {
             return Err(format!("{name}: answered {status}: {json}").into());
         }
         latencies.push(took);
+        if post {
+            posts.push(took);
+        }
         if time.is_none() {
             answers.push(json);
         }
     }
     latencies.sort();
-    let pct = |p: f64| {
+    posts.sort();
+    let pct_of = |latencies: &[Duration], p: f64| {
         latencies
             .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
             .map_or(0.0, |d| d.as_secs_f64() * 1e3)
     };
+    let pct = |p: f64| pct_of(&latencies, p);
     let request = (after.request - before.request).as_secs_f64();
     let blocking = (after.blocking - before.blocking).as_secs_f64();
     let sql = (after.shop_sql - before.shop_sql).as_secs_f64();
@@ -373,6 +401,16 @@ fn phase(
         share(sql),
         trail
     );
+    if !posts.is_empty() && posts.len() < latencies.len() {
+        println!(
+            "{:<32} {:>9} {:>9.0} {:>9.1} {:>9.1}",
+            "  of which POST",
+            posts.len(),
+            posts.len() as f64 / elapsed.as_secs_f64(),
+            pct_of(&posts, 0.50),
+            pct_of(&posts, 0.99),
+        );
+    }
     Ok(answers)
 }
 

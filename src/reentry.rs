@@ -10,9 +10,9 @@
 //! that is held across host code, so it stays allowed.
 //!
 //! A store's `with_connection` (SQLite) and `with_client` (PostgreSQL) run
-//! the host's closure as host code too, while holding the store's one
-//! connection, which the custodian's audit sink, key store and consent store
-//! need. So inside [`holding_connection`] even the calls that are allowed
+//! the host's closure as host code too, while holding a connection of the
+//! store, which the custodian's audit sink, key store and consent store
+//! may need (a single connection, or the last free one of its pool). So inside [`holding_connection`] even the calls that are allowed
 //! from other host code — reading consent from a consent store, asking the
 //! key store whether a subject is erased, noting a lookup token, rewrapping
 //! — are refused ([`check_connection`]), instead of waiting for the

@@ -37,8 +37,8 @@ use privacy_pledge::consent::{ConsentRecord, ConsentStore};
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::{Newsletter, PurposeId, Transaction};
-use privacy_pledge::store::postgres::{PgStore, SCHEMA_VERSION};
-use privacy_pledge::store::StoreError;
+use privacy_pledge::store::postgres::{postgres, PgStore, SCHEMA_VERSION};
+use privacy_pledge::store::{PoolOptions, StoreError};
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
@@ -1029,4 +1029,141 @@ fn a2_resurrected_keys_of_an_erased_subject_open_nothing() {
         "fresh_resurrected",
         freshness::a2_resurrected_keys_of_an_erased_subject_open_nothing,
     );
+}
+
+// ---------------------------------------------------------------------------
+// Pooled connections
+
+/// Liveness: the host holding a transaction open inside `with_client` (a
+/// repeatable-read snapshot over `pp_audit_log`, as a long report's trail
+/// read holds) and sleeping there does not hold back another thread's
+/// audited custodian operation: its audit commit goes through the writer's
+/// own connection, its consent write through another pooled one. (On one
+/// shared connection it waited for the whole closure.)
+#[test]
+fn liveness_a_host_transaction_does_not_block_an_audit_commit() {
+    let Some(db) = database("pool_read_tx") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(2)).unwrap();
+    assert!(store.has_writer_connection());
+    let keyring = keyring();
+    let custodian = Arc::new(
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .consent_store(store.consent_store())
+            .freshness_anchor(pg::anchor_for(&db))
+            .audit(store.audit_sink(keyring.audit_key()).unwrap())
+            .build()
+            .unwrap(),
+    );
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let host = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.with_client(|c| {
+                let mut tx = c
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .start()
+                    .unwrap();
+                let count = |tx: &mut postgres::Transaction<'_>| -> i64 {
+                    tx.query_one("SELECT count(*) FROM pp_audit_log", &[])
+                        .unwrap()
+                        .get(0)
+                };
+                let n = count(&mut tx);
+                ready_tx.send(n).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+                let after = count(&mut tx);
+                tx.commit().unwrap();
+                (n, after)
+            })
+        })
+    };
+    assert_eq!(ready_rx.recv().unwrap(), 1);
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let c = custodian.clone();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let result = c.consents().grant::<Newsletter>(SubjectId::random());
+        let _ = done_tx.send((result.is_ok(), started.elapsed()));
+    });
+    let outcome = done_rx.recv_timeout(Duration::from_secs(5));
+    release_tx.send(()).unwrap();
+    let (ok, took) = outcome.expect("the audit commit waited for the host's transaction");
+    assert!(ok);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert_eq!(host.join().unwrap(), (1, 1));
+    assert_eq!(store.trail().unwrap().len(), 2);
+}
+
+/// Liveness: the store opens exactly the writer's connection and
+/// `pool_size` more (counted by the server), 4 by default, and one for a
+/// read-only store.
+#[test]
+fn liveness_the_pool_size_is_honoured() {
+    let Some(db) = database("pool_size") else {
+        return;
+    };
+    let sessions = |store: &PgStore| -> i64 {
+        store.with_client(|c| {
+            c.query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+        })
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(2)).unwrap();
+    assert_eq!(store.pool_size(), 2);
+    assert_eq!(sessions(&store), 3);
+    drop(store);
+    let store = PgStore::connect(&db).unwrap();
+    assert_eq!(store.pool_size(), 4);
+    // Sessions just closed may linger a moment on the server.
+    let started = std::time::Instant::now();
+    while sessions(&store) != 5 && started.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(sessions(&store), 5);
+    let read_only = PgStore::connect_read_only(&db).unwrap();
+    assert_eq!(read_only.pool_size(), 1);
+    assert!(!read_only.has_writer_connection());
+}
+
+/// A1 on a pool of one: the host's closure holds the only pooled client, so
+/// a custodian operation inside it would wait for a client that is never
+/// returned; it is refused with `Error::Reentrant` instead.
+#[test]
+fn a1_the_custodian_inside_with_client_on_an_exhausted_pool_is_refused() {
+    let Some(db) = database("pool_exhausted") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .freshness_anchor(pg::anchor_for(&db))
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let inner = store.clone();
+    let outcomes = reentry::custodian_inside_the_store(
+        Arc::new(custodian),
+        Arc::new(move |f| inner.with_client(|_| f())),
+    );
+    reentry::all_refused(&outcomes);
+    assert!(store.trail().is_ok());
 }

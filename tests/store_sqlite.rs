@@ -26,7 +26,7 @@ use privacy_pledge::data::EmailAddress;
 use privacy_pledge::freshness::{AnchorStore, DirAnchorStore, MemoryAnchorStore};
 use privacy_pledge::purpose::{Newsletter, Transaction};
 use privacy_pledge::store::sqlite::{SqliteStore, SCHEMA_VERSION};
-use privacy_pledge::store::StoreError;
+use privacy_pledge::store::{PoolOptions, StoreError};
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
 
@@ -1193,4 +1193,159 @@ fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
         &store,
         &dir.path("checkpoints"),
     );
+}
+
+// ---------------------------------------------------------------------------
+// Pooled connections
+
+/// A custodian over a pooled store, with its consent store.
+fn pooled_custodian(store: &SqliteStore) -> Custodian {
+    let keyring = keyring();
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .freshness_anchor(MemoryAnchorStore::new())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap()
+}
+
+/// Liveness: the host holding a read transaction open inside
+/// `with_connection` (as a long report's trail read does), and sleeping
+/// there, does not hold back another thread's audited custodian operation:
+/// the audit commit goes through the writer's own connection, the consent
+/// store through another pooled one, and WAL lets the writer commit beside
+/// the open reader. (On one shared connection the operation waited for the
+/// whole closure.)
+#[test]
+fn liveness_a_host_read_transaction_does_not_block_an_audit_commit() {
+    let dir = temp_dir("pool_read_tx");
+    let store =
+        SqliteStore::open_with(dir.path("shop.db"), PoolOptions::new().pool_size(2)).unwrap();
+    assert!(store.has_writer_connection());
+    let custodian = Arc::new(pooled_custodian(&store));
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let host = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.with_connection(|c| {
+                c.execute_batch("BEGIN").unwrap();
+                let n: i64 = c
+                    .query_row("SELECT count(*) FROM pp_audit_log", [], |r| r.get(0))
+                    .unwrap();
+                ready_tx.send(n).unwrap();
+                // Held until the other thread is done (at most 20 s).
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+                let after: i64 = c
+                    .query_row("SELECT count(*) FROM pp_audit_log", [], |r| r.get(0))
+                    .unwrap();
+                c.execute_batch("COMMIT").unwrap();
+                (n, after)
+            })
+        })
+    };
+    let seen = ready_rx.recv().unwrap();
+    assert_eq!(seen, 1);
+
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let c = custodian.clone();
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let result = c.consents().grant::<Newsletter>(SubjectId::random());
+        let _ = done_tx.send((result.is_ok(), started.elapsed()));
+    });
+    let outcome = done_rx.recv_timeout(Duration::from_secs(5));
+    release_tx.send(()).unwrap();
+    let (ok, took) = outcome.expect("the audit commit waited for the host's read transaction");
+    assert!(ok);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    // The host's snapshot did not see the commit made beside it.
+    assert_eq!(host.join().unwrap(), (1, 1));
+    assert_eq!(store.trail().unwrap().len(), 2);
+}
+
+/// Liveness: the pool lends at most `pool_size` connections at once, and
+/// all of them: four threads inside `with_connection` on a pool of 2 are
+/// never more than 2 at a time, and 2 at a time at some point.
+#[test]
+fn liveness_the_pool_size_is_honoured() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let dir = temp_dir("pool_size");
+    assert_eq!(
+        SqliteStore::open(dir.path("default.db"))
+            .unwrap()
+            .pool_size(),
+        4
+    );
+    assert_eq!(SqliteStore::open_in_memory().unwrap().pool_size(), 1);
+    let store =
+        SqliteStore::open_with(dir.path("two.db"), PoolOptions::new().pool_size(2)).unwrap();
+    assert_eq!(store.pool_size(), 2);
+    let inside = Arc::new(AtomicUsize::new(0));
+    let most = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, inside, most) = (store.clone(), inside.clone(), most.clone());
+            std::thread::spawn(move || {
+                store.with_connection(|_| {
+                    let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(200));
+                    inside.fetch_sub(1, Ordering::SeqCst);
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert_eq!(most.load(Ordering::SeqCst), 2);
+}
+
+/// A1 on a pool of one: the host's closure holds the only pooled
+/// connection, so a custodian operation inside it would wait for a
+/// connection that is never returned; it is refused with `Error::Reentrant`
+/// instead, and so are the store's own methods. A transaction the closure
+/// leaves open is rolled back when the connection returns to the pool.
+#[test]
+fn a1_the_custodian_inside_with_connection_on_an_exhausted_pool_is_refused() {
+    let dir = temp_dir("pool_exhausted");
+    let store =
+        SqliteStore::open_with(dir.path("shop.db"), PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = pooled_custodian(&store);
+    let inner = store.clone();
+    let outcomes = reentry::custodian_inside_the_store(
+        Arc::new(custodian),
+        Arc::new(move |f| inner.with_connection(|_| f())),
+    );
+    reentry::all_refused(&outcomes);
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    let s = store.clone();
+    std::thread::spawn(move || {
+        let refused = s.with_connection(|c| {
+            c.execute_batch("CREATE TABLE t (x INTEGER); BEGIN; INSERT INTO t VALUES (1)")
+                .unwrap();
+            matches!(s.trail(), Err(StoreError::Reentrant))
+        });
+        let rows: i64 = s.with_connection(|c| {
+            assert!(c.is_autocommit(), "a transaction left open was handed on");
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+                .unwrap()
+        });
+        let _ = tx.send((refused, rows, s.trail().is_ok()));
+    });
+    let (refused, rows, after) = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("a store call inside with_connection deadlocked");
+    assert!(refused);
+    assert_eq!(rows, 0);
+    assert!(after);
 }

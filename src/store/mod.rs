@@ -49,6 +49,8 @@ mod any;
     feature = "sqlx-postgres"
 ))]
 pub mod columns;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod pool;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]
@@ -186,6 +188,84 @@ impl From<Reentered> for crate::audit::AuditError {
 impl From<Reentered> for crate::consent::ConsentStoreError {
     fn from(_: Reentered) -> Self {
         crate::consent::ConsentStoreError(REENTERED.into())
+    }
+}
+
+/// How many connections a store opens: the audit writer's own, and a pool
+/// of [`pool_size`](Self::pool_size) for the key store, the consent store,
+/// trail reads and the host's own statements (`with_connection`,
+/// `with_client`).
+///
+/// The pool is the crate's own — the connections opened up front with the
+/// same settings, lent one caller at a time and returned when the guard
+/// drops — rather than `r2d2` with `r2d2_sqlite` or `r2d2_postgres`, the
+/// synchronous clients' usual pools: those would add their crates (and a
+/// background thread) to every dependent for what the stores do not use
+/// (growing and reaping connections on timers), and tie the crate's
+/// `rusqlite` and `postgres` versions to the adapters'.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use privacy_pledge::store::sqlite::SqliteStore;
+/// use privacy_pledge::store::PoolOptions;
+///
+/// # let dir = std::env::temp_dir().join(format!("pp-pool-doc-{}", std::process::id()));
+/// # std::fs::create_dir_all(&dir)?;
+/// let store = SqliteStore::open_with(dir.join("app.db"), PoolOptions::new().pool_size(2))?;
+/// assert_eq!(store.pool_size(), 2);
+/// assert!(store.has_writer_connection());
+/// # std::fs::remove_dir_all(&dir)?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    pool_size: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        PoolOptions { pool_size: 4 }
+    }
+}
+
+impl PoolOptions {
+    /// The defaults: a pool of 4 connections (besides the writer's).
+    ///
+    /// ```
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// assert_eq!(PoolOptions::new().size(), 4);
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the number of pooled connections (at least 1; 0 counts as 1).
+    /// Each host closure, trail read and key or consent store call holds
+    /// one while it runs; more wait for one to be returned.
+    ///
+    /// ```
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// assert_eq!(PoolOptions::new().pool_size(8).size(), 8);
+    /// assert_eq!(PoolOptions::new().pool_size(0).size(), 1);
+    /// ```
+    #[must_use]
+    pub fn pool_size(mut self, n: usize) -> Self {
+        self.pool_size = n.max(1);
+        self
+    }
+
+    /// The number of pooled connections.
+    ///
+    /// ```
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// assert_eq!(PoolOptions::default().size(), 4);
+    /// ```
+    pub fn size(&self) -> usize {
+        self.pool_size
     }
 }
 

@@ -14,6 +14,18 @@
 //! The client is the synchronous [`postgres`] crate: the crate's traits are
 //! synchronous, and an async host calls the custodian on a blocking thread.
 //!
+//! # Connections
+//!
+//! [`PgStore::connect`] and [`PgStore::connect_with`] open one connection
+//! for the audit sinks' writer and a pool of [`PoolOptions::pool_size`] more
+//! (4 by default) for the key store, the consent store, trail reads and the
+//! host's [`with_client`](PgStore::with_client), all up front: a report
+//! reading the trail or a long host transaction does not delay an audit
+//! commit (unless it holds row locks the commit needs, which the store's
+//! tables never share with the host's). [`PgStore::connect_read_only`]
+//! keeps one connection for everything. The pool is the crate's own, not
+//! `r2d2_postgres` (see [`PoolOptions`] for why).
+//!
 //! ```no_run
 //! use privacy_pledge::store::postgres::PgStore;
 //! use privacy_pledge::crypto::Keyring;
@@ -34,13 +46,14 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 
 pub use postgres;
 use postgres::{Client, NoTls};
 
+use super::pool::{Conn, Conns, Pool};
 use super::stream_sink::read_row;
-use super::{AuditStreamSink, BatchWriter, Reentered, Row, StoreError};
+use super::{AuditStreamSink, BatchWriter, PoolOptions, Reentered, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
@@ -127,11 +140,13 @@ pub(crate) fn db_err(e: postgres::Error) -> StoreError {
     })
 }
 
-/// One PostgreSQL connection shared by the audit sinks, the key store, the
-/// consent store and the host's own statements. Cheap to clone.
+/// PostgreSQL connections shared by the audit sinks, the key store, the
+/// consent store and the host's own statements: the writer's own and a pool
+/// (see [Connections](self#connections)). Cheap to clone (the clones share
+/// the connections).
 #[derive(Clone)]
 pub struct PgStore {
-    client: Arc<Mutex<Client>>,
+    conns: Arc<Conns<Client>>,
 }
 
 impl fmt::Debug for PgStore {
@@ -143,13 +158,64 @@ impl fmt::Debug for PgStore {
 impl PgStore {
     /// Connects (`host=… user=… dbname=…` or a `postgresql://` URL, no TLS:
     /// loopback or a private network; put TLS in front otherwise) and brings
-    /// the tables up to date.
+    /// the tables up to date, with the default [`PoolOptions`]: the writer's
+    /// connection and a pool of 4.
     pub fn connect(params: &str) -> Result<Self, StoreError> {
-        let mut client = Client::connect(params, NoTls).map_err(db_err)?;
-        migrate(&mut client)?;
+        Self::connect_with(params, PoolOptions::default())
+    }
+
+    /// Connects as [`connect`](Self::connect) does, with the audit writer's
+    /// connection and a pool of `options.pool_size` connections for
+    /// everything else.
+    ///
+    /// ```no_run
+    /// use privacy_pledge::store::postgres::PgStore;
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// let store = PgStore::connect_with(
+    ///     "host=127.0.0.1 user=shop dbname=shop",
+    ///     PoolOptions::new().pool_size(8),
+    /// )?;
+    /// assert_eq!(store.pool_size(), 8);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn connect_with(params: &str, options: PoolOptions) -> Result<Self, StoreError> {
+        let mut writer = Client::connect(params, NoTls).map_err(db_err)?;
+        migrate(&mut writer)?;
+        let pooled = (0..options.size())
+            .map(|_| Client::connect(params, NoTls).map_err(db_err))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PgStore {
-            client: Arc::new(Mutex::new(client)),
+            conns: Arc::new(Conns::pooled(writer, Pool::new(pooled, reset))),
         })
+    }
+
+    /// How many pooled connections the store holds (besides the audit
+    /// writer's own, if it has one): 1 for a read-only store.
+    ///
+    /// ```no_run
+    /// use privacy_pledge::store::postgres::PgStore;
+    ///
+    /// let store = PgStore::connect("host=127.0.0.1 user=shop dbname=shop")?;
+    /// assert_eq!(store.pool_size(), 4);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool_size(&self) -> usize {
+        self.conns.pool_size()
+    }
+
+    /// Whether the audit writer has a connection of its own (false for a
+    /// read-only store).
+    ///
+    /// ```no_run
+    /// use privacy_pledge::store::postgres::PgStore;
+    ///
+    /// let store = PgStore::connect("host=127.0.0.1 user=shop dbname=shop")?;
+    /// assert!(store.has_writer_connection());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn has_writer_connection(&self) -> bool {
+        self.conns.has_writer()
     }
 
     /// Connects **read-only**, for verifiers: every transaction of the
@@ -167,32 +233,46 @@ impl PgStore {
             ));
         }
         Ok(PgStore {
-            client: Arc::new(Mutex::new(client)),
+            conns: Arc::new(Conns::single(client, reset)),
         })
     }
 
-    /// The client's address: which connection a thread holds inside
-    /// [`with_client`](Self::with_client).
+    /// The connections' address: which store's connection a thread holds
+    /// inside [`with_client`](Self::with_client).
     fn id(&self) -> usize {
-        Arc::as_ptr(&self.client) as usize
+        Arc::as_ptr(&self.conns) as *const () as usize
     }
 
-    /// The client, or `Err` on a thread that holds it already inside
-    /// [`with_client`](Self::with_client) (waiting would never end).
-    fn lock(&self) -> Result<MutexGuard<'_, Client>, Reentered> {
+    /// A pooled client, or `Err` on a thread that holds one of this store's
+    /// already inside [`with_client`](Self::with_client): waiting there could
+    /// never end (the pool may be down to the one the thread holds).
+    fn lock(&self) -> Result<Conn<'_, Client>, Reentered> {
         super::not_held(self.id())?;
-        Ok(self.client.lock().unwrap_or_else(|p| p.into_inner()))
+        Ok(self.conns.get())
     }
 
-    /// Runs `f` with the client, for the host's own statements.
+    /// The audit writer's client (refused inside `with_client` like
+    /// [`lock`](Self::lock)).
+    fn writer(&self) -> Result<Conn<'_, Client>, Reentered> {
+        super::not_held(self.id())?;
+        Ok(self.conns.writer())
+    }
+
+    /// Runs `f` with a client from the store's pool (see
+    /// [Connections](self#connections)), for the host's own statements;
+    /// while `f` runs, other threads' audit commits go on, on the writer's
+    /// own connection.
     ///
-    /// `f` holds the connection that the custodian's audit sink, key store
-    /// and consent store on this store need, so it must not use them: a
-    /// custodian operation inside `f` is refused with
+    /// `f` must not use the custodian's audit sink, key store and consent
+    /// store on this store, nor this store (the pool may be down to the
+    /// client `f` holds): a custodian operation inside `f` is refused with
     /// [`Error::Reentrant`](crate::Error::Reentrant), and a method of this
     /// store with an error saying so, instead of waiting for the connection
     /// forever (as [`SqliteStore::with_connection`](crate::store::sqlite::SqliteStore::with_connection)
-    /// with the `sqlite` feature).
+    /// with the `sqlite` feature). A transaction `f` opens should end in
+    /// `f` (use [`Client::transaction`], which rolls back when dropped): the
+    /// client goes back to the pool as `f` leaves it, and the next call may
+    /// get another one.
     ///
     /// ```no_run
     /// use privacy_pledge::store::postgres::PgStore;
@@ -356,6 +436,12 @@ impl PgStore {
     }
 }
 
+/// Readies a client returned to the pool: nothing to do (the client's
+/// `Transaction` rolls back when dropped, also on panic).
+fn reset(_: &mut Client) -> bool {
+    true
+}
+
 fn schema_version(client: &mut Client) -> Result<u32, StoreError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('pp_schema') IS NOT NULL", &[])
@@ -470,7 +556,7 @@ impl BatchWriter for PgBatchWriter {
         let subjects: Vec<&str> = rows.iter().map(Row::subject).collect();
         let actions: Vec<&str> = rows.iter().map(Row::action).collect();
         let events: Vec<&str> = rows.iter().map(Row::json).collect();
-        let mut client = self.store.lock()?;
+        let mut client = self.store.writer()?;
         let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
         if prepared.is_none() {
             *prepared = Some(Prepared {
@@ -517,7 +603,7 @@ impl BatchWriter for PgBatchWriter {
         json: &str,
     ) -> Result<(), AuditError> {
         self.store
-            .lock()?
+            .writer()?
             .execute(
                 UPSERT_CHECKPOINT,
                 &[

@@ -43,6 +43,33 @@
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
 //! free pages).
+//!
+//! # Connections
+//!
+//! A store opened on a file ([`SqliteStore::open`], [`SqliteStore::open_with`])
+//! holds one connection for its audit sinks' writer and a pool of
+//! [`PoolOptions::pool_size`] more (4 by default) for the key store, the
+//! consent store, trail reads and the host's
+//! [`with_connection`](SqliteStore::with_connection), all opened up front with
+//! the same pragmas (WAL, `synchronous = FULL`, `secure_delete`) and busy
+//! handler (another connection's lock is polled for every 100 µs, for 10 s
+//! in all: SQLite's default handler sleeps up to 100 ms between tries,
+//! which connections of one process writing in turn would spend idle). Under WAL, readers run beside the writer: a report reading the
+//! trail, or the host holding a read transaction open, does not delay an
+//! audit commit. Writers still take turns (SQLite has one write lock per
+//! database): a host transaction that has *written* holds audit commits back
+//! until it ends, for at most the busy timeout.
+//!
+//! [`SqliteStore::from_connection`] (the host's own connection),
+//! [`SqliteStore::open_in_memory`] (a private database that other
+//! connections could reach only through SQLite's shared cache, whose table
+//! locks do not wait like the busy timeout does) and
+//! [`SqliteStore::open_read_only`] keep one connection for everything, as
+//! before.
+//!
+//! The pool is the crate's own (a mutex and a condition variable over the
+//! opened connections), not `r2d2`: see the `store` module's
+//! [`PoolOptions`] for why.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -52,8 +79,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 pub use rusqlite;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
+use super::pool::{Conn, Conns, Pool};
 use super::stream_sink::read_row;
-use super::{AuditStreamSink, BatchWriter, Reentered, Row, StoreError};
+use super::{AuditStreamSink, BatchWriter, PoolOptions, Reentered, Row, StoreError};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
@@ -133,14 +161,20 @@ fn db_err(e: rusqlite::Error) -> StoreError {
 }
 
 /// One SQLite database shared by the audit sinks, the key store and the
-/// host's own tables. Cheap to clone (one connection behind a mutex).
+/// host's own tables. Cheap to clone (the clones share the connections: the
+/// writer's own and the pool, see [Connections](self#connections)).
 ///
 /// Several processes may open the same file: SQLite serialises their writes,
 /// each audit sink writes its own stream, and the key store takes SQLite's
 /// write lock for every read-then-write step.
 #[derive(Clone)]
 pub struct SqliteStore {
-    conn: Arc<Mutex<Connection>>,
+    conns: Arc<Conns<Connection>>,
+    /// Taken by the store's own writing transactions (audit commits, key
+    /// and consent writes): SQLite lets one connection write at a time, and
+    /// a connection that finds the write lock taken polls for it with
+    /// sleeps (the busy handler), so the store's writers queue here instead.
+    writing: Arc<Mutex<()>>,
 }
 
 impl fmt::Debug for SqliteStore {
@@ -150,10 +184,65 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file and brings its tables up to date.
+    /// Opens (or creates) the database file and brings its tables up to
+    /// date, with the default [`PoolOptions`]: the writer's connection and a
+    /// pool of 4.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
-        let conn = Connection::open(path).map_err(db_err)?;
-        Self::from_connection(conn)
+        Self::open_with(path, PoolOptions::default())
+    }
+
+    /// Opens (or creates) the database file and brings its tables up to
+    /// date, with the audit writer's connection and a pool of
+    /// `options.pool_size` connections for everything else.
+    ///
+    /// ```
+    /// use privacy_pledge::store::sqlite::SqliteStore;
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pp-doc-{}", std::process::id()));
+    /// # std::fs::create_dir_all(&dir)?;
+    /// let store = SqliteStore::open_with(dir.join("shop.db"), PoolOptions::new().pool_size(8))?;
+    /// assert_eq!(store.pool_size(), 8);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn open_with(path: impl AsRef<Path>, options: PoolOptions) -> Result<Self, StoreError> {
+        let path = path.as_ref();
+        let mut writer = configure(Connection::open(path).map_err(db_err)?)?;
+        migrate(&mut writer)?;
+        let pooled = (0..options.size())
+            .map(|_| configure(Connection::open(path).map_err(db_err)?))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SqliteStore {
+            conns: Arc::new(Conns::pooled(writer, Pool::new(pooled, reset))),
+            writing: Arc::default(),
+        })
+    }
+
+    /// How many pooled connections the store holds (besides the audit
+    /// writer's own, if it has one): 1 for a store on a single connection.
+    ///
+    /// ```
+    /// use privacy_pledge::store::sqlite::SqliteStore;
+    ///
+    /// assert_eq!(SqliteStore::open_in_memory()?.pool_size(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn pool_size(&self) -> usize {
+        self.conns.pool_size()
+    }
+
+    /// Whether the audit writer has a connection of its own (a store
+    /// opened on a file), or shares the store's single connection.
+    ///
+    /// ```
+    /// use privacy_pledge::store::sqlite::SqliteStore;
+    ///
+    /// assert!(!SqliteStore::open_in_memory()?.has_writer_connection());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn has_writer_connection(&self) -> bool {
+        self.conns.has_writer()
     }
 
     /// Opens an existing database **read-only**, for verifiers: no file,
@@ -182,24 +271,68 @@ impl SqliteStore {
             });
         }
         Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
+            conns: Arc::new(Conns::single(conn, reset)),
+            writing: Arc::default(),
         })
     }
 
-    /// A private in-memory database (tests, examples).
+    /// A private in-memory database (tests, examples), on one connection
+    /// (see [Connections](self#connections)).
     pub fn open_in_memory() -> Result<Self, StoreError> {
         Self::from_connection(Connection::open_in_memory().map_err(db_err)?)
     }
 
     /// Takes over a connection the host opened (to share it with its own
-    /// tables): sets WAL, `synchronous = FULL`, `secure_delete` and a busy
-    /// timeout, then runs the migrations.
+    /// tables): sets WAL, `synchronous = FULL`, `secure_delete` and the
+    /// store's busy handler (10 s), then runs the migrations. The store then has this one
+    /// connection for everything, audit commits included (see
+    /// [Connections](self#connections)); [`open_with`](Self::open_with)
+    /// gives the writer a connection of its own.
     pub fn from_connection(conn: Connection) -> Result<Self, StoreError> {
+        let mut conn = configure(conn)?;
+        migrate(&mut conn)?;
+        Ok(SqliteStore {
+            conns: Arc::new(Conns::single(conn, reset)),
+            writing: Arc::default(),
+        })
+    }
+
+    /// The connections' address: which store's connection a thread holds
+    /// inside [`with_connection`](Self::with_connection).
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.conns) as *const () as usize
+    }
+
+    /// A pooled connection, or `Err` on a thread that holds one of this
+    /// store's already inside [`with_connection`](Self::with_connection):
+    /// waiting there could never end (the pool may be down to the one the
+    /// thread holds), and a write would wait for its own transaction.
+    fn lock(&self) -> Result<Conn<'_, Connection>, Reentered> {
+        super::not_held(self.id())?;
+        Ok(self.conns.get())
+    }
+
+    /// The audit writer's connection (refused inside `with_connection`
+    /// like [`lock`](Self::lock)).
+    fn writer(&self) -> Result<Conn<'_, Connection>, Reentered> {
+        super::not_held(self.id())?;
+        Ok(self.conns.writer())
+    }
+
+    /// The turn of one of the store's own writing transactions, taken
+    /// after its connection (see `writing`).
+    fn writing(&self) -> MutexGuard<'_, ()> {
+        self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Sets the pragmas every connection of a store gets.
+fn configure(conn: Connection) -> Result<Connection, StoreError> {
+    {
         // First the busy timeout: processes opening one file together wait
         // for each other's locks (switching to WAL takes one) instead of
         // failing at once.
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
+        conn.busy_handler(Some(busy)).map_err(db_err)?;
         // An in-memory database has no WAL; the pragma then answers "memory".
         // Switching a new file to WAL needs its exclusive lock, and SQLite
         // answers "database is locked" at once, without the busy handler,
@@ -222,38 +355,49 @@ impl SqliteStore {
             .map_err(db_err)?;
         conn.pragma_update(None, "secure_delete", "ON")
             .map_err(db_err)?;
-        let mut conn = conn;
-        migrate(&mut conn)?;
-        Ok(SqliteStore {
-            conn: Arc::new(Mutex::new(conn)),
-        })
     }
+    Ok(conn)
+}
 
-    /// The connection's address: which connection a thread holds inside
-    /// [`with_connection`](Self::with_connection).
-    fn id(&self) -> usize {
-        Arc::as_ptr(&self.conn) as usize
+/// How long a connection waits for another's lock: 10 s.
+const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The busy handler of every connection: tries again every 100 µs, for
+/// at least [`BUSY_TIMEOUT`] in all.
+fn busy(tries: i32) -> bool {
+    const EVERY: std::time::Duration = std::time::Duration::from_micros(100);
+    if u128::try_from(tries).unwrap_or(u128::MAX) >= BUSY_TIMEOUT.as_micros() / EVERY.as_micros() {
+        return false;
     }
+    std::thread::sleep(EVERY);
+    true
+}
 
-    /// The connection, or `Err` on a thread that holds it already inside
-    /// [`with_connection`](Self::with_connection) (waiting would never end).
-    fn lock(&self) -> Result<MutexGuard<'_, Connection>, Reentered> {
-        super::not_held(self.id())?;
-        // rusqlite rolls back an unfinished transaction when it is dropped,
-        // so a connection whose user panicked is still consistent.
-        Ok(self.conn.lock().unwrap_or_else(|p| p.into_inner()))
-    }
+/// Readies a connection returned to the pool for its next user: a
+/// transaction the host left open (`BEGIN` without `COMMIT`) is rolled back.
+/// (rusqlite's `Transaction` rolls back when dropped, also on panic.)
+fn reset(conn: &mut Connection) -> bool {
+    conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok()
+}
 
-    /// Runs `f` with the connection, for the host's own tables.
+impl SqliteStore {
+    /// Runs `f` with a connection from the store's pool (see
+    /// [Connections](self#connections)), for the host's own tables; while
+    /// `f` runs, other threads' audit commits go on (on the writer's own
+    /// connection) as long as `f` has not written.
     ///
-    /// `f` holds the connection that the custodian's audit sink, key store
-    /// and consent store on this store need, so it must not use them: a
+    /// `f` must not use the custodian's audit sink, key store and consent
+    /// store on this store, nor this store (on a single connection they need
+    /// the one `f` holds; on a pool, the pool may be down to the one `f`
+    /// holds, and a write would wait for `f`'s own transaction): a
     /// custodian operation inside `f` is refused with
     /// [`Error::Reentrant`](crate::Error::Reentrant), and a method of this
     /// store (its trail, key store, consent store, audit sink) with an error
     /// saying so, instead of waiting for the connection forever. Work that
     /// `f` hands to another thread and waits for is not covered: that
-    /// thread would still wait for the connection.
+    /// thread would still wait for the connection. A transaction `f` leaves
+    /// open (`BEGIN` without `COMMIT`) is rolled back when `f` returns: the
+    /// next call may get another connection.
     ///
     /// ```
     /// use privacy_pledge::audit::AuditKey;
@@ -404,6 +548,7 @@ impl SqliteStore {
     ) -> Result<usize, StoreError> {
         let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
         let mut conn = self.lock()?;
+        let _turn = self.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
@@ -532,7 +677,8 @@ impl BatchWriter for SqliteBatchWriter {
         rows: &[Row<'_>],
         checkpoint: Option<(&SignedCheckpoint, &str)>,
     ) -> Result<(), AuditError> {
-        let mut conn = self.store.lock()?;
+        let mut conn = self.store.writer()?;
+        let _turn = self.store.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(insert_failed)?;
@@ -574,18 +720,18 @@ impl BatchWriter for SqliteBatchWriter {
         checkpoint: &SignedCheckpoint,
         json: &str,
     ) -> Result<(), AuditError> {
-        self.store
-            .lock()?
-            .execute(
-                UPSERT_CHECKPOINT,
-                params![
-                    checkpoint.stream().to_string(),
-                    seq_col(checkpoint.checkpoint().seq())?,
-                    json
-                ],
-            )
-            .map(|_| ())
-            .map_err(insert_failed)
+        let conn = self.store.writer()?;
+        let _turn = self.store.writing();
+        conn.execute(
+            UPSERT_CHECKPOINT,
+            params![
+                checkpoint.stream().to_string(),
+                seq_col(checkpoint.checkpoint().seq())?,
+                json
+            ],
+        )
+        .map(|_| ())
+        .map_err(insert_failed)
     }
 }
 
@@ -680,6 +826,8 @@ impl SqliteKeyStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, KeyStoreError>,
     ) -> Result<R, KeyStoreError> {
         let mut conn = self.store.lock()?;
+        let _turn =
+            (!matches!(behavior, TransactionBehavior::Deferred)).then(|| self.store.writing());
         let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
         let out = f(&tx)?;
         tx.commit().map_err(backend)?;
@@ -961,6 +1109,7 @@ impl ConsentStore for SqliteConsentStore {
         let version = i64::try_from(record.version).map_err(consent_err)?;
         let (subject, purpose) = (record.subject.to_string(), purpose_col(record.purpose));
         let mut conn = self.store.lock()?;
+        let _turn = self.store.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(consent_err)?;
@@ -986,14 +1135,14 @@ impl ConsentStore for SqliteConsentStore {
     }
 
     fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
-        self.store
-            .lock()?
-            .execute(
-                "DELETE FROM pp_consents WHERE subject = ?1",
-                [subject.to_string()],
-            )
-            .map(|_| ())
-            .map_err(consent_err)
+        let conn = self.store.lock()?;
+        let _turn = self.store.writing();
+        conn.execute(
+            "DELETE FROM pp_consents WHERE subject = ?1",
+            [subject.to_string()],
+        )
+        .map(|_| ())
+        .map_err(consent_err)
     }
 
     fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
