@@ -12,29 +12,7 @@
 //! consent store, audit sink — and [`Store::custodian`] wires them, with
 //! the checkpoints and the anchor, into the host's builder:
 //!
-//! ```
-//! # #[cfg(feature = "sqlite")] {
-//! use privacy_pledge::crypto::Keyring;
-//! use privacy_pledge::purpose::Newsletter;
-//! use privacy_pledge::store::{Store, StoreConfig};
-//! use privacy_pledge::{Custodian, SubjectId};
-//!
-//! # let dir = std::env::temp_dir().join(format!("pp-doc-any-{}", std::process::id()));
-//! # let _ = std::fs::remove_dir_all(&dir);
-//! // The checkpoints go where the database's operator cannot write.
-//! let store = Store::open(&StoreConfig::new("sqlite::memory:", dir.join("checkpoints")))?;
-//! let keyring = Keyring::generate()?; // a real host loads it from its secret store
-//! let (custodian, _guard) = store.custodian(Custodian::builder().keyring(keyring))?;
-//!
-//! custodian.consents().grant::<Newsletter>(SubjectId::random())?;
-//! let (custodian, guard) = (custodian, _guard);
-//! assert!(!store.verified_trail(&custodian)?.is_fully_vouched(), "no checkpoint yet");
-//! guard.finish()?; // what dropping it at shutdown does: sign the stream's head
-//! assert!(store.verified_trail(&custodian)?.is_fully_vouched());
-//! # std::fs::remove_dir_all(&dir)?;
-//! # }
-//! # Ok::<(), Box<dyn std::error::Error>>(())
-//! ```
+//! (the example is on [`Store`]).
 //!
 //! Migrations — the crate's and, through [`Store::migrate`], the host's
 //! own — run under a lock (SQLite's write lock; a PostgreSQL advisory
@@ -210,8 +188,47 @@ impl Database {
 }
 
 /// The crate's store on whichever database a URL names: key store, consent
-/// store and audit sink with checkpoints, from one value (see the
-/// [module](self) docs). Cheap to clone.
+/// store and audit sink with checkpoints, from one value. Cheap to clone.
+///
+///
+/// [`Store::open`] takes a [`StoreConfig`]: the database's URL
+/// (`sqlite:PATH`, `sqlite::memory:`, `postgres://…`, `postgresql://…`, or
+/// PostgreSQL's keyword form `host=… dbname=…`)
+/// and the directory of the signed checkpoints and the freshness anchor.
+/// That directory has no default: it must be out of the database
+/// operator's reach (threat model A2), so it cannot be derived from the
+/// URL, and a store cannot be opened without naming it. The store then
+/// supplies everything a custodian keeps in the database — key store,
+/// consent store, audit sink — and [`Store::custodian`] wires them, with
+/// the checkpoints and the anchor, into the host's builder:
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use privacy_pledge::crypto::Keyring;
+/// use privacy_pledge::purpose::Newsletter;
+/// use privacy_pledge::store::{Store, StoreConfig};
+/// use privacy_pledge::{Custodian, SubjectId};
+///
+/// # let dir = std::env::temp_dir().join(format!("pp-doc-any-{}", std::process::id()));
+/// # let _ = std::fs::remove_dir_all(&dir);
+/// // The checkpoints go where the database's operator cannot write.
+/// let store = Store::open(&StoreConfig::new("sqlite::memory:", dir.join("checkpoints")))?;
+/// let keyring = Keyring::generate()?; // a real host loads it from its secret store
+/// let (custodian, _guard) = store.custodian(Custodian::builder().keyring(keyring))?;
+///
+/// custodian.consents().grant::<Newsletter>(SubjectId::random())?;
+/// let (custodian, guard) = (custodian, _guard);
+/// assert!(!store.verified_trail(&custodian)?.is_fully_vouched(), "no checkpoint yet");
+/// guard.finish()?; // what dropping it at shutdown does: sign the stream's head
+/// assert!(store.verified_trail(&custodian)?.is_fully_vouched());
+/// # std::fs::remove_dir_all(&dir)?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+///
+/// Migrations — the crate's and, through [`Store::migrate`], the host's
+/// own — run under a lock (SQLite's write lock; a PostgreSQL advisory
+/// lock), so any number of processes may open one database at once.
 #[derive(Clone, Debug)]
 pub struct Store {
     db: Database,
