@@ -10,9 +10,7 @@
 //! URL, and a store cannot be opened without naming it. The store then
 //! supplies everything a custodian keeps in the database — key store,
 //! consent store, audit sink — and [`Store::custodian`] wires them, with
-//! the checkpoints and the anchor, into the host's builder:
-//!
-//! (the example is on [`Store`]).
+//! the checkpoints and the anchor, into the host's builder (the example is on [`Store`]).
 //!
 //! Migrations — the crate's and, through [`Store::migrate`], the host's
 //! own — run under a lock (SQLite's write lock; a PostgreSQL advisory
