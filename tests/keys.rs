@@ -554,19 +554,8 @@ impl KeyStore for CountingStore {
         self.note("insert");
         self.inner.insert(s, k)
     }
-    fn insert_reserving(
-        &self,
-        s: SubjectId,
-        k: StoredKey,
-        n: u64,
-    ) -> Result<u64, privacy_pledge::crypto::KeyStoreError> {
-        if !self.one_step {
-            let g = k.generation;
-            self.insert(s, k)?;
-            return self.reserve(s, g, n);
-        }
-        self.note("insert_reserving");
-        self.inner.insert_reserving(s, k, n)
+    fn keeps_uses_on_insert(&self) -> bool {
+        self.one_step
     }
     fn reserve(
         &self,
@@ -628,7 +617,7 @@ fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
             .unwrap();
         let writes = store.writes.lock().unwrap().clone();
         let expected: &[&str] = if one_step {
-            &["insert_reserving"]
+            &["insert"] // one write, the reservation in it
         } else {
             &["insert", "reserve"]
         };

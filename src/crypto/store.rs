@@ -137,18 +137,29 @@ pub trait KeyStore: Send + Sync {
     /// atomically (custodians sharing the store reserve from the same count).
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError>;
 
+    /// Whether [`insert`](Self::insert) keeps [`StoredKey::uses`] as given
+    /// (the crate's stores do). Then [`insert_reserving`](Self::insert_reserving)
+    /// is one write. The default says no.
+    fn keeps_uses_on_insert(&self) -> bool {
+        false
+    }
+
     /// [`insert`](Self::insert), then [`reserve`](Self::reserve) of `n`
     /// seals of the new key; returns the count before the reservation (0).
-    /// The default makes the two calls; a store that keeps
-    /// [`StoredKey::uses`] as given on insert does it in one write (one
-    /// durable commit instead of two for a new subject's first seal), as
-    /// the crate's stores do. If the insert fails, nothing is reserved.
+    /// One write (one durable commit instead of two for a new subject's
+    /// first seal) on a store that [keeps the use count given on
+    /// insert](Self::keeps_uses_on_insert), else the two calls. If the
+    /// insert fails, nothing is reserved.
     fn insert_reserving(
         &self,
         subject: SubjectId,
         key: StoredKey,
         n: u64,
     ) -> Result<u64, KeyStoreError> {
+        if self.keeps_uses_on_insert() {
+            self.insert(subject, StoredKey { uses: n, ..key })?;
+            return Ok(0);
+        }
         let generation = key.generation;
         self.insert(subject, key)?;
         self.reserve(subject, generation, n)
@@ -226,6 +237,9 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     }
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
         (**self).reserve(subject, generation, n)
+    }
+    fn keeps_uses_on_insert(&self) -> bool {
+        (**self).keeps_uses_on_insert()
     }
     fn insert_reserving(
         &self,
@@ -363,15 +377,8 @@ impl KeyStore for MemoryKeyStore {
         })
     }
 
-    /// One step: the key is stored with `n` seals reserved.
-    fn insert_reserving(
-        &self,
-        subject: SubjectId,
-        key: StoredKey,
-        n: u64,
-    ) -> Result<u64, KeyStoreError> {
-        self.insert(subject, StoredKey { uses: n, ..key })?;
-        Ok(0)
+    fn keeps_uses_on_insert(&self) -> bool {
+        true
     }
 
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {

@@ -969,6 +969,9 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
         crate::reentry::host(|| self.0.reserve(subject, generation, n))
     }
+    fn keeps_uses_on_insert(&self) -> bool {
+        self.0.keeps_uses_on_insert()
+    }
     fn insert_reserving(
         &self,
         subject: SubjectId,

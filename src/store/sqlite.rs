@@ -836,16 +836,10 @@ impl SqliteKeyStore {
 }
 
 impl KeyStore for SqliteKeyStore {
-    /// One transaction: the key is stored with `n` seals reserved
-    /// (`uses` is written as given).
-    fn insert_reserving(
-        &self,
-        subject: SubjectId,
-        key: StoredKey,
-        n: u64,
-    ) -> Result<u64, KeyStoreError> {
-        self.insert(subject, StoredKey { uses: n, ..key })?;
-        Ok(0)
+    /// `uses` is written as given: a new key and its first reservation
+    /// are one transaction.
+    fn keeps_uses_on_insert(&self) -> bool {
+        true
     }
 
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
