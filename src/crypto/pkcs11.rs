@@ -87,7 +87,11 @@ impl fmt::Debug for Pkcs11Config {
 
 struct Versions {
     current: u32,
+    /// The winner of each version's label: what wraps and unwraps first.
     handles: BTreeMap<u32, ObjectHandle>,
+    /// The other objects of each version's label (see "Processes starting
+    /// together"): unwrapping tries them when the winner's tag fails.
+    others: BTreeMap<u32, Vec<ObjectHandle>>,
 }
 
 /// A [`KeyProvider`] whose key-encryption keys live in an HSM, over PKCS#11
@@ -136,13 +140,23 @@ struct Versions {
 /// generated) and 8 random bytes. Of the objects with one label, the one
 /// with the lowest `CKA_ID` wins — but only as found by a search that began
 /// at least [`settle`](Pkcs11Config::settle) (default 2 s) after its
-/// creation time. By then any object that could beat it (one created
-/// earlier by a process whose search missed the other) is on the token and
-/// seen, provided generating a key takes less than the settle time and the
-/// fleet's clocks agree to well within it (the assumption). A process
-/// that settles destroys the losers, which nobody has used; so no two
-/// processes ever wrap under two objects of one version (tested with four
-/// processes starting together).
+/// creation time, and, while it is young (less than three settle times
+/// old), confirmed by a second search half a settle time later. By then any
+/// object that could beat it (one created earlier by a process whose search
+/// missed the other) is on the token and seen, provided generating a key
+/// takes less than the settle time and the fleet's clocks agree to well
+/// within it.
+///
+/// That is an assumption about time, so nothing lost rests on it: the
+/// losers are **never destroyed** by settling. A process whose search
+/// missed the winner (a slow generation, or a token file another process
+/// was rewriting: both seen with SoftHSM2 on a loaded machine) wraps under
+/// a loser, and every process unwraps such a key by trying the version's
+/// other objects when the winner's tag does not verify. The extra objects
+/// of a version go when the version is retired
+/// ([`KeyProvider::retire`] destroys every object of its label). The
+/// master secret has no such fallback (a different master gives different
+/// pseudonyms), so it is the confirmation that guards it.
 /// The wait is paid once per version, by the processes that create it.
 ///
 /// # Sessions
@@ -253,6 +267,29 @@ const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(100);
 /// anew only while there are none.
 static LIVE: Mutex<usize> = Mutex::new(0);
 
+impl Versions {
+    /// Takes in a version's settled objects and makes the newest version
+    /// current; returns whether anything changed.
+    fn put(&mut self, version: u32, settled: Settled) -> bool {
+        let mut changed = self.handles.insert(version, settled.winner) != Some(settled.winner);
+        let others = self.others.entry(version).or_default();
+        for h in settled.others {
+            if !others.contains(&h) {
+                others.push(h);
+                changed = true;
+            }
+        }
+        self.current = self.handles.keys().next_back().copied().unwrap_or(0);
+        changed
+    }
+}
+
+/// The objects of one label after settling.
+struct Settled {
+    winner: ObjectHandle,
+    others: Vec<ObjectHandle>,
+}
+
 /// What kind of object a label names.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -318,16 +355,15 @@ impl Pkcs11Provider {
             versions: RwLock::new(Versions {
                 current: 0,
                 handles: BTreeMap::new(),
+                others: BTreeMap::new(),
             }),
             idle_since: Mutex::new(None),
         };
         provider.with_session(|s| {
             provider.scan(s)?;
             if provider.read().handles.is_empty() {
-                let h = provider.find_or_create(s, Kind::Kek, 1)?;
-                let mut v = provider.write();
-                v.handles.insert(1, h);
-                v.current = v.current.max(1);
+                let settled = provider.find_or_create(s, Kind::Kek, 1)?;
+                provider.write().put(1, settled);
             }
             Ok(())
         })?;
@@ -470,8 +506,8 @@ impl Pkcs11Provider {
         }
         let mut found = BTreeMap::new();
         for v in versions {
-            if let Some(h) = self.settled(s, &self.label(Kind::Kek, v))? {
-                found.insert(v, h);
+            if let Some(settled) = self.settled(s, &self.label(Kind::Kek, v))? {
+                found.insert(v, settled);
             }
         }
         // Versions are only added here: one is dropped when the token
@@ -479,51 +515,58 @@ impl Pkcs11Provider {
         // never because one search missed it.
         let mut ours = self.write();
         let mut changed = false;
-        for (v, h) in found {
-            changed |= ours.handles.insert(v, h) != Some(h);
+        for (v, settled) in found {
+            changed |= ours.put(v, settled);
         }
-        ours.current = ours.handles.keys().next_back().copied().unwrap_or(0);
         Ok(changed)
     }
 
-    /// The object labelled `label` once settled: the lowest `CKA_ID` among
-    /// those found, at least the settle time old; the others destroyed.
-    /// `None` if there is none.
-    fn settled(&self, s: &Session, label: &str) -> Result<Option<ObjectHandle>, KeyError> {
+    /// The objects labelled `label` once settled: the winner (the lowest
+    /// `CKA_ID` among those found, at least the settle time old, and found
+    /// again by a second search while young) and the others, oldest first.
+    /// Nothing is destroyed (see [`Pkcs11Provider`]). `None` if there is none.
+    fn settled(&self, s: &Session, label: &str) -> Result<Option<Settled>, KeyError> {
+        let settle = self.settle.as_millis() as u64;
+        let mut candidate: Option<ObjectHandle> = None;
         loop {
             // The time before the search: a winner ripe then was ripe for
             // the whole search, so every object that could beat it was seen.
             let searched = now_millis();
-            let found = self.find(s, label)?;
-            let Some((winner, id)) = found.iter().min_by(|a, b| a.1.cmp(&b.1)).cloned() else {
+            let mut found = self.find(s, label)?;
+            found.sort_by(|a, b| a.1.cmp(&b.1));
+            let Some((winner, id)) = found.first().cloned() else {
                 return Ok(None);
             };
-            let ripe = born(&id).saturating_add(self.settle.as_millis() as u64);
+            let born = born(&id);
+            let ripe = born.saturating_add(settle);
             if searched < ripe {
+                candidate = None;
                 std::thread::sleep(Duration::from_millis(ripe - searched));
                 continue;
             }
-            for (h, _) in found.into_iter().filter(|(h, _)| *h != winner) {
-                // Never used by anyone; if it cannot be destroyed now (or
-                // another process destroyed it first), the next settle will.
-                let _ = retry(|| s.destroy_object(h));
+            let young = searched < born.saturating_add(settle.saturating_mul(3));
+            if young && candidate != Some(winner) {
+                // Ripe but young: found again half a settle time later
+                // before it counts (a search that missed an object being
+                // written, or a slow generation, is not believed alone).
+                candidate = Some(winner);
+                std::thread::sleep(Duration::from_millis((settle / 2).max(1)));
+                continue;
             }
-            return Ok(Some(winner));
+            return Ok(Some(Settled {
+                winner,
+                others: found.into_iter().skip(1).map(|(h, _)| h).collect(),
+            }));
         }
     }
 
     /// The settled object `kind`/`version`, generated on the token first if
     /// there is none.
-    fn find_or_create(
-        &self,
-        s: &Session,
-        kind: Kind,
-        version: u32,
-    ) -> Result<ObjectHandle, KeyError> {
+    fn find_or_create(&self, s: &Session, kind: Kind, version: u32) -> Result<Settled, KeyError> {
         let label = self.label(kind, version);
         loop {
-            if let Some(h) = self.settled(s, &label)? {
-                return Ok(h);
+            if let Some(settled) = self.settled(s, &label)? {
+                return Ok(settled);
             }
             // Its creation time, taken just before it is generated: a
             // generation takes less than the settle time (the assumption).
@@ -622,10 +665,8 @@ impl Pkcs11Provider {
             return Err(KeyError::Unsupported { version });
         }
         self.with_session(|s| {
-            let h = self.find_or_create(s, Kind::Kek, version)?;
-            let mut v = self.write();
-            v.handles.insert(version, h);
-            v.current = v.current.max(version);
+            let settled = self.find_or_create(s, Kind::Kek, version)?;
+            self.write().put(version, settled);
             Ok(())
         })
     }
@@ -641,7 +682,7 @@ impl Pkcs11Provider {
     /// The master secret is in this process's memory (see [`Pkcs11Provider`]).
     pub fn keyring(&self) -> Result<Keyring, Error> {
         let mut mac = self.with_session(|s| {
-            let h = self.find_or_create(s, Kind::Master, 0)?;
+            let h = self.find_or_create(s, Kind::Master, 0)?.winner;
             retry(|| s.sign(&Mechanism::Sha256Hmac, h, MASTER_INFO))
                 .map_err(|e| provider_error("C_Sign", e))
         })?;
@@ -698,11 +739,67 @@ impl Pkcs11Provider {
         })
     }
 
+    /// `wrapped` decrypted under the object `key`; `None` if its tag does
+    /// not verify (altered bytes, another subject's, or another object of
+    /// the version), or if `key` is one of a version's other objects and is
+    /// gone.
+    fn decrypt_under(
+        &self,
+        key: ObjectHandle,
+        version: u32,
+        winner: bool,
+        wrapped: &Wrapped,
+        context: &[u8],
+    ) -> Result<Option<Zeroizing<[u8; 32]>>, KeyError> {
+        let mut iv = [0u8; NONCE_LEN];
+        iv.copy_from_slice(&wrapped.bytes[..NONCE_LEN]);
+        // A tag that does not verify (altered, or another subject's) is the
+        // caller's bytes at fault, not the session's: it goes back to the pool.
+        let plain = self.with_session(|s| {
+            // SoftHSM2 reports a tag that does not verify as
+            // CKR_GENERAL_ERROR (the standard says CKR_ENCRYPTED_DATA_INVALID),
+            // as it does a token file being rewritten: tried three times.
+            let mut decrypt = || {
+                let params = GcmParams::new(&mut iv, context, ((TAG_LEN * 8) as u64).into())?;
+                s.decrypt(&Mechanism::AesGcm(params), key, &wrapped.bytes[NONCE_LEN..])
+            };
+            let mut out = decrypt();
+            for _ in 0..2 {
+                if !matches!(out, Err(CkError::Pkcs11(RvError::GeneralError, _))) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+                out = decrypt();
+            }
+            match out {
+                Ok(p) => Ok(Some(Zeroizing::new(p))),
+                Err(e) if handle_gone(&e) && winner => {
+                    self.forget(version);
+                    Err(KeyError::Retired { version })
+                }
+                Err(e) if handle_gone(&e) => Ok(None),
+                Err(CkError::Pkcs11(
+                    RvError::EncryptedDataInvalid
+                    | RvError::EncryptedDataLenRange
+                    | RvError::GeneralError,
+                    _,
+                )) => Ok(None),
+                Err(e) => Err(provider_error("C_Decrypt", e)),
+            }
+        })?;
+        Ok(plain.filter(|p| p.len() == 32).map(|p| {
+            let mut out = Zeroizing::new([0u8; 32]);
+            out.copy_from_slice(&p);
+            out
+        }))
+    }
+
     /// A handle found invalid: the object was destroyed (by another
     /// process's retirement).
     fn forget(&self, version: u32) {
         let mut v = self.write();
         v.handles.remove(&version);
+        v.others.remove(&version);
         v.current = v.handles.keys().next_back().copied().unwrap_or(0);
     }
 }
@@ -734,55 +831,42 @@ impl KeyProvider for Pkcs11Provider {
         }
     }
 
+    /// Unwraps under the version's winning object; if its tag does not
+    /// verify, under the version's other objects (a process that missed
+    /// the winner when it started wrapped under one: see
+    /// [`Pkcs11Provider`]), read from the token again at most every 100 ms.
     fn unwrap(&self, wrapped: &Wrapped, context: &[u8]) -> Result<Zeroizing<[u8; 32]>, KeyError> {
         let version = wrapped.kek_version;
         let key = self.handle(version)?;
         if wrapped.bytes.len() != NONCE_LEN + 32 + TAG_LEN {
             return Err(KeyError::Unwrap);
         }
-        let mut iv = [0u8; NONCE_LEN];
-        iv.copy_from_slice(&wrapped.bytes[..NONCE_LEN]);
-        // A tag that does not verify (altered, or another subject's) is the
-        // caller's bytes at fault, not the session's: it goes back to the pool.
-        let plain = self
-            .with_session(|s| {
-                // SoftHSM2 reports a tag that does not verify as
-                // CKR_GENERAL_ERROR (the standard says CKR_ENCRYPTED_DATA_INVALID),
-                // as it does a token file being rewritten: tried three times.
-                let mut decrypt = || {
-                    let params = GcmParams::new(&mut iv, context, ((TAG_LEN * 8) as u64).into())?;
-                    s.decrypt(&Mechanism::AesGcm(params), key, &wrapped.bytes[NONCE_LEN..])
-                };
-                let mut out = decrypt();
-                for _ in 0..2 {
-                    if !matches!(out, Err(CkError::Pkcs11(RvError::GeneralError, _))) {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                    out = decrypt();
-                }
-                match out {
-                    Ok(p) => Ok(Some(Zeroizing::new(p))),
-                    Err(e) if handle_gone(&e) => {
-                        self.forget(version);
-                        Err(KeyError::Retired { version })
-                    }
-                    Err(CkError::Pkcs11(
-                        RvError::EncryptedDataInvalid
-                        | RvError::EncryptedDataLenRange
-                        | RvError::GeneralError,
-                        _,
-                    )) => Ok(None),
-                    Err(e) => Err(provider_error("C_Decrypt", e)),
-                }
-            })?
-            .ok_or(KeyError::Unwrap)?;
-        if plain.len() != 32 {
-            return Err(KeyError::Unwrap);
+        if let Some(key) = self.decrypt_under(key, version, true, wrapped, context)? {
+            return Ok(key);
         }
-        let mut out = Zeroizing::new([0u8; 32]);
-        out.copy_from_slice(&plain);
-        Ok(out)
+        let mut tried = vec![key];
+        for fresh in [false, true] {
+            if fresh && !self.refresh()? {
+                break;
+            }
+            // The winner too: a refresh may have found an older one.
+            let candidates: Vec<ObjectHandle> = {
+                let v = self.read();
+                let winner = v.handles.get(&version).copied();
+                let others = v.others.get(&version).into_iter().flatten().copied();
+                winner.into_iter().chain(others).collect()
+            };
+            for h in candidates {
+                if tried.contains(&h) {
+                    continue;
+                }
+                tried.push(h);
+                if let Some(key) = self.decrypt_under(h, version, false, wrapped, context)? {
+                    return Ok(key);
+                }
+            }
+        }
+        Err(KeyError::Unwrap)
     }
 
     /// Destroys the version's object on the token (every object of its
