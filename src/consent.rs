@@ -143,8 +143,19 @@ impl Register {
         subject: SubjectId,
         purpose: PurposeId,
     ) -> Result<Option<u64>, Error> {
+        self.live_epoch_at(subject, purpose, None)
+    }
+
+    /// [`live_epoch`](Self::live_epoch), `now` being the system clock read
+    /// just now by the caller (for an audit event), if it has one.
+    pub(crate) fn live_epoch_at(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        now: Option<Timestamp>,
+    ) -> Result<Option<u64>, Error> {
         Ok(self
-            .state(subject, purpose)?
+            .state_at(subject, purpose, now)?
             .filter(|s| s.granted)
             .map(|s| s.epoch))
     }
@@ -155,8 +166,21 @@ impl Register {
         subject: SubjectId,
         purpose: PurposeId,
     ) -> Result<Option<ConsentState>, Error> {
+        self.state_at(subject, purpose, None)
+    }
+
+    fn state_at(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        now: Option<Timestamp>,
+    ) -> Result<Option<ConsentState>, Error> {
         match &self.durable {
-            Some(d) => d.state(subject, purpose),
+            Some(d) => d.state(
+                subject,
+                purpose,
+                now.map_or_else(Anchor::now_nanos, Timestamp::unix_nanos),
+            ),
             None => Ok(self.read().get(&(subject, purpose)).copied()),
         }
     }
@@ -164,10 +188,11 @@ impl Register {
     /// Every consent state recorded for the subject.
     pub(crate) fn of(&self, subject: SubjectId) -> Vec<ConsentState> {
         if let Some(d) = &self.durable {
+            let now = Anchor::now_nanos();
             return PurposeId::ALL
                 .into_iter()
                 .filter(|p| p.needs_consent())
-                .filter_map(|p| d.state(subject, p).ok().flatten())
+                .filter_map(|p| d.state(subject, p, now).ok().flatten())
                 .collect();
         }
         let states = self.read();
@@ -607,8 +632,13 @@ pub(crate) struct Durable {
     anchor: std::sync::Arc<Anchor>,
 }
 
-/// A row as last read (`None`: no row), and when.
-type Cached = (Option<ConsentRecord>, std::time::Instant);
+/// A row as last read (`None`: no row), when (the system clock, Unix
+/// nanoseconds: see [`Anchor`] for why not `Instant`), and the anchor's
+/// generation at which it was found equal to the anchored row
+/// (`NOT_CHECKED`: not yet).
+type Cached = (Option<ConsentRecord>, u64, u64);
+
+const NOT_CHECKED: u64 = u64::MAX;
 
 /// The state a row records (its MAC checked before, or equal to an
 /// anchored row).
@@ -657,29 +687,53 @@ impl Durable {
         Ok(row)
     }
 
-    fn remember(&self, subject: SubjectId, purpose: PurposeId, row: Option<ConsentRecord>) {
+    fn remember(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        row: Option<ConsentRecord>,
+        now: u64,
+        generation: u64,
+    ) {
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((subject, purpose), (row, std::time::Instant::now()));
+            .insert((subject, purpose), (row, now, generation));
     }
 
     /// The consent state, decided by a row that authenticates **and** equals
     /// the latest anchored row (see [`crate::freshness`]).
-    fn state(&self, subject: SubjectId, purpose: PurposeId) -> Result<Option<ConsentState>, Error> {
+    /// `now`: the system clock (Unix nanoseconds), read just now.
+    fn state(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+        now: u64,
+    ) -> Result<Option<ConsentState>, Error> {
         let key = (subject, purpose);
+        let bound = u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX);
+        let generation = self.anchor.generation_at(now)?;
         let cached = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
-            .filter(|(_, at)| at.elapsed() < self.bound)
-            .map(|(row, _)| *row);
-        let anchored = self.anchor.consent(subject, purpose, false)?;
-        if let Some(row) = cached {
+            // Read within the bound, by a clock that did not go back.
+            .filter(|(_, at, _)| now >= *at && now - at < bound)
+            .copied();
+        if let Some((row, _, checked)) = cached {
+            if checked == generation {
+                // Found equal to the anchored row, and the anchor has taken
+                // in nothing since: equal still.
+                return Ok(row.map(state_of));
+            }
+        }
+        let (anchored, generation) = self.anchor.consent_at(subject, purpose, false, now)?;
+        if let Some((row, at, _)) = cached {
             if row == anchored {
                 // Equal to an anchored row: authentic (only the custodian's
                 // key makes anchored rows), so no MAC to check again.
+                self.remember(subject, purpose, row, at, generation);
                 return Ok(row.map(state_of));
             }
         }
@@ -692,10 +746,10 @@ impl Durable {
                 purpose: r.purpose,
             });
         }
-        let anchored = if row == anchored {
-            anchored
+        let (anchored, generation) = if row == anchored {
+            (anchored, generation)
         } else {
-            self.anchor.consent(subject, purpose, true)?
+            self.anchor.consent_at(subject, purpose, true, now)?
         };
         if row != anchored {
             self.cache
@@ -709,7 +763,7 @@ impl Durable {
             }
             return Err(Error::ConsentStale { subject, purpose });
         }
-        self.remember(subject, purpose, row);
+        self.remember(subject, purpose, row, now, generation);
         Ok(row.map(state_of))
     }
 
@@ -775,7 +829,13 @@ impl Durable {
         // Anchored: from here the change holds in every process, whatever
         // happens to the row. A store keeps the later version of two.
         crate::reentry::host(|| self.store.store(&record)).map_err(store_error)?;
-        self.remember(subject, purpose, Some(record));
+        self.remember(
+            subject,
+            purpose,
+            Some(record),
+            Anchor::now_nanos(),
+            NOT_CHECKED,
+        );
         Ok(())
     }
 

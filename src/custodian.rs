@@ -97,6 +97,9 @@ pub struct Custodian {
     checkpoint_store: Option<Arc<dyn crate::audit::CheckpointStore>>,
     recipients: Option<Vec<RegisteredRecipient>>,
     clock: Arc<dyn Clock>,
+    /// Whether `clock` is the system clock: then an audit event's time is
+    /// also the anchor's "now" (see [`Anchor`]), saving a clock read.
+    system_clock: bool,
     pub(crate) consents: Register,
     erased: RwLock<HashSet<SubjectId>>,
     any_erased: AtomicBool,
@@ -527,7 +530,18 @@ impl Custodian {
     }
 
     pub(crate) fn check_not_erased(&self, subject: SubjectId) -> Result<(), Error> {
-        if self.any_erased.load(Ordering::Acquire)
+        self.check_not_erased_at(subject, None)
+    }
+
+    /// [`check_not_erased`](Self::check_not_erased) for a use whose audit
+    /// event read the clock at `at` just now.
+    fn check_not_erased_at(&self, subject: SubjectId, at: Option<Timestamp>) -> Result<(), Error> {
+        // With an anchor, this process's erasures are in the anchor's view
+        // (appended before anything is destroyed) and its filter answers
+        // the common case without a lock; the local set is for custodians
+        // without one.
+        if self.anchor.is_none()
+            && self.any_erased.load(Ordering::Acquire)
             && self
                 .erased
                 .read()
@@ -538,7 +552,8 @@ impl Custodian {
         }
         // Erased by any process of the fleet, whatever the key rows say:
         // seen here within the anchor's bound.
-        if let Some(at) = self.anchored_erasure(subject)? {
+        let now = at.filter(|_| self.system_clock);
+        if let Some(at) = self.anchored_erasure_at(subject, now)? {
             return Err(Error::Erased {
                 subject,
                 at: Some(at),
@@ -549,8 +564,18 @@ impl Custodian {
 
     /// When the subject was erased according to the freshness anchor.
     fn anchored_erasure(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+        self.anchored_erasure_at(subject, None)
+    }
+
+    /// [`anchored_erasure`](Self::anchored_erasure), `now` being the system
+    /// clock read just now, if the caller has it.
+    fn anchored_erasure_at(
+        &self,
+        subject: SubjectId,
+        now: Option<Timestamp>,
+    ) -> Result<Option<Timestamp>, Error> {
         match &self.anchor {
-            Some(a) => a.erased_at(subject),
+            Some(a) => a.erased_at(subject, now),
             None => Ok(None),
         }
     }
@@ -567,11 +592,17 @@ impl Custodian {
     /// Why data of `subject` held for `P` may not be used now, if it may
     /// not: no live consent for a consent-based purpose, or consent that
     /// cannot be read (fail closed). `None` for the other purposes.
-    fn consent_refusal<P: Purpose>(&self, subject: SubjectId) -> Option<Error> {
+    /// `at`: the time an audit event of this use read just now, if any.
+    fn consent_refusal<P: Purpose>(
+        &self,
+        subject: SubjectId,
+        at: Option<Timestamp>,
+    ) -> Option<Error> {
         if !P::ID.needs_consent() {
             return None;
         }
-        match self.consents.live_epoch(subject, P::ID) {
+        let now = at.filter(|_| self.system_clock);
+        match self.consents.live_epoch_at(subject, P::ID, now) {
             Ok(Some(_)) => None,
             Ok(None) => Some(Error::NoConsent {
                 subject,
@@ -591,10 +622,10 @@ impl Custodian {
         event: AuditEvent,
     ) -> Result<(), Error> {
         let subject = info.subject();
-        if let Err(e) = self.check_not_erased(subject) {
+        if let Err(e) = self.check_not_erased_at(subject, Some(event.time)) {
             return Err(self.deny(event, RuleId::R11, e));
         }
-        if let Some(e) = self.consent_refusal::<P>(subject) {
+        if let Some(e) = self.consent_refusal::<P>(subject, Some(event.time)) {
             return Err(self.deny(event, RuleId::R7, e));
         }
         self.record(event)
@@ -988,7 +1019,7 @@ impl Custodian {
         let header = sealed.header();
         let now = event.time;
         let key = match self
-            .check_not_erased(header.subject)
+            .check_not_erased_at(header.subject, Some(now))
             .and_then(|()| self.vault.check_open(header, now))
         {
             Ok(k) => k,
@@ -1185,7 +1216,7 @@ impl Custodian {
     ) -> Result<Pseudonym<T>, Error> {
         let subject = info.subject();
         self.check_not_erased(subject)?;
-        if let Some(e) = self.consent_refusal::<P>(subject) {
+        if let Some(e) = self.consent_refusal::<P>(subject, None) {
             let event = self.event(info, Action::Disclose, RuleId::R6);
             return Err(self.deny(event, RuleId::R7, e));
         }
@@ -1228,7 +1259,7 @@ impl Custodian {
         op_span!(Action::Access, info.subject(), Some(T::KIND), Some(P::ID));
         let subject = info.subject();
         self.check_not_erased(subject)?;
-        if let Some(e) = self.consent_refusal::<P>(subject) {
+        if let Some(e) = self.consent_refusal::<P>(subject, None) {
             let event = self.event(info, Action::Access, RuleId::R6);
             return Err(self.deny(event, RuleId::R7, e));
         }
@@ -2121,6 +2152,7 @@ impl CustodianBuilder {
             checkpoint_signer,
             checkpoint_store: self.checkpoint_store,
             recipients: self.recipients,
+            system_clock: self.clock.is_none(),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),
             consents,
             erased: RwLock::new(HashSet::new()),

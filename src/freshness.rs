@@ -86,7 +86,7 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock, RwLockReadGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -430,9 +430,17 @@ pub(crate) struct Anchor {
     view: RwLock<View>,
     /// One refresh or append at a time in this process.
     writer: Mutex<()>,
-    origin: Instant,
-    /// Nanoseconds after `origin` when the view must be re-read.
+    /// The system clock (Unix nanoseconds) when the view was last read,
+    /// and when it must be read again. The wall clock rather than
+    /// `Instant`, so a use can pass the reading its audit event took
+    /// anyway (one clock read per use, not two); a clock that went back
+    /// (`now < fresh_at`) counts as stale.
+    fresh_at: AtomicU64,
     stale_at: AtomicU64,
+    /// Bumped (under the view's write lock) whenever the view takes in new
+    /// lines: a consent row found equal to the anchored one at generation
+    /// `g` is still equal to it while the generation is `g`.
+    generation: AtomicU64,
     bound_nanos: u64,
     any_erased: AtomicBool,
     /// A filter of the erased subjects (bits set by a keyed hash): a subject
@@ -456,8 +464,9 @@ impl Anchor {
             key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
             view: RwLock::new(View::default()),
             writer: Mutex::new(()),
-            origin: Instant::now(),
+            fresh_at: AtomicU64::new(0),
             stale_at: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             bound_nanos: u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX),
             any_erased: AtomicBool::new(false),
             erased_bits: [const { AtomicU64::new(0) }; FILTER_WORDS],
@@ -472,8 +481,8 @@ impl Anchor {
         Ok(anchor)
     }
 
-    fn now_nanos(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    pub(crate) fn now_nanos() -> u64 {
+        Timestamp::now().unix_nanos()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, View> {
@@ -483,8 +492,16 @@ impl Anchor {
     /// Reads what was appended since this process last looked, if the view
     /// is older than the bound (or always, with `force`).
     pub(crate) fn refresh(&self, force: bool) -> Result<(), Error> {
-        let start = self.now_nanos();
-        if !force && start < self.stale_at.load(Ordering::Acquire) {
+        self.refresh_at(force, Self::now_nanos())
+    }
+
+    /// [`refresh`](Self::refresh) with the system clock read by the caller
+    /// (Unix nanoseconds, taken just now).
+    fn refresh_at(&self, force: bool, start: u64) -> Result<(), Error> {
+        if !force
+            && start < self.stale_at.load(Ordering::Acquire)
+            && start >= self.fresh_at.load(Ordering::Acquire)
+        {
             return Ok(());
         }
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
@@ -504,8 +521,10 @@ impl Anchor {
             let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             view.extend(&self.key, &bytes)?;
+            self.generation.fetch_add(1, Ordering::AcqRel);
             self.note_erasures(&view);
         }
+        self.fresh_at.store(start, Ordering::Release);
         self.stale_at
             .store(start.saturating_add(self.bound_nanos), Ordering::Release);
         Ok(())
@@ -520,7 +539,7 @@ impl Anchor {
     ) -> Result<Option<Entry>, Error> {
         let _w = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         for _ in 0..64 {
-            self.refresh_locked(self.now_nanos())?;
+            self.refresh_locked(Self::now_nanos())?;
             let (entry, line, len) = {
                 let view = self.read();
                 let Some(entry) = next(&AnchorState(&view))? else {
@@ -541,6 +560,7 @@ impl Anchor {
             if crate::reentry::host(|| self.store.append(len, &line))? {
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
                 view.extend(&self.key, &line)?;
+                self.generation.fetch_add(1, Ordering::AcqRel);
                 self.note_erasures(&view);
                 return Ok(Some(entry));
             }
@@ -549,15 +569,27 @@ impl Anchor {
     }
 
     /// The latest anchored row of a subject and purpose (view re-read if
-    /// older than the bound, or with `force`).
-    pub(crate) fn consent(
+    /// older than the bound, or with `force`), with the system clock read by the caller
+    /// (Unix nanoseconds, taken just now), and the view's generation it was
+    /// read at.
+    pub(crate) fn consent_at(
         &self,
         subject: SubjectId,
         purpose: PurposeId,
         force: bool,
-    ) -> Result<Option<ConsentRecord>, Error> {
-        self.refresh(force)?;
-        Ok(self.read().consents.get(&(subject, purpose)).copied())
+        now: u64,
+    ) -> Result<(Option<ConsentRecord>, u64), Error> {
+        self.refresh_at(force, now)?;
+        let view = self.read();
+        let generation = self.generation.load(Ordering::Acquire);
+        Ok((view.consents.get(&(subject, purpose)).copied(), generation))
+    }
+
+    /// The view's generation, after re-reading the log if the view is older
+    /// than the bound (`now`: the system clock, read just now).
+    pub(crate) fn generation_at(&self, now: u64) -> Result<u64, Error> {
+        self.refresh_at(false, now)?;
+        Ok(self.generation.load(Ordering::Acquire))
     }
 
     /// The filter bit of `subject`: (word, mask).
@@ -601,9 +633,17 @@ impl Anchor {
         Ok(self.read().erased.get(&subject).cloned())
     }
 
-    /// When the subject was erased, if any process anchored it.
-    pub(crate) fn erased_at(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
-        self.refresh(false)?;
+    /// When the subject was erased, if any process anchored it. `now`: the
+    /// system clock read just now by the caller, if it has one.
+    pub(crate) fn erased_at(
+        &self,
+        subject: SubjectId,
+        now: Option<Timestamp>,
+    ) -> Result<Option<Timestamp>, Error> {
+        self.refresh_at(
+            false,
+            now.map_or_else(Self::now_nanos, Timestamp::unix_nanos),
+        )?;
         if !self.maybe_erased(subject) {
             return Ok(None);
         }
@@ -647,6 +687,28 @@ mod tests {
         }
     }
 
+    /// A5 with a wall clock set back (by hand or by NTP): the bound is
+    /// counted on the system clock, so a reading earlier than the last
+    /// refresh counts as stale rather than as fresh for an hour more.
+    #[test]
+    fn a5_a_clock_set_back_reads_the_log_again() {
+        let store = std::sync::Arc::new(MemoryAnchorStore::new());
+        let (a, b) = (anchor(store.clone()), anchor(store));
+        let t = Timestamp::now().unix_nanos();
+        a.refresh_at(true, t).unwrap();
+        b.append(|_| Ok(Some(erasing(1)))).unwrap();
+        // Within the (hour-long) bound: not read again.
+        a.refresh_at(false, t + 1_000).unwrap();
+        assert!(!a.read().erased.contains_key(&SubjectId::from(1)));
+        // The clock went back a second: read again.
+        a.refresh_at(false, t - 1_000_000_000).unwrap();
+        assert!(a.read().erased.contains_key(&SubjectId::from(1)));
+        // Past the bound: read again too.
+        b.append(|_| Ok(Some(erasing(2)))).unwrap();
+        a.refresh_at(false, t + 3_600_000_000_001).unwrap();
+        assert!(a.read().erased.contains_key(&SubjectId::from(2)));
+    }
+
     #[test]
     fn a_second_process_reads_what_the_first_appended() {
         let store = std::sync::Arc::new(MemoryAnchorStore::new());
@@ -655,9 +717,9 @@ mod tests {
         // b appends on top: it must first read a's line, or the chain breaks.
         b.append(|_| Ok(Some(erasing(2)))).unwrap();
         let c = anchor(store);
-        assert!(c.erased_at(SubjectId::from(1)).unwrap().is_some());
-        assert!(c.erased_at(SubjectId::from(2)).unwrap().is_some());
-        assert!(c.erased_at(SubjectId::from(3)).unwrap().is_none());
+        assert!(c.erased_at(SubjectId::from(1), None).unwrap().is_some());
+        assert!(c.erased_at(SubjectId::from(2), None).unwrap().is_some());
+        assert!(c.erased_at(SubjectId::from(3), None).unwrap().is_none());
     }
 
     #[test]
