@@ -506,7 +506,9 @@ impl Pkcs11Provider {
         }
         let mut found = BTreeMap::new();
         for v in versions {
-            if let Some(settled) = self.settled(s, &self.label(Kind::Kek, v))? {
+            // A winner this process confirmed before needs no second search.
+            let known = self.read().handles.get(&v).copied();
+            if let Some(settled) = self.settled(s, &self.label(Kind::Kek, v), known)? {
                 found.insert(v, settled);
             }
         }
@@ -525,9 +527,15 @@ impl Pkcs11Provider {
     /// `CKA_ID` among those found, at least the settle time old, and found
     /// again by a second search while young) and the others, oldest first.
     /// Nothing is destroyed (see [`Pkcs11Provider`]). `None` if there is none.
-    fn settled(&self, s: &Session, label: &str) -> Result<Option<Settled>, KeyError> {
+    /// `confirmed`: a winner of this label found twice already.
+    fn settled(
+        &self,
+        s: &Session,
+        label: &str,
+        confirmed: Option<ObjectHandle>,
+    ) -> Result<Option<Settled>, KeyError> {
         let settle = self.settle.as_millis() as u64;
-        let mut candidate: Option<ObjectHandle> = None;
+        let mut candidate = confirmed;
         loop {
             // The time before the search: a winner ripe then was ripe for
             // the whole search, so every object that could beat it was seen.
@@ -565,7 +573,7 @@ impl Pkcs11Provider {
     fn find_or_create(&self, s: &Session, kind: Kind, version: u32) -> Result<Settled, KeyError> {
         let label = self.label(kind, version);
         loop {
-            if let Some(settled) = self.settled(s, &label)? {
+            if let Some(settled) = self.settled(s, &label, None)? {
                 return Ok(settled);
             }
             // Its creation time, taken just before it is generated: a
