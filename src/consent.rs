@@ -632,13 +632,9 @@ pub(crate) struct Durable {
     anchor: std::sync::Arc<Anchor>,
 }
 
-/// A row as last read (`None`: no row), when (the system clock, Unix
-/// nanoseconds: see [`Anchor`] for why not `Instant`), and the anchor's
-/// generation at which it was found equal to the anchored row
-/// (`NOT_CHECKED`: not yet).
-type Cached = (Option<ConsentRecord>, u64, u64);
-
-const NOT_CHECKED: u64 = u64::MAX;
+/// A row as last read (`None`: no row), and when (the system clock, Unix
+/// nanoseconds: see [`Anchor`] for why not `Instant`).
+type Cached = (Option<ConsentRecord>, u64);
 
 /// The state a row records (its MAC checked before, or equal to an
 /// anchored row).
@@ -687,18 +683,33 @@ impl Durable {
         Ok(row)
     }
 
+    /// The stored row, refused if it does not authenticate.
+    fn fetch_authentic(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Result<Option<ConsentRecord>, Error> {
+        let row = self.fetch(subject, purpose)?;
+        if let Some(r) = row.filter(|r| !r.authentic(&self.key)) {
+            return Err(Error::ConsentTampered {
+                subject: r.subject,
+                purpose: r.purpose,
+            });
+        }
+        Ok(row)
+    }
+
     fn remember(
         &self,
         subject: SubjectId,
         purpose: PurposeId,
         row: Option<ConsentRecord>,
         now: u64,
-        generation: u64,
     ) {
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((subject, purpose), (row, now, generation));
+            .insert((subject, purpose), (row, now));
     }
 
     /// The consent state, decided by a row that authenticates **and** equals
@@ -712,45 +723,51 @@ impl Durable {
     ) -> Result<Option<ConsentState>, Error> {
         let key = (subject, purpose);
         let bound = u64::try_from(self.bound.as_nanos()).unwrap_or(u64::MAX);
-        let generation = self.anchor.generation_at(now)?;
         let cached = self
             .cache
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             // Read within the bound, by a clock that did not go back.
-            .filter(|(_, at, _)| now >= *at && now - at < bound)
-            .copied();
-        if let Some((row, _, checked)) = cached {
-            if checked == generation {
-                // Found equal to the anchored row, and the anchor has taken
-                // in nothing since: equal still.
-                return Ok(row.map(state_of));
-            }
-        }
-        let (anchored, generation) = self.anchor.consent_at(subject, purpose, false, now)?;
-        if let Some((row, at, _)) = cached {
+            .filter(|(_, at)| now >= *at && now - at < bound)
+            .map(|(row, _)| *row);
+        let anchored = self.anchor.consent_at(subject, purpose, false, now)?;
+        if let Some(row) = cached {
             if row == anchored {
                 // Equal to an anchored row: authentic (only the custodian's
                 // key makes anchored rows), so no MAC to check again.
-                self.remember(subject, purpose, row, at, generation);
                 return Ok(row.map(state_of));
             }
         }
         // Not cached, or the row or this process's view of the anchor is
         // behind: read both again before deciding.
-        let row = self.fetch(subject, purpose)?;
-        if let Some(r) = row.filter(|r| !r.authentic(&self.key)) {
-            return Err(Error::ConsentTampered {
-                subject: r.subject,
-                purpose: r.purpose,
-            });
-        }
-        let (anchored, generation) = if row == anchored {
-            (anchored, generation)
+        let mut row = self.fetch_authentic(subject, purpose)?;
+        let mut anchored = if row == anchored {
+            anchored
         } else {
             self.anchor.consent_at(subject, purpose, true, now)?
         };
+        // A row behind the anchor may be a change another process has
+        // anchored and is writing at this moment (anchor first, then row):
+        // read both again for a moment (at most 63 ms) before calling it
+        // rolled back.
+        let mut pause = std::time::Duration::from_millis(1);
+        while row != anchored && pause <= std::time::Duration::from_millis(32) {
+            // Erased by another process since this one last looked (its
+            // rows forgotten): that, not a rollback.
+            if let Some(at) = self.anchor.erased_at(subject, None)? {
+                return Err(Error::Erased {
+                    subject,
+                    at: Some(at),
+                });
+            }
+            std::thread::sleep(pause);
+            pause *= 2;
+            row = self.fetch_authentic(subject, purpose)?;
+            anchored = self
+                .anchor
+                .consent_at(subject, purpose, true, Anchor::now_nanos())?;
+        }
         if row != anchored {
             self.cache
                 .write()
@@ -763,7 +780,7 @@ impl Durable {
             }
             return Err(Error::ConsentStale { subject, purpose });
         }
-        self.remember(subject, purpose, row, now, generation);
+        self.remember(subject, purpose, row, now);
         Ok(row.map(state_of))
     }
 
@@ -829,13 +846,7 @@ impl Durable {
         // Anchored: from here the change holds in every process, whatever
         // happens to the row. A store keeps the later version of two.
         crate::reentry::host(|| self.store.store(&record)).map_err(store_error)?;
-        self.remember(
-            subject,
-            purpose,
-            Some(record),
-            Anchor::now_nanos(),
-            NOT_CHECKED,
-        );
+        self.remember(subject, purpose, Some(record), Anchor::now_nanos());
         Ok(())
     }
 

@@ -437,10 +437,6 @@ pub(crate) struct Anchor {
     /// (`now < fresh_at`) counts as stale.
     fresh_at: AtomicU64,
     stale_at: AtomicU64,
-    /// Bumped (under the view's write lock) whenever the view takes in new
-    /// lines: a consent row found equal to the anchored one at generation
-    /// `g` is still equal to it while the generation is `g`.
-    generation: AtomicU64,
     bound_nanos: u64,
     any_erased: AtomicBool,
     /// A filter of the erased subjects (bits set by a keyed hash): a subject
@@ -466,7 +462,6 @@ impl Anchor {
             writer: Mutex::new(()),
             fresh_at: AtomicU64::new(0),
             stale_at: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
             bound_nanos: u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX),
             any_erased: AtomicBool::new(false),
             erased_bits: [const { AtomicU64::new(0) }; FILTER_WORDS],
@@ -521,7 +516,6 @@ impl Anchor {
             let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
             view.extend(&self.key, &bytes)?;
-            self.generation.fetch_add(1, Ordering::AcqRel);
             self.note_erasures(&view);
         }
         self.fresh_at.store(start, Ordering::Release);
@@ -560,7 +554,6 @@ impl Anchor {
             if crate::reentry::host(|| self.store.append(len, &line))? {
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
                 view.extend(&self.key, &line)?;
-                self.generation.fetch_add(1, Ordering::AcqRel);
                 self.note_erasures(&view);
                 return Ok(Some(entry));
             }
@@ -569,27 +562,17 @@ impl Anchor {
     }
 
     /// The latest anchored row of a subject and purpose (view re-read if
-    /// older than the bound, or with `force`), with the system clock read by the caller
-    /// (Unix nanoseconds, taken just now), and the view's generation it was
-    /// read at.
+    /// older than the bound, or with `force`), with the system clock read
+    /// by the caller (Unix nanoseconds, taken just now).
     pub(crate) fn consent_at(
         &self,
         subject: SubjectId,
         purpose: PurposeId,
         force: bool,
         now: u64,
-    ) -> Result<(Option<ConsentRecord>, u64), Error> {
+    ) -> Result<Option<ConsentRecord>, Error> {
         self.refresh_at(force, now)?;
-        let view = self.read();
-        let generation = self.generation.load(Ordering::Acquire);
-        Ok((view.consents.get(&(subject, purpose)).copied(), generation))
-    }
-
-    /// The view's generation, after re-reading the log if the view is older
-    /// than the bound (`now`: the system clock, read just now).
-    pub(crate) fn generation_at(&self, now: u64) -> Result<u64, Error> {
-        self.refresh_at(false, now)?;
-        Ok(self.generation.load(Ordering::Acquire))
+        Ok(self.read().consents.get(&(subject, purpose)).copied())
     }
 
     /// The filter bit of `subject`: (word, mask).
