@@ -273,6 +273,10 @@ impl Register {
                 return Err(custodian.deny(event, RuleId::R7, e));
             }
             // Erased by another process sharing the stores: refused as here.
+            // The anchor is read to its end first (a consent change is rare;
+            // a grant recorded for a subject already erased elsewhere would
+            // be an event the anchor then refuses).
+            d.anchor.refresh(true)?;
             if let Some(at) = custodian.erased_at(subject)? {
                 let e = Error::Erased {
                     subject,
@@ -286,7 +290,10 @@ impl Register {
             d.change(subject, purpose, granted, now)?;
             // An erasure in another process may have forgotten the
             // subject's rows just before this one landed: a consent row
-            // never outlives its subject.
+            // never outlives its subject. (Its `erasing` was anchored before
+            // it forgot anything, so reading the anchor to its end now sees
+            // it.)
+            d.anchor.refresh(true)?;
             if let Some(at) = custodian.erased_at(subject)? {
                 d.forget(subject)?;
                 return Err(Error::Erased {
@@ -755,12 +762,7 @@ impl Durable {
         while row != anchored && pause <= std::time::Duration::from_millis(32) {
             // Erased by another process since this one last looked (its
             // rows forgotten): that, not a rollback.
-            if let Some(at) = self.anchor.erased_at(subject, None)? {
-                return Err(Error::Erased {
-                    subject,
-                    at: Some(at),
-                });
-            }
+            self.erased(subject)?;
             std::thread::sleep(pause);
             pause *= 2;
             row = self.fetch_authentic(subject, purpose)?;
@@ -773,10 +775,16 @@ impl Durable {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
+            self.erased(subject)?;
             // A rolled-back or deleted row: refused, and the anchored row
-            // written back (a store keeps the later version of two).
+            // written back (a store keeps the later version of two) —
+            // unless an erasure elsewhere forgot the subject's rows
+            // meanwhile: then forgotten again.
             if let Some(a) = anchored {
                 let _ = crate::reentry::host(|| self.store.store(&a));
+                self.anchor.refresh(true)?;
+                self.erased(subject)
+                    .or_else(|e| self.forget(subject).and(Err(e)))?;
             }
             return Err(Error::ConsentStale { subject, purpose });
         }
@@ -848,6 +856,17 @@ impl Durable {
         crate::reentry::host(|| self.store.store(&record)).map_err(store_error)?;
         self.remember(subject, purpose, Some(record), Anchor::now_nanos());
         Ok(())
+    }
+
+    /// `Err(Erased)` if the anchor as last read holds the subject's erasure.
+    fn erased(&self, subject: SubjectId) -> Result<(), Error> {
+        match self.anchor.erased_at(subject, None)? {
+            Some(at) => Err(Error::Erased {
+                subject,
+                at: Some(at),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn forget(&self, subject: SubjectId) -> Result<(), Error> {
@@ -944,8 +963,9 @@ pub struct ConsentMismatch {
 /// subject and purpose, the row must say what the trail's latest consent
 /// event says, and bear its time. A row rolled back to an earlier (still
 /// authentic) state, a row deleted while the trail says granted, and a row
-/// with no event behind it are all reported. Erasures in the trail clear a
-/// subject.
+/// with no event behind it are all reported. An erasure in the trail clears
+/// its subject for good: no row of an erased subject may remain, whatever
+/// consent event the trail holds for it.
 pub fn cross_check(rows: &[ConsentRecord], trail: &[AuditEvent]) -> Vec<ConsentMismatch> {
     use crate::audit::Outcome;
     let mut last: HashMap<(SubjectId, PurposeId), (bool, Timestamp)> = HashMap::new();
@@ -953,9 +973,19 @@ pub fn cross_check(rows: &[ConsentRecord], trail: &[AuditEvent]) -> Vec<ConsentM
         .iter()
         .filter(|e| e.outcome() == Outcome::Allowed)
         .collect();
+    // An erasure is final: a subject is never used again after it, so a
+    // consent event of an erased subject (one recorded by another process
+    // while the erasure was being anchored, which the anchor then refused)
+    // leaves no row, whatever its time.
+    let erased: std::collections::HashSet<SubjectId> = events
+        .iter()
+        .filter(|e| e.action() == Action::Erase)
+        .map(|e| e.subject())
+        .collect();
     events.sort_by_key(|e| e.time());
     for e in events {
         match e.action() {
+            Action::ConsentGranted | Action::ConsentWithdrawn if erased.contains(&e.subject()) => {}
             Action::ConsentGranted | Action::ConsentWithdrawn => {
                 if let Some(p) = e.purpose() {
                     last.insert(
@@ -964,7 +994,6 @@ pub fn cross_check(rows: &[ConsentRecord], trail: &[AuditEvent]) -> Vec<ConsentM
                     );
                 }
             }
-            Action::Erase => last.retain(|(s, _), _| *s != e.subject()),
             _ => {}
         }
     }

@@ -867,9 +867,20 @@ fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with()
     ));
 
     // Y erases Carol just as X's grant is written: the row is removed again.
+    // (`loads`: how many loads pass before the erasure; `None`: it comes
+    // just before the row is stored.)
     struct EraseFirst {
         inner: Arc<dyn ConsentStore>,
         erase: Mutex<Option<Box<dyn FnOnce() + Send>>>,
+        loads: Mutex<Option<usize>>,
+    }
+    impl EraseFirst {
+        fn erase_now(&self) {
+            if let Some(erase) = self.erase.lock().unwrap().take() {
+                // Another process, on another thread.
+                std::thread::spawn(erase).join().unwrap();
+            }
+        }
     }
     impl ConsentStore for EraseFirst {
         fn load(
@@ -877,12 +888,20 @@ fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with()
             s: SubjectId,
             p: PurposeId,
         ) -> Result<Option<ConsentRecord>, ConsentStoreError> {
+            let now = {
+                let mut loads = self.loads.lock().unwrap();
+                let now = *loads == Some(0);
+                *loads = loads.map(|n| n.saturating_sub(1));
+                now
+            };
+            if now {
+                self.erase_now();
+            }
             self.inner.load(s, p)
         }
         fn store(&self, record: &ConsentRecord) -> Result<bool, ConsentStoreError> {
-            if let Some(erase) = self.erase.lock().unwrap().take() {
-                // Another process, on another thread.
-                std::thread::spawn(erase).join().unwrap();
+            if self.loads.lock().unwrap().is_none() {
+                self.erase_now();
             }
             self.inner.store(record)
         }
@@ -903,6 +922,7 @@ fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with()
             erase: Mutex::new(Some(Box::new(move || {
                 eraser.erase(carol).unwrap();
             }))),
+            loads: Mutex::new(None),
         }),
     );
     assert!(matches!(
@@ -910,9 +930,35 @@ fn a5_consent_changes_racing_across_processes_leave_rows_the_trail_agrees_with()
         Err(Error::Erased { .. })
     ));
 
+    // X (clock t=1) erases Dave after Z (clock t=3) has checked for an
+    // erasure and recorded its grant, before Z anchors it: the anchor
+    // refuses the grant, and the trail holds a grant stamped after the
+    // erasure that never took effect. An erasure is final: no row, and the
+    // cross-check agrees.
+    let dave = SubjectId::random();
+    let x = Arc::new(x);
+    let eraser = x.clone();
+    let racing = process(
+        Arc::new(FixedClock::new(at(3))),
+        Arc::new(EraseFirst {
+            inner: consents(),
+            erase: Mutex::new(Some(Box::new(move || {
+                eraser.erase(dave).unwrap();
+            }))),
+            // The first load is the check before the event is recorded.
+            loads: Mutex::new(Some(1)),
+        }),
+    );
+    assert!(matches!(
+        racing.consents().grant::<Newsletter>(dave),
+        Err(Error::Erased { .. })
+    ));
+
     let store = SqliteStore::open(&db).unwrap();
     let rows = store.consent_store().all().unwrap();
-    assert!(rows.iter().all(|r| r.subject != bob && r.subject != carol));
+    assert!(rows
+        .iter()
+        .all(|r| ![bob, carol, dave].contains(&r.subject)));
     assert_eq!(cross_check(&rows, &store.trail().unwrap()), vec![]);
 }
 
