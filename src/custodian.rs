@@ -1115,9 +1115,10 @@ impl Custodian {
         };
         // With an anchor, erasure is one journaled operation: `erasing` is
         // anchored before anything is destroyed (from then on every process
-        // refuses the subject), `erased` with the receipt after; a retry
-        // after a fault at any step finishes the job and returns the whole
-        // receipt again.
+        // refuses the subject), then what is about to be destroyed, then
+        // `erased` with the receipt; a retry after a fault at any step
+        // finishes the job and returns the whole receipt again.
+        anchor.refresh(true)?;
         let begun = anchor.erasure(subject)?;
         let at = match &begun {
             Some(e) => e.at,
@@ -1134,16 +1135,15 @@ impl Custodian {
             }
         };
         self.note_erased(subject);
-        let receipt = match begun.and_then(|e| e.receipt) {
+        let receipt = match begun.as_ref().and_then(|e| e.receipt.clone()) {
             Some(r) => r,
             None => {
-                let destroyed = self.vault.erase(subject, at)?;
-                let mut receipt = Receipt {
-                    generations: destroyed.generations,
-                    pseudonyms: destroyed.pseudonyms,
-                    lookup_tokens: destroyed.lookup_tokens,
+                let mut receipt = match begun.and_then(|e| e.planned) {
+                    Some(planned) => planned,
+                    None => self.plan_erasure(anchor, subject)?,
                 };
-                let appended = anchor.append(|state| {
+                receipt.merge(self.vault.erase(subject, at)?.into());
+                anchor.append(|state| {
                     Ok(
                         match state.erasure(subject).and_then(|e| e.receipt.as_ref()) {
                             // Another process finished it first: its receipt.
@@ -1159,7 +1159,6 @@ impl Custodian {
                         },
                     )
                 })?;
-                drop(appended);
                 receipt
             }
         };
@@ -1171,6 +1170,31 @@ impl Custodian {
             pseudonyms: receipt.pseudonyms,
             lookup_tokens: receipt.lookup_tokens,
         })
+    }
+
+    /// Journals what erasing `subject` is about to destroy (or takes the
+    /// plan another process journaled first); an empty plan if the key
+    /// store cannot say.
+    fn plan_erasure(&self, anchor: &Anchor, subject: SubjectId) -> Result<Receipt, Error> {
+        let Some(listed) = self.vault.to_destroy(subject)? else {
+            return Ok(Receipt::default());
+        };
+        let mut plan = Receipt::from(listed);
+        anchor.append(|state| {
+            Ok(
+                match state.erasure(subject).and_then(|e| e.planned.as_ref()) {
+                    Some(first) => {
+                        plan = first.clone();
+                        None
+                    }
+                    None => Some(Entry::Planned {
+                        subject,
+                        receipt: plan.clone(),
+                    }),
+                },
+            )
+        })?;
+        Ok(plan)
     }
 
     fn note_erased(&self, subject: SubjectId) {

@@ -45,8 +45,10 @@
 //!
 //! - **What is anchored.** Each consent change appends the full new row
 //!   (subject, purpose, state, version and the row's MAC); each erasure
-//!   appends `erasing` before the keys are destroyed and `erased` (with the
-//!   receipt) after. The log is a hash chain: each line carries
+//!   appends `erasing` before anything is destroyed, `planned` (what the
+//!   key store is about to destroy: [`KeyStore::to_destroy`](crate::crypto::KeyStore::to_destroy))
+//!   next, and `erased` (with the receipt) after — so an erasure that dies
+//!   after destroying the keys is retried to the same, whole receipt. The log is a hash chain: each line carries
 //!   `HMAC(anchor key, previous MAC ‖ entry)`, the anchor key derived from
 //!   the keyring, so a line cannot be forged, edited, reordered or dropped
 //!   from the middle without the chain failing; a log shorter than a
@@ -309,6 +311,33 @@ pub(crate) struct Receipt {
     pub(crate) lookup_tokens: Vec<LookupRef>,
 }
 
+impl Receipt {
+    /// Adds what `other` lists and this one does not.
+    pub(crate) fn merge(&mut self, other: Receipt) {
+        fn add<T: PartialEq>(to: &mut Vec<T>, from: Vec<T>) {
+            for x in from {
+                if !to.contains(&x) {
+                    to.push(x);
+                }
+            }
+        }
+        add(&mut self.generations, other.generations);
+        self.generations.sort_unstable();
+        add(&mut self.pseudonyms, other.pseudonyms);
+        add(&mut self.lookup_tokens, other.lookup_tokens);
+    }
+}
+
+impl From<crate::crypto::Destroyed> for Receipt {
+    fn from(d: crate::crypto::Destroyed) -> Self {
+        Receipt {
+            generations: d.generations,
+            pseudonyms: d.pseudonyms,
+            lookup_tokens: d.lookup_tokens,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub(crate) enum Entry {
@@ -316,6 +345,12 @@ pub(crate) enum Entry {
     Consent(ConsentRecord),
     /// An erasure begun: from here the subject is refused everywhere.
     Erasing { subject: SubjectId, at: Timestamp },
+    /// What the begun erasure is about to destroy (journaled before the
+    /// keys go, so a retry after a fault returns it all again).
+    Planned {
+        subject: SubjectId,
+        receipt: Receipt,
+    },
     /// An erasure done, with what it destroyed.
     Erased {
         subject: SubjectId,
@@ -328,6 +363,8 @@ pub(crate) enum Entry {
 #[derive(Clone, Debug)]
 pub(crate) struct Erasure {
     pub(crate) at: Timestamp,
+    /// What it was about to destroy, once journaled.
+    pub(crate) planned: Option<Receipt>,
     /// `None` while only begun.
     pub(crate) receipt: Option<Receipt>,
 }
@@ -372,26 +409,35 @@ fn hex32(bytes: &[u8]) -> Option<[u8; 32]> {
 }
 
 impl View {
+    fn erasure(&mut self, subject: SubjectId, at: Timestamp) -> &mut Erasure {
+        self.erased.entry(subject).or_insert(Erasure {
+            at,
+            planned: None,
+            receipt: None,
+        })
+    }
+
     fn apply(&mut self, entry: Entry) {
         match entry {
             Entry::Consent(r) => {
                 self.consents.insert((r.subject, r.purpose), r);
             }
             Entry::Erasing { subject, at } => {
-                self.erased
-                    .entry(subject)
-                    .or_insert(Erasure { at, receipt: None });
+                self.erasure(subject, at);
+            }
+            Entry::Planned { subject, receipt } => {
+                // A plan with no `erasing` before it is no erasure: only a
+                // writer with the key appends, and it never does that.
+                if let Some(e) = self.erased.get_mut(&subject) {
+                    e.planned.get_or_insert(receipt);
+                }
             }
             Entry::Erased {
                 subject,
                 at,
                 receipt,
             } => {
-                let e = self
-                    .erased
-                    .entry(subject)
-                    .or_insert(Erasure { at, receipt: None });
-                e.receipt = Some(receipt);
+                self.erasure(subject, at).receipt = Some(receipt);
             }
         }
     }

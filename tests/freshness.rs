@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use privacy_pledge::consent::{ConsentRecord, ConsentStore, ConsentStoreError, MemoryConsentStore};
 use privacy_pledge::crypto::{Keyring, MemoryKeyStore};
 use privacy_pledge::data::EmailAddress;
-use privacy_pledge::freshness::{DirAnchorStore, MemoryAnchorStore};
+use privacy_pledge::freshness::{AnchorError, AnchorStore, DirAnchorStore, MemoryAnchorStore};
 use privacy_pledge::purpose::{Newsletter, PurposeId, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
 use privacy_pledge::store::sqlite::SqliteStore;
@@ -450,4 +450,103 @@ fn a5_a_retried_erasure_finishes_and_returns_the_whole_receipt() {
     );
     let again = custodian.erase(ada).unwrap();
     assert_eq!(again, receipt);
+}
+
+/// An anchor whose appends of an `erased` entry fail while `down` is set:
+/// the process dies (or its disk fills) after the keys are destroyed and
+/// before the erasure is journaled as done.
+struct CrashAfterDestroy {
+    log: MemoryAnchorStore,
+    down: AtomicBool,
+}
+
+impl AnchorStore for CrashAfterDestroy {
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        let tag = b"{\"erased\":";
+        let done = line.windows(tag.len()).any(|w| w == tag);
+        if done && self.down.load(Ordering::SeqCst) {
+            return Err(AnchorError::new("disk full"));
+        }
+        self.log.append(expected_len, line)
+    }
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
+        self.log.read_from(offset)
+    }
+    fn byte_len(&self) -> Result<u64, AnchorError> {
+        self.log.byte_len()
+    }
+}
+
+/// A5 (a process that dies mid-erasure), on SQLite: the keys are destroyed,
+/// then the erasure cannot be journaled as done. The key store now says
+/// "erased, nothing left", yet a retry in a new process returns the whole
+/// receipt — every generation and lookup token, so the host can still clear
+/// its index — because what was about to be destroyed was journaled first.
+#[test]
+fn a5_an_erasure_that_dies_after_destroying_keys_is_retried_with_its_receipt() {
+    let dir = TempDir::named("freshness", "crash-after-destroy");
+    let db = dir.path("shop.sqlite");
+    erasure_dying_after_destroy(&format!("sqlite:{}", db.display()), &dir.path("cp"));
+}
+
+/// The same on PostgreSQL.
+#[test]
+fn a5_an_erasure_that_dies_after_destroying_keys_is_retried_on_postgres() {
+    let Some(db) = pg::database("freshness_crash_after_destroy") else {
+        return;
+    };
+    let dir = TempDir::named("freshness", "crash-after-destroy-pg");
+    erasure_dying_after_destroy(&db, &dir.path("cp"));
+}
+
+fn erasure_dying_after_destroy(url: &str, checkpoints: &Path) {
+    use privacy_pledge::crypto::{KeyStore, SubjectKeys};
+    use privacy_pledge::store::Database;
+
+    let store = Store::open(&StoreConfig::new(url, checkpoints)).unwrap();
+    let anchor = Arc::new(CrashAfterDestroy {
+        log: MemoryAnchorStore::new(),
+        down: AtomicBool::new(false),
+    });
+    let build = || {
+        let builder = Custodian::builder()
+            .keyring(keyring())
+            .freshness_anchor(anchor.clone());
+        match store.database() {
+            Database::Sqlite(db) => builder
+                .key_store(db.key_store())
+                .consent_store(db.consent_store()),
+            Database::Postgres(db) => builder
+                .key_store(db.key_store())
+                .consent_store(db.consent_store()),
+            _ => unreachable!("SQLite and PostgreSQL are the stores built"),
+        }
+        .build()
+        .unwrap()
+    };
+    let key_state = |s| match store.database() {
+        Database::Sqlite(db) => db.key_store().load(s).unwrap(),
+        Database::Postgres(db) => db.key_store().load(s).unwrap(),
+        _ => unreachable!("SQLite and PostgreSQL are the stores built"),
+    };
+    let custodian = build();
+    let ada = SubjectId::random();
+    let email = custodian
+        .collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    custodian.seal(&email).unwrap();
+    let token = custodian.lookup_token(&email).unwrap();
+
+    anchor.down.store(true, Ordering::SeqCst);
+    let e = custodian.erase(ada).unwrap_err();
+    assert!(matches!(e, Error::Anchor(_)), "{e:?}");
+    drop(custodian);
+    // The keys are gone: the key store alone would now list nothing.
+    assert!(matches!(key_state(ada), SubjectKeys::Erased { .. }));
+
+    anchor.down.store(false, Ordering::SeqCst);
+    let receipt = build().erase(ada).unwrap();
+    assert_eq!(receipt.lookup_tokens(), &[token.to_ref()]);
+    assert_eq!(receipt.generations().len(), 1);
+    assert_eq!(build().erase(ada).unwrap(), receipt, "and every later call");
 }

@@ -176,6 +176,20 @@ pub trait KeyStore: Send + Sync {
     /// Destroys every key of the subject, leaving a tombstone dated `at`.
     fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError>;
 
+    /// What [`destroy`](Self::destroy) would destroy if called now, without
+    /// destroying anything (empty for an erased subject).
+    ///
+    /// With a freshness anchor the custodian journals this list before it
+    /// destroys anything, so an erasure interrupted after `destroy` (a crash,
+    /// a failed write) and retried still returns the whole receipt — every
+    /// lookup token the host must clear. `Ok(None)`, the default: this store
+    /// cannot say, and such a retry lists only what it destroys itself. The
+    /// crate's stores answer.
+    fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
+        let _ = subject;
+        Ok(None)
+    }
+
     /// Every (subject, generation) whose key is wrapped under `kek_version`.
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError>;
 
@@ -259,6 +273,9 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     }
     fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
         (**self).destroy(subject, at)
+    }
+    fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
+        (**self).to_destroy(subject)
     }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         (**self).wrapped_under(kek_version)
@@ -419,6 +436,23 @@ impl KeyStore for MemoryKeyStore {
                 Ok(Destroyed::default())
             }
             None => Ok(Destroyed::default()),
+        })
+    }
+
+    fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
+        self.with(|m| {
+            Ok(Some(match m.get(&subject) {
+                Some(Entry::Live {
+                    keys,
+                    pseudonyms,
+                    lookups,
+                }) => Destroyed {
+                    generations: keys.iter().map(|k| k.generation).collect(),
+                    pseudonyms: pseudonyms.clone(),
+                    lookup_tokens: lookups.clone(),
+                },
+                _ => Destroyed::default(),
+            }))
         })
     }
 

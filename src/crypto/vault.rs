@@ -781,6 +781,13 @@ impl Vault {
         Ok(destroyed)
     }
 
+    /// What [`erase`](Self::erase) would destroy now (`None`: the store
+    /// cannot say).
+    pub(crate) fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, Error> {
+        crate::reentry::check_connection()?;
+        Ok(self.store.to_destroy(subject)?)
+    }
+
     /// Whether the subject is erased, according to the key store.
     pub(crate) fn is_erased(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
         crate::reentry::check_connection()?;
@@ -990,6 +997,9 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
     }
     fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
         crate::reentry::host(|| self.0.destroy(subject, at))
+    }
+    fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
+        crate::reentry::host(|| self.0.to_destroy(subject))
     }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         crate::reentry::host(|| self.0.wrapped_under(kek_version))

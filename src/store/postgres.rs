@@ -720,6 +720,26 @@ fn erased_at(
         .map(|r| r.get(0)))
 }
 
+/// The subject's generations and noted tokens: what `destroy` removes.
+fn listed(tx: &mut postgres::Transaction<'_>, subject: &str) -> Result<Destroyed, KeyStoreError> {
+    let generations = tx
+        .query(
+            "SELECT generation FROM pp_subject_keys WHERE subject = $1 ORDER BY generation",
+            &[&subject],
+        )
+        .map_err(backend)?
+        .iter()
+        .map(|r| u32_col(r.get(0), "generation"))
+        .collect::<Result<_, _>>()?;
+    let noted = tx
+        .query(
+            "SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = $1",
+            &[&subject],
+        )
+        .map_err(backend)?;
+    super::destroyed(generations, noted.iter().map(|r| r.get(0)))
+}
+
 impl KeyStore for PgKeyStore {
     /// `uses` is written as given: a new key and its first reservation
     /// are one transaction.
@@ -852,22 +872,7 @@ impl KeyStore for PgKeyStore {
             if erased_at(tx, &s)?.is_some() {
                 return Ok(Destroyed::default());
             }
-            let generations = tx
-                .query(
-                    "SELECT generation FROM pp_subject_keys WHERE subject = $1 ORDER BY generation",
-                    &[&s],
-                )
-                .map_err(backend)?
-                .iter()
-                .map(|r| u32_col(r.get(0), "generation"))
-                .collect::<Result<_, _>>()?;
-            let noted = tx
-                .query(
-                    "SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = $1",
-                    &[&s],
-                )
-                .map_err(backend)?;
-            let destroyed = super::destroyed(generations, noted.iter().map(|r| r.get(0)))?;
+            let destroyed = listed(tx, &s)?;
             tx.execute("DELETE FROM pp_subject_keys WHERE subject = $1", &[&s])
                 .map_err(backend)?;
             tx.execute(
@@ -882,6 +887,23 @@ impl KeyStore for PgKeyStore {
             .map_err(backend)?;
             Ok(destroyed)
         })
+    }
+
+    fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
+        let s = subject.to_string();
+        let mut client = self.store.lock()?;
+        let mut tx = client
+            .build_transaction()
+            .isolation_level(postgres::IsolationLevel::RepeatableRead)
+            .read_only(true)
+            .start()
+            .map_err(backend)?;
+        let listed = match erased_at(&mut tx, &s)? {
+            Some(_) => Destroyed::default(),
+            None => listed(&mut tx, &s)?,
+        };
+        tx.commit().map_err(backend)?;
+        Ok(Some(listed))
     }
 
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {

@@ -772,6 +772,21 @@ fn erased_at(conn: &Connection, subject: &str) -> Result<Option<i64>, KeyStoreEr
     .map_err(backend)
 }
 
+/// The subject's generations and noted tokens: what `destroy` removes.
+fn listed(conn: &Connection, subject: &str) -> Result<Destroyed, KeyStoreError> {
+    let generations = conn
+        .prepare_cached(
+            "SELECT generation FROM pp_subject_keys WHERE subject = ?1 ORDER BY generation",
+        )
+        .and_then(|mut st| st.query_map([subject], |r| r.get(0))?.collect())
+        .map_err(backend)?;
+    let noted: Vec<String> = conn
+        .prepare_cached("SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = ?1")
+        .and_then(|mut st| st.query_map([subject], |r| r.get(0))?.collect())
+        .map_err(backend)?;
+    super::destroyed(generations, noted.iter().map(String::as_str))
+}
+
 /// The row of `pp_kek_state` (a missing row is an error, never "no floor").
 fn kek_state(conn: &Connection) -> Result<KekState, KeyStoreError> {
     type Columns = (i64, i64, Option<i64>, Option<i64>);
@@ -957,17 +972,7 @@ impl KeyStore for SqliteKeyStore {
             if erased_at(tx, &s)?.is_some() {
                 return Ok(Destroyed::default());
             }
-            let generations = tx
-                .prepare(
-                    "SELECT generation FROM pp_subject_keys WHERE subject = ?1 ORDER BY generation",
-                )
-                .and_then(|mut st| st.query_map([&s], |r| r.get(0))?.collect())
-                .map_err(backend)?;
-            let noted: Vec<String> = tx
-                .prepare("SELECT pseudonym FROM pp_subject_pseudonyms WHERE subject = ?1")
-                .and_then(|mut st| st.query_map([&s], |r| r.get(0))?.collect())
-                .map_err(backend)?;
-            let destroyed = super::destroyed(generations, noted.iter().map(String::as_str))?;
+            let destroyed = listed(tx, &s)?;
             tx.execute("DELETE FROM pp_subject_keys WHERE subject = ?1", [&s])
                 .map_err(backend)?;
             tx.execute("DELETE FROM pp_subject_pseudonyms WHERE subject = ?1", [&s])
@@ -986,6 +991,16 @@ impl KeyStore for SqliteKeyStore {
             let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         }
         Ok(destroyed)
+    }
+
+    fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
+        let s = subject.to_string();
+        self.transaction(TransactionBehavior::Deferred, |tx| {
+            if erased_at(tx, &s)?.is_some() {
+                return Ok(Some(Destroyed::default()));
+            }
+            listed(tx, &s).map(Some)
+        })
     }
 
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
