@@ -129,7 +129,7 @@ impl Register {
                 store,
                 key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key),
                 bound,
-                cache: RwLock::new(HashMap::new()),
+                cache: RwLock::new(HashMap::with_hasher(crate::subject::SubjectHash::new())),
                 anchor,
             }),
             ..Register::default()
@@ -635,13 +635,14 @@ pub(crate) struct Durable {
     store: Box<dyn ConsentStore>,
     key: ring::hmac::Key,
     bound: std::time::Duration,
-    cache: RwLock<HashMap<(SubjectId, PurposeId), Cached>>,
+    cache: RwLock<HashMap<(SubjectId, PurposeId), Cached, crate::subject::SubjectHash>>,
     anchor: std::sync::Arc<Anchor>,
 }
 
-/// A row as last read (`None`: no row), and when (the system clock, Unix
-/// nanoseconds: see [`Anchor`] for why not `Instant`).
-type Cached = (Option<ConsentRecord>, u64);
+/// A row as last read (`None`: no row); when (the system clock, Unix
+/// nanoseconds: see [`Anchor`] for why not `Instant`); and the anchor's
+/// generation at which it was found equal to the anchored row (0: not yet).
+type Cached = (Option<ConsentRecord>, u64, u64);
 
 /// The state a row records (its MAC checked before, or equal to an
 /// anchored row).
@@ -706,17 +707,11 @@ impl Durable {
         Ok(row)
     }
 
-    fn remember(
-        &self,
-        subject: SubjectId,
-        purpose: PurposeId,
-        row: Option<ConsentRecord>,
-        now: u64,
-    ) {
+    fn remember(&self, key: (SubjectId, PurposeId), cached: Cached) {
         self.cache
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((subject, purpose), (row, now));
+            .insert(key, cached);
     }
 
     /// The consent state, decided by a row that authenticates **and** equals
@@ -736,23 +731,29 @@ impl Durable {
             .unwrap_or_else(|p| p.into_inner())
             .get(&key)
             // Read within the bound, by a clock that did not go back.
-            .filter(|(_, at)| now >= *at && now - at < bound)
-            .map(|(row, _)| *row);
-        let anchored = self.anchor.consent_at(subject, purpose, false, now)?;
-        if let Some(row) = cached {
-            if row == anchored {
+            .filter(|(_, at, _)| now >= *at && now - at < bound)
+            .copied();
+        let generation = self.anchor.generation_at(false, now)?;
+        if let Some((row, read_at, seen)) = cached {
+            // Found equal to the anchored row, and the anchor has taken in
+            // nothing since: still equal.
+            if seen == generation {
+                return Ok(row.map(state_of));
+            }
+            if row == self.anchor.consent_in_view(subject, purpose) {
                 // Equal to an anchored row: authentic (only the custodian's
-                // key makes anchored rows), so no MAC to check again.
+                // key makes anchored rows), so no MAC to check again. Its
+                // read time is kept: the row is read again at the bound.
+                self.remember(key, (row, read_at, generation));
                 return Ok(row.map(state_of));
             }
         }
         // Not cached, or the row or this process's view of the anchor is
         // behind: read both again before deciding.
         let mut row = self.fetch_authentic(subject, purpose)?;
-        let mut anchored = if row == anchored {
-            anchored
-        } else {
-            self.anchor.consent_at(subject, purpose, true, now)?
+        let (mut anchored, mut generation) = match self.anchor.consent_in_view(subject, purpose) {
+            a if a == row => (a, generation),
+            _ => self.anchor.consent_at(subject, purpose, true, now)?,
         };
         // A row behind the anchor may be a change another process has
         // anchored and is writing at this moment (anchor first, then row):
@@ -766,9 +767,9 @@ impl Durable {
             std::thread::sleep(pause);
             pause *= 2;
             row = self.fetch_authentic(subject, purpose)?;
-            anchored = self
-                .anchor
-                .consent_at(subject, purpose, true, Anchor::now_nanos())?;
+            (anchored, generation) =
+                self.anchor
+                    .consent_at(subject, purpose, true, Anchor::now_nanos())?;
         }
         if row != anchored {
             self.cache
@@ -788,7 +789,7 @@ impl Durable {
             }
             return Err(Error::ConsentStale { subject, purpose });
         }
-        self.remember(subject, purpose, row, now);
+        self.remember(key, (row, now, generation));
         Ok(row.map(state_of))
     }
 
@@ -854,7 +855,9 @@ impl Durable {
         // Anchored: from here the change holds in every process, whatever
         // happens to the row. A store keeps the later version of two.
         crate::reentry::host(|| self.store.store(&record)).map_err(store_error)?;
-        self.remember(subject, purpose, Some(record), Anchor::now_nanos());
+        // Found equal to the anchored row at no generation yet: the next
+        // use compares it with the view once.
+        self.remember((subject, purpose), (Some(record), Anchor::now_nanos(), 0));
         Ok(())
     }
 

@@ -484,6 +484,10 @@ pub(crate) struct Anchor {
     fresh_at: AtomicU64,
     stale_at: AtomicU64,
     bound_nanos: u64,
+    /// Grows (from 1) each time the view takes in a line: a consent row
+    /// found equal to the anchored one at generation `g` still is while the
+    /// generation is `g`, with no lookup in the view.
+    generation: AtomicU64,
     any_erased: AtomicBool,
     /// A filter of the erased subjects (bits set by a keyed hash): a subject
     /// whose bit is clear was not erased, known without a lock or a map
@@ -509,6 +513,7 @@ impl Anchor {
             fresh_at: AtomicU64::new(0),
             stale_at: AtomicU64::new(0),
             bound_nanos: u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX),
+            generation: AtomicU64::new(1),
             any_erased: AtomicBool::new(false),
             erased_bits: [const { AtomicU64::new(0) }; FILTER_WORDS],
             filter_key: {
@@ -561,7 +566,10 @@ impl Anchor {
         if len > seen {
             let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-            view.extend(&self.key, &bytes)?;
+            let extended = view.extend(&self.key, &bytes);
+            // Bumped even on a failed line (the lines before it applied).
+            self.generation.fetch_add(1, Ordering::AcqRel);
+            extended?;
             self.note_erasures(&view);
         }
         self.fresh_at.store(start, Ordering::Release);
@@ -599,7 +607,9 @@ impl Anchor {
             };
             if crate::reentry::host(|| self.store.append(len, &line))? {
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-                view.extend(&self.key, &line)?;
+                let extended = view.extend(&self.key, &line);
+                self.generation.fetch_add(1, Ordering::AcqRel);
+                extended?;
                 self.note_erasures(&view);
                 return Ok(Some(entry));
             }
@@ -609,16 +619,34 @@ impl Anchor {
 
     /// The latest anchored row of a subject and purpose (view re-read if
     /// older than the bound, or with `force`), with the system clock read
-    /// by the caller (Unix nanoseconds, taken just now).
+    /// by the caller (Unix nanoseconds, taken just now), and the view's
+    /// [generation](Self::generation) read before it.
     pub(crate) fn consent_at(
         &self,
         subject: SubjectId,
         purpose: PurposeId,
         force: bool,
         now: u64,
-    ) -> Result<Option<ConsentRecord>, Error> {
+    ) -> Result<(Option<ConsentRecord>, u64), Error> {
+        let generation = self.generation_at(force, now)?;
+        Ok((self.consent_in_view(subject, purpose), generation))
+    }
+
+    /// The view's generation after re-reading it if it is older than the
+    /// bound (or with `force`): while it stays the same, every anchored row
+    /// does.
+    pub(crate) fn generation_at(&self, force: bool, now: u64) -> Result<u64, Error> {
         self.refresh_at(force, now)?;
-        Ok(self.read().consents.get(&(subject, purpose)).copied())
+        Ok(self.generation.load(Ordering::Acquire))
+    }
+
+    /// The latest anchored row in the view as it is (no re-read).
+    pub(crate) fn consent_in_view(
+        &self,
+        subject: SubjectId,
+        purpose: PurposeId,
+    ) -> Option<ConsentRecord> {
+        self.read().consents.get(&(subject, purpose)).copied()
     }
 
     /// The filter bit of `subject`: (word, mask).

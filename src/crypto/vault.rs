@@ -10,9 +10,7 @@
 //! custodian sharing the store (another process, a replica) takes effect here
 //! within that time. Erasures made through this custodian take effect at once.
 
-use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroize;
@@ -25,7 +23,7 @@ use super::{
     PseudonymKey, StoredKey, SubjectKeys,
 };
 use crate::data::{DataKind, Plaintext};
-use crate::subject::SubjectId;
+use crate::subject::{SubjectHash, SubjectId};
 use crate::time::Timestamp;
 use crate::Error;
 
@@ -107,88 +105,6 @@ impl Slot {
 struct Slots {
     map: HashMap<SubjectId, Slot, SubjectHash>,
     order: VecDeque<SubjectId>,
-}
-
-/// Hashes the key cache's subject ids: a folded 64 × 64 → 128-bit multiply
-/// of the id's two halves, each XORed with a random key, then a second one
-/// by a constant, where std's SipHash-1-3 took about 10 ns of every seal and
-/// open. (With the first multiply alone, some keys gave sequential ids,
-/// `SubjectId::from(n)`, a third of the buckets they should spread over.)
-///
-/// Subject ids come from host code and envelopes, so they may be chosen to
-/// collide: the keys are random per vault (drawn from std's `RandomState`,
-/// itself seeded from the OS), so which ids share a bucket cannot be known
-/// from outside the process.
-#[derive(Clone, Copy)]
-struct SubjectHash {
-    k0: u64,
-    k1: u64,
-}
-
-impl SubjectHash {
-    fn new() -> Self {
-        let seed = RandomState::new();
-        SubjectHash {
-            k0: seed.hash_one(0x243f_6a88_85a3_08d3_u64),
-            k1: seed.hash_one(0x1319_8a2e_0370_7344_u64),
-        }
-    }
-}
-
-impl BuildHasher for SubjectHash {
-    type Hasher = SubjectHasher;
-
-    fn build_hasher(&self) -> SubjectHasher {
-        SubjectHasher { keys: *self, h: 0 }
-    }
-}
-
-/// The state of one [`SubjectHash`] hash.
-struct SubjectHasher {
-    keys: SubjectHash,
-    h: u64,
-}
-
-/// The high and low halves of the full product, XORed.
-#[inline]
-fn folded_multiply(a: u64, b: u64) -> u64 {
-    let full = u128::from(a) * u128::from(b);
-    (full as u64) ^ ((full >> 64) as u64)
-}
-
-impl Hasher for SubjectHasher {
-    /// A `SubjectId` arrives as one 16-byte write (after its length, see
-    /// `write_usize`): one multiply. Other lengths, which the cache never
-    /// hashes, are taken 16 bytes at a time, the last chunk zero-padded and
-    /// its length mixed in.
-    #[inline]
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(16) {
-            let mut block = [0u8; 16];
-            block[..chunk.len()].copy_from_slice(chunk);
-            let block = u128::from_le_bytes(block);
-            let (lo, hi) = (block as u64, (block >> 64) as u64);
-            self.h = folded_multiply(
-                lo ^ self.keys.k0 ^ self.h,
-                hi ^ self.keys.k1 ^ chunk.len() as u64,
-            );
-        }
-    }
-
-    #[inline]
-    fn write_usize(&mut self, n: usize) {
-        // The slice length `Hash` writes before the bytes: folded into the
-        // next block rather than given a multiply of its own.
-        self.h ^= n as u64;
-    }
-
-    #[inline]
-    fn finish(&self) -> u64 {
-        // Spreads the bits of a product whose inputs varied only in a few
-        // bits over all of the hash (hashbrown uses the low bits for the
-        // bucket and the top 7 for the tag).
-        folded_multiply(self.h, 0x243f_6a88_85a3_08d3)
-    }
 }
 
 struct Cache {
@@ -1098,39 +1014,6 @@ mod tests {
         for _ in 0..5_000 {
             assert!(seen.insert(pool.next(&rng).unwrap()));
         }
-    }
-
-    #[test]
-    fn subject_hash_is_keyed_and_spreads_ids() {
-        let (a, b) = (SubjectHash::new(), SubjectHash::new());
-        assert!((a.k0, a.k1) != (b.k0, b.k1), "keys are drawn per vault");
-        let id = |i: u128| SubjectId::from(i);
-        assert_eq!(a.hash_one(id(7)), a.hash_one(id(7)));
-        assert_ne!(a.hash_one(id(7)), b.hash_one(id(7)));
-        // Whatever the keys, ids that are small counters (in either half)
-        // or differ in one bit land apart, in both the low bits (the bucket)
-        // and the top 7 bits (the tag). 8,320 distinct ids over 2^13 bucket
-        // patterns fill about 5,200 of them when spread at random.
-        for _ in 0..50 {
-            let keys = SubjectHash::new();
-            let ids: HashSet<u128> = (0..4096u128)
-                .flat_map(|i| [i, i << 64])
-                .chain((0..128).map(|bit| 1u128 << bit))
-                .collect();
-            let hashes: Vec<u64> = ids.iter().map(|&x| keys.hash_one(id(x))).collect();
-            let low: HashSet<u64> = hashes.iter().map(|h| h & 0x1fff).collect();
-            let high: HashSet<u64> = hashes.iter().map(|h| h >> 57).collect();
-            assert!(low.len() > 4900, "{} of 8192 low-bit patterns", low.len());
-            assert_eq!(high.len(), 128);
-            let distinct: HashSet<u64> = hashes.iter().copied().collect();
-            assert_eq!(distinct.len(), ids.len(), "no two distinct ids collide");
-        }
-        // Lengths other than 16 still hash deterministically.
-        let mut h1 = a.build_hasher();
-        h1.write(b"a longer key of 37 bytes, or so.....");
-        let mut h2 = a.build_hasher();
-        h2.write(b"a longer key of 37 bytes, or so.....");
-        assert_eq!(h1.finish(), h2.finish());
     }
 
     fn vault(capacity: usize) -> Vault {
