@@ -1395,3 +1395,55 @@ fn a1_the_custodian_inside_with_connection_on_an_exhausted_pool_is_refused() {
     assert_eq!(rows, 0);
     assert!(after);
 }
+
+/// Liveness (A1: host code that keeps every pooled connection lent): the
+/// store's own calls wait for a free connection at most the pool's acquire
+/// timeout, then refuse the use with an error saying why — fail closed,
+/// never hung — and work again once a connection is returned. The host's
+/// own `with_connection` still waits for as long as it takes.
+#[test]
+fn liveness_an_exhausted_pool_refuses_after_the_acquire_timeout() {
+    let dir = temp_dir("pool_timeout");
+    let options = PoolOptions::new()
+        .pool_size(1)
+        .acquire_timeout(Duration::from_millis(200));
+    let store = SqliteStore::open_with(dir.path("shop.db"), options).unwrap();
+    let custodian = pooled_custodian(&store);
+    let ada = SubjectId::random();
+    let email: PersonalInfo<EmailAddress, Transaction> =
+        PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap());
+
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let host = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            store.with_connection(|_| {
+                ready_tx.send(()).unwrap();
+                let _ = release_rx.recv_timeout(Duration::from_secs(20));
+            })
+        })
+    };
+    ready_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    // A new subject's first seal needs the key store: no connection.
+    let refused = custodian.seal(&email).unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        refused
+            .to_string()
+            .contains("no pooled connection was free within 200 ms"),
+        "{refused}"
+    );
+    assert!(took >= Duration::from_millis(200), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(matches!(
+        store.trail(),
+        Err(StoreError::PoolTimeout { waited }) if waited >= Duration::from_millis(200)
+    ));
+
+    release_tx.send(()).unwrap();
+    host.join().unwrap();
+    custodian.seal(&email).unwrap();
+    assert!(store.trail().is_ok());
+}

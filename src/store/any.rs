@@ -49,6 +49,7 @@ pub struct StoreConfig {
     url: String,
     checkpoints: PathBuf,
     every: u64,
+    pool: super::PoolOptions,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -57,6 +58,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("database", &Url::parse(&self.url).map(|u| u.describe()))
             .field("checkpoints", &self.checkpoints)
             .field("checkpoint_every", &self.every)
+            .field("pool", &self.pool)
             .finish()
     }
 }
@@ -74,7 +76,26 @@ impl StoreConfig {
             url: url.into(),
             checkpoints: checkpoints.into(),
             every: 100,
+            pool: super::PoolOptions::default(),
         }
+    }
+
+    /// The connections to open ([`PoolOptions`](super::PoolOptions): the
+    /// pool's size and how long the store's own calls wait for a free
+    /// connection; the defaults otherwise). An in-memory SQLite database
+    /// has one connection whatever is asked.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use privacy_pledge::store::{PoolOptions, StoreConfig};
+    ///
+    /// let config = StoreConfig::new("sqlite:shop.db", "/var/lib/shop/checkpoints")
+    ///     .pool(PoolOptions::new().pool_size(8).acquire_timeout(Duration::from_secs(5)));
+    /// # drop(config);
+    /// ```
+    pub fn pool(mut self, options: super::PoolOptions) -> Self {
+        self.pool = options;
+        self
     }
 
     /// Signs a checkpoint of the audit stream after every `events` events
@@ -249,11 +270,11 @@ impl Store {
         let describe: Arc<str> = url.describe().into();
         let db = match url {
             #[cfg(feature = "sqlite")]
-            Url::Sqlite(path) => Database::Sqlite(SqliteStore::open(path)?),
+            Url::Sqlite(path) => Database::Sqlite(SqliteStore::open_with(path, config.pool)?),
             #[cfg(feature = "sqlite")]
             Url::SqliteMemory => Database::Sqlite(SqliteStore::open_in_memory()?),
             #[cfg(feature = "postgres")]
-            Url::Postgres(url) => Database::Postgres(PgStore::connect(url)?),
+            Url::Postgres(url) => Database::Postgres(PgStore::connect_with(url, config.pool)?),
             #[allow(unreachable_patterns)]
             _ => {
                 return Err(StoreError::Url(format!(

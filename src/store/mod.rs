@@ -122,7 +122,7 @@ thread_local! {
 /// Runs the host's closure `f` while this thread holds connection `id`:
 /// custodian operations inside it are refused with
 /// [`Error::Reentrant`](crate::Error::Reentrant) (see `crate::reentry`), and
-/// this store's own methods with [`Reentered`].
+/// this store's own methods with [`Unavailable::Reentered`].
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn hold<R>(id: usize, f: impl FnOnce() -> R) -> R {
     struct Release(usize);
@@ -144,50 +144,72 @@ pub(crate) fn hold<R>(id: usize, f: impl FnOnce() -> R) -> R {
 /// `Err(Reentered)` if this thread holds connection `id` (inside its
 /// store's `with_connection`): taking its lock would wait forever.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub(crate) fn not_held(id: usize) -> Result<(), Reentered> {
+pub(crate) fn not_held(id: usize) -> Result<(), Unavailable> {
     if HELD.with(|h| h.borrow().contains(&id)) {
-        Err(Reentered)
+        Err(Unavailable::Reentered)
     } else {
         Ok(())
     }
 }
 
-/// A store was called on a thread that holds its connection inside
-/// `with_connection` (or `with_client`): refused instead of waiting for
-/// itself forever. Becomes each trait's own error.
+/// A store's connection could not be had: the thread holds it already
+/// inside `with_connection` (or `with_client`), which would wait for itself
+/// forever, or no pooled connection was returned within the pool's
+/// [acquire timeout](PoolOptions::acquire_timeout). Becomes each trait's own
+/// error.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug)]
-pub(crate) struct Reentered;
+pub(crate) enum Unavailable {
+    Reentered,
+    TimedOut(std::time::Duration),
+}
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 const REENTERED: &str =
     "called inside with_connection of the same store, which holds its connection";
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl From<Reentered> for StoreError {
-    fn from(_: Reentered) -> Self {
-        StoreError::Reentrant
+impl Unavailable {
+    fn message(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Unavailable::Reentered => REENTERED.into(),
+            Unavailable::TimedOut(waited) => format!(
+                "no pooled connection was free within {} ms (all lent: raise PoolOptions::pool_size, or hold connections for less time)",
+                waited.as_millis()
+            )
+            .into(),
+        }
     }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl From<Reentered> for crate::crypto::KeyStoreError {
-    fn from(_: Reentered) -> Self {
-        crate::crypto::KeyStoreError::Backend(REENTERED.into())
+impl From<Unavailable> for StoreError {
+    fn from(e: Unavailable) -> Self {
+        match e {
+            Unavailable::Reentered => StoreError::Reentrant,
+            Unavailable::TimedOut(waited) => StoreError::PoolTimeout { waited },
+        }
     }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl From<Reentered> for crate::audit::AuditError {
-    fn from(_: Reentered) -> Self {
-        crate::audit::AuditError::new(REENTERED)
+impl From<Unavailable> for crate::crypto::KeyStoreError {
+    fn from(e: Unavailable) -> Self {
+        crate::crypto::KeyStoreError::Backend(e.message())
     }
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-impl From<Reentered> for crate::consent::ConsentStoreError {
-    fn from(_: Reentered) -> Self {
-        crate::consent::ConsentStoreError(REENTERED.into())
+impl From<Unavailable> for crate::audit::AuditError {
+    fn from(e: Unavailable) -> Self {
+        crate::audit::AuditError::new(e.message())
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl From<Unavailable> for crate::consent::ConsentStoreError {
+    fn from(e: Unavailable) -> Self {
+        crate::consent::ConsentStoreError(e.message())
     }
 }
 
@@ -221,11 +243,15 @@ impl From<Reentered> for crate::consent::ConsentStoreError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolOptions {
     pool_size: usize,
+    acquire_timeout: std::time::Duration,
 }
 
 impl Default for PoolOptions {
     fn default() -> Self {
-        PoolOptions { pool_size: 4 }
+        PoolOptions {
+            pool_size: 4,
+            acquire_timeout: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -243,7 +269,8 @@ impl PoolOptions {
 
     /// Sets the number of pooled connections (at least 1; 0 counts as 1).
     /// Each host closure, trail read and key or consent store call holds
-    /// one while it runs; more wait for one to be returned.
+    /// one while it runs; more wait for one to be returned (the store's own
+    /// calls for at most the [acquire timeout](Self::acquire_timeout)).
     ///
     /// ```
     /// use privacy_pledge::store::PoolOptions;
@@ -266,6 +293,39 @@ impl PoolOptions {
     /// ```
     pub fn size(&self) -> usize {
         self.pool_size
+    }
+
+    /// How long the store's own calls (key store, consent store, audit
+    /// commits on a single connection, trail reads) wait for a pooled
+    /// connection when every one is lent, before they give up with an
+    /// error saying so (default 30 seconds, as `r2d2` and `sqlx` wait): a
+    /// pool exhausted by slow host closures then refuses the uses that need
+    /// it — fail closed — instead of hanging them. The host's own
+    /// `with_connection` / `with_client` still waits for as long as it takes.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// let options = PoolOptions::new().acquire_timeout(Duration::from_secs(5));
+    /// assert_eq!(options.timeout(), Duration::from_secs(5));
+    /// assert_eq!(PoolOptions::new().timeout(), Duration::from_secs(30));
+    /// ```
+    #[must_use]
+    pub fn acquire_timeout(mut self, wait: std::time::Duration) -> Self {
+        self.acquire_timeout = wait;
+        self
+    }
+
+    /// The [acquire timeout](Self::acquire_timeout).
+    ///
+    /// ```
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// assert_eq!(PoolOptions::default().timeout().as_secs(), 30);
+    /// ```
+    pub fn timeout(&self) -> std::time::Duration {
+        self.acquire_timeout
     }
 }
 
@@ -295,6 +355,13 @@ pub enum StoreError {
     /// the connection: refused instead of waiting for itself forever.
     #[error("store: called inside with_connection of the same store, which holds its connection")]
     Reentrant,
+    /// Every pooled connection stayed lent for the pool's
+    /// [acquire timeout](PoolOptions::acquire_timeout).
+    #[error("store: no pooled connection was free within {} ms", waited.as_millis())]
+    PoolTimeout {
+        /// How long the call waited.
+        waited: std::time::Duration,
+    },
     /// A store URL that names no database this build can open (only its
     /// scheme is repeated: the rest may hold a password).
     #[error("store URL: {0}")]

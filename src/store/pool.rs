@@ -17,12 +17,15 @@
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// A fixed set of connections, each lent to one caller at a time.
 pub(crate) struct Pool<C> {
     idle: Mutex<Vec<C>>,
     returned: Condvar,
     size: usize,
+    /// How long [`get`](Self::get) waits when every connection is lent.
+    timeout: Duration,
     /// Readies a returned connection for its next user (`false`: it could
     /// not; the connection is lent again all the same, and its next user
     /// gets the database's error, as with one shared connection).
@@ -31,9 +34,10 @@ pub(crate) struct Pool<C> {
 
 impl<C> Pool<C> {
     /// A pool of the connections `conns` (all of them, opened already).
-    pub(crate) fn new(conns: Vec<C>, reset: fn(&mut C) -> bool) -> Self {
+    pub(crate) fn new(conns: Vec<C>, reset: fn(&mut C) -> bool, timeout: Duration) -> Self {
         Pool {
             size: conns.len(),
+            timeout,
             idle: Mutex::new(conns),
             returned: Condvar::new(),
             reset,
@@ -49,17 +53,32 @@ impl<C> Pool<C> {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A connection, waiting until one is returned if all are lent.
-    pub(crate) fn get(&self) -> Lease<'_, C> {
+    /// A connection, waiting until one is returned if all are lent: for at
+    /// most the pool's timeout (`Err` with how long it waited), or for as
+    /// long as it takes with `forever`.
+    pub(crate) fn get(&self, forever: bool) -> Result<Lease<'_, C>, Duration> {
+        let start = Instant::now();
         let mut idle = self.idle();
         loop {
             if let Some(conn) = idle.pop() {
-                return Lease {
+                return Ok(Lease {
                     pool: self,
                     conn: Some(conn),
-                };
+                });
             }
-            idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+            if forever {
+                idle = self.returned.wait(idle).unwrap_or_else(|p| p.into_inner());
+                continue;
+            }
+            let waited = start.elapsed();
+            let Some(left) = self.timeout.checked_sub(waited).filter(|l| !l.is_zero()) else {
+                return Err(waited);
+            };
+            idle = self
+                .returned
+                .wait_timeout(idle, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
         }
     }
 }
@@ -140,27 +159,28 @@ impl<C> Conns<C> {
     }
 
     /// One connection for everything (the writer takes it from the pool).
-    pub(crate) fn single(conn: C, reset: fn(&mut C) -> bool) -> Self {
+    pub(crate) fn single(conn: C, reset: fn(&mut C) -> bool, timeout: Duration) -> Self {
         Conns {
             writer: None,
-            pool: Pool::new(vec![conn], reset),
+            pool: Pool::new(vec![conn], reset, timeout),
         }
     }
 
-    /// The audit writer's connection.
-    pub(crate) fn writer(&self) -> Conn<'_, C> {
-        match &self.writer {
+    /// The audit writer's connection (`Err`: the pool's timeout passed).
+    pub(crate) fn writer(&self) -> Result<Conn<'_, C>, Duration> {
+        Ok(match &self.writer {
             // Transactions are finished or rolled back (rusqlite's
             // `Transaction` drops with a rollback) before the guard drops,
             // so a poisoned lock still guards a consistent connection.
             Some(w) => Conn::Writer(w.lock().unwrap_or_else(|p| p.into_inner())),
-            None => Conn::Pooled(self.pool.get()),
-        }
+            None => Conn::Pooled(self.pool.get(false)?),
+        })
     }
 
-    /// A pooled connection.
-    pub(crate) fn get(&self) -> Conn<'_, C> {
-        Conn::Pooled(self.pool.get())
+    /// A pooled connection (`Err`: the pool's timeout passed; never with
+    /// `forever`).
+    pub(crate) fn get(&self, forever: bool) -> Result<Conn<'_, C>, Duration> {
+        Ok(Conn::Pooled(self.pool.get(forever)?))
     }
 
     /// The pool's size (the writer's connection not counted).

@@ -53,7 +53,7 @@ use postgres::{Client, NoTls};
 
 use super::pool::{Conn, Conns, Pool};
 use super::stream_sink::read_row;
-use super::{AuditStreamSink, BatchWriter, PoolOptions, Reentered, Row, StoreError};
+use super::{AuditStreamSink, BatchWriter, PoolOptions, Row, StoreError, Unavailable};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
@@ -186,7 +186,10 @@ impl PgStore {
             .map(|_| Client::connect(params, NoTls).map_err(db_err))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(PgStore {
-            conns: Arc::new(Conns::pooled(writer, Pool::new(pooled, reset))),
+            conns: Arc::new(Conns::pooled(
+                writer,
+                Pool::new(pooled, reset, options.timeout()),
+            )),
         })
     }
 
@@ -233,7 +236,11 @@ impl PgStore {
             ));
         }
         Ok(PgStore {
-            conns: Arc::new(Conns::single(client, reset)),
+            conns: Arc::new(Conns::single(
+                client,
+                reset,
+                PoolOptions::default().timeout(),
+            )),
         })
     }
 
@@ -246,16 +253,16 @@ impl PgStore {
     /// A pooled client, or `Err` on a thread that holds one of this store's
     /// already inside [`with_client`](Self::with_client): waiting there could
     /// never end (the pool may be down to the one the thread holds).
-    fn lock(&self) -> Result<Conn<'_, Client>, Reentered> {
+    fn lock(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        Ok(self.conns.get())
+        self.conns.get(false).map_err(Unavailable::TimedOut)
     }
 
     /// The audit writer's client (refused inside `with_client` like
     /// [`lock`](Self::lock)).
-    fn writer(&self) -> Result<Conn<'_, Client>, Reentered> {
+    fn writer(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        Ok(self.conns.writer())
+        self.conns.writer().map_err(Unavailable::TimedOut)
     }
 
     /// Runs `f` with a client from the store's pool (see
@@ -289,9 +296,12 @@ impl PgStore {
     /// If called inside `with_client` of the same store on the same thread,
     /// which would otherwise wait for itself forever.
     pub fn with_client<R>(&self, f: impl FnOnce(&mut Client) -> R) -> R {
-        let mut client = self
-            .lock()
+        // The host's own call waits for as long as it takes.
+        super::not_held(self.id())
             .expect("with_client called inside with_client of the same store");
+        let Ok(mut client) = self.conns.get(true) else {
+            unreachable!("a pooled connection waited for without a timeout")
+        };
         super::hold(self.id(), || f(&mut client))
     }
 

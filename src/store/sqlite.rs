@@ -81,7 +81,7 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
 use super::pool::{Conn, Conns, Pool};
 use super::stream_sink::read_row;
-use super::{AuditStreamSink, BatchWriter, PoolOptions, Reentered, Row, StoreError};
+use super::{AuditStreamSink, BatchWriter, PoolOptions, Row, StoreError, Unavailable};
 use crate::audit::{AuditError, AuditEvent, AuditKey, SignedCheckpoint};
 use crate::consent::{ConsentRecord, ConsentStore, ConsentStoreError};
 use crate::crypto::{
@@ -214,7 +214,10 @@ impl SqliteStore {
             .map(|_| configure(Connection::open(path).map_err(db_err)?))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SqliteStore {
-            conns: Arc::new(Conns::pooled(writer, Pool::new(pooled, reset))),
+            conns: Arc::new(Conns::pooled(
+                writer,
+                Pool::new(pooled, reset, options.timeout()),
+            )),
             writing: Arc::default(),
         })
     }
@@ -271,7 +274,7 @@ impl SqliteStore {
             });
         }
         Ok(SqliteStore {
-            conns: Arc::new(Conns::single(conn, reset)),
+            conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
             writing: Arc::default(),
         })
     }
@@ -292,7 +295,7 @@ impl SqliteStore {
         let mut conn = configure(conn)?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
-            conns: Arc::new(Conns::single(conn, reset)),
+            conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
             writing: Arc::default(),
         })
     }
@@ -307,16 +310,16 @@ impl SqliteStore {
     /// store's already inside [`with_connection`](Self::with_connection):
     /// waiting there could never end (the pool may be down to the one the
     /// thread holds), and a write would wait for its own transaction.
-    fn lock(&self) -> Result<Conn<'_, Connection>, Reentered> {
+    fn lock(&self) -> Result<Conn<'_, Connection>, Unavailable> {
         super::not_held(self.id())?;
-        Ok(self.conns.get())
+        self.conns.get(false).map_err(Unavailable::TimedOut)
     }
 
     /// The audit writer's connection (refused inside `with_connection`
     /// like [`lock`](Self::lock)).
-    fn writer(&self) -> Result<Conn<'_, Connection>, Reentered> {
+    fn writer(&self) -> Result<Conn<'_, Connection>, Unavailable> {
         super::not_held(self.id())?;
-        Ok(self.conns.writer())
+        self.conns.writer().map_err(Unavailable::TimedOut)
     }
 
     /// The turn of one of the store's own writing transactions, taken
@@ -428,9 +431,12 @@ impl SqliteStore {
     /// If called inside `with_connection` of the same store on the same
     /// thread, which would otherwise wait for itself forever.
     pub fn with_connection<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
-        let mut conn = self
-            .lock()
+        // The host's own call waits for as long as it takes.
+        super::not_held(self.id())
             .expect("with_connection called inside with_connection of the same store");
+        let Ok(mut conn) = self.conns.get(true) else {
+            unreachable!("a pooled connection waited for without a timeout")
+        };
         super::hold(self.id(), || f(&mut conn))
     }
 
