@@ -866,7 +866,9 @@ impl Custodian {
         let mut event = self.event(info, Action::Disclose, RuleId::R6);
         event.target_purpose = Some(PurposeId::Improvement);
         self.audited_disclosure(info, recipient, event)?;
-        let p = self.vault.pseudonym(info.subject(), info.value())?;
+        let p = self
+            .vault
+            .pseudonym(info.subject(), info.value(), self.now())?;
         Ok(f(&p))
     }
 
@@ -1244,7 +1246,7 @@ impl Custodian {
             let event = self.event(info, Action::Disclose, RuleId::R6);
             return Err(self.deny(event, RuleId::R7, e));
         }
-        self.vault.pseudonym(subject, info.value())
+        self.vault.pseudonym(subject, info.value(), self.now())
     }
 
     /// The lookup token of `info`'s value, for the index column beside its
@@ -1288,9 +1290,10 @@ impl Custodian {
             return Err(self.deny(event, RuleId::R7, e));
         }
         let token = self.lookup_key.token(info.value());
-        self.vault.note_token(subject, *token.as_bytes(), |store| {
-            store.note_lookup_token(subject, token.to_ref())
-        })?;
+        self.vault
+            .note_token(subject, *token.as_bytes(), self.now(), |store| {
+                store.note_lookup_token(subject, token.to_ref())
+            })?;
         Ok(token)
     }
 
@@ -2166,6 +2169,8 @@ impl CustodianBuilder {
             ),
         };
         let id = u64::from_be_bytes(crate::crypto::random_array::<8>()?);
+        let mut vault = Vault::new(provider, store, pseudonym_key, self.config)?;
+        vault.defer_durability(id, sink.database().filter(|_| batches));
         Ok(Custodian {
             id,
             sink,
@@ -2182,7 +2187,7 @@ impl CustodianBuilder {
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
             anchor,
-            vault: Vault::new(provider, store, pseudonym_key, self.config)?,
+            vault,
             lookup_key,
             tag_key,
             facilities: self.facilities,

@@ -31,7 +31,23 @@
 //!
 //! So a use that had an effect outside the process is durable in the trail
 //! before that effect; a use without one is durable before its result leaves
-//! the closure. Host code that sends something out of the process by its
+//! the closure.
+//!
+//! # One durable commit
+//!
+//! On the crate's stores the scope's commit can carry more of the request.
+//! A new subject's key and the lookup tokens noted for it inside a scope are
+//! written without a flush of their own when the key store and the sink are
+//! one database ([`DatabaseId`]): the scope's commit, later on the same
+//! write-ahead log, flushes them. And `commit_request` of
+//! [`SqliteStore`](crate::store::sqlite::SqliteStore::commit_request) and
+//! [`PgStore`](crate::store::postgres::PgStore::commit_request) writes the
+//! host's own rows in one more transaction after the scope's commit, which
+//! is then made without a flush too: the host's transaction is the request's
+//! only durable commit. The order is what keeps R10: events committed
+//! (visible to every process) before the host's rows are written; the log
+//! made durable in order, so a power cut never keeps a row whose events it
+//! lost; nothing handed back before the durable commit. Host code that sends something out of the process by its
 //! own means from inside the scope (writes a sealed row to its database,
 //! calls a service) commits first with [`Custodian::flush_request`], or
 //! does it after [`Custodian::request`] returns — with what the closure
@@ -191,6 +207,106 @@ pub(crate) fn failed(id: u64, error: &AuditError) {
     });
 }
 
+/// Which database a key store or an audit sink writes to: equal for the
+/// key store and the sink of one store (`SqliteStore`, `PgStore`,
+/// `store::Store`), so that a custodian over both knows its request scope's
+/// audit commit is a commit of the same database.
+///
+/// Why it matters: inside a [request scope](crate::Custodian::request)
+/// nothing a use made leaves the closure before the scope's audit events
+/// are committed, durably. So a key store on the *same* database may write
+/// a new subject's key, and the lookup tokens and pseudonyms it notes,
+/// without a durable commit of their own (SQLite: `synchronous = NORMAL`
+/// for that transaction; PostgreSQL: `synchronous_commit = off`): the
+/// scope's durable commit comes later on the same write-ahead log, which is
+/// made durable in order, so it makes them durable too — and if power fails
+/// first, they are lost together with everything that could have needed
+/// them. One durable commit per request instead of three.
+///
+/// Only the crate's stores answer with one
+/// ([`KeyStore::database`](crate::crypto::KeyStore::database),
+/// [`AuditSink::database`](crate::audit::AuditSink::database)); a host's own
+/// key store or sink answers `None`, and every write stays durable on its
+/// own.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use privacy_pledge::audit::{AuditKey, AuditSink};
+/// use privacy_pledge::crypto::{KeyStore, MemoryKeyStore};
+/// use privacy_pledge::store::sqlite::SqliteStore;
+///
+/// let store = SqliteStore::open_in_memory()?;
+/// let sink = store.audit_sink(AuditKey::generate()?)?;
+/// assert!(sink.database().is_some());
+/// assert_eq!(store.key_store().database(), sink.database());
+/// let other = SqliteStore::open_in_memory()?;
+/// assert_ne!(other.key_store().database(), sink.database());
+/// assert_eq!(MemoryKeyStore::new().database(), None);
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct DatabaseId(usize);
+
+impl DatabaseId {
+    /// The id of the database whose connections `conns` are (their
+    /// address: one per opened store, shared by its clones).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn of<T>(conns: &std::sync::Arc<T>) -> Self {
+        DatabaseId(std::sync::Arc::as_ptr(conns) as *const () as usize)
+    }
+}
+
+thread_local! {
+    /// The database whose writes may skip their own durable commit on this
+    /// thread now (see [`DatabaseId`]).
+    static DEFERRED: Cell<Option<DatabaseId>> = const { Cell::new(None) };
+}
+
+/// Runs `f` (a key store call of custodian `id`) with the durability of
+/// writes to `db` deferred to the scope's commit — if the custodian's sink
+/// commits to `db`, and this thread's scope of that custodian has staged
+/// events: those are committed (durably) after `f`, at the latest when the
+/// scope closes, and before anything leaves it. (A scope with nothing
+/// staged may commit nothing: then `f` writes durably itself.)
+pub(crate) fn deferring<R>(id: u64, db: Option<DatabaseId>, f: impl FnOnce() -> R) -> R {
+    match db.filter(|_| has_staged(id)) {
+        Some(db) => with_deferred(db, f),
+        None => f(),
+    }
+}
+
+/// Runs `f` with the durability of writes to `db` deferred.
+fn with_deferred<R>(db: DatabaseId, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<DatabaseId>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            DEFERRED.with(|d| d.set(self.0));
+        }
+    }
+    let _restore = Restore(DEFERRED.with(|d| d.replace(Some(db))));
+    f()
+}
+
+/// Whether a write to `db` on this thread now may skip its own durable
+/// commit (asked by the crate's key stores).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn durability_deferred(db: DatabaseId) -> bool {
+    DEFERRED.with(Cell::get) == Some(db)
+}
+
+/// Whether this thread's scope of custodian `id` holds staged events.
+fn has_staged(id: u64) -> bool {
+    OPEN.with(Cell::get) > 0
+        && SCOPES.with(|s| {
+            s.borrow()
+                .iter()
+                .rev()
+                .find(|s| s.custodian == id)
+                .is_some_and(|s| !s.staged.is_empty())
+        })
+}
+
 /// Whether this thread has a scope of custodian `id` open.
 pub(crate) fn is_open(id: u64) -> bool {
     OPEN.with(Cell::get) > 0 && SCOPES.with(|s| s.borrow().iter().any(|s| s.custodian == id))
@@ -221,10 +337,20 @@ impl<'a> Open<'a> {
 
     /// Ends the scope: commits what it staged. `Err` if that commit, or one
     /// inside the scope, failed.
-    pub(crate) fn close(mut self) -> Result<(), AuditError> {
+    pub(crate) fn close(self) -> Result<(), AuditError> {
+        self.close_deferring(None)
+    }
+
+    /// [`close`](Self::close), its commit's durability deferred to a
+    /// durable write to `db` that the caller makes next (see
+    /// [`Custodian::request_then`]).
+    pub(crate) fn close_deferring(mut self, db: Option<DatabaseId>) -> Result<(), AuditError> {
         self.closed = true;
         let scope = self.pop();
-        let committed = self.custodian.commit_staged(&scope.staged);
+        let committed = match db {
+            Some(db) => with_deferred(db, || self.custodian.commit_staged(&scope.staged)),
+            None => self.custodian.commit_staged(&scope.staged),
+        };
         match scope.failed {
             Some(e) => Err(e),
             None => committed,
@@ -329,6 +455,46 @@ impl Custodian {
         }
     }
 
+    /// [`request`](Self::request), then `then` with its result: a durable
+    /// write of the host's to the database `db`, which the stores make in
+    /// one transaction ([`SqliteStore::commit_request`](crate::store::sqlite::SqliteStore::commit_request)).
+    /// If this custodian's sink commits to `db` too, the scope's commit is
+    /// made without waiting for the disk: `then`'s durable commit, later on
+    /// the same log, makes both durable at once — and nothing left the
+    /// scope before it. If power fails first, both are lost, and with them
+    /// only uses whose results never left the process.
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    pub(crate) fn request_then<T, E: From<Error>>(
+        &self,
+        db: DatabaseId,
+        f: impl FnOnce() -> Result<T, E>,
+        then: impl FnOnce(&T) -> Result<(), E>,
+    ) -> Result<T, E> {
+        crate::reentry::check()?;
+        if !self.batches || is_open(self.id) {
+            let value = f()?;
+            // Inside an outer scope: its events so far are committed,
+            // durably, before the host's write.
+            self.flush_request()?;
+            then(&value)?;
+            return Ok(value);
+        }
+        let deferred = (self.sink.database() == Some(db)).then_some(db);
+        let scope = Open::new(self);
+        let out = f();
+        match scope.close_deferring(deferred) {
+            Ok(()) => {
+                let value = out?;
+                then(&value)?;
+                Ok(value)
+            }
+            Err(e) => {
+                drop(out);
+                Err(Error::Audit(e).into())
+            }
+        }
+    }
+
     /// Commits the events staged so far in this thread's
     /// [request scope](Self::request), now: before host code inside the
     /// scope sends something out of the process by its own means (writes a
@@ -378,5 +544,76 @@ impl Custodian {
             return Ok(());
         }
         crate::reentry::host(|| self.sink.record_batch(staged))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{AuditSink, MemoryAuditLog};
+    use crate::data::EmailAddress;
+    use crate::purpose::Transaction;
+    use crate::{PersonalInfo, SubjectId};
+
+    /// A sink whose batches count as one commit, so scopes stage.
+    struct Atomic(MemoryAuditLog);
+    impl AuditSink for Atomic {
+        fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+            self.0.record(event)
+        }
+        fn atomic_batches(&self) -> bool {
+            true
+        }
+    }
+
+    /// Deferred durability is granted only to the custodian whose scope
+    /// holds staged events (which its close commits after the write), only
+    /// for the database named, and only for the call it wraps.
+    #[test]
+    fn a1_durability_is_deferred_only_to_a_scope_with_events_to_commit() {
+        let db = DatabaseId(1);
+        let other = DatabaseId(2);
+        let custodian = || {
+            Custodian::builder()
+                .audit(Atomic(MemoryAuditLog::new()))
+                .build()
+                .unwrap()
+        };
+        let (a, b) = (custodian(), custodian());
+        let inside = |c: &Custodian| deferring(c.id, Some(db), || durability_deferred(db));
+        // Outside a scope: durable.
+        assert!(!inside(&a));
+        let seen = a
+            .request(|| -> Result<_, Error> {
+                // A scope with nothing staged may commit nothing: durable.
+                let empty = inside(&a);
+                let info: PersonalInfo<EmailAddress, Transaction> =
+                    a.collect(SubjectId::random(), EmailAddress::parse("ada@example.com")?)?;
+                drop(info);
+                let staged = inside(&a);
+                // Another custodian's call on this thread: durable.
+                let other_custodian = inside(&b);
+                // Another database: durable.
+                let other_db = deferring(a.id, Some(db), || durability_deferred(other));
+                // No database named (a host's own key store or sink): durable.
+                let none = deferring(a.id, None, || durability_deferred(db));
+                // After the call: durable again.
+                let after = durability_deferred(db);
+                // Once committed (`flush_request`), nothing is staged: durable.
+                a.flush_request()?;
+                let flushed = inside(&a);
+                Ok([
+                    empty,
+                    staged,
+                    other_custodian,
+                    other_db,
+                    none,
+                    after,
+                    flushed,
+                ])
+            })
+            .unwrap();
+        assert_eq!(seen, [false, true, false, false, false, false, false]);
+        assert!(!inside(&a));
     }
 }

@@ -110,10 +110,7 @@ impl TryFrom<&[u8]> for SubjectId {
 
 impl fmt::Display for SubjectId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0)
     }
 }
 
@@ -166,10 +163,7 @@ impl SubjectTag {
 
 impl fmt::Display for SubjectTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for b in self.0 {
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0)
     }
 }
 
@@ -267,6 +261,31 @@ impl Hasher for SubjectHasher {
         // bucket and the top 7 for the tag).
         folded_multiply(self.h, 0x243f_6a88_85a3_08d3)
     }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends the lowercase hex digits of `bytes` to `out`.
+pub(crate) fn push_hex(out: &mut String, bytes: &[u8]) {
+    out.reserve(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(HEX[usize::from(b >> 4)]));
+        out.push(char::from(HEX[usize::from(b & 15)]));
+    }
+}
+
+/// Writes the lowercase hex digits of `bytes` to `f`, 32 bytes per write.
+pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
+    let mut buf = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        for (pair, &b) in buf.chunks_exact_mut(2).zip(chunk) {
+            pair[0] = HEX[usize::from(b >> 4)];
+            pair[1] = HEX[usize::from(b & 15)];
+        }
+        // Only ASCII digits were written.
+        f.write_str(core::str::from_utf8(&buf[..chunk.len() * 2]).map_err(|_| fmt::Error)?)?;
+    }
+    Ok(())
 }
 
 pub(crate) fn hex_nibble(c: u8) -> Option<u8> {

@@ -45,7 +45,20 @@ struct Env<W: BatchWriter + 'static> {
     fail: Box<dyn Fn(bool) + Send + Sync>,
     /// Runs a closure while holding the store's connection.
     holding: Holding,
+    /// The store's `commit_request`: the closure's sealed texts go into the
+    /// host's table `host_rows` (a NULL instead, refused, when `fail`);
+    /// returns them, and how many audit rows the host's transaction saw.
+    commit: Commit,
+    /// How many rows `host_rows` holds.
+    host_rows: Box<dyn Fn() -> i64 + Send + Sync>,
 }
+
+type Sealing<'a> = &'a mut dyn FnMut() -> Result<Vec<String>, Error>;
+type Commit = Box<
+    dyn Fn(&Custodian, Sealing<'_>, bool) -> Result<(Vec<String>, i64), Box<dyn std::error::Error>>
+        + Send
+        + Sync,
+>;
 
 /// Runs host code while holding a store's connection.
 type Holding = Box<dyn Fn(&mut dyn FnMut()) + Send + Sync>;
@@ -65,8 +78,34 @@ fn sqlite() -> Env<privacy_pledge::store::sqlite::SqliteBatchWriter> {
         .audit(sink.clone())
         .build()
         .unwrap();
-    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    store
+        .with_connection(|c| c.execute_batch("CREATE TABLE host_rows (sealed TEXT NOT NULL)"))
+        .unwrap();
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let (s4, s5) = (store.clone(), store);
     Env {
+        commit: Box::new(move |c, f, fail| {
+            let seen = Cell::new(0);
+            let rows = s4.commit_request(
+                c,
+                || f().map_err(Box::<dyn std::error::Error>::from),
+                |tx, rows: &Vec<String>| {
+                    seen.set(tx.query_row("SELECT count(*) FROM pp_audit_log", [], |r| r.get(0))?);
+                    for r in rows {
+                        let v = (!fail).then_some(r);
+                        tx.execute("INSERT INTO host_rows VALUES (?1)", [v])?;
+                    }
+                    Ok(())
+                },
+            )?;
+            Ok((rows, seen.get()))
+        }),
+        host_rows: Box::new(move || {
+            s5.with_connection(|c| {
+                c.query_row("SELECT count(*) FROM host_rows", [], |r| r.get(0))
+                    .unwrap()
+            })
+        }),
         key,
         sink,
         custodian: Arc::new(custodian),
@@ -104,12 +143,40 @@ fn postgres(test: &str) -> Option<Env<privacy_pledge::store::postgres::PgBatchWr
         .with_client(|c| {
             c.batch_execute(
                 "CREATE FUNCTION pp_full() RETURNS trigger AS $$
-                 BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql;",
+                 BEGIN RAISE EXCEPTION 'disk full'; END $$ LANGUAGE plpgsql;
+                 CREATE TABLE host_rows (sealed TEXT NOT NULL);",
             )
         })
         .unwrap();
-    let (s1, s2, s3) = (store.clone(), store.clone(), store);
+    let (s1, s2, s3) = (store.clone(), store.clone(), store.clone());
+    let (s4, s5) = (store.clone(), store);
     Some(Env {
+        commit: Box::new(move |c, f, fail| {
+            let seen = Cell::new(0);
+            let rows = s4.commit_request(
+                c,
+                || f().map_err(Box::<dyn std::error::Error>::from),
+                |tx, rows: &Vec<String>| {
+                    seen.set(
+                        tx.query_one("SELECT count(*) FROM pp_audit_log", &[])?
+                            .get(0),
+                    );
+                    for r in rows {
+                        let v = (!fail).then_some(r);
+                        tx.execute("INSERT INTO host_rows VALUES ($1)", &[&v])?;
+                    }
+                    Ok(())
+                },
+            )?;
+            Ok((rows, seen.get()))
+        }),
+        host_rows: Box::new(move || {
+            s5.with_client(|c| {
+                c.query_one("SELECT count(*) FROM host_rows", &[])
+                    .unwrap()
+                    .get(0)
+            })
+        }),
         key,
         sink,
         custodian: Arc::new(custodian),
@@ -154,7 +221,76 @@ on_both!(
     a1_a_scope_inside_the_stores_connection_is_refused,
     a1_a_consent_change_commits_before_it_is_written,
     a1_an_erasure_commits_before_the_keys_are_destroyed,
+    a1_a_request_and_the_hosts_rows_commit_once_events_first,
+    a1_a_failed_host_write_drops_the_result_and_keeps_the_events,
+    a1_inside_an_outer_scope_its_events_commit_before_the_hosts_rows,
 );
+
+/// The uses of a sign-up (without a scope of their own).
+fn seal_four(c: &Custodian, subject: SubjectId) -> Result<Vec<String>, Error> {
+    let name: PersonalInfo<FullName, Transaction> =
+        c.collect(subject, FullName::parse("Ada Lovelace").unwrap())?;
+    let email: PersonalInfo<EmailAddress, Transaction> =
+        c.collect(subject, EmailAddress::parse("ada@example.com").unwrap())?;
+    let address: PersonalInfo<PostalAddress, Transaction> = c.collect(
+        subject,
+        PostalAddress::parse("1 Road\nYork YO1 7HH\nGB").unwrap(),
+    )?;
+    let phone: PersonalInfo<PhoneNumber, Transaction> =
+        c.collect(subject, PhoneNumber::parse("+44 20 7946 0958").unwrap())?;
+    Ok(vec![
+        c.seal(&name)?.to_text(),
+        c.seal(&email)?.to_text(),
+        c.seal(&address)?.to_text(),
+        c.seal(&phone)?.to_text(),
+    ])
+}
+
+/// A1: `commit_request` runs the uses as one scope and writes the host's
+/// rows in one transaction after the scope's events are committed: the
+/// host's transaction already sees all eight (recorded before the rows are
+/// written), the sink made one commit, and the rows are there.
+fn a1_a_request_and_the_hosts_rows_commit_once_events_first<W: BatchWriter>(env: &Env<W>) {
+    let before = env.sink.commits();
+    let c = &env.custodian;
+    let subject = SubjectId::random();
+    let (rows, seen) = (env.commit)(c, &mut || seal_four(c, subject), false).unwrap();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(seen, 8, "every event committed before the host's rows");
+    assert_eq!(env.sink.commits() - before, 1);
+    assert_eq!((env.host_rows)(), 4);
+    assert_eq!((env.trail)().len(), 8);
+}
+
+/// A1: a host write that fails (a NULL into a NOT NULL column) is an error;
+/// the result never reaches the host, no row is written, and the events
+/// of the uses that did happen stay in the trail.
+fn a1_a_failed_host_write_drops_the_result_and_keeps_the_events<W: BatchWriter>(env: &Env<W>) {
+    let c = &env.custodian;
+    let subject = SubjectId::random();
+    let refused = (env.commit)(c, &mut || seal_four(c, subject), true);
+    assert!(refused.is_err());
+    assert_eq!((env.host_rows)(), 0);
+    assert_eq!((env.trail)().len(), 8);
+}
+
+/// A1: `commit_request` inside an outer scope joins it, but the outer
+/// scope's events so far (and the inner ones) are committed before the
+/// host's rows are written.
+fn a1_inside_an_outer_scope_its_events_commit_before_the_hosts_rows<W: BatchWriter>(env: &Env<W>) {
+    let c = &env.custodian;
+    let subject = SubjectId::random();
+    let seen = c
+        .request(|| -> Result<_, Error> {
+            let _early: PersonalInfo<FullName, Transaction> =
+                c.collect(subject, FullName::parse("Early Bird").unwrap())?;
+            let (_, seen) = (env.commit)(c, &mut || seal_four(c, subject), false).unwrap();
+            Ok(seen)
+        })
+        .unwrap();
+    assert_eq!(seen, 9);
+    assert_eq!((env.host_rows)(), 4);
+}
 
 fn actions(events: &[AuditEvent]) -> Vec<Action> {
     events.iter().map(AuditEvent::action).collect()

@@ -1447,3 +1447,49 @@ fn liveness_an_exhausted_pool_refuses_after_the_acquire_timeout() {
     custodian.seal(&email).unwrap();
     assert!(store.trail().is_ok());
 }
+
+/// A5 (power may fail at any moment): inside a request scope, a new
+/// subject's key and its noted lookup token are written without a durable
+/// commit of their own — the scope's audit commit, on the same log and
+/// after them, makes them durable. Afterwards the key and the note are
+/// there, the trail holds the scope's events, and every connection the
+/// store lends is back to `synchronous = FULL` (2): no later write of the
+/// host or the store is left without its own durable commit.
+#[test]
+fn a5_a_request_scopes_key_writes_leave_every_connection_durable() {
+    use privacy_pledge::crypto::{KeyStore, SubjectKeys};
+    let dir = temp_dir("deferred_key_writes");
+    let store =
+        SqliteStore::open_with(dir.path("shop.db"), PoolOptions::new().pool_size(1)).unwrap();
+    let keyring = keyring();
+    let sink = store.audit_sink(keyring.audit_key()).unwrap();
+    assert_eq!(store.key_store().database(), {
+        use privacy_pledge::AuditSink;
+        sink.database()
+    });
+    let custodian = Custodian::builder()
+        .keyring(keyring)
+        .key_store(store.key_store())
+        .audit(sink)
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    let token = custodian
+        .request(|| -> Result<_, Error> {
+            let email: PersonalInfo<EmailAddress, Transaction> =
+                custodian.collect(ada, EmailAddress::parse("ada@example.com").unwrap())?;
+            custodian.seal(&email)?;
+            custodian.lookup_token(&email)
+        })
+        .unwrap();
+    assert!(matches!(
+        store.key_store().load(ada).unwrap(),
+        SubjectKeys::Live(keys) if keys.len() == 1
+    ));
+    let listed = store.key_store().to_destroy(ada).unwrap().unwrap();
+    assert_eq!(listed.lookup_tokens, vec![token.to_ref()]);
+    assert_eq!(store.trail().unwrap().len(), 2, "collect and seal");
+    let synchronous: i64 =
+        store.with_connection(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap());
+    assert_eq!(synchronous, 2, "FULL");
+}

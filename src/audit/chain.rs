@@ -333,7 +333,7 @@ impl Checkpoint {
 impl fmt::Display for Checkpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:", self.seq)?;
-        self.head.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        crate::subject::write_hex(f, &self.head)
     }
 }
 

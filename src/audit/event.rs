@@ -335,9 +335,7 @@ pub(crate) mod hex32 {
 
     pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
         let mut out = String::with_capacity(64);
-        for b in v {
-            out.push_str(&format!("{b:02x}"));
-        }
+        crate::subject::push_hex(&mut out, v);
         s.serialize_str(&out)
     }
 

@@ -187,7 +187,7 @@ impl CheckpointKey {
 
 impl fmt::Display for CheckpointKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+        crate::subject::write_hex(f, &self.0)
     }
 }
 
@@ -300,9 +300,7 @@ mod hex64 {
 
     pub fn serialize<S: Serializer>(v: &[u8; 64], s: S) -> Result<S::Ok, S::Error> {
         let mut out = String::with_capacity(128);
-        for b in v {
-            out.push_str(&format!("{b:02x}"));
-        }
+        crate::subject::push_hex(&mut out, v);
         s.serialize_str(&out)
     }
 

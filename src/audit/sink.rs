@@ -110,6 +110,19 @@ pub trait AuditSink: Send + Sync {
     fn atomic_batches(&self) -> bool {
         false
     }
+
+    /// The database this sink commits to, if it is one of the crate's
+    /// stores' (see [`DatabaseId`](crate::request::DatabaseId): a key store
+    /// on the same database then lets the request scope's commit make its
+    /// writes durable). The default, `None`, is right for every other sink.
+    ///
+    /// ```
+    /// use privacy_pledge::audit::{AuditSink, MemoryAuditLog};
+    /// assert_eq!(MemoryAuditLog::new().database(), None);
+    /// ```
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        None
+    }
 }
 
 /// Forwards the whole trait through a smart pointer, so a host can keep a
@@ -131,6 +144,9 @@ macro_rules! forward_sink {
             }
             fn atomic_batches(&self) -> bool {
                 (**self).atomic_batches()
+            }
+            fn database(&self) -> Option<crate::request::DatabaseId> {
+                (**self).database()
             }
         }
     )*};

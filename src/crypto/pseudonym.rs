@@ -179,9 +179,7 @@ pub(crate) use keyed_token_impls;
 
 keyed_token_impls!(Pseudonym, InvalidPseudonym);
 
-pub(crate) fn write_hex(f: &mut fmt::Formatter<'_>, bytes: &[u8]) -> fmt::Result {
-    bytes.iter().try_for_each(|b| write!(f, "{b:02x}"))
-}
+pub(crate) use crate::subject::write_hex;
 
 /// The text is not a pseudonym (64 lowercase hex digits).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]

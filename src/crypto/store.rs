@@ -190,6 +190,17 @@ pub trait KeyStore: Send + Sync {
         Ok(None)
     }
 
+    /// The database this store writes to, if it is one of the crate's
+    /// stores' ([`DatabaseId`](crate::request::DatabaseId)). When it is the
+    /// database the custodian's audit sink commits to, a new key and the
+    /// tokens noted inside a request scope are written without a durable
+    /// commit of their own: the scope's audit commit, which comes before
+    /// anything leaves the scope, makes them durable. The default, `None`,
+    /// keeps every write durable on its own.
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        None
+    }
+
     /// Every (subject, generation) whose key is wrapped under `kek_version`.
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError>;
 
@@ -276,6 +287,9 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     }
     fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
         (**self).to_destroy(subject)
+    }
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        (**self).database()
     }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         (**self).wrapped_under(kek_version)

@@ -154,6 +154,11 @@ pub(crate) struct Vault {
     rng: ring::rand::SystemRandom,
     nonce_keys: NonceKeys,
     noted: Mutex<Noted>,
+    /// The owning custodian, and the database its audit sink commits to if
+    /// the key store writes there too: inside that custodian's request
+    /// scope, a new key and a noted token skip their own durable commit
+    /// (see [`crate::request::DatabaseId`]).
+    durable_by: (u64, Option<crate::request::DatabaseId>),
 }
 
 fn bucket(len: usize) -> usize {
@@ -202,7 +207,26 @@ impl Vault {
             rng: ring::rand::SystemRandom::new(),
             nonce_keys: NonceKeys::generate()?,
             noted: Mutex::new(Noted::default()),
+            durable_by: (0, None),
         })
+    }
+
+    /// Lets the request scopes of custodian `owner`, whose audit sink
+    /// commits to `sink_db`, make this vault's new keys and noted tokens
+    /// durable — if the key store writes to that same database.
+    pub(crate) fn defer_durability(
+        &mut self,
+        owner: u64,
+        sink_db: Option<crate::request::DatabaseId>,
+    ) {
+        let db = sink_db.filter(|db| self.store.database() == Some(*db));
+        self.durable_by = (owner, db);
+    }
+
+    /// Runs a key store write that a request scope's commit may make
+    /// durable.
+    fn deferrable<R>(&self, write: impl FnOnce() -> R) -> R {
+        crate::request::deferring(self.durable_by.0, self.durable_by.1, write)
     }
 
     /// The cache lock. Refused while the thread is inside host code (a key
@@ -379,12 +403,14 @@ impl Vault {
             wrapped: self.provider.wrap(&dek, &context)?,
             uses: 0,
         };
-        let insert = |key: &StoredKey| match reserve {
-            0 => self.store.insert(subject, key.clone()),
-            n => self
-                .store
-                .insert_reserving(subject, key.clone(), n)
-                .map(drop),
+        let insert = |key: &StoredKey| {
+            self.deferrable(|| match reserve {
+                0 => self.store.insert(subject, key.clone()),
+                n => self
+                    .store
+                    .insert_reserving(subject, key.clone(), n)
+                    .map(drop),
+            })
         };
         let mut inserted = insert(&key);
         for _ in 0..8 {
@@ -717,9 +743,10 @@ impl Vault {
         &self,
         subject: SubjectId,
         value: &T,
+        now: Timestamp,
     ) -> Result<Pseudonym<T>, Error> {
         let p = Pseudonym::compute(&self.pseudonym_key, value);
-        self.note_token(subject, *p.as_bytes(), |store| {
+        self.note_token(subject, *p.as_bytes(), now, |store| {
             store.note_pseudonym(subject, p.to_ref())
         })?;
         Ok(p)
@@ -734,6 +761,7 @@ impl Vault {
         &self,
         subject: SubjectId,
         token: [u8; 32],
+        now: Timestamp,
         note: impl FnOnce(&dyn KeyStore) -> Result<(), super::KeyStoreError>,
     ) -> Result<(), Error> {
         crate::reentry::check_connection()?;
@@ -754,12 +782,25 @@ impl Vault {
         if !fresh {
             return Ok(());
         }
-        let noted = match self.store.load(subject) {
+        // A subject whose keys this vault read (or made) within its bound
+        // is live as far as it may know: no second read of the key store,
+        // as for a seal.
+        let live = self
+            .lock()?
+            .slots
+            .map
+            .get(&subject)
+            .is_some_and(|s| self.fresh(s, now.unix_nanos()));
+        let noted = match if live {
+            Ok(SubjectKeys::Absent)
+        } else {
+            self.store.load(subject)
+        } {
             Ok(SubjectKeys::Erased { at }) => Err(Error::Erased {
                 subject,
                 at: Some(at),
             }),
-            Ok(_) => note(&*self.store).map_err(Error::from),
+            Ok(_) => self.deferrable(|| note(&*self.store)).map_err(Error::from),
             Err(e) => Err(e.into()),
         };
         if noted.is_err() {
@@ -917,6 +958,9 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
     fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
         crate::reentry::host(|| self.0.to_destroy(subject))
     }
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        self.0.database()
+    }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         crate::reentry::host(|| self.0.wrapped_under(kek_version))
     }
@@ -1071,12 +1115,13 @@ mod tests {
         let v = vault(64); // notes up to 4 x 64 pseudonyms before starting over
         let (s, other) = (SubjectId::from(3), SubjectId::from(4));
         let email = |t: &str| EmailAddress::parse(t).unwrap();
+        let t = Timestamp::from_unix_seconds(1);
         for i in 0..100 {
-            v.pseudonym(s, &email(&format!("a{i}@example.com")))
+            v.pseudonym(s, &email(&format!("a{i}@example.com")), t)
                 .unwrap();
         }
-        v.pseudonym(s, &email("a0@example.com")).unwrap(); // noted once
-        v.pseudonym(other, &email("b@example.com")).unwrap();
+        v.pseudonym(s, &email("a0@example.com"), t).unwrap(); // noted once
+        v.pseudonym(other, &email("b@example.com"), t).unwrap();
         assert_eq!(v.noted.lock().unwrap().set.len(), 101);
         let destroyed = v.erase(s, Timestamp::from_unix_seconds(1)).unwrap();
         assert_eq!(destroyed.pseudonyms.len(), 100);
@@ -1086,7 +1131,7 @@ mod tests {
             assert!(!n.by_subject.contains_key(&s));
         }
         assert!(matches!(
-            v.pseudonym(s, &email("a0@example.com")),
+            v.pseudonym(s, &email("a0@example.com"), t),
             Err(Error::Erased { .. })
         ));
         assert_eq!(v.noted.lock().unwrap().set.len(), 1);

@@ -49,6 +49,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 
 pub use postgres;
+use postgres::types::Type;
 use postgres::{Client, NoTls};
 
 use super::pool::{Conn, Conns, Pool};
@@ -244,6 +245,11 @@ impl PgStore {
         })
     }
 
+    /// Which database this store is (see [`crate::request::DatabaseId`]).
+    fn database_id(&self) -> crate::request::DatabaseId {
+        crate::request::DatabaseId::of(&self.conns)
+    }
+
     /// The connections' address: which store's connection a thread holds
     /// inside [`with_client`](Self::with_client).
     fn id(&self) -> usize {
@@ -303,6 +309,67 @@ impl PgStore {
             unreachable!("a pooled connection waited for without a timeout")
         };
         super::hold(self.id(), || f(&mut client))
+    }
+
+    /// One request in one durable commit: runs `f` as a [request
+    /// scope](crate::Custodian::request) of `custodian`, then `write` — the
+    /// host's own rows, made from `f`'s result — in one transaction on this
+    /// store, and returns the result once that transaction is committed
+    /// (synchronously: its commit record is flushed).
+    ///
+    /// If `custodian`'s audit sink is this store's, the scope's events are
+    /// committed first with `synchronous_commit = off`, and so are the new
+    /// keys and lookup tokens its key store notes meanwhile
+    /// ([`DatabaseId`](crate::request::DatabaseId)); `write`'s commit, the
+    /// one that waits for the disk, flushes the write-ahead log up to its
+    /// own record, past theirs, so it makes them durable too. Still
+    /// "recorded before it happens" (R10): every event is committed before
+    /// the host's rows are written, and nothing `f` made leaves the call
+    /// before the durable commit. The argument is
+    /// [`SqliteStore::commit_request`](crate::store::sqlite::SqliteStore::commit_request)'s.
+    ///
+    /// If `write` fails, the result is dropped and the host gets the error;
+    /// the scope's events stay recorded. A custodian call from `write` is
+    /// refused ([`Error::Reentrant`](crate::Error::Reentrant)).
+    ///
+    /// ```no_run
+    /// use privacy_pledge::store::postgres::PgStore;
+    /// # fn sign_up(custodian: &privacy_pledge::Custodian, store: &PgStore) -> Result<(), Box<dyn std::error::Error>> {
+    /// let ada = privacy_pledge::SubjectId::random();
+    /// let sealed = store.commit_request(
+    ///     custodian,
+    ///     || -> Result<_, Box<dyn std::error::Error>> {
+    ///         let email = custodian.collect::<_, privacy_pledge::purpose::Transaction>(
+    ///             ada,
+    ///             privacy_pledge::data::EmailAddress::parse("ada@example.com")?,
+    ///         )?;
+    ///         Ok(custodian.seal(&email)?)
+    ///     },
+    ///     |tx, sealed| {
+    ///         tx.execute("INSERT INTO customers VALUES ($1, $2)", &[&ada, sealed])?;
+    ///         Ok(())
+    ///     },
+    /// )?;
+    /// # drop(sealed);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn commit_request<T, E>(
+        &self,
+        custodian: &crate::Custodian,
+        f: impl FnOnce() -> Result<T, E>,
+        write: impl FnOnce(&mut postgres::Transaction<'_>, &T) -> Result<(), postgres::Error>,
+    ) -> Result<T, E>
+    where
+        E: From<crate::Error> + From<StoreError>,
+    {
+        custodian.request_then(self.database_id(), f, |value| {
+            let mut client = self.lock().map_err(StoreError::from)?;
+            let mut tx = client.transaction().map_err(db_err)?;
+            super::hold(self.id(), || write(&mut tx, value)).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(())
+        })
     }
 
     /// The schema version of the database.
@@ -519,6 +586,7 @@ pub struct PgBatchWriter {
 #[derive(Debug)]
 struct Prepared {
     rows: postgres::Statement,
+    rows_deferred: postgres::Statement,
     rows_and_checkpoint: postgres::Statement,
 }
 
@@ -531,6 +599,14 @@ const UPSERT_CHECKPOINT: &str =
 
 const INSERT_ROWS: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
      SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])";
+
+/// `INSERT_ROWS` committed without waiting for the log to reach the disk:
+/// `set_config(…, true)` is `SET LOCAL` for the statement's own (implicit)
+/// transaction, evaluated before its commit, so one round trip (see
+/// `request::DatabaseId` for why a durable commit follows).
+const INSERT_ROWS_DEFERRED: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
+     (SELECT set_config('synchronous_commit', 'off', true)) cfg";
 
 /// `INSERT_ROWS` and the checkpoint's upsert as one statement: a
 /// data-modifying `WITH` runs exactly once, in the statement's transaction.
@@ -555,10 +631,15 @@ fn seq_col(seq: u64) -> Result<i64, AuditError> {
 }
 
 impl BatchWriter for PgBatchWriter {
+    fn database(&self) -> crate::request::DatabaseId {
+        self.store.database_id()
+    }
+
     fn write(
         &self,
         rows: &[Row<'_>],
         checkpoint: Option<(&SignedCheckpoint, &str)>,
+        durable: bool,
     ) -> Result<(), AuditError> {
         let streams: Vec<&str> = rows.iter().map(Row::stream).collect();
         let seqs: Vec<i64> = rows.iter().map(Row::seq).collect();
@@ -571,6 +652,9 @@ impl BatchWriter for PgBatchWriter {
         if prepared.is_none() {
             *prepared = Some(Prepared {
                 rows: client.prepare(INSERT_ROWS).map_err(insert_failed)?,
+                rows_deferred: client
+                    .prepare(INSERT_ROWS_DEFERRED)
+                    .map_err(insert_failed)?,
                 rows_and_checkpoint: client
                     .prepare(INSERT_ROWS_AND_CHECKPOINT)
                     .map_err(insert_failed)?,
@@ -580,8 +664,13 @@ impl BatchWriter for PgBatchWriter {
             return Err(AuditError::new("pp_audit_log insert failed: not prepared"));
         };
         let result = match checkpoint {
+            // (A batch with a checkpoint due is always durable.)
             None => client.execute(
-                &statements.rows,
+                if durable {
+                    &statements.rows
+                } else {
+                    &statements.rows_deferred
+                },
                 &[&streams, &seqs, &times, &subjects, &actions, &events],
             ),
             Some((signed, json)) => client.execute(
@@ -662,11 +751,19 @@ fn locked<R>(
 ) -> Result<R, KeyStoreError> {
     let mut client = store.lock()?;
     let mut tx = client.transaction().map_err(backend)?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-        &[&subject],
-    )
-    .map_err(backend)?;
+    // Inside a request scope whose audit commit goes to this database (see
+    // `request::DatabaseId`), this commit need not wait for the log to
+    // reach the disk: the scope's own synchronous commit, later on the same
+    // log, does. (`set_config(…, true)` is `SET LOCAL`, here in the same
+    // round trip as the lock.)
+    let sql = if crate::request::durability_deferred(store.database_id()) {
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
+                set_config('synchronous_commit', 'off', true)"
+    } else {
+        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+    };
+    tx.query_typed(sql, &[(&subject, Type::TEXT)])
+        .map_err(backend)?;
     let out = f(&mut tx)?;
     tx.commit().map_err(backend)?;
     Ok(out)
@@ -681,7 +778,7 @@ fn kek_state(tx: &mut postgres::Transaction<'_>, share: bool) -> Result<KekState
         "SELECT floor, claimed, claimed_at, renewed_at FROM pp_kek_state WHERE id = 1"
     };
     let row = tx
-        .query_opt(sql, &[])
+        .query_typed_opt(sql, &[])
         .map_err(backend)?
         .ok_or_else(|| backend("pp_kek_state has no row"))?;
     let time = |t: Option<i64>| {
@@ -722,9 +819,9 @@ fn erased_at(
     subject: &str,
 ) -> Result<Option<i64>, KeyStoreError> {
     Ok(tx
-        .query_opt(
+        .query_typed_opt(
             "SELECT erased_at FROM pp_erased_subjects WHERE subject = $1",
-            &[&subject],
+            &[(&subject, Type::TEXT)],
         )
         .map_err(backend)?
         .map(|r| r.get(0)))
@@ -751,6 +848,10 @@ fn listed(tx: &mut postgres::Transaction<'_>, subject: &str) -> Result<Destroyed
 }
 
 impl KeyStore for PgKeyStore {
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        Some(self.store.database_id())
+    }
+
     /// `uses` is written as given: a new key and its first reservation
     /// are one transaction.
     fn keeps_uses_on_insert(&self) -> bool {
@@ -759,35 +860,37 @@ impl KeyStore for PgKeyStore {
 
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
         let s = subject.to_string();
-        let mut client = self.store.lock()?;
-        let mut tx = client
-            .build_transaction()
-            .isolation_level(postgres::IsolationLevel::RepeatableRead)
-            .read_only(true)
-            .start()
+        // One statement, so one snapshot and one round trip: the tombstone
+        // if there is one, else every key (no row: no key).
+        let rows = self
+            .store
+            .lock()?
+            .query_typed(
+                "SELECT e.erased_at, k.generation, k.kek_version, k.wrapped, k.uses
+                 FROM (SELECT $1::text AS subject) q
+                 LEFT JOIN pp_erased_subjects e ON e.subject = q.subject
+                 LEFT JOIN pp_subject_keys k ON k.subject = q.subject AND e.subject IS NULL
+                 ORDER BY k.generation",
+                &[(&s, Type::TEXT)],
+            )
             .map_err(backend)?;
-        if let Some(at) = erased_at(&mut tx, &s)? {
+        if let Some(at) = rows.first().and_then(|r| r.get::<_, Option<i64>>(0)) {
             return Ok(SubjectKeys::Erased {
                 at: Timestamp::from_unix_nanos(u64_col(at, "erased_at")?),
             });
         }
-        let rows = tx
-            .query(
-                "SELECT generation, kek_version, wrapped, uses FROM pp_subject_keys
-                 WHERE subject = $1 ORDER BY generation",
-                &[&s],
-            )
-            .map_err(backend)?;
-        tx.commit().map_err(backend)?;
         let mut keys = Vec::with_capacity(rows.len());
-        for r in rows {
+        for r in &rows {
+            let Some(generation) = r.get::<_, Option<i64>>(1) else {
+                continue;
+            };
             keys.push(StoredKey {
-                generation: u32_col(r.get(0), "generation")?,
+                generation: u32_col(generation, "generation")?,
                 wrapped: Wrapped {
-                    kek_version: u32_col(r.get(1), "kek_version")?,
-                    bytes: r.get(2),
+                    kek_version: u32_col(r.get(2), "kek_version")?,
+                    bytes: r.get(3),
                 },
-                uses: u64_col(r.get(3), "uses")?,
+                uses: u64_col(r.get(4), "uses")?,
             });
         }
         Ok(if keys.is_empty() {
@@ -806,15 +909,15 @@ impl KeyStore for PgKeyStore {
             }
             check_floor(tx, &key.wrapped)?;
             let inserted = tx
-                .execute(
+                .execute_typed(
                     "INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
                     &[
-                        &s,
-                        &i64::from(key.generation),
-                        &i64::from(key.wrapped.kek_version),
-                        &key.wrapped.bytes,
-                        &uses,
+                        (&s, Type::TEXT),
+                        (&i64::from(key.generation), Type::INT8),
+                        (&i64::from(key.wrapped.kek_version), Type::INT8),
+                        (&key.wrapped.bytes, Type::BYTEA),
+                        (&uses, Type::INT8),
                     ],
                 )
                 .map_err(backend)?;
@@ -990,10 +1093,10 @@ impl PgKeyStore {
         let p = serde_json::to_string(token).map_err(backend)?;
         locked(&self.store, &s, |tx| {
             if erased_at(tx, &s)?.is_none() {
-                tx.execute(
+                tx.execute_typed(
                     "INSERT INTO pp_subject_pseudonyms (subject, pseudonym) VALUES ($1, $2)
                      ON CONFLICT DO NOTHING",
-                    &[&s, &p],
+                    &[(&s, Type::TEXT), (&p, Type::TEXT)],
                 )
                 .map_err(backend)?;
             }

@@ -300,6 +300,11 @@ impl SqliteStore {
         })
     }
 
+    /// Which database this store is (see [`crate::request::DatabaseId`]).
+    fn database_id(&self) -> crate::request::DatabaseId {
+        crate::request::DatabaseId::of(&self.conns)
+    }
+
     /// The connections' address: which store's connection a thread holds
     /// inside [`with_connection`](Self::with_connection).
     fn id(&self) -> usize {
@@ -380,7 +385,11 @@ fn busy(tries: i32) -> bool {
 /// transaction the host left open (`BEGIN` without `COMMIT`) is rolled back.
 /// (rusqlite's `Transaction` rolls back when dropped, also on panic.)
 fn reset(conn: &mut Connection) -> bool {
-    conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok()
+    // Every connection commits durably once returned, whatever its last
+    // user set (a deferred key-store write restores it itself; this is
+    // the net under it).
+    let closed = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
+    closed && conn.pragma_update(None, "synchronous", "FULL").is_ok()
 }
 
 impl SqliteStore {
@@ -443,6 +452,84 @@ impl SqliteStore {
     /// The schema version of the database.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         schema_version(&*self.lock()?)
+    }
+
+    /// One request in one durable commit: runs `f` as a [request
+    /// scope](crate::Custodian::request) of `custodian`, then `write` — the
+    /// host's own rows, made from `f`'s result — in one transaction on this
+    /// store, and returns the result once that transaction is on disk.
+    ///
+    /// If `custodian`'s audit sink is this store's
+    /// ([`audit_sink`](Self::audit_sink)), the scope's events are committed
+    /// first *without* waiting for the disk, and so are the new keys and
+    /// lookup tokens its key store notes meanwhile
+    /// ([`DatabaseId`](crate::request::DatabaseId)); `write`'s transaction,
+    /// the one durable commit, comes after them on the same write-ahead log,
+    /// which SQLite makes durable in order, so it makes them durable too.
+    /// Still "recorded before it happens" (R10): every event is committed —
+    /// visible to every process — before the host's rows are written, and
+    /// nothing `f` made leaves the call before the durable commit; if power
+    /// fails before it, the events are lost with everything that could
+    /// have needed them. With another sink the scope commits durably on its
+    /// own, as [`Custodian::request`](crate::Custodian::request) does.
+    ///
+    /// If `write` fails, the result is dropped and the host gets the error
+    /// (`StoreError::Database`); the scope's events stay recorded (the uses
+    /// inside `f` did happen). `write` runs inside this store's connection:
+    /// a custodian call from it is refused ([`Error::Reentrant`](crate::Error::Reentrant)).
+    ///
+    /// ```
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    /// use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
+    /// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+    ///
+    /// let store = SqliteStore::open_in_memory()?;
+    /// let keyring = std::sync::Arc::new(privacy_pledge::crypto::Keyring::generate()?);
+    /// let sink = std::sync::Arc::new(store.audit_sink(keyring.audit_key())?);
+    /// let custodian = Custodian::builder()
+    ///     .keyring(keyring)
+    ///     .key_store(store.key_store())
+    ///     .audit(sink.clone())
+    ///     .build()?;
+    /// store.with_connection(|c| c.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB)"))?;
+    ///
+    /// let ada = SubjectId::random();
+    /// let sealed = store.commit_request(
+    ///     &custodian,
+    ///     || -> Result<_, Box<dyn std::error::Error>> {
+    ///         let email: PersonalInfo<EmailAddress, Transaction> =
+    ///             custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+    ///         Ok(custodian.seal(&email)?)
+    ///     },
+    ///     |tx, sealed| {
+    ///         tx.execute("INSERT INTO customers VALUES (?1, ?2)", rusqlite::params![ada, sealed])?;
+    ///         Ok(())
+    ///     },
+    /// )?;
+    /// assert_eq!(sink.events(), 2); // collect and seal, committed with the row
+    /// # drop(sealed);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_request<T, E>(
+        &self,
+        custodian: &crate::Custodian,
+        f: impl FnOnce() -> Result<T, E>,
+        write: impl FnOnce(&rusqlite::Transaction<'_>, &T) -> rusqlite::Result<()>,
+    ) -> Result<T, E>
+    where
+        E: From<crate::Error> + From<StoreError>,
+    {
+        custodian.request_then(self.database_id(), f, |value| {
+            let mut conn = self.lock().map_err(StoreError::from)?;
+            let _turn = self.writing();
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(db_err)?;
+            super::hold(self.id(), || write(&tx, value)).map_err(db_err)?;
+            tx.commit().map_err(db_err)?;
+            Ok(())
+        })
     }
 
     /// The consent store over `pp_consents`, for
@@ -678,47 +765,30 @@ fn insert_failed(e: rusqlite::Error) -> AuditError {
 }
 
 impl BatchWriter for SqliteBatchWriter {
+    fn database(&self) -> crate::request::DatabaseId {
+        self.store.database_id()
+    }
+
     fn write(
         &self,
         rows: &[Row<'_>],
         checkpoint: Option<(&SignedCheckpoint, &str)>,
+        durable: bool,
     ) -> Result<(), AuditError> {
         let mut conn = self.store.writer()?;
         let _turn = self.store.writing();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
+        // Set for every batch, so a durable one never depends on an earlier
+        // batch having restored the setting.
+        let mode = if durable { "FULL" } else { "NORMAL" };
+        conn.pragma_update(None, "synchronous", mode)
             .map_err(insert_failed)?;
-        {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
+        let written = write_rows(&mut conn, rows, checkpoint);
+        if !durable {
+            // For the host's statements on a store of one connection.
+            conn.pragma_update(None, "synchronous", "FULL")
                 .map_err(insert_failed)?;
-            for r in rows {
-                stmt.execute(params![
-                    r.stream(),
-                    r.seq(),
-                    r.time(),
-                    r.subject(),
-                    r.action(),
-                    r.json()
-                ])
-                .map_err(insert_failed)?;
-            }
         }
-        if let Some((signed, json)) = checkpoint {
-            tx.execute(
-                UPSERT_CHECKPOINT,
-                params![
-                    signed.stream().to_string(),
-                    seq_col(signed.checkpoint().seq())?,
-                    json
-                ],
-            )
-            .map_err(insert_failed)?;
-        }
-        tx.commit().map_err(insert_failed)
+        written
     }
 
     fn upsert_checkpoint(
@@ -739,6 +809,48 @@ impl BatchWriter for SqliteBatchWriter {
         .map(|_| ())
         .map_err(insert_failed)
     }
+}
+
+/// The rows and checkpoint of one audit batch, in one immediate transaction.
+fn write_rows(
+    conn: &mut Connection,
+    rows: &[Row<'_>],
+    checkpoint: Option<(&SignedCheckpoint, &str)>,
+) -> Result<(), AuditError> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(insert_failed)?;
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .map_err(insert_failed)?;
+        for r in rows {
+            stmt.execute(params![
+                r.stream(),
+                r.seq(),
+                r.time(),
+                r.subject(),
+                r.action(),
+                r.json()
+            ])
+            .map_err(insert_failed)?;
+        }
+    }
+    if let Some((signed, json)) = checkpoint {
+        tx.execute(
+            UPSERT_CHECKPOINT,
+            params![
+                signed.stream().to_string(),
+                seq_col(signed.checkpoint().seq())?,
+                json
+            ],
+        )
+        .map_err(insert_failed)?;
+    }
+    tx.commit().map_err(insert_failed)
 }
 
 // ---------------------------------------------------------------------------
@@ -847,16 +959,35 @@ impl SqliteKeyStore {
         f: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<R, KeyStoreError>,
     ) -> Result<R, KeyStoreError> {
         let mut conn = self.store.lock()?;
-        let _turn =
-            (!matches!(behavior, TransactionBehavior::Deferred)).then(|| self.store.writing());
-        let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
-        let out = f(&tx)?;
-        tx.commit().map_err(backend)?;
-        Ok(out)
+        let writes = !matches!(behavior, TransactionBehavior::Deferred);
+        let _turn = writes.then(|| self.store.writing());
+        // Inside a request scope whose audit commit goes to this database
+        // (see `request::DatabaseId`), the commit need not reach the disk:
+        // the scope's own (`synchronous = FULL`) does, on the same log.
+        let deferred = writes && crate::request::durability_deferred(self.store.database_id());
+        if deferred {
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .map_err(backend)?;
+        }
+        let out = (|| {
+            let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(backend)?;
+            Ok(out)
+        })();
+        if deferred {
+            conn.pragma_update(None, "synchronous", "FULL")
+                .map_err(backend)?;
+        }
+        out
     }
 }
 
 impl KeyStore for SqliteKeyStore {
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        Some(self.store.database_id())
+    }
+
     /// `uses` is written as given: a new key and its first reservation
     /// are one transaction.
     fn keeps_uses_on_insert(&self) -> bool {

@@ -21,12 +21,18 @@ pub(crate) mod sealed {
 /// sinks do differently. Sealed: implemented by the stores of this crate.
 pub trait BatchWriter: sealed::Sealed + Send + Sync {
     /// Writes `rows` (and, if given, the stream's new signed checkpoint) in
-    /// one transaction: all or nothing.
+    /// one transaction: all or nothing. Durably before it returns, unless
+    /// `durable` is false: then a durable commit the caller makes next on
+    /// the same database does it (see [`crate::request::DatabaseId`]).
     fn write(
         &self,
         rows: &[Row<'_>],
         checkpoint: Option<(&SignedCheckpoint, &str)>,
+        durable: bool,
     ) -> Result<(), AuditError>;
+
+    /// The database the rows go to.
+    fn database(&self) -> crate::request::DatabaseId;
 
     /// Keeps `checkpoint` as its stream's newest (if it is newer).
     fn upsert_checkpoint(
@@ -181,6 +187,10 @@ struct Pending {
     stream: StreamId,
     head: Checkpoint,
     done: Arc<Done>,
+    /// Its caller returns only once it is on disk (false: a durable write
+    /// of the caller's on the same database follows, see
+    /// `request::DatabaseId`).
+    durable: bool,
 }
 
 /// Where a waiting `record` call learns how its commit went.
@@ -402,6 +412,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
     /// run is queued at once, so one committer takes all of it: one
     /// transaction, with no other call's event inside it.
     fn enqueue(&self, events: &[AuditEvent]) -> Result<Arc<Done>, AuditError> {
+        let durable = !crate::request::durability_deferred(self.writer.database());
         let mut chain = lock(&self.chain);
         if chain.poisoned {
             chain.stream =
@@ -428,6 +439,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
                 stream: chain.stream,
                 head,
                 done: done.clone(),
+                durable,
             });
         }
         // Queued under the chain lock: queue order is chain order.
@@ -486,6 +498,9 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             return Ok(());
         }
         let due = self.due_checkpoint(batch);
+        // One caller waiting for the disk, or a checkpoint about to vouch
+        // for the rows outside the database: the whole batch is durable.
+        let durable = due.is_some() || batch.iter().any(|p| p.durable);
         let rows: Vec<Row<'_>> = batch
             .iter()
             .map(|p| Row {
@@ -494,7 +509,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             })
             .collect();
         self.writer
-            .write(&rows, due.as_ref().map(|(s, j)| (s, j.as_str())))?;
+            .write(&rows, due.as_ref().map(|(s, j)| (s, j.as_str())), durable)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
         if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
             // The events are committed whatever happens here.
@@ -552,6 +567,12 @@ impl<W: BatchWriter> AuditSink for AuditStreamSink<W> {
     /// once.
     fn atomic_batches(&self) -> bool {
         true
+    }
+
+    /// The store's database: its key store's writes inside a request scope
+    /// are made durable by the scope's commit here.
+    fn database(&self) -> Option<crate::request::DatabaseId> {
+        Some(self.writer.database())
     }
 }
 
