@@ -1167,3 +1167,76 @@ fn a1_the_custodian_inside_with_client_on_an_exhausted_pool_is_refused() {
     reentry::all_refused(&outcomes);
     assert!(store.trail().is_ok());
 }
+
+/// The PostgreSQL key store's insert (its checks and write in one
+/// statement after the subject's lock): a key under a version below the
+/// floor is refused with `BelowFloor`, a second key of one generation and
+/// a key for an erased subject with `Conflict`, and only the first one is
+/// stored; a note for an erased subject is not kept.
+#[test]
+fn a5_the_key_stores_insert_checks_the_floor_the_tombstone_and_the_generation() {
+    use privacy_pledge::crypto::{
+        KekState, KeyStore, KeyStoreError, LookupRef, StoredKey, SubjectKeys, Wrapped,
+    };
+    let Some(db) = database("keystore_insert") else {
+        return;
+    };
+    let keys = PgStore::connect(&db).unwrap().key_store();
+    let key = |version: u32| StoredKey {
+        generation: 0,
+        wrapped: Wrapped {
+            kek_version: version,
+            bytes: vec![7; 60],
+        },
+        uses: 3,
+    };
+    let start = keys.kek_state().unwrap();
+    assert!(keys
+        .swap_kek_state(
+            start,
+            KekState {
+                floor: 2,
+                claimed: 2,
+                ..start
+            }
+        )
+        .unwrap());
+    let ada = SubjectId::random();
+    assert!(matches!(
+        keys.insert(ada, key(1)),
+        Err(KeyStoreError::BelowFloor {
+            kek_version: 1,
+            floor: 2
+        })
+    ));
+    assert_eq!(keys.load(ada).unwrap(), SubjectKeys::Absent);
+    keys.insert(ada, key(2)).unwrap();
+    assert!(matches!(
+        keys.insert(ada, key(3)),
+        Err(KeyStoreError::Conflict(_))
+    ));
+    let SubjectKeys::Live(stored) = keys.load(ada).unwrap() else {
+        panic!("ada has a key");
+    };
+    assert_eq!(stored, vec![key(2)]);
+    keys.destroy(ada, privacy_pledge::time::Timestamp::from_unix_seconds(9))
+        .unwrap();
+    assert!(matches!(
+        keys.insert(ada, key(2)),
+        Err(KeyStoreError::Conflict(_))
+    ));
+    let custodian = privacy_pledge::Custodian::in_memory();
+    let email: privacy_pledge::PersonalInfo<EmailAddress, Transaction> =
+        privacy_pledge::PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap());
+    let token: LookupRef = custodian.lookup_token(&email).unwrap().to_ref();
+    keys.note_lookup_token(ada, token).unwrap();
+    let noted: i64 = PgStore::connect(&db).unwrap().with_client(|c| {
+        c.query_one(
+            "SELECT count(*) FROM pp_subject_pseudonyms WHERE subject = $1",
+            &[&ada.to_string()],
+        )
+        .unwrap()
+        .get(0)
+    });
+    assert_eq!(noted, 0);
+}

@@ -904,14 +904,21 @@ impl KeyStore for PgKeyStore {
         let s = subject.to_string();
         let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
         locked(&self.store, &s, |tx| {
-            if erased_at(tx, &s)?.is_some() {
-                return Err(conflict("subject erased"));
-            }
-            check_floor(tx, &key.wrapped)?;
-            let inserted = tx
-                .execute_typed(
-                    "INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            // The tombstone check, the floor (share-locked against a swap
+            // until the transaction ends) and the insert in one statement,
+            // one round trip; after the lock, so its snapshot sees every
+            // erasure committed before.
+            let row = tx
+                .query_typed_one(
+                    "WITH state AS (
+                         SELECT (SELECT erased_at FROM pp_erased_subjects WHERE subject = $1) AS erased,
+                                (SELECT floor FROM pp_kek_state WHERE id = 1 FOR SHARE) AS floor),
+                     inserted AS (
+                         INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
+                         SELECT $1, $2, $3, $4, $5 FROM state
+                         WHERE erased IS NULL AND floor IS NOT NULL AND floor <= $3
+                         ON CONFLICT DO NOTHING RETURNING 1)
+                     SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state",
                     &[
                         (&s, Type::TEXT),
                         (&i64::from(key.generation), Type::INT8),
@@ -921,6 +928,21 @@ impl KeyStore for PgKeyStore {
                     ],
                 )
                 .map_err(backend)?;
+            let (erased, floor, inserted): (bool, Option<i64>, i64) =
+                (row.get(0), row.get(1), row.get(2));
+            if erased {
+                return Err(conflict("subject erased"));
+            }
+            let floor = u32_col(
+                floor.ok_or_else(|| backend("pp_kek_state has no row"))?,
+                "floor",
+            )?;
+            if key.wrapped.kek_version < floor {
+                return Err(KeyStoreError::BelowFloor {
+                    kek_version: key.wrapped.kek_version,
+                    floor,
+                });
+            }
             if inserted == 0 {
                 return Err(conflict("generation exists"));
             }
@@ -1092,14 +1114,16 @@ impl PgKeyStore {
         let s = subject.to_string();
         let p = serde_json::to_string(token).map_err(backend)?;
         locked(&self.store, &s, |tx| {
-            if erased_at(tx, &s)?.is_none() {
-                tx.execute_typed(
-                    "INSERT INTO pp_subject_pseudonyms (subject, pseudonym) VALUES ($1, $2)
-                     ON CONFLICT DO NOTHING",
-                    &[(&s, Type::TEXT), (&p, Type::TEXT)],
-                )
-                .map_err(backend)?;
-            }
+            // Nothing is noted for an erased subject; one statement after
+            // the lock.
+            tx.execute_typed(
+                "INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
+                 SELECT $1, $2
+                 WHERE NOT EXISTS (SELECT 1 FROM pp_erased_subjects WHERE subject = $1)
+                 ON CONFLICT DO NOTHING",
+                &[(&s, Type::TEXT), (&p, Type::TEXT)],
+            )
+            .map_err(backend)?;
             Ok(())
         })
     }
