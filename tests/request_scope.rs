@@ -299,24 +299,7 @@ fn actions(events: &[AuditEvent]) -> Vec<Action> {
 /// The sealed fields of one sign-up (the shop's: name, email, address,
 /// phone), collected and sealed in a scope.
 fn sign_up(c: &Custodian, subject: SubjectId) -> Result<Vec<String>, Error> {
-    c.request(|| {
-        let name: PersonalInfo<FullName, Transaction> =
-            c.collect(subject, FullName::parse("Ada Lovelace").unwrap())?;
-        let email: PersonalInfo<EmailAddress, Transaction> =
-            c.collect(subject, EmailAddress::parse("ada@example.com").unwrap())?;
-        let address: PersonalInfo<PostalAddress, Transaction> = c.collect(
-            subject,
-            PostalAddress::parse("1 Road\nYork YO1 7HH\nGB").unwrap(),
-        )?;
-        let phone: PersonalInfo<PhoneNumber, Transaction> =
-            c.collect(subject, PhoneNumber::parse("+44 20 7946 0958").unwrap())?;
-        Ok(vec![
-            c.seal(&name)?.to_text(),
-            c.seal(&email)?.to_text(),
-            c.seal(&address)?.to_text(),
-            c.seal(&phone)?.to_text(),
-        ])
-    })
+    c.request(|| seal_four(c, subject))
 }
 
 /// A1: a whole sign-up in a scope is eight events, one commit, in the
