@@ -1493,3 +1493,43 @@ fn a5_a_request_scopes_key_writes_leave_every_connection_durable() {
         store.with_connection(|c| c.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap());
     assert_eq!(synchronous, 2, "FULL");
 }
+
+/// A1 (host code whose write writes nothing): `commit_request`'s last
+/// transaction must still reach the disk, since it is what makes the
+/// scope's commit durable, so it writes one row back as it is. What this
+/// test can see (the sync itself it cannot): the call works, the scope's
+/// events are in the trail, the row written back is unchanged, and the
+/// sealed value opens.
+#[test]
+fn a1_a_commit_request_whose_write_writes_nothing_changes_nothing_else() {
+    use privacy_pledge::crypto::KeyStore;
+    let dir = temp_dir("commit_nothing");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let before = store.key_store().kek_state().unwrap();
+    let ada = SubjectId::random();
+    let sealed = store
+        .commit_request(
+            &custodian,
+            || -> Result<_, Box<dyn std::error::Error>> {
+                let email: PersonalInfo<EmailAddress, Transaction> =
+                    custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+                Ok(custodian.seal(&email)?)
+            },
+            |_, _| Ok(()),
+        )
+        .unwrap();
+    assert_eq!(store.trail().unwrap().len(), 2);
+    assert_eq!(store.key_store().kek_state().unwrap(), before);
+    let opened = custodian.open(&sealed).unwrap();
+    let text = custodian
+        .access(&opened, |e| format!("{}@{}", e.local_part(), e.domain()))
+        .unwrap();
+    assert_eq!(text, "ada@example.com");
+}

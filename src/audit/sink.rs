@@ -114,7 +114,10 @@ pub trait AuditSink: Send + Sync {
     /// The database this sink commits to, if it is one of the crate's
     /// stores' (see [`DatabaseId`](crate::request::DatabaseId): a key store
     /// on the same database then lets the request scope's commit make its
-    /// writes durable). The default, `None`, is right for every other sink.
+    /// writes durable). The default, `None`, is right for every other sink:
+    /// a sink that answers a database's id must commit every batch durably
+    /// to that database's write-ahead log, or the key store's deferred
+    /// writes are never made durable.
     ///
     /// ```
     /// use privacy_pledge::audit::{AuditSink, MemoryAuditLog};

@@ -367,6 +367,11 @@ impl PgStore {
             let mut client = self.lock().map_err(StoreError::from)?;
             let mut tx = client.transaction().map_err(db_err)?;
             super::hold(self.id(), || write(&mut tx, value)).map_err(db_err)?;
+            // A transaction without a transaction id (one that wrote
+            // nothing) commits without flushing the log; this one must make
+            // the scope's commit durable, so it is given one.
+            tx.query_typed("SELECT txid_current()", &[])
+                .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             Ok(())
         })
