@@ -429,10 +429,11 @@ impl Shop {
             return Err(email_taken());
         }
         let subject = SubjectId::try_random()?;
-        // One request scope: the eight audit events (a collect and a seal
-        // per field) are committed together, once, before the sealed row
-        // leaves the scope for the database.
-        let row = c.request(|| -> Result<_, ApiError> {
+        // One request, one durable commit: the eight audit events (a collect
+        // and a seal per field), the new key and the email's lookup token
+        // are committed first, then the sealed row, in the one transaction
+        // that waits for the disk.
+        self.tables.commit_request(c, || -> Result<_, ApiError> {
             let customer = Customer {
                 name: c.collect(subject, form.name)?,
                 email: c.collect(subject, form.email)?,
@@ -442,7 +443,6 @@ impl Shop {
             // One audited seal per field, and the email's lookup token.
             Ok(c.seal_record(&customer)?)
         })?;
-        self.tables.insert_customer(&row)?;
         Ok(subject)
     }
 
@@ -797,6 +797,12 @@ impl From<Error> for ApiError {
     }
 }
 
+impl From<BoxError> for ApiError {
+    fn from(e: BoxError) -> Self {
+        db_error(e)
+    }
+}
+
 impl From<AuditError> for ApiError {
     fn from(e: AuditError) -> Self {
         ApiError::unavailable(e.to_string())
@@ -910,9 +916,16 @@ impl Tables {
         out.map_err(db_error)
     }
 
-    fn insert_customer(&self, row: &SealedCustomer) -> Result<(), ApiError> {
-        self.timed(|db| {
-            db.execute(
+    /// `f`'s sealed customer, inserted in the transaction that commits the
+    /// request durably.
+    fn commit_request(
+        &self,
+        custodian: &privacy_pledge::Custodian,
+        f: impl FnOnce() -> Result<SealedCustomer, ApiError>,
+    ) -> Result<SealedCustomer, ApiError> {
+        self.store.commit_request(custodian, f, |tx, row| {
+            let start = Instant::now();
+            let inserted = tx.execute(
                 "INSERT INTO customers (subject, name, email, address, phone, email_index)
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
@@ -923,9 +936,10 @@ impl Tables {
                     &row.phone,
                     &row.email_lookup,
                 ],
-            )
+            );
+            add(&self.nanos, start.elapsed());
+            inserted.map(drop)
         })
-        .map(drop)
     }
 
     fn find_by_email(

@@ -290,12 +290,61 @@ impl Store {
         Ok(out)
     }
 
+    /// One request in one durable commit (`commit_request` of the store
+    /// underneath): `f` as one request scope of `custodian`, then `write`,
+    /// the shop's own statements made from `f`'s result, in one transaction
+    /// whose commit is the only one that waits for the disk.
+    pub fn commit_request<T, E>(
+        &self,
+        custodian: &privacy_pledge::Custodian,
+        f: impl FnOnce() -> Result<T, E>,
+        write: impl FnOnce(&mut Tx<'_, '_>, &T) -> Result<(), BoxError>,
+    ) -> Result<T, E>
+    where
+        E: From<privacy_pledge::Error> + From<privacy_pledge::store::StoreError> + From<BoxError>,
+    {
+        match self.database() {
+            Db::Sqlite(s) => s.commit_request(custodian, f, |tx, value| {
+                write(&mut Tx::Sqlite(tx), value).map_err(E::from)
+            }),
+            Db::Postgres(s) => s.commit_request(custodian, f, |tx, value| {
+                write(&mut Tx::Postgres(tx), value).map_err(E::from)
+            }),
+            _ => Err(E::from(BoxError::from("no client for this database"))),
+        }
+    }
+
     /// `sqlite` or `postgres` variant of a statement.
     pub fn pick<'a>(&self, sqlite: &'a str, postgres: &'a str) -> &'a str {
         match self.database() {
             Db::Sqlite(_) => sqlite,
             _ => postgres,
         }
+    }
+}
+
+/// A transaction of either client, for [`Store::commit_request`]'s write.
+pub enum Tx<'a, 'c> {
+    /// SQLite's.
+    Sqlite(&'a rusqlite::Transaction<'c>),
+    /// PostgreSQL's.
+    Postgres(&'a mut privacy_pledge::store::postgres::postgres::Transaction<'c>),
+}
+
+impl Tx<'_, '_> {
+    /// Runs one of the host's statements with parameters `$1`, `$2`…;
+    /// returns the rows changed.
+    pub fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64, BoxError> {
+        Ok(match self {
+            Tx::Sqlite(tx) => {
+                let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
+                tx.execute(sql, &params[..])? as u64
+            }
+            Tx::Postgres(tx) => {
+                let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
+                tx.execute(sql, &params)?
+            }
+        })
     }
 }
 

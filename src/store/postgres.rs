@@ -328,8 +328,8 @@ impl PgStore {
     /// before the durable commit. The argument is
     /// [`SqliteStore::commit_request`](crate::store::sqlite::SqliteStore::commit_request)'s.
     ///
-    /// If `write` fails, the result is dropped and the host gets the error;
-    /// the scope's events stay recorded. A custodian call from `write` is
+    /// If `write` fails, the result is dropped and the host gets `write`'s
+    /// own error; the scope's events stay recorded. A custodian call from `write` is
     /// refused ([`Error::Reentrant`](crate::Error::Reentrant)).
     ///
     /// ```no_run
@@ -358,7 +358,7 @@ impl PgStore {
         &self,
         custodian: &crate::Custodian,
         f: impl FnOnce() -> Result<T, E>,
-        write: impl FnOnce(&mut postgres::Transaction<'_>, &T) -> Result<(), postgres::Error>,
+        write: impl FnOnce(&mut postgres::Transaction<'_>, &T) -> Result<(), E>,
     ) -> Result<T, E>
     where
         E: From<crate::Error> + From<StoreError>,
@@ -366,7 +366,7 @@ impl PgStore {
         custodian.request_then(self.database_id(), f, |value| {
             let mut client = self.lock().map_err(StoreError::from)?;
             let mut tx = client.transaction().map_err(db_err)?;
-            super::hold(self.id(), || write(&mut tx, value)).map_err(db_err)?;
+            super::hold(self.id(), || write(&mut tx, value))?;
             // A transaction without a transaction id (one that wrote
             // nothing) commits without flushing the log; this one must make
             // the scope's commit durable, so it is given one.

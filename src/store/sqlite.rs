@@ -473,8 +473,9 @@ impl SqliteStore {
     /// have needed them. With another sink the scope commits durably on its
     /// own, as [`Custodian::request`](crate::Custodian::request) does.
     ///
-    /// If `write` fails, the result is dropped and the host gets the error
-    /// (`StoreError::Database`); the scope's events stay recorded (the uses
+    /// If `write` fails, the result is dropped and the host gets `write`'s
+    /// error as it returned it (its own type, so a constraint violation can
+    /// still be told apart); the scope's events stay recorded (the uses
     /// inside `f` did happen). `write` runs inside this store's connection:
     /// a custodian call from it is refused ([`Error::Reentrant`](crate::Error::Reentrant)).
     ///
@@ -515,7 +516,7 @@ impl SqliteStore {
         &self,
         custodian: &crate::Custodian,
         f: impl FnOnce() -> Result<T, E>,
-        write: impl FnOnce(&rusqlite::Transaction<'_>, &T) -> rusqlite::Result<()>,
+        write: impl FnOnce(&rusqlite::Transaction<'_>, &T) -> Result<(), E>,
     ) -> Result<T, E>
     where
         E: From<crate::Error> + From<StoreError>,
@@ -527,7 +528,7 @@ impl SqliteStore {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             let before = tx.total_changes();
-            super::hold(self.id(), || write(&tx, value)).map_err(db_err)?;
+            super::hold(self.id(), || write(&tx, value))?;
             if tx.total_changes() == before {
                 // A transaction that writes nothing commits without a sync,
                 // and this one must make the scope's commit durable: one
