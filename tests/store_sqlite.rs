@@ -394,13 +394,7 @@ fn a5_an_erasure_in_one_process_stops_opens_in_another() {
         panic!("the other process did not seal");
     }
 
-    let keyring = keyring();
-    let custodian = Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .audit(store.audit_sink(keyring.audit_key()).unwrap())
-        .build()
-        .unwrap();
+    let custodian = custodian_on(&store);
     std::thread::sleep(Duration::from_millis(100));
     custodian.erase(subject).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -1244,6 +1238,17 @@ fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
 // ---------------------------------------------------------------------------
 // Pooled connections
 
+/// A custodian over the store's key store and audit sink.
+fn custodian_on(store: &SqliteStore) -> Custodian {
+    let keyring = keyring();
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap()
+}
+
 /// A custodian over a pooled store, with its consent store.
 fn pooled_custodian(store: &SqliteStore) -> Custodian {
     let keyring = keyring();
@@ -1505,13 +1510,7 @@ fn a1_a_commit_request_whose_write_writes_nothing_changes_nothing_else() {
     use privacy_pledge::crypto::KeyStore;
     let dir = temp_dir("commit_nothing");
     let store = SqliteStore::open(dir.path("shop.db")).unwrap();
-    let keyring = keyring();
-    let custodian = Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .audit(store.audit_sink(keyring.audit_key()).unwrap())
-        .build()
-        .unwrap();
+    let custodian = custodian_on(&store);
     let before = store.key_store().kek_state().unwrap();
     let ada = SubjectId::random();
     let sealed = store
