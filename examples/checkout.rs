@@ -524,7 +524,7 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
     let names = shop.db.query(
         "SELECT name FROM customers WHERE subject = $1",
         &[&subject.to_string()],
-        |row| row.get::<Sealed<FullName, Transaction>>(0),
+        |row| Ok(row.get::<Sealed<FullName, Transaction>>(0)?),
     )?;
     let name = names
         .first()
@@ -535,7 +535,7 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
             &c.lookup_token_of(&EmailAddress::parse(email)?),
             &subject.to_string(),
         ],
-        |row| row.get::<String>(0),
+        |row| Ok(row.get::<String>(0)?),
     )?;
     match c.open(name) {
         // (Erased at the same moment by another process, which clears the

@@ -446,7 +446,7 @@ fn trail_len(shop: &app::Shop) -> Result<usize, BoxError> {
     let rows = shop.store().query(
         "SELECT CAST(COUNT(*) AS TEXT) FROM pp_audit_log",
         &[],
-        |r| r.get::<String>(0),
+        |r| Ok(r.get::<String>(0)?),
     )?;
     Ok(rows.first().ok_or("no count")?.parse()?)
 }

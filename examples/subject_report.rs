@@ -125,7 +125,7 @@ impl Rows {
         let orders = db.query(
             "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
             &[&id],
-            |row| row.get(0),
+            |row| Ok(row.get(0)?),
         )?;
         Ok(Rows { customer, orders })
     }
@@ -141,7 +141,7 @@ fn first_customer(db: &Store) -> Result<SubjectId, BoxError> {
     let rows = db.query(
         "SELECT subject FROM customers ORDER BY subject LIMIT 1",
         &[],
-        |row| row.get::<SubjectId>(0),
+        |row| Ok(row.get::<SubjectId>(0)?),
     )?;
     let id = rows
         .first()

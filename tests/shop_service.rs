@@ -209,7 +209,7 @@ impl Service {
         tokio::task::spawn_blocking(move || {
             let rows = shop
                 .store()
-                .query(&sql, &[], |r| r.get::<String>(0))
+                .query(&sql, &[], |r| Ok(r.get::<String>(0)?))
                 .unwrap();
             rows[0].parse().unwrap()
         })

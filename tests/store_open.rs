@@ -279,3 +279,103 @@ fn a2_a5_postgres_by_url() {
         .get(0);
     assert_eq!(applied, 1);
 }
+
+/// The host's own SQL through `Store`, the same text on both databases: a
+/// table, rows bound and read through the crate's column types, a unique
+/// violation reported as `StoreError::Constraint` (naming the constraint,
+/// not the value), a column read as the wrong type refused, and one
+/// request in one durable commit (`commit_request`).
+fn host_sql_on(url: &str, dir: &std::path::Path) {
+    use privacy_pledge::data::EmailAddress;
+    use privacy_pledge::purpose::Transaction;
+    use privacy_pledge::store::sql::Row;
+    use privacy_pledge::{PersonalInfo, Sealed};
+
+    let store = Store::open(&StoreConfig::new(url, dir)).unwrap();
+    let builder = Custodian::builder().keyring(Arc::new(Keyring::generate().unwrap()));
+    let (custodian, _guard) = store.custodian(builder).unwrap();
+    let blob = match store.database() {
+        Database::Sqlite(_) => "BLOB",
+        _ => "BYTEA",
+    };
+    store
+        .batch(&format!(
+            "CREATE TABLE people (subject {blob} NOT NULL, email {blob} NOT NULL,
+                                  email_index {blob} UNIQUE, visits BIGINT)"
+        ))
+        .unwrap();
+    let ada = SubjectId::random();
+    let (sealed, token) = store
+        .commit_request(
+            &custodian,
+            || -> Result<_, Box<dyn std::error::Error>> {
+                let email: PersonalInfo<EmailAddress, Transaction> =
+                    custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+                Ok((custodian.seal(&email)?, custodian.lookup_token(&email)?))
+            },
+            |tx, (sealed, token)| {
+                let n = tx.execute(
+                    "INSERT INTO people VALUES ($1, $2, $3, $4)",
+                    &[&ada, sealed, token, &None::<i64>],
+                )?;
+                assert_eq!(n, 1);
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(store.trail().unwrap().len(), 2, "collect and seal");
+
+    type Person = (SubjectId, Sealed<EmailAddress, Transaction>, Option<i64>);
+    let read = |row: &Row<'_>| -> Result<Person, StoreError> {
+        Ok((row.get(0)?, row.get(1)?, row.get(3)?))
+    };
+    let found = store
+        .query(
+            "SELECT subject, email, email_index, visits FROM people WHERE email_index = $1",
+            &[&token],
+            read,
+        )
+        .unwrap();
+    assert_eq!(found, vec![(ada, sealed.clone(), None)]);
+    let opened = custodian.open(&found[0].1).unwrap();
+    let domain = custodian
+        .access(&opened, |e| e.domain().to_owned())
+        .unwrap();
+    assert_eq!(domain, "example.com");
+
+    // The index is unique: a second row with the same token is refused.
+    let again = store.execute(
+        "INSERT INTO people VALUES ($1, $2, $3, $4)",
+        &[&SubjectId::random(), &sealed, &token, &Some(1_i64)],
+    );
+    match again {
+        Err(StoreError::Constraint(message)) => {
+            assert!(!message.contains(&format!("{token:?}")), "{message}");
+        }
+        other => panic!("expected a constraint error, got {other:?}"),
+    }
+    // A column read as the wrong type (an envelope as an id): refused,
+    // never a panic.
+    let subject_as_text = store.query("SELECT email FROM people", &[], |row: &Row<'_>| {
+        row.get::<SubjectId>(0)
+    });
+    assert!(matches!(subject_as_text, Err(StoreError::Database(_))));
+}
+
+#[test]
+fn host_sql_on_sqlite() {
+    let dir = TempDir::named("store_open", "host_sql");
+    host_sql_on(
+        &format!("sqlite:{}", dir.path("shop.db").display()),
+        &dir.path("checkpoints"),
+    );
+}
+
+#[test]
+fn host_sql_on_postgres() {
+    let Some(db) = pg::database("store_open_host_sql") else {
+        return;
+    };
+    let dir = TempDir::named("store_open", "host_sql_pg");
+    host_sql_on(&db, &dir.path("checkpoints"));
+}

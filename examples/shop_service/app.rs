@@ -52,7 +52,7 @@ use privacy_pledge::purpose::{Newsletter, Transaction};
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::store::postgres::postgres;
 use privacy_pledge::store::sqlite::rusqlite;
-use privacy_pledge::store::CheckpointGuard;
+use privacy_pledge::store::{CheckpointGuard, StoreError};
 use privacy_pledge::{
     Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
 };
@@ -809,8 +809,8 @@ impl From<AuditError> for ApiError {
     }
 }
 
-impl From<privacy_pledge::store::StoreError> for ApiError {
-    fn from(e: privacy_pledge::store::StoreError) -> Self {
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
         ApiError::unavailable(e.to_string())
     }
 }
@@ -909,11 +909,14 @@ impl Tables {
     }
 
     /// Runs the shop's own statements, timed.
-    fn timed<R>(&self, f: impl FnOnce(&Store) -> Result<R, BoxError>) -> Result<R, ApiError> {
+    fn timed<R, E: Into<BoxError>>(
+        &self,
+        f: impl FnOnce(&Store) -> Result<R, E>,
+    ) -> Result<R, ApiError> {
         let start = Instant::now();
         let out = f(&self.store);
         add(&self.nanos, start.elapsed());
-        out.map_err(db_error)
+        out.map_err(|e| db_error(e.into()))
     }
 
     /// `f`'s sealed customer, inserted in the transaction that commits the
@@ -938,7 +941,7 @@ impl Tables {
                 ],
             );
             add(&self.nanos, start.elapsed());
-            inserted.map(drop)
+            inserted.map(drop).map_err(|e| db_error(e.into()))
         })
     }
 
@@ -950,7 +953,7 @@ impl Tables {
             db.query(
                 "SELECT subject FROM customers WHERE email_index = $1",
                 &[index],
-                |r| r.get::<String>(0),
+                |r| Ok(r.get::<String>(0)?),
             )
         })?;
         found.first().map(|id| parse_stored_id(id)).transpose()
@@ -1011,7 +1014,7 @@ impl Tables {
             db.query(
                 "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
                 &[&subject.to_string()],
-                |r| r.get(0),
+                |r| Ok(r.get(0)?),
             )
         })
     }
@@ -1037,6 +1040,9 @@ fn parse_stored_id(id: &str) -> Result<SubjectId, ApiError> {
 /// anything else `500`, logged with the database's message and code (for
 /// PostgreSQL never its DETAIL, which may quote a row).
 fn db_error(e: BoxError) -> ApiError {
+    if let Some(StoreError::Constraint(_)) = e.downcast_ref::<StoreError>() {
+        return email_taken();
+    }
     if let Some(e) = e.downcast_ref::<rusqlite::Error>() {
         if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
             return email_taken();

@@ -203,8 +203,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // The host's custodian on the crate's own store
 
 use privacy_pledge::audit::{AuditSink, CheckpointKey, SignedCheckpoint};
-use privacy_pledge::store::postgres::postgres::types::{FromSql as PgFromSql, ToSql as PgToSql};
-use privacy_pledge::store::sqlite::rusqlite;
+pub use privacy_pledge::store::sql::{Param, Row};
 use privacy_pledge::store::{CheckpointGuard, Database as Db, StoreConfig};
 
 impl Database {
@@ -233,85 +232,14 @@ impl std::ops::Deref for Store {
 }
 
 impl Store {
-    /// Runs the host's own statements (`;`-separated, no parameters).
-    pub fn batch(&self, sql: &str) -> Result<(), BoxError> {
-        match self.database() {
-            Db::Sqlite(s) => s.with_connection(|c| c.execute_batch(sql))?,
-            Db::Postgres(s) => s.with_client(|c| c.batch_execute(sql))?,
-            _ => return Err("no client for this database".into()),
-        }
-        Ok(())
-    }
-
-    /// Runs one of the host's own statements with parameters `$1`, `$2`…;
-    /// returns the rows changed.
-    pub fn execute(&self, sql: &str, params: &[&dyn Param]) -> Result<u64, BoxError> {
-        Ok(match self.database() {
-            Db::Sqlite(s) => s.with_connection(|c| {
-                let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
-                c.execute(sql, &params[..]).map(|n| n as u64)
-            })?,
-            Db::Postgres(s) => s.with_client(|c| {
-                let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
-                c.execute(sql, &params)
-            })?,
-            _ => return Err("no client for this database".into()),
-        })
-    }
-
-    /// Runs one of the host's own queries with parameters `$1`, `$2`… and
-    /// maps each row with `f`.
+    /// The crate's `query` with the examples' error type in the closure.
     pub fn query<R>(
         &self,
         sql: &str,
         params: &[&dyn Param],
-        mut f: impl FnMut(Row<'_>) -> Result<R, BoxError>,
+        f: impl FnMut(&Row<'_>) -> Result<R, BoxError>,
     ) -> Result<Vec<R>, BoxError> {
-        let mut out = Vec::new();
-        match self.database() {
-            Db::Sqlite(s) => s.with_connection(|c| -> Result<(), BoxError> {
-                let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
-                let mut stmt = c.prepare(sql)?;
-                let mut rows = stmt.query(&params[..])?;
-                while let Some(r) = rows.next()? {
-                    out.push(f(Row::Sqlite(r))?);
-                }
-                Ok(())
-            })?,
-            Db::Postgres(s) => s.with_client(|c| -> Result<(), BoxError> {
-                let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
-                for r in c.query(sql, &params)? {
-                    out.push(f(Row::Postgres(&r))?);
-                }
-                Ok(())
-            })?,
-            _ => return Err("no client for this database".into()),
-        }
-        Ok(out)
-    }
-
-    /// One request in one durable commit (`commit_request` of the store
-    /// underneath): `f` as one request scope of `custodian`, then `write`,
-    /// the shop's own statements made from `f`'s result, in one transaction
-    /// whose commit is the only one that waits for the disk.
-    pub fn commit_request<T, E>(
-        &self,
-        custodian: &privacy_pledge::Custodian,
-        f: impl FnOnce() -> Result<T, E>,
-        write: impl FnOnce(&mut Tx<'_, '_>, &T) -> Result<(), BoxError>,
-    ) -> Result<T, E>
-    where
-        E: From<privacy_pledge::Error> + From<privacy_pledge::store::StoreError> + From<BoxError>,
-    {
-        match self.database() {
-            Db::Sqlite(s) => s.commit_request(custodian, f, |tx, value| {
-                write(&mut Tx::Sqlite(tx), value).map_err(E::from)
-            }),
-            Db::Postgres(s) => s.commit_request(custodian, f, |tx, value| {
-                write(&mut Tx::Postgres(tx), value).map_err(E::from)
-            }),
-            _ => Err(E::from(BoxError::from("no client for this database"))),
-        }
+        self.0.query(sql, params, f)
     }
 
     /// `sqlite` or `postgres` variant of a statement.
@@ -320,71 +248,6 @@ impl Store {
             Db::Sqlite(_) => sqlite,
             _ => postgres,
         }
-    }
-}
-
-/// A transaction of either client, for [`Store::commit_request`]'s write.
-pub enum Tx<'a, 'c> {
-    /// SQLite's.
-    Sqlite(&'a rusqlite::Transaction<'c>),
-    /// PostgreSQL's.
-    Postgres(&'a mut privacy_pledge::store::postgres::postgres::Transaction<'c>),
-}
-
-impl Tx<'_, '_> {
-    /// Runs one of the host's statements with parameters `$1`, `$2`…;
-    /// returns the rows changed.
-    pub fn execute(&mut self, sql: &str, params: &[&dyn Param]) -> Result<u64, BoxError> {
-        Ok(match self {
-            Tx::Sqlite(tx) => {
-                let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.sqlite()).collect();
-                tx.execute(sql, &params[..])? as u64
-            }
-            Tx::Postgres(tx) => {
-                let params: Vec<&(dyn PgToSql + Sync)> = params.iter().map(|p| p.pg()).collect();
-                tx.execute(sql, &params)?
-            }
-        })
-    }
-}
-
-/// A value both database clients bind: the crate's column types
-/// (`Sealed`, `LookupToken`, `SubjectId`), text, integers.
-pub trait Param {
-    /// As an SQLite parameter.
-    fn sqlite(&self) -> &dyn rusqlite::ToSql;
-    /// As a PostgreSQL parameter.
-    fn pg(&self) -> &(dyn PgToSql + Sync);
-}
-
-impl<T: rusqlite::ToSql + PgToSql + Sync> Param for T {
-    fn sqlite(&self) -> &dyn rusqlite::ToSql {
-        self
-    }
-    fn pg(&self) -> &(dyn PgToSql + Sync) {
-        self
-    }
-}
-
-/// A column type both database clients read.
-pub trait Column: rusqlite::types::FromSql + for<'a> PgFromSql<'a> {}
-impl<T: rusqlite::types::FromSql + for<'a> PgFromSql<'a>> Column for T {}
-
-/// One row of a query, on either database.
-pub enum Row<'a> {
-    /// An SQLite row.
-    Sqlite(&'a rusqlite::Row<'a>),
-    /// A PostgreSQL row.
-    Postgres(&'a privacy_pledge::store::postgres::postgres::Row),
-}
-
-impl Row<'_> {
-    /// Column `i` (from 0) as a `T`.
-    pub fn get<T: Column>(&self, i: usize) -> Result<T, BoxError> {
-        Ok(match self {
-            Row::Sqlite(r) => r.get(i)?,
-            Row::Postgres(r) => r.try_get(i)?,
-        })
     }
 }
 

@@ -482,6 +482,139 @@ impl Store {
             Database::Postgres(s) => s.with_client(|c| migrate_pg(c, name, steps)),
         }
     }
+
+    /// Runs the host's own statements (`;`-separated, no parameters) on a
+    /// pooled connection. See [`sql`](super::sql) for the host's SQL on
+    /// either database.
+    pub fn batch(&self, sql: &str) -> Result<(), StoreError> {
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => s
+                .with_connection(|c| c.execute_batch(sql))
+                .map_err(|e| StoreError::Database(e.to_string())),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s
+                .with_client(|c| c.batch_execute(sql))
+                .map_err(super::sql::pg_err),
+        }
+    }
+
+    /// Runs one of the host's statements with parameters `$1`, `$2`…
+    /// (values of [`sql::Param`](super::sql::Param) types) on a pooled
+    /// connection; returns the rows changed.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use privacy_pledge::store::{Store, StoreConfig};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pp-doc-execute-{}", std::process::id()));
+    /// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
+    /// store.batch("CREATE TABLE orders (id TEXT PRIMARY KEY, cents INTEGER)")?;
+    /// assert_eq!(store.execute("INSERT INTO orders VALUES ($1, $2)", &[&"o-1", &1250_i64])?, 1);
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn execute(&self, sql: &str, params: &[&dyn super::sql::Param]) -> Result<u64, StoreError> {
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => {
+                s.with_connection(|c| super::sql::sqlite_execute(c, sql, params))
+            }
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s.with_client(|c| {
+                let params = super::sql::postgres_params(params);
+                c.execute(sql, &params).map_err(super::sql::pg_err)
+            }),
+        }
+    }
+
+    /// Runs one of the host's queries with parameters `$1`, `$2`… on a
+    /// pooled connection and maps each row with `f`
+    /// ([`sql::Row::get`](super::sql::Row::get) reads a column). See the
+    /// [`sql`](super::sql) module for an example.
+    pub fn query<R, E: From<StoreError>>(
+        &self,
+        sql: &str,
+        params: &[&dyn super::sql::Param],
+        f: impl FnMut(&super::sql::Row<'_>) -> Result<R, E>,
+    ) -> Result<Vec<R>, E> {
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => {
+                s.with_connection(|c| super::sql::sqlite_query(c, sql, params, f))
+            }
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s.with_client(|c| {
+                let mut f = f;
+                let params = super::sql::postgres_params(params);
+                let rows = c
+                    .query(sql, &params)
+                    .map_err(|e| E::from(super::sql::pg_err(e)))?;
+                rows.iter()
+                    .map(|r| f(&super::sql::Row::Postgres(r)))
+                    .collect()
+            }),
+        }
+    }
+
+    /// One request in one durable commit, on either database: `f` as a
+    /// request scope of `custodian`, then `write` — the host's own rows,
+    /// made from `f`'s result — in one transaction whose commit is the only
+    /// one that waits for the disk. The argument and the details are
+    /// [`SqliteStore::commit_request`](crate::store::sqlite::SqliteStore::commit_request)'s
+    /// and [`PgStore::commit_request`](crate::store::postgres::PgStore::commit_request)'s.
+    ///
+    /// ```
+    /// # #[cfg(feature = "sqlite")] {
+    /// use privacy_pledge::data::EmailAddress;
+    /// use privacy_pledge::purpose::Transaction;
+    /// use privacy_pledge::store::{Store, StoreConfig};
+    /// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+    ///
+    /// # let dir = std::env::temp_dir().join(format!("pp-doc-commit-{}", std::process::id()));
+    /// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
+    /// let builder = Custodian::builder().keyring(privacy_pledge::crypto::Keyring::generate()?);
+    /// let (custodian, _guard) = store.custodian(builder)?;
+    /// store.batch("CREATE TABLE customers (subject BLOB, email BLOB)")?;
+    ///
+    /// let ada = SubjectId::random();
+    /// store.commit_request(
+    ///     &custodian,
+    ///     || -> Result<_, Box<dyn std::error::Error>> {
+    ///         let email: PersonalInfo<EmailAddress, Transaction> =
+    ///             custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+    ///         Ok(custodian.seal(&email)?)
+    ///     },
+    ///     |tx, sealed| {
+    ///         tx.execute("INSERT INTO customers VALUES ($1, $2)", &[&ada, sealed])?;
+    ///         Ok(())
+    ///     },
+    /// )?;
+    /// # std::fs::remove_dir_all(&dir)?;
+    /// # }
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn commit_request<T, E>(
+        &self,
+        custodian: &Custodian,
+        f: impl FnOnce() -> Result<T, E>,
+        write: impl FnOnce(&mut super::sql::Tx<'_, '_>, &T) -> Result<(), E>,
+    ) -> Result<T, E>
+    where
+        E: From<Error> + From<StoreError>,
+    {
+        match &self.db {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(s) => s.commit_request(custodian, f, |tx, value| {
+                write(&mut super::sql::Tx::Sqlite(tx), value)
+            }),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(s) => s.commit_request(custodian, f, |tx, value| {
+                write(&mut super::sql::Tx::Postgres(tx), value)
+            }),
+        }
+    }
 }
 
 /// Which of `steps` remain after `found` were applied.

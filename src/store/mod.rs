@@ -58,6 +58,8 @@ pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use any::{Database, Store, StoreConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub mod sql;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod stream_sink;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub use stream_sink::{AuditStreamSink, BatchWriter, CheckpointGuard, Row};
@@ -378,4 +380,10 @@ pub enum StoreError {
         /// Steps given.
         known: usize,
     },
+    /// One of the host's statements ([`Store::execute`], a
+    /// [`commit_request`](Store::commit_request) write…) was refused by a
+    /// constraint: a unique index, a foreign key, `NOT NULL`. The message
+    /// is the database's, naming the constraint, never the values.
+    #[error("store: a constraint refused the statement: {0}")]
+    Constraint(String),
 }
