@@ -984,6 +984,7 @@ impl Tables {
                     Ok(match row {
                         Row::Sqlite(r) => SealedCustomer::from_row(r)?,
                         Row::Postgres(r) => SealedCustomer::from_pg_row(r)?,
+                        _ => return Err("no client for this database".into()),
                     })
                 },
             )

@@ -142,7 +142,9 @@ read!(
     [T: DataKind] Option<LookupToken<T>>,
 );
 
-/// One row of a [`Store::query`](super::Store::query), on either database.
+/// One row of a [`Store::query`](super::Store::query), on either database
+/// (a variant per database feature: more may come with more features).
+#[non_exhaustive]
 pub enum Row<'a> {
     /// An SQLite row.
     #[cfg(feature = "sqlite")]
@@ -168,7 +170,8 @@ impl Row<'_> {
 
 /// A transaction of either database: what
 /// [`Store::commit_request`](super::Store::commit_request) hands the host's
-/// write.
+/// write (a variant per database feature).
+#[non_exhaustive]
 pub enum Tx<'a, 'c> {
     /// SQLite's.
     #[cfg(feature = "sqlite")]
