@@ -1172,7 +1172,8 @@ fn a1_the_custodian_inside_with_client_on_an_exhausted_pool_is_refused() {
 /// statement after the subject's lock): a key under a version below the
 /// floor is refused with `BelowFloor`, a second key of one generation and
 /// a key for an erased subject with `Conflict`, and only the first one is
-/// stored; a note for an erased subject is not kept.
+/// stored; a note for an erased subject is refused (`Conflict`) and not
+/// kept.
 #[test]
 fn a5_the_key_stores_insert_checks_the_floor_the_tombstone_and_the_generation() {
     use privacy_pledge::crypto::{
@@ -1229,7 +1230,10 @@ fn a5_the_key_stores_insert_checks_the_floor_the_tombstone_and_the_generation() 
     let email: privacy_pledge::PersonalInfo<EmailAddress, Transaction> =
         privacy_pledge::PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap());
     let token: LookupRef = custodian.lookup_token(&email).unwrap().to_ref();
-    keys.note_lookup_token(ada, token).unwrap();
+    assert!(matches!(
+        keys.note_lookup_token(ada, token),
+        Err(KeyStoreError::Conflict(_))
+    ));
     let noted: i64 = PgStore::connect(&db).unwrap().with_client(|c| {
         c.query_one(
             "SELECT count(*) FROM pp_subject_pseudonyms WHERE subject = $1",

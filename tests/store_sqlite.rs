@@ -1532,3 +1532,37 @@ fn a1_a_commit_request_whose_write_writes_nothing_changes_nothing_else() {
         .unwrap();
     assert_eq!(text, "ada@example.com");
 }
+
+/// A5 (a second process erases while this one holds the subject's keys in
+/// its cache, with no freshness anchor): a lookup token or pseudonym made
+/// here afterwards is refused as erased — the key store refuses the note
+/// atomically with its tombstone check — rather than handed out unlisted
+/// by the receipt the erasure already gave.
+#[test]
+fn a5_no_token_is_noted_for_a_subject_erased_by_another_process() {
+    let dir = temp_dir("note_after_erasure");
+    let db = dir.path("shop.db");
+    let here = custodian_on(&SqliteStore::open(&db).unwrap());
+    let there = custodian_on(&SqliteStore::open(&db).unwrap());
+    let ada = SubjectId::random();
+    let email: PersonalInfo<EmailAddress, Transaction> =
+        PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap());
+    here.seal(&email).unwrap(); // `here` now holds ada's keys, fresh for 30 s
+    let receipt = there.erase(ada).unwrap();
+    assert!(receipt.lookup_tokens().is_empty());
+    assert!(matches!(
+        here.lookup_token(&email),
+        Err(Error::Erased { .. })
+    ));
+    assert!(matches!(here.pseudonym(&email), Err(Error::Erased { .. })));
+    let keys = SqliteStore::open(&db).unwrap().key_store();
+    assert!(matches!(
+        privacy_pledge::crypto::KeyStore::note_lookup_token(
+            &keys,
+            ada,
+            here.lookup_token_of(&EmailAddress::parse("ada@example.com").unwrap())
+                .to_ref()
+        ),
+        Err(privacy_pledge::crypto::KeyStoreError::Conflict(_))
+    ));
+}

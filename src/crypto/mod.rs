@@ -79,6 +79,7 @@ mod pkcs11;
 pub(crate) mod poly;
 mod pseudonym;
 mod store;
+pub(crate) use store::erased_conflict;
 pub(crate) mod vault;
 
 use std::borrow::Cow;

@@ -228,7 +228,9 @@ pub trait KeyStore: Send + Sync {
     }
 
     /// Notes a pseudonym issued for the subject, so erasure can list it.
-    /// The default keeps no note.
+    /// For a subject already erased nothing is noted and the answer is
+    /// `Err(Conflict)`, checked atomically with the write (the custodian
+    /// then refuses the use as erased). The default keeps no note.
     fn note_pseudonym(
         &self,
         subject: SubjectId,
@@ -239,8 +241,10 @@ pub trait KeyStore: Send + Sync {
     }
 
     /// Notes a lookup token made from the subject's stored data, so erasure
-    /// can list it. The default keeps no note (and the erasure receipt then
-    /// lists no token): the crate's stores keep one.
+    /// can list it; `Err(Conflict)` and nothing noted for a subject already
+    /// erased, as [`note_pseudonym`](Self::note_pseudonym). The default keeps
+    /// no note (and the erasure receipt then lists no token): the crate's
+    /// stores keep one.
     fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
         let _ = (subject, token);
         Ok(())
@@ -508,26 +512,33 @@ impl KeyStore for MemoryKeyStore {
         subject: SubjectId,
         pseudonym: PseudonymRef,
     ) -> Result<(), KeyStoreError> {
-        self.with(|m| {
-            if let Entry::Live { pseudonyms, .. } = live_entry(m, subject) {
+        self.with(|m| match live_entry(m, subject) {
+            Entry::Live { pseudonyms, .. } => {
                 if !pseudonyms.contains(&pseudonym) {
                     pseudonyms.push(pseudonym);
                 }
+                Ok(())
             }
-            Ok(())
+            Entry::Erased(_) => Err(erased_conflict()),
         })
     }
 
     fn note_lookup_token(&self, subject: SubjectId, token: LookupRef) -> Result<(), KeyStoreError> {
-        self.with(|m| {
-            if let Entry::Live { lookups, .. } = live_entry(m, subject) {
+        self.with(|m| match live_entry(m, subject) {
+            Entry::Live { lookups, .. } => {
                 if !lookups.contains(&token) {
                     lookups.push(token);
                 }
+                Ok(())
             }
-            Ok(())
+            Entry::Erased(_) => Err(erased_conflict()),
         })
     }
+}
+
+/// What a note for an erased subject answers.
+pub(crate) fn erased_conflict() -> KeyStoreError {
+    KeyStoreError::Conflict(Cow::Borrowed("subject erased"))
 }
 
 /// The subject's entry, created live and empty if absent.

@@ -753,10 +753,13 @@ impl Vault {
     }
 
     /// Notes a token (a pseudonym or a lookup token) made from `subject`'s
-    /// data with `note`, the first time this process sees the pair: after
-    /// asking the key store, so a subject erased by another custodian (or
-    /// before a restart) gets no new tokens, and the token is listed in a
-    /// later erasure receipt.
+    /// data with `note`, the first time this process sees the pair, so the
+    /// token is listed in a later erasure receipt. A subject erased by
+    /// another custodian (or before a restart) gets no new token: the
+    /// crate's key stores refuse the note atomically with their tombstone
+    /// check (`Conflict`, read back here as `Erased`), and the key store is
+    /// asked first unless this vault read or made the subject's keys within
+    /// its bound (for a host's store that keeps no note).
     pub(crate) fn note_token(
         &self,
         subject: SubjectId,
@@ -800,7 +803,18 @@ impl Vault {
                 subject,
                 at: Some(at),
             }),
-            Ok(_) => self.deferrable(|| note(&*self.store)).map_err(Error::from),
+            Ok(_) => match self.deferrable(|| note(&*self.store)) {
+                // Erased meanwhile (the store checked with its write).
+                Err(super::KeyStoreError::Conflict(c)) => match self.store.load(subject) {
+                    Ok(SubjectKeys::Erased { at }) => Err(Error::Erased {
+                        subject,
+                        at: Some(at),
+                    }),
+                    Ok(_) => Err(super::KeyStoreError::Conflict(c).into()),
+                    Err(e) => Err(e.into()),
+                },
+                other => other.map_err(Error::from),
+            },
             Err(e) => Err(e.into()),
         };
         if noted.is_err() {

@@ -1119,16 +1119,23 @@ impl PgKeyStore {
         let s = subject.to_string();
         let p = serde_json::to_string(token).map_err(backend)?;
         locked(&self.store, &s, |tx| {
-            // Nothing is noted for an erased subject; one statement after
-            // the lock.
-            tx.execute_typed(
-                "INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
-                 SELECT $1, $2
-                 WHERE NOT EXISTS (SELECT 1 FROM pp_erased_subjects WHERE subject = $1)
-                 ON CONFLICT DO NOTHING",
-                &[(&s, Type::TEXT), (&p, Type::TEXT)],
-            )
-            .map_err(backend)?;
+            // Nothing is noted for an erased subject, and the caller hears
+            // it; one statement after the lock.
+            let erased: bool = tx
+                .query_typed_one(
+                    "WITH erased AS (SELECT 1 FROM pp_erased_subjects WHERE subject = $1),
+                     noted AS (
+                         INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
+                         SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM erased)
+                         ON CONFLICT DO NOTHING)
+                     SELECT EXISTS (SELECT 1 FROM erased)",
+                    &[(&s, Type::TEXT), (&p, Type::TEXT)],
+                )
+                .map_err(backend)?
+                .get(0);
+            if erased {
+                return Err(crate::crypto::erased_conflict());
+            }
             Ok(())
         })
     }

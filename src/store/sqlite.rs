@@ -1206,14 +1206,15 @@ impl SqliteKeyStore {
         let s = subject.to_string();
         let p = serde_json::to_string(token).map_err(backend)?;
         self.transaction(TransactionBehavior::Immediate, |tx| {
-            // Like the in-memory store: nothing is noted for an erased subject.
-            if erased_at(tx, &s)?.is_none() {
-                tx.execute(
-                    "INSERT OR IGNORE INTO pp_subject_pseudonyms (subject, pseudonym) VALUES (?1, ?2)",
-                    params![s, p],
-                )
-                .map_err(backend)?;
+            // Nothing is noted for an erased subject, and the caller hears it.
+            if erased_at(tx, &s)?.is_some() {
+                return Err(crate::crypto::erased_conflict());
             }
+            tx.execute(
+                "INSERT OR IGNORE INTO pp_subject_pseudonyms (subject, pseudonym) VALUES (?1, ?2)",
+                params![s, p],
+            )
+            .map_err(backend)?;
             Ok(())
         })
     }
