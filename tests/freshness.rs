@@ -285,8 +285,7 @@ fn child_process_entry() {
 #[test]
 fn a5_an_erasure_in_one_process_stops_every_use_in_another_within_the_bound() {
     let dir = TempDir::named("freshness", "erasure-fleet");
-    let db = dir.path("shop.sqlite");
-    erasure_in_another_process(&format!("sqlite:{}", db.display()), &dir.path("anchor"));
+    erasure_in_another_process(&dir.sqlite_url("shop.sqlite"), &dir.path("anchor"));
 }
 
 /// The same on PostgreSQL: two processes on one database, the anchor in a
@@ -485,8 +484,7 @@ impl AnchorStore for CrashAfterDestroy {
 #[test]
 fn a5_an_erasure_that_dies_after_destroying_keys_is_retried_with_its_receipt() {
     let dir = TempDir::named("freshness", "crash-after-destroy");
-    let db = dir.path("shop.sqlite");
-    erasure_dying_after_destroy(&format!("sqlite:{}", db.display()), &dir.path("cp"));
+    erasure_dying_after_destroy(&dir.sqlite_url("shop.sqlite"), &dir.path("cp"));
 }
 
 /// The same on PostgreSQL.

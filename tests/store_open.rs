@@ -101,11 +101,7 @@ fn custodian_needs_the_builders_keyring() {
 #[test]
 fn host_migrations_apply_once_and_refuse_an_older_host() {
     let dir = TempDir::named("store_open", "host_migrations");
-    let store = Store::open(&StoreConfig::new(
-        format!("sqlite:{}", dir.path("m.db").display()),
-        dir.path("cp"),
-    ))
-    .unwrap();
+    let store = Store::open(&StoreConfig::new(dir.sqlite_url("m.db"), dir.path("cp"))).unwrap();
     assert_eq!(store.migrate("shop", &HOST_STEPS[..1]).unwrap(), 1);
     assert_eq!(store.migrate("shop", &HOST_STEPS).unwrap(), 1);
     assert_eq!(store.migrate("shop", &HOST_STEPS).unwrap(), 0);
@@ -365,10 +361,7 @@ fn host_sql_on(url: &str, dir: &std::path::Path) {
 #[test]
 fn host_sql_on_sqlite() {
     let dir = TempDir::named("store_open", "host_sql");
-    host_sql_on(
-        &format!("sqlite:{}", dir.path("shop.db").display()),
-        &dir.path("checkpoints"),
-    );
+    host_sql_on(&dir.sqlite_url("shop.db"), &dir.path("checkpoints"));
 }
 
 #[test]

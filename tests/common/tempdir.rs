@@ -23,6 +23,12 @@ impl TempDir {
     pub fn path(&self, name: &str) -> PathBuf {
         self.0.join(name)
     }
+
+    /// The store URL of an SQLite file `name` inside the directory.
+    #[allow(dead_code)]
+    pub fn sqlite_url(&self, name: &str) -> String {
+        format!("sqlite:{}", self.path(name).display())
+    }
 }
 
 impl Drop for TempDir {
