@@ -79,6 +79,7 @@ mod pkcs11;
 pub(crate) mod poly;
 mod pseudonym;
 mod store;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) use store::erased_conflict;
 pub(crate) mod vault;
 
