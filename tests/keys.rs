@@ -527,7 +527,7 @@ fn with_no_revalidation_window_an_erasure_elsewhere_is_immediate() {
     assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
 }
 
-/// Counts the writes a key store is asked for; `one_step` says whether it
+/// Records the reads and writes a key store is asked for; `one_step` says whether it
 /// stores a new key with its reservation in one write (as the crate's
 /// stores do) or takes the trait's default (two calls).
 struct CountingStore {
@@ -544,6 +544,7 @@ impl CountingStore {
 
 impl KeyStore for CountingStore {
     fn load(&self, s: SubjectId) -> Result<SubjectKeys, privacy_pledge::crypto::KeyStoreError> {
+        self.note("load");
         self.inner.load(s)
     }
     fn insert(
@@ -589,8 +590,9 @@ impl KeyStore for CountingStore {
     }
 }
 
-/// A new subject's first seal is one key-store write on a store that keeps
-/// the use count given on insert (the key and its first reservation
+/// A new subject's first seal is one key-store read (the one that finds no
+/// key: no second look before the insert) and one write on a store that
+/// keeps the use count given on insert (the key and its first reservation
 /// together), two on one that takes the default; either way the stored
 /// count covers every seal made, and a second custodian sharing the store
 /// (another process) reserves after it, never the same nonces.
@@ -617,9 +619,9 @@ fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
             .unwrap();
         let writes = store.writes.lock().unwrap().clone();
         let expected: &[&str] = if one_step {
-            &["insert"] // one write, the reservation in it
+            &["load", "insert"] // one write, the reservation in it
         } else {
-            &["insert", "reserve"]
+            &["load", "insert", "reserve"]
         };
         assert_eq!(writes, expected, "one_step = {one_step}");
         let uses = live_keys(&store.inner, ada)[0].uses;

@@ -476,9 +476,14 @@ impl Vault {
         if slot.has(generation) {
             return Ok(None);
         }
-        self.reload(slot, subject, now)?;
-        if slot.has(generation) {
-            return Ok(None);
+        // Read again unless this call read the slot already (a new subject:
+        // the read that found no key was just made); a generation made
+        // meanwhile elsewhere is caught by the insert's conflict below.
+        if slot.checked_at != now {
+            self.reload(slot, subject, now)?;
+            if slot.has(generation) {
+                return Ok(None);
+            }
         }
         match self.create(slot, subject, generation, reserve) {
             Ok(()) => Ok(Some(0)),
