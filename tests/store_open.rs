@@ -356,6 +356,29 @@ fn host_sql_on(url: &str, dir: &std::path::Path) {
         row.get::<SubjectId>(0)
     });
     assert!(matches!(subject_as_text, Err(StoreError::Database(_))));
+
+    // Each parameter goes with its type: an `i64` into a narrower integer
+    // column and text into `varchar` are converted as assignments are,
+    // on either database.
+    store
+        .batch("CREATE TABLE visits (n INTEGER NOT NULL, note VARCHAR(20))")
+        .unwrap();
+    assert_eq!(
+        store
+            .execute("INSERT INTO visits VALUES ($1, $2)", &[&7_i64, &"first"])
+            .unwrap(),
+        1
+    );
+    let read = store
+        .query(
+            "SELECT n, note FROM visits WHERE n = $1",
+            &[&7_i32],
+            |row: &Row<'_>| -> Result<(i64, String), StoreError> {
+                Ok((row.get::<i32>(0)?.into(), row.get(1)?))
+            },
+        )
+        .unwrap();
+    assert_eq!(read, vec![(7, "first".to_owned())]);
 }
 
 #[test]

@@ -523,8 +523,8 @@ impl Store {
             }
             #[cfg(feature = "postgres")]
             Database::Postgres(s) => s.with_client(|c| {
-                let params = super::sql::postgres_params(params);
-                c.execute(sql, &params).map_err(super::sql::pg_err)
+                c.execute_typed(sql, &super::sql::postgres_params(params))
+                    .map_err(super::sql::pg_err)
             }),
         }
     }
@@ -547,9 +547,8 @@ impl Store {
             #[cfg(feature = "postgres")]
             Database::Postgres(s) => s.with_client(|c| {
                 let mut f = f;
-                let params = super::sql::postgres_params(params);
                 let rows = c
-                    .query(sql, &params)
+                    .query_typed(sql, &super::sql::postgres_params(params))
                     .map_err(|e| E::from(super::sql::pg_err(e)))?;
                 rows.iter()
                     .map(|r| f(&super::sql::Row::Postgres(r)))

@@ -56,6 +56,13 @@ mod sealed {
 /// `&[u8]`, their `Option`s (`i64`, `String`, `Vec<u8>`), and
 /// [`Sealed`], [`LookupToken`], [`LookupRef`], [`SubjectId`] (and
 /// `Option`s of the first two). Sealed: the set is the crate's.
+///
+/// On PostgreSQL each value is sent with its type — `i64` as `bigint`,
+/// `i32` as `integer`, `bool` as `boolean`, text as `text`, bytes and the
+/// crate's column types as `bytea` — so a statement is parsed, bound and run
+/// in one round trip, and the server converts to the column's type where an
+/// assignment cast exists (an `i64` into an `integer` column, `text` into
+/// `varchar`).
 pub trait Param: sealed::Sealed + Sync {
     /// As an SQLite parameter.
     #[cfg(feature = "sqlite")]
@@ -63,6 +70,9 @@ pub trait Param: sealed::Sealed + Sync {
     /// As a PostgreSQL parameter.
     #[cfg(feature = "postgres")]
     fn as_postgres(&self) -> &(dyn PgToSql + Sync);
+    /// The PostgreSQL type it is sent as.
+    #[cfg(feature = "postgres")]
+    fn postgres_type(&self) -> postgres::types::Type;
 }
 
 /// A value read from a column on either database (see [`Row::get`]): the
@@ -77,7 +87,7 @@ pub trait Column: sealed::Sealed + Sized {
 }
 
 macro_rules! both {
-    ($([$($g:tt)*] $t:ty),* $(,)?) => {$(
+    ($([$($g:tt)*] $t:ty => $pg:ident),* $(,)?) => {$(
         impl<$($g)*> sealed::Sealed for $t {}
         impl<$($g)*> Param for $t {
             #[cfg(feature = "sqlite")]
@@ -87,6 +97,10 @@ macro_rules! both {
             #[cfg(feature = "postgres")]
             fn as_postgres(&self) -> &(dyn PgToSql + Sync) {
                 self
+            }
+            #[cfg(feature = "postgres")]
+            fn postgres_type(&self) -> postgres::types::Type {
+                postgres::types::Type::$pg
             }
         }
     )*};
@@ -108,22 +122,22 @@ macro_rules! read {
 }
 
 both!(
-    [] i64,
-    [] i32,
-    [] bool,
-    [] String,
-    ['a] &'a str,
-    [] Vec<u8>,
-    ['a] &'a [u8],
-    [] Option<i64>,
-    [] Option<String>,
-    [] Option<Vec<u8>>,
-    [] SubjectId,
-    [] LookupRef,
-    [T: DataKind, P: Purpose] Sealed<T, P>,
-    [T: DataKind, P: Purpose] Option<Sealed<T, P>>,
-    [T: DataKind] LookupToken<T>,
-    [T: DataKind] Option<LookupToken<T>>,
+    [] i64 => INT8,
+    [] i32 => INT4,
+    [] bool => BOOL,
+    [] String => TEXT,
+    ['a] &'a str => TEXT,
+    [] Vec<u8> => BYTEA,
+    ['a] &'a [u8] => BYTEA,
+    [] Option<i64> => INT8,
+    [] Option<String> => TEXT,
+    [] Option<Vec<u8>> => BYTEA,
+    [] SubjectId => BYTEA,
+    [] LookupRef => BYTEA,
+    [T: DataKind, P: Purpose] Sealed<T, P> => BYTEA,
+    [T: DataKind, P: Purpose] Option<Sealed<T, P>> => BYTEA,
+    [T: DataKind] LookupToken<T> => BYTEA,
+    [T: DataKind] Option<LookupToken<T>> => BYTEA,
 );
 
 read!(
@@ -189,10 +203,9 @@ impl Tx<'_, '_> {
             #[cfg(feature = "sqlite")]
             Tx::Sqlite(tx) => sqlite_execute(tx, sql, params),
             #[cfg(feature = "postgres")]
-            Tx::Postgres(tx) => {
-                let params = postgres_params(params);
-                tx.execute(sql, &params).map_err(pg_err)
-            }
+            Tx::Postgres(tx) => tx
+                .execute_typed(sql, &postgres_params(params))
+                .map_err(pg_err),
         }
     }
 }
@@ -237,9 +250,16 @@ pub(crate) fn sqlite_query<R, E: From<StoreError>>(
     Ok(out)
 }
 
+/// `params` with their types: a statement so bound is parsed, bound and
+/// run in one round trip (no prepare first).
 #[cfg(feature = "postgres")]
-pub(crate) fn postgres_params<'p>(params: &[&'p dyn Param]) -> Vec<&'p (dyn PgToSql + Sync)> {
-    params.iter().map(|p| p.as_postgres()).collect()
+pub(crate) fn postgres_params<'p>(
+    params: &[&'p dyn Param],
+) -> Vec<(&'p (dyn PgToSql + Sync), postgres::types::Type)> {
+    params
+        .iter()
+        .map(|p| (p.as_postgres(), p.postgres_type()))
+        .collect()
 }
 
 /// A PostgreSQL error of one of the host's statements: its message and
