@@ -1244,3 +1244,56 @@ fn a5_the_key_stores_insert_checks_the_floor_the_tombstone_and_the_generation() 
     });
     assert_eq!(noted, 0);
 }
+
+/// A5 (a power cut): on PostgreSQL `commit_request` commits the scope's
+/// key, lookup token and events without waiting for the disk, so its own
+/// last commit must flush the write-ahead log past them before it returns
+/// — also when the host's write writes nothing (a transaction without an
+/// id would commit without a flush). Checked from the server's side: the
+/// log position after the scope's commits (read inside the host's write)
+/// is flushed by the time each call returns. (Other tests' commits flush
+/// the shared log too, so alone this test is sharper than beside them.)
+#[test]
+fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
+    let Some(db) = database("flushed") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let custodian = Custodian::builder()
+        .keyring(keyring())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring().audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    for _ in 0..20 {
+        let ada = SubjectId::random();
+        let (_, written) = store
+            .commit_request(
+                &custodian,
+                || -> Result<_, Box<dyn std::error::Error>> {
+                    let email = email(ada);
+                    Ok((custodian.seal(&email)?, custodian.lookup_token(&email)?))
+                },
+                |tx, _| {
+                    // Nothing written: only where the log's end is.
+                    let lsn: String = tx
+                        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
+                        .get(0);
+                    WRITTEN.with(|w| *w.borrow_mut() = lsn);
+                    Ok(())
+                },
+            )
+            .map(|sealed| (sealed, WRITTEN.with(|w| w.borrow().clone())))
+            .unwrap();
+        let flushed: bool = admin
+            .query_one(
+                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                &[&written],
+            )
+            .unwrap()
+            .get(0);
+        assert!(flushed, "the log up to {written} is not flushed on return");
+    }
+    thread_local!(static WRITTEN: std::cell::RefCell<String> = Default::default());
+}

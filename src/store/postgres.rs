@@ -9,7 +9,11 @@
 //! before `record` returns; every read-then-write of the key store holds a
 //! per-subject advisory lock, so an erasure and a new key for the same
 //! subject never interleave across processes; a consent row is
-//! replaced only by one of a later version.
+//! replaced only by one of a later version. One table more than SQLite's:
+//! `pp_commit_marks (slot, n)`, a counter per connection slot that
+//! [`PgStore::commit_request`] bumps in its last transaction, so that
+//! commit writes to the log and therefore flushes it (PostgreSQL flushes at
+//! a commit only a transaction that wrote to the log).
 //!
 //! The client is the synchronous [`postgres`] crate: the crate's traits are
 //! synchronous, and an async host calls the custodian on a blocking thread.
@@ -66,7 +70,7 @@ use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
 CREATE TABLE pp_audit_log (
     id      BIGSERIAL PRIMARY KEY,
@@ -124,7 +128,25 @@ CREATE TABLE pp_kek_state (
 INSERT INTO pp_kek_state (id, floor, claimed) VALUES (1, 0, 0);
 CREATE INDEX pp_subject_keys_kek_version ON pp_subject_keys (kek_version);
 ",
+    "
+CREATE TABLE pp_commit_marks (
+    slot INTEGER PRIMARY KEY,
+    n    BIGINT  NOT NULL
+);
+",
 ];
+
+/// The end of `commit_request`'s transaction, in one round trip: a row of
+/// `pp_commit_marks` written (the connection's own slot, so concurrent
+/// requests do not wait for each other), then COMMIT. PostgreSQL flushes
+/// the log at a commit only if the transaction wrote to it — an id alone
+/// (`txid_current()`) commits without a flush — and this commit is the one
+/// that must make the scope's unflushed commits durable, whatever the
+/// host's write wrote.
+const MARK_AND_COMMIT: &str =
+    "INSERT INTO pp_commit_marks (slot, n) VALUES (pg_backend_pid() % 1024, 1)
+     ON CONFLICT (slot) DO UPDATE SET n = pp_commit_marks.n + 1;
+     COMMIT";
 
 /// The schema version this crate writes (the number of migrations).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -367,12 +389,12 @@ impl PgStore {
             let mut client = self.lock().map_err(StoreError::from)?;
             let mut tx = client.transaction().map_err(db_err)?;
             super::hold(self.id(), || write(&mut tx, value))?;
-            // A transaction without a transaction id (one that wrote
-            // nothing) commits without flushing the log; this one must make
-            // the scope's commit durable, so it is given one.
-            tx.query_typed("SELECT txid_current()", &[])
-                .map_err(db_err)?;
-            tx.commit().map_err(db_err)?;
+            // Whatever `write` wrote, this commit flushes the log.
+            tx.batch_execute(MARK_AND_COMMIT).map_err(db_err)?;
+            // Ended on the server: dropping the client's handle would send
+            // a ROLLBACK and wait for its warning. (A failed batch drops it
+            // above: the rollback of an open or already ended transaction.)
+            std::mem::forget(tx);
             Ok(())
         })
     }
@@ -774,6 +796,98 @@ fn locked<R>(
     Ok(out)
 }
 
+/// A value written into a statement's text for
+/// [`locked_statement`]: only hex digits come from the value, so nothing in
+/// it can end the literal (no quoting to get right).
+struct Literal;
+
+impl Literal {
+    /// `bytes` as a `bytea` expression.
+    fn bytes(out: &mut String, bytes: &[u8]) {
+        out.push_str("decode('");
+        crate::subject::push_hex(out, bytes);
+        out.push_str("', 'hex')");
+    }
+
+    /// `text` as a `text` expression.
+    fn text(out: &mut String, text: &str) {
+        out.push_str("convert_from(");
+        Self::bytes(out, text.as_bytes());
+        out.push_str(", 'UTF8')");
+    }
+}
+
+/// Runs `statement` holding the subject's advisory lock, in one round trip,
+/// and returns its rows (as text).
+///
+/// The lock and the statement go as one simple-protocol query, which
+/// PostgreSQL runs as one implicit transaction: the lock is held until it
+/// ends; in read committed each statement takes its own snapshot, so
+/// `statement` sees every change committed before the lock was granted; an
+/// error in either rolls back both. The statement has no parameters: its
+/// values are [`Literal`]s and the subject's id, which is hex digits by
+/// construction (`SubjectId`'s `Display`).
+///
+/// Inside a request scope whose audit commit goes to this database (see
+/// `request::DatabaseId`), the commit need not wait for the log to reach
+/// the disk: the scope's own synchronous commit, later on the same log,
+/// does (`set_config(…, true)` is `SET LOCAL`, for the implicit
+/// transaction).
+fn locked_statement(
+    store: &PgStore,
+    subject: SubjectId,
+    statement: &str,
+) -> Result<Vec<postgres::SimpleQueryRow>, KeyStoreError> {
+    let deferred = if crate::request::durability_deferred(store.database_id()) {
+        ", set_config('synchronous_commit', 'off', true)"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "SELECT pg_advisory_xact_lock(hashtextextended('{subject}', 0)){deferred};\n{statement}"
+    );
+    let messages = store.lock()?.simple_query(&sql).map_err(backend)?;
+    // The rows between the first statement's completion and the second's.
+    let mut completed = 0;
+    let mut rows = Vec::new();
+    for message in messages {
+        match message {
+            postgres::SimpleQueryMessage::CommandComplete(_) => completed += 1,
+            postgres::SimpleQueryMessage::Row(row) if completed == 1 => rows.push(row),
+            _ => {}
+        }
+    }
+    Ok(rows)
+}
+
+/// The one row a [`locked_statement`] answers.
+fn one_row(rows: &[postgres::SimpleQueryRow]) -> Result<&postgres::SimpleQueryRow, KeyStoreError> {
+    match rows {
+        [row] => Ok(row),
+        _ => Err(backend(format!("expected one row, got {}", rows.len()))),
+    }
+}
+
+/// Column `i` of a simple-protocol row, as text (`None`: NULL).
+fn text_col(row: &postgres::SimpleQueryRow, i: usize) -> Result<Option<&str>, KeyStoreError> {
+    row.try_get(i).map_err(backend)
+}
+
+/// A `boolean` column of a simple-protocol row.
+fn text_bool(v: Option<&str>) -> Result<bool, KeyStoreError> {
+    match v {
+        Some("t") => Ok(true),
+        Some("f") => Ok(false),
+        _ => Err(backend("expected a boolean")),
+    }
+}
+
+/// An integer column of a simple-protocol row (`None`: NULL).
+fn text_int(v: Option<&str>) -> Result<Option<i64>, KeyStoreError> {
+    v.map(|v| v.parse().map_err(|_| backend("expected an integer")))
+        .transpose()
+}
+
 /// The row of `pp_kek_state`; with `share`, locked against a concurrent
 /// swap until the transaction ends (a missing row is an error).
 fn kek_state(tx: &mut postgres::Transaction<'_>, share: bool) -> Result<KekState, KeyStoreError> {
@@ -906,53 +1020,45 @@ impl KeyStore for PgKeyStore {
     }
 
     fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
-        let s = subject.to_string();
         let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
-        locked(&self.store, &s, |tx| {
-            // The tombstone check, the floor (share-locked against a swap
-            // until the transaction ends) and the insert in one statement,
-            // one round trip; after the lock, so its snapshot sees every
-            // erasure committed before.
-            let row = tx
-                .query_typed_one(
-                    "WITH state AS (
-                         SELECT (SELECT erased_at FROM pp_erased_subjects WHERE subject = $1) AS erased,
-                                (SELECT floor FROM pp_kek_state WHERE id = 1 FOR SHARE) AS floor),
-                     inserted AS (
-                         INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
-                         SELECT $1, $2, $3, $4, $5 FROM state
-                         WHERE erased IS NULL AND floor IS NOT NULL AND floor <= $3
-                         ON CONFLICT DO NOTHING RETURNING 1)
-                     SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state",
-                    &[
-                        (&s, Type::TEXT),
-                        (&i64::from(key.generation), Type::INT8),
-                        (&i64::from(key.wrapped.kek_version), Type::INT8),
-                        (&key.wrapped.bytes, Type::BYTEA),
-                        (&uses, Type::INT8),
-                    ],
-                )
-                .map_err(backend)?;
-            let (erased, floor, inserted): (bool, Option<i64>, i64) =
-                (row.get(0), row.get(1), row.get(2));
-            if erased {
-                return Err(conflict("subject erased"));
-            }
-            let floor = u32_col(
-                floor.ok_or_else(|| backend("pp_kek_state has no row"))?,
-                "floor",
-            )?;
-            if key.wrapped.kek_version < floor {
-                return Err(KeyStoreError::BelowFloor {
-                    kek_version: key.wrapped.kek_version,
-                    floor,
-                });
-            }
-            if inserted == 0 {
-                return Err(conflict("generation exists"));
-            }
-            Ok(())
-        })
+        // The tombstone check, the floor (share-locked against a swap until
+        // the transaction ends) and the insert in one statement, after the
+        // lock, so its snapshot sees every erasure committed before.
+        let mut wrapped = String::new();
+        Literal::bytes(&mut wrapped, &key.wrapped.bytes);
+        let (generation, kek) = (key.generation, key.wrapped.kek_version);
+        let rows = locked_statement(
+            &self.store,
+            subject,
+            &format!(
+                "WITH state AS (
+                     SELECT (SELECT erased_at FROM pp_erased_subjects WHERE subject = '{subject}') AS erased,
+                            (SELECT floor FROM pp_kek_state WHERE id = 1 FOR SHARE) AS floor),
+                 inserted AS (
+                     INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
+                     SELECT '{subject}', {generation}, {kek}, {wrapped}, {uses} FROM state
+                     WHERE erased IS NULL AND floor IS NOT NULL AND floor <= {kek}
+                     ON CONFLICT DO NOTHING RETURNING 1)
+                 SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state"
+            ),
+        )?;
+        let row = one_row(&rows)?;
+        if text_bool(text_col(row, 0)?)? {
+            return Err(conflict("subject erased"));
+        }
+        let floor =
+            text_int(text_col(row, 1)?)?.ok_or_else(|| backend("pp_kek_state has no row"))?;
+        let floor = u32_col(floor, "floor")?;
+        if kek < floor {
+            return Err(KeyStoreError::BelowFloor {
+                kek_version: kek,
+                floor,
+            });
+        }
+        if text_int(text_col(row, 2)?)? == Some(0) {
+            return Err(conflict("generation exists"));
+        }
+        Ok(())
     }
 
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {
@@ -1116,28 +1222,26 @@ impl KeyStore for PgKeyStore {
 impl PgKeyStore {
     /// Notes a token for the subject's erasure receipt.
     fn note(&self, subject: SubjectId, token: &super::NotedToken) -> Result<(), KeyStoreError> {
-        let s = subject.to_string();
-        let p = serde_json::to_string(token).map_err(backend)?;
-        locked(&self.store, &s, |tx| {
-            // Nothing is noted for an erased subject, and the caller hears
-            // it; one statement after the lock.
-            let erased: bool = tx
-                .query_typed_one(
-                    "WITH erased AS (SELECT 1 FROM pp_erased_subjects WHERE subject = $1),
-                     noted AS (
-                         INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
-                         SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM erased)
-                         ON CONFLICT DO NOTHING)
-                     SELECT EXISTS (SELECT 1 FROM erased)",
-                    &[(&s, Type::TEXT), (&p, Type::TEXT)],
-                )
-                .map_err(backend)?
-                .get(0);
-            if erased {
-                return Err(crate::crypto::erased_conflict());
-            }
-            Ok(())
-        })
+        let mut noted = String::new();
+        Literal::text(&mut noted, &serde_json::to_string(token).map_err(backend)?);
+        // Nothing is noted for an erased subject, and the caller hears it;
+        // one statement after the lock.
+        let rows = locked_statement(
+            &self.store,
+            subject,
+            &format!(
+                "WITH erased AS (SELECT 1 FROM pp_erased_subjects WHERE subject = '{subject}'),
+                 noted AS (
+                     INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
+                     SELECT '{subject}', {noted} WHERE NOT EXISTS (SELECT 1 FROM erased)
+                     ON CONFLICT DO NOTHING)
+                 SELECT EXISTS (SELECT 1 FROM erased)"
+            ),
+        )?;
+        if text_bool(text_col(one_row(&rows)?, 0)?)? {
+            return Err(crate::crypto::erased_conflict());
+        }
+        Ok(())
     }
 }
 
