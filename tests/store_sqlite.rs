@@ -1499,12 +1499,23 @@ fn a5_a_request_scopes_key_writes_leave_every_connection_durable() {
     assert_eq!(synchronous, 2, "FULL");
 }
 
+/// The scope of the `commit_request` tests: `ada`'s email collected and
+/// sealed.
+fn seal_email_of(
+    custodian: &Custodian,
+    ada: SubjectId,
+) -> Result<privacy_pledge::Sealed<EmailAddress, Transaction>, Box<dyn std::error::Error>> {
+    let email: PersonalInfo<EmailAddress, Transaction> =
+        custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
+    Ok(custodian.seal(&email)?)
+}
+
 /// A1 (host code whose write writes nothing): `commit_request`'s last
 /// transaction must still reach the disk, since it is what makes the
-/// scope's commit durable, so it writes one row back as it is. What this
-/// test can see (the sync itself it cannot): the call works, the scope's
-/// events are in the trail, the row written back is unchanged, and the
-/// sealed value opens.
+/// scope's commit durable, so it bumps a counter of its own
+/// (`pp_commit_marks`; the next test sees the log grow). What this test
+/// can see: the call works, the scope's events are in the trail, the key
+/// state is unchanged, and the sealed value opens.
 #[test]
 fn a1_a_commit_request_whose_write_writes_nothing_changes_nothing_else() {
     use privacy_pledge::crypto::KeyStore;
@@ -1514,15 +1525,7 @@ fn a1_a_commit_request_whose_write_writes_nothing_changes_nothing_else() {
     let before = store.key_store().kek_state().unwrap();
     let ada = SubjectId::random();
     let sealed = store
-        .commit_request(
-            &custodian,
-            || -> Result<_, Box<dyn std::error::Error>> {
-                let email: PersonalInfo<EmailAddress, Transaction> =
-                    custodian.collect(ada, EmailAddress::parse("ada@example.com")?)?;
-                Ok(custodian.seal(&email)?)
-            },
-            |_, _| Ok(()),
-        )
+        .commit_request(&custodian, || seal_email_of(&custodian, ada), |_, _| Ok(()))
         .unwrap();
     assert_eq!(store.trail().unwrap().len(), 2);
     assert_eq!(store.key_store().kek_state().unwrap(), before);
@@ -1531,6 +1534,46 @@ fn a1_a_commit_request_whose_write_writes_nothing_changes_nothing_else() {
         .access(&opened, |e| format!("{}@{}", e.local_part(), e.domain()))
         .unwrap();
     assert_eq!(text, "ada@example.com");
+}
+
+/// A1 (host code whose write writes only a temporary table) and A5 (a
+/// power cut): the last transaction of `commit_request` must still append
+/// a commit to the database's write-ahead log — SQLite syncs the log only
+/// for a transaction that appends to it, and that sync is what makes the
+/// scope's unsynced commits durable. Seen from outside: the log grows
+/// between the host's write and the call's return (a fresh database, far
+/// below the auto-checkpoint, so the log only grows).
+#[test]
+fn a5_a_commit_request_writing_only_a_temporary_table_still_commits_to_the_log() {
+    let dir = temp_dir("commit_temp_only");
+    let db = dir.path("shop.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let custodian = custodian_on(&store);
+    let mut wal = db.clone().into_os_string();
+    wal.push("-wal");
+    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let at_write = std::cell::Cell::new(0);
+    let ada = SubjectId::random();
+    store
+        .commit_request(
+            &custodian,
+            || seal_email_of(&custodian, ada),
+            |tx, _| {
+                tx.execute_batch(
+                    "CREATE TEMP TABLE IF NOT EXISTS scratch (n INTEGER);
+                     INSERT INTO scratch VALUES (1);",
+                )?;
+                at_write.set(wal_len());
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(at_write.get() > 0, "the scope's commits are in the log");
+    assert!(
+        wal_len() > at_write.get(),
+        "the last transaction appended nothing to the log ({} bytes before and after)",
+        at_write.get()
+    );
 }
 
 /// A5 (a second process erases while this one holds the subject's keys in

@@ -39,6 +39,7 @@
 //! | `pp_consents (subject, purpose, version, record)` | consent rows (JSON of a [`ConsentRecord`], authenticated by the custodian) |
 //! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`](crate::audit::CheckpointStore) outside the database |
 //! | `pp_kek_state (id, floor, claimed, claimed_at, renewed_at)` | one row: the key-encryption-key [`KekState`] rotations share; a key wrapped under a version below `floor` is refused |
+//! | `pp_commit_marks (slot, n)` | a counter [`SqliteStore::commit_request`] bumps in its last transaction, so its commit always syncs the log |
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
@@ -93,7 +94,7 @@ use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 4] = [
+const MIGRATIONS: [&str; 5] = [
     "
 CREATE TABLE pp_audit_log (
     id      INTEGER PRIMARY KEY,
@@ -151,7 +152,21 @@ CREATE TABLE pp_kek_state (
 INSERT INTO pp_kek_state (id, floor, claimed) VALUES (1, 0, 0);
 CREATE INDEX pp_subject_keys_kek_version ON pp_subject_keys (kek_version);
 ",
+    "
+CREATE TABLE pp_commit_marks (
+    slot INTEGER PRIMARY KEY,
+    n    INTEGER NOT NULL
+);
+",
 ];
+
+/// Written by the last transaction of `commit_request`, so that its commit
+/// appends to the log and therefore syncs it: a transaction that changes
+/// no page of the database file (one that wrote nothing, only a temporary
+/// table, or a row back as it was — SQLite leaves a page alone when the
+/// bytes are the same) commits without a sync.
+const COMMIT_MARK: &str = "INSERT INTO pp_commit_marks (slot, n) VALUES (0, 1)
+     ON CONFLICT (slot) DO UPDATE SET n = n + 1";
 
 /// The schema version this crate writes (the number of migrations).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -527,15 +542,11 @@ impl SqliteStore {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
-            let before = tx.total_changes();
             super::hold(self.id(), || write(&tx, value))?;
-            if tx.total_changes() == before {
-                // A transaction that writes nothing commits without a sync,
-                // and this one must make the scope's commit durable: one
-                // row is written back as it is.
-                tx.execute("UPDATE pp_kek_state SET floor = floor WHERE id = 1", [])
-                    .map_err(db_err)?;
-            }
+            // Whatever `write` wrote, this commit syncs the log.
+            tx.prepare_cached(COMMIT_MARK)
+                .and_then(|mut st| st.execute([]))
+                .map_err(db_err)?;
             tx.commit().map_err(db_err)?;
             Ok(())
         })
