@@ -396,6 +396,18 @@ fn busy(tries: i32) -> bool {
     true
 }
 
+/// Sets `synchronous` to FULL (`full`) or NORMAL, with a statement from
+/// the connection's cache (this runs several times per request).
+fn set_synchronous(conn: &Connection, full: bool) -> rusqlite::Result<()> {
+    conn.prepare_cached(if full {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    })?
+    .execute([])
+    .map(drop)
+}
+
 /// Readies a connection returned to the pool for its next user: a
 /// transaction the host left open (`BEGIN` without `COMMIT`) is rolled back.
 /// (rusqlite's `Transaction` rolls back when dropped, also on panic.)
@@ -404,7 +416,7 @@ fn reset(conn: &mut Connection) -> bool {
     // user set (a deferred key-store write restores it itself; this is
     // the net under it).
     let closed = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
-    closed && conn.pragma_update(None, "synchronous", "FULL").is_ok()
+    closed && set_synchronous(conn, true).is_ok()
 }
 
 impl SqliteStore {
@@ -799,14 +811,11 @@ impl BatchWriter for SqliteBatchWriter {
         let _turn = self.store.writing();
         // Set for every batch, so a durable one never depends on an earlier
         // batch having restored the setting.
-        let mode = if durable { "FULL" } else { "NORMAL" };
-        conn.pragma_update(None, "synchronous", mode)
-            .map_err(insert_failed)?;
+        set_synchronous(&conn, durable).map_err(insert_failed)?;
         let written = write_rows(&mut conn, rows, checkpoint);
         if !durable {
             // For the host's statements on a store of one connection.
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(insert_failed)?;
+            set_synchronous(&conn, true).map_err(insert_failed)?;
         }
         written
     }
@@ -901,13 +910,9 @@ fn u64_col(v: i64, what: &'static str) -> Result<u64, KeyStoreError> {
 }
 
 fn erased_at(conn: &Connection, subject: &str) -> Result<Option<i64>, KeyStoreError> {
-    conn.query_row(
-        "SELECT erased_at FROM pp_erased_subjects WHERE subject = ?1",
-        [subject],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(backend)
+    conn.prepare_cached("SELECT erased_at FROM pp_erased_subjects WHERE subject = ?1")
+        .and_then(|mut st| st.query_row([subject], |r| r.get(0)).optional())
+        .map_err(backend)
 }
 
 /// The subject's generations and noted tokens: what `destroy` removes.
@@ -929,12 +934,13 @@ fn listed(conn: &Connection, subject: &str) -> Result<Destroyed, KeyStoreError> 
 fn kek_state(conn: &Connection) -> Result<KekState, KeyStoreError> {
     type Columns = (i64, i64, Option<i64>, Option<i64>);
     let (floor, claimed, claimed_at, renewed_at): Columns = conn
-        .query_row(
+        .prepare_cached(
             "SELECT floor, claimed, claimed_at, renewed_at FROM pp_kek_state WHERE id = 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
-        .optional()
+        .and_then(|mut st| {
+            st.query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .optional()
+        })
         .map_err(backend)?
         .ok_or_else(|| backend("pp_kek_state has no row"))?;
     let version = |v: i64| u32::try_from(v).map_err(|_| backend("pp_kek_state out of range"));
@@ -986,8 +992,7 @@ impl SqliteKeyStore {
         // the scope's own (`synchronous = FULL`) does, on the same log.
         let deferred = writes && crate::request::durability_deferred(self.store.database_id());
         if deferred {
-            conn.pragma_update(None, "synchronous", "NORMAL")
-                .map_err(backend)?;
+            set_synchronous(&conn, false).map_err(backend)?;
         }
         let out = (|| {
             let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
@@ -996,8 +1001,7 @@ impl SqliteKeyStore {
             Ok(out)
         })();
         if deferred {
-            conn.pragma_update(None, "synchronous", "FULL")
-                .map_err(backend)?;
+            set_synchronous(&conn, true).map_err(backend)?;
         }
         out
     }
@@ -1063,11 +1067,19 @@ impl KeyStore for SqliteKeyStore {
             }
             check_floor(tx, &key.wrapped)?;
             let inserted = tx
-                .execute(
+                .prepare_cached(
                     "INSERT OR IGNORE INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![s, key.generation, key.wrapped.kek_version, key.wrapped.bytes, uses],
                 )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        s,
+                        key.generation,
+                        key.wrapped.kek_version,
+                        key.wrapped.bytes,
+                        uses
+                    ])
+                })
                 .map_err(backend)?;
             if inserted == 0 {
                 return Err(conflict("generation exists"));
@@ -1221,10 +1233,10 @@ impl SqliteKeyStore {
             if erased_at(tx, &s)?.is_some() {
                 return Err(crate::crypto::erased_conflict());
             }
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR IGNORE INTO pp_subject_pseudonyms (subject, pseudonym) VALUES (?1, ?2)",
-                params![s, p],
             )
+            .and_then(|mut st| st.execute(params![s, p]))
             .map_err(backend)?;
             Ok(())
         })
@@ -1260,12 +1272,13 @@ impl ConsentStore for SqliteConsentStore {
         let json: Option<String> = self
             .store
             .lock()?
-            .query_row(
-                "SELECT record FROM pp_consents WHERE subject = ?1 AND purpose = ?2",
-                params![subject.to_string(), purpose_col(purpose)],
-                |r| r.get(0),
-            )
-            .optional()
+            .prepare_cached("SELECT record FROM pp_consents WHERE subject = ?1 AND purpose = ?2")
+            .and_then(|mut st| {
+                st.query_row(params![subject.to_string(), purpose_col(purpose)], |r| {
+                    r.get(0)
+                })
+                .optional()
+            })
             .map_err(consent_err)?;
         json.map(|j| serde_json::from_str(&j).map_err(|_| consent_err("malformed row")))
             .transpose()
