@@ -1323,3 +1323,32 @@ impl ConsentStore for PgConsentStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Literal;
+
+    /// A1/A2 (host code or a row supplying the text): whatever a value
+    /// holds, its literal is hex digits inside one pair of quotes, so it
+    /// cannot end the literal or the statement.
+    #[test]
+    fn literals_are_hex_digits_whatever_the_value() {
+        for value in [
+            "",
+            "plain",
+            "it's",
+            "'); DROP TABLE pp_audit_log; --",
+            "\\x00",
+            "é\u{0}'",
+        ] {
+            let mut out = String::new();
+            Literal::text(&mut out, value);
+            let inner = out
+                .strip_prefix("convert_from(decode('")
+                .and_then(|s| s.strip_suffix("', 'hex'), 'UTF8')"))
+                .unwrap_or_else(|| panic!("unexpected shape: {out}"));
+            assert!(inner.bytes().all(|b| b.is_ascii_hexdigit()), "{out}");
+            assert_eq!(inner.len(), value.len() * 2);
+        }
+    }
+}
