@@ -301,8 +301,9 @@ impl SqliteStore {
     }
 
     /// Takes over a connection the host opened (to share it with its own
-    /// tables): sets WAL, `synchronous = FULL`, `secure_delete` and the
-    /// store's busy handler (10 s), then runs the migrations. The store then has this one
+    /// tables): sets WAL, `synchronous = FULL`, `secure_delete`, the
+    /// store's busy handler (10 s) and a statement cache of 64, then runs
+    /// the migrations. The store then has this one
     /// connection for everything, audit commits included (see
     /// [Connections](self#connections)); [`open_with`](Self::open_with)
     /// gives the writer a connection of its own.
@@ -352,6 +353,9 @@ impl SqliteStore {
 /// Sets the pragmas every connection of a store gets.
 fn configure(conn: Connection) -> Result<Connection, StoreError> {
     {
+        // Room for the store's own cached statements (about ten on the
+        // request path) beside the host's, so neither evicts the other.
+        conn.set_prepared_statement_cache_capacity(64);
         // First the busy timeout: processes opening one file together wait
         // for each other's locks (switching to WAL takes one) instead of
         // failing at once.
