@@ -1297,6 +1297,35 @@ impl Custodian {
         Ok(token)
     }
 
+    /// The lookup token of `info`, as a receipt lists it, after
+    /// [`lookup_token`](Self::lookup_token)'s checks but with no note (see
+    /// [`crate::record::lookup_ref`]); `None` where `lookup_token` would
+    /// refuse.
+    pub(crate) fn lookup_ref_of<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+    ) -> Option<crate::crypto::LookupRef> {
+        let subject = info.subject();
+        if !P::ID.sees_plaintext()
+            || self.check_not_erased(subject).is_err()
+            || self.consent_refusal::<P>(subject, None).is_some()
+        {
+            return None;
+        }
+        Some(self.lookup_key.token(info.value()).to_ref())
+    }
+
+    /// Runs `seal` (one record's sealing) with the lookup tokens it will
+    /// note known up front (see `Vault::with_record_notes`).
+    pub(crate) fn with_record_notes<R>(
+        &self,
+        subject: SubjectId,
+        tokens: Vec<crate::crypto::LookupRef>,
+        seal: impl FnOnce() -> R,
+    ) -> R {
+        self.vault.with_record_notes(subject, tokens, seal)
+    }
+
     /// The lookup token of a value a user typed (a login form's email), to
     /// find the row whose index column holds it. No subject, nothing written
     /// anywhere, nothing audited: the value was not collected, and the token

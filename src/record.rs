@@ -308,6 +308,19 @@
 //!             newsletter: ::core::clone::Clone::clone(&self.newsletter),
 //!         })
 //!     }
+//!
+//!     // The lookup tokens, known before sealing: a new subject's key and
+//!     // their notes for the erasure receipt are one write.
+//!     fn __lookups(
+//!         &self,
+//!         custodian: &::privacy_pledge::Custodian,
+//!         only: &::privacy_pledge::record::Only,
+//!     ) -> ::std::vec::Vec<::privacy_pledge::crypto::LookupRef> {
+//!         ::std::vec![::privacy_pledge::record::lookup_ref(custodian, &self.email, only)]
+//!             .into_iter()
+//!             .flatten()
+//!             .collect()
+//!     }
 //! }
 //!
 //! #[automatically_derived]
@@ -439,6 +452,15 @@ pub trait PersonalRecord: Sized {
     /// [`Custodian::seal_record`], after its checks.
     #[doc(hidden)]
     fn __seal(&self, custodian: &Custodian, only: &Only) -> Result<Self::Sealed, Error>;
+
+    /// The lookup tokens `__seal` will make, known before it runs, so a new
+    /// subject's key and their notes are one write. Called only by
+    /// [`Custodian::seal_record`]; none by default.
+    #[doc(hidden)]
+    fn __lookups(&self, custodian: &Custodian, only: &Only) -> Vec<crate::crypto::LookupRef> {
+        let _ = (custodian, only);
+        Vec::new()
+    }
 }
 
 /// The sealed counterpart of a [`PersonalRecord`]: envelopes, lookup tokens
@@ -708,6 +730,24 @@ pub fn lookup_token<T: DataKind, P: LookupPurpose>(
     custodian.lookup_token(info)
 }
 
+/// The lookup token of `info` as an erasure receipt lists it, for
+/// [`PersonalRecord::__lookups`]: [`lookup_token`]'s checks (`None` where
+/// it would refuse, and then the seal reports why), but nothing noted —
+/// only code handed an [`Only`] by [`Custodian::seal_record`] can call it,
+/// and the token it makes is noted with the subject's new key. Its bound
+/// (R6: no token of data held for a purpose that never sees plaintext) is
+/// checked when it runs, not by the compiler: the derive's `__seal` calls
+/// [`lookup_token`] for the same field, whose bound already refuses such a
+/// record, once.
+#[doc(hidden)]
+pub fn lookup_ref<T: DataKind, P: Purpose>(
+    custodian: &Custodian,
+    info: &PersonalInfo<T, P>,
+    _: &Only,
+) -> Option<crate::crypto::LookupRef> {
+    custodian.lookup_ref_of(info)
+}
+
 /// `Err(MixedSubjects)` for the first field not about `expected`.
 fn one_subject(expected: SubjectId, fields: &[Field]) -> Result<(), Error> {
     match fields.iter().find(|f| f.subject != expected) {
@@ -768,7 +808,10 @@ impl Custodian {
                 return Err(e);
             }
         }
-        let sealed = record.__seal(self, &Only(()))?;
+        let only = Only(());
+        let sealed = self.with_record_notes(subject, record.__lookups(self, &only), || {
+            record.__seal(self, &only)
+        })?;
         // The sealed record must name the subject its envelopes were sealed for.
         one_subject(subject, &sealed.fields())?;
         if sealed.subject() != subject {
@@ -822,5 +865,53 @@ impl Custodian {
         let record = sealed.__open(self, &Only(()))?;
         one_subject(subject, &record.fields())?;
         Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{lookup_ref, Only};
+    use crate::data::EmailAddress;
+    use crate::purpose::{Improvement, Newsletter, Transaction};
+    use crate::{Custodian, PersonalInfo, SubjectId};
+
+    fn email<P: crate::purpose::Purpose>(subject: SubjectId) -> PersonalInfo<EmailAddress, P> {
+        PersonalInfo::collect(subject, EmailAddress::parse("ada@example.com").unwrap())
+    }
+
+    /// A1 (a hand-written `PersonalRecord` whose `__lookups` asks for any
+    /// value's token): `lookup_ref` answers only where `lookup_token`
+    /// would — never for data held for a purpose that never sees plaintext
+    /// (R6), without live consent (R7), or of an erased subject (R11).
+    #[test]
+    fn lookup_ref_refuses_what_lookup_token_refuses() {
+        let custodian = Custodian::in_memory();
+        let only = Only(());
+        let ada = SubjectId::random();
+        let made = lookup_ref(&custodian, &email::<Transaction>(ada), &only);
+        assert_eq!(
+            made,
+            Some(
+                custodian
+                    .lookup_token(&email::<Transaction>(ada))
+                    .unwrap()
+                    .to_ref()
+            )
+        );
+        assert_eq!(
+            lookup_ref(&custodian, &email::<Improvement>(ada), &only),
+            None
+        );
+        assert_eq!(
+            lookup_ref(&custodian, &email::<Newsletter>(ada), &only),
+            None
+        );
+        custodian.consents().grant::<Newsletter>(ada).unwrap();
+        assert!(lookup_ref(&custodian, &email::<Newsletter>(ada), &only).is_some());
+        custodian.erase(ada).unwrap();
+        assert_eq!(
+            lookup_ref(&custodian, &email::<Transaction>(ada), &only),
+            None
+        );
     }
 }

@@ -533,6 +533,8 @@ fn with_no_revalidation_window_an_erasure_elsewhere_is_immediate() {
 struct CountingStore {
     inner: MemoryKeyStore,
     one_step: bool,
+    /// Whether it stores a key and its lookup notes as one write.
+    noting: bool,
     writes: std::sync::Mutex<Vec<&'static str>>,
 }
 
@@ -557,6 +559,26 @@ impl KeyStore for CountingStore {
     }
     fn keeps_uses_on_insert(&self) -> bool {
         self.one_step
+    }
+    fn insert_noting(
+        &self,
+        s: SubjectId,
+        k: StoredKey,
+        tokens: &[privacy_pledge::crypto::LookupRef],
+    ) -> Result<bool, privacy_pledge::crypto::KeyStoreError> {
+        if !self.noting {
+            return Ok(false);
+        }
+        self.note("insert_noting");
+        self.inner.insert_noting(s, k, tokens)
+    }
+    fn note_lookup_token(
+        &self,
+        s: SubjectId,
+        t: privacy_pledge::crypto::LookupRef,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.note("note");
+        self.inner.note_lookup_token(s, t)
     }
     fn reserve(
         &self,
@@ -602,6 +624,7 @@ fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
         let store = Arc::new(CountingStore {
             inner: MemoryKeyStore::new(),
             one_step,
+            noting: false,
             writes: Default::default(),
         });
         let keyring = Arc::new(Keyring::generate().unwrap());
@@ -633,5 +656,60 @@ fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
         assert!(live_keys(&store.inner, ada)[0].uses >= 2 * uses);
         opens_to(&b, &first, "ada@example.com");
         opens_to(&a, &second, "ada@example.com");
+    }
+}
+
+/// A sealed record with a lookup field, for the next test.
+#[derive(privacy_pledge::PersonalRecord)]
+struct Member {
+    name: PersonalInfo<FullName, Transaction>,
+    #[pledge(lookup)]
+    email: PersonalInfo<EmailAddress, Transaction>,
+}
+
+/// A new subject's first sealed record stores its key and notes its lookup
+/// token in one write on a store that can (the crate's stores); a later
+/// record of the same subject notes its token on its own; on a store that
+/// cannot, the key and the note are written one by one. Either way the
+/// erasure receipt lists every token, and nothing is noted twice.
+#[test]
+fn a_new_subjects_first_record_stores_its_key_and_lookup_note_in_one_write() {
+    for noting in [true, false] {
+        let store = Arc::new(CountingStore {
+            inner: MemoryKeyStore::new(),
+            one_step: true,
+            noting,
+            writes: Default::default(),
+        });
+        let custodian = Custodian::builder()
+            .keyring(Keyring::generate().unwrap())
+            .key_store(store.clone())
+            .build()
+            .unwrap();
+        let ada = SubjectId::random();
+        let member = |address: &str| Member {
+            name: PersonalInfo::collect(ada, FullName::parse("Ada Lovelace").unwrap()),
+            email: email::<Transaction>(ada, address),
+        };
+        let first = custodian.seal_record(&member("ada@example.com")).unwrap();
+        let writes = store.writes.lock().unwrap().clone();
+        let expected: &[&str] = if noting {
+            &["load", "insert_noting"]
+        } else {
+            &["load", "insert", "note"]
+        };
+        assert_eq!(writes, expected, "noting = {noting}");
+        // The same token again: already noted, no write.
+        custodian.seal_record(&member("ada@example.com")).unwrap();
+        assert_eq!(store.writes.lock().unwrap().len(), expected.len());
+        // Another email: the key exists, the note is its own write.
+        let second = custodian.seal_record(&member("ada@lovelace.org")).unwrap();
+        assert_eq!(store.writes.lock().unwrap().last(), Some(&"note"));
+        let receipt = custodian.erase(ada).unwrap();
+        let mut listed = receipt.lookup_tokens().to_vec();
+        listed.sort_by_key(|t| t.token);
+        let mut made = vec![first.email_lookup.to_ref(), second.email_lookup.to_ref()];
+        made.sort_by_key(|t| t.token);
+        assert_eq!(listed, made, "noting = {noting}");
     }
 }

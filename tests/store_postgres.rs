@@ -23,6 +23,8 @@ mod reentry;
 #[path = "common/tamper.rs"]
 mod tamper;
 
+#[path = "common/noting.rs"]
+mod noting;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 
@@ -1296,4 +1298,13 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
         assert!(flushed, "the log up to {written} is not flushed on return");
     }
     thread_local!(static WRITTEN: std::cell::RefCell<String> = Default::default());
+}
+
+/// `KeyStore::insert_noting` on the PostgreSQL store (one statement).
+#[test]
+fn a5_a_key_and_its_lookup_notes_are_one_write_on_postgres() {
+    let Some(db) = database("insert_noting") else {
+        return;
+    };
+    noting::insert_noting_is_one_write(&PgStore::connect(&db).unwrap().key_store());
 }

@@ -10,6 +10,8 @@ mod reentry;
 #[path = "common/tamper.rs"]
 mod tamper;
 
+#[path = "common/noting.rs"]
+mod noting;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -1608,4 +1610,13 @@ fn a5_no_token_is_noted_for_a_subject_erased_by_another_process() {
         ),
         Err(privacy_pledge::crypto::KeyStoreError::Conflict(_))
     ));
+}
+
+/// `KeyStore::insert_noting` on the SQLite store and the memory store.
+#[test]
+fn a5_a_key_and_its_lookup_notes_are_one_write_on_sqlite_and_in_memory() {
+    let dir = temp_dir("insert_noting");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    noting::insert_noting_is_one_write(&store.key_store());
+    noting::insert_noting_is_one_write(&privacy_pledge::crypto::MemoryKeyStore::new());
 }

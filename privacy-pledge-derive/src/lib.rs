@@ -441,6 +441,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
     )];
     let column_name = |ident: &Ident| ident.to_string().trim_start_matches("r#").to_owned();
     let mut seal_inits = Vec::new();
+    let mut lookup_refs = Vec::new();
     let mut open_inits = Vec::new();
     let mut assertions = Vec::new();
     for f in &fields {
@@ -510,6 +511,11 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                         ::privacy_pledge::record::lookup_token(custodian, &self.#at_purpose)?
                     };
                     seal_inits.push(quote!(#column: #token));
+                    // Spanned as `token`: a purpose without a lookup is
+                    // one error, not two.
+                    lookup_refs.push(quote_spanned! {pspan=>
+                        ::privacy_pledge::record::lookup_ref(custodian, &self.#at_purpose, only)
+                    });
                 }
             }
             Role::NotPersonal => {
@@ -537,6 +543,21 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
             }
         }
     }
+    // The record's lookup tokens, known before it is sealed (see
+    // `PersonalRecord::__lookups`); none: the trait's default.
+    let lookups = (!lookup_refs.is_empty()).then(|| {
+        quote! {
+            fn __lookups(
+                &self,
+                custodian: &#krate::Custodian,
+                only: &#krate::record::Only,
+            ) -> ::std::vec::Vec<#krate::crypto::LookupRef> {
+                ::std::iter::IntoIterator::into_iter([#(#lookup_refs),*])
+                    .flatten()
+                    .collect()
+            }
+        }
+    });
     let names: Vec<String> = personal
         .iter()
         .map(|f| f.ident.to_string().trim_start_matches("r#").to_owned())
@@ -577,6 +598,8 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                     #(#seal_inits,)*
                 })
             }
+
+            #lookups
         }
 
         #[automatically_derived]

@@ -165,6 +165,26 @@ pub trait KeyStore: Send + Sync {
         self.reserve(subject, generation, n)
     }
 
+    /// [`insert`](Self::insert) and [`note_lookup_token`](Self::note_lookup_token)
+    /// of each of `tokens`, as one write, if the store can: `Ok(true)`.
+    /// A new subject's first sealed record with a lookup field is then one
+    /// write instead of two. Called only on stores that [keep the use count
+    /// given on insert](Self::keeps_uses_on_insert), with the key's first
+    /// reservation in [`StoredKey::uses`]. The checks and refusals are
+    /// `insert`'s; if the key is not stored, nothing is noted.
+    ///
+    /// The default writes nothing and answers `Ok(false)`: the caller then
+    /// inserts and notes one by one.
+    fn insert_noting(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        tokens: &[LookupRef],
+    ) -> Result<bool, KeyStoreError> {
+        let _ = (subject, key, tokens);
+        Ok(false)
+    }
+
     /// Replaces a generation's wrapping (after a key-encryption-key rotation).
     fn rewrap(
         &self,
@@ -277,6 +297,14 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
         n: u64,
     ) -> Result<u64, KeyStoreError> {
         (**self).insert_reserving(subject, key, n)
+    }
+    fn insert_noting(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        tokens: &[LookupRef],
+    ) -> Result<bool, KeyStoreError> {
+        (**self).insert_noting(subject, key, tokens)
     }
     fn rewrap(
         &self,
@@ -414,6 +442,33 @@ impl KeyStore for MemoryKeyStore {
 
     fn keeps_uses_on_insert(&self) -> bool {
         true
+    }
+
+    fn insert_noting(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        tokens: &[LookupRef],
+    ) -> Result<bool, KeyStoreError> {
+        // The insert's checks, then the notes, under one hold of the lock.
+        self.with(|m| match above_floor(&key.wrapped, self.floor()) {
+            Err(e) => Err(e),
+            Ok(()) => match live_entry(m, subject) {
+                Entry::Erased(_) => Err(KeyStoreError::Conflict(Cow::Borrowed("subject erased"))),
+                Entry::Live { keys, lookups, .. } => {
+                    if keys.iter().any(|k| k.generation == key.generation) {
+                        return Err(KeyStoreError::Conflict(Cow::Borrowed("generation exists")));
+                    }
+                    keys.push(key);
+                    for token in tokens {
+                        if !lookups.contains(token) {
+                            lookups.push(*token);
+                        }
+                    }
+                    Ok(true)
+                }
+            },
+        })
     }
 
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {

@@ -122,6 +122,21 @@ struct Noted {
 }
 
 impl Noted {
+    /// Remembers `token` as noted for `subject`; `false` if it was already
+    /// (the set is emptied when it would grow past `capacity`).
+    fn remember(&mut self, subject: SubjectId, token: [u8; 32], capacity: usize) -> bool {
+        if self.set.contains(&(subject, token)) {
+            return false;
+        }
+        if self.set.len() >= capacity {
+            self.set.clear();
+            self.by_subject.clear();
+        }
+        self.set.insert((subject, token));
+        self.by_subject.entry(subject).or_default().push(token);
+        true
+    }
+
     fn forget(&mut self, subject: SubjectId) {
         for token in self.by_subject.remove(&subject).unwrap_or_default() {
             self.set.remove(&(subject, token));
@@ -185,6 +200,29 @@ fn erased_from(e: &Error) -> bool {
     matches!(e, Error::Erased { .. })
 }
 
+/// Lookup tokens a sealed record is about to note (see
+/// [`Vault::with_record_notes`]): this thread's, for one vault and subject.
+struct RecordNotes {
+    vault: usize,
+    subject: SubjectId,
+    tokens: Vec<super::LookupRef>,
+}
+
+thread_local! {
+    static RECORD_NOTES: std::cell::RefCell<Option<RecordNotes>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Puts back what [`RECORD_NOTES`] held before, also on panic.
+struct RestoreNotes(Option<RecordNotes>);
+
+impl Drop for RestoreNotes {
+    fn drop(&mut self) {
+        let before = self.0.take();
+        RECORD_NOTES.with(|n| *n.borrow_mut() = before);
+    }
+}
+
 impl Vault {
     pub(crate) fn new(
         provider: Box<dyn KeyProvider>,
@@ -221,6 +259,53 @@ impl Vault {
     ) {
         let db = sink_db.filter(|db| self.store.database() == Some(*db));
         self.durable_by = (owner, db);
+    }
+
+    /// Runs `f` (the sealing of one record about `subject`) knowing the
+    /// lookup tokens it will note: if it creates the subject's first key,
+    /// the key and the notes are one write
+    /// ([`KeyStore::insert_noting`]), and the notes are not written again.
+    /// Otherwise the notes are written one by one, as without this.
+    pub(crate) fn with_record_notes<R>(
+        &self,
+        subject: SubjectId,
+        tokens: Vec<super::LookupRef>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        if tokens.is_empty() || !self.store.keeps_uses_on_insert() {
+            return f();
+        }
+        let notes = RecordNotes {
+            vault: self as *const Vault as usize,
+            subject,
+            tokens,
+        };
+        let _restore = RestoreNotes(RECORD_NOTES.with(|n| n.borrow_mut().replace(notes)));
+        f()
+    }
+
+    /// The tokens [`with_record_notes`](Self::with_record_notes) set for
+    /// this vault and `subject` on this thread, taken (a key is created
+    /// once).
+    fn take_record_notes(&self, subject: SubjectId) -> Vec<super::LookupRef> {
+        RECORD_NOTES.with(|n| {
+            let mut n = n.borrow_mut();
+            match n.as_ref() {
+                Some(r) if r.vault == self as *const Vault as usize && r.subject == subject => {
+                    n.take().map(|r| r.tokens).unwrap_or_default()
+                }
+                _ => Vec::new(),
+            }
+        })
+    }
+
+    /// Remembers `token` as noted for `subject`; `false` if it was already.
+    fn remember_noted(&self, subject: SubjectId, token: [u8; 32]) -> bool {
+        let capacity = self.config.cache_capacity.max(1).saturating_mul(4);
+        self.noted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remember(subject, token, capacity)
     }
 
     /// Runs a key store write that a request scope's commit may make
@@ -403,13 +488,32 @@ impl Vault {
             wrapped: self.provider.wrap(&dek, &context)?,
             uses: 0,
         };
+        // A record's lookup tokens go with its subject's first key.
+        let notes = if generation == 0 {
+            self.take_record_notes(subject)
+        } else {
+            Vec::new()
+        };
+        let noted = std::cell::Cell::new(false);
         let insert = |key: &StoredKey| {
-            self.deferrable(|| match reserve {
-                0 => self.store.insert(subject, key.clone()),
-                n => self
-                    .store
-                    .insert_reserving(subject, key.clone(), n)
-                    .map(drop),
+            self.deferrable(|| {
+                if !notes.is_empty() {
+                    let with_uses = StoredKey {
+                        uses: reserve,
+                        ..key.clone()
+                    };
+                    if self.store.insert_noting(subject, with_uses, &notes)? {
+                        noted.set(true);
+                        return Ok(());
+                    }
+                }
+                match reserve {
+                    0 => self.store.insert(subject, key.clone()),
+                    n => self
+                        .store
+                        .insert_reserving(subject, key.clone(), n)
+                        .map(drop),
+                }
             })
         };
         let mut inserted = insert(&key);
@@ -428,6 +532,11 @@ impl Vault {
             inserted = insert(&key);
         }
         inserted?;
+        if noted.get() {
+            for token in &notes {
+                self.remember_noted(subject, token.token);
+            }
+        }
         key.uses = reserve;
         slot.stored.push(key);
         Ok(())
@@ -773,20 +882,7 @@ impl Vault {
         note: impl FnOnce(&dyn KeyStore) -> Result<(), super::KeyStoreError>,
     ) -> Result<(), Error> {
         crate::reentry::check_connection()?;
-        let fresh = {
-            let mut noted = self.noted.lock().unwrap_or_else(|e| e.into_inner());
-            if noted.set.contains(&(subject, token)) {
-                false
-            } else {
-                if noted.set.len() >= self.config.cache_capacity.max(1).saturating_mul(4) {
-                    noted.set.clear();
-                    noted.by_subject.clear();
-                }
-                noted.set.insert((subject, token));
-                noted.by_subject.entry(subject).or_default().push(token);
-                true
-            }
-        };
+        let fresh = self.remember_noted(subject, token);
         if !fresh {
             return Ok(());
         }
@@ -962,6 +1058,14 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
         n: u64,
     ) -> Result<u64, KeyStoreError> {
         crate::reentry::host(|| self.0.insert_reserving(subject, key, n))
+    }
+    fn insert_noting(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        tokens: &[super::LookupRef],
+    ) -> Result<bool, KeyStoreError> {
+        crate::reentry::host(|| self.0.insert_noting(subject, key, tokens))
     }
     fn rewrap(
         &self,

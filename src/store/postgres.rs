@@ -1020,13 +1020,44 @@ impl KeyStore for PgKeyStore {
     }
 
     fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+        self.insert_noting(subject, key, &[]).map(drop)
+    }
+
+    /// The key and the notes in one statement (one round trip).
+    fn insert_noting(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        tokens: &[LookupRef],
+    ) -> Result<bool, KeyStoreError> {
         let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
+        let mut wrapped = String::new();
+        Literal::bytes(&mut wrapped, &key.wrapped.bytes);
+        // The notes, written only with the key (`inserted`).
+        let mut noted = String::new();
+        for token in tokens {
+            let json =
+                serde_json::to_string(&super::NotedToken::Lookup(*token)).map_err(backend)?;
+            noted.push_str(if noted.is_empty() { "(" } else { ", (" });
+            Literal::text(&mut noted, &json);
+            noted.push(')');
+        }
+        let notes = if noted.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ",
+                 noted AS (
+                     INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
+                     SELECT '{subject}', v.p FROM (VALUES {noted}) v(p)
+                     WHERE EXISTS (SELECT 1 FROM inserted)
+                     ON CONFLICT DO NOTHING)"
+            )
+        };
+        let (generation, kek) = (key.generation, key.wrapped.kek_version);
         // The tombstone check, the floor (share-locked against a swap until
         // the transaction ends) and the insert in one statement, after the
         // lock, so its snapshot sees every erasure committed before.
-        let mut wrapped = String::new();
-        Literal::bytes(&mut wrapped, &key.wrapped.bytes);
-        let (generation, kek) = (key.generation, key.wrapped.kek_version);
         let rows = locked_statement(
             &self.store,
             subject,
@@ -1038,7 +1069,7 @@ impl KeyStore for PgKeyStore {
                      INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
                      SELECT '{subject}', {generation}, {kek}, {wrapped}, {uses} FROM state
                      WHERE erased IS NULL AND floor IS NOT NULL AND floor <= {kek}
-                     ON CONFLICT DO NOTHING RETURNING 1)
+                     ON CONFLICT DO NOTHING RETURNING 1){notes}
                  SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state"
             ),
         )?;
@@ -1058,7 +1089,7 @@ impl KeyStore for PgKeyStore {
         if text_int(text_col(row, 2)?)? == Some(0) {
             return Err(conflict("generation exists"));
         }
-        Ok(())
+        Ok(true)
     }
 
     fn reserve(&self, subject: SubjectId, generation: u32, n: u64) -> Result<u64, KeyStoreError> {

@@ -919,6 +919,16 @@ fn erased_at(conn: &Connection, subject: &str) -> Result<Option<i64>, KeyStoreEr
         .map_err(backend)
 }
 
+/// Notes a token (its JSON) for the subject, once.
+fn note_row(conn: &Connection, subject: &str, noted: &str) -> Result<(), KeyStoreError> {
+    conn.prepare_cached(
+        "INSERT OR IGNORE INTO pp_subject_pseudonyms (subject, pseudonym) VALUES (?1, ?2)",
+    )
+    .and_then(|mut st| st.execute(params![subject, noted]))
+    .map(drop)
+    .map_err(backend)
+}
+
 /// The subject's generations and noted tokens: what `destroy` removes.
 fn listed(conn: &Connection, subject: &str) -> Result<Destroyed, KeyStoreError> {
     let generations = conn
@@ -1063,8 +1073,22 @@ impl KeyStore for SqliteKeyStore {
     }
 
     fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+        self.insert_noting(subject, key, &[]).map(drop)
+    }
+
+    /// The key and the notes in one immediate transaction.
+    fn insert_noting(
+        &self,
+        subject: SubjectId,
+        key: StoredKey,
+        tokens: &[LookupRef],
+    ) -> Result<bool, KeyStoreError> {
         let s = subject.to_string();
         let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
+        let notes = tokens
+            .iter()
+            .map(|t| serde_json::to_string(&super::NotedToken::Lookup(*t)).map_err(backend))
+            .collect::<Result<Vec<_>, _>>()?;
         self.transaction(TransactionBehavior::Immediate, |tx| {
             if erased_at(tx, &s)?.is_some() {
                 return Err(conflict("subject erased"));
@@ -1088,7 +1112,10 @@ impl KeyStore for SqliteKeyStore {
             if inserted == 0 {
                 return Err(conflict("generation exists"));
             }
-            Ok(())
+            for note in &notes {
+                note_row(tx, &s, note)?;
+            }
+            Ok(true)
         })
     }
 
@@ -1237,12 +1264,7 @@ impl SqliteKeyStore {
             if erased_at(tx, &s)?.is_some() {
                 return Err(crate::crypto::erased_conflict());
             }
-            tx.prepare_cached(
-                "INSERT OR IGNORE INTO pp_subject_pseudonyms (subject, pseudonym) VALUES (?1, ?2)",
-            )
-            .and_then(|mut st| st.execute(params![s, p]))
-            .map_err(backend)?;
-            Ok(())
+            note_row(tx, &s, &p)
         })
     }
 }
