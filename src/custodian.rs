@@ -1320,10 +1320,11 @@ impl Custodian {
     pub(crate) fn with_record_notes<R>(
         &self,
         subject: SubjectId,
-        tokens: Vec<crate::crypto::LookupRef>,
+        tokens: impl FnOnce() -> Vec<crate::crypto::LookupRef>,
         seal: impl FnOnce() -> R,
     ) -> R {
-        self.vault.with_record_notes(subject, tokens, seal)
+        self.vault
+            .with_record_notes(subject, self.now(), tokens, seal)
     }
 
     /// The lookup token of a value a user typed (a login form's email), to

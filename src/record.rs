@@ -809,9 +809,11 @@ impl Custodian {
             }
         }
         let only = Only(());
-        let sealed = self.with_record_notes(subject, record.__lookups(self, &only), || {
-            record.__seal(self, &only)
-        })?;
+        let sealed = self.with_record_notes(
+            subject,
+            || record.__lookups(self, &only),
+            || record.__seal(self, &only),
+        )?;
         // The sealed record must name the subject its envelopes were sealed for.
         one_subject(subject, &sealed.fields())?;
         if sealed.subject() != subject {

@@ -266,13 +266,20 @@ impl Vault {
     /// the key and the notes are one write
     /// ([`KeyStore::insert_noting`]), and the notes are not written again.
     /// Otherwise the notes are written one by one, as without this.
+    /// `tokens` is called only if a first key may be made: not for a
+    /// subject whose keys this vault read within its bound.
     pub(crate) fn with_record_notes<R>(
         &self,
         subject: SubjectId,
-        tokens: Vec<super::LookupRef>,
+        now: Timestamp,
+        tokens: impl FnOnce() -> Vec<super::LookupRef>,
         f: impl FnOnce() -> R,
     ) -> R {
-        if tokens.is_empty() || !self.store.keeps_uses_on_insert() {
+        if !self.store.keeps_uses_on_insert() || self.has_fresh_keys(subject, now) {
+            return f();
+        }
+        let tokens = tokens();
+        if tokens.is_empty() {
             return f();
         }
         let notes = RecordNotes {
@@ -282,6 +289,18 @@ impl Vault {
         };
         let _restore = RestoreNotes(RECORD_NOTES.with(|n| n.borrow_mut().replace(notes)));
         f()
+    }
+
+    /// Whether this vault read (or made) keys of `subject` within its bound.
+    fn has_fresh_keys(&self, subject: SubjectId, now: Timestamp) -> bool {
+        let now = now.unix_nanos();
+        self.lock().is_ok_and(|cache| {
+            cache
+                .slots
+                .map
+                .get(&subject)
+                .is_some_and(|s| !s.stored.is_empty() && self.fresh(s, now))
+        })
     }
 
     /// The tokens [`with_record_notes`](Self::with_record_notes) set for
