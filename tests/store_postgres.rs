@@ -1297,6 +1297,12 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
             .get(0);
         assert!(flushed, "the log up to {written} is not flushed on return");
     }
+    // The marks that forced the flushes leave no rows behind.
+    let marks: i64 = admin
+        .query_one("SELECT count(*) FROM pp_commit_marks", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(marks, 0);
     thread_local!(static WRITTEN: std::cell::RefCell<String> = Default::default());
 }
 

@@ -9,11 +9,11 @@
 //! before `record` returns; every read-then-write of the key store holds a
 //! per-subject advisory lock, so an erasure and a new key for the same
 //! subject never interleave across processes; a consent row is
-//! replaced only by one of a later version. One table more than SQLite's:
-//! `pp_commit_marks (slot, n)`, a counter per connection slot that
-//! [`PgStore::commit_request`] bumps in its last transaction, so that
-//! commit writes to the log and therefore flushes it (PostgreSQL flushes at
-//! a commit only a transaction that wrote to the log).
+//! replaced only by one of a later version. `pp_commit_marks (slot, n)`
+//! stays empty here: [`PgStore::commit_request`]'s last transaction writes
+//! a row and deletes it again, so that its commit writes to the log and
+//! therefore flushes it (PostgreSQL flushes at a commit only a transaction
+//! that wrote to the log).
 //!
 //! The client is the synchronous [`postgres`] crate: the crate's traits are
 //! synchronous, and an async host calls the custodian on a blocking thread.
@@ -137,15 +137,16 @@ CREATE TABLE pp_commit_marks (
 ];
 
 /// The end of `commit_request`'s transaction, in one round trip: a row of
-/// `pp_commit_marks` written (the connection's own slot, so concurrent
-/// requests do not wait for each other), then COMMIT. PostgreSQL flushes
-/// the log at a commit only if the transaction wrote to it — an id alone
+/// `pp_commit_marks` written and deleted again (keyed by the connection's
+/// server process, so no other transaction ever sees or waits for it, and
+/// the table stays empty), then COMMIT. PostgreSQL flushes the log at a
+/// commit only if the transaction wrote to it — an id alone
 /// (`txid_current()`) commits without a flush — and this commit is the one
 /// that must make the scope's unflushed commits durable, whatever the
 /// host's write wrote.
 const MARK_AND_COMMIT: &str =
-    "INSERT INTO pp_commit_marks (slot, n) VALUES (pg_backend_pid() % 1024, 1)
-     ON CONFLICT (slot) DO UPDATE SET n = pp_commit_marks.n + 1;
+    "INSERT INTO pp_commit_marks (slot, n) VALUES (pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
+     DELETE FROM pp_commit_marks WHERE slot = pg_backend_pid();
      COMMIT";
 
 /// The schema version this crate writes (the number of migrations).
