@@ -315,7 +315,7 @@
 //!         &self,
 //!         custodian: &::privacy_pledge::Custodian,
 //!         only: &::privacy_pledge::record::Only,
-//!     ) -> ::std::vec::Vec<::privacy_pledge::crypto::LookupRef> {
+//!     ) -> ::std::vec::Vec<::privacy_pledge::record::RecordLookup> {
 //!         ::std::vec![::privacy_pledge::record::lookup_ref(custodian, &self.email, only)]
 //!             .into_iter()
 //!             .flatten()
@@ -457,7 +457,7 @@ pub trait PersonalRecord: Sized {
     /// subject's key and their notes are one write. Called only by
     /// [`Custodian::seal_record`]; none by default.
     #[doc(hidden)]
-    fn __lookups(&self, custodian: &Custodian, only: &Only) -> Vec<crate::crypto::LookupRef> {
+    fn __lookups(&self, custodian: &Custodian, only: &Only) -> Vec<RecordLookup> {
         let _ = (custodian, only);
         Vec::new()
     }
@@ -744,8 +744,34 @@ pub fn lookup_ref<T: DataKind, P: Purpose>(
     custodian: &Custodian,
     info: &PersonalInfo<T, P>,
     _: &Only,
-) -> Option<crate::crypto::LookupRef> {
-    custodian.lookup_ref_of(info)
+) -> Option<RecordLookup> {
+    custodian.lookup_ref_of(info).map(|token| RecordLookup {
+        subject: info.subject(),
+        token,
+    })
+}
+
+/// A lookup token [`lookup_ref`] made from a record's field, with the
+/// subject it is about. Only `lookup_ref` makes one (private fields), so
+/// what a record's `__lookups` returns — even a hand-written one — is a
+/// token `lookup_token` would have made, never bytes of the caller's
+/// choosing; and [`Custodian::seal_record`] notes only those about the
+/// record's own subject.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug)]
+pub struct RecordLookup {
+    subject: SubjectId,
+    token: crate::crypto::LookupRef,
+}
+
+/// The tokens of `lookups` about `subject`: the ones a record about
+/// `subject` may note with its key.
+fn own_lookups(subject: SubjectId, lookups: Vec<RecordLookup>) -> Vec<crate::crypto::LookupRef> {
+    lookups
+        .into_iter()
+        .filter(|l| l.subject == subject)
+        .map(|l| l.token)
+        .collect()
 }
 
 /// `Err(MixedSubjects)` for the first field not about `expected`.
@@ -811,7 +837,7 @@ impl Custodian {
         let only = Only(());
         let sealed = self.with_record_notes(
             subject,
-            || record.__lookups(self, &only),
+            || own_lookups(subject, record.__lookups(self, &only)),
             || record.__seal(self, &only),
         )?;
         // The sealed record must name the subject its envelopes were sealed for.
@@ -890,30 +916,28 @@ mod tests {
         let custodian = Custodian::in_memory();
         let only = Only(());
         let ada = SubjectId::random();
-        let made = lookup_ref(&custodian, &email::<Transaction>(ada), &only);
-        assert_eq!(
-            made,
-            Some(
-                custodian
-                    .lookup_token(&email::<Transaction>(ada))
-                    .unwrap()
-                    .to_ref()
-            )
-        );
-        assert_eq!(
-            lookup_ref(&custodian, &email::<Improvement>(ada), &only),
-            None
-        );
-        assert_eq!(
-            lookup_ref(&custodian, &email::<Newsletter>(ada), &only),
-            None
-        );
+        let made = lookup_ref(&custodian, &email::<Transaction>(ada), &only).unwrap();
+        let token = custodian.lookup_token(&email::<Transaction>(ada)).unwrap();
+        assert_eq!((made.subject, made.token), (ada, token.to_ref()));
+        assert!(lookup_ref(&custodian, &email::<Improvement>(ada), &only).is_none());
+        assert!(lookup_ref(&custodian, &email::<Newsletter>(ada), &only).is_none());
         custodian.consents().grant::<Newsletter>(ada).unwrap();
         assert!(lookup_ref(&custodian, &email::<Newsletter>(ada), &only).is_some());
         custodian.erase(ada).unwrap();
-        assert_eq!(
-            lookup_ref(&custodian, &email::<Transaction>(ada), &only),
-            None
-        );
+        assert!(lookup_ref(&custodian, &email::<Transaction>(ada), &only).is_none());
+    }
+
+    /// A1 (a hand-written `__lookups` returning another subject's token):
+    /// a record notes only tokens about its own subject, so no erasure
+    /// receipt lists someone else's.
+    #[test]
+    fn a_record_notes_only_its_own_subjects_tokens() {
+        let custodian = Custodian::in_memory();
+        let only = Only(());
+        let (ada, bob) = (SubjectId::random(), SubjectId::random());
+        let of = |s| lookup_ref(&custodian, &email::<Transaction>(s), &only).unwrap();
+        let kept = super::own_lookups(ada, vec![of(bob), of(ada)]);
+        let token = custodian.lookup_token(&email::<Transaction>(ada)).unwrap();
+        assert_eq!(kept, vec![token.to_ref()]);
     }
 }

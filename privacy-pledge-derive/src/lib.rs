@@ -551,7 +551,7 @@ fn expand(input: &DeriveInput) -> syn::Result<TokenStream2> {
                 &self,
                 custodian: &#krate::Custodian,
                 only: &#krate::record::Only,
-            ) -> ::std::vec::Vec<#krate::crypto::LookupRef> {
+            ) -> ::std::vec::Vec<#krate::record::RecordLookup> {
                 ::std::iter::IntoIterator::into_iter([#(#lookup_refs),*])
                     .flatten()
                     .collect()
