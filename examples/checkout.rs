@@ -51,6 +51,7 @@ mod support;
 
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 use privacy_pledge::data::{
     Amount, EmailAddress, FullName, InvalidData, PaymentToken, PhoneNumber, PostalAddress,
@@ -58,9 +59,10 @@ use privacy_pledge::data::{
 };
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
+use privacy_pledge::store::Store;
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Error, PersonalInfo, PersonalRecord, Sealed, SubjectId};
-use support::{BoxError, Database, Store};
+use support::{BoxError, Database};
 
 /// An order form as the web shop receives it: untrusted text.
 struct OrderForm {
@@ -187,7 +189,7 @@ struct Customer {
 /// find a customer by email.
 const SHOP_TABLES_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS customers (
-    subject     TEXT PRIMARY KEY,   -- a random id, not derived from any value
+    subject     BLOB PRIMARY KEY,   -- a random id, not derived from any value
     name        BLOB NOT NULL,      -- sealed envelopes
     email       BLOB NOT NULL,
     email_index BLOB,               -- LookupToken<EmailAddress>
@@ -198,19 +200,16 @@ CREATE INDEX IF NOT EXISTS customers_email ON customers (email_index);
 CREATE TABLE IF NOT EXISTS order_numbers (n INTEGER PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS orders (
     id      INTEGER PRIMARY KEY,
-    subject TEXT NOT NULL REFERENCES customers (subject),
+    subject BLOB NOT NULL REFERENCES customers (subject),
     record  BLOB NOT NULL,          -- sealed purchase record
     charge  TEXT NOT NULL           -- the processor's charge id
 );
 ";
 
-/// The same tables on PostgreSQL, created under a transaction-scoped
-/// advisory lock so processes starting together do not race.
+/// The same tables on PostgreSQL.
 const SHOP_TABLES_POSTGRES: &str = "
-BEGIN;
-SELECT pg_advisory_xact_lock(7368);
 CREATE TABLE IF NOT EXISTS customers (
-    subject     TEXT PRIMARY KEY,
+    subject     BYTEA PRIMARY KEY,
     name        BYTEA NOT NULL,
     email       BYTEA NOT NULL,
     email_index BYTEA,
@@ -221,11 +220,10 @@ CREATE INDEX IF NOT EXISTS customers_email ON customers (email_index);
 CREATE TABLE IF NOT EXISTS order_numbers (n BIGSERIAL PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS orders (
     id      BIGSERIAL PRIMARY KEY,
-    subject TEXT NOT NULL REFERENCES customers (subject),
+    subject BYTEA NOT NULL REFERENCES customers (subject),
     record  BYTEA NOT NULL,
     charge  TEXT NOT NULL
 );
-COMMIT;
 ";
 
 const HELP: &str = "\
@@ -335,10 +333,12 @@ fn parse_args() -> Result<Database, BoxError> {
 /// custodian. Several processes may run this on one database at once.
 fn open_shop(database: &Database) -> Result<Shop, BoxError> {
     let opened = support::open_shop_on(database)?;
-    opened.store.batch(match database {
-        Database::Sqlite(_) => SHOP_TABLES_SQLITE,
-        Database::Postgres { .. } => SHOP_TABLES_POSTGRES,
-    })?;
+    // Run once, under a lock, however many processes start together.
+    let tables = opened
+        .store
+        .dialect()
+        .pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES);
+    opened.store.migrate("checkout", &[tables])?;
     Ok(Shop {
         db: opened.store.clone(),
         opened,
@@ -368,7 +368,7 @@ fn place_order(shop: &Shop, form: ParsedForm, order: &OrderForm) -> Result<Subje
     let known = shop.db.query(
         "SELECT subject FROM customers WHERE email_index = $1",
         &[&index],
-        |row| Ok(row.get::<String>(0)?.parse::<SubjectId>()?),
+        |row| row.get::<SubjectId>(0),
     )?;
     if let Some(subject) = known.first() {
         match order_for(shop, *subject, &form, order) {
@@ -405,7 +405,7 @@ fn order_for(
     let charge = charge_card(shop, &purchase, &token)?;
     shop.db.execute(
         "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
-        &[&subject.to_string(), &sealed, &charge],
+        &[&subject, &sealed, &charge],
     )?;
     send_confirmation(shop, email)?;
     if order.wants_offers {
@@ -439,7 +439,7 @@ fn sign_up(shop: &Shop, form: &ParsedForm) -> Result<SubjectId, BoxError> {
         "INSERT INTO customers (subject, name, email, email_index, address, phone)
          VALUES ($1, $2, $3, $4, $5, $6)",
         &[
-            &row.subject.to_string(),
+            &row.subject,
             &row.name,
             &row.email,
             &row.email_lookup,
@@ -486,7 +486,7 @@ fn send_promotion(shop: &Shop) -> Result<(usize, usize), BoxError> {
         &[],
         |row| {
             let email: Sealed<EmailAddress, Transaction> = row.get(1)?;
-            Ok((row.get::<String>(0)?.parse::<SubjectId>()?, email))
+            Ok((row.get::<SubjectId>(0)?, email))
         },
     )?;
     let (mut sent, mut skipped) = (0, 0);
@@ -523,19 +523,16 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
     }
     let names = shop.db.query(
         "SELECT name FROM customers WHERE subject = $1",
-        &[&subject.to_string()],
-        |row| Ok(row.get::<Sealed<FullName, Transaction>>(0)?),
+        &[&subject],
+        |row| row.get::<Sealed<FullName, Transaction>>(0),
     )?;
     let name = names
         .first()
         .ok_or("the erased customer's row is missing")?;
     let found = shop.db.query(
         "SELECT subject FROM customers WHERE email_index = $1 AND subject = $2",
-        &[
-            &c.lookup_token_of(&EmailAddress::parse(email)?),
-            &subject.to_string(),
-        ],
-        |row| Ok(row.get::<String>(0)?),
+        &[&c.lookup_token_of(&EmailAddress::parse(email)?), &subject],
+        |row| row.get::<SubjectId>(0),
     )?;
     match c.open(name) {
         // (Erased at the same moment by another process, which clears the
@@ -563,7 +560,12 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
 /// exists. Afterwards every key in such a copy is wrapped under a version
 /// that is wiped everywhere (keep no older copy of `PATH.key`).
 fn rotate_keys(shop: &Shop) -> Result<(), BoxError> {
-    let done = support::rotate_keys_after_erasures(&shop.opened.custodian)?;
+    // Another process of the shop may be rotating at this moment: wait for
+    // it, then rotate once more, so that this process's erasures are covered.
+    let done = shop
+        .opened
+        .custodian
+        .rotate_after_erasures_waiting(Duration::from_secs(60))?;
     let retired = done
         .retired()
         .iter()
@@ -589,9 +591,9 @@ fn next_order_id(db: &Store) -> Result<String, BoxError> {
     // A number drawn from the database, so processes running at once never
     // hand out the same one.
     let rows = db.query(
-        "INSERT INTO order_numbers DEFAULT VALUES RETURNING CAST(n AS TEXT)",
+        "INSERT INTO order_numbers DEFAULT VALUES RETURNING n",
         &[],
-        |row| Ok(row.get::<String>(0)?.parse::<u64>()?),
+        |row| row.get::<i64>(0),
     )?;
     let n = rows.first().ok_or("no order number")?;
     Ok(format!("ORD-{}", 1000 + n))

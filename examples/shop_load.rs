@@ -443,10 +443,10 @@ fn form(i: usize) -> Value {
 
 /// Entries in `pp_audit_log` (what each report verifies).
 fn trail_len(shop: &app::Shop) -> Result<usize, BoxError> {
-    let rows = shop.store().query(
-        "SELECT CAST(COUNT(*) AS TEXT) FROM pp_audit_log",
-        &[],
-        |r| Ok(r.get::<String>(0)?),
-    )?;
-    Ok(rows.first().ok_or("no count")?.parse()?)
+    let rows = shop
+        .store()
+        .query("SELECT COUNT(*) FROM pp_audit_log", &[], |r| {
+            r.get::<i64>(0)
+        })?;
+    Ok(usize::try_from(*rows.first().ok_or("no count")?)?)
 }

@@ -30,7 +30,8 @@ use privacy_pledge::purpose::Transaction;
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::{PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId};
 
-use support::{BoxError, Database, Row, Store};
+use privacy_pledge::store::Store;
+use support::{BoxError, Database};
 
 struct Args {
     db: Database,
@@ -106,27 +107,20 @@ struct Rows {
 
 impl Rows {
     fn load(db: &Store, subject: SubjectId) -> Result<Rows, BoxError> {
-        let id = subject.to_string();
         // Mapped by column name with the constructors the derive generates.
         let mut customer = db.query(
             &format!(
                 "SELECT {} FROM customers WHERE subject = $1",
                 SealedCustomer::COLUMNS.join(", ")
             ),
-            &[&id],
-            |row| {
-                Ok(match row {
-                    Row::Sqlite(r) => SealedCustomer::from_row(r)?,
-                    Row::Postgres(r) => SealedCustomer::from_pg_row(r)?,
-                    _ => return Err("no client for this database".into()),
-                })
-            },
+            &[&subject],
+            SealedCustomer::from_store_row,
         )?;
         let customer = customer.pop().ok_or("no such customer (--subject)")?;
         let orders = db.query(
             "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
-            &[&id],
-            |row| Ok(row.get(0)?),
+            &[&subject],
+            |row| row.get(0),
         )?;
         Ok(Rows { customer, orders })
     }
@@ -142,7 +136,7 @@ fn first_customer(db: &Store) -> Result<SubjectId, BoxError> {
     let rows = db.query(
         "SELECT subject FROM customers ORDER BY subject LIMIT 1",
         &[],
-        |row| Ok(row.get::<SubjectId>(0)?),
+        |row| row.get::<SubjectId>(0),
     )?;
     let id = rows
         .first()

@@ -1467,6 +1467,51 @@ impl Custodian {
         out
     }
 
+    /// [`rotate_after_erasures`](Self::rotate_after_erasures), waiting up to
+    /// `patience` for a rotation under way elsewhere (another process of the
+    /// host's, sharing the key store) to finish, then rotating once more, so
+    /// that this process's own erasures are covered too. What a scheduled
+    /// maintenance job calls: `RotationInProgress` is an answer for a
+    /// caller that would rather come back later.
+    ///
+    /// It polls every 50 ms. `Err(KeyError::RotationInProgress)` once
+    /// `patience` has gone by and the other rotation still holds its claim
+    /// (one whose process stopped holds for
+    /// [`ROTATION_LEASE_SECONDS`]); any other error at once.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    /// use privacy_pledge::Custodian;
+    /// use privacy_pledge::crypto::{Keyring, MemoryKeyringStore};
+    ///
+    /// let keyring = Arc::new(Keyring::generate()?);
+    /// let custodian = Custodian::builder()
+    ///     .keyring(keyring.clone())
+    ///     .keyring_store(Arc::new(MemoryKeyringStore::new(&keyring)))
+    ///     .build()?;
+    /// let done = custodian.rotate_after_erasures_waiting(Duration::from_secs(60))?;
+    /// assert_eq!(done.version(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn rotate_after_erasures_waiting(
+        &self,
+        patience: std::time::Duration,
+    ) -> Result<KeyRotation, Error> {
+        const POLL: std::time::Duration = std::time::Duration::from_millis(50);
+        let started = std::time::Instant::now();
+        loop {
+            match self.rotate_after_erasures() {
+                Err(Error::Key(KeyError::RotationInProgress { .. }))
+                    if started.elapsed() + POLL <= patience =>
+                {
+                    std::thread::sleep(POLL)
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// The steps of a rotation under `claim`, which every step renews.
     fn rotate(
         &self,

@@ -184,6 +184,7 @@
 //! | `sqlite` | `SealedX::from_row(&rusqlite::Row) -> rusqlite::Result<SealedX>` |
 //! | `postgres` | `SealedX::from_pg_row(&postgres::Row) -> Result<SealedX, postgres::Error>` |
 //! | `sqlx-sqlite`, `sqlx-postgres` | `impl sqlx::FromRow<'_, R> for SealedX` (`query_as`), for any sqlx row that reads every column's type |
+//! | `sqlite` or `postgres` | `SealedX::from_store_row(&store::sql::Row) -> Result<SealedX, StoreError>`, for [`Store::query`](crate::store::Store::query) on either database |
 //!
 //! Each is generated only where its feature of *this* crate is on (the
 //! derive's code calls a macro of this crate, which is empty where the

@@ -22,6 +22,7 @@ macro_rules! __sealed_rows {
         $crate::__sealed_rows_sqlite! { $name { $($field: $ty = $column),* } }
         $crate::__sealed_rows_postgres! { $name { $($field: $ty = $column),* } }
         $crate::__sealed_rows_sqlx! { $name { $($field: $ty = $column),* } }
+        $crate::__sealed_rows_store! { $name { $($field: $ty = $column),* } }
     };
 }
 
@@ -127,5 +128,94 @@ macro_rules! __sealed_rows_sqlx {
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __sealed_rows_sqlx {
+    ($($tokens:tt)*) => {};
+}
+
+/// `from_store_row` for a row of the crate's own `Store::query`, on either
+/// database (features `sqlite`, `postgres`): one macro per combination, as
+/// the hidden `Row::__record` takes one constructor per database enabled.
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sealed_rows_store {
+    ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
+        #[automatically_derived]
+        impl $name {
+            /// Reads the record from a row of the crate's
+            /// `Store::query`, on
+            /// whichever database the store is: `from_row` or `from_pg_row`,
+            /// each column by its name (`SealedRecord::COLUMNS`). A column
+            /// that does not hold what its type says is an error that names
+            /// the problem, never the contents.
+            #[allow(private_bounds)]
+            pub fn from_store_row(
+                row: &$crate::store::sql::Row<'_>,
+            ) -> ::core::result::Result<Self, $crate::store::StoreError>
+            where
+                $(for<'__pp> $ty: $crate::store::sqlite::rusqlite::types::FromSql,)*
+                $(for<'__pp> $ty: $crate::store::postgres::postgres::types::FromSql<'__pp>,)*
+            {
+                row.__record(Self::from_row, Self::from_pg_row)
+            }
+        }
+    };
+}
+
+#[cfg(all(feature = "sqlite", not(feature = "postgres")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sealed_rows_store {
+    ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
+        #[automatically_derived]
+        impl $name {
+            /// Reads the record from a row of the crate's
+            /// `Store::query`, on
+            /// whichever database the store is: `from_row` or `from_pg_row`,
+            /// each column by its name (`SealedRecord::COLUMNS`). A column
+            /// that does not hold what its type says is an error that names
+            /// the problem, never the contents.
+            #[allow(private_bounds)]
+            pub fn from_store_row(
+                row: &$crate::store::sql::Row<'_>,
+            ) -> ::core::result::Result<Self, $crate::store::StoreError>
+            where
+                $(for<'__pp> $ty: $crate::store::sqlite::rusqlite::types::FromSql,)*
+            {
+                row.__record(Self::from_row)
+            }
+        }
+    };
+}
+
+#[cfg(all(feature = "postgres", not(feature = "sqlite")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sealed_rows_store {
+    ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
+        #[automatically_derived]
+        impl $name {
+            /// Reads the record from a row of the crate's
+            /// `Store::query`, on
+            /// whichever database the store is: `from_row` or `from_pg_row`,
+            /// each column by its name (`SealedRecord::COLUMNS`). A column
+            /// that does not hold what its type says is an error that names
+            /// the problem, never the contents.
+            #[allow(private_bounds)]
+            pub fn from_store_row(
+                row: &$crate::store::sql::Row<'_>,
+            ) -> ::core::result::Result<Self, $crate::store::StoreError>
+            where
+                $(for<'__pp> $ty: $crate::store::postgres::postgres::types::FromSql<'__pp>,)*
+            {
+                row.__record(Self::from_pg_row)
+            }
+        }
+    };
+}
+
+#[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sealed_rows_store {
     ($($tokens:tt)*) => {};
 }

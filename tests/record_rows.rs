@@ -1,6 +1,7 @@
 //! Sealed records read from rows: the `from_row` (rusqlite), `from_pg_row`
 //! (`postgres`) and `sqlx::FromRow` (sqlx) that `#[derive(PersonalRecord)]`
-//! generates, each round-tripping a record through a real table, columns
+//! generates, and `from_store_row` for the crate's own `Store::query` on
+//! either database, each round-tripping a record through a real table, columns
 //! selected by `SealedRecord::COLUMNS` in any order; a column holding an
 //! envelope of another kind is refused without a byte of plaintext in the
 //! error (A2 moving an envelope between columns). PostgreSQL when
@@ -11,6 +12,8 @@
 
 #[path = "common/pg.rs"]
 mod pg;
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber};
 use privacy_pledge::purpose::{Support, Transaction};
@@ -331,6 +334,67 @@ fn postgres_row_round_trip_by_column_name() {
             .unwrap();
         assert_eq!(all.len(), 3);
     });
+}
+
+/// `from_store_row` reads a row of the crate's `Store::query` on either
+/// database by column name; an envelope an operator moved into another
+/// column (A2) is a `StoreError` that names the kind, not the value.
+#[test]
+fn store_row_round_trip_on_sqlite_and_postgres() {
+    use privacy_pledge::store::sql::Param;
+    use privacy_pledge::store::{Store, StoreConfig, StoreError};
+    let dir = tempdir::TempDir::named("record_rows", "store_row");
+    let mut urls = vec![dir.sqlite_url("shop.db")];
+    urls.extend(pg::database("record_rows_store"));
+    for url in urls {
+        let store = Store::open(&StoreConfig::new(url, dir.path("checkpoints"))).unwrap();
+        store
+            .batch(store.dialect().pick(SQLITE_TABLE, PG_TABLE))
+            .unwrap();
+        let custodian = Custodian::in_memory();
+        let mut originals = Vec::new();
+        for i in 0..3 {
+            let c = customer(&custodian, SubjectId::random(), i);
+            let row = custodian.seal_record(&c).unwrap();
+            // The last row's email column holds its name's envelope.
+            let email: &dyn Param = if i == 2 { &row.name } else { &row.email };
+            store
+                .execute(
+                    INSERT_PG,
+                    &[
+                        &row.subject,
+                        &row.name,
+                        email,
+                        &row.email_lookup,
+                        &row.phone,
+                        &row.paper_invoices,
+                        &row.r#type,
+                    ],
+                )
+                .unwrap();
+            originals.push(c);
+        }
+        let typed = custodian.lookup_token_of(&EmailAddress::parse("Ada.1@example.com").unwrap());
+        let found = store
+            .query(
+                &select("WHERE email_lookup = $1"),
+                &[&typed],
+                SealedCustomer::from_store_row,
+            )
+            .unwrap();
+        assert_eq!(found.len(), 1, "{}", store.describe());
+        assert_same(&custodian, &found[0], &originals[1]);
+
+        let e = store
+            .query(&select(""), &[], SealedCustomer::from_store_row)
+            .unwrap_err();
+        let text = format!("{e} {e:?}");
+        assert!(matches!(e, StoreError::Database(_)), "{text}");
+        assert!(text.contains("EmailAddress"), "{text}");
+        for secret in ["Ada", "Lovelace", "ada.2", "example.com"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
 }
 
 /// `host=… port=… user=… dbname=…` as a `postgres://` URL for sqlx.

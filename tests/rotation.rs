@@ -617,6 +617,56 @@ fn a5_an_abandoned_claim_holds_for_the_lease_only() {
     assert_eq!(c.rotate_after_erasures().unwrap().version(), 10);
 }
 
+/// A maintenance job waits for another process's rotation (A5): within
+/// its patience it rotates once that one is done, the claim let go; past
+/// it, it answers `RotationInProgress`, having waited, not at once.
+#[test]
+fn a5_rotating_with_patience_waits_for_a_rotation_elsewhere() {
+    use std::time::{Duration, Instant};
+    let keys = Arc::new(MemoryKeyStore::new());
+    let keyring = Keyring::generate().unwrap();
+    let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
+    let c = process(&secrets, keys.clone());
+    let idle = keys.kek_state().unwrap();
+    let claim = KekState {
+        claimed: 2,
+        claimed_at: Some(Timestamp::now()),
+        renewed_at: Some(Timestamp::now()),
+        ..idle
+    };
+    assert!(keys.swap_kek_state(idle, claim).unwrap());
+
+    let started = Instant::now();
+    assert!(matches!(
+        c.rotate_after_erasures_waiting(Duration::from_millis(300)),
+        Err(Error::Key(KeyError::RotationInProgress { version: 2, .. }))
+    ));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(250),
+        "gave up after {waited:?}"
+    );
+
+    // The other process gives its claim up after 200 ms: the waiting call
+    // rotates then, past the version that process never used.
+    let started = Instant::now();
+    let done = std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(Duration::from_millis(200));
+            let given_up = KekState {
+                renewed_at: None,
+                ..claim
+            };
+            assert!(keys.swap_kek_state(claim, given_up).unwrap());
+        });
+        c.rotate_after_erasures_waiting(Duration::from_secs(30))
+            .unwrap()
+    });
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert_eq!((done.version(), done.resumed()), (3, false));
+    assert_eq!(current_keys(&secrets).versions(), [3]);
+}
+
 /// Rotation needs the keyring's store, and a key store that keeps a
 /// key-encryption-key state; without either it is refused, and nothing changes.
 #[test]

@@ -57,7 +57,8 @@ use privacy_pledge::{
     Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
 };
 
-use crate::support::{self, BoxError, Database, PaymentProcessor, Row, Store};
+use crate::support::{self, BoxError, Database, PaymentProcessor};
+use privacy_pledge::store::Store;
 
 // ---------------------------------------------------------------------------
 // State
@@ -90,7 +91,10 @@ impl Shop {
         audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
     ) -> Result<Shop, BoxError> {
         let opened = support::open_shop_with(database, audit)?;
-        let steps = [opened.store.pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES)];
+        let steps = [opened
+            .store
+            .dialect()
+            .pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES)];
         // The crate runs the steps once, under a lock, however many
         // processes start together.
         opened.store.migrate("shop", &steps)?;
@@ -833,7 +837,7 @@ impl IntoResponse for ApiError {
 
 const SHOP_TABLES_SQLITE: &str = "
 CREATE TABLE IF NOT EXISTS customers (
-    subject     TEXT PRIMARY KEY,  -- a random id, not derived from any value
+    subject     BLOB PRIMARY KEY,  -- a random id, not derived from any value
     name        BLOB NOT NULL,     -- sealed envelopes
     email       BLOB NOT NULL,
     address     BLOB NOT NULL,
@@ -842,7 +846,7 @@ CREATE TABLE IF NOT EXISTS customers (
 );
 CREATE TABLE IF NOT EXISTS orders (
     id      INTEGER PRIMARY KEY,
-    subject TEXT NOT NULL REFERENCES customers (subject),
+    subject BLOB NOT NULL REFERENCES customers (subject),
     record  BLOB NOT NULL,         -- sealed purchase record
     charge  TEXT NOT NULL          -- the processor's charge id
 );
@@ -852,7 +856,7 @@ CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
 /// The same on PostgreSQL.
 const SHOP_TABLES_POSTGRES: &str = "
 CREATE TABLE IF NOT EXISTS customers (
-    subject     TEXT PRIMARY KEY,
+    subject     BYTEA PRIMARY KEY,
     name        BYTEA NOT NULL,
     email       BYTEA NOT NULL,
     address     BYTEA NOT NULL,
@@ -861,7 +865,7 @@ CREATE TABLE IF NOT EXISTS customers (
 );
 CREATE TABLE IF NOT EXISTS orders (
     id      BIGSERIAL PRIMARY KEY,
-    subject TEXT NOT NULL REFERENCES customers (subject),
+    subject BYTEA NOT NULL REFERENCES customers (subject),
     record  BYTEA NOT NULL,
     charge  TEXT NOT NULL
 );
@@ -885,7 +889,7 @@ struct Customer {
 /// `email_index`, and an erased customer's is empty (the receipt's token
 /// was removed), read as 32 zero bytes, the token of no address.
 fn customer_columns(db: &Store) -> &'static str {
-    db.pick(
+    db.dialect().pick(
         "subject, name, email, COALESCE(email_index, zeroblob(32)) AS email_lookup, address, phone",
         "subject, name, email, COALESCE(email_index, decode(repeat('00', 32), 'hex')) AS email_lookup, address, phone",
     )
@@ -932,7 +936,7 @@ impl Tables {
                 "INSERT INTO customers (subject, name, email, address, phone, email_index)
                  VALUES ($1, $2, $3, $4, $5, $6)",
                 &[
-                    &row.subject.to_string(),
+                    &row.subject,
                     &row.name,
                     &row.email,
                     &row.address,
@@ -953,17 +957,17 @@ impl Tables {
             db.query(
                 "SELECT subject FROM customers WHERE email_index = $1",
                 &[index],
-                |r| Ok(r.get::<String>(0)?),
+                |r| r.get::<SubjectId>(0),
             )
         })?;
-        found.first().map(|id| parse_stored_id(id)).transpose()
+        Ok(found.first().copied())
     }
 
     fn customer_exists(&self, subject: SubjectId) -> Result<bool, ApiError> {
         let found = self.timed(|db| {
             db.query(
                 "SELECT subject FROM customers WHERE subject = $1",
-                &[&subject.to_string()],
+                &[&subject],
                 |_| Ok(()),
             )
         })?;
@@ -979,14 +983,8 @@ impl Tables {
                     "SELECT {} FROM customers WHERE subject = $1",
                     customer_columns(db)
                 ),
-                &[&subject.to_string()],
-                |row| {
-                    Ok(match row {
-                        Row::Sqlite(r) => SealedCustomer::from_row(r)?,
-                        Row::Postgres(r) => SealedCustomer::from_pg_row(r)?,
-                        _ => return Err("no client for this database".into()),
-                    })
-                },
+                &[&subject],
+                SealedCustomer::from_store_row,
             )
         })?;
         Ok(rows.pop())
@@ -1001,7 +999,7 @@ impl Tables {
         self.timed(|db| {
             db.execute(
                 "INSERT INTO orders (subject, record, charge) VALUES ($1, $2, $3)",
-                &[&subject.to_string(), record, &charge],
+                &[&subject, record, &charge],
             )
         })
         .map(drop)
@@ -1014,8 +1012,8 @@ impl Tables {
         self.timed(|db| {
             db.query(
                 "SELECT record FROM orders WHERE subject = $1 ORDER BY id",
-                &[&subject.to_string()],
-                |r| Ok(r.get(0)?),
+                &[&subject],
+                |r| r.get(0),
             )
         })
     }
@@ -1030,11 +1028,6 @@ impl Tables {
             )
         })
     }
-}
-
-fn parse_stored_id(id: &str) -> Result<SubjectId, ApiError> {
-    id.parse()
-        .map_err(|_| ApiError::internal("customers.subject holds a malformed id"))
 }
 
 /// A statement of the shop's own failed: a unique email index is `409`,

@@ -1,7 +1,7 @@
-//! What the examples share: their command line, the demo's key file, the
-//! payment processor, and the shop's own statements on either database.
-//! Storage itself — tables, audit streams, keys, consents, checkpoints —
-//! is the crate's (`store::Store`, opened by URL).
+//! What the examples share: their command line, the demo's key and
+//! public-key files, and the payment processor. Storage itself — tables,
+//! audit streams, keys, consents, checkpoints, the host's own statements on
+//! either database — is the crate's (`store::Store`, opened by URL).
 
 #![allow(dead_code)]
 
@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use privacy_pledge::audit::VerifiedTrail;
-use privacy_pledge::crypto::{KeyError, Keyring, KeyringFile, KeyringStore};
+use privacy_pledge::crypto::{Keyring, KeyringFile, KeyringStore};
 
 /// Errors of the examples' own plumbing (files, SQLite, arguments).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -203,8 +203,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // The host's custodian on the crate's own store
 
 use privacy_pledge::audit::{AuditSink, CheckpointKey, SignedCheckpoint};
-pub use privacy_pledge::store::sql::{Param, Row};
-use privacy_pledge::store::{CheckpointGuard, Database as Db, StoreConfig};
+use privacy_pledge::store::{CheckpointGuard, Store, StoreConfig};
 
 impl Database {
     /// The crate's store configuration: the database's URL, and the
@@ -216,38 +215,6 @@ impl Database {
             Database::Postgres { url, .. } => url.clone(),
         };
         StoreConfig::new(url, checkpoint_dir_for(self.files()))
-    }
-}
-
-/// The crate's store, and the shop's own statements on it: the same SQL on
-/// both databases (`$1`, `$2`…), through whichever client the URL chose.
-#[derive(Clone, Debug)]
-pub struct Store(pub privacy_pledge::store::Store);
-
-impl std::ops::Deref for Store {
-    type Target = privacy_pledge::store::Store;
-    fn deref(&self) -> &Self::Target {
-        &self.0
-    }
-}
-
-impl Store {
-    /// The crate's `query` with the examples' error type in the closure.
-    pub fn query<R>(
-        &self,
-        sql: &str,
-        params: &[&dyn Param],
-        f: impl FnMut(&Row<'_>) -> Result<R, BoxError>,
-    ) -> Result<Vec<R>, BoxError> {
-        self.0.query(sql, params, f)
-    }
-
-    /// `sqlite` or `postgres` variant of a statement.
-    pub fn pick<'a>(&self, sqlite: &'a str, postgres: &'a str) -> &'a str {
-        match self.database() {
-            Db::Sqlite(_) => sqlite,
-            _ => postgres,
-        }
     }
 }
 
@@ -303,7 +270,7 @@ pub fn open_shop_with(
     let keyring = Arc::new(key_file.load_or_create()?);
     let public_key = keyring.checkpoint_signer()?.public_key();
     fs::write(public_key_file_for(files), format!("{public_key}\n"))?;
-    let store = Store(privacy_pledge::store::Store::open(&database.config())?);
+    let store = Store::open(&database.config())?;
     let builder = privacy_pledge::Custodian::builder()
         .keyring(keyring)
         .keyring_store(key_file); // reloaded after another process rotates
@@ -314,26 +281,4 @@ pub fn open_shop_with(
         guard,
         public_key,
     })
-}
-
-/// The maintenance step after erasures, as a shop runs it: rotate the
-/// key-encryption keys, rewrap every live customer's key, retire and wipe
-/// the old version, save the keyring (`Custodian::rotate_after_erasures`).
-/// Another process of the shop may be rotating at the same moment: then
-/// this waits for it (up to a minute) and rotates once more, so that this
-/// process's own erasures are covered.
-pub fn rotate_keys_after_erasures(
-    custodian: &privacy_pledge::Custodian,
-) -> Result<privacy_pledge::KeyRotation, BoxError> {
-    let started = std::time::Instant::now();
-    loop {
-        match custodian.rotate_after_erasures() {
-            Err(privacy_pledge::Error::Key(KeyError::RotationInProgress { .. }))
-                if started.elapsed() < std::time::Duration::from_secs(60) =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(50));
-            }
-            other => return Ok(other?),
-        }
-    }
 }

@@ -180,6 +180,16 @@ pub enum Database {
 }
 
 impl Database {
+    /// Its SQL dialect.
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Database::Sqlite(_) => Dialect::Sqlite,
+            #[cfg(feature = "postgres")]
+            Database::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
     /// Every entry of the audit log, every stream, in no verified order:
     /// give it to [`Custodian::verify_trail`] (or, with the public key only,
     /// to [`verify_public`](crate::audit::verify_public)).
@@ -203,6 +213,45 @@ impl Database {
             Database::Postgres(s) => s.consent_store().all(),
         };
         rows.map_err(|e| StoreError::Database(e.to_string()))
+    }
+}
+
+/// The SQL dialect of a [`Store`]'s database, for the host's statements
+/// that cannot be the same on both (column types, functions): most can,
+/// since [`Store::execute`] and [`Store::query`] take `$1`, `$2`… on
+/// either, and the crate's column types bind and read on both.
+///
+/// ```
+/// # #[cfg(feature = "sqlite")] {
+/// use privacy_pledge::store::{Dialect, Store, StoreConfig};
+///
+/// # let dir = std::env::temp_dir().join(format!("pp-doc-dialect-{}", std::process::id()));
+/// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
+/// assert_eq!(store.dialect(), Dialect::Sqlite);
+/// let tables = store.dialect().pick(
+///     "CREATE TABLE orders (id INTEGER PRIMARY KEY, record BLOB NOT NULL)",
+///     "CREATE TABLE orders (id BIGSERIAL PRIMARY KEY, record BYTEA NOT NULL)",
+/// );
+/// store.migrate("shop", &[tables])?;
+/// # std::fs::remove_dir_all(&dir)?;
+/// # }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Dialect {
+    /// SQLite's.
+    Sqlite,
+    /// PostgreSQL's.
+    Postgres,
+}
+
+impl Dialect {
+    /// `sqlite` on SQLite, `postgres` on PostgreSQL.
+    pub fn pick<'a, T: ?Sized>(self, sqlite: &'a T, postgres: &'a T) -> &'a T {
+        match self {
+            Dialect::Sqlite => sqlite,
+            Dialect::Postgres => postgres,
+        }
     }
 }
 
@@ -300,6 +349,12 @@ impl Store {
     /// through `with_connection` or `with_client`).
     pub fn database(&self) -> &Database {
         &self.db
+    }
+
+    /// The database's SQL dialect, for the host's statements that differ
+    /// (see [`Dialect`]).
+    pub fn dialect(&self) -> Dialect {
+        self.db.dialect()
     }
 
     /// The signed checkpoints' store (outside the database).
@@ -531,14 +586,16 @@ impl Store {
 
     /// Runs one of the host's queries with parameters `$1`, `$2`… on a
     /// pooled connection and maps each row with `f`
-    /// ([`sql::Row::get`](super::sql::Row::get) reads a column). See the
+    /// ([`sql::Row::get`](super::sql::Row::get) reads a column, and the
+    /// `from_store_row` of a sealed record reads the record). The closure's
+    /// error is a [`StoreError`], so `?` in it needs no annotation. See the
     /// [`sql`](super::sql) module for an example.
-    pub fn query<R, E: From<StoreError>>(
+    pub fn query<R>(
         &self,
         sql: &str,
         params: &[&dyn super::sql::Param],
-        f: impl FnMut(&super::sql::Row<'_>) -> Result<R, E>,
-    ) -> Result<Vec<R>, E> {
+        f: impl FnMut(&super::sql::Row<'_>) -> Result<R, StoreError>,
+    ) -> Result<Vec<R>, StoreError> {
         match &self.db {
             #[cfg(feature = "sqlite")]
             Database::Sqlite(s) => {
@@ -549,7 +606,7 @@ impl Store {
                 let mut f = f;
                 let rows = c
                     .query_typed(sql, &super::sql::postgres_params(params))
-                    .map_err(|e| E::from(super::sql::pg_err(e)))?;
+                    .map_err(super::sql::pg_err)?;
                 rows.iter()
                     .map(|r| f(&super::sql::Row::Postgres(r)))
                     .collect()

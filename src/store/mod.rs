@@ -56,7 +56,7 @@ pub mod postgres;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-pub use any::{Database, Store, StoreConfig};
+pub use any::{Database, Dialect, Store, StoreConfig};
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub mod sql;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

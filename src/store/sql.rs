@@ -6,7 +6,7 @@
 //!
 //! ```
 //! # #[cfg(feature = "sqlite")] {
-//! use privacy_pledge::store::{sql, Store, StoreConfig, StoreError};
+//! use privacy_pledge::store::{Store, StoreConfig};
 //! use privacy_pledge::SubjectId;
 //!
 //! # let dir = std::env::temp_dir().join(format!("pp-sql-doc-{}", std::process::id()));
@@ -17,7 +17,7 @@
 //! let seen: Vec<(SubjectId, i64)> = store.query(
 //!     "SELECT subject, n FROM visits WHERE n > $1",
 //!     &[&1_i64],
-//!     |row: &sql::Row<'_>| -> Result<_, StoreError> { Ok((row.get(0)?, row.get(1)?)) },
+//!     |row| Ok((row.get(0)?, row.get(1)?)),
 //! )?;
 //! assert_eq!(seen, [(ada, 3)]);
 //! # std::fs::remove_dir_all(&dir)?;
@@ -177,7 +177,25 @@ impl Row<'_> {
             #[cfg(feature = "sqlite")]
             Row::Sqlite(r) => T::from_sqlite(r, i).map_err(sqlite_err),
             #[cfg(feature = "postgres")]
-            Row::Postgres(r) => T::from_postgres(r, i).map_err(pg_err),
+            Row::Postgres(r) => T::from_postgres(r, i).map_err(pg_read_err),
+        }
+    }
+
+    /// The row read by the constructor of its database: what the
+    /// `from_store_row` that `#[derive(PersonalRecord)]` generates calls.
+    /// It only picks one of the caller's functions and converts its error;
+    /// it reads nothing itself.
+    #[doc(hidden)]
+    pub fn __record<T>(
+        &self,
+        #[cfg(feature = "sqlite")] sqlite: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+        #[cfg(feature = "postgres")] postgres: impl FnOnce(&postgres::Row) -> Result<T, postgres::Error>,
+    ) -> Result<T, StoreError> {
+        match self {
+            #[cfg(feature = "sqlite")]
+            Row::Sqlite(r) => sqlite(r).map_err(sqlite_err),
+            #[cfg(feature = "postgres")]
+            Row::Postgres(r) => postgres(r).map_err(pg_read_err),
         }
     }
 }
@@ -260,6 +278,18 @@ pub(crate) fn postgres_params<'p>(
         .iter()
         .map(|p| (p.as_postgres(), p.postgres_type()))
         .collect()
+}
+
+/// A column of a PostgreSQL row that did not read: the client's message
+/// ("error deserializing column 4") and its cause, the column type's own
+/// message ("… read as EmailAddress"), which names the problem, never the
+/// value (a row's bytes reach no error of the crate's column types).
+#[cfg(feature = "postgres")]
+fn pg_read_err(e: postgres::Error) -> StoreError {
+    match std::error::Error::source(&e) {
+        Some(cause) => StoreError::Database(format!("{e}: {cause}")),
+        None => pg_err(e),
+    }
 }
 
 /// A PostgreSQL error of one of the host's statements: its message and
