@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use privacy_pledge::crypto::Keyring;
 use privacy_pledge::purpose::Newsletter;
+use privacy_pledge::store::sql::Param;
 use privacy_pledge::store::{Database, Store, StoreConfig, StoreError};
 use privacy_pledge::{Custodian, SubjectId};
 use tempdir::TempDir;
@@ -379,6 +380,38 @@ fn host_sql_on(url: &str, dir: &std::path::Path) {
         )
         .unwrap();
     assert_eq!(read, vec![(7, "first".to_owned())]);
+
+    // `$n` is the n-th value wherever it stands, and may stand twice: as on
+    // PostgreSQL, so on SQLite (which numbers names by first appearance).
+    let read = store
+        .query(
+            "SELECT n, note FROM visits WHERE note = $2 AND n = $1 AND n < $1 + 1",
+            &[&7_i64, &"first"],
+            |row| Ok((row.get::<i32>(0)?, row.get::<String>(1)?)),
+        )
+        .unwrap();
+    assert_eq!(read, vec![(7, "first".to_owned())]);
+    assert_eq!(
+        store
+            .execute(
+                "UPDATE visits SET note = $2 WHERE n = $1",
+                &[&7_i64, &"second"]
+            )
+            .unwrap(),
+        1
+    );
+    // One value too many or too few is an error on both, never a value
+    // bound where another was meant.
+    for params in [&[&7_i64 as &dyn Param][..], &[&7_i64, &"x", &1_i64]] {
+        let e = store
+            .execute("UPDATE visits SET note = $2 WHERE n = $1", params)
+            .unwrap_err();
+        assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+    }
+    let notes = store
+        .query("SELECT note FROM visits", &[], |row| row.get::<String>(0))
+        .unwrap();
+    assert_eq!(notes, ["second"]);
 }
 
 #[test]

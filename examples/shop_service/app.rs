@@ -887,13 +887,9 @@ struct Customer {
 /// The columns of a `SealedCustomer` under the names its row constructors
 /// read (`SealedRecord::COLUMNS`): the table calls the lookup column
 /// `email_index`, and an erased customer's is empty (the receipt's token
-/// was removed), read as 32 zero bytes, the token of no address.
-fn customer_columns(db: &Store) -> &'static str {
-    db.dialect().pick(
-        "subject, name, email, COALESCE(email_index, zeroblob(32)) AS email_lookup, address, phone",
-        "subject, name, email, COALESCE(email_index, decode(repeat('00', 32), 'hex')) AS email_lookup, address, phone",
-    )
-}
+/// was removed), read as `$2`, 32 zero bytes: the token of no address.
+const CUSTOMER_COLUMNS: &str =
+    "subject, name, email, COALESCE(email_index, $2) AS email_lookup, address, phone";
 
 /// The shop's statements, the same SQL on both databases (`$1`, `$2`, …);
 /// `Sealed` and `LookupToken` are column types of both drivers, bound and
@@ -979,11 +975,8 @@ impl Tables {
     fn customer(&self, subject: SubjectId) -> Result<Option<SealedCustomer>, ApiError> {
         let mut rows = self.timed(|db| {
             db.query(
-                &format!(
-                    "SELECT {} FROM customers WHERE subject = $1",
-                    customer_columns(db)
-                ),
-                &[&subject],
+                &format!("SELECT {CUSTOMER_COLUMNS} FROM customers WHERE subject = $1"),
+                &[&subject, &&[0_u8; 32][..]],
                 SealedCustomer::from_store_row,
             )
         })?;

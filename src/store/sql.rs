@@ -1,6 +1,6 @@
 //! The host's own SQL on a [`Store`](super::Store), whichever database its
-//! URL named: one statement text with `$1`, `$2`… parameters (SQLite reads
-//! `$n` as numbered parameters too), values bound and read through a closed
+//! URL named: one statement text with `$1`, `$2`… parameters (bound by
+//! number on SQLite too, wherever they appear), values bound and read through a closed
 //! set of types both clients know — so a service written once runs on
 //! SQLite and on PostgreSQL with no `match` over the clients.
 //!
@@ -237,17 +237,61 @@ fn sqlite_err(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Binds `params` to `stmt` by number: `$n` (and `?n`) is `params[n - 1]`
+/// wherever it appears. SQLite itself reads `$n` as a *named* parameter
+/// and numbers names in order of first appearance, so `… $2 … $1` would
+/// bind the first value to `$2`; binding each name to the value its number
+/// says gives PostgreSQL's meaning on both. A statement must read exactly
+/// as many values as it is given, as on PostgreSQL.
+#[cfg(feature = "sqlite")]
+fn sqlite_bind(
+    stmt: &mut rusqlite::Statement<'_>,
+    params: &[&dyn Param],
+) -> Result<(), StoreError> {
+    let mut highest = 0;
+    for index in 1..=stmt.parameter_count() {
+        let n = match stmt.parameter_name(index) {
+            // A bare `?` (numbered by SQLite), or a gap below a `?n`.
+            None => index,
+            Some(name) => name
+                .strip_prefix('$')
+                .or_else(|| name.strip_prefix('?'))
+                .and_then(|digits| digits.parse::<usize>().ok())
+                .filter(|&n| n > 0)
+                .ok_or_else(|| {
+                    StoreError::Database(format!(
+                        "parameter {name}: the store's statements take $1, $2, …"
+                    ))
+                })?,
+        };
+        let param = params.get(n - 1).ok_or_else(|| {
+            StoreError::Database(format!(
+                "the statement reads ${n}, but {} value(s) were given",
+                params.len()
+            ))
+        })?;
+        stmt.raw_bind_parameter(index, param.as_sqlite())
+            .map_err(sqlite_err)?;
+        highest = highest.max(n);
+    }
+    if highest != params.len() {
+        return Err(StoreError::Database(format!(
+            "{} value(s) were given, but the statement reads {highest}",
+            params.len()
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(feature = "sqlite")]
 pub(crate) fn sqlite_execute(
     conn: &rusqlite::Connection,
     sql: &str,
     params: &[&dyn Param],
 ) -> Result<u64, StoreError> {
-    let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.as_sqlite()).collect();
-    conn.prepare_cached(sql)
-        .and_then(|mut st| st.execute(&params[..]))
-        .map(|n| n as u64)
-        .map_err(sqlite_err)
+    let mut stmt = conn.prepare_cached(sql).map_err(sqlite_err)?;
+    sqlite_bind(&mut stmt, params)?;
+    stmt.raw_execute().map(|n| n as u64).map_err(sqlite_err)
 }
 
 #[cfg(feature = "sqlite")]
@@ -258,9 +302,9 @@ pub(crate) fn sqlite_query<R, E: From<StoreError>>(
     mut f: impl FnMut(&Row<'_>) -> Result<R, E>,
 ) -> Result<Vec<R>, E> {
     let db = |e: rusqlite::Error| E::from(sqlite_err(e));
-    let params: Vec<&dyn rusqlite::ToSql> = params.iter().map(|p| p.as_sqlite()).collect();
     let mut stmt = conn.prepare_cached(sql).map_err(db)?;
-    let mut rows = stmt.query(&params[..]).map_err(db)?;
+    sqlite_bind(&mut stmt, params)?;
+    let mut rows = stmt.raw_query();
     let mut out = Vec::new();
     while let Some(r) = rows.next().map_err(db)? {
         out.push(f(&Row::Sqlite(r))?);
