@@ -400,14 +400,20 @@ fn host_sql_on(url: &str, dir: &std::path::Path) {
             .unwrap(),
         1
     );
-    // One value too many or too few is an error on both, never a value
-    // bound where another was meant.
-    for params in [&[&7_i64 as &dyn Param][..], &[&7_i64, &"x", &1_i64]] {
-        let e = store
-            .execute("UPDATE visits SET note = $2 WHERE n = $1", params)
-            .unwrap_err();
-        assert!(matches!(e, StoreError::Database(_)), "{e:?}");
-    }
+    // A `$n` past the values given is an error on both, never another
+    // value bound in its place; a value no `$n` reads is left unread.
+    let e = store
+        .execute(
+            "UPDATE visits SET note = $2 WHERE n = $1",
+            &[&7_i64 as &dyn Param],
+        )
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Database(_)), "{e:?}");
+    let unread = store.execute(
+        "UPDATE visits SET note = $2 WHERE n = $1",
+        &[&8_i64, &"x", &1_i64],
+    );
+    assert_eq!(unread.unwrap(), 0, "no row has n = 8");
     let notes = store
         .query("SELECT note FROM visits", &[], |row| row.get::<String>(0))
         .unwrap();

@@ -241,14 +241,14 @@ fn sqlite_err(e: rusqlite::Error) -> StoreError {
 /// wherever it appears. SQLite itself reads `$n` as a *named* parameter
 /// and numbers names in order of first appearance, so `… $2 … $1` would
 /// bind the first value to `$2`; binding each name to the value its number
-/// says gives PostgreSQL's meaning on both. A statement must read exactly
-/// as many values as it is given, as on PostgreSQL.
+/// says gives PostgreSQL's meaning on both. A `$n` past the values given
+/// is an error; a value no `$n` reads is left unread, as on PostgreSQL
+/// (whose statements here are sent with every value's type).
 #[cfg(feature = "sqlite")]
 fn sqlite_bind(
     stmt: &mut rusqlite::Statement<'_>,
     params: &[&dyn Param],
 ) -> Result<(), StoreError> {
-    let mut highest = 0;
     for index in 1..=stmt.parameter_count() {
         let n = match stmt.parameter_name(index) {
             // A bare `?` (numbered by SQLite), or a gap below a `?n`.
@@ -272,13 +272,6 @@ fn sqlite_bind(
         })?;
         stmt.raw_bind_parameter(index, param.as_sqlite())
             .map_err(sqlite_err)?;
-        highest = highest.max(n);
-    }
-    if highest != params.len() {
-        return Err(StoreError::Database(format!(
-            "{} value(s) were given, but the statement reads {highest}",
-            params.len()
-        )));
     }
     Ok(())
 }
