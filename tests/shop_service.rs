@@ -202,16 +202,10 @@ impl Service {
     /// Rows in `table`. Off the async workers, like every store call (the
     /// synchronous `postgres` client refuses to run inside a runtime).
     async fn count(&self, table: &str) -> usize {
-        let (shop, sql) = (
-            self.shop.clone(),
-            format!("SELECT CAST(COUNT(*) AS TEXT) FROM {table}"),
-        );
+        let (shop, sql) = (self.shop.clone(), format!("SELECT COUNT(*) FROM {table}"));
         tokio::task::spawn_blocking(move || {
-            let rows = shop
-                .store()
-                .query(&sql, &[], |r| Ok(r.get::<String>(0)?))
-                .unwrap();
-            rows[0].parse().unwrap()
+            let rows = shop.store().query(&sql, &[], |r| r.get::<i64>(0)).unwrap();
+            usize::try_from(rows[0]).unwrap()
         })
         .await
         .unwrap()
