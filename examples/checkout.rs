@@ -286,7 +286,7 @@ fn run(database: &Database) -> Result<(), BoxError> {
 
     // Clean shutdown: the stream's head, signed, goes to the checkpoint
     // directory outside the database; a verifier needs only the public key.
-    let signed = shop.opened.shut_down()?;
+    let signed = shop.opened.guard.sign()?;
     let head = signed.checkpoint();
     println!(
         "audit stream {}: {} events in pp_audit_log",

@@ -163,12 +163,12 @@ fn run(args: &Args) -> Result<(), BoxError> {
     let rows = Rows::load(&db, subject)?;
     // The report quotes the trail to the customer: every stream verified
     // under the custodian's keys against the signed checkpoints first.
-    let trail = opened.verified_trail()?;
+    let trail = opened.store.verified_trail(&opened.custodian)?;
     let report = opened
         .custodian
         .subject_report(subject, &rows.records(), &trail)?;
     // The report and its disclosures to the customer are in the trail now.
-    opened.shut_down()?;
+    opened.guard.sign()?;
     // How far the trail the report quotes is vouched for: entries past a
     // stream's last signed checkpoint could have been cut unseen.
     if report.is_fully_vouched() {

@@ -1072,7 +1072,7 @@ fn a2_verify_audit_reports_a_dropped_emptied_or_cut_trail() {
         .withdraw::<Promotion>(ada)
         .unwrap();
     let withdrawn = consent_row();
-    shop.shut_down().unwrap();
+    shop.guard.sign().unwrap();
     drop(shop);
     // The verifier gets no secret: hide the keyring from it.
     std::fs::rename(support::key_file_for(&path), dir.path("elsewhere.key")).unwrap();
@@ -1183,7 +1183,7 @@ fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     }
-    let signed = shop.shut_down().unwrap();
+    let signed = shop.guard.sign().unwrap();
     assert_eq!(signed.checkpoint().seq(), 3);
     shop.custodian
         .consents()
@@ -1223,7 +1223,7 @@ fn a2_the_verifier_exits_0_only_for_what_it_can_vouch_for() {
     let forged = dir.path("forged.db");
     let shop = support::open_shop_on(&support::Database::Sqlite(forged.clone())).unwrap();
     shop.custodian.consents().grant::<Promotion>(ada).unwrap();
-    shop.shut_down().unwrap();
+    shop.guard.sign().unwrap();
     drop(shop);
     let (code, text) = run_verify(&["--db".as_ref(), forged.as_os_str()]);
     assert_eq!(code, 2, "the key beside the database was read: {text}");
@@ -1253,12 +1253,12 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
     for _ in 0..3 {
         shop.custodian.consents().grant::<Promotion>(ada).unwrap();
     }
-    let at_3 = shop.shut_down().unwrap();
+    let at_3 = shop.guard.sign().unwrap();
     shop.custodian
         .consents()
         .withdraw::<Promotion>(ada)
         .unwrap();
-    shop.shut_down().unwrap();
+    shop.guard.sign().unwrap();
     let privacy_pledge::store::Database::Sqlite(store) = shop.store.database() else {
         unreachable!("an SQLite file")
     };

@@ -9,7 +9,6 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use privacy_pledge::audit::VerifiedTrail;
 use privacy_pledge::crypto::{Keyring, KeyringFile, KeyringStore};
 
 /// Errors of the examples' own plumbing (files, SQLite, arguments).
@@ -202,7 +201,7 @@ pub fn print_help_and_exit(text: &str) -> ! {
 // ---------------------------------------------------------------------------
 // The host's custodian on the crate's own store
 
-use privacy_pledge::audit::{AuditSink, CheckpointKey, SignedCheckpoint};
+use privacy_pledge::audit::{AuditSink, CheckpointKey};
 use privacy_pledge::store::{CheckpointGuard, Store, StoreConfig};
 
 impl Database {
@@ -221,25 +220,13 @@ impl Database {
 /// A custodian on the crate's store, its stream checkpointed into
 /// `<files>.checkpoints/`; the guard signs the stream's head when the shop
 /// is dropped (at the end of `main`, or on the way out of an error or a
-/// panic).
+/// panic), and `guard.sign()` at a clean shutdown gives the checkpoint in
+/// hand.
 pub struct StoreShop {
     pub store: Store,
     pub custodian: privacy_pledge::Custodian,
     pub guard: CheckpointGuard,
     pub public_key: CheckpointKey,
-}
-
-impl StoreShop {
-    /// Clean shutdown: signs the stream's head now, for the caller to show
-    /// (the guard signs again on drop).
-    pub fn shut_down(&self) -> Result<SignedCheckpoint, BoxError> {
-        Ok(self.guard.sign()?)
-    }
-
-    /// The whole trail, every stream verified against the signed checkpoints.
-    pub fn verified_trail(&self) -> Result<VerifiedTrail, BoxError> {
-        Ok(self.store.verified_trail(&self.custodian)?)
-    }
 }
 
 /// Opens the shop's store and custodian on `database`. Any number of
