@@ -14,6 +14,10 @@
 //! - `access_newsletter/{register,anchored_store}`: audited `access` for a
 //!   consent-based purpose: the in-memory register against a durable
 //!   consent store (`MemoryConsentStore`) checked against the anchor.
+//! - `grant/erased_{0,10000}`: a consent granted (one line appended to an
+//!   in-memory anchor, and taken into the view) on an anchor holding no
+//!   erasure, and one holding 10,000: what a long-lived anchor costs each
+//!   change.
 
 mod common;
 
@@ -24,7 +28,7 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use privacy_pledge::consent::MemoryConsentStore;
 use privacy_pledge::crypto::{Keyring, MemoryKeyStore};
 use privacy_pledge::data::EmailAddress;
-use privacy_pledge::freshness::DirAnchorStore;
+use privacy_pledge::freshness::{DirAnchorStore, MemoryAnchorStore};
 use privacy_pledge::purpose::Newsletter;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
@@ -114,6 +118,25 @@ fn freshness(c: &mut Criterion) {
                         black_box(c.access(black_box(&news), |e| e.domain().len()).unwrap());
                     },
                 )
+            })
+        });
+    }
+    for erased in [0, 10_000] {
+        let c = Custodian::builder()
+            .keyring(Arc::new(Keyring::generate().unwrap()))
+            .key_store(MemoryKeyStore::new())
+            .freshness_anchor(MemoryAnchorStore::new())
+            .consent_store(MemoryConsentStore::new())
+            .build()
+            .unwrap();
+        for _ in 0..erased {
+            c.erase(SubjectId::random()).unwrap();
+        }
+        g.bench_function(format!("grant/erased_{erased}"), |b| {
+            b.iter(|| {
+                c.consents()
+                    .grant::<Newsletter>(SubjectId::random())
+                    .unwrap()
             })
         });
     }

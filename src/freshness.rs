@@ -442,8 +442,15 @@ impl View {
         }
     }
 
-    /// Verifies and applies the whole lines of `bytes` (read from `self.len`).
-    fn extend(&mut self, key: &ring::hmac::Key, bytes: &[u8]) -> Result<(), AnchorError> {
+    /// Verifies and applies the whole lines of `bytes` (read from `self.len`),
+    /// adding the subject of each erasure entry applied to `erased` (also
+    /// those before a line that fails).
+    fn extend(
+        &mut self,
+        key: &ring::hmac::Key,
+        bytes: &[u8],
+        erased: &mut Vec<SubjectId>,
+    ) -> Result<(), AnchorError> {
         let mut rest = bytes;
         while let Some(end) = rest.iter().position(|&b| b == b'\n') {
             let line = &rest[..end];
@@ -458,6 +465,9 @@ impl View {
                 return Err(bad());
             }
             let entry: Entry = serde_json::from_slice(json).map_err(|_| bad())?;
+            if let Entry::Erasing { subject, .. } | Entry::Erased { subject, .. } = &entry {
+                erased.push(*subject);
+            }
             self.apply(entry);
             self.last_mac = tag;
             self.lines += 1;
@@ -555,6 +565,24 @@ impl Anchor {
     }
 
     fn refresh_locked(&self, start: u64) -> Result<(), Error> {
+        match self.read_new() {
+            Ok(()) => {
+                self.fresh_at.store(start, Ordering::Release);
+                self.stale_at
+                    .store(start.saturating_add(self.bound_nanos), Ordering::Release);
+                Ok(())
+            }
+            Err(e) => {
+                // Fail closed until the log reads and verifies again: every
+                // use reads it anew, not only the one that met the fault.
+                self.stale_at.store(0, Ordering::Release);
+                Err(e)
+            }
+        }
+    }
+
+    /// Reads and takes in the lines appended since the view's end.
+    fn read_new(&self) -> Result<(), Error> {
         let seen = self.read().len;
         let len = crate::reentry::host(|| self.store.byte_len())?;
         if len < seen {
@@ -566,15 +594,14 @@ impl Anchor {
         if len > seen {
             let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-            let extended = view.extend(&self.key, &bytes);
-            // Bumped even on a failed line (the lines before it applied).
+            let mut erased = Vec::new();
+            let extended = view.extend(&self.key, &bytes, &mut erased);
+            // Bumped, and the erasures noted, even on a failed line (the
+            // lines before it applied).
             self.generation.fetch_add(1, Ordering::AcqRel);
+            self.note_erasures(&erased);
             extended?;
-            self.note_erasures(&view);
         }
-        self.fresh_at.store(start, Ordering::Release);
-        self.stale_at
-            .store(start.saturating_add(self.bound_nanos), Ordering::Release);
         Ok(())
     }
 
@@ -607,10 +634,11 @@ impl Anchor {
             };
             if crate::reentry::host(|| self.store.append(len, &line))? {
                 let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-                let extended = view.extend(&self.key, &line);
+                let mut erased = Vec::new();
+                let extended = view.extend(&self.key, &line, &mut erased);
                 self.generation.fetch_add(1, Ordering::AcqRel);
+                self.note_erasures(&erased);
                 extended?;
-                self.note_erasures(&view);
                 return Ok(Some(entry));
             }
         }
@@ -659,13 +687,16 @@ impl Anchor {
         (bit / 64 % FILTER_WORDS, 1 << (bit % 64))
     }
 
-    /// Sets the filter bits of every erased subject in `view` (called with
-    /// the view's write lock held, so readers see a bit before the map).
-    fn note_erasures(&self, view: &View) {
-        if view.erased.is_empty() {
+    /// Sets the filter bits of the subjects `erased` the view just took in
+    /// (called with the view's write lock held, so readers see a bit before
+    /// the map). Only the new ones: the bits of earlier erasures are set
+    /// already, and going over every erased subject at each new line made
+    /// a consent change on an anchor of 10,000 erasures 18× slower.
+    fn note_erasures(&self, erased: &[SubjectId]) {
+        if erased.is_empty() {
             return;
         }
-        for s in view.erased.keys() {
+        for s in erased {
             let (w, m) = self.bit(*s);
             self.erased_bits[w].fetch_or(m, Ordering::Release);
         }
@@ -777,6 +808,35 @@ mod tests {
         assert!(c.erased_at(SubjectId::from(1), None).unwrap().is_some());
         assert!(c.erased_at(SubjectId::from(2), None).unwrap().is_some());
         assert!(c.erased_at(SubjectId::from(3), None).unwrap().is_none());
+    }
+
+    /// Each process's filter of erased subjects takes in every erasure it
+    /// reads, one at a time or many at once, and also those read before a
+    /// line that fails: the log then fails every use, but what it read of
+    /// it still counts (A2 appending garbage after an erasure), and every
+    /// later use within the bound reads the log again and fails too.
+    #[test]
+    fn every_erasure_read_reaches_the_filter() {
+        let store = std::sync::Arc::new(MemoryAnchorStore::new());
+        let (a, b) = (anchor(store.clone()), anchor(store.clone()));
+        for s in 1..=50 {
+            a.append(|_| Ok(Some(erasing(s)))).unwrap();
+        }
+        b.refresh(true).unwrap();
+        for s in 1..=50 {
+            assert!(a.maybe_erased(SubjectId::from(s)), "{s}");
+            assert!(b.maybe_erased(SubjectId::from(s)), "{s}");
+        }
+        let c = anchor(store.clone());
+        a.append(|_| Ok(Some(erasing(51)))).unwrap();
+        let len = store.byte_len().unwrap();
+        assert!(store.append(len, b"garbage\n").unwrap());
+        assert!(c.refresh(true).is_err());
+        assert!(c.maybe_erased(SubjectId::from(51)));
+        assert!(
+            c.erased_at(SubjectId::from(51), None).is_err(),
+            "fails closed"
+        );
     }
 
     #[test]
