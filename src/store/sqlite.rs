@@ -49,8 +49,8 @@
 //!
 //! A store opened on a file ([`SqliteStore::open`], [`SqliteStore::open_with`])
 //! holds one connection for its audit sinks' writer and a pool of
-//! [`PoolOptions::pool_size`] more (4 by default) for the key store's and
-//! the consent store's reads, trail reads and the host's
+//! [`PoolOptions::pool_size`] more (4 by default) for the key store's
+//! reads, the consent store, trail reads and the host's
 //! [`with_connection`](SqliteStore::with_connection), all opened up front with
 //! the same pragmas (WAL, `synchronous = FULL`, `secure_delete`) and busy
 //! handler (another connection's lock is polled for every 100 µs, for 10 s
@@ -67,8 +67,8 @@
 //! connection drops its page cache whenever another has written the file
 //! since its last transaction, so a request whose writes went to different
 //! connections read the same pages back again: on one connection a sign-up
-//! reads about 7 pages where it read 26 (`strace -f -c` over
-//! `benches/signup.rs`).
+//! reads about a third of the pages it read before (11–13 against 32,
+//! counted with `perf stat` over `benches/signup.rs`).
 //!
 //! [`SqliteStore::from_connection`] (the host's own connection),
 //! [`SqliteStore::open_in_memory`] (a private database that other
