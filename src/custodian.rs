@@ -1048,6 +1048,56 @@ impl Custodian {
         ))
     }
 
+    /// Compacts the freshness anchor: rewrites its log as the state it
+    /// holds — the latest row of each anchored consent, and each erasure —
+    /// so that it no longer grows with every change ever made. Read back,
+    /// the new log gives exactly the state the old one did; it is a fresh
+    /// chain under the same key, so nothing without the keyring can make
+    /// one.
+    ///
+    /// **A maintenance step: stop the service's other processes first.** A
+    /// process that read the old log finds the new one shorter, or not
+    /// where its lines were, and fails closed ([`Error::Anchor`] on every
+    /// use that needs the anchor) until it is restarted; an append of its
+    /// that raced the compaction fails rather than write to the replaced
+    /// file ([`DirAnchorStore`](crate::freshness::DirAnchorStore), on Unix).
+    /// Nothing anchored is ever lost.
+    ///
+    /// `Err(Error::Anchor)` without an anchor, with one whose store cannot
+    /// replace its log ([`AnchorStore::replace`]), or one that does not
+    /// verify.
+    ///
+    /// ```
+    /// use privacy_pledge::{Custodian, SubjectId};
+    /// use privacy_pledge::consent::MemoryConsentStore;
+    /// use privacy_pledge::crypto::Keyring;
+    /// use privacy_pledge::freshness::MemoryAnchorStore;
+    /// use privacy_pledge::purpose::Newsletter;
+    ///
+    /// let custodian = Custodian::builder()
+    ///     .keyring(Keyring::generate()?)
+    ///     .consent_store(MemoryConsentStore::new())
+    ///     .freshness_anchor(MemoryAnchorStore::new())
+    ///     .build()?;
+    /// let ada = SubjectId::random();
+    /// for _ in 0..5 {
+    ///     custodian.consents().withdraw::<Newsletter>(ada)?;
+    ///     custodian.consents().grant::<Newsletter>(ada)?;
+    /// }
+    /// let done = custodian.compact_anchor()?;
+    /// assert_eq!((done.lines_before(), done.lines_after()), (10, 1));
+    /// assert!(custodian.consents().is_granted::<Newsletter>(ada));
+    /// custodian.consent_proof::<Newsletter>(ada)?; // the row still matches the anchor
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn compact_anchor(&self) -> Result<crate::freshness::AnchorCompaction, Error> {
+        crate::reentry::check()?;
+        match &self.anchor {
+            Some(anchor) => anchor.compact(),
+            None => Err(AnchorError::new("no freshness anchor to compact").into()),
+        }
+    }
+
     /// Erases a subject by destroying its data keys (R11): from now on every
     /// envelope of the subject fails with [`Error::Erased`], and the
     /// subject's consents are forgotten. Constant work, whatever the number of

@@ -274,6 +274,25 @@ fn child_process_entry() {
             }
             println!("DONE");
         }
+        // Grants consents to subjects of its own, one after another, until
+        // 5,000 are done or the anchor refuses (compacted under it): prints
+        // each subject whose grant returned, and how it ended.
+        "granter" => {
+            let c = process(Duration::from_millis(50));
+            println!("READY");
+            for _ in 0..5_000 {
+                let own = SubjectId::random();
+                match c.consents().grant::<Newsletter>(own) {
+                    Ok(()) => println!("OK {own}"),
+                    Err(Error::Anchor(_)) => {
+                        println!("CLOSED");
+                        return;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            println!("DONE");
+        }
         other => panic!("unknown role {other}"),
     }
 }
@@ -368,6 +387,106 @@ fn a5_processes_changing_consents_at_once_agree_with_the_anchor() {
         assert_eq!(state.len(), 1, "a row refused as stale");
         assert_eq!(state[0].granted, r.granted);
     }
+}
+
+// ---------------------------------------------------------------------------
+// Compaction
+
+/// The anchor compacted while two other processes grant consents (A5):
+/// every grant that returned, before or after, is in the compacted log
+/// (a fresh process finds each live, its row equal to the anchored one);
+/// the others either finished before or fail closed with `Error::Anchor`,
+/// never appending to the log they no longer read.
+#[test]
+fn a5_compaction_beside_running_processes_loses_no_grant() {
+    let dir = TempDir::named("freshness", "compaction");
+    let db = dir.path("shop.sqlite");
+    let maintenance = process(&db, Duration::ZERO);
+    let s = SubjectId::random();
+    for _ in 0..20 {
+        maintenance.consents().grant::<Newsletter>(s).unwrap();
+        maintenance.consents().withdraw::<Newsletter>(s).unwrap();
+    }
+    let mut children: Vec<_> = (0..2)
+        .map(|_| child("granter", &db, s).spawn().unwrap())
+        .collect();
+    let outputs: Vec<_> = children
+        .iter_mut()
+        .map(|c| {
+            let out = BufReader::new(c.stdout.take().unwrap());
+            std::thread::spawn(move || out.lines().map_while(Result::ok).collect::<Vec<_>>())
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let done = maintenance.compact_anchor().unwrap();
+    assert!(done.lines_after() < done.lines_before(), "{done:?}");
+    let (mut granted, mut closed) = (Vec::new(), 0);
+    for (mut c, out) in children.into_iter().zip(outputs) {
+        let lines = out.join().unwrap();
+        assert!(c.wait().unwrap().success());
+        let ended = lines.iter().find(|l| *l == "DONE" || *l == "CLOSED");
+        assert!(ended.is_some(), "{} lines, no end", lines.len());
+        closed += usize::from(ended.is_some_and(|l| l == "CLOSED"));
+        granted.extend(
+            lines
+                .iter()
+                .filter_map(|l| l.strip_prefix("OK "))
+                .map(|id| id.parse::<SubjectId>().unwrap()),
+        );
+    }
+    assert!(!granted.is_empty());
+    assert!(
+        closed > 0,
+        "the compaction ran after both children were done"
+    );
+    let fresh = process(&db, Duration::ZERO);
+    for subject in &granted {
+        assert!(fresh.consents().is_granted::<Newsletter>(*subject));
+        fresh.consent_proof::<Newsletter>(*subject).unwrap();
+    }
+    assert!(!fresh.consents().is_granted::<Newsletter>(s));
+    eprintln!(
+        "compaction {} -> {} lines, {} -> {} bytes; {} grants beside it, {closed} process(es) closed",
+        done.lines_before(),
+        done.lines_after(),
+        done.bytes_before(),
+        done.bytes_after(),
+        granted.len()
+    );
+}
+
+/// A process whose log was replaced (compacted) under it appends nothing,
+/// even where the new log happens to be exactly as long as the old one it
+/// read: the append names the log's epoch, and the new file has another.
+#[test]
+fn a5_an_append_to_a_replaced_log_fails_even_at_the_same_length() {
+    let dir = TempDir::named("freshness", "replaced");
+    let store = DirAnchorStore::new(dir.path("anchor")).unwrap();
+    let epoch = store.epoch().unwrap();
+    assert!(store.append_to(epoch, 0, b"one\n").unwrap());
+    // Another process compacts: a new file of the same length takes the
+    // old one's place.
+    let next = store.path().with_extension("new");
+    std::fs::write(&next, b"two\n").unwrap();
+    std::fs::rename(&next, store.path()).unwrap();
+    assert_ne!(store.epoch().unwrap(), epoch);
+    assert!(store.append_to(epoch, 4, b"three\n").is_err());
+    assert_eq!(std::fs::read(store.path()).unwrap(), b"two\n");
+    // An appender that opened the old file and waits for its lock while
+    // the rename happens fails too.
+    let epoch = store.epoch().unwrap();
+    let old = std::fs::File::open(store.path()).unwrap();
+    old.lock().unwrap();
+    let waiting = {
+        let store = store.clone();
+        std::thread::spawn(move || store.append_to(epoch, 4, b"four\n"))
+    };
+    std::thread::sleep(Duration::from_millis(200));
+    std::fs::write(&next, b"five\n").unwrap();
+    std::fs::rename(&next, store.path()).unwrap();
+    drop(old);
+    assert!(waiting.join().unwrap().is_err());
+    assert_eq!(std::fs::read(store.path()).unwrap(), b"five\n");
 }
 
 // ---------------------------------------------------------------------------
