@@ -91,13 +91,11 @@ impl Shop {
         audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
     ) -> Result<Shop, BoxError> {
         let opened = support::open_shop_with(database, audit)?;
-        let steps = [opened
-            .store
-            .dialect()
-            .pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES)];
+        let dialect = opened.store.dialect();
+        let tables = dialect.pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES);
         // The crate runs the steps once, under a lock, however many
         // processes start together.
-        opened.store.migrate("shop", &steps)?;
+        opened.store.migrate("shop", &[tables])?;
         Ok(Shop {
             checkpoints: opened.store.checkpoint_store().clone(),
             tables: Tables::new(opened.store),
