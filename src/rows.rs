@@ -132,32 +132,41 @@ macro_rules! __sealed_rows_sqlx {
 }
 
 /// `from_store_row` for a row of the crate's own `Store::query`, on either
-/// database (features `sqlite`, `postgres`): one macro per combination, as
-/// the hidden `Row::__record` takes one constructor per database enabled.
-#[cfg(all(feature = "sqlite", feature = "postgres"))]
+/// database (features `sqlite`, `postgres`): `$bounds` are the lazy bounds
+/// of the constructors `$ctor` it dispatches to, one per database enabled
+/// (the hidden `Row::__record` takes one per database enabled).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[doc(hidden)]
 #[macro_export]
-macro_rules! __sealed_rows_store {
-    ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
+macro_rules! __store_row {
+    ($name:ident [$($bounds:tt)*] $($ctor:path),+) => {
         #[automatically_derived]
         impl $name {
-            /// Reads the record from a row of the crate's
-            /// `Store::query`, on
-            /// whichever database the store is: `from_row` or `from_pg_row`,
-            /// each column by its name (`SealedRecord::COLUMNS`). A column
-            /// that does not hold what its type says is an error that names
-            /// the problem, never the contents.
+            /// Reads the record from a row of the crate's `Store::query`, on
+            /// whichever database the store is (`from_row` or
+            /// `from_pg_row`), each column by its name
+            /// (`SealedRecord::COLUMNS`). A column that does not hold what
+            /// its type says is an error that names the problem, never the
+            /// contents.
             #[allow(private_bounds)]
             pub fn from_store_row(
                 row: &$crate::store::sql::Row<'_>,
             ) -> ::core::result::Result<Self, $crate::store::StoreError>
             where
-                $(for<'__pp> $ty: $crate::store::sqlite::rusqlite::types::FromSql,)*
-                $(for<'__pp> $ty: $crate::store::postgres::postgres::types::FromSql<'__pp>,)*
+                $($bounds)*
             {
-                row.__record(Self::from_row, Self::from_pg_row)
+                row.__record($($ctor),+)
             }
         }
+    };
+}
+
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __sealed_rows_store {
+    ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
+        $crate::__store_row! { $name [$(for<'__pp> $ty: $crate::store::sqlite::rusqlite::types::FromSql,)* $(for<'__pp> $ty: $crate::store::postgres::postgres::types::FromSql<'__pp>,)*] Self::from_row, Self::from_pg_row }
     };
 }
 
@@ -166,24 +175,7 @@ macro_rules! __sealed_rows_store {
 #[macro_export]
 macro_rules! __sealed_rows_store {
     ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
-        #[automatically_derived]
-        impl $name {
-            /// Reads the record from a row of the crate's
-            /// `Store::query`, on
-            /// whichever database the store is: `from_row` or `from_pg_row`,
-            /// each column by its name (`SealedRecord::COLUMNS`). A column
-            /// that does not hold what its type says is an error that names
-            /// the problem, never the contents.
-            #[allow(private_bounds)]
-            pub fn from_store_row(
-                row: &$crate::store::sql::Row<'_>,
-            ) -> ::core::result::Result<Self, $crate::store::StoreError>
-            where
-                $(for<'__pp> $ty: $crate::store::sqlite::rusqlite::types::FromSql,)*
-            {
-                row.__record(Self::from_row)
-            }
-        }
+        $crate::__store_row! { $name [$(for<'__pp> $ty: $crate::store::sqlite::rusqlite::types::FromSql,)*] Self::from_row }
     };
 }
 
@@ -192,24 +184,7 @@ macro_rules! __sealed_rows_store {
 #[macro_export]
 macro_rules! __sealed_rows_store {
     ($name:ident { $($field:ident : $ty:ty = $column:literal),* }) => {
-        #[automatically_derived]
-        impl $name {
-            /// Reads the record from a row of the crate's
-            /// `Store::query`, on
-            /// whichever database the store is: `from_row` or `from_pg_row`,
-            /// each column by its name (`SealedRecord::COLUMNS`). A column
-            /// that does not hold what its type says is an error that names
-            /// the problem, never the contents.
-            #[allow(private_bounds)]
-            pub fn from_store_row(
-                row: &$crate::store::sql::Row<'_>,
-            ) -> ::core::result::Result<Self, $crate::store::StoreError>
-            where
-                $(for<'__pp> $ty: $crate::store::postgres::postgres::types::FromSql<'__pp>,)*
-            {
-                row.__record(Self::from_pg_row)
-            }
-        }
+        $crate::__store_row! { $name [$(for<'__pp> $ty: $crate::store::postgres::postgres::types::FromSql<'__pp>,)*] Self::from_pg_row }
     };
 }
 
