@@ -434,3 +434,47 @@ fn host_sql_on_postgres() {
     let dir = TempDir::named("store_open", "host_sql_pg");
     host_sql_on(&db, &dir.path("checkpoints"));
 }
+
+/// A1: host code given `commit_request`'s transaction leaves a TEMP
+/// trigger on its connection that would delete every audit row inserted
+/// there. The store's audit commits run on a connection host code is never
+/// given, so every later request's events stay, and the trail verifies.
+#[test]
+fn a1_a_temp_trigger_left_by_a_host_write_never_touches_the_audit_log() {
+    type E = Box<dyn std::error::Error>;
+    let dir = TempDir::named("store_open", "temp_trigger");
+    let config = StoreConfig::new(dir.sqlite_url("shop.db"), dir.path("checkpoints"));
+    let store = Store::open(&config).unwrap();
+    let builder = Custodian::builder().keyring(Keyring::generate().unwrap());
+    let (c, _guard) = store.custodian(builder).unwrap();
+    store.batch("CREATE TABLE visits (n INTEGER)").unwrap();
+    store
+        .commit_request(
+            &c,
+            || Ok::<_, E>(()),
+            |tx, ()| {
+                tx.execute(
+                    "CREATE TEMP TRIGGER eat AFTER INSERT ON main.pp_audit_log
+                     BEGIN DELETE FROM pp_audit_log WHERE id = new.id; END",
+                    &[],
+                )?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    let before = store.trail().unwrap().len();
+    for _ in 0..20 {
+        store
+            .commit_request(
+                &c,
+                || Ok::<_, E>(c.consents().grant::<Newsletter>(SubjectId::random())?),
+                |tx, ()| {
+                    tx.execute("INSERT INTO visits VALUES (1)", &[])?;
+                    Ok(())
+                },
+            )
+            .unwrap();
+    }
+    assert_eq!(store.trail().unwrap().len(), before + 20);
+    store.verified_trail(&c).unwrap();
+}

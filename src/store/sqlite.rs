@@ -61,14 +61,14 @@
 //! database): a host transaction that has *written* holds audit commits back
 //! until it ends, for at most the busy timeout.
 //!
-//! The store's own writing transactions — audit batches, key-store writes,
-//! and [`commit_request`](SqliteStore::commit_request)'s — all run on the
-//! writer's connection, one after another (they take turns anyway). A
-//! connection drops its page cache whenever another has written the file
-//! since its last transaction, so a request whose writes went to different
-//! connections read the same pages back again: on one connection a sign-up
-//! reads about a third of the pages it read before (11–13 against 32,
-//! counted with `perf stat` over `benches/signup.rs`).
+//! The store's own writing transactions — audit batches and key-store
+//! writes — run on the writer's connection, one after another (they take
+//! turns anyway). A connection drops its page cache whenever another has
+//! written the file since its last transaction, so writes spread over
+//! connections read the same pages back again. Host code is never given
+//! the writer's connection: [`commit_request`](SqliteStore::commit_request)'s
+//! transaction runs on a pooled one, so nothing host code leaves on a
+//! connection (a `TEMP` trigger, a pragma) reaches an audit insert.
 //!
 //! [`SqliteStore::from_connection`] (the host's own connection),
 //! [`SqliteStore::open_in_memory`] (a private database that other
@@ -562,7 +562,10 @@ impl SqliteStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            let mut conn = self.writer().map_err(StoreError::from)?;
+            // A pooled connection, never the audit writer's: host code is
+            // given this transaction, and what it leaves on its connection
+            // (a TEMP trigger, a pragma) must never reach an audit insert.
+            let mut conn = self.lock().map_err(StoreError::from)?;
             let _turn = self.writing();
             set_synchronous(&conn, true).map_err(db_err)?;
             let tx = conn
