@@ -478,3 +478,107 @@ fn a1_a_temp_trigger_left_by_a_host_write_never_touches_the_audit_log() {
     assert_eq!(store.trail().unwrap().len(), before + 20);
     store.verified_trail(&c).unwrap();
 }
+
+/// A1: host SQL leaves `TEMP` tables named like the store's (which SQLite
+/// and PostgreSQL read before the real ones) and a `TEMP` trigger on its
+/// connection, in a store whose pools hold one connection each. The
+/// store's own statements never run on the host's connection: a grant and
+/// a subject key still reach the real tables, and a store opened afresh
+/// (another process) finds the consent granted and opens the sealed value.
+fn host_leftovers_never_reach_the_stores_own(url: &str, checkpoints: &std::path::Path, sql: &str) {
+    use privacy_pledge::data::EmailAddress;
+    use privacy_pledge::purpose::Transaction;
+    use privacy_pledge::store::PoolOptions;
+    use privacy_pledge::PersonalInfo;
+
+    let config = StoreConfig::new(url, checkpoints).pool(PoolOptions::new().pool_size(1));
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let store = Store::open(&config).unwrap();
+    let (c, guard) = store
+        .custodian(Custodian::builder().keyring(keyring.clone()))
+        .unwrap();
+    store.batch(sql).unwrap();
+    let ada = SubjectId::random();
+    c.consents().grant::<Newsletter>(ada).unwrap();
+    let email: PersonalInfo<EmailAddress, Transaction> = c
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let sealed = c.seal(&email).unwrap();
+    drop(guard);
+    drop(c);
+    drop(store);
+
+    let again = Store::open(&config).unwrap();
+    let (c, _guard) = again
+        .custodian(Custodian::builder().keyring(keyring))
+        .unwrap();
+    assert!(c.consents().is_granted::<Newsletter>(ada));
+    let opened = c.open(&sealed).unwrap();
+    assert!(c.access(&opened, |e| e.local_part() == "ada").unwrap());
+}
+
+#[test]
+fn a1_temp_tables_and_triggers_left_by_host_sql_on_sqlite() {
+    for (name, sql) in [
+        (
+            "shadows",
+            "CREATE TEMP TABLE pp_consents (subject TEXT, purpose TEXT, version INTEGER,
+                 record TEXT, PRIMARY KEY (subject, purpose));
+             CREATE TEMP TABLE pp_subject_keys AS SELECT * FROM main.pp_subject_keys WHERE 0;",
+        ),
+        (
+            "trigger",
+            "CREATE TEMP TRIGGER eat AFTER INSERT ON main.pp_consents
+             BEGIN DELETE FROM pp_consents WHERE subject = new.subject; END;",
+        ),
+    ] {
+        let dir = TempDir::named("store_open", &format!("host_leftovers_{name}"));
+        host_leftovers_never_reach_the_stores_own(
+            &dir.sqlite_url("shop.db"),
+            &dir.path("checkpoints"),
+            sql,
+        );
+    }
+}
+
+#[test]
+fn a1_temp_tables_and_settings_left_by_host_sql_on_postgres() {
+    let Some(db) = pg::database("store_open_host_leftovers") else {
+        return;
+    };
+    let dir = TempDir::named("store_open", "host_leftovers_pg");
+    host_leftovers_never_reach_the_stores_own(
+        &db,
+        &dir.path("checkpoints"),
+        "CREATE TEMP TABLE pp_consents (LIKE pp_consents INCLUDING ALL);
+         CREATE TEMP TABLE pp_subject_keys (LIKE pp_subject_keys INCLUDING ALL);
+         SET synchronous_commit = off",
+    );
+}
+
+/// A1: `commit_request`'s write ends the transaction, turns `synchronous`
+/// off and begins again, so that the commit meant to make the request's
+/// events durable would not sync. It is refused, and nothing it made
+/// leaves.
+#[test]
+fn a1_a_write_that_turns_synchronous_off_is_refused() {
+    type E = Box<dyn std::error::Error>;
+    let dir = TempDir::named("store_open", "synchronous_off");
+    let config = StoreConfig::new(dir.sqlite_url("shop.db"), dir.path("checkpoints"));
+    let store = Store::open(&config).unwrap();
+    let (c, _guard) = store
+        .custodian(Custodian::builder().keyring(Keyring::generate().unwrap()))
+        .unwrap();
+    let out = store.commit_request(
+        &c,
+        || Ok::<_, E>(c.consents().grant::<Newsletter>(SubjectId::random())?),
+        |tx, ()| {
+            for sql in ["COMMIT", "PRAGMA synchronous = OFF", "BEGIN"] {
+                tx.execute(sql, &[])?;
+            }
+            Ok(())
+        },
+    );
+    let err = out.unwrap_err().to_string();
+    assert!(err.contains("synchronous"), "{err}");
+}

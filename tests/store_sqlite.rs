@@ -1403,13 +1403,13 @@ fn a1_the_custodian_inside_with_connection_on_an_exhausted_pool_is_refused() {
     assert!(after);
 }
 
-/// Liveness (A1: host code that keeps every pooled connection lent): the
-/// store's own calls wait for a free connection at most the pool's acquire
-/// timeout, then refuse the use with an error saying why — fail closed,
-/// never hung — and work again once a connection is returned. The host's
-/// own `with_connection` still waits for as long as it takes.
+/// Liveness (A1: host code that keeps every connection of its pool lent):
+/// the store's own calls use a pool of their own, so the custodian seals
+/// and the trail reads on at once while host code holds the host's only
+/// connection. (When the store's own pool is exhausted, its calls give up
+/// after the acquire timeout: the pool's unit tests.)
 #[test]
-fn liveness_an_exhausted_pool_refuses_after_the_acquire_timeout() {
+fn liveness_host_code_holding_its_pool_never_stalls_the_stores_own_calls() {
     let dir = temp_dir("pool_timeout");
     let options = PoolOptions::new()
         .pool_size(1)
@@ -1433,26 +1433,14 @@ fn liveness_an_exhausted_pool_refuses_after_the_acquire_timeout() {
     };
     ready_rx.recv().unwrap();
     let started = std::time::Instant::now();
-    // A new subject's first seal needs the key store: no connection.
-    let refused = custodian.seal(&email).unwrap_err();
+    // A new subject's first seal reads and writes the key store.
+    let sealed = custodian.seal(&email).unwrap();
+    assert!(!store.trail().unwrap().is_empty());
     let took = started.elapsed();
-    assert!(
-        refused
-            .to_string()
-            .contains("no pooled connection was free within 200 ms"),
-        "{refused}"
-    );
-    assert!(took >= Duration::from_millis(200), "gave up after {took:?}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
-    assert!(matches!(
-        store.trail(),
-        Err(StoreError::PoolTimeout { waited }) if waited >= Duration::from_millis(200)
-    ));
-
+    assert!(took < Duration::from_millis(200), "waited {took:?}");
     release_tx.send(()).unwrap();
     host.join().unwrap();
-    custodian.seal(&email).unwrap();
-    assert!(store.trail().is_ok());
+    assert!(custodian.open(&sealed).is_ok());
 }
 
 /// A5 (power may fail at any moment): inside a request scope, a new

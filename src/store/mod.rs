@@ -215,10 +215,13 @@ impl From<Unavailable> for crate::consent::ConsentStoreError {
     }
 }
 
-/// How many connections a store opens: the audit writer's own, and a pool
-/// of [`pool_size`](Self::pool_size) for the key store, the consent store,
-/// trail reads and the host's own statements (`with_connection`,
-/// `with_client`).
+/// How many connections a store opens: the audit writer's own, and two
+/// pools of [`pool_size`](Self::pool_size) each — one for the key store,
+/// the consent store and trail reads, one for the host's own statements
+/// (`with_connection`, `with_client`, `commit_request`'s transaction, the
+/// [`Store`]'s SQL). The two are kept apart so that nothing host code leaves
+/// on a connection (a `TEMP` table or trigger, a session setting) reaches
+/// the store's own statements.
 ///
 /// The pool is the crate's own — the connections opened up front with the
 /// same settings, lent one caller at a time and returned when the guard
@@ -258,7 +261,7 @@ impl Default for PoolOptions {
 }
 
 impl PoolOptions {
-    /// The defaults: a pool of 4 connections (besides the writer's).
+    /// The defaults: two pools of 4 connections (besides the writer's).
     ///
     /// ```
     /// use privacy_pledge::store::PoolOptions;
@@ -269,10 +272,12 @@ impl PoolOptions {
         Self::default()
     }
 
-    /// Sets the number of pooled connections (at least 1; 0 counts as 1).
-    /// Each host closure, trail read and key or consent store call holds
-    /// one while it runs; more wait for one to be returned (the store's own
-    /// calls for at most the [acquire timeout](Self::acquire_timeout)).
+    /// Sets the number of connections in each of the two pools (at least
+    /// 1; 0 counts as 1): the store's own and the host's. Each host closure
+    /// holds one of the host's while it runs, each trail read and key or
+    /// consent store call one of the store's; more wait for one to be
+    /// returned (the store's own calls for at most the
+    /// [acquire timeout](Self::acquire_timeout)).
     ///
     /// ```
     /// use privacy_pledge::store::PoolOptions;
@@ -286,7 +291,7 @@ impl PoolOptions {
         self
     }
 
-    /// The number of pooled connections.
+    /// The number of connections in each pool.
     ///
     /// ```
     /// use privacy_pledge::store::PoolOptions;

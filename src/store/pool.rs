@@ -1,6 +1,15 @@
-//! The stores' connections: one for the audit sink's writer, and a small
-//! pool for everything else (key store, consent store, trail reads, the
-//! host's own statements).
+//! The stores' connections: one for the audit sink's writer, a small pool
+//! for the store's own reads and writes (key store, consent store, trail
+//! reads), and a pool of the same size for the host's own statements.
+//!
+//! The host's connections are never lent to the store's own statements, nor
+//! the store's to host code: whatever host code leaves on a connection — a
+//! `TEMP` table that shadows a store table, a `TEMP` trigger, a session
+//! setting such as `synchronous` or `synchronous_commit` — stays on
+//! connections that only host code uses, and the store's reads and writes
+//! never run through it. A pool's reset cannot undo all of that (functions,
+//! hooks and authorizers registered through the client's API are not even
+//! visible), so the connections are kept apart instead.
 //!
 //! A small internal pool rather than `r2d2` (with `r2d2_sqlite` /
 //! `r2d2_postgres`): the stores need only a fixed set of connections opened
@@ -143,26 +152,34 @@ impl<C> DerefMut for Conn<'_, C> {
     }
 }
 
-/// A store's connections: the writer's own (if it has one) and the pool.
+/// A store's connections: the writer's own (if it has one), the pool for
+/// the store's own statements, and the host's (if it has one of its own).
 pub(crate) struct Conns<C> {
     writer: Option<Mutex<C>>,
     pool: Pool<C>,
+    /// Lent only to host code; `None`: host code shares `pool` (a store of
+    /// one connection).
+    host: Option<Pool<C>>,
 }
 
 impl<C> Conns<C> {
-    /// A writer's connection of its own beside `pool`.
-    pub(crate) fn pooled(writer: C, pool: Pool<C>) -> Self {
+    /// A writer's connection of its own beside `pool` (the store's) and
+    /// `host` (the host code's).
+    pub(crate) fn pooled(writer: C, pool: Pool<C>, host: Pool<C>) -> Self {
         Conns {
             writer: Some(Mutex::new(writer)),
             pool,
+            host: Some(host),
         }
     }
 
-    /// One connection for everything (the writer takes it from the pool).
+    /// One connection for everything (the writer and host code take it
+    /// from the pool).
     pub(crate) fn single(conn: C, reset: fn(&mut C) -> bool, timeout: Duration) -> Self {
         Conns {
             writer: None,
             pool: Pool::new(vec![conn], reset, timeout),
+            host: None,
         }
     }
 
@@ -177,10 +194,19 @@ impl<C> Conns<C> {
         })
     }
 
-    /// A pooled connection (`Err`: the pool's timeout passed; never with
-    /// `forever`).
-    pub(crate) fn get(&self, forever: bool) -> Result<Conn<'_, C>, Duration> {
-        Ok(Conn::Pooled(self.pool.get(forever)?))
+    /// A connection of the store's own pool, for the store's own statements
+    /// (`Err`: the pool's timeout passed).
+    pub(crate) fn get(&self) -> Result<Conn<'_, C>, Duration> {
+        Ok(Conn::Pooled(self.pool.get(false)?))
+    }
+
+    /// A connection for host code, which the store's own statements never
+    /// use afterwards (unless the store has one connection for everything),
+    /// waited for as long as it takes with `forever` (`Err`: the pool's
+    /// timeout passed; never with `forever`).
+    pub(crate) fn host(&self, forever: bool) -> Result<Conn<'_, C>, Duration> {
+        let pool = self.host.as_ref().unwrap_or(&self.pool);
+        Ok(Conn::Pooled(pool.get(forever)?))
     }
 
     /// The pool's size (the writer's connection not counted).
@@ -191,5 +217,56 @@ impl<C> Conns<C> {
     /// Whether the writer has a connection of its own.
     pub(crate) fn has_writer(&self) -> bool {
         self.writer.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conns(size: usize, timeout: Duration) -> Conns<u32> {
+        let pool =
+            |first: u32| Pool::new((first..first + size as u32).collect(), |_| true, timeout);
+        Conns::pooled(0, pool(100), pool(200))
+    }
+
+    /// A lent-out pool makes the store's own call give up after the
+    /// timeout (not at once, not never), and a returned connection is lent
+    /// again.
+    #[test]
+    fn an_exhausted_pool_gives_up_after_its_timeout() {
+        let conns = conns(1, Duration::from_millis(100));
+        let held = conns.get().ok().unwrap();
+        let started = Instant::now();
+        let waited = conns.get().err().unwrap();
+        assert!(waited >= Duration::from_millis(100), "{waited:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        drop(held);
+        assert_eq!(*conns.get().ok().unwrap(), 100);
+    }
+
+    /// A1: the host's connections and the store's are never the same:
+    /// each pool lends only its own, whichever is exhausted.
+    #[test]
+    fn host_and_store_connections_never_mix() {
+        let conns = conns(2, Duration::from_millis(10));
+        let host: Vec<u32> = {
+            let a = conns.host(false).ok().unwrap();
+            let b = conns.host(false).ok().unwrap();
+            assert!(conns.host(false).is_err());
+            let store = conns.get().ok().unwrap();
+            assert_eq!(*store / 100, 1);
+            vec![*a, *b]
+        };
+        assert!(host.iter().all(|c| c / 100 == 2), "{host:?}");
+        let store: Vec<u32> = {
+            let a = conns.get().ok().unwrap();
+            let b = conns.get().ok().unwrap();
+            assert!(conns.get().is_err());
+            assert_eq!(*conns.host(false).ok().unwrap() / 100, 2);
+            vec![*a, *b]
+        };
+        assert!(store.iter().all(|c| c / 100 == 1), "{store:?}");
+        assert_eq!(*conns.writer().ok().unwrap(), 0);
     }
 }

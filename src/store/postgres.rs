@@ -21,14 +21,23 @@
 //! # Connections
 //!
 //! [`PgStore::connect`] and [`PgStore::connect_with`] open one connection
-//! for the audit sinks' writer and a pool of [`PoolOptions::pool_size`] more
-//! (4 by default) for the key store, the consent store, trail reads and the
-//! host's [`with_client`](PgStore::with_client), all up front: a report
-//! reading the trail or a long host transaction does not delay an audit
-//! commit (unless it holds row locks the commit needs, which the store's
-//! tables never share with the host's). [`PgStore::connect_read_only`]
-//! keeps one connection for everything. The pool is the crate's own, not
-//! `r2d2_postgres` (see [`PoolOptions`] for why).
+//! for the audit sinks' writer and two pools of [`PoolOptions::pool_size`]
+//! connections each (4 by default), all up front: one for the store's own
+//! statements (the key store, the consent store, trail reads), one for host
+//! code ([`with_client`](PgStore::with_client), [`commit_request`](PgStore::commit_request)'s
+//! transaction). A report reading the trail or a long host transaction does
+//! not delay an audit commit (unless it holds row locks the commit needs,
+//! which the store's tables never share with the host's).
+//!
+//! Host code is never given a connection the store's own statements use:
+//! what a session keeps — a temporary table named like a store table (the
+//! session's `pg_temp` is searched first), `SET synchronous_commit = off`,
+//! a `search_path` — stays on connections only host code uses.
+//! `commit_request`'s own last statements, which do run on the host's
+//! connection, name the store's schema and set `synchronous_commit` for
+//! their transaction. [`PgStore::connect_read_only`] keeps one connection
+//! for everything. The pool is the crate's own, not `r2d2_postgres` (see
+//! [`PoolOptions`] for why).
 //!
 //! ```no_run
 //! use privacy_pledge::store::postgres::PgStore;
@@ -144,10 +153,36 @@ CREATE TABLE pp_commit_marks (
 /// (`txid_current()`) commits without a flush — and this commit is the one
 /// that must make the scope's unflushed commits durable, whatever the
 /// host's write wrote.
-const MARK_AND_COMMIT: &str =
-    "INSERT INTO pp_commit_marks (slot, n) VALUES (pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
-     DELETE FROM pp_commit_marks WHERE slot = pg_backend_pid();
-     COMMIT";
+///
+/// Made per store, with the schema that holds the store's tables named
+/// (see [`mark_and_commit`]): the statements run on a connection host code
+/// uses, and a session's `pg_temp` (searched first) or `search_path` must
+/// not turn the mark into a write to a temporary table, which PostgreSQL
+/// commits without a flush; `SET LOCAL` makes the commit wait for the disk
+/// whatever `synchronous_commit` the session was left with.
+fn mark_and_commit(schema: &str) -> String {
+    format!(
+        "SET LOCAL synchronous_commit = on;
+         INSERT INTO {schema}.pp_commit_marks (slot, n)
+             VALUES (pg_catalog.pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
+         DELETE FROM {schema}.pp_commit_marks WHERE slot = pg_catalog.pg_backend_pid();
+         COMMIT"
+    )
+}
+
+/// The schema that holds the store's tables, quoted for SQL (asked on a
+/// connection of the store's own, right after the migrations).
+fn tables_schema(client: &mut Client) -> Result<String, StoreError> {
+    client
+        .query_one(
+            "SELECT pg_catalog.quote_ident(n.nspname) FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+             WHERE c.oid = 'pp_schema'::regclass",
+            &[],
+        )
+        .map(|row| row.get(0))
+        .map_err(db_err)
+}
 
 /// The schema version this crate writes (the number of migrations).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -171,6 +206,8 @@ pub(crate) fn db_err(e: postgres::Error) -> StoreError {
 #[derive(Clone)]
 pub struct PgStore {
     conns: Arc<Conns<Client>>,
+    /// `commit_request`'s last statements (see [`mark_and_commit`]).
+    mark_and_commit: Arc<str>,
 }
 
 impl fmt::Debug for PgStore {
@@ -206,19 +243,23 @@ impl PgStore {
     pub fn connect_with(params: &str, options: PoolOptions) -> Result<Self, StoreError> {
         let mut writer = Client::connect(params, NoTls).map_err(db_err)?;
         migrate(&mut writer)?;
-        let pooled = (0..options.size())
-            .map(|_| Client::connect(params, NoTls).map_err(db_err))
-            .collect::<Result<Vec<_>, _>>()?;
+        let pool = || {
+            (0..options.size())
+                .map(|_| Client::connect(params, NoTls).map_err(db_err))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|conns| Pool::new(conns, reset, options.timeout()))
+        };
+        let schema = tables_schema(&mut writer)?;
         Ok(PgStore {
-            conns: Arc::new(Conns::pooled(
-                writer,
-                Pool::new(pooled, reset, options.timeout()),
-            )),
+            mark_and_commit: mark_and_commit(&schema).into(),
+            conns: Arc::new(Conns::pooled(writer, pool()?, pool()?)),
         })
     }
 
-    /// How many pooled connections the store holds (besides the audit
-    /// writer's own, if it has one): 1 for a read-only store.
+    /// How many connections each of the store's two pools holds — the
+    /// store's own and the host's ([Connections](self#connections)) —
+    /// besides the audit writer's own: 1 for a read-only store (which has
+    /// one connection for everything).
     ///
     /// ```no_run
     /// use privacy_pledge::store::postgres::PgStore;
@@ -259,7 +300,9 @@ impl PgStore {
                 "the database holds no privacy-pledge tables".into(),
             ));
         }
+        let schema = tables_schema(&mut client)?;
         Ok(PgStore {
+            mark_and_commit: mark_and_commit(&schema).into(),
             conns: Arc::new(Conns::single(
                 client,
                 reset,
@@ -284,7 +327,14 @@ impl PgStore {
     /// never end (the pool may be down to the one the thread holds).
     fn lock(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.get(false).map_err(Unavailable::TimedOut)
+        self.conns.get().map_err(Unavailable::TimedOut)
+    }
+
+    /// A connection of the host's pool, for `commit_request`'s transaction
+    /// (refused inside [`with_client`](Self::with_client) like [`lock`](Self::lock)).
+    fn host(&self) -> Result<Conn<'_, Client>, Unavailable> {
+        super::not_held(self.id())?;
+        self.conns.host(false).map_err(Unavailable::TimedOut)
     }
 
     /// The audit writer's client (refused inside `with_client` like
@@ -328,7 +378,7 @@ impl PgStore {
         // The host's own call waits for as long as it takes.
         super::not_held(self.id())
             .expect("with_client called inside with_client of the same store");
-        let Ok(mut client) = self.conns.get(true) else {
+        let Ok(mut client) = self.conns.host(true) else {
             unreachable!("a pooled connection waited for without a timeout")
         };
         super::hold(self.id(), || f(&mut client))
@@ -387,11 +437,11 @@ impl PgStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            let mut client = self.lock().map_err(StoreError::from)?;
+            let mut client = self.host().map_err(StoreError::from)?;
             let mut tx = client.transaction().map_err(db_err)?;
             super::hold(self.id(), || write(&mut tx, value))?;
             // Whatever `write` wrote, this commit flushes the log.
-            tx.batch_execute(MARK_AND_COMMIT).map_err(db_err)?;
+            tx.batch_execute(&self.mark_and_commit).map_err(db_err)?;
             // Ended on the server: dropping the client's handle would send
             // a ROLLBACK and wait for its warning. (A failed batch drops it
             // above: the rollback of an open or already ended transaction.)

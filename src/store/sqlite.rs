@@ -48,27 +48,34 @@
 //! # Connections
 //!
 //! A store opened on a file ([`SqliteStore::open`], [`SqliteStore::open_with`])
-//! holds one connection for its audit sinks' writer and a pool of
-//! [`PoolOptions::pool_size`] more (4 by default) for the key store's
-//! reads, the consent store, trail reads and the host's
-//! [`with_connection`](SqliteStore::with_connection), all opened up front with
-//! the same pragmas (WAL, `synchronous = FULL`, `secure_delete`) and busy
-//! handler (another connection's lock is polled for every 100 µs, for 10 s
-//! in all: SQLite's default handler sleeps up to 100 ms between tries,
-//! which connections of one process writing in turn would spend idle). Under WAL, readers run beside the writer: a report reading the
-//! trail, or the host holding a read transaction open, does not delay an
-//! audit commit. Writers still take turns (SQLite has one write lock per
-//! database): a host transaction that has *written* holds audit commits back
-//! until it ends, for at most the busy timeout.
+//! holds one connection for its audit sinks' writer and two pools of
+//! [`PoolOptions::pool_size`] connections each (4 by default): one for the
+//! store's own reads and writes (the key store's reads, the consent store,
+//! trail reads), one for host code ([`with_connection`](SqliteStore::with_connection),
+//! [`commit_request`](SqliteStore::commit_request)'s transaction). All are
+//! opened up front with the same pragmas (WAL, `synchronous = FULL`,
+//! `secure_delete`) and busy handler (another connection's lock is polled
+//! for every 100 µs, for 10 s in all: SQLite's default handler sleeps up to
+//! 100 ms between tries, which connections of one process writing in turn
+//! would spend idle). Under WAL, readers run beside the writer: a report
+//! reading the trail, or the host holding a read transaction open, does not
+//! delay an audit commit. Writers still take turns (SQLite has one write
+//! lock per database): a host transaction that has *written* holds audit
+//! commits back until it ends, for at most the busy timeout.
 //!
 //! The store's own writing transactions — audit batches and key-store
 //! writes — run on the writer's connection, one after another (they take
 //! turns anyway). A connection drops its page cache whenever another has
 //! written the file since its last transaction, so writes spread over
-//! connections read the same pages back again. Host code is never given
-//! the writer's connection: [`commit_request`](SqliteStore::commit_request)'s
-//! transaction runs on a pooled one, so nothing host code leaves on a
-//! connection (a `TEMP` trigger, a pragma) reaches an audit insert.
+//! connections read the same pages back again.
+//!
+//! Host code is never given a connection the store's own statements use,
+//! and the store's statements never run on one host code had: whatever host
+//! code leaves on its connection — a `TEMP` table named like a store table
+//! (which SQLite reads before the real one), a `TEMP` trigger, a pragma, a
+//! function or hook registered through rusqlite — stays where only host code
+//! meets it. (A pool's reset could not undo all of that: what is registered
+//! through the client's API is not even visible.)
 //!
 //! [`SqliteStore::from_connection`] (the host's own connection),
 //! [`SqliteStore::open_in_memory`] (a private database that other
@@ -174,7 +181,7 @@ CREATE TABLE pp_commit_marks (
 /// no page of the database file (one that wrote nothing, only a temporary
 /// table, or a row back as it was — SQLite leaves a page alone when the
 /// bytes are the same) commits without a sync.
-const COMMIT_MARK: &str = "INSERT INTO pp_commit_marks (slot, n) VALUES (0, 1)
+const COMMIT_MARK: &str = "INSERT INTO main.pp_commit_marks (slot, n) VALUES (0, 1)
      ON CONFLICT (slot) DO UPDATE SET n = n + 1";
 
 /// The schema version this crate writes (the number of migrations).
@@ -234,20 +241,22 @@ impl SqliteStore {
         let path = path.as_ref();
         let mut writer = configure(Connection::open(path).map_err(db_err)?)?;
         migrate(&mut writer)?;
-        let pooled = (0..options.size())
-            .map(|_| configure(Connection::open(path).map_err(db_err)?))
-            .collect::<Result<Vec<_>, _>>()?;
+        let pool = || {
+            (0..options.size())
+                .map(|_| configure(Connection::open(path).map_err(db_err)?))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|conns| Pool::new(conns, reset, options.timeout()))
+        };
         Ok(SqliteStore {
-            conns: Arc::new(Conns::pooled(
-                writer,
-                Pool::new(pooled, reset, options.timeout()),
-            )),
+            conns: Arc::new(Conns::pooled(writer, pool()?, pool()?)),
             writing: Arc::default(),
         })
     }
 
-    /// How many pooled connections the store holds (besides the audit
-    /// writer's own, if it has one): 1 for a store on a single connection.
+    /// How many connections each of the store's two pools holds — the
+    /// store's own and the host's ([Connections](self#connections)) —
+    /// besides the audit writer's own: 1 for a store on a single connection
+    /// (which is all three).
     ///
     /// ```
     /// use privacy_pledge::store::sqlite::SqliteStore;
@@ -342,7 +351,14 @@ impl SqliteStore {
     /// thread holds), and a write would wait for its own transaction.
     fn lock(&self) -> Result<Conn<'_, Connection>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.get(false).map_err(Unavailable::TimedOut)
+        self.conns.get().map_err(Unavailable::TimedOut)
+    }
+
+    /// A connection of the host's pool, for `commit_request`'s transaction
+    /// (refused inside [`with_connection`](Self::with_connection) like [`lock`](Self::lock)).
+    fn host(&self) -> Result<Conn<'_, Connection>, Unavailable> {
+        super::not_held(self.id())?;
+        self.conns.host(false).map_err(Unavailable::TimedOut)
     }
 
     /// The audit writer's connection (refused inside `with_connection`
@@ -483,7 +499,7 @@ impl SqliteStore {
         // The host's own call waits for as long as it takes.
         super::not_held(self.id())
             .expect("with_connection called inside with_connection of the same store");
-        let Ok(mut conn) = self.conns.get(true) else {
+        let Ok(mut conn) = self.conns.host(true) else {
             unreachable!("a pooled connection waited for without a timeout")
         };
         super::hold(self.id(), || f(&mut conn))
@@ -562,20 +578,44 @@ impl SqliteStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            // A pooled connection, never the audit writer's: host code is
-            // given this transaction, and what it leaves on its connection
-            // (a TEMP trigger, a pragma) must never reach an audit insert.
-            let mut conn = self.lock().map_err(StoreError::from)?;
+            // A connection of the host's pool, never the audit writer's nor
+            // one the store's own statements use: host code is given this
+            // transaction, and what it leaves on its connection (a TEMP
+            // trigger, a pragma) must never reach the store's own writes.
+            let mut conn = self.host().map_err(StoreError::from)?;
             let _turn = self.writing();
             set_synchronous(&conn, true).map_err(db_err)?;
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(db_err)?;
             super::hold(self.id(), || write(&tx, value))?;
-            // Whatever `write` wrote, this commit syncs the log.
-            tx.prepare_cached(COMMIT_MARK)
+            // Whatever `write` wrote or set, this commit syncs the log: the
+            // mark changes a page of the file (a TEMP table of the same
+            // name cannot take it, nor a TEMP trigger skip it unseen), and
+            // `synchronous` is still FULL (`write` may have committed, set
+            // it, and begun again: SQLite refuses the setting only inside a
+            // transaction).
+            let level: i64 = tx
+                .prepare_cached("PRAGMA main.synchronous")
+                .and_then(|mut st| st.query_row([], |r| r.get(0)))
+                .map_err(db_err)?;
+            if level < 2 || tx.is_autocommit() {
+                return Err(StoreError::Database(
+                    "commit_request: write ended the transaction or lowered `synchronous`".into(),
+                )
+                .into());
+            }
+            let marked = tx
+                .prepare_cached(COMMIT_MARK)
                 .and_then(|mut st| st.execute([]))
                 .map_err(db_err)?;
+            if marked != 1 {
+                return Err(StoreError::Database(
+                    "commit_request: the commit mark was not written (a trigger on pp_commit_marks?)"
+                        .into(),
+                )
+                .into());
+            }
             tx.commit().map_err(db_err)?;
             Ok(())
         })
