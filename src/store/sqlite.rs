@@ -32,7 +32,7 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `pp_audit_log (id, stream, seq, time, subject, action, event)` | chained events as JSON (`event`); the other columns copy fields of it for queries, and [`SqliteStore::trail`] refuses a row whose copies disagree with the authenticated event. `UNIQUE (stream, seq)`. |
+//! | `pp_audit_log (id, stream, seq, time, subject, action, event)` | chained events as JSON (`event`); the other columns copy fields of it for queries, and [`SqliteStore::trail`] refuses a row whose copies disagree with the authenticated event. `UNIQUE (stream, seq)`; no index by subject (see below). |
 //! | `pp_subject_keys (subject, generation, kek_version, wrapped, uses)` | wrapped data keys: useless without the key-encryption key |
 //! | `pp_erased_subjects (subject, erased_at)` | erasure tombstones |
 //! | `pp_subject_pseudonyms (subject, pseudonym)` | pseudonyms noted for erasure receipts |
@@ -40,6 +40,15 @@
 //! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`](crate::audit::CheckpointStore) outside the database |
 //! | `pp_kek_state (id, floor, claimed, claimed_at, renewed_at)` | one row: the key-encryption-key [`KekState`] rotations share; a key wrapped under a version below `floor` is refused |
 //! | `pp_commit_marks (slot, n)` | a counter [`SqliteStore::commit_request`] bumps in its last transaction, so its commit always syncs the log |
+//!
+//! The trail has no index by `subject` (since schema version 6): nothing of
+//! the crate reads it by subject — a [report](crate::Custodian::subject_report)
+//! verifies whole streams — and such an index costs every audit batch a
+//! page read and written at a random place, which measured as about a
+//! tenth of a sign-up together with the key tables' change to `WITHOUT
+//! ROWID` (`benches/signup.rs`). A host that queries the trail by subject
+//! can create one of its own (`CREATE INDEX … ON pp_audit_log (subject)`);
+//! the migrations leave it alone.
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
@@ -110,7 +119,7 @@ use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 5] = [
+const MIGRATIONS: [&str; 6] = [
     "
 CREATE TABLE pp_audit_log (
     id      INTEGER PRIMARY KEY,
@@ -173,6 +182,36 @@ CREATE TABLE pp_commit_marks (
     slot INTEGER PRIMARY KEY,
     n    INTEGER NOT NULL
 );
+",
+    // Fewer pages per sign-up: the key tables keep their rows in their
+    // primary key's b-tree (no second b-tree of row ids to write), and the
+    // trail has no index by subject (nothing of the crate reads it by
+    // subject, and each audit batch wrote a page of it; see the module
+    // docs).
+    "
+DROP INDEX IF EXISTS pp_audit_log_subject;
+CREATE TABLE pp_subject_keys_6 (
+    subject     TEXT    NOT NULL,
+    generation  INTEGER NOT NULL,
+    kek_version INTEGER NOT NULL,
+    wrapped     BLOB    NOT NULL,
+    uses        INTEGER NOT NULL,
+    PRIMARY KEY (subject, generation)
+) WITHOUT ROWID;
+INSERT INTO pp_subject_keys_6 (subject, generation, kek_version, wrapped, uses)
+    SELECT subject, generation, kek_version, wrapped, uses FROM pp_subject_keys;
+DROP TABLE pp_subject_keys;
+ALTER TABLE pp_subject_keys_6 RENAME TO pp_subject_keys;
+CREATE INDEX pp_subject_keys_kek_version ON pp_subject_keys (kek_version);
+CREATE TABLE pp_subject_pseudonyms_6 (
+    subject   TEXT NOT NULL,
+    pseudonym TEXT NOT NULL,
+    PRIMARY KEY (subject, pseudonym)
+) WITHOUT ROWID;
+INSERT INTO pp_subject_pseudonyms_6 (subject, pseudonym)
+    SELECT subject, pseudonym FROM pp_subject_pseudonyms;
+DROP TABLE pp_subject_pseudonyms;
+ALTER TABLE pp_subject_pseudonyms_6 RENAME TO pp_subject_pseudonyms;
 ",
 ];
 
@@ -1424,5 +1463,76 @@ impl ConsentStore for SqliteConsentStore {
             out.push(serde_json::from_str(&json).map_err(|_| consent_err("malformed row"))?);
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    type KeyRow = (String, i64, i64, Vec<u8>, i64);
+
+    fn keys(conn: &Connection) -> Vec<KeyRow> {
+        conn.prepare("SELECT * FROM pp_subject_keys ORDER BY subject, generation")
+            .unwrap()
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn strings(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    /// A5 (the fleet upgrading): a database of schema version 5 holding
+    /// keys and notes, migrated to 6 by a newer process, keeps every row
+    /// as it was; the key tables then have no row ids, the kek-version
+    /// index is back, the trail's subject index is gone, and migrating
+    /// again changes nothing.
+    #[test]
+    fn migration_6_keeps_every_key_row() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE pp_schema (version INTEGER NOT NULL)")
+            .unwrap();
+        for sql in &MIGRATIONS[..5] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO pp_schema (version) VALUES (5);
+             INSERT INTO pp_subject_keys VALUES
+                 ('s1', 0, 1, x'0102', 3), ('s1', 1, 2, x'0304', 0), ('s2', 0, 1, x'05', 7);
+             INSERT INTO pp_subject_pseudonyms VALUES ('s1', 'p1'), ('s2', 'p2'), ('s1', 'p0');",
+        )
+        .unwrap();
+        let notes = "SELECT subject || ':' || pseudonym FROM pp_subject_pseudonyms ORDER BY 1";
+        let (keys_before, notes_before) = (keys(&conn), strings(&conn, notes));
+        assert_eq!(keys_before.len(), 3);
+
+        for _ in 0..2 {
+            migrate(&mut conn).unwrap();
+            assert_eq!(schema_version(&conn).unwrap(), 6);
+            assert_eq!(keys(&conn), keys_before);
+            assert_eq!(strings(&conn, notes), notes_before);
+            let tables = strings(
+                &conn,
+                "SELECT sql FROM sqlite_master WHERE type = 'table'
+                 AND name IN ('pp_subject_keys', 'pp_subject_pseudonyms')",
+            );
+            assert_eq!(tables.len(), 2);
+            assert!(tables.iter().all(|sql| sql.ends_with("WITHOUT ROWID")));
+            let indexes = strings(
+                &conn,
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY 1",
+            );
+            assert_eq!(indexes, ["pp_subject_keys_kek_version"]);
+        }
     }
 }
