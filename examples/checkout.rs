@@ -59,7 +59,7 @@ use privacy_pledge::data::{
 };
 use privacy_pledge::purpose::{Promotion, ServiceNotice, Transaction};
 use privacy_pledge::recipient::{Processor, Recipient};
-use privacy_pledge::store::Store;
+use privacy_pledge::store::{Dialect, Store};
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Error, PersonalInfo, PersonalRecord, Sealed, SubjectId};
 use support::{BoxError, Database};
@@ -184,47 +184,33 @@ struct Customer {
     phone: PersonalInfo<PhoneNumber, Transaction>,
 }
 
-/// The shop's own tables, on SQLite: personal fields are `Sealed` values
-/// (BLOB), and `email_index` holds the email's lookup token, the only way to
-/// find a customer by email.
-const SHOP_TABLES_SQLITE: &str = "
+/// The shop's own tables, in `d`'s column types: personal fields are
+/// `Sealed` values (`BLOB` on SQLite, `BYTEA` on PostgreSQL), and
+/// `email_index` holds the email's lookup token, the only way to find a
+/// customer by email.
+fn shop_tables(d: Dialect) -> String {
+    let (bytes, key) = (d.bytes(), d.serial_key());
+    format!(
+        "
 CREATE TABLE IF NOT EXISTS customers (
-    subject     BLOB PRIMARY KEY,   -- a random id, not derived from any value
-    name        BLOB NOT NULL,      -- sealed envelopes
-    email       BLOB NOT NULL,
-    email_index BLOB,               -- LookupToken<EmailAddress>
-    address     BLOB NOT NULL,
-    phone       BLOB NOT NULL
+    subject     {bytes} PRIMARY KEY,   -- a random id, not derived from any value
+    name        {bytes} NOT NULL,      -- sealed envelopes
+    email       {bytes} NOT NULL,
+    email_index {bytes},               -- LookupToken<EmailAddress>
+    address     {bytes} NOT NULL,
+    phone       {bytes} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS customers_email ON customers (email_index);
-CREATE TABLE IF NOT EXISTS order_numbers (n INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS order_numbers (n {key});
 CREATE TABLE IF NOT EXISTS orders (
-    id      INTEGER PRIMARY KEY,
-    subject BLOB NOT NULL REFERENCES customers (subject),
-    record  BLOB NOT NULL,          -- sealed purchase record
-    charge  TEXT NOT NULL           -- the processor's charge id
+    id      {key},
+    subject {bytes} NOT NULL REFERENCES customers (subject),
+    record  {bytes} NOT NULL,          -- sealed purchase record
+    charge  TEXT NOT NULL              -- the processor's charge id
 );
-";
-
-/// The same tables on PostgreSQL.
-const SHOP_TABLES_POSTGRES: &str = "
-CREATE TABLE IF NOT EXISTS customers (
-    subject     BYTEA PRIMARY KEY,
-    name        BYTEA NOT NULL,
-    email       BYTEA NOT NULL,
-    email_index BYTEA,
-    address     BYTEA NOT NULL,
-    phone       BYTEA NOT NULL
-);
-CREATE INDEX IF NOT EXISTS customers_email ON customers (email_index);
-CREATE TABLE IF NOT EXISTS order_numbers (n BIGSERIAL PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS orders (
-    id      BIGSERIAL PRIMARY KEY,
-    subject BYTEA NOT NULL REFERENCES customers (subject),
-    record  BYTEA NOT NULL,
-    charge  TEXT NOT NULL
-);
-";
+"
+    )
+}
 
 const HELP: &str = "\
 checkout: a shop takes four orders, charges, mails, erases one customer and
@@ -334,11 +320,8 @@ fn parse_args() -> Result<Database, BoxError> {
 fn open_shop(database: &Database) -> Result<Shop, BoxError> {
     let opened = support::open_shop_on(database)?;
     // Run once, under a lock, however many processes start together.
-    let tables = opened
-        .store
-        .dialect()
-        .pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES);
-    opened.store.migrate("checkout", &[tables])?;
+    let tables = shop_tables(opened.store.dialect());
+    opened.store.migrate("checkout", &[&tables])?;
     Ok(Shop {
         db: opened.store.clone(),
         opened,

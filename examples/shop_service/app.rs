@@ -52,7 +52,7 @@ use privacy_pledge::purpose::{Newsletter, Transaction};
 use privacy_pledge::report::StoredRecord;
 use privacy_pledge::store::postgres::postgres;
 use privacy_pledge::store::sqlite::rusqlite;
-use privacy_pledge::store::{CheckpointGuard, StoreError};
+use privacy_pledge::store::{CheckpointGuard, Dialect, StoreError};
 use privacy_pledge::{
     Custodian, Error, LookupToken, PersonalInfo, PersonalRecord, Sealed, SealedRecord, SubjectId,
 };
@@ -91,11 +91,10 @@ impl Shop {
         audit: impl FnOnce(Box<dyn AuditSink>) -> Box<dyn AuditSink>,
     ) -> Result<Shop, BoxError> {
         let opened = support::open_shop_with(database, audit)?;
-        let dialect = opened.store.dialect();
-        let tables = dialect.pick(SHOP_TABLES_SQLITE, SHOP_TABLES_POSTGRES);
         // The crate runs the steps once, under a lock, however many
         // processes start together.
-        opened.store.migrate("shop", &[tables])?;
+        let tables = shop_tables(opened.store.dialect());
+        opened.store.migrate("shop", &[&tables])?;
         Ok(Shop {
             checkpoints: opened.store.checkpoint_store().clone(),
             tables: Tables::new(opened.store),
@@ -833,42 +832,30 @@ impl IntoResponse for ApiError {
 // ---------------------------------------------------------------------------
 // The shop's own tables
 
-const SHOP_TABLES_SQLITE: &str = "
+/// The shop's tables, in `d`'s column types (`BLOB` or `BYTEA`, the row id
+/// or `BIGSERIAL`).
+fn shop_tables(d: Dialect) -> String {
+    let (bytes, key) = (d.bytes(), d.serial_key());
+    format!(
+        "
 CREATE TABLE IF NOT EXISTS customers (
-    subject     BLOB PRIMARY KEY,  -- a random id, not derived from any value
-    name        BLOB NOT NULL,     -- sealed envelopes
-    email       BLOB NOT NULL,
-    address     BLOB NOT NULL,
-    phone       BLOB NOT NULL,
-    email_index BLOB UNIQUE        -- the email's lookup token; NULL once erased
+    subject     {bytes} PRIMARY KEY,  -- a random id, not derived from any value
+    name        {bytes} NOT NULL,     -- sealed envelopes
+    email       {bytes} NOT NULL,
+    address     {bytes} NOT NULL,
+    phone       {bytes} NOT NULL,
+    email_index {bytes} UNIQUE        -- the email's lookup token; NULL once erased
 );
 CREATE TABLE IF NOT EXISTS orders (
-    id      INTEGER PRIMARY KEY,
-    subject BLOB NOT NULL REFERENCES customers (subject),
-    record  BLOB NOT NULL,         -- sealed purchase record
-    charge  TEXT NOT NULL          -- the processor's charge id
+    id      {key},
+    subject {bytes} NOT NULL REFERENCES customers (subject),
+    record  {bytes} NOT NULL,         -- sealed purchase record
+    charge  TEXT NOT NULL             -- the processor's charge id
 );
 CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
-";
-
-/// The same on PostgreSQL.
-const SHOP_TABLES_POSTGRES: &str = "
-CREATE TABLE IF NOT EXISTS customers (
-    subject     BYTEA PRIMARY KEY,
-    name        BYTEA NOT NULL,
-    email       BYTEA NOT NULL,
-    address     BYTEA NOT NULL,
-    phone       BYTEA NOT NULL,
-    email_index BYTEA UNIQUE
-);
-CREATE TABLE IF NOT EXISTS orders (
-    id      BIGSERIAL PRIMARY KEY,
-    subject BYTEA NOT NULL REFERENCES customers (subject),
-    record  BYTEA NOT NULL,
-    charge  TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS orders_subject ON orders (subject);
-";
+"
+    )
+}
 
 /// A customer: every field collected for the purchase, sealed as a whole
 /// into a `customers` row (`SealedCustomer`), the email's lookup token in

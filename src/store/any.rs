@@ -228,11 +228,9 @@ impl Database {
 /// # let dir = std::env::temp_dir().join(format!("pp-doc-dialect-{}", std::process::id()));
 /// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
 /// assert_eq!(store.dialect(), Dialect::Sqlite);
-/// let tables = store.dialect().pick(
-///     "CREATE TABLE orders (id INTEGER PRIMARY KEY, record BLOB NOT NULL)",
-///     "CREATE TABLE orders (id BIGSERIAL PRIMARY KEY, record BYTEA NOT NULL)",
-/// );
-/// store.migrate("shop", &[tables])?;
+/// let d = store.dialect();
+/// let tables = format!("CREATE TABLE orders (id {}, record {} NOT NULL)", d.serial_key(), d.bytes());
+/// store.migrate("shop", &[&tables])?;
 /// # std::fs::remove_dir_all(&dir)?;
 /// # }
 /// # Ok::<(), Box<dyn std::error::Error>>(())
@@ -247,11 +245,50 @@ pub enum Dialect {
 
 impl Dialect {
     /// `sqlite` on SQLite, `postgres` on PostgreSQL.
+    ///
+    /// ```
+    /// use privacy_pledge::store::Dialect;
+    ///
+    /// assert_eq!(Dialect::Sqlite.pick("last_insert_rowid()", "lastval()"), "last_insert_rowid()");
+    /// ```
     pub fn pick<'a, T: ?Sized>(self, sqlite: &'a T, postgres: &'a T) -> &'a T {
         match self {
             Dialect::Sqlite => sqlite,
             Dialect::Postgres => postgres,
         }
+    }
+
+    /// The column type of byte strings — sealed envelopes, [`SubjectId`](crate::SubjectId)s,
+    /// lookup tokens: `BLOB` on SQLite, `BYTEA` on PostgreSQL. With
+    /// [`serial_key`](Self::serial_key), one schema serves both databases:
+    ///
+    /// ```
+    /// use privacy_pledge::store::Dialect;
+    ///
+    /// fn tables(d: Dialect) -> String {
+    ///     let (bytes, key) = (d.bytes(), d.serial_key());
+    ///     format!("CREATE TABLE orders (id {key}, subject {bytes} NOT NULL, record {bytes} NOT NULL)")
+    /// }
+    /// assert_eq!(
+    ///     tables(Dialect::Postgres),
+    ///     "CREATE TABLE orders (id BIGSERIAL PRIMARY KEY, subject BYTEA NOT NULL, record BYTEA NOT NULL)"
+    /// );
+    /// ```
+    pub fn bytes(self) -> &'static str {
+        self.pick("BLOB", "BYTEA")
+    }
+
+    /// A 64-bit integer primary key the database numbers itself when an
+    /// insert leaves it out: `INTEGER PRIMARY KEY` on SQLite (the row id),
+    /// `BIGSERIAL PRIMARY KEY` on PostgreSQL.
+    ///
+    /// ```
+    /// use privacy_pledge::store::Dialect;
+    ///
+    /// assert_eq!(Dialect::Sqlite.serial_key(), "INTEGER PRIMARY KEY");
+    /// ```
+    pub fn serial_key(self) -> &'static str {
+        self.pick("INTEGER PRIMARY KEY", "BIGSERIAL PRIMARY KEY")
     }
 }
 
