@@ -90,8 +90,10 @@
 //! [`SqliteStore::open_in_memory`] (a private database that other
 //! connections could reach only through SQLite's shared cache, whose table
 //! locks do not wait like the busy timeout does) and
-//! [`SqliteStore::open_read_only`] keep one connection for everything, as
-//! before.
+//! [`SqliteStore::open_read_only`] keep one connection for everything:
+//! there host code and the store's own statements share whatever the
+//! connection holds, so a service whose host code is not trusted as much
+//! as the store opens a file with [`SqliteStore::open`] instead.
 //!
 //! The pool is the crate's own (a mutex and a condition variable over the
 //! opened connections), not `r2d2`: see the `store` module's
