@@ -102,6 +102,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub use rusqlite;
@@ -247,7 +248,19 @@ pub struct SqliteStore {
     /// a connection that finds the write lock taken polls for it with
     /// sleeps (the busy handler), so the store's writers queue here instead.
     writing: Arc<Mutex<()>>,
+    /// The `synchronous` level last set on the writer's own connection
+    /// (`UNKNOWN`, `NORMAL` or `FULL`), read and written only while that
+    /// connection is held: it is never lent to host code, so nothing else
+    /// changes it, and a write sets its level only when it differs.
+    writer_level: Arc<AtomicU8>,
 }
+
+/// `writer_level`: not known (a fresh connection, or a failed setting).
+const UNKNOWN: u8 = 0;
+/// `writer_level`: `synchronous = NORMAL` (commits reach the log, not the disk).
+const NORMAL: u8 = 1;
+/// `writer_level`: `synchronous = FULL` (every commit syncs the log).
+const FULL: u8 = 2;
 
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -291,6 +304,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conns: Arc::new(Conns::pooled(writer, pool()?, pool()?)),
             writing: Arc::default(),
+            writer_level: Arc::default(),
         })
     }
 
@@ -350,6 +364,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
             writing: Arc::default(),
+            writer_level: Arc::default(),
         })
     }
 
@@ -372,6 +387,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
             writing: Arc::default(),
+            writer_level: Arc::default(),
         })
     }
 
@@ -413,6 +429,38 @@ impl SqliteStore {
     /// after its connection (see `writing`).
     fn writing(&self) -> MutexGuard<'_, ()> {
         self.writing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Readies `conn`, got from [`writer`](Self::writer), for a commit that
+    /// syncs the log (`full`) or leaves that to a later durable commit on
+    /// the same log. The writer's own connection keeps its level between
+    /// writes (each write sets what it needs, only when it differs: a
+    /// request's deferred writes then cost no setting at all); a store of
+    /// one connection, which host code shares, sets it every time.
+    fn writer_synchronous(&self, conn: &Connection, full: bool) -> rusqlite::Result<()> {
+        if !self.conns.has_writer() {
+            return set_synchronous(conn, full);
+        }
+        let want = if full { FULL } else { NORMAL };
+        if self.writer_level.load(Ordering::Relaxed) == want {
+            return Ok(());
+        }
+        self.writer_level.store(UNKNOWN, Ordering::Relaxed);
+        set_synchronous(conn, full)?;
+        self.writer_level.store(want, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// After a write on `conn` (from [`writer`](Self::writer)) that
+    /// deferred its sync: a store of one connection is handed back at
+    /// `synchronous = FULL` for the host's statements; the writer's own
+    /// connection stays as it is (see `writer_synchronous`).
+    fn writer_done(&self, conn: &Connection) -> rusqlite::Result<()> {
+        if self.conns.has_writer() {
+            Ok(())
+        } else {
+            set_synchronous(conn, true)
+        }
     }
 }
 
@@ -907,13 +955,14 @@ impl BatchWriter for SqliteBatchWriter {
     ) -> Result<(), AuditError> {
         let mut conn = self.store.writer()?;
         let _turn = self.store.writing();
-        // Set for every batch, so a durable one never depends on an earlier
-        // batch having restored the setting.
-        set_synchronous(&conn, durable).map_err(insert_failed)?;
+        // Set for every batch (where it differs), so a durable one never
+        // depends on an earlier batch having restored the setting.
+        self.store
+            .writer_synchronous(&conn, durable)
+            .map_err(insert_failed)?;
         let written = write_rows(&mut conn, rows, checkpoint);
         if !durable {
-            // For the host's statements on a store of one connection.
-            set_synchronous(&conn, true).map_err(insert_failed)?;
+            self.store.writer_done(&conn).map_err(insert_failed)?;
         }
         written
     }
@@ -925,6 +974,9 @@ impl BatchWriter for SqliteBatchWriter {
     ) -> Result<(), AuditError> {
         let conn = self.store.writer()?;
         let _turn = self.store.writing();
+        self.store
+            .writer_synchronous(&conn, true)
+            .map_err(insert_failed)?;
         conn.execute(
             UPSERT_CHECKPOINT,
             params![
@@ -1104,9 +1156,11 @@ impl SqliteKeyStore {
         // the scope's own (`synchronous = FULL`) does, on the same log.
         let deferred = writes && crate::request::durability_deferred(self.store.database_id());
         if writes {
-            // Set for every write: the writer's connection is shared, and
-            // no write depends on what another left.
-            set_synchronous(&conn, !deferred).map_err(backend)?;
+            // Set for every write (where it differs): no write depends on
+            // what another left.
+            self.store
+                .writer_synchronous(&conn, !deferred)
+                .map_err(backend)?;
         }
         let out = (|| {
             let tx = conn.transaction_with_behavior(behavior).map_err(backend)?;
@@ -1115,7 +1169,7 @@ impl SqliteKeyStore {
             Ok(out)
         })();
         if deferred {
-            set_synchronous(&conn, true).map_err(backend)?;
+            self.store.writer_done(&conn).map_err(backend)?;
         }
         out
     }
@@ -1536,5 +1590,75 @@ mod tests {
             );
             assert_eq!(indexes, ["pp_subject_keys_kek_version"]);
         }
+    }
+
+    /// The writer's `synchronous` level as the connection has it.
+    fn writer_level(store: &SqliteStore) -> i64 {
+        let conn = store.writer().ok().unwrap();
+        conn.query_row("PRAGMA main.synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A2 (a power cut right after a commit the crate called durable): the
+    /// writer's connection keeps the level its last write left (a
+    /// request's deferred writes leave NORMAL), and every write that must
+    /// reach the disk on its own sets FULL again first: an audit event
+    /// outside a request, and a checkpoint kept in the database.
+    #[test]
+    fn a_durable_write_after_deferred_ones_syncs_the_log() {
+        use crate::crypto::Keyring;
+        use crate::data::EmailAddress;
+        use crate::purpose::{Newsletter, Transaction};
+
+        let dir = std::env::temp_dir().join(format!("pp-writer-level-{}", SubjectId::random()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = SqliteStore::open(dir.join("db.sqlite")).unwrap();
+        assert!(store.has_writer_connection());
+        let keyring = Keyring::generate().unwrap();
+        let sink = std::sync::Arc::new(store.audit_sink(keyring.audit_key()).unwrap());
+        let custodian = crate::Custodian::builder()
+            .keyring(keyring)
+            .audit(sink.clone())
+            .key_store(store.key_store())
+            .build()
+            .unwrap();
+        let subject = SubjectId::random();
+        let deferred = || {
+            store
+                .commit_request(
+                    &custodian,
+                    || -> Result<_, crate::Error> {
+                        let email = custodian.collect::<EmailAddress, Transaction>(
+                            SubjectId::random(),
+                            EmailAddress::parse("ada@example.com").unwrap(),
+                        )?;
+                        custodian.seal(&email)
+                    },
+                    |_, _| Ok(()),
+                )
+                .unwrap();
+            assert_eq!(writer_level(&store), 1, "deferred writes leave NORMAL");
+        };
+        for _ in 0..2 {
+            deferred();
+            custodian.consents().grant::<Newsletter>(subject).unwrap();
+            assert_eq!(writer_level(&store), 2, "an event on its own is synced");
+        }
+        deferred();
+        let (stream, head) = sink.checkpoint();
+        let signed = Keyring::generate()
+            .unwrap()
+            .checkpoint_signer()
+            .unwrap()
+            .sign(stream, head, Timestamp::now());
+        let json = serde_json::to_string(&signed).unwrap();
+        SqliteBatchWriter {
+            store: store.clone(),
+        }
+        .upsert_checkpoint(&signed, &json)
+        .unwrap();
+        assert_eq!(writer_level(&store), 2, "a kept checkpoint is synced");
+        drop((custodian, sink, store));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
