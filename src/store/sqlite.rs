@@ -52,7 +52,12 @@
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
 //! `record` returns) and `secure_delete` (destroyed keys do not linger in
-//! free pages).
+//! free pages). Inside a request whose events commit with the host's row
+//! ([`SqliteStore::commit_request`]), the store's own writes commit at
+//! `synchronous = NORMAL` and the request's last commit, on the same log,
+//! syncs them all; the writer's connection keeps the level its last write
+//! needed, and a write that must reach the disk on its own sets `FULL`
+//! first.
 //!
 //! # Connections
 //!
