@@ -183,3 +183,117 @@ fn verified_trail_is_vouched_to_the_end_and_refuses_a_cut() {
         "{cut:?}"
     );
 }
+
+/// Records every save, slowly, and notes two saves running at once.
+#[derive(Default)]
+struct Watched {
+    seqs: Mutex<Vec<u64>>,
+    busy: AtomicBool,
+    overlaps: AtomicUsize,
+}
+
+impl CheckpointStore for Watched {
+    fn save(&self, checkpoint: &SignedCheckpoint) -> Result<(), AuditError> {
+        if self.busy.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        // A file's write and sync: long enough for another signer to come.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        self.seqs
+            .lock()
+            .unwrap()
+            .push(checkpoint.checkpoint().seq());
+        self.busy.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+    fn load(&self) -> Result<Vec<SignedCheckpoint>, AuditError> {
+        Ok(Vec::new())
+    }
+}
+
+/// A5 (threads of one process) against A4's view: a guard or shutdown
+/// signing (`sign_checkpoint`) while other threads' commits reach the
+/// checkpoint count never saves at the same time as them (a file store
+/// would write one file twice at once), and never puts an older checkpoint
+/// of the stream over a newer one (the entries between would lose their
+/// vouching).
+#[test]
+fn a5_signers_on_several_threads_save_one_at_a_time_and_never_go_back() {
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let store = SqliteStore::open_in_memory().unwrap();
+    let watched = Arc::new(Watched::default());
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), watched.clone(), 3),
+    );
+    let custodian = Arc::new(
+        Custodian::builder()
+            .keyring(keyring)
+            .audit(sink.clone())
+            .build()
+            .unwrap(),
+    );
+    std::thread::scope(|s| {
+        for _ in 0..3 {
+            let custodian = custodian.clone();
+            s.spawn(move || {
+                for _ in 0..40 {
+                    use_data(&custodian);
+                }
+            });
+        }
+        s.spawn(|| {
+            for _ in 0..60 {
+                sink.sign_checkpoint().unwrap();
+            }
+        });
+    });
+    let last = sink.sign_checkpoint().unwrap();
+    let seqs = watched.seqs.lock().unwrap().clone();
+    assert_eq!(
+        watched.overlaps.load(Ordering::SeqCst),
+        0,
+        "saves overlapped"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[0] <= w[1]),
+        "an older checkpoint was saved over a newer one: {seqs:?}"
+    );
+    assert_eq!(seqs.last(), Some(&last.checkpoint().seq()));
+    assert_eq!(sink.checkpoint_failures(), 0);
+}
+
+/// A5 (threads of one process, or two sinks sharing a directory): saves of
+/// one stream's checkpoint to a `DirCheckpointStore` at the same moment
+/// all succeed, and the file left is always a whole checkpoint — one
+/// save's temporary file is never truncated or renamed away by another's.
+#[test]
+fn a5_concurrent_saves_to_a_checkpoint_directory_never_clash() {
+    use privacy_pledge::audit::{Checkpoint, DirCheckpointStore, StreamId};
+    use privacy_pledge::time::Timestamp;
+
+    let dir = std::env::temp_dir().join(format!("pp-cp-clash-{}", SubjectId::random()));
+    let store = DirCheckpointStore::new(&dir).unwrap();
+    let signer = Keyring::generate().unwrap().checkpoint_signer().unwrap();
+    let stream = StreamId::random().unwrap();
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (store, signer) = (store.clone(), &signer);
+            s.spawn(move || {
+                for i in 1..=50u64 {
+                    let head = Checkpoint::new(t * 1_000 + i, [t as u8; 32]);
+                    store
+                        .save(&signer.sign(stream, head, Timestamp::now()))
+                        .unwrap();
+                    let kept = store.load().unwrap();
+                    assert_eq!(kept.len(), 1, "one whole checkpoint of the stream");
+                }
+            });
+        }
+    });
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1, "no temporary file left behind");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -602,14 +602,31 @@ impl DirCheckpointStore {
         )
     }
 
+    /// Writes `name` atomically: a temporary file of this save's own
+    /// (named by process and a counter, so two saves at once — two
+    /// threads, two sinks on one directory — never truncate or rename each
+    /// other's), synced, then renamed over `name`.
     fn write(&self, name: &str, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
         use std::io::Write;
-        let tmp = self.dir.join(format!("{name}.tmp"));
+        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = self
+            .dir
+            .join(format!("{name}.{}-{n}.tmp", std::process::id()));
         let json = serde_json::to_vec(checkpoint).map_err(|e| io_error("encode", e))?;
         let mut f = std::fs::File::create(&tmp).map_err(|e| io_error("create", e))?;
-        f.write_all(&json).map_err(|e| io_error("write", e))?;
-        f.sync_all().map_err(|e| io_error("sync", e))?;
-        std::fs::rename(&tmp, self.dir.join(name)).map_err(|e| io_error("rename", e))
+        let written = f
+            .write_all(&json)
+            .map_err(|e| io_error("write", e))
+            .and_then(|()| f.sync_all().map_err(|e| io_error("sync", e)))
+            .and_then(|()| {
+                std::fs::rename(&tmp, self.dir.join(name)).map_err(|e| io_error("rename", e))
+            });
+        if written.is_err() {
+            // Nothing half-written is left for a later `load` to skip.
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 }
 

@@ -255,6 +255,10 @@ pub struct AuditStreamSink<W: BatchWriter> {
     queue: Mutex<Queue>,
     commits: AtomicU64,
     events: AtomicU64,
+    /// The stream and head of the last event committed (written by a
+    /// successful batch): what [`sign_checkpoint`](Self::sign_checkpoint)
+    /// signs, never an event still queued or in a batch being written.
+    written: Mutex<(StreamId, Checkpoint)>,
     checkpoints: Option<Checkpoints>,
 }
 
@@ -270,6 +274,33 @@ struct Checkpoints {
     last: Mutex<(StreamId, u64)>,
     last_at: Mutex<std::time::Instant>,
     failures: AtomicU64,
+    /// The newest sequence number kept in `store`, per stream; held while
+    /// saving, so saves run one at a time.
+    kept: Mutex<std::collections::HashMap<StreamId, u64>>,
+}
+
+impl Checkpoints {
+    /// Keeps `signed` in the checkpoint store, one save at a time, unless a
+    /// newer checkpoint of its stream is kept already. Two signers — a
+    /// commit reaching the count, and `sign_checkpoint` on another thread
+    /// (a guard at shutdown) — would otherwise write the same file at once,
+    /// or put an older checkpoint over a newer one, and the entries between
+    /// would lose their vouching.
+    fn keep(&self, signed: &SignedCheckpoint) -> Result<(), AuditError> {
+        let (stream, seq) = (signed.stream(), signed.checkpoint().seq());
+        let mut kept = lock(&self.kept);
+        if kept.get(&stream).is_some_and(|&newest| newest > seq) {
+            return Ok(());
+        }
+        self.store.save(signed)?;
+        kept.insert(stream, seq);
+        let mut last = lock(&self.last);
+        if last.0 != stream || last.1 <= seq {
+            *last = (stream, seq);
+            *lock(&self.last_at) = std::time::Instant::now();
+        }
+        Ok(())
+    }
 }
 
 impl<W: BatchWriter> fmt::Debug for AuditStreamSink<W> {
@@ -299,6 +330,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             queue: Mutex::new(Queue::default()),
             commits: AtomicU64::new(0),
             events: AtomicU64::new(0),
+            written: Mutex::new((stream, Checkpoint::GENESIS)),
             checkpoints: None,
         })
     }
@@ -340,6 +372,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             last: Mutex::new((stream, 0)),
             last_at: Mutex::new(std::time::Instant::now()),
             failures: AtomicU64::new(0),
+            kept: Mutex::default(),
         });
         self
     }
@@ -354,22 +387,27 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         self
     }
 
-    /// Signs the stream's current head now, and keeps it in the checkpoint
-    /// store and in `pp_checkpoints`. Call it after the last event at clean
-    /// shutdown. `Err` if the sink has no signer or a copy could not be kept.
+    /// Signs the head of what the sink has committed now, and keeps it in
+    /// the checkpoint store and in `pp_checkpoints`. Call it after the last
+    /// event at clean shutdown. `Err` if the sink has no signer or a copy
+    /// could not be kept.
+    ///
+    /// Events other threads are committing meanwhile are not covered (a
+    /// checkpoint of an event whose commit then fails would vouch for an
+    /// entry the trail never holds); the `pp_checkpoints` row is written
+    /// durably first, so the log is on disk up to the signed head before
+    /// the checkpoint leaves the database.
     pub fn sign_checkpoint(&self) -> Result<SignedCheckpoint, AuditError> {
         let cp = self
             .checkpoints
             .as_ref()
             .ok_or_else(|| AuditError::new("this sink signs no checkpoints"))?;
-        let (stream, head) = self.checkpoint();
+        let (stream, head) = *lock(&self.written);
         let signed = cp.signer.sign(stream, head, Timestamp::now());
         let json = serde_json::to_string(&signed)
             .map_err(|_| AuditError::new("checkpoint could not be encoded"))?;
         self.writer.upsert_checkpoint(&signed, &json)?;
-        cp.store.save(&signed)?;
-        *lock(&cp.last) = (stream, head.seq());
-        *lock(&cp.last_at) = std::time::Instant::now();
+        cp.keep(&signed)?;
         Ok(signed)
     }
 
@@ -511,16 +549,13 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         self.writer
             .write(&rows, due.as_ref().map(|(s, j)| (s, j.as_str())), durable)?;
         self.commits.fetch_add(1, Ordering::Relaxed);
+        if let Some(last) = batch.last() {
+            *lock(&self.written) = (last.stream, last.head);
+        }
         if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
             // The events are committed whatever happens here.
-            match cp.store.save(&signed) {
-                Ok(()) => {
-                    *lock(&cp.last) = (signed.stream(), signed.checkpoint().seq());
-                    *lock(&cp.last_at) = std::time::Instant::now();
-                }
-                Err(_) => {
-                    cp.failures.fetch_add(1, Ordering::Relaxed);
-                }
+            if cp.keep(&signed).is_err() {
+                cp.failures.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -696,5 +731,98 @@ impl fmt::Debug for CheckpointGuard {
         f.debug_struct("CheckpointGuard")
             .field("armed", &self.sink.is_some())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{Action, MemoryCheckpointStore};
+    use crate::crypto::Keyring;
+    use std::sync::mpsc;
+
+    /// A batch writer whose `write` waits for the test's word (`Ok` or a
+    /// failure) and counts the rows it stored.
+    struct Gate {
+        id: Arc<()>,
+        entered: mpsc::SyncSender<()>,
+        verdict: Mutex<mpsc::Receiver<bool>>,
+        stored: AtomicU64,
+    }
+
+    impl sealed::Sealed for Gate {}
+
+    impl BatchWriter for Gate {
+        fn write(
+            &self,
+            rows: &[Row<'_>],
+            _: Option<(&SignedCheckpoint, &str)>,
+            _: bool,
+        ) -> Result<(), AuditError> {
+            self.entered.send(()).unwrap();
+            if !lock(&self.verdict).recv().unwrap() {
+                return Err(AuditError::new("test: the commit failed"));
+            }
+            self.stored.fetch_add(rows.len() as u64, Ordering::SeqCst);
+            Ok(())
+        }
+        fn database(&self) -> crate::request::DatabaseId {
+            crate::request::DatabaseId::of(&self.id)
+        }
+        fn upsert_checkpoint(&self, _: &SignedCheckpoint, _: &str) -> Result<(), AuditError> {
+            Ok(())
+        }
+    }
+
+    /// A4 (the auditor reading the checkpoints): `sign_checkpoint` on one
+    /// thread while another thread's event is being committed signs only
+    /// what is committed. The event's commit then fails, so the trail never
+    /// holds it: a checkpoint of it would make an intact trail read as cut.
+    #[test]
+    fn a4_a_checkpoint_never_vouches_for_an_event_still_being_committed() {
+        let (entered, wait_entered) = mpsc::sync_channel(0);
+        let (verdict, verdicts) = mpsc::channel();
+        let gate = Gate {
+            id: Arc::new(()),
+            entered,
+            verdict: Mutex::new(verdicts),
+            stored: AtomicU64::new(0),
+        };
+        let keyring = Keyring::generate().unwrap();
+        let kept = MemoryCheckpointStore::new();
+        let sink = Arc::new(
+            AuditStreamSink::new(gate, keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), kept.clone(), 1_000),
+        );
+        let event = || {
+            AuditEvent::new(
+                Timestamp::now(),
+                crate::SubjectId::random(),
+                Action::Collect,
+                crate::policy::RuleId::R1,
+            )
+        };
+
+        let first = std::thread::spawn({
+            let sink = sink.clone();
+            move || sink.record(&event())
+        });
+        wait_entered.recv().unwrap();
+        verdict.send(true).unwrap();
+        first.join().unwrap().unwrap();
+
+        let second = std::thread::spawn({
+            let sink = sink.clone();
+            move || sink.record(&event())
+        });
+        wait_entered.recv().unwrap(); // the second event is being written
+        let signed = sink.sign_checkpoint().unwrap();
+        verdict.send(false).unwrap();
+        assert!(second.join().unwrap().is_err());
+
+        assert_eq!(sink.writer.stored.load(Ordering::SeqCst), 1);
+        assert_eq!(signed.checkpoint().seq(), 1, "only the committed event");
+        assert_eq!(kept.load().unwrap()[0].checkpoint().seq(), 1);
     }
 }
