@@ -95,6 +95,9 @@ pub struct Custodian {
     checkpoint_key: Option<crate::audit::CheckpointKey>,
     checkpoint_signer: Option<Arc<crate::audit::CheckpointSigner>>,
     checkpoint_store: Option<Arc<dyn crate::audit::CheckpointStore>>,
+    /// Held from signing to saving in [`sign_checkpoint`](Self::sign_checkpoint):
+    /// one save at a time, each of a head no older than the one before.
+    checkpointing: Mutex<()>,
     recipients: Option<Vec<RegisteredRecipient>>,
     clock: Arc<dyn Clock>,
     /// Whether `clock` is the system clock: then an audit event's time is
@@ -524,6 +527,9 @@ impl Custodian {
             return Err(TrailError::NoCheckpointStore.into());
         };
         let stream = log.stream().ok_or(TrailError::NoCheckpointStore)?;
+        // Two threads signing at once would otherwise race their saves,
+        // and the older checkpoint could be the one kept.
+        let _one_at_a_time = self.checkpointing.lock().unwrap_or_else(|p| p.into_inner());
         let signed = signer.sign(stream, log.checkpoint(), self.now());
         crate::reentry::host(|| store.save(&signed)).map_err(Error::Audit)?;
         Ok(signed)
@@ -2305,6 +2311,7 @@ impl CustodianBuilder {
             checkpoint_key,
             checkpoint_signer,
             checkpoint_store: self.checkpoint_store,
+            checkpointing: Mutex::new(()),
             recipients: self.recipients,
             system_clock: self.clock.is_none(),
             clock: self.clock.unwrap_or_else(|| Arc::new(SystemClock)),

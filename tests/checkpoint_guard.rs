@@ -3,6 +3,10 @@
 //! unwinds — so a verifier with the public key vouches for every entry the
 //! process committed (A4); `finish` hands the checkpoint over and disarms;
 //! a signature that cannot be kept on drop is counted, never lost silently.
+//! Signers on several threads (a guard, commits reaching the count, the
+//! built-in log's `sign_checkpoint`) save one at a time and never put an
+//! older checkpoint over a newer one; a checkpoint directory takes
+//! concurrent saves whole.
 
 #![forbid(unsafe_code)]
 
@@ -296,4 +300,38 @@ fn a5_concurrent_saves_to_a_checkpoint_directory_never_clash() {
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
     assert_eq!(files.len(), 1, "no temporary file left behind");
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A5 (threads of one process) on the custodian's built-in log: two
+/// threads using data and signing its checkpoint at once save one at a
+/// time, each no older than the one before.
+#[test]
+fn a5_built_in_log_signers_save_one_at_a_time_and_never_go_back() {
+    let watched = Arc::new(Watched::default());
+    let custodian = Custodian::builder()
+        .keyring(Keyring::generate().unwrap())
+        .checkpoint_store(watched.clone())
+        .build()
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                for _ in 0..30 {
+                    use_data(&custodian);
+                    custodian.sign_checkpoint().unwrap();
+                }
+            });
+        }
+    });
+    let seqs = watched.seqs.lock().unwrap().clone();
+    assert_eq!(seqs.len(), 60);
+    assert_eq!(
+        watched.overlaps.load(Ordering::SeqCst),
+        0,
+        "saves overlapped"
+    );
+    assert!(
+        seqs.windows(2).all(|w| w[0] <= w[1]),
+        "an older checkpoint was saved over a newer one: {seqs:?}"
+    );
 }
