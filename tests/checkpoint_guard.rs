@@ -22,12 +22,27 @@ use privacy_pledge::purpose::Transaction;
 use privacy_pledge::store::sqlite::{SqliteAuditSink, SqliteStore};
 use privacy_pledge::{Custodian, SubjectId};
 
-/// Checkpoints in memory, or failing on demand.
+/// Checkpoints in memory, or failing on demand; every save's sequence
+/// number in order, and how many saves found another still running (each
+/// takes a file's write and sync, 2 ms, when `slow`).
 #[derive(Default)]
 struct Kept {
     saved: Mutex<Vec<SignedCheckpoint>>,
     saves: AtomicUsize,
     fail: AtomicBool,
+    slow: bool,
+    seqs: Mutex<Vec<u64>>,
+    busy: AtomicBool,
+    overlaps: AtomicUsize,
+}
+
+impl Kept {
+    fn slow() -> Self {
+        Kept {
+            slow: true,
+            ..Kept::default()
+        }
+    }
 }
 
 impl CheckpointStore for Kept {
@@ -35,10 +50,21 @@ impl CheckpointStore for Kept {
         if self.fail.load(Ordering::SeqCst) {
             return Err(AuditError::new("test: the checkpoint store is down"));
         }
+        if self.busy.swap(true, Ordering::SeqCst) {
+            self.overlaps.fetch_add(1, Ordering::SeqCst);
+        }
+        if self.slow {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
         self.saves.fetch_add(1, Ordering::SeqCst);
+        self.seqs
+            .lock()
+            .unwrap()
+            .push(checkpoint.checkpoint().seq());
         let mut saved = self.saved.lock().unwrap();
         saved.retain(|c| c.stream() != checkpoint.stream());
         saved.push(*checkpoint);
+        self.busy.store(false, Ordering::SeqCst);
         Ok(())
     }
     fn load(&self) -> Result<Vec<SignedCheckpoint>, AuditError> {
@@ -188,33 +214,6 @@ fn verified_trail_is_vouched_to_the_end_and_refuses_a_cut() {
     );
 }
 
-/// Records every save, slowly, and notes two saves running at once.
-#[derive(Default)]
-struct Watched {
-    seqs: Mutex<Vec<u64>>,
-    busy: AtomicBool,
-    overlaps: AtomicUsize,
-}
-
-impl CheckpointStore for Watched {
-    fn save(&self, checkpoint: &SignedCheckpoint) -> Result<(), AuditError> {
-        if self.busy.swap(true, Ordering::SeqCst) {
-            self.overlaps.fetch_add(1, Ordering::SeqCst);
-        }
-        // A file's write and sync: long enough for another signer to come.
-        std::thread::sleep(std::time::Duration::from_millis(2));
-        self.seqs
-            .lock()
-            .unwrap()
-            .push(checkpoint.checkpoint().seq());
-        self.busy.store(false, Ordering::SeqCst);
-        Ok(())
-    }
-    fn load(&self) -> Result<Vec<SignedCheckpoint>, AuditError> {
-        Ok(Vec::new())
-    }
-}
-
 /// A5 (threads of one process) against A4's view: a guard or shutdown
 /// signing (`sign_checkpoint`) while other threads' commits reach the
 /// checkpoint count never saves at the same time as them (a file store
@@ -225,7 +224,7 @@ impl CheckpointStore for Watched {
 fn a5_signers_on_several_threads_save_one_at_a_time_and_never_go_back() {
     let keyring = Arc::new(Keyring::generate().unwrap());
     let store = SqliteStore::open_in_memory().unwrap();
-    let watched = Arc::new(Watched::default());
+    let watched = Arc::new(Kept::slow());
     let sink = Arc::new(
         store
             .audit_sink(keyring.audit_key())
@@ -307,7 +306,7 @@ fn a5_concurrent_saves_to_a_checkpoint_directory_never_clash() {
 /// time, each no older than the one before.
 #[test]
 fn a5_built_in_log_signers_save_one_at_a_time_and_never_go_back() {
-    let watched = Arc::new(Watched::default());
+    let watched = Arc::new(Kept::slow());
     let custodian = Custodian::builder()
         .keyring(Keyring::generate().unwrap())
         .checkpoint_store(watched.clone())
