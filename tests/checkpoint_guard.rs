@@ -43,6 +43,18 @@ impl Kept {
             ..Kept::default()
         }
     }
+
+    /// The sequence numbers saved, after checking that no save overlapped
+    /// another and none went back.
+    fn saved_one_at_a_time_in_order(&self) -> Vec<u64> {
+        let seqs = self.seqs.lock().unwrap().clone();
+        assert_eq!(self.overlaps.load(Ordering::SeqCst), 0, "saves overlapped");
+        assert!(
+            seqs.windows(2).all(|w| w[0] <= w[1]),
+            "an older checkpoint was saved over a newer one: {seqs:?}"
+        );
+        seqs
+    }
 }
 
 impl CheckpointStore for Kept {
@@ -254,16 +266,7 @@ fn a5_signers_on_several_threads_save_one_at_a_time_and_never_go_back() {
         });
     });
     let last = sink.sign_checkpoint().unwrap();
-    let seqs = watched.seqs.lock().unwrap().clone();
-    assert_eq!(
-        watched.overlaps.load(Ordering::SeqCst),
-        0,
-        "saves overlapped"
-    );
-    assert!(
-        seqs.windows(2).all(|w| w[0] <= w[1]),
-        "an older checkpoint was saved over a newer one: {seqs:?}"
-    );
+    let seqs = watched.saved_one_at_a_time_in_order();
     assert_eq!(seqs.last(), Some(&last.checkpoint().seq()));
     assert_eq!(sink.checkpoint_failures(), 0);
 }
