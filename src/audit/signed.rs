@@ -603,18 +603,25 @@ impl DirCheckpointStore {
     }
 
     /// Writes `name` atomically: a temporary file of this save's own
-    /// (named by process and a counter, so two saves at once — two
-    /// threads, two sinks on one directory — never truncate or rename each
-    /// other's), synced, then renamed over `name`.
+    /// (named by process and a random tag, and created only if new, so two
+    /// saves at once — two threads, two sinks on one directory, processes
+    /// in different pid namespaces, a pid come back after a crash — never
+    /// truncate or rename each other's), synced, then renamed over `name`.
     fn write(&self, name: &str, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
         use std::io::Write;
-        static SAVES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = SAVES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!("{name}.{}-{n}.tmp", std::process::id()));
+        let tag = crate::crypto::random_array::<8>()
+            .map_err(|_| super::AuditError::new("checkpoint store: random generator failed"))?;
+        let tmp = self.dir.join(format!(
+            "{name}.{}-{:016x}.tmp",
+            std::process::id(),
+            u64::from_be_bytes(tag)
+        ));
         let json = serde_json::to_vec(checkpoint).map_err(|e| io_error("encode", e))?;
-        let mut f = std::fs::File::create(&tmp).map_err(|e| io_error("create", e))?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| io_error("create", e))?;
         let written = f
             .write_all(&json)
             .map_err(|e| io_error("write", e))
