@@ -1306,6 +1306,85 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
     thread_local!(static WRITTEN: std::cell::RefCell<String> = Default::default());
 }
 
+/// A2 plants a `pp_checkpoints` row of a later sequence number, so the
+/// upsert of a real checkpoint changes nothing; `sign_checkpoint` must still
+/// flush the log (a transaction that writes nothing commits without a
+/// flush) before the checkpoint leaves the database: the requests' events,
+/// committed without waiting, are on disk when it returns. (An upsert that
+/// leaves a row alone still locks it, which PostgreSQL logs, so the plain
+/// upsert flushed too; the store's commit mark makes that not hang on the
+/// detail, and this test holds the store to the outcome.)
+#[test]
+fn a2_a_checkpoint_under_a_planted_later_one_still_flushes_the_log() {
+    let Some(db) = database("planted_checkpoint") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pp-planted-{}", SubjectId::random()));
+    let store = PgStore::connect(&db).unwrap();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring().audit_key())
+            .unwrap()
+            .with_checkpoints(
+                keyring().checkpoint_signer().unwrap(),
+                DirCheckpointStore::new(&dir).unwrap(),
+                1_000_000,
+            ),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring())
+        .key_store(store.key_store())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let stream = sink.checkpoint().0.to_string();
+    admin
+        .execute(
+            "INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($1, $2, 'planted')",
+            &[&stream, &i64::MAX],
+        )
+        .unwrap();
+    for _ in 0..10 {
+        let ada = SubjectId::random();
+        store
+            .commit_request(
+                &custodian,
+                || custodian.seal(&email(ada)),
+                |_, _| Ok::<_, Error>(()),
+            )
+            .unwrap();
+    }
+    let written: String = admin
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0);
+    sink.sign_checkpoint().unwrap();
+    let flushed: bool = admin
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&written],
+        )
+        .unwrap()
+        .get(0);
+    assert!(flushed, "the log up to {written} is not flushed on return");
+    let kept: String = admin
+        .query_one("SELECT checkpoint FROM pp_checkpoints", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        kept, "planted",
+        "an older checkpoint never replaces a later one"
+    );
+    // The store's writer is left outside any transaction: the next event
+    // commits on its own.
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `KeyStore::insert_noting` on the PostgreSQL store (one statement).
 #[test]
 fn a5_a_key_and_its_lookup_notes_are_one_write_on_postgres() {

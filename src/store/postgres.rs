@@ -779,18 +779,25 @@ impl BatchWriter for PgBatchWriter {
         checkpoint: &SignedCheckpoint,
         json: &str,
     ) -> Result<(), AuditError> {
-        self.store
-            .writer()?
-            .execute(
-                UPSERT_CHECKPOINT,
-                &[
-                    &checkpoint.stream().to_string(),
-                    &seq_col(checkpoint.checkpoint().seq())?,
-                    &json,
-                ],
-            )
-            .map(|_| ())
-            .map_err(insert_failed)
+        let seq = seq_col(checkpoint.checkpoint().seq())?;
+        let mut client = self.store.writer()?;
+        let mut tx = client.transaction().map_err(insert_failed)?;
+        tx.execute(
+            UPSERT_CHECKPOINT,
+            &[&checkpoint.stream().to_string(), &seq, &json],
+        )
+        .map_err(insert_failed)?;
+        // The upsert leaves the row alone when the table already holds a
+        // later checkpoint (one the operator planted). It still locks the
+        // row, which PostgreSQL logs, so the commit flushes; the mark makes
+        // the flush not hang on that detail (a transaction that writes
+        // nothing commits without one): the events up to `checkpoint` are
+        // on disk before it leaves the database.
+        tx.batch_execute(&self.store.mark_and_commit)
+            .map_err(insert_failed)?;
+        // Ended on the server (see `commit_request`).
+        std::mem::forget(tx);
+        Ok(())
     }
 }
 

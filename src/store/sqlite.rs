@@ -977,21 +977,34 @@ impl BatchWriter for SqliteBatchWriter {
         checkpoint: &SignedCheckpoint,
         json: &str,
     ) -> Result<(), AuditError> {
-        let conn = self.store.writer()?;
+        let mut conn = self.store.writer()?;
         let _turn = self.store.writing();
         self.store
             .writer_synchronous(&conn, true)
             .map_err(insert_failed)?;
-        conn.execute(
-            UPSERT_CHECKPOINT,
-            params![
-                checkpoint.stream().to_string(),
-                seq_col(checkpoint.checkpoint().seq())?,
-                json
-            ],
-        )
-        .map(|_| ())
-        .map_err(insert_failed)
+        let seq = seq_col(checkpoint.checkpoint().seq())?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(insert_failed)?;
+        tx.prepare_cached(UPSERT_CHECKPOINT)
+            .and_then(|mut st| st.execute(params![checkpoint.stream().to_string(), seq, json]))
+            .map_err(insert_failed)?;
+        // The upsert leaves the row alone when the table already holds a
+        // later checkpoint (one the operator planted, or one an earlier,
+        // deferred batch carried), and a commit that changes no page does
+        // not sync the log: the mark makes this commit sync it, so the
+        // events up to `checkpoint` are on disk before it leaves the
+        // database.
+        let marked = tx
+            .prepare_cached(COMMIT_MARK)
+            .and_then(|mut st| st.execute([]))
+            .map_err(insert_failed)?;
+        if marked != 1 {
+            return Err(AuditError::new(
+                "checkpoint: the commit mark was not written (a trigger on pp_commit_marks?)",
+            ));
+        }
+        tx.commit().map_err(insert_failed)
     }
 }
 
@@ -1604,22 +1617,19 @@ mod tests {
             .unwrap()
     }
 
-    /// A2 (a power cut right after a commit the crate called durable): the
-    /// writer's connection keeps the level its last write left (a
-    /// request's deferred writes leave NORMAL), and every write that must
-    /// reach the disk on its own sets FULL again first: an audit event
-    /// outside a request, and a checkpoint kept in the database.
-    #[test]
-    fn a_durable_write_after_deferred_ones_syncs_the_log() {
-        use crate::crypto::Keyring;
-        use crate::data::EmailAddress;
-        use crate::purpose::{Newsletter, Transaction};
-
+    /// A store with its own writer connection, a sink on it and a
+    /// custodian keeping its keys there, in a directory of its own.
+    fn writer_fixture() -> (
+        std::path::PathBuf,
+        SqliteStore,
+        std::sync::Arc<SqliteAuditSink>,
+        crate::Custodian,
+    ) {
         let dir = std::env::temp_dir().join(format!("pp-writer-level-{}", SubjectId::random()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = SqliteStore::open(dir.join("db.sqlite")).unwrap();
         assert!(store.has_writer_connection());
-        let keyring = Keyring::generate().unwrap();
+        let keyring = crate::crypto::Keyring::generate().unwrap();
         let sink = std::sync::Arc::new(store.audit_sink(keyring.audit_key()).unwrap());
         let custodian = crate::Custodian::builder()
             .keyring(keyring)
@@ -1627,31 +1637,34 @@ mod tests {
             .key_store(store.key_store())
             .build()
             .unwrap();
-        let subject = SubjectId::random();
-        let deferred = || {
-            store
-                .commit_request(
-                    &custodian,
-                    || -> Result<_, crate::Error> {
-                        let email = custodian.collect::<EmailAddress, Transaction>(
-                            SubjectId::random(),
-                            EmailAddress::parse("ada@example.com").unwrap(),
-                        )?;
-                        custodian.seal(&email)
-                    },
-                    |_, _| Ok(()),
-                )
-                .unwrap();
-            assert_eq!(writer_level(&store), 1, "deferred writes leave NORMAL");
-        };
-        for _ in 0..2 {
-            deferred();
-            custodian.consents().grant::<Newsletter>(subject).unwrap();
-            assert_eq!(writer_level(&store), 2, "an event on its own is synced");
-        }
-        deferred();
+        (dir, store, sink, custodian)
+    }
+
+    /// One request whose writes defer their sync to its last commit (a
+    /// sealed email of a new subject: a key and two events).
+    fn deferred_request(store: &SqliteStore, custodian: &crate::Custodian) {
+        use crate::data::EmailAddress;
+        use crate::purpose::Transaction;
+        store
+            .commit_request(
+                custodian,
+                || -> Result<_, crate::Error> {
+                    let email = custodian.collect::<EmailAddress, Transaction>(
+                        SubjectId::random(),
+                        EmailAddress::parse("ada@example.com").unwrap(),
+                    )?;
+                    custodian.seal(&email)
+                },
+                |_, _| Ok(()),
+            )
+            .unwrap();
+    }
+
+    /// Keeps a checkpoint of the sink's head in `pp_checkpoints`, as
+    /// `sign_checkpoint` does.
+    fn keep_checkpoint(store: &SqliteStore, sink: &SqliteAuditSink) {
         let (stream, head) = sink.checkpoint();
-        let signed = Keyring::generate()
+        let signed = crate::crypto::Keyring::generate()
             .unwrap()
             .checkpoint_signer()
             .unwrap()
@@ -1662,7 +1675,67 @@ mod tests {
         }
         .upsert_checkpoint(&signed, &json)
         .unwrap();
+    }
+
+    /// A2 (a power cut right after a commit the crate called durable): the
+    /// writer's connection keeps the level its last write left (a
+    /// request's deferred writes leave NORMAL), and every write that must
+    /// reach the disk on its own sets FULL again first: an audit event
+    /// outside a request, and a checkpoint kept in the database.
+    #[test]
+    fn a_durable_write_after_deferred_ones_syncs_the_log() {
+        let (dir, store, sink, custodian) = writer_fixture();
+        let subject = SubjectId::random();
+        for _ in 0..2 {
+            deferred_request(&store, &custodian);
+            assert_eq!(writer_level(&store), 1, "deferred writes leave NORMAL");
+            custodian
+                .consents()
+                .grant::<crate::purpose::Newsletter>(subject)
+                .unwrap();
+            assert_eq!(writer_level(&store), 2, "an event on its own is synced");
+        }
+        deferred_request(&store, &custodian);
+        assert_eq!(writer_level(&store), 1, "deferred writes leave NORMAL");
+        keep_checkpoint(&store, &sink);
         assert_eq!(writer_level(&store), 2, "a kept checkpoint is synced");
+        drop((custodian, sink, store));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A2 plants a `pp_checkpoints` row of a later sequence number, so that
+    /// the upsert of the real checkpoint changes nothing. Its commit must
+    /// still append to the log at `synchronous = FULL` (and so sync the
+    /// requests' deferred writes before the checkpoint leaves the
+    /// database): a commit that changes no page syncs nothing.
+    #[test]
+    fn a2_a_checkpoint_under_a_planted_later_one_still_syncs_the_log() {
+        let (dir, store, sink, custodian) = writer_fixture();
+        let (stream, _) = sink.checkpoint();
+        store.with_connection(|conn| {
+            conn.execute(
+                "INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES (?1, ?2, 'planted')",
+                params![stream.to_string(), i64::MAX],
+            )
+            .unwrap();
+        });
+        deferred_request(&store, &custodian);
+        let wal = dir.join("db.sqlite-wal");
+        let before = std::fs::metadata(&wal).unwrap().len();
+        keep_checkpoint(&store, &sink);
+        assert_eq!(writer_level(&store), 2, "a kept checkpoint is synced");
+        assert!(
+            std::fs::metadata(&wal).unwrap().len() > before,
+            "the checkpoint's commit appended nothing to the log, so it synced nothing"
+        );
+        let planted: String = store.with_connection(|conn| {
+            conn.query_row("SELECT checkpoint FROM pp_checkpoints", [], |r| r.get(0))
+                .unwrap()
+        });
+        assert_eq!(
+            planted, "planted",
+            "an older checkpoint never replaces a later one"
+        );
         drop((custodian, sink, store));
         std::fs::remove_dir_all(&dir).unwrap();
     }
