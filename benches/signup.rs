@@ -8,7 +8,9 @@
 //! (with `PP_TEST_PG` set to a PostgreSQL server's `host=… port=… user=…`,
 //! e.g. inside `scripts/test`'s cluster, the same on PostgreSQL with
 //! `synchronous_commit = on`; with `PP_BENCH_CHECKPOINT_EVERY=N`, a
-//! checkpoint every N events instead)
+//! checkpoint every N events instead; with `PP_BENCH_LATENCY=N`, each
+//! group then also prints the spread of N sign-ups timed one by one, of the
+//! baseline and of `one_commit`)
 //!
 //! A sign-up: the email's lookup token is looked up in the `customers`
 //! index (refused if taken), the four fields — name, email, postal address,
@@ -184,19 +186,19 @@ const VARIANTS: [Variant; 4] = [
     ("one_commit", one_commit),
 ];
 
-/// Measures each variant on a database of its own, created empty by
-/// `database(variant)` (a URL; `None`: skip the group), so that none runs
-/// on the rows another left.
-fn compare(c: &mut Criterion, name: &str, database: impl Fn(&str) -> Option<String>, table: &str) {
-    let mut g = c.benchmark_group(name);
-    g.sample_size(20);
-    for (variant, sign_up) in VARIANTS {
-        let Some(url) = database(variant) else {
-            return;
-        };
-        // The shop's configuration: a checkpoint every 100 events unless
-        // `PP_BENCH_CHECKPOINT_EVERY` says otherwise.
-        let checkpoints = scratch(&format!("{name}-{variant}-checkpoints"));
+/// A shop on a durable store of its own: the store with the shop's
+/// `customers` table, a custodian over it, and where its checkpoints go.
+struct Shop {
+    custodian: Custodian,
+    store: Store,
+    guard: privacy_pledge::store::CheckpointGuard,
+    checkpoints: PathBuf,
+}
+
+impl Shop {
+    /// The shop's configuration: a checkpoint every 100 events unless
+    /// `PP_BENCH_CHECKPOINT_EVERY` says otherwise.
+    fn open(url: String, table: &str, checkpoints: PathBuf) -> Shop {
         let mut config = StoreConfig::new(url, &checkpoints);
         if let Some(every) = std::env::var("PP_BENCH_CHECKPOINT_EVERY")
             .ok()
@@ -208,11 +210,82 @@ fn compare(c: &mut Criterion, name: &str, database: impl Fn(&str) -> Option<Stri
         store.batch(table).unwrap();
         let builder = Custodian::builder().keyring(Keyring::generate().unwrap());
         let (custodian, guard) = store.custodian(builder).unwrap();
-        g.bench_function(variant, |b| b.iter(|| sign_up(&custodian, &store)));
-        drop((guard, custodian, store));
-        let _ = std::fs::remove_dir_all(checkpoints);
+        Shop {
+            custodian,
+            store,
+            guard,
+            checkpoints,
+        }
+    }
+
+    fn close(self) {
+        drop((self.guard, self.custodian, self.store));
+        let _ = std::fs::remove_dir_all(self.checkpoints);
+    }
+}
+
+/// Measures each variant on a database of its own, created empty by
+/// `database(variant)` (a URL; `None`: skip the group), so that none runs
+/// on the rows another left.
+fn compare(c: &mut Criterion, name: &str, database: impl Fn(&str) -> Option<String>, table: &str) {
+    let mut g = c.benchmark_group(name);
+    g.sample_size(20);
+    for (variant, sign_up) in VARIANTS {
+        let Some(url) = database(variant) else {
+            return;
+        };
+        let shop = Shop::open(
+            url,
+            table,
+            scratch(&format!("{name}-{variant}-checkpoints")),
+        );
+        g.bench_function(variant, |b| {
+            b.iter(|| sign_up(&shop.custodian, &shop.store))
+        });
+        shop.close();
     }
     g.finish();
+    latency(name, database, table);
+}
+
+/// With `PP_BENCH_LATENCY=N`: after the group, N sign-ups of the baseline
+/// and of `one_commit`, each on a fresh database of its own, timed one by
+/// one, and their spread printed (criterion reports the mean; a sign-up
+/// that also runs SQLite's WAL checkpoint, or saves a signed checkpoint,
+/// takes far longer than the median one).
+fn latency(name: &str, database: impl Fn(&str) -> Option<String>, table: &str) {
+    let Some(n) = std::env::var("PP_BENCH_LATENCY")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0)
+    else {
+        return;
+    };
+    for (variant, sign_up) in [VARIANTS[0], VARIANTS[3]] {
+        let Some(url) = database(&format!("{variant}_latency")) else {
+            return;
+        };
+        let shop = Shop::open(url, table, scratch(&format!("{name}-{variant}-latency")));
+        let mut times: Vec<u128> = (0..n)
+            .map(|_| {
+                let start = std::time::Instant::now();
+                sign_up(&shop.custodian, &shop.store);
+                start.elapsed().as_micros()
+            })
+            .collect();
+        shop.close();
+        let mean = times.iter().sum::<u128>() / n as u128;
+        times.sort_unstable();
+        let at = |q: f64| times[((n - 1) as f64 * q) as usize];
+        println!(
+            "{name}/{variant} latency over {n} sign-ups (µs): mean {mean}, p10 {}, p50 {}, p90 {}, p99 {}, max {}",
+            at(0.1),
+            at(0.5),
+            at(0.9),
+            at(0.99),
+            at(1.0)
+        );
+    }
 }
 
 fn scratch(what: &str) -> PathBuf {
