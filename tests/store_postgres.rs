@@ -1382,6 +1382,24 @@ fn a2_a_checkpoint_under_a_planted_later_one_still_flushes_the_log() {
         .consents()
         .grant::<Newsletter>(SubjectId::random())
         .unwrap();
+    // With the planted row gone, the checkpoint is kept as signed, and a
+    // later one replaces it.
+    admin.execute("DELETE FROM pp_checkpoints", &[]).unwrap();
+    for _ in 0..2 {
+        let signed = sink.sign_checkpoint().unwrap();
+        let row = admin
+            .query_one("SELECT seq, checkpoint FROM pp_checkpoints", &[])
+            .unwrap();
+        assert_eq!(row.get::<_, i64>(0) as u64, signed.checkpoint().seq());
+        assert_eq!(
+            row.get::<_, String>(1),
+            serde_json::to_string(&signed).unwrap()
+        );
+        custodian
+            .consents()
+            .grant::<Newsletter>(SubjectId::random())
+            .unwrap();
+    }
     let _ = std::fs::remove_dir_all(dir);
 }
 

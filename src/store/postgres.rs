@@ -170,6 +170,35 @@ fn mark_and_commit(schema: &str) -> String {
     )
 }
 
+/// The statements that keep a signed checkpoint in `pp_checkpoints`, in one
+/// round trip and one (implicit) transaction: the upsert, then a row of
+/// `pp_commit_marks` written and deleted again, committed with a flush.
+///
+/// The upsert leaves the row alone when the table already holds a later
+/// checkpoint (one the operator planted). It still locks that row, which
+/// PostgreSQL logs, so the commit would flush anyway; the mark makes the
+/// flush not hang on that detail (a transaction that writes nothing
+/// commits without one): the events up to the checkpoint are on disk
+/// before it leaves the database. The values go in as [`Literal`]s (hex
+/// digits only) and the sequence number as digits.
+fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
+    let mut sql = format!(
+        "SELECT pg_catalog.set_config('synchronous_commit', 'on', true);
+         INSERT INTO {schema}.pp_checkpoints AS kept (stream, seq, checkpoint) VALUES ("
+    );
+    Literal::text(&mut sql, stream);
+    sql.push_str(&format!(", {seq}, "));
+    Literal::text(&mut sql, json);
+    sql.push_str(&format!(
+        ") ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+             WHERE excluded.seq > kept.seq;
+         INSERT INTO {schema}.pp_commit_marks (slot, n)
+             VALUES (pg_catalog.pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
+         DELETE FROM {schema}.pp_commit_marks WHERE slot = pg_catalog.pg_backend_pid();"
+    ));
+    sql
+}
+
 /// The schema that holds the store's tables, quoted for SQL (asked on a
 /// connection of the store's own, right after the migrations).
 fn tables_schema(client: &mut Client) -> Result<String, StoreError> {
@@ -208,6 +237,8 @@ pub struct PgStore {
     conns: Arc<Conns<Client>>,
     /// `commit_request`'s last statements (see [`mark_and_commit`]).
     mark_and_commit: Arc<str>,
+    /// The schema that holds the store's tables, quoted for SQL.
+    schema: Arc<str>,
 }
 
 impl fmt::Debug for PgStore {
@@ -252,6 +283,7 @@ impl PgStore {
         let schema = tables_schema(&mut writer)?;
         Ok(PgStore {
             mark_and_commit: mark_and_commit(&schema).into(),
+            schema: schema.into(),
             conns: Arc::new(Conns::pooled(writer, pool()?, pool()?)),
         })
     }
@@ -303,6 +335,7 @@ impl PgStore {
         let schema = tables_schema(&mut client)?;
         Ok(PgStore {
             mark_and_commit: mark_and_commit(&schema).into(),
+            schema: schema.into(),
             conns: Arc::new(Conns::single(
                 client,
                 reset,
@@ -670,11 +703,6 @@ struct Prepared {
 
 impl super::stream_sink::sealed::Sealed for PgBatchWriter {}
 
-const UPSERT_CHECKPOINT: &str =
-    "INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($1, $2, $3)
-     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
-     WHERE excluded.seq > pp_checkpoints.seq";
-
 const INSERT_ROWS: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
      SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])";
 
@@ -779,25 +807,17 @@ impl BatchWriter for PgBatchWriter {
         checkpoint: &SignedCheckpoint,
         json: &str,
     ) -> Result<(), AuditError> {
-        let seq = seq_col(checkpoint.checkpoint().seq())?;
-        let mut client = self.store.writer()?;
-        let mut tx = client.transaction().map_err(insert_failed)?;
-        tx.execute(
-            UPSERT_CHECKPOINT,
-            &[&checkpoint.stream().to_string(), &seq, &json],
-        )
-        .map_err(insert_failed)?;
-        // The upsert leaves the row alone when the table already holds a
-        // later checkpoint (one the operator planted). It still locks the
-        // row, which PostgreSQL logs, so the commit flushes; the mark makes
-        // the flush not hang on that detail (a transaction that writes
-        // nothing commits without one): the events up to `checkpoint` are
-        // on disk before it leaves the database.
-        tx.batch_execute(&self.store.mark_and_commit)
-            .map_err(insert_failed)?;
-        // Ended on the server (see `commit_request`).
-        std::mem::forget(tx);
-        Ok(())
+        let sql = keep_checkpoint(
+            &self.store.schema,
+            &checkpoint.stream().to_string(),
+            seq_col(checkpoint.checkpoint().seq())?,
+            json,
+        );
+        self.store
+            .writer()?
+            .simple_query(&sql)
+            .map(drop)
+            .map_err(insert_failed)
     }
 }
 
