@@ -1069,6 +1069,9 @@ impl Custodian {
     /// file ([`DirAnchorStore`](crate::freshness::DirAnchorStore), on Unix).
     /// Nothing anchored is ever lost.
     ///
+    /// Recorded first ([`Action::AnchorCompacted`]): if the audit hook or
+    /// sink fails, the log is left as it was and the error returned.
+    ///
     /// `Err(Error::Anchor)` without an anchor, with one whose store cannot
     /// replace its log ([`AnchorStore::replace`]), or one that does not
     /// verify.
@@ -1098,10 +1101,17 @@ impl Custodian {
     /// ```
     pub fn compact_anchor(&self) -> Result<crate::freshness::AnchorCompaction, Error> {
         crate::reentry::check()?;
-        match &self.anchor {
-            Some(anchor) => anchor.compact(),
-            None => Err(AnchorError::new("no freshness anchor to compact").into()),
-        }
+        let anchor = self
+            .anchor
+            .as_ref()
+            .ok_or_else(|| AnchorError::new("no freshness anchor to compact"))?;
+        self.record(AuditEvent::new(
+            self.now(),
+            SubjectId::from_bytes([0; 16]),
+            Action::AnchorCompacted,
+            RuleId::R7,
+        ))?;
+        anchor.compact()
     }
 
     /// Erases a subject by destroying its data keys (R11): from now on every

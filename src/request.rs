@@ -144,7 +144,8 @@ fn leaves_process(action: Action) -> bool {
         | Action::ConsentGranted
         | Action::ConsentWithdrawn
         | Action::ConsentRestored
-        | Action::KeysRotated => true,
+        | Action::KeysRotated
+        | Action::AnchorCompacted => true,
         Action::Collect
         | Action::Access
         | Action::Repurpose

@@ -455,6 +455,67 @@ fn a5_compaction_beside_running_processes_loses_no_grant() {
     );
 }
 
+/// A sink that refuses while `fail` is set, and keeps what it took.
+#[derive(Default)]
+struct Switch {
+    fail: AtomicBool,
+    stored: privacy_pledge::audit::MemoryAuditLog,
+}
+
+impl privacy_pledge::audit::AuditSink for Switch {
+    fn record(
+        &self,
+        event: &privacy_pledge::audit::AuditEvent,
+    ) -> Result<(), privacy_pledge::audit::AuditError> {
+        if self.fail.load(Ordering::SeqCst) {
+            return Err(privacy_pledge::audit::AuditError::new("disk full"));
+        }
+        self.stored.record(event)
+    }
+}
+
+/// A4 (the auditor reading the trail): a compaction, which drops the
+/// anchor's history, is in the trail, recorded before the log is replaced;
+/// and a failing sink (R10) stops it, the log left as it was.
+#[test]
+fn a4_a_compaction_is_recorded_first_and_a_failing_sink_stops_it() {
+    use privacy_pledge::audit::Action;
+    let sink = Arc::new(Switch::default());
+    let custodian = Custodian::builder()
+        .keyring(keyring())
+        .audit(sink.clone())
+        .consent_store(MemoryConsentStore::new())
+        .freshness_anchor(MemoryAnchorStore::new())
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    for _ in 0..5 {
+        custodian.consents().grant::<Newsletter>(ada).unwrap();
+        custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+    }
+    sink.fail.store(true, Ordering::SeqCst);
+    assert!(matches!(custodian.compact_anchor(), Err(Error::Audit(_))));
+    sink.fail.store(false, Ordering::SeqCst);
+    let compacted = |events: &[privacy_pledge::audit::AuditEvent]| {
+        events
+            .iter()
+            .filter(|e| e.action() == Action::AnchorCompacted)
+            .count()
+    };
+    assert_eq!(sink.stored.with_events(compacted), 0);
+    let done = custodian.compact_anchor().unwrap();
+    assert_eq!(
+        (done.lines_before(), done.lines_after()),
+        (10, 1),
+        "the refused compaction left the log as it was"
+    );
+    let last = sink.stored.events().pop().unwrap();
+    assert_eq!(last.action(), Action::AnchorCompacted);
+    assert_eq!(last.subject(), SubjectId::from_bytes([0; 16]));
+    assert_eq!(sink.stored.with_events(compacted), 1);
+    assert!(!custodian.consents().is_granted::<Newsletter>(ada));
+}
+
 /// A process whose log was replaced (compacted) under it appends nothing,
 /// even where the new log happens to be exactly as long as the old one it
 /// read: the append names the log's epoch, and the new file has another.

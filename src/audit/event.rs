@@ -49,11 +49,17 @@ pub enum Action {
     /// subjects' data included (R11; not about one subject: the all-zero
     /// id). Recorded when the rotation starts, before any key changes.
     KeysRotated = 14,
+    /// The freshness anchor's log was rewritten as the state it holds
+    /// ([`Custodian::compact_anchor`](crate::Custodian::compact_anchor)):
+    /// every anchored consent and erasure kept, their history dropped (not
+    /// about one subject: the all-zero id). Recorded before the log is
+    /// replaced.
+    AnchorCompacted = 15,
 }
 
 impl Action {
     /// Every action, in code order.
-    pub const ALL: [Action; 13] = [
+    pub const ALL: [Action; 14] = [
         Action::Collect,
         Action::Access,
         Action::Disclose,
@@ -67,6 +73,7 @@ impl Action {
         Action::Report,
         Action::ConsentRestored,
         Action::KeysRotated,
+        Action::AnchorCompacted,
     ];
 
     pub(crate) const fn code(self) -> u8 {
@@ -367,7 +374,8 @@ mod tests {
             | Action::Erase
             | Action::Report
             | Action::ConsentRestored
-            | Action::KeysRotated => Action::ALL.iter().filter(|b| **b == a).count(),
+            | Action::KeysRotated
+            | Action::AnchorCompacted => Action::ALL.iter().filter(|b| **b == a).count(),
         };
         for a in Action::ALL {
             assert_eq!(listed(a), 1, "{a:?}");
