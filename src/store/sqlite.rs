@@ -990,11 +990,10 @@ impl BatchWriter for SqliteBatchWriter {
             .and_then(|mut st| st.execute(params![checkpoint.stream().to_string(), seq, json]))
             .map_err(insert_failed)?;
         // The upsert leaves the row alone when the table already holds a
-        // later checkpoint (one the operator planted, or one an earlier,
-        // deferred batch carried), and a commit that changes no page does
-        // not sync the log: the mark makes this commit sync it, so the
-        // events up to `checkpoint` are on disk before it leaves the
-        // database.
+        // checkpoint as late (one the operator planted), and a commit that
+        // changes no page does not sync the log: the mark makes this commit
+        // sync it, so the events up to `checkpoint` are on disk before it
+        // leaves the database.
         let marked = tx
             .prepare_cached(COMMIT_MARK)
             .and_then(|mut st| st.execute([]))
