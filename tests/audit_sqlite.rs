@@ -700,6 +700,20 @@ fn no_event_carries_a_personal_value() {
         .unwrap();
     let trail = restarted.verify_trail(log.inner().events()).unwrap();
     restarted.consents().restore(&trail).unwrap();
+    // A custodian whose consents are anchored compacts the anchor.
+    let anchored = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(log.clone())
+        .audit_key(AuditKey::from_bytes([7; 32]))
+        .consent_store(privacy_pledge::consent::MemoryConsentStore::new())
+        .freshness_anchor(privacy_pledge::freshness::MemoryAnchorStore::new())
+        .build()
+        .unwrap();
+    anchored
+        .consents()
+        .grant::<Promotion>(SubjectId::from(0x5eee))
+        .unwrap();
+    anchored.compact_anchor().unwrap();
 
     let events = log.inner().events();
     let seen: BTreeSet<u8> = events.iter().map(|e| e.action() as u8).collect();

@@ -1288,14 +1288,7 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
             )
             .map(|sealed| (sealed, WRITTEN.with(|w| w.borrow().clone())))
             .unwrap();
-        let flushed: bool = admin
-            .query_one(
-                "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
-                &[&written],
-            )
-            .unwrap()
-            .get(0);
-        assert!(flushed, "the log up to {written} is not flushed on return");
+        assert_flushed(&mut admin, &written);
     }
     // The marks that forced the flushes leave no rows behind.
     let marks: i64 = admin
@@ -1304,6 +1297,18 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
         .get(0);
     assert_eq!(marks, 0);
     thread_local!(static WRITTEN: std::cell::RefCell<String> = Default::default());
+}
+
+/// Asserts the server's log is flushed at least up to `written` (an LSN).
+fn assert_flushed(admin: &mut postgres::Client, written: &str) {
+    let flushed: bool = admin
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+            &[&written],
+        )
+        .unwrap()
+        .get(0);
+    assert!(flushed, "the log up to {written} is not flushed on return");
 }
 
 /// A2 plants a `pp_checkpoints` row of a later sequence number, so the
@@ -1360,14 +1365,7 @@ fn a2_a_checkpoint_under_a_planted_later_one_still_flushes_the_log() {
         .unwrap()
         .get(0);
     sink.sign_checkpoint().unwrap();
-    let flushed: bool = admin
-        .query_one(
-            "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
-            &[&written],
-        )
-        .unwrap()
-        .get(0);
-    assert!(flushed, "the log up to {written} is not flushed on return");
+    assert_flushed(&mut admin, &written);
     let kept: String = admin
         .query_one("SELECT checkpoint FROM pp_checkpoints", &[])
         .unwrap()

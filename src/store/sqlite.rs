@@ -231,6 +231,23 @@ ALTER TABLE pp_subject_pseudonyms_6 RENAME TO pp_subject_pseudonyms;
 const COMMIT_MARK: &str = "INSERT INTO main.pp_commit_marks (slot, n) VALUES (0, 1)
      ON CONFLICT (slot) DO UPDATE SET n = n + 1";
 
+/// Bumps the commit mark in `tx` (see [`COMMIT_MARK`]), so its commit syncs
+/// the log; `what` names the caller in the error if the mark was not
+/// written (a trigger host SQL left on `pp_commit_marks`).
+fn mark_commit(tx: &rusqlite::Transaction<'_>, what: &str) -> Result<(), StoreError> {
+    let marked = tx
+        .prepare_cached(COMMIT_MARK)
+        .and_then(|mut st| st.execute([]))
+        .map_err(db_err)?;
+    if marked == 1 {
+        Ok(())
+    } else {
+        Err(StoreError::Database(format!(
+            "{what}: the commit mark was not written (a trigger on pp_commit_marks?)"
+        )))
+    }
+}
+
 /// The schema version this crate writes (the number of migrations).
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 
@@ -699,17 +716,7 @@ impl SqliteStore {
                 )
                 .into());
             }
-            let marked = tx
-                .prepare_cached(COMMIT_MARK)
-                .and_then(|mut st| st.execute([]))
-                .map_err(db_err)?;
-            if marked != 1 {
-                return Err(StoreError::Database(
-                    "commit_request: the commit mark was not written (a trigger on pp_commit_marks?)"
-                        .into(),
-                )
-                .into());
-            }
+            mark_commit(&tx, "commit_request")?;
             tx.commit().map_err(db_err)?;
             Ok(())
         })
@@ -994,15 +1001,7 @@ impl BatchWriter for SqliteBatchWriter {
         // changes no page does not sync the log: the mark makes this commit
         // sync it, so the events up to `checkpoint` are on disk before it
         // leaves the database.
-        let marked = tx
-            .prepare_cached(COMMIT_MARK)
-            .and_then(|mut st| st.execute([]))
-            .map_err(insert_failed)?;
-        if marked != 1 {
-            return Err(AuditError::new(
-                "checkpoint: the commit mark was not written (a trigger on pp_commit_marks?)",
-            ));
-        }
+        mark_commit(&tx, "checkpoint").map_err(|e| AuditError::new(e.to_string()))?;
         tx.commit().map_err(insert_failed)
     }
 }
