@@ -10,9 +10,10 @@
 //! per-subject advisory lock, so an erasure and a new key for the same
 //! subject never interleave across processes; a consent row is
 //! replaced only by one of a later version. `pp_commit_marks (slot, n)`
-//! stays empty here: [`PgStore::commit_request`]'s last transaction writes
-//! a row and deletes it again, so that its commit writes to the log and
-//! therefore flushes it (PostgreSQL flushes at a commit only a transaction
+//! stays empty here: [`PgStore::commit_request`]'s last transaction, and
+//! the one that keeps a sink's checkpoint in `pp_checkpoints`, write a row
+//! and delete it again, so that their commits write to the log and
+//! therefore flush it (PostgreSQL flushes at a commit only a transaction
 //! that wrote to the log).
 //!
 //! The client is the synchronous [`postgres`] crate: the crate's traits are

@@ -39,7 +39,7 @@
 //! | `pp_consents (subject, purpose, version, record)` | consent rows (JSON of a [`ConsentRecord`], authenticated by the custodian) |
 //! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`](crate::audit::CheckpointStore) outside the database |
 //! | `pp_kek_state (id, floor, claimed, claimed_at, renewed_at)` | one row: the key-encryption-key [`KekState`] rotations share; a key wrapped under a version below `floor` is refused |
-//! | `pp_commit_marks (slot, n)` | a counter [`SqliteStore::commit_request`] bumps in its last transaction, so its commit always syncs the log |
+//! | `pp_commit_marks (slot, n)` | a counter [`SqliteStore::commit_request`] bumps in its last transaction, and the sink's checkpoint in the transaction that keeps it in `pp_checkpoints`, so their commits always sync the log |
 //!
 //! The trail has no index by `subject` (since schema version 6): nothing of
 //! the crate reads it by subject — a [report](crate::Custodian::subject_report)
