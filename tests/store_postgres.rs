@@ -1401,6 +1401,110 @@ fn a2_a_checkpoint_under_a_planted_later_one_still_flushes_the_log() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A2 plants a trigger on `pp_commit_marks` that skips the mark's insert,
+/// or its delete: a transaction that then writes nothing else would commit
+/// without flushing the log, so the scope's events (committed without
+/// waiting) could be lost to a power cut after the host's write was
+/// answered. The store refuses instead: `commit_request` and
+/// `sign_checkpoint` fail, nothing of theirs is committed, and the
+/// connections are usable once the trigger is gone.
+#[test]
+fn a2_a_trigger_that_skips_the_commit_mark_refuses_the_commit() {
+    let Some(db) = database("skipped_mark") else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("pp-skipped-mark-{}", SubjectId::random()));
+    let store = PgStore::connect(&db).unwrap();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring().audit_key())
+            .unwrap()
+            .with_checkpoints(
+                keyring().checkpoint_signer().unwrap(),
+                DirCheckpointStore::new(&dir).unwrap(),
+                1_000_000,
+            ),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring())
+        .key_store(store.key_store())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "CREATE TABLE orders (subject TEXT NOT NULL);
+             CREATE FUNCTION pp_skip() RETURNS trigger LANGUAGE plpgsql
+                 AS 'BEGIN RETURN NULL; END';",
+        )
+        .unwrap();
+    let sign_up = |write: bool| {
+        let ada = SubjectId::random();
+        store.commit_request(
+            &custodian,
+            || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+            |tx, _| {
+                if write {
+                    tx.execute(
+                        "INSERT INTO orders (subject) VALUES ($1)",
+                        &[&ada.to_string()],
+                    )?;
+                }
+                Ok(())
+            },
+        )
+    };
+    for skipped in ["INSERT", "DELETE"] {
+        admin
+            .batch_execute(&format!(
+                "CREATE TRIGGER pp_skip BEFORE {skipped} ON pp_commit_marks
+                     FOR EACH ROW EXECUTE FUNCTION pp_skip()"
+            ))
+            .unwrap();
+        for write in [false, true] {
+            let refused = sign_up(write).expect_err("a commit without its mark");
+            assert!(
+                refused.to_string().contains("commit mark"),
+                "{skipped}: {refused}"
+            );
+        }
+        let refused = sink
+            .sign_checkpoint()
+            .expect_err("a checkpoint without its mark");
+        assert!(refused.to_string().contains("commit mark"), "{refused}");
+        let left: (i64, i64, i64) = {
+            let mut count = |table: &str| -> i64 {
+                admin
+                    .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+                    .unwrap()
+                    .get(0)
+            };
+            (
+                count("orders"),
+                count("pp_checkpoints"),
+                count("pp_commit_marks"),
+            )
+        };
+        assert_eq!(
+            left,
+            (0, 0, 0),
+            "{skipped}: nothing of a refused commit stays"
+        );
+        admin
+            .batch_execute("DROP TRIGGER pp_skip ON pp_commit_marks")
+            .unwrap();
+        // The pooled and the writer's connections are not left in a failed
+        // transaction.
+        sign_up(true).unwrap();
+        sink.sign_checkpoint().unwrap();
+        admin
+            .batch_execute("DELETE FROM orders; DELETE FROM pp_checkpoints")
+            .unwrap();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// `KeyStore::insert_noting` on the PostgreSQL store (one statement).
 #[test]
 fn a5_a_key_and_its_lookup_notes_are_one_write_on_postgres() {

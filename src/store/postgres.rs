@@ -149,7 +149,7 @@ CREATE TABLE pp_commit_marks (
 /// The end of `commit_request`'s transaction, in one round trip: a row of
 /// `pp_commit_marks` written and deleted again (keyed by the connection's
 /// server process, so no other transaction ever sees or waits for it, and
-/// the table stays empty), then COMMIT. PostgreSQL flushes the log at a
+/// the table stays empty; see [`commit_mark`]), then COMMIT. PostgreSQL flushes the log at a
 /// commit only if the transaction wrote to it — an id alone
 /// (`txid_current()`) commits without a flush — and this commit is the one
 /// that must make the scope's unflushed commits durable, whatever the
@@ -164,16 +164,36 @@ CREATE TABLE pp_commit_marks (
 fn mark_and_commit(schema: &str) -> String {
     format!(
         "SET LOCAL synchronous_commit = on;
-         INSERT INTO {schema}.pp_commit_marks (slot, n)
+         {}
+         COMMIT",
+        commit_mark(schema)
+    )
+}
+
+/// A row of `pp_commit_marks` written and deleted again, then checked: if
+/// the delete found no row (a trigger of the operator's skipped the
+/// insert or the delete), the statement fails and the transaction with
+/// it, so no commit that was to flush the log goes through without
+/// writing to it. (`CASE` evaluates its `ELSE` only when taken; the cast
+/// of the non-constant text is what raises the error, named in its
+/// message.)
+fn commit_mark(schema: &str) -> String {
+    format!(
+        "INSERT INTO {schema}.pp_commit_marks (slot, n)
              VALUES (pg_catalog.pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
-         DELETE FROM {schema}.pp_commit_marks WHERE slot = pg_catalog.pg_backend_pid();
-         COMMIT"
+         WITH mark AS (
+             DELETE FROM {schema}.pp_commit_marks WHERE slot = pg_catalog.pg_backend_pid()
+             RETURNING slot)
+         SELECT CASE WHEN pg_catalog.count(*) = 1 THEN 0
+             ELSE ('the commit mark was not written: ' || pg_catalog.count(*) || ' rows')::int4
+             END FROM mark;"
     )
 }
 
 /// The statements that keep a signed checkpoint in `pp_checkpoints`, in one
 /// round trip and one (implicit) transaction: the upsert, then a row of
-/// `pp_commit_marks` written and deleted again, committed with a flush.
+/// `pp_commit_marks` written and deleted again ([`commit_mark`]), committed
+/// with a flush.
 ///
 /// The upsert leaves the row alone when the table already holds a later
 /// checkpoint (one the operator planted). It still locks that row, which
@@ -190,13 +210,12 @@ fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
     Literal::text(&mut sql, stream);
     sql.push_str(&format!(", {seq}, "));
     Literal::text(&mut sql, json);
-    sql.push_str(&format!(
+    sql.push_str(
         ") ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
              WHERE excluded.seq > kept.seq;
-         INSERT INTO {schema}.pp_commit_marks (slot, n)
-             VALUES (pg_catalog.pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
-         DELETE FROM {schema}.pp_commit_marks WHERE slot = pg_catalog.pg_backend_pid();"
-    ));
+         ",
+    );
+    sql.push_str(&commit_mark(schema));
     sql
 }
 
