@@ -1170,6 +1170,46 @@ fn a1_the_custodian_inside_with_client_on_an_exhausted_pool_is_refused() {
     assert!(store.trail().is_ok());
 }
 
+/// The key store's statements are prepared once per connection. A2 (the
+/// operator) changes a column's type under a running store, so the plan a
+/// connection prepared no longer fits: the store prepares it anew and
+/// answers as before. A read-only store, whose connection prepared
+/// nothing when it opened, prepares at first use and reads the same keys.
+#[test]
+fn a2_prepared_key_statements_survive_a_changed_table_and_a_fresh_connection() {
+    use privacy_pledge::crypto::{KeyStore, StoredKey, SubjectKeys, Wrapped};
+    let Some(db) = database("prepared_keys") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let keys = store.key_store();
+    let key = |generation: u32, uses: u64| StoredKey {
+        generation,
+        wrapped: Wrapped {
+            kek_version: 1,
+            bytes: (0..=255).collect(),
+        },
+        uses,
+    };
+    let ada = SubjectId::random();
+    keys.insert(ada, key(0, 3)).unwrap();
+    assert_eq!(keys.load(ada).unwrap(), SubjectKeys::Live(vec![key(0, 3)]));
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute("ALTER TABLE pp_subject_keys ALTER COLUMN uses TYPE numeric")
+        .unwrap();
+    assert_eq!(keys.load(ada).unwrap(), SubjectKeys::Live(vec![key(0, 3)]));
+    keys.insert(ada, key(1, u64::from(u32::MAX) + 1)).unwrap();
+    let both = SubjectKeys::Live(vec![key(0, 3), key(1, u64::from(u32::MAX) + 1)]);
+    assert_eq!(keys.load(ada).unwrap(), both);
+    let read_only = PgStore::connect_read_only(&db).unwrap().key_store();
+    assert_eq!(read_only.load(ada).unwrap(), both);
+    assert_eq!(
+        read_only.load(SubjectId::random()).unwrap(),
+        SubjectKeys::Absent
+    );
+}
+
 /// The PostgreSQL key store's insert (its checks and write in one
 /// statement after the subject's lock): a key under a version below the
 /// floor is refused with `BelowFloor`, a second key of one generation and

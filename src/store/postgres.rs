@@ -294,9 +294,17 @@ impl PgStore {
     pub fn connect_with(params: &str, options: PoolOptions) -> Result<Self, StoreError> {
         let mut writer = Client::connect(params, NoTls).map_err(db_err)?;
         migrate(&mut writer)?;
-        let pool = || {
+        // The store's own connections prepare the key store's statements
+        // at once (see `Named`); the host's prepare nothing of the store's.
+        let pool = |own: bool| {
             (0..options.size())
-                .map(|_| Client::connect(params, NoTls).map_err(db_err))
+                .map(|_| {
+                    let mut client = Client::connect(params, NoTls).map_err(db_err)?;
+                    if own {
+                        Named::prepare_all(&mut client).map_err(db_err)?;
+                    }
+                    Ok::<_, StoreError>(client)
+                })
                 .collect::<Result<Vec<_>, _>>()
                 .map(|conns| Pool::new(conns, reset, options.timeout()))
         };
@@ -304,7 +312,7 @@ impl PgStore {
         Ok(PgStore {
             mark_and_commit: mark_and_commit(&schema).into(),
             schema: schema.into(),
-            conns: Arc::new(Conns::pooled(writer, pool()?, pool()?)),
+            conns: Arc::new(Conns::pooled(writer, pool(true)?, pool(false)?)),
         })
     }
 
@@ -915,15 +923,140 @@ impl Literal {
     }
 }
 
-/// Runs `statement` holding the subject's advisory lock, in one round trip,
-/// and returns its rows (as text).
+/// A statement the key store prepares by name (SQL `PREPARE`) on the
+/// store's own connections, which host code is never lent: each is
+/// prepared when its connection opens (or, failing that, at its first
+/// use), and every use only `EXECUTE`s it, in one simple-protocol round
+/// trip, with no parsing or planning. Its values go in as the `EXECUTE`'s
+/// arguments: [`Literal`]s, digits, and subject ids (hex digits by
+/// construction).
+struct Named {
+    /// The statement's name, as the `EXECUTE`s name it.
+    name: &'static str,
+    /// `PREPARE name (…) AS …`.
+    definition: &'static str,
+}
+
+impl Named {
+    /// Prepares every statement of the key store's on `client`.
+    fn prepare_all(client: &mut Client) -> Result<(), postgres::Error> {
+        client.batch_execute(
+            &[KEYS_OF, INSERT_KEY, NOTE]
+                .map(|n| n.definition)
+                .join(";\n"),
+        )
+    }
+
+    /// Runs `sql`, which executes this statement, on `client`. If the
+    /// connection has not prepared it yet (`26000`), it is prepared and
+    /// `sql` run again; if its plan no longer fits the tables (`0A000`,
+    /// after a migration changed a column), it is prepared anew and run
+    /// again. Nothing of a failed run is committed: a simple-protocol
+    /// query is one transaction.
+    fn run(
+        &self,
+        client: &mut Client,
+        sql: &str,
+    ) -> Result<Vec<postgres::SimpleQueryMessage>, postgres::Error> {
+        use postgres::error::SqlState;
+        let err = match client.simple_query(sql) {
+            Err(e) => e,
+            ok => return ok,
+        };
+        if err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) {
+            client.batch_execute(self.definition)?;
+        } else if err.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
+            client.batch_execute(&format!("DEALLOCATE {}; {}", self.name, self.definition))?;
+        } else {
+            return Err(err);
+        }
+        client.simple_query(sql)
+    }
+}
+
+/// The subject's tombstone if there is one, else every key (no row: no
+/// key), in one statement and so one snapshot; the wrapped key as hex.
+const KEYS_OF: Named = Named {
+    name: "pp_keys_of",
+    definition: "PREPARE pp_keys_of (text) AS
+         SELECT e.erased_at, k.generation, k.kek_version, encode(k.wrapped, 'hex'), k.uses
+         FROM (SELECT $1 AS subject) q
+         LEFT JOIN pp_erased_subjects e ON e.subject = q.subject
+         LEFT JOIN pp_subject_keys k ON k.subject = q.subject AND e.subject IS NULL
+         ORDER BY k.generation",
+};
+
+/// A new key (subject, generation, KEK version, wrapped, uses) and the
+/// tokens noted with it, unless the subject is erased or the KEK version
+/// is below the floor (share-locked against a swap until the transaction
+/// ends); answers whether the subject is erased, the floor, and how many
+/// keys were inserted (0: the generation exists).
+const INSERT_KEY: Named = Named {
+    name: "pp_insert_key",
+    definition: "PREPARE pp_insert_key (text, bigint, bigint, bytea, bigint, text[]) AS
+         WITH state AS (
+             SELECT (SELECT erased_at FROM pp_erased_subjects WHERE subject = $1) AS erased,
+                    (SELECT floor FROM pp_kek_state WHERE id = 1 FOR SHARE) AS floor),
+         inserted AS (
+             INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
+             SELECT $1, $2, $3, $4, $5 FROM state
+             WHERE erased IS NULL AND floor IS NOT NULL AND floor <= $3
+             ON CONFLICT DO NOTHING RETURNING 1),
+         noted AS (
+             INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
+             SELECT $1, v.p FROM unnest($6) v(p)
+             WHERE EXISTS (SELECT 1 FROM inserted)
+             ON CONFLICT DO NOTHING)
+         SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state",
+};
+
+/// A token (subject, note) noted for an erasure receipt unless the subject
+/// is erased; answers whether it is.
+const NOTE: Named = Named {
+    name: "pp_note",
+    definition: "PREPARE pp_note (text, text) AS
+         WITH erased AS (SELECT 1 FROM pp_erased_subjects WHERE subject = $1),
+         noted AS (
+             INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
+             SELECT $1, $2 WHERE NOT EXISTS (SELECT 1 FROM erased)
+             ON CONFLICT DO NOTHING)
+         SELECT EXISTS (SELECT 1 FROM erased)",
+};
+
+/// The rows of a simple-protocol answer.
+fn simple_rows(messages: Vec<postgres::SimpleQueryMessage>) -> Vec<postgres::SimpleQueryRow> {
+    messages
+        .into_iter()
+        .filter_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Bytes from lowercase hex digits (`encode(…, 'hex')`), or `None`.
+fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
+    let digits = hex.as_bytes();
+    if !digits.len().is_multiple_of(2) {
+        return None;
+    }
+    digits
+        .chunks_exact(2)
+        .map(|pair| {
+            Some((crate::subject::hex_nibble(pair[0])? << 4) | crate::subject::hex_nibble(pair[1])?)
+        })
+        .collect()
+}
+
+/// Runs `statement` (an `EXECUTE` of `named`) holding the subject's
+/// advisory lock, in one round trip, and returns its rows (as text).
 ///
 /// The lock and the statement go as one simple-protocol query, which
 /// PostgreSQL runs as one implicit transaction: the lock is held until it
 /// ends; in read committed each statement takes its own snapshot, so
 /// `statement` sees every change committed before the lock was granted; an
-/// error in either rolls back both. The statement has no parameters: its
-/// values are [`Literal`]s and the subject's id, which is hex digits by
+/// error in either rolls back both. The `EXECUTE`'s arguments are
+/// [`Literal`]s, digits and the subject's id, which is hex digits by
 /// construction (`SubjectId`'s `Display`).
 ///
 /// Inside a request scope whose audit commit goes to this database (see
@@ -934,6 +1067,7 @@ impl Literal {
 fn locked_statement(
     store: &PgStore,
     subject: SubjectId,
+    named: &Named,
     statement: &str,
 ) -> Result<Vec<postgres::SimpleQueryRow>, KeyStoreError> {
     let deferred = if crate::request::durability_deferred(store.database_id()) {
@@ -944,7 +1078,7 @@ fn locked_statement(
     let sql = format!(
         "SELECT pg_advisory_xact_lock(hashtextextended('{subject}', 0)){deferred};\n{statement}"
     );
-    let messages = store.lock()?.simple_query(&sql).map_err(backend)?;
+    let messages = named.run(&mut *store.lock()?, &sql).map_err(backend)?;
     // The rows between the first statement's completion and the second's.
     let mut completed = 0;
     let mut rows = Vec::new();
@@ -1076,38 +1210,42 @@ impl KeyStore for PgKeyStore {
     }
 
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
-        let s = subject.to_string();
         // One statement, so one snapshot and one round trip: the tombstone
-        // if there is one, else every key (no row: no key).
-        let rows = self
-            .store
-            .lock()?
-            .query_typed(
-                "SELECT e.erased_at, k.generation, k.kek_version, k.wrapped, k.uses
-                 FROM (SELECT $1::text AS subject) q
-                 LEFT JOIN pp_erased_subjects e ON e.subject = q.subject
-                 LEFT JOIN pp_subject_keys k ON k.subject = q.subject AND e.subject IS NULL
-                 ORDER BY k.generation",
-                &[(&s, Type::TEXT)],
+        // if there is one, else every key (no row: no key). Prepared once
+        // per connection (see `Named`), so not parsed and planned anew.
+        let messages = KEYS_OF
+            .run(
+                &mut *self.store.lock()?,
+                &format!("EXECUTE pp_keys_of('{subject}')"),
             )
             .map_err(backend)?;
-        if let Some(at) = rows.first().and_then(|r| r.get::<_, Option<i64>>(0)) {
+        let rows = simple_rows(messages);
+        if let Some(at) = rows
+            .first()
+            .map(|r| text_int(text_col(r, 0)?))
+            .transpose()?
+            .flatten()
+        {
             return Ok(SubjectKeys::Erased {
                 at: Timestamp::from_unix_nanos(u64_col(at, "erased_at")?),
             });
         }
         let mut keys = Vec::with_capacity(rows.len());
         for r in &rows {
-            let Some(generation) = r.get::<_, Option<i64>>(1) else {
+            let Some(generation) = text_int(text_col(r, 1)?)? else {
                 continue;
             };
+            let int = |i| text_int(text_col(r, i)?)?.ok_or_else(|| backend("expected a number"));
+            let wrapped = text_col(r, 3)?
+                .and_then(hex_bytes)
+                .ok_or_else(|| backend("expected hex digits"))?;
             keys.push(StoredKey {
                 generation: u32_col(generation, "generation")?,
                 wrapped: Wrapped {
-                    kek_version: u32_col(r.get(2), "kek_version")?,
-                    bytes: r.get(3),
+                    kek_version: u32_col(int(2)?, "kek_version")?,
+                    bytes: wrapped,
                 },
-                uses: u64_col(r.get(4), "uses")?,
+                uses: u64_col(int(4)?, "uses")?,
             });
         }
         Ok(if keys.is_empty() {
@@ -1129,48 +1267,24 @@ impl KeyStore for PgKeyStore {
         tokens: &[LookupRef],
     ) -> Result<bool, KeyStoreError> {
         let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
-        let mut wrapped = String::new();
-        Literal::bytes(&mut wrapped, &key.wrapped.bytes);
-        // The notes, written only with the key (`inserted`).
-        let mut noted = String::new();
-        for token in tokens {
+        let (generation, kek) = (key.generation, key.wrapped.kek_version);
+        let mut execute = format!("EXECUTE pp_insert_key('{subject}', {generation}, {kek}, ");
+        Literal::bytes(&mut execute, &key.wrapped.bytes);
+        execute.push_str(&format!(", {uses}, ARRAY["));
+        // The notes, written only with the key.
+        for (i, token) in tokens.iter().enumerate() {
             let json =
                 serde_json::to_string(&super::NotedToken::Lookup(*token)).map_err(backend)?;
-            noted.push_str(if noted.is_empty() { "(" } else { ", (" });
-            Literal::text(&mut noted, &json);
-            noted.push(')');
+            if i > 0 {
+                execute.push_str(", ");
+            }
+            Literal::text(&mut execute, &json);
         }
-        let notes = if noted.is_empty() {
-            String::new()
-        } else {
-            format!(
-                ",
-                 noted AS (
-                     INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
-                     SELECT '{subject}', v.p FROM (VALUES {noted}) v(p)
-                     WHERE EXISTS (SELECT 1 FROM inserted)
-                     ON CONFLICT DO NOTHING)"
-            )
-        };
-        let (generation, kek) = (key.generation, key.wrapped.kek_version);
+        execute.push_str("]::text[])");
         // The tombstone check, the floor (share-locked against a swap until
         // the transaction ends) and the insert in one statement, after the
         // lock, so its snapshot sees every erasure committed before.
-        let rows = locked_statement(
-            &self.store,
-            subject,
-            &format!(
-                "WITH state AS (
-                     SELECT (SELECT erased_at FROM pp_erased_subjects WHERE subject = '{subject}') AS erased,
-                            (SELECT floor FROM pp_kek_state WHERE id = 1 FOR SHARE) AS floor),
-                 inserted AS (
-                     INSERT INTO pp_subject_keys (subject, generation, kek_version, wrapped, uses)
-                     SELECT '{subject}', {generation}, {kek}, {wrapped}, {uses} FROM state
-                     WHERE erased IS NULL AND floor IS NOT NULL AND floor <= {kek}
-                     ON CONFLICT DO NOTHING RETURNING 1){notes}
-                 SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state"
-            ),
-        )?;
+        let rows = locked_statement(&self.store, subject, &INSERT_KEY, &execute)?;
         let row = one_row(&rows)?;
         if text_bool(text_col(row, 0)?)? {
             return Err(conflict("subject erased"));
@@ -1351,22 +1465,15 @@ impl KeyStore for PgKeyStore {
 impl PgKeyStore {
     /// Notes a token for the subject's erasure receipt.
     fn note(&self, subject: SubjectId, token: &super::NotedToken) -> Result<(), KeyStoreError> {
-        let mut noted = String::new();
-        Literal::text(&mut noted, &serde_json::to_string(token).map_err(backend)?);
+        let mut execute = format!("EXECUTE pp_note('{subject}', ");
+        Literal::text(
+            &mut execute,
+            &serde_json::to_string(token).map_err(backend)?,
+        );
+        execute.push(')');
         // Nothing is noted for an erased subject, and the caller hears it;
         // one statement after the lock.
-        let rows = locked_statement(
-            &self.store,
-            subject,
-            &format!(
-                "WITH erased AS (SELECT 1 FROM pp_erased_subjects WHERE subject = '{subject}'),
-                 noted AS (
-                     INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
-                     SELECT '{subject}', {noted} WHERE NOT EXISTS (SELECT 1 FROM erased)
-                     ON CONFLICT DO NOTHING)
-                 SELECT EXISTS (SELECT 1 FROM erased)"
-            ),
-        )?;
+        let rows = locked_statement(&self.store, subject, &NOTE, &execute)?;
         if text_bool(text_col(one_row(&rows)?, 0)?)? {
             return Err(crate::crypto::erased_conflict());
         }
