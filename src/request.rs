@@ -44,8 +44,9 @@
 //! [`PgStore`](crate::store::postgres::PgStore::commit_request) writes the
 //! host's own rows in one more transaction after the scope's commit, which
 //! is then made without a flush too: the host's transaction is the request's
-//! only durable commit. (It always writes a row of its own, a counter in
-//! `pp_commit_marks`: both databases skip the flush at the commit of a
+//! only durable commit. (It always writes something of its own — on
+//! SQLite a counter in `pp_commit_marks`, on PostgreSQL a message in the
+//! write-ahead log: both databases skip the flush at the commit of a
 //! transaction that changed nothing in the log, and the host's write may
 //! have written nothing, or only a temporary table.) The order is what keeps R10: events committed
 //! (visible to every process) before the host's rows are written; the log

@@ -11,10 +11,13 @@
 //! subject never interleave across processes; a consent row is
 //! replaced only by one of a later version. `pp_commit_marks (slot, n)`
 //! stays empty here: [`PgStore::commit_request`]'s last transaction, and
-//! the one that keeps a sink's checkpoint in `pp_checkpoints`, write a row
-//! and delete it again, so that their commits write to the log and
-//! therefore flush it (PostgreSQL flushes at a commit only a transaction
-//! that wrote to the log).
+//! the one that keeps a sink's checkpoint in `pp_checkpoints`, write a
+//! transactional message to the write-ahead log instead
+//! (`pg_logical_emit_message`, under the prefix `privacy-pledge`), so that
+//! their commits write to the log and therefore flush it (PostgreSQL
+//! flushes at a commit only a transaction that wrote to the log). The
+//! store's role needs `EXECUTE` on that function (granted to everyone by
+//! default): [`PgStore::connect`] fails, saying so, without it.
 //!
 //! The client is the synchronous [`postgres`] crate: the crate's traits are
 //! synchronous, and an async host calls the custodian on a blocking thread.
@@ -146,54 +149,52 @@ CREATE TABLE pp_commit_marks (
 ",
 ];
 
-/// The end of `commit_request`'s transaction, in one round trip: a row of
-/// `pp_commit_marks` written and deleted again (keyed by the connection's
-/// server process, so no other transaction ever sees or waits for it, and
-/// the table stays empty; see [`commit_mark`]), then COMMIT. PostgreSQL flushes the log at a
-/// commit only if the transaction wrote to it — an id alone
-/// (`txid_current()`) commits without a flush — and this commit is the one
-/// that must make the scope's unflushed commits durable, whatever the
-/// host's write wrote.
-///
-/// Made per store, with the schema that holds the store's tables named
-/// (see [`mark_and_commit`]): the statements run on a connection host code
-/// uses, and a session's `pg_temp` (searched first) or `search_path` must
-/// not turn the mark into a write to a temporary table, which PostgreSQL
-/// commits without a flush; `SET LOCAL` makes the commit wait for the disk
-/// whatever `synchronous_commit` the session was left with.
-fn mark_and_commit(schema: &str) -> String {
-    format!(
-        "SET LOCAL synchronous_commit = on;
-         {}
-         COMMIT",
-        commit_mark(schema)
-    )
-}
+/// The end of `commit_request`'s transaction, in one round trip: the
+/// commit mark ([`COMMIT_MARK`]), then COMMIT, which `SET LOCAL` makes wait
+/// for the disk whatever `synchronous_commit` the session was left with.
+/// This commit is the one that must make the scope's unflushed commits
+/// durable, whatever the host's write wrote.
+const MARK_AND_COMMIT: &str = concat!(
+    "SET LOCAL synchronous_commit = on; ",
+    "SELECT pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit'); ",
+    "COMMIT"
+);
 
-/// A row of `pp_commit_marks` written and deleted again, then checked: if
-/// the delete found no row (a trigger of the operator's skipped the
-/// insert or the delete), the statement fails and the transaction with
-/// it, so no commit that was to flush the log goes through without
-/// writing to it. (`CASE` evaluates its `ELSE` only when taken; the cast
-/// of the non-constant text is what raises the error, named in its
-/// message.)
-fn commit_mark(schema: &str) -> String {
-    format!(
-        "INSERT INTO {schema}.pp_commit_marks (slot, n)
-             VALUES (pg_catalog.pg_backend_pid(), 1) ON CONFLICT DO NOTHING;
-         WITH mark AS (
-             DELETE FROM {schema}.pp_commit_marks WHERE slot = pg_catalog.pg_backend_pid()
-             RETURNING slot)
-         SELECT CASE WHEN pg_catalog.count(*) = 1 THEN 0
-             ELSE ('the commit mark was not written: ' || pg_catalog.count(*) || ' rows')::int4
-             END FROM mark;"
-    )
+/// The commit mark: a transactional message in the write-ahead log (which
+/// nothing of the crate's reads; a logical decoding client sees it under
+/// the prefix `privacy-pledge`). PostgreSQL flushes the log at a commit
+/// only if the transaction wrote to it — an id alone (`txid_current()`)
+/// commits without a flush — and the message is such a write, whatever
+/// else the transaction wrote or did not.
+///
+/// It names no table, so neither a trigger (of the operator's) nor a
+/// temporary table or `search_path` (of host code's, on the connection
+/// `commit_request` shares) can turn it into a write that commits without a
+/// flush: `pg_catalog` is named, and only a superuser can create a function
+/// there. The role needs `EXECUTE` on the function, which PostgreSQL grants
+/// to everyone by default; [`PgStore::connect`] checks it.
+const COMMIT_MARK: &str =
+    "SELECT pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit');";
+
+/// Fails unless the role may write the commit mark (see [`COMMIT_MARK`]),
+/// tried in a transaction that is rolled back.
+fn check_commit_mark(client: &mut Client) -> Result<(), StoreError> {
+    let tried = client
+        .transaction()
+        .and_then(|mut tx| tx.batch_execute(COMMIT_MARK).and_then(|()| tx.rollback()));
+    tried.map_err(|e| {
+        let cause = db_message(&e);
+        StoreError::Database(format!(
+            "the role cannot write the commit mark that makes commit_request durable \
+             (GRANT EXECUTE ON FUNCTION pg_catalog.pg_logical_emit_message(boolean, text, text) \
+             TO the role): {cause}"
+        ))
+    })
 }
 
 /// The statements that keep a signed checkpoint in `pp_checkpoints`, in one
-/// round trip and one (implicit) transaction: the upsert, then a row of
-/// `pp_commit_marks` written and deleted again ([`commit_mark`]), committed
-/// with a flush.
+/// round trip and one (implicit) transaction: the upsert, then the commit
+/// mark ([`COMMIT_MARK`]), committed with a flush.
 ///
 /// The upsert leaves the row alone when the table already holds a later
 /// checkpoint (one the operator planted). It still locks that row, which
@@ -215,7 +216,7 @@ fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
              WHERE excluded.seq > kept.seq;
          ",
     );
-    sql.push_str(&commit_mark(schema));
+    sql.push_str(COMMIT_MARK);
     sql
 }
 
@@ -242,10 +243,15 @@ const MIGRATION_LOCK: i64 = 0x7070_5f73_6368_656d;
 /// The server's message and SQLSTATE (never its `DETAIL`, which may quote
 /// row contents), or the client's own description.
 pub(crate) fn db_err(e: postgres::Error) -> StoreError {
-    StoreError::Database(match e.as_db_error() {
+    StoreError::Database(db_message(&e))
+}
+
+/// What [`db_err`] says of `e`.
+fn db_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
         Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
         None => e.to_string(),
-    })
+    }
 }
 
 /// PostgreSQL connections shared by the audit sinks, the key store, the
@@ -255,8 +261,6 @@ pub(crate) fn db_err(e: postgres::Error) -> StoreError {
 #[derive(Clone)]
 pub struct PgStore {
     conns: Arc<Conns<Client>>,
-    /// `commit_request`'s last statements (see [`mark_and_commit`]).
-    mark_and_commit: Arc<str>,
     /// The schema that holds the store's tables, quoted for SQL.
     schema: Arc<str>,
 }
@@ -294,6 +298,7 @@ impl PgStore {
     pub fn connect_with(params: &str, options: PoolOptions) -> Result<Self, StoreError> {
         let mut writer = Client::connect(params, NoTls).map_err(db_err)?;
         migrate(&mut writer)?;
+        check_commit_mark(&mut writer)?;
         // The store's own connections prepare the key store's statements
         // at once (see `Named`); the host's prepare nothing of the store's.
         let pool = |own: bool| {
@@ -310,7 +315,6 @@ impl PgStore {
         };
         let schema = tables_schema(&mut writer)?;
         Ok(PgStore {
-            mark_and_commit: mark_and_commit(&schema).into(),
             schema: schema.into(),
             conns: Arc::new(Conns::pooled(writer, pool(true)?, pool(false)?)),
         })
@@ -362,7 +366,6 @@ impl PgStore {
         }
         let schema = tables_schema(&mut client)?;
         Ok(PgStore {
-            mark_and_commit: mark_and_commit(&schema).into(),
             schema: schema.into(),
             conns: Arc::new(Conns::single(
                 client,
@@ -502,7 +505,7 @@ impl PgStore {
             let mut tx = client.transaction().map_err(db_err)?;
             super::hold(self.id(), || write(&mut tx, value))?;
             // Whatever `write` wrote, this commit flushes the log.
-            tx.batch_execute(&self.mark_and_commit).map_err(db_err)?;
+            tx.batch_execute(MARK_AND_COMMIT).map_err(db_err)?;
             // Ended on the server: dropping the client's handle would send
             // a ROLLBACK and wait for its warning. (A failed batch drops it
             // above: the rollback of an open or already ended transaction.)
