@@ -1300,17 +1300,24 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
     let Some(db) = database("flushed") else {
         return;
     };
-    let store = PgStore::connect(&db).unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    each_commit_request_is_flushed(&PgStore::connect(&db).unwrap(), &mut admin, 20);
+}
+
+/// Runs `n` sign-ups through `store.commit_request` whose host write
+/// writes nothing (it only reads where the log's end is), and asserts
+/// after each that the server has flushed its log up to there.
+fn each_commit_request_is_flushed(store: &PgStore, admin: &mut postgres::Client, n: usize) {
     let custodian = Custodian::builder()
         .keyring(keyring())
         .key_store(store.key_store())
         .audit(store.audit_sink(keyring().audit_key()).unwrap())
         .build()
         .unwrap();
-    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    for _ in 0..20 {
+    for _ in 0..n {
         let ada = SubjectId::random();
-        let (_, written) = store
+        let mut written = String::new();
+        store
             .commit_request(
                 &custodian,
                 || -> Result<_, Box<dyn std::error::Error>> {
@@ -1319,18 +1326,15 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
                 },
                 |tx, _| {
                     // Nothing written: only where the log's end is.
-                    let lsn: String = tx
+                    written = tx
                         .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
                         .get(0);
-                    WRITTEN.with(|w| *w.borrow_mut() = lsn);
                     Ok(())
                 },
             )
-            .map(|sealed| (sealed, WRITTEN.with(|w| w.borrow().clone())))
             .unwrap();
-        assert_flushed(&mut admin, &written);
+        assert_flushed(admin, &written);
     }
-    thread_local!(static WRITTEN: std::cell::RefCell<String> = Default::default());
 }
 
 /// Asserts the server's log is flushed at least up to `written` (an LSN).
@@ -1479,32 +1483,7 @@ fn a2_the_commit_mark_is_no_row_and_a_role_without_it_is_refused_at_connect() {
                  TO {role}"
         ))
         .unwrap();
-    let store = PgStore::connect(&limited).unwrap();
-    let custodian = Custodian::builder()
-        .keyring(keyring())
-        .key_store(store.key_store())
-        .audit(store.audit_sink(keyring().audit_key()).unwrap())
-        .build()
-        .unwrap();
-    for _ in 0..5 {
-        let ada = SubjectId::random();
-        let mut written = String::new();
-        store
-            .commit_request(
-                &custodian,
-                || custodian.seal(&email(ada)),
-                |tx, _| {
-                    // Nothing written: only where the log's end is.
-                    written = tx
-                        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-                        .map_err(|e| privacy_pledge::store::StoreError::Database(e.to_string()))?
-                        .get(0);
-                    Ok::<_, Error>(())
-                },
-            )
-            .unwrap();
-        assert_flushed(&mut admin, &written);
-    }
+    each_commit_request_is_flushed(&PgStore::connect(&limited).unwrap(), &mut admin, 5);
     let rows: i64 = admin
         .query_one("SELECT count(*) FROM pp_commit_marks", &[])
         .unwrap()
