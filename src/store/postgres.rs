@@ -276,6 +276,11 @@ impl PgStore {
     /// loopback or a private network; put TLS in front otherwise) and brings
     /// the tables up to date, with the default [`PoolOptions`]: the writer's
     /// connection and a pool of 4.
+    ///
+    /// Fails, naming the `GRANT`, if the role may not execute
+    /// `pg_catalog.pg_logical_emit_message` (granted to everyone by
+    /// default): the commits that must reach the disk write their mark with
+    /// it (see the [module docs](self)).
     pub fn connect(params: &str) -> Result<Self, StoreError> {
         Self::connect_with(params, PoolOptions::default())
     }
