@@ -939,7 +939,7 @@ impl Literal {
 /// arguments: [`Literal`]s, digits, and subject ids (hex digits by
 /// construction).
 struct Named {
-    /// The statement's name, as the `EXECUTE`s name it.
+    /// The statement's name (in `definition`, and in each `EXECUTE`).
     name: &'static str,
     /// `PREPARE name (…) AS …`.
     definition: &'static str,
@@ -1224,7 +1224,7 @@ impl KeyStore for PgKeyStore {
         let messages = KEYS_OF
             .run(
                 &mut *self.store.lock()?,
-                &format!("EXECUTE pp_keys_of('{subject}')"),
+                &format!("EXECUTE {}('{subject}')", KEYS_OF.name),
             )
             .map_err(backend)?;
         let rows = simple_rows(messages);
@@ -1276,7 +1276,10 @@ impl KeyStore for PgKeyStore {
     ) -> Result<bool, KeyStoreError> {
         let uses = i64::try_from(key.uses).map_err(|_| backend("use count too large"))?;
         let (generation, kek) = (key.generation, key.wrapped.kek_version);
-        let mut execute = format!("EXECUTE pp_insert_key('{subject}', {generation}, {kek}, ");
+        let mut execute = format!(
+            "EXECUTE {}('{subject}', {generation}, {kek}, ",
+            INSERT_KEY.name
+        );
         Literal::bytes(&mut execute, &key.wrapped.bytes);
         execute.push_str(&format!(", {uses}, ARRAY["));
         // The notes, written only with the key.
@@ -1473,7 +1476,7 @@ impl KeyStore for PgKeyStore {
 impl PgKeyStore {
     /// Notes a token for the subject's erasure receipt.
     fn note(&self, subject: SubjectId, token: &super::NotedToken) -> Result<(), KeyStoreError> {
-        let mut execute = format!("EXECUTE pp_note('{subject}', ");
+        let mut execute = format!("EXECUTE {}('{subject}', ", NOTE.name);
         Literal::text(
             &mut execute,
             &serde_json::to_string(token).map_err(backend)?,
@@ -1570,7 +1573,7 @@ impl ConsentStore for PgConsentStore {
 
 #[cfg(test)]
 mod tests {
-    use super::Literal;
+    use super::{hex_bytes, Literal, INSERT_KEY, KEYS_OF, NOTE};
 
     /// A1/A2 (host code or a row supplying the text): whatever a value
     /// holds, its literal is hex digits inside one pair of quotes, so it
@@ -1593,6 +1596,31 @@ mod tests {
                 .unwrap_or_else(|| panic!("unexpected shape: {out}"));
             assert!(inner.bytes().all(|b| b.is_ascii_hexdigit()), "{out}");
             assert_eq!(inner.len(), value.len() * 2);
+        }
+    }
+
+    /// Each prepared statement's definition prepares the name its
+    /// `EXECUTE`s and its re-preparation use.
+    #[test]
+    fn each_named_statement_prepares_its_own_name() {
+        for named in [KEYS_OF, INSERT_KEY, NOTE] {
+            let prefix = format!("PREPARE {} (", named.name);
+            assert!(named.definition.starts_with(&prefix), "{}", named.name);
+        }
+    }
+
+    /// A2 (a row's column): a wrapped key read back as hex decodes only
+    /// from lowercase hex digits of even length; anything else is `None`,
+    /// never a panic.
+    #[test]
+    fn hex_columns_decode_strictly() {
+        let bytes: Vec<u8> = (0..=255).collect();
+        let mut hex = String::new();
+        crate::subject::push_hex(&mut hex, &bytes);
+        assert_eq!(hex_bytes(&hex), Some(bytes));
+        assert_eq!(hex_bytes(""), Some(Vec::new()));
+        for garbage in ["0", "0g", "AB", "\\x00", "é0", " 00", "00 "] {
+            assert_eq!(hex_bytes(garbage), None, "{garbage:?}");
         }
     }
 }
