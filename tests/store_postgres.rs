@@ -1304,6 +1304,57 @@ fn a5_each_commit_request_on_postgres_is_flushed_when_it_returns() {
     each_commit_request_is_flushed(&PgStore::connect(&db).unwrap(), &mut admin, 20);
 }
 
+/// A1: the host's write ends `commit_request`'s transaction itself and
+/// leaves its session at `synchronous_commit = off`. The store's last
+/// statements then run as a transaction of their own after the host's
+/// commit; their mark and `SET LOCAL` still make that commit flush the log,
+/// which holds everything before it: the call returns only once the log
+/// is on disk past the host's rows and the scope's events.
+#[test]
+fn a1_a_write_that_ends_the_transaction_still_returns_flushed() {
+    let Some(db) = database("write_ends_tx") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = Custodian::builder()
+        .keyring(keyring())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring().audit_key()).unwrap())
+        .build()
+        .unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
+        .unwrap();
+    for _ in 0..10 {
+        let ada = SubjectId::random();
+        let mut written = String::new();
+        store
+            .commit_request(
+                &custodian,
+                || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+                |tx, _| {
+                    tx.execute(
+                        "INSERT INTO orders (subject) VALUES ($1)",
+                        &[&ada.to_string()],
+                    )?;
+                    tx.batch_execute("COMMIT; SET synchronous_commit = off")?;
+                    written = tx
+                        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
+                        .get(0);
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert_flushed(&mut admin, &written);
+    }
+    let orders: i64 = admin
+        .query_one("SELECT count(*) FROM orders", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(orders, 10);
+}
+
 /// Runs `n` sign-ups through `store.commit_request` whose host write
 /// writes nothing (it only reads where the log's end is), and asserts
 /// after each that the server has flushed its log up to there.
