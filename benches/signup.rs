@@ -13,7 +13,9 @@
 //! baseline and of `one_commit`)
 //!
 //! A sign-up: the email's lookup token is looked up in the `customers`
-//! index (refused if taken), the four fields — name, email, postal address,
+//! index (refused if taken), a new subject id is drawn
+//! (`Custodian::new_subject`: its first key is made without reading the
+//! key store), the four fields — name, email, postal address,
 //! phone — are collected for `Transaction` and sealed as one record
 //! (`seal_record`: a new subject key in the key store, four seals, the
 //! email's lookup token noted for erasure receipts), and the sealed row is
@@ -72,7 +74,7 @@ fn seal_customer(c: &Custodian, store: &Store) -> Result<Option<SealedCustomer>,
     if taken(store, &c.lookup_token_of(&email)) {
         return Ok(None);
     }
-    let subject = SubjectId::random();
+    let subject = c.new_subject()?;
     let customer = Customer {
         name: c.collect(subject, FullName::parse("Ada Lovelace").unwrap())?,
         email: c.collect(subject, email)?,

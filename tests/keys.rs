@@ -659,6 +659,104 @@ fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
     }
 }
 
+/// A counting store and two custodians sharing it (two processes of one
+/// host), for the `new_subject` tests.
+fn counted_pair() -> (Arc<CountingStore>, Custodian, Custodian) {
+    let store = Arc::new(CountingStore {
+        inner: MemoryKeyStore::new(),
+        one_step: true,
+        noting: true,
+        writes: Default::default(),
+    });
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    (store, a, b)
+}
+
+/// An id from `new_subject` is one no key store can hold a key of: its
+/// first seal, and its first sealed record, create the key without the
+/// read a `SubjectId::random()` id costs; the other custodian opens them
+/// (it reads the stored key), and a later seal of the same subject uses
+/// the reservation made with the key.
+#[test]
+fn a_drawn_subjects_first_seal_and_record_skip_the_key_store_read() {
+    let (store, a, b) = counted_pair();
+    let ada = a.new_subject().unwrap();
+    let first = a
+        .seal(&email::<Transaction>(ada, "ada@example.com"))
+        .unwrap();
+    let second = a
+        .seal(&email::<Transaction>(ada, "ada@example.org"))
+        .unwrap();
+    assert_eq!(*store.writes.lock().unwrap(), ["insert"]);
+    opens_to(&b, &first, "ada@example.com");
+    opens_to(&b, &second, "ada@example.org");
+
+    store.writes.lock().unwrap().clear();
+    let grace = a.new_subject().unwrap();
+    let row = a
+        .seal_record(&Member {
+            name: PersonalInfo::collect(grace, FullName::parse("Grace Hopper").unwrap()),
+            email: email::<Transaction>(grace, "grace@example.com"),
+        })
+        .unwrap();
+    assert_eq!(*store.writes.lock().unwrap(), ["insert_noting"]);
+    assert_eq!(b.erase(grace).unwrap().lookup_tokens().len(), 1);
+    assert!(matches!(b.open_record(&row), Err(Error::Erased { .. })));
+
+    // The same with an id drawn elsewhere: the read comes first.
+    store.writes.lock().unwrap().clear();
+    a.seal(&email::<Transaction>(SubjectId::random(), "x@example.com"))
+        .unwrap();
+    assert_eq!(*store.writes.lock().unwrap(), ["load", "insert"]);
+}
+
+/// A5 (another process) and A1 (host code handing the id around): a drawn
+/// id whose first key another custodian made meanwhile — the id passed to
+/// it before this one sealed anything — is sealed under that stored key:
+/// the insert is refused, the store read, and both envelopes open on
+/// either side. Nothing relies on the shortcut.
+#[test]
+fn a5_a_drawn_id_keyed_elsewhere_first_seals_under_the_stored_key() {
+    let (store, a, b) = counted_pair();
+    let ada = a.new_subject().unwrap();
+    let theirs = b
+        .seal(&email::<Transaction>(ada, "ada@example.com"))
+        .unwrap();
+    store.writes.lock().unwrap().clear();
+    let ours = a
+        .seal(&email::<Transaction>(ada, "ada@example.org"))
+        .unwrap();
+    let writes = store.writes.lock().unwrap().clone();
+    assert_eq!(writes[..2], ["insert", "load"], "{writes:?}");
+    assert_eq!(live_keys(&store.inner, ada).len(), 1, "one generation");
+    opens_to(&a, &theirs, "ada@example.com");
+    opens_to(&b, &ours, "ada@example.org");
+}
+
+/// A5: a drawn id erased by another custodian before its first seal (the
+/// host erased the sign-up it was making) is refused as erased: the
+/// tombstone refuses the insert, and the read that follows finds it.
+#[test]
+fn a5_a_drawn_id_erased_elsewhere_before_its_first_seal_is_refused() {
+    let (store, a, b) = counted_pair();
+    let ada = a.new_subject().unwrap();
+    b.erase(ada).unwrap();
+    let sealed = a.seal(&email::<Transaction>(ada, "ada@example.com"));
+    assert!(matches!(sealed, Err(Error::Erased { .. })), "{sealed:?}");
+    assert!(matches!(
+        store.inner.load(ada).unwrap(),
+        SubjectKeys::Erased { .. }
+    ));
+}
+
 /// A sealed record with a lookup field, for the next test.
 #[derive(privacy_pledge::PersonalRecord)]
 struct Member {

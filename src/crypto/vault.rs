@@ -71,6 +71,11 @@ struct Slot {
     current: Option<(u32, u64)>,
     /// When `stored` was last read from the key store (Unix nanoseconds).
     checked_at: u64,
+    /// Made here by [`Vault::new_subject`] and never read from the store
+    /// since: no key store can hold a key of a random id this process has
+    /// just drawn, so its first key is made without reading the store
+    /// first (the insert would still refuse a generation that exists).
+    drawn_here: bool,
 }
 
 impl Slot {
@@ -98,6 +103,7 @@ impl Slot {
             }
         }
         self.checked_at = now;
+        self.drawn_here = false;
     }
 }
 
@@ -403,8 +409,25 @@ impl Vault {
                 ready: Vec::new(),
                 current: None,
                 checked_at: now,
+                drawn_here: false,
             },
         );
+    }
+
+    /// A new random subject id, cached as one with no key (see
+    /// [`Slot::drawn_here`]): its first seal skips the key store's read.
+    pub(crate) fn new_subject(&self, now: Timestamp) -> Result<SubjectId, Error> {
+        let subject = SubjectId::try_random()?;
+        let now = now.unix_nanos();
+        let mut cache = self.lock()?;
+        let slots = &mut cache.slots;
+        if !slots.map.contains_key(&subject) {
+            self.insert_slot(slots, subject, Vec::new(), now);
+            if let Some(slot) = slots.map.get_mut(&subject) {
+                slot.drawn_here = true;
+            }
+        }
+        Ok(subject)
     }
 
     /// Reads the subject's keys from the store again (another custodian
@@ -558,6 +581,8 @@ impl Vault {
         }
         key.uses = reserve;
         slot.stored.push(key);
+        // In the store now: others may add generations from here on.
+        slot.drawn_here = false;
         Ok(())
     }
 
@@ -605,9 +630,10 @@ impl Vault {
             return Ok(None);
         }
         // Read again unless this call read the slot already (a new subject:
-        // the read that found no key was just made); a generation made
-        // meanwhile elsewhere is caught by the insert's conflict below.
-        if slot.checked_at != now {
+        // the read that found no key was just made) or the id was drawn
+        // here; a generation made meanwhile elsewhere is caught by the
+        // insert's conflict below.
+        if slot.checked_at != now && !slot.drawn_here {
             self.reload(slot, subject, now)?;
             if slot.has(generation) {
                 return Ok(None);
