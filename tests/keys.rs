@@ -612,6 +612,27 @@ impl KeyStore for CountingStore {
     }
 }
 
+/// A counting store (`one_step`, `noting`: see [`CountingStore`]) and two
+/// custodians sharing it, as two processes of one host.
+fn counted_pair(one_step: bool, noting: bool) -> (Arc<CountingStore>, Custodian, Custodian) {
+    let store = Arc::new(CountingStore {
+        inner: MemoryKeyStore::new(),
+        one_step,
+        noting,
+        writes: Default::default(),
+    });
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.clone())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (build(), build());
+    (store, a, b)
+}
+
 /// A new subject's first seal is one key-store read (the one that finds no
 /// key: no second look before the insert) and one write on a store that
 /// keeps the use count given on insert (the key and its first reservation
@@ -621,21 +642,7 @@ impl KeyStore for CountingStore {
 #[test]
 fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
     for one_step in [true, false] {
-        let store = Arc::new(CountingStore {
-            inner: MemoryKeyStore::new(),
-            one_step,
-            noting: false,
-            writes: Default::default(),
-        });
-        let keyring = Arc::new(Keyring::generate().unwrap());
-        let build = || {
-            Custodian::builder()
-                .keyring(keyring.clone())
-                .key_store(store.clone())
-                .build()
-                .unwrap()
-        };
-        let (a, b) = (build(), build());
+        let (store, a, b) = counted_pair(one_step, false);
         let ada = SubjectId::random();
         let first = a
             .seal(&email::<Transaction>(ada, "ada@example.com"))
@@ -659,27 +666,6 @@ fn a_new_subjects_first_seal_stores_key_and_reservation_in_one_write() {
     }
 }
 
-/// A counting store and two custodians sharing it (two processes of one
-/// host), for the `new_subject` tests.
-fn counted_pair() -> (Arc<CountingStore>, Custodian, Custodian) {
-    let store = Arc::new(CountingStore {
-        inner: MemoryKeyStore::new(),
-        one_step: true,
-        noting: true,
-        writes: Default::default(),
-    });
-    let keyring = Arc::new(Keyring::generate().unwrap());
-    let build = || {
-        Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.clone())
-            .build()
-            .unwrap()
-    };
-    let (a, b) = (build(), build());
-    (store, a, b)
-}
-
 /// An id from `new_subject` is one no key store can hold a key of: its
 /// first seal, and its first sealed record, create the key without the
 /// read a `SubjectId::random()` id costs; the other custodian opens them
@@ -687,7 +673,7 @@ fn counted_pair() -> (Arc<CountingStore>, Custodian, Custodian) {
 /// the reservation made with the key.
 #[test]
 fn a_drawn_subjects_first_seal_and_record_skip_the_key_store_read() {
-    let (store, a, b) = counted_pair();
+    let (store, a, b) = counted_pair(true, true);
     let ada = a.new_subject().unwrap();
     let first = a
         .seal(&email::<Transaction>(ada, "ada@example.com"))
@@ -725,7 +711,7 @@ fn a_drawn_subjects_first_seal_and_record_skip_the_key_store_read() {
 /// either side. Nothing relies on the shortcut.
 #[test]
 fn a5_a_drawn_id_keyed_elsewhere_first_seals_under_the_stored_key() {
-    let (store, a, b) = counted_pair();
+    let (store, a, b) = counted_pair(true, true);
     let ada = a.new_subject().unwrap();
     let theirs = b
         .seal(&email::<Transaction>(ada, "ada@example.com"))
@@ -746,7 +732,7 @@ fn a5_a_drawn_id_keyed_elsewhere_first_seals_under_the_stored_key() {
 /// tombstone refuses the insert, and the read that follows finds it.
 #[test]
 fn a5_a_drawn_id_erased_elsewhere_before_its_first_seal_is_refused() {
-    let (store, a, b) = counted_pair();
+    let (store, a, b) = counted_pair(true, true);
     let ada = a.new_subject().unwrap();
     b.erase(ada).unwrap();
     let sealed = a.seal(&email::<Transaction>(ada, "ada@example.com"));
