@@ -37,6 +37,10 @@ pub struct SubjectId([u8; 16]);
 impl SubjectId {
     /// A fresh random id from the operating system's generator.
     ///
+    /// For a sign-up, [`Custodian::new_subject`](crate::Custodian::new_subject)
+    /// draws the same kind of id and spares the subject's first seal a read
+    /// of the key store.
+    ///
     /// # Panics
     ///
     /// Only if the operating system's random generator fails, which `ring`
