@@ -374,31 +374,31 @@ fn a5_a_process_killed_mid_batch_loses_nothing_it_acknowledged() {
     assert!(reports[0].result.is_ok(), "{reports:?}");
 }
 
-/// An erasure made by one process stops opens in another process sharing
-/// the database (here with revalidation on every open: at once).
-#[test]
-fn a5_an_erasure_in_one_process_stops_opens_in_another() {
-    let dir = temp_dir("erase");
-    let db = dir.path("erase.sqlite");
-    let store = SqliteStore::open(&db).unwrap();
-    let subject = SubjectId::random();
-    let mut opener = child("opener", &db, &[("PP_SUBJECT", subject.to_string())])
+/// The lines a child process prints, read as they come.
+type ChildLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
+/// Spawns an "opener" child for `subject` on `db` and waits until it has
+/// sealed (and caches the subject's key): the child, its further lines,
+/// and the envelope it sealed (text form).
+fn opener_sealed(db: &Path, subject: SubjectId) -> (std::process::Child, ChildLines, String) {
+    let mut opener = child("opener", db, &[("PP_SUBJECT", subject.to_string())])
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(opener.stdout.take().unwrap()).lines();
-    // Wait until the other process has sealed (and caches the subject's key).
     let sealed = lines
         .by_ref()
         .map_while(Result::ok)
-        .find(|l| l.starts_with("SEALED "));
-    if sealed.is_none() {
+        .find_map(|l| l.strip_prefix("SEALED ").map(str::to_owned));
+    let Some(sealed) = sealed else {
         let _ = opener.kill();
         panic!("the other process did not seal");
-    }
+    };
+    (opener, lines, sealed)
+}
 
-    let custodian = custodian_on(&store);
-    std::thread::sleep(Duration::from_millis(100));
-    custodian.erase(subject).unwrap();
+/// Waits (10 s at most) for an opener child to report the subject erased
+/// and exit cleanly.
+fn opener_sees_erased(mut opener: std::process::Child, mut lines: ChildLines) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(lines.next().map(|l| l.unwrap()));
@@ -412,6 +412,64 @@ fn a5_an_erasure_in_one_process_stops_opens_in_another() {
     }
     assert_eq!(seen.unwrap().as_deref(), Some("ERASED"));
     assert!(opener.wait().unwrap().success());
+}
+
+/// An erasure made by one process stops opens in another process sharing
+/// the database (here with revalidation on every open: at once).
+#[test]
+fn a5_an_erasure_in_one_process_stops_opens_in_another() {
+    let dir = temp_dir("erase");
+    let db = dir.path("erase.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let subject = SubjectId::random();
+    let (opener, lines, _) = opener_sealed(&db, subject);
+
+    let custodian = custodian_on(&store);
+    std::thread::sleep(Duration::from_millis(100));
+    custodian.erase(subject).unwrap();
+    opener_sees_erased(opener, lines);
+}
+
+/// A5, with a real second process: an id this process drew with
+/// `new_subject` (so its first seal skips the key store's read), handed to
+/// another process that seals for it first. This process's first seal is
+/// refused its insert, reads the other's key and seals under it: one
+/// generation in the file, each process's envelope opens in the other, and
+/// an erasure here stops the other's opens.
+#[test]
+fn a5_a_drawn_id_keyed_first_by_another_process_seals_under_its_key() {
+    use privacy_pledge::ExposeSecret;
+
+    let dir = temp_dir("drawn");
+    let db = dir.path("drawn.sqlite");
+    let store = SqliteStore::open(&db).unwrap();
+    let custodian = custodian_on(&store);
+    let subject = custodian.new_subject().unwrap();
+    let (opener, lines, theirs) = opener_sealed(&db, subject);
+
+    let ours = custodian.seal(&email(subject)).unwrap();
+    let theirs = privacy_pledge::Sealed::<EmailAddress, Transaction>::from_text(&theirs).unwrap();
+    assert_eq!(theirs.key_id(), ours.key_id());
+    for sealed in [&theirs, &ours] {
+        let opened = custodian.open(sealed).unwrap();
+        custodian
+            .access(&opened, |e| {
+                assert_eq!(e.expose_secret(), "ada@example.com")
+            })
+            .unwrap();
+    }
+    let generations: i64 = store
+        .with_connection(|c| {
+            c.query_row(
+                "SELECT count(*) FROM pp_subject_keys WHERE subject = ?1",
+                [subject.to_string()],
+                |r| r.get(0),
+            )
+        })
+        .unwrap();
+    assert_eq!(generations, 1);
+    custodian.erase(subject).unwrap();
+    opener_sees_erased(opener, lines);
 }
 
 /// Two connections to one file stand for two processes (A5): with a 1 ms
