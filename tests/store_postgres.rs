@@ -1550,3 +1550,54 @@ fn a5_a_key_and_its_lookup_notes_are_one_write_on_postgres() {
     };
     noting::insert_noting_is_one_write(&PgStore::connect(&db).unwrap().key_store());
 }
+
+/// A5 on PostgreSQL: two stores (two connections, as two processes) on one
+/// database. An id drawn here with `new_subject` (whose first seal skips
+/// the key store's read) and sealed for first over there is sealed here
+/// under that key — the insert is refused, the key read — so one
+/// generation is stored and each envelope opens on the other side; a drawn
+/// id erased over there before its first seal here is refused as erased.
+#[test]
+fn a5_a_drawn_id_keyed_or_erased_elsewhere_first_on_postgres() {
+    use privacy_pledge::ExposeSecret;
+    let Some(db) = database("drawn_id") else {
+        return;
+    };
+    let on_own_store = || {
+        let store = PgStore::connect(&db).unwrap();
+        let keyring = keyring();
+        let custodian = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(store.audit_sink(keyring.audit_key()).unwrap())
+            .build()
+            .unwrap();
+        (store, custodian)
+    };
+    let ((store, here), (_, there)) = (on_own_store(), on_own_store());
+    let ada = here.new_subject().unwrap();
+    let theirs = there.seal(&email(ada)).unwrap();
+    let ours = here.seal(&email(ada)).unwrap();
+    assert_eq!(theirs.key_id(), ours.key_id());
+    for (custodian, sealed) in [(&here, &theirs), (&there, &ours)] {
+        let opened = custodian.open(sealed).unwrap();
+        custodian
+            .access(&opened, |e| {
+                assert_eq!(e.expose_secret(), "ada@example.com")
+            })
+            .unwrap();
+    }
+    let generations: i64 = store.with_client(|c| {
+        c.query_one(
+            "SELECT count(*) FROM pp_subject_keys WHERE subject = $1",
+            &[&ada.to_string()],
+        )
+        .unwrap()
+        .get(0)
+    });
+    assert_eq!(generations, 1);
+
+    let bob = here.new_subject().unwrap();
+    there.erase(bob).unwrap();
+    assert!(matches!(here.seal(&email(bob)), Err(Error::Erased { .. })));
+}
