@@ -1276,15 +1276,8 @@ fn a5_the_key_stores_insert_checks_the_floor_the_tombstone_and_the_generation() 
         keys.note_lookup_token(ada, token),
         Err(KeyStoreError::Conflict(_))
     ));
-    let noted: i64 = PgStore::connect(&db).unwrap().with_client(|c| {
-        c.query_one(
-            "SELECT count(*) FROM pp_subject_pseudonyms WHERE subject = $1",
-            &[&ada.to_string()],
-        )
-        .unwrap()
-        .get(0)
-    });
-    assert_eq!(noted, 0);
+    let store = PgStore::connect(&db).unwrap();
+    assert_eq!(rows_of(&store, "pp_subject_pseudonyms", ada), 0);
 }
 
 /// A5 (a power cut): on PostgreSQL `commit_request` commits the scope's
@@ -1587,17 +1580,21 @@ fn a5_a_drawn_id_keyed_or_erased_elsewhere_first_on_postgres() {
             })
             .unwrap();
     }
-    let generations: i64 = store.with_client(|c| {
-        c.query_one(
-            "SELECT count(*) FROM pp_subject_keys WHERE subject = $1",
-            &[&ada.to_string()],
-        )
-        .unwrap()
-        .get(0)
-    });
-    assert_eq!(generations, 1);
+    assert_eq!(rows_of(&store, "pp_subject_keys", ada), 1);
 
     let bob = here.new_subject().unwrap();
     there.erase(bob).unwrap();
     assert!(matches!(here.seal(&email(bob)), Err(Error::Erased { .. })));
+}
+
+/// How many rows of the key store's `table` name `subject`.
+fn rows_of(store: &PgStore, table: &str, subject: SubjectId) -> i64 {
+    store.with_client(|c| {
+        c.query_one(
+            &format!("SELECT count(*) FROM {table} WHERE subject = $1"),
+            &[&subject.to_string()],
+        )
+        .unwrap()
+        .get(0)
+    })
 }
