@@ -918,13 +918,7 @@ fn a1_a2_login_finds_the_customer_until_the_receipt_is_applied() {
             )
         })
         .unwrap();
-    let keyring = keyring();
-    let custodian = Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .audit(store.audit_sink(keyring.audit_key()).unwrap())
-        .build()
-        .unwrap();
+    let custodian = custodian_on(&store);
     lookup_shop::login_finds_the_customer_until_the_receipt_is_applied(
         &custodian,
         &PgCustomers(store),
@@ -1558,13 +1552,7 @@ fn a5_a_drawn_id_keyed_or_erased_elsewhere_first_on_postgres() {
     };
     let on_own_store = || {
         let store = PgStore::connect(&db).unwrap();
-        let keyring = keyring();
-        let custodian = Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.key_store())
-            .audit(store.audit_sink(keyring.audit_key()).unwrap())
-            .build()
-            .unwrap();
+        let custodian = custodian_on(&store);
         (store, custodian)
     };
     let ((store, here), (_, there)) = (on_own_store(), on_own_store());
@@ -1597,4 +1585,15 @@ fn rows_of(store: &PgStore, table: &str, subject: SubjectId) -> i64 {
         .unwrap()
         .get(0)
     })
+}
+
+/// A custodian whose key store and audit sink are `store`'s.
+fn custodian_on(store: &PgStore) -> Custodian {
+    let keyring = keyring();
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap()
 }
