@@ -96,13 +96,13 @@
 //! use privacy_pledge::data::{EmailAddress, FullName};
 //! use privacy_pledge::purpose::Transaction;
 //! use privacy_pledge::store::sqlite::SqliteStore;
-//! use privacy_pledge::{Custodian, Error, SubjectId};
+//! use privacy_pledge::{Custodian, Error};
 //!
 //! let store = SqliteStore::open_in_memory()?;
 //! let sink = Arc::new(store.audit_sink(privacy_pledge::audit::AuditKey::generate()?)?);
 //! let custodian = Custodian::builder().audit(sink.clone()).build()?;
 //!
-//! let ada = SubjectId::random();
+//! let ada = custodian.new_subject()?; // a sign-up: a new id
 //! let (name, email) = custodian.request(|| {
 //!     let name = custodian.collect::<FullName, Transaction>(ada, FullName::parse("Ada Lovelace")?)?;
 //!     let email = custodian.collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com")?)?;
@@ -418,14 +418,14 @@ impl Custodian {
     /// use privacy_pledge::data::{EmailAddress, FullName, PhoneNumber, PostalAddress};
     /// use privacy_pledge::purpose::Transaction;
     /// use privacy_pledge::store::sqlite::SqliteStore;
-    /// use privacy_pledge::{Custodian, Error, SubjectId};
+    /// use privacy_pledge::{Custodian, Error};
     ///
     /// let store = SqliteStore::open_in_memory()?;
     /// let sink = Arc::new(store.audit_sink(AuditKey::generate()?)?);
     /// let custodian = Custodian::builder().audit(sink.clone()).key_store(store.key_store()).build()?;
     ///
     /// // A sign-up: four fields collected and sealed, eight events, one commit.
-    /// let ada = SubjectId::random();
+    /// let ada = custodian.new_subject()?;
     /// let sealed = custodian.request(|| -> Result<_, Error> {
     ///     let name = custodian.collect::<FullName, Transaction>(ada, FullName::parse("Ada Lovelace").unwrap())?;
     ///     let email = custodian.collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com").unwrap())?;

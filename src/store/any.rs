@@ -663,7 +663,7 @@ impl Store {
     /// use privacy_pledge::data::EmailAddress;
     /// use privacy_pledge::purpose::Transaction;
     /// use privacy_pledge::store::{Store, StoreConfig};
-    /// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+    /// use privacy_pledge::{Custodian, PersonalInfo};
     ///
     /// # let dir = std::env::temp_dir().join(format!("pp-doc-commit-{}", std::process::id()));
     /// let store = Store::open(&StoreConfig::new("sqlite::memory:", &dir))?;
@@ -671,7 +671,7 @@ impl Store {
     /// let (custodian, _guard) = store.custodian(builder)?;
     /// store.batch("CREATE TABLE customers (subject BLOB, email BLOB)")?;
     ///
-    /// let ada = SubjectId::random();
+    /// let ada = custodian.new_subject()?; // a sign-up: a new id
     /// store.commit_request(
     ///     &custodian,
     ///     || -> Result<_, Box<dyn std::error::Error>> {

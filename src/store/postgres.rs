@@ -477,7 +477,7 @@ impl PgStore {
     /// ```no_run
     /// use privacy_pledge::store::postgres::PgStore;
     /// # fn sign_up(custodian: &privacy_pledge::Custodian, store: &PgStore) -> Result<(), Box<dyn std::error::Error>> {
-    /// let ada = privacy_pledge::SubjectId::random();
+    /// let ada = custodian.new_subject()?; // a sign-up: a new id
     /// let sealed = store.commit_request(
     ///     custodian,
     ///     || -> Result<_, Box<dyn std::error::Error>> {

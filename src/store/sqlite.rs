@@ -650,7 +650,7 @@ impl SqliteStore {
     /// use privacy_pledge::data::EmailAddress;
     /// use privacy_pledge::purpose::Transaction;
     /// use privacy_pledge::store::sqlite::{rusqlite, SqliteStore};
-    /// use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+    /// use privacy_pledge::{Custodian, PersonalInfo};
     ///
     /// let store = SqliteStore::open_in_memory()?;
     /// let keyring = std::sync::Arc::new(privacy_pledge::crypto::Keyring::generate()?);
@@ -662,7 +662,7 @@ impl SqliteStore {
     ///     .build()?;
     /// store.with_connection(|c| c.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB)"))?;
     ///
-    /// let ada = SubjectId::random();
+    /// let ada = custodian.new_subject()?; // a sign-up: a new id
     /// let sealed = store.commit_request(
     ///     &custodian,
     ///     || -> Result<_, Box<dyn std::error::Error>> {
