@@ -1303,12 +1303,7 @@ fn a1_a_write_that_ends_the_transaction_still_returns_flushed() {
         return;
     };
     let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
-    let custodian = Custodian::builder()
-        .keyring(keyring())
-        .key_store(store.key_store())
-        .audit(store.audit_sink(keyring().audit_key()).unwrap())
-        .build()
-        .unwrap();
+    let custodian = custodian_on(&store);
     let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     admin
         .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
@@ -1346,12 +1341,7 @@ fn a1_a_write_that_ends_the_transaction_still_returns_flushed() {
 /// writes nothing (it only reads where the log's end is), and asserts
 /// after each that the server has flushed its log up to there.
 fn each_commit_request_is_flushed(store: &PgStore, admin: &mut postgres::Client, n: usize) {
-    let custodian = Custodian::builder()
-        .keyring(keyring())
-        .key_store(store.key_store())
-        .audit(store.audit_sink(keyring().audit_key()).unwrap())
-        .build()
-        .unwrap();
+    let custodian = custodian_on(store);
     for _ in 0..n {
         let ada = SubjectId::random();
         let mut written = String::new();
