@@ -1666,3 +1666,40 @@ fn a5_a_key_and_its_lookup_notes_are_one_write_on_sqlite_and_in_memory() {
     noting::insert_noting_is_one_write(&store.key_store());
     noting::insert_noting_is_one_write(&privacy_pledge::crypto::MemoryKeyStore::new());
 }
+
+/// A1 (host code that changes how its connection waits): host code that
+/// sets `busy_timeout(0)` on a pooled connection changes it for itself
+/// only. The next user of that connection (here on a pool of one, so the
+/// same connection) waits for a write lock held by another connection,
+/// as every connection of the store does, instead of failing at once
+/// with "database is locked".
+#[test]
+fn a1_a_busy_timeout_lowered_by_host_code_is_restored_for_the_next_user() {
+    use privacy_pledge::store::sqlite::rusqlite::Connection;
+    let dir = temp_dir("busy_restored");
+    let store =
+        SqliteStore::open_with(dir.path("shop.db"), PoolOptions::new().pool_size(1)).unwrap();
+    store
+        .with_connection(|c| c.execute_batch("CREATE TABLE t (x INTEGER)"))
+        .unwrap();
+    store
+        .with_connection(|c| c.busy_timeout(Duration::ZERO))
+        .unwrap();
+    // Another connection (as another process's would) holds the write
+    // lock for 200 ms.
+    let other = Connection::open(dir.path("shop.db")).unwrap();
+    other
+        .execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (0)")
+        .unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        other.execute_batch("COMMIT").unwrap();
+    });
+    let written = store.with_connection(|c| c.execute("INSERT INTO t VALUES (1)", []));
+    release.join().unwrap();
+    assert_eq!(written.map_err(|e| e.to_string()), Ok(1));
+    let rows: i64 = store
+        .with_connection(|c| c.query_row("SELECT count(*) FROM t", [], |r| r.get(0)))
+        .unwrap();
+    assert_eq!(rows, 2);
+}

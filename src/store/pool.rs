@@ -22,7 +22,8 @@
 //! crate's. The conventions kept from it: connections are opened with the
 //! same settings by one function, a connection is returned to the pool when
 //! its guard drops (also on panic), and it is readied for its next user
-//! first (an open SQLite transaction is rolled back).
+//! first (an open SQLite transaction is rolled back, and the store's busy
+//! handler and `synchronous` level are set again).
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};

@@ -94,7 +94,12 @@
 //! (which SQLite reads before the real one), a `TEMP` trigger, a pragma, a
 //! function or hook registered through rusqlite — stays where only host code
 //! meets it. (A pool's reset could not undo all of that: what is registered
-//! through the client's API is not even visible.)
+//! through the client's API is not even visible.) What would break the
+//! host's *next* call on the same connection is put back when a connection
+//! returns to its pool: an open transaction is rolled back, and the
+//! store's busy handler and `synchronous = FULL` are set again, so a
+//! `busy_timeout(0)` one caller set never makes another caller's write
+//! (or `commit_request`) fail at once on a lock held for a moment.
 //!
 //! [`SqliteStore::from_connection`] (the host's own connection),
 //! [`SqliteStore::open_in_memory`] (a private database that other
@@ -563,14 +568,20 @@ fn set_synchronous(conn: &Connection, full: bool) -> rusqlite::Result<()> {
 }
 
 /// Readies a connection returned to the pool for its next user: a
-/// transaction the host left open (`BEGIN` without `COMMIT`) is rolled back.
-/// (rusqlite's `Transaction` rolls back when dropped, also on panic.)
+/// transaction the host left open (`BEGIN` without `COMMIT`) is rolled back
+/// (rusqlite's `Transaction` rolls back when dropped, also on panic), and
+/// the store's busy handler and `synchronous = FULL` are set again.
 fn reset(conn: &mut Connection) -> bool {
+    let closed = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
+    // Host code may have replaced the busy handler (`busy_timeout(0)` to
+    // fail fast, say); the next user of the connection — `commit_request`'s
+    // transaction among them — would then fail at once on a lock another
+    // connection holds for a moment. One call into SQLite, no statement.
+    let waits = conn.busy_handler(Some(busy)).is_ok();
     // Every connection commits durably once returned, whatever its last
     // user set (a deferred key-store write restores it itself; this is
     // the net under it).
-    let closed = conn.is_autocommit() || conn.execute_batch("ROLLBACK").is_ok();
-    closed && set_synchronous(conn, true).is_ok()
+    closed && waits && set_synchronous(conn, true).is_ok()
 }
 
 impl SqliteStore {
@@ -589,8 +600,9 @@ impl SqliteStore {
     /// saying so, instead of waiting for the connection forever. Work that
     /// `f` hands to another thread and waits for is not covered: that
     /// thread would still wait for the connection. A transaction `f` leaves
-    /// open (`BEGIN` without `COMMIT`) is rolled back when `f` returns: the
-    /// next call may get another connection.
+    /// open (`BEGIN` without `COMMIT`) is rolled back when `f` returns, and
+    /// a busy handler or timeout `f` set is replaced by the store's again:
+    /// the next call may get another connection.
     ///
     /// ```
     /// use privacy_pledge::audit::AuditKey;
