@@ -282,7 +282,7 @@ pub(crate) fn deferring<R>(id: u64, db: Option<DatabaseId>, f: impl FnOnce() -> 
 }
 
 /// Runs `f` with the durability of writes to `db` deferred.
-fn with_deferred<R>(db: DatabaseId, f: impl FnOnce() -> R) -> R {
+pub(crate) fn with_deferred<R>(db: DatabaseId, f: impl FnOnce() -> R) -> R {
     struct Restore(Option<DatabaseId>);
     impl Drop for Restore {
         fn drop(&mut self) {

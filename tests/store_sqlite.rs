@@ -1703,3 +1703,159 @@ fn a1_a_busy_timeout_lowered_by_host_code_is_restored_for_the_next_user() {
         .unwrap();
     assert_eq!(rows, 2);
 }
+
+/// A5 (power fails at any moment of a sign-up): what a power cut leaves of
+/// the write-ahead log is the synced part and then some of what followed;
+/// SQLite's recovery keeps frames only up to the first one missing or
+/// torn (each frame's checksum chains on the one before) and transactions
+/// only whole. So every outcome of a cut is the log cut after one of the
+/// frames written since the last sync. This test makes each of them for
+/// a second sign-up in `commit_request` (its key, its audit batch, its
+/// row), opens the copy as a restart would, and checks that none keeps
+/// the row without its events and its key, that the first sign-up is
+/// whole, and that the trail verifies against the signed checkpoints the
+/// cut could have left (a checkpoint is saved only after its batch is on
+/// disk, so one naming the second batch counts only for cuts after it:
+/// the sink's `a5_a_batch_a_checkpoint_vouches_for_is_durable_even_when_deferred`).
+#[test]
+fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
+    use privacy_pledge::crypto::{KeyStore, SubjectKeys};
+    use privacy_pledge::store::sqlite::rusqlite::params;
+    const FRAME: u64 = 4096 + 24;
+    let dir = temp_dir("power_cut");
+    let open = |db: &Path, checkpoints: &Path| {
+        let store = SqliteStore::open(db).unwrap();
+        let keyring = keyring();
+        let kept = Arc::new(DirCheckpointStore::new(checkpoints).unwrap());
+        // A checkpoint every two events: due at the second sign-up's batch,
+        // which is then made durable before the checkpoint is saved.
+        let sink = store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), kept.clone(), 2);
+        let custodian = Custodian::builder()
+            .keyring(keyring)
+            .key_store(store.key_store())
+            .checkpoint_store(kept)
+            .audit(sink)
+            .build()
+            .unwrap();
+        (store, custodian)
+    };
+    let copy_dir = |from: &Path, to: &Path| {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap() {
+            let entry = entry.unwrap();
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    };
+    let db = dir.path("shop.db");
+    let wal = dir.path("shop.db-wal");
+    let wal_len = || std::fs::metadata(&wal).unwrap().len();
+    let (store, custodian) = open(&db, &dir.path("checkpoints"));
+    store
+        .with_connection(|c| {
+            c.execute_batch("CREATE TABLE customers (subject BLOB PRIMARY KEY, email BLOB)")
+        })
+        .unwrap();
+    let sign_up = |at_write: &dyn Fn()| {
+        let subject = custodian.new_subject().unwrap();
+        store
+            .commit_request(
+                &custodian,
+                || seal_email_of(&custodian, subject),
+                |tx, sealed| {
+                    at_write();
+                    tx.execute(
+                        "INSERT INTO customers VALUES (?1, ?2)",
+                        params![subject, sealed],
+                    )?;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        subject
+    };
+    let ada = sign_up(&|| {});
+    let synced = wal_len(); // the first sign-up's durable commit
+    copy_dir(&dir.path("checkpoints"), &dir.path("checkpoints_before"));
+    let before_row = std::cell::Cell::new(0);
+    let bob = sign_up(&|| {
+        // The key and the audit batch are committed; the row is not yet.
+        before_row.set(wal_len());
+        copy_dir(&dir.path("checkpoints"), &dir.path("checkpoints_batch"));
+    });
+    let end = wal_len();
+    assert_eq!((synced - 32) % FRAME, 0, "frames of {FRAME} bytes");
+    assert!(synced < before_row.get() && before_row.get() < end);
+    let vouched_batch = |checkpoints: &Path| {
+        let kept = DirCheckpointStore::new(checkpoints).unwrap();
+        kept.load()
+            .unwrap()
+            .iter()
+            .map(|c| c.checkpoint().seq())
+            .max()
+    };
+    assert!(
+        vouched_batch(&dir.path("checkpoints_batch"))
+            > vouched_batch(&dir.path("checkpoints_before")),
+        "a checkpoint names the second batch before its row is written"
+    );
+
+    let mut outcomes = HashSet::new();
+    let mut cut = synced;
+    while cut <= end {
+        // The cut log, with each checkpoint directory it may have left.
+        let mut states = vec![dir.path("checkpoints_before")];
+        if cut >= before_row.get() {
+            states.push(dir.path("checkpoints_batch"));
+        }
+        for (n, checkpoints) in states.iter().enumerate() {
+            let at = dir.path(&format!("cut_{cut}_{n}"));
+            std::fs::create_dir_all(&at).unwrap();
+            std::fs::copy(&db, at.join("shop.db")).unwrap();
+            let mut log = std::fs::read(&wal).unwrap();
+            log.truncate(usize::try_from(cut).unwrap());
+            std::fs::write(at.join("shop.db-wal"), log).unwrap();
+            copy_dir(checkpoints, &at.join("checkpoints"));
+            let (store, custodian) = open(&at.join("shop.db"), &at.join("checkpoints"));
+            let trail = store
+                .verified_trail(&custodian)
+                .unwrap_or_else(|e| panic!("cut at {cut} with {}: {e}", checkpoints.display()));
+            let events_of =
+                |s: SubjectId| trail.events().iter().filter(|e| e.subject() == s).count();
+            let rows: Vec<SubjectId> = store.with_connection(|c| {
+                let mut st = c.prepare("SELECT subject FROM customers").unwrap();
+                let rows = st.query_map([], |r| r.get(0)).unwrap();
+                rows.map(Result::unwrap).collect()
+            });
+            let keyed = |s| matches!(store.key_store().load(s).unwrap(), SubjectKeys::Live(_));
+            assert_eq!(
+                events_of(ada),
+                2,
+                "cut at {cut}: the first sign-up is whole"
+            );
+            assert!(rows.contains(&ada) && keyed(ada));
+            let row = rows.contains(&bob);
+            if row {
+                assert_eq!(events_of(bob), 2, "cut at {cut}: a row without its events");
+                assert!(keyed(bob), "cut at {cut}: a row without its key");
+            }
+            assert!(
+                matches!(events_of(bob), 0 | 2),
+                "a batch is whole or absent"
+            );
+            outcomes.insert((events_of(bob), keyed(bob), row));
+        }
+        cut += FRAME;
+    }
+    // Every stage was cut at: before the key, after it, after the batch,
+    // after the row.
+    let expected = HashSet::from([
+        (0, false, false),
+        (0, true, false),
+        (2, true, false),
+        (2, true, true),
+    ]);
+    assert_eq!(outcomes, expected);
+}

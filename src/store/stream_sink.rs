@@ -825,4 +825,92 @@ mod tests {
         assert_eq!(signed.checkpoint().seq(), 1, "only the committed event");
         assert_eq!(kept.load().unwrap()[0].checkpoint().seq(), 1);
     }
+
+    /// A writer that logs, per batch, whether it was made durable and
+    /// whether it carried a checkpoint.
+    struct Logged {
+        id: Arc<()>,
+        log: Arc<Mutex<Vec<(bool, bool)>>>,
+    }
+
+    impl sealed::Sealed for Logged {}
+
+    impl BatchWriter for Logged {
+        fn write(
+            &self,
+            _: &[Row<'_>],
+            checkpoint: Option<(&SignedCheckpoint, &str)>,
+            durable: bool,
+        ) -> Result<(), AuditError> {
+            lock(&self.log).push((durable, checkpoint.is_some()));
+            Ok(())
+        }
+        fn database(&self) -> crate::request::DatabaseId {
+            crate::request::DatabaseId::of(&self.id)
+        }
+        fn upsert_checkpoint(&self, _: &SignedCheckpoint, _: &str) -> Result<(), AuditError> {
+            Ok(())
+        }
+    }
+
+    /// A checkpoint store that notes how many batches were written when
+    /// each checkpoint was saved.
+    struct SavedAfter {
+        log: Arc<Mutex<Vec<(bool, bool)>>>,
+        saved_at: Mutex<Vec<usize>>,
+    }
+
+    impl crate::audit::CheckpointStore for Arc<SavedAfter> {
+        fn save(&self, _: &SignedCheckpoint) -> Result<(), AuditError> {
+            let written = lock(&self.log).len();
+            lock(&self.saved_at).push(written);
+            Ok(())
+        }
+        fn load(&self) -> Result<Vec<SignedCheckpoint>, AuditError> {
+            Ok(Vec::new())
+        }
+    }
+
+    /// A5 (a power cut) against A4's view: inside a request whose writes
+    /// defer their sync to a later commit, a batch that a checkpoint is
+    /// due for is still written durably, and the checkpoint is saved (out
+    /// of the database, where a power cut cannot take it back) only after
+    /// it: a cut can never leave a checkpoint naming entries the log lost,
+    /// which a verifier would report as a cut trail.
+    #[test]
+    fn a5_a_batch_a_checkpoint_vouches_for_is_durable_even_when_deferred() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let writer = Logged {
+            id: Arc::new(()),
+            log: log.clone(),
+        };
+        let db = writer.database();
+        let keyring = Keyring::generate().unwrap();
+        let saves = Arc::new(SavedAfter {
+            log: log.clone(),
+            saved_at: Mutex::default(),
+        });
+        let sink = AuditStreamSink::new(writer, keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), saves.clone(), 2);
+        let event = AuditEvent::new(
+            Timestamp::now(),
+            crate::SubjectId::random(),
+            Action::Collect,
+            crate::policy::RuleId::R1,
+        );
+        crate::request::with_deferred(db, || {
+            for _ in 0..4 {
+                sink.record(&event).unwrap();
+            }
+        });
+        // (durable, carries a checkpoint) per batch: only those a
+        // checkpoint vouches for are durable.
+        assert_eq!(
+            *lock(&log),
+            [(false, false), (true, true), (false, false), (true, true)]
+        );
+        // Each checkpoint saved after its own batch was written.
+        assert_eq!(*lock(&saves.saved_at), [2, 4]);
+    }
 }
