@@ -525,10 +525,10 @@ fn erase_customer(shop: &Shop, subject: SubjectId, email: &str) -> Result<(), Bo
             // Named by its keyed tag: a customer id is an identifier, and
             // this output is a log.
             println!(
-                "erased customer {} ({} key generation(s) destroyed, {} index entr(ies) cleared); opening their row now fails: {e}; their email finds no one",
+                "erased customer {} ({} destroyed, {} cleared); opening their row now fails: {e}; their email finds no one",
                 c.subject_tag(subject),
-                receipt.generations().len(),
-                receipt.lookup_tokens().len(),
+                count(receipt.generations().len(), "key generation", "key generations"),
+                count(receipt.lookup_tokens().len(), "index entry", "index entries"),
             );
             Ok(())
         }
@@ -557,8 +557,8 @@ fn rotate_keys(shop: &Shop) -> Result<(), BoxError> {
         .collect::<Vec<_>>()
         .join(", ");
     println!(
-        "keys rotated after the erasure: {} customer key(s) rewrapped under key-encryption key v{}, {} retired and wiped{}; a copy of the key table from before this step opens nothing",
-        done.rewrapped(),
+        "keys rotated after the erasure: {} rewrapped under key-encryption key v{}, {} retired and wiped{}; a copy of the key table from before this step opens nothing",
+        count(done.rewrapped(), "customer key", "customer keys"),
         done.version(),
         if retired.is_empty() { "none" } else { &retired },
         if done.covers_earlier_copies() {
@@ -581,4 +581,9 @@ fn next_order_id(db: &Store) -> Result<String, BoxError> {
     )?;
     let n = rows.first().ok_or("no order number")?;
     Ok(format!("ORD-{}", 1000 + n))
+}
+
+/// `n` and the noun for it: "1 customer key", "2 customer keys".
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
