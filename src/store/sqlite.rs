@@ -388,8 +388,9 @@ impl SqliteStore {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(db_err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(db_err)?;
+        // The busy handler every connection of a store has (the pool's
+        // reset puts it back after each use).
+        conn.busy_handler(Some(busy)).map_err(db_err)?;
         let found = schema_version(&conn)?;
         if found == 0 {
             return Err(StoreError::Database(
