@@ -44,7 +44,9 @@
 //! [`PgStore`](crate::store::postgres::PgStore::commit_request) writes the
 //! host's own rows in one more transaction after the scope's commit, which
 //! is then made without a flush too: the host's transaction is the request's
-//! only durable commit. (It always writes something of its own — on
+//! only durable commit; a signed checkpoint due at the scope's batch is
+//! saved outside the database only after it, and never if it fails (the
+//! next batch then signs one). (It always writes something of its own — on
 //! SQLite a counter in `pp_commit_marks`, on PostgreSQL a message in the
 //! write-ahead log: both databases skip the flush at the commit of a
 //! transaction that changed nothing in the log, and the host's write may
@@ -300,6 +302,88 @@ pub(crate) fn durability_deferred(db: DatabaseId) -> bool {
     DEFERRED.with(Cell::get) == Some(db)
 }
 
+/// Work left for after a durable commit to one database.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+type Waiting = Option<(DatabaseId, Vec<Box<dyn FnOnce()>>)>;
+
+thread_local! {
+    /// Work this thread's deferred writes left for after the durable
+    /// commit its request makes next to a database (see [`AfterDurable`]).
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
+    static AFTER_DURABLE: RefCell<Waiting> = const { RefCell::new(None) };
+}
+
+/// What a request's deferred writes leave for after its durable commit to
+/// one database: a signed checkpoint of a batch written without a sync,
+/// which must not leave the database (into the checkpoint store) before
+/// that batch is durable. Held by [`Custodian::request_then`] across the
+/// scope's deferred commit and `then`: [`run`](Self::run) once `then` has
+/// committed durably; dropped unrun otherwise (the work is then never done:
+/// a checkpoint not kept is signed again by a later batch).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) struct AfterDurable {
+    previous: Waiting,
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl AfterDurable {
+    pub(crate) fn begin(db: DatabaseId) -> Self {
+        AfterDurable {
+            previous: AFTER_DURABLE.with(|a| a.replace(Some((db, Vec::new())))),
+        }
+    }
+
+    /// The durable commit is made: does the work left for it, in order.
+    pub(crate) fn run(self) {
+        let work = AFTER_DURABLE.with(|a| {
+            a.borrow_mut()
+                .as_mut()
+                .map(|(_, work)| std::mem::take(work))
+                .unwrap_or_default()
+        });
+        for w in work {
+            w();
+        }
+    }
+}
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+impl Drop for AfterDurable {
+    fn drop(&mut self) {
+        let previous = self.previous.take();
+        // Ours, unrun if `run` was not called, dropped outside the borrow.
+        let _ours = AFTER_DURABLE.with(|a| a.replace(previous));
+    }
+}
+
+/// Whether work may wait, on this thread now, for a durable commit to `db`
+/// still to come: writes to `db` are deferred (see [`with_deferred`]) and a
+/// request collects work for its durable commit (see [`AfterDurable`]).
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn waits_for_durable(db: DatabaseId) -> bool {
+    durability_deferred(db)
+        && AFTER_DURABLE.with(|a| matches!(*a.borrow(), Some((d, _)) if d == db))
+}
+
+/// Leaves `work` for after this thread's next durable commit to `db`, if
+/// [`waits_for_durable`]; otherwise hands it back.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn after_durable(
+    db: DatabaseId,
+    work: Box<dyn FnOnce()>,
+) -> Result<(), Box<dyn FnOnce()>> {
+    if !durability_deferred(db) {
+        return Err(work);
+    }
+    AFTER_DURABLE.with(|a| match a.borrow_mut().as_mut() {
+        Some((d, pending)) if *d == db => {
+            pending.push(work);
+            Ok(())
+        }
+        _ => Err(work),
+    })
+}
+
 /// Whether this thread's scope of custodian `id` holds staged events.
 fn has_staged(id: u64) -> bool {
     OPEN.with(Cell::get) > 0
@@ -485,12 +569,16 @@ impl Custodian {
             return Ok(value);
         }
         let deferred = (self.sink.database() == Some(db)).then_some(db);
+        let after = AfterDurable::begin(db);
         let scope = Open::new(self);
         let out = f();
         match scope.close_deferring(deferred) {
             Ok(()) => {
                 let value = out?;
                 then(&value)?;
+                // `then` committed durably: the scope's deferred commit,
+                // earlier on the same log, is durable too.
+                after.run();
                 Ok(value)
             }
             Err(e) => {

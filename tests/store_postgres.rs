@@ -1337,6 +1337,110 @@ fn a1_a_write_that_ends_the_transaction_still_returns_flushed() {
     assert_eq!(orders, 10);
 }
 
+/// A5 against A4's view on PostgreSQL: a checkpoint due at a
+/// `commit_request`'s batch (which is committed without waiting for the
+/// disk) is saved only after the request's own flushed commit: once the
+/// host's write has run, with the server's log flushed past it. One due in
+/// a request whose write fails is never saved; the next request's batch
+/// signs one again, and the trail verifies against what was saved.
+#[test]
+fn a5_a_checkpoint_due_in_commit_request_is_saved_after_its_flush_on_postgres() {
+    use privacy_pledge::audit::SignedCheckpoint;
+    use std::sync::Mutex;
+    let Some(db) = database("checkpoint_after_flush") else {
+        return;
+    };
+    /// Saves into a directory, noting for each save whether the host's
+    /// write had run by then and the log was flushed past it.
+    struct Watched {
+        dir: DirCheckpointStore,
+        db: String,
+        written: Mutex<Option<String>>,
+        saves: Mutex<Vec<(u64, bool)>>,
+    }
+    impl CheckpointStore for Watched {
+        fn save(&self, c: &SignedCheckpoint) -> Result<(), privacy_pledge::audit::AuditError> {
+            let written = self.written.lock().unwrap().clone();
+            let flushed = written.is_some_and(|w| {
+                let mut admin = postgres::Client::connect(&self.db, postgres::NoTls).unwrap();
+                admin
+                    .query_one(
+                        "SELECT pg_current_wal_flush_lsn() >= $1::text::pg_lsn",
+                        &[&w],
+                    )
+                    .unwrap()
+                    .get(0)
+            });
+            self.saves
+                .lock()
+                .unwrap()
+                .push((c.checkpoint().seq(), flushed));
+            self.dir.save(c)
+        }
+        fn load(&self) -> Result<Vec<SignedCheckpoint>, privacy_pledge::audit::AuditError> {
+            self.dir.load()
+        }
+    }
+    let dir = std::env::temp_dir().join(format!("pp-after-flush-{}", SubjectId::random()));
+    let watched = Arc::new(Watched {
+        dir: DirCheckpointStore::new(&dir).unwrap(),
+        db: db.clone(),
+        written: Mutex::default(),
+        saves: Mutex::default(),
+    });
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .checkpoint_store(watched.clone())
+        .audit(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), watched.clone(), 2),
+        )
+        .build()
+        .unwrap();
+    store
+        .with_client(|c| c.batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)"))
+        .unwrap();
+    // Two events per request (two seals): a checkpoint due at each batch.
+    let request = |fail: bool| {
+        *watched.written.lock().unwrap() = None;
+        let ada = SubjectId::random();
+        store.commit_request(
+            &custodian,
+            || -> Result<_, Box<dyn std::error::Error>> {
+                Ok((custodian.seal(&email(ada))?, custodian.seal(&email(ada))?))
+            },
+            |tx, _| {
+                tx.execute(
+                    "INSERT INTO orders (subject) VALUES ($1)",
+                    &[&ada.to_string()],
+                )?;
+                let lsn: String = tx
+                    .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])?
+                    .get(0);
+                *watched.written.lock().unwrap() = Some(lsn);
+                if fail {
+                    return Err("the host's write fails".into());
+                }
+                Ok(())
+            },
+        )
+    };
+    request(false).unwrap();
+    assert_eq!(*watched.saves.lock().unwrap(), [(2, true)]);
+    assert!(request(true).is_err());
+    assert_eq!(*watched.saves.lock().unwrap(), [(2, true)], "never saved");
+    request(false).unwrap();
+    assert_eq!(*watched.saves.lock().unwrap(), [(2, true), (6, true)]);
+    let trail = store.verified_trail(&custodian).unwrap();
+    assert_eq!(trail.events().len(), 6);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// Runs `n` sign-ups through `store.commit_request` whose host write
 /// writes nothing (it only reads where the log's end is), and asserts
 /// after each that the server has flushed its log up to there.

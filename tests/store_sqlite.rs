@@ -1715,8 +1715,9 @@ fn a1_a_busy_timeout_lowered_by_host_code_is_restored_for_the_next_user() {
 /// the row without its events and its key, that the first sign-up is
 /// whole, and that the trail verifies against the signed checkpoints the
 /// cut could have left (a checkpoint is saved only after its batch is on
-/// disk, so one naming the second batch counts only for cuts after it:
-/// the sink's `a5_a_batch_a_checkpoint_vouches_for_is_durable_even_when_deferred`).
+/// disk — here, after the request's one durable commit — so one naming the
+/// second batch counts only for the whole log: the sink's
+/// `a5_a_a_checkpoint_due_in_a_request_is_kept_only_after_its_durable_commit`).
 #[test]
 fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
     use privacy_pledge::crypto::{KeyStore, SubjectKeys};
@@ -1728,7 +1729,7 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
         let keyring = keyring();
         let kept = Arc::new(DirCheckpointStore::new(checkpoints).unwrap());
         // A checkpoint every two events: due at the second sign-up's batch,
-        // which is then made durable before the checkpoint is saved.
+        // and saved once the request's durable commit has made it durable.
         let sink = store
             .audit_sink(keyring.audit_key())
             .unwrap()
@@ -1786,6 +1787,7 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
         copy_dir(&dir.path("checkpoints"), &dir.path("checkpoints_batch"));
     });
     let end = wal_len();
+    copy_dir(&dir.path("checkpoints"), &dir.path("checkpoints_after"));
     assert_eq!((synced - 32) % FRAME, 0, "frames of {FRAME} bytes");
     assert!(synced < before_row.get() && before_row.get() < end);
     let vouched_batch = |checkpoints: &Path| {
@@ -1796,10 +1798,15 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
             .map(|c| c.checkpoint().seq())
             .max()
     };
+    assert_eq!(
+        vouched_batch(&dir.path("checkpoints_batch")),
+        vouched_batch(&dir.path("checkpoints_before")),
+        "no checkpoint names the second batch before the request's durable commit"
+    );
     assert!(
-        vouched_batch(&dir.path("checkpoints_batch"))
+        vouched_batch(&dir.path("checkpoints_after"))
             > vouched_batch(&dir.path("checkpoints_before")),
-        "a checkpoint names the second batch before its row is written"
+        "a checkpoint names the second batch after it"
     );
 
     let mut outcomes = HashSet::new();
@@ -1807,8 +1814,8 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
     while cut <= end {
         // The cut log, with each checkpoint directory it may have left.
         let mut states = vec![dir.path("checkpoints_before")];
-        if cut >= before_row.get() {
-            states.push(dir.path("checkpoints_batch"));
+        if cut == end {
+            states.push(dir.path("checkpoints_after"));
         }
         for (n, checkpoints) in states.iter().enumerate() {
             let at = dir.path(&format!("cut_{cut}_{n}"));

@@ -729,12 +729,14 @@ pub struct PgBatchWriter {
     prepared: Arc<Mutex<Option<Prepared>>>,
 }
 
-/// The two batch statements, prepared on the store's connection.
+/// The batch statements (rows, or rows and a checkpoint; each durable or
+/// deferred), prepared on the store's connection.
 #[derive(Debug)]
 struct Prepared {
     rows: postgres::Statement,
     rows_deferred: postgres::Statement,
     rows_and_checkpoint: postgres::Statement,
+    rows_and_checkpoint_deferred: postgres::Statement,
 }
 
 impl super::stream_sink::sealed::Sealed for PgBatchWriter {}
@@ -755,6 +757,17 @@ const INSERT_ROWS_DEFERRED: &str = "INSERT INTO pp_audit_log (stream, seq, time,
 const INSERT_ROWS_AND_CHECKPOINT: &str = "WITH rows AS (
      INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
      SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]))
+     INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
+     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+     WHERE excluded.seq > pp_checkpoints.seq";
+
+/// `INSERT_ROWS_AND_CHECKPOINT` committed without waiting for the log to
+/// reach the disk, as `INSERT_ROWS_DEFERRED`: in a request whose durable
+/// commit follows, the checkpoint leaves the database only after it.
+const INSERT_ROWS_AND_CHECKPOINT_DEFERRED: &str = "WITH rows AS (
+     INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
+     (SELECT set_config('synchronous_commit', 'off', true)) cfg)
      INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
      ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
      WHERE excluded.seq > pp_checkpoints.seq";
@@ -800,13 +813,15 @@ impl BatchWriter for PgBatchWriter {
                 rows_and_checkpoint: client
                     .prepare(INSERT_ROWS_AND_CHECKPOINT)
                     .map_err(insert_failed)?,
+                rows_and_checkpoint_deferred: client
+                    .prepare(INSERT_ROWS_AND_CHECKPOINT_DEFERRED)
+                    .map_err(insert_failed)?,
             });
         }
         let Some(statements) = prepared.as_ref() else {
             return Err(AuditError::new("pp_audit_log insert failed: not prepared"));
         };
         let result = match checkpoint {
-            // (A batch with a checkpoint due is always durable.)
             None => client.execute(
                 if durable {
                     &statements.rows
@@ -816,7 +831,11 @@ impl BatchWriter for PgBatchWriter {
                 &[&streams, &seqs, &times, &subjects, &actions, &events],
             ),
             Some((signed, json)) => client.execute(
-                &statements.rows_and_checkpoint,
+                if durable {
+                    &statements.rows_and_checkpoint
+                } else {
+                    &statements.rows_and_checkpoint_deferred
+                },
                 &[
                     &streams,
                     &seqs,

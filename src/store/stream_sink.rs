@@ -259,7 +259,7 @@ pub struct AuditStreamSink<W: BatchWriter> {
     /// successful batch): what [`sign_checkpoint`](Self::sign_checkpoint)
     /// signs, never an event still queued or in a batch being written.
     written: Mutex<(StreamId, Checkpoint)>,
-    checkpoints: Option<Checkpoints>,
+    checkpoints: Option<Arc<Checkpoints>>,
 }
 
 /// Signing checkpoints: who signs, where they go, how often.
@@ -364,7 +364,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         every: u64,
     ) -> Self {
         let stream = self.stream();
-        self.checkpoints = Some(Checkpoints {
+        self.checkpoints = Some(Arc::new(Checkpoints {
             signer,
             store: Box::new(store),
             every: every.max(1),
@@ -373,7 +373,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             last_at: Mutex::new(std::time::Instant::now()),
             failures: AtomicU64::new(0),
             kept: Mutex::default(),
-        });
+        }));
         self
     }
 
@@ -381,7 +381,9 @@ impl<W: BatchWriter> AuditStreamSink<W> {
     /// (checked whenever a batch commits), so a quiet stream is still
     /// vouched for. No effect without [`with_checkpoints`](Self::with_checkpoints).
     pub fn checkpoint_every(mut self, period: std::time::Duration) -> Self {
-        if let Some(cp) = self.checkpoints.as_mut() {
+        // Not shared yet: the sink is still being built (only a batch
+        // written in a request holds a second handle, until it ends).
+        if let Some(cp) = self.checkpoints.as_mut().and_then(Arc::get_mut) {
             cp.every_time = Some(period);
         }
         self
@@ -536,9 +538,16 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             return Ok(());
         }
         let due = self.due_checkpoint(batch);
-        // One caller waiting for the disk, or a checkpoint about to vouch
-        // for the rows outside the database: the whole batch is durable.
-        let durable = due.is_some() || batch.iter().any(|p| p.durable);
+        // One caller waiting for the disk: the whole batch is durable.
+        let waited_for = batch.iter().any(|p| p.durable);
+        // A checkpoint vouches for the rows outside the database, so it is
+        // kept only once they are durable: now, or — in a request whose
+        // durable commit to this database is still to come, on this thread,
+        // later on the same log — after that commit (one flush for both).
+        let keep_later = due.is_some()
+            && !waited_for
+            && crate::request::waits_for_durable(self.writer.database());
+        let durable = waited_for || (due.is_some() && !keep_later);
         let rows: Vec<Row<'_>> = batch
             .iter()
             .map(|p| Row {
@@ -554,8 +563,20 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         }
         if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
             // The events are committed whatever happens here.
-            if cp.keep(&signed).is_err() {
-                cp.failures.fetch_add(1, Ordering::Relaxed);
+            let cp = cp.clone();
+            let keep = Box::new(move || {
+                if cp.keep(&signed).is_err() {
+                    cp.failures.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+            if keep_later {
+                // Never run if that commit fails (nor, handed back, here:
+                // the batch is not durable): the batch may then be lost,
+                // and the checkpoint, not kept, is signed again by the next
+                // batch (`last` moves only when one is kept).
+                let _ = crate::request::after_durable(self.writer.database(), keep);
+            } else {
+                keep();
             }
         }
         Ok(())
@@ -871,12 +892,13 @@ mod tests {
         }
     }
 
-    /// A5 (a power cut) against A4's view: inside a request whose writes
-    /// defer their sync to a later commit, a batch that a checkpoint is
-    /// due for is still written durably, and the checkpoint is saved (out
-    /// of the database, where a power cut cannot take it back) only after
-    /// it: a cut can never leave a checkpoint naming entries the log lost,
-    /// which a verifier would report as a cut trail.
+    /// A5 (a power cut) against A4's view: where writes defer their sync
+    /// but no durable commit of the thread's request is to follow (a key
+    /// store call inside a scope), a batch that a checkpoint is due for is
+    /// still written durably, and the checkpoint is saved (out of the
+    /// database, where a power cut cannot take it back) only after it: a
+    /// cut can never leave a checkpoint naming entries the log lost, which
+    /// a verifier would report as a cut trail.
     #[test]
     fn a5_a_batch_a_checkpoint_vouches_for_is_durable_even_when_deferred() {
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -912,5 +934,62 @@ mod tests {
         );
         // Each checkpoint saved after its own batch was written.
         assert_eq!(*lock(&saves.saved_at), [2, 4]);
+    }
+
+    /// A5 against A4's view, in a request whose durable commit to the same
+    /// database is still to come (`commit_request`): the batch a checkpoint
+    /// is due for is written without a sync of its own, and the checkpoint
+    /// is saved only once that commit is made; if it is never made, the
+    /// checkpoint is never saved, and the next batch signs one again.
+    #[test]
+    fn a5_a_a_checkpoint_due_in_a_request_is_kept_only_after_its_durable_commit() {
+        use crate::request::{with_deferred, AfterDurable};
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let writer = Logged {
+            id: Arc::new(()),
+            log: log.clone(),
+        };
+        let db = writer.database();
+        let keyring = Keyring::generate().unwrap();
+        let saves = Arc::new(SavedAfter {
+            log: log.clone(),
+            saved_at: Mutex::default(),
+        });
+        let sink = AuditStreamSink::new(writer, keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), saves.clone(), 2);
+        let event = AuditEvent::new(
+            Timestamp::now(),
+            crate::SubjectId::random(),
+            Action::Collect,
+            crate::policy::RuleId::R1,
+        );
+        let request = || {
+            let after = AfterDurable::begin(db);
+            with_deferred(db, || {
+                for _ in 0..2 {
+                    sink.record(&event).unwrap();
+                }
+            });
+            after
+        };
+        // The durable commit made: the checkpoint is saved after it.
+        let after = request();
+        assert_eq!(*lock(&log), [(false, false), (false, true)]);
+        assert!(lock(&saves.saved_at).is_empty(), "saved before the commit");
+        after.run();
+        assert_eq!(*lock(&saves.saved_at), [2]);
+        // The durable commit failed: never saved.
+        drop(request());
+        assert_eq!(lock(&log)[2..], [(false, false), (false, true)]);
+        assert_eq!(*lock(&saves.saved_at), [2]);
+        // Another database's commit to come does not count.
+        let other = Arc::new(());
+        let after = AfterDurable::begin(crate::request::DatabaseId::of(&other));
+        with_deferred(db, || sink.record(&event).unwrap());
+        after.run();
+        // Signed again (nothing was kept since event 2), durably this time.
+        assert_eq!(lock(&log)[4..], [(true, true)]);
+        assert_eq!(*lock(&saves.saved_at), [2, 5]);
     }
 }
