@@ -847,11 +847,15 @@ mod tests {
         assert_eq!(kept.load().unwrap()[0].checkpoint().seq(), 1);
     }
 
+    /// Per batch: whether it was made durable, whether it carried a
+    /// checkpoint.
+    type BatchLog = Arc<Mutex<Vec<(bool, bool)>>>;
+
     /// A writer that logs, per batch, whether it was made durable and
     /// whether it carried a checkpoint.
     struct Logged {
         id: Arc<()>,
-        log: Arc<Mutex<Vec<(bool, bool)>>>,
+        log: BatchLog,
     }
 
     impl sealed::Sealed for Logged {}
@@ -877,7 +881,7 @@ mod tests {
     /// A checkpoint store that notes how many batches were written when
     /// each checkpoint was saved.
     struct SavedAfter {
-        log: Arc<Mutex<Vec<(bool, bool)>>>,
+        log: BatchLog,
         saved_at: Mutex<Vec<usize>>,
     }
 
@@ -892,21 +896,19 @@ mod tests {
         }
     }
 
-    /// A5 (a power cut) against A4's view: where writes defer their sync
-    /// but no durable commit of the thread's request is to follow (a key
-    /// store call inside a scope), a batch that a checkpoint is due for is
-    /// still written durably, and the checkpoint is saved (out of the
-    /// database, where a power cut cannot take it back) only after it: a
-    /// cut can never leave a checkpoint naming entries the log lost, which
-    /// a verifier would report as a cut trail.
-    #[test]
-    fn a5_a_batch_a_checkpoint_vouches_for_is_durable_even_when_deferred() {
+    /// A sink over a [`Logged`] writer signing a checkpoint every two
+    /// events into a [`SavedAfter`] store sharing its log, and an event.
+    fn logged_sink() -> (
+        AuditStreamSink<Logged>,
+        BatchLog,
+        Arc<SavedAfter>,
+        AuditEvent,
+    ) {
         let log = Arc::new(Mutex::new(Vec::new()));
         let writer = Logged {
             id: Arc::new(()),
             log: log.clone(),
         };
-        let db = writer.database();
         let keyring = Keyring::generate().unwrap();
         let saves = Arc::new(SavedAfter {
             log: log.clone(),
@@ -921,6 +923,20 @@ mod tests {
             Action::Collect,
             crate::policy::RuleId::R1,
         );
+        (sink, log, saves, event)
+    }
+
+    /// A5 (a power cut) against A4's view: where writes defer their sync
+    /// but no durable commit of the thread's request is to follow (a key
+    /// store call inside a scope), a batch that a checkpoint is due for is
+    /// still written durably, and the checkpoint is saved (out of the
+    /// database, where a power cut cannot take it back) only after it: a
+    /// cut can never leave a checkpoint naming entries the log lost, which
+    /// a verifier would report as a cut trail.
+    #[test]
+    fn a5_a_batch_a_checkpoint_vouches_for_is_durable_even_when_deferred() {
+        let (sink, log, saves, event) = logged_sink();
+        let db = sink.writer.database();
         crate::request::with_deferred(db, || {
             for _ in 0..4 {
                 sink.record(&event).unwrap();
@@ -944,26 +960,8 @@ mod tests {
     #[test]
     fn a5_a_a_checkpoint_due_in_a_request_is_kept_only_after_its_durable_commit() {
         use crate::request::{with_deferred, AfterDurable};
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let writer = Logged {
-            id: Arc::new(()),
-            log: log.clone(),
-        };
-        let db = writer.database();
-        let keyring = Keyring::generate().unwrap();
-        let saves = Arc::new(SavedAfter {
-            log: log.clone(),
-            saved_at: Mutex::default(),
-        });
-        let sink = AuditStreamSink::new(writer, keyring.audit_key())
-            .unwrap()
-            .with_checkpoints(keyring.checkpoint_signer().unwrap(), saves.clone(), 2);
-        let event = AuditEvent::new(
-            Timestamp::now(),
-            crate::SubjectId::random(),
-            Action::Collect,
-            crate::policy::RuleId::R1,
-        );
+        let (sink, log, saves, event) = logged_sink();
+        let db = sink.writer.database();
         let request = || {
             let after = AfterDurable::begin(db);
             with_deferred(db, || {
