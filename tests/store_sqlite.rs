@@ -1704,6 +1704,88 @@ fn a1_a_busy_timeout_lowered_by_host_code_is_restored_for_the_next_user() {
     assert_eq!(rows, 2);
 }
 
+/// A5 (many requests of one process at once): a checkpoint due at a
+/// request's batch waits for that request's durable commit before it is
+/// saved, and the batches written meanwhile, by any thread, count from it
+/// instead of each signing one of their own. So the saved checkpoints are
+/// at least `every` events apart, in order, and the last request's events
+/// are vouched for once a checkpoint is signed at the end.
+#[test]
+fn a5_concurrent_requests_save_checkpoints_at_least_every_events_apart() {
+    use privacy_pledge::audit::{MemoryCheckpointStore, SignedCheckpoint};
+    const EVERY: u64 = 10;
+    struct Saved {
+        kept: MemoryCheckpointStore,
+        seqs: Mutex<Vec<u64>>,
+    }
+    impl CheckpointStore for Saved {
+        fn save(&self, c: &SignedCheckpoint) -> Result<(), privacy_pledge::audit::AuditError> {
+            self.seqs.lock().unwrap().push(c.checkpoint().seq());
+            self.kept.save(c)
+        }
+        fn load(&self) -> Result<Vec<SignedCheckpoint>, privacy_pledge::audit::AuditError> {
+            self.kept.load()
+        }
+    }
+    let dir = temp_dir("checkpoint_interval");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let saved = Arc::new(Saved {
+        kept: MemoryCheckpointStore::new(),
+        seqs: Mutex::default(),
+    });
+    let keyring = keyring();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), saved.clone(), EVERY),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring)
+        .key_store(store.key_store())
+        .checkpoint_store(saved.clone())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    store
+        .with_connection(|c| c.execute_batch("CREATE TABLE customers (subject BLOB, email BLOB)"))
+        .unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    let ada = custodian.new_subject().unwrap();
+                    store
+                        .commit_request(
+                            &custodian,
+                            || seal_email_of(&custodian, ada),
+                            |tx, sealed| {
+                                tx.execute(
+                                    "INSERT INTO customers VALUES (?1, ?2)",
+                                    privacy_pledge::store::sqlite::rusqlite::params![ada, sealed],
+                                )?;
+                                Ok(())
+                            },
+                        )
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let seqs = saved.seqs.lock().unwrap().clone();
+    assert!(!seqs.is_empty());
+    assert!(
+        seqs.windows(2).all(|w| w[1] >= w[0] + EVERY),
+        "saved checkpoints closer than {EVERY} events: {seqs:?}"
+    );
+    assert!(seqs.len() as u64 <= 400 / EVERY);
+    assert_eq!(sink.sign_checkpoint().unwrap().checkpoint().seq(), 400);
+    assert_eq!(
+        store.verified_trail(&custodian).unwrap().events().len(),
+        400
+    );
+}
+
 /// A5 (power fails at any moment of a sign-up): what a power cut leaves of
 /// the write-ahead log is the synced part and then some of what followed;
 /// SQLite's recovery keeps frames only up to the first one missing or

@@ -274,6 +274,10 @@ struct Checkpoints {
     last: Mutex<(StreamId, u64)>,
     last_at: Mutex<std::time::Instant>,
     failures: AtomicU64,
+    /// A checkpoint signed at a batch written without a sync, waiting for
+    /// its request's durable commit before it is kept (see `Waiting`):
+    /// later batches count from it, so they do not sign again meanwhile.
+    waiting: Mutex<Option<(StreamId, u64)>>,
     /// The newest sequence number kept in `store`, per stream; held while
     /// saving, so saves run one at a time.
     kept: Mutex<std::collections::HashMap<StreamId, u64>>,
@@ -300,6 +304,49 @@ impl Checkpoints {
             *lock(&self.last_at) = std::time::Instant::now();
         }
         Ok(())
+    }
+}
+
+/// A checkpoint waiting for the durable commit of the request whose batch
+/// it vouches for: kept by [`keep`](Self::keep) once that commit is made.
+/// Dropped unkept (the commit failed), it stops waiting, and the next batch
+/// signs one again.
+struct Waiting {
+    cp: Arc<Checkpoints>,
+    signed: Option<SignedCheckpoint>,
+}
+
+impl Waiting {
+    fn new(cp: Arc<Checkpoints>, signed: SignedCheckpoint) -> Self {
+        *lock(&cp.waiting) = Some((signed.stream(), signed.checkpoint().seq()));
+        Waiting {
+            cp,
+            signed: Some(signed),
+        }
+    }
+
+    fn keep(mut self) {
+        if let Some(signed) = self.signed.take() {
+            if self.cp.keep(&signed).is_err() {
+                self.cp.failures.fetch_add(1, Ordering::Relaxed);
+            }
+            self.stop(&signed);
+        }
+    }
+
+    fn stop(&self, signed: &SignedCheckpoint) {
+        let mut waiting = lock(&self.cp.waiting);
+        if *waiting == Some((signed.stream(), signed.checkpoint().seq())) {
+            *waiting = None;
+        }
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        if let Some(signed) = self.signed.take() {
+            self.stop(&signed);
+        }
     }
 }
 
@@ -372,6 +419,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             last: Mutex::new((stream, 0)),
             last_at: Mutex::new(std::time::Instant::now()),
             failures: AtomicU64::new(0),
+            waiting: Mutex::default(),
             kept: Mutex::default(),
         }));
         self
@@ -563,20 +611,18 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         }
         if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
             // The events are committed whatever happens here.
-            let cp = cp.clone();
-            let keep = Box::new(move || {
-                if cp.keep(&signed).is_err() {
-                    cp.failures.fetch_add(1, Ordering::Relaxed);
-                }
-            });
             if keep_later {
-                // Never run if that commit fails (nor, handed back, here:
+                // Never kept if that commit fails (nor, handed back, here:
                 // the batch is not durable): the batch may then be lost,
                 // and the checkpoint, not kept, is signed again by the next
                 // batch (`last` moves only when one is kept).
-                let _ = crate::request::after_durable(self.writer.database(), keep);
-            } else {
-                keep();
+                let waiting = Waiting::new(cp.clone(), signed);
+                let _ = crate::request::after_durable(
+                    self.writer.database(),
+                    Box::new(move || waiting.keep()),
+                );
+            } else if cp.keep(&signed).is_err() {
+                cp.failures.fetch_add(1, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -587,7 +633,12 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         let cp = self.checkpoints.as_ref()?;
         let last = batch.last()?;
         let (stream, signed) = *lock(&cp.last);
-        let since = if stream == last.stream { signed } else { 0 };
+        let mut since = if stream == last.stream { signed } else { 0 };
+        if let Some((stream, waiting)) = *lock(&cp.waiting) {
+            if stream == last.stream {
+                since = since.max(waiting);
+            }
+        }
         let by_count = last.head.seq().saturating_sub(since) >= cp.every;
         let by_time = cp
             .every_time
@@ -955,39 +1006,42 @@ mod tests {
     /// A5 against A4's view, in a request whose durable commit to the same
     /// database is still to come (`commit_request`): the batch a checkpoint
     /// is due for is written without a sync of its own, and the checkpoint
-    /// is saved only once that commit is made; if it is never made, the
-    /// checkpoint is never saved, and the next batch signs one again.
+    /// is saved only once that commit is made (later batches meanwhile
+    /// count from it, and do not sign again); if that commit is never made,
+    /// the checkpoint is never saved, and the next batch signs one again.
     #[test]
     fn a5_a_a_checkpoint_due_in_a_request_is_kept_only_after_its_durable_commit() {
         use crate::request::{with_deferred, AfterDurable};
         let (sink, log, saves, event) = logged_sink();
         let db = sink.writer.database();
-        let request = || {
+        let request = |events: usize| {
             let after = AfterDurable::begin(db);
             with_deferred(db, || {
-                for _ in 0..2 {
+                for _ in 0..events {
                     sink.record(&event).unwrap();
                 }
             });
             after
         };
-        // The durable commit made: the checkpoint is saved after it.
-        let after = request();
-        assert_eq!(*lock(&log), [(false, false), (false, true)]);
+        // The durable commit made: the checkpoint is saved after it. The
+        // third batch, 3 events after the last kept checkpoint (none), is
+        // not signed: it counts from the one waiting.
+        let after = request(3);
+        assert_eq!(*lock(&log), [(false, false), (false, true), (false, false)]);
         assert!(lock(&saves.saved_at).is_empty(), "saved before the commit");
         after.run();
-        assert_eq!(*lock(&saves.saved_at), [2]);
-        // The durable commit failed: never saved.
-        drop(request());
-        assert_eq!(lock(&log)[2..], [(false, false), (false, true)]);
-        assert_eq!(*lock(&saves.saved_at), [2]);
+        assert_eq!(*lock(&saves.saved_at), [3]);
+        // The durable commit failed: never saved, and no longer waiting.
+        drop(request(1));
+        assert_eq!(lock(&log)[3..], [(false, true)]);
+        assert_eq!(*lock(&saves.saved_at), [3]);
         // Another database's commit to come does not count.
         let other = Arc::new(());
         let after = AfterDurable::begin(crate::request::DatabaseId::of(&other));
         with_deferred(db, || sink.record(&event).unwrap());
         after.run();
-        // Signed again (nothing was kept since event 2), durably this time.
+        // Signed again (the last kept is event 2's), durably this time.
         assert_eq!(lock(&log)[4..], [(true, true)]);
-        assert_eq!(*lock(&saves.saved_at), [2, 5]);
+        assert_eq!(*lock(&saves.saved_at), [3, 5]);
     }
 }
