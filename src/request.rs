@@ -44,20 +44,22 @@
 //! [`PgStore`](crate::store::postgres::PgStore::commit_request) writes the
 //! host's own rows in one more transaction after the scope's commit, which
 //! is then made without a flush too: the host's transaction is the request's
-//! only durable commit; a signed checkpoint due at the scope's batch is
-//! saved outside the database only after it, and never if it fails (the
-//! next batch then signs one). (It always writes something of its own — on
+//! only durable commit. (It always writes something of its own — on
 //! SQLite a counter in `pp_commit_marks`, on PostgreSQL a message in the
 //! write-ahead log: both databases skip the flush at the commit of a
 //! transaction that changed nothing in the log, and the host's write may
-//! have written nothing, or only a temporary table.) The order is what keeps R10: events committed
-//! (visible to every process) before the host's rows are written; the log
-//! made durable in order, so a power cut never keeps a row whose events it
-//! lost; nothing handed back before the durable commit. Host code that sends something out of the process by its
-//! own means from inside the scope (writes a sealed row to its database,
-//! calls a service) commits first with [`Custodian::flush_request`], or
-//! does it after [`Custodian::request`] returns — with what the closure
-//! returned.
+//! have written nothing, or only a temporary table.) The order is what
+//! keeps R10: events committed (visible to every process) before the
+//! host's rows are written; the log made durable in order, so a power cut
+//! never keeps a row whose events it lost; nothing handed back before the
+//! durable commit. A signed checkpoint due at the scope's batch leaves the
+//! database (into the checkpoint store, where a power cut cannot take it
+//! back) only after that durable commit, and never if the host's write
+//! fails: the next batch then signs one. Host code that sends something
+//! out of the process by its own means from inside the scope (writes a
+//! sealed row to its database, calls a service) commits first with
+//! [`Custodian::flush_request`], or does it after [`Custodian::request`]
+//! returns — with what the closure returned.
 //!
 //! # The stream stays whole
 //!
