@@ -1558,6 +1558,33 @@ fn seal_email_of(
     Ok(custodian.seal(&email)?)
 }
 
+/// A sign-up in one durable commit: a drawn id, its email collected and
+/// sealed, and the row `(subject, email)` written into `customers` by
+/// `commit_request` (after `at_write` runs in the host's write).
+fn sign_up_in_one_commit(
+    store: &SqliteStore,
+    custodian: &Custodian,
+    at_write: &dyn Fn(),
+) -> SubjectId {
+    use privacy_pledge::store::sqlite::rusqlite::params;
+    let subject = custodian.new_subject().unwrap();
+    store
+        .commit_request(
+            custodian,
+            || seal_email_of(custodian, subject),
+            |tx, sealed| {
+                at_write();
+                tx.execute(
+                    "INSERT INTO customers VALUES (?1, ?2)",
+                    params![subject, sealed],
+                )?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    subject
+}
+
 /// A1 (host code whose write writes nothing): `commit_request`'s last
 /// transaction must still reach the disk, since it is what makes the
 /// scope's commit durable, so it bumps a counter of its own
@@ -1754,20 +1781,7 @@ fn a5_concurrent_requests_save_checkpoints_at_least_every_events_apart() {
         for _ in 0..8 {
             s.spawn(|| {
                 for _ in 0..25 {
-                    let ada = custodian.new_subject().unwrap();
-                    store
-                        .commit_request(
-                            &custodian,
-                            || seal_email_of(&custodian, ada),
-                            |tx, sealed| {
-                                tx.execute(
-                                    "INSERT INTO customers VALUES (?1, ?2)",
-                                    privacy_pledge::store::sqlite::rusqlite::params![ada, sealed],
-                                )?;
-                                Ok(())
-                            },
-                        )
-                        .unwrap();
+                    sign_up_in_one_commit(&store, &custodian, &|| {});
                 }
             });
         }
@@ -1803,7 +1817,6 @@ fn a5_concurrent_requests_save_checkpoints_at_least_every_events_apart() {
 #[test]
 fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
     use privacy_pledge::crypto::{KeyStore, SubjectKeys};
-    use privacy_pledge::store::sqlite::rusqlite::params;
     const FRAME: u64 = 4096 + 24;
     let dir = temp_dir("power_cut");
     let open = |db: &Path, checkpoints: &Path| {
@@ -1841,24 +1854,7 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
             c.execute_batch("CREATE TABLE customers (subject BLOB PRIMARY KEY, email BLOB)")
         })
         .unwrap();
-    let sign_up = |at_write: &dyn Fn()| {
-        let subject = custodian.new_subject().unwrap();
-        store
-            .commit_request(
-                &custodian,
-                || seal_email_of(&custodian, subject),
-                |tx, sealed| {
-                    at_write();
-                    tx.execute(
-                        "INSERT INTO customers VALUES (?1, ?2)",
-                        params![subject, sealed],
-                    )?;
-                    Ok(())
-                },
-            )
-            .unwrap();
-        subject
-    };
+    let sign_up = |at_write: &dyn Fn()| sign_up_in_one_commit(&store, &custodian, at_write);
     let ada = sign_up(&|| {});
     let synced = wal_len(); // the first sign-up's durable commit
     copy_dir(&dir.path("checkpoints"), &dir.path("checkpoints_before"));
