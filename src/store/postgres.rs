@@ -467,7 +467,8 @@ impl PgStore {
     /// own record, past theirs, so it makes them durable too. Still
     /// "recorded before it happens" (R10): every event is committed before
     /// the host's rows are written, and nothing `f` made leaves the call
-    /// before the durable commit. The argument is
+    /// before the durable commit; a signed checkpoint due at the scope's
+    /// events is saved only after it. The argument is
     /// [`SqliteStore::commit_request`](crate::store::sqlite::SqliteStore::commit_request)'s.
     ///
     /// If `write` fails, the result is dropped and the host gets `write`'s

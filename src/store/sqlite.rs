@@ -664,8 +664,11 @@ impl SqliteStore {
     /// visible to every process — before the host's rows are written, and
     /// nothing `f` made leaves the call before the durable commit; if power
     /// fails before it, the events are lost with everything that could
-    /// have needed them. With another sink the scope commits durably on its
-    /// own, as [`Custodian::request`](crate::Custodian::request) does.
+    /// have needed them. A signed checkpoint due at the scope's events is
+    /// saved in the checkpoint store only after the durable commit (never
+    /// if `write` fails: a later batch signs one). With another sink the
+    /// scope commits durably on its own, as
+    /// [`Custodian::request`](crate::Custodian::request) does.
     ///
     /// If `write` fails, the result is dropped and the host gets `write`'s
     /// error as it returned it (its own type, so a constraint violation can
