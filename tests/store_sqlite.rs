@@ -1800,6 +1800,88 @@ fn a5_concurrent_requests_save_checkpoints_at_least_every_events_apart() {
     );
 }
 
+/// A1 (host code nesting requests): a `commit_request` on one store inside
+/// the request of another's, on one thread. Each request's due checkpoint
+/// waits for that request's own durable commit, and is saved only once
+/// the request's row is in its database (the inner request's work never
+/// runs at the outer's commit, nor is the outer's lost to the inner's).
+#[test]
+fn a1_nested_commit_requests_of_two_stores_each_save_after_their_own_commit() {
+    use privacy_pledge::audit::{MemoryCheckpointStore, SignedCheckpoint};
+    /// Notes, at each save, how many rows its store's `customers` holds.
+    struct RowsAtSave {
+        store: SqliteStore,
+        kept: MemoryCheckpointStore,
+        rows: Mutex<Vec<i64>>,
+    }
+    impl CheckpointStore for RowsAtSave {
+        fn save(&self, c: &SignedCheckpoint) -> Result<(), privacy_pledge::audit::AuditError> {
+            let rows = self.store.with_connection(|c| {
+                c.query_row("SELECT count(*) FROM customers", [], |r| r.get(0))
+                    .unwrap()
+            });
+            self.rows.lock().unwrap().push(rows);
+            self.kept.save(c)
+        }
+        fn load(&self) -> Result<Vec<SignedCheckpoint>, privacy_pledge::audit::AuditError> {
+            self.kept.load()
+        }
+    }
+    let dir = temp_dir("nested_requests");
+    let shop = |name: &str| {
+        let store = SqliteStore::open(dir.path(name)).unwrap();
+        store
+            .with_connection(|c| {
+                c.execute_batch("CREATE TABLE customers (subject BLOB, email BLOB)")
+            })
+            .unwrap();
+        let saved = Arc::new(RowsAtSave {
+            store: store.clone(),
+            kept: MemoryCheckpointStore::new(),
+            rows: Mutex::default(),
+        });
+        let keyring = keyring();
+        let custodian = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(
+                store
+                    .audit_sink(keyring.audit_key())
+                    .unwrap()
+                    .with_checkpoints(keyring.checkpoint_signer().unwrap(), saved.clone(), 1),
+            )
+            .build()
+            .unwrap();
+        (store, custodian, saved)
+    };
+    let (outer, outer_custodian, outer_saved) = shop("outer.db");
+    let (inner, inner_custodian, inner_saved) = shop("inner.db");
+    let ada = outer_custodian.new_subject().unwrap();
+    outer
+        .commit_request(
+            &outer_custodian,
+            || -> Result<_, Box<dyn std::error::Error>> {
+                let sealed = seal_email_of(&outer_custodian, ada)?;
+                sign_up_in_one_commit(&inner, &inner_custodian, &|| {});
+                // The inner request saved its checkpoint after its row; the
+                // outer one has not saved anything yet.
+                assert_eq!(*inner_saved.rows.lock().unwrap(), [1]);
+                assert!(outer_saved.rows.lock().unwrap().is_empty());
+                Ok(sealed)
+            },
+            |tx, sealed| {
+                tx.execute(
+                    "INSERT INTO customers VALUES (?1, ?2)",
+                    privacy_pledge::store::sqlite::rusqlite::params![ada, sealed],
+                )?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(*outer_saved.rows.lock().unwrap(), [1]);
+    assert_eq!(*inner_saved.rows.lock().unwrap(), [1]);
+}
+
 /// A5 (power fails at any moment of a sign-up): what a power cut leaves of
 /// the write-ahead log is the synced part and then some of what followed;
 /// SQLite's recovery keeps frames only up to the first one missing or
