@@ -1558,6 +1558,34 @@ fn seal_email_of(
     Ok(custodian.seal(&email)?)
 }
 
+/// A custodian over `store`'s key store and a sink of it that signs a
+/// checkpoint every `every` events into `kept` (the custodian's checkpoint
+/// store too), and the sink.
+fn custodian_signing_into<C: CheckpointStore + 'static>(
+    store: &SqliteStore,
+    kept: Arc<C>,
+    every: u64,
+) -> (
+    Custodian,
+    Arc<privacy_pledge::store::sqlite::SqliteAuditSink>,
+) {
+    let keyring = keyring();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), kept.clone(), every),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring)
+        .key_store(store.key_store())
+        .checkpoint_store(kept)
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    (custodian, sink)
+}
+
 /// A sign-up in one durable commit: a drawn id, its email collected and
 /// sealed, and the row `(subject, email)` written into `customers` by
 /// `commit_request` (after `at_write` runs in the host's write).
@@ -1760,20 +1788,7 @@ fn a5_concurrent_requests_save_checkpoints_at_least_every_events_apart() {
         kept: MemoryCheckpointStore::new(),
         seqs: Mutex::default(),
     });
-    let keyring = keyring();
-    let sink = Arc::new(
-        store
-            .audit_sink(keyring.audit_key())
-            .unwrap()
-            .with_checkpoints(keyring.checkpoint_signer().unwrap(), saved.clone(), EVERY),
-    );
-    let custodian = Custodian::builder()
-        .keyring(keyring)
-        .key_store(store.key_store())
-        .checkpoint_store(saved.clone())
-        .audit(sink.clone())
-        .build()
-        .unwrap();
+    let (custodian, sink) = custodian_signing_into(&store, saved.clone(), EVERY);
     store
         .with_connection(|c| c.execute_batch("CREATE TABLE customers (subject BLOB, email BLOB)"))
         .unwrap();
@@ -1840,18 +1855,7 @@ fn a1_nested_commit_requests_of_two_stores_each_save_after_their_own_commit() {
             kept: MemoryCheckpointStore::new(),
             rows: Mutex::default(),
         });
-        let keyring = keyring();
-        let custodian = Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.key_store())
-            .audit(
-                store
-                    .audit_sink(keyring.audit_key())
-                    .unwrap()
-                    .with_checkpoints(keyring.checkpoint_signer().unwrap(), saved.clone(), 1),
-            )
-            .build()
-            .unwrap();
+        let (custodian, _) = custodian_signing_into(&store, saved.clone(), 1);
         (store, custodian, saved)
     };
     let (outer, outer_custodian, outer_saved) = shop("outer.db");
@@ -1903,21 +1907,10 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
     let dir = temp_dir("power_cut");
     let open = |db: &Path, checkpoints: &Path| {
         let store = SqliteStore::open(db).unwrap();
-        let keyring = keyring();
         let kept = Arc::new(DirCheckpointStore::new(checkpoints).unwrap());
         // A checkpoint every two events: due at the second sign-up's batch,
         // and saved once the request's durable commit has made it durable.
-        let sink = store
-            .audit_sink(keyring.audit_key())
-            .unwrap()
-            .with_checkpoints(keyring.checkpoint_signer().unwrap(), kept.clone(), 2);
-        let custodian = Custodian::builder()
-            .keyring(keyring)
-            .key_store(store.key_store())
-            .checkpoint_store(kept)
-            .audit(sink)
-            .build()
-            .unwrap();
+        let (custodian, _) = custodian_signing_into(&store, kept, 2);
         (store, custodian)
     };
     let copy_dir = |from: &Path, to: &Path| {
