@@ -273,8 +273,10 @@ fn a5_signers_on_several_threads_save_one_at_a_time_and_never_go_back() {
 
 /// A5 (threads of one process, or two sinks sharing a directory): saves of
 /// one stream's checkpoint to a `DirCheckpointStore` at the same moment
-/// all succeed, and the file left is always a whole checkpoint — one
-/// save's temporary file is never truncated or renamed away by another's.
+/// all succeed, a load meanwhile always finds a whole checkpoint, and the
+/// newest saved is the one kept at the end — a late save of an older
+/// checkpoint never hides it. The directory holds the stream's two slots
+/// and its lock, no temporary file.
 #[test]
 fn a5_concurrent_saves_to_a_checkpoint_directory_never_clash() {
     use privacy_pledge::audit::{Checkpoint, DirCheckpointStore, StreamId};
@@ -299,8 +301,23 @@ fn a5_concurrent_saves_to_a_checkpoint_directory_never_clash() {
             });
         }
     });
-    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
-    assert_eq!(files.len(), 1, "no temporary file left behind");
+    let kept = store.load().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].checkpoint().seq(), 3_050, "the newest save kept");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            format!("{stream}.0.ckpt"),
+            format!("{stream}.1.ckpt"),
+            format!("{stream}.lock")
+        ],
+        "no temporary file left behind"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -336,4 +353,67 @@ fn a5_built_in_log_signers_save_one_at_a_time_and_never_go_back() {
         seqs.windows(2).all(|w| w[0] <= w[1]),
         "an older checkpoint was saved over a newer one: {seqs:?}"
     );
+}
+
+/// A child's part in a test that spawns this binary with `PP_CKPT_DIR`
+/// set: saves checkpoints `PP_CKPT_FROM + 1 ..= PP_CKPT_FROM + 100` of
+/// stream `PP_CKPT_STREAM` into that directory. Without it, does nothing.
+#[test]
+fn child_process_entry() {
+    use privacy_pledge::audit::{Checkpoint, CheckpointSigner, DirCheckpointStore, StreamId};
+    use privacy_pledge::time::Timestamp;
+
+    let Ok(dir) = std::env::var("PP_CKPT_DIR") else {
+        return;
+    };
+    let stream: StreamId = std::env::var("PP_CKPT_STREAM").unwrap().parse().unwrap();
+    let from: u64 = std::env::var("PP_CKPT_FROM").unwrap().parse().unwrap();
+    let store = DirCheckpointStore::new(dir).unwrap();
+    let signer = CheckpointSigner::from_seed(&[3; 32]).unwrap();
+    for seq in from + 1..=from + 100 {
+        let head = Checkpoint::new(seq, [seq as u8; 32]);
+        store
+            .save(&signer.sign(stream, head, Timestamp::now()))
+            .unwrap();
+    }
+}
+
+/// A5 (processes sharing a checkpoint directory, a stream's saves from
+/// several of them at once — a forked writer, a pid come back): every save
+/// succeeds, every load meanwhile finds one whole checkpoint of the
+/// stream, and the newest of all the processes' saves is the one kept.
+#[test]
+fn a5_processes_saving_one_stream_at_once_keep_the_newest_whole() {
+    use privacy_pledge::audit::{DirCheckpointStore, StreamId};
+
+    let dir = std::env::temp_dir().join(format!("pp-cp-procs-{}", SubjectId::random()));
+    let store = DirCheckpointStore::new(&dir).unwrap();
+    let stream = StreamId::random().unwrap();
+    let mut children: Vec<_> = [0u64, 1_000, 2_000]
+        .into_iter()
+        .map(|from| {
+            std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", "child_process_entry", "--test-threads=1"])
+                .env("PP_CKPT_DIR", &dir)
+                .env("PP_CKPT_STREAM", stream.to_string())
+                .env("PP_CKPT_FROM", from.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut loads = 0;
+    while children.iter_mut().any(|c| c.try_wait().unwrap().is_none()) {
+        let kept = store.load().unwrap();
+        assert!(kept.len() <= 1, "one checkpoint of the stream: {kept:?}");
+        loads += 1;
+    }
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a child's save failed");
+    }
+    let kept = store.load().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].checkpoint().seq(), 2_100, "the newest of all saves");
+    assert!(loads > 0);
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -542,8 +542,42 @@ impl CheckpointStore for MemoryCheckpointStore {
     }
 }
 
-/// The default [`CheckpointStore`]: a directory with one JSON file per
-/// stream (`<stream>.json`), replaced atomically (written, synced, renamed).
+/// The default [`CheckpointStore`]: a directory that keeps each stream's
+/// newest checkpoint in two slot files written in turn.
+///
+/// # Files
+///
+/// - `<stream>.0.ckpt` and `<stream>.1.ckpt`: the two slots. A save
+///   overwrites, in place, the slot that does not hold the stream's newest
+///   checkpoint, and syncs its data: one `fdatasync` of a file whose size
+///   and blocks stay as they were. A new file synced and renamed over the
+///   old one also costs the file system a metadata commit, then and at
+///   the database's next sync on the same disk (see the crate's README,
+///   Performance, for what it cost a sign-up). A slot is the checkpoint's
+///   JSON, a line with its SHA-256, and padding to 4 KiB.
+/// - `<stream>.lock`: empty; a save holds its exclusive lock (`flock` on
+///   Unix) from choosing the slot to the sync, so two saves of a stream —
+///   two threads, two processes — never write at once.
+/// - `<stream>.base.<seq>.json`: an archive base ([`save_base`](Self::save_base)),
+///   written to a file of its own, synced and renamed into place.
+/// - `<stream>.json`: the newest checkpoint as earlier versions kept it
+///   (replaced by renaming); still read, never written.
+///
+/// # Why it survives a crash
+///
+/// A crash or power cut in the middle of a save can leave that save's slot
+/// half old, half new. Its digest line then does not match (a slot whose
+/// JSON parses but does not match its digest — sectors of two saves — is
+/// caught the same way), [`load`](CheckpointStore::load) skips it, and the
+/// other slot still holds the previous checkpoint, whole: it was written by
+/// an earlier save that had synced before this one began. Only a stream
+/// whose two slots are both unreadable is an error: no crash makes that
+/// (one save at a time), so the directory was damaged. A stream's first
+/// save cut short leaves it with no checkpoint, as if it had not run.
+///
+/// `load` returns each stream's newest checkpoint of its slots (and of an
+/// earlier version's `<stream>.json`), so a save that comes late with an
+/// older checkpoint — another process's — never hides a newer one.
 ///
 /// ```
 /// use privacy_pledge::audit::{Checkpoint, CheckpointSigner, CheckpointStore, DirCheckpointStore, StreamId};
@@ -574,6 +608,11 @@ impl DirCheckpointStore {
     /// The directory.
     pub fn path(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// Slot `slot` (0 or 1) of `stream`.
+    fn slot(&self, stream: StreamId, slot: usize) -> std::path::PathBuf {
+        self.dir.join(format!("{stream}.{slot}.ckpt"))
     }
 
     /// The freshness anchor kept in this directory (`state.log`), beside
@@ -643,22 +682,420 @@ fn io_error(what: &str, e: impl fmt::Display) -> super::AuditError {
 
 impl CheckpointStore for DirCheckpointStore {
     fn save(&self, checkpoint: &SignedCheckpoint) -> Result<(), super::AuditError> {
-        self.write(&format!("{}.json", checkpoint.stream), checkpoint)
+        if checkpoint.is_base() {
+            // Kept beside the newest, as `MemoryCheckpointStore` keeps one.
+            return self.save_base(checkpoint);
+        }
+        let stream = checkpoint.stream;
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.dir.join(format!("{stream}.lock")))
+            .map_err(|e| io_error("lock", e))?;
+        lock.lock().map_err(|e| io_error("lock", e))?;
+        // The slot not holding the newest whole checkpoint: an empty or
+        // unreadable one first, else the older.
+        let seq_in = |slot: usize| {
+            std::fs::read(self.slot(stream, slot))
+                .ok()
+                .and_then(|bytes| read_slot(&bytes))
+                .map(|c| c.seq)
+        };
+        let slot = match (seq_in(0), seq_in(1)) {
+            (None, _) => 0,
+            (_, None) => 1,
+            (Some(a), Some(b)) => usize::from(a > b),
+        };
+        write_slot(&self.slot(stream, slot), checkpoint)
     }
 
     fn load(&self) -> Result<Vec<SignedCheckpoint>, super::AuditError> {
-        let mut out = Vec::new();
+        let mut out = Newest::default();
+        // Streams with two slot files and no whole one among them.
+        let mut unreadable = std::collections::HashMap::<StreamId, usize>::new();
         for entry in std::fs::read_dir(&self.dir).map_err(|e| io_error("read", e))? {
             let path = entry.map_err(|e| io_error("read", e))?.path();
-            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("json") => {
+                    let bytes = std::fs::read(&path).map_err(|e| io_error("read", e))?;
+                    let c = serde_json::from_slice::<SignedCheckpoint>(&bytes)
+                        .map_err(|_| io_error("malformed file", path.display()))?;
+                    out.keep(c);
+                }
+                Some("ckpt") => {
+                    let Some(stream) = slot_stream(&path) else {
+                        continue;
+                    };
+                    let bytes = std::fs::read(&path).map_err(|e| io_error("read", e))?;
+                    match read_slot(&bytes).filter(|c| c.stream == stream) {
+                        Some(c) => {
+                            out.keep(c);
+                            unreadable.insert(stream, usize::MAX);
+                        }
+                        // Cut short by a crash, or read while being written.
+                        None => {
+                            let n = unreadable.entry(stream).or_default();
+                            *n = n.saturating_add(1);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (stream, n) in unreadable {
+            if n != 2 {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|e| io_error("read", e))?;
-            let c: SignedCheckpoint = serde_json::from_slice(&bytes)
-                .map_err(|_| io_error("malformed file", path.display()))?;
-            out.push(c);
+            // Both read while saves wrote them (the reader paused between
+            // its two reads): read again with no save running.
+            let _lock = match std::fs::File::open(self.dir.join(format!("{stream}.lock"))) {
+                Ok(lock) => lock.lock_shared().map(|()| Some(lock)),
+                // No save ever ran here: saves make the lock file first.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(e),
+            }
+            .map_err(|e| io_error("lock", e))?;
+            let whole = (0..2)
+                .filter_map(|slot| std::fs::read(self.slot(stream, slot)).ok())
+                .filter_map(|bytes| read_slot(&bytes).filter(|c| c.stream == stream))
+                .max_by_key(|c| c.seq)
+                .ok_or_else(|| io_error("both slots unreadable for stream", stream))?;
+            out.keep(whole);
         }
+        Ok(out.into_sorted())
+    }
+}
+
+/// Checkpoints as [`DirCheckpointStore::load`] returns them: every base,
+/// and one newest checkpoint per stream.
+#[derive(Default)]
+struct Newest {
+    bases: Vec<SignedCheckpoint>,
+    heads: std::collections::HashMap<StreamId, SignedCheckpoint>,
+}
+
+impl Newest {
+    fn keep(&mut self, c: SignedCheckpoint) {
+        if c.is_base() {
+            self.bases.push(c);
+            return;
+        }
+        let kept = self.heads.entry(c.stream).or_insert(c);
+        if kept.seq < c.seq {
+            *kept = c;
+        }
+    }
+
+    fn into_sorted(self) -> Vec<SignedCheckpoint> {
+        let mut out = self.bases;
+        out.extend(self.heads.into_values());
         out.sort_by_key(|c| (c.stream, c.seq));
-        Ok(out)
+        out
+    }
+}
+
+/// The size a slot file is padded to, so that saves keep its size (and
+/// blocks) and its sync flushes data only.
+const SLOT_LEN: usize = 4096;
+
+/// The stream a slot file's name (`<stream>.<0|1>.ckpt`) names.
+fn slot_stream(path: &std::path::Path) -> Option<StreamId> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name
+        .strip_suffix(".0.ckpt")
+        .or_else(|| name.strip_suffix(".1.ckpt"))?;
+    stem.parse().ok()
+}
+
+/// A slot's bytes: the checkpoint's JSON, a newline, the hex SHA-256 of
+/// the JSON, a newline, and spaces up to [`SLOT_LEN`] (or the next multiple
+/// of it).
+fn slot_bytes(checkpoint: &SignedCheckpoint) -> Result<Vec<u8>, super::AuditError> {
+    let mut out = serde_json::to_vec(checkpoint).map_err(|e| io_error("encode", e))?;
+    let digest = ring::digest::digest(&ring::digest::SHA256, &out);
+    let mut hex = String::with_capacity(64);
+    crate::subject::push_hex(&mut hex, digest.as_ref());
+    out.push(b'\n');
+    out.extend_from_slice(hex.as_bytes());
+    out.push(b'\n');
+    out.resize(out.len().div_ceil(SLOT_LEN) * SLOT_LEN, b' ');
+    Ok(out)
+}
+
+/// The checkpoint a slot holds, if it is whole: `None` for an empty,
+/// cut-short or mixed slot (its digest line does not match its JSON).
+fn read_slot(bytes: &[u8]) -> Option<SignedCheckpoint> {
+    let end = bytes.iter().position(|&b| b == b'\n')?;
+    let (json, rest) = (bytes.get(..end)?, bytes.get(end + 1..)?);
+    let digest = crate::subject::decode_hex::<32>(core::str::from_utf8(rest.get(..64)?).ok()?)?;
+    if rest.get(64) != Some(&b'\n')
+        || ring::digest::digest(&ring::digest::SHA256, json).as_ref() != digest
+    {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
+/// Overwrites the slot at `path` in place with `checkpoint` and syncs its
+/// data; a slot file made here is made durable with its directory's entry.
+fn write_slot(
+    path: &std::path::Path,
+    checkpoint: &SignedCheckpoint,
+) -> Result<(), super::AuditError> {
+    use std::io::Write;
+    let bytes = slot_bytes(checkpoint)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| io_error("open", e))?;
+    let len = f.metadata().map_err(|e| io_error("open", e))?.len();
+    f.write_all(&bytes).map_err(|e| io_error("write", e))?;
+    if len > bytes.len() as u64 {
+        f.set_len(bytes.len() as u64)
+            .map_err(|e| io_error("write", e))?;
+    }
+    f.sync_data().map_err(|e| io_error("sync", e))?;
+    if len == 0 {
+        sync_dir(path)?;
+    }
+    Ok(())
+}
+
+/// Syncs the directory holding `path`, so a file made in it stays after a
+/// power cut (Unix; elsewhere the file system's own order is relied on).
+fn sync_dir(path: &std::path::Path) -> Result<(), super::AuditError> {
+    #[cfg(unix)]
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io_error("sync", e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(DirCheckpointStore);
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(self.0.path());
+        }
+    }
+
+    fn dir() -> Dir {
+        let tag = u64::from_be_bytes(crate::crypto::random_array::<8>().unwrap());
+        let path = std::env::temp_dir().join(format!("pp-slots-{tag:016x}"));
+        Dir(DirCheckpointStore::new(path).unwrap())
+    }
+
+    fn signed(stream: StreamId, seq: u64) -> SignedCheckpoint {
+        CheckpointSigner::from_seed(&[7; 32]).unwrap().sign(
+            stream,
+            Checkpoint::new(seq, [seq as u8; 32]),
+            Timestamp::from_unix_nanos(seq),
+        )
+    }
+
+    fn newest(store: &DirCheckpointStore) -> Vec<u64> {
+        store.load().unwrap().iter().map(|c| c.seq).collect()
+    }
+
+    /// The slot holding `seq` (0 or 1).
+    fn slot_of(store: &DirCheckpointStore, stream: StreamId, seq: u64) -> usize {
+        (0..2)
+            .find(|&i| {
+                read_slot(&std::fs::read(store.slot(stream, i)).unwrap()).map(|c| c.seq)
+                    == Some(seq)
+            })
+            .unwrap()
+    }
+
+    /// A5 (a power cut in the middle of a save): whatever the cut leaves of
+    /// the slot being written — a prefix, zeros, new sectors over old ones
+    /// — the other slot's checkpoint is loaded, and the next save writes
+    /// over the damaged slot, never over the whole one.
+    #[test]
+    fn a5_a_save_cut_short_leaves_the_previous_checkpoint() {
+        let d = dir();
+        let stream = StreamId::random().unwrap();
+        d.0.save(&signed(stream, 10)).unwrap();
+        d.0.save(&signed(stream, 20)).unwrap();
+        assert_eq!(newest(&d.0), [20]);
+        let target = slot_of(&d.0, stream, 10);
+        let path = d.0.slot(stream, target);
+        let old = std::fs::read(&path).unwrap();
+        let new = slot_bytes(&signed(stream, 30)).unwrap();
+        assert_eq!((old.len(), new.len()), (SLOT_LEN, SLOT_LEN));
+        let cut = |bytes: Vec<u8>| {
+            std::fs::write(&path, bytes).unwrap();
+            assert_eq!(newest(&d.0), [20], "the previous checkpoint, whole");
+        };
+        // The JSON and its digest line: a cut after them lost only padding.
+        let json_end = new.iter().position(|&b| b == b'\n').unwrap();
+        for len in [0, 1, 100, json_end, json_end + 10] {
+            cut(new[..len].to_vec());
+            cut([&new[..len], &old[len..]].concat());
+        }
+        cut(vec![0; SLOT_LEN]);
+        // The new JSON with the old digest line: sectors of two saves.
+        let old_end = old.iter().position(|&b| b == b'\n').unwrap();
+        cut([&new[..=json_end], &old[old_end + 1..]].concat());
+
+        d.0.save(&signed(stream, 30)).unwrap();
+        assert_eq!(slot_of(&d.0, stream, 30), target, "the damaged slot");
+        assert_eq!(slot_of(&d.0, stream, 20), 1 - target, "kept whole");
+        assert_eq!(newest(&d.0), [30]);
+        // Both whole: the older is written over, the newer kept whole.
+        d.0.save(&signed(stream, 40)).unwrap();
+        assert_eq!(slot_of(&d.0, stream, 40), 1 - target, "over the older");
+        assert_eq!(slot_of(&d.0, stream, 30), target);
+        // And an older checkpoint saved late never hides the newest.
+        d.0.save(&signed(stream, 35)).unwrap();
+        assert_eq!(slot_of(&d.0, stream, 40), 1 - target);
+        assert_eq!(newest(&d.0), [40]);
+        for i in 0..2 {
+            let len = std::fs::metadata(d.0.slot(stream, i)).unwrap().len();
+            assert_eq!(len, SLOT_LEN as u64, "a slot keeps its size");
+        }
+    }
+
+    /// A5 (two processes saving one stream): a save waits for the stream's
+    /// lock, so the slot it chose is never written by another save at once
+    /// (both could choose the older slot, and the later, older checkpoint
+    /// would hide the newer one).
+    #[test]
+    fn a5_a_save_waits_for_the_streams_lock() {
+        let d = dir();
+        let stream = StreamId::random().unwrap();
+        d.0.save(&signed(stream, 1)).unwrap();
+        let held = std::fs::File::open(d.0.path().join(format!("{stream}.lock"))).unwrap();
+        held.lock().unwrap();
+        let saved = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                d.0.save(&signed(stream, 2)).unwrap();
+                saved.store(true, std::sync::atomic::Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(
+                !saved.load(std::sync::atomic::Ordering::SeqCst),
+                "saved under another's lock"
+            );
+            assert_eq!(newest(&d.0), [1]);
+            held.unlock().unwrap();
+        });
+        assert!(saved.into_inner());
+        assert_eq!(newest(&d.0), [2]);
+    }
+
+    /// Two unreadable slots are a damaged directory, not a stream without a
+    /// checkpoint (a crash damages one, the one being written); a single
+    /// unreadable slot is a first save cut short.
+    #[test]
+    fn two_unreadable_slots_are_an_error_and_a_lone_one_is_no_checkpoint() {
+        let d = dir();
+        let stream = StreamId::random().unwrap();
+        std::fs::write(d.0.slot(stream, 0), b"{\"stream\":").unwrap();
+        assert_eq!(newest(&d.0), [] as [u64; 0]);
+        std::fs::write(d.0.slot(stream, 1), [b' '; SLOT_LEN]).unwrap();
+        let err = d.0.load().unwrap_err().to_string();
+        assert!(err.contains("both slots unreadable"), "{err}");
+        std::fs::write(d.0.path().join(format!("{stream}.lock")), b"").unwrap();
+        let err = d.0.load().unwrap_err().to_string();
+        assert!(err.contains("both slots unreadable"), "{err}");
+        // Saving again repairs it.
+        d.0.save(&signed(stream, 5)).unwrap();
+        assert_eq!(newest(&d.0), [5]);
+    }
+
+    /// A load that found both slots unreadable — each read while a save
+    /// wrote it, the reader paused between its two reads — reads them
+    /// again once no save runs, and finds the one the save finished.
+    #[test]
+    fn a5_a_load_that_finds_both_slots_mid_write_reads_them_again() {
+        let d = dir();
+        let stream = StreamId::random().unwrap();
+        d.0.save(&signed(stream, 1)).unwrap();
+        d.0.save(&signed(stream, 2)).unwrap();
+        // A save holds the lock, with both slots as a load saw them mid-write.
+        let held = std::fs::File::open(d.0.path().join(format!("{stream}.lock"))).unwrap();
+        held.lock().unwrap();
+        for i in 0..2 {
+            std::fs::write(d.0.slot(stream, i), b"{").unwrap();
+        }
+        std::thread::scope(|s| {
+            let load = s.spawn(|| d.0.load());
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            assert!(!load.is_finished(), "waits for the save to finish");
+            std::fs::write(d.0.slot(stream, 0), slot_bytes(&signed(stream, 3)).unwrap()).unwrap();
+            held.unlock().unwrap();
+            let kept = load.join().unwrap().unwrap();
+            assert_eq!(kept.iter().map(|c| c.seq).collect::<Vec<_>>(), [3]);
+        });
+    }
+
+    /// A slot holds the checkpoint of the stream its name says; one moved
+    /// under another stream's name is not read as that stream's.
+    #[test]
+    fn a_slot_under_another_streams_name_is_not_read() {
+        let d = dir();
+        let (a, b) = (StreamId::random().unwrap(), StreamId::random().unwrap());
+        d.0.save(&signed(a, 3)).unwrap();
+        d.0.save(&signed(b, 4)).unwrap();
+        std::fs::copy(d.0.slot(a, 0), d.0.slot(b, 1)).unwrap();
+        let kept = d.0.load().unwrap();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.iter().any(|c| c.stream == b && c.seq == 4));
+    }
+
+    /// A directory an earlier version wrote (`<stream>.json`, replaced by
+    /// renaming) still loads, and the newest of its file and the slots is
+    /// the stream's checkpoint; bases are all kept beside it.
+    #[test]
+    fn an_earlier_versions_file_is_read_and_the_newest_counts() {
+        let d = dir();
+        let stream = StreamId::random().unwrap();
+        let legacy = d.0.path().join(format!("{stream}.json"));
+        std::fs::write(&legacy, serde_json::to_vec(&signed(stream, 50)).unwrap()).unwrap();
+        assert_eq!(newest(&d.0), [50]);
+        d.0.save(&signed(stream, 20)).unwrap();
+        assert_eq!(newest(&d.0), [50]);
+        d.0.save(&signed(stream, 60)).unwrap();
+        assert_eq!(newest(&d.0), [60]);
+        let base = CheckpointSigner::from_seed(&[7; 32]).unwrap().sign_base(
+            stream,
+            Checkpoint::new(40, [1; 32]),
+            [2; 32],
+            Timestamp::from_unix_nanos(1),
+        );
+        d.0.save(&base).unwrap();
+        assert_eq!(newest(&d.0), [40, 60]);
+        assert!(legacy.exists(), "never written, never removed");
+    }
+
+    /// Bytes from outside (a damaged file): every prefix of a slot, and
+    /// every slot with one byte changed, is refused without a panic.
+    #[test]
+    fn no_damaged_slot_is_read_and_none_panics() {
+        let stream = StreamId::random().unwrap();
+        let bytes = slot_bytes(&signed(stream, 9)).unwrap();
+        assert_eq!(read_slot(&bytes).map(|c| c.seq), Some(9));
+        let whole = bytes.iter().position(|&b| b == b'\n').unwrap() + 66;
+        for len in 0..whole {
+            assert!(read_slot(&bytes[..len]).is_none(), "prefix of {len}");
+        }
+        for i in 0..whole {
+            let mut changed = bytes.clone();
+            changed[i] ^= 0x20;
+            assert!(read_slot(&changed).is_none(), "byte {i} changed");
+        }
     }
 }
