@@ -281,9 +281,10 @@ fn replaced_error() -> AnchorError {
 /// database's reach — normally the checkpoint directory
 /// ([`DirCheckpointStore::anchor`](crate::audit::DirCheckpointStore::anchor)).
 ///
-/// Appends take an exclusive lock on the file (`flock`), check its length,
-/// write and `fsync` before the lock is released, so processes on one
-/// machine (or on a file system with working locks) append in one order. A
+/// Appends take an exclusive lock on the file (`flock`; waited for at most
+/// 10 s, then the append fails), check its length, write and `fsync`
+/// before the lock is released, so processes on one machine (or on a file
+/// system with working locks) append in one order. A
 /// line torn by a crash mid-append is cut off by the next writer.
 /// [`replace`](AnchorStore::replace) (compaction) writes the new log to a
 /// file beside it and renames it into place under the old file's lock; an
@@ -359,9 +360,8 @@ impl DirAnchorStore {
     fn locked(
         &self,
         epoch: Option<u64>,
-    ) -> Result<(std::fs::File, std::fs::Metadata), AnchorError> {
-        let f = self.open()?;
-        f.lock().map_err(|e| io("lock", e))?;
+    ) -> Result<(crate::file_lock::FileLock, std::fs::Metadata), AnchorError> {
+        let f = crate::file_lock::FileLock::exclusive(self.open()?).map_err(|e| io("lock", e))?;
         let meta = f.metadata().map_err(|e| io("stat", e))?;
         if self.replaced(&meta)? || epoch.is_some_and(|e| e != identity(&meta)) {
             return Err(replaced_error());

@@ -129,6 +129,7 @@ mod ct;
 pub mod custodian;
 pub mod data;
 mod error;
+mod file_lock;
 pub mod freshness;
 pub mod info;
 pub mod policy;

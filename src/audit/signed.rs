@@ -557,7 +557,9 @@ impl CheckpointStore for MemoryCheckpointStore {
 ///   JSON, a line with its SHA-256, and padding to 4 KiB.
 /// - `<stream>.lock`: empty; a save holds its exclusive lock (`flock` on
 ///   Unix) from choosing the slot to the sync, so two saves of a stream —
-///   two threads, two processes — never write at once.
+///   two threads, two processes — never write at once. A save waits for
+///   the lock for at most 10 s, then fails (a process that died holding
+///   it, whose forked child still has the file open).
 /// - `<stream>.base.<seq>.json`: an archive base ([`save_base`](Self::save_base)),
 ///   written to a file of its own, synced and renamed into place.
 /// - `<stream>.json`: the newest checkpoint as earlier versions kept it
@@ -687,13 +689,13 @@ impl CheckpointStore for DirCheckpointStore {
             return self.save_base(checkpoint);
         }
         let stream = checkpoint.stream;
-        let lock = std::fs::OpenOptions::new()
+        let _lock = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
             .open(self.dir.join(format!("{stream}.lock")))
+            .and_then(crate::file_lock::FileLock::exclusive)
             .map_err(|e| io_error("lock", e))?;
-        lock.lock().map_err(|e| io_error("lock", e))?;
         // The slot not holding the newest whole checkpoint: an empty or
         // unreadable one first, else the older.
         let seq_in = |slot: usize| {
@@ -750,7 +752,7 @@ impl CheckpointStore for DirCheckpointStore {
             // Both read while saves wrote them (the reader paused between
             // its two reads): read again with no save running.
             let _lock = match std::fs::File::open(self.dir.join(format!("{stream}.lock"))) {
-                Ok(lock) => lock.lock_shared().map(|()| Some(lock)),
+                Ok(lock) => crate::file_lock::FileLock::shared(lock).map(Some),
                 // No save ever ran here: saves make the lock file first.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
