@@ -360,8 +360,8 @@ impl DirAnchorStore {
     fn locked(
         &self,
         epoch: Option<u64>,
-    ) -> Result<(crate::file_lock::FileLock, std::fs::Metadata), AnchorError> {
-        let f = crate::file_lock::FileLock::exclusive(self.open()?).map_err(|e| io("lock", e))?;
+    ) -> Result<(crate::files::FileLock, std::fs::Metadata), AnchorError> {
+        let f = crate::files::FileLock::exclusive(self.open()?).map_err(|e| io("lock", e))?;
         let meta = f.metadata().map_err(|e| io("stat", e))?;
         if self.replaced(&meta)? || epoch.is_some_and(|e| e != identity(&meta)) {
             return Err(replaced_error());
@@ -451,9 +451,7 @@ impl AnchorStore for DirAnchorStore {
         new.sync_all().map_err(|e| io("sync", e))?;
         std::fs::rename(&new_path, &self.file).map_err(|e| io("rename", e))?;
         if let Some(dir) = self.file.parent() {
-            std::fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| io("sync directory", e))?;
+            crate::files::sync_dir(dir).map_err(|e| io("sync directory", e))?;
         }
         // The old file's lock goes with `_old`: an appender waiting for it
         // finds its file replaced.

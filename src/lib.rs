@@ -129,7 +129,7 @@ mod ct;
 pub mod custodian;
 pub mod data;
 mod error;
-mod file_lock;
+mod files;
 pub mod freshness;
 pub mod info;
 pub mod policy;

@@ -694,7 +694,7 @@ impl CheckpointStore for DirCheckpointStore {
             .create(true)
             .truncate(false)
             .open(self.dir.join(format!("{stream}.lock")))
-            .and_then(crate::file_lock::FileLock::exclusive)
+            .and_then(crate::files::FileLock::exclusive)
             .map_err(|e| io_error("lock", e))?;
         // The slot not holding the newest whole checkpoint: an empty or
         // unreadable one first, else the older.
@@ -752,7 +752,7 @@ impl CheckpointStore for DirCheckpointStore {
             // Both read while saves wrote them (the reader paused between
             // its two reads): read again with no save running.
             let _lock = match std::fs::File::open(self.dir.join(format!("{stream}.lock"))) {
-                Ok(lock) => crate::file_lock::FileLock::shared(lock).map(Some),
+                Ok(lock) => crate::files::FileLock::shared(lock).map(Some),
                 // No save ever ran here: saves make the lock file first.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(e),
@@ -860,23 +860,9 @@ fn write_slot(
             .map_err(|e| io_error("write", e))?;
     }
     f.sync_data().map_err(|e| io_error("sync", e))?;
-    if len == 0 {
-        sync_dir(path)?;
+    if let (0, Some(dir)) = (len, path.parent()) {
+        crate::files::sync_dir(dir).map_err(|e| io_error("sync", e))?;
     }
-    Ok(())
-}
-
-/// Syncs the directory holding `path`, so a file made in it stays after a
-/// power cut (Unix; elsewhere the file system's own order is relied on).
-fn sync_dir(path: &std::path::Path) -> Result<(), super::AuditError> {
-    #[cfg(unix)]
-    if let Some(dir) = path.parent() {
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| io_error("sync", e))?;
-    }
-    #[cfg(not(unix))]
-    let _ = path;
     Ok(())
 }
 

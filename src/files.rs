@@ -1,12 +1,13 @@
-//! A lock on a file shared by processes (`flock` on Unix, `LockFileEx` on
-//! Windows), waited for within a bound and released explicitly.
+//! Files the crate keeps outside the database: a lock shared by processes
+//! ([`FileLock`]) and a directory's sync ([`sync_dir`]).
 //!
-//! Released explicitly, not only by closing the file: a lock belongs to
-//! the open file, which a child forked while the lock was held shares. If
-//! closing were all, the lock would stay taken for as long as that child
-//! lives, and every later save in this process would wait for it. Waited
-//! for within a bound, so that a lock left so (the holder died, its child
-//! lives on) makes the caller fail, not hang.
+//! A lock (`flock` on Unix, `LockFileEx` on Windows) is released
+//! explicitly, not only by closing the file: a lock belongs to the open
+//! file, which a child forked while the lock was held shares. If closing
+//! were all, the lock would stay taken for as long as that child lives, and
+//! every later save in this process would wait for it. It is waited for
+//! within a bound, so that a lock left so (the holder died, its child lives
+//! on) makes the caller fail, not hang.
 
 use std::fs::File;
 use std::time::{Duration, Instant};
@@ -77,6 +78,17 @@ impl Drop for FileLock {
     fn drop(&mut self) {
         let _ = self.0.unlock();
     }
+}
+
+/// Syncs directory `dir`, so that a file made or renamed in it stays after
+/// a power cut (Unix; elsewhere a directory cannot be opened to sync, and
+/// the file system's own order is relied on).
+pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    File::open(dir)?.sync_all()?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
 }
 
 #[cfg(test)]
