@@ -83,9 +83,17 @@ impl Drop for FileLock {
 /// Syncs directory `dir`, so that a file made or renamed in it stays after
 /// a power cut (Unix; elsewhere a directory cannot be opened to sync, and
 /// the file system's own order is relied on).
+/// An empty path (the parent of a bare file name) is the current directory.
 pub(crate) fn sync_dir(dir: &std::path::Path) -> std::io::Result<()> {
     #[cfg(unix)]
-    File::open(dir)?.sync_all()?;
+    {
+        let dir = if dir.as_os_str().is_empty() {
+            std::path::Path::new(".")
+        } else {
+            dir
+        };
+        File::open(dir)?.sync_all()?;
+    }
     #[cfg(not(unix))]
     let _ = dir;
     Ok(())

@@ -118,16 +118,8 @@ impl KeyringFile {
 
     /// Syncs the directory, so that a new name in it is on disk.
     fn sync_dir(&self) -> Result<(), KeyError> {
-        #[cfg(unix)]
         if let Some(dir) = self.path.parent() {
-            let dir = if dir.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                dir
-            };
-            fs::File::open(dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| self.error("cannot sync its directory", e))?;
+            crate::files::sync_dir(dir).map_err(|e| self.error("cannot sync its directory", e))?;
         }
         Ok(())
     }
