@@ -284,8 +284,8 @@ fn replaced_error() -> AnchorError {
 /// Appends take an exclusive lock on the file (`flock`; waited for at most
 /// 10 s, then the append fails), check its length, write and `fsync`
 /// before the lock is released, so processes on one machine (or on a file
-/// system with working locks) append in one order. A
-/// line torn by a crash mid-append is cut off by the next writer.
+/// system with working locks) append in one order. A line torn by a crash
+/// mid-append is cut off by the next writer.
 /// [`replace`](AnchorStore::replace) (compaction) writes the new log to a
 /// file beside it and renames it into place under the old file's lock; an
 /// append that took the lock of the file so replaced fails instead of

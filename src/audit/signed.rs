@@ -551,10 +551,10 @@ impl CheckpointStore for MemoryCheckpointStore {
 ///   overwrites, in place, the slot that does not hold the stream's newest
 ///   checkpoint, and syncs its data: one `fdatasync` of a file whose size
 ///   and blocks stay as they were. A new file synced and renamed over the
-///   old one also costs the file system a metadata commit, then and at
-///   the database's next sync on the same disk (see the crate's README,
-///   Performance, for what it cost a sign-up). A slot is the checkpoint's
-///   JSON, a line with its SHA-256, and padding to 4 KiB.
+///   old one (as earlier versions saved) also leaves the file system
+///   metadata to commit: the crate's README, Performance, says what that
+///   cost a sign-up. A slot is the checkpoint's JSON, a line with its
+///   SHA-256, and padding to 4 KiB.
 /// - `<stream>.lock`: empty; a save holds its exclusive lock (`flock` on
 ///   Unix) from choosing the slot to the sync, so two saves of a stream —
 ///   two threads, two processes — never write at once. A save waits for
