@@ -701,7 +701,7 @@ impl CheckpointStore for DirCheckpointStore {
         let seq_in = |slot: usize| {
             std::fs::read(self.slot(stream, slot))
                 .ok()
-                .and_then(|bytes| read_slot(&bytes))
+                .and_then(|bytes| read_slot(&bytes, stream))
                 .map(|c| c.seq)
         };
         let slot = match (seq_in(0), seq_in(1)) {
@@ -730,7 +730,7 @@ impl CheckpointStore for DirCheckpointStore {
                         continue;
                     };
                     let bytes = std::fs::read(&path).map_err(|e| io_error("read", e))?;
-                    match read_slot(&bytes).filter(|c| c.stream == stream) {
+                    match read_slot(&bytes, stream) {
                         Some(c) => {
                             out.keep(c);
                             unreadable.insert(stream, usize::MAX);
@@ -760,7 +760,7 @@ impl CheckpointStore for DirCheckpointStore {
             .map_err(|e| io_error("lock", e))?;
             let whole = (0..2)
                 .filter_map(|slot| std::fs::read(self.slot(stream, slot)).ok())
-                .filter_map(|bytes| read_slot(&bytes).filter(|c| c.stream == stream))
+                .filter_map(|bytes| read_slot(&bytes, stream))
                 .max_by_key(|c| c.seq)
                 .ok_or_else(|| io_error("both slots unreadable for stream", stream))?;
             out.keep(whole);
@@ -825,9 +825,11 @@ fn slot_bytes(checkpoint: &SignedCheckpoint) -> Result<Vec<u8>, super::AuditErro
     Ok(out)
 }
 
-/// The checkpoint a slot holds, if it is whole: `None` for an empty,
-/// cut-short or mixed slot (its digest line does not match its JSON).
-fn read_slot(bytes: &[u8]) -> Option<SignedCheckpoint> {
+/// The checkpoint slot `bytes` of `stream` holds, if it is whole: `None`
+/// for an empty, cut-short or mixed slot (its digest line does not match
+/// its JSON), and for one holding another stream's checkpoint or an
+/// archive base (a save writes neither there).
+fn read_slot(bytes: &[u8], stream: StreamId) -> Option<SignedCheckpoint> {
     let end = bytes.iter().position(|&b| b == b'\n')?;
     let (json, rest) = (bytes.get(..end)?, bytes.get(end + 1..)?);
     let digest = crate::subject::decode_hex::<32>(core::str::from_utf8(rest.get(..64)?).ok()?)?;
@@ -836,7 +838,9 @@ fn read_slot(bytes: &[u8]) -> Option<SignedCheckpoint> {
     {
         return None;
     }
-    serde_json::from_slice(json).ok()
+    serde_json::from_slice::<SignedCheckpoint>(json)
+        .ok()
+        .filter(|c| c.stream == stream && !c.is_base())
 }
 
 /// Overwrites the slot at `path` in place with `checkpoint` and syncs its
@@ -900,7 +904,7 @@ mod tests {
     fn slot_of(store: &DirCheckpointStore, stream: StreamId, seq: u64) -> usize {
         (0..2)
             .find(|&i| {
-                read_slot(&std::fs::read(store.slot(stream, i)).unwrap()).map(|c| c.seq)
+                read_slot(&std::fs::read(store.slot(stream, i)).unwrap(), stream).map(|c| c.seq)
                     == Some(seq)
             })
             .unwrap()
@@ -1044,6 +1048,23 @@ mod tests {
         assert!(kept.iter().any(|c| c.stream == b && c.seq == 4));
     }
 
+    /// A save never writes an archive base into a slot (it goes to its own
+    /// file), so one found there — put there by hand — is not read: a
+    /// verifier starts a stream only at a base kept as one.
+    #[test]
+    fn an_archive_base_in_a_slot_is_not_read() {
+        let d = dir();
+        let stream = StreamId::random().unwrap();
+        let base = CheckpointSigner::from_seed(&[7; 32]).unwrap().sign_base(
+            stream,
+            Checkpoint::new(40, [1; 32]),
+            [2; 32],
+            Timestamp::from_unix_nanos(1),
+        );
+        std::fs::write(d.0.slot(stream, 0), slot_bytes(&base).unwrap()).unwrap();
+        assert!(d.0.load().unwrap().is_empty());
+    }
+
     /// A directory an earlier version wrote (`<stream>.json`, replaced by
     /// renaming) still loads, and the newest of its file and the slots is
     /// the stream's checkpoint; bases are all kept beside it.
@@ -1075,15 +1096,18 @@ mod tests {
     fn no_damaged_slot_is_read_and_none_panics() {
         let stream = StreamId::random().unwrap();
         let bytes = slot_bytes(&signed(stream, 9)).unwrap();
-        assert_eq!(read_slot(&bytes).map(|c| c.seq), Some(9));
+        assert_eq!(read_slot(&bytes, stream).map(|c| c.seq), Some(9));
         let whole = bytes.iter().position(|&b| b == b'\n').unwrap() + 66;
         for len in 0..whole {
-            assert!(read_slot(&bytes[..len]).is_none(), "prefix of {len}");
+            assert!(
+                read_slot(&bytes[..len], stream).is_none(),
+                "prefix of {len}"
+            );
         }
         for i in 0..whole {
             let mut changed = bytes.clone();
             changed[i] ^= 0x20;
-            assert!(read_slot(&changed).is_none(), "byte {i} changed");
+            assert!(read_slot(&changed, stream).is_none(), "byte {i} changed");
         }
     }
 }
