@@ -160,6 +160,14 @@ fn checkpoint_seeds_parse_and_verify() {
     bad[at] = if bad[at] == b'0' { b'1' } else { b'0' };
     let o = checkpoint::check(&bad);
     assert!(o.signed && !o.verified, "{o:?}");
+    assert!(checkpoint::check(seed(&seeds, "seed-slot")).slot);
+    // The slot's JSON alone, or a byte of its digest changed: not read.
+    let slot = seed(&seeds, "seed-slot");
+    assert!(!checkpoint::check(seed(&seeds, "seed-signed")).slot);
+    let mut torn = slot.to_vec();
+    let at = torn.iter().position(|&b| b == b'\n').unwrap() + 5;
+    torn[at] = if torn[at] == b'0' { b'1' } else { b'0' };
+    assert!(!checkpoint::check(&torn).slot);
 }
 
 #[test]

@@ -236,7 +236,22 @@ pub fn checkpoint() -> Vec<Seed> {
             "seed-signed-genesis",
             serde_json::to_vec(&other).expect("json"),
         ),
+        seed(
+            "seed-slot",
+            slot_of(&signer().sign(STREAM, head, Timestamp::from_unix_seconds(NOW))),
+        ),
     ]
+}
+
+/// The slot file a `DirCheckpointStore` save of `signed` writes.
+fn slot_of(signed: &privacy_pledge::audit::SignedCheckpoint) -> Vec<u8> {
+    use privacy_pledge::audit::{CheckpointStore, DirCheckpointStore};
+    let dir = std::env::temp_dir().join(format!("pp-fuzz-seed-slot-{}", std::process::id()));
+    let store = DirCheckpointStore::new(&dir).expect("directory");
+    store.save(signed).expect("save");
+    let bytes = std::fs::read(dir.join(format!("{}.0.ckpt", signed.stream()))).expect("slot");
+    std::fs::remove_dir_all(&dir).expect("remove");
+    bytes
 }
 
 /// Seeds for `keyring`.
@@ -286,6 +301,7 @@ pub fn store_rows() -> Vec<Seed> {
         .clock(clock())
         .key_store(store.key_store())
         .consent_store(store.consent_store())
+        .freshness_anchor(privacy_pledge::freshness::MemoryAnchorStore::new())
         .build()
         .expect("custodian");
     c.consents().grant::<Newsletter>(SUBJECT).expect("grant");
