@@ -79,6 +79,27 @@ impl Action {
     pub(crate) const fn code(self) -> u8 {
         self as u8
     }
+
+    /// Its name as serialized and stored in the stores' `action` column
+    /// (`"access"`, …): the stable, documented name.
+    pub(crate) const fn name(self) -> &'static str {
+        match self {
+            Action::Collect => "collect",
+            Action::Access => "access",
+            Action::Disclose => "disclose",
+            Action::Repurpose => "repurpose",
+            Action::ConsentGranted => "consent_granted",
+            Action::ConsentWithdrawn => "consent_withdrawn",
+            Action::Transfer => "transfer",
+            Action::Seal => "seal",
+            Action::Open => "open",
+            Action::Erase => "erase",
+            Action::Report => "report",
+            Action::ConsentRestored => "consent_restored",
+            Action::KeysRotated => "keys_rotated",
+            Action::AnchorCompacted => "anchor_compacted",
+        }
+    }
 }
 
 /// Whether the use went ahead.
@@ -356,6 +377,13 @@ pub(crate) mod hex32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_actions_name_is_its_serialized_form() {
+        for a in Action::ALL {
+            assert_eq!(serde_json::to_value(a).unwrap(), a.name(), "{a:?}");
+        }
+    }
 
     #[test]
     fn all_actions_are_listed_once() {

@@ -8,8 +8,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::audit::chain::link;
 use crate::audit::{
-    Action, AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, CheckpointSigner,
-    CheckpointStore, SignedCheckpoint, StreamId,
+    AuditError, AuditEvent, AuditKey, AuditSink, Checkpoint, CheckpointSigner, CheckpointStore,
+    SignedCheckpoint, StreamId,
 };
 use crate::time::Timestamp;
 
@@ -69,7 +69,7 @@ impl Row<'_> {
     }
     /// The action's name.
     pub fn action(&self) -> &str {
-        &self.columns.action
+        self.columns.action
     }
     /// The chained event as JSON.
     pub fn json(&self) -> &str {
@@ -84,7 +84,7 @@ pub(crate) struct Columns {
     pub(crate) seq: i64,
     pub(crate) time: i64,
     pub(crate) subject: String,
-    pub(crate) action: String,
+    pub(crate) action: &'static str,
 }
 
 impl Columns {
@@ -92,12 +92,22 @@ impl Columns {
         let int = |v: u64| {
             i64::try_from(v).map_err(|_| AuditError::new("audit event field out of SQLite range"))
         };
+        // Hex straight into a string of the right size: this runs for
+        // every event a sink commits.
+        let hex = |bytes: &[u8]| {
+            let mut out = String::with_capacity(2 * bytes.len());
+            crate::subject::push_hex(&mut out, bytes);
+            out
+        };
         Ok(Columns {
-            stream: event.stream().map(|s| s.to_string()).unwrap_or_default(),
+            stream: event
+                .stream()
+                .map(|s| hex(s.as_bytes()))
+                .unwrap_or_default(),
             seq: int(event.seq())?,
             time: int(event.time().unix_nanos())?,
-            subject: event.subject().to_string(),
-            action: action_name(event.action()),
+            subject: hex(event.subject().as_bytes()),
+            action: event.action().name(),
         })
     }
 }
@@ -119,7 +129,7 @@ pub(crate) fn read_row(
         c.seq,
         c.time,
         c.subject.as_str(),
-        c.action.as_str(),
+        c.action,
     );
     if copied != stored {
         return Err(bad());
@@ -169,15 +179,6 @@ pub(crate) fn write_archive(
     }
     out.flush().map_err(failed)?;
     Ok(rows.len())
-}
-
-/// The name of an action as stored in the `action` column (`"access"`, …):
-/// its serde form, the stable, documented name.
-pub(crate) fn action_name(action: Action) -> String {
-    serde_json::to_value(action)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_default()
 }
 
 /// One chained event waiting for its commit.
