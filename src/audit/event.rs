@@ -82,6 +82,7 @@ impl Action {
 
     /// Its name as serialized and stored in the stores' `action` column
     /// (`"access"`, …): the stable, documented name.
+    #[cfg(any(feature = "sqlite", feature = "postgres", test))]
     pub(crate) const fn name(self) -> &'static str {
         match self {
             Action::Collect => "collect",
