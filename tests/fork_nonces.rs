@@ -18,6 +18,10 @@
 //! fork point, with entries whose associated data XOR to zero. Under one
 //! nonce the four tags would XOR to zero too (GHASH is linear and the four
 //! nonce masks cancel), which is the first step of recovering the hash key.
+//!
+//! The file locks of the checkpoint directory and the freshness anchor are
+//! tested here too, with children forked while a lock is held: the lock
+//! belongs to the open file, which the child shares.
 
 #![cfg(unix)]
 
@@ -405,4 +409,72 @@ fn grandparent(
         }
         None => 2,
     }
+}
+
+/// A5: a process of the fleet forks (a worker, a helper it runs) while
+/// another of its threads holds one of the crate's file locks — a signed
+/// checkpoint's save, a freshness anchor's append. The child shares the
+/// locked open file for as long as it lives; were closing the file the
+/// lock's only release, every later save and append in the parent would wait
+/// for the child to exit. Forty children, forked while those go on in a
+/// loop, each live 3 s; no save or append of the parent's takes 1 s.
+#[test]
+fn a5_a_child_forked_while_a_file_lock_is_held_never_holds_up_the_parent() {
+    use privacy_pledge::audit::{
+        Checkpoint, CheckpointSigner, CheckpointStore, DirCheckpointStore, StreamId,
+    };
+    use privacy_pledge::freshness::{AnchorStore, DirAnchorStore};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::{Duration, Instant};
+
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("pp-fork-locks-{}", SubjectId::random()));
+    let checkpoints = DirCheckpointStore::new(dir.join("checkpoints")).unwrap();
+    let anchor = DirAnchorStore::new(dir.join("anchor")).unwrap();
+    let stream = StreamId::random().unwrap();
+    let signer = CheckpointSigner::from_seed(&[3; 32]).unwrap();
+    let stop = AtomicBool::new(false);
+    let ((slowest, saves), children) = std::thread::scope(|s| {
+        let saver = s.spawn(|| {
+            let (mut slowest, mut seq, mut len) = (Duration::ZERO, 0u64, 0u64);
+            while !stop.load(Ordering::Relaxed) {
+                seq += 1;
+                let started = Instant::now();
+                let head = Checkpoint::new(seq, [seq as u8; 32]);
+                checkpoints
+                    .save(&signer.sign(stream, head, Timestamp::now()))
+                    .unwrap();
+                assert!(anchor.append(len, b"line\n").unwrap());
+                len += 5;
+                slowest = slowest.max(started.elapsed());
+            }
+            (slowest, seq)
+        });
+        let mut children = Vec::new();
+        for _ in 0..40 {
+            std::thread::sleep(Duration::from_millis(10));
+            // SAFETY: the child only sleeps (no allocation, no lock) and
+            // leaves with `_exit`.
+            children.push(unsafe {
+                spawn(|| {
+                    std::thread::sleep(Duration::from_secs(3));
+                    0
+                })
+            });
+        }
+        // The children live on; the parent saves and appends meanwhile.
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, Ordering::Relaxed);
+        (saver.join().unwrap(), children)
+    });
+    for child in children {
+        assert_eq!(wait(child), 0);
+    }
+    assert!(
+        slowest < Duration::from_secs(1),
+        "a save waited for a forked child: {slowest:?}"
+    );
+    assert!(saves > 40, "the parent went on saving: {saves} saves");
+    assert_eq!(checkpoints.load().unwrap()[0].checkpoint().seq(), saves);
+    std::fs::remove_dir_all(&dir).unwrap();
 }
