@@ -478,3 +478,69 @@ fn a5_a_child_forked_while_a_file_lock_is_held_never_holds_up_the_parent() {
     assert_eq!(checkpoints.load().unwrap()[0].checkpoint().seq(), saves);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A5, the other direction: children forked while the parent saves a
+/// stream's checkpoints go on saving the same stream themselves, each with
+/// checkpoints of its own range, while the parent's saves go on. A child
+/// shares the open file of a lock held at the fork; its own saves still take
+/// the lock in turn with the parent's, every save of every process
+/// succeeds, and the newest of all is the one kept.
+#[test]
+fn a5_children_forked_mid_save_save_the_same_stream_in_turn_with_the_parent() {
+    use privacy_pledge::audit::{
+        Checkpoint, CheckpointSigner, CheckpointStore, DirCheckpointStore, StreamId,
+    };
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = std::env::temp_dir().join(format!("pp-fork-saves-{}", SubjectId::random()));
+    let store = DirCheckpointStore::new(&dir).unwrap();
+    let stream = StreamId::random().unwrap();
+    let signer = CheckpointSigner::from_seed(&[5; 32]).unwrap();
+    let save = |seq: u64| {
+        let head = Checkpoint::new(seq, [seq as u8; 32]);
+        store.save(&signer.sign(stream, head, Timestamp::now()))
+    };
+    let stop = AtomicBool::new(false);
+    let children = std::thread::scope(|s| {
+        let saver = s.spawn(|| {
+            let mut seq = 0;
+            while !stop.load(Ordering::Relaxed) && seq < 900 {
+                seq += 1;
+                save(seq).unwrap();
+            }
+        });
+        let children: Vec<_> = (1..=5u64)
+            .map(|k| {
+                std::thread::sleep(Duration::from_millis(10));
+                // SAFETY: the child saves checkpoints (allocating: glibc's
+                // `fork` hands the child a usable allocator) and leaves with
+                // `_exit`; no lock it takes is one another thread of this
+                // process holds in the child's copy, but the checkpoint
+                // directory's, which is what this tests.
+                unsafe {
+                    spawn(move || {
+                        let all = (k * 1_000 + 1..=k * 1_000 + 50).all(|seq| save(seq).is_ok());
+                        if all {
+                            0
+                        } else {
+                            1
+                        }
+                    })
+                }
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        stop.store(true, Ordering::Relaxed);
+        saver.join().unwrap();
+        children
+    });
+    for child in children {
+        assert_eq!(wait(child), 0, "a child's save failed");
+    }
+    let kept = store.load().unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].checkpoint().seq(), 5_050, "the newest of all saves");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
