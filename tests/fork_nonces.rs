@@ -411,6 +411,47 @@ fn grandparent(
     }
 }
 
+/// A checkpoint directory of one stream, for the lock tests below: saves
+/// of checkpoint `seq` under one signer; removed when dropped, also when an
+/// assertion fails first.
+struct Saves {
+    store: privacy_pledge::audit::DirCheckpointStore,
+    stream: privacy_pledge::audit::StreamId,
+    signer: privacy_pledge::audit::CheckpointSigner,
+}
+
+impl Saves {
+    fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("pp-fork-{name}-{}", SubjectId::random()));
+        Saves {
+            store: privacy_pledge::audit::DirCheckpointStore::new(dir).unwrap(),
+            stream: privacy_pledge::audit::StreamId::random().unwrap(),
+            signer: privacy_pledge::audit::CheckpointSigner::from_seed(&[3; 32]).unwrap(),
+        }
+    }
+
+    /// Saves the stream's checkpoint `seq` (its head made up from `seq`).
+    fn save(&self, seq: u64) -> Result<(), privacy_pledge::audit::AuditError> {
+        use privacy_pledge::audit::{Checkpoint, CheckpointStore};
+        let head = Checkpoint::new(seq, [seq as u8; 32]);
+        self.store
+            .save(&self.signer.sign(self.stream, head, Timestamp::now()))
+    }
+
+    /// The sequence numbers of the checkpoints a load returns.
+    fn loaded(&self) -> Vec<u64> {
+        use privacy_pledge::audit::CheckpointStore;
+        let kept = self.store.load().unwrap();
+        kept.iter().map(|c| c.checkpoint().seq()).collect()
+    }
+}
+
+impl Drop for Saves {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.store.path());
+    }
+}
+
 /// A5: a process of the fleet forks (a worker, a helper it runs) while
 /// another of its threads holds one of the crate's file locks — a signed
 /// checkpoint's save, a freshness anchor's append. The child shares the
@@ -420,30 +461,22 @@ fn grandparent(
 /// loop, each live 3 s; no save or append of the parent's takes 1 s.
 #[test]
 fn a5_a_child_forked_while_a_file_lock_is_held_never_holds_up_the_parent() {
-    use privacy_pledge::audit::{
-        Checkpoint, CheckpointSigner, CheckpointStore, DirCheckpointStore, StreamId,
-    };
     use privacy_pledge::freshness::{AnchorStore, DirAnchorStore};
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::{Duration, Instant};
 
     let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("pp-fork-locks-{}", SubjectId::random()));
-    let checkpoints = DirCheckpointStore::new(dir.join("checkpoints")).unwrap();
-    let anchor = DirAnchorStore::new(dir.join("anchor")).unwrap();
-    let stream = StreamId::random().unwrap();
-    let signer = CheckpointSigner::from_seed(&[3; 32]).unwrap();
+    let saves = Saves::new("locks");
+    // Beside the checkpoints, removed with them.
+    let anchor = DirAnchorStore::new(saves.store.path().join("anchor")).unwrap();
     let stop = AtomicBool::new(false);
-    let ((slowest, saves), children) = std::thread::scope(|s| {
+    let ((slowest, saved), children) = std::thread::scope(|s| {
         let saver = s.spawn(|| {
             let (mut slowest, mut seq, mut len) = (Duration::ZERO, 0u64, 0u64);
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
                 let started = Instant::now();
-                let head = Checkpoint::new(seq, [seq as u8; 32]);
-                checkpoints
-                    .save(&signer.sign(stream, head, Timestamp::now()))
-                    .unwrap();
+                saves.save(seq).unwrap();
                 assert!(anchor.append(len, b"line\n").unwrap());
                 len += 5;
                 slowest = slowest.max(started.elapsed());
@@ -474,9 +507,8 @@ fn a5_a_child_forked_while_a_file_lock_is_held_never_holds_up_the_parent() {
         slowest < Duration::from_secs(1),
         "a save waited for a forked child: {slowest:?}"
     );
-    assert!(saves > 40, "the parent went on saving: {saves} saves");
-    assert_eq!(checkpoints.load().unwrap()[0].checkpoint().seq(), saves);
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert!(saved > 40, "the parent went on saving: {saved} saves");
+    assert_eq!(saves.loaded(), [saved]);
 }
 
 /// A5, the other direction: children forked while the parent saves a
@@ -487,46 +519,32 @@ fn a5_a_child_forked_while_a_file_lock_is_held_never_holds_up_the_parent() {
 /// succeeds, and the newest of all is the one kept.
 #[test]
 fn a5_children_forked_mid_save_save_the_same_stream_in_turn_with_the_parent() {
-    use privacy_pledge::audit::{
-        Checkpoint, CheckpointSigner, CheckpointStore, DirCheckpointStore, StreamId,
-    };
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::time::Duration;
 
     let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("pp-fork-saves-{}", SubjectId::random()));
-    let store = DirCheckpointStore::new(&dir).unwrap();
-    let stream = StreamId::random().unwrap();
-    let signer = CheckpointSigner::from_seed(&[5; 32]).unwrap();
-    let save = |seq: u64| {
-        let head = Checkpoint::new(seq, [seq as u8; 32]);
-        store.save(&signer.sign(stream, head, Timestamp::now()))
-    };
+    let saves = Saves::new("saves");
     let stop = AtomicBool::new(false);
     let children = std::thread::scope(|s| {
         let saver = s.spawn(|| {
             let mut seq = 0;
             while !stop.load(Ordering::Relaxed) && seq < 900 {
                 seq += 1;
-                save(seq).unwrap();
+                saves.save(seq).unwrap();
             }
         });
         let children: Vec<_> = (1..=5u64)
             .map(|k| {
                 std::thread::sleep(Duration::from_millis(10));
-                // SAFETY: the child saves checkpoints (allocating: glibc's
-                // `fork` hands the child a usable allocator) and leaves with
-                // `_exit`; no lock it takes is one another thread of this
-                // process holds in the child's copy, but the checkpoint
-                // directory's, which is what this tests.
+                // SAFETY: the child saves checkpoints and leaves with
+                // `_exit`. It allocates (glibc's `fork` leaves the child a
+                // usable allocator) and takes no lock but the checkpoint
+                // directory's file lock, which is what this tests.
                 unsafe {
-                    spawn(move || {
-                        let all = (k * 1_000 + 1..=k * 1_000 + 50).all(|seq| save(seq).is_ok());
-                        if all {
-                            0
-                        } else {
-                            1
-                        }
+                    spawn(|| {
+                        let all =
+                            (k * 1_000 + 1..=k * 1_000 + 50).all(|seq| saves.save(seq).is_ok());
+                        i32::from(!all)
                     })
                 }
             })
@@ -539,8 +557,5 @@ fn a5_children_forked_mid_save_save_the_same_stream_in_turn_with_the_parent() {
     for child in children {
         assert_eq!(wait(child), 0, "a child's save failed");
     }
-    let kept = store.load().unwrap();
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].checkpoint().seq(), 5_050, "the newest of all saves");
-    std::fs::remove_dir_all(&dir).unwrap();
+    assert_eq!(saves.loaded(), [5_050], "the newest of all saves");
 }
