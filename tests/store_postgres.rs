@@ -468,8 +468,21 @@ impl archive::Archiving for PgStore {
     ) -> Result<usize, privacy_pledge::store::StoreError> {
         PgStore::archive(self, up_to, key, out)
     }
+    fn archive_after(
+        &self,
+        base: &privacy_pledge::audit::SignedCheckpoint,
+        up_to: &privacy_pledge::audit::SignedCheckpoint,
+        key: &privacy_pledge::audit::CheckpointKey,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, privacy_pledge::store::StoreError> {
+        PgStore::archive_after(self, base, up_to, key, out)
+    }
     fn trail(&self) -> Result<Vec<privacy_pledge::AuditEvent>, privacy_pledge::store::StoreError> {
         PgStore::trail(self)
+    }
+    fn delete_entry(&self, seq: i64) {
+        self.with_client(|c| c.execute("DELETE FROM pp_audit_log WHERE seq = $1", &[&seq]))
+            .unwrap();
     }
 }
 
@@ -488,6 +501,30 @@ fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
                 .audit_sink(keyring.audit_key())
                 .unwrap()
                 .with_checkpoints(signer, outside, 50)
+        },
+        &store,
+        &dir,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A2 deletes the first entry of a segment, then one inside it: archiving
+/// refuses it and moves nothing (`tests/common/archive.rs`).
+#[test]
+fn a2_a_segment_missing_an_entry_is_never_archived() {
+    let Some(db) = database("archive_gap") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let dir = std::env::temp_dir().join(format!("pp-pg-archive-gap-{}", SubjectId::random()));
+    archive::a_segment_missing_an_entry_is_never_archived(
+        &keyring,
+        |signer, outside| {
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(signer, outside, 1000)
         },
         &store,
         &dir,

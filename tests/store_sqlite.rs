@@ -1272,8 +1272,21 @@ impl archive::Archiving for SqliteStore {
     ) -> Result<usize, privacy_pledge::store::StoreError> {
         SqliteStore::archive(self, up_to, key, out)
     }
+    fn archive_after(
+        &self,
+        base: &privacy_pledge::audit::SignedCheckpoint,
+        up_to: &privacy_pledge::audit::SignedCheckpoint,
+        key: &privacy_pledge::audit::CheckpointKey,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, privacy_pledge::store::StoreError> {
+        SqliteStore::archive_after(self, base, up_to, key, out)
+    }
     fn trail(&self) -> Result<Vec<privacy_pledge::AuditEvent>, privacy_pledge::store::StoreError> {
         SqliteStore::trail(self)
+    }
+    fn delete_entry(&self, seq: i64) {
+        self.with_connection(|c| c.execute("DELETE FROM pp_audit_log WHERE seq = ?1", [seq]))
+            .unwrap();
     }
 }
 
@@ -1289,6 +1302,26 @@ fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
                 .audit_sink(keyring.audit_key())
                 .unwrap()
                 .with_checkpoints(signer, outside, 50)
+        },
+        &store,
+        &dir.path("checkpoints"),
+    );
+}
+
+/// A2 deletes the first entry of a segment, then one inside it: archiving
+/// refuses it and moves nothing (`tests/common/archive.rs`).
+#[test]
+fn a2_a_segment_missing_an_entry_is_never_archived() {
+    let dir = temp_dir("archive_gap");
+    let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
+    let keyring = keyring();
+    archive::a_segment_missing_an_entry_is_never_archived(
+        &keyring,
+        |signer, outside| {
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(signer, outside, 1000)
         },
         &store,
         &dir.path("checkpoints"),

@@ -465,6 +465,37 @@ pub fn verify_archive(
     })
 }
 
+/// Whether `entries` — a segment of `stream` about to be archived — link
+/// from `start` (the stream's start, or the head of the archive base before
+/// them) exactly up to `head` (the checkpoint the archive ends at): every
+/// entry there, in order, none altered. What [`verify_archive`] will check
+/// against the base signed afterwards, checked before anything is deleted.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn verify_segment(
+    entries: &[AuditEvent],
+    stream: StreamId,
+    start: Checkpoint,
+    head: Checkpoint,
+) -> Result<(), VerifyError> {
+    let unexpected = |index| VerifyError {
+        index,
+        expected_seq: start.seq() + 1,
+        reason: Tamper::Inserted,
+    };
+    if let Some(i) = entries.iter().position(|e| e.stream() != Some(stream)) {
+        return Err(unexpected(i));
+    }
+    let reached = verify_from(entries, None, Some(&head), start)?;
+    if reached != head {
+        return Err(VerifyError {
+            index: entries.len(),
+            expected_seq: reached.seq() + 1,
+            reason: Tamper::Truncated,
+        });
+    }
+    Ok(())
+}
+
 /// A `VerifyError` for a stream with no entries that a checkpoint names.
 pub(crate) fn missing(entries: usize) -> VerifyError {
     VerifyError {

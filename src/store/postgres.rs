@@ -597,6 +597,11 @@ impl PgStore {
     /// transaction (nothing is deleted unless every line was written).
     /// Returns how many entries moved.
     ///
+    /// The segment must be whole: every entry from the stream's first
+    /// (seq 1) up to `up_to`'s head, linked and unaltered; one that is not is
+    /// refused and nothing moves. For a stream archived before:
+    /// [`archive_after`](Self::archive_after).
+    ///
     /// Then sign `up_to`'s head **as an archive base** naming the archive's
     /// digest ([`CheckpointSigner::sign_base`](crate::audit::CheckpointSigner::sign_base)
     /// over [`archive_digest`](crate::audit::archive_digest) of what `out`
@@ -615,23 +620,48 @@ impl PgStore {
         key: &crate::audit::CheckpointKey,
         out: &mut dyn std::io::Write,
     ) -> Result<usize, StoreError> {
-        let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
+        self.archive_segment(super::stream_sink::Segment::new(None, up_to, key)?, out)
+    }
+
+    /// [`archive`](Self::archive) for a stream archived before: the segment
+    /// after `base` (the archive base signed over the last archive of the
+    /// stream, verified under `key`) up to `up_to`, which must link from
+    /// `base`'s head.
+    pub fn archive_after(
+        &self,
+        base: &SignedCheckpoint,
+        up_to: &SignedCheckpoint,
+        key: &crate::audit::CheckpointKey,
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, StoreError> {
+        self.archive_segment(
+            super::stream_sink::Segment::new(Some(base), up_to, key)?,
+            out,
+        )
+    }
+
+    fn archive_segment(
+        &self,
+        segment: super::stream_sink::Segment,
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, StoreError> {
+        let (stream, seq) = (&segment.stream, segment.last);
         let mut client = self.lock()?;
         let mut tx = client.transaction().map_err(db_err)?;
         let rows: Vec<(i64, String)> = tx
             .query(
                 "SELECT seq, event FROM pp_audit_log WHERE stream = $1 AND seq <= $2 \
                  ORDER BY seq FOR UPDATE",
-                &[&stream, &seq],
+                &[stream, &seq],
             )
             .map_err(db_err)?
             .iter()
             .map(|r| (r.get(0), r.get(1)))
             .collect();
-        let moved = super::stream_sink::write_archive(&rows, seq, out)?;
+        let moved = segment.write(&rows, out)?;
         tx.execute(
             "DELETE FROM pp_audit_log WHERE stream = $1 AND seq <= $2",
-            &[&stream, &seq],
+            &[stream, &seq],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;

@@ -843,6 +843,13 @@ impl SqliteStore {
     /// transaction (nothing is deleted unless every line was written).
     /// Returns how many entries moved.
     ///
+    /// The segment must be whole: every entry from the stream's first
+    /// (seq 1) up to `up_to`'s head, linked and unaltered. One that is not — an
+    /// entry the operator deleted, edited or put in — is refused and nothing
+    /// moves, so a base is never signed over a segment the verifier would
+    /// have reported. For a stream archived before, the next segment starts
+    /// after that archive's base: [`archive_after`](Self::archive_after).
+    ///
     /// Then sign `up_to`'s head **as an archive base** naming the archive's
     /// digest ([`CheckpointSigner::sign_base`](crate::audit::CheckpointSigner::sign_base)
     /// over [`archive_digest`](crate::audit::archive_digest) of what `out`
@@ -859,7 +866,32 @@ impl SqliteStore {
         key: &crate::audit::CheckpointKey,
         out: &mut dyn std::io::Write,
     ) -> Result<usize, StoreError> {
-        let (stream, seq) = super::stream_sink::archive_bounds(up_to, key)?;
+        self.archive_segment(super::stream_sink::Segment::new(None, up_to, key)?, out)
+    }
+
+    /// [`archive`](Self::archive) for a stream archived before: the segment
+    /// after `base` (the archive base signed over the last archive of the
+    /// stream, verified under `key`) up to `up_to`, which must link from
+    /// `base`'s head.
+    pub fn archive_after(
+        &self,
+        base: &SignedCheckpoint,
+        up_to: &SignedCheckpoint,
+        key: &crate::audit::CheckpointKey,
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, StoreError> {
+        self.archive_segment(
+            super::stream_sink::Segment::new(Some(base), up_to, key)?,
+            out,
+        )
+    }
+
+    fn archive_segment(
+        &self,
+        segment: super::stream_sink::Segment,
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, StoreError> {
+        let (stream, seq) = (&segment.stream, segment.last);
         let mut conn = self.lock()?;
         let _turn = self.writing();
         let tx = conn
@@ -876,7 +908,7 @@ impl SqliteStore {
                 .map_err(db_err)?;
             rows.collect::<Result<_, _>>().map_err(db_err)?
         };
-        let moved = super::stream_sink::write_archive(&rows, seq, out)?;
+        let moved = segment.write(&rows, out)?;
         tx.execute(
             "DELETE FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2",
             params![stream, seq],

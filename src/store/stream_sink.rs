@@ -137,48 +137,89 @@ pub(crate) fn read_row(
     Ok(event)
 }
 
-/// The stream and last sequence number of the segment an `archive` call
-/// moves: those of `up_to`, once it verifies under `key`.
-pub(crate) fn archive_bounds(
-    up_to: &crate::audit::SignedCheckpoint,
-    key: &crate::audit::CheckpointKey,
-) -> Result<(String, i64), super::StoreError> {
-    let (stream, head) = up_to
-        .verify(key)
-        .map_err(|_| super::StoreError::Database("the checkpoint does not verify".into()))?;
-    let seq = i64::try_from(head.seq())
-        .map_err(|_| super::StoreError::Database("sequence number out of range".into()))?;
-    Ok((stream.to_string(), seq))
+/// The segment an `archive` call moves: its stream and last sequence
+/// number (those of `up_to`, once it verifies under `key`), and where it
+/// must start (the stream's start, or the head of `after`, the archive base
+/// of the segment archived before it, which must verify under `key` too).
+pub(crate) struct Segment {
+    pub(crate) stream: String,
+    pub(crate) last: i64,
+    id: crate::audit::StreamId,
+    start: crate::audit::Checkpoint,
+    head: crate::audit::Checkpoint,
 }
 
-/// Writes an archived segment — `(seq, event)` rows of one stream, in order,
-/// ending at `last` — to `out` as JSON lines, after checking that the
-/// segment is complete (no row of it missing from the table). Returns how
-/// many entries were written.
-pub(crate) fn write_archive(
-    rows: &[(i64, String)],
-    last: i64,
-    out: &mut dyn std::io::Write,
-) -> Result<usize, super::StoreError> {
-    let complete = match (rows.first(), rows.last()) {
-        (Some(first), Some(end)) => {
-            end.0 == last && i64::try_from(rows.len()).ok() == Some(last - first.0 + 1)
+impl Segment {
+    pub(crate) fn new(
+        after: Option<&crate::audit::SignedCheckpoint>,
+        up_to: &crate::audit::SignedCheckpoint,
+        key: &crate::audit::CheckpointKey,
+    ) -> Result<Segment, super::StoreError> {
+        let refused = |why: &str| super::StoreError::Database(why.into());
+        let (id, head) = up_to
+            .verify(key)
+            .map_err(|_| refused("the checkpoint does not verify"))?;
+        let start = match after {
+            None => crate::audit::Checkpoint::GENESIS,
+            Some(base) => {
+                let (of, start) = base
+                    .verify(key)
+                    .map_err(|_| refused("the base does not verify"))?;
+                if !base.is_base() || of != id || start.seq() >= head.seq() {
+                    return Err(refused(
+                        "the base is not an archive base of this stream before the checkpoint",
+                    ));
+                }
+                start
+            }
+        };
+        let last =
+            i64::try_from(head.seq()).map_err(|_| refused("sequence number out of range"))?;
+        Ok(Segment {
+            stream: id.to_string(),
+            last,
+            id,
+            start,
+            head,
+        })
+    }
+
+    /// Writes the segment — `(seq, event)` rows of the stream, in order,
+    /// from just after its start to `last` — to `out` as JSON lines,
+    /// after checking that it is whole: every row there, each the event
+    /// its `seq` column says, linked from the segment's start up to the
+    /// checkpoint's head (an entry the operator deleted, edited or put in
+    /// refuses the archive, so a base is never signed over it). Returns how
+    /// many entries were written.
+    pub(crate) fn write(
+        &self,
+        rows: &[(i64, String)],
+        out: &mut dyn std::io::Write,
+    ) -> Result<usize, super::StoreError> {
+        let incomplete = || {
+            super::StoreError::Database(
+                "the segment to archive is not complete in pp_audit_log".into(),
+            )
+        };
+        let mut events = Vec::with_capacity(rows.len());
+        for (seq, json) in rows {
+            let event: AuditEvent = serde_json::from_str(json).map_err(|_| incomplete())?;
+            if i64::try_from(event.seq()).ok() != Some(*seq) {
+                return Err(incomplete());
+            }
+            events.push(event);
         }
-        _ => false,
-    };
-    if !complete {
-        return Err(super::StoreError::Database(
-            "the segment to archive is not complete in pp_audit_log".into(),
-        ));
+        crate::audit::signed::verify_segment(&events, self.id, self.start, self.head)
+            .map_err(|_| incomplete())?;
+        let failed =
+            |e: std::io::Error| super::StoreError::Database(format!("archive write failed: {e}"));
+        for (_, json) in rows {
+            out.write_all(json.as_bytes()).map_err(failed)?;
+            out.write_all(b"\n").map_err(failed)?;
+        }
+        out.flush().map_err(failed)?;
+        Ok(rows.len())
     }
-    let failed =
-        |e: std::io::Error| super::StoreError::Database(format!("archive write failed: {e}"));
-    for (_, json) in rows {
-        out.write_all(json.as_bytes()).map_err(failed)?;
-        out.write_all(b"\n").map_err(failed)?;
-    }
-    out.flush().map_err(failed)?;
-    Ok(rows.len())
 }
 
 /// One chained event waiting for its commit.

@@ -29,8 +29,18 @@ pub trait Archiving {
         key: &CheckpointKey,
         out: &mut Vec<u8>,
     ) -> Result<usize, StoreError>;
+    /// The store's `archive_after`.
+    fn archive_after(
+        &self,
+        base: &SignedCheckpoint,
+        up_to: &SignedCheckpoint,
+        key: &CheckpointKey,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, StoreError>;
     /// The store's `trail`.
     fn trail(&self) -> Result<Vec<AuditEvent>, StoreError>;
+    /// A2: deletes the trail's entry `seq` by hand.
+    fn delete_entry(&self, seq: i64);
 }
 
 /// 50 events, a checkpoint, 30 more and a clean shutdown through `sink`;
@@ -168,4 +178,76 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
         .build()
         .unwrap();
     assert!(verifier.verify_trail(rest.clone()).is_err());
+
+    // The next segment (51–80) starts after the base, not at seq 1: without
+    // the base it is refused, from the base it moves, and its archive
+    // verifies against the base signed over it.
+    let at_80 = newest[0];
+    assert_eq!(at_80.checkpoint().seq(), 80);
+    assert!(store.archive(&at_80, &public, &mut Vec::new()).is_err());
+    assert!(
+        store
+            .archive_after(&at_50, &at_80, &public, &mut Vec::new())
+            .is_err(),
+        "an ordinary checkpoint is no base"
+    );
+    assert_eq!(store.trail().unwrap().len(), 30);
+    let mut second = Vec::new();
+    assert_eq!(
+        store
+            .archive_after(&base, &at_80, &public, &mut second)
+            .unwrap(),
+        30
+    );
+    assert!(store.trail().unwrap().is_empty());
+    let base_80 = base_signer.sign_base(
+        at_80.stream(),
+        at_80.checkpoint(),
+        archive_digest(&second),
+        Timestamp::now(),
+    );
+    outside.save_base(&base_80).unwrap();
+    let checkpoints = outside.load().unwrap();
+    let report = verify_archive(&second, &public, &checkpoints).unwrap();
+    assert!(report.is_fully_vouched(), "{report:?}");
+    assert_eq!(report.streams[0].entries, 30);
+}
+
+/// A2 (the database operator) deletes entries of a segment before it is
+/// archived, the first one or one inside: the verifier reports it, and
+/// `archive` must refuse the segment and move nothing — a base signed over
+/// what it would have written would make the deletion verify as intact.
+pub fn a_segment_missing_an_entry_is_never_archived<W: BatchWriter + 'static>(
+    keyring: &Arc<Keyring>,
+    sink: impl FnOnce(CheckpointSigner, DirCheckpointStore) -> AuditStreamSink<W>,
+    store: &dyn Archiving,
+    dir: &Path,
+) {
+    let signer = keyring.checkpoint_signer().unwrap();
+    let public = signer.public_key();
+    let outside = DirCheckpointStore::new(dir).unwrap();
+    let sink = Arc::new(sink(signer, outside.clone()));
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .checkpoint_store(outside.clone())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    let info: PersonalInfo<EmailAddress, Transaction> = PersonalInfo::collect(
+        SubjectId::random(),
+        EmailAddress::parse("ada@example.com").unwrap(),
+    );
+    for _ in 0..10 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    let at_10 = sink.sign_checkpoint().unwrap();
+    assert_eq!(at_10.checkpoint().seq(), 10);
+    for (deleted, left) in [(1, 9), (5, 8)] {
+        store.delete_entry(deleted);
+        let report = verify_public(&store.trail().unwrap(), &public, &outside.load().unwrap());
+        assert!(!report.is_intact(), "{report:?}");
+        let mut out = Vec::new();
+        assert!(store.archive(&at_10, &public, &mut out).is_err());
+        assert_eq!(store.trail().unwrap().len(), left, "nothing moved");
+    }
 }
