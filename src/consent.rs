@@ -169,7 +169,7 @@ impl Register {
         self.state_at(subject, purpose, None)
     }
 
-    fn state_at(
+    pub(crate) fn state_at(
         &self,
         subject: SubjectId,
         purpose: PurposeId,
@@ -256,7 +256,7 @@ impl Register {
         crate::reentry::check()?;
         custodian.check_not_erased(subject)?;
         let _order = self.order.lock().unwrap_or_else(|p| p.into_inner());
-        let now = custodian.now();
+        let mut now = custodian.now();
         let action = if granted {
             Action::ConsentGranted
         } else {
@@ -284,6 +284,19 @@ impl Register {
                 };
                 return Err(custodian.deny(event, RuleId::R11, e));
             }
+        }
+        // A change is stamped after the change it follows, whatever this
+        // process's clock says: the trail and the anchor order changes of
+        // one consent by time, so a withdrawal made on a clock behind the
+        // grant's (another host's, or this one's after a step back) must
+        // not sort before the grant and be overruled by it.
+        let last = match &self.durable {
+            Some(d) => d.anchor.consent_in_view(subject, purpose).map(|c| c.since),
+            None => self.read().get(&(subject, purpose)).map(|s| s.since),
+        };
+        if let Some(last) = last.filter(|last| *last >= now) {
+            now = Timestamp::from_unix_nanos(last.unix_nanos().saturating_add(1));
+            event.time = now;
         }
         custodian.record(event)?;
         if let Some(d) = &self.durable {
@@ -325,8 +338,14 @@ impl Consents<'_> {
 
     /// Withdraws the subject's consent. Takes effect for every later check,
     /// including proofs minted before; data collected for `P` before the
-    /// withdrawal stays expired even if consent is given again later.
-    /// Audited first.
+    /// withdrawal stays expired even if consent is given again later, held
+    /// in memory as much as sealed. Audited first.
+    ///
+    /// A change is stamped no earlier than just after the last change of
+    /// the same consent the custodian knows of (on a consent store, the
+    /// one the freshness anchor holds), so a process whose clock is behind
+    /// another's, or was set back, still withdraws a grant made there: the
+    /// trail orders changes by time, and its order is the one that holds.
     pub fn withdraw<P: ConsentBased>(&self, subject: SubjectId) -> Result<(), Error> {
         self.custodian
             .consents

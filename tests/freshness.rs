@@ -728,3 +728,85 @@ fn erasure_dying_after_destroy(url: &str, checkpoints: &Path) {
     assert_eq!(receipt.generations().len(), 1);
     assert_eq!(build().erase(ada).unwrap(), receipt, "and every later call");
 }
+
+/// A5, two processes whose clocks disagree (another host, or an NTP step
+/// back): the subject grants through the process whose clock runs a minute
+/// ahead, then withdraws through the other. The withdrawal is stamped just
+/// after the grant it follows, so it takes effect in both processes, and
+/// the trail, the row and the auditor's cross-check all end in it. (It was
+/// once stamped with the slower clock, sorted before the grant, and was
+/// overruled by it while `withdraw` returned `Ok`.)
+#[test]
+fn a5_a_withdrawal_on_a_clock_behind_the_grants_still_takes_effect() {
+    use privacy_pledge::audit::Action;
+    use privacy_pledge::time::{FixedClock, Timestamp};
+    let dir = TempDir::named("freshness", "clock-behind");
+    let url = dir.sqlite_url("shop.db");
+    let checkpoints = dir.path("checkpoints");
+    let open = |clock: Option<Arc<FixedClock>>| {
+        let store = Store::open(&StoreConfig::new(url.as_str(), &checkpoints)).unwrap();
+        let mut builder = Custodian::builder()
+            .keyring(keyring())
+            .consent_revalidate_after(Duration::ZERO)
+            .key_revalidate_after(Duration::ZERO);
+        if let Some(clock) = clock {
+            builder = builder.clock(clock);
+        }
+        store.custodian(builder).unwrap().0
+    };
+    let ahead = open(Some(Arc::new(FixedClock::new(
+        Timestamp::now().plus_seconds(60),
+    ))));
+    let on_time = open(None);
+    let ada = SubjectId::random();
+    ahead.consents().grant::<Newsletter>(ada).unwrap();
+    assert!(on_time.consent_proof::<Newsletter>(ada).is_ok());
+
+    on_time.consents().withdraw::<Newsletter>(ada).unwrap();
+    assert!(on_time.consent_proof::<Newsletter>(ada).is_err());
+    assert!(ahead.consent_proof::<Newsletter>(ada).is_err());
+
+    let db = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let trail = db.trail().unwrap();
+    let changes: Vec<_> = trail
+        .iter()
+        .filter(|e| e.subject() == ada)
+        .map(|e| (e.action(), e.time()))
+        .collect();
+    assert_eq!(changes.len(), 2);
+    assert_eq!(changes[0].0, Action::ConsentGranted);
+    assert_eq!(changes[1].0, Action::ConsentWithdrawn);
+    assert!(changes[1].1 > changes[0].1, "{changes:?}");
+    let rows = db.consent_store().all().unwrap();
+    assert!(!rows[0].granted);
+    assert_eq!(rows[0].since, changes[1].1);
+    assert!(privacy_pledge::consent::cross_check(&rows, &trail).is_empty());
+}
+
+/// A5, one process whose clock steps back between a grant and the
+/// withdrawal, with the consent register in memory and on a store: the
+/// withdrawal takes effect either way.
+#[test]
+fn a5_a_withdrawal_after_the_clock_steps_back_still_takes_effect() {
+    use privacy_pledge::time::{FixedClock, Timestamp};
+    let dir = TempDir::named("freshness", "clock-back");
+    let url = dir.sqlite_url("shop.db");
+    let checkpoints = dir.path("checkpoints");
+    let now = Timestamp::now();
+    let clock = Arc::new(FixedClock::new(now));
+    let store = Store::open(&StoreConfig::new(url.as_str(), &checkpoints)).unwrap();
+    let on_store = store
+        .custodian(Custodian::builder().keyring(keyring()).clock(clock.clone()))
+        .unwrap()
+        .0;
+    let in_memory = Custodian::builder().clock(clock.clone()).build().unwrap();
+    for custodian in [&on_store, &in_memory] {
+        let ada = SubjectId::random();
+        clock.set(now);
+        custodian.consents().grant::<Newsletter>(ada).unwrap();
+        clock.set(Timestamp::from_unix_nanos(now.unix_nanos() - 2_000_000_000));
+        custodian.consents().withdraw::<Newsletter>(ada).unwrap();
+        assert!(custodian.consent_proof::<Newsletter>(ada).is_err());
+        assert!(!custodian.consents().is_granted::<Newsletter>(ada));
+    }
+}
