@@ -604,24 +604,36 @@ impl Custodian {
         subject: SubjectId,
         at: Option<Timestamp>,
     ) -> Option<Error> {
+        self.live_consent::<P>(subject, at).err()
+    }
+
+    /// For a consent-based purpose `P`, the subject's live consent (`Err`
+    /// if there is none, or it cannot be read); `None` for other purposes.
+    fn live_consent<P: Purpose>(
+        &self,
+        subject: SubjectId,
+        at: Option<Timestamp>,
+    ) -> Result<Option<crate::consent::ConsentState>, Error> {
         if !P::ID.needs_consent() {
-            return None;
+            return Ok(None);
         }
         let now = at.filter(|_| self.system_clock);
-        match self.consents.live_epoch_at(subject, P::ID, now) {
-            Ok(Some(_)) => None,
-            Ok(None) => Some(Error::NoConsent {
+        match self.consents.state_at(subject, P::ID, now)? {
+            Some(s) if s.granted => Ok(Some(s)),
+            _ => Err(Error::NoConsent {
                 subject,
                 purpose: P::ID,
             }),
-            Err(e) => Some(e),
         }
     }
 
-    /// The shared first step of every audited use: refuse erased subjects
-    /// and, for consent-based purposes, subjects without live consent (so a
-    /// withdrawal takes effect even for values already in memory, R7); then
-    /// record the event. Only after `Ok` does the use happen.
+    /// The shared first step of every audited use: refuse erased subjects;
+    /// for consent-based purposes, subjects without live consent (so a
+    /// withdrawal takes effect even for values already in memory, R7); and
+    /// a value held past its retention period as an envelope of it would be
+    /// (R11: data collected before a withdrawal stays expired after a new
+    /// grant, in memory too); then record the event. Only after `Ok` does
+    /// the use happen.
     fn audited<T: DataKind, P: Purpose>(
         &self,
         info: &PersonalInfo<T, P>,
@@ -631,8 +643,26 @@ impl Custodian {
         if let Err(e) = self.check_not_erased_at(subject, Some(event.time)) {
             return Err(self.deny(event, RuleId::R11, e));
         }
-        if let Some(e) = self.consent_refusal::<P>(subject, Some(event.time)) {
-            return Err(self.deny(event, RuleId::R7, e));
+        let consent = match self.live_consent::<P>(subject, Some(event.time)) {
+            Ok(consent) => consent,
+            Err(e) => return Err(self.deny(event, RuleId::R7, e)),
+        };
+        // A value made by `PersonalInfo::collect` has no collection time
+        // yet: its first seal stamps it.
+        if let Some(collected) = info.collected_at() {
+            let state = || match consent {
+                Some(s) => Ok(Some(s)),
+                None => self.consents.state(subject, P::ID),
+            };
+            if let Some(expired_at) = self.expired_given(P::ID, collected, event.time, state) {
+                let e = Error::Expired {
+                    subject,
+                    kind: T::KIND,
+                    purpose: P::ID,
+                    expired_at,
+                };
+                return Err(self.deny(event, RuleId::R11, e));
+            }
         }
         self.record(event)
     }
@@ -739,8 +769,12 @@ impl Custodian {
         mut event: AuditEvent,
     ) -> Result<(), Error> {
         let role = <R::Role as Role>::ID;
+        // The name is asked for once: the entry checked below and the name
+        // the trail records are the same one, whatever a host `name()`
+        // answers on a second call.
+        let name: Box<str> = recipient.name().into();
         event.recipient = Some(RecipientRef {
-            name: recipient.name().into(),
+            name: name.clone(),
             role,
         });
         // With the registry on, the registered entry is the truth: the
@@ -750,13 +784,10 @@ impl Custodian {
         // mechanism come from the registry too.
         let registered = match &self.recipients {
             None => None,
-            Some(list) => match list.iter().find(|r| r.matches(recipient)) {
+            Some(list) => match list.iter().find(|r| r.matches::<R>(&name)) {
                 Some(r) => Some(r),
                 None => {
-                    let e = Error::UnregisteredRecipient {
-                        name: recipient.name().into(),
-                        role,
-                    };
+                    let e = Error::UnregisteredRecipient { name, role };
                     return Err(self.deny(event, RuleId::R5, e));
                 }
             },
@@ -840,6 +871,20 @@ impl Custodian {
         collected: Timestamp,
         now: Timestamp,
     ) -> Option<Timestamp> {
+        self.expired_given(purpose, collected, now, || {
+            self.consents.state(subject, purpose)
+        })
+    }
+
+    /// [`expired`](Self::expired), the consent state read by `state` (only
+    /// for a purpose held while consent lasts).
+    fn expired_given(
+        &self,
+        purpose: PurposeId,
+        collected: Timestamp,
+        now: Timestamp,
+        state: impl FnOnce() -> Result<Option<crate::consent::ConsentState>, Error>,
+    ) -> Option<Timestamp> {
         match self.retention.get(purpose) {
             Retention::Days(_) => self
                 .retention
@@ -847,7 +892,7 @@ impl Custodian {
                 .filter(|until| now >= *until),
             // Held while consent lasts: data collected before the last
             // withdrawal stays expired even after a new grant.
-            Retention::UntilWithdrawn => match self.consents.state(subject, purpose) {
+            Retention::UntilWithdrawn => match state() {
                 Ok(Some(s)) if !s.granted => Some(s.since),
                 Ok(Some(s)) => s.withdrawn_at.filter(|w| collected <= *w),
                 Ok(None) => Some(collected),

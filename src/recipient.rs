@@ -401,10 +401,10 @@ impl RegisteredRecipient {
         self.type_id == TypeId::of::<R>()
     }
 
-    /// Whether a disclosure to `recipient`, of type `R`, is to this entry:
-    /// same type, same name, same role.
-    pub(crate) fn matches<R: Recipient + ?Sized + 'static>(&self, recipient: &R) -> bool {
-        self.is::<R>() && self.role == <R::Role as Role>::ID && *self.name == *recipient.name()
+    /// Whether a disclosure to a recipient of type `R` that gave its name
+    /// as `name` is to this entry: same type, same name, same role.
+    pub(crate) fn matches<R: Recipient + ?Sized + 'static>(&self, name: &str) -> bool {
+        self.is::<R>() && self.role == <R::Role as Role>::ID && *self.name == *name
     }
 
     /// The countries where it stores or processes what it receives.

@@ -941,3 +941,114 @@ fn a2_a_consent_order_the_trail_cannot_tell_is_refused() {
     ));
     assert!(!after.consents().is_granted::<Newsletter>(ada));
 }
+
+// ---------------------------------------------------------------------------
+// 15. A value held in memory since before a withdrawal is used, and
+// restamped, after a new grant (A1)
+
+/// A1 keeps a value collected for a consent-based purpose across the
+/// subject's withdrawal. After a new grant its envelope stays expired, and
+/// so must the value itself: an `access`, a disclosure, or a "repurpose"
+/// into the same purpose (which would stamp it collected now) is refused
+/// as `Expired`. A value collected under the new grant is usable.
+#[test]
+fn a1_a_value_held_since_before_a_withdrawal_stays_expired_in_memory() {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_600_000_000)));
+    let custodian = Custodian::builder().clock(clock.clone()).build().unwrap();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Promotion>(ada).unwrap();
+    let held: PersonalInfo<EmailAddress, Promotion> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    assert!(custodian.access(&held, |_| ()).is_ok());
+
+    clock.advance_seconds(DAY);
+    custodian.consents().withdraw::<Promotion>(ada).unwrap();
+    clock.advance_seconds(365 * DAY);
+    custodian.consents().grant::<Promotion>(ada).unwrap();
+
+    let ran = AtomicBool::new(false);
+    let out = custodian.access(&held, |_| ran.store(true, Ordering::SeqCst));
+    assert!(matches!(out, Err(Error::Expired { .. })), "{out:?}");
+    assert!(!ran.load(Ordering::SeqCst));
+    let proof = custodian.consent_proof::<Promotion>(ada).unwrap();
+    let restamped = custodian.repurpose_with_consent::<_, _, Promotion>(held.clone(), &proof);
+    assert!(matches!(restamped, Err(Error::Expired { .. })));
+    let events = custodian.builtin_audit_log().unwrap().inner().events();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.action(), last.outcome()),
+        (Action::Repurpose, Outcome::Denied)
+    );
+
+    let fresh: PersonalInfo<EmailAddress, Promotion> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    assert!(custodian.access(&fresh, |_| ()).is_ok());
+}
+
+/// A value past a time-based retention period is refused in memory too,
+/// as its envelope would be (A1: stretch retention by never sealing).
+#[test]
+fn a1_a_value_held_past_its_retention_period_is_refused_in_memory() {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_600_000_000)));
+    let custodian = Custodian::builder().clock(clock.clone()).build().unwrap();
+    let held: PersonalInfo<EmailAddress, Correspondence> = custodian
+        .collect(
+            SubjectId::random(),
+            EmailAddress::parse("ada@example.com").unwrap(),
+        )
+        .unwrap();
+    let days = match custodian.retention().get(PurposeId::Correspondence) {
+        privacy_pledge::retention::Retention::Days(d) => u64::from(d),
+        other => panic!("Correspondence is kept for a number of days, not {other:?}"),
+    };
+    clock.advance_seconds((days - 1) * DAY);
+    assert!(custodian.access(&held, |_| ()).is_ok());
+    clock.advance_seconds(DAY);
+    assert!(matches!(
+        custodian.access(&held, |_| ()),
+        Err(Error::Expired { .. })
+    ));
+}
+
+// ---------------------------------------------------------------------------
+// 16. A recipient that answers `name()` differently on each call (A1)
+
+/// Registered under two names with different countries; its `name()` says
+/// "SendGrid" (processing in CN, not a facility) first and "Postmark"
+/// (DE) after. The name is asked for once: the registry entry checked is
+/// the one the trail names, so the disclosure is refused.
+#[test]
+fn a1_a_recipient_is_checked_under_the_name_the_trail_records() {
+    struct TwoFaced(std::sync::atomic::AtomicU32);
+    impl Recipient for TwoFaced {
+        type Role = Processor;
+        fn name(&self) -> &str {
+            if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+                "SendGrid"
+            } else {
+                "Postmark"
+            }
+        }
+    }
+    let custodian = Custodian::builder()
+        .facilities([c("DE")])
+        .recipients([
+            RegisteredRecipient::new::<TwoFaced>("Postmark").processing_in([c("DE")]),
+            RegisteredRecipient::new::<TwoFaced>("SendGrid").processing_in([c("CN")]),
+        ])
+        .build()
+        .unwrap();
+    let info = email::<Transaction>(SubjectId::random(), "ada@example.com");
+    let ran = AtomicBool::new(false);
+    let out = custodian.disclose(&info, &TwoFaced(0.into()), |_| {
+        ran.store(true, Ordering::SeqCst)
+    });
+    assert!(matches!(out, Err(Error::Transfer(_))), "{out:?}");
+    assert!(!ran.load(Ordering::SeqCst));
+    let events = custodian.builtin_audit_log().unwrap().inner().events();
+    let last = events.last().unwrap();
+    assert_eq!(last.outcome(), Outcome::Denied);
+    assert_eq!(last.recipient().map(|r| &*r.name), Some("SendGrid"));
+}
