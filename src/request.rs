@@ -15,19 +15,21 @@
 //! What a use does is either visible only to the code inside the scope, or
 //! it leaves the process. The scope commits each kind before it can matter:
 //!
-//! - **What stays inside the closure** — a collected value, plaintext read
-//!   by `access` or `open`, a repurposed value, a sealed envelope, a
-//!   pseudonym, a refusal — is staged. The closure's result, the only way
-//!   any of it reaches the host outside the scope, is handed over only
-//!   after the staged events are committed. If the commit fails, the result
-//!   (which may hold plaintext) is dropped and the host gets
-//!   [`Error::Audit`]: as if the first use had been refused.
-//! - **What leaves the process, or cannot be taken back** — a disclosure to
-//!   a recipient (plaintext or pseudonym), an approved transfer, an
-//!   erasure, a consent change (written to the consent store and the
-//!   freshness anchor, seen by every process), a key rotation — commits
-//!   everything staged so far together with its own event *before* it
-//!   takes effect, exactly as outside a scope: a failure refuses it.
+//! - **What stays inside the custodian's types** — a collected value, an
+//!   opened one, a repurposed value, a sealed envelope, a pseudonym, a
+//!   refusal — is staged. None of it shows plaintext: reading a value takes
+//!   `access` or a disclosure, each a commit of its own (below). The
+//!   closure's result is handed over only after the staged events are
+//!   committed; if the commit fails, the result is dropped and the host
+//!   gets [`Error::Audit`]: as if the first use had been refused.
+//! - **What reaches host code or leaves the process, or cannot be taken
+//!   back** — plaintext handed to `access`'s closure (which may copy it
+//!   anywhere, a variable outside the scope included), a disclosure to a
+//!   recipient (plaintext or pseudonym), an approved transfer, an erasure,
+//!   a consent change (written to the consent store and the freshness
+//!   anchor, seen by every process), a key rotation — commits everything
+//!   staged so far together with its own event *before* it takes effect,
+//!   exactly as outside a scope: a failure refuses it.
 //!
 //! So a use that had an effect outside the process is durable in the trail
 //! before that effect; a use without one is durable before its result leaves
@@ -138,12 +140,14 @@ thread_local! {
     static SCOPES: RefCell<Vec<Scope>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Whether an event of `action` describes an effect that leaves the process
-/// or cannot be taken back: then it and everything staged before it are
-/// committed before the effect.
+/// Whether an event of `action` describes an effect that reaches host code
+/// (plaintext handed to `access`'s closure, which may copy it out of the
+/// scope), leaves the process, or cannot be taken back: then it and
+/// everything staged before it are committed before the effect.
 fn leaves_process(action: Action) -> bool {
     match action {
-        Action::Disclose
+        Action::Access
+        | Action::Disclose
         | Action::Transfer
         | Action::Erase
         | Action::ConsentGranted
@@ -151,12 +155,7 @@ fn leaves_process(action: Action) -> bool {
         | Action::ConsentRestored
         | Action::KeysRotated
         | Action::AnchorCompacted => true,
-        Action::Collect
-        | Action::Access
-        | Action::Repurpose
-        | Action::Seal
-        | Action::Open
-        | Action::Report => false,
+        Action::Collect | Action::Repurpose | Action::Seal | Action::Open | Action::Report => false,
     }
 }
 

@@ -213,6 +213,7 @@ macro_rules! on_both {
 on_both!(
     a1_a_sign_up_is_one_commit_in_order_and_verifies,
     a1_a_disclosure_commits_what_was_staged_before_it_happens,
+    a1_plaintext_reaches_access_only_after_its_event_is_committed,
     a5_a_failed_commit_drops_the_result_and_keeps_the_stream_whole,
     a1_a_swallowed_failure_still_ends_the_scope_in_err,
     a1_a_panic_in_the_scope_commits_its_events,
@@ -332,9 +333,9 @@ fn a1_a_sign_up_is_one_commit_in_order_and_verifies<W: BatchWriter>(env: &Env<W>
     assert_eq!(env.sink.commits() - before, 2);
 }
 
-/// A1: a disclosure inside a scope is durable, with everything staged
-/// before it, when the recipient's closure runs; what follows it commits at
-/// the scope's end.
+/// A1: a disclosure (plaintext leaving the process) commits what was
+/// staged before it, when the recipient's closure runs; what follows it
+/// commits at the scope's end.
 fn a1_a_disclosure_commits_what_was_staged_before_it_happens<W: BatchWriter>(env: &Env<W>) {
     let c = &env.custodian;
     let subject = SubjectId::random();
@@ -342,7 +343,7 @@ fn a1_a_disclosure_commits_what_was_staged_before_it_happens<W: BatchWriter>(env
         .request(|| -> Result<_, Error> {
             let email: PersonalInfo<EmailAddress, Transaction> =
                 c.collect(subject, EmailAddress::parse("ada@example.com").unwrap())?;
-            c.access(&email, |e| e.domain().len())?;
+            c.seal(&email)?;
             assert!((env.trail)().is_empty(), "staged, not committed yet");
             let at_disclosure = c.disclose(&email, &Mailer, |_| {
                 (env.sink.commits(), actions(&(env.trail)()))
@@ -352,10 +353,51 @@ fn a1_a_disclosure_commits_what_was_staged_before_it_happens<W: BatchWriter>(env
         })
         .unwrap();
     use Action::*;
-    assert_eq!(seen, (1, vec![Collect, Access, Disclose]));
+    assert_eq!(seen, (1, vec![Collect, Seal, Disclose]));
     assert_eq!(env.sink.commits(), 2);
     let trail = (env.trail)();
-    assert_eq!(actions(&trail), [Collect, Access, Disclose, Seal]);
+    assert_eq!(actions(&trail), [Collect, Seal, Disclose, Seal]);
+    env.custodian.verify_trail(trail).unwrap();
+}
+
+/// A1: `access` hands plaintext to host code, whose closure can copy it
+/// into a variable that outlives the scope. So inside a scope an access,
+/// like a disclosure, commits what was staged and its own event before the
+/// closure runs; and if that commit fails (a full disk: A5), the closure
+/// never runs — the scope's later failure could not take a copy back.
+fn a1_plaintext_reaches_access_only_after_its_event_is_committed<W: BatchWriter>(env: &Env<W>) {
+    use Action::*;
+    let c = &env.custodian;
+    let subject = SubjectId::random();
+    let email: PersonalInfo<EmailAddress, Transaction> = c
+        .collect(subject, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let mut seen = None;
+    c.request(|| -> Result<(), Error> {
+        c.seal(&email)?;
+        c.access(&email, |_| seen = Some(actions(&(env.trail)())))?;
+        c.seal(&email)?;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, Some(vec![Collect, Seal, Access]));
+    assert_eq!(actions(&(env.trail)()), [Collect, Seal, Access, Seal]);
+
+    let mut copied: Option<String> = None;
+    let out = c.request(|| -> Result<(), Error> {
+        c.seal(&email)?;
+        (env.fail)(true);
+        let out = c.access(&email, |e| copied = Some(e.to_string()));
+        (env.fail)(false);
+        out
+    });
+    assert!(matches!(out, Err(Error::Audit(_))), "{out:?}");
+    assert_eq!(
+        copied, None,
+        "plaintext handed over for an access not stored"
+    );
+    let trail = (env.trail)();
+    assert_eq!(actions(&trail), [Collect, Seal, Access, Seal]);
     env.custodian.verify_trail(trail).unwrap();
 }
 
@@ -414,8 +456,8 @@ fn a1_a_swallowed_failure_still_ends_the_scope_in_err<W: BatchWriter>(env: &Env<
     let trail = (env.trail)();
     assert_eq!(
         actions(&trail),
-        [Action::Collect],
-        "the failed run is not stored"
+        [Action::Collect, Action::Access],
+        "the access committed before its plaintext was handed over; the failed disclosure is not stored"
     );
     let reports = verify_streams(&trail, &env.key, &[]);
     assert!(reports.iter().all(|r| r.result.is_ok()), "{reports:?}");
@@ -431,14 +473,14 @@ fn a1_a_panic_in_the_scope_commits_its_events<W: BatchWriter>(env: &Env<W>) {
         c.request(|| -> Result<(), Error> {
             let email: PersonalInfo<EmailAddress, Transaction> =
                 c.collect(subject, EmailAddress::parse("ada@example.com").unwrap())?;
-            c.access(&email, |_| ())?;
+            c.seal(&email)?;
             c.seal(&email)?;
             panic!("host bug");
         })
     }));
     assert!(panicked.is_err());
     use Action::*;
-    assert_eq!(actions(&(env.trail)()), [Collect, Access, Seal]);
+    assert_eq!(actions(&(env.trail)()), [Collect, Seal, Seal]);
     assert_eq!(env.sink.commits(), 1);
     sign_up(c, subject).unwrap();
     let trail = (env.trail)();
