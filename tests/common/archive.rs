@@ -43,6 +43,22 @@ pub trait Archiving {
     fn delete_entry(&self, seq: i64);
 }
 
+/// A custodian over `sink` and a value it accessed `n` times (`n` events).
+fn accessing<W: BatchWriter + 'static>(
+    sink: &Arc<AuditStreamSink<W>>,
+    n: usize,
+) -> (Custodian, PersonalInfo<EmailAddress, Transaction>) {
+    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
+    let info = PersonalInfo::collect(
+        SubjectId::random(),
+        EmailAddress::parse("ada@example.com").unwrap(),
+    );
+    for _ in 0..n {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    (custodian, info)
+}
+
 /// 50 events, a checkpoint, 30 more and a clean shutdown through `sink`;
 /// then the first 50 archived.
 pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter + 'static>(
@@ -56,14 +72,7 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
     let public = signer.public_key();
     let outside = DirCheckpointStore::new(dir).unwrap();
     let sink = Arc::new(sink(signer, outside.clone()));
-    let custodian = Custodian::builder().audit(sink.clone()).build().unwrap();
-    let info: PersonalInfo<EmailAddress, Transaction> = PersonalInfo::collect(
-        SubjectId::random(),
-        EmailAddress::parse("ada@example.com").unwrap(),
-    );
-    for _ in 0..50 {
-        custodian.access(&info, |_| ()).unwrap();
-    }
+    let (custodian, info) = accessing(&sink, 50);
     let at_50 = outside.load().unwrap()[0];
     assert_eq!(at_50.checkpoint().seq(), 50);
     for _ in 0..30 {
@@ -227,19 +236,7 @@ pub fn a_segment_missing_an_entry_is_never_archived<W: BatchWriter + 'static>(
     let public = signer.public_key();
     let outside = DirCheckpointStore::new(dir).unwrap();
     let sink = Arc::new(sink(signer, outside.clone()));
-    let custodian = Custodian::builder()
-        .keyring(keyring.clone())
-        .checkpoint_store(outside.clone())
-        .audit(sink.clone())
-        .build()
-        .unwrap();
-    let info: PersonalInfo<EmailAddress, Transaction> = PersonalInfo::collect(
-        SubjectId::random(),
-        EmailAddress::parse("ada@example.com").unwrap(),
-    );
-    for _ in 0..10 {
-        custodian.access(&info, |_| ()).unwrap();
-    }
+    accessing(&sink, 10);
     let at_10 = sink.sign_checkpoint().unwrap();
     assert_eq!(at_10.checkpoint().seq(), 10);
     for (deleted, left) in [(1, 9), (5, 8)] {
