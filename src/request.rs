@@ -573,12 +573,18 @@ impl Custodian {
         let after = AfterDurable::begin(db);
         let scope = Open::new(self);
         let out = f();
+        // Only a result that goes on to `then` may wait for its durable
+        // commit: an `Err` of `f` (which may carry what `f` made) goes back
+        // to the host now, so the scope's commit must reach the disk itself.
+        let deferred = deferred.filter(|_| out.is_ok());
         match scope.close_deferring(deferred) {
             Ok(()) => {
                 let value = out?;
+                // `then` makes a durable commit on the same log whether the
+                // host's write succeeds or fails: the scope's deferred
+                // commit, earlier on that log, is durable before either
+                // result (the host's error may carry what `f` made) leaves.
                 then(&value)?;
-                // `then` committed durably: the scope's deferred commit,
-                // earlier on the same log, is durable too.
                 after.run();
                 Ok(value)
             }

@@ -1728,3 +1728,257 @@ fn custodian_on(store: &PgStore) -> Custodian {
         .build()
         .unwrap()
 }
+
+// ---------------------------------------------------------------------------
+// Durability of `commit_request` whatever host code does
+
+/// Where the server's log ends now (an insert position).
+fn insert_lsn(c: &mut postgres::Client) -> String {
+    c.query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// Whether the commit of the transaction that wrote the newest
+/// `pp_audit_log` row is in the part of the log the server has flushed,
+/// read with `pg_walinspect` (which reads only flushed log) from `start`,
+/// an insert position taken before that transaction: exact, whatever else
+/// the server writes meanwhile.
+fn newest_audit_row_flushed(admin: &mut postgres::Client, start: &str) -> bool {
+    admin
+        .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
+        .unwrap();
+    let xid: String = admin
+        .query_one(
+            "SELECT xmin::text FROM pp_audit_log ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    let reached: bool = admin
+        .query_one(
+            "SELECT $1::text::pg_lsn < pg_current_wal_flush_lsn()",
+            &[&start],
+        )
+        .unwrap()
+        .get(0);
+    if !reached {
+        return false;
+    }
+    match admin.query_one(
+        "SELECT EXISTS (
+             SELECT 1 FROM pg_get_wal_records_info_till_end_of_wal($1::text::pg_lsn)
+             WHERE resource_manager = 'Transaction'
+               AND record_type LIKE 'COMMIT%' AND xid::text = $2)",
+        &[&start, &xid],
+    ) {
+        Ok(row) => row.get(0),
+        Err(e) if e.to_string().contains("could not find a valid record") => false,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// The host's error, which may carry what the request made.
+#[derive(Debug)]
+#[allow(dead_code)] // the causes are read through `Debug`, in failure messages
+enum Declined {
+    Custodian(Error),
+    Store(StoreError),
+    /// The host's rule declined the order and kept the sealed email.
+    Kept(privacy_pledge::Sealed<EmailAddress, Transaction>),
+}
+impl From<Error> for Declined {
+    fn from(e: Error) -> Self {
+        Declined::Custodian(e)
+    }
+}
+impl From<StoreError> for Declined {
+    fn from(e: StoreError) -> Self {
+        Declined::Store(e)
+    }
+}
+
+/// A1 + A5: `commit_request` returns an error of the host's that carries
+/// the sealed envelope its request made — from `f`, or from `write` (a copy
+/// of the `&T` it is handed). The scope's events (collect, seal), committed
+/// without a flush while the host's write was still to come, must be on
+/// disk before that envelope reaches host code, as on success.
+#[test]
+fn a5_commit_request_errors_return_only_once_the_events_are_durable() {
+    let Some(db) = database("errors_durable") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let custodian = custodian_on(&store);
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let ada = SubjectId::random();
+    custodian.seal(&email(ada)).unwrap();
+    for _ in 0..5 {
+        let start = insert_lsn(&mut admin);
+        let out = store.commit_request(
+            &custodian,
+            || -> Result<_, Declined> { Ok(custodian.seal(&email(ada))?) },
+            |_, sealed| Err(Declined::Kept(sealed.clone())),
+        );
+        assert!(
+            newest_audit_row_flushed(&mut admin, &start),
+            "write's error"
+        );
+        let Err(Declined::Kept(sealed)) = out else {
+            panic!("the host's own error: {out:?}");
+        };
+        custodian.open(&sealed).unwrap();
+
+        let start = insert_lsn(&mut admin);
+        let out = store.commit_request(
+            &custodian,
+            || -> Result<(), Declined> { Err(Declined::Kept(custodian.seal(&email(ada))?)) },
+            |_, _| Ok(()),
+        );
+        assert!(newest_audit_row_flushed(&mut admin, &start), "f's error");
+        assert!(matches!(out, Err(Declined::Kept(_))));
+    }
+}
+
+/// A1 (host SQL sets a database default: `ALTER DATABASE … SET
+/// synchronous_commit = off`, allowed to the database's owner; then the
+/// service restarts) and a connection string carrying `options='-c
+/// synchronous_commit=off'`: the store's own connections set it back on,
+/// so an `access` still hands plaintext over only once its event is on
+/// disk.
+#[test]
+fn a1_a_default_of_synchronous_commit_off_does_not_reach_the_stores_commits() {
+    let Some(db) = database("sync_default") else {
+        return;
+    };
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let accesses = |store: &PgStore, admin: &mut postgres::Client| {
+        let custodian = custodian_on(store);
+        let info = email(SubjectId::random());
+        for _ in 0..5 {
+            let start = insert_lsn(admin);
+            custodian
+                .access(&info, |_| {
+                    assert!(
+                        newest_audit_row_flushed(admin, &start),
+                        "plaintext handed over before its event was on disk"
+                    )
+                })
+                .unwrap();
+        }
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let name: String = admin
+        .query_one("SELECT current_database()", &[])
+        .unwrap()
+        .get(0);
+    store
+        .with_client(|c| {
+            c.batch_execute(&format!(
+                "ALTER DATABASE \"{name}\" SET synchronous_commit = off"
+            ))
+        })
+        .unwrap();
+    drop(store);
+    accesses(&PgStore::connect(&db).unwrap(), &mut admin);
+    accesses(
+        &PgStore::connect(&format!("{db} options='-c synchronous_commit=off'")).unwrap(),
+        &mut admin,
+    );
+}
+
+/// A1: the host's own table carries a deferred constraint trigger that
+/// turns `synchronous_commit` off when it fires — at the host's COMMIT,
+/// after anything `commit_request` could set before it. The request's
+/// durable commit is the store's own, on its own connection, so the events
+/// are still on disk when the call returns, and a signed checkpoint due at
+/// them is saved only then.
+#[test]
+fn a1_a_deferred_trigger_at_the_hosts_commit_does_not_make_the_request_asynchronous() {
+    use privacy_pledge::audit::{CheckpointStore, MemoryCheckpointStore, SignedCheckpoint};
+    let Some(db) = database("deferred_trigger") else {
+        return;
+    };
+    /// Notes, at each save, whether the newest audit row was on disk.
+    struct Watched {
+        inner: MemoryCheckpointStore,
+        admin: std::sync::Mutex<postgres::Client>,
+        start: std::sync::Mutex<String>,
+        saves: std::sync::Mutex<Vec<bool>>,
+    }
+    impl CheckpointStore for Watched {
+        fn save(&self, c: &SignedCheckpoint) -> Result<(), privacy_pledge::audit::AuditError> {
+            let start = self.start.lock().unwrap().clone();
+            // Before the requests under watch (the set-up's own events).
+            if !start.is_empty() {
+                let flushed = newest_audit_row_flushed(&mut self.admin.lock().unwrap(), &start);
+                self.saves.lock().unwrap().push(flushed);
+            }
+            self.inner.save(c)
+        }
+        fn load(&self) -> Result<Vec<SignedCheckpoint>, privacy_pledge::audit::AuditError> {
+            self.inner.load()
+        }
+    }
+    let store = PgStore::connect(&db).unwrap();
+    let watched = Arc::new(Watched {
+        inner: MemoryCheckpointStore::new(),
+        admin: std::sync::Mutex::new(postgres::Client::connect(&db, postgres::NoTls).unwrap()),
+        start: std::sync::Mutex::default(),
+        saves: std::sync::Mutex::default(),
+    });
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .checkpoint_store(watched.clone())
+        .audit(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), watched.clone(), 1),
+        )
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    custodian.seal(&email(ada)).unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE orders (subject TEXT NOT NULL, sealed TEXT NOT NULL);
+                 CREATE FUNCTION orders_async() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     PERFORM set_config('synchronous_commit', 'off', true);
+                     RETURN NULL;
+                 END $$;
+                 CREATE CONSTRAINT TRIGGER orders_async AFTER INSERT ON orders
+                     DEFERRABLE INITIALLY DEFERRED
+                     FOR EACH ROW EXECUTE FUNCTION orders_async();",
+            )
+        })
+        .unwrap();
+    watched.saves.lock().unwrap().clear();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    for _ in 0..5 {
+        let start = insert_lsn(&mut admin);
+        *watched.start.lock().unwrap() = start.clone();
+        store
+            .commit_request(
+                &custodian,
+                || -> Result<_, Declined> { Ok(custodian.seal(&email(ada))?) },
+                |tx, sealed| {
+                    tx.execute(
+                        "INSERT INTO orders VALUES ($1, $2)",
+                        &[&ada.to_string(), &sealed.to_text()],
+                    )
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                    Ok(())
+                },
+            )
+            .unwrap();
+        assert!(newest_audit_row_flushed(&mut admin, &start));
+    }
+    let saves = watched.saves.lock().unwrap().clone();
+    assert_eq!(saves.len(), 5, "a checkpoint due at each request");
+    assert!(saves.iter().all(|&flushed| flushed), "{saves:?}");
+}

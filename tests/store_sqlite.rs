@@ -2055,3 +2055,40 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
     ]);
     assert_eq!(outcomes, expected);
 }
+
+/// A1 + A5: the host's `write` fails and returns an error carrying a copy
+/// of the sealed value it was handed. The scope's events were committed
+/// without a sync (the host's transaction was to sync them), so before
+/// that error is returned the store makes a durable commit of its own:
+/// the commit mark, bumped although the host's transaction (which bumps it
+/// too) rolled back. The events are in the trail and the value opens.
+#[test]
+fn a5_a_failed_write_returns_only_after_a_durable_commit_of_the_stores() {
+    let dir = temp_dir("write_fails_durably");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let custodian = custodian_on(&store);
+    let marks = || -> i64 {
+        store
+            .with_connection(|c| {
+                c.query_row("SELECT COALESCE(SUM(n), 0) FROM pp_commit_marks", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap()
+    };
+    let ada = SubjectId::random();
+    let before = marks();
+    let out = store.commit_request(
+        &custodian,
+        || seal_email_of(&custodian, ada),
+        |_, sealed| Err(format!("declined: {}", sealed.to_text()).into()),
+    );
+    let kept = out.unwrap_err().to_string();
+    assert!(kept.starts_with("declined: "));
+    assert_eq!(marks(), before + 1, "one durable commit of the store's own");
+    assert_eq!(store.trail().unwrap().len(), 2, "collect and seal");
+    let sealed =
+        privacy_pledge::Sealed::<EmailAddress, Transaction>::from_text(&kept["declined: ".len()..])
+            .unwrap();
+    assert!(custodian.open(&sealed).is_ok());
+}

@@ -5,9 +5,10 @@
 //! The same schema as the SQLite store (tables prefixed `pp_`, numbered
 //! migrations in `pp_schema`, applied under an advisory lock so processes
 //! starting together do not race), with PostgreSQL's own guarantees:
-//! `synchronous_commit = on` (the server default) makes a commit durable
-//! before `record` returns; every read-then-write of the key store holds a
-//! per-subject advisory lock, so an erasure and a new key for the same
+//! `synchronous_commit = on`, set on each of the store's own connections
+//! whatever default the connection string, role or database gives, makes a
+//! commit durable before `record` returns; every read-then-write of the key
+//! store holds a per-subject advisory lock, so an erasure and a new key for the same
 //! subject never interleave across processes; a consent row is
 //! replaced only by one of a later version. `pp_commit_marks (slot, n)`
 //! stays empty here: [`PgStore::commit_request`]'s last transaction, and
@@ -37,10 +38,11 @@
 //! what a session keeps — a temporary table named like a store table (the
 //! session's `pg_temp` is searched first), `SET synchronous_commit = off`,
 //! a `search_path` — stays on connections only host code uses.
-//! `commit_request`'s own last statements, which do run on the host's
-//! connection, name the store's schema and set `synchronous_commit` for
-//! their transaction. [`PgStore::connect_read_only`] keeps one connection
-//! for everything. The pool is the crate's own, not `r2d2_postgres` (see
+//! `commit_request`'s durable commit is a transaction of the store's own,
+//! after the host's: nothing host code set for its session or its
+//! transaction, or deferred to its commit, can turn it into one that does
+//! not wait for the disk. [`PgStore::connect_read_only`] keeps one
+//! connection for everything. The pool is the crate's own, not `r2d2_postgres` (see
 //! [`PoolOptions`] for why).
 //!
 //! ```no_run
@@ -149,12 +151,28 @@ CREATE TABLE pp_commit_marks (
 ",
 ];
 
-/// The end of `commit_request`'s transaction, in one round trip: the
-/// commit mark ([`COMMIT_MARK`]), then COMMIT, which `SET LOCAL` makes wait
-/// for the disk whatever `synchronous_commit` the session was left with.
-/// This commit is the one that must make the scope's unflushed commits
-/// durable, whatever the host's write wrote.
+/// A durable commit of its own: a transaction that writes the commit mark
+/// ([`COMMIT_MARK`]) and commits waiting for the disk, whatever
+/// `synchronous_commit` the session was left with. It writes no table, so
+/// no trigger (deferred or not) runs in it. The write-ahead log is flushed
+/// in order, so this flush makes every commit earlier on the log, made
+/// without a flush, durable too.
 const MARK_AND_COMMIT: &str = concat!(
+    "BEGIN; ",
+    "SET LOCAL synchronous_commit = on; ",
+    "SELECT pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit'); ",
+    "COMMIT"
+);
+
+/// The end of `commit_request`'s host transaction, in one round trip: the
+/// host's transaction commits without waiting for the disk, then
+/// [`MARK_AND_COMMIT`], a transaction of its own after it, flushes the log
+/// past both it and the scope's commit. The durable commit is not the
+/// host's: whatever host code set for it, or deferred to run at its COMMIT
+/// (a trigger may `SET LOCAL synchronous_commit = off` there), ends with it.
+const HOST_COMMIT_THEN_MARK: &str = concat!(
+    "SET LOCAL synchronous_commit = off; COMMIT; ",
+    "BEGIN; ",
     "SET LOCAL synchronous_commit = on; ",
     "SELECT pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit'); ",
     "COMMIT"
@@ -168,9 +186,8 @@ const MARK_AND_COMMIT: &str = concat!(
 /// else the transaction wrote or did not.
 ///
 /// It names no table, so neither a trigger (of the operator's) nor a
-/// temporary table or `search_path` (of host code's, on the connection
-/// `commit_request` shares) can turn it into a write that commits without a
-/// flush: `pg_catalog` is named, and only a superuser can create a function
+/// temporary table or `search_path` can turn it into a write that commits
+/// without a flush: `pg_catalog` is named, and only a superuser can create a function
 /// there. The role needs `EXECUTE` on the function, which PostgreSQL grants
 /// to everyone by default; [`PgStore::connect`] checks it.
 const COMMIT_MARK: &str =
@@ -301,7 +318,7 @@ impl PgStore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connect_with(params: &str, options: PoolOptions) -> Result<Self, StoreError> {
-        let mut writer = Client::connect(params, NoTls).map_err(db_err)?;
+        let mut writer = own_connection(params)?;
         migrate(&mut writer)?;
         check_commit_mark(&mut writer)?;
         // The store's own connections prepare the key store's statements
@@ -309,7 +326,11 @@ impl PgStore {
         let pool = |own: bool| {
             (0..options.size())
                 .map(|_| {
-                    let mut client = Client::connect(params, NoTls).map_err(db_err)?;
+                    let mut client = if own {
+                        own_connection(params)?
+                    } else {
+                        Client::connect(params, NoTls).map_err(db_err)?
+                    };
                     if own {
                         Named::prepare_all(&mut client).map_err(db_err)?;
                     }
@@ -456,15 +477,17 @@ impl PgStore {
     /// One request in one durable commit: runs `f` as a [request
     /// scope](crate::Custodian::request) of `custodian`, then `write` — the
     /// host's own rows, made from `f`'s result — in one transaction on this
-    /// store, and returns the result once that transaction is committed
-    /// (synchronously: its commit record is flushed).
+    /// store, and returns the result once that transaction is durable.
     ///
     /// If `custodian`'s audit sink is this store's, the scope's events are
     /// committed first with `synchronous_commit = off`, and so are the new
     /// keys and lookup tokens its key store notes meanwhile
-    /// ([`DatabaseId`](crate::request::DatabaseId)); `write`'s commit, the
-    /// one that waits for the disk, flushes the write-ahead log up to its
-    /// own record, past theirs, so it makes them durable too. Still
+    /// ([`DatabaseId`](crate::request::DatabaseId)), and so is `write`'s
+    /// transaction; then, in the same round trip, one small transaction of
+    /// the store's own (the commit mark) commits waiting for the disk: the
+    /// write-ahead log is flushed in order, up to that record, past all of
+    /// theirs, so one flush makes them all durable — whatever `write` set
+    /// on its connection or left to run at its commit. Still
     /// "recorded before it happens" (R10): every event is committed before
     /// the host's rows are written, and nothing `f` made leaves the call
     /// before the durable commit; a signed checkpoint due at the scope's
@@ -472,8 +495,11 @@ impl PgStore {
     /// [`SqliteStore::commit_request`](crate::store::sqlite::SqliteStore::commit_request)'s.
     ///
     /// If `write` fails, the result is dropped and the host gets `write`'s
-    /// own error; the scope's events stay recorded. A custodian call from `write` is
-    /// refused ([`Error::Reentrant`](crate::Error::Reentrant)).
+    /// own error, after the same durable commit, made on a connection of
+    /// the store's own (the error may carry what `f` made); the scope's
+    /// events stay recorded. If `f` fails, the scope
+    /// commits durably on its own before its error is returned. A custodian
+    /// call from `write` is refused ([`Error::Reentrant`](crate::Error::Reentrant)).
     ///
     /// ```no_run
     /// use privacy_pledge::store::postgres::PgStore;
@@ -507,16 +533,46 @@ impl PgStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            let mut client = self.host().map_err(StoreError::from)?;
-            let mut tx = client.transaction().map_err(db_err)?;
-            super::hold(self.id(), || write(&mut tx, value))?;
-            // Whatever `write` wrote, this commit flushes the log.
-            tx.batch_execute(MARK_AND_COMMIT).map_err(db_err)?;
-            // Ended on the server: dropping the client's handle would send
-            // a ROLLBACK and wait for its warning. (A failed batch drops it
-            // above: the rollback of an open or already ended transaction.)
-            std::mem::forget(tx);
-            Ok(())
+            let written = self.host_write(value, write);
+            if written.is_err() {
+                // The scope's commit, made without a flush, must reach the
+                // disk before `write`'s error (which may carry what `f`
+                // made) is returned; the host's connection may be what
+                // failed, so on a connection of the store's own.
+                self.durable_mark().map_err(E::from)?;
+            }
+            written
+        })
+    }
+
+    /// `commit_request`'s host transaction: `write`, then
+    /// [`HOST_COMMIT_THEN_MARK`], which ends it and makes it durable.
+    fn host_write<T, E>(
+        &self,
+        value: &T,
+        write: impl FnOnce(&mut postgres::Transaction<'_>, &T) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<crate::Error> + From<StoreError>,
+    {
+        let mut client = self.host().map_err(StoreError::from)?;
+        let mut tx = client.transaction().map_err(db_err)?;
+        super::hold(self.id(), || write(&mut tx, value))?;
+        tx.batch_execute(HOST_COMMIT_THEN_MARK).map_err(db_err)?;
+        // Ended on the server: dropping the client's handle would send a
+        // ROLLBACK and wait for its warning. (A failed batch drops it
+        // above: the rollback of an open or already ended transaction.)
+        std::mem::forget(tx);
+        Ok(())
+    }
+
+    /// [`MARK_AND_COMMIT`] on a connection of the store's own.
+    fn durable_mark(&self) -> Result<(), StoreError> {
+        let mut own = self.lock()?;
+        own.batch_execute(MARK_AND_COMMIT).map_err(|e| {
+            // Leave the connection out of the failed transaction.
+            let _ = own.batch_execute("ROLLBACK");
+            db_err(e)
         })
     }
 
@@ -695,6 +751,19 @@ impl PgStore {
 /// `Transaction` rolls back when dropped, also on panic).
 fn reset(_: &mut Client) -> bool {
     true
+}
+
+/// A connection for the store's own statements, which commit waiting for
+/// the disk unless they say otherwise: `synchronous_commit = on` for the
+/// session, whatever default the connection string (`options`), the role
+/// or the database (`ALTER ROLE/DATABASE … SET`, which host SQL may run)
+/// gave it.
+fn own_connection(params: &str) -> Result<Client, StoreError> {
+    let mut client = Client::connect(params, NoTls).map_err(db_err)?;
+    client
+        .batch_execute("SET synchronous_commit = on")
+        .map_err(db_err)?;
+    Ok(client)
 }
 
 fn schema_version(client: &mut Client) -> Result<u32, StoreError> {

@@ -673,8 +673,12 @@ impl SqliteStore {
     /// If `write` fails, the result is dropped and the host gets `write`'s
     /// error as it returned it (its own type, so a constraint violation can
     /// still be told apart); the scope's events stay recorded (the uses
-    /// inside `f` did happen). `write` runs inside this store's connection:
-    /// a custodian call from it is refused ([`Error::Reentrant`](crate::Error::Reentrant)).
+    /// inside `f` did happen), and are on disk before the error is returned
+    /// — it may carry what `f` made (a copy of the `&T` it was handed) —
+    /// by a durable commit of the store's own. If `f` fails, the scope
+    /// commits durably on its own before its error is returned. `write`
+    /// runs inside this store's connection: a custodian call from it is
+    /// refused ([`Error::Reentrant`](crate::Error::Reentrant)).
     ///
     /// ```
     /// use privacy_pledge::data::EmailAddress;
@@ -719,37 +723,72 @@ impl SqliteStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            // A connection of the host's pool, never the audit writer's nor
-            // one the store's own statements use: host code is given this
-            // transaction, and what it leaves on its connection (a TEMP
-            // trigger, a pragma) must never reach the store's own writes.
-            let mut conn = self.host().map_err(StoreError::from)?;
-            let _turn = self.writing();
-            set_synchronous(&conn, true).map_err(db_err)?;
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(db_err)?;
-            super::hold(self.id(), || write(&tx, value))?;
-            // Whatever `write` wrote or set, this commit syncs the log: the
-            // mark changes a page of the file (a TEMP table of the same
-            // name cannot take it, nor a TEMP trigger skip it unseen), and
-            // `synchronous` is still FULL (`write` may have committed, set
-            // it, and begun again: SQLite refuses the setting only inside a
-            // transaction).
-            let level: i64 = tx
-                .prepare_cached("PRAGMA main.synchronous")
-                .and_then(|mut st| st.query_row([], |r| r.get(0)))
-                .map_err(db_err)?;
-            if level < 2 || tx.is_autocommit() {
-                return Err(StoreError::Database(
-                    "commit_request: write ended the transaction or lowered `synchronous`".into(),
-                )
-                .into());
+            let written = self.host_write(value, write);
+            if written.is_err() {
+                // The scope's commit, made without a sync, must reach the
+                // disk before `write`'s error (which may carry what `f`
+                // made) is returned.
+                self.durable_mark().map_err(E::from)?;
             }
-            mark_commit(&tx, "commit_request")?;
-            tx.commit().map_err(db_err)?;
-            Ok(())
+            written
         })
+    }
+
+    /// `commit_request`'s transaction: `write`, then the commit mark, in
+    /// one immediate transaction on a host connection, committed with a
+    /// sync of the log.
+    fn host_write<T, E>(
+        &self,
+        value: &T,
+        write: impl FnOnce(&rusqlite::Transaction<'_>, &T) -> Result<(), E>,
+    ) -> Result<(), E>
+    where
+        E: From<crate::Error> + From<StoreError>,
+    {
+        // A connection of the host's pool, never the audit writer's nor
+        // one the store's own statements use: host code is given this
+        // transaction, and what it leaves on its connection (a TEMP
+        // trigger, a pragma) must never reach the store's own writes.
+        let mut conn = self.host().map_err(StoreError::from)?;
+        let _turn = self.writing();
+        set_synchronous(&conn, true).map_err(db_err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        super::hold(self.id(), || write(&tx, value))?;
+        // Whatever `write` wrote or set, this commit syncs the log: the
+        // mark changes a page of the file (a TEMP table of the same
+        // name cannot take it, nor a TEMP trigger skip it unseen), and
+        // `synchronous` is still FULL (`write` may have committed, set
+        // it, and begun again: SQLite refuses the setting only inside a
+        // transaction).
+        let level: i64 = tx
+            .prepare_cached("PRAGMA main.synchronous")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(db_err)?;
+        if level < 2 || tx.is_autocommit() {
+            return Err(StoreError::Database(
+                "commit_request: write ended the transaction or lowered `synchronous`".into(),
+            )
+            .into());
+        }
+        mark_commit(&tx, "commit_request")?;
+        tx.commit().map_err(db_err)?;
+        Ok(())
+    }
+
+    /// A durable commit of the store's own on the writer's connection (the
+    /// commit mark, at `synchronous = FULL`): it syncs the log, and with it
+    /// every commit made before on the same log without a sync.
+    fn durable_mark(&self) -> Result<(), StoreError> {
+        let mut conn = self.writer()?;
+        let _turn = self.writing();
+        self.writer_synchronous(&conn, true).map_err(db_err)?;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(db_err)?;
+        mark_commit(&tx, "commit_request")?;
+        tx.commit().map_err(db_err)
     }
 
     /// The consent store over `pp_consents`, for
