@@ -140,3 +140,138 @@ fn save_replaces_the_file_and_keeps_it_private() {
     let err = file.load_or_create().unwrap_err().to_string();
     assert!(!err.contains("secret-looking"), "{err}");
 }
+
+/// The names in `dir` other than the keyring file `key` and its lock.
+fn beside(dir: &TempDir, key: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| *n != key && *n != format!("{key}.lock"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Whether any file in `dir` holds a keyring that unwraps `wrapped`.
+fn any_file_unwraps(dir: &TempDir, wrapped: &Wrapped) -> Vec<String> {
+    std::fs::read_dir(dir.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            KeyringFile::new(p)
+                .load()
+                .ok()
+                .and_then(|text| Keyring::import(&text).ok())
+                .is_some_and(|k| k.unwrap(wrapped, &CONTEXT).is_ok())
+        })
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// A5 then A3: writes killed part way leave what they wrote beside the
+/// file — a save's candidate (a copy of an older text) and a creation's
+/// second link to the file it made. A key-encryption key is then retired
+/// (erasure by key destruction) and the keyring saved: nothing in the
+/// directory, which a backup holder may copy, still unwraps what the
+/// retired key wrapped.
+#[test]
+fn a3_a_write_killed_part_way_leaves_no_retired_key_behind_the_next_save() {
+    let dir = TempDir::named("keyring-file", "killed-write");
+    let file = KeyringFile::new(dir.path("k.key"));
+    let keyring = file.load_or_create().unwrap();
+    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    std::fs::copy(file.path(), dir.path("k.key.4242.0123456789abcdef.new")).unwrap();
+    std::fs::hard_link(file.path(), dir.path("k.key.4343.fedcba9876543210.new")).unwrap();
+    // Files of other names are not the keyring's to remove.
+    std::fs::write(dir.path("k.key.bak"), b"the host's").unwrap();
+    assert_eq!(any_file_unwraps(&dir, &wrapped).len(), 3);
+
+    keyring.rotate().unwrap();
+    keyring.retire(1).unwrap();
+    file.save(&keyring.export()).unwrap();
+
+    assert_eq!(beside(&dir, "k.key"), ["k.key.bak"]);
+    assert_eq!(any_file_unwraps(&dir, &wrapped), Vec::<String>::new());
+    assert_eq!(file.load_or_create().unwrap().versions(), vec![2]);
+}
+
+/// Not a test of its own: the body of the saving child processes the
+/// tests below spawn. Without `PP_KEYRING_SAVER` it does nothing. Saves
+/// the keyring file's text back into it `PP_KEYRING_SAVES` times (without
+/// end if 0), then prints `SAVED`.
+#[test]
+fn saver_child_entry() {
+    let Ok(path) = std::env::var("PP_KEYRING_SAVER") else {
+        return;
+    };
+    let saves: u64 = std::env::var("PP_KEYRING_SAVES").unwrap().parse().unwrap();
+    let file = KeyringFile::new(path);
+    let text = file.load().unwrap();
+    let mut n = 0;
+    while saves == 0 || n < saves {
+        file.save(&text).unwrap();
+        n += 1;
+    }
+    println!("SAVED");
+}
+
+fn spawn_saver(path: &Path, saves: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "saver_child_entry",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("PP_KEYRING_SAVER", path)
+        .env("PP_KEYRING_SAVES", saves.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// A5: processes killed while saving, again and again, at varying points;
+/// then a key is retired and the keyring saved. No candidate is left, and
+/// no file in the directory unwraps what the retired key wrapped.
+#[test]
+fn a5_savers_killed_mid_save_leave_nothing_after_the_next_save() {
+    let dir = TempDir::named("keyring-file", "killed-savers");
+    let file = KeyringFile::new(dir.path("k.key"));
+    let keyring = file.load_or_create().unwrap();
+    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    let mut left_by_kills = 0;
+    for round in 0..20u64 {
+        let mut child = spawn_saver(file.path(), 0);
+        std::thread::sleep(Duration::from_millis(20 + round * 3));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if beside(&dir, "k.key").iter().any(|n| n.ends_with(".new")) {
+            left_by_kills += 1;
+        }
+    }
+    eprintln!("rounds whose kill left a candidate: {left_by_kills} of 20");
+    keyring.rotate().unwrap();
+    keyring.retire(1).unwrap();
+    file.save(&keyring.export()).unwrap();
+    assert_eq!(beside(&dir, "k.key"), Vec::<String>::new());
+    assert_eq!(any_file_unwraps(&dir, &wrapped), Vec::<String>::new());
+}
+
+/// A5: two processes saving the same file at once, many times: each save
+/// waits for the other's, so neither removes the other's candidate while
+/// it is being written (which would fail the other's save), and both end.
+#[test]
+fn a5_processes_saving_at_once_both_succeed() {
+    let dir = TempDir::named("keyring-file", "saving-together");
+    let file = KeyringFile::new(dir.path("k.key"));
+    file.load_or_create().unwrap();
+    let children: Vec<_> = (0..2).map(|_| spawn_saver(file.path(), 150)).collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "a saver failed");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("SAVED"));
+    }
+    assert_eq!(beside(&dir, "k.key"), Vec::<String>::new());
+    file.load_or_create().unwrap();
+}

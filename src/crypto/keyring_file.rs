@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 
 use zeroize::Zeroizing;
 
+use crate::files::FileLock;
+
 use super::keyring::Keyring;
 use super::keyring_store::KeyringStore;
 use super::{random_array, KeyError};
@@ -17,11 +19,15 @@ use super::{random_array, KeyError};
 ///
 /// Every write is a new file in the same directory, synced, then put in
 /// place in one step, so a reader gets the old text or the new, never a
-/// mix, and no older text is left beside it. [`load_or_create`](Self::load_or_create)
-/// makes the file if it is missing such that, of several processes starting
-/// together on a new deployment, exactly one creates it and all use that
-/// keyring: each writes a candidate and links it to the path with
-/// `hard_link`, which fails if the path exists; the losers read the winner's.
+/// mix. Writes hold a lock shared by processes (the file `<path>.lock`
+/// beside it, which stays), and each one removes what a write killed part
+/// way left behind (its new file, holding a text the keyring may since
+/// have retired keys from): after a save, no older text is left beside the
+/// file. [`load_or_create`](Self::load_or_create) makes the file if it is
+/// missing such that, of several processes starting together on a new
+/// deployment, exactly one creates it and all use that keyring: the first
+/// to take the lock writes a candidate and links it to the path with
+/// `hard_link`, which fails if the path exists; the others read its file.
 ///
 /// A keyring file is for one host, a demo or a test. Kept beside the data it
 /// protects (in the same backups), it defeats erasure by key destruction
@@ -74,13 +80,16 @@ impl KeyringFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(self.error("cannot read", e)),
         }
+        let _lock = self.lock()?;
         let keyring = Keyring::generate().map_err(|_| KeyError::Random)?;
         let candidate = self.write_candidate(&keyring.export())?;
-        // Links only if nothing is at the path: one creator wins.
+        // Links only if nothing is at the path (another process may have
+        // made it while this one waited for the lock): one creator wins.
         let linked = fs::hard_link(&candidate, &self.path);
         let _ = fs::remove_file(&candidate);
         match linked {
             Ok(()) => {
+                self.sweep()?;
                 self.sync_dir()?;
                 Ok(keyring)
             }
@@ -116,6 +125,53 @@ impl KeyringFile {
         Ok(candidate)
     }
 
+    /// The lock every write holds, on `<path>.lock` (created if missing,
+    /// readable by its owner only on Unix).
+    fn lock(&self) -> Result<FileLock, KeyError> {
+        let mut name = self.path.as_os_str().to_owned();
+        name.push(".lock");
+        let mut options = fs::OpenOptions::new();
+        options.read(true).write(true).create(true).truncate(false);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        options
+            .open(PathBuf::from(name))
+            .and_then(FileLock::exclusive)
+            .map_err(|e| self.error("cannot lock", e))
+    }
+
+    /// Removes every candidate beside the file (`<name>.<pid>.<tag>.new`).
+    /// Called under the lock, after this write's own candidate is in place
+    /// or removed: any other one is what a write killed part way left, a
+    /// keyring text older than the file's or a second link to a replaced
+    /// file.
+    fn sweep(&self) -> Result<(), KeyError> {
+        let Some(name) = self.path.file_name() else {
+            return Ok(());
+        };
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        let entries = fs::read_dir(dir).map_err(|e| self.error("cannot list its directory", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| self.error("cannot list its directory", e))?;
+            if !is_candidate(
+                name.as_encoded_bytes(),
+                entry.file_name().as_encoded_bytes(),
+            ) {
+                continue;
+            }
+            match fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(self.error("cannot remove a file left by a failed write", e));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Syncs the directory, so that a new name in it is on disk.
     fn sync_dir(&self) -> Result<(), KeyError> {
         if let Some(dir) = self.path.parent() {
@@ -136,15 +192,40 @@ impl KeyringStore for KeyringFile {
         Ok(text)
     }
 
-    /// Replaces the file: a new file, synced, renamed over the old one.
+    /// Replaces the file: a new file, synced, renamed over the old one,
+    /// under the lock; then removes what earlier writes killed part way
+    /// left beside it.
     fn save(&self, export: &str) -> Result<(), KeyError> {
+        let _lock = self.lock()?;
         let candidate = self.write_candidate(export)?;
         if let Err(e) = fs::rename(&candidate, &self.path) {
             let _ = fs::remove_file(&candidate);
             return Err(self.error("cannot replace", e));
         }
+        self.sweep()?;
         self.sync_dir()
     }
+}
+
+/// Whether `entry` is the name of a candidate for the file named `file`:
+/// `<file>.<pid>.<16 hex digits>.new`, as [`KeyringFile::write_candidate`]
+/// names them.
+fn is_candidate(file: &[u8], entry: &[u8]) -> bool {
+    let Some(rest) = entry
+        .strip_prefix(file)
+        .and_then(|r| r.strip_prefix(b"."))
+        .and_then(|r| r.strip_suffix(b".new"))
+    else {
+        return false;
+    };
+    let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+        return false;
+    };
+    let (pid, tag) = (&rest[..dot], &rest[dot + 1..]);
+    !pid.is_empty()
+        && pid.iter().all(u8::is_ascii_digit)
+        && tag.len() == 16
+        && tag.iter().all(u8::is_ascii_hexdigit)
 }
 
 impl fmt::Debug for KeyringFile {
@@ -163,5 +244,35 @@ impl Keyring {
     /// with a [`KeyringFile`]) so that rotations are saved there.
     pub fn load_or_create(path: impl Into<PathBuf>) -> Result<Keyring, KeyError> {
         KeyringFile::new(path).load_or_create()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_candidate;
+
+    #[test]
+    fn only_the_files_own_candidates_are_swept() {
+        let file = b"shop.key";
+        assert!(is_candidate(file, b"shop.key.4242.00ff00ff00ff00ff.new"));
+        for other in [
+            &b"shop.key"[..],
+            b"shop.key.lock",
+            b"shop.key.new",
+            b"shop.key.4242.new",
+            b"shop.key..00ff00ff00ff00ff.new",
+            b"shop.key.42x.00ff00ff00ff00ff.new",
+            b"shop.key.4242.00ff00ff00ff00f.new",
+            b"shop.key.4242.00ff00ff00ff00fg.new",
+            b"shop.key.4242.00ff00ff00ff00ff.new.bak",
+            b"shop.keyx.4242.00ff00ff00ff00ff.new",
+            b"other.key.4242.00ff00ff00ff00ff.new",
+        ] {
+            assert!(
+                !is_candidate(file, other),
+                "{}",
+                String::from_utf8_lossy(other)
+            );
+        }
     }
 }
