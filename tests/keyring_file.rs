@@ -51,14 +51,15 @@ fn child_process_entry() {
 }
 
 fn spawn(path: &Path) -> std::process::Child {
+    spawn_entry("child_process_entry", &[("PP_KEYRING_CHILD", path.into())])
+}
+
+/// This test binary again, running only the child entry `entry` with the
+/// environment `env`.
+fn spawn_entry(entry: &str, env: &[(&str, std::ffi::OsString)]) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("PP_KEYRING_CHILD", path)
+        .args(["--exact", entry, "--nocapture", "--test-threads=1"])
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -168,6 +169,15 @@ fn any_file_unwraps(dir: &TempDir, wrapped: &Wrapped) -> Vec<String> {
         .collect()
 }
 
+/// A new keyring file `k.key` in `dir`, its keyring, and a data key
+/// wrapped under its first key-encryption key.
+fn new_keyring_file(dir: &TempDir) -> (KeyringFile, Keyring, Wrapped) {
+    let file = KeyringFile::new(dir.path("k.key"));
+    let keyring = file.load_or_create().unwrap();
+    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    (file, keyring, wrapped)
+}
+
 /// A5 then A3: writes killed part way leave what they wrote beside the
 /// file — a save's candidate (a copy of an older text) and a creation's
 /// second link to the file it made. A key-encryption key is then retired
@@ -177,9 +187,7 @@ fn any_file_unwraps(dir: &TempDir, wrapped: &Wrapped) -> Vec<String> {
 #[test]
 fn a3_a_write_killed_part_way_leaves_no_retired_key_behind_the_next_save() {
     let dir = TempDir::named("keyring-file", "killed-write");
-    let file = KeyringFile::new(dir.path("k.key"));
-    let keyring = file.load_or_create().unwrap();
-    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    let (file, keyring, wrapped) = new_keyring_file(&dir);
     std::fs::copy(file.path(), dir.path("k.key.4242.0123456789abcdef.new")).unwrap();
     std::fs::hard_link(file.path(), dir.path("k.key.4343.fedcba9876543210.new")).unwrap();
     // Files of other names are not the keyring's to remove.
@@ -216,19 +224,13 @@ fn saver_child_entry() {
 }
 
 fn spawn_saver(path: &Path, saves: u64) -> std::process::Child {
-    Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "saver_child_entry",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("PP_KEYRING_SAVER", path)
-        .env("PP_KEYRING_SAVES", saves.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap()
+    spawn_entry(
+        "saver_child_entry",
+        &[
+            ("PP_KEYRING_SAVER", path.into()),
+            ("PP_KEYRING_SAVES", saves.to_string().into()),
+        ],
+    )
 }
 
 /// A5: processes killed while saving, again and again, at varying points;
@@ -237,9 +239,7 @@ fn spawn_saver(path: &Path, saves: u64) -> std::process::Child {
 #[test]
 fn a5_savers_killed_mid_save_leave_nothing_after_the_next_save() {
     let dir = TempDir::named("keyring-file", "killed-savers");
-    let file = KeyringFile::new(dir.path("k.key"));
-    let keyring = file.load_or_create().unwrap();
-    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    let (file, keyring, wrapped) = new_keyring_file(&dir);
     let mut left_by_kills = 0;
     for round in 0..20u64 {
         let mut child = spawn_saver(file.path(), 0);

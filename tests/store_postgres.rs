@@ -1426,19 +1426,7 @@ fn a5_a_checkpoint_due_in_commit_request_is_saved_after_its_flush_on_postgres() 
         saves: Mutex::default(),
     });
     let store = PgStore::connect(&db).unwrap();
-    let keyring = keyring();
-    let custodian = Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .checkpoint_store(watched.clone())
-        .audit(
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(keyring.checkpoint_signer().unwrap(), watched.clone(), 2),
-        )
-        .build()
-        .unwrap();
+    let custodian = custodian_checkpointing(&store, watched.clone(), 2);
     store
         .with_client(|c| c.batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)"))
         .unwrap();
@@ -1718,6 +1706,28 @@ fn rows_of(store: &PgStore, table: &str, subject: SubjectId) -> i64 {
     })
 }
 
+/// A custodian whose key store and audit sink are `store`'s, the sink
+/// signing a checkpoint every `every` events into `checkpoints`, which is
+/// the custodian's checkpoint store too.
+fn custodian_checkpointing<S>(store: &PgStore, checkpoints: Arc<S>, every: u64) -> Custodian
+where
+    S: privacy_pledge::audit::CheckpointStore + 'static,
+{
+    let keyring = keyring();
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .checkpoint_store(checkpoints.clone())
+        .audit(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), checkpoints, every),
+        )
+        .build()
+        .unwrap()
+}
+
 /// A custodian whose key store and audit sink are `store`'s.
 fn custodian_on(store: &PgStore) -> Custodian {
     let keyring = keyring();
@@ -1890,9 +1900,9 @@ fn a1_a_default_of_synchronous_commit_off_does_not_reach_the_stores_commits() {
 /// A1: the host's own table carries a deferred constraint trigger that
 /// turns `synchronous_commit` off when it fires — at the host's COMMIT,
 /// after anything `commit_request` could set before it. The request's
-/// durable commit is the store's own, on its own connection, so the events
-/// are still on disk when the call returns, and a signed checkpoint due at
-/// them is saved only then.
+/// durable commit is a transaction of the store's own after that COMMIT,
+/// so the events are still on disk when the call returns, and a signed
+/// checkpoint due at them is saved only then.
 #[test]
 fn a1_a_deferred_trigger_at_the_hosts_commit_does_not_make_the_request_asynchronous() {
     use privacy_pledge::audit::{CheckpointStore, MemoryCheckpointStore, SignedCheckpoint};
@@ -1927,19 +1937,7 @@ fn a1_a_deferred_trigger_at_the_hosts_commit_does_not_make_the_request_asynchron
         start: std::sync::Mutex::default(),
         saves: std::sync::Mutex::default(),
     });
-    let keyring = keyring();
-    let custodian = Custodian::builder()
-        .keyring(keyring.clone())
-        .key_store(store.key_store())
-        .checkpoint_store(watched.clone())
-        .audit(
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(keyring.checkpoint_signer().unwrap(), watched.clone(), 1),
-        )
-        .build()
-        .unwrap();
+    let custodian = custodian_checkpointing(&store, watched.clone(), 1);
     let ada = SubjectId::random();
     custodian.seal(&email(ada)).unwrap();
     store

@@ -121,6 +121,22 @@ thread_local! {
     static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
+/// The end of `commit_request` on either store: `written`, the host's
+/// write, as it went; if it failed, `durable` (a durable commit of the
+/// store's own) first. The scope's commit was made without a sync, counting
+/// on the host's; `write`'s error may carry what the request made, so it is
+/// returned only once the scope's events are on disk.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn durable_before_error<E: From<StoreError>>(
+    written: Result<(), E>,
+    durable: impl FnOnce() -> Result<(), StoreError>,
+) -> Result<(), E> {
+    if written.is_err() {
+        durable()?;
+    }
+    written
+}
+
 /// Runs the host's closure `f` while this thread holds connection `id`:
 /// custodian operations inside it are refused with
 /// [`Error::Reentrant`](crate::Error::Reentrant) (see `crate::reentry`), and

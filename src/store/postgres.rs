@@ -533,15 +533,9 @@ impl PgStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            let written = self.host_write(value, write);
-            if written.is_err() {
-                // The scope's commit, made without a flush, must reach the
-                // disk before `write`'s error (which may carry what `f`
-                // made) is returned; the host's connection may be what
-                // failed, so on a connection of the store's own.
-                self.durable_mark().map_err(E::from)?;
-            }
-            written
+            // On a connection of the store's own: the host's may be what
+            // failed.
+            super::durable_before_error(self.host_write(value, write), || self.durable_mark())
         })
     }
 

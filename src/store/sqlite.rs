@@ -723,14 +723,7 @@ impl SqliteStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            let written = self.host_write(value, write);
-            if written.is_err() {
-                // The scope's commit, made without a sync, must reach the
-                // disk before `write`'s error (which may carry what `f`
-                // made) is returned.
-                self.durable_mark().map_err(E::from)?;
-            }
-            written
+            super::durable_before_error(self.host_write(value, write), || self.durable_mark())
         })
     }
 
