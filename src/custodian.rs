@@ -255,7 +255,10 @@ impl KeyRotation {
     }
 
     /// Whether this call finished a rotation that an earlier call (here or
-    /// in another process) started and did not finish.
+    /// in another process) started and did not finish, before its own. The
+    /// figures ([`retired`](Self::retired), [`rewrapped`](Self::rewrapped),
+    /// …) are then of both; [`started_at`](Self::started_at) and
+    /// [`version`](Self::version) are its own rotation's.
     pub fn resumed(&self) -> bool {
         self.resumed
     }
@@ -1538,8 +1541,10 @@ impl Custodian {
     /// failed part-way is finished by the next one: if it saved the new
     /// version, the next call completes that rotation (at once on this
     /// custodian; in another process once the claim has gone unrenewed for
-    /// [`ROTATION_LEASE_SECONDS`]); if it did not, its version is never
-    /// used.
+    /// [`ROTATION_LEASE_SECONDS`]), then rotates once more, from a claim of
+    /// its own — the one taken up was claimed before the call, so erasures
+    /// since then are covered only by a fresh rotation; if it did not save
+    /// it, its version is never used.
     ///
     /// ```
     /// use std::sync::Arc;
@@ -1589,6 +1594,34 @@ impl Custodian {
         // One rotation at a time here; the guard keeps this custodian's
         // unfinished claim, which it may finish without waiting for the lease.
         let mut mine = self.rotation.lock().unwrap_or_else(|p| p.into_inner());
+        let first = self.rotate_once(&keks, &mut mine)?;
+        if !first.resumed {
+            return Ok(first);
+        }
+        // A rotation taken up was claimed before this call: an erasure
+        // since then may have left a key under the version it finished on,
+        // in copies taken meanwhile. Only a fresh rotation covers it. (The
+        // state row is the operator's to edit, too: a forged unfinished
+        // claim "to" the current version retires nothing.)
+        let fresh = self.rotate_once(&keks, &mut mine)?;
+        let mut retired = first.retired;
+        for v in &fresh.retired {
+            if !retired.contains(v) {
+                retired.push(*v);
+            }
+        }
+        Ok(KeyRotation {
+            retired,
+            rewrapped: first.rewrapped + fresh.rewrapped,
+            skipped_erased: first.skipped_erased + fresh.skipped_erased,
+            resumed: true,
+            covers_earlier_copies: first.covers_earlier_copies && fresh.covers_earlier_copies,
+            ..fresh
+        })
+    }
+
+    /// One claim and its rotation: a fresh one, or one taken up.
+    fn rotate_once(&self, keks: &Keks<'_>, mine: &mut Option<Claim>) -> Result<KeyRotation, Error> {
         // Start from the versions as last saved: another process may have
         // rotated, or saved the version of a rotation it did not finish.
         keks.reload()?;
@@ -1598,7 +1631,7 @@ impl Custodian {
         // first read and the claim saved its versions before it let go.
         let out = keks
             .reload()
-            .and_then(|_| self.rotate(&keks, &mut claim, resumed));
+            .and_then(|_| self.rotate(keks, &mut claim, resumed));
         *mine = match &out {
             Ok(_) => None,
             // A claim that was given up, or taken over, is no longer ours.

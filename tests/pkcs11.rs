@@ -437,6 +437,47 @@ fn a3_rotate_after_erasures_with_the_token() {
     opens_to(&c, &stay_row, "stay@example.com");
 }
 
+/// A2 then A3, with the keys on the token: the operator forges an
+/// abandoned claim "to" the current version in the key-encryption-key
+/// state row. The rotation takes it up, which destroys nothing, then
+/// rotates once more: version 1's object is destroyed, and a database copy
+/// from before the erasure opens nothing with the token.
+#[test]
+fn a2_a_forged_unfinished_claim_still_destroys_the_old_kek() {
+    let Some(t) = token("a2_forged_claim") else {
+        return;
+    };
+    let _token = shared();
+    let dir = TempDir::named("pkcs11", "forged_claim");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let p = prefix("forged");
+    let hsm = provider(&t, &p);
+    let c = custodian(&hsm, &store);
+    let gone = SubjectId::random();
+    let gone_row = seal(&c, gone, "gone@example.com");
+    let copy = backup(&store, &dir.path("before.db"));
+    c.erase(gone).unwrap();
+    store
+        .with_connection(|db| {
+            db.execute(
+                "UPDATE pp_kek_state SET claimed = 1, claimed_at = 1, renewed_at = 1",
+                [],
+            )
+        })
+        .unwrap();
+
+    let done = c.rotate_after_erasures().unwrap();
+    assert!(done.resumed());
+    assert_eq!((done.version(), done.retired()), (2, &[1][..]));
+    let s = raw_session(&t);
+    assert!(
+        objects(&s, &format!("{p}kek-v1")).is_empty(),
+        "v1 destroyed"
+    );
+    let from_copy = custodian(&provider(&t, &p), &SqliteStore::open(&copy).unwrap());
+    assert!(from_copy.open(&gone_row).is_err());
+}
+
 /// A5: a process that keeps running after another process rotated and
 /// retired takes the new version in (its cached handle of the old object is
 /// refused by the token; it reads the versions again).

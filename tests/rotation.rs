@@ -546,10 +546,12 @@ fn a5_a_rotation_that_failed_part_way_is_finished_by_the_next_call() {
         other.rotate_after_erasures(),
         Err(Error::Key(KeyError::RotationInProgress { version: 4, .. }))
     ));
+    // It finishes the rotation to 4, then rotates once more from a claim
+    // of its own (the one it took up was made before this call).
     let done = c.rotate_after_erasures().unwrap();
-    assert_eq!((done.version(), done.resumed()), (4, true));
-    assert_eq!(done.retired(), &[3]);
-    assert_eq!(saved(), [4]);
+    assert_eq!((done.version(), done.resumed()), (5, true));
+    assert_eq!(done.retired(), &[3, 4]);
+    assert_eq!(saved(), [5]);
 
     // Once more, and the claimer goes away: after the lease, another
     // process takes the rotation over from the saved keyring.
@@ -565,10 +567,113 @@ fn a5_a_rotation_that_failed_part_way_is_finished_by_the_next_call() {
     };
     assert!(keys.swap_kek_state(state, aged).unwrap());
     let done = other.rotate_after_erasures().unwrap();
-    assert_eq!((done.version(), done.resumed()), (5, true));
-    assert_eq!(done.started_at(), state.claimed_at.unwrap());
-    assert_eq!(saved(), [5]);
+    assert_eq!((done.version(), done.resumed()), (7, true));
+    assert_eq!(done.retired(), &[5, 6]);
+    assert!(done.started_at() > state.claimed_at.unwrap());
+    assert_eq!(saved(), [7]);
     opens_to(&other, &row, "ada@example.com");
+}
+
+/// A5 then A3: a rotation claims version 2, saves it and rewraps, then
+/// fails at its last save (its process dies). A subject sealed under
+/// version 2 is then erased, after a backup of the key table. Another
+/// process takes the rotation over once the lease is out: finishing it
+/// alone would keep version 2, under which the backup holds the erased
+/// subject's key, so it rotates once more, and the backup opens nothing
+/// with the keys that exist afterwards.
+#[test]
+fn a3_an_erasure_after_a_claim_is_covered_when_another_process_finishes_it() {
+    let dir = temp_dir("taken_over");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let secrets = Arc::new(Flaky {
+        inner: MemoryKeyringStore::new(&keyring),
+        fail_save: Mutex::new(vec![false, true]),
+    });
+    let build = |k: Arc<Keyring>| {
+        Custodian::builder()
+            .keyring(k)
+            .keyring_store(secrets.clone())
+            .key_store(store.key_store())
+            .build()
+            .unwrap()
+    };
+    let c = build(keyring.clone());
+    assert!(c.rotate_after_erasures().is_err(), "the last save fails");
+    assert_eq!(keyring.versions(), [2]);
+    let bob = SubjectId::random();
+    let row = seal(&c, bob, "bob@example.com");
+    let copy = dir.path("before.db");
+    store
+        .with_connection(|db| db.execute("VACUUM INTO ?1", [copy.to_str().unwrap()]))
+        .unwrap();
+    c.erase(bob).unwrap();
+    drop(c);
+
+    let keys = store.key_store();
+    let state = keys.kek_state().unwrap();
+    let lease = privacy_pledge::custodian::ROTATION_LEASE_SECONDS;
+    let aged = KekState {
+        renewed_at: Some(Timestamp::from_unix_seconds(
+            Timestamp::now().unix_seconds() - lease - 1,
+        )),
+        ..state
+    };
+    assert!(keys.swap_kek_state(state, aged).unwrap());
+    let other = build(current_keys(&secrets.inner));
+    let done = other.rotate_after_erasures().unwrap();
+    assert!(done.resumed());
+    assert_eq!(done.version(), 3);
+    assert!(done.retired().contains(&2));
+
+    let from_copy = Custodian::builder()
+        .keyring(current_keys(&secrets.inner))
+        .key_store(SqliteStore::open(&copy).unwrap().key_store())
+        .build()
+        .unwrap();
+    assert!(
+        from_copy.open(&row).is_err(),
+        "the backup opens the subject erased after the claim"
+    );
+}
+
+/// A2 then A3: the operator edits the key-encryption-key state row (which
+/// nothing authenticates) into an abandoned claim "to" the current
+/// version. The next rotation takes it up, which retires nothing; it must
+/// still rotate, so that a backup from before an erasure opens nothing.
+#[test]
+fn a2_a_forged_unfinished_claim_does_not_stop_a_rotation_from_retiring() {
+    let dir = temp_dir("forged_claim");
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
+    let c = process(&secrets, store.key_store());
+    let gone = SubjectId::random();
+    let row = seal(&c, gone, "gone@example.com");
+    let copy = dir.path("before.db");
+    store
+        .with_connection(|db| db.execute("VACUUM INTO ?1", [copy.to_str().unwrap()]))
+        .unwrap();
+    c.erase(gone).unwrap();
+    store
+        .with_connection(|db| {
+            db.execute(
+                "UPDATE pp_kek_state SET claimed = 1, claimed_at = 1, renewed_at = 1",
+                [],
+            )
+        })
+        .unwrap();
+
+    let done = c.rotate_after_erasures().unwrap();
+    assert!(done.resumed());
+    assert_eq!((done.version(), done.retired()), (2, &[1][..]));
+    assert_eq!(current_keys(&secrets).versions(), [2]);
+    let from_copy = Custodian::builder()
+        .keyring(current_keys(&secrets))
+        .key_store(SqliteStore::open(&copy).unwrap().key_store())
+        .build()
+        .unwrap();
+    assert!(from_copy.open(&row).is_err());
 }
 
 /// A claim given up before its keyring was saved (the process died) makes
