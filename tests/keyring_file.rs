@@ -153,9 +153,9 @@ fn beside(dir: &TempDir, key: &str) -> Vec<String> {
     names
 }
 
-/// Whether any file in `dir` holds a keyring that unwraps `wrapped`.
-fn any_file_unwraps(dir: &TempDir, wrapped: &Wrapped) -> Vec<String> {
-    std::fs::read_dir(dir.path(""))
+/// The files in `dir` holding a keyring that unwraps `wrapped`.
+fn any_file_unwraps(dir: &Path, wrapped: &Wrapped) -> Vec<String> {
+    std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -192,14 +192,17 @@ fn a3_a_write_killed_part_way_leaves_no_retired_key_behind_the_next_save() {
     std::fs::hard_link(file.path(), dir.path("k.key.4343.fedcba9876543210.new")).unwrap();
     // Files of other names are not the keyring's to remove.
     std::fs::write(dir.path("k.key.bak"), b"the host's").unwrap();
-    assert_eq!(any_file_unwraps(&dir, &wrapped).len(), 3);
+    assert_eq!(any_file_unwraps(&dir.path(""), &wrapped).len(), 3);
 
     keyring.rotate().unwrap();
     keyring.retire(1).unwrap();
     file.save(&keyring.export()).unwrap();
 
     assert_eq!(beside(&dir, "k.key"), ["k.key.bak"]);
-    assert_eq!(any_file_unwraps(&dir, &wrapped), Vec::<String>::new());
+    assert_eq!(
+        any_file_unwraps(&dir.path(""), &wrapped),
+        Vec::<String>::new()
+    );
     assert_eq!(file.load_or_create().unwrap().versions(), vec![2]);
 }
 
@@ -255,7 +258,10 @@ fn a5_savers_killed_mid_save_leave_nothing_after_the_next_save() {
     keyring.retire(1).unwrap();
     file.save(&keyring.export()).unwrap();
     assert_eq!(beside(&dir, "k.key"), Vec::<String>::new());
-    assert_eq!(any_file_unwraps(&dir, &wrapped), Vec::<String>::new());
+    assert_eq!(
+        any_file_unwraps(&dir.path(""), &wrapped),
+        Vec::<String>::new()
+    );
 }
 
 /// A5: two processes saving the same file at once, many times: each save
@@ -274,4 +280,41 @@ fn a5_processes_saving_at_once_both_succeed() {
     }
     assert_eq!(beside(&dir, "k.key"), Vec::<String>::new());
     file.load_or_create().unwrap();
+}
+
+/// A3: the keyring file is reached through a symbolic link (a deployment
+/// links `/etc/shop/shop.key` to where its secrets live). A save after a
+/// key is retired replaces the file the link points to, and the link stays
+/// a link: no file in either directory still unwraps what the retired key
+/// wrapped. A process naming the file by its real path sees the save.
+#[cfg(unix)]
+#[test]
+fn a3_a_save_through_a_symbolic_link_replaces_the_file_it_points_to() {
+    let dir = TempDir::named("keyring-file", "symlink");
+    std::fs::create_dir_all(dir.path("secrets")).unwrap();
+    let real = KeyringFile::new(dir.path("secrets/k.key"));
+    let keyring = real.load_or_create().unwrap();
+    let wrapped = keyring.wrap(&[6; 32], &CONTEXT).unwrap();
+    std::os::unix::fs::symlink(real.path(), dir.path("k.key")).unwrap();
+    let linked = KeyringFile::new(dir.path("k.key"));
+    assert_eq!(linked.load().unwrap(), real.load().unwrap());
+
+    keyring.rotate().unwrap();
+    keyring.retire(1).unwrap();
+    linked.save(&keyring.export()).unwrap();
+
+    let meta = std::fs::symlink_metadata(linked.path()).unwrap();
+    assert!(meta.file_type().is_symlink(), "the link was replaced");
+    assert_eq!(
+        Keyring::import(&real.load().unwrap()).unwrap().versions(),
+        [2]
+    );
+    assert_eq!(
+        any_file_unwraps(&dir.path("secrets"), &wrapped),
+        Vec::<String>::new()
+    );
+    assert_eq!(
+        any_file_unwraps(&dir.path(""), &wrapped),
+        Vec::<String>::new()
+    );
 }

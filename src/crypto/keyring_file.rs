@@ -19,10 +19,11 @@ use super::{random_array, KeyError};
 ///
 /// Every write is a new file in the same directory, synced, then put in
 /// place in one step, so a reader gets the old text or the new, never a
-/// mix. Writes hold a lock shared by processes (the file `<path>.lock`
-/// beside it, which stays), and each one removes what a write killed part
-/// way left behind (its new file, holding a text the keyring may since
-/// have retired keys from): after a save, no older text is left beside the
+/// mix (through a symbolic link, the file it points to is replaced).
+/// Writes hold a lock shared by processes (the file `<path>.lock` beside
+/// it, which stays), and each one removes what a write killed part way
+/// left behind (its new file, holding a text the keyring may since have
+/// retired keys from): after a save, no older text is left beside the
 /// file. [`load_or_create`](Self::load_or_create) makes the file if it is
 /// missing such that, of several processes starting together on a new
 /// deployment, exactly one creates it and all use that keyring: the first
@@ -125,6 +126,18 @@ impl KeyringFile {
         Ok(candidate)
     }
 
+    /// This file, or, if its path is a symbolic link, the file the link
+    /// resolves to: the one a write must replace, beside which its lock
+    /// and candidates are, whichever name a process knows it by.
+    fn resolved(&self) -> Result<KeyringFile, KeyError> {
+        match fs::symlink_metadata(&self.path) {
+            Ok(m) if m.file_type().is_symlink() => fs::canonicalize(&self.path)
+                .map(KeyringFile::new)
+                .map_err(|e| self.error("cannot resolve the link", e)),
+            _ => Ok(self.clone()),
+        }
+    }
+
     /// The lock every write holds, on `<path>.lock` (created if missing,
     /// readable by its owner only on Unix).
     fn lock(&self) -> Result<FileLock, KeyError> {
@@ -195,15 +208,20 @@ impl KeyringStore for KeyringFile {
     /// Replaces the file: a new file, synced, renamed over the old one,
     /// under the lock; then removes what earlier writes killed part way
     /// left beside it.
+    ///
+    /// If the path is a symbolic link, the file it points to is replaced
+    /// (the link is left as it is): renamed over, the link would become
+    /// the new file while the old text stayed where it pointed.
     fn save(&self, export: &str) -> Result<(), KeyError> {
-        let _lock = self.lock()?;
-        let candidate = self.write_candidate(export)?;
-        if let Err(e) = fs::rename(&candidate, &self.path) {
+        let file = self.resolved()?;
+        let _lock = file.lock()?;
+        let candidate = file.write_candidate(export)?;
+        if let Err(e) = fs::rename(&candidate, &file.path) {
             let _ = fs::remove_file(&candidate);
-            return Err(self.error("cannot replace", e));
+            return Err(file.error("cannot replace", e));
         }
-        self.sweep()?;
-        self.sync_dir()
+        file.sweep()?;
+        file.sync_dir()
     }
 }
 
