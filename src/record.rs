@@ -126,6 +126,13 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
+//! An envelope is bound to its subject, data kind and purpose, not to the
+//! field (or the row) it was sealed for. Two fields of one record with the
+//! same kind and purpose — a login and a recovery email, both
+//! `EmailAddress` for `Transaction` — can be swapped by whoever edits the
+//! database (A2), and the record opens with them swapped. Where it matters
+//! which is which, give such fields different purposes or kinds.
+//!
 //! # What the derive refuses
 //!
 //! At compile time, with the error on the offending field and the rule in
