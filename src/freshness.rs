@@ -612,6 +612,12 @@ impl View {
             }
             Entry::Erasing { subject, at } => {
                 self.erasure(subject, at);
+                // The erasure forgets the subject's consent rows: a row
+                // put back afterwards differs from the view (none), so it
+                // is refused as a rollback, never read as live.
+                for purpose in PurposeId::ALL {
+                    self.consents.remove(&(subject, purpose));
+                }
             }
             Entry::Planned { subject, receipt } => {
                 // A plan with no `erasing` before it is no erasure: only a

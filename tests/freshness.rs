@@ -810,3 +810,40 @@ fn a5_a_withdrawal_after_the_clock_steps_back_still_takes_effect() {
         assert!(!custodian.consents().is_granted::<Newsletter>(ada));
     }
 }
+
+/// A2 after an erasure on a consent store: the erasure deleted the
+/// subject's rows; the operator puts the last one back (authentic: the
+/// custodian's key made it). The erased subject's consent must not read as
+/// live — not to `is_granted`, which host code gates sends on, nor to `of`,
+/// which the subject's report lists. The anchor forgot the subject's rows
+/// with the erasure, so the row put back is a rollback, refused. (In one
+/// process on memory stores; on SQLite and PostgreSQL, in every process:
+/// `freshness::a2_a_consent_row_put_back_after_an_erasure_is_refused`.)
+#[test]
+fn a2_a_consent_row_put_back_after_an_erasure_does_not_read_as_live() {
+    let rows = Arc::new(MemoryConsentStore::new());
+    let custodian = Custodian::builder()
+        .keyring(Keyring::generate().unwrap())
+        .consent_store(rows.clone())
+        .freshness_anchor(MemoryAnchorStore::new())
+        .consent_revalidate_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let granted = rows.load(ada, PurposeId::Newsletter).unwrap().unwrap();
+    custodian.erase(ada).unwrap();
+    assert!(rows.load(ada, PurposeId::Newsletter).unwrap().is_none());
+
+    rows.put_back(granted);
+    assert!(!custodian.consents().is_granted::<Newsletter>(ada));
+    assert!(custodian.consents().of(ada).iter().all(|s| !s.granted));
+}
+
+#[test]
+fn a2_a_consent_row_put_back_after_an_erasure_is_refused_in_every_process() {
+    with_fleet(
+        "put_back_erased",
+        freshness::a2_a_consent_row_put_back_after_an_erasure_is_refused,
+    );
+}

@@ -1064,6 +1064,14 @@ fn a2_resurrected_keys_of_an_erased_subject_open_nothing() {
     );
 }
 
+#[test]
+fn a2_a_consent_row_put_back_after_an_erasure_is_refused() {
+    with_fleet(
+        "fresh_put_back_erased",
+        freshness::a2_a_consent_row_put_back_after_an_erasure_is_refused,
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Pooled connections
 

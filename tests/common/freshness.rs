@@ -145,3 +145,35 @@ pub fn a2_resurrected_keys_of_an_erased_subject_open_nothing(f: &Fleet<'_>) {
     assert!(matches!(p.open(&sealed), Err(Error::Erased { .. })));
     assert!(matches!(restarted.seal(&info), Err(Error::Erased { .. })));
 }
+
+/// After an erasure the operator puts the subject's last consent row back
+/// (authentic: the custodian's key made it). The erased subject's consent
+/// reads as live nowhere — in the process that erased, another one, or one
+/// started after: the anchor forgot the subject's rows with the erasure.
+pub fn a2_a_consent_row_put_back_after_an_erasure_is_refused(f: &Fleet<'_>) {
+    let (here, other) = ((f.process)(), (f.process)());
+    let ada = SubjectId::random();
+    here.consents().grant::<Newsletter>(ada).unwrap();
+    assert!(other.consents().is_granted::<Newsletter>(ada));
+    let s = quoted(&ada.to_string());
+    (f.run)(&format!(
+        "CREATE TABLE pp_consents_copy AS SELECT * FROM pp_consents WHERE subject = {s}"
+    ));
+    here.erase(ada).unwrap();
+    (f.run)(
+        "INSERT INTO pp_consents SELECT * FROM pp_consents_copy;
+         DROP TABLE pp_consents_copy;",
+    );
+    assert!(
+        (f.consents)().iter().any(|r| r.subject == ada && r.granted),
+        "the put-back did not take"
+    );
+    for p in [&here, &other, &(f.process)()] {
+        assert!(!p.consents().is_granted::<Newsletter>(ada));
+        assert!(p.consents().of(ada).iter().all(|s| !s.granted));
+        assert!(matches!(
+            p.access(&email(ada), |_| ()),
+            Err(Error::Erased { .. })
+        ));
+    }
+}
