@@ -803,6 +803,10 @@ impl Custodian {
         let mechanism = registered
             .and_then(RegisteredRecipient::mechanism)
             .or_else(|| recipient.transfer_mechanism());
+        // Where the data goes abroad, the event names the country (the
+        // first outside the EEA, else the first outside the home country)
+        // and the mechanism it went under (R8), as a transfer's does.
+        let mut abroad: Option<Country> = None;
         for &country in countries {
             let mut t = Transfer::new(home.unwrap_or(country), country);
             if let Some(m) = mechanism {
@@ -812,6 +816,22 @@ impl Custodian {
                 event.country = Some(country);
                 return Err(self.deny(event, RuleId::R8, e.into()));
             }
+            let far = |c: Country| {
+                if !c.in_eea() {
+                    2
+                } else if Some(c) != home {
+                    1
+                } else {
+                    0
+                }
+            };
+            if far(country) > abroad.map_or(0, far) {
+                abroad = Some(country);
+            }
+        }
+        if abroad.is_some() {
+            event.country = abroad;
+            event.mechanism = mechanism;
         }
         self.audited(info, event)
     }

@@ -289,7 +289,8 @@ impl SubjectReport {
     pub fn disclosures(&self) -> &[DisclosureEntry] {
         &self.disclosures
     }
-    /// Transfers to other countries.
+    /// Transfers to other countries, and disclosures to recipients that
+    /// process the data abroad (each listed under its disclosure too).
     pub fn transfers(&self) -> &[TransferEntry] {
         &self.transfers
     }
@@ -531,8 +532,13 @@ impl Custodian {
                     })
             })
             .collect();
+        // Transfers, and disclosures to a recipient processing abroad
+        // (their events name the country).
         let transfers = mine()
-            .filter(|e| e.action() == Action::Transfer)
+            .filter(|e| {
+                e.action() == Action::Transfer
+                    || e.action() == Action::Disclose && e.country().is_some()
+            })
             .map(|e| TransferEntry {
                 at: e.time(),
                 country: e.country(),

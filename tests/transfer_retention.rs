@@ -162,10 +162,34 @@ fn disclosure_to_a_recipient_abroad_is_checked_like_a_transfer() {
         countries: vec![c("DE")],
         mechanism: None,
     };
+    let went_abroad = events(&custodian).pop().unwrap();
     custodian
         .disclose(&info, &home, |_| ran.set(ran.get() + 1))
         .unwrap();
+    let stayed = events(&custodian).pop().unwrap();
     assert_eq!(ran.get(), 2);
+    // A4: the allowed disclosure abroad names where the data went and
+    // under which mechanism (R8), as a transfer's event does; one that
+    // stayed home names neither. The subject's report lists it abroad.
+    assert_eq!(
+        (
+            went_abroad.outcome(),
+            went_abroad.country(),
+            went_abroad.mechanism()
+        ),
+        (
+            Outcome::Allowed,
+            Some(c("US")),
+            Some(Mechanism::StandardContractualClauses)
+        )
+    );
+    assert_eq!((stayed.country(), stayed.mechanism()), (None, None));
+    let report = custodian
+        .subject_report(info.subject(), &[], &verified(&custodian))
+        .unwrap();
+    assert_eq!(report.transfers().len(), 1);
+    assert_eq!(report.transfers()[0].country, Some(c("US")));
+    assert!(report.to_letter().as_str().contains("to US under"));
 
     // Pseudonyms are personal information too: the same gate applies.
     assert!(matches!(

@@ -273,11 +273,15 @@ impl AuditEvent {
     pub fn recipient(&self) -> Option<&RecipientRef> {
         self.recipient.as_ref()
     }
-    /// For a transfer, the destination country.
+    /// For a transfer, the destination country; for a disclosure to a
+    /// recipient processing abroad, the country it went to (the first
+    /// outside the EEA, else the first outside the home country), or, for
+    /// a refused one, the country that was refused.
     pub fn country(&self) -> Option<Country> {
         self.country
     }
-    /// For a transfer out of the EEA, the legal mechanism.
+    /// For a transfer, or a disclosure to a recipient processing abroad,
+    /// the legal mechanism it went under (required out of the EEA).
     pub fn mechanism(&self) -> Option<Mechanism> {
         self.mechanism
     }
