@@ -387,6 +387,11 @@ impl Consents<'_> {
     ///   ([`Custodian::sign_checkpoint`]), and with
     ///   [`TrailError::CallerChosenCheckpoint`](crate::audit::TrailError::CallerChosenCheckpoint)
     ///   for a trail verified against a checkpoint its caller chose;
+    /// - with [`TrailError::Archived`](crate::audit::TrailError::Archived)
+    ///   if entries were archived before the trail's (`archive`, behind an
+    ///   archive base): the trail then verifies, but a withdrawal or an
+    ///   erasure in the archive would be missed and a consent come back. A
+    ///   host that archives its trail keeps consent in a consent store;
     /// - with [`TrailError::AmbiguousOrder`](crate::audit::TrailError::AmbiguousOrder)
     ///   if two streams change one subject's consent at the same instant;
     /// - with [`Error::RegisterNotEmpty`] if this custodian already holds
@@ -430,6 +435,7 @@ impl Consents<'_> {
         crate::reentry::check()?;
         trail.check_owner(self.custodian.id)?;
         trail.check_fully_vouched()?;
+        trail.check_whole()?;
         trail.check_unambiguous_consent_order()?;
         let register = &self.custodian.consents;
         let _order = register.order.lock().unwrap_or_else(|p| p.into_inner());

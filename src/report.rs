@@ -266,6 +266,7 @@ pub struct SubjectReport {
 struct TrailCoverage {
     fully_vouched: bool,
     unvouched_entries: u64,
+    archived_entries: u64,
 }
 
 impl SubjectReport {
@@ -310,6 +311,12 @@ impl SubjectReport {
     pub fn unvouched_entries(&self) -> u64 {
         self.trail.unvouched_entries
     }
+    /// How many entries were archived before the trail the report was made
+    /// from ([`VerifiedTrail::archived`]): what they record (a disclosure,
+    /// a transfer) is not in the report, and the letter says so.
+    pub fn archived_entries(&self) -> u64 {
+        self.trail.archived_entries
+    }
     /// Consents recorded, live or withdrawn, with when each was given and
     /// withdrawn (what the JSON's `consents` holds).
     pub fn consent_entries(&self) -> &[ConsentEntry] {
@@ -332,6 +339,13 @@ impl SubjectReport {
                 w,
                 "Caution: {} entries of our records of use are not yet confirmed by a signed checkpoint, so this account may be incomplete.",
                 self.trail.unvouched_entries
+            );
+        }
+        if self.trail.archived_entries > 0 {
+            let _ = writeln!(
+                w,
+                "Caution: {} older entries of our records of use are archived and not part of this account; what they record is not listed below.",
+                self.trail.archived_entries
             );
         }
         let _ = writeln!(w);
@@ -381,7 +395,15 @@ impl SubjectReport {
         }
         let _ = writeln!(w);
         if self.disclosures.is_empty() {
-            let _ = writeln!(w, "We shared none of it with anyone.");
+            let _ = writeln!(
+                w,
+                "{}",
+                if self.trail.archived_entries > 0 {
+                    "We shared none of it with anyone in the records this account covers."
+                } else {
+                    "We shared none of it with anyone."
+                }
+            );
         } else {
             let _ = writeln!(w, "Who received it:");
             for d in &self.disclosures {
@@ -444,7 +466,10 @@ impl Custodian {
     /// checkpoint store): a trail with disclosure events filtered out or cut
     /// short of a checkpoint, or a forged erasure added, does not verify, so
     /// the letter cannot be made to say "we shared none of it" or to hide
-    /// the values. Entries no trusted checkpoint vouches for (or a trail
+    /// the values. Entries archived before the trail (behind an archive
+    /// base) are not in it: the report counts them
+    /// ([`SubjectReport::archived_entries`]) and the letter says what it
+    /// does not cover. Entries no trusted checkpoint vouches for (or a trail
     /// verified against a checkpoint its caller chose,
     /// [`Custodian::verify_trail_unverified`]) are not refused, but the
     /// report says so ([`SubjectReport::is_fully_vouched`], and a caution in
@@ -465,6 +490,7 @@ impl Custodian {
         let coverage = TrailCoverage {
             fully_vouched: trail.is_fully_vouched(),
             unvouched_entries: trail.unvouched(),
+            archived_entries: trail.archived(),
         };
         let trail = trail.events();
         let now = self.now();

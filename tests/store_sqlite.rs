@@ -2092,3 +2092,147 @@ fn a5_a_failed_write_returns_only_after_a_durable_commit_of_the_stores() {
             .unwrap();
     assert!(custodian.open(&sealed).is_ok());
 }
+
+/// Signs `head`'s segment, archived into `archive`, as an archive base and
+/// keeps it in `outside`, as `archive` documents.
+fn keep_base(
+    keyring: &Keyring,
+    outside: &DirCheckpointStore,
+    head: &privacy_pledge::audit::SignedCheckpoint,
+    archive: &[u8],
+) {
+    let base = keyring.checkpoint_signer().unwrap().sign_base(
+        head.stream(),
+        head.checkpoint(),
+        privacy_pledge::audit::archive_digest(archive),
+        Timestamp::now(),
+    );
+    outside.save_base(&base).unwrap();
+}
+
+/// A5 with routine maintenance, consent kept in memory and rebuilt at each
+/// start with `Consents::restore` from the verified trail. Run 1 grants;
+/// run 2 withdraws (acknowledged); run 2's stream is archived behind an
+/// archive base. The trail of run 3 verifies — a stream may start at a
+/// base — but holds no withdrawal: a restore from it would bring the
+/// consent back. It is refused (`TrailError::Archived`), and nothing is
+/// granted.
+#[test]
+fn a5_a_restore_from_a_trail_with_archived_entries_is_refused() {
+    let dir = temp_dir("restore_archived");
+    let store = SqliteStore::open(dir.path("shop.sqlite")).unwrap();
+    let keyring = keyring();
+    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
+    let public = keyring.checkpoint_signer().unwrap().public_key();
+    let start = || {
+        let sink = Arc::new(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
+        );
+        let custodian = Custodian::builder()
+            .keyring(keyring.clone())
+            .audit(sink.clone())
+            .checkpoint_store(outside.clone())
+            .build()
+            .unwrap();
+        (custodian, sink)
+    };
+    let restored = |c: &Custodian| {
+        let trail = store.verified_trail(c).unwrap();
+        c.consents().restore(&trail)
+    };
+    let ada = SubjectId::random();
+
+    let (run1, sink1) = start();
+    run1.consents().grant::<Newsletter>(ada).unwrap();
+    sink1.sign_checkpoint().unwrap();
+    drop((run1, sink1));
+
+    let (run2, sink2) = start();
+    assert_eq!(restored(&run2).unwrap(), 1);
+    run2.consents().withdraw::<Newsletter>(ada).unwrap();
+    let head = sink2.sign_checkpoint().unwrap();
+    drop((run2, sink2));
+
+    let mut archive = Vec::new();
+    assert!(store.archive(&head, &public, &mut archive).unwrap() >= 2);
+    keep_base(&keyring, &outside, &head, &archive);
+
+    let (run3, _sink3) = start();
+    let trail = store.verified_trail(&run3).unwrap();
+    assert!(trail.is_fully_vouched());
+    assert_eq!(trail.archived(), head.checkpoint().seq());
+    assert!(matches!(
+        restored(&run3),
+        Err(Error::Untrusted(
+            privacy_pledge::audit::TrailError::Archived { .. }
+        ))
+    ));
+    assert!(!run3.consents().is_granted::<Newsletter>(ada));
+}
+
+struct Mailer;
+impl privacy_pledge::recipient::Recipient for Mailer {
+    type Role = privacy_pledge::recipient::Processor;
+    fn name(&self) -> &str {
+        "Mailer Ltd"
+    }
+}
+
+/// A4 (the subject reading the report): a disclosure in a segment archived
+/// behind an archive base is not in the verified trail. The report made
+/// from it says how many entries were archived, and the letter no longer
+/// says, unqualified, "We shared none of it with anyone".
+#[test]
+fn a4_a_report_over_archived_entries_says_they_are_not_in_it() {
+    use privacy_pledge::report::StoredRecord;
+    let dir = temp_dir("report_archived");
+    let store = SqliteStore::open(dir.path("shop.sqlite")).unwrap();
+    let keyring = keyring();
+    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
+    let public = keyring.checkpoint_signer().unwrap().public_key();
+    let start = || {
+        let sink = Arc::new(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
+        );
+        let custodian = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(sink.clone())
+            .checkpoint_store(outside.clone())
+            .build()
+            .unwrap();
+        (custodian, sink)
+    };
+    let ada = SubjectId::random();
+    let (run1, sink1) = start();
+    let email: PersonalInfo<EmailAddress, Transaction> = run1
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let row = run1.seal(&email).unwrap();
+    run1.disclose(&email, &Mailer, |_| ()).unwrap();
+    let head = sink1.sign_checkpoint().unwrap();
+    drop((run1, sink1));
+    let mut archive = Vec::new();
+    store.archive(&head, &public, &mut archive).unwrap();
+    keep_base(&keyring, &outside, &head, &archive);
+
+    let (run2, _sink2) = start();
+    let trail = store.verified_trail(&run2).unwrap();
+    let records: Vec<&dyn StoredRecord> = vec![&row];
+    let report = run2.subject_report(ada, &records, &trail).unwrap();
+    assert!(report.disclosures().is_empty(), "archived away");
+    assert_eq!(report.archived_entries(), head.checkpoint().seq());
+    let letter = report.to_letter();
+    assert!(
+        !letter.contains("We shared none of it with anyone.\n"),
+        "{}",
+        letter.as_str()
+    );
+    assert!(letter.contains("archived and not part of this account"));
+}

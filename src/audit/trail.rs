@@ -92,6 +92,17 @@ pub enum TrailError {
     /// The trail was verified by another custodian.
     #[error("the trail was verified by another custodian")]
     OtherCustodian,
+    /// The trail starts after entries archived behind an archive base: a
+    /// state rebuilt from it ([`Consents::restore`](crate::consent::Consents::restore))
+    /// would miss what they hold — a withdrawal, an erasure — and bring a
+    /// consent back. Keep consent in a consent store
+    /// ([`CustodianBuilder::consent_store`](crate::CustodianBuilder::consent_store))
+    /// where the trail is archived.
+    #[error("{entries} entries of the trail are archived; a consent state rebuilt without them could be wrong")]
+    Archived {
+        /// How many entries, over all streams, the archive bases stand for.
+        entries: u64,
+    },
     /// A signed checkpoint does not verify under the custodian's checkpoint key.
     #[error("a signed checkpoint does not verify under this custodian's key")]
     BadCheckpoint,
@@ -114,6 +125,8 @@ pub struct VerifiedTrail {
     head: Checkpoint,
     vouched: Checkpoint,
     unvouched: u64,
+    /// Entries archived before the trail's own, over all streams.
+    archived: u64,
     caller_chosen: bool,
     custodian: u64,
 }
@@ -134,6 +147,7 @@ impl VerifiedTrail {
             head,
             vouched: Checkpoint::GENESIS,
             unvouched,
+            archived: 0,
             caller_chosen: true,
             custodian,
         })
@@ -164,11 +178,22 @@ impl VerifiedTrail {
                 .max_by_key(Checkpoint::seq)
                 .unwrap_or(Checkpoint::GENESIS);
         }
+        // Each stream's newest base stands for the entries archived before
+        // it (a stream archived whole has no rows left, only its base).
+        let mut newest: Vec<(StreamId, u64)> = Vec::new();
+        for (stream, base) in bases {
+            match newest.iter_mut().find(|(s, _)| s == stream) {
+                Some((_, seq)) => *seq = (*seq).max(base.seq()),
+                None => newest.push((*stream, base.seq())),
+            }
+        }
+        let archived = newest.iter().map(|(_, seq)| seq).sum();
         Ok(VerifiedTrail {
             events: in_event_order(events),
             head,
             vouched,
             unvouched,
+            archived,
             caller_chosen: false,
             custodian,
         })
@@ -206,6 +231,22 @@ impl VerifiedTrail {
     /// in every stream.
     pub fn is_fully_vouched(&self) -> bool {
         !self.caller_chosen && self.unvouched == 0
+    }
+
+    /// How many entries, over all streams, were archived before the ones
+    /// this trail holds (the archive bases in the checkpoint store stand
+    /// for them): the trail is the history only from there. 0 when nothing
+    /// was archived.
+    pub fn archived(&self) -> u64 {
+        self.archived
+    }
+
+    /// `Ok` if nothing was archived before the trail's entries.
+    pub(crate) fn check_whole(&self) -> Result<(), TrailError> {
+        match self.archived {
+            0 => Ok(()),
+            entries => Err(TrailError::Archived { entries }),
+        }
     }
 
     /// `Ok` if this custodian verified the trail.
