@@ -484,6 +484,18 @@ impl archive::Archiving for PgStore {
         self.with_client(|c| c.execute("DELETE FROM pp_audit_log WHERE seq = $1", &[&seq]))
             .unwrap();
     }
+    fn reshape_entries(&self) {
+        let pad = " ".repeat(privacy_pledge::audit::MAX_LINE_BYTES + 1);
+        self.with_client(|c| {
+            c.execute(
+                "UPDATE pp_audit_log SET event = replace(event, ',\"time\"', ',' || chr(10) || '\"time\"') \
+                 WHERE seq = 3",
+                &[],
+            )?;
+            c.execute("UPDATE pp_audit_log SET event = event || $1 WHERE seq = 2", &[&pad])
+        })
+        .unwrap();
+    }
 }
 
 #[test]
@@ -519,6 +531,28 @@ fn a2_a_segment_missing_an_entry_is_never_archived() {
     let keyring = keyring();
     let dir = std::env::temp_dir().join(format!("pp-pg-archive-gap-{}", SubjectId::random()));
     archive::a_segment_missing_an_entry_is_never_archived(
+        &keyring,
+        |signer, outside| {
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(signer, outside, 1000)
+        },
+        &store,
+        &dir,
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a2_an_archive_reads_back_whatever_shape_its_rows_were_in() {
+    let Some(db) = database("archive_reshaped") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let keyring = keyring();
+    let dir = std::env::temp_dir().join(format!("pp-pg-archive-reshaped-{}", SubjectId::random()));
+    archive::an_archive_reads_back_whatever_shape_its_rows_were_in(
         &keyring,
         |signer, outside| {
             store

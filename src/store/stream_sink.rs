@@ -211,14 +211,27 @@ impl Segment {
         }
         crate::audit::signed::verify_segment(&events, self.id, self.start, self.head)
             .map_err(|_| incomplete())?;
+        // The archive holds the events as this crate writes them, not the
+        // rows' text (which the operator can reshape without changing an
+        // event: a line break inside, padding past the line limit), and is
+        // read back as the verifier reads it before any of it is written:
+        // a base is never signed over bytes `verify_archive` cannot read.
+        let mut bytes = Vec::with_capacity(rows.iter().map(|(_, j)| j.len() + 1).sum());
+        for event in &events {
+            serde_json::to_writer(&mut bytes, event).map_err(|_| incomplete())?;
+            bytes.push(b'\n');
+        }
+        let read = crate::audit::read_jsonl(&bytes[..]).map_err(|e| {
+            super::StoreError::Database(format!("the segment would not read back: {e}"))
+        })?;
+        if read != events {
+            return Err(incomplete());
+        }
         let failed =
             |e: std::io::Error| super::StoreError::Database(format!("archive write failed: {e}"));
-        for (_, json) in rows {
-            out.write_all(json.as_bytes()).map_err(failed)?;
-            out.write_all(b"\n").map_err(failed)?;
-        }
+        out.write_all(&bytes).map_err(failed)?;
         out.flush().map_err(failed)?;
-        Ok(rows.len())
+        Ok(events.len())
     }
 }
 

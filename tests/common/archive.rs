@@ -41,6 +41,10 @@ pub trait Archiving {
     fn trail(&self) -> Result<Vec<AuditEvent>, StoreError>;
     /// A2: deletes the trail's entry `seq` by hand.
     fn delete_entry(&self, seq: i64);
+    /// A2: reshapes the stored text of entries 2 and 3 without changing
+    /// their events: entry 3 with a line break inside, entry 2 padded with
+    /// spaces past `MAX_LINE_BYTES`.
+    fn reshape_entries(&self);
 }
 
 /// A custodian over `sink` and a value it accessed `n` times (`n` events).
@@ -247,4 +251,45 @@ pub fn a_segment_missing_an_entry_is_never_archived<W: BatchWriter + 'static>(
         assert!(store.archive(&at_10, &public, &mut out).is_err());
         assert_eq!(store.trail().unwrap().len(), left, "nothing moved");
     }
+}
+
+/// A2 reshapes the stored text of two vouched entries without changing
+/// their events (a line break inside one, the other padded past the line
+/// limit): the trail still verifies, fully vouched. The archive holds the
+/// events as the crate writes them, not the rows' text, so the archive the
+/// base is signed over verifies — the only copy of those entries once they
+/// leave the table.
+pub fn an_archive_reads_back_whatever_shape_its_rows_were_in<W: BatchWriter + 'static>(
+    keyring: &Arc<Keyring>,
+    sink: impl FnOnce(CheckpointSigner, DirCheckpointStore) -> AuditStreamSink<W>,
+    store: &dyn Archiving,
+    dir: &Path,
+) {
+    let signer = keyring.checkpoint_signer().unwrap();
+    let base_signer = keyring.checkpoint_signer().unwrap();
+    let public = signer.public_key();
+    let outside = DirCheckpointStore::new(dir).unwrap();
+    let sink = Arc::new(sink(signer, outside.clone()));
+    accessing(&sink, 5);
+    let at_5 = sink.sign_checkpoint().unwrap();
+    store.reshape_entries();
+    let report = verify_public(&store.trail().unwrap(), &public, &outside.load().unwrap());
+    assert!(report.is_fully_vouched(), "{report:?}");
+
+    let mut out = Vec::new();
+    assert_eq!(store.archive(&at_5, &public, &mut out).unwrap(), 5);
+    let base = base_signer.sign_base(
+        at_5.stream(),
+        at_5.checkpoint(),
+        archive_digest(&out),
+        Timestamp::now(),
+    );
+    outside.save_base(&base).unwrap();
+    assert!(
+        store.trail().unwrap().is_empty(),
+        "the segment left the table"
+    );
+    assert_eq!(read_jsonl(&out[..]).unwrap().len(), 5);
+    let checked = verify_archive(&out, &public, &outside.load().unwrap()).unwrap();
+    assert!(checked.is_fully_vouched());
 }
