@@ -21,8 +21,10 @@
 //! whose signature fails. A stream starts at seq 1 or right after an
 //! archive base; every `--archive FILE` given is checked against the base
 //! that names its digest. Then every consent row is cross-checked against
-//! the trail: a row rolled back to an older state, a row deleted while the
-//! trail says granted, or a row with no event behind it is reported. The
+//! the trail and the archives given: a row rolled back to an older state, a
+//! row deleted while the trail says granted, or a row with no event behind
+//! it is reported; with an archive not given, the rows cannot be checked
+//! against the whole history (exit 3). The
 //! database is opened read-only (a read-only SQLite connection; on
 //! PostgreSQL a session whose transactions are all read-only): a dropped
 //! table is reported, never re-created, and an empty trail is a failure.
@@ -35,11 +37,13 @@
 //!
 //! Exit status: 0 only when the trail is intact **and** every entry of
 //! every stream is vouched for by a checkpoint that verified under the key
-//! given (and, for a database, the consent rows agree with it); 1 when it
+//! given (and, for a database, every archive is given and the consent rows
+//! agree with the trail and the archives); 1 when it
 //! was tampered with, is missing or is empty, or an archive or a consent
 //! row does not match; 3 when it is intact as far as it could be checked
 //! but some entries are not vouched for (their number is printed per
-//! stream: no checkpoint, or entries after the newest one); 2 when it could
+//! stream: no checkpoint, or entries after the newest one) or an archive
+//! was not given; 2 when it could
 //! not be checked (bad arguments, no public key, a checkpoint directory
 //! that does not exist, unreadable files).
 
@@ -82,7 +86,7 @@ const HELP: &str = "\
 
 exit status: 0 intact and every entry vouched for, 1 tampered with,
 missing or empty, 3 intact as far as checked but entries not vouched for
-(counted per stream), 2 not checked (bad arguments, no public key, a
+(counted per stream) or an archive not given, 2 not checked (bad arguments, no public key, a
 missing checkpoint directory, unreadable files)";
 
 enum Args {
@@ -290,6 +294,7 @@ fn check_store(
     // A stream that starts after an archive base: the base's signature
     // vouches for the archived entries' digest, but only `--archive` shows
     // the archive still exists and matches it.
+    let mut archives_missing = false;
     for c in signed
         .iter()
         .filter(|c| c.is_base() && c.verify(&public_key).is_ok())
@@ -299,6 +304,7 @@ fn check_store(
             fs::read(f).is_ok_and(|b| privacy_pledge::audit::archive_digest(&b) == digest)
         });
         if !given {
+            archives_missing = true;
             println!(
                 "stream {}: entries up to seq {} are archived behind a signed base; give the archive (--archive FILE) to check it",
                 c.stream(),
@@ -307,14 +313,20 @@ fn check_store(
         }
     }
     let mut archives_ok = true;
+    // The archives' entries join the trail for the consent cross-check: a
+    // withdrawal archived away still counts.
+    let mut archived = Vec::new();
     for file in archives {
         let bytes = fs::read(file).map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         match verify_archive(&bytes, &public_key, &signed) {
-            Ok(r) if r.is_fully_vouched() => println!(
-                "archive {}: intact, {} entries, vouched for by its archive base",
-                file.display(),
-                r.streams.iter().map(|s| s.entries).sum::<usize>()
-            ),
+            Ok(r) if r.is_fully_vouched() => {
+                println!(
+                    "archive {}: intact, {} entries, vouched for by its archive base",
+                    file.display(),
+                    r.streams.iter().map(|s| s.entries).sum::<usize>()
+                );
+                archived.extend(read_jsonl(&bytes[..])?);
+            }
             Ok(r) => {
                 archives_ok = false;
                 let why = r
@@ -346,7 +358,8 @@ fn check_store(
             return Ok(1);
         }
     };
-    let mismatches = privacy_pledge::consent::cross_check(&rows, &trail);
+    let history: Vec<_> = archived.iter().chain(&trail).cloned().collect();
+    let mismatches = privacy_pledge::consent::cross_check(&rows, &history);
     let word = |g: Option<bool>| match g {
         Some(true) => "granted",
         Some(false) => "withdrawn",
@@ -386,6 +399,16 @@ fn check_store(
             word(m.row_granted),
             word(m.trail_granted)
         );
+    }
+    if archives_missing {
+        // What an archive not given holds (a withdrawal, a grant, in any
+        // stream) is not in the history the rows were checked against: an
+        // agreement proves nothing, and a disagreement may be its doing.
+        println!(
+            "consent rows checked against the entries in the database only ({} disagree): entries archived behind a base were not given; give every archive (--archive FILE) to check the rows against the whole history",
+            mismatches.len()
+        );
+        return Ok(3);
     }
     if !mismatches.is_empty() {
         return Ok(1);

@@ -1305,10 +1305,12 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
     let (code, text) = with_archive(&archive_file);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("vouched for by its archive base"), "{text}");
-    // Without the archive, the verifier says what it did not check.
+    // Without the archive, the verifier says what it did not check, and
+    // the consent rows are checked against part of the history only.
     let (code, text) = run_verify_on(&path, true);
-    assert_eq!(code, 0, "{text}");
+    assert_eq!(code, 3, "{text}");
     assert!(text.contains("give the archive"), "{text}");
+    assert!(text.contains("database only"), "{text}");
     // An archive altered after the fact matches no base.
     let altered = dir.path("altered.jsonl");
     let mut bytes = archive.clone();
@@ -1325,4 +1327,101 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
     let (code, text) = run_verify_on(&path, true);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("BROKEN"), "{text}");
+}
+
+/// A2 against A4, with archives. One process records a newsletter grant
+/// (its stream), another later the withdrawal (its own stream), which is
+/// then archived behind a signed base. The operator puts the consent row
+/// back to its earlier authentic copy (granted). Against the database's
+/// trail alone the row agrees with the grant; with the archive's entries
+/// (`verify_audit --archive`) the withdrawal is found and the row reported
+/// (exit 1). Without the archive `verify_audit` does not claim agreement
+/// (exit 3).
+#[test]
+fn a4_a_consent_row_rolled_back_over_an_archived_withdrawal_is_reported() {
+    use privacy_pledge::audit::{archive_digest, CheckpointStore, DirCheckpointStore};
+    use privacy_pledge::consent::{cross_check, ConsentStore};
+    use privacy_pledge::freshness::DirAnchorStore;
+    use privacy_pledge::purpose::Newsletter;
+    use privacy_pledge::store::sqlite::SqliteStore;
+    let dir = TempDir::new("verify-archived-withdrawal");
+    let path = dir.path("shop.db");
+    let store = SqliteStore::open(&path).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let public = keyring.checkpoint_signer().unwrap().public_key();
+    std::fs::write(support::public_key_file_for(&path), public.to_string()).unwrap();
+    let outside = DirCheckpointStore::new(support::checkpoint_dir_for(&path)).unwrap();
+    let process = || {
+        let sink = Arc::new(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
+        );
+        let custodian = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(sink.clone())
+            .consent_store(store.consent_store())
+            .freshness_anchor(DirAnchorStore::new(dir.path("anchor")).unwrap())
+            .build()
+            .unwrap();
+        (sink, custodian)
+    };
+    let ada = SubjectId::random();
+    let (sink_b, p1) = process();
+    p1.consents().grant::<Newsletter>(ada).unwrap();
+    sink_b.sign_checkpoint().unwrap();
+    let granted = store.consent_store().all().unwrap()[0];
+    let (sink_a, p2) = process();
+    p2.consents().withdraw::<Newsletter>(ada).unwrap();
+    let at_a = sink_a.sign_checkpoint().unwrap();
+    drop((p1, p2, sink_a, sink_b));
+
+    let mut archive = Vec::new();
+    assert_eq!(store.archive(&at_a, &public, &mut archive).unwrap(), 1);
+    let base = keyring.checkpoint_signer().unwrap().sign_base(
+        at_a.stream(),
+        at_a.checkpoint(),
+        archive_digest(&archive),
+        Timestamp::now(),
+    );
+    outside.save_base(&base).unwrap();
+    let archive_file = dir.path("segment.jsonl");
+    std::fs::write(&archive_file, &archive).unwrap();
+
+    // A2: the row put back to its earlier, authentic copy.
+    let old = serde_json::to_string(&granted).unwrap();
+    store
+        .with_connection(|c| {
+            c.execute(
+                "UPDATE pp_consents SET record = ?1, version = 1 WHERE subject = ?2",
+                [&old, &ada.to_string()],
+            )
+        })
+        .unwrap();
+    let rows = store.consent_store().all().unwrap();
+    assert!(rows.iter().any(|r| r.subject == ada && r.granted));
+    let trail = store.trail().unwrap();
+    assert!(
+        cross_check(&rows, &trail).is_empty(),
+        "the database alone agrees"
+    );
+    let mut history = privacy_pledge::audit::read_jsonl(&archive[..]).unwrap();
+    history.extend(trail);
+    assert_eq!(cross_check(&rows, &history).len(), 1);
+    drop(store);
+
+    let mut args = verify_args(&path, true);
+    args.push("--archive".into());
+    args.push(archive_file.into());
+    let (code, text) = examples::run_example("verify_audit", &args);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("DISAGREES"), "{text}");
+    let (code, text) = run_verify_on(&path, true);
+    assert_eq!(code, 3, "{text}");
+    assert!(
+        !text.contains("consent rows agree with the trail"),
+        "{text}"
+    );
 }
