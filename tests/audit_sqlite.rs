@@ -1339,7 +1339,7 @@ fn a4_verify_audit_checks_an_archive_against_its_base() {
 /// (exit 3).
 #[test]
 fn a4_a_consent_row_rolled_back_over_an_archived_withdrawal_is_reported() {
-    use privacy_pledge::audit::{archive_digest, CheckpointStore, DirCheckpointStore};
+    use privacy_pledge::audit::{archive_digest, DirCheckpointStore};
     use privacy_pledge::consent::{cross_check, ConsentStore};
     use privacy_pledge::freshness::DirAnchorStore;
     use privacy_pledge::purpose::Newsletter;
