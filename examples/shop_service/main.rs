@@ -37,7 +37,13 @@
 //! and for an error its cause and the customer's keyed tag
 //! (`Custodian::subject_tag`, 8 hex digits): no value, no customer id.
 //!
-//! The service has no authentication and no TLS: put it behind your own.
+//! The service has no authentication and no TLS. `POST /login` is not
+//! authentication either: it shows an email found through its lookup
+//! token, and answers the customer id to whoever knows the address, while
+//! the routes under `/customers/{id}` trust that id (report, erasure). A
+//! proxy in front cannot fix that; a real service authenticates the
+//! customer (a password, a link sent to the address) before it answers an
+//! id, and ties those routes to the session.
 //! The report endpoint returns the customer's own values to whoever asks
 //! with the customer's id.
 //!

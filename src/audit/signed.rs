@@ -374,6 +374,14 @@ impl PublicReport {
 /// [`verify_archive`].
 /// Version-1 entries cannot be checked without the audit key and are
 /// reported [`Tamper::NotChained`].
+///
+/// An entry's MAC is not checked here (it needs the audit key) and the link
+/// hashes do not cover it: an operator who overwrites the `mac` field of a
+/// vouched entry leaves this report intact and fully vouched, while the
+/// custodian's own verification ([`Custodian::verify_trail`](crate::Custodian::verify_trail),
+/// which restores and subject reports need) reports the entry modified.
+/// What happened is still told right by this report; that a trail the
+/// custodian can use is a separate question the keyed verification answers.
 pub fn verify_public(
     entries: &[AuditEvent],
     key: &CheckpointKey,
