@@ -2022,3 +2022,84 @@ fn a1_a_deferred_trigger_at_the_hosts_commit_does_not_make_the_request_asynchron
     assert_eq!(saves.len(), 5, "a checkpoint due at each request");
     assert!(saves.iter().all(|&flushed| flushed), "{saves:?}");
 }
+
+// ---------------------------------------------------------------------------
+// Session defaults the store does not take from the database
+
+/// Waits until a backend of the database waits for a lock of `locktype`.
+fn wait_for_lock_wait(admin: &mut postgres::Client, locktype: &str) {
+    let start = std::time::Instant::now();
+    loop {
+        let n: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+                 WHERE NOT l.granted AND l.locktype = $1 AND a.datname = current_database()",
+                &[&locktype],
+            )
+            .unwrap()
+            .get(0);
+        if n > 0 {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no {locktype} wait"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A5 then A3: the database's default isolation is repeatable read (set by
+/// its owner, or by host SQL through `ALTER DATABASE`). One process's
+/// insert of a subject's first key holds the subject's lock while another
+/// process erases the subject, waiting for that lock. Under repeatable
+/// read the eraser's snapshot would predate the insert, miss the key and
+/// leave it in the table; the store's own connections are read committed
+/// whatever the default, so the erasure destroys it.
+#[test]
+fn a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhile() {
+    use privacy_pledge::crypto::{KeyStore, StoredKey, Wrapped};
+    let Some(db) = database("rr_erase") else {
+        return;
+    };
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation = %L',
+                 current_database(), 'repeatable read'); END $$",
+        )
+        .unwrap();
+    let keys_a = PgStore::connect(&db).unwrap().key_store();
+    let keys_b = PgStore::connect(&db).unwrap().key_store();
+    let ada = SubjectId::random();
+    let key = StoredKey {
+        generation: 0,
+        wrapped: Wrapped {
+            kek_version: 1,
+            bytes: vec![7; 60],
+        },
+        uses: 1,
+    };
+    // A rotation's swap holds the key-encryption-key state row for a
+    // moment: the insert takes the subject's lock, then waits for it.
+    let mut blocker = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("SELECT * FROM pp_kek_state WHERE id = 1 FOR UPDATE")
+        .unwrap();
+    let insert = std::thread::spawn(move || keys_a.insert(ada, key));
+    wait_for_lock_wait(&mut admin, "transactionid");
+    let erase = std::thread::spawn(move || keys_b.destroy(ada, Timestamp::from_unix_seconds(9)));
+    wait_for_lock_wait(&mut admin, "advisory");
+    tx.rollback().unwrap();
+
+    insert.join().unwrap().expect("the key was inserted first");
+    let destroyed = erase.join().unwrap().unwrap();
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pp_subject_keys WHERE subject = $1",
+            &[&ada.to_string()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!((left, destroyed.generations.len()), (0, 1));
+}

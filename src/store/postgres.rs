@@ -747,15 +747,23 @@ fn reset(_: &mut Client) -> bool {
     true
 }
 
-/// A connection for the store's own statements, which commit waiting for
-/// the disk unless they say otherwise: `synchronous_commit = on` for the
-/// session, whatever default the connection string (`options`), the role
-/// or the database (`ALTER ROLE/DATABASE … SET`, which host SQL may run)
-/// gave it.
+/// A connection for the store's own statements, set up as they assume
+/// whatever default the connection string (`options`), the role or the
+/// database (`ALTER ROLE/DATABASE … SET`, which host SQL may run) gave it:
+/// commits wait for the disk unless they say otherwise
+/// (`synchronous_commit = on`), and transactions are read committed — the
+/// key store's per-subject lock serialises its read-then-writes only if
+/// each statement after the lock sees what committed before it (under
+/// repeatable read, an erasure waiting for a new key's insert would not
+/// see the key, and leave it).
 fn own_connection(params: &str) -> Result<Client, StoreError> {
     let mut client = Client::connect(params, NoTls).map_err(db_err)?;
     client
-        .batch_execute("SET synchronous_commit = on")
+        .batch_execute(
+            "SET synchronous_commit = on; \
+             SET default_transaction_isolation = 'read committed'; \
+             SET default_transaction_read_only = off",
+        )
         .map_err(db_err)?;
     Ok(client)
 }
