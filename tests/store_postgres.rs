@@ -2103,3 +2103,78 @@ fn a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhi
         .get(0);
     assert_eq!((left, destroyed.generations.len()), (0, 1));
 }
+
+/// A5: the server drops every connection of the store (a restart, a
+/// failover, an idle timeout) and takes new ones at once. The store opens
+/// its connections again as they are next taken: audited uses go on,
+/// instead of failing until the process is restarted by hand.
+#[test]
+fn a5_the_store_reconnects_once_the_server_is_back() {
+    let Some(db) = database("reconnect") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    let info = email(SubjectId::random());
+    custodian.access(&info, |_| ()).unwrap();
+    custodian.seal(&info).unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    // The first use after the drop may meet a connection before it is
+    // known to be closed; within a few tries every kind of use works.
+    let start = std::time::Instant::now();
+    let mut last = None;
+    while start.elapsed() < Duration::from_secs(10) {
+        let tried = custodian
+            .access(&info, |_| ())
+            .and_then(|()| custodian.seal(&email(SubjectId::random())).map(|_| ()))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                store.with_client(|c| c.batch_execute("SELECT 1").map_err(|e| e.to_string()))
+            });
+        match tried {
+            Ok(()) => return,
+            Err(e) => last = Some(e),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("10 s after the server came back, uses still fail: {last:?}");
+}
+
+/// A1 (careless): host code begins a transaction on a host connection and
+/// never ends it. It is rolled back when `with_client` returns, as on
+/// SQLite: the next host statement on that connection commits on its own,
+/// and other sessions see it.
+#[test]
+fn a1_a_transaction_host_code_leaves_open_is_rolled_back() {
+    let Some(db) = database("leftover_tx") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE lookup (token TEXT PRIMARY KEY, subject TEXT NOT NULL);
+                 INSERT INTO lookup VALUES ('t', 's')",
+            )
+        })
+        .unwrap();
+    store
+        .with_client(|c| c.batch_execute("BEGIN; SELECT 1"))
+        .unwrap();
+    let deleted = store
+        .with_client(|c| c.execute("DELETE FROM lookup WHERE token = 't'", &[]))
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let seen: i64 = admin
+        .query_one("SELECT count(*) FROM lookup", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 0, "the delete was left in a transaction no one ends");
+}

@@ -43,7 +43,11 @@
 //! transaction, or deferred to its commit, can turn it into one that does
 //! not wait for the disk. [`PgStore::connect_read_only`] keeps one
 //! connection for everything. The pool is the crate's own, not `r2d2_postgres` (see
-//! [`PoolOptions`] for why).
+//! [`PoolOptions`] for why). A connection the server closed (a restart, a
+//! failover, an idle timeout) is opened again, set up as before, when it
+//! is next taken: the use that met it fails, the next ones go on. A
+//! transaction host code leaves open in [`with_client`](PgStore::with_client)
+//! is rolled back when the closure returns (one more round trip per call).
 //!
 //! ```no_run
 //! use privacy_pledge::store::postgres::PgStore;
@@ -280,6 +284,65 @@ pub struct PgStore {
     conns: Arc<Conns<Client>>,
     /// The schema that holds the store's tables, quoted for SQL.
     schema: Arc<str>,
+    /// How to open a connection again (see [`Reconnect`]).
+    reconnect: Arc<Reconnect>,
+}
+
+/// What the store needs to replace a connection the server closed (a
+/// restart, a failover, `pg_terminate_backend`, an idle timeout): without
+/// it, every audited use would fail until the process restarted. A closed
+/// client is replaced when it is next taken, set up as the original was.
+struct Reconnect {
+    /// The connection string (it may hold a password).
+    params: secrecy::SecretString,
+    /// The read-only store's connection is read-only again.
+    read_only: bool,
+    /// Bumped each time the writer's connection is replaced: statements a
+    /// sink prepared on the one before are prepared anew.
+    writer_epoch: std::sync::atomic::AtomicU64,
+}
+
+impl Reconnect {
+    fn new(params: &str, read_only: bool) -> Arc<Self> {
+        Arc::new(Reconnect {
+            params: params.to_owned().into(),
+            read_only,
+            writer_epoch: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Replaces `client` if the server closed it: a connection of the
+    /// store's own (`own`: set up and prepared as at the start) or the
+    /// host's. If the server is still away, the closed client stays and its
+    /// user gets the error; the next taker tries again.
+    fn revive(&self, client: &mut Client, own: bool) -> bool {
+        if !client.is_closed() {
+            return false;
+        }
+        use secrecy::ExposeSecret;
+        let params = self.params.expose_secret();
+        let fresh = if self.read_only {
+            Client::connect(params, NoTls)
+                .map_err(db_err)
+                .and_then(|mut c| {
+                    c.batch_execute("SET default_transaction_read_only = on")
+                        .map(|()| c)
+                        .map_err(db_err)
+                })
+        } else if own {
+            own_connection(params)
+                .and_then(|mut c| Named::prepare_all(&mut c).map(|()| c).map_err(db_err))
+        } else {
+            Client::connect(params, NoTls).map_err(db_err)
+        };
+        match fresh {
+            Ok(c) => {
+                *client = c;
+                true
+            }
+            Err(_) => false,
+        }
+    }
 }
 
 impl fmt::Debug for PgStore {
@@ -343,6 +406,7 @@ impl PgStore {
         Ok(PgStore {
             schema: schema.into(),
             conns: Arc::new(Conns::pooled(writer, pool(true)?, pool(false)?)),
+            reconnect: Reconnect::new(params, false),
         })
     }
 
@@ -398,6 +462,7 @@ impl PgStore {
                 reset,
                 PoolOptions::default().timeout(),
             )),
+            reconnect: Reconnect::new(params, true),
         })
     }
 
@@ -417,21 +482,31 @@ impl PgStore {
     /// never end (the pool may be down to the one the thread holds).
     fn lock(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.get().map_err(Unavailable::TimedOut)
+        let mut conn = self.conns.get().map_err(Unavailable::TimedOut)?;
+        self.reconnect.revive(&mut conn, true);
+        Ok(conn)
     }
 
     /// A connection of the host's pool, for `commit_request`'s transaction
     /// (refused inside [`with_client`](Self::with_client) like [`lock`](Self::lock)).
     fn host(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.host(false).map_err(Unavailable::TimedOut)
+        let mut conn = self.conns.host(false).map_err(Unavailable::TimedOut)?;
+        self.reconnect.revive(&mut conn, false);
+        Ok(conn)
     }
 
     /// The audit writer's client (refused inside `with_client` like
     /// [`lock`](Self::lock)).
     fn writer(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.writer().map_err(Unavailable::TimedOut)
+        let mut conn = self.conns.writer().map_err(Unavailable::TimedOut)?;
+        if self.reconnect.revive(&mut conn, true) {
+            self.reconnect
+                .writer_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(conn)
     }
 
     /// Runs `f` with a client from the store's pool (see
@@ -471,7 +546,15 @@ impl PgStore {
         let Ok(mut client) = self.conns.host(true) else {
             unreachable!("a pooled connection waited for without a timeout")
         };
-        super::hold(self.id(), || f(&mut client))
+        self.reconnect.revive(&mut client, false);
+        let out = super::hold(self.id(), || f(&mut client));
+        // A transaction `f` began and did not end (a `BEGIN` in a batch)
+        // is rolled back, as the SQLite store's pool does: left open, the
+        // connection's next user would write into it, seen by no other
+        // session, or meet its aborted state. (With none open the server
+        // answers with a warning, nothing else.)
+        let _ = client.batch_execute("ROLLBACK");
+        out
     }
 
     /// One request in one durable commit: runs `f` as a [request
@@ -835,6 +918,8 @@ pub struct PgBatchWriter {
 /// deferred), prepared on the store's connection.
 #[derive(Debug)]
 struct Prepared {
+    /// The writer connection's epoch it was prepared on.
+    epoch: u64,
     rows: postgres::Statement,
     rows_deferred: postgres::Statement,
     rows_and_checkpoint: postgres::Statement,
@@ -905,9 +990,15 @@ impl BatchWriter for PgBatchWriter {
         let actions: Vec<&str> = rows.iter().map(Row::action).collect();
         let events: Vec<&str> = rows.iter().map(Row::json).collect();
         let mut client = self.store.writer()?;
+        let epoch = self
+            .store
+            .reconnect
+            .writer_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
         let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        if prepared.is_none() {
+        if prepared.as_ref().is_none_or(|p| p.epoch != epoch) {
             *prepared = Some(Prepared {
+                epoch,
                 rows: client.prepare(INSERT_ROWS).map_err(insert_failed)?,
                 rows_deferred: client
                     .prepare(INSERT_ROWS_DEFERRED)
