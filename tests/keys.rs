@@ -797,3 +797,63 @@ fn a_new_subjects_first_record_stores_its_key_and_lookup_note_in_one_write() {
         assert_eq!(listed, made, "noting = {noting}");
     }
 }
+
+/// A5: two processes on one key store, no freshness anchor. One caches a
+/// subject's key; its clock then steps back an hour (an NTP step, a VM
+/// resumed from a snapshot); the other erases the subject. Ten minutes
+/// later (the key bound is 30 s) the first must not open the subject's
+/// envelope: a clock that went back makes a cached key stale, not fresh
+/// until the clock passes its old reading.
+#[test]
+fn a5_a_clock_stepped_back_does_not_keep_an_erased_subjects_key() {
+    let t0 = Timestamp::from_unix_seconds(1_700_000_000);
+    let (here_clock, there_clock) = (Arc::new(FixedClock::new(t0)), Arc::new(FixedClock::new(t0)));
+    let store = Arc::new(MemoryKeyStore::new());
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let build = |clock: &Arc<FixedClock>| {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.clone())
+            .clock(clock.clone())
+            .build()
+            .unwrap()
+    };
+    let (here, there) = (build(&here_clock), build(&there_clock));
+    let ada = SubjectId::random();
+    let sealed = here.seal(&email(ada, "ada@example.com")).unwrap();
+    opens_to(&here, &sealed, "ada@example.com");
+
+    here_clock.set(Timestamp::from_unix_seconds(1_700_000_000 - 3_600));
+    there.erase(ada).unwrap();
+    here_clock.advance_seconds(600);
+    there_clock.advance_seconds(600);
+    assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
+}
+
+/// A5 (and the host trusting the receipt): one process made a subject's
+/// lookup token and pseudonym; another erases the subject, and the host
+/// removes what the receipt lists. Past the key bound the first process
+/// hands out neither again — a pair it noted before is checked again once
+/// the bound has passed — so the erased subject cannot be written back
+/// into the host's index or analysis data.
+#[test]
+fn a5_tokens_of_a_subject_erased_elsewhere_are_refused_past_the_bound() {
+    let clock = Arc::new(FixedClock::new(Timestamp::from_unix_seconds(1_700_000_000)));
+    let (here, there) = sharing(|b| b.clock(clock.clone()));
+    let ada = SubjectId::random();
+    let info: PersonalInfo<EmailAddress, Transaction> = email(ada, "ada@example.com");
+    let token = here.lookup_token(&info).unwrap();
+    let pseudonym = here.pseudonym(&info).unwrap();
+    // Within the bound the same pair costs no second look at the store.
+    assert_eq!(here.lookup_token(&info).unwrap(), token);
+
+    let receipt = there.erase(ada).unwrap();
+    assert_eq!(receipt.lookup_tokens(), &[token.to_ref()]);
+    assert_eq!(receipt.pseudonyms(), &[pseudonym.to_ref()]);
+    clock.advance_seconds(600);
+    assert!(matches!(
+        here.lookup_token(&info),
+        Err(Error::Erased { .. })
+    ));
+    assert!(matches!(here.pseudonym(&info), Err(Error::Erased { .. })));
+}

@@ -10,7 +10,7 @@
 //! custodian sharing the store (another process, a replica) takes effect here
 //! within that time. Erasures made through this custodian take effect at once.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroize;
@@ -123,24 +123,54 @@ struct Cache {
 /// drops its subject's entries without scanning the set.
 #[derive(Default)]
 struct Noted {
-    set: HashSet<(SubjectId, [u8; 32])>,
+    /// Each pair noted, and when its subject was last found not erased.
+    set: HashMap<(SubjectId, [u8; 32]), u64>,
     by_subject: HashMap<SubjectId, Vec<[u8; 32]>>,
 }
 
+/// What [`Noted::remember`] found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Seen {
+    /// Never noted (or forgotten): note it.
+    New,
+    /// Noted, its subject found not erased within the bound.
+    Recent,
+    /// Noted, but its subject last checked longer ago than the bound: an
+    /// erasure elsewhere may have come since.
+    Stale,
+}
+
+/// Whether `at` is within `bound` of `now`, by a clock that did not go back.
+fn within(at: u64, now: u64, bound: u64) -> bool {
+    now >= at && now - at < bound
+}
+
 impl Noted {
-    /// Remembers `token` as noted for `subject`; `false` if it was already
-    /// (the set is emptied when it would grow past `capacity`).
-    fn remember(&mut self, subject: SubjectId, token: [u8; 32], capacity: usize) -> bool {
-        if self.set.contains(&(subject, token)) {
-            return false;
+    /// Remembers `token` as noted for `subject` at `now` (the set is
+    /// emptied when it would grow past `capacity`), and says whether it was
+    /// already, checked within `bound`.
+    fn remember(
+        &mut self,
+        subject: SubjectId,
+        token: [u8; 32],
+        capacity: usize,
+        now: u64,
+        bound: u64,
+    ) -> Seen {
+        if let Some(at) = self.set.get_mut(&(subject, token)) {
+            if within(*at, now, bound) {
+                return Seen::Recent;
+            }
+            *at = now;
+            return Seen::Stale;
         }
         if self.set.len() >= capacity {
             self.set.clear();
             self.by_subject.clear();
         }
-        self.set.insert((subject, token));
+        self.set.insert((subject, token), now);
         self.by_subject.entry(subject).or_default().push(token);
-        true
+        Seen::New
     }
 
     fn forget(&mut self, subject: SubjectId) {
@@ -325,12 +355,18 @@ impl Vault {
     }
 
     /// Remembers `token` as noted for `subject`; `false` if it was already.
-    fn remember_noted(&self, subject: SubjectId, token: [u8; 32]) -> bool {
+    fn remember_noted(&self, subject: SubjectId, token: [u8; 32], now: u64) -> Seen {
         let capacity = self.config.cache_capacity.max(1).saturating_mul(4);
         self.noted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remember(subject, token, capacity)
+            .remember(
+                subject,
+                token,
+                capacity,
+                now,
+                self.config.revalidate_after_nanos,
+            )
     }
 
     /// Runs a key store write that a request scope's commit may make
@@ -347,9 +383,12 @@ impl Vault {
         Ok(self.cache.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
-    /// Whether a slot read from the store at `checked_at` can be used at `now`.
+    /// Whether a slot read from the store at `checked_at` can be used at
+    /// `now`: within the bound, by a clock that did not go back (a clock
+    /// stepped back would otherwise keep a slot fresh until it passed the
+    /// old reading again, past an erasure elsewhere).
     fn fresh(&self, slot: &Slot, now: u64) -> bool {
-        now.saturating_sub(slot.checked_at) < self.config.revalidate_after_nanos
+        within(slot.checked_at, now, self.config.revalidate_after_nanos)
     }
 
     /// The subject's slot, read from the store on a miss or when stale.
@@ -576,7 +615,7 @@ impl Vault {
         inserted?;
         if noted.get() {
             for token in &notes {
-                self.remember_noted(subject, token.token);
+                self.remember_noted(subject, token.token, slot.checked_at);
             }
         }
         key.uses = reserve;
@@ -927,8 +966,11 @@ impl Vault {
         note: impl FnOnce(&dyn KeyStore) -> Result<(), super::KeyStoreError>,
     ) -> Result<(), Error> {
         crate::reentry::check_connection()?;
-        let fresh = self.remember_noted(subject, token);
-        if !fresh {
+        // A pair noted before is not noted again, but its subject is
+        // checked again once the bound has passed: another process may
+        // have erased it since, and an erased subject gets no token.
+        let seen = self.remember_noted(subject, token, now.unix_nanos());
+        if seen == Seen::Recent {
             return Ok(());
         }
         // A subject whose keys this vault read (or made) within its bound
@@ -949,6 +991,7 @@ impl Vault {
                 subject,
                 at: Some(at),
             }),
+            Ok(_) if seen == Seen::Stale => Ok(()),
             Ok(_) => match self.deferrable(|| note(&*self.store)) {
                 // Erased meanwhile (the store checked with its write).
                 Err(super::KeyStoreError::Conflict(c)) => match self.store.load(subject) {
