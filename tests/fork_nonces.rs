@@ -4,7 +4,8 @@
 //!
 //! AES-GCM under one key with a repeated nonce leaks the XOR of the two
 //! plaintexts and lets the authentication key be recovered, so this is
-//! tested with a real `fork`, the one place this crate's tests use `unsafe`.
+//! tested with a real `fork`, one of the two places this crate's tests use
+//! `unsafe` (the other: `freed_memory.rs`'s allocator).
 //!
 //! Children are made three ways: libc's `fork` (which runs `pthread_atfork`
 //! handlers), a raw `clone` system call (which runs none, as `_Fork` and

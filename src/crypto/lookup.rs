@@ -63,12 +63,12 @@ impl LookupKey {
 
     /// The token of `value`.
     pub(crate) fn token<T: DataKind>(&self, value: &T) -> LookupToken<T> {
-        let mut input = super::vault::Wiped(Vec::with_capacity(CONTEXT.len() + 96));
-        input.0.extend_from_slice(CONTEXT);
-        input.0.push(T::KIND.code());
-        value.normalized_into(&mut input.0);
+        let mut input = crate::data::WipedBuf::with_capacity(CONTEXT.len() + 96);
+        input.extend_from_slice(CONTEXT);
+        input.push(T::KIND.code());
+        value.normalized_into(&mut input);
         let mut tag = [0u8; 32];
-        tag.copy_from_slice(hmac::sign(&self.key, &input.0).as_ref());
+        tag.copy_from_slice(hmac::sign(&self.key, input.as_slice()).as_ref());
         LookupToken {
             tag,
             kind: PhantomData,

@@ -86,12 +86,12 @@ pub struct Pseudonym<T> {
 
 impl<T: DataKind> Pseudonym<T> {
     pub(crate) fn compute(key: &PseudonymKey, value: &T) -> Self {
-        // The normalised value is wiped after use (as a slice: see `Wiped`).
-        let mut buf = super::vault::Wiped(Vec::with_capacity(80));
-        buf.0.push(T::KIND.code());
-        value.normalized_into(&mut buf.0);
+        // The normalised value is wiped after use, and as it grows.
+        let mut buf = crate::data::WipedBuf::with_capacity(80);
+        buf.push(T::KIND.code());
+        value.normalized_into(&mut buf);
         Pseudonym {
-            tag: key.tag(&buf.0),
+            tag: key.tag(buf.as_slice()),
             kind: PhantomData,
         }
     }

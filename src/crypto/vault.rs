@@ -1229,19 +1229,6 @@ impl<T: KeyProvider + ?Sized> KeyProvider for HostCalls<Box<T>> {
     }
 }
 
-/// A buffer that held plaintext, wiped when dropped (on unwinding too).
-///
-/// Wiped as a slice: `zeroize` clears a slice with one fill and an
-/// optimisation barrier, but goes byte by byte through a `Vec` or an array
-/// (several times slower on a 1 KiB field).
-pub(crate) struct Wiped<B: AsMut<[u8]>>(pub(crate) B);
-
-impl<B: AsMut<[u8]>> Drop for Wiped<B> {
-    fn drop(&mut self) {
-        self.0.as_mut().zeroize();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -172,13 +172,10 @@ impl sealed::Sealed for EmailAddress {
         })
     }
 
-    fn normalized_into(&self, out: &mut Vec<u8>) {
-        out.extend(
-            self.text
-                .expose_secret()
-                .bytes()
-                .map(|b| b.to_ascii_lowercase()),
-        );
+    fn normalized_into(&self, out: &mut super::WipedBuf) {
+        let text = self.text.expose_secret().as_bytes();
+        out.reserved(text.len())
+            .extend(text.iter().map(u8::to_ascii_lowercase));
     }
 }
 

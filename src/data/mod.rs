@@ -57,10 +57,18 @@ pub use postal::PostalAddress;
 pub use purchase::{Amount, Date, PurchaseRecord};
 pub use token::PaymentToken;
 
-pub(crate) use sealed::Plaintext;
+pub(crate) use sealed::{Plaintext, WipedBuf};
 
 pub(crate) mod sealed {
     use super::InvalidData;
+
+    /// A byte buffer for a normalised (plaintext) form that leaves no copy
+    /// behind: when it must grow, the bytes move to a larger allocation and
+    /// the old one is wiped before it is freed (a `Vec` would free it as it
+    /// was), and it is wiped when dropped. Public only inside this private
+    /// module, as the trait that names it.
+    #[derive(Default)]
+    pub struct WipedBuf(pub(super) Vec<u8>);
 
     /// A stored form in a buffer of its own, exactly its length: an
     /// envelope's plaintext, decrypted in place, as
@@ -96,7 +104,7 @@ pub(crate) mod sealed {
             Self::decode(bytes.as_bytes())
         }
         /// Appends the normalised form that pseudonyms are computed over.
-        fn normalized_into(&self, out: &mut Vec<u8>);
+        fn normalized_into(&self, out: &mut super::WipedBuf);
         /// Appends the value as the subject should read it in a report.
         fn report_into(&self, out: &mut String);
     }
@@ -575,7 +583,69 @@ pub(crate) use text_codec;
 /// older stored value hold one) are left out; white space is trimmed and each
 /// run of it becomes one space. Works on the characters as a stream, so no
 /// intermediate copy of the text is left behind in memory.
-pub(crate) fn fold(text: &str, out: &mut Vec<u8>) {
+impl WipedBuf {
+    /// An empty buffer of `capacity` bytes.
+    #[inline]
+    pub(crate) fn with_capacity(capacity: usize) -> Self {
+        WipedBuf(Vec::with_capacity(capacity))
+    }
+
+    /// Room for `extra` more bytes, grown as described above.
+    #[inline]
+    pub(crate) fn reserve(&mut self, extra: usize) {
+        if self.0.capacity() - self.0.len() < extra {
+            self.grow(extra);
+        }
+    }
+
+    #[cold]
+    fn grow(&mut self, extra: usize) {
+        let wanted = (self.0.len() + extra).max(self.0.capacity() * 2);
+        let mut bigger = Vec::with_capacity(wanted);
+        bigger.extend_from_slice(&self.0);
+        let mut old = core::mem::replace(&mut self.0, bigger);
+        // Only the first `len` bytes were ever written (nothing is
+        // truncated), and a slice is wiped with one fill, a `Vec` byte by
+        // byte.
+        old.as_mut_slice().zeroize();
+    }
+
+    /// Appends one byte.
+    #[inline]
+    pub(crate) fn push(&mut self, byte: u8) {
+        self.reserve(1);
+        self.0.push(byte);
+    }
+
+    /// Appends `bytes`.
+    #[inline]
+    pub(crate) fn extend_from_slice(&mut self, bytes: &[u8]) {
+        self.reserve(bytes.len());
+        self.0.extend_from_slice(bytes);
+    }
+
+    /// The vector, with room for `extra` more bytes, for a writer that
+    /// appends exactly that many (`encode_into` with `encoded_len`).
+    #[inline]
+    pub(crate) fn reserved(&mut self, extra: usize) -> &mut Vec<u8> {
+        self.reserve(extra);
+        &mut self.0
+    }
+
+    /// The bytes.
+    #[inline]
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for WipedBuf {
+    fn drop(&mut self) {
+        self.0.as_mut_slice().zeroize();
+    }
+}
+
+pub(crate) fn fold(text: &str, out: &mut WipedBuf) {
     use caseless::Caseless as _;
     use unicode_normalization::UnicodeNormalization as _;
 
@@ -619,11 +689,11 @@ macro_rules! redacted_kind {
         impl PartialEq for $ty {
             /// Compares the normalised forms in constant time.
             fn eq(&self, other: &Self) -> bool {
-                let mut a = zeroize::Zeroizing::new(Vec::new());
-                let mut b = zeroize::Zeroizing::new(Vec::new());
+                let mut a = crate::data::WipedBuf::default();
+                let mut b = crate::data::WipedBuf::default();
                 crate::data::sealed::Sealed::normalized_into(self, &mut a);
                 crate::data::sealed::Sealed::normalized_into(other, &mut b);
-                crate::ct::eq(&a, &b)
+                crate::ct::eq(a.as_slice(), b.as_slice())
             }
         }
         impl Eq for $ty {}
@@ -676,15 +746,32 @@ mod tests {
 
     #[test]
     fn fold_lowercases_and_collapses() {
-        let mut out = Vec::new();
+        let mut out = WipedBuf::default();
         fold("  Ada \t LOVELACE ", &mut out);
-        assert_eq!(out, b"ada lovelace");
+        assert_eq!(out.as_slice(), b"ada lovelace");
     }
 
     fn folded(text: &str) -> String {
-        let mut out = Vec::new();
+        let mut out = WipedBuf::default();
         fold(text, &mut out);
-        String::from_utf8(out).unwrap()
+        String::from_utf8(out.as_slice().to_vec()).unwrap()
+    }
+
+    /// Growing moves the bytes and keeps them in order, from empty, one
+    /// byte at a time and in one large step.
+    #[test]
+    fn a_wiped_buffer_grows_like_a_vec() {
+        let mut buf = WipedBuf::with_capacity(2);
+        let mut want = Vec::new();
+        for b in 0..=255u8 {
+            buf.push(b);
+            want.push(b);
+        }
+        buf.extend_from_slice(&[7; 1000]);
+        want.extend_from_slice(&[7; 1000]);
+        buf.reserved(3).extend_from_slice(b"end");
+        want.extend_from_slice(b"end");
+        assert_eq!(buf.as_slice(), &want[..]);
     }
 
     #[test]
@@ -706,9 +793,10 @@ mod tests {
             "ada lovelace"
         );
         // Appends: what is in `out` is kept.
-        let mut out = b"x".to_vec();
+        let mut out = WipedBuf::default();
+        out.push(b'x');
         fold(" A ", &mut out);
-        assert_eq!(out, b"xa");
+        assert_eq!(out.as_slice(), b"xa");
     }
 
     #[test]

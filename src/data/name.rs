@@ -97,7 +97,7 @@ impl sealed::Sealed for FullName {
         })
     }
 
-    fn normalized_into(&self, out: &mut Vec<u8>) {
+    fn normalized_into(&self, out: &mut super::WipedBuf) {
         fold(self.text.expose_secret(), out);
     }
 }
@@ -114,12 +114,12 @@ mod tests {
         let decomposed = FullName::parse("Zoe\u{308}").unwrap();
         assert_eq!(decomposed.expose_secret(), "Zo\u{eb}");
         assert_eq!(composed, decomposed);
-        let mut a = Vec::new();
-        let mut b = Vec::new();
+        let mut a = crate::data::WipedBuf::default();
+        let mut b = crate::data::WipedBuf::default();
         sealed::Sealed::normalized_into(&composed, &mut a);
         sealed::Sealed::normalized_into(&decomposed, &mut b);
-        assert_eq!(a, "zo\u{eb}".as_bytes());
-        assert_eq!(a, b);
+        assert_eq!(a.as_slice(), "zo\u{eb}".as_bytes());
+        assert_eq!(a.as_slice(), b.as_slice());
         assert_eq!(
             FullName::parse("Straße").unwrap(),
             FullName::parse("STRASSE").unwrap()

@@ -425,7 +425,7 @@ impl sealed::Sealed for PhoneNumber {
         }
     }
 
-    fn normalized_into(&self, out: &mut Vec<u8>) {
+    fn normalized_into(&self, out: &mut super::WipedBuf) {
         out.extend_from_slice(self.e164.expose_secret().as_bytes());
     }
 }

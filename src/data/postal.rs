@@ -124,7 +124,7 @@ impl sealed::Sealed for PostalAddress {
         })
     }
 
-    fn normalized_into(&self, out: &mut Vec<u8>) {
+    fn normalized_into(&self, out: &mut super::WipedBuf) {
         fold(self.lines.expose_secret(), out);
         out.push(b'\n');
         out.extend_from_slice(self.country.code().as_bytes());

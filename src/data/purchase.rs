@@ -454,8 +454,8 @@ impl sealed::Sealed for PurchaseRecord {
     /// The whole stored form — order id, product, amount and date, each
     /// length-prefixed or of fixed size — so that equality, lookup tokens
     /// and pseudonyms cover the whole record, not only its order id.
-    fn normalized_into(&self, out: &mut Vec<u8>) {
-        self.encode_into(out);
+    fn normalized_into(&self, out: &mut super::WipedBuf) {
+        self.encode_into(out.reserved(self.encoded_len()));
     }
 
     fn report_into(&self, out: &mut String) {

@@ -234,7 +234,7 @@ impl sealed::Sealed for PaymentToken {
         })
     }
 
-    fn normalized_into(&self, out: &mut Vec<u8>) {
+    fn normalized_into(&self, out: &mut super::WipedBuf) {
         out.extend_from_slice(self.text.expose_secret().as_bytes());
     }
 }
