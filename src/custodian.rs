@@ -264,11 +264,19 @@ impl KeyRotation {
     }
 
     /// Whether copies of the key store from before
-    /// [`started_at`](Self::started_at) open nothing any more. False when a
-    /// retired version was derived from the master secret
-    /// ([`Keyring::from_master`]): whoever holds the master derives it again,
-    /// so copies holding keys under it still open. Copies taken after this
-    /// rotation hold only random versions, which a later rotation destroys.
+    /// [`started_at`](Self::started_at) open nothing any more, as far as
+    /// the versions **this** rotation retired go. False when one of them was
+    /// derived from the master secret ([`Keyring::from_master`]): whoever
+    /// holds the master derives it again, so copies holding keys under it
+    /// still open. Copies taken after this rotation hold only random
+    /// versions, which a later rotation destroys.
+    ///
+    /// The master stays in the keyring (and in every export of it), so a
+    /// copy taken before the rotation that retired a derived version stays
+    /// open to whoever holds a later export, whatever later rotations
+    /// report: their `true` covers copies taken since that rotation only.
+    /// Once a derived version held keys, keep no copy of the key store from
+    /// that time.
     ///
     /// With a host [`key_provider`](CustodianBuilder::key_provider) (an
     /// HSM), true: a retired version is destroyed where it lived, and the
