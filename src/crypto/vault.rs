@@ -902,7 +902,7 @@ impl Vault {
         let mut buf = Plaintext::copy_of(ciphertext);
         key.open_separate_tag(header.nonce, &aad, tag, buf.as_mut_bytes())?;
         if header.padded {
-            return Ok(T::decode(unpad(buf.as_bytes())?)?);
+            return Ok(T::decode(unpad(buf.as_bytes())?, crate::data::Token(()))?);
         }
         Ok(T::decode_owned(buf)?)
     }

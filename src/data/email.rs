@@ -153,7 +153,7 @@ fn last_at(s: &str) -> Result<usize, InvalidData> {
 impl sealed::Sealed for EmailAddress {
     text_codec!(text);
 
-    fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
+    fn decode(bytes: &[u8], _: super::Token) -> Result<Self, InvalidData> {
         // Authenticated bytes that this crate encoded from a parsed value: a
         // light structural check is enough, and keeps `open` fast.
         let s = stored_str(KIND, bytes)?;
@@ -252,10 +252,10 @@ mod tests {
         let a = EmailAddress::parse("Ada@Example.com").unwrap();
         let mut buf = Vec::new();
         a.encode_into(&mut buf);
-        let b = EmailAddress::decode(&buf).unwrap();
+        let b = EmailAddress::decode(&buf, crate::data::Token(())).unwrap();
         assert_eq!(b.expose_secret(), "Ada@Example.com");
         assert_eq!(b.domain(), "Example.com");
-        assert!(EmailAddress::decode(&[0xff, 0x40]).is_err());
-        assert!(EmailAddress::decode(b"noat").is_err());
+        assert!(EmailAddress::decode(&[0xff, 0x40], crate::data::Token(())).is_err());
+        assert!(EmailAddress::decode(b"noat", crate::data::Token(())).is_err());
     }
 }

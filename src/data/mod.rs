@@ -57,10 +57,17 @@ pub use postal::PostalAddress;
 pub use purchase::{Amount, Date, PurchaseRecord};
 pub use token::PaymentToken;
 
-pub(crate) use sealed::{Plaintext, WipedBuf};
+pub(crate) use sealed::{Plaintext, Token, WipedBuf};
 
 pub(crate) mod sealed {
     use super::InvalidData;
+
+    /// Proof that the caller is this crate, which [`Sealed::decode`] takes:
+    /// generic code bounded by `DataKind` can name the codec's methods, but
+    /// cannot make one of these (its field is the crate's), so it cannot
+    /// build a value that skipped `parse` — a card number as a
+    /// `PaymentToken`, a name with control characters (R1).
+    pub struct Token(pub(crate) ());
 
     /// A byte buffer for a normalised (plaintext) form that leaves no copy
     /// behind: when it must grow, the bytes move to a larger allocation and
@@ -94,14 +101,16 @@ pub(crate) mod sealed {
         fn encoded_len(&self) -> usize;
         /// Appends the canonical byte form to `out` (sealed inside envelopes).
         fn encode_into(&self, out: &mut Vec<u8>);
-        /// Rebuilds the value from its canonical byte form.
-        fn decode(bytes: &[u8]) -> Result<Self, InvalidData>;
+        /// Rebuilds the value from its canonical byte form (an envelope's
+        /// plaintext, which `parse` once admitted); only the crate can call
+        /// it ([`Token`]).
+        fn decode(bytes: &[u8], crate_only: Token) -> Result<Self, InvalidData>;
         /// Rebuilds the value from its canonical byte form held in a buffer
         /// of its own (an envelope's plaintext, decrypted in place). A kind
         /// whose value is that text takes the buffer over, so the plaintext
         /// is never copied; the others decode from it, and it is wiped.
         fn decode_owned(bytes: Plaintext) -> Result<Self, InvalidData> {
-            Self::decode(bytes.as_bytes())
+            Self::decode(bytes.as_bytes(), Token(()))
         }
         /// Appends the normalised form that pseudonyms are computed over.
         fn normalized_into(&self, out: &mut super::WipedBuf);
@@ -916,14 +925,14 @@ mod tests {
                 v.encode_into(&mut out);
                 out
             };
-            let borrowed = T::decode(&buf).unwrap();
+            let borrowed = T::decode(&buf, Token(())).unwrap();
             let owned = T::decode_owned(Plaintext::copy_of(&buf)).unwrap();
             assert_eq!(encoded(&borrowed), buf, "{value:?}");
             assert_eq!(encoded(&owned), buf, "{value:?}");
             // Damaged forms are refused the same way by both paths.
             for cut in 0..buf.len() {
                 for bytes in [&buf[..cut], &[&buf[..cut], &[0xff][..]].concat()[..]] {
-                    let a = T::decode(bytes).err();
+                    let a = T::decode(bytes, Token(())).err();
                     let b = T::decode_owned(Plaintext::copy_of(bytes)).err();
                     assert_eq!(a, b, "{value:?} cut at {cut}");
                 }

@@ -85,7 +85,7 @@ impl ExposeSecret<str> for FullName {
 impl sealed::Sealed for FullName {
     text_codec!(text);
 
-    fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
+    fn decode(bytes: &[u8], _: super::Token) -> Result<Self, InvalidData> {
         stored_text(KIND, bytes).map(|s| FullName {
             text: SecretString::from(s),
         })

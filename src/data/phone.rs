@@ -407,7 +407,7 @@ impl ExposeSecret<str> for PhoneNumber {
 impl sealed::Sealed for PhoneNumber {
     text_codec!(e164);
 
-    fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
+    fn decode(bytes: &[u8], _: super::Token) -> Result<Self, InvalidData> {
         match stored_text(KIND, bytes)? {
             s if s.starts_with('+') => Ok(PhoneNumber {
                 e164: SecretString::from(s),

@@ -111,7 +111,7 @@ impl sealed::Sealed for PostalAddress {
         out.extend_from_slice(self.country.code().as_bytes());
     }
 
-    fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
+    fn decode(bytes: &[u8], _: super::Token) -> Result<Self, InvalidData> {
         let s = stored_text(KIND, bytes)?;
         let (lines, country) = s.rsplit_once('\n').ok_or(err(Reason::Malformed))?;
         let country = Country::parse(country).map_err(|_| err(Reason::Malformed))?;

@@ -429,7 +429,7 @@ impl sealed::Sealed for PurchaseRecord {
         out.push(self.date.day);
     }
 
-    fn decode(mut bytes: &[u8]) -> Result<Self, InvalidData> {
+    fn decode(mut bytes: &[u8], _: super::Token) -> Result<Self, InvalidData> {
         let b = &mut bytes;
         let n = take(b, 1)?[0] as usize;
         let id = stored_str(KIND, take(b, n)?)?;
@@ -493,16 +493,16 @@ mod tests {
         let r = sample();
         let mut buf = Vec::new();
         r.encode_into(&mut buf);
-        let back = PurchaseRecord::decode(&buf).unwrap();
+        let back = PurchaseRecord::decode(&buf, crate::data::Token(())).unwrap();
         assert_eq!(back.order_id(), "ORD-7");
         assert_eq!(back.product(), "Partition Manager");
         assert_eq!(back.amount(), r.amount());
         assert_eq!(back.date(), r.date());
         for cut in 0..buf.len() {
-            assert!(PurchaseRecord::decode(&buf[..cut]).is_err());
+            assert!(PurchaseRecord::decode(&buf[..cut], crate::data::Token(())).is_err());
         }
         buf.push(0);
-        assert!(PurchaseRecord::decode(&buf).is_err());
+        assert!(PurchaseRecord::decode(&buf, crate::data::Token(())).is_err());
     }
 
     #[test]
@@ -574,7 +574,8 @@ mod tests {
 
     #[test]
     fn decode_refuses_what_new_refuses() {
-        let ok = PurchaseRecord::decode(&stored(b"JPY", (2554, 7, 21))).unwrap();
+        let ok =
+            PurchaseRecord::decode(&stored(b"JPY", (2554, 7, 21)), crate::data::Token(())).unwrap();
         assert_eq!(ok.amount().to_string(), "4995 JPY");
         assert_eq!(ok.date(), Date::LAST);
         let cases: [(&[u8; 3], Ymd, Reason); 5] = [
@@ -585,13 +586,17 @@ mod tests {
             (b"EUR", (9999, 12, 31), Reason::InvalidField),
         ];
         for (currency, date, reason) in cases {
-            let e = PurchaseRecord::decode(&stored(currency, date)).unwrap_err();
+            let e = PurchaseRecord::decode(&stored(currency, date), crate::data::Token(()))
+                .unwrap_err();
             assert_eq!(e.reason(), reason, "{date:?}");
         }
         assert_eq!(
-            PurchaseRecord::decode(&stored(&[0xff, b'U', b'R'], (2018, 6, 30)))
-                .unwrap_err()
-                .reason(),
+            PurchaseRecord::decode(
+                &stored(&[0xff, b'U', b'R'], (2018, 6, 30)),
+                crate::data::Token(())
+            )
+            .unwrap_err()
+            .reason(),
             Reason::Malformed
         );
     }

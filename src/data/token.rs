@@ -222,7 +222,7 @@ impl ExposeSecret<str> for PaymentToken {
 impl sealed::Sealed for PaymentToken {
     text_codec!(text);
 
-    fn decode(bytes: &[u8]) -> Result<Self, InvalidData> {
+    fn decode(bytes: &[u8], _: super::Token) -> Result<Self, InvalidData> {
         stored_text(KIND, bytes).map(|s| PaymentToken {
             text: SecretString::from(s),
         })
