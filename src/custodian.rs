@@ -606,18 +606,6 @@ impl Custodian {
         AuditEvent::new(self.now(), info.subject(), action, rule).about(T::KIND, P::ID)
     }
 
-    /// Why data of `subject` held for `P` may not be used now, if it may
-    /// not: no live consent for a consent-based purpose, or consent that
-    /// cannot be read (fail closed). `None` for the other purposes.
-    /// `at`: the time an audit event of this use read just now, if any.
-    fn consent_refusal<P: Purpose>(
-        &self,
-        subject: SubjectId,
-        at: Option<Timestamp>,
-    ) -> Option<Error> {
-        self.live_consent::<P>(subject, at).err()
-    }
-
     /// For a consent-based purpose `P`, the subject's live consent (`Err`
     /// if there is none, or it cannot be read); `None` for other purposes.
     fn live_consent<P: Purpose>(
@@ -654,28 +642,43 @@ impl Custodian {
         if let Err(e) = self.check_not_erased_at(subject, Some(event.time)) {
             return Err(self.deny(event, RuleId::R11, e));
         }
-        let consent = match self.live_consent::<P>(subject, Some(event.time)) {
+        if let Some((rule, e)) = self.refusal(info, event.time) {
+            return Err(self.deny(event, rule, e));
+        }
+        self.record(event)
+    }
+
+    /// Why `info` may not be used at `at`, if it may not: no live consent
+    /// for a consent-based purpose (R7), or held past its retention period
+    /// (R11). Every use of a value asks, audited or not (a pseudonym, a
+    /// lookup token): one check, so the two cannot drift apart.
+    fn refusal<T: DataKind, P: Purpose>(
+        &self,
+        info: &PersonalInfo<T, P>,
+        at: Timestamp,
+    ) -> Option<(RuleId, Error)> {
+        let subject = info.subject();
+        let consent = match self.live_consent::<P>(subject, Some(at)) {
             Ok(consent) => consent,
-            Err(e) => return Err(self.deny(event, RuleId::R7, e)),
+            Err(e) => return Some((RuleId::R7, e)),
         };
         // A value made by `PersonalInfo::collect` has no collection time
         // yet: its first seal stamps it.
-        if let Some(collected) = info.collected_at() {
-            let state = || match consent {
-                Some(s) => Ok(Some(s)),
-                None => self.consents.state(subject, P::ID),
-            };
-            if let Some(expired_at) = self.expired_given(P::ID, collected, event.time, state) {
-                let e = Error::Expired {
-                    subject,
-                    kind: T::KIND,
-                    purpose: P::ID,
-                    expired_at,
-                };
-                return Err(self.deny(event, RuleId::R11, e));
-            }
-        }
-        self.record(event)
+        let collected = info.collected_at()?;
+        let state = || match consent {
+            Some(s) => Ok(Some(s)),
+            None => self.consents.state(subject, P::ID),
+        };
+        let expired_at = self.expired_given(P::ID, collected, at, state)?;
+        Some((
+            RuleId::R11,
+            Error::Expired {
+                subject,
+                kind: T::KIND,
+                purpose: P::ID,
+                expired_at,
+            },
+        ))
     }
 
     /// A new subject: a fresh random id, like [`SubjectId::random`], for
@@ -1402,23 +1405,29 @@ impl Custodian {
 
     /// The keyed pseudonym of `info`'s value: the form in which
     /// [`Improvement`](crate::purpose::Improvement) works (R6). Deterministic
-    /// under the custodian's pseudonym key. Computing a token reveals nothing
-    /// and is not audited; handing one out is ([`disclose_pseudonym`](Self::disclose_pseudonym)).
+    /// under the custodian's pseudonym key. Computing one is not audited;
+    /// handing one out is ([`disclose_pseudonym`](Self::disclose_pseudonym)).
+    /// A pseudonym reveals nothing to whoever lacks the key; whoever holds
+    /// the custodian can compute pseudonyms of guesses and compare, as with
+    /// any keyed equality token, so a short list of candidates (the
+    /// customers' emails) is tested unaudited.
     ///
     /// Data held for a consent-based purpose gets a pseudonym only while the
     /// subject's consent is live ([`Error::NoConsent`] after a withdrawal,
-    /// recorded as a refusal), like every other use of it (R7).
+    /// recorded as a refusal), like every other use of it (R7), and no value
+    /// past its retention period gets one ([`Error::Expired`], R11).
     pub fn pseudonym<T: DataKind, P: Purpose>(
         &self,
         info: &PersonalInfo<T, P>,
     ) -> Result<Pseudonym<T>, Error> {
         let subject = info.subject();
         self.check_not_erased(subject)?;
-        if let Some(e) = self.consent_refusal::<P>(subject, None) {
+        let now = self.now();
+        if let Some((rule, e)) = self.refusal(info, now) {
             let event = self.event(info, Action::Disclose, RuleId::R6);
-            return Err(self.deny(event, RuleId::R7, e));
+            return Err(self.deny(event, rule, e));
         }
-        self.vault.pseudonym(subject, info.value(), self.now())
+        self.vault.pseudonym(subject, info.value(), now)
     }
 
     /// The lookup token of `info`'s value, for the index column beside its
@@ -1431,7 +1440,10 @@ impl Custodian {
     /// The token is noted in the key store, so the subject's
     /// [`ErasureReceipt`] lists it; an erased subject gets none
     /// ([`Error::Erased`]). Not audited, like a pseudonym: a token reveals
-    /// nothing without the key.
+    /// nothing without the key, but whoever holds the custodian can test
+    /// guesses against it ([`lookup_token_of`](Self::lookup_token_of) of a
+    /// candidate, compared) — what an equality index is for, and why the
+    /// custodian is host code's to keep from untrusted callers.
     ///
     /// ```
     /// use privacy_pledge::{Custodian, SubjectId};
@@ -1457,13 +1469,14 @@ impl Custodian {
         op_span!(Action::Access, info.subject(), Some(T::KIND), Some(P::ID));
         let subject = info.subject();
         self.check_not_erased(subject)?;
-        if let Some(e) = self.consent_refusal::<P>(subject, None) {
+        let now = self.now();
+        if let Some((rule, e)) = self.refusal(info, now) {
             let event = self.event(info, Action::Access, RuleId::R6);
-            return Err(self.deny(event, RuleId::R7, e));
+            return Err(self.deny(event, rule, e));
         }
         let token = self.lookup_key.token(info.value());
         self.vault
-            .note_token(subject, *token.as_bytes(), self.now(), |store| {
+            .note_token(subject, *token.as_bytes(), now, |store| {
                 store.note_lookup_token(subject, token.to_ref())
             })?;
         Ok(token)
@@ -1480,7 +1493,7 @@ impl Custodian {
         let subject = info.subject();
         if !P::ID.sees_plaintext()
             || self.check_not_erased(subject).is_err()
-            || self.consent_refusal::<P>(subject, None).is_some()
+            || self.refusal(info, self.now()).is_some()
         {
             return None;
         }

@@ -500,3 +500,42 @@ proptest! {
         let _ = s.parse::<Mechanism>();
     }
 }
+
+/// A1 (R11): a value past its retention period gets no pseudonym and no
+/// lookup token, as every audited use refuses it: one collected for a
+/// consent-based purpose before a withdrawal (a new grant does not revive
+/// it), and one held longer than its purpose's days. Each refusal is
+/// recorded.
+#[test]
+fn an_expired_value_gets_no_pseudonym_and_no_lookup_token() {
+    use privacy_pledge::purpose::{Correspondence, Promotion};
+    const DAY: u64 = 86_400;
+    let (c, clock) = clocked(RetentionPolicy::default(), 1_600_000_000);
+    let ada = SubjectId::random();
+    c.consents().grant::<Promotion>(ada).unwrap();
+    let promo: PersonalInfo<EmailAddress, Promotion> = c
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    clock.advance_seconds(DAY);
+    c.consents().withdraw::<Promotion>(ada).unwrap();
+    clock.advance_seconds(DAY);
+    c.consents().grant::<Promotion>(ada).unwrap();
+    let mail: PersonalInfo<EmailAddress, Correspondence> = c
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    assert!(c.pseudonym(&mail).is_ok(), "within its retention period");
+    clock.advance_seconds(731 * DAY);
+    for expired in [
+        c.pseudonym(&promo).map(|_| ()),
+        c.lookup_token(&promo).map(|_| ()),
+        c.pseudonym(&mail).map(|_| ()),
+        c.lookup_token(&mail).map(|_| ()),
+    ] {
+        assert!(matches!(expired, Err(Error::Expired { .. })), "{expired:?}");
+    }
+    let refused = events(&c)
+        .iter()
+        .filter(|e| e.outcome() == Outcome::Denied && e.rule() == RuleId::R11)
+        .count();
+    assert_eq!(refused, 4);
+}
