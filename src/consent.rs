@@ -185,7 +185,8 @@ impl Register {
         }
     }
 
-    /// Every consent state recorded for the subject.
+    /// Every consent state recorded for the subject (a row that cannot be
+    /// read, or fails its checks, is left out: see [`try_of`](Self::try_of)).
     pub(crate) fn of(&self, subject: SubjectId) -> Vec<ConsentState> {
         if let Some(d) = &self.durable {
             let now = Anchor::now_nanos();
@@ -195,6 +196,30 @@ impl Register {
                 .filter_map(|p| d.state(subject, p, now).ok().flatten())
                 .collect();
         }
+        self.in_memory_of(subject)
+    }
+
+    /// Every consent state recorded for the subject, or the first error
+    /// reading one (a row edited, deleted or rolled back): for what must
+    /// not leave a consent out silently (the subject's report).
+    pub(crate) fn try_of(&self, subject: SubjectId) -> Result<Vec<ConsentState>, Error> {
+        if let Some(d) = &self.durable {
+            let now = Anchor::now_nanos();
+            let mut states = Vec::new();
+            for p in PurposeId::ALL.into_iter().filter(|p| p.needs_consent()) {
+                match d.state(subject, p, now) {
+                    Ok(state) => states.extend(state),
+                    // An erased subject has no consent left to list.
+                    Err(Error::Erased { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            return Ok(states);
+        }
+        Ok(self.in_memory_of(subject))
+    }
+
+    fn in_memory_of(&self, subject: SubjectId) -> Vec<ConsentState> {
         let states = self.read();
         // Only consent-based purposes are ever recorded: constant work.
         let mut v: Vec<_> = PurposeId::ALL

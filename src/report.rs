@@ -475,6 +475,10 @@ impl Custodian {
     /// report says so ([`SubjectReport::is_fully_vouched`], and a caution in
     /// the letter).
     ///
+    /// A consent row of the subject that cannot be read or fails its checks
+    /// (edited, deleted, rolled back) fails the report with that error: a
+    /// letter that left the consent out would misstate it.
+    ///
     /// Recorded first as a `report` event. Each value shown is a disclosure
     /// to the subject, recorded before the envelope is opened (recipient
     /// [`SUBJECT_RECIPIENT`], role [`RoleId::DataSubject`]). Data held for
@@ -572,7 +576,10 @@ impl Custodian {
                 kind: e.kind(),
             })
             .collect();
-        let consents = self.consents().of(subject);
+        // A consent row that cannot be read (edited, deleted, rolled back)
+        // fails the report: left out, the letter would say no consent was
+        // given beside a use the consent allowed.
+        let consents = self.consents.try_of(subject)?;
         let consent_entries = consents
             .iter()
             .map(|c| ConsentEntry {

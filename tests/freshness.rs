@@ -847,3 +847,44 @@ fn a2_a_consent_row_put_back_after_an_erasure_is_refused_in_every_process() {
         freshness::a2_a_consent_row_put_back_after_an_erasure_is_refused,
     );
 }
+
+/// A2 before a subject's report: the operator edits the subject's consent
+/// row (one bit of its MAC), or deletes it. The report must not list no
+/// consent beside a disclosure the consent allowed: it fails, naming the
+/// tampering, instead of leaving the consent out.
+#[test]
+fn a2_a_report_fails_rather_than_leave_out_a_consent_whose_row_was_edited() {
+    use privacy_pledge::report::StoredRecord;
+    let rows = Arc::new(MemoryConsentStore::new());
+    let custodian = Custodian::builder()
+        .keyring(Keyring::generate().unwrap())
+        .consent_store(rows.clone())
+        .freshness_anchor(MemoryAnchorStore::new())
+        .consent_revalidate_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    custodian.consents().grant::<Newsletter>(ada).unwrap();
+    let email: PersonalInfo<EmailAddress, Newsletter> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    custodian.disclose(&email, &Mailer, |_| ()).unwrap();
+    let sealed = custodian.seal(&email).unwrap();
+    let records: Vec<&dyn StoredRecord> = vec![&sealed];
+    let report = |c: &Custodian| {
+        let trail = c
+            .verify_trail(c.builtin_audit_log().unwrap().inner().events())
+            .unwrap();
+        c.subject_report(ada, &records, &trail)
+    };
+    let honest = report(&custodian).unwrap();
+    assert_eq!(honest.consents().len(), 1);
+
+    let mut row = rows.all().unwrap()[0];
+    row.mac[0] ^= 1;
+    rows.put_back(row);
+    assert!(matches!(
+        report(&custodian),
+        Err(Error::ConsentTampered { .. })
+    ));
+}
