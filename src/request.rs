@@ -16,15 +16,22 @@
 //! it leaves the process. The scope commits each kind before it can matter:
 //!
 //! - **What stays inside the custodian's types** — a collected value, an
-//!   opened one, a repurposed value, a sealed envelope, a pseudonym, a
-//!   refusal — is staged. None of it shows plaintext: reading a value takes
-//!   `access` or a disclosure, each a commit of its own (below). The
-//!   closure's result is handed over only after the staged events are
-//!   committed; if the commit fails, the result is dropped and the host
-//!   gets [`Error::Audit`]: as if the first use had been refused.
+//!   opened one, a sealed envelope, a pseudonym, a refusal — is staged.
+//!   None of it shows plaintext: reading a value takes `access` or a
+//!   disclosure, each a commit of its own (below). The closure's result is
+//!   handed over only after the staged events are committed; if the commit
+//!   fails, the result is dropped and the host gets [`Error::Audit`]: as if
+//!   the first use had been refused. Only the result: a value the closure
+//!   stored elsewhere (a variable captured from outside) is not taken back,
+//!   and the event of its making (collect, open, seal) is lost with the
+//!   commit. Keep what a scope makes inside its result, and use it once
+//!   the scope has returned `Ok` (every later read of it is audited on its
+//!   own).
 //! - **What reaches host code or leaves the process, or cannot be taken
 //!   back** — plaintext handed to `access`'s closure (which may copy it
-//!   anywhere, a variable outside the scope included), a disclosure to a
+//!   anywhere, a variable outside the scope included), a repurposing (the
+//!   value under its new purpose can be kept the same way, and used for
+//!   that purpose with no record of the move), a disclosure to a
 //!   recipient (plaintext or pseudonym), an approved transfer, an erasure,
 //!   a consent change (written to the consent store and the freshness
 //!   anchor, seen by every process), a key rotation — commits everything
@@ -143,11 +150,14 @@ thread_local! {
 /// Whether an event of `action` describes an effect that reaches host code
 /// (plaintext handed to `access`'s closure, which may copy it out of the
 /// scope), leaves the process, or cannot be taken back: then it and
-/// everything staged before it are committed before the effect.
+/// everything staged before it are committed before the effect. A
+/// repurposing is one: the value it retags can be kept past a failed
+/// scope, and used for its new purpose with no record of the move.
 fn leaves_process(action: Action) -> bool {
     match action {
         Action::Access
         | Action::Disclose
+        | Action::Repurpose
         | Action::Transfer
         | Action::Erase
         | Action::ConsentGranted
@@ -155,7 +165,7 @@ fn leaves_process(action: Action) -> bool {
         | Action::ConsentRestored
         | Action::KeysRotated
         | Action::AnchorCompacted => true,
-        Action::Collect | Action::Repurpose | Action::Seal | Action::Open | Action::Report => false,
+        Action::Collect | Action::Seal | Action::Open | Action::Report => false,
     }
 }
 

@@ -214,6 +214,7 @@ on_both!(
     a1_a_sign_up_is_one_commit_in_order_and_verifies,
     a1_a_disclosure_commits_what_was_staged_before_it_happens,
     a1_plaintext_reaches_access_only_after_its_event_is_committed,
+    a1_a_repurposing_commits_before_its_value_can_be_kept,
     a5_a_failed_commit_drops_the_result_and_keeps_the_stream_whole,
     a1_a_swallowed_failure_still_ends_the_scope_in_err,
     a1_a_panic_in_the_scope_commits_its_events,
@@ -398,6 +399,48 @@ fn a1_plaintext_reaches_access_only_after_its_event_is_committed<W: BatchWriter>
     );
     let trail = (env.trail)();
     assert_eq!(actions(&trail), [Collect, Seal, Access, Seal]);
+    env.custodian.verify_trail(trail).unwrap();
+}
+
+/// A1: a repurposing retags a value for another purpose; host code can
+/// keep the retagged value in a variable that outlives the scope and use
+/// it for the new purpose later, audited as such. So inside a scope the
+/// repurposing commits (with what was staged) before it takes effect: if
+/// the scope's commit then fails, the move is still on record, and if the
+/// repurposing's own commit fails, no retagged value exists.
+fn a1_a_repurposing_commits_before_its_value_can_be_kept<W: BatchWriter>(env: &Env<W>) {
+    use privacy_pledge::purpose::Support;
+    use Action::*;
+    let c = &env.custodian;
+    let subject = SubjectId::random();
+    let email: PersonalInfo<EmailAddress, Transaction> = c
+        .collect(subject, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let mut kept: Option<PersonalInfo<EmailAddress, Support>> = None;
+    let out = c.request(|| -> Result<(), Error> {
+        c.seal(&email)?;
+        kept = Some(c.repurpose(email.clone())?);
+        (env.fail)(true);
+        c.seal(&email)?;
+        Ok(())
+    });
+    (env.fail)(false);
+    assert!(matches!(out, Err(Error::Audit(_))), "{out:?}");
+    assert!(kept.is_some());
+    assert_eq!(actions(&(env.trail)()), [Collect, Seal, Repurpose]);
+
+    let mut again: Option<PersonalInfo<EmailAddress, Support>> = None;
+    let out = c.request(|| -> Result<(), Error> {
+        (env.fail)(true);
+        let moved = c.repurpose(email.clone());
+        (env.fail)(false);
+        again = Some(moved?);
+        Ok(())
+    });
+    assert!(matches!(out, Err(Error::Audit(_))), "{out:?}");
+    assert!(again.is_none(), "a retagged value whose move is not stored");
+    let trail = (env.trail)();
+    assert_eq!(actions(&trail), [Collect, Seal, Repurpose]);
     env.custodian.verify_trail(trail).unwrap();
 }
 
