@@ -811,6 +811,20 @@ fn a5_a_withdrawal_after_the_clock_steps_back_still_takes_effect() {
     }
 }
 
+/// A custodian on a consent store and a freshness anchor in memory, which
+/// reads the rows again at every use; and the store.
+fn on_memory_consent_store() -> (Custodian, Arc<MemoryConsentStore>) {
+    let rows = Arc::new(MemoryConsentStore::new());
+    let custodian = Custodian::builder()
+        .keyring(Keyring::generate().unwrap())
+        .consent_store(rows.clone())
+        .freshness_anchor(MemoryAnchorStore::new())
+        .consent_revalidate_after(Duration::ZERO)
+        .build()
+        .unwrap();
+    (custodian, rows)
+}
+
 /// A2 after an erasure on a consent store: the erasure deleted the
 /// subject's rows; the operator puts the last one back (authentic: the
 /// custodian's key made it). The erased subject's consent must not read as
@@ -821,14 +835,7 @@ fn a5_a_withdrawal_after_the_clock_steps_back_still_takes_effect() {
 /// `freshness::a2_a_consent_row_put_back_after_an_erasure_is_refused`.)
 #[test]
 fn a2_a_consent_row_put_back_after_an_erasure_does_not_read_as_live() {
-    let rows = Arc::new(MemoryConsentStore::new());
-    let custodian = Custodian::builder()
-        .keyring(Keyring::generate().unwrap())
-        .consent_store(rows.clone())
-        .freshness_anchor(MemoryAnchorStore::new())
-        .consent_revalidate_after(Duration::ZERO)
-        .build()
-        .unwrap();
+    let (custodian, rows) = on_memory_consent_store();
     let ada = SubjectId::random();
     custodian.consents().grant::<Newsletter>(ada).unwrap();
     let granted = rows.load(ada, PurposeId::Newsletter).unwrap().unwrap();
@@ -855,14 +862,7 @@ fn a2_a_consent_row_put_back_after_an_erasure_is_refused_in_every_process() {
 #[test]
 fn a2_a_report_fails_rather_than_leave_out_a_consent_whose_row_was_edited() {
     use privacy_pledge::report::StoredRecord;
-    let rows = Arc::new(MemoryConsentStore::new());
-    let custodian = Custodian::builder()
-        .keyring(Keyring::generate().unwrap())
-        .consent_store(rows.clone())
-        .freshness_anchor(MemoryAnchorStore::new())
-        .consent_revalidate_after(Duration::ZERO)
-        .build()
-        .unwrap();
+    let (custodian, rows) = on_memory_consent_store();
     let ada = SubjectId::random();
     custodian.consents().grant::<Newsletter>(ada).unwrap();
     let email: PersonalInfo<EmailAddress, Newsletter> = custodian

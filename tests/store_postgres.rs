@@ -498,73 +498,52 @@ impl archive::Archiving for PgStore {
     }
 }
 
-#[test]
-fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
-    let Some(db) = database("archive") else {
-        return;
+/// One archive scenario of `tests/common/archive.rs` as a test, on a new
+/// database whose sink signs a checkpoint every `$every` events.
+macro_rules! archive_test {
+    ($(#[$doc:meta])* $test:ident => $scenario:ident, $db:literal, $every:literal) => {
+        $(#[$doc])*
+        #[test]
+        fn $test() {
+            let Some(db) = database($db) else {
+                return;
+            };
+            let store = PgStore::connect(&db).unwrap();
+            let keyring = keyring();
+            let dir = std::env::temp_dir()
+                .join(format!("pp-pg-{}-{}", $db, SubjectId::random()));
+            archive::$scenario(
+                &keyring,
+                |signer, outside| {
+                    store
+                        .audit_sink(keyring.audit_key())
+                        .unwrap()
+                        .with_checkpoints(signer, outside, $every)
+                },
+                &store,
+                &dir,
+            );
+            let _ = std::fs::remove_dir_all(dir);
+        }
     };
-    let store = PgStore::connect(&db).unwrap();
-    let keyring = keyring();
-    let dir = std::env::temp_dir().join(format!("pp-pg-archive-{}", SubjectId::random()));
-    archive::an_archived_segment_and_the_rest_of_its_stream_both_verify(
-        &keyring,
-        |signer, outside| {
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(signer, outside, 50)
-        },
-        &store,
-        &dir,
-    );
-    let _ = std::fs::remove_dir_all(dir);
 }
 
-/// A2 deletes the first entry of a segment, then one inside it: archiving
-/// refuses it and moves nothing (`tests/common/archive.rs`).
-#[test]
-fn a2_a_segment_missing_an_entry_is_never_archived() {
-    let Some(db) = database("archive_gap") else {
-        return;
-    };
-    let store = PgStore::connect(&db).unwrap();
-    let keyring = keyring();
-    let dir = std::env::temp_dir().join(format!("pp-pg-archive-gap-{}", SubjectId::random()));
-    archive::a_segment_missing_an_entry_is_never_archived(
-        &keyring,
-        |signer, outside| {
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(signer, outside, 1000)
-        },
-        &store,
-        &dir,
-    );
-    let _ = std::fs::remove_dir_all(dir);
-}
-
-#[test]
-fn a2_an_archive_reads_back_whatever_shape_its_rows_were_in() {
-    let Some(db) = database("archive_reshaped") else {
-        return;
-    };
-    let store = PgStore::connect(&db).unwrap();
-    let keyring = keyring();
-    let dir = std::env::temp_dir().join(format!("pp-pg-archive-reshaped-{}", SubjectId::random()));
-    archive::an_archive_reads_back_whatever_shape_its_rows_were_in(
-        &keyring,
-        |signer, outside| {
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(signer, outside, 1000)
-        },
-        &store,
-        &dir,
-    );
-    let _ = std::fs::remove_dir_all(dir);
-}
+archive_test!(
+    a4_an_archived_segment_and_the_rest_of_its_stream_both_verify
+        => an_archived_segment_and_the_rest_of_its_stream_both_verify, "archive", 50
+);
+archive_test!(
+    /// A2 deletes the first entry of a segment, then one inside it:
+    /// archiving refuses it and moves nothing.
+    a2_a_segment_missing_an_entry_is_never_archived
+        => a_segment_missing_an_entry_is_never_archived, "archive_gap", 1000
+);
+archive_test!(
+    /// A2 reshapes two rows' text; the archive still reads back and
+    /// verifies.
+    a2_an_archive_reads_back_whatever_shape_its_rows_were_in
+        => an_archive_reads_back_whatever_shape_its_rows_were_in, "archive_reshaped", 1000
+);
 
 /// Three `checkout` processes run at once on one PostgreSQL database, each
 /// in its own stream (A5); `verify_audit`, holding only the public key and

@@ -1305,63 +1305,47 @@ impl archive::Archiving for SqliteStore {
     }
 }
 
-#[test]
-fn a4_an_archived_segment_and_the_rest_of_its_stream_both_verify() {
-    let dir = temp_dir("archive");
-    let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
-    let keyring = keyring();
-    archive::an_archived_segment_and_the_rest_of_its_stream_both_verify(
-        &keyring,
-        |signer, outside| {
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(signer, outside, 50)
-        },
-        &store,
-        &dir.path("checkpoints"),
-    );
+/// One archive scenario of `tests/common/archive.rs` as a test, on a new
+/// SQLite file whose sink signs a checkpoint every `$every` events.
+macro_rules! archive_test {
+    ($(#[$doc:meta])* $test:ident => $scenario:ident, $dir:literal, $every:literal) => {
+        $(#[$doc])*
+        #[test]
+        fn $test() {
+            let dir = temp_dir($dir);
+            let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
+            let keyring = keyring();
+            archive::$scenario(
+                &keyring,
+                |signer, outside| {
+                    store
+                        .audit_sink(keyring.audit_key())
+                        .unwrap()
+                        .with_checkpoints(signer, outside, $every)
+                },
+                &store,
+                &dir.path("checkpoints"),
+            );
+        }
+    };
 }
 
-/// A2 deletes the first entry of a segment, then one inside it: archiving
-/// refuses it and moves nothing (`tests/common/archive.rs`).
-#[test]
-fn a2_a_segment_missing_an_entry_is_never_archived() {
-    let dir = temp_dir("archive_gap");
-    let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
-    let keyring = keyring();
-    archive::a_segment_missing_an_entry_is_never_archived(
-        &keyring,
-        |signer, outside| {
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(signer, outside, 1000)
-        },
-        &store,
-        &dir.path("checkpoints"),
-    );
-}
-
-/// A2 reshapes two rows' text; the archive still reads back and verifies
-/// (`tests/common/archive.rs`).
-#[test]
-fn a2_an_archive_reads_back_whatever_shape_its_rows_were_in() {
-    let dir = temp_dir("archive_reshaped");
-    let store = SqliteStore::open(dir.path("a.sqlite")).unwrap();
-    let keyring = keyring();
-    archive::an_archive_reads_back_whatever_shape_its_rows_were_in(
-        &keyring,
-        |signer, outside| {
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(signer, outside, 1000)
-        },
-        &store,
-        &dir.path("checkpoints"),
-    );
-}
+archive_test!(
+    a4_an_archived_segment_and_the_rest_of_its_stream_both_verify
+        => an_archived_segment_and_the_rest_of_its_stream_both_verify, "archive", 50
+);
+archive_test!(
+    /// A2 deletes the first entry of a segment, then one inside it:
+    /// archiving refuses it and moves nothing.
+    a2_a_segment_missing_an_entry_is_never_archived
+        => a_segment_missing_an_entry_is_never_archived, "archive_gap", 1000
+);
+archive_test!(
+    /// A2 reshapes two rows' text; the archive still reads back and
+    /// verifies.
+    a2_an_archive_reads_back_whatever_shape_its_rows_were_in
+        => an_archive_reads_back_whatever_shape_its_rows_were_in, "archive_reshaped", 1000
+);
 
 // ---------------------------------------------------------------------------
 // Pooled connections
@@ -2142,6 +2126,33 @@ fn keep_base(
     outside.save_base(&base).unwrap();
 }
 
+/// A process started on `store`: a custodian over its key store and its
+/// audit sink, which signs a checkpoint into `outside` every 1000 events
+/// (and at `sign_checkpoint`), `outside` its checkpoint store too.
+fn started(
+    store: &SqliteStore,
+    keyring: &Arc<Keyring>,
+    outside: &DirCheckpointStore,
+) -> (
+    Custodian,
+    Arc<privacy_pledge::store::AuditStreamSink<privacy_pledge::store::sqlite::SqliteBatchWriter>>,
+) {
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(sink.clone())
+        .checkpoint_store(outside.clone())
+        .build()
+        .unwrap();
+    (custodian, sink)
+}
+
 /// A5 with routine maintenance, consent kept in memory and rebuilt at each
 /// start with `Consents::restore` from the verified trail. Run 1 grants;
 /// run 2 withdraws (acknowledged); run 2's stream is archived behind an
@@ -2156,21 +2167,7 @@ fn a5_a_restore_from_a_trail_with_archived_entries_is_refused() {
     let keyring = keyring();
     let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
     let public = keyring.checkpoint_signer().unwrap().public_key();
-    let start = || {
-        let sink = Arc::new(
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
-        );
-        let custodian = Custodian::builder()
-            .keyring(keyring.clone())
-            .audit(sink.clone())
-            .checkpoint_store(outside.clone())
-            .build()
-            .unwrap();
-        (custodian, sink)
-    };
+    let start = || started(&store, &keyring, &outside);
     let restored = |c: &Custodian| {
         let trail = store.verified_trail(c).unwrap();
         c.consents().restore(&trail)
@@ -2225,22 +2222,7 @@ fn a4_a_report_over_archived_entries_says_they_are_not_in_it() {
     let keyring = keyring();
     let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
     let public = keyring.checkpoint_signer().unwrap().public_key();
-    let start = || {
-        let sink = Arc::new(
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
-        );
-        let custodian = Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.key_store())
-            .audit(sink.clone())
-            .checkpoint_store(outside.clone())
-            .build()
-            .unwrap();
-        (custodian, sink)
-    };
+    let start = || started(&store, &keyring, &outside);
     let ada = SubjectId::random();
     let (run1, sink1) = start();
     let email: PersonalInfo<EmailAddress, Transaction> = run1
