@@ -315,13 +315,35 @@ impl Register {
         // one consent by time, so a withdrawal made on a clock behind the
         // grant's (another host's, or this one's after a step back) must
         // not sort before the grant and be overruled by it.
+        //
+        // A grant that follows a withdrawal goes further, to a later whole
+        // second than the withdrawal: values collected under the grant are
+        // dated at it (`Custodian::collection_stamp`), and an envelope keeps
+        // that date in whole seconds, which must still come after the
+        // withdrawal for the value to count as collected since.
         let last = match &self.durable {
-            Some(d) => d.anchor.consent_in_view(subject, purpose).map(|c| c.since),
-            None => self.read().get(&(subject, purpose)).map(|s| s.since),
+            Some(d) => d
+                .anchor
+                .consent_in_view(subject, purpose)
+                .map(|c| (c.since, c.granted)),
+            None => self
+                .read()
+                .get(&(subject, purpose))
+                .map(|s| (s.since, s.granted)),
         };
-        if let Some(last) = last.filter(|last| *last >= now) {
-            now = Timestamp::from_unix_nanos(last.unix_nanos().saturating_add(1));
-            event.time = now;
+        if let Some((last, was_granted)) = last {
+            let floor = if granted && !was_granted {
+                let second = 1_000_000_000;
+                (last.unix_nanos() / second)
+                    .saturating_add(1)
+                    .saturating_mul(second)
+            } else {
+                last.unix_nanos().saturating_add(1)
+            };
+            if now.unix_nanos() < floor {
+                now = Timestamp::from_unix_nanos(floor);
+                event.time = now;
+            }
         }
         custodian.record(event)?;
         if let Some(d) = &self.durable {

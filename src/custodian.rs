@@ -725,7 +725,11 @@ impl Custodian {
     ) -> Result<PersonalInfo<T, P>, Error> {
         op_span!(Action::Collect, subject, Some(T::KIND), Some(P::ID));
         let now = self.now();
-        let info = PersonalInfo::collected_at_time(subject, value, now);
+        let info = PersonalInfo::collected_at_time(
+            subject,
+            value,
+            self.collection_stamp::<P>(subject, now),
+        );
         let event =
             AuditEvent::new(now, subject, Action::Collect, RuleId::R1).about(T::KIND, P::ID);
         self.audited(&info, event)?;
@@ -1034,9 +1038,25 @@ impl Custodian {
         if let Err(e) = proof.check(self, info.subject()) {
             return Err(self.deny(event, RuleId::R7, e));
         }
-        let at = event.time;
+        let at = self.collection_stamp::<Q>(info.subject(), event.time);
         self.audited(&info, event)?;
         Ok(info.retag_at(at))
+    }
+
+    /// The collection time to stamp on a value collected at `now` for `P`:
+    /// `now`, or for a consent-based purpose the live grant's time. Data
+    /// held under consent is dated by the grant it is held under, not by
+    /// the clock of the process that collected it: every later withdrawal
+    /// is stamped after the grant (a consent change comes after the last
+    /// one), and the grant after any earlier withdrawal (in a later whole
+    /// second, as envelopes keep whole seconds). A clock running ahead
+    /// would otherwise date a value after another process's withdrawal,
+    /// and the value would come back to life with the next grant (R11).
+    fn collection_stamp<P: Purpose>(&self, subject: SubjectId, now: Timestamp) -> Timestamp {
+        match self.live_consent::<P>(subject, Some(now)) {
+            Ok(Some(grant)) => grant.since,
+            _ => now,
+        }
     }
 
     /// A proof of the subject's live consent for `P`, or
@@ -1064,7 +1084,9 @@ impl Custodian {
         // One clock reading serves the audit event and, for a value that
         // does not carry one yet, the collection time.
         let event = self.event(info, Action::Seal, RuleId::R9);
-        let collected = info.collected_at().unwrap_or(event.time);
+        let collected = info
+            .collected_at()
+            .unwrap_or_else(|| self.collection_stamp::<P>(info.subject(), event.time));
         self.seal_audited(info, event, collected)
     }
 

@@ -888,3 +888,82 @@ fn a2_a_report_fails_rather_than_leave_out_a_consent_whose_row_was_edited() {
         Err(Error::ConsentTampered { .. })
     ));
 }
+
+/// A5 (R11): two processes on one consent store and anchor, one clock 60 s
+/// ahead of the other. The process ahead records a grant, then collects and
+/// seals a value for the consent-based purpose; the other withdraws (its
+/// change is stamped just after the grant, as changes come after the last
+/// one) and later grants again. The value was collected under the first
+/// grant: it stays expired, in memory and sealed, although the clock that
+/// collected it ran ahead of the withdrawal's stamp — data held under
+/// consent is dated by its grant.
+#[test]
+fn a5_a_value_collected_by_a_clock_ahead_stays_expired_after_a_withdrawal_elsewhere() {
+    use privacy_pledge::purpose::Promotion;
+    use privacy_pledge::time::{FixedClock, Timestamp};
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let rows = Arc::new(MemoryConsentStore::new());
+    let anchor = Arc::new(MemoryAnchorStore::new());
+    let process = |clock: Option<Arc<FixedClock>>| {
+        let mut b = Custodian::builder()
+            .keyring(keyring.clone())
+            .consent_store(rows.clone())
+            .freshness_anchor(anchor.clone())
+            .consent_revalidate_after(Duration::ZERO);
+        if let Some(clock) = clock {
+            b = b.clock(clock);
+        }
+        b.build().unwrap()
+    };
+    let ahead = Arc::new(FixedClock::new(Timestamp::now().plus_seconds(60)));
+    let a = process(Some(ahead.clone()));
+    let b = process(None);
+    let ada = SubjectId::random();
+    a.consents().grant::<Promotion>(ada).unwrap();
+    ahead.advance_seconds(30);
+    let held: PersonalInfo<EmailAddress, Promotion> = a
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let row = a.seal(&held).unwrap();
+    b.consents().withdraw::<Promotion>(ada).unwrap();
+    assert!(a.access(&held, |_| ()).is_err(), "the withdrawal holds");
+    b.consents().grant::<Promotion>(ada).unwrap();
+    assert!(matches!(
+        a.access(&held, |_| ()),
+        Err(Error::Expired { .. })
+    ));
+    assert!(matches!(a.open(&row), Err(Error::Expired { .. })));
+    // Collected under the new grant, by either process: live, sealed too.
+    for p in [&a, &b] {
+        let fresh: PersonalInfo<EmailAddress, Promotion> = p
+            .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+            .unwrap();
+        assert!(p.access(&fresh, |_| ()).is_ok());
+        assert!(p.open(&p.seal(&fresh).unwrap()).is_ok());
+    }
+}
+
+/// R11: a subject withdraws and subscribes again within one second; a
+/// value collected under the new grant is sealed (an envelope keeps its
+/// collection time in whole seconds) and opened: it is live, not taken for
+/// one collected before the withdrawal.
+#[test]
+fn a_value_collected_after_a_regrant_in_the_withdrawals_second_opens() {
+    use privacy_pledge::purpose::Promotion;
+    let c = Custodian::in_memory();
+    let ada = SubjectId::random();
+    c.consents().grant::<Promotion>(ada).unwrap();
+    c.consents().withdraw::<Promotion>(ada).unwrap();
+    c.consents().grant::<Promotion>(ada).unwrap();
+    let value: PersonalInfo<EmailAddress, Promotion> = c
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let opened = c.open(&c.seal(&value).unwrap());
+    assert!(opened.is_ok(), "{:?}", opened.err());
+    // Unstamped values (`PersonalInfo::collect`) too.
+    let form = PersonalInfo::<EmailAddress, Promotion>::collect(
+        ada,
+        EmailAddress::parse("ada@example.com").unwrap(),
+    );
+    assert!(c.open(&c.seal(&form).unwrap()).is_ok());
+}
