@@ -226,6 +226,25 @@ pub fn an_archived_segment_and_the_rest_of_its_stream_both_verify<W: BatchWriter
     assert_eq!(report.streams[0].entries, 30);
 }
 
+/// A stream of `n` accesses through `sink` (made with a checkpoint signer
+/// of `keyring` and a checkpoint directory at `dir`), signed at its head:
+/// the public key, the directory and the head.
+fn signed_stream<W: BatchWriter + 'static>(
+    keyring: &Arc<Keyring>,
+    sink: impl FnOnce(CheckpointSigner, DirCheckpointStore) -> AuditStreamSink<W>,
+    dir: &Path,
+    n: usize,
+) -> (CheckpointKey, DirCheckpointStore, SignedCheckpoint) {
+    let signer = keyring.checkpoint_signer().unwrap();
+    let public = signer.public_key();
+    let outside = DirCheckpointStore::new(dir).unwrap();
+    let sink = Arc::new(sink(signer, outside.clone()));
+    accessing(&sink, n);
+    let head = sink.sign_checkpoint().unwrap();
+    assert_eq!(head.checkpoint().seq(), n as u64);
+    (public, outside, head)
+}
+
 /// A2 (the database operator) deletes entries of a segment before it is
 /// archived, the first one or one inside: the verifier reports it, and
 /// `archive` must refuse the segment and move nothing — a base signed over
@@ -236,13 +255,7 @@ pub fn a_segment_missing_an_entry_is_never_archived<W: BatchWriter + 'static>(
     store: &dyn Archiving,
     dir: &Path,
 ) {
-    let signer = keyring.checkpoint_signer().unwrap();
-    let public = signer.public_key();
-    let outside = DirCheckpointStore::new(dir).unwrap();
-    let sink = Arc::new(sink(signer, outside.clone()));
-    accessing(&sink, 10);
-    let at_10 = sink.sign_checkpoint().unwrap();
-    assert_eq!(at_10.checkpoint().seq(), 10);
+    let (public, outside, at_10) = signed_stream(keyring, sink, dir, 10);
     for (deleted, left) in [(1, 9), (5, 8)] {
         store.delete_entry(deleted);
         let report = verify_public(&store.trail().unwrap(), &public, &outside.load().unwrap());
@@ -265,20 +278,14 @@ pub fn an_archive_reads_back_whatever_shape_its_rows_were_in<W: BatchWriter + 's
     store: &dyn Archiving,
     dir: &Path,
 ) {
-    let signer = keyring.checkpoint_signer().unwrap();
-    let base_signer = keyring.checkpoint_signer().unwrap();
-    let public = signer.public_key();
-    let outside = DirCheckpointStore::new(dir).unwrap();
-    let sink = Arc::new(sink(signer, outside.clone()));
-    accessing(&sink, 5);
-    let at_5 = sink.sign_checkpoint().unwrap();
+    let (public, outside, at_5) = signed_stream(keyring, sink, dir, 5);
     store.reshape_entries();
     let report = verify_public(&store.trail().unwrap(), &public, &outside.load().unwrap());
     assert!(report.is_fully_vouched(), "{report:?}");
 
     let mut out = Vec::new();
     assert_eq!(store.archive(&at_5, &public, &mut out).unwrap(), 5);
-    let base = base_signer.sign_base(
+    let base = keyring.checkpoint_signer().unwrap().sign_base(
         at_5.stream(),
         at_5.checkpoint(),
         archive_digest(&out),
