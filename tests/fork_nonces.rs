@@ -23,6 +23,12 @@
 //! The file locks of the checkpoint directory and the freshness anchor are
 //! tested here too, with children forked while a lock is held: the lock
 //! belongs to the open file, which the child shares.
+//!
+//! So are the stores' connections: a child forked after a store opened
+//! holds copies of the parent's sessions, and is refused every one of them
+//! (its custodian's uses fail, as with a sink that cannot record), and
+//! dropping them there never ends the parent's sessions — on SQLite and on
+//! the PostgreSQL server `scripts/test` starts.
 
 #![cfg(unix)]
 
@@ -36,6 +42,13 @@ use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::time::{FixedClock, Timestamp};
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
+
+#[cfg(feature = "postgres")]
+#[path = "common/pg.rs"]
+mod pg;
+#[cfg(feature = "sqlite")]
+#[path = "common/tempdir.rs"]
+mod tempdir;
 
 const SEALS: usize = 300;
 
@@ -559,4 +572,111 @@ fn a5_children_forked_mid_save_save_the_same_stream_in_turn_with_the_parent() {
         assert_eq!(wait(child), 0, "a child's save failed");
     }
     assert_eq!(saves.loaded(), [5_050], "the newest of all saves");
+}
+
+/// A5: a child forked after the store at `url` opened (with a custodian
+/// over it, a use recorded) is refused the parent's connections — the
+/// host's SQL gets `StoreError::Forked`, the custodian's use fails because
+/// it cannot be recorded — and drops its copy of everything; the parent's
+/// store, custodian and sessions go on as before. `sessions` lists the
+/// database's server sessions (none on SQLite): the same ones before and
+/// after the child.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn forked_child_is_refused_the_parents_connections(
+    url: String,
+    checkpoints: &std::path::Path,
+    sessions: impl Fn() -> Vec<i32>,
+) {
+    use privacy_pledge::crypto::Keyring;
+    use privacy_pledge::purpose::Newsletter;
+    use privacy_pledge::store::{Store, StoreConfig, StoreError};
+
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let store = Store::open(&StoreConfig::new(url, checkpoints)).unwrap();
+    let builder = Custodian::builder().keyring(Keyring::generate().unwrap());
+    let (custodian, guard) = store.custodian(builder).unwrap();
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+    let count = |store: &Store| {
+        store.query("SELECT count(*) FROM pp_audit_log", &[], |r| {
+            r.get::<i64>(0)
+        })
+    };
+    assert_eq!(count(&store).unwrap(), [1]);
+    let before = sessions();
+    // Everything in one place the child can take and drop: the last handle
+    // of the connections goes with it.
+    let shared = Mutex::new(Some((custodian, guard, store)));
+    let report = in_child_bytes(How::Fork, || {
+        let (custodian, guard, store) = shared.lock().unwrap().take()?;
+        let refused = matches!(count(&store), Err(StoreError::Forked));
+        let unrecorded = custodian
+            .consents()
+            .grant::<Newsletter>(SubjectId::random())
+            .is_err();
+        drop((custodian, guard, store));
+        Some(vec![u8::from(refused), u8::from(unrecorded)])
+    });
+    assert_eq!(report, [1, 1], "the child's SQL refused, its use not made");
+    let (custodian, guard, store) = shared.into_inner().unwrap().unwrap();
+    // A goodbye on a shared socket is read by the server at once; give it
+    // time to end the session all the same.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(sessions(), before, "the parent's sessions were ended");
+    custodian
+        .consents()
+        .grant::<Newsletter>(SubjectId::random())
+        .unwrap();
+    assert_eq!(
+        count(&store).unwrap(),
+        [2],
+        "only the parent's uses recorded"
+    );
+    drop((custodian, guard, store));
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn a5_a_child_forked_after_an_sqlite_store_opened_is_refused_its_connections() {
+    let dir = tempdir::TempDir::named("fork", "sqlite-store");
+    forked_child_is_refused_the_parents_connections(
+        dir.sqlite_url("shop.sqlite"),
+        &dir.path("checkpoints"),
+        Vec::new,
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a5_a_child_forked_after_a_postgres_store_opened_never_ends_the_parents_sessions() {
+    use privacy_pledge::store::postgres::postgres;
+
+    let Some(db) = pg::database("fork_store") else {
+        return;
+    };
+    let checkpoints = std::env::temp_dir().join(format!(
+        "privacy-pledge-fork-pg-{}-{}",
+        std::process::id(),
+        SubjectId::random()
+    ));
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let sessions = Mutex::new(move || {
+        admin
+            .query(
+                "SELECT pid FROM pg_stat_activity
+                 WHERE datname = current_database() AND pid <> pg_backend_pid()
+                 ORDER BY pid",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, i32>(0))
+            .collect::<Vec<_>>()
+    });
+    forked_child_is_refused_the_parents_connections(db, &checkpoints, || {
+        (sessions.lock().unwrap())()
+    });
+    let _ = std::fs::remove_dir_all(&checkpoints);
 }

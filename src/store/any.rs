@@ -569,9 +569,9 @@ impl Store {
     pub fn migrate(&self, name: &str, steps: &[&str]) -> Result<usize, StoreError> {
         match &self.db {
             #[cfg(feature = "sqlite")]
-            Database::Sqlite(s) => s.with_connection(|c| migrate_sqlite(c, name, steps)),
+            Database::Sqlite(s) => s.try_with_connection(|c| migrate_sqlite(c, name, steps))?,
             #[cfg(feature = "postgres")]
-            Database::Postgres(s) => s.with_client(|c| migrate_pg(c, name, steps)),
+            Database::Postgres(s) => s.try_with_client(|c| migrate_pg(c, name, steps))?,
         }
     }
 
@@ -582,11 +582,11 @@ impl Store {
         match &self.db {
             #[cfg(feature = "sqlite")]
             Database::Sqlite(s) => s
-                .with_connection(|c| c.execute_batch(sql))
+                .try_with_connection(|c| c.execute_batch(sql))?
                 .map_err(|e| StoreError::Database(e.to_string())),
             #[cfg(feature = "postgres")]
             Database::Postgres(s) => s
-                .with_client(|c| c.batch_execute(sql))
+                .try_with_client(|c| c.batch_execute(sql))?
                 .map_err(super::sql::pg_err),
         }
     }
@@ -611,13 +611,13 @@ impl Store {
         match &self.db {
             #[cfg(feature = "sqlite")]
             Database::Sqlite(s) => {
-                s.with_connection(|c| super::sql::sqlite_execute(c, sql, params))
+                s.try_with_connection(|c| super::sql::sqlite_execute(c, sql, params))?
             }
             #[cfg(feature = "postgres")]
-            Database::Postgres(s) => s.with_client(|c| {
+            Database::Postgres(s) => s.try_with_client(|c| {
                 c.execute_typed(sql, &super::sql::postgres_params(params))
                     .map_err(super::sql::pg_err)
-            }),
+            })?,
         }
     }
 
@@ -636,10 +636,10 @@ impl Store {
         match &self.db {
             #[cfg(feature = "sqlite")]
             Database::Sqlite(s) => {
-                s.with_connection(|c| super::sql::sqlite_query(c, sql, params, f))
+                s.try_with_connection(|c| super::sql::sqlite_query(c, sql, params, f))?
             }
             #[cfg(feature = "postgres")]
-            Database::Postgres(s) => s.with_client(|c| {
+            Database::Postgres(s) => s.try_with_client(|c| {
                 let mut f = f;
                 let rows = c
                     .query_typed(sql, &super::sql::postgres_params(params))
@@ -647,7 +647,7 @@ impl Store {
                 rows.iter()
                     .map(|r| f(&super::sql::Row::Postgres(r)))
                     .collect()
-            }),
+            })?,
         }
     }
 

@@ -172,14 +172,16 @@ pub(crate) fn not_held(id: usize) -> Result<(), Unavailable> {
 
 /// A store's connection could not be had: the thread holds it already
 /// inside `with_connection` (or `with_client`), which would wait for itself
-/// forever, or no pooled connection was returned within the pool's
-/// [acquire timeout](PoolOptions::acquire_timeout). Becomes each trait's own
-/// error.
+/// forever, no pooled connection was returned within the pool's
+/// [acquire timeout](PoolOptions::acquire_timeout), or this process is a
+/// child forked after the store opened (see `pool`'s "Fork"). Becomes each
+/// trait's own error.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 #[derive(Debug)]
 pub(crate) enum Unavailable {
     Reentered,
     TimedOut(std::time::Duration),
+    Forked { opened_by: u32, now: u32 },
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
@@ -196,6 +198,11 @@ impl Unavailable {
                 waited.as_millis()
             )
             .into(),
+            Unavailable::Forked { opened_by, now } => format!(
+                "{} (opened by process {opened_by}, called from {now})",
+                StoreError::Forked
+            )
+            .into(),
         }
     }
 }
@@ -206,6 +213,7 @@ impl From<Unavailable> for StoreError {
         match e {
             Unavailable::Reentered => StoreError::Reentrant,
             Unavailable::TimedOut(waited) => StoreError::PoolTimeout { waited },
+            Unavailable::Forked { .. } => StoreError::Forked,
         }
     }
 }
@@ -407,4 +415,13 @@ pub enum StoreError {
     /// is the database's, naming the constraint, never the values.
     #[error("store: a constraint refused the statement: {0}")]
     Constraint(String),
+    /// This process is a child forked after the store was opened: the
+    /// connections it holds are copies of its parent's (the same
+    /// PostgreSQL sessions, SQLite locks that are the parent's alone), so
+    /// every call is refused, and they are never closed here, which would
+    /// end the parent's sessions. Open a store in the child instead.
+    #[error(
+        "store: opened by another process (this one was forked from it): open a store in this process"
+    )]
+    Forked,
 }

@@ -24,10 +24,29 @@
 //! its guard drops (also on panic), and it is readied for its next user
 //! first (an open SQLite transaction is rolled back, and the store's busy
 //! handler and `synchronous` level are set again).
+//!
+//! # Fork
+//!
+//! A child made by `fork` after the store opened holds copies of the
+//! parent's connections: the same PostgreSQL sockets, the same SQLite file
+//! descriptors, whose POSIX locks are the parent's alone. Used from both
+//! processes, one session's replies reach the other (a `COMMIT`'s
+//! acknowledgement read by the wrong process), and SQLite's locks no longer
+//! keep the two apart; closed by the child, a PostgreSQL connection says
+//! goodbye to the server on the parent's socket, ending the parent's
+//! session. So the connections remember the process that opened them: in
+//! any other, every call for a connection is refused ([`Unavailable::Forked`]),
+//! a connection lent across the fork is not readied for reuse, and the
+//! connections are never closed there — they are leaked, so that the
+//! parent's sessions go on. A child opens a store of its own. (A process is
+//! told by its id: a grandchild given its dead grandparent's id, possible
+//! in a PID namespace, is not told apart.)
 
 use std::ops::{Deref, DerefMut};
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use super::Unavailable;
 
 /// A fixed set of connections, each lent to one caller at a time.
 pub(crate) struct Pool<C> {
@@ -40,10 +59,13 @@ pub(crate) struct Pool<C> {
     /// not; the connection is lent again all the same, and its next user
     /// gets the database's error, as with one shared connection).
     reset: fn(&mut C) -> bool,
+    /// The process that opened the connections (see the module's "Fork").
+    pid: u32,
 }
 
 impl<C> Pool<C> {
-    /// A pool of the connections `conns` (all of them, opened already).
+    /// A pool of the connections `conns` (all of them, opened already, in
+    /// this process).
     pub(crate) fn new(conns: Vec<C>, reset: fn(&mut C) -> bool, timeout: Duration) -> Self {
         Pool {
             size: conns.len(),
@@ -51,6 +73,20 @@ impl<C> Pool<C> {
             idle: Mutex::new(conns),
             returned: Condvar::new(),
             reset,
+            pid: std::process::id(),
+        }
+    }
+
+    /// `Err` in a process other than the one that opened the connections.
+    fn same_process(&self) -> Result<(), Unavailable> {
+        let now = std::process::id();
+        if now == self.pid {
+            Ok(())
+        } else {
+            Err(Unavailable::Forked {
+                opened_by: self.pid,
+                now,
+            })
         }
     }
 
@@ -65,8 +101,9 @@ impl<C> Pool<C> {
 
     /// A connection, waiting until one is returned if all are lent: for at
     /// most the pool's timeout (`Err` with how long it waited), or for as
-    /// long as it takes with `forever`.
-    pub(crate) fn get(&self, forever: bool) -> Result<Lease<'_, C>, Duration> {
+    /// long as it takes with `forever`. Refused in a forked child.
+    pub(crate) fn get(&self, forever: bool) -> Result<Lease<'_, C>, Unavailable> {
+        self.same_process()?;
         let start = Instant::now();
         let mut idle = self.idle();
         loop {
@@ -82,7 +119,7 @@ impl<C> Pool<C> {
             }
             let waited = start.elapsed();
             let Some(left) = self.timeout.checked_sub(waited).filter(|l| !l.is_zero()) else {
-                return Err(waited);
+                return Err(Unavailable::TimedOut(waited));
             };
             idle = self
                 .returned
@@ -115,6 +152,12 @@ impl<C> DerefMut for Lease<'_, C> {
 
 impl<C> Drop for Lease<'_, C> {
     fn drop(&mut self) {
+        if self.pool.same_process().is_err() {
+            // Lent across a fork: readying it would talk on the parent's
+            // session (see the module's "Fork").
+            std::mem::forget(self.conn.take());
+            return;
+        }
         if let Some(mut conn) = self.conn.take() {
             // A connection that cannot be repaired is still returned (the
             // pool keeps its size; its next user gets the database's error),
@@ -163,6 +206,21 @@ pub(crate) struct Conns<C> {
     host: Option<Pool<C>>,
 }
 
+impl<C> Drop for Conns<C> {
+    /// In a forked child, leaks the connections instead of closing them
+    /// (see the module's "Fork").
+    fn drop(&mut self) {
+        if self.pool.same_process().is_ok() {
+            return;
+        }
+        std::mem::forget(self.writer.take());
+        for pool in std::iter::once(&mut self.pool).chain(self.host.as_mut()) {
+            let idle = pool.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+            std::mem::forget(std::mem::take(idle));
+        }
+    }
+}
+
 impl<C> Conns<C> {
     /// A writer's connection of its own beside `pool` (the store's) and
     /// `host` (the host code's).
@@ -184,8 +242,10 @@ impl<C> Conns<C> {
         }
     }
 
-    /// The audit writer's connection (`Err`: the pool's timeout passed).
-    pub(crate) fn writer(&self) -> Result<Conn<'_, C>, Duration> {
+    /// The audit writer's connection (`Err`: the pool's timeout passed, or
+    /// a forked child).
+    pub(crate) fn writer(&self) -> Result<Conn<'_, C>, Unavailable> {
+        self.pool.same_process()?;
         Ok(match &self.writer {
             // Transactions are finished or rolled back (rusqlite's
             // `Transaction` drops with a rollback) before the guard drops,
@@ -196,16 +256,16 @@ impl<C> Conns<C> {
     }
 
     /// A connection of the store's own pool, for the store's own statements
-    /// (`Err`: the pool's timeout passed).
-    pub(crate) fn get(&self) -> Result<Conn<'_, C>, Duration> {
+    /// (`Err`: the pool's timeout passed, or a forked child).
+    pub(crate) fn get(&self) -> Result<Conn<'_, C>, Unavailable> {
         Ok(Conn::Pooled(self.pool.get(false)?))
     }
 
     /// A connection for host code, which the store's own statements never
     /// use afterwards (unless the store has one connection for everything),
     /// waited for as long as it takes with `forever` (`Err`: the pool's
-    /// timeout passed; never with `forever`).
-    pub(crate) fn host(&self, forever: bool) -> Result<Conn<'_, C>, Duration> {
+    /// timeout passed, never with `forever`; or a forked child).
+    pub(crate) fn host(&self, forever: bool) -> Result<Conn<'_, C>, Unavailable> {
         let pool = self.host.as_ref().unwrap_or(&self.pool);
         Ok(Conn::Pooled(pool.get(forever)?))
     }
@@ -239,7 +299,9 @@ mod tests {
         let conns = conns(1, Duration::from_millis(100));
         let held = conns.get().ok().unwrap();
         let started = Instant::now();
-        let waited = conns.get().err().unwrap();
+        let Err(Unavailable::TimedOut(waited)) = conns.get() else {
+            panic!("a connection was lent beyond the pool's size");
+        };
         assert!(waited >= Duration::from_millis(100), "{waited:?}");
         assert!(started.elapsed() < Duration::from_secs(5));
         drop(held);

@@ -482,7 +482,7 @@ impl PgStore {
     /// never end (the pool may be down to the one the thread holds).
     fn lock(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        let mut conn = self.conns.get().map_err(Unavailable::TimedOut)?;
+        let mut conn = self.conns.get()?;
         self.reconnect.revive(&mut conn, true);
         Ok(conn)
     }
@@ -491,7 +491,7 @@ impl PgStore {
     /// (refused inside [`with_client`](Self::with_client) like [`lock`](Self::lock)).
     fn host(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        let mut conn = self.conns.host(false).map_err(Unavailable::TimedOut)?;
+        let mut conn = self.conns.host(false)?;
         self.reconnect.revive(&mut conn, false);
         Ok(conn)
     }
@@ -500,7 +500,7 @@ impl PgStore {
     /// [`lock`](Self::lock)).
     fn writer(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
-        let mut conn = self.conns.writer().map_err(Unavailable::TimedOut)?;
+        let mut conn = self.conns.writer()?;
         if self.reconnect.revive(&mut conn, true) {
             self.reconnect
                 .writer_epoch
@@ -538,14 +538,26 @@ impl PgStore {
     /// # Panics
     ///
     /// If called inside `with_client` of the same store on the same thread,
-    /// which would otherwise wait for itself forever.
+    /// which would otherwise wait for itself forever; or in a child process
+    /// forked after the store was opened, whose connections are its
+    /// parent's ([`StoreError::Forked`] from every other call).
     pub fn with_client<R>(&self, f: impl FnOnce(&mut Client) -> R) -> R {
+        self.try_with_client(f)
+            .unwrap_or_else(|e| panic!("with_client: {e}"))
+    }
+
+    /// [`with_client`](Self::with_client), with a forked child's refusal as
+    /// [`StoreError::Forked`] instead of a panic: for the methods of
+    /// [`Store`](super::Store), which return a `StoreError`.
+    pub(crate) fn try_with_client<R>(
+        &self,
+        f: impl FnOnce(&mut Client) -> R,
+    ) -> Result<R, StoreError> {
         // The host's own call waits for as long as it takes.
         super::not_held(self.id())
             .expect("with_client called inside with_client of the same store");
-        let Ok(mut client) = self.conns.host(true) else {
-            unreachable!("a pooled connection waited for without a timeout")
-        };
+        // Waited for without a timeout: only a forked child is refused.
+        let mut client = self.conns.host(true)?;
         self.reconnect.revive(&mut client, false);
         let out = super::hold(self.id(), || f(&mut client));
         // A transaction `f` began and did not end (a `BEGIN` in a batch)
@@ -554,7 +566,7 @@ impl PgStore {
         // session, or meet its aborted state. (With none open the server
         // answers with a warning, nothing else.)
         let _ = client.batch_execute("ROLLBACK");
-        out
+        Ok(out)
     }
 
     /// One request in one durable commit: runs `f` as a [request

@@ -450,21 +450,21 @@ impl SqliteStore {
     /// thread holds), and a write would wait for its own transaction.
     fn lock(&self) -> Result<Conn<'_, Connection>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.get().map_err(Unavailable::TimedOut)
+        self.conns.get()
     }
 
     /// A connection of the host's pool, for `commit_request`'s transaction
     /// (refused inside [`with_connection`](Self::with_connection) like [`lock`](Self::lock)).
     fn host(&self) -> Result<Conn<'_, Connection>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.host(false).map_err(Unavailable::TimedOut)
+        self.conns.host(false)
     }
 
     /// The audit writer's connection (refused inside `with_connection`
     /// like [`lock`](Self::lock)).
     fn writer(&self) -> Result<Conn<'_, Connection>, Unavailable> {
         super::not_held(self.id())?;
-        self.conns.writer().map_err(Unavailable::TimedOut)
+        self.conns.writer()
     }
 
     /// The turn of one of the store's own writing transactions, taken
@@ -632,15 +632,27 @@ impl SqliteStore {
     /// # Panics
     ///
     /// If called inside `with_connection` of the same store on the same
-    /// thread, which would otherwise wait for itself forever.
+    /// thread, which would otherwise wait for itself forever; or in a child
+    /// process forked after the store was opened, whose connections are its
+    /// parent's ([`StoreError::Forked`] from every other call).
     pub fn with_connection<R>(&self, f: impl FnOnce(&mut Connection) -> R) -> R {
+        self.try_with_connection(f)
+            .unwrap_or_else(|e| panic!("with_connection: {e}"))
+    }
+
+    /// [`with_connection`](Self::with_connection), with a forked child's
+    /// refusal as [`StoreError::Forked`] instead of a panic: for the methods
+    /// of [`Store`](super::Store), which return a `StoreError`.
+    pub(crate) fn try_with_connection<R>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> R,
+    ) -> Result<R, StoreError> {
         // The host's own call waits for as long as it takes.
         super::not_held(self.id())
             .expect("with_connection called inside with_connection of the same store");
-        let Ok(mut conn) = self.conns.host(true) else {
-            unreachable!("a pooled connection waited for without a timeout")
-        };
-        super::hold(self.id(), || f(&mut conn))
+        // Waited for without a timeout: only a forked child is refused.
+        let mut conn = self.conns.host(true)?;
+        Ok(super::hold(self.id(), || f(&mut conn)))
     }
 
     /// The schema version of the database.
