@@ -28,7 +28,9 @@
 //! holds copies of the parent's sessions, and is refused every one of them
 //! (its custodian's uses fail, as with a sink that cannot record), and
 //! dropping them there never ends the parent's sessions — on SQLite and on
-//! the PostgreSQL server `scripts/test` starts.
+//! the PostgreSQL server `scripts/test` starts; and so is a PKCS#11
+//! provider's use of its parent's sessions, on the SoftHSM2 token it sets
+//! up.
 
 #![cfg(unix)]
 
@@ -49,6 +51,9 @@ mod pg;
 #[cfg(feature = "sqlite")]
 #[path = "common/tempdir.rs"]
 mod tempdir;
+#[cfg(feature = "pkcs11")]
+#[path = "common/token.rs"]
+mod token;
 
 const SEALS: usize = 300;
 
@@ -679,4 +684,36 @@ fn a5_a_child_forked_after_a_postgres_store_opened_never_ends_the_parents_sessio
         (sessions.lock().unwrap())()
     });
     let _ = std::fs::remove_dir_all(&checkpoints);
+}
+
+/// A5: a child forked after a PKCS#11 provider opened may not use its
+/// parent's sessions (PKCS#11 forbids it): wrapping there is refused, and
+/// dropping the provider there leaves the parent's sessions working.
+#[cfg(feature = "pkcs11")]
+#[test]
+fn a5_a_child_forked_after_a_pkcs11_provider_opened_is_refused_its_sessions() {
+    use privacy_pledge::crypto::{KeyError, KeyProvider, Pkcs11Config, Pkcs11Provider};
+
+    let Some(t) = token::token("fork_pkcs11") else {
+        return;
+    };
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let config = Pkcs11Config::new(&t.module, &t.label, t.pin.clone().into())
+        .label_prefix(&format!("t-fork-{}-", SubjectId::random()))
+        .settle(std::time::Duration::from_millis(400));
+    let hsm = Pkcs11Provider::open(config).unwrap();
+    let context = b"subject and generation";
+    let wrapped = hsm.wrap(&[7; 32], context).unwrap();
+    let shared = Mutex::new(Some(hsm));
+    let report = in_child_bytes(How::Fork, || {
+        let hsm = shared.lock().unwrap().take()?;
+        let refused = matches!(hsm.wrap(&[7; 32], context), Err(KeyError::Provider(_)))
+            && matches!(hsm.unwrap(&wrapped, context), Err(KeyError::Provider(_)));
+        drop(hsm);
+        Some(vec![u8::from(refused)])
+    });
+    assert_eq!(report, [1], "the child used its parent's sessions");
+    let hsm = shared.into_inner().unwrap().unwrap();
+    assert_eq!(*hsm.unwrap(&wrapped, context).unwrap(), [7; 32]);
+    assert!(hsm.wrap(&[8; 32], context).is_ok());
 }

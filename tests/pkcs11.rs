@@ -13,6 +13,8 @@
 
 #[path = "common/tempdir.rs"]
 mod tempdir;
+#[path = "common/token.rs"]
+mod token;
 
 use std::process::{Command, Stdio};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -30,34 +32,9 @@ use privacy_pledge::store::sqlite::SqliteStore;
 use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
 
 use tempdir::TempDir;
+use token::{token, Token};
 
 type Row = Sealed<EmailAddress, Transaction>;
-
-struct Token {
-    module: String,
-    label: String,
-    pin: String,
-}
-
-/// The token `scripts/softhsm` set up, or `None` (and a loud SKIPPED).
-fn token(test: &str) -> Option<Token> {
-    let (Ok(module), Ok(label), Ok(pin)) = (
-        std::env::var("PP_TEST_PKCS11_MODULE"),
-        std::env::var("PP_TEST_PKCS11_TOKEN"),
-        std::env::var("PP_TEST_PKCS11_PIN"),
-    ) else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "PP_TEST_PKCS11_MODULE is not set under CI: the PKCS#11 tests would not run"
-        );
-        eprintln!(
-            "SKIPPED {test}: PP_TEST_PKCS11_MODULE is not set \
-             (run scripts/test or scripts/softhsm, which set up a SoftHSM2 token)"
-        );
-        return None;
-    };
-    Some(Token { module, label, pin })
-}
 
 /// A label prefix no other test (or earlier run) uses.
 fn prefix(test: &str) -> String {

@@ -168,6 +168,13 @@ struct Versions {
 /// [`refresh`](KeyProvider::refresh) when another process rotated or
 /// retired.
 ///
+/// A child forked after the provider opened holds copies of the parent's
+/// sessions, which PKCS#11 forbids it to use (a module that talks to a
+/// network HSM would share the parent's connection): every call of the
+/// child's that needs the token is refused ([`KeyError::Provider`]), and
+/// its copies of the sessions are never closed, so the parent's go on. A
+/// child opens a provider of its own.
+///
 /// ```no_run
 /// use std::sync::Arc;
 /// use privacy_pledge::Custodian;
@@ -201,6 +208,8 @@ pub struct Pkcs11Provider {
     versions: RwLock<Versions>,
     /// When `refresh` last searched the token and found nothing new.
     idle_since: Mutex<Option<Instant>>,
+    /// The process that opened the sessions (see "Sessions").
+    pid: u32,
 }
 
 fn provider_error(what: &'static str, e: CkError) -> KeyError {
@@ -358,6 +367,7 @@ impl Pkcs11Provider {
                 others: BTreeMap::new(),
             }),
             idle_since: Mutex::new(None),
+            pid: std::process::id(),
         };
         provider.with_session(|s| {
             provider.scan(s)?;
@@ -397,6 +407,13 @@ impl Pkcs11Provider {
         &self,
         f: impl FnOnce(&Session) -> Result<T, KeyError>,
     ) -> Result<T, KeyError> {
+        if self.forked() {
+            return Err(KeyError::Provider(
+                "PKCS#11: this process was forked from the one that opened the provider, \
+                 whose sessions it may not use: open a provider in this process"
+                    .into(),
+            ));
+        }
         let pooled = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let session = match pooled {
             Some(s) => s,
@@ -410,6 +427,11 @@ impl Pkcs11Provider {
             }
         }
         out
+    }
+
+    /// Whether this process is not the one that opened the provider.
+    fn forked(&self) -> bool {
+        std::process::id() != self.pid
     }
 
     fn new_session(&self) -> Result<Session, KeyError> {
@@ -920,6 +942,14 @@ impl KeyProvider for Pkcs11Provider {
 
 impl Drop for Pkcs11Provider {
     fn drop(&mut self) {
+        if self.forked() {
+            // The parent's sessions: left open (see "Sessions"), and the
+            // module loaded, as the parent has them.
+            let idle = self.idle.get_mut().unwrap_or_else(|p| p.into_inner());
+            std::mem::forget(std::mem::take(idle));
+            std::mem::forget(self.ctx.clone());
+            return;
+        }
         let mut live = LIVE.lock().unwrap_or_else(|p| p.into_inner());
         *live = live.saturating_sub(1);
     }
