@@ -86,13 +86,25 @@
 //!
 //! - A scope is per thread and per custodian: uses on other threads (or of
 //!   another custodian) inside the closure are recorded as outside a scope.
-//! - A scope inside a scope of the same custodian joins the outer one: its
-//!   closure's result stays inside the outer closure, so the outer scope's
-//!   commit covers it.
-//! - If the closure panics, the staged events are committed while the
-//!   panic unwinds (the uses happened), and the panic goes on; a commit that
-//!   fails then stores none of them, leaves the stream whole, and the panic
-//!   is what the host sees.
+//! - A scope inside a scope of the same custodian joins the outer one, and
+//!   commits what is staged so far before its own result leaves: whoever
+//!   called it may be code that merely runs on this thread while the outer
+//!   closure waits, such as another task of a single-threaded executor the
+//!   closure blocks on, and may send that result on at once.
+//! - Such code is inside the scope all the same: its uses *outside* a
+//!   `request` of its own are staged with the closure's, and committed
+//!   when the scope ends (or at the next commit point) — not before that
+//!   code goes on. So a closure does not block on an executor whose other
+//!   tasks use the custodian, nor lend its thread to a pool's stolen work
+//!   (`rayon`'s `join` and parallel iterators), unless those tasks make
+//!   their uses inside a `request` of their own (or call
+//!   [`Custodian::flush_request`] before anything leaves).
+//! - If the closure panics, the staged events are committed (the uses
+//!   happened, and the host may catch the panic, whose payload may carry
+//!   what they made) and the panic goes on. If that commit fails, none of
+//!   them is stored, the stream stays whole, and the payload is dropped
+//!   unseen, as a result is: a panic saying the events could not be
+//!   recorded goes on in its place.
 //! - If a commit inside the scope (a disclosure's, say) fails, the use is
 //!   refused, and the scope ends in `Err` even if the closure swallowed the
 //!   error: its result was made next to uses the trail may lack.
@@ -128,6 +140,7 @@
 //! ```
 
 use std::cell::{Cell, RefCell};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::audit::{Action, AuditError, AuditEvent};
 use crate::{Custodian, Error};
@@ -486,6 +499,27 @@ impl Drop for Open<'_> {
     }
 }
 
+/// Goes on with the panic `payload` of a scope's closure once `committed`
+/// says the events of its uses are recorded (durably: the host may catch
+/// the panic, and the payload may carry what the uses made). If they are
+/// not, the payload is dropped unseen — as a result is when the commit
+/// fails — and a panic saying so takes its place.
+pub(crate) fn resume_if_recorded(
+    payload: Box<dyn std::any::Any + Send>,
+    committed: Result<&(), &impl std::fmt::Display>,
+) -> ! {
+    match committed {
+        Ok(()) => std::panic::resume_unwind(payload),
+        Err(e) => {
+            // A payload whose drop panics must not abort the process.
+            let _ = catch_unwind(AssertUnwindSafe(move || drop(payload)));
+            panic!(
+                "a request scope's closure panicked, and the audit events of its uses could not be recorded: {e}"
+            )
+        }
+    }
+}
+
 impl Custodian {
     /// Runs `f` — the custodian calls of one request — as one **request
     /// scope**: the audit events of its uses on this thread are committed
@@ -503,8 +537,10 @@ impl Custodian {
     /// ([`AuditSink::atomic_batches`](crate::audit::AuditSink::atomic_batches)
     /// is `false`), every event is recorded before its use as without a
     /// scope, and `request` just runs `f`. A scope inside a scope of the
-    /// same custodian joins it. Refused with [`Error::Reentrant`] from
-    /// inside host code the crate calls.
+    /// same custodian joins it, and commits what is staged so far before
+    /// returning (see "Scopes, threads and panics" in the
+    /// [module docs](crate::request)). Refused with [`Error::Reentrant`]
+    /// from inside host code the crate calls.
     ///
     /// ```
     /// # #[cfg(feature = "sqlite")] {
@@ -541,12 +577,29 @@ impl Custodian {
     /// ```
     pub fn request<T, E: From<Error>>(&self, f: impl FnOnce() -> Result<T, E>) -> Result<T, E> {
         crate::reentry::check()?;
-        if !self.batches || is_open(self.id) {
+        if !self.batches {
             return f();
         }
+        if is_open(self.id) {
+            // Joining a scope: what it staged so far, and `f`'s events,
+            // are committed before `f`'s result leaves, as at the end of a
+            // scope of its own. (Code that merely runs on this thread while
+            // the outer closure waits — another task of an executor it
+            // blocks on — may take its result out of that closure.)
+            let out = f();
+            return match self.flush_request() {
+                Ok(()) => out,
+                Err(e) => {
+                    drop(out);
+                    Err(e.into())
+                }
+            };
+        }
         let scope = Open::new(self);
-        let out = f();
-        match scope.close() {
+        let out = catch_unwind(AssertUnwindSafe(f));
+        let committed = scope.close();
+        let out = out.unwrap_or_else(|payload| resume_if_recorded(payload, committed.as_ref()));
+        match committed {
             Ok(()) => out,
             Err(e) => {
                 drop(out);
@@ -572,17 +625,22 @@ impl Custodian {
     ) -> Result<T, E> {
         crate::reentry::check()?;
         if !self.batches || is_open(self.id) {
-            let value = f()?;
-            // Inside an outer scope: its events so far are committed,
-            // durably, before the host's write.
-            self.flush_request()?;
+            // Inside an outer scope: its events so far, and `f`'s, are
+            // committed, durably, before the host's write (or `f`'s error)
+            // leaves.
+            let out = self.request(f);
+            let value = out?;
             then(&value)?;
             return Ok(value);
         }
         let deferred = (self.sink.database() == Some(db)).then_some(db);
         let after = AfterDurable::begin(db);
         let scope = Open::new(self);
-        let out = f();
+        let out = match catch_unwind(AssertUnwindSafe(f)) {
+            Ok(out) => out,
+            // A panic goes back to the host now: committed durably first.
+            Err(payload) => resume_if_recorded(payload, scope.close().as_ref()),
+        };
         // Only a result that goes on to `then` may wait for its durable
         // commit: an `Err` of `f` (which may carry what `f` made) goes back
         // to the host now, so the scope's commit must reach the disk itself.

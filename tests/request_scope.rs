@@ -3,8 +3,8 @@
 //! SKIPPED without it). Each test names the actor it plays:
 //!
 //! - A1 host code: runs anything inside the scope — swallows errors,
-//!   panics, nests scopes, runs scopes on many threads, calls back from
-//!   inside a store's connection;
+//!   panics (with what the scope made as the payload), nests scopes, runs
+//!   scopes on many threads, calls back from inside a store's connection;
 //! - A5 the fleet: a commit fails (a full disk, stood in for by a trigger
 //!   that refuses every insert into `pp_audit_log`).
 
@@ -219,7 +219,8 @@ on_both!(
     a1_a_swallowed_failure_still_ends_the_scope_in_err,
     a1_a_panic_in_the_scope_commits_its_events,
     a1_scopes_on_many_threads_commit_contiguous_runs,
-    a1_nested_scopes_join_the_outer_one,
+    a5_a_nested_scope_commits_before_its_result_leaves,
+    a1_a_panic_payload_is_dropped_when_its_events_cannot_be_recorded,
     a1_a_scope_inside_the_stores_connection_is_refused,
     a1_a_consent_change_commits_before_it_is_written,
     a1_an_erasure_commits_before_the_keys_are_destroyed,
@@ -521,7 +522,8 @@ fn a1_a_panic_in_the_scope_commits_its_events<W: BatchWriter>(env: &Env<W>) {
             panic!("host bug");
         })
     }));
-    assert!(panicked.is_err());
+    let payload = panicked.expect_err("the closure panicked");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"host bug"));
     use Action::*;
     assert_eq!(actions(&(env.trail)()), [Collect, Seal, Seal]);
     assert_eq!(env.sink.commits(), 1);
@@ -564,18 +566,52 @@ fn a1_scopes_on_many_threads_commit_contiguous_runs<W: BatchWriter>(env: &Env<W>
     env.custodian.verify_trail(trail).unwrap();
 }
 
-/// A1: a scope inside a scope joins it: one commit at the outer end.
-fn a1_nested_scopes_join_the_outer_one<W: BatchWriter>(env: &Env<W>) {
+/// A1, A5: a scope inside a scope joins it, and commits what is staged so
+/// far before its result leaves: its caller may be code that merely runs on
+/// this thread while the outer closure waits (another task of an executor
+/// the closure blocks on), which sends the result on at once. Each inner
+/// sign-up is in the trail when its `request` returns; the outer scope has
+/// nothing left to commit at its end.
+fn a5_a_nested_scope_commits_before_its_result_leaves<W: BatchWriter>(env: &Env<W>) {
     let c = &env.custodian;
     c.request(|| -> Result<(), Error> {
+        let _early: PersonalInfo<FullName, Transaction> =
+            c.collect(SubjectId::random(), FullName::parse("Early Bird").unwrap())?;
         sign_up(c, SubjectId::random())?;
+        assert_eq!((env.trail)().len(), 9, "the outer scope's event too");
         sign_up(c, SubjectId::random())?;
-        assert_eq!(env.sink.commits(), 0, "the inner scopes committed");
+        assert_eq!((env.trail)().len(), 17);
         Ok(())
     })
     .unwrap();
-    assert_eq!(env.sink.commits(), 1);
-    assert_eq!((env.trail)().len(), 16);
+    assert_eq!(env.sink.commits(), 2);
+    assert_eq!((env.trail)().len(), 17);
+}
+
+/// A1: the closure seals, the disk fills, and the closure panics with the
+/// sealed envelope as the payload. The events cannot be recorded while it
+/// unwinds, so the payload is dropped unseen, as a result would be: the
+/// host catches a panic saying so, never the envelope.
+fn a1_a_panic_payload_is_dropped_when_its_events_cannot_be_recorded<W: BatchWriter>(env: &Env<W>) {
+    let c = &env.custodian;
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        c.request(|| -> Result<(), Error> {
+            let sealed = seal_four(c, SubjectId::random())?;
+            (env.fail)(true);
+            std::panic::panic_any(sealed)
+        })
+    }));
+    (env.fail)(false);
+    let payload = caught.expect_err("the closure panicked");
+    assert!(
+        payload.downcast_ref::<Vec<String>>().is_none(),
+        "the envelopes reached the host"
+    );
+    let said = payload
+        .downcast_ref::<String>()
+        .expect("a panic saying why");
+    assert!(said.contains("could not be recorded"), "{said}");
+    assert!((env.trail)().is_empty());
 }
 
 /// A1: a scope opened inside the store's connection (where the sink's

@@ -1831,7 +1831,7 @@ impl From<StoreError> for Declined {
 
 /// A1 + A5: `commit_request` returns an error of the host's that carries
 /// the sealed envelope its request made — from `f`, or from `write` (a copy
-/// of the `&T` it is handed). The scope's events (collect, seal), committed
+/// of the `&T` it is handed), or `write` panics with it. The scope's events (collect, seal), committed
 /// without a flush while the host's write was still to come, must be on
 /// disk before that envelope reaches host code, as on success.
 #[test]
@@ -1868,6 +1868,24 @@ fn a5_commit_request_errors_return_only_once_the_events_are_durable() {
         );
         assert!(newest_audit_row_flushed(&mut admin, &start), "f's error");
         assert!(matches!(out, Err(Declined::Kept(_))));
+
+        let start = insert_lsn(&mut admin);
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            store.commit_request(
+                &custodian,
+                || -> Result<_, Declined> { Ok(custodian.seal(&email(ada))?) },
+                |_, sealed| -> Result<(), Declined> { std::panic::panic_any(sealed.clone()) },
+            )
+        }));
+        assert!(
+            newest_audit_row_flushed(&mut admin, &start),
+            "write's panic"
+        );
+        let payload = caught.expect_err("write panicked");
+        let sealed = payload
+            .downcast::<privacy_pledge::Sealed<EmailAddress, Transaction>>()
+            .unwrap();
+        custodian.open(&sealed).unwrap();
     }
 }
 

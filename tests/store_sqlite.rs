@@ -2073,7 +2073,7 @@ fn a5_a_power_cut_at_any_frame_of_a_sign_up_keeps_no_row_without_its_events() {
 }
 
 /// A1 + A5: the host's `write` fails and returns an error carrying a copy
-/// of the sealed value it was handed. The scope's events were committed
+/// of the sealed value it was handed (then: panics with it). The scope's events were committed
 /// without a sync (the host's transaction was to sync them), so before
 /// that error is returned the store makes a durable commit of its own:
 /// the commit mark, bumped although the host's transaction (which bumps it
@@ -2106,6 +2106,31 @@ fn a5_a_failed_write_returns_only_after_a_durable_commit_of_the_stores() {
     let sealed =
         privacy_pledge::Sealed::<EmailAddress, Transaction>::from_text(&kept["declined: ".len()..])
             .unwrap();
+    assert!(custodian.open(&sealed).is_ok());
+
+    // The same with a `write` that panics, the copy as the panic's payload
+    // (checked before the `open` below, itself a durable commit).
+    let before = marks();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.commit_request(
+            &custodian,
+            || seal_email_of(&custodian, ada),
+            |_, sealed| -> Result<(), Box<dyn std::error::Error>> {
+                std::panic::panic_any(sealed.to_text())
+            },
+        )
+    }));
+    let kept = caught
+        .expect_err("write panicked")
+        .downcast::<String>()
+        .unwrap();
+    assert_eq!(
+        marks(),
+        before + 1,
+        "one durable commit before the panic went on"
+    );
+    assert_eq!(store.trail().unwrap().len(), 5, "and the open's between");
+    let sealed = privacy_pledge::Sealed::<EmailAddress, Transaction>::from_text(&kept).unwrap();
     assert!(custodian.open(&sealed).is_ok());
 }
 

@@ -121,20 +121,26 @@ thread_local! {
     static HELD: std::cell::RefCell<Vec<usize>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// The end of `commit_request` on either store: `written`, the host's
-/// write, as it went; if it failed, `durable` (a durable commit of the
+/// The end of `commit_request` on either store: `write`, the host's write,
+/// as it went; if it failed or panicked, `durable` (a durable commit of the
 /// store's own) first. The scope's commit was made without a sync, counting
-/// on the host's; `write`'s error may carry what the request made, so it is
-/// returned only once the scope's events are on disk.
+/// on the host's; `write`'s error, or its panic's payload, may carry what
+/// the request made, so it goes back to the host only once the scope's
+/// events are on disk (a payload whose events could not be made durable is
+/// dropped unseen: see [`resume_if_recorded`](crate::request::resume_if_recorded)).
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn durable_before_error<E: From<StoreError>>(
-    written: Result<(), E>,
+    write: impl FnOnce() -> Result<(), E>,
     durable: impl FnOnce() -> Result<(), StoreError>,
 ) -> Result<(), E> {
-    if written.is_err() {
-        durable()?;
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(write)) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => {
+            durable()?;
+            Err(e)
+        }
+        Err(payload) => crate::request::resume_if_recorded(payload, durable().as_ref()),
     }
-    written
 }
 
 /// Runs the host's closure `f` while this thread holds connection `id`:

@@ -630,7 +630,7 @@ impl PgStore {
         custodian.request_then(self.database_id(), f, |value| {
             // On a connection of the store's own: the host's may be what
             // failed.
-            super::durable_before_error(self.host_write(value, write), || self.durable_mark())
+            super::durable_before_error(|| self.host_write(value, write), || self.durable_mark())
         })
     }
 

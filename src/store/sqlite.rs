@@ -735,7 +735,7 @@ impl SqliteStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            super::durable_before_error(self.host_write(value, write), || self.durable_mark())
+            super::durable_before_error(|| self.host_write(value, write), || self.durable_mark())
         })
     }
 
