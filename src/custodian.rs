@@ -288,6 +288,12 @@ impl KeyRotation {
 }
 
 /// What [`Custodian::erase`] destroyed, for the host's records and clean-up.
+///
+/// The pseudonyms and lookup tokens are those the key store noted for the
+/// subject. The crate's stores keep the notes in the database, beside the
+/// host's own index, where whoever edits the database (A2) can take one
+/// out or copy another subject's in, as they could edit the index itself:
+/// the receipt says what to clear, it does not prove what is left.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ErasureReceipt {
     subject: SubjectId,
@@ -580,8 +586,13 @@ impl Custodian {
     }
 
     /// When the subject was erased according to the freshness anchor.
-    fn anchored_erasure(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
+    pub(crate) fn anchored_erasure(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
         self.anchored_erasure_at(subject, None)
+    }
+
+    /// Whether a freshness anchor keeps this custodian's erasures.
+    pub(crate) fn has_anchor(&self) -> bool {
+        self.anchor.is_some()
     }
 
     /// [`anchored_erasure`](Self::anchored_erasure), `now` being the system

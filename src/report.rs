@@ -457,6 +457,39 @@ impl SubjectReport {
 }
 
 impl Custodian {
+    /// When the report says the subject was erased: as the freshness anchor
+    /// says, else as the verified trail's `erase` event says. A key-store
+    /// tombstone backs neither (a row the operator can write, A2) and is
+    /// believed only where they cannot speak: with no anchor, or with part
+    /// of the trail archived (the erasure may be in the archive). Otherwise
+    /// it is a tombstone nobody wrote, and the report fails rather than say
+    /// a live subject was erased and hide their values.
+    fn reported_erasure(
+        &self,
+        subject: SubjectId,
+        trail: &[AuditEvent],
+        archived: u64,
+    ) -> Result<Option<Timestamp>, Error> {
+        if let Some(at) = self.anchored_erasure(subject)? {
+            return Ok(Some(at));
+        }
+        let erased = |e: &&AuditEvent| {
+            e.subject() == subject && e.action() == Action::Erase && e.outcome() == Outcome::Allowed
+        };
+        if let Some(e) = trail.iter().find(erased) {
+            return Ok(Some(e.time()));
+        }
+        // Not in the anchor: what `erased_at` answers is the tombstone.
+        match self.erased_at(subject)? {
+            Some(at) if !self.has_anchor() || archived > 0 => Ok(Some(at)),
+            Some(_) => Err(Error::Anchor(crate::freshness::AnchorError::new(
+                "the key store holds an erasure tombstone for the subject that neither the \
+                 freshness anchor nor the verified trail records (a row written into the database)",
+            ))),
+            None => Ok(None),
+        }
+    }
+
     /// Produces the subject's report from their stored records and the audit
     /// trail (R11). Records of other subjects in `records` and events of other
     /// subjects in `trail` are ignored.
@@ -466,7 +499,10 @@ impl Custodian {
     /// checkpoint store): a trail with disclosure events filtered out or cut
     /// short of a checkpoint, or a forged erasure added, does not verify, so
     /// the letter cannot be made to say "we shared none of it" or to hide
-    /// the values. Entries archived before the trail (behind an archive
+    /// the values. Nor can an erasure tombstone written into the key store:
+    /// with a freshness anchor, a tombstone that neither the anchor nor the
+    /// verified trail records fails the report ([`Error::Anchor`]) unless
+    /// part of the trail is archived (the erasure may be there). Entries archived before the trail (behind an archive
     /// base) are not in it: the report counts them
     /// ([`SubjectReport::archived_entries`]) and the letter says what it
     /// does not cover. Entries no trusted checkpoint vouches for (or a trail
@@ -504,17 +540,7 @@ impl Custodian {
             Action::Report,
             crate::policy::RuleId::R11,
         ))?;
-        let erased_at = match self.erased_at(subject)? {
-            Some(at) => Some(at),
-            None => trail
-                .iter()
-                .find(|e| {
-                    e.subject() == subject
-                        && e.action() == Action::Erase
-                        && e.outcome() == Outcome::Allowed
-                })
-                .map(AuditEvent::time),
-        };
+        let erased_at = self.reported_erasure(subject, trail, coverage.archived_entries)?;
         let mut held = Vec::new();
         for r in records.iter().filter(|r| r.subject() == subject) {
             let (value, withheld) = if erased_at.is_some() {

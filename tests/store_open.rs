@@ -582,3 +582,110 @@ fn a1_a_write_that_turns_synchronous_off_is_refused() {
     let err = out.unwrap_err().to_string();
     assert!(err.contains("synchronous"), "{err}");
 }
+
+/// A2 on the rows an erasure and a data key's use count live in, the same
+/// statements on both databases (the anchor and checkpoints outside):
+///
+/// - a tombstone planted before a real erasure does not make `erase`
+///   destroy nothing: the keys go, the receipt lists them;
+/// - a tombstone planted for a live subject does not make the subject's
+///   report say "erased" and hide the values: neither the anchor nor the
+///   verified trail holds that erasure, so the report fails;
+/// - a use count set back does not keep a data key sealing past its
+///   message limit, in the process that reserved from it.
+fn a2_tombstones_and_use_counts_on(url: &str, dir: &std::path::Path) {
+    use privacy_pledge::data::EmailAddress;
+    use privacy_pledge::purpose::Transaction;
+    use privacy_pledge::report::StoredRecord;
+    use privacy_pledge::{Error, PersonalInfo};
+
+    let store = Store::open(&StoreConfig::new(url, dir)).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let builder = || Custodian::builder().keyring(keyring.clone());
+    let (custodian, guard) = store.custodian(builder()).unwrap();
+    let keys_of = |s: SubjectId| {
+        store
+            .query(
+                &format!("SELECT count(*) FROM pp_subject_keys WHERE subject = '{s}'"),
+                &[],
+                |r| r.get::<i64>(0),
+            )
+            .unwrap()[0]
+    };
+    let tombstone = |s: SubjectId, on: bool| {
+        store
+            .batch(&if on {
+                format!("INSERT INTO pp_erased_subjects (subject, erased_at) VALUES ('{s}', 1000000000)")
+            } else {
+                format!("DELETE FROM pp_erased_subjects WHERE subject = '{s}'")
+            })
+            .unwrap()
+    };
+    let email = |s: SubjectId| -> PersonalInfo<EmailAddress, Transaction> {
+        custodian
+            .collect(s, EmailAddress::parse("ada@example.com").unwrap())
+            .unwrap()
+    };
+
+    let ada = SubjectId::random();
+    let row = custodian.seal(&email(ada)).unwrap();
+    assert_eq!(keys_of(ada), 1);
+    tombstone(ada, true);
+    let receipt = custodian.erase(ada).unwrap();
+    tombstone(ada, false);
+    assert_eq!(
+        (receipt.generations().len(), keys_of(ada)),
+        (1, 0),
+        "the erasure destroyed the key"
+    );
+    assert!(matches!(custodian.open(&row), Err(Error::Erased { .. })));
+
+    let bob = SubjectId::random();
+    let row = custodian.seal(&email(bob)).unwrap();
+    guard.sign().unwrap();
+    tombstone(bob, true);
+    let records: Vec<&dyn StoredRecord> = vec![&row];
+    let trail = store.verified_trail(&custodian).unwrap();
+    assert!(trail.is_fully_vouched() && trail.archived() == 0);
+    let report = custodian.subject_report(bob, &records, &trail);
+    assert!(matches!(report, Err(Error::Anchor(_))), "{report:?}");
+    tombstone(bob, false);
+    let report = custodian.subject_report(bob, &records, &trail).unwrap();
+    assert!(report.erased_at().is_none() && report.records()[0].value.is_some());
+
+    let (limited, _guard) = store.custodian(builder().message_limit(4)).unwrap();
+    let carol = email(SubjectId::random());
+    let mut per_generation = std::collections::BTreeMap::<u32, u32>::new();
+    for _ in 0..3 {
+        for _ in 0..4 {
+            let sealed = limited.seal(&carol).unwrap();
+            *per_generation.entry(sealed.key_id()).or_default() += 1;
+        }
+        store
+            .batch(&format!(
+                "UPDATE pp_subject_keys SET uses = 0 WHERE subject = '{}'",
+                carol.subject()
+            ))
+            .unwrap();
+    }
+    assert_eq!(
+        per_generation.into_iter().collect::<Vec<_>>(),
+        [(0, 4), (1, 4), (2, 4)],
+        "a generation sealed past its limit"
+    );
+}
+
+#[test]
+fn a2_tombstones_and_use_counts_on_sqlite() {
+    let dir = TempDir::named("store_open", "a2_rows_sqlite");
+    a2_tombstones_and_use_counts_on(&dir.sqlite_url("shop.db"), &dir.path("outside"));
+}
+
+#[test]
+fn a2_tombstones_and_use_counts_on_postgres() {
+    let Some(db) = pg::database("a2_rows") else {
+        return;
+    };
+    let dir = TempDir::named("store_open", "a2_rows_pg");
+    a2_tombstones_and_use_counts_on(&db, &dir.path("outside"));
+}

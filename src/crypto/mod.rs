@@ -33,7 +33,12 @@
 //! key. The custodian counts seals per subject key in the key store (reserved
 //! in blocks, so the count survives restarts) and starts a new key generation
 //! at [`DEFAULT_MESSAGE_LIMIT`] = 2²⁸ seals, where the chance of any nonce
-//! repeating is below 2⁻⁴¹.
+//! repeating is below 2⁻⁴¹. Whoever edits the database can set that count
+//! back (A2): a process that finds it lower than its own last reservation
+//! of the generation takes the generation as spent and starts the next,
+//! but a count set back before a restart, or between two processes'
+//! reservations, is not seen. What keeps nonces apart then is that they
+//! are synthetic (below), not random.
 //!
 //! Nonces are synthetic (see `nonce.rs`): a pseudorandom function of a
 //! keyed hash of everything sealed — a random value from a pool the

@@ -193,11 +193,16 @@ pub trait KeyStore: Send + Sync {
         wrapped: Wrapped,
     ) -> Result<(), KeyStoreError>;
 
-    /// Destroys every key of the subject, leaving a tombstone dated `at`.
+    /// Destroys every key of the subject, leaving a tombstone dated `at`
+    /// (or the one already there). A store the operator can write to
+    /// deletes the subject's keys and notes even when a tombstone is there
+    /// already: one planted before the erasure must not make it destroy
+    /// nothing.
     fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError>;
 
     /// What [`destroy`](Self::destroy) would destroy if called now, without
-    /// destroying anything (empty for an erased subject).
+    /// destroying anything (empty for an erased subject, whose rows are
+    /// gone).
     ///
     /// With a freshness anchor the custodian journals this list before it
     /// destroys anything, so an erasure interrupted after `destroy` (a crash,

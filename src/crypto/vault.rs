@@ -76,6 +76,11 @@ struct Slot {
     /// just drawn, so its first key is made without reading the store
     /// first (the insert would still refuse a generation that exists).
     drawn_here: bool,
+    /// The generation of this process's last reservation, and the count it
+    /// took that generation's uses to. The key store's count never goes
+    /// back by itself; if a later reservation finds it lower (set back by
+    /// whoever edits the database, A2), the generation is taken as spent.
+    reserved_to: Option<(u32, u64)>,
 }
 
 impl Slot {
@@ -449,6 +454,7 @@ impl Vault {
                 current: None,
                 checked_at: now,
                 drawn_here: false,
+                reserved_to: None,
             },
         );
     }
@@ -752,7 +758,12 @@ impl Vault {
                             Some(before) => before,
                             None => self.reserve(slot, subject, g, block, now)?,
                         };
-                        if before.saturating_add(block) <= self.config.message_limit {
+                        let to = before.saturating_add(block);
+                        let set_back = slot
+                            .reserved_to
+                            .is_some_and(|(rg, was)| rg == g && before < was);
+                        if to <= self.config.message_limit && !set_back {
+                            slot.reserved_to = Some((g, to));
                             break;
                         }
                         // This key has had its share of nonces: use the next generation.

@@ -1397,19 +1397,6 @@ fn check_floor(tx: &mut postgres::Transaction<'_>, wrapped: &Wrapped) -> Result<
     Ok(())
 }
 
-fn erased_at(
-    tx: &mut postgres::Transaction<'_>,
-    subject: &str,
-) -> Result<Option<i64>, KeyStoreError> {
-    Ok(tx
-        .query_typed_opt(
-            "SELECT erased_at FROM pp_erased_subjects WHERE subject = $1",
-            &[(&subject, Type::TEXT)],
-        )
-        .map_err(backend)?
-        .map(|r| r.get(0)))
-}
-
 /// The subject's generations and noted tokens: what `destroy` removes.
 fn listed(tx: &mut postgres::Transaction<'_>, subject: &str) -> Result<Destroyed, KeyStoreError> {
     let generations = tx
@@ -1593,9 +1580,9 @@ impl KeyStore for PgKeyStore {
         let s = subject.to_string();
         let at = i64::try_from(at.unix_nanos()).map_err(|_| backend("time out of range"))?;
         locked(&self.store, &s, |tx| {
-            if erased_at(tx, &s)?.is_some() {
-                return Ok(Destroyed::default());
-            }
+            // Whatever rows the subject has go, tombstone or not: a
+            // tombstone planted before the erasure (A2) must not make it
+            // destroy nothing. The first tombstone's date stays.
             let destroyed = listed(tx, &s)?;
             tx.execute("DELETE FROM pp_subject_keys WHERE subject = $1", &[&s])
                 .map_err(backend)?;
@@ -1605,7 +1592,8 @@ impl KeyStore for PgKeyStore {
             )
             .map_err(backend)?;
             tx.execute(
-                "INSERT INTO pp_erased_subjects (subject, erased_at) VALUES ($1, $2)",
+                "INSERT INTO pp_erased_subjects (subject, erased_at) VALUES ($1, $2)
+                 ON CONFLICT (subject) DO NOTHING",
                 &[&s, &at],
             )
             .map_err(backend)?;
@@ -1622,10 +1610,8 @@ impl KeyStore for PgKeyStore {
             .read_only(true)
             .start()
             .map_err(backend)?;
-        let listed = match erased_at(&mut tx, &s)? {
-            Some(_) => Destroyed::default(),
-            None => listed(&mut tx, &s)?,
-        };
+        // Listed whatever a tombstone says, as `destroy` deletes them.
+        let listed = listed(&mut tx, &s)?;
         tx.commit().map_err(backend)?;
         Ok(Some(listed))
     }

@@ -1445,16 +1445,17 @@ impl KeyStore for SqliteKeyStore {
         let s = subject.to_string();
         let at = i64::try_from(at.unix_nanos()).map_err(|_| backend("time out of range"))?;
         let destroyed = self.transaction(TransactionBehavior::Immediate, |tx| {
-            if erased_at(tx, &s)?.is_some() {
-                return Ok(Destroyed::default());
-            }
+            // Whatever rows the subject has go, tombstone or not: a
+            // tombstone planted before the erasure (A2) must not make it
+            // destroy nothing. The first tombstone's date stays.
             let destroyed = listed(tx, &s)?;
             tx.execute("DELETE FROM pp_subject_keys WHERE subject = ?1", [&s])
                 .map_err(backend)?;
             tx.execute("DELETE FROM pp_subject_pseudonyms WHERE subject = ?1", [&s])
                 .map_err(backend)?;
             tx.execute(
-                "INSERT INTO pp_erased_subjects (subject, erased_at) VALUES (?1, ?2)",
+                "INSERT INTO pp_erased_subjects (subject, erased_at) VALUES (?1, ?2)
+                 ON CONFLICT (subject) DO NOTHING",
                 params![s, at],
             )
             .map_err(backend)?;
@@ -1471,12 +1472,8 @@ impl KeyStore for SqliteKeyStore {
 
     fn to_destroy(&self, subject: SubjectId) -> Result<Option<Destroyed>, KeyStoreError> {
         let s = subject.to_string();
-        self.transaction(TransactionBehavior::Deferred, |tx| {
-            if erased_at(tx, &s)?.is_some() {
-                return Ok(Some(Destroyed::default()));
-            }
-            listed(tx, &s).map(Some)
-        })
+        // Listed whatever a tombstone says, as `destroy` deletes them.
+        self.transaction(TransactionBehavior::Deferred, |tx| listed(tx, &s).map(Some))
     }
 
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
