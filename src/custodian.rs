@@ -1199,9 +1199,13 @@ impl Custodian {
     /// Compacts the freshness anchor: rewrites its log as the state it
     /// holds — the latest row of each anchored consent, and each erasure —
     /// so that it no longer grows with every change ever made. Read back,
-    /// the new log gives exactly the state the old one did; it is a fresh
-    /// chain under the same key, so nothing without the keyring can make
-    /// one.
+    /// the new log gives the state the old one did, but that a finished
+    /// erasure's receipt keeps its generations and loses its lookup tokens
+    /// and pseudonyms: in the log, they tie values of the erased subject's
+    /// to their id (see the `freshness` module's "Erasure receipts"); a
+    /// retry of the erasure afterwards returns a receipt without them. It
+    /// is a fresh chain under the same key, so nothing without the keyring
+    /// can make one.
     ///
     /// **A maintenance step: stop the service's other processes first.** A
     /// process that read the old log finds the new one shorter, or not
@@ -1793,18 +1797,32 @@ impl Custodian {
         //    again (the save may have landed: the next call reloads it).
         //    A host provider makes the version where it keeps its keys
         //    (an HSM: a new token object), which is its save.
+        //    Every save is conditional on the store holding the text this
+        //    rotation extended (or saved last): a save that lands late, after
+        //    another process took the claim over and saved a newer keyring,
+        //    is refused instead of bringing back what that one retired.
+        let mut stored = None;
         match keks {
             Keks::Keyring(keyring, secrets) if !keyring.versions().contains(&version) => {
                 let staged = keyring.stage(version)?;
                 self.renew(claim, None)?;
-                if let Err(e) = crate::reentry::host(|| secrets.save(staged.export())) {
-                    self.release(claim);
-                    return Err(e.into());
+                let extended = keyring.export();
+                match crate::reentry::host(|| secrets.replace(&extended, staged.export())) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        self.release(claim);
+                        return Err(self.keyring_changed(keks));
+                    }
+                    Err(e) => {
+                        self.release(claim);
+                        return Err(e.into());
+                    }
                 }
                 self.renew(claim, None)?;
+                stored = Some(zeroize::Zeroizing::new(staged.export().to_owned()));
                 keyring.install(staged)?;
             }
-            Keks::Keyring(..) => {}
+            Keks::Keyring(keyring, _) => stored = Some(keyring.export()),
             Keks::Provider(provider) => {
                 self.renew(claim, None)?;
                 if let Err(e) = provider.rotate_to(version) {
@@ -1851,8 +1869,11 @@ impl Custodian {
             self.vault.retire(v)?;
         }
         self.renew(claim, None)?;
-        if let Keks::Keyring(keyring, secrets) = keks {
-            crate::reentry::host(|| secrets.save(&keyring.export()))?;
+        if let (Keks::Keyring(keyring, secrets), Some(stored)) = (keks, &stored) {
+            if !crate::reentry::host(|| secrets.replace(stored, &keyring.export()))? {
+                self.release(claim);
+                return Err(self.keyring_changed(keks));
+            }
         }
         self.release(claim);
         Ok(KeyRotation {
@@ -1865,6 +1886,18 @@ impl Custodian {
             resumed,
             covers_earlier_copies,
         })
+    }
+
+    /// The error of a rotation whose conditional save found another keyring
+    /// in the store: the in-memory keyring is reloaded from there first
+    /// (best effort), so this process goes on with what the store holds.
+    fn keyring_changed(&self, keks: &Keks<'_>) -> Error {
+        if let Keks::Keyring(keyring, secrets) = keks {
+            if let Ok(text) = crate::reentry::host(|| secrets.load()) {
+                let _ = keyring.reload(&text);
+            }
+        }
+        KeyError::StoredKeyringChanged.into()
     }
 
     /// Claims the next key-encryption-key version in the key store, or takes

@@ -76,6 +76,14 @@
 //! - **Fail closed.** If the anchor cannot be read or does not verify,
 //!   every use that depends on consent or erasure is refused
 //!   ([`Error::Anchor`]).
+//! - **Erasure receipts.** An erasure journals its receipt — the subject's
+//!   id with the lookup tokens and pseudonyms noted for them — before it
+//!   destroys anything, so that a retry after a fault returns it whole.
+//!   Until the log is compacted, a copy of it (a backup) ties those tokens
+//!   to the erased subject's id: whoever also holds the keyring can
+//!   confirm a guessed email as theirs. Compaction keeps a finished
+//!   erasure's generations and drops its tokens (a retry after it returns
+//!   a receipt without them): apply receipts, then compact.
 //! - **Compaction.** The log grows with every consent change and erasure;
 //!   [`Custodian::compact_anchor`](crate::Custodian::compact_anchor)
 //!   rewrites it as the state it holds, a fresh chain under the same key
@@ -845,8 +853,9 @@ impl Anchor {
 
     /// Rewrites the log as the state it holds: the latest row of each
     /// anchored consent and each erasure, a fresh chain under the same key.
-    /// Read back, it gives the view it was made from. Retries while other
-    /// writers append first.
+    /// Read back, it gives the view it was made from, but for the lookup
+    /// tokens and pseudonyms of finished erasures, which it drops. Retries
+    /// while other writers append first.
     pub(crate) fn compact(&self) -> Result<AnchorCompaction, Error> {
         /// The new log as built so far: its bytes, the MAC of its last
         /// line, and its lines.
@@ -899,12 +908,23 @@ impl Anchor {
                     erased.sort_by_key(|(s, _)| **s);
                     for (&subject, e) in erased {
                         new.push(&self.key, &Entry::Erasing { subject, at: e.at })?;
-                        if let Some(receipt) = &e.planned {
-                            let receipt = receipt.clone();
+                        // A finished erasure keeps its generations; its
+                        // lookup tokens and pseudonyms, which tie values
+                        // of the subject's to their id, and which the host
+                        // has had the receipt to clear, go. An unfinished
+                        // one keeps its whole plan, for the retry.
+                        let kept = |r: &Receipt| match e.receipt {
+                            Some(_) => Receipt {
+                                generations: r.generations.clone(),
+                                ..Receipt::default()
+                            },
+                            None => r.clone(),
+                        };
+                        if let Some(receipt) = e.planned.as_ref().map(kept) {
                             new.push(&self.key, &Entry::Planned { subject, receipt })?;
                         }
-                        if let Some(receipt) = &e.receipt {
-                            let (at, receipt) = (e.at, receipt.clone());
+                        if let Some(receipt) = e.receipt.as_ref().map(kept) {
+                            let at = e.at;
                             new.push(
                                 &self.key,
                                 &Entry::Erased {
@@ -1209,7 +1229,8 @@ mod tests {
     }
 
     /// Compaction keeps the state and drops the history: read back, the
-    /// new log gives the view the old one did; a process that read the old
+    /// new log gives the view the old one did (but for a finished
+    /// erasure's lookup tokens, A3); a process that read the old
     /// one fails closed (A5) rather than read or append at its offsets, and
     /// the compacting process goes on appending.
     #[test]
@@ -1224,6 +1245,10 @@ mod tests {
         a.append(|_| Ok(Some(erasing(7)))).unwrap();
         let receipt = Receipt {
             generations: vec![0, 1],
+            lookup_tokens: vec![crate::crypto::LookupRef {
+                lookup: crate::data::Kind::EmailAddress,
+                token: [7; 32],
+            }],
             ..Receipt::default()
         };
         a.append(|_| {
@@ -1252,9 +1277,20 @@ mod tests {
         let fresh = anchor(store.clone());
         assert_eq!(state(&fresh), before);
         assert!(fresh.maybe_erased(SubjectId::from(7)) && fresh.maybe_erased(SubjectId::from(8)));
+        // A3: but for the finished erasure's tokens, which tied a value of
+        // the subject's to their id.
+        let kept = Receipt {
+            generations: vec![0, 1],
+            ..Receipt::default()
+        };
+        let erased = fresh.read().erased[&SubjectId::from(7)].clone();
         assert_eq!(
-            fresh.read().erased[&SubjectId::from(7)].receipt,
-            Some(receipt)
+            (erased.planned, erased.receipt),
+            (Some(kept.clone()), Some(kept))
+        );
+        assert!(
+            !receipt.lookup_tokens.is_empty(),
+            "there were tokens to drop"
         );
 
         // The process that read the old log: refused, reading and appending.

@@ -967,3 +967,43 @@ fn a_value_collected_after_a_regrant_in_the_withdrawals_second_opens() {
     );
     assert!(c.open(&c.seal(&form).unwrap()).is_ok());
 }
+
+/// A3 (a copy of the anchor's directory, which is backed up with the
+/// checkpoints, and later the keyring): an erasure journals its receipt —
+/// the subject's id beside their lookup tokens and pseudonyms — in the
+/// anchor's log, where whoever holds the keyring could confirm a guessed
+/// email as the erased subject's. Once the host has applied the receipt,
+/// compaction drops them: the compacted log holds neither, and the
+/// erasure is still refused everywhere.
+#[test]
+fn a3_compaction_drops_an_erased_subjects_tokens_from_the_anchor() {
+    let dir = TempDir::named("freshness", "anchor_tokens");
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let anchor = DirAnchorStore::new(dir.path("anchor")).unwrap();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(MemoryKeyStore::new())
+        .freshness_anchor(anchor)
+        .build()
+        .unwrap();
+    let ada = SubjectId::random();
+    let email: PersonalInfo<EmailAddress, Transaction> = custodian
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let token = custodian.lookup_token(&email).unwrap().to_ref().to_string();
+    let pseudonym = custodian.pseudonym(&email).unwrap().to_ref().to_string();
+    let receipt = custodian.erase(ada).unwrap();
+    assert_eq!(receipt.lookup_tokens().len(), 1);
+    let log = || std::fs::read_to_string(dir.path("anchor").join("state.log")).unwrap();
+    assert!(
+        log().contains(&token) && log().contains(&pseudonym),
+        "journaled for a retry"
+    );
+    custodian.compact_anchor().unwrap();
+    let log = log();
+    assert!(log.contains(&ada.to_string()));
+    assert!(!log.contains(&token) && !log.contains(&pseudonym), "{log}");
+    assert!(custodian.is_erased(ada).unwrap());
+    let again = custodian.erase(ada).unwrap();
+    assert!(again.lookup_tokens().is_empty() && again.pseudonyms().is_empty());
+}

@@ -142,6 +142,29 @@ fn save_replaces_the_file_and_keeps_it_private() {
     assert!(!err.contains("secret-looking"), "{err}");
 }
 
+/// A5: `replace` writes only over the text the caller expected: a rotation
+/// whose write arrives after another process saved a newer keyring leaves
+/// that one in place (the stale text would bring retired versions back).
+#[test]
+fn a5_replace_writes_only_over_the_expected_keyring() {
+    let dir = TempDir::named("keyring-file", "replace");
+    let file = KeyringFile::new(dir.path("k.key"));
+    let before = file.load_or_create().unwrap();
+    let stale = before.export();
+    let newer = Keyring::import(&stale).unwrap();
+    newer.rotate().unwrap();
+    newer.retire(1).unwrap();
+    assert!(file.replace(&stale, &newer.export()).unwrap());
+    assert_eq!(&*file.load().unwrap(), &*newer.export());
+    // The stale writer's turn: its text is no longer the file's.
+    before.rotate().unwrap();
+    assert!(!file.replace(&stale, &before.export()).unwrap());
+    assert_eq!(
+        Keyring::import(&file.load().unwrap()).unwrap().versions(),
+        [2]
+    );
+}
+
 /// The names in `dir` other than the keyring file `key` and its lock.
 fn beside(dir: &TempDir, key: &str) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir.path(""))

@@ -17,7 +17,9 @@ use privacy_pledge::data::EmailAddress;
 use privacy_pledge::purpose::Transaction;
 use privacy_pledge::store::sqlite::SqliteStore;
 use privacy_pledge::time::Timestamp;
-use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, Sealed, SubjectId};
+use privacy_pledge::{
+    Custodian, Error, ExposeSecret, KeyRotation, PersonalInfo, Sealed, SubjectId,
+};
 use zeroize::Zeroizing;
 
 #[path = "common/tempdir.rs"]
@@ -792,4 +794,165 @@ fn rotation_is_refused_without_a_keyring_store() {
         .keyring(keyring)
         .build()
         .is_err());
+}
+
+/// The host's secret manager, whose writes (a conditional `replace` is
+/// decided when it arrives) arrive in turn: the next one armed only after
+/// its stall has run (minutes of retries, a paused machine).
+struct LateWrites {
+    inner: MemoryKeyringStore,
+    stall: Mutex<Vec<Box<dyn FnOnce() + Send>>>,
+}
+
+impl LateWrites {
+    fn arrive(&self) {
+        let stall = self.stall.lock().unwrap().pop();
+        if let Some(stall) = stall {
+            stall();
+        }
+    }
+}
+
+impl KeyringStore for LateWrites {
+    fn load(&self) -> Result<Zeroizing<String>, KeyError> {
+        self.inner.load()
+    }
+    fn save(&self, export: &str) -> Result<(), KeyError> {
+        self.arrive();
+        self.inner.save(export)
+    }
+    fn replace(&self, expected: &str, export: &str) -> Result<bool, KeyError> {
+        self.arrive();
+        self.inner.replace(expected, export)
+    }
+}
+
+/// Process A's rotation after an erasure, one of whose keyring writes
+/// (`late`: 0 the staged version's, 1 the last) arrives more than the
+/// lease later, after process B took A's claim over and finished a
+/// rotation of its own (saving a newer keyring without the versions it
+/// retired). A3 copies the database, with its keys, before B's rotation.
+/// Returns A's result, B's, the store, the copy, and the rows of an erased
+/// and a live subject.
+fn rotation_overtaken(late: usize) -> (Result<KeyRotation, Error>, KeyRotation, Overtaken) {
+    use privacy_pledge::time::FixedClock;
+    let dir = temp_dir(&format!("overtaken{late}"));
+    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let secrets = Arc::new(LateWrites {
+        inner: MemoryKeyringStore::new(&keyring),
+        stall: Mutex::new(Vec::new()),
+    });
+    let a = Custodian::builder()
+        .keyring(keyring)
+        .keyring_store(secrets.clone())
+        .key_store(store.key_store())
+        .build()
+        .unwrap();
+    let lease = privacy_pledge::custodian::ROTATION_LEASE_SECONDS;
+    let later = FixedClock::new(Timestamp::from_unix_seconds(
+        Timestamp::now().unix_seconds() + lease + 1,
+    ));
+    let b = Custodian::builder()
+        .keyring(Keyring::import(&secrets.load().unwrap()).unwrap())
+        .keyring_store(secrets.clone())
+        .key_store(store.key_store())
+        .clock(later)
+        .build()
+        .unwrap();
+    let (gone, stay) = (SubjectId::random(), SubjectId::random());
+    let gone_row = seal(&a, gone, "gone@example.com");
+    let stay_row = seal(&a, stay, "stay@example.com");
+    let copy = dir.path("copy.db");
+    let b_done = Arc::new(Mutex::new(None));
+    {
+        let (b_done, store, copy) = (b_done.clone(), store.clone(), copy.clone());
+        let b = Arc::new(b);
+        let mut stalls: Vec<Box<dyn FnOnce() + Send>> = vec![Box::new(move || {
+            let done = std::thread::spawn(move || {
+                store
+                    .with_connection(|c| c.execute("VACUUM INTO ?1", [copy.to_str().unwrap()]))
+                    .unwrap();
+                b.erase(gone).unwrap();
+                b.rotate_after_erasures()
+            })
+            .join()
+            .unwrap();
+            *b_done.lock().unwrap() = Some(done);
+        })];
+        // Writes before the late one arrive at once.
+        for _ in 0..late {
+            stalls.push(Box::new(|| {}));
+        }
+        *secrets.stall.lock().unwrap() = stalls;
+    }
+    let a_done = a.rotate_after_erasures();
+    let b_done = b_done.lock().unwrap().take().expect("B ran").unwrap();
+    let overtaken = Overtaken {
+        _dir: dir,
+        secrets,
+        store,
+        copy,
+        a,
+        gone_row,
+        stay_row,
+    };
+    (a_done, b_done, overtaken)
+}
+
+struct Overtaken {
+    _dir: TempDir,
+    secrets: Arc<LateWrites>,
+    store: SqliteStore,
+    copy: std::path::PathBuf,
+    a: Custodian,
+    gone_row: Row,
+    stay_row: Row,
+}
+
+/// What holds after a rotation was overtaken: the late write was refused
+/// (A's rotation fails with `StoredKeyringChanged`), the store holds B's
+/// keyring alone, a restarted process and A itself open the live
+/// subject's row, and the copy of the database opens nothing of the
+/// erased subject with the store's keyring.
+fn overtaken_rotation_is_refused(late: usize, retired: &[u32]) {
+    let (a_done, b_done, o) = rotation_overtaken(late);
+    assert!(
+        matches!(a_done, Err(Error::Key(KeyError::StoredKeyringChanged))),
+        "{a_done:?}"
+    );
+    assert_eq!((b_done.version(), b_done.retired()), (3, retired));
+    let current = Keyring::import(&o.secrets.load().unwrap()).unwrap();
+    assert_eq!(current.versions(), [3], "a retired version was saved back");
+    let restarted = Custodian::builder()
+        .keyring(Keyring::import(&o.secrets.load().unwrap()).unwrap())
+        .key_store(o.store.key_store())
+        .build()
+        .unwrap();
+    opens_to(&restarted, &o.stay_row, "stay@example.com");
+    opens_to(&o.a, &o.stay_row, "stay@example.com");
+    let from_copy = Custodian::builder()
+        .keyring(current)
+        .key_store(SqliteStore::open(&o.copy).unwrap().key_store())
+        .build()
+        .unwrap();
+    assert!(from_copy.open(&o.gone_row).is_err());
+}
+
+/// A5, A3: A's save of the staged version arrives after B's whole
+/// rotation (which found A's claim lapsed and the version not saved, and
+/// rotated past it, retiring version 1). Written over B's keyring, it
+/// brought version 1 back (the copy opened the erased subject) and lost
+/// version 3, under which every live key was wrapped.
+#[test]
+fn a5_a3_a_staged_save_that_lands_after_another_rotation_is_refused() {
+    overtaken_rotation_is_refused(0, &[1]);
+}
+
+/// A5, A3: A's last save (the keyring without version 1) arrives after B
+/// finished A's rotation and rotated once more, retiring version 2: written
+/// over B's keyring, it brought version 2 back.
+#[test]
+fn a5_a3_a_last_save_that_lands_after_another_rotation_is_refused() {
+    overtaken_rotation_is_refused(1, &[1, 2]);
 }

@@ -213,15 +213,38 @@ impl KeyringStore for KeyringFile {
     /// (the link is left as it is): renamed over, the link would become
     /// the new file while the old text stayed where it pointed.
     fn save(&self, export: &str) -> Result<(), KeyError> {
+        self.replace_if(export, |_| Ok(true)).map(drop)
+    }
+
+    /// [`save`](Self::save), made only if the file holds `expected` (read
+    /// and compared under the same lock as the write).
+    fn replace(&self, expected: &str, export: &str) -> Result<bool, KeyError> {
+        self.replace_if(export, |file| {
+            Ok(crate::ct::eq(file.load()?.as_bytes(), expected.as_bytes()))
+        })
+    }
+}
+
+impl KeyringFile {
+    /// Replaces the file with `export` if `check`, run under the lock on
+    /// the file the path resolves to, says so.
+    fn replace_if(
+        &self,
+        export: &str,
+        check: impl FnOnce(&KeyringFile) -> Result<bool, KeyError>,
+    ) -> Result<bool, KeyError> {
         let file = self.resolved()?;
         let _lock = file.lock()?;
+        if !check(&file)? {
+            return Ok(false);
+        }
         let candidate = file.write_candidate(export)?;
         if let Err(e) = fs::rename(&candidate, &file.path) {
             let _ = fs::remove_file(&candidate);
             return Err(file.error("cannot replace", e));
         }
         file.sweep()?;
-        file.sync_dir()
+        file.sync_dir().map(|()| true)
     }
 }
 

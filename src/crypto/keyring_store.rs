@@ -48,6 +48,29 @@ pub trait KeyringStore: Send + Sync {
     /// Replaces the stored keyring with `export` (atomically: a `load` gets
     /// the old text or the new, never a mix), keeping no older copy.
     fn save(&self, export: &str) -> Result<(), KeyError>;
+
+    /// Replaces the stored keyring with `export` only if the store still
+    /// holds `expected`, the text the caller extended or saved last;
+    /// `Ok(false)`, and nothing written, if it holds another.
+    ///
+    /// A rotation saves through this. A process whose save was slow (a
+    /// paused machine, retries) may find its claim taken over and the
+    /// rotation finished by another process, which saved a newer keyring
+    /// without the versions it retired; written over it, the stale text
+    /// would bring those versions back (and with them every old copy of
+    /// the key store), and lose the newest one.
+    ///
+    /// The default loads, compares (in constant time) and saves: another
+    /// process saving between the two is not seen. A store that can make
+    /// it one step — a secret manager's write conditional on the secret's
+    /// current version, a file replaced under a lock, as
+    /// [`KeyringFile`](super::KeyringFile) does — should.
+    fn replace(&self, expected: &str, export: &str) -> Result<bool, KeyError> {
+        if !crate::ct::eq(self.load()?.as_bytes(), expected.as_bytes()) {
+            return Ok(false);
+        }
+        self.save(export).map(|()| true)
+    }
 }
 
 impl<S: KeyringStore + ?Sized> KeyringStore for Arc<S> {
@@ -56,6 +79,9 @@ impl<S: KeyringStore + ?Sized> KeyringStore for Arc<S> {
     }
     fn save(&self, export: &str) -> Result<(), KeyError> {
         (**self).save(export)
+    }
+    fn replace(&self, expected: &str, export: &str) -> Result<bool, KeyError> {
+        (**self).replace(expected, export)
     }
 }
 
@@ -90,6 +116,14 @@ impl KeyringStore for MemoryKeyringStore {
     fn save(&self, export: &str) -> Result<(), KeyError> {
         *self.text.lock().unwrap_or_else(|p| p.into_inner()) = Zeroizing::new(export.to_owned());
         Ok(())
+    }
+    fn replace(&self, expected: &str, export: &str) -> Result<bool, KeyError> {
+        let mut text = self.text.lock().unwrap_or_else(|p| p.into_inner());
+        if !crate::ct::eq(text.as_bytes(), expected.as_bytes()) {
+            return Ok(false);
+        }
+        *text = Zeroizing::new(export.to_owned());
+        Ok(true)
     }
 }
 

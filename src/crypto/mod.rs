@@ -156,6 +156,14 @@ pub enum KeyError {
     /// A provider-specific failure (e.g. the KMS is unreachable).
     #[error("key provider failed: {0}")]
     Provider(Cow<'static, str>),
+    /// The keyring in the host's [`KeyringStore`] is not the one this
+    /// rotation extended or last saved: another process saved one since (it
+    /// rotated, or took over and finished this rotation after its claim
+    /// lapsed). Nothing was saved over it, so no version another rotation
+    /// retired comes back; the keyring is reloaded from the store on its
+    /// next use, and the rotation can be run again.
+    #[error("the keyring in the secret store changed since this rotation read it (another process saved one): nothing was saved over it")]
+    StoredKeyringChanged,
     /// Another rotation of the key-encryption keys is under way (in another
     /// process sharing the key store): try again once it is done. One whose
     /// process stopped holds until its claim has gone unrenewed for
