@@ -132,6 +132,52 @@ fn a1_a2_sqlite_login_finds_the_customer_until_the_receipt_is_applied() {
     lookup_shop::login_finds_the_customer_until_the_receipt_is_applied(&custodian(), &table);
 }
 
+/// A2: a `Sealed` column stored in its text form (`TEXT`, as `to_text` or
+/// serde write it) reads through sqlx-sqlite as through rusqlite; a text
+/// that is not an envelope's canonical form is refused, naming no value.
+#[test]
+fn a2_sqlite_reads_a_sealed_column_in_its_text_form() {
+    let c = custodian();
+    let email: privacy_pledge::PersonalInfo<EmailAddress, Transaction> = c
+        .collect(
+            SubjectId::random(),
+            EmailAddress::parse("ada@example.com").unwrap(),
+        )
+        .unwrap();
+    let sealed = c.seal(&email).unwrap();
+    let rt = Runtime::new().unwrap();
+    let read = |text: String| {
+        rt.block_on(async {
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect("sqlite::memory:")
+                .await
+                .unwrap();
+            sqlx::query("CREATE TABLE t (email TEXT)")
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query("INSERT INTO t VALUES ($1)")
+                .bind(text)
+                .execute(&pool)
+                .await
+                .unwrap();
+            sqlx::query_scalar::<sqlx::Sqlite, Sealed<EmailAddress, Transaction>>(
+                "SELECT email FROM t",
+            )
+            .fetch_one(&pool)
+            .await
+            .map_err(|e| e.to_string())
+        })
+    };
+    assert_eq!(read(sealed.to_text()), Ok(sealed.clone()));
+    let padded = format!("{}=", sealed.to_text());
+    let err = read(padded).unwrap_err();
+    assert!(err.contains("base64"), "{err}");
+    let err = read("ada@example.com".into()).unwrap_err();
+    assert!(!err.contains("ada@"), "{err}");
+}
+
 /// `PP_TEST_PG` (`host=… port=… user=…`) as sqlx connect options for
 /// database `dbname`.
 fn pg_options(base: &str, dbname: &str) -> PgConnectOptions {

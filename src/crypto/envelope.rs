@@ -329,6 +329,21 @@ impl<T: DataKind, P: Purpose> Sealed<T, P> {
         Self::from_bytes(&bytes)
     }
 
+    /// A column's value: the envelope's bytes, or the bytes of its text
+    /// form (a client that hands a `TEXT` value over as its UTF-8 bytes,
+    /// as sqlx's SQLite driver does). Never ambiguous: an envelope starts
+    /// with its format version (1 or 2), text with a base64 character.
+    #[cfg(any(feature = "sqlx-sqlite", feature = "sqlx-postgres"))]
+    pub(crate) fn from_column(bytes: &[u8]) -> Result<Self, EnvelopeError> {
+        match Self::from_bytes(bytes) {
+            Err(EnvelopeError::UnknownVersion(_)) => match core::str::from_utf8(bytes) {
+                Ok(text) => Self::from_text(text),
+                Err(_) => Self::from_bytes(bytes),
+            },
+            read => read,
+        }
+    }
+
     /// The raw envelope bytes.
     pub fn to_bytes(&self) -> Vec<u8> {
         self.bytes.clone()

@@ -4,7 +4,7 @@
 //!
 //! | type | SQLite (`sqlite`, `sqlx-sqlite`) | PostgreSQL (`postgres`, `sqlx-postgres`) |
 //! |---|---|---|
-//! | [`Sealed<T, P>`] | `BLOB` (the envelope's bytes); reads `TEXT` in the canonical base64 form too | `bytea`; reads `text` in the base64 form too |
+//! | [`Sealed<T, P>`] | `BLOB` (the envelope's bytes); reads `TEXT` in the canonical base64 form too | `bytea`; `postgres` also reads `text` in the base64 form |
 //! | [`LookupToken<T>`] | `BLOB`, 32 bytes | `bytea`, 32 bytes |
 //! | [`LookupRef`](crate::crypto::LookupRef) (an erasure receipt's entry; bind only) | `BLOB`, 32 bytes | `bytea`, 32 bytes |
 //! | [`SubjectId`] | `BLOB`, 16 bytes; `rusqlite` also reads `TEXT` in the 32-hex-digit form | `bytea`, 16 bytes; `postgres` also reads `text` in the 32-hex-digit form |
@@ -267,7 +267,7 @@ mod sqlx_impls {
     bytes_column!([] LookupRef, r => r.token.to_vec());
     bytes_column!([T: DataKind, P: Purpose,] Sealed<T, P>, s => s.to_bytes());
     bytes_column!([T: DataKind,] LookupToken<T>, t => t.as_bytes().to_vec());
-    bytes_decode!([T: DataKind, P: Purpose,] Sealed<T, P>, Sealed::from_bytes);
+    bytes_decode!([T: DataKind, P: Purpose,] Sealed<T, P>, Sealed::from_column);
     bytes_decode!([T: DataKind,] LookupToken<T>, LookupToken::from_bytes);
     bytes_column!([] SubjectId, s => s.as_bytes().to_vec());
     bytes_decode!([] SubjectId, SubjectId::try_from);
