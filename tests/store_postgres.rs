@@ -2175,3 +2175,29 @@ fn a1_a_transaction_host_code_leaves_open_is_rolled_back() {
         .get(0);
     assert_eq!(seen, 0, "the delete was left in a transaction no one ends");
 }
+
+/// A2 with the database's DDL: a column of the store's tables made NULL
+/// or given another type is an error from every read, never a panic (the
+/// client's `Row::get` panics on both).
+#[test]
+fn a2_columns_made_null_or_retyped_are_errors_not_panics() {
+    let Some(db) = database("retyped") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let custodian = custodian_on(&store);
+    let ada = SubjectId::random();
+    custodian.seal(&email(ada)).unwrap();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "ALTER TABLE pp_audit_log ALTER COLUMN event DROP NOT NULL;
+             UPDATE pp_audit_log SET event = NULL;
+             ALTER TABLE pp_subject_keys ALTER COLUMN generation TYPE text;",
+        )
+        .unwrap();
+    let trail = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.trail()));
+    assert!(matches!(trail, Ok(Err(StoreError::Database(_)))), "{trail:?}");
+    let erased = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| custodian.erase(ada)));
+    assert!(matches!(erased, Ok(Err(_))), "{erased:?}");
+}

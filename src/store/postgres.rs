@@ -251,7 +251,7 @@ fn tables_schema(client: &mut Client) -> Result<String, StoreError> {
              WHERE c.oid = 'pp_schema'::regclass",
             &[],
         )
-        .map(|row| row.get(0))
+        .and_then(|row| row.try_get(0))
         .map_err(db_err)
 }
 
@@ -729,8 +729,18 @@ impl PgStore {
             .map_err(db_err)?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
-            let stored = (row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
-            let event = read_row(row.get(0), row.get(6), stored)?;
+            let stored = (|| {
+                Ok((
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                ))
+            })()
+            .map_err(db_err)?;
+            let (id, event) = (row.try_get(0), row.try_get(6));
+            let event = read_row(id.map_err(db_err)?, event.map_err(db_err)?, stored)?;
             out.push(event);
         }
         Ok(out)
@@ -801,8 +811,9 @@ impl PgStore {
             )
             .map_err(db_err)?
             .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect();
+            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .collect::<Result<_, postgres::Error>>()
+            .map_err(db_err)?;
         let moved = segment.write(&rows, out)?;
         tx.execute(
             "DELETE FROM pp_audit_log WHERE stream = $1 AND seq <= $2",
@@ -825,10 +836,11 @@ impl PgStore {
             .map_err(db_err)?;
         rows.iter()
             .map(|r| {
-                serde_json::from_str(r.get::<_, &str>(1)).map_err(|_| {
+                let json: &str = r.try_get(1).map_err(db_err)?;
+                serde_json::from_str(json).map_err(|_| {
                     StoreError::Database(format!(
                         "pp_checkpoints row for stream {} is malformed",
-                        r.get::<_, &str>(0)
+                        r.try_get::<_, &str>(0).unwrap_or("(unreadable)")
                     ))
                 })
             })
@@ -866,15 +878,17 @@ fn own_connection(params: &str) -> Result<Client, StoreError> {
 fn schema_version(client: &mut Client) -> Result<u32, StoreError> {
     let exists: bool = client
         .query_one("SELECT to_regclass('pp_schema') IS NOT NULL", &[])
-        .map_err(db_err)?
-        .get(0);
+        .and_then(|r| r.try_get(0))
+        .map_err(db_err)?;
     if !exists {
         return Ok(0);
     }
     let v: Option<i64> = client
         .query_opt("SELECT version FROM pp_schema", &[])
         .map_err(db_err)?
-        .map(|r| r.get(0));
+        .map(|r| r.try_get(0))
+        .transpose()
+        .map_err(db_err)?;
     Ok(v.map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX)))
 }
 
@@ -887,7 +901,10 @@ fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let found: u32 = tx
         .query_opt("SELECT version FROM pp_schema", &[])
         .map_err(db_err)?
-        .map_or(0, |r| u32::try_from(r.get::<_, i64>(0)).unwrap_or(u32::MAX));
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()
+        .map_err(db_err)?
+        .map_or(0, |v| u32::try_from(v).unwrap_or(u32::MAX));
     if found > SCHEMA_VERSION {
         return Err(StoreError::NewerSchema {
             found,
@@ -1369,10 +1386,10 @@ fn kek_state(tx: &mut postgres::Transaction<'_>, share: bool) -> Result<KekState
             .transpose()
     };
     Ok(KekState {
-        floor: u32_col(row.get(0), "floor")?,
-        claimed: u32_col(row.get(1), "claimed")?,
-        claimed_at: time(row.get(2))?,
-        renewed_at: time(row.get(3))?,
+        floor: u32_col(row.try_get(0).map_err(backend)?, "floor")?,
+        claimed: u32_col(row.try_get(1).map_err(backend)?, "claimed")?,
+        claimed_at: time(row.try_get(2).map_err(backend)?)?,
+        renewed_at: time(row.try_get(3).map_err(backend)?)?,
     })
 }
 
@@ -1406,7 +1423,7 @@ fn listed(tx: &mut postgres::Transaction<'_>, subject: &str) -> Result<Destroyed
         )
         .map_err(backend)?
         .iter()
-        .map(|r| u32_col(r.get(0), "generation"))
+        .map(|r| u32_col(r.try_get(0).map_err(backend)?, "generation"))
         .collect::<Result<_, _>>()?;
     let noted = tx
         .query(
@@ -1414,7 +1431,12 @@ fn listed(tx: &mut postgres::Transaction<'_>, subject: &str) -> Result<Destroyed
             &[&subject],
         )
         .map_err(backend)?;
-    super::destroyed(generations, noted.iter().map(|r| r.get(0)))
+    let noted = noted
+        .iter()
+        .map(|r| r.try_get(0))
+        .collect::<Result<Vec<&str>, _>>()
+        .map_err(backend)?;
+    super::destroyed(generations, noted.into_iter())
 }
 
 impl KeyStore for PgKeyStore {
@@ -1536,7 +1558,8 @@ impl KeyStore for PgKeyStore {
                 )
                 .map_err(backend)?
                 .ok_or_else(|| conflict("no such key"))?
-                .get(0);
+                .try_get(0)
+                .map_err(backend)?;
             let before = u64_col(before, "uses")?;
             let after = i64::try_from(before.saturating_add(n)).unwrap_or(i64::MAX);
             tx.execute(
@@ -1628,8 +1651,11 @@ impl KeyStore for PgKeyStore {
         rows.iter()
             .map(|r| {
                 Ok((
-                    r.get::<_, &str>(0).parse().map_err(backend)?,
-                    u32_col(r.get(1), "generation")?,
+                    r.try_get::<_, &str>(0)
+                        .map_err(backend)?
+                        .parse()
+                        .map_err(backend)?,
+                    u32_col(r.try_get(1).map_err(backend)?, "generation")?,
                 ))
             })
             .collect()
@@ -1731,7 +1757,8 @@ impl ConsentStore for PgConsentStore {
             )
             .map_err(consent_err)?;
         row.map(|r| {
-            serde_json::from_str(r.get::<_, &str>(0)).map_err(|_| consent_err("malformed row"))
+            serde_json::from_str(r.try_get::<_, &str>(0).map_err(consent_err)?)
+                .map_err(|_| consent_err("malformed row"))
         })
         .transpose()
     }
@@ -1775,7 +1802,8 @@ impl ConsentStore for PgConsentStore {
             .map_err(consent_err)?;
         rows.iter()
             .map(|r| {
-                serde_json::from_str(r.get::<_, &str>(0)).map_err(|_| consent_err("malformed row"))
+                serde_json::from_str(r.try_get::<_, &str>(0).map_err(consent_err)?)
+                    .map_err(|_| consent_err("malformed row"))
             })
             .collect()
     }
