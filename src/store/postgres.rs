@@ -1436,7 +1436,7 @@ fn listed(tx: &mut postgres::Transaction<'_>, subject: &str) -> Result<Destroyed
         .map(|r| r.try_get(0))
         .collect::<Result<Vec<&str>, _>>()
         .map_err(backend)?;
-    super::destroyed(generations, noted.into_iter())
+    super::destroyed(generations, noted)
 }
 
 impl KeyStore for PgKeyStore {
