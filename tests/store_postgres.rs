@@ -2197,7 +2197,10 @@ fn a2_columns_made_null_or_retyped_are_errors_not_panics() {
         )
         .unwrap();
     let trail = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| store.trail()));
-    assert!(matches!(trail, Ok(Err(StoreError::Database(_)))), "{trail:?}");
+    assert!(
+        matches!(trail, Ok(Err(StoreError::Database(_)))),
+        "{trail:?}"
+    );
     let erased = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| custodian.erase(ada)));
     assert!(matches!(erased, Ok(Err(_))), "{erased:?}");
 }
