@@ -927,6 +927,11 @@ impl Custodian {
 
     /// [`expired`](Self::expired), the consent state read by `state` (only
     /// for a purpose held while consent lasts).
+    ///
+    /// A consent-based purpose is held while consent lasts whatever the
+    /// policy says (R7): a period set for it can only end retention sooner,
+    /// and `UntilErased` there is `UntilWithdrawn` — the host's policy
+    /// never makes data collected before a withdrawal live again.
     fn expired_given(
         &self,
         purpose: PurposeId,
@@ -934,21 +939,26 @@ impl Custodian {
         now: Timestamp,
         state: impl FnOnce() -> Result<Option<crate::consent::ConsentState>, Error>,
     ) -> Option<Timestamp> {
-        match self.retention.get(purpose) {
-            Retention::Days(_) => self
-                .retention
-                .expires_at(purpose, collected)
-                .filter(|until| now >= *until),
-            // Held while consent lasts: data collected before the last
-            // withdrawal stays expired even after a new grant.
-            Retention::UntilWithdrawn => match state() {
-                Ok(Some(s)) if !s.granted => Some(s.since),
-                Ok(Some(s)) => s.withdrawn_at.filter(|w| collected <= *w),
-                Ok(None) => Some(collected),
-                // Consent that cannot be read counts as withdrawn (fail closed).
-                Err(_) => Some(now),
-            },
-            Retention::UntilErased => None,
+        let retention = self.retention.get(purpose);
+        let by_time = self
+            .retention
+            .expires_at(purpose, collected)
+            .filter(|until| now >= *until);
+        if !purpose.needs_consent() && retention != Retention::UntilWithdrawn {
+            return by_time;
+        }
+        // Held while consent lasts: data collected before the last
+        // withdrawal stays expired even after a new grant.
+        let by_consent = match state() {
+            Ok(Some(s)) if !s.granted => Some(s.since),
+            Ok(Some(s)) => s.withdrawn_at.filter(|w| collected <= *w),
+            Ok(None) => Some(collected),
+            // Consent that cannot be read counts as withdrawn (fail closed).
+            Err(_) => Some(now),
+        };
+        match (by_time, by_consent) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 

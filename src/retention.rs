@@ -73,6 +73,12 @@ fn index(p: PurposeId) -> usize {
 
 impl RetentionPolicy {
     /// The policy with `purpose` kept for `retention`.
+    ///
+    /// Data held for a consent-based purpose (`Newsletter`, `Promotion`,
+    /// `Personalization`) is held while the consent lasts whatever is set
+    /// here (R7): a period of days ends it sooner, never later, and
+    /// `UntilErased` counts as `UntilWithdrawn`. What was collected before
+    /// a withdrawal stays expired after a new grant.
     pub fn with(mut self, purpose: PurposeId, retention: Retention) -> Self {
         self.periods[index(purpose)] = retention;
         self

@@ -290,6 +290,51 @@ fn consent_bound_data_expires_with_the_withdrawal() {
     assert_eq!(custodian.sweep(&[&sealed]).len(), 1);
 }
 
+/// A1 (the host's retention policy): a period set for a consent-based
+/// purpose, or `UntilErased`, never makes data collected before a
+/// withdrawal live again after a new grant (R7); a period still ends it
+/// sooner.
+#[test]
+fn a1_a_retention_policy_never_outlasts_a_withdrawal() {
+    for (retention, lasts) in [
+        (Retention::UntilErased, None),
+        (Retention::Days(30), Some(30 * 86_400)),
+    ] {
+        let policy = RetentionPolicy::default().with(PurposeId::Promotion, retention);
+        let (custodian, clock) = clocked(policy, 1_700_000_000);
+        let ada = SubjectId::random();
+        custodian.consents().grant::<Promotion>(ada).unwrap();
+        let proof = custodian.consent_proof::<Promotion>(ada).unwrap();
+        let promo = custodian
+            .repurpose_with_consent(email(ada, "ada@example.com"), &proof)
+            .unwrap();
+        let sealed = custodian.seal(&promo).unwrap();
+        clock.advance_seconds(3_600);
+        custodian.consents().withdraw::<Promotion>(ada).unwrap();
+        clock.advance_seconds(3_600);
+        custodian.consents().grant::<Promotion>(ada).unwrap();
+        let opened = custodian.open(&sealed);
+        assert!(
+            matches!(opened, Err(Error::Expired { .. })),
+            "{retention:?}: {opened:?}"
+        );
+        assert_eq!(custodian.sweep(&[&sealed]).len(), 1, "{retention:?}");
+        // Collected under the new grant: live, for the period if any.
+        let fresh = custodian
+            .repurpose_with_consent(
+                email(ada, "ada@example.com"),
+                &custodian.consent_proof::<Promotion>(ada).unwrap(),
+            )
+            .unwrap();
+        let fresh = custodian.seal(&fresh).unwrap();
+        assert!(custodian.open(&fresh).is_ok(), "{retention:?}");
+        if let Some(lasts) = lasts {
+            clock.advance_seconds(lasts);
+            assert!(matches!(custodian.open(&fresh), Err(Error::Expired { .. })));
+        }
+    }
+}
+
 struct Mailer;
 impl Recipient for Mailer {
     type Role = Processor;
