@@ -826,9 +826,14 @@ impl Custodian {
             .processes_in()
             .iter()
             .chain(registered.map_or(&[][..], |r| r.processes_in()));
-        let mechanism = registered
-            .and_then(RegisteredRecipient::mechanism)
-            .or_else(|| recipient.transfer_mechanism());
+        // With the registry on, only the entry names a mechanism: one the
+        // value claims for itself (and the host's reviewed registry never
+        // recorded) takes nothing abroad. The value's own countries are
+        // still checked, under the entry's mechanism.
+        let mechanism = match registered {
+            Some(r) => r.mechanism(),
+            None => recipient.transfer_mechanism(),
+        };
         // Where the data goes abroad, the event names the country (the
         // first outside the EEA, else the first outside the home country)
         // and the mechanism it went under (R8), as a transfer's does.

@@ -164,7 +164,10 @@ pub trait Recipient {
     }
 
     /// The legal mechanism the recipient's processing abroad relies on, for
-    /// data leaving the EEA (R8). None by default.
+    /// data leaving the EEA (R8). None by default. With the recipient
+    /// registry on ([`CustodianBuilder::recipients`](crate::CustodianBuilder::recipients))
+    /// this is not asked: the registered entry's mechanism
+    /// ([`RegisteredRecipient::under`]) is the only one.
     fn transfer_mechanism(&self) -> Option<crate::transfer::Mechanism> {
         None
     }

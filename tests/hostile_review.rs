@@ -1052,3 +1052,56 @@ fn a1_a_recipient_is_checked_under_the_name_the_trail_records() {
     assert_eq!(last.outcome(), Outcome::Denied);
     assert_eq!(last.recipient().map(|r| &*r.name), Some("SendGrid"));
 }
+
+/// A processor whose *value* claims a transfer mechanism (and, below, a
+/// country) the host's registry never recorded for it.
+struct SelfCertified(Vec<Country>);
+impl Recipient for SelfCertified {
+    type Role = Processor;
+    fn name(&self) -> &str {
+        "Postmark"
+    }
+    fn processes_in(&self) -> &[Country] {
+        &self.0
+    }
+    fn transfer_mechanism(&self) -> Option<Mechanism> {
+        Some(Mechanism::StandardContractualClauses)
+    }
+}
+
+/// A1, R8: with the registry on, where a recipient processes and under
+/// which mechanism come from its entry. An entry for the US with no
+/// mechanism, and one for Germany alone, take nothing out of the EEA on a
+/// mechanism the value claims for itself: refused, the closure never run,
+/// as a transfer on the same route is.
+#[test]
+fn a1_a_registered_recipients_mechanism_is_the_registrys_not_its_own() {
+    let de: Country = "DE".parse().unwrap();
+    let us: Country = "US".parse().unwrap();
+    for (registered_in, claims) in [(us, vec![]), (de, vec![us])] {
+        let custodian = Custodian::builder()
+            .facilities([de, us])
+            .recipients([RegisteredRecipient::new::<SelfCertified>("Postmark")
+                .processing_in([registered_in])])
+            .build()
+            .unwrap();
+        let info: PersonalInfo<EmailAddress, Transaction> = custodian
+            .collect(
+                SubjectId::random(),
+                EmailAddress::parse("ada@example.com").unwrap(),
+            )
+            .unwrap();
+        let ran = AtomicBool::new(false);
+        let out = custodian.disclose(&info, &SelfCertified(claims), |_| {
+            ran.store(true, Ordering::SeqCst)
+        });
+        assert!(
+            matches!(
+                out,
+                Err(Error::Transfer(TransferError::MechanismRequired { .. }))
+            ),
+            "registered in {registered_in}: {out:?}"
+        );
+        assert!(!ran.load(Ordering::SeqCst), "plaintext reached the US");
+    }
+}
