@@ -12,7 +12,7 @@ use privacy_pledge::report::{StoredRecord, Withheld};
 use privacy_pledge::retention::{Retention, RetentionPolicy};
 use privacy_pledge::time::{Clock, FixedClock, Timestamp};
 use privacy_pledge::transfer::{InvalidMechanism, Mechanism, Transfer, TransferError};
-use privacy_pledge::{Custodian, Error, PersonalInfo, SubjectId};
+use privacy_pledge::{Custodian, Error, PersonalInfo, Sealed, SubjectId};
 use proptest::prelude::*;
 
 fn c(code: &str) -> Country {
@@ -267,16 +267,21 @@ fn retention_by_time_across_the_boundary() {
     ));
 }
 
+/// Ada's email repurposed for `Promotion` under her live consent, sealed.
+fn promotion_sealed(custodian: &Custodian, ada: SubjectId) -> Sealed<EmailAddress, Promotion> {
+    let proof = custodian.consent_proof::<Promotion>(ada).unwrap();
+    let promo = custodian
+        .repurpose_with_consent(email(ada, "ada@example.com"), &proof)
+        .unwrap();
+    custodian.seal(&promo).unwrap()
+}
+
 #[test]
 fn consent_bound_data_expires_with_the_withdrawal() {
     let (custodian, clock) = clocked(RetentionPolicy::default(), 1_700_000_000);
     let ada = SubjectId::random();
     custodian.consents().grant::<Promotion>(ada).unwrap();
-    let proof = custodian.consent_proof::<Promotion>(ada).unwrap();
-    let promo = custodian
-        .repurpose_with_consent(email(ada, "ada@example.com"), &proof)
-        .unwrap();
-    let sealed = custodian.seal(&promo).unwrap();
+    let sealed = promotion_sealed(&custodian, ada);
     assert!(custodian.open(&sealed).is_ok());
 
     clock.advance_seconds(3_600);
@@ -304,11 +309,7 @@ fn a1_a_retention_policy_never_outlasts_a_withdrawal() {
         let (custodian, clock) = clocked(policy, 1_700_000_000);
         let ada = SubjectId::random();
         custodian.consents().grant::<Promotion>(ada).unwrap();
-        let proof = custodian.consent_proof::<Promotion>(ada).unwrap();
-        let promo = custodian
-            .repurpose_with_consent(email(ada, "ada@example.com"), &proof)
-            .unwrap();
-        let sealed = custodian.seal(&promo).unwrap();
+        let sealed = promotion_sealed(&custodian, ada);
         clock.advance_seconds(3_600);
         custodian.consents().withdraw::<Promotion>(ada).unwrap();
         clock.advance_seconds(3_600);
@@ -320,13 +321,7 @@ fn a1_a_retention_policy_never_outlasts_a_withdrawal() {
         );
         assert_eq!(custodian.sweep(&[&sealed]).len(), 1, "{retention:?}");
         // Collected under the new grant: live, for the period if any.
-        let fresh = custodian
-            .repurpose_with_consent(
-                email(ada, "ada@example.com"),
-                &custodian.consent_proof::<Promotion>(ada).unwrap(),
-            )
-            .unwrap();
-        let fresh = custodian.seal(&fresh).unwrap();
+        let fresh = promotion_sealed(&custodian, ada);
         assert!(custodian.open(&fresh).is_ok(), "{retention:?}");
         if let Some(lasts) = lasts {
             clock.advance_seconds(lasts);
