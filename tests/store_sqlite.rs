@@ -1330,22 +1330,7 @@ macro_rules! archive_test {
     };
 }
 
-archive_test!(
-    a4_an_archived_segment_and_the_rest_of_its_stream_both_verify
-        => an_archived_segment_and_the_rest_of_its_stream_both_verify, "archive", 50
-);
-archive_test!(
-    /// A2 deletes the first entry of a segment, then one inside it:
-    /// archiving refuses it and moves nothing.
-    a2_a_segment_missing_an_entry_is_never_archived
-        => a_segment_missing_an_entry_is_never_archived, "archive_gap", 1000
-);
-archive_test!(
-    /// A2 reshapes two rows' text; the archive still reads back and
-    /// verifies.
-    a2_an_archive_reads_back_whatever_shape_its_rows_were_in
-        => an_archive_reads_back_whatever_shape_its_rows_were_in, "archive_reshaped", 1000
-);
+archive::every_scenario!(archive_test);
 
 // ---------------------------------------------------------------------------
 // Pooled connections

@@ -20,6 +20,32 @@ use privacy_pledge::store::{AuditStreamSink, BatchWriter, StoreError};
 use privacy_pledge::time::Timestamp;
 use privacy_pledge::{Custodian, PersonalInfo, SubjectId};
 
+/// Every scenario of this module as a test, each through `$test!` of the
+/// including file (which opens its store): name, scenario, a name for its
+/// database or directory, and how many events the sink signs a checkpoint
+/// after.
+macro_rules! every_scenario {
+    ($test:ident) => {
+        $test!(
+            a4_an_archived_segment_and_the_rest_of_its_stream_both_verify
+                => an_archived_segment_and_the_rest_of_its_stream_both_verify, "archive", 50
+        );
+        $test!(
+            /// A2 deletes the first entry of a segment, then one inside it:
+            /// archiving refuses it and moves nothing.
+            a2_a_segment_missing_an_entry_is_never_archived
+                => a_segment_missing_an_entry_is_never_archived, "archive_gap", 1000
+        );
+        $test!(
+            /// A2 reshapes two rows' text; the archive still reads back and
+            /// verifies.
+            a2_an_archive_reads_back_whatever_shape_its_rows_were_in
+                => an_archive_reads_back_whatever_shape_its_rows_were_in, "archive_reshaped", 1000
+        );
+    };
+}
+pub(crate) use every_scenario;
+
 /// What the scenario needs of a store.
 pub trait Archiving {
     /// The store's `archive`.
