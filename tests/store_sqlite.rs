@@ -2260,3 +2260,47 @@ fn a4_a_report_over_archived_entries_says_they_are_not_in_it() {
     );
     assert!(letter.contains("archived and not part of this account"));
 }
+
+/// The write-ahead log is copied into the database file once it holds the
+/// pages `PoolOptions::sqlite_wal_pages` names, on every connection of the
+/// store (the host's too: its commits can be the ones that pass the mark),
+/// and 10 000 by default. Seen from outside: the same writes leave a short
+/// log under a small mark and a long one under the default.
+#[test]
+fn the_write_ahead_log_is_copied_into_the_file_at_the_configured_size() {
+    let dir = temp_dir("wal_pages");
+    // 500 commits, each a row of two pages' worth of bytes: about 1 500
+    // frames in all (a leaf, an overflow page and the header page).
+    let write = |store: &SqliteStore| {
+        store
+            .with_connection(|c| {
+                c.execute_batch("CREATE TABLE blobs (b BLOB NOT NULL)")?;
+                for _ in 0..500 {
+                    c.execute("INSERT INTO blobs (b) VALUES (zeroblob(6000))", [])?;
+                }
+                c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))
+            })
+            .unwrap()
+    };
+    let wal_pages = |db: &Path| {
+        let mut wal = db.as_os_str().to_owned();
+        wal.push("-wal");
+        std::fs::metadata(wal).unwrap().len() / 4096
+    };
+    let small = dir.path("small.db");
+    let store = SqliteStore::open_with(&small, PoolOptions::new().sqlite_wal_pages(64)).unwrap();
+    assert_eq!(write(&store), 64, "the host's connection has the mark");
+    assert!(
+        wal_pages(&small) < 200,
+        "a 64-page mark left a log of {} pages",
+        wal_pages(&small)
+    );
+    let default = dir.path("default.db");
+    let store = SqliteStore::open(&default).unwrap();
+    assert_eq!(write(&store), 10_000);
+    assert!(
+        wal_pages(&default) > 1_200,
+        "the default mark copied the log early: {} pages",
+        wal_pages(&default)
+    );
+}

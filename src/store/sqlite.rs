@@ -56,8 +56,10 @@
 //! writes to the log (8%), and 4% of its CPU time.
 //!
 //! Connections use WAL, `synchronous = FULL` (a commit is on disk before
-//! `record` returns) and `secure_delete` (destroyed keys do not linger in
-//! free pages). Inside a request whose events commit with the host's row
+//! `record` returns), `secure_delete` (destroyed keys do not linger in
+//! free pages) and a write-ahead log copied into the file every 10 000
+//! pages rather than SQLite's 1 000 ([`PoolOptions::sqlite_wal_pages`]
+//! says why and what it costs). Inside a request whose events commit with the host's row
 //! ([`SqliteStore::commit_request`]), the store's own writes commit at
 //! `synchronous = NORMAL` and the request's last commit, on the same log,
 //! syncs them all; the writer's connection keeps the level its last write
@@ -73,7 +75,7 @@
 //! trail reads), one for host code ([`with_connection`](SqliteStore::with_connection),
 //! [`commit_request`](SqliteStore::commit_request)'s transaction). All are
 //! opened up front with the same pragmas (WAL, `synchronous = FULL`,
-//! `secure_delete`) and busy handler (another connection's lock is polled
+//! `secure_delete`, `wal_autocheckpoint`) and busy handler (another connection's lock is polled
 //! for every 100 µs, for 10 s in all: SQLite's default handler sleeps up to
 //! 100 ms between tries, which connections of one process writing in turn
 //! would spend idle). Under WAL, readers run beside the writer: a report
@@ -334,6 +336,7 @@ impl SqliteStore {
     /// ```
     pub fn open_with(path: impl AsRef<Path>, options: PoolOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        let configure = |conn| configure(conn, options.wal_pages());
         let mut writer = configure(Connection::open(path).map_err(db_err)?)?;
         migrate(&mut writer)?;
         let pool = || {
@@ -418,13 +421,14 @@ impl SqliteStore {
 
     /// Takes over a connection the host opened (to share it with its own
     /// tables): sets WAL, `synchronous = FULL`, `secure_delete`, the
+    /// default [`wal_autocheckpoint`](PoolOptions::sqlite_wal_pages), the
     /// store's busy handler (10 s) and a statement cache of 64, then runs
     /// the migrations. The store then has this one
     /// connection for everything, audit commits included (see
     /// [Connections](self#connections)); [`open_with`](Self::open_with)
     /// gives the writer a connection of its own.
     pub fn from_connection(conn: Connection) -> Result<Self, StoreError> {
-        let mut conn = configure(conn)?;
+        let mut conn = configure(conn, PoolOptions::default().wal_pages())?;
         migrate(&mut conn)?;
         Ok(SqliteStore {
             conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
@@ -506,8 +510,9 @@ impl SqliteStore {
     }
 }
 
-/// Sets the pragmas every connection of a store gets.
-fn configure(conn: Connection) -> Result<Connection, StoreError> {
+/// Sets the pragmas every connection of a store gets, the write-ahead log
+/// copied into the database file once it holds `wal_pages` pages.
+fn configure(conn: Connection, wal_pages: u32) -> Result<Connection, StoreError> {
     {
         // Room for the store's own cached statements (about ten on the
         // request path) beside the host's, so neither evicts the other.
@@ -537,6 +542,8 @@ fn configure(conn: Connection) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(db_err)?;
         conn.pragma_update(None, "secure_delete", "ON")
+            .map_err(db_err)?;
+        conn.pragma_update(None, "wal_autocheckpoint", wal_pages)
             .map_err(db_err)?;
     }
     Ok(conn)
