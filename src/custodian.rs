@@ -75,9 +75,10 @@ use crate::Error;
 
 /// Enters the span of one operation (feature `tracing`); nothing without it.
 macro_rules! op_span {
-    ($action:expr, $subject:expr, $kind:expr, $purpose:expr) => {
+    ($custodian:expr, $action:expr, $subject:expr, $kind:expr, $purpose:expr) => {
         #[cfg(feature = "tracing")]
-        let _span = crate::audit::trace::span($action, $subject, $kind, $purpose);
+        let _span =
+            crate::audit::trace::span($action, $custodian.subject_tag($subject), $kind, $purpose);
     };
 }
 
@@ -734,7 +735,7 @@ impl Custodian {
         subject: SubjectId,
         value: T,
     ) -> Result<PersonalInfo<T, P>, Error> {
-        op_span!(Action::Collect, subject, Some(T::KIND), Some(P::ID));
+        op_span!(self, Action::Collect, subject, Some(T::KIND), Some(P::ID));
         let now = self.now();
         let info = PersonalInfo::collected_at_time(
             subject,
@@ -757,7 +758,13 @@ impl Custodian {
         P: SeesPlaintext,
         F: FnOnce(&T) -> O,
     {
-        op_span!(Action::Access, info.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Access,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         self.audited(info, self.event(info, Action::Access, RuleId::R2))?;
         Ok(f(info.value()))
     }
@@ -781,7 +788,13 @@ impl Custodian {
         R::Role: PermittedFor<P>,
         F: FnOnce(&T) -> O,
     {
-        op_span!(Action::Disclose, info.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Disclose,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let event = self.event(info, Action::Disclose, RuleId::R5);
         self.audited_disclosure(info, recipient, event)?;
         Ok(f(info.value()))
@@ -878,7 +891,13 @@ impl Custodian {
         info: &PersonalInfo<T, P>,
         transfer: &Transfer,
     ) -> Result<TransferRecord, Error> {
-        op_span!(Action::Transfer, info.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Transfer,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let mut event = self.event(info, Action::Transfer, RuleId::R8);
         event.country = Some(transfer.to());
         event.mechanism = transfer.mechanism();
@@ -1007,7 +1026,13 @@ impl Custodian {
         R::Role: PseudonymsFor<P>,
         F: FnOnce(&Pseudonym<T>) -> O,
     {
-        op_span!(Action::Disclose, info.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Disclose,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let mut event = self.event(info, Action::Disclose, RuleId::R6);
         event.target_purpose = Some(PurposeId::Improvement);
         self.audited_disclosure(info, recipient, event)?;
@@ -1026,6 +1051,7 @@ impl Custodian {
         Q: CompatibleFrom<P>,
     {
         op_span!(
+            self,
             Action::Repurpose,
             info.subject(),
             Some(T::KIND),
@@ -1054,6 +1080,7 @@ impl Custodian {
         Q: ConsentBased,
     {
         op_span!(
+            self,
             Action::Repurpose,
             info.subject(),
             Some(T::KIND),
@@ -1130,7 +1157,13 @@ impl Custodian {
         info: &PersonalInfo<T, P>,
         collected: Timestamp,
     ) -> Result<Sealed<T, P>, Error> {
-        op_span!(Action::Seal, info.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Seal,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let event = self.event(info, Action::Seal, RuleId::R9);
         if collected > event.time {
             return Err(self.deny(event, RuleId::R11, Error::CollectedInFuture { collected }));
@@ -1167,7 +1200,13 @@ impl Custodian {
         &self,
         sealed: &Sealed<T, P>,
     ) -> Result<PersonalInfo<T, P>, Error> {
-        op_span!(Action::Open, sealed.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Open,
+            sealed.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let header = sealed.header();
         let event = AuditEvent::new(self.now(), header.subject, Action::Open, RuleId::R9)
             .about(T::KIND, P::ID);
@@ -1327,7 +1366,7 @@ impl Custodian {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn erase(&self, subject: SubjectId) -> Result<ErasureReceipt, Error> {
-        op_span!(Action::Erase, subject, None, None);
+        op_span!(self, Action::Erase, subject, None, None);
         let Some(anchor) = &self.anchor else {
             let at = self.now();
             self.record(AuditEvent::new(at, subject, Action::Erase, RuleId::R11))?;
@@ -1518,7 +1557,13 @@ impl Custodian {
         &self,
         info: &PersonalInfo<T, P>,
     ) -> Result<LookupToken<T>, Error> {
-        op_span!(Action::Access, info.subject(), Some(T::KIND), Some(P::ID));
+        op_span!(
+            self,
+            Action::Access,
+            info.subject(),
+            Some(T::KIND),
+            Some(P::ID)
+        );
         let subject = info.subject();
         self.check_not_erased(subject)?;
         let now = self.now();

@@ -5,7 +5,12 @@
 //! appears in audit events, envelopes and the host's tables. Logs get a
 //! [`SubjectTag`] instead (a short keyed tag,
 //! [`Custodian::subject_tag`](crate::Custodian::subject_tag)), and the
-//! crate's error messages name no id.
+//! crate's error messages name no id. The redacted `Debug` forms (of
+//! [`PersonalInfo`](crate::PersonalInfo), sealed envelopes, consent
+//! records) and [`TracingSink`](crate::audit::TracingSink)'s lines show the
+//! id's first two bytes (`subject 7f3a…`): to someone who also holds the
+//! ids, as the database operator does, that names one subject among
+//! thousands; the custodian's own `tracing` spans carry the tag.
 //!
 //! ```
 //! use privacy_pledge::SubjectId;

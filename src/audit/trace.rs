@@ -14,9 +14,18 @@ use super::{AuditError, AuditEvent, AuditSink, Outcome};
 /// beside a durable sink, which records first and decides whether the use
 /// happens.
 ///
+/// The subject's short form is the first two bytes of its id and `…` (the
+/// sink is made before the custodian, and has no key to tag ids with).
+/// Whoever reads the log and also holds the ids — the database operator,
+/// who holds the trail with the whole ids anyway — can tell which subject a
+/// line is about in a store of thousands; to anyone else it only links the
+/// lines of one subject.
+///
 /// With the feature on, the custodian also opens a span for each operation
-/// (target `privacy_pledge::custodian`, span `custodian`) with the action
-/// and the same subject, kind and purpose fields, so a host's own logs inside an
+/// (target `privacy_pledge::custodian`, span `custodian`) with the action,
+/// kind and purpose, and the subject as its keyed
+/// [`SubjectTag`](crate::SubjectTag) (what [`Custodian::subject_tag`](crate::Custodian::subject_tag)
+/// gives the host's own log lines), so a host's own logs inside an
 /// [`access`](crate::Custodian::access) closure sit under it.
 ///
 /// ```
@@ -134,7 +143,7 @@ impl<S: AuditSink> AuditSink for TracingSink<S> {
 /// The span of one custodian operation.
 pub(crate) fn span(
     action: super::Action,
-    subject: crate::SubjectId,
+    subject: crate::SubjectTag,
     kind: Option<crate::data::Kind>,
     purpose: Option<crate::purpose::PurposeId>,
 ) -> tracing::span::EnteredSpan {
@@ -142,7 +151,7 @@ pub(crate) fn span(
         target: "privacy_pledge::custodian",
         "custodian",
         action = ?action,
-        subject = %subject.short(),
+        subject = %subject,
         kind = kind.map(|k| k.name()),
         purpose = purpose.map(|p| p.name()),
     )
