@@ -77,8 +77,12 @@ use crate::Error;
 macro_rules! op_span {
     ($custodian:expr, $action:expr, $subject:expr, $kind:expr, $purpose:expr) => {
         #[cfg(feature = "tracing")]
-        let _span =
-            crate::audit::trace::span($action, $custodian.subject_tag($subject), $kind, $purpose);
+        let _span = crate::audit::trace::span(
+            $action,
+            || $custodian.subject_tag($subject),
+            $kind,
+            $purpose,
+        );
     };
 }
 

@@ -140,10 +140,11 @@ impl<S: AuditSink> AuditSink for TracingSink<S> {
     }
 }
 
-/// The span of one custodian operation.
+/// The span of one custodian operation (the subject's tag is computed only
+/// if a subscriber wants the span).
 pub(crate) fn span(
     action: super::Action,
-    subject: crate::SubjectTag,
+    subject: impl FnOnce() -> crate::SubjectTag,
     kind: Option<crate::data::Kind>,
     purpose: Option<crate::purpose::PurposeId>,
 ) -> tracing::span::EnteredSpan {
@@ -151,7 +152,7 @@ pub(crate) fn span(
         target: "privacy_pledge::custodian",
         "custodian",
         action = ?action,
-        subject = %subject,
+        subject = %subject(),
         kind = kind.map(|k| k.name()),
         purpose = purpose.map(|p| p.name()),
     )
