@@ -585,9 +585,13 @@ impl Custodian {
             // are committed before `f`'s result leaves, as at the end of a
             // scope of its own. (Code that merely runs on this thread while
             // the outer closure waits — another task of an executor it
-            // blocks on — may take its result out of that closure.)
-            let out = f();
-            return match self.flush_request() {
+            // blocks on — may take its result out of that closure.) A
+            // panic of `f` is a result too: its payload goes on only once
+            // the events are committed.
+            let out = catch_unwind(AssertUnwindSafe(f));
+            let flushed = self.flush_request();
+            let out = out.unwrap_or_else(|payload| resume_if_recorded(payload, flushed.as_ref()));
+            return match flushed {
                 Ok(()) => out,
                 Err(e) => {
                     drop(out);

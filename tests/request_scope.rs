@@ -221,6 +221,7 @@ on_both!(
     a1_scopes_on_many_threads_commit_contiguous_runs,
     a5_a_nested_scope_commits_before_its_result_leaves,
     a1_a_panic_payload_is_dropped_when_its_events_cannot_be_recorded,
+    a1_a_nested_scopes_panic_payload_leaves_only_once_its_events_are_recorded,
     a1_a_scope_inside_the_stores_connection_is_refused,
     a1_a_consent_change_commits_before_it_is_written,
     a1_an_erasure_commits_before_the_keys_are_destroyed,
@@ -612,6 +613,46 @@ fn a1_a_panic_payload_is_dropped_when_its_events_cannot_be_recorded<W: BatchWrit
         .expect("a panic saying why");
     assert!(said.contains("could not be recorded"), "{said}");
     assert!((env.trail)().is_empty());
+}
+
+/// A1 (another task of an executor the outer closure blocks on, which
+/// joins a task that panicked and hands its payload on): a scope inside a
+/// scope that panics with what it made commits the events first, as a
+/// scope of its own does; and if they cannot be recorded, the payload is
+/// dropped unseen.
+fn a1_a_nested_scopes_panic_payload_leaves_only_once_its_events_are_recorded<W: BatchWriter>(
+    env: &Env<W>,
+) {
+    let c = &env.custodian;
+    let nested_panic = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            c.request(|| -> Result<(), Error> {
+                std::panic::panic_any(seal_four(c, SubjectId::random())?)
+            })
+        }))
+        .expect_err("the inner closure panicked")
+    };
+    let out = c.request(|| -> Result<(), Error> {
+        let payload = nested_panic();
+        assert!(payload.downcast_ref::<Vec<String>>().is_some());
+        assert_eq!((env.trail)().len(), 8, "recorded before the payload left");
+        // The disk fills: the next nested scope's events cannot be recorded.
+        (env.fail)(true);
+        let payload = nested_panic();
+        (env.fail)(false);
+        assert!(
+            payload.downcast_ref::<Vec<String>>().is_none(),
+            "the envelopes left unrecorded"
+        );
+        let said = payload
+            .downcast_ref::<String>()
+            .expect("a panic saying why");
+        assert!(said.contains("could not be recorded"), "{said}");
+        Ok(())
+    });
+    // The failed commit failed the scope.
+    assert!(out.is_err(), "{out:?}");
+    assert_eq!((env.trail)().len(), 8);
 }
 
 /// A1: a scope opened inside the store's connection (where the sink's
