@@ -1498,6 +1498,16 @@ impl Custodian {
         self.vault.is_erased(subject)
     }
 
+    /// Whether the key store holds keys or noted tokens of `subject` (as far
+    /// as it can say: [`KeyStore::to_destroy`](crate::crypto::KeyStore::to_destroy)).
+    /// A store's `destroy` deletes them in the transaction that writes the
+    /// tombstone, so a tombstone beside them is not one it wrote.
+    pub(crate) fn holds_keys_of(&self, subject: SubjectId) -> Result<bool, Error> {
+        Ok(self.vault.to_destroy(subject)?.is_some_and(|d| {
+            !(d.generations.is_empty() && d.lookup_tokens.is_empty() && d.pseudonyms.is_empty())
+        }))
+    }
+
     /// The keyed pseudonym of `info`'s value: the form in which
     /// [`Improvement`](crate::purpose::Improvement) works (R6). Deterministic
     /// under the custodian's pseudonym key. Computing one is not audited;

@@ -459,11 +459,13 @@ impl SubjectReport {
 impl Custodian {
     /// When the report says the subject was erased: as the freshness anchor
     /// says, else as the verified trail's `erase` event says. A key-store
-    /// tombstone backs neither (a row the operator can write, A2) and is
-    /// believed only where they cannot speak: with no anchor, or with part
-    /// of the trail archived (the erasure may be in the archive). Otherwise
-    /// it is a tombstone nobody wrote, and the report fails rather than say
-    /// a live subject was erased and hide their values.
+    /// tombstone backs neither (a row the operator can write, A2). Beside
+    /// the subject's keys it is refused (a store's `destroy` deletes them
+    /// with the same commit); otherwise it is believed only where anchor
+    /// and trail cannot speak: with no anchor, or with part of the trail
+    /// archived (the erasure may be in the archive). Otherwise it is a
+    /// tombstone nobody wrote, and the report fails rather than say a live
+    /// subject was erased and hide their values.
     fn reported_erasure(
         &self,
         subject: SubjectId,
@@ -481,11 +483,22 @@ impl Custodian {
         }
         // Not in the anchor: what `erased_at` answers is the tombstone.
         match self.erased_at(subject)? {
-            Some(at) if !self.has_anchor() || archived > 0 => Ok(Some(at)),
-            Some(_) => Err(Error::Anchor(crate::freshness::AnchorError::new(
-                "the key store holds an erasure tombstone for the subject that neither the \
-                 freshness anchor nor the verified trail records (a row written into the database)",
-            ))),
+            Some(_) if self.has_anchor() && archived == 0 => {
+                Err(Error::Anchor(crate::freshness::AnchorError::new(
+                    "the key store holds an erasure tombstone for the subject that neither the \
+                     freshness anchor nor the verified trail records (a row written into the \
+                     database)",
+                )))
+            }
+            // Beside the subject's keys it is a row nobody's `destroy`
+            // wrote (A2): believed, it would hide values that still open.
+            Some(_) if self.holds_keys_of(subject)? => Err(crate::crypto::KeyStoreError::Conflict(
+                "the key store holds an erasure tombstone for the subject beside its live keys \
+                 (a row written into the database, or keys put back)"
+                    .into(),
+            )
+            .into()),
+            Some(at) => Ok(Some(at)),
             None => Ok(None),
         }
     }
@@ -502,7 +515,13 @@ impl Custodian {
     /// the values. Nor can an erasure tombstone written into the key store:
     /// with a freshness anchor, a tombstone that neither the anchor nor the
     /// verified trail records fails the report ([`Error::Anchor`]) unless
-    /// part of the trail is archived (the erasure may be there). Entries archived before the trail (behind an archive
+    /// part of the trail is archived (the erasure may be there); and with
+    /// or without an anchor, a tombstone beside the subject's keys fails it
+    /// ([`Error::KeyStore`]: a store's `destroy` deletes the keys in the
+    /// commit that writes it). Left unseen: a tombstone written, and the
+    /// keys deleted, by the operator where the anchor cannot speak — the
+    /// values are then lost, and the letter dates their erasure as the row
+    /// says. Entries archived before the trail (behind an archive
     /// base) are not in it: the report counts them
     /// ([`SubjectReport::archived_entries`]) and the letter says what it
     /// does not cover. Entries no trusted checkpoint vouches for (or a trail

@@ -2261,6 +2261,82 @@ fn a4_a_report_over_archived_entries_says_they_are_not_in_it() {
     assert!(letter.contains("archived and not part of this account"));
 }
 
+/// A2 (the operator plants a tombstone for a subject never erased, whose
+/// keys stay): the report must not say the subject was erased and withhold
+/// values that still open — with a freshness anchor kept from the start
+/// and another customer's stream archived (routine maintenance, which
+/// leaves the anchor unable to say the erasure is not in the archive), and
+/// with no anchor at all. A store's `destroy` deletes the keys in the
+/// commit that writes the tombstone: one beside them is refused.
+#[test]
+fn a2_a_tombstone_planted_beside_live_keys_fails_the_report() {
+    use privacy_pledge::report::StoredRecord;
+    let dir = temp_dir("planted_tombstone");
+    let store = SqliteStore::open(dir.path("shop.sqlite")).unwrap();
+    let keyring = keyring();
+    let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
+    let public = keyring.checkpoint_signer().unwrap().public_key();
+    let anchored = || {
+        let sink = Arc::new(
+            store
+                .audit_sink(keyring.audit_key())
+                .unwrap()
+                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
+        );
+        let custodian = Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.key_store())
+            .audit(sink.clone())
+            .checkpoint_store(outside.clone())
+            .freshness_anchor(outside.anchor().unwrap())
+            .build()
+            .unwrap();
+        (custodian, sink)
+    };
+
+    // Run 1: another customer's sign-up; its stream is archived.
+    let (run1, sink1) = anchored();
+    seal_email_of(&run1, SubjectId::random()).unwrap();
+    let head = sink1.sign_checkpoint().unwrap();
+    drop((run1, sink1));
+    let mut archive = Vec::new();
+    store.archive(&head, &public, &mut archive).unwrap();
+    keep_base(&keyring, &outside, &head, &archive);
+
+    // Run 2: Bob signs up; he is never erased. Then the planted row.
+    let (run2, sink2) = anchored();
+    let bob = SubjectId::random();
+    let row = seal_email_of(&run2, bob).unwrap();
+    sink2.sign_checkpoint().unwrap();
+    store
+        .with_connection(|conn| {
+            conn.execute(
+                "INSERT INTO pp_erased_subjects (subject, erased_at) VALUES (?1, 1000000000)",
+                [bob.to_string()],
+            )
+        })
+        .unwrap();
+    let records: Vec<&dyn StoredRecord> = vec![&row];
+    let trail = store.verified_trail(&run2).unwrap();
+    assert!(trail.archived() > 0, "routine archive");
+    let refused = |report: Result<privacy_pledge::report::SubjectReport, Error>| match report {
+        Err(Error::KeyStore(e)) => assert!(e.to_string().contains("beside its live keys"), "{e}"),
+        Ok(r) => panic!(
+            "the report claims an erasure nobody made: erased_at {:?}, withheld {:?}",
+            r.erased_at(),
+            r.records()[0].withheld
+        ),
+        Err(e) => panic!("{e}"),
+    };
+    refused(run2.subject_report(bob, &records, &trail));
+    drop((run2, sink2));
+    // With no anchor the tombstone is all there is to go by; beside the
+    // keys it is refused all the same.
+    let (plain, _sink) = started(&store, &keyring, &outside);
+    let trail = store.verified_trail(&plain).unwrap();
+    refused(plain.subject_report(bob, &records, &trail));
+}
+
 /// The write-ahead log is copied into the database file once it holds the
 /// pages `PoolOptions::sqlite_wal_pages` names, on every connection of the
 /// store (the host's too: its commits can be the ones that pass the mark),
