@@ -686,6 +686,154 @@ fn a5_a_child_forked_after_a_postgres_store_opened_never_ends_the_parents_sessio
     let _ = std::fs::remove_dir_all(&checkpoints);
 }
 
+/// A5: host code forks inside `commit_request`'s `write` (a worker started
+/// mid-request), and the child returns into the crate holding a copy of
+/// the parent's connection, in the parent's open transaction. It must
+/// neither commit nor roll back there: it gets `StoreError::Forked`, and
+/// the parent's transaction commits whole, with the row written before the
+/// fork and the one after.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+fn a_child_forked_inside_commit_request_commits_nothing(
+    url: String,
+    checkpoints: &std::path::Path,
+) {
+    use privacy_pledge::crypto::Keyring;
+    use privacy_pledge::store::{Store, StoreConfig, StoreError};
+
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let store = Store::open(&StoreConfig::new(url, checkpoints)).unwrap();
+    let builder = Custodian::builder().keyring(Keyring::generate().unwrap());
+    let (custodian, guard) = store.custodian(builder).unwrap();
+    store
+        .batch("CREATE TABLE rows (who TEXT NOT NULL)")
+        .unwrap();
+    let parent = std::process::id();
+    let out = std::env::temp_dir().join(format!(
+        "privacy-pledge-fork-commit-{parent}-{}",
+        SubjectId::random()
+    ));
+    let mut child = None;
+    let result = store.commit_request(
+        &custodian,
+        || Ok::<_, privacy_pledge::Error>(()),
+        |tx, _| {
+            tx.execute("INSERT INTO rows (who) VALUES ('parent')", &[])?;
+            // SAFETY: the child only returns into the crate, writes one
+            // file and leaves with `_exit` (below); `FORKS` keeps other
+            // tests of this binary from forking or allocating meanwhile.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid == 0 {
+                return Ok(());
+            }
+            assert_eq!(wait(pid), 0, "the child reported");
+            child = Some(pid);
+            tx.execute(
+                "INSERT INTO rows (who) VALUES ('parent, after the fork')",
+                &[],
+            )?;
+            Ok(())
+        },
+    );
+    if std::process::id() != parent {
+        let forked = u8::from(matches!(
+            result,
+            Err(privacy_pledge::Error::Store(StoreError::Forked))
+        ));
+        let code = if put(&out, &[forked]) { 0 } else { 1 };
+        // SAFETY: ends the child at once, as `fork` requires.
+        unsafe { libc::_exit(code) };
+    }
+    assert!(child.is_some());
+    let report = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(report, [1], "the child's commit_request was not refused");
+    result.unwrap();
+    let rows = store
+        .query("SELECT who FROM rows ORDER BY who", &[], |r| {
+            r.get::<String>(0)
+        })
+        .unwrap();
+    assert_eq!(rows, ["parent", "parent, after the fork"]);
+    drop((custodian, guard, store));
+}
+
+#[cfg(feature = "sqlite")]
+#[test]
+fn a5_a_child_forked_inside_commit_request_on_sqlite_commits_nothing() {
+    let dir = tempdir::TempDir::named("fork", "sqlite-commit");
+    a_child_forked_inside_commit_request_commits_nothing(
+        dir.sqlite_url("shop.sqlite"),
+        &dir.path("checkpoints"),
+    );
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn a5_a_child_forked_inside_commit_request_on_postgres_commits_nothing() {
+    let Some(db) = pg::database("fork_commit") else {
+        return;
+    };
+    let checkpoints = std::env::temp_dir().join(format!(
+        "privacy-pledge-fork-pg-commit-{}-{}",
+        std::process::id(),
+        SubjectId::random()
+    ));
+    a_child_forked_inside_commit_request_commits_nothing(db, &checkpoints);
+    let _ = std::fs::remove_dir_all(&checkpoints);
+}
+
+/// A5: host code forks inside `with_client`, in a transaction of its own
+/// it has not ended. The child returns into the crate, which rolls back
+/// what a closure leaves open — but not there: on the parent's session that
+/// rollback would undo the parent's transaction. The child is refused
+/// (`with_client` panics there, as documented), and the parent commits.
+#[cfg(feature = "postgres")]
+#[test]
+fn a5_a_child_forked_inside_with_client_never_rolls_back_the_parents_transaction() {
+    use privacy_pledge::store::postgres::PgStore;
+
+    let Some(db) = pg::database("fork_with_client") else {
+        return;
+    };
+    let _one_at_a_time = FORKS.lock().unwrap_or_else(|e| e.into_inner());
+    let store = PgStore::connect(&db).unwrap();
+    store
+        .with_client(|c| c.batch_execute("CREATE TABLE rows (who TEXT NOT NULL)"))
+        .unwrap();
+    let parent = std::process::id();
+    let mut child = None;
+    let returned = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.with_client(|c| {
+            c.batch_execute("BEGIN; INSERT INTO rows (who) VALUES ('parent')")
+                .unwrap();
+            // SAFETY: the child only returns into the crate and leaves with
+            // `_exit` (below); `FORKS` keeps other tests of this binary
+            // from forking meanwhile.
+            let pid = unsafe { libc::fork() };
+            assert!(pid >= 0);
+            if pid != 0 {
+                assert_eq!(wait(pid), 0, "the child was refused");
+                child = Some(pid);
+                c.batch_execute("COMMIT").unwrap();
+            }
+        })
+    }));
+    if std::process::id() != parent {
+        // 0: refused (a panic); 1: `with_client` returned on the
+        // parent's session.
+        let code = if returned.is_err() { 0 } else { 1 };
+        // SAFETY: ends the child at once, as `fork` requires.
+        unsafe { libc::_exit(code) };
+    }
+    returned.unwrap();
+    assert!(child.is_some());
+    let rows = store
+        .with_client(|c| c.query("SELECT who FROM rows", &[]))
+        .unwrap();
+    assert_eq!(rows.len(), 1, "the parent's transaction was rolled back");
+}
+
 /// A5: a child forked after a PKCS#11 provider opened may not use its
 /// parent's sessions (PKCS#11 forbids it): wrapping there is refused, and
 /// dropping the provider there leaves the parent's sessions working.

@@ -128,6 +128,32 @@ thread_local! {
 /// the request made, so it goes back to the host only once the scope's
 /// events are on disk (a payload whose events could not be made durable is
 /// dropped unseen: see [`resume_if_recorded`](crate::request::resume_if_recorded)).
+/// Runs host code `f` on `tx`, a transaction of a connection lent to it,
+/// and gives the transaction back with `f`'s result. Host code may fork
+/// inside `f`: in the child, which returns here holding a copy of the
+/// parent's connection, `tx` is forgotten — neither committed nor rolled
+/// back (dropped, it would roll back) on the parent's session — and the
+/// child gets [`Unavailable::Forked`], or `f`'s panic goes on.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn host_code<Tx, R>(
+    mut tx: Tx,
+    same_process: impl FnOnce() -> Result<(), Unavailable>,
+    f: impl FnOnce(&mut Tx) -> R,
+) -> Result<(Tx, R), Unavailable> {
+    let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&mut tx)));
+    if let Err(forked) = same_process() {
+        std::mem::forget(tx);
+        return match out {
+            Ok(_) => Err(forked),
+            Err(payload) => std::panic::resume_unwind(payload),
+        };
+    }
+    match out {
+        Ok(out) => Ok((tx, out)),
+        Err(payload) => std::panic::resume_unwind(payload),
+    }
+}
+
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 pub(crate) fn durable_before_error<E: From<StoreError>>(
     write: impl FnOnce() -> Result<(), E>,

@@ -38,7 +38,11 @@
 //! any other, every call for a connection is refused ([`Unavailable::Forked`]),
 //! a connection lent across the fork is not readied for reuse, and the
 //! connections are never closed there — they are leaked, so that the
-//! parent's sessions go on. A child opens a store of its own. (A process is
+//! parent's sessions go on. Host code that forks while it holds a lent
+//! connection (inside `with_connection`, `commit_request`'s `write`) returns
+//! into the crate in the child too: there the crate sends nothing more on
+//! that connection — no commit, no rollback — and the call fails with
+//! [`Unavailable::Forked`]. A child opens a store of its own. (A process is
 //! told by its id: a grandchild given its dead grandparent's id, possible
 //! in a PID namespace, is not told apart.)
 
@@ -268,6 +272,14 @@ impl<C> Conns<C> {
     pub(crate) fn host(&self, forever: bool) -> Result<Conn<'_, C>, Unavailable> {
         let pool = self.host.as_ref().unwrap_or(&self.pool);
         Ok(Conn::Pooled(pool.get(forever)?))
+    }
+
+    /// `Err` in a process other than the one that opened the connections:
+    /// asked again after host code ran on a lent connection, which it may
+    /// have forked inside (the child then returns into the crate holding a
+    /// copy of the parent's connection, and must send nothing on it).
+    pub(crate) fn same_process(&self) -> Result<(), Unavailable> {
+        self.pool.same_process()
     }
 
     /// The pool's size (the writer's connection not counted).

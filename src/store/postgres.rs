@@ -560,6 +560,9 @@ impl PgStore {
         let mut client = self.conns.host(true)?;
         self.reconnect.revive(&mut client, false);
         let out = super::hold(self.id(), || f(&mut client));
+        // `f` forked, and this is the child: nothing more on the parent's
+        // session (see `pool`'s "Fork").
+        self.conns.same_process()?;
         // A transaction `f` began and did not end (a `BEGIN` in a batch)
         // is rolled back, as the SQLite store's pool does: left open, the
         // connection's next user would write into it, seen by no other
@@ -645,8 +648,15 @@ impl PgStore {
         E: From<crate::Error> + From<StoreError>,
     {
         let mut client = self.host().map_err(StoreError::from)?;
-        let mut tx = client.transaction().map_err(db_err)?;
-        super::hold(self.id(), || write(&mut tx, value))?;
+        let tx = client.transaction().map_err(db_err)?;
+        // `write` may fork: the child commits nothing (see `pool`'s "Fork").
+        let (mut tx, written) = super::host_code(
+            tx,
+            || self.conns.same_process(),
+            |tx| super::hold(self.id(), || write(tx, value)),
+        )
+        .map_err(StoreError::from)?;
+        written?;
         tx.batch_execute(HOST_COMMIT_THEN_MARK).map_err(db_err)?;
         // Ended on the server: dropping the client's handle would send a
         // ROLLBACK and wait for its warning. (A failed batch drops it

@@ -767,7 +767,14 @@ impl SqliteStore {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(db_err)?;
-        super::hold(self.id(), || write(&tx, value))?;
+        // `write` may fork: the child commits nothing (see `pool`'s "Fork").
+        let (tx, written) = super::host_code(
+            tx,
+            || self.conns.same_process(),
+            |tx| super::hold(self.id(), || write(tx, value)),
+        )
+        .map_err(StoreError::from)?;
+        written?;
         // Whatever `write` wrote or set, this commit syncs the log: the
         // mark changes a page of the file (a TEMP table of the same
         // name cannot take it, nor a TEMP trigger skip it unseen), and
