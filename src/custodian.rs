@@ -2438,7 +2438,10 @@ impl CustodianBuilder {
     }
 
     /// Seals per subject data key before a new generation starts (default
-    /// [`DEFAULT_MESSAGE_LIMIT`](crate::crypto::DEFAULT_MESSAGE_LIMIT); at least 1).
+    /// [`DEFAULT_MESSAGE_LIMIT`](crate::crypto::DEFAULT_MESSAGE_LIMIT); at least 1),
+    /// counted in the key store in reserved blocks. A process forked while
+    /// this one holds a block seals from it too, uncounted: see the
+    /// [`crypto`](crate::crypto) module's "Limits".
     pub fn message_limit(mut self, limit: u64) -> Self {
         self.config.message_limit = limit.max(1);
         self.config.reserve_block = self.config.reserve_block.min(self.config.message_limit);

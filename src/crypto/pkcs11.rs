@@ -268,6 +268,10 @@ fn handle_gone(e: &CkError) -> bool {
     )
 }
 
+/// How many times `retire` destroys what it finds and searches again
+/// before it reports the version's objects as still there.
+const RETIRE_ROUNDS: usize = 4;
+
 /// How often `refresh` searches the token at most while searching brings
 /// nothing new.
 const REFRESH_AT_MOST_EVERY: Duration = Duration::from_millis(100);
@@ -471,6 +475,18 @@ impl Pkcs11Provider {
     }
 
     /// The secret-key objects labelled `label`, with their `CKA_ID`s.
+    /// Whether `h` names an object with the label `label` (`false` for a
+    /// handle that names nothing any more).
+    fn labelled(&self, s: &Session, h: ObjectHandle, label: &str) -> Result<bool, KeyError> {
+        match retry(|| s.get_attributes(h, &[AttributeType::Label])) {
+            Ok(attrs) => Ok(attrs
+                .iter()
+                .any(|a| matches!(a, Attribute::Label(l) if l.as_slice() == label.as_bytes()))),
+            Err(e) if handle_gone(&e) => Ok(false),
+            Err(e) => Err(provider_error("C_GetAttributeValue", e)),
+        }
+    }
+
     fn find(&self, s: &Session, label: &str) -> Result<Vec<(ObjectHandle, Vec<u8>)>, KeyError> {
         let found = retry(|| {
             s.find_objects(&[
@@ -907,21 +923,54 @@ impl KeyProvider for Pkcs11Provider {
         }
         let label = self.label(Kind::Kek, version);
         self.with_session(|s| {
-            let found = self.find(s, &label)?;
-            let known = self.read().handles.contains_key(&version);
-            if found.is_empty() && !known {
-                return Err(KeyError::Retired { version });
-            }
-            for (h, _) in found {
-                match retry(|| s.destroy_object(h)) {
-                    Err(e) if !handle_gone(&e) => {
-                        return Err(provider_error("C_DestroyObject", e));
-                    }
-                    _ => {}
+            // The objects a search finds, and those this provider holds
+            // handles of (a search has been seen to miss objects under
+            // load): a handle is destroyed only while it still names an
+            // object of this label, never one a stale handle now names.
+            let cached: Vec<ObjectHandle> = {
+                let v = self.read();
+                let winner = v.handles.get(&version).copied();
+                let others = v.others.get(&version).into_iter().flatten().copied();
+                winner.into_iter().chain(others).collect()
+            };
+            let mut doomed: Vec<ObjectHandle> =
+                self.find(s, &label)?.into_iter().map(|(h, _)| h).collect();
+            for h in cached {
+                if !doomed.contains(&h) && self.labelled(s, h, &label)? {
+                    doomed.push(h);
                 }
             }
-            self.forget(version);
-            Ok(())
+            if doomed.is_empty() {
+                // Retired elsewhere since this provider saw it: gone.
+                if self.read().handles.contains_key(&version) {
+                    self.forget(version);
+                    return Ok(());
+                }
+                return Err(KeyError::Retired { version });
+            }
+            // Searched again until none is left: an object a search missed
+            // would stay on the token, and the next scan would bring the
+            // retired version back (A3 with a copy of the token).
+            for _ in 0..RETIRE_ROUNDS {
+                for h in doomed {
+                    match retry(|| s.destroy_object(h)) {
+                        Err(e) if !handle_gone(&e) => {
+                            return Err(provider_error("C_DestroyObject", e));
+                        }
+                        _ => {}
+                    }
+                }
+                doomed = self.find(s, &label)?.into_iter().map(|(h, _)| h).collect();
+                if doomed.is_empty() {
+                    self.forget(version);
+                    return Ok(());
+                }
+            }
+            Err(KeyError::Provider(
+                "PKCS#11: objects of the retired version are still on the token after it \
+                 destroyed them"
+                    .into(),
+            ))
         })
     }
 
