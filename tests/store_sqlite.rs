@@ -2143,24 +2143,36 @@ fn started(
     store: &SqliteStore,
     keyring: &Arc<Keyring>,
     outside: &DirCheckpointStore,
-) -> (
-    Custodian,
-    Arc<privacy_pledge::store::AuditStreamSink<privacy_pledge::store::sqlite::SqliteBatchWriter>>,
-) {
+) -> (Custodian, Arc<SqliteSink>) {
+    started_with(store, keyring, outside, false)
+}
+
+/// The audit sink of a store opened on a file.
+type SqliteSink =
+    privacy_pledge::store::AuditStreamSink<privacy_pledge::store::sqlite::SqliteBatchWriter>;
+
+/// [`started`], with `outside`'s freshness anchor too if `anchored`.
+fn started_with(
+    store: &SqliteStore,
+    keyring: &Arc<Keyring>,
+    outside: &DirCheckpointStore,
+    anchored: bool,
+) -> (Custodian, Arc<SqliteSink>) {
     let sink = Arc::new(
         store
             .audit_sink(keyring.audit_key())
             .unwrap()
             .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
     );
-    let custodian = Custodian::builder()
+    let mut builder = Custodian::builder()
         .keyring(keyring.clone())
         .key_store(store.key_store())
         .audit(sink.clone())
-        .checkpoint_store(outside.clone())
-        .build()
-        .unwrap();
-    (custodian, sink)
+        .checkpoint_store(outside.clone());
+    if anchored {
+        builder = builder.freshness_anchor(outside.anchor().unwrap());
+    }
+    (builder.build().unwrap(), sink)
 }
 
 /// A5 with routine maintenance, consent kept in memory and rebuilt at each
@@ -2276,23 +2288,7 @@ fn a2_a_tombstone_planted_beside_live_keys_fails_the_report() {
     let keyring = keyring();
     let outside = DirCheckpointStore::new(dir.path("checkpoints")).unwrap();
     let public = keyring.checkpoint_signer().unwrap().public_key();
-    let anchored = || {
-        let sink = Arc::new(
-            store
-                .audit_sink(keyring.audit_key())
-                .unwrap()
-                .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
-        );
-        let custodian = Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.key_store())
-            .audit(sink.clone())
-            .checkpoint_store(outside.clone())
-            .freshness_anchor(outside.anchor().unwrap())
-            .build()
-            .unwrap();
-        (custodian, sink)
-    };
+    let anchored = || started_with(&store, &keyring, &outside, true);
 
     // Run 1: another customer's sign-up; its stream is archived.
     let (run1, sink1) = anchored();
