@@ -91,7 +91,13 @@
 //!   ([`AnchorStore::epoch`]: for [`DirAnchorStore`] its file's inode), and
 //!   every append names the epoch it read ([`AnchorStore::append_to`]), so a
 //!   process that read the log before a compaction fails closed instead of
-//!   reading, or appending at, offsets of a log it never saw.
+//!   reading, or appending at, offsets of a log it never saw. An epoch may
+//!   come back (a file system reuses inode numbers), so each re-read also
+//!   starts at the last line the process verified, which must still end
+//!   its view (its MAC chains every line before it); and a compaction
+//!   replaces only the log it read — its epoch, length and last line,
+//!   checked under the lock ([`AnchorStore::replace_after`]) — never one
+//!   another compaction wrote meanwhile.
 //! - **What it rests on.** The anchor's directory must be out of the
 //!   database operator's reach (like the checkpoints), and the anchor key is
 //!   derived from the keyring, which A2 does not hold. Someone who can
@@ -152,9 +158,8 @@ pub trait AnchorStore: Send + Sync {
     /// bytes long now, durably and at once (a reader sees the old log or
     /// the new, never a mix), before returning `Ok(true)`; `Ok(false)` (and
     /// nothing changed) if another writer appended first. What
-    /// [`Custodian::compact_anchor`](crate::Custodian::compact_anchor)
-    /// calls. The default refuses: a store that only appends cannot be
-    /// compacted.
+    /// [`replace_after`](Self::replace_after)'s default calls. The default
+    /// refuses: a store that only appends cannot be compacted.
     fn replace(&self, expected_len: u64, bytes: &[u8]) -> Result<bool, AnchorError> {
         let _ = (expected_len, bytes);
         Err(AnchorError::new("this anchor store cannot be compacted"))
@@ -176,6 +181,39 @@ pub trait AnchorStore: Send + Sync {
         let _ = epoch;
         self.append(expected_len, line)
     }
+
+    /// [`replace`](Self::replace), but only over the log the caller read:
+    /// of `epoch`, `expected_len` bytes long, and ending with `last_line`
+    /// (the last line the caller verified, empty for an empty log).
+    /// `Ok(false)`, and nothing changed, if it is another log — one another
+    /// process compacted meanwhile, as long as the one read, whose epoch a
+    /// file system may have given again (an inode number reused).
+    ///
+    /// What [`Custodian::compact_anchor`](crate::Custodian::compact_anchor)
+    /// calls. The crate's stores check all three under the lock that
+    /// `replace` takes; the default checks them first and then calls
+    /// `replace`, so two compactions racing between the check and the
+    /// replacement can still lose what the first kept: a store that can
+    /// be compacted by several processes implements it.
+    fn replace_after(
+        &self,
+        epoch: u64,
+        expected_len: u64,
+        last_line: &[u8],
+        bytes: &[u8],
+    ) -> Result<bool, AnchorError> {
+        let start = expected_len.checked_sub(last_line.len() as u64);
+        let same = self.epoch()? == epoch
+            && self.byte_len()? == expected_len
+            && match start {
+                Some(start) => self.read_from(start)?.starts_with(last_line),
+                None => false,
+            };
+        if !same {
+            return Ok(false);
+        }
+        self.replace(expected_len, bytes)
+    }
 }
 
 impl<A: AnchorStore + ?Sized> AnchorStore for std::sync::Arc<A> {
@@ -196,6 +234,15 @@ impl<A: AnchorStore + ?Sized> AnchorStore for std::sync::Arc<A> {
     }
     fn append_to(&self, epoch: u64, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
         (**self).append_to(epoch, expected_len, line)
+    }
+    fn replace_after(
+        &self,
+        epoch: u64,
+        expected_len: u64,
+        last_line: &[u8],
+        bytes: &[u8],
+    ) -> Result<bool, AnchorError> {
+        (**self).replace_after(epoch, expected_len, last_line, bytes)
     }
 }
 
@@ -255,6 +302,25 @@ impl AnchorStore for MemoryAnchorStore {
     fn replace(&self, expected_len: u64, new: &[u8]) -> Result<bool, AnchorError> {
         let mut bytes = self.bytes();
         if bytes.len() as u64 != expected_len {
+            return Ok(false);
+        }
+        *bytes = new.to_vec();
+        self.replaced.fetch_add(1, Ordering::AcqRel);
+        Ok(true)
+    }
+
+    fn replace_after(
+        &self,
+        epoch: u64,
+        expected_len: u64,
+        last_line: &[u8],
+        new: &[u8],
+    ) -> Result<bool, AnchorError> {
+        let mut bytes = self.bytes();
+        if self.replaced.load(Ordering::Acquire) + 1 != epoch
+            || bytes.len() as u64 != expected_len
+            || !bytes.ends_with(last_line)
+        {
             return Ok(false);
         }
         *bytes = new.to_vec();
@@ -445,25 +511,17 @@ impl AnchorStore for DirAnchorStore {
     }
 
     fn replace(&self, expected_len: u64, bytes: &[u8]) -> Result<bool, AnchorError> {
-        use std::io::Write;
-        let (_old, meta) = match self.locked(None) {
-            Ok(locked) => locked,
-            Err(_) => return Ok(false),
-        };
-        if meta.len() != expected_len {
-            return Ok(false);
-        }
-        let new_path = self.file.with_extension("log.compacting");
-        let mut new = std::fs::File::create(&new_path).map_err(|e| io("create", e))?;
-        new.write_all(bytes).map_err(|e| io("write", e))?;
-        new.sync_all().map_err(|e| io("sync", e))?;
-        std::fs::rename(&new_path, &self.file).map_err(|e| io("rename", e))?;
-        if let Some(dir) = self.file.parent() {
-            crate::files::sync_dir(dir).map_err(|e| io("sync directory", e))?;
-        }
-        // The old file's lock goes with `_old`: an appender waiting for it
-        // finds its file replaced.
-        Ok(true)
+        self.replace_in(None, expected_len, bytes)
+    }
+
+    fn replace_after(
+        &self,
+        epoch: u64,
+        expected_len: u64,
+        last_line: &[u8],
+        bytes: &[u8],
+    ) -> Result<bool, AnchorError> {
+        self.replace_in(Some((epoch, last_line)), expected_len, bytes)
     }
 
     fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
@@ -480,6 +538,47 @@ impl AnchorStore for DirAnchorStore {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
             Err(e) => Err(io("stat", e)),
         }
+    }
+}
+
+impl DirAnchorStore {
+    /// Replaces the log with `bytes` if it is `expected_len` bytes long and,
+    /// given `(epoch, last_line)`, of that epoch and ending with that line
+    /// — all checked under the old file's lock.
+    fn replace_in(
+        &self,
+        after: Option<(u64, &[u8])>,
+        expected_len: u64,
+        bytes: &[u8],
+    ) -> Result<bool, AnchorError> {
+        use std::io::Write;
+        let (mut old, meta) = match self.locked(after.map(|(epoch, _)| epoch)) {
+            Ok(locked) => locked,
+            Err(_) => return Ok(false),
+        };
+        if meta.len() != expected_len {
+            return Ok(false);
+        }
+        if let Some((_, last_line)) = after {
+            let Some(start) = expected_len.checked_sub(last_line.len() as u64) else {
+                return Ok(false);
+            };
+            if read_range(&mut old, start)? != last_line {
+                return Ok(false);
+            }
+        }
+        let new_path = self.file.with_extension("log.compacting");
+        let mut new = std::fs::File::create(&new_path).map_err(|e| io("create", e))?;
+        new.write_all(bytes).map_err(|e| io("write", e))?;
+        new.sync_all().map_err(|e| io("sync", e))?;
+        std::fs::rename(&new_path, &self.file).map_err(|e| io("rename", e))?;
+        if let Some(dir) = self.file.parent() {
+            crate::files::sync_dir(dir).map_err(|e| io("sync directory", e))?;
+        }
+        // The old file's lock goes with `old`: an appender waiting for it
+        // finds its file replaced.
+        drop(old);
+        Ok(true)
     }
 }
 
@@ -570,6 +669,10 @@ struct View {
     epoch: u64,
     /// Bytes read and verified (whole lines).
     len: u64,
+    /// The last line verified, newline included (empty before the first):
+    /// a log found without it at the view's end is another log, whatever
+    /// its epoch says.
+    last_line: Vec<u8>,
     last_mac: [u8; 32],
     lines: u64,
     consents: HashMap<(SubjectId, PurposeId), ConsentRecord>,
@@ -672,6 +775,8 @@ impl View {
             self.last_mac = tag;
             self.lines += 1;
             self.len += end as u64 + 1;
+            self.last_line.clear();
+            self.last_line.extend_from_slice(&rest[..=end]);
             rest = &rest[end + 1..];
         }
         Ok(())
@@ -786,9 +891,14 @@ impl Anchor {
     /// Reads and takes in the lines appended since the view's end.
     fn read_new(&self) -> Result<Vec<Entry>, Error> {
         let epoch = crate::reentry::host(|| self.store.epoch())?;
-        let (seen, lines, known) = {
+        let (seen, lines, known, last_len) = {
             let view = self.read();
-            (view.len, view.lines, view.epoch)
+            (
+                view.len,
+                view.lines,
+                view.epoch,
+                view.last_line.len() as u64,
+            )
         };
         if lines == 0 {
             // Nothing read yet: this is the log from now on.
@@ -803,11 +913,24 @@ impl Anchor {
             ))
             .into());
         }
+        // Read from the last line verified: still there, at the view's end,
+        // it proves the log is the one read (its MAC chains every line
+        // before it), where an epoch could be given again — a file
+        // system's reused inode number after a compaction, with a new log
+        // as long as the old — and "nothing new" would keep a stale view.
+        let from = seen - last_len.min(seen);
+        let tail = crate::reentry::host(|| self.store.read_from(from))?;
+        let new = {
+            let view = self.read();
+            match tail.strip_prefix(view.last_line.as_slice()) {
+                Some(new) => new,
+                None => return Err(replaced_error().into()),
+            }
+        };
         let mut applied = Vec::new();
-        if len > seen {
-            let bytes = crate::reentry::host(|| self.store.read_from(seen))?;
+        if !new.is_empty() {
             let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
-            let extended = view.extend(&self.key, &bytes, &mut applied);
+            let extended = view.extend(&self.key, new, &mut applied);
             // Bumped, and the erasures noted, even on a failed line (the
             // lines before it applied).
             self.generation.fetch_add(1, Ordering::AcqRel);
@@ -938,7 +1061,13 @@ impl Anchor {
                     built.insert(new)
                 }
             };
-            if crate::reentry::host(|| self.store.replace(len, &new.bytes))? {
+            let (epoch, last_line) = {
+                let view = self.read();
+                (view.epoch, view.last_line.clone())
+            };
+            if crate::reentry::host(|| {
+                self.store.replace_after(epoch, len, &last_line, &new.bytes)
+            })? {
                 // This process reads the new log from its start; the view
                 // it rebuilds is the one it had.
                 let mut fresh = View {

@@ -1007,3 +1007,171 @@ fn a3_compaction_drops_an_erased_subjects_tokens_from_the_anchor() {
     let again = custodian.erase(ada).unwrap();
     assert!(again.lookup_tokens().is_empty() && again.pseudonyms().is_empty());
 }
+
+/// A consent register over `rows` and `anchor` that re-reads the anchor on
+/// every use (a bound of zero).
+fn register_over(
+    keyring: &Arc<Keyring>,
+    rows: &Arc<MemoryConsentStore>,
+    anchor: impl AnchorStore + 'static,
+) -> Custodian {
+    Custodian::builder()
+        .keyring(keyring.clone())
+        .consent_store(rows.clone())
+        .freshness_anchor(anchor)
+        .consent_revalidate_after(Duration::ZERO)
+        .build()
+        .unwrap()
+}
+
+/// Consents of two subjects, `a` granted (version 3) and `b` withdrawn
+/// (version 4), and the anchor compacted: a compacted log whose shape
+/// stays the same, byte for byte as long, when `a` is withdrawn and `b`
+/// granted again (a `true` becomes `false`, a `false` becomes `true`).
+fn two_subjects(c: &Custodian) -> (SubjectId, SubjectId) {
+    let (a, b) = (SubjectId::random(), SubjectId::random());
+    let consents = c.consents();
+    for (subject, changes) in [(a, 3), (b, 4)] {
+        for n in 0..changes {
+            if n % 2 == 0 {
+                consents.grant::<Newsletter>(subject).unwrap();
+            } else {
+                consents.withdraw::<Newsletter>(subject).unwrap();
+            }
+        }
+    }
+    c.compact_anchor().unwrap();
+    (a, b)
+}
+
+/// An anchor store whose epoch never changes, as a file system that gives
+/// a compacted log the inode number of the log before it (ext4 was seen
+/// to, after two compactions) makes `DirAnchorStore`'s.
+struct SameEpoch(DirAnchorStore);
+
+impl AnchorStore for SameEpoch {
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        self.0.append(expected_len, line)
+    }
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
+        self.0.read_from(offset)
+    }
+    fn byte_len(&self) -> Result<u64, AnchorError> {
+        self.0.byte_len()
+    }
+    fn replace(&self, expected_len: u64, bytes: &[u8]) -> Result<bool, AnchorError> {
+        self.0.replace(expected_len, bytes)
+    }
+    fn epoch(&self) -> Result<u64, AnchorError> {
+        Ok(1)
+    }
+}
+
+/// A5 + A2: a process of the fleet read the compacted anchor; then `a`
+/// withdraws, `b` is granted again and the anchor is compacted again into
+/// a log exactly as long, whose epoch is the one the process read. Long
+/// past the bound, the process must not keep its old view (where `a` is
+/// granted) and take `a`'s authentic "granted" row, put back by the
+/// operator, as live: it finds its last verified line gone and refuses.
+#[test]
+fn a2_a5_a_compacted_log_as_long_and_of_the_same_epoch_is_not_taken_for_the_old() {
+    let dir = TempDir::named("freshness", "same_epoch");
+    let keyring = keyring();
+    let rows = Arc::new(MemoryConsentStore::new());
+    let anchor = DirAnchorStore::new(dir.path("checkpoints")).unwrap();
+    let maintenance = register_over(&keyring, &rows, SameEpoch(anchor.clone()));
+    let (a, b) = two_subjects(&maintenance);
+    let other = register_over(&keyring, &rows, SameEpoch(anchor.clone()));
+    assert!(other.consents().is_granted::<Newsletter>(a));
+    let granted_a = rows.load(a, PurposeId::Newsletter).unwrap().unwrap();
+    let read = anchor.byte_len().unwrap();
+    maintenance.consents().withdraw::<Newsletter>(a).unwrap();
+    maintenance.consents().grant::<Newsletter>(b).unwrap();
+    maintenance.compact_anchor().unwrap();
+    assert_eq!(anchor.byte_len().unwrap(), read, "as long as the log read");
+    rows.put_back(granted_a);
+    assert!(
+        other.consent_proof::<Newsletter>(a).is_err(),
+        "a withdrawn consent is live again in a process of the fleet"
+    );
+}
+
+/// The store of a compaction that is slow to replace the log: `between`
+/// runs (on another thread, as another process would) after the new log
+/// was built from what was read, and before the store's replacement.
+struct Slow {
+    inner: DirAnchorStore,
+    between: std::sync::Mutex<Option<Box<dyn FnOnce() + Send>>>,
+}
+
+impl AnchorStore for Slow {
+    fn append(&self, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        self.inner.append(expected_len, line)
+    }
+    fn read_from(&self, offset: u64) -> Result<Vec<u8>, AnchorError> {
+        self.inner.read_from(offset)
+    }
+    fn byte_len(&self) -> Result<u64, AnchorError> {
+        self.inner.byte_len()
+    }
+    fn epoch(&self) -> Result<u64, AnchorError> {
+        self.inner.epoch()
+    }
+    fn append_to(&self, epoch: u64, expected_len: u64, line: &[u8]) -> Result<bool, AnchorError> {
+        self.inner.append_to(epoch, expected_len, line)
+    }
+    fn replace(&self, expected_len: u64, bytes: &[u8]) -> Result<bool, AnchorError> {
+        self.inner.replace(expected_len, bytes)
+    }
+    fn replace_after(
+        &self,
+        epoch: u64,
+        expected_len: u64,
+        last_line: &[u8],
+        bytes: &[u8],
+    ) -> Result<bool, AnchorError> {
+        if let Some(f) = self.between.lock().unwrap().take() {
+            std::thread::spawn(f).join().unwrap();
+        }
+        self.inner
+            .replace_after(epoch, expected_len, last_line, bytes)
+    }
+}
+
+/// A5 + A2: two processes compact the anchor at once. While the slower
+/// builds its log, `a` withdraws, `b` is granted again, and the faster
+/// compacts into a log as long as the one the slower read. The slower must
+/// not rename its log — with `a` still granted — over the faster's: the
+/// withdrawal would be gone from the anchor for every process, and `a`'s
+/// authentic "granted" row, put back by the operator, live for good.
+#[test]
+fn a2_a5_a_slower_compaction_never_replaces_a_newer_log() {
+    let dir = TempDir::named("freshness", "two_compactions");
+    let keyring = keyring();
+    let rows = Arc::new(MemoryConsentStore::new());
+    let anchor = DirAnchorStore::new(dir.path("checkpoints")).unwrap();
+    let other = Arc::new(register_over(&keyring, &rows, anchor.clone()));
+    let (a, b) = two_subjects(&other);
+    let granted_a = rows.load(a, PurposeId::Newsletter).unwrap().unwrap();
+    let slow = Arc::new(Slow {
+        inner: anchor.clone(),
+        between: std::sync::Mutex::new(None),
+    });
+    let maintenance = register_over(&keyring, &rows, slow.clone());
+    let o = other.clone();
+    *slow.between.lock().unwrap() = Some(Box::new(move || {
+        o.consents().withdraw::<Newsletter>(a).unwrap();
+        o.consents().grant::<Newsletter>(b).unwrap();
+        o.compact_anchor().unwrap();
+    }));
+    assert!(
+        maintenance.compact_anchor().is_err(),
+        "the slower compaction replaced a log it never read"
+    );
+    rows.put_back(granted_a);
+    let fresh = register_over(&keyring, &rows, anchor);
+    assert!(
+        fresh.consent_proof::<Newsletter>(a).is_err(),
+        "the withdrawal was lost from the anchor: a's consent is live again"
+    );
+}
