@@ -678,7 +678,10 @@ impl<T: NotPersonal + ?Sized> NotPersonal for &mut T {}
 impl<T: NotPersonal + ?Sized> NotPersonal for Box<T> {}
 impl<T: NotPersonal + ?Sized> NotPersonal for std::rc::Rc<T> {}
 impl<T: NotPersonal + ?Sized> NotPersonal for std::sync::Arc<T> {}
-impl<T: NotPersonal + ?Sized + ToOwned> NotPersonal for std::borrow::Cow<'_, T> {}
+impl<T: NotPersonal + ?Sized + ToOwned> NotPersonal for std::borrow::Cow<'_, T> where
+    T::Owned: NotPersonal
+{
+}
 impl<T: NotPersonal> NotPersonal for Option<T> {}
 impl<T: NotPersonal, E: NotPersonal> NotPersonal for Result<T, E> {}
 impl<T: NotPersonal> NotPersonal for [T] {}
@@ -687,8 +690,16 @@ impl<T: NotPersonal> NotPersonal for Vec<T> {}
 impl<T: NotPersonal> NotPersonal for std::collections::VecDeque<T> {}
 impl<T: NotPersonal> NotPersonal for std::collections::BTreeSet<T> {}
 impl<K: NotPersonal, V: NotPersonal> NotPersonal for std::collections::BTreeMap<K, V> {}
-impl<T: NotPersonal, S> NotPersonal for std::collections::HashSet<T, S> {}
-impl<K: NotPersonal, V: NotPersonal, S> NotPersonal for std::collections::HashMap<K, V, S> {}
+// The hasher is a field of the set or map too: any type fits there
+// (`with_hasher` asks nothing of it), so it must be one that holds no
+// personal information either.
+impl<T: NotPersonal, S: NotPersonal> NotPersonal for std::collections::HashSet<T, S> {}
+impl<K: NotPersonal, V: NotPersonal, S: NotPersonal> NotPersonal
+    for std::collections::HashMap<K, V, S>
+{
+}
+impl NotPersonal for std::collections::hash_map::RandomState {}
+impl<H> NotPersonal for std::hash::BuildHasherDefault<H> {}
 
 macro_rules! not_personal_tuples {
     ($(($($t:ident),+)),* $(,)?) => {
