@@ -34,6 +34,7 @@ fn a4_bad_urls_are_refused_without_repeating_a_password() {
     for url in [
         "mysql://shop:hunter2@db/shop",
         "hunter2",
+        "Password=hunter2:x;Host=db",
         "sqlite:",
         "sqlite://",
         "",
@@ -46,10 +47,88 @@ fn a4_bad_urls_are_refused_without_repeating_a_password() {
             assert!(!text.contains("hunter2"), "{url:?} leaked: {text}");
         }
     }
-    let config = StoreConfig::new("postgres://shop:hunter2@127.0.0.1:1/shop", dir.path("cp"));
-    assert!(!format!("{config:?}").contains("hunter2"));
-    let err = Store::open(&config).unwrap_err();
-    assert!(!err.to_string().contains("hunter2"), "leaked: {err}");
+    // libpq's keyword form with spaces around `=` is PostgreSQL's, and
+    // nothing before a `:` in it is taken for a scheme and repeated.
+    for url in [
+        "postgres://shop:hunter2@127.0.0.1:1/shop",
+        "password = hunter2:x host=127.0.0.1 port=1 dbname=shop",
+    ] {
+        let config = StoreConfig::new(url, dir.path("cp"));
+        assert!(!format!("{config:?}").contains("hunter2"));
+        let err = Store::open(&config).unwrap_err();
+        assert!(!matches!(err, StoreError::Url(_)), "{url:?}: {err:?}");
+        for text in [err.to_string(), format!("{err:?}")] {
+            assert!(!text.contains("hunter2"), "{url:?} leaked: {text}");
+        }
+    }
+}
+
+/// A1, A5: an `sqlite:` URL names a file and nothing else. SQLite's URI
+/// options would open another database than the file named (`mode=memory`:
+/// keys, consents and trail gone at exit) or turn its file locks off
+/// (`nolock=1`, `vfs=unix-none`: processes opening one file at once no
+/// longer exclude each other), and an sqlx-style query (`?mode=rwc`) would
+/// become part of a file's name: all are refused, and create nothing.
+/// `sqlite://:memory:` is `sqlite::memory:`.
+#[test]
+fn a1_a5_an_sqlite_url_names_a_file_and_nothing_else() {
+    let dir = TempDir::named("store_open", "sqlite_url_options");
+    let db = dir.path("shop.db");
+    let db = db.display();
+    for url in [
+        format!("sqlite:file:{db}?mode=memory&cache=shared"),
+        format!("sqlite:file:{db}"),
+        format!("sqlite:{db}?mode=rwc"),
+        format!("sqlite:{db}?nolock=1"),
+        format!("sqlite://{db}?vfs=unix-none"),
+        format!("sqlite:{db}#x"),
+        "sqlite::memory:?cache=shared".to_string(),
+    ] {
+        let err = Store::open(&StoreConfig::new(url.as_str(), dir.path("cp"))).unwrap_err();
+        assert!(matches!(err, StoreError::Url(_)), "{url}: {err:?}");
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path(""))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|name| name != "cp")
+        .collect();
+    assert!(made.is_empty(), "files made: {made:?}");
+    let store = Store::open(&StoreConfig::new("sqlite://:memory:", dir.path("cp"))).unwrap();
+    store.batch("CREATE TABLE t (n INTEGER)").unwrap();
+    store.execute("INSERT INTO t (n) VALUES (1)", &[]).unwrap();
+}
+
+/// A2: the checkpoint directory must be out of the database's reach, and
+/// named. Refused at once, before the database is opened: no directory
+/// (an empty path: the working directory), the SQLite file's own directory
+/// (which SQLite needs writable for its `-wal` and `-shm` files, so
+/// whoever writes the database there can rewrite the checkpoints and the
+/// anchor), and a directory that holds the SQLite file. A directory beside
+/// the file is the host's to keep apart, and opens.
+#[test]
+fn a2_a_checkpoint_directory_within_the_databases_reach_is_refused() {
+    let dir = TempDir::named("store_open", "checkpoints_reach");
+    let url = |path: &str| format!("sqlite:{}", dir.path(path).display());
+    std::fs::create_dir_all(dir.path("cp")).unwrap();
+    for (url, checkpoints) in [
+        (url("shop.db"), dir.path("")),
+        (url("shop.db"), dir.path("cp/..")),
+        (url("cp/shop.db"), dir.path("cp")),
+        (url("cp/data/shop.db"), dir.path("cp")),
+        ("sqlite::memory:".to_string(), std::path::PathBuf::new()),
+    ] {
+        let err = Store::open(&StoreConfig::new(url.as_str(), &checkpoints)).unwrap_err();
+        assert!(
+            matches!(err, StoreError::Checkpoints(_)),
+            "{url} with checkpoints in {checkpoints:?}: {err:?}"
+        );
+    }
+    assert!(!dir.path("shop.db").exists() && !dir.path("cp/shop.db").exists());
+    Store::open(&StoreConfig::new(
+        url("shop.db").as_str(),
+        dir.path("checkpoints"),
+    ))
+    .unwrap();
 }
 
 /// A2: a store on an SQLite file by URL keeps keys, consents and a trail

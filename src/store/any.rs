@@ -70,7 +70,14 @@ impl StoreConfig {
     /// freshness anchor in the directory `checkpoints` (created if
     /// missing). Put that directory on another volume, account or host than
     /// the database: whoever can rewrite both can roll back what the
-    /// checkpoints vouch for.
+    /// checkpoints vouch for. [`Store::open`] refuses the slips it can see
+    /// ([`StoreError::Checkpoints`]): an empty path, the SQLite file's own
+    /// directory, a directory holding the file.
+    ///
+    /// `sqlite:PATH` names a file and nothing else: a `file:` URI, a query
+    /// or a fragment (`?mode=memory`, `?nolock=1`, sqlx's `?mode=rwc`) is
+    /// refused ([`StoreError::Url`]), as SQLite would open another database
+    /// than the file, or the file without its locks.
     pub fn new(url: impl Into<String>, checkpoints: impl Into<PathBuf>) -> Self {
         StoreConfig {
             url: url.into(),
@@ -112,14 +119,71 @@ impl StoreConfig {
     }
 }
 
-/// PostgreSQL's keyword/value form (`host=… user=… dbname=…`): its first
-/// word is a lowercase keyword and `=`.
+/// PostgreSQL's keyword/value form (`host=… user=… dbname=…`): it starts
+/// with a lowercase keyword and `=`, spaces allowed around it as libpq
+/// allows them (`password = …`).
 fn is_keyword_form(url: &str) -> bool {
-    url.split_whitespace().next().is_some_and(|word| {
-        word.split_once('=').is_some_and(|(key, _)| {
-            !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
-        })
-    })
+    let url = url.trim_start();
+    let key_len = url
+        .bytes()
+        .take_while(|b| b.is_ascii_lowercase() || *b == b'_')
+        .count();
+    key_len > 0 && url[key_len..].trim_start().starts_with('=')
+}
+
+/// Whether `s` is a URL scheme as RFC 3986 spells one (a letter, then
+/// letters, digits, `+`, `-` or `.`): only such a word is repeated in a
+/// message, never what came before the first `:` of a string that merely
+/// holds one (`Password=hunter2:…`).
+fn is_scheme(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphabetic())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
+/// The SQLite file a store URL names, if it names one.
+fn url_path(url: &str) -> Option<&Path> {
+    match Url::parse(url) {
+        Ok(Url::Sqlite(path)) => Some(Path::new(path)),
+        _ => None,
+    }
+}
+
+/// Refuses a checkpoint directory that is obviously within the database's
+/// reach: none named (an empty path, the working directory), the SQLite
+/// file's own directory (which SQLite needs writable for its `-wal` and
+/// `-shm` files: whoever writes the database there can rewrite the
+/// checkpoints and the anchor), or a directory holding the SQLite file.
+/// Keeping it truly apart (another volume, account or host) is the host's
+/// part; this catches the slips.
+fn out_of_reach(checkpoints: &Path, sqlite: &Option<&Path>) -> Result<(), StoreError> {
+    let refuse = |why: &str| {
+        Err(StoreError::Checkpoints(format!(
+            "{}: {why}: put the checkpoint directory out of the database's reach",
+            checkpoints.display()
+        )))
+    };
+    if checkpoints.as_os_str().is_empty() {
+        return refuse("no checkpoint directory named");
+    }
+    let Some(db) = sqlite else {
+        return Ok(());
+    };
+    // Compared as the file system resolves them where they exist already
+    // (a relative path, `..`, a symbolic link), else as written.
+    let resolved = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let db_dir = match db.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => resolved(dir),
+        _ => resolved(Path::new(".")),
+    };
+    let checkpoints = resolved(checkpoints);
+    if checkpoints == db_dir {
+        return refuse("the SQLite file's own directory");
+    }
+    if db_dir.starts_with(&checkpoints) {
+        return refuse("a directory that holds the SQLite file");
+    }
+    Ok(())
 }
 
 /// A parsed store URL.
@@ -140,6 +204,24 @@ impl<'a> Url<'a> {
             if path.is_empty() {
                 return Err(StoreError::Url("sqlite: URL names no file".into()));
             }
+            if path == ":memory:" {
+                return Ok(Url::SqliteMemory);
+            }
+            // A file's path, nothing else: SQLite's URI options would open
+            // another database than the file named (`mode=memory`), or
+            // turn its locks off (`nolock=1`, `vfs=unix-none`), on which
+            // processes opening one file together rely; and a query in an
+            // sqlx-style URL (`?mode=rwc`) would be part of a file's name.
+            if path.starts_with("file:")
+                || path.contains(['?', '#'])
+                || path.starts_with(":memory:")
+            {
+                return Err(StoreError::Url(
+                    "sqlite: URL with a `file:` URI, a query or a fragment: name the file alone \
+                     (sqlite:PATH) or sqlite::memory:"
+                        .into(),
+                ));
+            }
             return Ok(Url::Sqlite(path));
         }
         if url.starts_with("postgres://")
@@ -150,11 +232,13 @@ impl<'a> Url<'a> {
         }
         // Only the scheme is repeated: the rest may hold a password.
         let scheme = url.split_once(':').map_or("", |(s, _)| s);
-        Err(StoreError::Url(if scheme.is_empty() || scheme.len() > 20 {
-            "expected sqlite:PATH, sqlite::memory:, postgres://… or postgresql://…".into()
-        } else {
-            format!("unknown scheme `{scheme}:` (expected sqlite:, postgres: or postgresql:)")
-        }))
+        Err(StoreError::Url(
+            if !is_scheme(scheme) || scheme.len() > 20 {
+                "expected sqlite:PATH, sqlite::memory:, postgres://… or postgresql://…".into()
+            } else {
+                format!("unknown scheme `{scheme}:` (expected sqlite:, postgres: or postgresql:)")
+            },
+        ))
     }
 
     /// For messages: a PostgreSQL URL is not repeated (it may hold a password).
@@ -353,6 +437,7 @@ impl Store {
     /// password).
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let url = Url::parse(&config.url)?;
+        out_of_reach(&config.checkpoints, &url_path(&config.url))?;
         let describe: Arc<str> = url.describe().into();
         let db = match url {
             #[cfg(feature = "sqlite")]

@@ -337,11 +337,11 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, options: PoolOptions) -> Result<Self, StoreError> {
         let path = path.as_ref();
         let configure = |conn| configure(conn, options.wal_pages());
-        let mut writer = configure(Connection::open(path).map_err(db_err)?)?;
+        let mut writer = configure(open_file(path)?)?;
         migrate(&mut writer)?;
         let pool = || {
             (0..options.size())
-                .map(|_| configure(Connection::open(path).map_err(db_err)?))
+                .map(|_| configure(open_file(path)?))
                 .collect::<Result<Vec<_>, _>>()
                 .map(|conns| Pool::new(conns, reset, options.timeout()))
         };
@@ -508,6 +508,21 @@ impl SqliteStore {
             set_synchronous(conn, true)
         }
     }
+}
+
+/// Opens the database file at `path` (created if missing) — the file, by
+/// its name: without SQLite's URI parsing (on by default in rusqlite), a
+/// path `file:…?mode=memory` or `…?nolock=1` is a file's name, never an
+/// in-memory database or a file opened without its locks.
+fn open_file(path: &Path) -> Result<Connection, StoreError> {
+    use rusqlite::OpenFlags;
+    Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(db_err)
 }
 
 /// Sets the pragmas every connection of a store gets, the write-ahead log
