@@ -2376,3 +2376,41 @@ fn the_write_ahead_log_is_copied_into_the_file_at_the_configured_size() {
         wal_pages(&default)
     );
 }
+
+/// A2 edits one entry in the middle of a vouched stream; A4 verifies with
+/// the public key alone, which checks no MAC: the edit shows only as the
+/// next entry's broken link. The position named is the edited entry (the
+/// earlier of the two that may be), so nothing from it on is vouched for.
+#[test]
+fn a4_the_public_verifier_names_an_edited_entry_not_the_one_after_it() {
+    use privacy_pledge::audit::{AuditEvent, ChainedAuditLog, MemoryAuditLog};
+    let keyring = Keyring::generate().unwrap();
+    let log = Arc::new(ChainedAuditLog::new_stream(
+        keyring.audit_key(),
+        MemoryAuditLog::new(),
+    ));
+    let custodian = Custodian::builder().audit(log.clone()).build().unwrap();
+    for _ in 0..5 {
+        custodian
+            .consents()
+            .grant::<Newsletter>(SubjectId::random())
+            .unwrap();
+    }
+    let signer = keyring.checkpoint_signer().unwrap();
+    let signed = signer.sign(log.stream().unwrap(), log.checkpoint(), Timestamp::now());
+    let mut trail = log.inner().events();
+    assert!(verify_public(&trail, &signer.public_key(), &[signed]).is_fully_vouched());
+    // The grant at index 2 (seq 3) made a withdrawal.
+    let json = serde_json::to_string(&trail[2]).unwrap();
+    let edited = json.replace("\"consent_granted\"", "\"consent_withdrawn\"");
+    assert_ne!(json, edited);
+    trail[2] = serde_json::from_str::<AuditEvent>(&edited).unwrap();
+    let report = verify_public(&trail, &signer.public_key(), &[signed]);
+    let err = report.streams[0].result.unwrap_err();
+    assert_eq!((err.index, err.expected_seq), (2, 3), "{err:?}");
+    assert_eq!(err.reason, Tamper::BadLink);
+    // With the key, the MAC names it as modified, at the same place.
+    let keyed = verify_streams(&trail, &keyring.audit_key(), &[]);
+    let err = keyed[0].result.unwrap_err();
+    assert_eq!((err.index, err.reason), (2, Tamper::Modified));
+}

@@ -789,6 +789,10 @@ pub enum Tamper {
     /// An authentic entry from earlier in the chain stands here again.
     Replayed,
     /// The entry's MAC is valid but it links to a different predecessor.
+    /// Without the audit key (a public verifier) no MAC is checked, so an
+    /// entry whose contents were edited shows only as the next entry's
+    /// broken link; the position named is then the earlier of the two
+    /// (either may be the edited one).
     BadLink,
     /// The entry has no chain fields, or an unknown schema version (or a
     /// version that does not match whether it names a stream).
@@ -940,6 +944,15 @@ pub(crate) fn verify_from(
         }
         if e.seq == expected_seq {
             if link.prev != head.head {
+                // Keyless, the predecessor's contents were never checked:
+                // its edit breaks only this link, so it is named first.
+                if key.is_none() && index > 0 {
+                    return Err(VerifyError {
+                        index: index - 1,
+                        expected_seq: expected_seq - 1,
+                        reason: Tamper::BadLink,
+                    });
+                }
                 return Err(fail(Tamper::BadLink));
             }
             let value = head_value(e);
