@@ -2414,3 +2414,65 @@ fn a4_the_public_verifier_names_an_edited_entry_not_the_one_after_it() {
     let err = keyed[0].result.unwrap_err();
     assert_eq!((err.index, err.reason), (2, Tamper::Modified));
 }
+
+/// A5 then A2: a commit fails (a full disk, or a trigger the operator put
+/// in), and the sink goes on in a new stream. What the old stream holds
+/// was committed — uses that happened, acknowledged to their callers — and
+/// its head is signed once a commit goes through again: deleted then, with
+/// its whole stream, the public verifier reports it missing.
+#[test]
+fn a2_a_stream_left_after_a_failed_commit_is_signed_and_cannot_vanish_unseen() {
+    use privacy_pledge::audit::MemoryCheckpointStore;
+    let keyring = keyring();
+    let store = SqliteStore::open_in_memory().unwrap();
+    let signer = keyring.checkpoint_signer().unwrap();
+    let public = signer.public_key();
+    let outside = MemoryCheckpointStore::new();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(signer, outside.clone(), 1_000),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    let info = email(SubjectId::random());
+    for _ in 0..3 {
+        custodian.access(&info, |_| ()).unwrap();
+    }
+    let first = sink.stream().to_string();
+    let full = |on: bool| {
+        store
+            .with_connection(|c| {
+                c.execute_batch(if on {
+                    "CREATE TRIGGER full BEFORE INSERT ON pp_audit_log
+                     BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+                } else {
+                    "DROP TRIGGER full"
+                })
+            })
+            .unwrap()
+    };
+    full(true);
+    assert!(custodian.access(&info, |_| ()).is_err());
+    full(false);
+    custodian.access(&info, |_| ()).unwrap();
+    assert_ne!(sink.stream().to_string(), first, "a new stream");
+    assert_eq!(sink.checkpoint_failures(), 0);
+    let report = verify_public(&store.trail().unwrap(), &public, &outside.load().unwrap());
+    assert!(report.is_intact(), "{report:?}");
+    // A2 deletes the first stream, every row of it.
+    let deleted = store
+        .with_connection(|c| c.execute("DELETE FROM pp_audit_log WHERE stream = ?1", [&first]))
+        .unwrap();
+    assert_eq!(deleted, 3);
+    let report = verify_public(&store.trail().unwrap(), &public, &outside.load().unwrap());
+    assert!(
+        !report.is_intact(),
+        "three acknowledged uses deleted with their whole stream, and the public \
+         verifier calls the trail intact: {report:?}"
+    );
+}

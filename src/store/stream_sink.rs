@@ -297,7 +297,10 @@ struct Queue {
 /// failed one cannot be stored without a gap in the stream, so they fail too,
 /// and the sink continues in a new stream: no event is lost silently, none is
 /// stored twice, and a process killed mid-batch leaves a stream whose stored
-/// entries verify (the transaction is all or nothing).
+/// entries verify (the transaction is all or nothing). With checkpoints, the
+/// head of what the old stream committed is signed at the next commit that
+/// goes through (or at [`sign_checkpoint`](Self::sign_checkpoint)), so that
+/// stream cannot be deleted unseen either.
 ///
 /// While one thread commits, others queue; the first to find no commit
 /// running becomes the next committer and takes everything queued. So under
@@ -314,6 +317,10 @@ pub struct AuditStreamSink<W: BatchWriter> {
     /// successful batch): what [`sign_checkpoint`](Self::sign_checkpoint)
     /// signs, never an event still queued or in a batch being written.
     written: Mutex<(StreamId, Checkpoint)>,
+    /// Heads of streams left after a failed commit, committed but not yet
+    /// signed: signed at the next successful commit, or at
+    /// [`sign_checkpoint`](Self::sign_checkpoint).
+    abandoned: Mutex<Vec<(StreamId, Checkpoint)>>,
     checkpoints: Option<Arc<Checkpoints>>,
 }
 
@@ -433,6 +440,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             commits: AtomicU64::new(0),
             events: AtomicU64::new(0),
             written: Mutex::new((stream, Checkpoint::GENESIS)),
+            abandoned: Mutex::default(),
             checkpoints: None,
         })
     }
@@ -507,13 +515,44 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             .checkpoints
             .as_ref()
             .ok_or_else(|| AuditError::new("this sink signs no checkpoints"))?;
+        self.sign_abandoned(cp)?;
         let (stream, head) = *lock(&self.written);
+        self.sign_head(cp, stream, head)
+    }
+
+    /// Signs `head` of `stream` and keeps it: first in `pp_checkpoints`,
+    /// durably (so the log is on disk up to it), then outside.
+    fn sign_head(
+        &self,
+        cp: &Checkpoints,
+        stream: StreamId,
+        head: Checkpoint,
+    ) -> Result<SignedCheckpoint, AuditError> {
         let signed = cp.signer.sign(stream, head, Timestamp::now());
         let json = serde_json::to_string(&signed)
             .map_err(|_| AuditError::new("checkpoint could not be encoded"))?;
         self.writer.upsert_checkpoint(&signed, &json)?;
         cp.keep(&signed)?;
         Ok(signed)
+    }
+
+    /// Signs the heads of the streams left after failed commits: what they
+    /// hold was committed — uses that happened — and no later checkpoint
+    /// names them, so unsigned they could be deleted, whole or their tail,
+    /// with no verifier the wiser (A2). Those that cannot be signed now
+    /// stay for the next try.
+    fn sign_abandoned(&self, cp: &Checkpoints) -> Result<(), AuditError> {
+        let mut abandoned = lock(&self.abandoned);
+        while let Some(&(stream, head)) = abandoned.last() {
+            if lock(&cp.kept)
+                .get(&stream)
+                .is_none_or(|&kept| kept < head.seq())
+            {
+                self.sign_head(cp, stream, head)?;
+            }
+            abandoned.pop();
+        }
+        Ok(())
     }
 
     /// A guard that signs this sink's stream head when it is dropped (see
@@ -626,6 +665,15 @@ impl<W: BatchWriter> AuditStreamSink<W> {
     /// new stream with the next event.
     fn poison(&self) {
         let mut chain = lock(&self.chain);
+        if !chain.poisoned && self.checkpoints.is_some() {
+            // What this stream committed before the failure ends it: its
+            // head is signed once a commit goes through again. (No other
+            // commit runs meanwhile: this thread is the committer.)
+            let written = *lock(&self.written);
+            if written.0 == chain.stream && written.1.seq() > 0 {
+                lock(&self.abandoned).push(written);
+            }
+        }
         chain.poisoned = true;
         let stranded = std::mem::take(&mut lock(&self.queue).pending);
         drop(chain);
@@ -663,6 +711,11 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         self.commits.fetch_add(1, Ordering::Relaxed);
         if let Some(last) = batch.last() {
             *lock(&self.written) = (last.stream, last.head);
+        }
+        if let Some(cp) = &self.checkpoints {
+            if !lock(&self.abandoned).is_empty() && self.sign_abandoned(cp).is_err() {
+                cp.failures.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if let (Some((signed, _)), Some(cp)) = (due, &self.checkpoints) {
             // The events are committed whatever happens here.
