@@ -2,7 +2,7 @@
 //! PostgreSQL.
 //!
 //! ```text
-//! cargo run --example checkout -- [--db PATH | --database-url URL [--files PATH]]
+//! cargo run --example checkout -- [--db PATH | --database-url URL --files PATH]
 //! cargo run --example verify_audit -- --db PATH --public-key-file PATH.pub --checkpoints PATH.checkpoints
 //! ```
 //!
@@ -216,7 +216,7 @@ const HELP: &str = "\
 checkout: a shop takes four orders, charges, mails, erases one customer and
 rotates the keys after the erasure
 
-usage: checkout [--db PATH | --database-url URL [--files PATH]]
+usage: checkout [--db PATH | --database-url URL --files PATH]
 ";
 
 fn main() -> ExitCode {

@@ -2,7 +2,7 @@
 //! on 127.0.0.1 and drives it over HTTP with many concurrent clients.
 //!
 //! ```text
-//! cargo run --release --example shop_load -- [--db PATH | --database-url URL [--files PATH]]
+//! cargo run --release --example shop_load -- [--db PATH | --database-url URL --files PATH]
 //!     [--clients 64] [--seconds 10] [--customers 256] [--workers 2]
 //! ```
 //!
@@ -57,7 +57,7 @@ use support::{BoxError, Database};
 const HELP: &str = "\
 shop_load: requests per second of the shop service, in-process on 127.0.0.1
 
-usage: shop_load [--db PATH | --database-url URL [--files PATH]] [--clients N]
+usage: shop_load [--db PATH | --database-url URL --files PATH] [--clients N]
                  [--seconds S] [--customers N] [--workers N]";
 
 /// No phase sends more than this many requests, whatever its time.

@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --example checkout -- --db shop.db
 //! cargo run --example subject_report -- --db shop.db [--subject ID] [--json]
-//! cargo run --example subject_report -- --database-url URL [--files PATH] [--subject ID] [--json]
+//! cargo run --example subject_report -- --database-url URL --files PATH [--subject ID] [--json]
 //! ```
 //!
 //! Without `--subject` the report is for the first customer in the table.
@@ -40,7 +40,7 @@ struct Args {
 }
 
 const USAGE: &str = "\
-usage: subject_report (--db PATH | --database-url URL [--files PATH]) [--subject ID] [--json]";
+usage: subject_report (--db PATH | --database-url URL --files PATH) [--subject ID] [--json]";
 
 fn main() -> ExitCode {
     let args = match parse_args() {

@@ -190,7 +190,7 @@ fn parse_args() -> Result<Args, BoxError> {
             other => return Err(other.unexpected().into()),
         }
     }
-    match (database.database(|| None), jsonl) {
+    match (database.database_alone(), jsonl) {
         (Ok(db), None) => Ok(Args::Store {
             db,
             public_key,

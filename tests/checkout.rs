@@ -113,3 +113,20 @@ fn a2_a3_a5_the_checkout_database_holds_no_plaintext() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// A2, or any other user of the service's host: with a PostgreSQL database
+/// the examples never guess where the keyring, the public key and the
+/// checkpoints live. A place computed from the URL in the shared temp
+/// directory is one another user could fill first with a keyring of their
+/// own, which the shop would adopt (and publish its public key); without
+/// `--files` the example refuses, before it reads or writes anything.
+#[test]
+fn a2_the_examples_never_guess_where_a_postgres_shops_keyring_lives() {
+    let url = "host=127.0.0.1 port=1 user=shop dbname=shop";
+    // (`verify_audit` reads nothing beside the database, and needs none.)
+    for example in ["checkout", "subject_report", "shop_load"] {
+        let (code, text) = examples::run_example(example, &["--database-url", url]);
+        assert_ne!(code, 0, "{example}: {text}");
+        assert!(text.contains("give --files PATH"), "{example}: {text}");
+    }
+}

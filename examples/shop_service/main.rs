@@ -2,7 +2,7 @@
 //! SQLite store, or PostgreSQL with `--database-url`.
 //!
 //! ```text
-//! cargo run --example shop_service -- [--port 8080] [--db PATH | --database-url URL [--files PATH]]
+//! cargo run --example shop_service -- [--port 8080] [--db PATH | --database-url URL --files PATH]
 //! curl -s -XPOST localhost:8080/customers -d '{"name":"Ada Lovelace","email":"ada@example.com",
 //!      "address":"12 St James'"'"'s Square\nLondon SW1Y 4JH\nGB","phone":"+44 20 7946 0958"}'
 //! ```
@@ -97,7 +97,7 @@ use support::{BoxError, Database};
 const HELP: &str = "\
 shop_service: the shop as an HTTP JSON service on 127.0.0.1
 
-usage: shop_service [--port PORT] [--db PATH | --database-url URL [--files PATH]]";
+usage: shop_service [--port PORT] [--db PATH | --database-url URL --files PATH]";
 
 struct Args {
     database: Database,

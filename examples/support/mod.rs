@@ -144,9 +144,9 @@ pub const DATABASE_HELP: &str =
                        PATH.checkpoints/)
   --database-url URL   a PostgreSQL database instead (host=... user=...
                        dbname=... or postgresql://...)
-  --files PATH         with --database-url: where the key, public key and
-                       checkpoints go (PATH.key, ...); default: one place in
-                       the temp directory per URL";
+  --files PATH         with --database-url (required there): where the key,
+                       public key and checkpoints go (PATH.key, ...), in a
+                       directory private to the service";
 
 impl DatabaseArgs {
     /// Takes the long option `--flag` (one of `--db`, `--database-url` or
@@ -168,6 +168,15 @@ impl DatabaseArgs {
         Ok(())
     }
 
+    /// The database given, for a program that reads nothing beside it (a
+    /// verifier): `--files` may be left out with `--database-url`.
+    pub fn database_alone(mut self) -> Result<Database, BoxError> {
+        if self.url.is_some() && self.files.is_none() {
+            self.files = Some(PathBuf::new());
+        }
+        self.database(|| None)
+    }
+
     /// The database given, or `default()` as an SQLite file when neither
     /// `--db` nor `--database-url` was.
     pub fn database(self, default: impl FnOnce() -> Option<PathBuf>) -> Result<Database, BoxError> {
@@ -179,13 +188,14 @@ impl DatabaseArgs {
                 default().ok_or("give --db PATH or --database-url URL")?,
             )),
             (None, Some(url)) => {
-                let files = self.files.unwrap_or_else(|| {
-                    // One place per database, the same for every process,
-                    // named by a digest so no password reaches a file name.
-                    let digest = ring::digest::digest(&ring::digest::SHA256, url.as_bytes());
-                    std::env::temp_dir()
-                        .join(format!("privacy-pledge-pg-{}", hex(&digest.as_ref()[..8])))
-                });
+                // Named, never guessed: a place computed from the URL in a
+                // shared directory is one another user can fill first with
+                // a keyring of their own, which the shop would then adopt.
+                let files = self.files.ok_or(
+                    "give --files PATH with --database-url: the base path of the keyring, \
+                     the public key and the checkpoints, in a directory private to the \
+                     service and out of the database operator's reach",
+                )?;
                 Ok(Database::Postgres { url, files })
             }
         }
