@@ -111,6 +111,10 @@ pub struct Custodian {
     pub(crate) consents: Register,
     erased: RwLock<HashSet<SubjectId>>,
     any_erased: AtomicBool,
+    /// Whether the key store is the host's (`key_store`): then another
+    /// custodian may erase in it, and without an anchor its tombstones are
+    /// asked for. The default in-memory store is this custodian's alone.
+    shared_keys: bool,
     /// Where consent changes and erasures are anchored out of the
     /// database's reach ([`crate::freshness`]), when configured.
     anchor: Option<Arc<Anchor>>,
@@ -577,6 +581,14 @@ impl Custodian {
                 .contains(&subject)
         {
             return Err(Error::Erased { subject, at: None });
+        }
+        if self.anchor.is_none() && self.shared_keys {
+            // Erased by another custodian, or before a restart: the key
+            // store's tombstone says so (read at most once per bound for a
+            // subject whose keys this custodian holds).
+            return self
+                .vault
+                .check_live(subject, at.unwrap_or_else(|| self.now()));
         }
         // Erased by any process of the fleet, whatever the key rows say:
         // seen here within the anchor's bound.
@@ -1322,6 +1334,14 @@ impl Custodian {
     /// envelope of the subject fails with [`Error::Erased`], and the
     /// subject's consents are forgotten. Constant work, whatever the number of
     /// records. Recorded first.
+    ///
+    /// Every other use of the subject — an access or disclosure of a value
+    /// held in memory, a collect, a consent change — is refused too: here at
+    /// once, and by every other custodian on the same key store (another
+    /// process, or one started later) within its key cache's bound
+    /// ([`key_revalidate_after`](CustodianBuilder::key_revalidate_after)),
+    /// as it finds the key store's tombstone; with a freshness anchor,
+    /// within the anchor's bound, whatever the key store's rows say.
     ///
     /// # Which copies this covers
     ///
@@ -2562,6 +2582,7 @@ impl CustodianBuilder {
         let checkpoint_key = self
             .checkpoint_key
             .or_else(|| checkpoint_signer.as_ref().map(|s| s.public_key()));
+        let shared_keys = self.store.is_some();
         let store = self
             .store
             .unwrap_or_else(|| Box::new(MemoryKeyStore::new()));
@@ -2620,6 +2641,7 @@ impl CustodianBuilder {
             consents,
             erased: RwLock::new(HashSet::new()),
             any_erased: AtomicBool::new(false),
+            shared_keys,
             anchor,
             vault,
             lookup_key,

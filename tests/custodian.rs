@@ -490,3 +490,133 @@ fn a5_a_seal_after_an_erasure_elsewhere_is_refused_as_erased() {
     );
     assert!(matches!(here.open(&sealed), Err(Error::Erased { .. })));
 }
+
+/// Whether `r` is the refusal of an erased subject.
+fn is_erased_err(r: &Result<impl std::fmt::Debug, Error>) -> bool {
+    matches!(r, Err(Error::Erased { .. }))
+}
+
+/// A1: the host erases a subject (R11: "its data can no longer be opened or
+/// used"), then builds another custodian over the same keyring and key store
+/// — a restart, or a second custodian in the same process; no freshness
+/// anchor configured. That custodian itself says the subject is erased
+/// (`is_erased` reads the key store's tombstone), yet it lets the host
+/// collect, read, disclose, transfer and repurpose-with-consent the erased
+/// subject's data, and makes a marketing consent live for it: the in-memory
+/// erasure set that `check_not_erased` consults is empty in a new custodian,
+/// and the key store is asked only by `seal`/`open` (and token notes).
+#[test]
+fn a1_a_custodian_built_after_an_erasure_refuses_every_use_of_the_erased_subject() {
+    let keyring = Arc::new(privacy_pledge::crypto::Keyring::generate().unwrap());
+    let store = Arc::new(privacy_pledge::crypto::MemoryKeyStore::new());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.clone())
+            .facilities([
+                "DE".parse::<privacy_pledge::country::Country>().unwrap(),
+                "IE".parse().unwrap(),
+            ])
+            .build()
+            .unwrap()
+    };
+    let before = build();
+    let ada = before.new_subject().unwrap();
+    let email: PersonalInfo<EmailAddress, Transaction> = before
+        .collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        .unwrap();
+    let sealed = before.seal(&email).unwrap();
+    before.erase(ada).unwrap();
+    // The erasing custodian refuses everything, as it should.
+    assert!(is_erased_err(&before.access(&email, |_| ())));
+    assert!(is_erased_err(
+        &before
+            .consents()
+            .grant::<privacy_pledge::purpose::Promotion>(ada)
+    ));
+    drop(before);
+
+    let after = build();
+    // The new custodian knows the subject is erased...
+    assert!(after.is_erased(ada).unwrap());
+    assert!(is_erased_err(&after.open(&sealed)));
+
+    // ...but every use that does not touch the key store goes ahead.
+    let mut failures = Vec::new();
+    let read = after.access(&email, |e| e.domain().to_owned());
+    if !is_erased_err(&read) {
+        failures.push(format!("access -> {read:?}"));
+    }
+    let sent = after.disclose(&email, &Stripe, |e| e.domain().len());
+    if !is_erased_err(&sent) {
+        failures.push(format!("disclose -> {sent:?}"));
+    }
+    let moved = after.transfer(
+        &email,
+        &privacy_pledge::transfer::Transfer::new("DE".parse().unwrap(), "IE".parse().unwrap()),
+    );
+    if !is_erased_err(&moved) {
+        failures.push(format!("transfer -> {moved:?}"));
+    }
+    let again = after
+        .collect::<EmailAddress, Transaction>(ada, EmailAddress::parse("ada@example.com").unwrap());
+    if !is_erased_err(&again) {
+        failures.push(format!("collect -> {:?}", again.as_ref().map(|_| ())));
+    }
+    let grant = after
+        .consents()
+        .grant::<privacy_pledge::purpose::Promotion>(ada);
+    if !is_erased_err(&grant) {
+        failures.push(format!(
+            "grant::<privacy_pledge::purpose::Promotion> -> {grant:?}"
+        ));
+    }
+    if let Ok(proof) = after.consent_proof::<privacy_pledge::purpose::Promotion>(ada) {
+        let promo = after.repurpose_with_consent(email.clone(), &proof);
+        failures.push(format!(
+            "consent_proof::<privacy_pledge::purpose::Promotion> minted; repurpose_with_consent -> {:?}",
+            promo.as_ref().map(|_| ())
+        ));
+    }
+    assert!(
+        failures.is_empty(),
+        "an erased subject (is_erased = true) was used:\n  {}",
+        failures.join("\n  ")
+    );
+}
+
+/// A1 (same root cause, one process, beyond every bound): two custodians
+/// share a key store; one erases, and the other — told to ask the key store
+/// on every seal and open (`key_revalidate_after(0)`) — still hands the
+/// erased subject's plaintext to `access`'s closure, for as long as the host
+/// keeps the value in memory.
+#[test]
+fn a1_an_erasure_by_a_sibling_custodian_stops_access_to_values_in_memory() {
+    let keyring = Arc::new(privacy_pledge::crypto::Keyring::generate().unwrap());
+    let store = Arc::new(privacy_pledge::crypto::MemoryKeyStore::new());
+    let build = || {
+        Custodian::builder()
+            .keyring(keyring.clone())
+            .key_store(store.clone())
+            .key_revalidate_after(std::time::Duration::ZERO)
+            .build()
+            .unwrap()
+    };
+    let (here, elsewhere) = (build(), build());
+    let ada = SubjectId::random();
+    let sealed = elsewhere
+        .seal(&PersonalInfo::<EmailAddress, Transaction>::collect(
+            ada,
+            EmailAddress::parse("ada@example.com").unwrap(),
+        ))
+        .unwrap();
+    let email = here.open(&sealed).unwrap();
+    elsewhere.erase(ada).unwrap();
+    assert!(here.is_erased(ada).unwrap());
+    assert!(is_erased_err(&here.open(&sealed)));
+    let read = here.access(&email, |e| e.domain().to_owned());
+    assert!(
+        is_erased_err(&read),
+        "plaintext of an erased subject read: {read:?}"
+    );
+}

@@ -939,6 +939,20 @@ impl Vault {
         Ok(self.store.to_destroy(subject)?)
     }
 
+    /// `Err(Erased)` if the key store holds the subject's tombstone. Asked
+    /// unless this vault read or made the subject's keys within its bound:
+    /// then the subject is live as far as it may know, as for a seal (and
+    /// what it reads is cached for the next check and use). For custodians
+    /// with no freshness anchor, whose in-memory set knows only their own
+    /// erasures.
+    pub(crate) fn check_live(&self, subject: SubjectId, now: Timestamp) -> Result<(), Error> {
+        let mut cache = self.lock()?;
+        // Cached as a seal would cache it (also with no key yet), so the
+        // seal or open that follows reads the store no second time.
+        self.slot(&mut cache.slots, subject, now.unix_nanos(), true)
+            .map(drop)
+    }
+
     /// Whether the subject is erased, according to the key store.
     pub(crate) fn is_erased(&self, subject: SubjectId) -> Result<Option<Timestamp>, Error> {
         crate::reentry::check_connection()?;
