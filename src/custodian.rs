@@ -1900,7 +1900,10 @@ impl Custodian {
             Keks::Keyring(keyring, secrets) if !keyring.versions().contains(&version) => {
                 let staged = keyring.stage(version)?;
                 self.renew(claim, None)?;
-                let extended = keyring.export();
+                // The text in the store, as the reload just read it: it may
+                // still list a version this keyring retired (a rotation whose
+                // last save failed), which the reload did not take back.
+                let extended = crate::reentry::host(|| secrets.load())?;
                 match crate::reentry::host(|| secrets.replace(&extended, staged.export())) {
                     Ok(true) => {}
                     Ok(false) => {
@@ -1916,7 +1919,7 @@ impl Custodian {
                 stored = Some(zeroize::Zeroizing::new(staged.export().to_owned()));
                 keyring.install(staged)?;
             }
-            Keks::Keyring(keyring, _) => stored = Some(keyring.export()),
+            Keks::Keyring(_, secrets) => stored = Some(crate::reentry::host(|| secrets.load())?),
             Keks::Provider(provider) => {
                 self.renew(claim, None)?;
                 if let Err(e) = provider.rotate_to(version) {

@@ -552,7 +552,10 @@ fn a5_a_rotation_that_failed_part_way_is_finished_by_the_next_call() {
     // of its own (the one it took up was made before this call).
     let done = c.rotate_after_erasures().unwrap();
     assert_eq!((done.version(), done.resumed()), (5, true));
-    assert_eq!(done.retired(), &[3, 4]);
+    // 3 was retired by the call whose last save failed (this keyring never
+    // takes it back); the store loses it with this call's saves.
+    assert_eq!(done.retired(), &[4]);
+    assert_eq!(keyring.versions(), [5]);
     assert_eq!(saved(), [5]);
 
     // Once more, and the claimer goes away: after the lease, another
@@ -955,4 +958,150 @@ fn a5_a3_a_staged_save_that_lands_after_another_rotation_is_refused() {
 #[test]
 fn a5_a3_a_last_save_that_lands_after_another_rotation_is_refused() {
     overtaken_rotation_is_refused(1, &[1, 2]);
+}
+
+/// A retired version never comes back through a reload made while a
+/// rotation's last save is still to come.
+mod reload_during_the_last_save {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, OnceLock};
+
+    use privacy_pledge::crypto::{
+        Destroyed, KekState, KeyError, KeyStore, KeyStoreError, Keyring, KeyringStore, LookupRef,
+        MemoryKeyStore, MemoryKeyringStore, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+    };
+    use privacy_pledge::data::EmailAddress;
+    use privacy_pledge::purpose::Transaction;
+    use privacy_pledge::time::Timestamp;
+    use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, SubjectId};
+
+    /// The key store both custodians share. Once the rotating custodian's
+    /// keyring holds only the new version (old ones retired, last save not yet
+    /// made), the next renewal of the claim lets another thread of the process
+    /// run: here the maintenance job of a second custodian on the same keyring.
+    struct Window {
+        inner: Arc<MemoryKeyStore>,
+        keyring: Arc<Keyring>,
+        other: Arc<OnceLock<Arc<Custodian>>>,
+        fired: AtomicBool,
+    }
+
+    impl KeyStore for Window {
+        fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
+            self.inner.load(subject)
+        }
+        fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
+            self.inner.insert(subject, key)
+        }
+        fn reserve(
+            &self,
+            subject: SubjectId,
+            generation: u32,
+            n: u64,
+        ) -> Result<u64, KeyStoreError> {
+            self.inner.reserve(subject, generation, n)
+        }
+        fn rewrap(&self, s: SubjectId, g: u32, w: Wrapped) -> Result<(), KeyStoreError> {
+            self.inner.rewrap(s, g, w)
+        }
+        fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
+            self.inner.destroy(subject, at)
+        }
+        fn wrapped_under(&self, v: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
+            self.inner.wrapped_under(v)
+        }
+        fn kek_state(&self) -> Result<KekState, KeyStoreError> {
+            self.inner.kek_state()
+        }
+        fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+            if self.keyring.versions() == [2] && !self.fired.swap(true, Ordering::SeqCst) {
+                let other = self.other.get().expect("set").clone();
+                let answer = std::thread::spawn(move || other.rotate_after_erasures())
+                    .join()
+                    .unwrap();
+                // The other job is told to wait: a rotation is under way.
+                assert!(
+                    matches!(answer, Err(Error::Key(KeyError::RotationInProgress { .. }))),
+                    "{answer:?}"
+                );
+            }
+            self.inner.swap_kek_state(expected, new)
+        }
+        fn note_pseudonym(&self, s: SubjectId, p: PseudonymRef) -> Result<(), KeyStoreError> {
+            self.inner.note_pseudonym(s, p)
+        }
+        fn note_lookup_token(&self, s: SubjectId, t: LookupRef) -> Result<(), KeyStoreError> {
+            self.inner.note_lookup_token(s, t)
+        }
+    }
+
+    /// A3 keeps a copy of the key table from before an erasure; A5: the service
+    /// runs two custodians on one keyring (say, one per worker pool), and the
+    /// second one's maintenance job starts while the first one's rotation is
+    /// finishing. The job reloads the keyring from the secret store before it
+    /// asks for the claim (and is then told to wait); that reload lands after
+    /// the rotation retired version 1 and before its last save, and brings
+    /// version 1 back (same current version, one more version: taken in). The
+    /// rotation then saves the keyring *with* version 1, reports it retired,
+    /// and the secret store keeps it for good: A3's copy plus today's keys
+    /// open the erased subject. A reload never takes in a version at or below
+    /// the keyring's current one that it no longer holds.
+    #[test]
+    fn a5_a3_a_reload_during_a_rotations_last_save_never_brings_a_retired_version_back() {
+        let inner = Arc::new(MemoryKeyStore::new());
+        let keyring = Arc::new(Keyring::generate().unwrap());
+        let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
+        let slot = Arc::new(OnceLock::new());
+        let keys = Arc::new(Window {
+            inner: inner.clone(),
+            keyring: keyring.clone(),
+            other: slot.clone(),
+            fired: AtomicBool::new(false),
+        });
+        let build = || {
+            Custodian::builder()
+                .keyring(keyring.clone())
+                .keyring_store(secrets.clone())
+                .key_store(keys.clone())
+                .build()
+                .unwrap()
+        };
+        let first = build();
+        slot.set(Arc::new(build())).ok();
+
+        let gone = SubjectId::random();
+        let email: PersonalInfo<EmailAddress, Transaction> = first
+            .collect(gone, EmailAddress::parse("gone@example.com").unwrap())
+            .unwrap();
+        let row = first.seal(&email).unwrap();
+        // A3's backup of the key table, before the erasure.
+        let SubjectKeys::Live(copied) = inner.load(gone).unwrap() else {
+            panic!("live");
+        };
+        first.erase(gone).unwrap();
+
+        let done = first.rotate_after_erasures().unwrap();
+        assert_eq!(done.retired(), &[1], "the rotation says version 1 is gone");
+
+        // A3, later: the keys that exist now, with the copy of the key table.
+        let today = Arc::new(Keyring::import(&secrets.load().unwrap()).unwrap());
+        let copy = Arc::new(MemoryKeyStore::new());
+        for k in copied {
+            copy.insert(gone, k).unwrap();
+        }
+        let a3 = Custodian::builder()
+            .keyring(today.clone())
+            .key_store(copy)
+            .build()
+            .unwrap();
+        let opened = a3
+            .open(&row)
+            .map(|p| a3.access(&p, |e| e.expose_secret().to_owned()).unwrap());
+        assert!(
+            today.versions() == [2] && opened.is_err(),
+            "the secret store kept retired versions {:?}; A3 opens the erased subject: {:?}",
+            today.versions(),
+            opened
+        );
+    }
 }

@@ -440,8 +440,10 @@ impl Keyring {
     /// Takes in the versions of `text`, this keyring's
     /// [`export`](Self::export) as another process saved it after a
     /// rotation, and returns whether anything changed: versions it added
-    /// come in, and versions it no longer holds (retired there) are dropped
-    /// here too. Refused ([`KeyError::MalformedKeyring`]) unless `text` is a
+    /// above this keyring's current one come in, and versions it no longer
+    /// holds (retired there) are dropped here too; a version at or below
+    /// the current one that this keyring no longer holds (retired here)
+    /// never comes back. Refused ([`KeyError::MalformedKeyring`]) unless `text` is a
     /// keyring of the same master secret; ignored (`Ok(false)`) if its
     /// current version is older than this keyring's, so a stale copy never
     /// takes a rotation back.
@@ -473,8 +475,21 @@ impl Keyring {
             .into_inner()
             .unwrap_or_else(|p| p.into_inner());
         let mut ours = self.write();
+        if theirs.current < ours.current {
+            return Ok(false);
+        }
+        // A version at or below this keyring's current one that it does
+        // not hold was retired here (versions only ever come in above the
+        // current one): a text saved before that retirement — read while a
+        // rotation's last save is still to come — must not bring it back,
+        // or that save would keep it for good (A3 with a pre-erasure copy).
+        let current = ours.current;
+        let mut theirs = theirs;
+        theirs
+            .keys
+            .retain(|v, _| *v > current || ours.keys.contains_key(v));
         let same = theirs.current == ours.current && theirs.keys.keys().eq(ours.keys.keys());
-        if theirs.current < ours.current || same {
+        if same || !theirs.keys.contains_key(&theirs.current) {
             return Ok(false);
         }
         *ours = theirs;
