@@ -23,7 +23,9 @@ const P: u64 = (1 << 61) - 1;
 /// The low 56 bits: one limb.
 const LIMB: u64 = (1 << 56) - 1;
 
-/// The hash under one secret key (see the module docs).
+/// The hash under one secret key (see the module docs); the key and its
+/// powers are wiped when dropped.
+#[derive(zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub(crate) struct Poly61 {
     k: u64,
     /// `k⁸, k⁷, …, k`: the weights of one round's eight limbs.
