@@ -374,13 +374,26 @@ fn a5_two_rotations_at_once_never_make_two_keys_of_one_version() {
     );
 }
 
-/// A key store that erases one subject just as the rotation rewraps it.
-struct EraseDuringRewrap {
+/// A shared in-memory key store, with host code run at two moments of a
+/// rotation: before a key is rewrapped (given its subject), and before the
+/// key-encryption-key state is swapped (a claim taken or renewed).
+struct Hooked {
     inner: Arc<MemoryKeyStore>,
-    victim: SubjectId,
+    before_rewrap: Box<dyn Fn(SubjectId) + Send + Sync>,
+    before_swap: Box<dyn Fn() + Send + Sync>,
 }
 
-impl KeyStore for EraseDuringRewrap {
+impl Hooked {
+    fn new(inner: Arc<MemoryKeyStore>) -> Self {
+        Hooked {
+            inner,
+            before_rewrap: Box::new(|_| ()),
+            before_swap: Box::new(|| ()),
+        }
+    }
+}
+
+impl KeyStore for Hooked {
     fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
         self.inner.load(subject)
     }
@@ -396,10 +409,7 @@ impl KeyStore for EraseDuringRewrap {
         generation: u32,
         wrapped: Wrapped,
     ) -> Result<(), KeyStoreError> {
-        if subject == self.victim {
-            // Another process erases the subject at this very moment.
-            self.inner.destroy(subject, Timestamp::now())?;
-        }
+        (self.before_rewrap)(subject);
         self.inner.rewrap(subject, generation, wrapped)
     }
     fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
@@ -412,6 +422,7 @@ impl KeyStore for EraseDuringRewrap {
         self.inner.kek_state()
     }
     fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
+        (self.before_swap)();
         self.inner.swap_kek_state(expected, new)
     }
     fn note_pseudonym(&self, s: SubjectId, p: PseudonymRef) -> Result<(), KeyStoreError> {
@@ -435,11 +446,17 @@ fn a1_rotation_never_brings_an_erased_subjects_key_back() {
         SubjectId::random(),
         SubjectId::random(),
     );
+    // Another process erases `during` just as the rotation rewraps it.
+    let erasing = inner.clone();
     let c = process(
         &secrets,
-        EraseDuringRewrap {
-            inner: inner.clone(),
-            victim: during,
+        Hooked {
+            before_rewrap: Box::new(move |subject| {
+                if subject == during {
+                    erasing.destroy(subject, Timestamp::now()).unwrap();
+                }
+            }),
+            ..Hooked::new(inner.clone())
         },
     );
     let rows: Vec<Row> = [before, during, stays]
@@ -967,73 +984,13 @@ mod reload_during_the_last_save {
     use std::sync::{Arc, OnceLock};
 
     use privacy_pledge::crypto::{
-        Destroyed, KekState, KeyError, KeyStore, KeyStoreError, Keyring, KeyringStore, LookupRef,
-        MemoryKeyStore, MemoryKeyringStore, PseudonymRef, StoredKey, SubjectKeys, Wrapped,
+        KeyError, KeyStore, Keyring, KeyringStore, MemoryKeyStore, MemoryKeyringStore, SubjectKeys,
     };
     use privacy_pledge::data::EmailAddress;
     use privacy_pledge::purpose::Transaction;
-    use privacy_pledge::time::Timestamp;
     use privacy_pledge::{Custodian, Error, ExposeSecret, PersonalInfo, SubjectId};
 
-    /// The key store both custodians share. Once the rotating custodian's
-    /// keyring holds only the new version (old ones retired, last save not yet
-    /// made), the next renewal of the claim lets another thread of the process
-    /// run: here the maintenance job of a second custodian on the same keyring.
-    struct Window {
-        inner: Arc<MemoryKeyStore>,
-        keyring: Arc<Keyring>,
-        other: Arc<OnceLock<Arc<Custodian>>>,
-        fired: AtomicBool,
-    }
-
-    impl KeyStore for Window {
-        fn load(&self, subject: SubjectId) -> Result<SubjectKeys, KeyStoreError> {
-            self.inner.load(subject)
-        }
-        fn insert(&self, subject: SubjectId, key: StoredKey) -> Result<(), KeyStoreError> {
-            self.inner.insert(subject, key)
-        }
-        fn reserve(
-            &self,
-            subject: SubjectId,
-            generation: u32,
-            n: u64,
-        ) -> Result<u64, KeyStoreError> {
-            self.inner.reserve(subject, generation, n)
-        }
-        fn rewrap(&self, s: SubjectId, g: u32, w: Wrapped) -> Result<(), KeyStoreError> {
-            self.inner.rewrap(s, g, w)
-        }
-        fn destroy(&self, subject: SubjectId, at: Timestamp) -> Result<Destroyed, KeyStoreError> {
-            self.inner.destroy(subject, at)
-        }
-        fn wrapped_under(&self, v: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
-            self.inner.wrapped_under(v)
-        }
-        fn kek_state(&self) -> Result<KekState, KeyStoreError> {
-            self.inner.kek_state()
-        }
-        fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
-            if self.keyring.versions() == [2] && !self.fired.swap(true, Ordering::SeqCst) {
-                let other = self.other.get().expect("set").clone();
-                let answer = std::thread::spawn(move || other.rotate_after_erasures())
-                    .join()
-                    .unwrap();
-                // The other job is told to wait: a rotation is under way.
-                assert!(
-                    matches!(answer, Err(Error::Key(KeyError::RotationInProgress { .. }))),
-                    "{answer:?}"
-                );
-            }
-            self.inner.swap_kek_state(expected, new)
-        }
-        fn note_pseudonym(&self, s: SubjectId, p: PseudonymRef) -> Result<(), KeyStoreError> {
-            self.inner.note_pseudonym(s, p)
-        }
-        fn note_lookup_token(&self, s: SubjectId, t: LookupRef) -> Result<(), KeyStoreError> {
-            self.inner.note_lookup_token(s, t)
-        }
-    }
+    use super::Hooked;
 
     /// A3 keeps a copy of the key table from before an erasure; A5: the service
     /// runs two custodians on one keyring (say, one per worker pool), and the
@@ -1051,12 +1008,28 @@ mod reload_during_the_last_save {
         let inner = Arc::new(MemoryKeyStore::new());
         let keyring = Arc::new(Keyring::generate().unwrap());
         let secrets = Arc::new(MemoryKeyringStore::new(&keyring));
-        let slot = Arc::new(OnceLock::new());
-        let keys = Arc::new(Window {
-            inner: inner.clone(),
-            keyring: keyring.clone(),
-            other: slot.clone(),
-            fired: AtomicBool::new(false),
+        let slot: Arc<OnceLock<Arc<Custodian>>> = Arc::new(OnceLock::new());
+        // Once the rotating custodian's keyring holds only the new version
+        // (old ones retired, last save not yet made), the next renewal of
+        // the claim lets another thread of the process run: the maintenance
+        // job of a second custodian on the same keyring, once.
+        let (window_keyring, other, fired) =
+            (keyring.clone(), slot.clone(), AtomicBool::new(false));
+        let keys = Arc::new(Hooked {
+            before_swap: Box::new(move || {
+                if window_keyring.versions() == [2] && !fired.swap(true, Ordering::SeqCst) {
+                    let other: Arc<Custodian> = other.get().expect("set").clone();
+                    let answer = std::thread::spawn(move || other.rotate_after_erasures())
+                        .join()
+                        .unwrap();
+                    // The other job is told to wait: a rotation is under way.
+                    assert!(
+                        matches!(answer, Err(Error::Key(KeyError::RotationInProgress { .. }))),
+                        "{answer:?}"
+                    );
+                }
+            }),
+            ..Hooked::new(inner.clone())
         });
         let build = || {
             Custodian::builder()
