@@ -496,30 +496,40 @@ fn is_erased_err(r: &Result<impl std::fmt::Debug, Error>) -> bool {
     matches!(r, Err(Error::Erased { .. }))
 }
 
+/// Custodians over one keyring and one shared in-memory key store (no
+/// freshness anchor), each built from a builder holding both, passed
+/// through `extra`.
+fn sharing_keys(
+    extra: impl Fn(privacy_pledge::CustodianBuilder) -> privacy_pledge::CustodianBuilder,
+) -> impl Fn() -> Custodian {
+    let keyring = Arc::new(privacy_pledge::crypto::Keyring::generate().unwrap());
+    let store = Arc::new(privacy_pledge::crypto::MemoryKeyStore::new());
+    move || {
+        extra(
+            Custodian::builder()
+                .keyring(keyring.clone())
+                .key_store(store.clone()),
+        )
+        .build()
+        .unwrap()
+    }
+}
+
 /// A1: the host erases a subject (R11: "its data can no longer be opened or
 /// used"), then builds another custodian over the same keyring and key store
 /// — a restart, or a second custodian in the same process; no freshness
-/// anchor configured. That custodian itself says the subject is erased
-/// (`is_erased` reads the key store's tombstone), yet it lets the host
-/// collect, read, disclose, transfer and repurpose-with-consent the erased
-/// subject's data, and makes a marketing consent live for it: the in-memory
-/// erasure set that `check_not_erased` consults is empty in a new custodian,
-/// and the key store is asked only by `seal`/`open` (and token notes).
+/// anchor configured. Its in-memory set of erasures is empty, but it finds
+/// the key store's tombstone: it refuses to collect, read, disclose,
+/// transfer or repurpose the erased subject's data, or to make a consent
+/// live for it, as the custodian that erased does.
 #[test]
 fn a1_a_custodian_built_after_an_erasure_refuses_every_use_of_the_erased_subject() {
-    let keyring = Arc::new(privacy_pledge::crypto::Keyring::generate().unwrap());
-    let store = Arc::new(privacy_pledge::crypto::MemoryKeyStore::new());
-    let build = || {
-        Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.clone())
-            .facilities([
-                "DE".parse::<privacy_pledge::country::Country>().unwrap(),
-                "IE".parse().unwrap(),
-            ])
-            .build()
-            .unwrap()
-    };
+    let build = sharing_keys(|b| {
+        b.facilities([
+            "DE".parse::<privacy_pledge::country::Country>().unwrap(),
+            "IE".parse().unwrap(),
+        ])
+    });
     let before = build();
     let ada = before.new_subject().unwrap();
     let email: PersonalInfo<EmailAddress, Transaction> = before
@@ -585,23 +595,13 @@ fn a1_a_custodian_built_after_an_erasure_refuses_every_use_of_the_erased_subject
     );
 }
 
-/// A1 (same root cause, one process, beyond every bound): two custodians
-/// share a key store; one erases, and the other — told to ask the key store
-/// on every seal and open (`key_revalidate_after(0)`) — still hands the
-/// erased subject's plaintext to `access`'s closure, for as long as the host
-/// keeps the value in memory.
+/// A1 (one process): two custodians share a key store; one erases, and the
+/// other — told to ask the key store on every use (`key_revalidate_after(0)`)
+/// — no longer hands the erased subject's plaintext, held in memory, to
+/// `access`'s closure.
 #[test]
 fn a1_an_erasure_by_a_sibling_custodian_stops_access_to_values_in_memory() {
-    let keyring = Arc::new(privacy_pledge::crypto::Keyring::generate().unwrap());
-    let store = Arc::new(privacy_pledge::crypto::MemoryKeyStore::new());
-    let build = || {
-        Custodian::builder()
-            .keyring(keyring.clone())
-            .key_store(store.clone())
-            .key_revalidate_after(std::time::Duration::ZERO)
-            .build()
-            .unwrap()
-    };
+    let build = sharing_keys(|b| b.key_revalidate_after(std::time::Duration::ZERO));
     let (here, elsewhere) = (build(), build());
     let ada = SubjectId::random();
     let sealed = elsewhere
