@@ -559,17 +559,25 @@ impl PgStore {
         // Waited for without a timeout: only a forked child is refused.
         let mut client = self.conns.host(true)?;
         self.reconnect.revive(&mut client, false);
-        let out = super::hold(self.id(), || f(&mut client));
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::hold(self.id(), || f(&mut client))
+        }));
         // `f` forked, and this is the child: nothing more on the parent's
         // session (see `pool`'s "Fork").
-        self.conns.same_process()?;
+        if let Err(forked) = self.conns.same_process() {
+            return match out {
+                Ok(_) => Err(forked.into()),
+                Err(payload) => std::panic::resume_unwind(payload),
+            };
+        }
         // A transaction `f` began and did not end (a `BEGIN` in a batch)
-        // is rolled back, as the SQLite store's pool does: left open, the
-        // connection's next user would write into it, seen by no other
-        // session, or meet its aborted state. (With none open the server
-        // answers with a warning, nothing else.)
+        // is rolled back — also when `f` panicked, which a host may catch
+        // and go on — as the SQLite store's pool does: left open, the
+        // connection's next user would write into it (a `commit_request`
+        // would commit it), seen by no other session, or meet its aborted
+        // state. (With none open the server answers with a warning.)
         let _ = client.batch_execute("ROLLBACK");
-        Ok(out)
+        Ok(out.unwrap_or_else(|payload| std::panic::resume_unwind(payload)))
     }
 
     /// One request in one durable commit: runs `f` as a [request
