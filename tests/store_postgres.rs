@@ -1663,6 +1663,29 @@ fn a5_a_key_and_its_lookup_notes_are_one_write_on_postgres() {
     noting::insert_noting_is_one_write(&PgStore::connect(&db).unwrap().key_store());
 }
 
+/// A1 (host SQL through `with_client`, under the store's own role): the
+/// functions the store's statements call are the catalog's, whatever the
+/// host defines in its schema. A `public.unnest(text[])` — an exact match,
+/// which PostgreSQL prefers to `pg_catalog.unnest(anyarray)` under the
+/// default `search_path` — would otherwise write the host's rows as a new
+/// key's lookup notes, and an erasure receipt would list those.
+#[test]
+fn a1_functions_the_host_defines_never_stand_in_for_the_catalogs() {
+    let Some(db) = database("catalog_functions") else {
+        return;
+    };
+    PgStore::connect(&db)
+        .unwrap()
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE FUNCTION public.unnest(text[]) RETURNS SETOF text
+                 LANGUAGE sql AS $$ SELECT 'forged'::text $$",
+            )
+        })
+        .unwrap();
+    noting::insert_noting_is_one_write(&PgStore::connect(&db).unwrap().key_store());
+}
+
 /// A5 on PostgreSQL: two stores (two connections, as two processes) on one
 /// database. An id drawn here with `new_subject` (whose first seal skips
 /// the key store's read) and sealed for first over there is sealed here

@@ -856,8 +856,11 @@ fn migrate_pg(
 ) -> Result<usize, StoreError> {
     let db = |e: postgres::Error| super::postgres::db_err(e);
     let mut tx = client.transaction().map_err(db)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&HOST_MIGRATION_LOCK])
-        .map_err(db)?;
+    tx.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+        &[&HOST_MIGRATION_LOCK],
+    )
+    .map_err(db)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pp_host_schema (name TEXT PRIMARY KEY, version BIGINT NOT NULL)",
     )

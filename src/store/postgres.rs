@@ -912,8 +912,11 @@ fn schema_version(client: &mut Client) -> Result<u32, StoreError> {
 
 fn migrate(client: &mut Client) -> Result<(), StoreError> {
     let mut tx = client.transaction().map_err(db_err)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .map_err(db_err)?;
+    tx.execute(
+        "SELECT pg_catalog.pg_advisory_xact_lock($1)",
+        &[&MIGRATION_LOCK],
+    )
+    .map_err(db_err)?;
     tx.batch_execute("CREATE TABLE IF NOT EXISTS pp_schema (version BIGINT NOT NULL)")
         .map_err(db_err)?;
     let found: u32 = tx
@@ -984,7 +987,7 @@ const INSERT_ROWS: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject,
 /// `request::DatabaseId` for why a durable commit follows).
 const INSERT_ROWS_DEFERRED: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
      SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
-     (SELECT set_config('synchronous_commit', 'off', true)) cfg";
+     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg";
 
 /// `INSERT_ROWS` and the checkpoint's upsert as one statement: a
 /// data-modifying `WITH` runs exactly once, in the statement's transaction.
@@ -1001,7 +1004,7 @@ const INSERT_ROWS_AND_CHECKPOINT: &str = "WITH rows AS (
 const INSERT_ROWS_AND_CHECKPOINT_DEFERRED: &str = "WITH rows AS (
      INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
      SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
-     (SELECT set_config('synchronous_commit', 'off', true)) cfg)
+     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg)
      INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
      ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
      WHERE excluded.seq > pp_checkpoints.seq";
@@ -1157,10 +1160,10 @@ fn locked<R>(
     // log, does. (`set_config(…, true)` is `SET LOCAL`, here in the same
     // round trip as the lock.)
     let sql = if crate::request::durability_deferred(store.database_id()) {
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)),
-                set_config('synchronous_commit', 'off', true)"
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
+                pg_catalog.set_config('synchronous_commit', 'off', true)"
     } else {
-        "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))"
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))"
     };
     tx.query_typed(sql, &[(&subject, Type::TEXT)])
         .map_err(backend)?;
@@ -1271,7 +1274,7 @@ const INSERT_KEY: Named = Named {
              ON CONFLICT DO NOTHING RETURNING 1),
          noted AS (
              INSERT INTO pp_subject_pseudonyms (subject, pseudonym)
-             SELECT $1, v.p FROM unnest($6) v(p)
+             SELECT $1, v.p FROM pg_catalog.unnest($6) v(p)
              WHERE EXISTS (SELECT 1 FROM inserted)
              ON CONFLICT DO NOTHING)
          SELECT erased IS NOT NULL, floor, (SELECT count(*) FROM inserted) FROM state",
@@ -1338,12 +1341,12 @@ fn locked_statement(
     statement: &str,
 ) -> Result<Vec<postgres::SimpleQueryRow>, KeyStoreError> {
     let deferred = if crate::request::durability_deferred(store.database_id()) {
-        ", set_config('synchronous_commit', 'off', true)"
+        ", pg_catalog.set_config('synchronous_commit', 'off', true)"
     } else {
         ""
     };
     let sql = format!(
-        "SELECT pg_advisory_xact_lock(hashtextextended('{subject}', 0)){deferred};\n{statement}"
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)){deferred};\n{statement}"
     );
     let messages = named.run(&mut *store.lock()?, &sql).map_err(backend)?;
     // The rows between the first statement's completion and the second's.
