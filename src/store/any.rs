@@ -141,14 +141,6 @@ fn is_scheme(s: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
 }
 
-/// The SQLite file a store URL names, if it names one.
-fn url_path(url: &str) -> Option<&Path> {
-    match Url::parse(url) {
-        Ok(Url::Sqlite(path)) => Some(Path::new(path)),
-        _ => None,
-    }
-}
-
 /// Refuses a checkpoint directory that is obviously within the database's
 /// reach: none named (an empty path, the working directory), the SQLite
 /// file's own directory (which SQLite needs writable for its `-wal` and
@@ -156,7 +148,7 @@ fn url_path(url: &str) -> Option<&Path> {
 /// checkpoints and the anchor), or a directory holding the SQLite file.
 /// Keeping it truly apart (another volume, account or host) is the host's
 /// part; this catches the slips.
-fn out_of_reach(checkpoints: &Path, sqlite: &Option<&Path>) -> Result<(), StoreError> {
+fn out_of_reach(checkpoints: &Path, sqlite: Option<&Path>) -> Result<(), StoreError> {
     let refuse = |why: &str| {
         Err(StoreError::Checkpoints(format!(
             "{}: {why}: put the checkpoint directory out of the database's reach",
@@ -437,7 +429,11 @@ impl Store {
     /// password).
     pub fn open(config: &StoreConfig) -> Result<Store, StoreError> {
         let url = Url::parse(&config.url)?;
-        out_of_reach(&config.checkpoints, &url_path(&config.url))?;
+        let sqlite = match &url {
+            Url::Sqlite(path) => Some(Path::new(*path)),
+            _ => None,
+        };
+        out_of_reach(&config.checkpoints, sqlite)?;
         let describe: Arc<str> = url.describe().into();
         let db = match url {
             #[cfg(feature = "sqlite")]
