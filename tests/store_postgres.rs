@@ -1668,7 +1668,9 @@ fn a5_a_key_and_its_lookup_notes_are_one_write_on_postgres() {
 /// host defines in its schema. A `public.unnest(text[])` — an exact match,
 /// which PostgreSQL prefers to `pg_catalog.unnest(anyarray)` under the
 /// default `search_path` — would otherwise write the host's rows as a new
-/// key's lookup notes, and an erasure receipt would list those.
+/// key's lookup notes, and an erasure receipt would list those; and,
+/// called unqualified in an audit batch's `ROWS FROM`, it would write the
+/// batch's text columns as `forged`.
 #[test]
 fn a1_functions_the_host_defines_never_stand_in_for_the_catalogs() {
     let Some(db) = database("catalog_functions") else {
@@ -1684,6 +1686,38 @@ fn a1_functions_the_host_defines_never_stand_in_for_the_catalogs() {
         })
         .unwrap();
     noting::insert_noting_is_one_write(&PgStore::connect(&db).unwrap().key_store());
+    let store = PgStore::connect(&db).unwrap();
+    custodian_on(&store)
+        .access(&email(SubjectId::random()), |_| ())
+        .unwrap();
+    let trail = store.trail().unwrap();
+    assert_eq!(trail.len(), 1, "{trail:?}");
+}
+
+/// A1 (host SQL, as above): a rule that drops the store's audit rows
+/// (`DO INSTEAD NOTHING`) fails the use whose event it dropped, before the
+/// value is handed over: a batch the table did not take in whole is an
+/// error, not a write.
+#[test]
+fn a1_a_rule_that_drops_audit_rows_fails_the_use() {
+    let Some(db) = database("audit_rule_drop") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let custodian = custodian_on(&store);
+    // The stream's first batch, which carries its first checkpoint.
+    custodian
+        .access(&email(SubjectId::random()), |_| ())
+        .unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute("CREATE RULE pp_drop AS ON INSERT TO pp_audit_log DO INSTEAD NOTHING")
+        })
+        .unwrap();
+    let mut handed = false;
+    let used = custodian.access(&email(SubjectId::random()), |_| handed = true);
+    assert!(matches!(used, Err(Error::Audit(_))), "{used:?}");
+    assert!(!handed, "the value was handed over with its event dropped");
 }
 
 /// A5 on PostgreSQL: two stores (two connections, as two processes) on one
@@ -1784,16 +1818,21 @@ fn insert_lsn(c: &mut postgres::Client) -> String {
 /// an insert position taken before that transaction: exact, whatever else
 /// the server writes meanwhile.
 fn newest_audit_row_flushed(admin: &mut postgres::Client, start: &str) -> bool {
+    row_flushed(
+        admin,
+        "SELECT xmin::text FROM pp_audit_log ORDER BY id DESC LIMIT 1",
+        start,
+    )
+}
+
+/// Whether the commit of the transaction that wrote the row `xmin` selects
+/// (its `xmin::text`) is in the flushed log (see
+/// [`newest_audit_row_flushed`]).
+fn row_flushed(admin: &mut postgres::Client, xmin: &str, start: &str) -> bool {
     admin
         .batch_execute("CREATE EXTENSION IF NOT EXISTS pg_walinspect")
         .unwrap();
-    let xid: String = admin
-        .query_one(
-            "SELECT xmin::text FROM pp_audit_log ORDER BY id DESC LIMIT 1",
-            &[],
-        )
-        .unwrap()
-        .get(0);
+    let xid: String = admin.query_one(xmin, &[]).unwrap().get(0);
     let reached: bool = admin
         .query_one(
             "SELECT $1::text::pg_lsn < pg_current_wal_flush_lsn()",
@@ -2269,4 +2308,98 @@ fn a1_a_transaction_left_open_by_a_panicking_closure_is_rolled_back() {
         seen, 1,
         "the panicked closure's delete was committed by a later request"
     );
+}
+
+/// A1 (host SQL through `with_client`, under the store's own role, which
+/// owns `pp_audit_log`): a trigger on the store's audit table turns
+/// `synchronous_commit` off for the transaction it fires in. An audited
+/// use outside `commit_request` must still hand its value over only once
+/// its event is on disk: the durable commit is the commit mark's own
+/// transaction, which writes no table, so no trigger runs in it.
+#[test]
+fn a1_a_trigger_on_the_audit_log_does_not_make_audited_uses_asynchronous() {
+    let Some(db) = database("audit_trigger_async") else {
+        return;
+    };
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let store = PgStore::connect(&db).unwrap();
+    asynchronous_on(&store, &["pp_audit_log"]);
+    let custodian = custodian_on(&store);
+    let info = email(SubjectId::random());
+    let mut late = 0;
+    for _ in 0..5 {
+        let start = insert_lsn(&mut admin);
+        custodian
+            .access(&info, |_| {
+                if !newest_audit_row_flushed(&mut admin, &start) {
+                    late += 1;
+                }
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        late, 0,
+        "plaintext handed over before its event was on disk"
+    );
+}
+
+/// A1, as above, on the key store's and the consent store's tables: a
+/// granted consent and an erasure's tombstone are on disk when the call
+/// returns (each is the last write of its call: no audit commit after it
+/// flushes the log), whatever a trigger on their tables set.
+#[test]
+fn a1_triggers_on_the_key_and_consent_tables_do_not_make_their_writes_asynchronous() {
+    let Some(db) = database("store_trigger_async") else {
+        return;
+    };
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let store = PgStore::connect(&db).unwrap();
+    asynchronous_on(&store, &["pp_consents", "pp_erased_subjects"]);
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .consent_store(store.consent_store())
+        .freshness_anchor(pg::anchor_for(&db))
+        .audit(store.audit_sink(keyring.audit_key()).unwrap())
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let ada = SubjectId::random();
+        let start = insert_lsn(&mut admin);
+        custodian.consents().grant::<Newsletter>(ada).unwrap();
+        let consent = format!("SELECT xmin::text FROM pp_consents WHERE subject = '{ada}'");
+        assert!(
+            row_flushed(&mut admin, &consent, &start),
+            "a consent acknowledged before it was on disk"
+        );
+        let start = insert_lsn(&mut admin);
+        privacy_pledge::crypto::KeyStore::destroy(&store.key_store(), ada, Timestamp::now())
+            .unwrap();
+        let tombstone =
+            format!("SELECT xmin::text FROM pp_erased_subjects WHERE subject = '{ada}'");
+        assert!(
+            row_flushed(&mut admin, &tombstone, &start),
+            "an erasure acknowledged before it was on disk"
+        );
+    }
+}
+
+/// Puts a trigger on each of `tables` (host SQL, as the store's role)
+/// that turns `synchronous_commit` off for the transaction it fires in.
+fn asynchronous_on(store: &PgStore, tables: &[&str]) {
+    let mut sql = String::from(
+        "CREATE FUNCTION pp_async() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             PERFORM set_config('synchronous_commit', 'off', true);
+             RETURN NULL;
+         END $$;",
+    );
+    for table in tables {
+        sql.push_str(&format!(
+            "CREATE TRIGGER pp_async AFTER INSERT OR UPDATE OR DELETE ON {table}
+                 FOR EACH STATEMENT EXECUTE FUNCTION pp_async();"
+        ));
+    }
+    store.with_client(|c| c.batch_execute(&sql)).unwrap();
 }

@@ -4,10 +4,14 @@
 //!
 //! The same schema as the SQLite store (tables prefixed `pp_`, numbered
 //! migrations in `pp_schema`, applied under an advisory lock so processes
-//! starting together do not race), with PostgreSQL's own guarantees:
-//! `synchronous_commit = on`, set on each of the store's own connections
-//! whatever default the connection string, role or database gives, makes a
-//! commit durable before `record` returns; every read-then-write of the key
+//! starting together do not race), with PostgreSQL's own guarantees: a
+//! write that must be durable (an audit batch, a key, a tombstone, a
+//! consent, a checkpoint) commits, then a transaction of the store's own
+//! that writes no table (the commit mark, below) commits waiting for the
+//! disk before `record` returns — so neither a default of the connection
+//! string, role or database, nor a trigger, rule or default host SQL puts
+//! on a `pp_*` table (the tables are the role's, as the host's are), can
+//! make it one that does not wait; every read-then-write of the key
 //! store holds a per-subject advisory lock, so an erasure and a new key for the same
 //! subject never interleave across processes; a consent row is
 //! replaced only by one of a later version. `pp_commit_marks (slot, n)`
@@ -69,7 +73,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 pub use postgres;
 use postgres::types::Type;
@@ -155,32 +159,66 @@ CREATE TABLE pp_commit_marks (
 ",
 ];
 
-/// A durable commit of its own: a transaction that writes the commit mark
-/// ([`COMMIT_MARK`]) and commits waiting for the disk, whatever
-/// `synchronous_commit` the session was left with. It writes no table, so
-/// no trigger (deferred or not) runs in it. The write-ahead log is flushed
-/// in order, so this flush makes every commit earlier on the log, made
-/// without a flush, durable too.
-const MARK_AND_COMMIT: &str = concat!(
-    "BEGIN; ",
-    "SET LOCAL synchronous_commit = on; ",
-    "SELECT pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit'); ",
-    "COMMIT"
+/// The commit mark as a statement of its own, and so a transaction of its
+/// own (an implicit one): it writes the mark ([`COMMIT_MARK`]) and commits
+/// waiting for the disk, whatever `synchronous_commit` the session was
+/// left with (`set_config(…, true)` is `SET LOCAL`, read at the commit
+/// that ends the statement). It writes no table, so no trigger (deferred
+/// or not) runs in it. The write-ahead log is flushed in order, so this
+/// flush makes every commit earlier on the log, made without a flush,
+/// durable too.
+macro_rules! mark_and_commit {
+    () => {
+        "SELECT pg_catalog.set_config('synchronous_commit', 'on', true), \
+         pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit')"
+    };
+}
+
+/// See [`mark_and_commit!`].
+const MARK_AND_COMMIT: &str = mark_and_commit!();
+
+/// The end of a transaction that must be durable, in one round trip: the
+/// transaction commits without waiting for the disk, then
+/// [`MARK_AND_COMMIT`], a transaction of its own after it, flushes the log
+/// past it. The durable commit is never the one that wrote: whatever ran
+/// in the writing transaction — host code's, or a trigger, rule, default
+/// or check function the host put on a `pp_*` table, any of which may
+/// `SET LOCAL synchronous_commit = off` or defer work to the COMMIT —
+/// ends with it. Used for `commit_request`'s host transaction and for
+/// every durable write of the store's own (see [`commit_durably`]).
+const COMMIT_THEN_MARK: &str = concat!(
+    "SET LOCAL synchronous_commit = off; COMMIT; ",
+    mark_and_commit!()
 );
 
-/// The end of `commit_request`'s host transaction, in one round trip: the
-/// host's transaction commits without waiting for the disk, then
-/// [`MARK_AND_COMMIT`], a transaction of its own after it, flushes the log
-/// past both it and the scope's commit. The durable commit is not the
-/// host's: whatever host code set for it, or deferred to run at its COMMIT
-/// (a trigger may `SET LOCAL synchronous_commit = off` there), ends with it.
-const HOST_COMMIT_THEN_MARK: &str = concat!(
-    "SET LOCAL synchronous_commit = off; COMMIT; ",
-    "BEGIN; ",
-    "SET LOCAL synchronous_commit = on; ",
-    "SELECT pg_catalog.pg_logical_emit_message(true, 'privacy-pledge', 'commit'); ",
-    "COMMIT"
-);
+/// Commits `tx` durably: [`COMMIT_THEN_MARK`]. On `Err`, `tx` is dropped,
+/// which rolls back what is still open on the server (the write, or the
+/// mark's transaction).
+fn commit_durably(mut tx: postgres::Transaction<'_>) -> Result<(), postgres::Error> {
+    tx.batch_execute(COMMIT_THEN_MARK)?;
+    // Ended on the server: dropping the client's handle would send a
+    // ROLLBACK and wait for its warning.
+    std::mem::forget(tx);
+    Ok(())
+}
+
+/// [`MARK_AND_COMMIT`] on `client`, after a write committed without
+/// waiting for the disk; on `Err` the mark's transaction is rolled back,
+/// so the connection is left outside any.
+fn mark(client: &mut Client) -> Result<(), postgres::Error> {
+    client.batch_execute(MARK_AND_COMMIT).inspect_err(|_| {
+        let _ = client.batch_execute("ROLLBACK");
+    })
+}
+
+/// `set_config(…, true)` is `SET LOCAL` for a statement's own (implicit)
+/// transaction, evaluated before its commit: a write with this in its
+/// `FROM` commits without waiting for the disk, and a [`mark`] follows.
+macro_rules! no_wait {
+    () => {
+        "(SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg"
+    };
+}
 
 /// The commit mark: a transactional message in the write-ahead log (which
 /// nothing of the crate's reads; a logical decoding client sees it under
@@ -214,31 +252,33 @@ fn check_commit_mark(client: &mut Client) -> Result<(), StoreError> {
 }
 
 /// The statements that keep a signed checkpoint in `pp_checkpoints`, in one
-/// round trip and one (implicit) transaction: the upsert, then the commit
-/// mark ([`COMMIT_MARK`]), committed with a flush.
+/// round trip: the upsert in a transaction of its own, then
+/// [`COMMIT_THEN_MARK`]: the events up to the checkpoint are on disk before
+/// it leaves the database, whatever a trigger on the table set.
 ///
 /// The upsert leaves the row alone when the table already holds a later
-/// checkpoint (one the operator planted). It still locks that row, which
-/// PostgreSQL logs, so the commit would flush anyway; the mark makes the
-/// flush not hang on that detail (a transaction that writes nothing
-/// commits without one): the events up to the checkpoint are on disk
-/// before it leaves the database. The values go in as [`Literal`]s (hex
-/// digits only) and the sequence number as digits.
+/// checkpoint (one the operator planted). The values go in as
+/// [`Literal`]s (hex digits only) and the sequence number as digits.
 fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
-    let mut sql = format!(
-        "SELECT pg_catalog.set_config('synchronous_commit', 'on', true);
-         INSERT INTO {schema}.pp_checkpoints AS kept (stream, seq, checkpoint) VALUES ("
-    );
-    Literal::text(&mut sql, stream);
+    let mut sql = String::from("BEGIN;\n");
+    push_checkpoint_upsert(&mut sql, schema, stream, seq, json);
+    sql.push_str(COMMIT_THEN_MARK);
+    sql
+}
+
+/// Appends the upsert of a signed checkpoint into `pp_checkpoints` (the
+/// later of two stays) to `sql`.
+fn push_checkpoint_upsert(sql: &mut String, schema: &str, stream: &str, seq: i64, json: &str) {
+    sql.push_str(&format!(
+        "INSERT INTO {schema}.pp_checkpoints AS kept (stream, seq, checkpoint) VALUES ("
+    ));
+    Literal::text(sql, stream);
     sql.push_str(&format!(", {seq}, "));
-    Literal::text(&mut sql, json);
+    Literal::text(sql, json);
     sql.push_str(
         ") ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
-             WHERE excluded.seq > kept.seq;
-         ",
+             WHERE excluded.seq > kept.seq;\n",
     );
-    sql.push_str(COMMIT_MARK);
-    sql
 }
 
 /// The schema that holds the store's tables, quoted for SQL (asked on a
@@ -297,9 +337,6 @@ struct Reconnect {
     params: secrecy::SecretString,
     /// The read-only store's connection is read-only again.
     read_only: bool,
-    /// Bumped each time the writer's connection is replaced: statements a
-    /// sink prepared on the one before are prepared anew.
-    writer_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Reconnect {
@@ -307,7 +344,6 @@ impl Reconnect {
         Arc::new(Reconnect {
             params: params.to_owned().into(),
             read_only,
-            writer_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -384,6 +420,7 @@ impl PgStore {
         let mut writer = own_connection(params)?;
         migrate(&mut writer)?;
         check_commit_mark(&mut writer)?;
+        Named::prepare_all(&mut writer).map_err(db_err)?;
         // The store's own connections prepare the key store's statements
         // at once (see `Named`); the host's prepare nothing of the store's.
         let pool = |own: bool| {
@@ -501,11 +538,7 @@ impl PgStore {
     fn writer(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
         let mut conn = self.conns.writer()?;
-        if self.reconnect.revive(&mut conn, true) {
-            self.reconnect
-                .writer_epoch
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.reconnect.revive(&mut conn, true);
         Ok(conn)
     }
 
@@ -646,7 +679,7 @@ impl PgStore {
     }
 
     /// `commit_request`'s host transaction: `write`, then
-    /// [`HOST_COMMIT_THEN_MARK`], which ends it and makes it durable.
+    /// [`COMMIT_THEN_MARK`], which ends it and makes it durable.
     fn host_write<T, E>(
         &self,
         value: &T,
@@ -658,29 +691,20 @@ impl PgStore {
         let mut client = self.host().map_err(StoreError::from)?;
         let tx = client.transaction().map_err(db_err)?;
         // `write` may fork: the child commits nothing (see `pool`'s "Fork").
-        let (mut tx, written) = super::host_code(
+        let (tx, written) = super::host_code(
             tx,
             || self.conns.same_process(),
             |tx| super::hold(self.id(), || write(tx, value)),
         )
         .map_err(StoreError::from)?;
         written?;
-        tx.batch_execute(HOST_COMMIT_THEN_MARK).map_err(db_err)?;
-        // Ended on the server: dropping the client's handle would send a
-        // ROLLBACK and wait for its warning. (A failed batch drops it
-        // above: the rollback of an open or already ended transaction.)
-        std::mem::forget(tx);
+        commit_durably(tx).map_err(db_err)?;
         Ok(())
     }
 
     /// [`MARK_AND_COMMIT`] on a connection of the store's own.
     fn durable_mark(&self) -> Result<(), StoreError> {
-        let mut own = self.lock()?;
-        own.batch_execute(MARK_AND_COMMIT).map_err(|e| {
-            // Leave the connection out of the failed transaction.
-            let _ = own.batch_execute("ROLLBACK");
-            db_err(e)
-        })
+        mark(&mut *self.lock()?).map_err(db_err)
     }
 
     /// The schema version of the database.
@@ -708,7 +732,6 @@ impl PgStore {
         AuditStreamSink::new(
             PgBatchWriter {
                 store: self.clone(),
-                prepared: Arc::default(),
             },
             key,
         )
@@ -954,60 +977,92 @@ pub type PgAuditSink = AuditStreamSink<PgBatchWriter>;
 
 /// Writes audit batches into `pp_audit_log` (see [`PgAuditSink`]).
 ///
-/// A batch is one statement (its rows passed as arrays and inserted with
-/// `UNNEST`; with a checkpoint, the checkpoint's upsert in the same
-/// statement), prepared once per connection: one round trip and one
-/// commit, atomic without an explicit transaction.
+/// A batch is one simple-protocol query, one round trip: in a transaction,
+/// the rows (an `EXECUTE` of [`AUDIT_ROWS`], the values as [`Literal`]s
+/// and digits) and, with a checkpoint, its upsert; that transaction
+/// commits without waiting for the disk, and a durable batch then ends
+/// with the commit mark's own transaction, which waits
+/// ([`COMMIT_THEN_MARK`]). Nothing the batch's transaction runs — a
+/// trigger or rule the host put on `pp_audit_log` — decides whether the
+/// batch is on disk when the write returns; and a batch the table did not
+/// take in whole (a rule that drops rows) is an error.
 #[derive(Clone, Debug)]
 pub struct PgBatchWriter {
     store: PgStore,
-    prepared: Arc<Mutex<Option<Prepared>>>,
-}
-
-/// The batch statements (rows, or rows and a checkpoint; each durable or
-/// deferred), prepared on the store's connection.
-#[derive(Debug)]
-struct Prepared {
-    /// The writer connection's epoch it was prepared on.
-    epoch: u64,
-    rows: postgres::Statement,
-    rows_deferred: postgres::Statement,
-    rows_and_checkpoint: postgres::Statement,
-    rows_and_checkpoint_deferred: postgres::Statement,
 }
 
 impl super::stream_sink::sealed::Sealed for PgBatchWriter {}
 
-const INSERT_ROWS: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])";
+/// A batch's rows, as arrays of the six columns.
+const AUDIT_ROWS: Named = Named {
+    name: "pp_audit_rows",
+    definition: "PREPARE pp_audit_rows (text[], bigint[], bigint[], text[], text[], text[]) AS
+         INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+         SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),
+             pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
+             pg_catalog.unnest($6))",
+};
 
-/// `INSERT_ROWS` committed without waiting for the log to reach the disk:
-/// `set_config(…, true)` is `SET LOCAL` for the statement's own (implicit)
-/// transaction, evaluated before its commit, so one round trip (see
-/// `request::DatabaseId` for why a durable commit follows).
-const INSERT_ROWS_DEFERRED: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-     SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
-     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg";
+/// Appends `ARRAY[…]::{cast}`, an element for each row (written by `item`).
+fn push_array<'r, 'b>(
+    sql: &mut String,
+    rows: &'r [Row<'b>],
+    cast: &str,
+    mut item: impl FnMut(&mut String, &'r Row<'b>),
+) {
+    sql.push_str("ARRAY[");
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            sql.push_str(", ");
+        }
+        item(sql, row);
+    }
+    sql.push_str("]::");
+    sql.push_str(cast);
+}
 
-/// `INSERT_ROWS` and the checkpoint's upsert as one statement: a
-/// data-modifying `WITH` runs exactly once, in the statement's transaction.
-const INSERT_ROWS_AND_CHECKPOINT: &str = "WITH rows AS (
-     INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]))
-     INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
-     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
-     WHERE excluded.seq > pp_checkpoints.seq";
-
-/// `INSERT_ROWS_AND_CHECKPOINT` committed without waiting for the log to
-/// reach the disk, as `INSERT_ROWS_DEFERRED`: in a request whose durable
-/// commit follows, the checkpoint leaves the database only after it.
-const INSERT_ROWS_AND_CHECKPOINT_DEFERRED: &str = "WITH rows AS (
-     INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-     SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
-     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg)
-     INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
-     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
-     WHERE excluded.seq > pp_checkpoints.seq";
+/// The query that writes `rows` (and `checkpoint`'s upsert) in one
+/// transaction, ended by `end`.
+fn batch_query(
+    schema: &str,
+    rows: &[Row<'_>],
+    checkpoint: Option<(&SignedCheckpoint, &str)>,
+    end: &str,
+) -> Result<String, AuditError> {
+    let bytes: usize = rows.iter().map(|r| 2 * r.json().len() + 256).sum();
+    let mut sql = String::with_capacity(bytes + 512);
+    sql.push_str("BEGIN;\nEXECUTE pp_audit_rows(");
+    push_array(&mut sql, rows, "text[], ", |s, r| {
+        Literal::quoted(s, r.stream())
+    });
+    push_array(&mut sql, rows, "bigint[], ", |s, r| {
+        s.push_str(&r.seq().to_string())
+    });
+    push_array(&mut sql, rows, "bigint[], ", |s, r| {
+        s.push_str(&r.time().to_string())
+    });
+    push_array(&mut sql, rows, "text[], ", |s, r| {
+        Literal::quoted(s, r.subject())
+    });
+    push_array(&mut sql, rows, "text[], ", |s, r| {
+        Literal::quoted(s, r.action())
+    });
+    push_array(&mut sql, rows, "text[]", |s, r| {
+        Literal::quoted(s, r.json())
+    });
+    sql.push_str(");\n");
+    if let Some((signed, json)) = checkpoint {
+        push_checkpoint_upsert(
+            &mut sql,
+            schema,
+            &signed.stream().to_string(),
+            seq_col(signed.checkpoint().seq())?,
+            json,
+        );
+    }
+    sql.push_str(end);
+    Ok(sql)
+}
 
 fn insert_failed(e: postgres::Error) -> AuditError {
     // Messages name tables and constraints (and at most random ids), never
@@ -1033,71 +1088,32 @@ impl BatchWriter for PgBatchWriter {
         checkpoint: Option<(&SignedCheckpoint, &str)>,
         durable: bool,
     ) -> Result<(), AuditError> {
-        let streams: Vec<&str> = rows.iter().map(Row::stream).collect();
-        let seqs: Vec<i64> = rows.iter().map(Row::seq).collect();
-        let times: Vec<i64> = rows.iter().map(Row::time).collect();
-        let subjects: Vec<&str> = rows.iter().map(Row::subject).collect();
-        let actions: Vec<&str> = rows.iter().map(Row::action).collect();
-        let events: Vec<&str> = rows.iter().map(Row::json).collect();
-        let mut client = self.store.writer()?;
-        let epoch = self
-            .store
-            .reconnect
-            .writer_epoch
-            .load(std::sync::atomic::Ordering::Relaxed);
-        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
-        if prepared.as_ref().is_none_or(|p| p.epoch != epoch) {
-            *prepared = Some(Prepared {
-                epoch,
-                rows: client.prepare(INSERT_ROWS).map_err(insert_failed)?,
-                rows_deferred: client
-                    .prepare(INSERT_ROWS_DEFERRED)
-                    .map_err(insert_failed)?,
-                rows_and_checkpoint: client
-                    .prepare(INSERT_ROWS_AND_CHECKPOINT)
-                    .map_err(insert_failed)?,
-                rows_and_checkpoint_deferred: client
-                    .prepare(INSERT_ROWS_AND_CHECKPOINT_DEFERRED)
-                    .map_err(insert_failed)?,
-            });
-        }
-        let Some(statements) = prepared.as_ref() else {
-            return Err(AuditError::new("pp_audit_log insert failed: not prepared"));
+        let end = if durable {
+            COMMIT_THEN_MARK
+        } else {
+            // In a request, the scope's durable commit follows (see
+            // `request::DatabaseId`); a checkpoint leaves the database only
+            // after it.
+            "SET LOCAL synchronous_commit = off; COMMIT"
         };
-        let result = match checkpoint {
-            None => client.execute(
-                if durable {
-                    &statements.rows
-                } else {
-                    &statements.rows_deferred
-                },
-                &[&streams, &seqs, &times, &subjects, &actions, &events],
-            ),
-            Some((signed, json)) => client.execute(
-                if durable {
-                    &statements.rows_and_checkpoint
-                } else {
-                    &statements.rows_and_checkpoint_deferred
-                },
-                &[
-                    &streams,
-                    &seqs,
-                    &times,
-                    &subjects,
-                    &actions,
-                    &events,
-                    &signed.stream().to_string(),
-                    &seq_col(signed.checkpoint().seq())?,
-                    &json,
-                ],
-            ),
-        };
-        if result.is_err() {
-            // Prepare again next time, in case the host's own statements
-            // deallocated them (`DISCARD ALL`).
-            *prepared = None;
+        let sql = batch_query(&self.store.schema, rows, checkpoint, end)?;
+        let messages = AUDIT_ROWS
+            .run(&mut *self.store.writer()?, &sql)
+            .map_err(insert_failed)?;
+        // BEGIN's completion, then the rows'.
+        let written = messages.iter().filter_map(|m| match m {
+            postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        });
+        match written.clone().nth(1) {
+            Some(n) if usize::try_from(n).is_ok_and(|n| n == rows.len()) => Ok(()),
+            n => Err(AuditError::new(format!(
+                "pp_audit_log insert failed: {} of {} rows written \
+                 (a rule or trigger on the table?); committed without them",
+                n.unwrap_or(0),
+                rows.len()
+            ))),
         }
-        result.map(|_| ()).map_err(insert_failed)
     }
 
     fn upsert_checkpoint(
@@ -1111,11 +1127,12 @@ impl BatchWriter for PgBatchWriter {
             seq_col(checkpoint.checkpoint().seq())?,
             json,
         );
-        self.store
-            .writer()?
-            .simple_query(&sql)
-            .map(drop)
-            .map_err(insert_failed)
+        let mut client = self.store.writer()?;
+        client.batch_execute(&sql).map_err(|e| {
+            // Leave the connection out of the failed transaction.
+            let _ = client.batch_execute("ROLLBACK");
+            insert_failed(e)
+        })
     }
 }
 
@@ -1154,21 +1171,24 @@ fn locked<R>(
 ) -> Result<R, KeyStoreError> {
     let mut client = store.lock()?;
     let mut tx = client.transaction().map_err(backend)?;
-    // Inside a request scope whose audit commit goes to this database (see
-    // `request::DatabaseId`), this commit need not wait for the log to
-    // reach the disk: the scope's own synchronous commit, later on the same
-    // log, does. (`set_config(…, true)` is `SET LOCAL`, here in the same
-    // round trip as the lock.)
-    let sql = if crate::request::durability_deferred(store.database_id()) {
+    // The transaction commits without waiting for the disk (`set_config(…,
+    // true)` is `SET LOCAL`, here in the same round trip as the lock); the
+    // commit mark after it waits ([`commit_durably`]). Inside a request
+    // scope whose audit commit goes to this database (see
+    // `request::DatabaseId`), the scope's own durable commit, later on the
+    // same log, does that instead.
+    tx.query_typed(
         "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
-                pg_catalog.set_config('synchronous_commit', 'off', true)"
-    } else {
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))"
-    };
-    tx.query_typed(sql, &[(&subject, Type::TEXT)])
-        .map_err(backend)?;
+                pg_catalog.set_config('synchronous_commit', 'off', true)",
+        &[(&subject, Type::TEXT)],
+    )
+    .map_err(backend)?;
     let out = f(&mut tx)?;
-    tx.commit().map_err(backend)?;
+    if crate::request::durability_deferred(store.database_id()) {
+        tx.commit().map_err(backend)?;
+    } else {
+        commit_durably(tx).map_err(backend)?;
+    }
     Ok(out)
 }
 
@@ -1180,21 +1200,34 @@ struct Literal;
 impl Literal {
     /// `bytes` as a `bytea` expression.
     fn bytes(out: &mut String, bytes: &[u8]) {
-        out.push_str("decode('");
+        out.push_str("pg_catalog.decode('");
         crate::subject::push_hex(out, bytes);
         out.push_str("', 'hex')");
     }
 
     /// `text` as a `text` expression.
     fn text(out: &mut String, text: &str) {
-        out.push_str("convert_from(");
+        out.push_str("pg_catalog.convert_from(");
         Self::bytes(out, text.as_bytes());
         out.push_str(", 'UTF8')");
     }
+
+    /// `text` as a `text` literal: dollar-quoted (`$pp$…$pp$`) when it
+    /// holds no `$` (so nothing in it can end the quote, or join the quote's
+    /// end into an earlier one) and no NUL, which is most of an audit row;
+    /// else as [`text`](Self::text) makes it.
+    fn quoted(out: &mut String, text: &str) {
+        if text.contains(['$', '\0']) {
+            return Self::text(out, text);
+        }
+        out.push_str("$pp$");
+        out.push_str(text);
+        out.push_str("$pp$");
+    }
 }
 
-/// A statement the key store prepares by name (SQL `PREPARE`) on the
-/// store's own connections, which host code is never lent: each is
+/// A statement the store prepares by name (SQL `PREPARE`: the key store's,
+/// and the audit batch's) on the store's own connections, which host code is never lent: each is
 /// prepared when its connection opens (or, failing that, at its first
 /// use), and every use only `EXECUTE`s it, in one simple-protocol round
 /// trip, with no parsing or planning. Its values go in as the `EXECUTE`'s
@@ -1211,7 +1244,7 @@ impl Named {
     /// Prepares every statement of the key store's on `client`.
     fn prepare_all(client: &mut Client) -> Result<(), postgres::Error> {
         client.batch_execute(
-            &[KEYS_OF, INSERT_KEY, NOTE]
+            &[KEYS_OF, INSERT_KEY, NOTE, AUDIT_ROWS]
                 .map(|n| n.definition)
                 .join(";\n"),
         )
@@ -1221,8 +1254,8 @@ impl Named {
     /// connection has not prepared it yet (`26000`), it is prepared and
     /// `sql` run again; if its plan no longer fits the tables (`0A000`,
     /// after a migration changed a column), it is prepared anew and run
-    /// again. Nothing of a failed run is committed: a simple-protocol
-    /// query is one transaction.
+    /// again. Nothing of a failed run is committed, and the connection is
+    /// left outside any transaction (`sql` may begin one).
     fn run(
         &self,
         client: &mut Client,
@@ -1233,6 +1266,8 @@ impl Named {
             Err(e) => e,
             ok => return ok,
         };
+        // (With none open the server answers with a warning.)
+        let _ = client.batch_execute("ROLLBACK");
         if err.code() == Some(&SqlState::INVALID_SQL_STATEMENT_NAME) {
             client.batch_execute(self.definition)?;
         } else if err.code() == Some(&SqlState::FEATURE_NOT_SUPPORTED) {
@@ -1240,7 +1275,9 @@ impl Named {
         } else {
             return Err(err);
         }
-        client.simple_query(sql)
+        client.simple_query(sql).inspect_err(|_| {
+            let _ = client.batch_execute("ROLLBACK");
+        })
     }
 }
 
@@ -1321,41 +1358,43 @@ fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
 /// Runs `statement` (an `EXECUTE` of `named`) holding the subject's
 /// advisory lock, in one round trip, and returns its rows (as text).
 ///
-/// The lock and the statement go as one simple-protocol query, which
-/// PostgreSQL runs as one implicit transaction: the lock is held until it
+/// The lock and the statement go as one simple-protocol query, in one
+/// transaction (implicit, or begun by the query): the lock is held until it
 /// ends; in read committed each statement takes its own snapshot, so
 /// `statement` sees every change committed before the lock was granted; an
 /// error in either rolls back both. The `EXECUTE`'s arguments are
 /// [`Literal`]s, digits and the subject's id, which is hex digits by
 /// construction (`SubjectId`'s `Display`).
 ///
-/// Inside a request scope whose audit commit goes to this database (see
-/// `request::DatabaseId`), the commit need not wait for the log to reach
-/// the disk: the scope's own synchronous commit, later on the same log,
-/// does (`set_config(…, true)` is `SET LOCAL`, for the implicit
-/// transaction).
+/// The transaction commits without waiting for the disk (`set_config(…,
+/// true)` is `SET LOCAL`), and the commit mark after it, in the same round
+/// trip, waits ([`COMMIT_THEN_MARK`]). Inside a request scope whose audit
+/// commit goes to this database (see `request::DatabaseId`), the scope's
+/// own durable commit, later on the same log, does that instead.
 fn locked_statement(
     store: &PgStore,
     subject: SubjectId,
     named: &Named,
     statement: &str,
 ) -> Result<Vec<postgres::SimpleQueryRow>, KeyStoreError> {
-    let deferred = if crate::request::durability_deferred(store.database_id()) {
-        ", pg_catalog.set_config('synchronous_commit', 'off', true)"
+    let (begin, end) = if crate::request::durability_deferred(store.database_id()) {
+        ("", "")
     } else {
-        ""
+        ("BEGIN;\n", COMMIT_THEN_MARK)
     };
     let sql = format!(
-        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)){deferred};\n{statement}"
+        "{begin}SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)), \
+         pg_catalog.set_config('synchronous_commit', 'off', true);\n{statement};\n{end}"
     );
     let messages = named.run(&mut *store.lock()?, &sql).map_err(backend)?;
-    // The rows between the first statement's completion and the second's.
+    // The rows between the lock's completion and the statement's.
+    let lock = if begin.is_empty() { 1 } else { 2 };
     let mut completed = 0;
     let mut rows = Vec::new();
     for message in messages {
         match message {
             postgres::SimpleQueryMessage::CommandComplete(_) => completed += 1,
-            postgres::SimpleQueryMessage::Row(row) if completed == 1 => rows.push(row),
+            postgres::SimpleQueryMessage::Row(row) if completed == lock => rows.push(row),
             _ => {}
         }
     }
@@ -1693,15 +1732,18 @@ impl KeyStore for PgKeyStore {
     fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
         // One statement: the row lock makes the compare and the set atomic,
         // and it waits for every writer holding the row share-locked.
-        let changed = self
-            .store
-            .lock()?
+        let mut client = self.store.lock()?;
+        let changed = client
             .execute(
-                "UPDATE pp_kek_state
+                concat!(
+                    "UPDATE pp_kek_state
                  SET floor = $5, claimed = $6, claimed_at = $7, renewed_at = $8
-                 WHERE id = 1 AND floor = $1 AND claimed = $2
+                 FROM ",
+                    no_wait!(),
+                    " WHERE id = 1 AND floor = $1 AND claimed = $2
                    AND claimed_at IS NOT DISTINCT FROM $3
-                   AND renewed_at IS NOT DISTINCT FROM $4",
+                   AND renewed_at IS NOT DISTINCT FROM $4"
+                ),
                 &[
                     &i64::from(expected.floor),
                     &i64::from(expected.claimed),
@@ -1714,6 +1756,9 @@ impl KeyStore for PgKeyStore {
                 ],
             )
             .map_err(backend)?;
+        // Committed without waiting for the disk, then the commit mark,
+        // which waits (see `PgBatchWriter`).
+        mark(&mut client).map_err(backend)?;
         Ok(changed == 1)
     }
 
@@ -1790,26 +1835,39 @@ impl ConsentStore for PgConsentStore {
         let (subject, purpose) = (record.subject.to_string(), record.purpose.to_string());
         let mut client = self.store.lock()?;
         // One statement: insert, or replace a row of an earlier version.
-        let changed = client.execute(
-            "INSERT INTO pp_consents (subject, purpose, version, record) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (subject, purpose) DO UPDATE
-             SET version = excluded.version, record = excluded.record
-             WHERE pp_consents.version < excluded.version",
-            &[&subject, &purpose, &version, &json],
-        )
-        .map_err(consent_err)?;
+        // Committed without waiting for the disk, then the commit mark,
+        // which waits (see `PgBatchWriter`).
+        let changed = client
+            .execute(
+                concat!(
+                    "INSERT INTO pp_consents (subject, purpose, version, record)
+                     SELECT $1::text, $2::text, $3::bigint, $4::text FROM ",
+                    no_wait!(),
+                    " WHERE true
+                     ON CONFLICT (subject, purpose) DO UPDATE
+                     SET version = excluded.version, record = excluded.record
+                     WHERE pp_consents.version < excluded.version"
+                ),
+                &[&subject, &purpose, &version, &json],
+            )
+            .map_err(consent_err)?;
+        mark(&mut client).map_err(consent_err)?;
         Ok(changed == 1)
     }
 
     fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
-        self.store
-            .lock()?
+        let mut client = self.store.lock()?;
+        client
             .execute(
-                "DELETE FROM pp_consents WHERE subject = $1",
+                concat!(
+                    "DELETE FROM pp_consents USING ",
+                    no_wait!(),
+                    " WHERE subject = $1"
+                ),
                 &[&subject.to_string()],
             )
-            .map(|_| ())
-            .map_err(consent_err)
+            .map_err(consent_err)?;
+        mark(&mut client).map_err(consent_err)
     }
 
     fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
@@ -1832,7 +1890,7 @@ impl ConsentStore for PgConsentStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex_bytes, Literal, INSERT_KEY, KEYS_OF, NOTE};
+    use super::{hex_bytes, Literal, AUDIT_ROWS, INSERT_KEY, KEYS_OF, NOTE};
 
     /// A1/A2 (host code or a row supplying the text): whatever a value
     /// holds, its literal is hex digits inside one pair of quotes, so it
@@ -1850,7 +1908,7 @@ mod tests {
             let mut out = String::new();
             Literal::text(&mut out, value);
             let inner = out
-                .strip_prefix("convert_from(decode('")
+                .strip_prefix("pg_catalog.convert_from(pg_catalog.decode('")
                 .and_then(|s| s.strip_suffix("', 'hex'), 'UTF8')"))
                 .unwrap_or_else(|| panic!("unexpected shape: {out}"));
             assert!(inner.bytes().all(|b| b.is_ascii_hexdigit()), "{out}");
@@ -1858,11 +1916,36 @@ mod tests {
         }
     }
 
+    /// A1/A2, as above, for the dollar-quoted form an audit batch uses: a
+    /// value is quoted only if it holds no `$` (nothing in it can then end
+    /// the quote, or make its end with the closing tag) and no NUL; any
+    /// other value is hex.
+    #[test]
+    fn quoted_literals_hold_no_dollar_sign_inside() {
+        for value in [
+            "",
+            "plain",
+            "it's",
+            "'); DROP TABLE pp_audit_log; --",
+            "\\x",
+        ] {
+            let mut out = String::new();
+            Literal::quoted(&mut out, value);
+            assert_eq!(out, format!("$pp${value}$pp$"));
+        }
+        for value in ["$pp$; DROP TABLE pp_audit_log; --", "a$pp", "$", "é\u{0}"] {
+            let (mut quoted, mut hex) = (String::new(), String::new());
+            Literal::quoted(&mut quoted, value);
+            Literal::text(&mut hex, value);
+            assert_eq!(quoted, hex);
+        }
+    }
+
     /// Each prepared statement's definition prepares the name its
     /// `EXECUTE`s and its re-preparation use.
     #[test]
     fn each_named_statement_prepares_its_own_name() {
-        for named in [KEYS_OF, INSERT_KEY, NOTE] {
+        for named in [KEYS_OF, INSERT_KEY, NOTE, AUDIT_ROWS] {
             let prefix = format!("PREPARE {} (", named.name);
             assert!(named.definition.starts_with(&prefix), "{}", named.name);
         }
