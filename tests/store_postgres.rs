@@ -2403,3 +2403,45 @@ fn asynchronous_on(store: &PgStore, tables: &[&str]) {
     }
     store.with_client(|c| c.batch_execute(&sql)).unwrap();
 }
+
+/// A1 (host SQL as the store's role, which may `ALTER DATABASE … SET` the
+/// search path of its database, or name one in the connection string):
+/// the operators and functions the store's own statements use are the
+/// catalog's even when the host puts its schema first and defines one with
+/// the same argument types there. A `public.<(bigint, bigint)` that is
+/// always true would let an older consent row replace a newer one.
+#[test]
+fn a1_a_search_path_the_host_sets_never_puts_its_operators_before_the_catalogs() {
+    let Some(db) = database("host_search_path") else {
+        return;
+    };
+    let name = db.rsplit("dbname=").next().unwrap().to_owned();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {name} SET search_path = public, pg_catalog;
+             CREATE FUNCTION public.pp_lt(bigint, bigint) RETURNS boolean
+                 LANGUAGE sql AS $$ SELECT true $$;
+             CREATE OPERATOR public.< (LEFTARG = bigint, RIGHTARG = bigint,
+                 FUNCTION = public.pp_lt);"
+        ))
+        .unwrap();
+    let store = PgStore::connect(&db).unwrap();
+    let ada = SubjectId::random();
+    let record = |version| ConsentRecord {
+        subject: ada,
+        purpose: PurposeId::Newsletter,
+        granted: version == 1,
+        since: Timestamp::now(),
+        withdrawn_at: None,
+        version,
+        mac: [1; 32],
+    };
+    assert!(store.consent_store().store(&record(2)).unwrap());
+    assert!(
+        !store.consent_store().store(&record(1)).unwrap(),
+        "an older consent row replaced a newer one"
+    );
+    let kept = store.consent_store().load(ada, PurposeId::Newsletter);
+    assert_eq!(kept.unwrap().unwrap().version, 2);
+}

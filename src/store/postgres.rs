@@ -358,13 +358,7 @@ impl Reconnect {
         use secrecy::ExposeSecret;
         let params = self.params.expose_secret();
         let fresh = if self.read_only {
-            Client::connect(params, NoTls)
-                .map_err(db_err)
-                .and_then(|mut c| {
-                    c.batch_execute("SET default_transaction_read_only = on")
-                        .map(|()| c)
-                        .map_err(db_err)
-                })
+            read_only_connection(params)
         } else if own {
             own_connection(params)
                 .and_then(|mut c| Named::prepare_all(&mut c).map(|()| c).map_err(db_err))
@@ -481,10 +475,7 @@ impl PgStore {
     /// session is read-only, no migration runs, and a database without the
     /// store's tables is an error.
     pub fn connect_read_only(params: &str) -> Result<Self, StoreError> {
-        let mut client = Client::connect(params, NoTls).map_err(db_err)?;
-        client
-            .batch_execute("SET default_transaction_read_only = on")
-            .map_err(db_err)?;
+        let mut client = read_only_connection(params)?;
         let found = schema_version(&mut client)?;
         if found == 0 {
             return Err(StoreError::Database(
@@ -904,6 +895,8 @@ fn reset(_: &mut Client) -> bool {
 /// each statement after the lock sees what committed before it (under
 /// repeatable read, an erasure waiting for a new key's insert would not
 /// see the key, and leave it).
+///
+/// And its `search_path` is pinned ([`pin_search_path`]).
 fn own_connection(params: &str) -> Result<Client, StoreError> {
     let mut client = Client::connect(params, NoTls).map_err(db_err)?;
     client
@@ -913,7 +906,44 @@ fn own_connection(params: &str) -> Result<Client, StoreError> {
              SET default_transaction_read_only = off",
         )
         .map_err(db_err)?;
+    pin_search_path(&mut client)?;
     Ok(client)
+}
+
+/// A read-only store's connection: every transaction read-only, and the
+/// `search_path` pinned ([`pin_search_path`]).
+fn read_only_connection(params: &str) -> Result<Client, StoreError> {
+    let mut client = Client::connect(params, NoTls).map_err(db_err)?;
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .map_err(db_err)?;
+    pin_search_path(&mut client)?;
+    Ok(client)
+}
+
+/// Sets `client`'s `search_path` to the schema the path it was given
+/// creates in (`current_schema()`, where the store's tables are), then
+/// `pg_temp`, leaving `pg_catalog` out, which PostgreSQL then searches
+/// first: an operator or function the host defines with the same argument
+/// types as the catalog's (a `public.<(bigint, bigint)`) never stands in
+/// for it in the store's statements, whatever path the connection string,
+/// role or database set (host SQL may run `ALTER DATABASE … SET
+/// search_path = public, pg_catalog`), and a temporary table never for a
+/// store table. (A function the host defines for *other* argument types
+/// than a polymorphic one of the catalog's can still be the better match:
+/// the statements name `pg_catalog` for those.) A path with no schema that
+/// exists is left as it is.
+fn pin_search_path(client: &mut Client) -> Result<(), StoreError> {
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path',
+                 pg_catalog.concat(pg_catalog.quote_ident(pg_catalog.current_schema()), ', pg_temp'),
+                 false)
+             WHERE pg_catalog.current_schema() IS NOT NULL",
+            &[],
+        )
+        .map(drop)
+        .map_err(db_err)
 }
 
 fn schema_version(client: &mut Client) -> Result<u32, StoreError> {
