@@ -2445,3 +2445,177 @@ fn a1_a_search_path_the_host_sets_never_puts_its_operators_before_the_catalogs()
     let kept = store.consent_store().load(ada, PurposeId::Newsletter);
     assert_eq!(kept.unwrap().unwrap().version, 2);
 }
+
+// ---------------------------------------------------------------------------
+// Code the host runs inside the store's own statements
+
+/// A1 (host SQL, as the store's role): a rule that sends the store's audit
+/// rows to a table of the host's (`DO INSTEAD INSERT INTO elsewhere …`)
+/// instead of dropping them. PostgreSQL then reports the INSTEAD query's
+/// `INSERT 0 n` as the EXECUTE's command tag: a count of the tag would
+/// match. The batch reads its rows back instead, and the use fails.
+#[test]
+fn a1_a_rule_that_redirects_audit_rows_fails_the_use() {
+    let Some(db) = database("audit_rule_redirect") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    let custodian = custodian_on(&store);
+    custodian
+        .access(&email(SubjectId::random()), |_| ())
+        .unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE elsewhere (LIKE pp_audit_log);
+                 CREATE RULE pp_redirect AS ON INSERT TO pp_audit_log DO INSTEAD
+                     INSERT INTO elsewhere (id, stream, seq, time, subject, action, event)
+                     VALUES (0, NEW.stream, NEW.seq, NEW.time, NEW.subject, NEW.action, NEW.event)",
+            )
+        })
+        .unwrap();
+    let mut handed = false;
+    let used = custodian.access(&email(SubjectId::random()), |_| handed = true);
+    let in_log: i64 = store.with_client(|c| {
+        c.query_one("SELECT count(*) FROM pp_audit_log", &[])
+            .unwrap()
+            .get(0)
+    });
+    assert!(
+        matches!(used, Err(Error::Audit(_))) && !handed,
+        "the value was handed over ({used:?}) with its event not in pp_audit_log \
+         ({in_log} rows there, the first use's only)"
+    );
+}
+
+/// A1 then A5: a trigger on `pp_consents` runs in the store's own session,
+/// and `set_config(…, false)` there outlives its transaction. One that
+/// sets the session's `default_transaction_isolation` to repeatable read
+/// (after `own_connection` set it to read committed) would make an
+/// erasure on that connection take its snapshot before the subject's lock
+/// is granted, miss a key inserted meanwhile and leave it — the race
+/// `a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhile`
+/// guards against. The key store's transactions name their isolation.
+#[test]
+fn a1_a_trigger_cannot_make_the_stores_session_repeatable_read() {
+    use privacy_pledge::crypto::{KeyStore, StoredKey, Wrapped};
+    let Some(db) = database("trigger_rr") else {
+        return;
+    };
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let keys_a = PgStore::connect(&db).unwrap().key_store();
+    let store_b = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    store_b
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE FUNCTION pp_rr() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     PERFORM pg_catalog.set_config('default_transaction_isolation',
+                         'repeatable read', false);
+                     RETURN NULL;
+                 END $$;
+                 CREATE TRIGGER pp_rr AFTER INSERT OR UPDATE ON pp_consents
+                     FOR EACH STATEMENT EXECUTE FUNCTION pp_rr();",
+            )
+        })
+        .unwrap();
+    // Any consent write on store B's one own connection fires it.
+    store_b
+        .consent_store()
+        .store(&ConsentRecord {
+            subject: SubjectId::random(),
+            purpose: PurposeId::Newsletter,
+            granted: true,
+            since: Timestamp::now(),
+            withdrawn_at: None,
+            version: 1,
+            mac: [1; 32],
+        })
+        .unwrap();
+    let keys_b = store_b.key_store();
+    let ada = SubjectId::random();
+    let key = StoredKey {
+        generation: 0,
+        wrapped: Wrapped {
+            kek_version: 1,
+            bytes: vec![7; 60],
+        },
+        uses: 1,
+    };
+    let mut blocker = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let mut tx = blocker.transaction().unwrap();
+    tx.batch_execute("SELECT * FROM pp_kek_state WHERE id = 1 FOR UPDATE")
+        .unwrap();
+    let insert = std::thread::spawn(move || keys_a.insert(ada, key));
+    wait_for_lock_wait(&mut admin, "transactionid");
+    let erase = std::thread::spawn(move || keys_b.destroy(ada, Timestamp::from_unix_seconds(9)));
+    wait_for_lock_wait(&mut admin, "advisory");
+    tx.rollback().unwrap();
+
+    insert.join().unwrap().expect("the key was inserted first");
+    let destroyed = erase.join().unwrap().unwrap();
+    let left: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM pp_subject_keys WHERE subject = $1",
+            &[&ada.to_string()],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (left, destroyed.generations.len()),
+        (0, 1),
+        "the erasure left a key inserted while it waited for the subject's lock"
+    );
+}
+
+/// A1 (host SQL, as the store's role), persistent variant of the above: a
+/// statement trigger on `pp_audit_log` runs in the audit writer's own
+/// session and re-`PREPARE`s `pp_audit_rows` there with a body of the
+/// host's (to its own table). From the next batch on, the writer's
+/// `EXECUTE pp_audit_rows(…)` runs the host's statement (command tag
+/// `INSERT 0 n`), and the trigger may be gone: the batch's read-back
+/// fails the use.
+#[test]
+fn a1_a_trigger_cannot_replace_the_writers_prepared_batch() {
+    let Some(db) = database("trigger_reprepares") else {
+        return;
+    };
+    let store = PgStore::connect(&db).unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE public.elsewhere (stream text);
+                 CREATE FUNCTION pp_swap() RETURNS trigger LANGUAGE plpgsql AS $$
+                 BEGIN
+                     EXECUTE 'DEALLOCATE pp_audit_rows';
+                     EXECUTE 'PREPARE pp_audit_rows (text[], bigint[], bigint[], text[],
+                         text[], text[]) AS INSERT INTO public.elsewhere (stream)
+                         SELECT pg_catalog.unnest($1)';
+                     RETURN NULL;
+                 END $$;
+                 CREATE TRIGGER pp_swap AFTER INSERT ON pp_audit_log
+                     FOR EACH STATEMENT EXECUTE FUNCTION pp_swap();",
+            )
+        })
+        .unwrap();
+    let custodian = custodian_on(&store);
+    custodian
+        .access(&email(SubjectId::random()), |_| ())
+        .unwrap();
+    // The trigger is gone: the table has no trigger and no rule.
+    store
+        .with_client(|c| c.batch_execute("DROP TRIGGER pp_swap ON pp_audit_log"))
+        .unwrap();
+    let mut handed = false;
+    let used = custodian.access(&email(SubjectId::random()), |_| handed = true);
+    let in_log: i64 = store.with_client(|c| {
+        c.query_one("SELECT count(*) FROM pp_audit_log", &[])
+            .unwrap()
+            .get(0)
+    });
+    assert!(
+        (matches!(used, Err(Error::Audit(_))) && !handed) || in_log == 2,
+        "the value was handed over ({used:?}) with its event not in pp_audit_log \
+         ({in_log} rows there)"
+    );
+}

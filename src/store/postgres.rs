@@ -53,6 +53,26 @@
 //! transaction host code leaves open in [`with_client`](PgStore::with_client)
 //! is rolled back when the closure returns (one more round trip per call).
 //!
+//! # Host SQL and the store's tables
+//!
+//! Host code given a client runs as the role the store connected as, which
+//! owns the `pp_*` tables: it can do to them what the database operator
+//! can (actor A2 — edit, delete, put back rows; the verifier and the
+//! freshness anchor are what catch that), and code it attaches to them (a
+//! trigger, a rule) runs inside the store's own statements, in the
+//! store's sessions. The store does not let that code decide what its own
+//! writes mean: a durable write's commit is the commit mark's transaction,
+//! which touches no table; the key store's transactions name their
+//! isolation; an audit batch reads its rows back in its transaction and
+//! fails the uses if the table does not hold them all; the statements call
+//! the catalog's functions by name. What such code can still do is A2's:
+//! change or delete rows (a deferred trigger can delete a batch's rows at
+//! its commit), or leave settings on the session (a `search_path` that
+//! lets an operator of the host's stand in for the catalog's in a later
+//! statement), whose effect on consent and erasure the freshness anchor
+//! refuses at use time. A host that wants none of this connects the store
+//! as a role of its own and gives host code another.
+//!
 //! ```no_run
 //! use privacy_pledge::store::postgres::PgStore;
 //! use privacy_pledge::crypto::Keyring;
@@ -191,6 +211,13 @@ const COMMIT_THEN_MARK: &str = concat!(
     mark_and_commit!()
 );
 
+/// How the store's own transactions begin: read committed by name, not by
+/// the session's default, which code the host runs in the store's session
+/// (a trigger on a `pp_*` table, `set_config(…, false)`) may have changed.
+/// The key store's per-subject lock serialises its read-then-writes only
+/// if each statement after the lock sees what committed before it.
+const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+
 /// Commits `tx` durably: [`COMMIT_THEN_MARK`]. On `Err`, `tx` is dropped,
 /// which rolls back what is still open on the server (the write, or the
 /// mark's transaction).
@@ -260,7 +287,7 @@ fn check_commit_mark(client: &mut Client) -> Result<(), StoreError> {
 /// checkpoint (one the operator planted). The values go in as
 /// [`Literal`]s (hex digits only) and the sequence number as digits.
 fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
-    let mut sql = String::from("BEGIN;\n");
+    let mut sql = format!("{BEGIN_READ_COMMITTED};\n");
     push_checkpoint_upsert(&mut sql, schema, stream, seq, json);
     sql.push_str(COMMIT_THEN_MARK);
     sql
@@ -1008,14 +1035,16 @@ pub type PgAuditSink = AuditStreamSink<PgBatchWriter>;
 /// Writes audit batches into `pp_audit_log` (see [`PgAuditSink`]).
 ///
 /// A batch is one simple-protocol query, one round trip: in a transaction,
-/// the rows (an `EXECUTE` of [`AUDIT_ROWS`], the values as [`Literal`]s
-/// and digits) and, with a checkpoint, its upsert; that transaction
-/// commits without waiting for the disk, and a durable batch then ends
-/// with the commit mark's own transaction, which waits
-/// ([`COMMIT_THEN_MARK`]). Nothing the batch's transaction runs — a
+/// the rows (an `EXECUTE` of a statement prepared on the writer's
+/// connection, the values dollar-quoted, or as hex where a value holds a
+/// `$` or a NUL), their read-back, and, with a checkpoint, its upsert;
+/// that transaction commits without waiting for the disk, and a durable
+/// batch then ends with the commit mark's own transaction, which waits
+/// (see the [module docs](self)). Nothing the batch's transaction runs — a
 /// trigger or rule the host put on `pp_audit_log` — decides whether the
-/// batch is on disk when the write returns; and a batch the table did not
-/// take in whole (a rule that drops rows) is an error.
+/// batch is on disk when the write returns, and a batch the table does not
+/// hold in whole once it is written (a rule that dropped or redirected
+/// rows) is an error.
 #[derive(Clone, Debug)]
 pub struct PgBatchWriter {
     store: PgStore,
@@ -1032,6 +1061,11 @@ const AUDIT_ROWS: Named = Named {
              pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
              pg_catalog.unnest($6))",
 };
+
+/// The array types of an audit batch's columns, by their catalog names.
+const TEXTS: &str = "pg_catalog.text[]";
+/// See [`TEXTS`].
+const INTS: &str = "pg_catalog.int8[]";
 
 /// Appends `ARRAY[…]::{cast}`, an element for each row (written by `item`).
 fn push_array<'r, 'b>(
@@ -1061,26 +1095,41 @@ fn batch_query(
 ) -> Result<String, AuditError> {
     let bytes: usize = rows.iter().map(|r| 2 * r.json().len() + 256).sum();
     let mut sql = String::with_capacity(bytes + 512);
-    sql.push_str("BEGIN;\nEXECUTE pp_audit_rows(");
-    push_array(&mut sql, rows, "text[], ", |s, r| {
-        Literal::quoted(s, r.stream())
-    });
-    push_array(&mut sql, rows, "bigint[], ", |s, r| {
-        s.push_str(&r.seq().to_string())
-    });
-    push_array(&mut sql, rows, "bigint[], ", |s, r| {
+    sql.push_str(BEGIN_READ_COMMITTED);
+    sql.push_str(";\nEXECUTE pp_audit_rows(");
+    let streams =
+        |s: &mut String| push_array(s, rows, TEXTS, |s, r| Literal::quoted(s, r.stream()));
+    let seqs = |s: &mut String| push_array(s, rows, INTS, |s, r| s.push_str(&r.seq().to_string()));
+    streams(&mut sql);
+    sql.push_str(", ");
+    seqs(&mut sql);
+    sql.push_str(", ");
+    push_array(&mut sql, rows, INTS, |s, r| {
         s.push_str(&r.time().to_string())
     });
-    push_array(&mut sql, rows, "text[], ", |s, r| {
+    sql.push_str(", ");
+    push_array(&mut sql, rows, TEXTS, |s, r| {
         Literal::quoted(s, r.subject())
     });
-    push_array(&mut sql, rows, "text[], ", |s, r| {
-        Literal::quoted(s, r.action())
-    });
-    push_array(&mut sql, rows, "text[]", |s, r| {
-        Literal::quoted(s, r.json())
-    });
+    sql.push_str(", ");
+    push_array(&mut sql, rows, TEXTS, |s, r| Literal::quoted(s, r.action()));
+    sql.push_str(", ");
+    push_array(&mut sql, rows, TEXTS, |s, r| Literal::quoted(s, r.json()));
     sql.push_str(");\n");
+    // How many of the batch's (stream, seq) the table now holds, read back
+    // in the same transaction after the insert and every trigger it fired:
+    // a rule that dropped or redirected the rows, or an `EXECUTE` of a
+    // statement code of the host's prepared in this session under the same
+    // name, shows here. (Every name is the catalog's or the store's
+    // schema's, whatever `search_path` the session was left with.)
+    sql.push_str("SELECT pg_catalog.count(*) FROM ROWS FROM (pg_catalog.unnest(");
+    streams(&mut sql);
+    sql.push_str("), pg_catalog.unnest(");
+    seqs(&mut sql);
+    sql.push_str(&format!(
+        ")) AS b (stream, seq) JOIN {schema}.pp_audit_log l \
+         ON l.stream OPERATOR(pg_catalog.=) b.stream AND l.seq OPERATOR(pg_catalog.=) b.seq;\n"
+    ));
     if let Some((signed, json)) = checkpoint {
         push_checkpoint_upsert(
             &mut sql,
@@ -1130,16 +1179,16 @@ impl BatchWriter for PgBatchWriter {
         let messages = AUDIT_ROWS
             .run(&mut *self.store.writer()?, &sql)
             .map_err(insert_failed)?;
-        // BEGIN's completion, then the rows'.
-        let written = messages.iter().filter_map(|m| match m {
-            postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        // The first row answered is the read-back count.
+        let found = messages.iter().find_map(|m| match m {
+            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).and_then(|n| n.parse().ok())),
             _ => None,
         });
-        match written.clone().nth(1) {
-            Some(n) if usize::try_from(n).is_ok_and(|n| n == rows.len()) => Ok(()),
+        match found.flatten() {
+            Some(n) if n == rows.len() => Ok(()),
             n => Err(AuditError::new(format!(
-                "pp_audit_log insert failed: {} of {} rows written \
-                 (a rule or trigger on the table?); committed without them",
+                "pp_audit_log insert failed: the table holds {} of the batch's {} rows \
+                 (a rule, trigger or statement of the host's?); committed without them",
                 n.unwrap_or(0),
                 rows.len()
             ))),
@@ -1200,7 +1249,14 @@ fn locked<R>(
     f: impl FnOnce(&mut postgres::Transaction<'_>) -> Result<R, KeyStoreError>,
 ) -> Result<R, KeyStoreError> {
     let mut client = store.lock()?;
-    let mut tx = client.transaction().map_err(backend)?;
+    // Read committed by name, not by the session's default, which code the
+    // host runs in the store's session (a trigger on a `pp_*` table) may
+    // have changed.
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::ReadCommitted)
+        .start()
+        .map_err(backend)?;
     // The transaction commits without waiting for the disk (`set_config(…,
     // true)` is `SET LOCAL`, here in the same round trip as the lock); the
     // commit mark after it waits ([`commit_durably`]). Inside a request
@@ -1396,9 +1452,10 @@ fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
 /// [`Literal`]s, digits and the subject's id, which is hex digits by
 /// construction (`SubjectId`'s `Display`).
 ///
-/// The transaction commits without waiting for the disk (`set_config(…,
-/// true)` is `SET LOCAL`), and the commit mark after it, in the same round
-/// trip, waits ([`COMMIT_THEN_MARK`]). Inside a request scope whose audit
+/// The transaction is read committed by name ([`BEGIN_READ_COMMITTED`]),
+/// commits without waiting for the disk (`set_config(…, true)` is `SET
+/// LOCAL`), and the commit mark after it, in the same round trip, waits
+/// ([`COMMIT_THEN_MARK`]). Inside a request scope whose audit
 /// commit goes to this database (see `request::DatabaseId`), the scope's
 /// own durable commit, later on the same log, does that instead.
 fn locked_statement(
@@ -1407,18 +1464,20 @@ fn locked_statement(
     named: &Named,
     statement: &str,
 ) -> Result<Vec<postgres::SimpleQueryRow>, KeyStoreError> {
-    let (begin, end) = if crate::request::durability_deferred(store.database_id()) {
-        ("", "")
+    let end = if crate::request::durability_deferred(store.database_id()) {
+        "COMMIT"
     } else {
-        ("BEGIN;\n", COMMIT_THEN_MARK)
+        COMMIT_THEN_MARK
     };
     let sql = format!(
-        "{begin}SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)), \
+        "{BEGIN_READ_COMMITTED};\n\
+         SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)), \
          pg_catalog.set_config('synchronous_commit', 'off', true);\n{statement};\n{end}"
     );
     let messages = named.run(&mut *store.lock()?, &sql).map_err(backend)?;
-    // The rows between the lock's completion and the statement's.
-    let lock = if begin.is_empty() { 1 } else { 2 };
+    // The rows between the lock's completion and the statement's (after
+    // BEGIN's and the lock's).
+    let lock = 2;
     let mut completed = 0;
     let mut rows = Vec::new();
     for message in messages {
