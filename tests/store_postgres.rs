@@ -2619,3 +2619,69 @@ fn a1_a_trigger_cannot_replace_the_writers_prepared_batch() {
          ({in_log} rows there)"
     );
 }
+
+/// A1 (host SQL through `with_client`) with the store connected as a role
+/// of its own and host code as another (`connect_with_host`): host SQL can
+/// neither read, change nor attach code to the store's tables, and
+/// `commit_request` still commits the host's row after the scope's events,
+/// durably. Host connections to another database are refused.
+#[test]
+fn a1_host_code_as_another_role_cannot_touch_the_stores_tables() {
+    use postgres::error::SqlState;
+    let Some(db) = database("host_role") else {
+        return;
+    };
+    let role = format!("pp_host_{}", SubjectId::random()).to_lowercase();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role}"
+        ))
+        .unwrap();
+    let host = format!("{db} user={role}");
+    let store = PgStore::connect_with_host(&db, &host, PoolOptions::new()).unwrap();
+    store
+        .with_client(|c| c.batch_execute("CREATE TABLE customers (subject TEXT PRIMARY KEY)"))
+        .unwrap();
+    for sql in [
+        "CREATE RULE pp_drop AS ON INSERT TO pp_audit_log DO INSTEAD NOTHING",
+        "CREATE TRIGGER pp_t AFTER INSERT ON pp_audit_log FOR EACH STATEMENT
+             EXECUTE FUNCTION pg_catalog.suppress_redundant_updates_trigger()",
+        "DELETE FROM pp_audit_log",
+        "SELECT * FROM pp_subject_keys",
+        "ALTER TABLE pp_consents ADD COLUMN host TEXT",
+    ] {
+        let refused = store.with_client(|c| c.batch_execute(sql)).unwrap_err();
+        assert_eq!(
+            refused.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{sql}: {refused}"
+        );
+    }
+    let custodian = custodian_on(&store);
+    let ada = SubjectId::random();
+    let start = insert_lsn(&mut admin);
+    store
+        .commit_request(
+            &custodian,
+            || Ok::<_, Declined>(custodian.seal(&email(ada))?),
+            |tx, _sealed| {
+                tx.execute("INSERT INTO customers VALUES ($1)", &[&ada.to_string()])
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    let customer = format!("SELECT xmin::text FROM customers WHERE subject = '{ada}'");
+    assert!(row_flushed(&mut admin, &customer, &start));
+    assert!(newest_audit_row_flushed(&mut admin, &start));
+
+    let other = database("host_role_other").unwrap();
+    let refused =
+        PgStore::connect_with_host(&db, &format!("{other} user={role}"), PoolOptions::new())
+            .unwrap_err();
+    assert!(
+        refused.to_string().contains("another server or database"),
+        "{refused}"
+    );
+}

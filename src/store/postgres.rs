@@ -71,7 +71,8 @@
 //! lets an operator of the host's stand in for the catalog's in a later
 //! statement), whose effect on consent and erasure the freshness anchor
 //! refuses at use time. A host that wants none of this connects the store
-//! as a role of its own and gives host code another.
+//! as a role of its own and gives host code another
+//! ([`PgStore::connect_with_host`]), granted nothing on the `pp_*` tables.
 //!
 //! ```no_run
 //! use privacy_pledge::store::postgres::PgStore;
@@ -308,6 +309,22 @@ fn push_checkpoint_upsert(sql: &mut String, schema: &str, stream: &str, seq: i64
     );
 }
 
+/// The server (its system identifier) and the database `client` is
+/// connected to.
+fn server_and_database(client: &mut Client) -> Result<(i64, String), StoreError> {
+    let row = client
+        .query_one(
+            "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),
+                    pg_catalog.current_database()::pg_catalog.text",
+            &[],
+        )
+        .map_err(db_err)?;
+    Ok((
+        row.try_get(0).map_err(db_err)?,
+        row.try_get(1).map_err(db_err)?,
+    ))
+}
+
 /// The schema that holds the store's tables, quoted for SQL (asked on a
 /// connection of the store's own, right after the migrations).
 fn tables_schema(client: &mut Client) -> Result<String, StoreError> {
@@ -362,14 +379,17 @@ pub struct PgStore {
 struct Reconnect {
     /// The connection string (it may hold a password).
     params: secrecy::SecretString,
+    /// The host's connections' string (see [`PgStore::connect_with_host`]).
+    host_params: secrecy::SecretString,
     /// The read-only store's connection is read-only again.
     read_only: bool,
 }
 
 impl Reconnect {
-    fn new(params: &str, read_only: bool) -> Arc<Self> {
+    fn new(params: &str, host_params: &str, read_only: bool) -> Arc<Self> {
         Arc::new(Reconnect {
             params: params.to_owned().into(),
+            host_params: host_params.to_owned().into(),
             read_only,
         })
     }
@@ -390,7 +410,7 @@ impl Reconnect {
             own_connection(params)
                 .and_then(|mut c| Named::prepare_all(&mut c).map(|()| c).map_err(db_err))
         } else {
-            Client::connect(params, NoTls).map_err(db_err)
+            Client::connect(self.host_params.expose_secret(), NoTls).map_err(db_err)
         };
         match fresh {
             Ok(c) => {
@@ -438,6 +458,54 @@ impl PgStore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn connect_with(params: &str, options: PoolOptions) -> Result<Self, StoreError> {
+        Self::connect_pools(params, params, options)
+    }
+
+    /// Connects as [`connect_with`](Self::connect_with) does, but the
+    /// connections host code is given — [`with_client`](Self::with_client)'s
+    /// and [`commit_request`](Self::commit_request)'s — connect with
+    /// `host_params`: as another role, of the same database on the same
+    /// server (checked; the one durable commit of `commit_request` flushes
+    /// one server's log).
+    ///
+    /// Why: the role the store connects as owns the `pp_*` tables, and host
+    /// SQL running as that role has the database operator's power over them
+    /// (see [Host SQL and the store's tables](self#host-sql-and-the-stores-tables)).
+    /// A host role that is granted nothing on them cannot read, change or
+    /// attach code to them. Give it only what the host's own tables need.
+    ///
+    /// ```no_run
+    /// use privacy_pledge::store::postgres::PgStore;
+    /// use privacy_pledge::store::PoolOptions;
+    ///
+    /// let store = PgStore::connect_with_host(
+    ///     "host=127.0.0.1 user=shop_audit dbname=shop",
+    ///     "host=127.0.0.1 user=shop dbname=shop",
+    ///     PoolOptions::new(),
+    /// )?;
+    /// // Host SQL runs as `shop`, which owns none of the store's tables.
+    /// store.with_client(|c| c.batch_execute("SELECT 1"))?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// Fails if the two connect to different servers or databases, or if
+    /// the host's role may not write the commit mark (see
+    /// [`connect`](Self::connect)).
+    pub fn connect_with_host(
+        params: &str,
+        host_params: &str,
+        options: PoolOptions,
+    ) -> Result<Self, StoreError> {
+        Self::connect_pools(params, host_params, options)
+    }
+
+    /// The writer's connection and the two pools: the store's own with
+    /// `params`, the host's with `host_params`.
+    fn connect_pools(
+        params: &str,
+        host_params: &str,
+        options: PoolOptions,
+    ) -> Result<Self, StoreError> {
         let mut writer = own_connection(params)?;
         migrate(&mut writer)?;
         check_commit_mark(&mut writer)?;
@@ -450,7 +518,7 @@ impl PgStore {
                     let mut client = if own {
                         own_connection(params)?
                     } else {
-                        Client::connect(params, NoTls).map_err(db_err)?
+                        Client::connect(host_params, NoTls).map_err(db_err)?
                     };
                     if own {
                         Named::prepare_all(&mut client).map_err(db_err)?;
@@ -461,10 +529,21 @@ impl PgStore {
                 .map(|conns| Pool::new(conns, reset, options.timeout()))
         };
         let schema = tables_schema(&mut writer)?;
+        let host = pool(false)?;
+        if host_params != params {
+            let mut client = host.get(false).map_err(StoreError::from)?;
+            if server_and_database(&mut client)? != server_and_database(&mut writer)? {
+                return Err(StoreError::Database(
+                    "the host's connections reach another server or database than the store's"
+                        .into(),
+                ));
+            }
+            check_commit_mark(&mut client)?;
+        }
         Ok(PgStore {
             schema: schema.into(),
-            conns: Arc::new(Conns::pooled(writer, pool(true)?, pool(false)?)),
-            reconnect: Reconnect::new(params, false),
+            conns: Arc::new(Conns::pooled(writer, pool(true)?, host)),
+            reconnect: Reconnect::new(params, host_params, false),
         })
     }
 
@@ -517,7 +596,7 @@ impl PgStore {
                 reset,
                 PoolOptions::default().timeout(),
             )),
-            reconnect: Reconnect::new(params, true),
+            reconnect: Reconnect::new(params, params, true),
         })
     }
 
