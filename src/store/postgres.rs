@@ -4,14 +4,10 @@
 //!
 //! The same schema as the SQLite store (tables prefixed `pp_`, numbered
 //! migrations in `pp_schema`, applied under an advisory lock so processes
-//! starting together do not race), with PostgreSQL's own guarantees: a
-//! write that must be durable (an audit batch, a key, a tombstone, a
-//! consent, a checkpoint) commits, then a transaction of the store's own
-//! that writes no table (the commit mark, below) commits waiting for the
-//! disk before `record` returns — so neither a default of the connection
-//! string, role or database, nor a trigger, rule or default host SQL puts
-//! on a `pp_*` table (the tables are the role's, as the host's are), can
-//! make it one that does not wait; every read-then-write of the key
+//! starting together do not race), with PostgreSQL's own guarantees:
+//! `synchronous_commit = on`, set on each of the store's own connections
+//! whatever default the connection string, role or database gives, makes a
+//! commit durable before `record` returns; every read-then-write of the key
 //! store holds a per-subject advisory lock, so an erasure and a new key for the same
 //! subject never interleave across processes; a consent row is
 //! replaced only by one of a later version. `pp_commit_marks (slot, n)`
@@ -56,23 +52,21 @@
 //! # Host SQL and the store's tables
 //!
 //! Host code given a client runs as the role the store connected as, which
-//! owns the `pp_*` tables: it can do to them what the database operator
-//! can (actor A2 — edit, delete, put back rows; the verifier and the
-//! freshness anchor are what catch that), and code it attaches to them (a
-//! trigger, a rule) runs inside the store's own statements, in the
-//! store's sessions. The store does not let that code decide what its own
-//! writes mean: a durable write's commit is the commit mark's transaction,
-//! which touches no table; the key store's transactions name their
-//! isolation; an audit batch reads its rows back in its transaction and
-//! fails the uses if the table does not hold them all; the statements call
-//! the catalog's functions by name. What such code can still do is A2's:
-//! change or delete rows (a deferred trigger can delete a batch's rows at
-//! its commit), or leave settings on the session (a `search_path` that
-//! lets an operator of the host's stand in for the catalog's in a later
-//! statement), whose effect on consent and erasure the freshness anchor
-//! refuses at use time. A host that wants none of this connects the store
-//! as a role of its own and gives host code another
-//! ([`PgStore::connect_with_host`]), granted nothing on the `pp_*` tables.
+//! owns the `pp_*` tables: it has the database operator's power over them
+//! (actor A2 — edit, delete, put back rows; the verifier and the freshness
+//! anchor are what catch that), and code it attaches to them (a trigger, a
+//! rule) runs inside the store's own statements, in the store's sessions,
+//! where it can do the same: delete a batch's rows at its commit, or make
+//! that commit one that does not wait for the disk, which a crash then
+//! loses — entries after the last checkpoint, as the operator can delete.
+//! The store keeps what its statements mean from depending on what such
+//! code leaves on a session where that is cheap: the key store's
+//! transactions name their isolation, the statements call the catalog's
+//! functions by name, and each connection's `search_path` is pinned when it
+//! opens. A host that wants none of this connects the store as a role of
+//! its own and gives host code another ([`PgStore::connect_with_host`]),
+//! granted nothing on the `pp_*` tables: then host SQL can neither change
+//! them nor attach code to them.
 //!
 //! ```no_run
 //! use privacy_pledge::store::postgres::PgStore;
@@ -94,7 +88,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use postgres;
 use postgres::types::Type;
@@ -198,15 +192,13 @@ macro_rules! mark_and_commit {
 /// See [`mark_and_commit!`].
 const MARK_AND_COMMIT: &str = mark_and_commit!();
 
-/// The end of a transaction that must be durable, in one round trip: the
-/// transaction commits without waiting for the disk, then
+/// The end of `commit_request`'s host transaction, in one round trip: the
+/// host's transaction commits without waiting for the disk, then
 /// [`MARK_AND_COMMIT`], a transaction of its own after it, flushes the log
-/// past it. The durable commit is never the one that wrote: whatever ran
-/// in the writing transaction — host code's, or a trigger, rule, default
-/// or check function the host put on a `pp_*` table, any of which may
-/// `SET LOCAL synchronous_commit = off` or defer work to the COMMIT —
-/// ends with it. Used for `commit_request`'s host transaction and for
-/// every durable write of the store's own (see [`commit_durably`]).
+/// past both it and the scope's commit. The durable commit is not the
+/// host's: whatever host code set for it, or deferred to run at its COMMIT
+/// (a trigger may `SET LOCAL synchronous_commit = off` there), ends with
+/// it (see [`commit_durably`]).
 const COMMIT_THEN_MARK: &str = concat!(
     "SET LOCAL synchronous_commit = off; COMMIT; ",
     mark_and_commit!()
@@ -230,22 +222,12 @@ fn commit_durably(mut tx: postgres::Transaction<'_>) -> Result<(), postgres::Err
     Ok(())
 }
 
-/// [`MARK_AND_COMMIT`] on `client`, after a write committed without
-/// waiting for the disk; on `Err` the mark's transaction is rolled back,
-/// so the connection is left outside any.
+/// [`MARK_AND_COMMIT`] on `client`; on `Err` the mark's transaction is
+/// rolled back, so the connection is left outside any.
 fn mark(client: &mut Client) -> Result<(), postgres::Error> {
     client.batch_execute(MARK_AND_COMMIT).inspect_err(|_| {
         let _ = client.batch_execute("ROLLBACK");
     })
-}
-
-/// `set_config(…, true)` is `SET LOCAL` for a statement's own (implicit)
-/// transaction, evaluated before its commit: a write with this in its
-/// `FROM` commits without waiting for the disk, and a [`mark`] follows.
-macro_rules! no_wait {
-    () => {
-        "(SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg"
-    };
 }
 
 /// The commit mark: a transactional message in the write-ahead log (which
@@ -280,33 +262,31 @@ fn check_commit_mark(client: &mut Client) -> Result<(), StoreError> {
 }
 
 /// The statements that keep a signed checkpoint in `pp_checkpoints`, in one
-/// round trip: the upsert in a transaction of its own, then
-/// [`COMMIT_THEN_MARK`]: the events up to the checkpoint are on disk before
-/// it leaves the database, whatever a trigger on the table set.
+/// round trip and one (implicit) transaction: the upsert, then the commit
+/// mark ([`COMMIT_MARK`]), committed with a flush.
 ///
 /// The upsert leaves the row alone when the table already holds a later
-/// checkpoint (one the operator planted). The values go in as
-/// [`Literal`]s (hex digits only) and the sequence number as digits.
+/// checkpoint (one the operator planted). It still locks that row, which
+/// PostgreSQL logs, so the commit would flush anyway; the mark makes the
+/// flush not hang on that detail (a transaction that writes nothing
+/// commits without one): the events up to the checkpoint are on disk
+/// before it leaves the database. The values go in as [`Literal`]s (hex
+/// digits only) and the sequence number as digits.
 fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
-    let mut sql = format!("{BEGIN_READ_COMMITTED};\n");
-    push_checkpoint_upsert(&mut sql, schema, stream, seq, json);
-    sql.push_str(COMMIT_THEN_MARK);
-    sql
-}
-
-/// Appends the upsert of a signed checkpoint into `pp_checkpoints` (the
-/// later of two stays) to `sql`.
-fn push_checkpoint_upsert(sql: &mut String, schema: &str, stream: &str, seq: i64, json: &str) {
-    sql.push_str(&format!(
-        "INSERT INTO {schema}.pp_checkpoints AS kept (stream, seq, checkpoint) VALUES ("
-    ));
-    Literal::text(sql, stream);
+    let mut sql = format!(
+        "SELECT pg_catalog.set_config('synchronous_commit', 'on', true);
+         INSERT INTO {schema}.pp_checkpoints AS kept (stream, seq, checkpoint) VALUES ("
+    );
+    Literal::text(&mut sql, stream);
     sql.push_str(&format!(", {seq}, "));
-    Literal::text(sql, json);
+    Literal::text(&mut sql, json);
     sql.push_str(
         ") ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
-             WHERE excluded.seq > kept.seq;\n",
+             WHERE excluded.seq > kept.seq;
+         ",
     );
+    sql.push_str(COMMIT_MARK);
+    sql
 }
 
 /// The server (its system identifier) and the database `client` is
@@ -383,6 +363,9 @@ struct Reconnect {
     host_params: secrecy::SecretString,
     /// The read-only store's connection is read-only again.
     read_only: bool,
+    /// Bumped each time the writer's connection is replaced: statements a
+    /// sink prepared on the one before are prepared anew.
+    writer_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Reconnect {
@@ -391,6 +374,7 @@ impl Reconnect {
             params: params.to_owned().into(),
             host_params: host_params.to_owned().into(),
             read_only,
+            writer_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -509,7 +493,6 @@ impl PgStore {
         let mut writer = own_connection(params)?;
         migrate(&mut writer)?;
         check_commit_mark(&mut writer)?;
-        Named::prepare_all(&mut writer).map_err(db_err)?;
         // The store's own connections prepare the key store's statements
         // at once (see `Named`); the host's prepare nothing of the store's.
         let pool = |own: bool| {
@@ -635,7 +618,11 @@ impl PgStore {
     fn writer(&self) -> Result<Conn<'_, Client>, Unavailable> {
         super::not_held(self.id())?;
         let mut conn = self.conns.writer()?;
-        self.reconnect.revive(&mut conn, true);
+        if self.reconnect.revive(&mut conn, true) {
+            self.reconnect
+                .writer_epoch
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         Ok(conn)
     }
 
@@ -829,6 +816,7 @@ impl PgStore {
         AuditStreamSink::new(
             PgBatchWriter {
                 store: self.clone(),
+                prepared: Arc::default(),
             },
             key,
         )
@@ -1113,114 +1101,60 @@ pub type PgAuditSink = AuditStreamSink<PgBatchWriter>;
 
 /// Writes audit batches into `pp_audit_log` (see [`PgAuditSink`]).
 ///
-/// A batch is one simple-protocol query, one round trip: in a transaction,
-/// the rows (an `EXECUTE` of a statement prepared on the writer's
-/// connection, the values dollar-quoted, or as hex where a value holds a
-/// `$` or a NUL), their read-back, and, with a checkpoint, its upsert;
-/// that transaction commits without waiting for the disk, and a durable
-/// batch then ends with the commit mark's own transaction, which waits
-/// (see the [module docs](self)). Nothing the batch's transaction runs — a
-/// trigger or rule the host put on `pp_audit_log` — decides whether the
-/// batch is on disk when the write returns, and a batch the table does not
-/// hold in whole once it is written (a rule that dropped or redirected
-/// rows) is an error.
+/// A batch is one statement (its rows passed as arrays and inserted with
+/// `UNNEST`; with a checkpoint, the checkpoint's upsert in the same
+/// statement), prepared once per connection: one round trip and one
+/// commit, atomic without an explicit transaction.
 #[derive(Clone, Debug)]
 pub struct PgBatchWriter {
     store: PgStore,
+    prepared: Arc<Mutex<Option<Prepared>>>,
+}
+
+/// The batch statements (rows, or rows and a checkpoint; each durable or
+/// deferred), prepared on the store's connection.
+#[derive(Debug)]
+struct Prepared {
+    /// The writer connection's epoch it was prepared on.
+    epoch: u64,
+    rows: postgres::Statement,
+    rows_deferred: postgres::Statement,
+    rows_and_checkpoint: postgres::Statement,
+    rows_and_checkpoint_deferred: postgres::Statement,
 }
 
 impl super::stream_sink::sealed::Sealed for PgBatchWriter {}
 
-/// A batch's rows, as arrays of the six columns.
-const AUDIT_ROWS: Named = Named {
-    name: "pp_audit_rows",
-    definition: "PREPARE pp_audit_rows (text[], bigint[], bigint[], text[], text[], text[]) AS
-         INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
-         SELECT * FROM ROWS FROM (pg_catalog.unnest($1), pg_catalog.unnest($2),
-             pg_catalog.unnest($3), pg_catalog.unnest($4), pg_catalog.unnest($5),
-             pg_catalog.unnest($6))",
-};
+const INSERT_ROWS: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[])";
 
-/// The array types of an audit batch's columns, by their catalog names.
-const TEXTS: &str = "pg_catalog.text[]";
-/// See [`TEXTS`].
-const INTS: &str = "pg_catalog.int8[]";
+/// `INSERT_ROWS` committed without waiting for the log to reach the disk:
+/// `set_config(…, true)` is `SET LOCAL` for the statement's own (implicit)
+/// transaction, evaluated before its commit, so one round trip (see
+/// `request::DatabaseId` for why a durable commit follows).
+const INSERT_ROWS_DEFERRED: &str = "INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
+     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg";
 
-/// Appends `ARRAY[…]::{cast}`, an element for each row (written by `item`).
-fn push_array<'r, 'b>(
-    sql: &mut String,
-    rows: &'r [Row<'b>],
-    cast: &str,
-    mut item: impl FnMut(&mut String, &'r Row<'b>),
-) {
-    sql.push_str("ARRAY[");
-    for (i, row) in rows.iter().enumerate() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        item(sql, row);
-    }
-    sql.push_str("]::");
-    sql.push_str(cast);
-}
+/// `INSERT_ROWS` and the checkpoint's upsert as one statement: a
+/// data-modifying `WITH` runs exactly once, in the statement's transaction.
+const INSERT_ROWS_AND_CHECKPOINT: &str = "WITH rows AS (
+     INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]))
+     INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
+     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+     WHERE excluded.seq > pp_checkpoints.seq";
 
-/// The query that writes `rows` (and `checkpoint`'s upsert) in one
-/// transaction, ended by `end`.
-fn batch_query(
-    schema: &str,
-    rows: &[Row<'_>],
-    checkpoint: Option<(&SignedCheckpoint, &str)>,
-    end: &str,
-) -> Result<String, AuditError> {
-    let bytes: usize = rows.iter().map(|r| 2 * r.json().len() + 256).sum();
-    let mut sql = String::with_capacity(bytes + 512);
-    sql.push_str(BEGIN_READ_COMMITTED);
-    sql.push_str(";\nEXECUTE pp_audit_rows(");
-    let streams =
-        |s: &mut String| push_array(s, rows, TEXTS, |s, r| Literal::quoted(s, r.stream()));
-    let seqs = |s: &mut String| push_array(s, rows, INTS, |s, r| s.push_str(&r.seq().to_string()));
-    streams(&mut sql);
-    sql.push_str(", ");
-    seqs(&mut sql);
-    sql.push_str(", ");
-    push_array(&mut sql, rows, INTS, |s, r| {
-        s.push_str(&r.time().to_string())
-    });
-    sql.push_str(", ");
-    push_array(&mut sql, rows, TEXTS, |s, r| {
-        Literal::quoted(s, r.subject())
-    });
-    sql.push_str(", ");
-    push_array(&mut sql, rows, TEXTS, |s, r| Literal::quoted(s, r.action()));
-    sql.push_str(", ");
-    push_array(&mut sql, rows, TEXTS, |s, r| Literal::quoted(s, r.json()));
-    sql.push_str(");\n");
-    // How many of the batch's (stream, seq) the table now holds, read back
-    // in the same transaction after the insert and every trigger it fired:
-    // a rule that dropped or redirected the rows, or an `EXECUTE` of a
-    // statement code of the host's prepared in this session under the same
-    // name, shows here. (Every name is the catalog's or the store's
-    // schema's, whatever `search_path` the session was left with.)
-    sql.push_str("SELECT pg_catalog.count(*) FROM ROWS FROM (pg_catalog.unnest(");
-    streams(&mut sql);
-    sql.push_str("), pg_catalog.unnest(");
-    seqs(&mut sql);
-    sql.push_str(&format!(
-        ")) AS b (stream, seq) JOIN {schema}.pp_audit_log l \
-         ON l.stream OPERATOR(pg_catalog.=) b.stream AND l.seq OPERATOR(pg_catalog.=) b.seq;\n"
-    ));
-    if let Some((signed, json)) = checkpoint {
-        push_checkpoint_upsert(
-            &mut sql,
-            schema,
-            &signed.stream().to_string(),
-            seq_col(signed.checkpoint().seq())?,
-            json,
-        );
-    }
-    sql.push_str(end);
-    Ok(sql)
-}
+/// `INSERT_ROWS_AND_CHECKPOINT` committed without waiting for the log to
+/// reach the disk, as `INSERT_ROWS_DEFERRED`: in a request whose durable
+/// commit follows, the checkpoint leaves the database only after it.
+const INSERT_ROWS_AND_CHECKPOINT_DEFERRED: &str = "WITH rows AS (
+     INSERT INTO pp_audit_log (stream, seq, time, subject, action, event)
+     SELECT u.* FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[]) u,
+     (SELECT pg_catalog.set_config('synchronous_commit', 'off', true)) cfg)
+     INSERT INTO pp_checkpoints (stream, seq, checkpoint) VALUES ($7, $8, $9)
+     ON CONFLICT (stream) DO UPDATE SET seq = excluded.seq, checkpoint = excluded.checkpoint
+     WHERE excluded.seq > pp_checkpoints.seq";
 
 fn insert_failed(e: postgres::Error) -> AuditError {
     // Messages name tables and constraints (and at most random ids), never
@@ -1246,29 +1180,80 @@ impl BatchWriter for PgBatchWriter {
         checkpoint: Option<(&SignedCheckpoint, &str)>,
         durable: bool,
     ) -> Result<(), AuditError> {
-        let end = if durable {
-            COMMIT_THEN_MARK
-        } else {
-            // In a request, the scope's durable commit follows (see
-            // `request::DatabaseId`); a checkpoint leaves the database only
-            // after it.
-            "SET LOCAL synchronous_commit = off; COMMIT"
+        let streams: Vec<&str> = rows.iter().map(Row::stream).collect();
+        let seqs: Vec<i64> = rows.iter().map(Row::seq).collect();
+        let times: Vec<i64> = rows.iter().map(Row::time).collect();
+        let subjects: Vec<&str> = rows.iter().map(Row::subject).collect();
+        let actions: Vec<&str> = rows.iter().map(Row::action).collect();
+        let events: Vec<&str> = rows.iter().map(Row::json).collect();
+        let mut client = self.store.writer()?;
+        let epoch = self
+            .store
+            .reconnect
+            .writer_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        if prepared.as_ref().is_none_or(|p| p.epoch != epoch) {
+            *prepared = Some(Prepared {
+                epoch,
+                rows: client.prepare(INSERT_ROWS).map_err(insert_failed)?,
+                rows_deferred: client
+                    .prepare(INSERT_ROWS_DEFERRED)
+                    .map_err(insert_failed)?,
+                rows_and_checkpoint: client
+                    .prepare(INSERT_ROWS_AND_CHECKPOINT)
+                    .map_err(insert_failed)?,
+                rows_and_checkpoint_deferred: client
+                    .prepare(INSERT_ROWS_AND_CHECKPOINT_DEFERRED)
+                    .map_err(insert_failed)?,
+            });
+        }
+        let Some(statements) = prepared.as_ref() else {
+            return Err(AuditError::new("pp_audit_log insert failed: not prepared"));
         };
-        let sql = batch_query(&self.store.schema, rows, checkpoint, end)?;
-        let messages = AUDIT_ROWS
-            .run(&mut *self.store.writer()?, &sql)
-            .map_err(insert_failed)?;
-        // The first row answered is the read-back count.
-        let found = messages.iter().find_map(|m| match m {
-            postgres::SimpleQueryMessage::Row(row) => Some(row.get(0).and_then(|n| n.parse().ok())),
-            _ => None,
-        });
-        match found.flatten() {
-            Some(n) if n == rows.len() => Ok(()),
+        let result = match checkpoint {
+            None => client.execute(
+                if durable {
+                    &statements.rows
+                } else {
+                    &statements.rows_deferred
+                },
+                &[&streams, &seqs, &times, &subjects, &actions, &events],
+            ),
+            Some((signed, json)) => client.execute(
+                if durable {
+                    &statements.rows_and_checkpoint
+                } else {
+                    &statements.rows_and_checkpoint_deferred
+                },
+                &[
+                    &streams,
+                    &seqs,
+                    &times,
+                    &subjects,
+                    &actions,
+                    &events,
+                    &signed.stream().to_string(),
+                    &seq_col(signed.checkpoint().seq())?,
+                    &json,
+                ],
+            ),
+        };
+        if result.is_err() {
+            // Prepare again next time, in case the host's own statements
+            // deallocated them (`DISCARD ALL`).
+            *prepared = None;
+        }
+        // A batch the table did not take in whole (a rule the host put on
+        // it that drops rows) is an error, and its uses do not happen. (A
+        // batch with a checkpoint writes its rows in a `WITH`, where
+        // PostgreSQL refuses such a rule; the count is the upsert's.)
+        match result.map_err(insert_failed)? {
+            _ if checkpoint.is_some() => Ok(()),
+            n if usize::try_from(n).is_ok_and(|n| n == rows.len()) => Ok(()),
             n => Err(AuditError::new(format!(
-                "pp_audit_log insert failed: the table holds {} of the batch's {} rows \
-                 (a rule, trigger or statement of the host's?); committed without them",
-                n.unwrap_or(0),
+                "pp_audit_log insert failed: {n} of the batch's {} rows written \
+                 (a rule on the table?)",
                 rows.len()
             ))),
         }
@@ -1285,12 +1270,11 @@ impl BatchWriter for PgBatchWriter {
             seq_col(checkpoint.checkpoint().seq())?,
             json,
         );
-        let mut client = self.store.writer()?;
-        client.batch_execute(&sql).map_err(|e| {
-            // Leave the connection out of the failed transaction.
-            let _ = client.batch_execute("ROLLBACK");
-            insert_failed(e)
-        })
+        self.store
+            .writer()?
+            .simple_query(&sql)
+            .map(drop)
+            .map_err(insert_failed)
     }
 }
 
@@ -1336,24 +1320,21 @@ fn locked<R>(
         .isolation_level(postgres::IsolationLevel::ReadCommitted)
         .start()
         .map_err(backend)?;
-    // The transaction commits without waiting for the disk (`set_config(…,
-    // true)` is `SET LOCAL`, here in the same round trip as the lock); the
-    // commit mark after it waits ([`commit_durably`]). Inside a request
-    // scope whose audit commit goes to this database (see
-    // `request::DatabaseId`), the scope's own durable commit, later on the
-    // same log, does that instead.
-    tx.query_typed(
+    // Inside a request scope whose audit commit goes to this database (see
+    // `request::DatabaseId`), this commit need not wait for the log to
+    // reach the disk: the scope's own synchronous commit, later on the same
+    // log, does. (`set_config(…, true)` is `SET LOCAL`, here in the same
+    // round trip as the lock.)
+    let sql = if crate::request::durability_deferred(store.database_id()) {
         "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
-                pg_catalog.set_config('synchronous_commit', 'off', true)",
-        &[(&subject, Type::TEXT)],
-    )
-    .map_err(backend)?;
-    let out = f(&mut tx)?;
-    if crate::request::durability_deferred(store.database_id()) {
-        tx.commit().map_err(backend)?;
+                pg_catalog.set_config('synchronous_commit', 'off', true)"
     } else {
-        commit_durably(tx).map_err(backend)?;
-    }
+        "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0))"
+    };
+    tx.query_typed(sql, &[(&subject, Type::TEXT)])
+        .map_err(backend)?;
+    let out = f(&mut tx)?;
+    tx.commit().map_err(backend)?;
     Ok(out)
 }
 
@@ -1376,19 +1357,6 @@ impl Literal {
         Self::bytes(out, text.as_bytes());
         out.push_str(", 'UTF8')");
     }
-
-    /// `text` as a `text` literal: dollar-quoted (`$pp$…$pp$`) when it
-    /// holds no `$` (so nothing in it can end the quote, or join the quote's
-    /// end into an earlier one) and no NUL, which is most of an audit row;
-    /// else as [`text`](Self::text) makes it.
-    fn quoted(out: &mut String, text: &str) {
-        if text.contains(['$', '\0']) {
-            return Self::text(out, text);
-        }
-        out.push_str("$pp$");
-        out.push_str(text);
-        out.push_str("$pp$");
-    }
 }
 
 /// A statement the store prepares by name (SQL `PREPARE`: the key store's,
@@ -1409,7 +1377,7 @@ impl Named {
     /// Prepares every statement of the key store's on `client`.
     fn prepare_all(client: &mut Client) -> Result<(), postgres::Error> {
         client.batch_execute(
-            &[KEYS_OF, INSERT_KEY, NOTE, AUDIT_ROWS]
+            &[KEYS_OF, INSERT_KEY, NOTE]
                 .map(|n| n.definition)
                 .join(";\n"),
         )
@@ -1531,27 +1499,26 @@ fn hex_bytes(hex: &str) -> Option<Vec<u8>> {
 /// [`Literal`]s, digits and the subject's id, which is hex digits by
 /// construction (`SubjectId`'s `Display`).
 ///
-/// The transaction is read committed by name ([`BEGIN_READ_COMMITTED`]),
-/// commits without waiting for the disk (`set_config(…, true)` is `SET
-/// LOCAL`), and the commit mark after it, in the same round trip, waits
-/// ([`COMMIT_THEN_MARK`]). Inside a request scope whose audit
-/// commit goes to this database (see `request::DatabaseId`), the scope's
-/// own durable commit, later on the same log, does that instead.
+/// The transaction is read committed by name ([`BEGIN_READ_COMMITTED`]).
+/// Inside a request scope whose audit commit goes to this database (see
+/// `request::DatabaseId`), the commit need not wait for the log to reach
+/// the disk: the scope's own synchronous commit, later on the same log,
+/// does (`set_config(…, true)` is `SET LOCAL`, for the transaction).
 fn locked_statement(
     store: &PgStore,
     subject: SubjectId,
     named: &Named,
     statement: &str,
 ) -> Result<Vec<postgres::SimpleQueryRow>, KeyStoreError> {
-    let end = if crate::request::durability_deferred(store.database_id()) {
-        "COMMIT"
+    let deferred = if crate::request::durability_deferred(store.database_id()) {
+        ", pg_catalog.set_config('synchronous_commit', 'off', true)"
     } else {
-        COMMIT_THEN_MARK
+        ""
     };
     let sql = format!(
         "{BEGIN_READ_COMMITTED};\n\
-         SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)), \
-         pg_catalog.set_config('synchronous_commit', 'off', true);\n{statement};\n{end}"
+         SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)){deferred};\n\
+         {statement};\nCOMMIT"
     );
     let messages = named.run(&mut *store.lock()?, &sql).map_err(backend)?;
     // The rows between the lock's completion and the statement's (after
@@ -1900,18 +1867,15 @@ impl KeyStore for PgKeyStore {
     fn swap_kek_state(&self, expected: KekState, new: KekState) -> Result<bool, KeyStoreError> {
         // One statement: the row lock makes the compare and the set atomic,
         // and it waits for every writer holding the row share-locked.
-        let mut client = self.store.lock()?;
-        let changed = client
+        let changed = self
+            .store
+            .lock()?
             .execute(
-                concat!(
-                    "UPDATE pp_kek_state
+                "UPDATE pp_kek_state
                  SET floor = $5, claimed = $6, claimed_at = $7, renewed_at = $8
-                 FROM ",
-                    no_wait!(),
-                    " WHERE id = 1 AND floor = $1 AND claimed = $2
+                 WHERE id = 1 AND floor = $1 AND claimed = $2
                    AND claimed_at IS NOT DISTINCT FROM $3
-                   AND renewed_at IS NOT DISTINCT FROM $4"
-                ),
+                   AND renewed_at IS NOT DISTINCT FROM $4",
                 &[
                     &i64::from(expected.floor),
                     &i64::from(expected.claimed),
@@ -1924,9 +1888,6 @@ impl KeyStore for PgKeyStore {
                 ],
             )
             .map_err(backend)?;
-        // Committed without waiting for the disk, then the commit mark,
-        // which waits (see `PgBatchWriter`).
-        mark(&mut client).map_err(backend)?;
         Ok(changed == 1)
     }
 
@@ -2003,39 +1964,26 @@ impl ConsentStore for PgConsentStore {
         let (subject, purpose) = (record.subject.to_string(), record.purpose.to_string());
         let mut client = self.store.lock()?;
         // One statement: insert, or replace a row of an earlier version.
-        // Committed without waiting for the disk, then the commit mark,
-        // which waits (see `PgBatchWriter`).
-        let changed = client
-            .execute(
-                concat!(
-                    "INSERT INTO pp_consents (subject, purpose, version, record)
-                     SELECT $1::text, $2::text, $3::bigint, $4::text FROM ",
-                    no_wait!(),
-                    " WHERE true
-                     ON CONFLICT (subject, purpose) DO UPDATE
-                     SET version = excluded.version, record = excluded.record
-                     WHERE pp_consents.version < excluded.version"
-                ),
-                &[&subject, &purpose, &version, &json],
-            )
-            .map_err(consent_err)?;
-        mark(&mut client).map_err(consent_err)?;
+        let changed = client.execute(
+            "INSERT INTO pp_consents (subject, purpose, version, record) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (subject, purpose) DO UPDATE
+             SET version = excluded.version, record = excluded.record
+             WHERE pp_consents.version < excluded.version",
+            &[&subject, &purpose, &version, &json],
+        )
+        .map_err(consent_err)?;
         Ok(changed == 1)
     }
 
     fn forget(&self, subject: SubjectId) -> Result<(), ConsentStoreError> {
-        let mut client = self.store.lock()?;
-        client
+        self.store
+            .lock()?
             .execute(
-                concat!(
-                    "DELETE FROM pp_consents USING ",
-                    no_wait!(),
-                    " WHERE subject = $1"
-                ),
+                "DELETE FROM pp_consents WHERE subject = $1",
                 &[&subject.to_string()],
             )
-            .map_err(consent_err)?;
-        mark(&mut client).map_err(consent_err)
+            .map(|_| ())
+            .map_err(consent_err)
     }
 
     fn all(&self) -> Result<Vec<ConsentRecord>, ConsentStoreError> {
@@ -2058,7 +2006,7 @@ impl ConsentStore for PgConsentStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex_bytes, Literal, AUDIT_ROWS, INSERT_KEY, KEYS_OF, NOTE};
+    use super::{hex_bytes, Literal, INSERT_KEY, KEYS_OF, NOTE};
 
     /// A1/A2 (host code or a row supplying the text): whatever a value
     /// holds, its literal is hex digits inside one pair of quotes, so it
@@ -2084,36 +2032,11 @@ mod tests {
         }
     }
 
-    /// A1/A2, as above, for the dollar-quoted form an audit batch uses: a
-    /// value is quoted only if it holds no `$` (nothing in it can then end
-    /// the quote, or make its end with the closing tag) and no NUL; any
-    /// other value is hex.
-    #[test]
-    fn quoted_literals_hold_no_dollar_sign_inside() {
-        for value in [
-            "",
-            "plain",
-            "it's",
-            "'); DROP TABLE pp_audit_log; --",
-            "\\x",
-        ] {
-            let mut out = String::new();
-            Literal::quoted(&mut out, value);
-            assert_eq!(out, format!("$pp${value}$pp$"));
-        }
-        for value in ["$pp$; DROP TABLE pp_audit_log; --", "a$pp", "$", "é\u{0}"] {
-            let (mut quoted, mut hex) = (String::new(), String::new());
-            Literal::quoted(&mut quoted, value);
-            Literal::text(&mut hex, value);
-            assert_eq!(quoted, hex);
-        }
-    }
-
     /// Each prepared statement's definition prepares the name its
     /// `EXECUTE`s and its re-preparation use.
     #[test]
     fn each_named_statement_prepares_its_own_name() {
-        for named in [KEYS_OF, INSERT_KEY, NOTE, AUDIT_ROWS] {
+        for named in [KEYS_OF, INSERT_KEY, NOTE] {
             let prefix = format!("PREPARE {} (", named.name);
             assert!(named.definition.starts_with(&prefix), "{}", named.name);
         }
