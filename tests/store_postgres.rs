@@ -2110,7 +2110,6 @@ fn wait_for_lock_wait(admin: &mut postgres::Client, locktype: &str) {
 /// whatever the default, so the erasure destroys it.
 #[test]
 fn a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhile() {
-    use privacy_pledge::crypto::{KeyStore, StoredKey, Wrapped};
     let Some(db) = database("rr_erase") else {
         return;
     };
@@ -2123,6 +2122,24 @@ fn a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhi
         .unwrap();
     let keys_a = PgStore::connect(&db).unwrap().key_store();
     let keys_b = PgStore::connect(&db).unwrap().key_store();
+    assert_eq!(
+        erase_while_a_key_is_inserted(&db, &mut admin, keys_a, keys_b),
+        (0, 1)
+    );
+}
+
+/// Inserts a key of a new subject through `inserting` while a rotation's
+/// swap holds the key-encryption-key state row (the insert takes the
+/// subject's lock, then waits), erases the subject through `erasing`
+/// (which waits for the lock), then lets both go on: how many key rows of
+/// the subject are left, and how many generations the erasure destroyed.
+fn erase_while_a_key_is_inserted(
+    db: &str,
+    admin: &mut postgres::Client,
+    inserting: privacy_pledge::store::postgres::PgKeyStore,
+    erasing: privacy_pledge::store::postgres::PgKeyStore,
+) -> (i64, usize) {
+    use privacy_pledge::crypto::{KeyStore, StoredKey, Wrapped};
     let ada = SubjectId::random();
     let key = StoredKey {
         generation: 0,
@@ -2132,16 +2149,14 @@ fn a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhi
         },
         uses: 1,
     };
-    // A rotation's swap holds the key-encryption-key state row for a
-    // moment: the insert takes the subject's lock, then waits for it.
-    let mut blocker = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let mut blocker = postgres::Client::connect(db, postgres::NoTls).unwrap();
     let mut tx = blocker.transaction().unwrap();
     tx.batch_execute("SELECT * FROM pp_kek_state WHERE id = 1 FOR UPDATE")
         .unwrap();
-    let insert = std::thread::spawn(move || keys_a.insert(ada, key));
-    wait_for_lock_wait(&mut admin, "transactionid");
-    let erase = std::thread::spawn(move || keys_b.destroy(ada, Timestamp::from_unix_seconds(9)));
-    wait_for_lock_wait(&mut admin, "advisory");
+    let insert = std::thread::spawn(move || inserting.insert(ada, key));
+    wait_for_lock_wait(admin, "transactionid");
+    let erase = std::thread::spawn(move || erasing.destroy(ada, Timestamp::from_unix_seconds(9)));
+    wait_for_lock_wait(admin, "advisory");
     tx.rollback().unwrap();
 
     insert.join().unwrap().expect("the key was inserted first");
@@ -2153,7 +2168,7 @@ fn a5_an_erasure_under_a_repeatable_read_default_destroys_a_key_inserted_meanwhi
         )
         .unwrap()
         .get(0);
-    assert_eq!((left, destroyed.generations.len()), (0, 1));
+    (left, destroyed.generations.len())
 }
 
 /// A5: the server drops every connection of the store (a restart, a
@@ -2367,7 +2382,6 @@ fn a1_a_search_path_the_host_sets_never_puts_its_operators_before_the_catalogs()
 /// guards against. The key store's transactions name their isolation.
 #[test]
 fn a1_a_trigger_cannot_make_the_stores_session_repeatable_read() {
-    use privacy_pledge::crypto::{KeyStore, StoredKey, Wrapped};
     let Some(db) = database("trigger_rr") else {
         return;
     };
@@ -2401,37 +2415,8 @@ fn a1_a_trigger_cannot_make_the_stores_session_repeatable_read() {
             mac: [1; 32],
         })
         .unwrap();
-    let keys_b = store_b.key_store();
-    let ada = SubjectId::random();
-    let key = StoredKey {
-        generation: 0,
-        wrapped: Wrapped {
-            kek_version: 1,
-            bytes: vec![7; 60],
-        },
-        uses: 1,
-    };
-    let mut blocker = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    let mut tx = blocker.transaction().unwrap();
-    tx.batch_execute("SELECT * FROM pp_kek_state WHERE id = 1 FOR UPDATE")
-        .unwrap();
-    let insert = std::thread::spawn(move || keys_a.insert(ada, key));
-    wait_for_lock_wait(&mut admin, "transactionid");
-    let erase = std::thread::spawn(move || keys_b.destroy(ada, Timestamp::from_unix_seconds(9)));
-    wait_for_lock_wait(&mut admin, "advisory");
-    tx.rollback().unwrap();
-
-    insert.join().unwrap().expect("the key was inserted first");
-    let destroyed = erase.join().unwrap().unwrap();
-    let left: i64 = admin
-        .query_one(
-            "SELECT count(*) FROM pp_subject_keys WHERE subject = $1",
-            &[&ada.to_string()],
-        )
-        .unwrap()
-        .get(0);
     assert_eq!(
-        (left, destroyed.generations.len()),
+        erase_while_a_key_is_inserted(&db, &mut admin, keys_a, store_b.key_store()),
         (0, 1),
         "the erasure left a key inserted while it waited for the subject's lock"
     );
