@@ -768,3 +768,59 @@ fn a2_tombstones_and_use_counts_on_postgres() {
     let dir = TempDir::named("store_open", "a2_rows_pg");
     a2_tombstones_and_use_counts_on(&db, &dir.path("outside"));
 }
+
+/// A1 on PostgreSQL by URL, with the host's statements on a role of their
+/// own (`StoreConfig::host_url`): the host's migrations, statements and
+/// `commit_request` work on its own tables, while a rule on the store's
+/// audit table, or a delete from it, is refused. An SQLite store refuses a
+/// host URL (it has no roles).
+#[test]
+fn a1_host_statements_by_url_as_another_role() {
+    let Some(db) = pg::database("store_open_host_role") else {
+        return;
+    };
+    let dir = TempDir::named("store_open", "host_role");
+    let role = format!("pp_host_{}", SubjectId::random()).to_lowercase();
+    Store::open(&StoreConfig::new(db.clone(), dir.path("audit")))
+        .unwrap()
+        .batch(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role}"
+        ))
+        .unwrap();
+    let config =
+        StoreConfig::new(pg_url(&db), dir.path("audit")).host_url(format!("{db} user={role}"));
+    let store = Store::open(&config).unwrap();
+    assert_eq!(
+        store.migrate("shop", &HOST_STEPS).unwrap(),
+        HOST_STEPS.len()
+    );
+    for sql in [
+        "CREATE RULE pp_drop AS ON INSERT TO pp_audit_log DO INSTEAD NOTHING",
+        "DELETE FROM pp_audit_log",
+    ] {
+        assert!(store.batch(sql).is_err(), "{sql}");
+    }
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let (custodian, _guard) = store
+        .custodian(Custodian::builder().keyring(keyring))
+        .unwrap();
+    let ada = SubjectId::random();
+    store
+        .commit_request(
+            &custodian,
+            || custodian.consents().grant::<Newsletter>(ada),
+            |tx, ()| {
+                tx.execute("INSERT INTO customers (id) VALUES ($1)", &[&ada])
+                    .map_err(|e| StoreError::Database(e.to_string()))?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(!store.trail().unwrap().is_empty());
+
+    let refused = Store::open(
+        &StoreConfig::new(dir.sqlite_url("shop.db"), dir.path("checkpoints")).host_url(db),
+    )
+    .unwrap_err();
+    assert!(matches!(refused, StoreError::Url(_)), "{refused}");
+}

@@ -47,6 +47,7 @@ use super::sqlite::SqliteStore;
 #[derive(Clone)]
 pub struct StoreConfig {
     url: String,
+    host_url: Option<String>,
     checkpoints: PathBuf,
     every: u64,
     pool: super::PoolOptions,
@@ -56,6 +57,13 @@ impl std::fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StoreConfig")
             .field("database", &Url::parse(&self.url).map(|u| u.describe()))
+            .field(
+                "host_database",
+                &self
+                    .host_url
+                    .as_deref()
+                    .map(|u| Url::parse(u).map(|u| u.describe())),
+            )
             .field("checkpoints", &self.checkpoints)
             .field("checkpoint_every", &self.every)
             .field("pool", &self.pool)
@@ -81,6 +89,7 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>, checkpoints: impl Into<PathBuf>) -> Self {
         StoreConfig {
             url: url.into(),
+            host_url: None,
             checkpoints: checkpoints.into(),
             every: 100,
             pool: super::PoolOptions::default(),
@@ -102,6 +111,28 @@ impl StoreConfig {
     /// ```
     pub fn pool(mut self, options: super::PoolOptions) -> Self {
         self.pool = options;
+        self
+    }
+
+    /// PostgreSQL: the connections the host's statements run on
+    /// ([`Store::batch`], [`Store::execute`], [`Store::query`],
+    /// [`Store::migrate`], [`Store::commit_request`]'s write) connect with
+    /// `url` — as another role, of the same database on the
+    /// same server — instead of the store's own URL
+    /// ([`PgStore::connect_with_host`](super::postgres::PgStore::connect_with_host)).
+    /// The store's role owns the `pp_*` tables; a host role granted nothing
+    /// on them cannot change them or attach code to them. An SQLite store
+    /// has no roles: [`Store::open`] refuses the setting there.
+    ///
+    /// ```
+    /// use privacy_pledge::store::StoreConfig;
+    ///
+    /// let config = StoreConfig::new("postgres://shop_audit@db/shop", "/srv/audit")
+    ///     .host_url("postgres://shop:secret@db/shop");
+    /// assert!(!format!("{config:?}").contains("secret"));
+    /// ```
+    pub fn host_url(mut self, url: impl Into<String>) -> Self {
+        self.host_url = Some(url.into());
         self
     }
 
@@ -434,6 +465,12 @@ impl Store {
             _ => None,
         };
         out_of_reach(&config.checkpoints, sqlite)?;
+        if config.host_url.is_some() && !matches!(url, Url::Postgres(_)) {
+            return Err(StoreError::Url(format!(
+                "{}: a host URL is for a PostgreSQL store (SQLite has no roles)",
+                url.describe()
+            )));
+        }
         let describe: Arc<str> = url.describe().into();
         let db = match url {
             #[cfg(feature = "sqlite")]
@@ -441,7 +478,18 @@ impl Store {
             #[cfg(feature = "sqlite")]
             Url::SqliteMemory => Database::Sqlite(SqliteStore::open_in_memory()?),
             #[cfg(feature = "postgres")]
-            Url::Postgres(url) => Database::Postgres(PgStore::connect_with(url, config.pool)?),
+            Url::Postgres(url) => Database::Postgres(match config.host_url.as_deref() {
+                None => PgStore::connect_with(url, config.pool)?,
+                Some(host) => match Url::parse(host)? {
+                    Url::Postgres(host) => PgStore::connect_with_host(url, host, config.pool)?,
+                    other => {
+                        return Err(StoreError::Url(format!(
+                            "{}: the host's connections must reach the store's PostgreSQL database",
+                            other.describe()
+                        )))
+                    }
+                },
+            }),
             #[allow(unreachable_patterns)]
             _ => {
                 return Err(StoreError::Url(format!(
