@@ -2487,3 +2487,134 @@ fn a1_host_code_as_another_role_cannot_touch_the_stores_tables() {
         "{refused}"
     );
 }
+
+/// A1 with `connect_with_host`, where the host role may create a schema in
+/// the database (it owns the database, as `user=shop dbname=shop` usually
+/// does): it creates a schema named after the store's role, which `"$user"`
+/// in the default path finds first, with a look-alike `pp_consents` whose
+/// trigger would run with the rights of whoever writes it. The store's
+/// connections opened after that (here a reconnect) still find the store's
+/// own tables (the schema of the `pp_schema` the store's role owns): the
+/// consent is written there, and the host gets no rights.
+#[test]
+fn a1_a_schema_named_after_the_stores_role_never_takes_its_sessions() {
+    use postgres::error::SqlState;
+    let Some(db) = database("host_schema_hijack") else {
+        return;
+    };
+    let role = format!("pp_host_{}", SubjectId::random()).to_lowercase();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let store_role: String = admin
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
+    let dbname: String = admin
+        .query_one("SELECT current_database()::text", &[])
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role};
+             GRANT CREATE ON DATABASE {dbname} TO {role}"
+        ))
+        .unwrap();
+    let host = format!("{db} user={role}");
+    let store = PgStore::connect_with_host(&db, &host, PoolOptions::new().pool_size(1)).unwrap();
+    store
+        .with_client(|c| c.batch_execute(&plant_schema_named(&store_role, &role, "pp_consents")))
+        .unwrap();
+    // The store's own sessions are closed (a restart, a failover, an idle
+    // timeout) and reopened on next use.
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{dbname}' AND usename = '{store_role}'
+               AND pid <> pg_backend_pid()"
+        ))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let record = ConsentRecord {
+        subject: SubjectId::random(),
+        purpose: PurposeId::Newsletter,
+        granted: true,
+        since: Timestamp::now(),
+        withdrawn_at: None,
+        version: 1,
+        mac: [1; 32],
+    };
+    // The first use meets the closed connection; a later one reconnects.
+    let mut stored = store.consent_store().store(&record);
+    for _ in 0..5 {
+        if stored.is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        stored = store.consent_store().store(&record);
+    }
+    assert!(stored.is_ok(), "{stored:?}");
+    let real: i64 = admin
+        .query_one("SELECT count(*) FROM public.pp_consents", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(real, 1, "the consent went to the host's table");
+    let denied = store
+        .with_client(|c| c.batch_execute("DELETE FROM pp_audit_log"))
+        .unwrap_err();
+    assert_eq!(denied.code(), Some(&SqlState::INSUFFICIENT_PRIVILEGE));
+}
+
+/// A1, as above, before the store's first start with host code on a role
+/// of its own: the host's schema named after the store's role already
+/// holds a `pp_schema` (and so claims the migrations are done). The store
+/// refuses to start on tables that are not its role's, before its
+/// migrations touch them.
+#[test]
+fn a1_store_tables_planted_before_the_first_start_are_refused() {
+    let Some(db) = database("host_schema_planted") else {
+        return;
+    };
+    let role = format!("pp_host_{}", SubjectId::random()).to_lowercase();
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let store_role: String = admin
+        .query_one("SELECT current_user::text", &[])
+        .unwrap()
+        .get(0);
+    let dbname: String = admin
+        .query_one("SELECT current_database()::text", &[])
+        .unwrap()
+        .get(0);
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN; GRANT CREATE ON DATABASE {dbname} TO {role}"
+        ))
+        .unwrap();
+    let mut host =
+        postgres::Client::connect(&format!("{db} user={role}"), postgres::NoTls).unwrap();
+    host.batch_execute(&plant_schema_named(&store_role, &role, "pp_schema"))
+        .unwrap();
+    let refused = PgStore::connect_with_host(&db, &format!("{db} user={role}"), PoolOptions::new())
+        .unwrap_err();
+    assert!(refused.to_string().contains("another role's"), "{refused}");
+}
+
+/// Host SQL that creates a schema named `schema` (the store's role's
+/// name), usable by everyone, with a `table` in it like the store's whose
+/// trigger grants `host` all rights on the store's tables when the store's
+/// role writes it.
+fn plant_schema_named(schema: &str, host: &str, table: &str) -> String {
+    format!(
+        r#"CREATE SCHEMA "{schema}";
+           GRANT USAGE ON SCHEMA "{schema}" TO PUBLIC;
+           CREATE TABLE "{schema}".{table} (
+               subject TEXT, purpose TEXT, version BIGINT, record TEXT,
+               PRIMARY KEY (subject, purpose));
+           GRANT ALL ON "{schema}".{table} TO PUBLIC;
+           CREATE FUNCTION "{schema}".esc() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN
+               EXECUTE 'GRANT ALL ON public.pp_audit_log, public.pp_subject_keys TO {host}';
+               RETURN NEW;
+           END $$;
+           CREATE TRIGGER esc BEFORE INSERT ON "{schema}".{table}
+               FOR EACH ROW EXECUTE FUNCTION "{schema}".esc();"#
+    )
+}

@@ -472,9 +472,12 @@ impl PgStore {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
-    /// Fails if the two connect to different servers or databases, or if
-    /// the host's role may not write the commit mark (see
-    /// [`connect`](Self::connect)).
+    /// Fails if the two connect to different servers or databases, if the
+    /// host's role may not write the commit mark (see
+    /// [`connect`](Self::connect)), or if a store table in the store's
+    /// schema is not the store role's own (one the host made first, in a
+    /// schema of its own that the search path finds before the store's:
+    /// its triggers would run with the store's rights).
     pub fn connect_with_host(
         params: &str,
         host_params: &str,
@@ -491,7 +494,17 @@ impl PgStore {
         options: PoolOptions,
     ) -> Result<Self, StoreError> {
         let mut writer = own_connection(params)?;
+        // With host code on a role of its own, the store's tables must be
+        // the store's role's: checked before the migrations touch a table,
+        // and after they made them.
+        let split = host_params != params;
+        if split {
+            check_owned(&mut writer)?;
+        }
         migrate(&mut writer)?;
+        if split {
+            check_owned(&mut writer)?;
+        }
         check_commit_mark(&mut writer)?;
         // The store's own connections prepare the key store's statements
         // at once (see `Named`); the host's prepare nothing of the store's.
@@ -1000,7 +1013,7 @@ fn own_connection(params: &str) -> Result<Client, StoreError> {
              SET default_transaction_read_only = off",
         )
         .map_err(db_err)?;
-    pin_search_path(&mut client)?;
+    pin_search_path(&mut client, false)?;
     Ok(client)
 }
 
@@ -1011,12 +1024,11 @@ fn read_only_connection(params: &str) -> Result<Client, StoreError> {
     client
         .batch_execute("SET default_transaction_read_only = on")
         .map_err(db_err)?;
-    pin_search_path(&mut client)?;
+    pin_search_path(&mut client, true)?;
     Ok(client)
 }
 
-/// Sets `client`'s `search_path` to the schema the path it was given
-/// creates in (`current_schema()`, where the store's tables are), then
+/// Sets `client`'s `search_path` to the schema of the store's tables, then
 /// `pg_temp`, leaving `pg_catalog` out, which PostgreSQL then searches
 /// first: an operator or function the host defines with the same argument
 /// types as the catalog's (a `public.<(bigint, bigint)`) never stands in
@@ -1025,19 +1037,113 @@ fn read_only_connection(params: &str) -> Result<Client, StoreError> {
 /// search_path = public, pg_catalog`), and a temporary table never for a
 /// store table. (A function the host defines for *other* argument types
 /// than a polymorphic one of the catalog's can still be the better match:
-/// the statements name `pg_catalog` for those.) A path with no schema that
-/// exists is left as it is.
-fn pin_search_path(client: &mut Client) -> Result<(), StoreError> {
-    client
-        .execute(
-            "SELECT pg_catalog.set_config('search_path',
-                 pg_catalog.concat(pg_catalog.quote_ident(pg_catalog.current_schema()), ', pg_temp'),
-                 false)
-             WHERE pg_catalog.current_schema() IS NOT NULL",
+/// the statements name `pg_catalog` for those.)
+///
+/// The schema is found in the catalog, not through the path: the one
+/// holding a `pp_schema` table the connection's role owns. A schema the
+/// host creates named like the store's role (which `"$user"`, first in the
+/// default path, would find first) is not taken for it, so the store's
+/// statements never reach tables of the host's whose triggers would run
+/// with the store's rights. In a database without the store's tables the
+/// path's creation schema is used (the migrations create them there); a
+/// read-only store's role, which owns none, takes the only `pp_schema`
+/// there is. A role owning the tables in two schemas is refused.
+fn pin_search_path(client: &mut Client, read_only: bool) -> Result<(), StoreError> {
+    let found = client
+        .query(
+            "SELECT pg_catalog.quote_ident(n.nspname::pg_catalog.text),
+                    c.relowner OPERATOR(pg_catalog.=) r.oid
+             FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace,
+                  (SELECT oid FROM pg_catalog.pg_roles
+                   WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER) r
+             WHERE c.relname OPERATOR(pg_catalog.=) 'pp_schema'::pg_catalog.name
+               AND c.relkind OPERATOR(pg_catalog.=) 'r'::pg_catalog.char",
             &[],
         )
-        .map(drop)
-        .map_err(db_err)
+        .map_err(db_err)?;
+    let schemas = |owned: bool| -> Result<Vec<String>, StoreError> {
+        found
+            .iter()
+            .filter(|row| !owned || row.get::<_, bool>(1))
+            .map(|row| row.try_get(0).map_err(db_err))
+            .collect()
+    };
+    let owned = schemas(true)?;
+    let all = schemas(false)?;
+    let schema = match (owned.as_slice(), all.as_slice()) {
+        ([schema], _) => Some(schema.clone()),
+        ([], [schema]) if read_only => Some(schema.clone()),
+        ([], _) => client
+            .query_one(
+                "SELECT pg_catalog.quote_ident(pg_catalog.current_schema()::pg_catalog.text)",
+                &[],
+            )
+            .and_then(|row| row.try_get::<_, Option<String>>(0))
+            .map_err(db_err)?,
+        (owned, _) => {
+            return Err(StoreError::Database(format!(
+                "the role owns privacy-pledge tables in {} schemas ({}): name one in the \
+                 connection's search_path and drop the others",
+                owned.len(),
+                owned.join(", ")
+            )))
+        }
+    };
+    if let Some(schema) = schema {
+        // Quoted by `quote_ident`.
+        client
+            .batch_execute(&format!("SET search_path = {schema}, pg_temp"))
+            .map_err(db_err)?;
+    }
+    Ok(())
+}
+
+/// The store's tables, by name.
+const TABLES: [&str; 9] = [
+    "pp_schema",
+    "pp_audit_log",
+    "pp_subject_keys",
+    "pp_erased_subjects",
+    "pp_subject_pseudonyms",
+    "pp_checkpoints",
+    "pp_consents",
+    "pp_kek_state",
+    "pp_commit_marks",
+];
+
+/// Fails unless every store table in the connection's schema (after
+/// [`pin_search_path`] and the migrations) is owned by the connection's
+/// role: tables someone else made there first (a schema of the host's that
+/// the path found, holding its own `pp_schema`) are never taken for the
+/// store's, whose triggers would run with the store's rights. Checked when
+/// host code has a role of its own ([`PgStore::connect_with_host`]); on
+/// one role, host SQL has the owner's power anyway, and the tables may be
+/// another role's that granted the store's role its rights.
+fn check_owned(client: &mut Client) -> Result<(), StoreError> {
+    let names: Vec<String> = TABLES.iter().map(|t| (*t).to_owned()).collect();
+    let others: Vec<String> = client
+        .query(
+            "SELECT c.relname::pg_catalog.text FROM pg_catalog.pg_class c
+             JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace
+             WHERE n.nspname OPERATOR(pg_catalog.=) pg_catalog.current_schema()
+               AND c.relname::pg_catalog.text OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[])
+               AND c.relowner OPERATOR(pg_catalog.<>) (SELECT oid FROM pg_catalog.pg_roles
+                   WHERE rolname OPERATOR(pg_catalog.=) CURRENT_USER)",
+            &[&names],
+        )
+        .map_err(db_err)?
+        .iter()
+        .map(|row| row.try_get(0).map_err(db_err))
+        .collect::<Result<_, _>>()?;
+    if others.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Database(format!(
+            "the store's tables {} are another role's: refusing to use them",
+            others.join(", ")
+        )))
+    }
 }
 
 fn schema_version(client: &mut Client) -> Result<u32, StoreError> {
