@@ -2502,22 +2502,12 @@ fn a1_a_schema_named_after_the_stores_role_never_takes_its_sessions() {
     let Some(db) = database("host_schema_hijack") else {
         return;
     };
-    let role = format!("pp_host_{}", SubjectId::random()).to_lowercase();
     let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    let store_role: String = admin
-        .query_one("SELECT current_user::text", &[])
-        .unwrap()
-        .get(0);
-    let dbname: String = admin
-        .query_one("SELECT current_database()::text", &[])
-        .unwrap()
-        .get(0);
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN; GRANT CREATE ON SCHEMA public TO {role};
-             GRANT CREATE ON DATABASE {dbname} TO {role}"
-        ))
-        .unwrap();
+    let Roles {
+        host: role,
+        store: store_role,
+        database: dbname,
+    } = host_role_creating_schemas(&mut admin);
     let host = format!("{db} user={role}");
     let store = PgStore::connect_with_host(&db, &host, PoolOptions::new().pool_size(1)).unwrap();
     store
@@ -2573,21 +2563,12 @@ fn a1_store_tables_planted_before_the_first_start_are_refused() {
     let Some(db) = database("host_schema_planted") else {
         return;
     };
-    let role = format!("pp_host_{}", SubjectId::random()).to_lowercase();
     let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    let store_role: String = admin
-        .query_one("SELECT current_user::text", &[])
-        .unwrap()
-        .get(0);
-    let dbname: String = admin
-        .query_one("SELECT current_database()::text", &[])
-        .unwrap()
-        .get(0);
-    admin
-        .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN; GRANT CREATE ON DATABASE {dbname} TO {role}"
-        ))
-        .unwrap();
+    let Roles {
+        host: role,
+        store: store_role,
+        ..
+    } = host_role_creating_schemas(&mut admin);
     let mut host =
         postgres::Client::connect(&format!("{db} user={role}"), postgres::NoTls).unwrap();
     host.batch_execute(&plant_schema_named(&store_role, &role, "pp_schema"))
@@ -2617,4 +2598,35 @@ fn plant_schema_named(schema: &str, host: &str, table: &str) -> String {
            CREATE TRIGGER esc BEFORE INSERT ON "{schema}".{table}
                FOR EACH ROW EXECUTE FUNCTION "{schema}".esc();"#
     )
+}
+
+/// The roles of a test with host code on a role of its own.
+struct Roles {
+    /// The host's role: it may create tables in `public` and schemas in
+    /// the database (as a database's owner may).
+    host: String,
+    /// The store's role (the test cluster's superuser).
+    store: String,
+    /// The test database's name.
+    database: String,
+}
+
+/// Creates the host's role on `admin`'s database (see [`Roles`]).
+fn host_role_creating_schemas(admin: &mut postgres::Client) -> Roles {
+    let host = format!("pp_host_{}", SubjectId::random()).to_lowercase();
+    let row = admin
+        .query_one("SELECT current_user::text, current_database()::text", &[])
+        .unwrap();
+    let (store, database): (String, String) = (row.get(0), row.get(1));
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {host} LOGIN; GRANT CREATE ON SCHEMA public TO {host};
+             GRANT CREATE ON DATABASE {database} TO {host}"
+        ))
+        .unwrap();
+    Roles {
+        host,
+        store,
+        database,
+    }
 }
