@@ -8,6 +8,8 @@
 //! - A5 the fleet: a commit fails (a full disk, stood in for by a trigger
 //!   that refuses every insert into `pp_audit_log`).
 
+#[path = "common/disk_full.rs"]
+mod disk_full;
 #[path = "common/pg.rs"]
 mod pg;
 
@@ -111,15 +113,8 @@ fn sqlite() -> Env<privacy_pledge::store::sqlite::SqliteBatchWriter> {
         custodian: Arc::new(custodian),
         trail: Box::new(move || s1.trail().unwrap()),
         fail: Box::new(move |on| {
-            s2.with_connection(|c| {
-                c.execute_batch(if on {
-                    "CREATE TRIGGER full BEFORE INSERT ON pp_audit_log
-                     BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-                } else {
-                    "DROP TRIGGER full"
-                })
-            })
-            .unwrap()
+            s2.with_connection(|c| c.execute_batch(disk_full::sql(on)))
+                .unwrap()
         }),
         holding: Box::new(move |f| s3.with_connection(|_| f())),
     }

@@ -2219,18 +2219,9 @@ fn a5_the_store_reconnects_once_the_server_is_back() {
 /// and other sessions see it.
 #[test]
 fn a1_a_transaction_host_code_leaves_open_is_rolled_back() {
-    let Some(db) = database("leftover_tx") else {
+    let Some((db, store)) = one_host_connection_with_a_lookup("leftover_tx") else {
         return;
     };
-    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
-    store
-        .with_client(|c| {
-            c.batch_execute(
-                "CREATE TABLE lookup (token TEXT PRIMARY KEY, subject TEXT NOT NULL);
-                 INSERT INTO lookup VALUES ('t', 's')",
-            )
-        })
-        .unwrap();
     store
         .with_client(|c| c.batch_execute("BEGIN; SELECT 1"))
         .unwrap();
@@ -2283,19 +2274,9 @@ fn a2_columns_made_null_or_retyped_are_errors_not_panics() {
 /// closure's delete together with its own write.
 #[test]
 fn a1_a_transaction_left_open_by_a_panicking_closure_is_rolled_back() {
-    let Some(db) = database("leftover_tx_panic") else {
+    let Some((db, store)) = one_host_connection_with_a_lookup("leftover_tx_panic") else {
         return;
     };
-    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
-    store
-        .with_client(|c| {
-            c.batch_execute(
-                "CREATE TABLE lookup (token TEXT PRIMARY KEY, subject TEXT NOT NULL);
-                 INSERT INTO lookup VALUES ('t', 's');
-                 CREATE TABLE orders (n INTEGER)",
-            )
-        })
-        .unwrap();
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         store.with_client(|c| {
             c.batch_execute("BEGIN; DELETE FROM lookup WHERE token = 't'")
@@ -2629,4 +2610,22 @@ fn host_role_creating_schemas(admin: &mut postgres::Client) -> Roles {
         store,
         database,
     }
+}
+
+/// A store on a new database whose host pool has one connection (so the
+/// next host call gets the same one), with the host's tables `lookup`
+/// (one row, token `t`) and `orders`.
+fn one_host_connection_with_a_lookup(test: &str) -> Option<(String, PgStore)> {
+    let db = database(test)?;
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    store
+        .with_client(|c| {
+            c.batch_execute(
+                "CREATE TABLE lookup (token TEXT PRIMARY KEY, subject TEXT NOT NULL);
+                 INSERT INTO lookup VALUES ('t', 's');
+                 CREATE TABLE orders (n INTEGER)",
+            )
+        })
+        .unwrap();
+    Some((db, store))
 }

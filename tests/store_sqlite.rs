@@ -5,6 +5,8 @@
 
 #[path = "common/archive.rs"]
 mod archive;
+#[path = "common/disk_full.rs"]
+mod disk_full;
 #[path = "common/reentry.rs"]
 mod reentry;
 #[path = "common/tamper.rs"]
@@ -2446,14 +2448,7 @@ fn a2_a_stream_left_after_a_failed_commit_is_signed_and_cannot_vanish_unseen() {
     let first = sink.stream().to_string();
     let full = |on: bool| {
         store
-            .with_connection(|c| {
-                c.execute_batch(if on {
-                    "CREATE TRIGGER full BEFORE INSERT ON pp_audit_log
-                     BEGIN SELECT RAISE(ABORT, 'disk full'); END"
-                } else {
-                    "DROP TRIGGER full"
-                })
-            })
+            .with_connection(|c| c.execute_batch(disk_full::sql(on)))
             .unwrap()
     };
     full(true);
