@@ -2213,6 +2213,56 @@ fn a5_the_store_reconnects_once_the_server_is_back() {
     panic!("10 s after the server came back, uses still fail: {last:?}");
 }
 
+/// A2 (or a connection string naming several hosts, one of them a server
+/// of its own): after the server closed the store's connections, the name
+/// the connection string gives reaches another database that holds a
+/// store's tables (here: the store's database renamed away, another
+/// renamed to its name). The store does not open its connections again
+/// there — its keys, trail and the host's rows would go to a database
+/// whose log `commit_request`'s durable commit does not flush — and every
+/// use fails instead; the other database gets no row.
+#[test]
+fn a2_a_connection_opened_again_on_another_database_is_refused() {
+    let (Some(db), Some(other)) = (database("reopen_here"), database("reopen_there")) else {
+        return;
+    };
+    let name = |params: &str| params.rsplit_once("dbname=").unwrap().1.to_owned();
+    let (here, there) = (name(&db), name(&other));
+    drop(PgStore::connect(&other).unwrap());
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    custodian.seal(&email(SubjectId::random())).unwrap();
+
+    let admin_params = db.replace(&format!("dbname={here}"), "dbname=postgres");
+    let mut admin = postgres::Client::connect(&admin_params, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname IN ('{here}', '{there}') AND pid <> pg_backend_pid();
+             ALTER DATABASE {here} RENAME TO {here}_away;
+             ALTER DATABASE {there} RENAME TO {here};"
+        ))
+        .unwrap();
+
+    let ada = SubjectId::random();
+    for _ in 0..5 {
+        assert!(custodian.seal(&email(ada)).is_err());
+        assert!(store
+            .with_client(|c| c.batch_execute("SELECT 1").map_err(|e| e.to_string()))
+            .is_err());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut renamed = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    let rows: i64 = renamed
+        .query_one(
+            "SELECT (SELECT count(*) FROM pp_subject_keys) + (SELECT count(*) FROM pp_audit_log)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the store wrote to the other database");
+}
+
 /// A1 (careless): host code begins a transaction on a host connection and
 /// never ends it. It is rolled back when `with_client` returns, as on
 /// SQLite: the next host statement on that connection commits on its own,

@@ -45,7 +45,13 @@
 //! connection for everything. The pool is the crate's own, not `r2d2_postgres` (see
 //! [`PoolOptions`] for why). A connection the server closed (a restart, a
 //! failover, an idle timeout) is opened again, set up as before, when it
-//! is next taken: the use that met it fails, the next ones go on. A
+//! is next taken: the use that met it fails, the next ones go on. Every
+//! connection, opened at the start or again, must reach the server and
+//! database the writer reached when the store connected (the cluster's
+//! system identifier, which a standby promoted in a failover keeps, and
+//! the database's OID): a connection string naming several hosts may
+//! reach another server, and a database renamed to the name it gives is
+//! another; such a connection is refused, and the uses that need it fail. A
 //! transaction host code leaves open in [`with_client`](PgStore::with_client)
 //! is rolled back when the closure returns (one more round trip per call).
 //!
@@ -289,13 +295,19 @@ fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
     sql
 }
 
-/// The server (its system identifier) and the database `client` is
-/// connected to.
-fn server_and_database(client: &mut Client) -> Result<(i64, String), StoreError> {
+/// Which server and database a connection reaches: the cluster's system
+/// identifier (a standby promoted in a failover keeps its primary's) and
+/// the database's OID (a database renamed to the name the connection
+/// string gives has another).
+type Reached = (i64, u32);
+
+/// The server and database `client` is connected to.
+fn server_and_database(client: &mut Client) -> Result<Reached, StoreError> {
     let row = client
         .query_one(
             "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),
-                    pg_catalog.current_database()::pg_catalog.text",
+                    (SELECT oid FROM pg_catalog.pg_database
+                     WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())",
             &[],
         )
         .map_err(db_err)?;
@@ -303,6 +315,18 @@ fn server_and_database(client: &mut Client) -> Result<(i64, String), StoreError>
         row.try_get(0).map_err(db_err)?,
         row.try_get(1).map_err(db_err)?,
     ))
+}
+
+/// `client`, if it reaches the server and database `expected` (the
+/// store's writer's when it connected); otherwise an error.
+fn reaching(mut client: Client, expected: Reached) -> Result<Client, StoreError> {
+    if server_and_database(&mut client)? == expected {
+        Ok(client)
+    } else {
+        Err(StoreError::Database(
+            "a connection reaches another server or database than the store's writer".into(),
+        ))
+    }
 }
 
 /// The schema that holds the store's tables, quoted for SQL (asked on a
@@ -363,17 +387,23 @@ struct Reconnect {
     host_params: secrecy::SecretString,
     /// The read-only store's connection is read-only again.
     read_only: bool,
+    /// The server and database the store connected to: a connection
+    /// opened again must reach them (a connection string naming several
+    /// hosts may reach another after a failover; a database renamed to the
+    /// name it gives is another).
+    reached: Reached,
     /// Bumped each time the writer's connection is replaced: statements a
     /// sink prepared on the one before are prepared anew.
     writer_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Reconnect {
-    fn new(params: &str, host_params: &str, read_only: bool) -> Arc<Self> {
+    fn new(params: &str, host_params: &str, read_only: bool, reached: Reached) -> Arc<Self> {
         Arc::new(Reconnect {
             params: params.to_owned().into(),
             host_params: host_params.to_owned().into(),
             read_only,
+            reached,
             writer_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -396,7 +426,7 @@ impl Reconnect {
         } else {
             Client::connect(self.host_params.expose_secret(), NoTls).map_err(db_err)
         };
-        match fresh {
+        match fresh.and_then(|c| reaching(c, self.reached)) {
             Ok(c) => {
                 *client = c;
                 true
@@ -506,16 +536,22 @@ impl PgStore {
             check_owned(&mut writer)?;
         }
         check_commit_mark(&mut writer)?;
+        // Every connection reaches the writer's server and database: with
+        // several hosts in a connection string, each may reach another;
+        // and `commit_request`'s durable commit on a host connection must
+        // flush the log the store's own commits went to.
+        let reached = server_and_database(&mut writer)?;
         // The store's own connections prepare the key store's statements
         // at once (see `Named`); the host's prepare nothing of the store's.
         let pool = |own: bool| {
             (0..options.size())
                 .map(|_| {
-                    let mut client = if own {
+                    let connected = if own {
                         own_connection(params)?
                     } else {
                         Client::connect(host_params, NoTls).map_err(db_err)?
                     };
+                    let mut client = reaching(connected, reached)?;
                     if own {
                         Named::prepare_all(&mut client).map_err(db_err)?;
                     }
@@ -528,18 +564,12 @@ impl PgStore {
         let host = pool(false)?;
         if host_params != params {
             let mut client = host.get(false).map_err(StoreError::from)?;
-            if server_and_database(&mut client)? != server_and_database(&mut writer)? {
-                return Err(StoreError::Database(
-                    "the host's connections reach another server or database than the store's"
-                        .into(),
-                ));
-            }
             check_commit_mark(&mut client)?;
         }
         Ok(PgStore {
             schema: schema.into(),
             conns: Arc::new(Conns::pooled(writer, pool(true)?, host)),
-            reconnect: Reconnect::new(params, host_params, false),
+            reconnect: Reconnect::new(params, host_params, false, reached),
         })
     }
 
@@ -585,6 +615,7 @@ impl PgStore {
             ));
         }
         let schema = tables_schema(&mut client)?;
+        let reached = server_and_database(&mut client)?;
         Ok(PgStore {
             schema: schema.into(),
             conns: Arc::new(Conns::single(
@@ -592,7 +623,7 @@ impl PgStore {
                 reset,
                 PoolOptions::default().timeout(),
             )),
-            reconnect: Reconnect::new(params, params, true),
+            reconnect: Reconnect::new(params, params, true, reached),
         })
     }
 
