@@ -53,13 +53,11 @@
 //! [`PgStore`](crate::store::postgres::PgStore::commit_request) writes the
 //! host's own rows in one more transaction after the scope's commit, which
 //! is then made without a flush too: the host's transaction is the request's
-//! only durable commit. (Both databases skip the flush at the commit of a
+//! only durable commit. (It always writes something of its own — on
+//! SQLite a counter in `pp_commit_marks`, on PostgreSQL a message in the
+//! write-ahead log: both databases skip the flush at the commit of a
 //! transaction that changed nothing in the log, and the host's write may
-//! have written nothing, or only a temporary table. On PostgreSQL the
-//! host's transaction always ends with a message of the store's in the
-//! write-ahead log; on SQLite the store learns from SQLite's WAL hook
-//! whether the host's commit appended to the log, and if it did not,
-//! makes a durable commit of its own, a counter in `pp_commit_marks`.) The order is what
+//! have written nothing, or only a temporary table.) The order is what
 //! keeps R10: events committed (visible to every process) before the
 //! host's rows are written; the log made durable in order, so a power cut
 //! never keeps a row whose events it lost; nothing handed back before the

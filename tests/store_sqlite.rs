@@ -1718,95 +1718,6 @@ fn a5_a_commit_request_writing_only_a_temporary_table_still_commits_to_the_log()
     );
 }
 
-/// The sum of `pp_commit_marks`: how many durable commits the store made
-/// of its own (each bumps it once).
-fn commit_marks(store: &SqliteStore) -> i64 {
-    store
-        .with_connection(|c| {
-            c.query_row("SELECT COALESCE(SUM(n), 0) FROM pp_commit_marks", [], |r| {
-                r.get(0)
-            })
-        })
-        .unwrap()
-}
-
-/// `commit_request`'s last commit is the host's own when it appended to
-/// the database's log (and so synced it): the store adds no commit of its
-/// own. The host's connection then still copies the log into the file at
-/// the store's threshold (the hook that told the store so is gone).
-#[test]
-fn a_commit_request_whose_write_writes_a_row_is_its_one_durable_commit() {
-    let dir = temp_dir("commit_row_only");
-    let db = dir.path("shop.db");
-    let store = SqliteStore::open_with(&db, PoolOptions::new().sqlite_wal_pages(500)).unwrap();
-    store
-        .with_connection(|c| c.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB)"))
-        .unwrap();
-    let custodian = custodian_on(&store);
-    let (before, ada) = (commit_marks(&store), SubjectId::random());
-    store
-        .commit_request(
-            &custodian,
-            || seal_email_of(&custodian, ada),
-            |tx, sealed| {
-                tx.execute(
-                    "INSERT INTO customers VALUES (?1, ?2)",
-                    rusqlite::params![ada, sealed],
-                )?;
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert_eq!(commit_marks(&store), before, "no commit of the store's own");
-    assert_eq!(store.trail().unwrap().len(), 2);
-    let threshold: i64 = store
-        .with_connection(|c| c.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0)))
-        .unwrap();
-    assert_eq!(threshold, 500);
-}
-
-/// A1 (host code that writes only to another database it attached, in
-/// write-ahead-log mode too): that commit appends to the other file's log,
-/// not to this database's, and syncs nothing of the scope's commits; the
-/// store then makes a durable commit of its own before `commit_request`
-/// returns. And one whose write writes nothing gets the same.
-#[test]
-fn a1_a_commit_request_writing_only_another_databases_log_gets_the_stores_commit() {
-    let dir = temp_dir("commit_attached_only");
-    let store = SqliteStore::open(dir.path("shop.db")).unwrap();
-    let side = dir.path("side.db");
-    store
-        .with_connection(|c| {
-            c.execute("ATTACH DATABASE ?1 AS side", [side.to_str().unwrap()])?;
-            c.query_row("PRAGMA side.journal_mode = WAL", [], |r| {
-                r.get::<_, String>(0)
-            })?;
-            c.execute_batch("CREATE TABLE side.notes (n INTEGER)")
-        })
-        .unwrap();
-    let custodian = custodian_on(&store);
-    let before = commit_marks(&store);
-    store
-        .commit_request(
-            &custodian,
-            || seal_email_of(&custodian, SubjectId::random()),
-            |tx, _| {
-                tx.execute("INSERT INTO side.notes VALUES (1)", [])?;
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert_eq!(commit_marks(&store), before + 1);
-    store
-        .commit_request(
-            &custodian,
-            || seal_email_of(&custodian, SubjectId::random()),
-            |_, _| Ok(()),
-        )
-        .unwrap();
-    assert_eq!(commit_marks(&store), before + 2);
-}
-
 /// A5 (a second process erases while this one holds the subject's keys in
 /// its cache, with no freshness anchor): a lookup token or pseudonym made
 /// here afterwards is refused as erased — the key store refuses the note
@@ -2159,7 +2070,15 @@ fn a5_a_failed_write_returns_only_after_a_durable_commit_of_the_stores() {
     let dir = temp_dir("write_fails_durably");
     let store = SqliteStore::open(dir.path("shop.db")).unwrap();
     let custodian = custodian_on(&store);
-    let marks = || commit_marks(&store);
+    let marks = || -> i64 {
+        store
+            .with_connection(|c| {
+                c.query_row("SELECT COALESCE(SUM(n), 0) FROM pp_commit_marks", [], |r| {
+                    r.get(0)
+                })
+            })
+            .unwrap()
+    };
     let ada = SubjectId::random();
     let before = marks();
     let out = store.commit_request(

@@ -39,7 +39,7 @@
 //! | `pp_consents (subject, purpose, version, record)` | consent rows (JSON of a [`ConsentRecord`], authenticated by the custodian) |
 //! | `pp_checkpoints (stream, seq, checkpoint)` | each stream's newest signed checkpoint (JSON); the copy that counts is the one in the [`CheckpointStore`](crate::audit::CheckpointStore) outside the database |
 //! | `pp_kek_state (id, floor, claimed, claimed_at, renewed_at)` | one row: the key-encryption-key [`KekState`] rotations share; a key wrapped under a version below `floor` is refused |
-//! | `pp_commit_marks (slot, n)` | a counter the store's own durable commits bump — the sink's checkpoint in the transaction that keeps it in `pp_checkpoints`, and [`SqliteStore::commit_request`]'s when the host's transaction appended nothing to the log — so that they always sync it |
+//! | `pp_commit_marks (slot, n)` | a counter [`SqliteStore::commit_request`] bumps in its last transaction, and the sink's checkpoint in the transaction that keeps it in `pp_checkpoints`, so their commits always sync the log |
 //!
 //! The trail has no index by `subject` (since schema version 6): nothing of
 //! the crate reads it by subject — a [report](crate::Custodian::subject_report)
@@ -244,48 +244,13 @@ DROP INDEX IF EXISTS pp_subject_keys_kek_version;
 ",
 ];
 
-/// Written by the store's own durable commits (a checkpoint kept, and
-/// `commit_request`'s when the host's transaction synced nothing), so that
-/// the commit appends to the log and therefore syncs it: a transaction
-/// that changes no page of the database file (one that wrote nothing,
-/// only a temporary table, or a row back as it was — SQLite leaves a page
-/// alone when the bytes are the same) commits without a sync.
+/// Written by the last transaction of `commit_request`, so that its commit
+/// appends to the log and therefore syncs it: a transaction that changes
+/// no page of the database file (one that wrote nothing, only a temporary
+/// table, or a row back as it was — SQLite leaves a page alone when the
+/// bytes are the same) commits without a sync.
 const COMMIT_MARK: &str = "INSERT INTO main.pp_commit_marks (slot, n) VALUES (0, 1)
      ON CONFLICT (slot) DO UPDATE SET n = n + 1";
-
-thread_local! {
-    /// For [`log_appended`], during `commit_request`'s commit: the
-    /// connection's `wal_autocheckpoint` threshold, and whether the commit
-    /// appended to the main database's log.
-    static LOG_HOOK: std::cell::Cell<(u32, bool)> = const { std::cell::Cell::new((0, false)) };
-}
-
-/// The WAL hook `commit_request` gives its connection for its commit.
-/// SQLite calls it after a commit that appended frames to a database's
-/// log, once they are written and (at `synchronous = FULL`) synced, and
-/// never for a commit that appended nothing: a TEMP table, say, lives
-/// outside the log. It notes that the main database's log was appended
-/// to, and does what SQLite's own hook (which it stands in for until
-/// [`restore_autocheckpoint`]) would: copy the log into the file once it
-/// holds the threshold's pages.
-fn log_appended(wal: &rusqlite::hooks::Wal, pages: std::ffi::c_int) -> rusqlite::Result<()> {
-    let (threshold, appended) = LOG_HOOK.get();
-    LOG_HOOK.set((threshold, appended || wal.name().to_bytes() == b"main"));
-    if threshold > 0 && u32::try_from(pages).is_ok_and(|p| p >= threshold) {
-        // As SQLite's own hook: a checkpoint that cannot run now (a
-        // reader holds the log) is left to a later commit.
-        let _ = wal.checkpoint();
-    }
-    Ok(())
-}
-
-/// Gives `conn` SQLite's own WAL hook again, the log copied into the file
-/// once it holds `wal_pages` pages. (A failure, which SQLite reports only
-/// when out of memory, leaves `conn` without the automatic copy; the
-/// store's other connections still make it.)
-fn restore_autocheckpoint(conn: &Connection, wal_pages: u32) {
-    let _ = conn.pragma_update(None, "wal_autocheckpoint", wal_pages);
-}
 
 /// Bumps the commit mark in `tx` (see [`COMMIT_MARK`]), so its commit syncs
 /// the log; `what` names the caller in the error if the mark was not
@@ -331,8 +296,6 @@ pub struct SqliteStore {
     /// connection is held: it is never lent to host code, so nothing else
     /// changes it, and a write sets its level only when it differs.
     writer_level: Arc<AtomicU8>,
-    /// The `wal_autocheckpoint` threshold its connections were given.
-    wal_pages: u32,
 }
 
 /// `writer_level`: not known (a fresh connection, or a failed setting).
@@ -386,7 +349,6 @@ impl SqliteStore {
             conns: Arc::new(Conns::pooled(writer, pool()?, pool()?)),
             writing: Arc::default(),
             writer_level: Arc::default(),
-            wal_pages: options.wal_pages(),
         })
     }
 
@@ -448,7 +410,6 @@ impl SqliteStore {
             conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
             writing: Arc::default(),
             writer_level: Arc::default(),
-            wal_pages: PoolOptions::default().wal_pages(),
         })
     }
 
@@ -473,7 +434,6 @@ impl SqliteStore {
             conns: Arc::new(Conns::single(conn, reset, PoolOptions::default().timeout())),
             writing: Arc::default(),
             writer_level: Arc::default(),
-            wal_pages: PoolOptions::default().wal_pages(),
         })
     }
 
@@ -738,10 +698,7 @@ impl SqliteStore {
     /// visible to every process — before the host's rows are written, and
     /// nothing `f` made leaves the call before the durable commit; if power
     /// fails before it, the events are lost with everything that could
-    /// have needed them. (A `write` that wrote nothing to this database —
-    /// nothing at all, a TEMP table, another attached file — commits
-    /// without a sync; the store then makes a durable commit of its own
-    /// before the call returns.) A signed checkpoint due at the scope's events is
+    /// have needed them. A signed checkpoint due at the scope's events is
     /// saved in the checkpoint store only after the durable commit (never
     /// if `write` fails: a later batch signs one). With another sink the
     /// scope commits durably on its own, as
@@ -800,25 +757,18 @@ impl SqliteStore {
         E: From<crate::Error> + From<StoreError>,
     {
         custodian.request_then(self.database_id(), f, |value| {
-            super::durable_before_error(
-                || match self.host_write(value, write)? {
-                    true => Ok(()),
-                    false => Ok(self.durable_mark()?),
-                },
-                || self.durable_mark(),
-            )
+            super::durable_before_error(|| self.host_write(value, write), || self.durable_mark())
         })
     }
 
-    /// `commit_request`'s transaction: `write`, in one immediate
-    /// transaction on a host connection at `synchronous = FULL`. `Ok(true)`
-    /// if its commit appended to the log, and so synced it; `Ok(false)` if
-    /// it appended nothing, and synced nothing.
+    /// `commit_request`'s transaction: `write`, then the commit mark, in
+    /// one immediate transaction on a host connection, committed with a
+    /// sync of the log.
     fn host_write<T, E>(
         &self,
         value: &T,
         write: impl FnOnce(&rusqlite::Transaction<'_>, &T) -> Result<(), E>,
-    ) -> Result<bool, E>
+    ) -> Result<(), E>
     where
         E: From<crate::Error> + From<StoreError>,
     {
@@ -840,10 +790,12 @@ impl SqliteStore {
         )
         .map_err(StoreError::from)?;
         written?;
-        // Whatever `write` set, `synchronous` is still FULL here (`write`
-        // may have committed, set it, and begun again: SQLite refuses the
-        // setting only inside a transaction), so a commit that appends to
-        // the log syncs it.
+        // Whatever `write` wrote or set, this commit syncs the log: the
+        // mark changes a page of the file (a TEMP table of the same
+        // name cannot take it, nor a TEMP trigger skip it unseen), and
+        // `synchronous` is still FULL (`write` may have committed, set
+        // it, and begun again: SQLite refuses the setting only inside a
+        // transaction).
         let level: i64 = tx
             .prepare_cached("PRAGMA main.synchronous")
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
@@ -854,19 +806,9 @@ impl SqliteStore {
             )
             .into());
         }
-        // The commit syncs the log if it appends to it: SQLite then calls
-        // the connection's WAL hook for `main`, after the sync. One that
-        // appends nothing (`write` wrote nothing, or only to a TEMP table
-        // or another file) does not sync, and `commit_request` then makes
-        // a durable commit of the store's own. (A commit mark here would
-        // cost every request a page of the log.)
-        LOG_HOOK.set((self.wal_pages, false));
-        tx.wal_hook(Some(log_appended));
-        let committed = tx.commit();
-        restore_autocheckpoint(&conn, self.wal_pages);
-        let (_, appended) = LOG_HOOK.replace((0, false));
-        committed.map_err(db_err)?;
-        Ok(appended)
+        mark_commit(&tx, "commit_request")?;
+        tx.commit().map_err(db_err)?;
+        Ok(())
     }
 
     /// A durable commit of the store's own on the writer's connection (the
