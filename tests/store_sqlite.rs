@@ -1691,9 +1691,7 @@ fn a5_a_commit_request_writing_only_a_temporary_table_still_commits_to_the_log()
     let db = dir.path("shop.db");
     let store = SqliteStore::open(&db).unwrap();
     let custodian = custodian_on(&store);
-    let mut wal = db.clone().into_os_string();
-    wal.push("-wal");
-    let wal_len = || std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let wal_len = || wal_len(&db);
     let at_write = std::cell::Cell::new(0);
     let ada = SubjectId::random();
     store
@@ -1715,6 +1713,103 @@ fn a5_a_commit_request_writing_only_a_temporary_table_still_commits_to_the_log()
         wal_len() > at_write.get(),
         "the last transaction appended nothing to the log ({} bytes before and after)",
         at_write.get()
+    );
+}
+
+/// The length of the write-ahead log of the database at `db`.
+fn wal_len(db: &Path) -> u64 {
+    let mut wal = db.as_os_str().to_owned();
+    wal.push("-wal");
+    std::fs::metadata(wal).map(|m| m.len()).unwrap_or(0)
+}
+
+/// A1 (host code whose `write` writes only to another database it
+/// attached, in write-ahead-log mode too) and A5 (a power cut): that
+/// database's log is not this one's, and syncing it syncs none of the
+/// scope's commits. The last transaction of `commit_request` still appends
+/// to this database's log after the write (the commit mark).
+#[test]
+fn a5_a_commit_request_writing_only_another_attached_database_still_commits_to_the_log() {
+    let dir = temp_dir("commit_attached_only");
+    let db = dir.path("shop.db");
+    let store = SqliteStore::open(&db).unwrap();
+    let side = dir.path("side.db");
+    store
+        .with_connection(|c| {
+            c.execute("ATTACH DATABASE ?1 AS side", [side.to_str().unwrap()])?;
+            c.query_row("PRAGMA side.journal_mode = WAL", [], |r| {
+                r.get::<_, String>(0)
+            })?;
+            c.execute_batch("CREATE TABLE side.notes (n INTEGER)")
+        })
+        .unwrap();
+    let custodian = custodian_on(&store);
+    let at_write = std::cell::Cell::new(0);
+    store
+        .commit_request(
+            &custodian,
+            || seal_email_of(&custodian, SubjectId::random()),
+            |tx, _| {
+                tx.execute("INSERT INTO side.notes VALUES (1)", [])?;
+                at_write.set(wal_len(&db));
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(at_write.get() > 0, "the scope's commits are in the log");
+    assert!(
+        wal_len(&db) > at_write.get(),
+        "nothing appended after the write"
+    );
+}
+
+/// A1 (host code that, inside `write`, ends the store's transaction,
+/// commits a row of its own at `synchronous = OFF` through a statement it
+/// never steps to its end — `INSERT … RETURNING` read with `query_row`,
+/// committed when the statement is reset — sets `FULL` again by only
+/// preparing the pragma, and begins again, writing nothing more) and A5
+/// (a power cut): nothing has synced the log since the scope's commits.
+/// SQLite keeps that unsynced commit's frame count for the connection's
+/// WAL hook until a statement next finishes outside a transaction — the
+/// `COMMIT` after `write` — so a hook cannot tell `commit_request` that
+/// its last commit appended to the log (a build that trusted one returned
+/// with nothing synced). The store's last transaction must still append
+/// to the log after the write, at `FULL`.
+#[test]
+fn a1_a_commit_request_whose_write_commits_unsynced_and_begins_again_still_ends_synced() {
+    let dir = temp_dir("commit_unsynced_inside");
+    let db = dir.path("shop.db");
+    let store = SqliteStore::open(&db).unwrap();
+    store
+        .with_connection(|c| c.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB)"))
+        .unwrap();
+    let custodian = custodian_on(&store);
+    let at_write = std::cell::Cell::new(0);
+    let ada = SubjectId::random();
+    store
+        .commit_request(
+            &custodian,
+            || seal_email_of(&custodian, ada),
+            |tx, sealed| {
+                tx.execute_batch("COMMIT; PRAGMA synchronous = OFF")?;
+                let _: i64 = tx.query_row(
+                    "INSERT INTO customers VALUES (?1, ?2) RETURNING rowid",
+                    rusqlite::params![ada, sealed],
+                    |r| r.get(0),
+                )?;
+                // SQLite sets the level when it compiles the pragma: no
+                // statement finishes outside a transaction here.
+                drop(tx.prepare("PRAGMA synchronous = FULL")?);
+                tx.execute_batch("BEGIN IMMEDIATE")?;
+                at_write.set(wal_len(&db));
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert!(at_write.get() > 0, "the scope's commits are in the log");
+    assert!(
+        wal_len(&db) > at_write.get(),
+        "nothing appended after the write"
     );
 }
 
@@ -2356,11 +2451,7 @@ fn the_write_ahead_log_is_copied_into_the_file_at_the_configured_size() {
             })
             .unwrap()
     };
-    let wal_pages = |db: &Path| {
-        let mut wal = db.as_os_str().to_owned();
-        wal.push("-wal");
-        std::fs::metadata(wal).unwrap().len() / 4096
-    };
+    let wal_pages = |db: &Path| wal_len(db) / 4096;
     let small = dir.path("small.db");
     let store = SqliteStore::open_with(&small, PoolOptions::new().sqlite_wal_pages(64)).unwrap();
     assert_eq!(write(&store), 64, "the host's connection has the mark");
