@@ -2263,6 +2263,130 @@ fn a2_a_connection_opened_again_on_another_database_is_refused() {
     assert_eq!(rows, 0, "the store wrote to the other database");
 }
 
+/// Two fresh databases with a table `orders (subject)` each, or `None`.
+fn two_databases_with_orders(test: &str) -> Option<(String, String)> {
+    let (db, other) = (
+        database(&format!("{test}_here"))?,
+        database(&format!("{test}_there"))?,
+    );
+    for params in [&db, &other] {
+        postgres::Client::connect(params, postgres::NoTls)
+            .unwrap()
+            .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
+            .unwrap();
+    }
+    Some((db, other))
+}
+
+/// How many rows `orders` of the database at `params` holds.
+fn orders_in(params: &str) -> i64 {
+    postgres::Client::connect(params, postgres::NoTls)
+        .unwrap()
+        .query_one("SELECT count(*) FROM orders", &[])
+        .unwrap()
+        .get(0)
+}
+
+/// A1 (careless): host code "reconnects" the client `with_client` gives it
+/// itself (`*c = Client::connect(…)`, after an error it took for a closed
+/// connection), with a connection string of its own that reaches another
+/// database (or, with several hosts, another server). When `f` returns the
+/// store finds the client elsewhere and puts a connection of its own host
+/// string in its place: the next `commit_request` writes the host's rows
+/// where the store's own commits go, and none to the other database.
+#[test]
+fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_database() {
+    let Some((db, other)) = two_databases_with_orders("swap") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    store.with_client(|c| {
+        *c = postgres::Client::connect(&other, postgres::NoTls).unwrap();
+    });
+    let ada = SubjectId::random();
+    store
+        .commit_request(
+            &custodian,
+            || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+            |tx, _| {
+                tx.execute(
+                    "INSERT INTO orders (subject) VALUES ($1)",
+                    &[&ada.to_string()],
+                )?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    assert_eq!(
+        orders_in(&other),
+        0,
+        "the host's row went to another database"
+    );
+    assert_eq!(orders_in(&db), 1);
+}
+
+/// A1 (hostile): inside `commit_request`'s `write`, host code puts a
+/// transaction of a client of its own, on another database, in place of
+/// the one it was handed, and writes there. The store's commit and its
+/// flush would then run on a log the scope's commits never went to:
+/// instead the call fails, the other database keeps nothing, and the
+/// scope's events are in the store's trail (made durable by a commit of
+/// the store's own before the error returned).
+#[test]
+fn a1_a_transaction_swapped_inside_write_is_not_committed_elsewhere() {
+    let Some((db, other)) = two_databases_with_orders("swap_tx") else {
+        return;
+    };
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    let ada = SubjectId::random();
+    let out = store.commit_request(
+        &custodian,
+        || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+        |tx, _| {
+            let mine: &'static mut postgres::Client = Box::leak(Box::new(
+                postgres::Client::connect(&other, postgres::NoTls)?,
+            ));
+            *tx = mine.transaction()?;
+            tx.execute(
+                "INSERT INTO orders (subject) VALUES ($1)",
+                &[&ada.to_string()],
+            )?;
+            Ok(())
+        },
+    );
+    let e = out.unwrap_err().to_string();
+    assert!(e.contains("another server or database"), "{e}");
+    assert_eq!(orders_in(&other), 0, "committed on another database");
+    assert_eq!(store.trail().unwrap().len(), 1, "the seal's event");
+}
+
+/// A4's verifier on a hardened server: a read-only role, in a database
+/// whose operator revoked `EXECUTE` on `pg_control_system()` from PUBLIC
+/// (it shows the cluster's control data). A read-only store has one
+/// connection and compares it with nothing: it connects and reads the
+/// trail as before.
+#[test]
+fn a4_a_verifier_without_pg_control_system_still_connects_read_only() {
+    let Some(db) = database("no_control_system") else {
+        return;
+    };
+    drop(PgStore::connect(&db).unwrap());
+    let role = format!("pp_verifier_{}", SubjectId::random());
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "CREATE ROLE {role} LOGIN;
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
+             REVOKE EXECUTE ON FUNCTION pg_catalog.pg_control_system() FROM PUBLIC;"
+        ))
+        .unwrap();
+    let store = PgStore::connect_read_only(&format!("{db} user={role}")).unwrap();
+    assert!(store.trail().unwrap().is_empty());
+}
+
 /// A1 (careless): host code begins a transaction on a host connection and
 /// never ends it. It is rolled back when `with_client` returns, as on
 /// SQLite: the next host statement on that connection commits on its own,

@@ -51,7 +51,17 @@
 //! system identifier, which a standby promoted in a failover keeps, and
 //! the database's OID): a connection string naming several hosts may
 //! reach another server, and a database renamed to the name it gives is
-//! another; such a connection is refused, and the uses that need it fail. A
+//! another; such a connection is refused, and the uses that need it fail.
+//! (It cannot tell two servers of one cluster's history apart — a standby
+//! promoted while its old primary still runs, a copy restored from a
+//! physical backup — which share both: keeping one primary is the
+//! cluster manager's part.) Host code is handed the client itself, and
+//! may put one of its own in its place: when `with_client` returns, a
+//! client that reaches elsewhere is replaced by a new connection of the
+//! host's connection string, in the round trip that rolls back what `f`
+//! left open; and `commit_request` ends the host's transaction with a
+//! statement that fails it, before its commit, unless it runs on the
+//! writer's server and database. A
 //! transaction host code leaves open in [`with_client`](PgStore::with_client)
 //! is rolled back when the closure returns (one more round trip per call).
 //!
@@ -210,6 +220,25 @@ const COMMIT_THEN_MARK: &str = concat!(
     mark_and_commit!()
 );
 
+/// [`COMMIT_THEN_MARK`] after a statement that fails — and so aborts the
+/// host's transaction and skips the rest — unless the transaction runs on
+/// the server and database `reached`. Host code is handed the transaction
+/// itself (`&mut Transaction`), which it can replace with one of a client
+/// of its own: the commit and its flush must still be on the log the
+/// scope's commits went to, or none of it happens.
+fn commit_then_mark_on((server, database): Reached) -> String {
+    format!(
+        "SELECT CAST(CASE WHEN
+             (SELECT system_identifier FROM pg_catalog.pg_control_system())
+                 OPERATOR(pg_catalog.=) {server}::pg_catalog.int8
+             AND (SELECT oid FROM pg_catalog.pg_database
+                  WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())
+                 OPERATOR(pg_catalog.=) {database}::pg_catalog.oid
+           THEN '1' ELSE 'commit_request: the transaction is on another server or database than the store''s'
+         END AS pg_catalog.int4); {COMMIT_THEN_MARK}"
+    )
+}
+
 /// How the store's own transactions begin: read committed by name, not by
 /// the session's default, which code the host runs in the store's session
 /// (a trigger on a `pp_*` table, `set_config(…, false)`) may have changed.
@@ -217,11 +246,15 @@ const COMMIT_THEN_MARK: &str = concat!(
 /// if each statement after the lock sees what committed before it.
 const BEGIN_READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
 
-/// Commits `tx` durably: [`COMMIT_THEN_MARK`]. On `Err`, `tx` is dropped,
-/// which rolls back what is still open on the server (the write, or the
-/// mark's transaction).
-fn commit_durably(mut tx: postgres::Transaction<'_>) -> Result<(), postgres::Error> {
-    tx.batch_execute(COMMIT_THEN_MARK)?;
+/// Commits `tx` durably with `commit_then_mark` ([`COMMIT_THEN_MARK`],
+/// [`commit_then_mark_on`]). On `Err`, `tx` is dropped, which rolls back
+/// what is still open on the server (the write, or the mark's
+/// transaction).
+fn commit_durably(
+    mut tx: postgres::Transaction<'_>,
+    commit_then_mark: &str,
+) -> Result<(), postgres::Error> {
+    tx.batch_execute(commit_then_mark)?;
     // Ended on the server: dropping the client's handle would send a
     // ROLLBACK and wait for its warning.
     std::mem::forget(tx);
@@ -301,20 +334,34 @@ fn keep_checkpoint(schema: &str, stream: &str, seq: i64, json: &str) -> String {
 /// string gives has another).
 type Reached = (i64, u32);
 
+/// The query of [`Reached`]: every name in it is the catalog's.
+const REACHED: &str = "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),
+    (SELECT oid FROM pg_catalog.pg_database
+     WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())";
+
 /// The server and database `client` is connected to.
 fn server_and_database(client: &mut Client) -> Result<Reached, StoreError> {
-    let row = client
-        .query_one(
-            "SELECT (SELECT system_identifier FROM pg_catalog.pg_control_system()),
-                    (SELECT oid FROM pg_catalog.pg_database
-                     WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database())",
-            &[],
-        )
-        .map_err(db_err)?;
+    let row = client.query_one(REACHED, &[]).map_err(|e| {
+        StoreError::Database(format!(
+            "which server and database a connection reaches: {} (the role needs EXECUTE \
+             on pg_catalog.pg_control_system(), which PostgreSQL grants to every role by default)",
+            db_message(&e)
+        ))
+    })?;
     Ok((
         row.try_get(0).map_err(db_err)?,
         row.try_get(1).map_err(db_err)?,
     ))
+}
+
+/// What [`REACHED`] answered in a simple query, if it answered.
+fn reached_in(messages: &[postgres::SimpleQueryMessage]) -> Option<Reached> {
+    messages.iter().find_map(|m| match m {
+        postgres::SimpleQueryMessage::Row(row) => {
+            Some((row.get(0)?.parse().ok()?, row.get(1)?.parse().ok()?))
+        }
+        _ => None,
+    })
 }
 
 /// `client`, if it reaches the server and database `expected` (the
@@ -374,6 +421,9 @@ pub struct PgStore {
     schema: Arc<str>,
     /// How to open a connection again (see [`Reconnect`]).
     reconnect: Arc<Reconnect>,
+    /// How `commit_request` ends the host's transaction
+    /// ([`commit_then_mark_on`] the writer's server and database).
+    host_commit: Arc<str>,
 }
 
 /// What the store needs to replace a connection the server closed (a
@@ -390,15 +440,21 @@ struct Reconnect {
     /// The server and database the store connected to: a connection
     /// opened again must reach them (a connection string naming several
     /// hosts may reach another after a failover; a database renamed to the
-    /// name it gives is another).
-    reached: Reached,
+    /// name it gives is another). `None` for a read-only store, which has
+    /// one connection and nothing to compare it with.
+    reached: Option<Reached>,
     /// Bumped each time the writer's connection is replaced: statements a
     /// sink prepared on the one before are prepared anew.
     writer_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Reconnect {
-    fn new(params: &str, host_params: &str, read_only: bool, reached: Reached) -> Arc<Self> {
+    fn new(
+        params: &str,
+        host_params: &str,
+        read_only: bool,
+        reached: Option<Reached>,
+    ) -> Arc<Self> {
         Arc::new(Reconnect {
             params: params.to_owned().into(),
             host_params: host_params.to_owned().into(),
@@ -413,9 +469,13 @@ impl Reconnect {
     /// host's. If the server is still away, the closed client stays and its
     /// user gets the error; the next taker tries again.
     fn revive(&self, client: &mut Client, own: bool) -> bool {
-        if !client.is_closed() {
-            return false;
-        }
+        client.is_closed() && self.reopen(client, own)
+    }
+
+    /// Replaces `client` with a new connection of the store's own (`own`)
+    /// or the host's, set up as at the start, if one can be opened that
+    /// reaches the store's server and database; otherwise leaves it.
+    fn reopen(&self, client: &mut Client, own: bool) -> bool {
         use secrecy::ExposeSecret;
         let params = self.params.expose_secret();
         let fresh = if self.read_only {
@@ -426,7 +486,11 @@ impl Reconnect {
         } else {
             Client::connect(self.host_params.expose_secret(), NoTls).map_err(db_err)
         };
-        match fresh.and_then(|c| reaching(c, self.reached)) {
+        let fresh = match self.reached {
+            Some(reached) => fresh.and_then(|c| reaching(c, reached)),
+            None => fresh,
+        };
+        match fresh {
             Ok(c) => {
                 *client = c;
                 true
@@ -569,7 +633,8 @@ impl PgStore {
         Ok(PgStore {
             schema: schema.into(),
             conns: Arc::new(Conns::pooled(writer, pool(true)?, host)),
-            reconnect: Reconnect::new(params, host_params, false, reached),
+            reconnect: Reconnect::new(params, host_params, false, Some(reached)),
+            host_commit: commit_then_mark_on(reached).into(),
         })
     }
 
@@ -615,7 +680,6 @@ impl PgStore {
             ));
         }
         let schema = tables_schema(&mut client)?;
-        let reached = server_and_database(&mut client)?;
         Ok(PgStore {
             schema: schema.into(),
             conns: Arc::new(Conns::single(
@@ -623,7 +687,8 @@ impl PgStore {
                 reset,
                 PoolOptions::default().timeout(),
             )),
-            reconnect: Reconnect::new(params, params, true, reached),
+            reconnect: Reconnect::new(params, params, true, None),
+            host_commit: COMMIT_THEN_MARK.into(),
         })
     }
 
@@ -737,7 +802,21 @@ impl PgStore {
         // connection's next user would write into it (a `commit_request`
         // would commit it), seen by no other session, or meet its aborted
         // state. (With none open the server answers with a warning.)
-        let _ = client.batch_execute("ROLLBACK");
+        //
+        // In the same round trip, where the connection is: `f` was handed
+        // the client itself, and may have put one of its own in its place
+        // (a "reconnect" of its own after an error). One that reaches
+        // another server or database is replaced by a connection of the
+        // store's host connection string, so the pool never lends it to a
+        // `commit_request`, whose durable commit must flush the log the
+        // store's commits went to (which `commit_then_mark_on` checks
+        // again, in the transaction).
+        let answered = client.simple_query(&format!("ROLLBACK; {REACHED}"));
+        if let Some(expected) = self.reconnect.reached {
+            if answered.ok().as_deref().and_then(reached_in) != Some(expected) {
+                self.reconnect.reopen(&mut client, false);
+            }
+        }
         Ok(out.unwrap_or_else(|payload| std::panic::resume_unwind(payload)))
     }
 
@@ -826,7 +905,7 @@ impl PgStore {
         )
         .map_err(StoreError::from)?;
         written?;
-        commit_durably(tx).map_err(db_err)?;
+        commit_durably(tx, &self.host_commit).map_err(db_err)?;
         Ok(())
     }
 
