@@ -2263,11 +2263,12 @@ fn a2_a_connection_opened_again_on_another_database_is_refused() {
     assert_eq!(rows, 0, "the store wrote to the other database");
 }
 
-/// Two fresh databases with a table `orders (subject)` each, or `None`.
-fn two_databases_with_orders(test: &str) -> Option<(String, String)> {
+/// Two fresh databases with a table `orders (subject)` each, the second
+/// on another server, or `None`.
+fn two_servers_with_orders(test: &str) -> Option<(String, String)> {
     let (db, other) = (
         database(&format!("{test}_here"))?,
-        database(&format!("{test}_there"))?,
+        pg::database_on_another_server(&format!("{test}_there"))?,
     );
     for params in [&db, &other] {
         postgres::Client::connect(params, postgres::NoTls)
@@ -2290,13 +2291,14 @@ fn orders_in(params: &str) -> i64 {
 /// A1 (careless): host code "reconnects" the client `with_client` gives it
 /// itself (`*c = Client::connect(…)`, after an error it took for a closed
 /// connection), with a connection string of its own that reaches another
-/// database (or, with several hosts, another server). When `f` returns the
-/// store finds the client elsewhere and puts a connection of its own host
-/// string in its place: the next `commit_request` writes the host's rows
-/// where the store's own commits go, and none to the other database.
+/// server. The client goes back to the pool as `f` left it. The next
+/// `commit_request` on it would flush that server's log, not the one the
+/// scope's events went to: it fails instead, writing nothing there, and
+/// the client is replaced, so the request after it works, on the store's
+/// server.
 #[test]
-fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_database() {
-    let Some((db, other)) = two_databases_with_orders("swap") else {
+fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_server() {
+    let Some((db, other)) = two_servers_with_orders("swap") else {
         return;
     };
     let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
@@ -2304,9 +2306,8 @@ fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_database() {
     store.with_client(|c| {
         *c = postgres::Client::connect(&other, postgres::NoTls).unwrap();
     });
-    let ada = SubjectId::random();
-    store
-        .commit_request(
+    let order = |ada: SubjectId| {
+        store.commit_request(
             &custodian,
             || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
             |tx, _| {
@@ -2317,25 +2318,29 @@ fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_database() {
                 Ok(())
             },
         )
-        .unwrap();
+    };
+    let e = order(SubjectId::random()).unwrap_err().to_string();
+    assert!(e.contains("another server"), "{e}");
     assert_eq!(
         orders_in(&other),
         0,
-        "the host's row went to another database"
+        "the host's row went to another server"
     );
+    order(SubjectId::random()).unwrap();
+    assert_eq!(orders_in(&other), 0);
     assert_eq!(orders_in(&db), 1);
 }
 
 /// A1 (hostile): inside `commit_request`'s `write`, host code puts a
-/// transaction of a client of its own, on another database, in place of
-/// the one it was handed, and writes there. The store's commit and its
+/// transaction of a client of its own, on another server, in place of the
+/// one it was handed, and writes there. The store's commit and its
 /// flush would then run on a log the scope's commits never went to:
 /// instead the call fails, the other database keeps nothing, and the
 /// scope's events are in the store's trail (made durable by a commit of
 /// the store's own before the error returned).
 #[test]
-fn a1_a_transaction_swapped_inside_write_is_not_committed_elsewhere() {
-    let Some((db, other)) = two_databases_with_orders("swap_tx") else {
+fn a1_a_transaction_swapped_inside_write_is_not_committed_on_another_server() {
+    let Some((db, other)) = two_servers_with_orders("swap_tx") else {
         return;
     };
     let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
@@ -2357,9 +2362,79 @@ fn a1_a_transaction_swapped_inside_write_is_not_committed_elsewhere() {
         },
     );
     let e = out.unwrap_err().to_string();
-    assert!(e.contains("another server or database"), "{e}");
-    assert_eq!(orders_in(&other), 0, "committed on another database");
+    assert!(e.contains("another server"), "{e}");
+    assert_eq!(orders_in(&other), 0, "committed on another server");
     assert_eq!(store.trail().unwrap().len(), 1, "the seal's event");
+}
+
+/// A5 (a failover to the wrong server): the store connects with a
+/// connection string naming two servers, each with a database of the
+/// name it gives and a store's tables in it, and reaches the first. That
+/// database then goes away there (renamed: a connection to its name now
+/// fails), and the server drops the store's connections; opened again,
+/// the string reaches the second server. The store refuses to go on there:
+/// every use fails, and the second server gets no row.
+#[test]
+fn a5_connections_opened_again_on_the_next_host_of_the_string_are_refused() {
+    let (Some(db), Some(other)) = (
+        database("next_host"),
+        pg::database_on_another_server("next_host_other"),
+    ) else {
+        return;
+    };
+    let name = db.rsplit_once("dbname=").unwrap().1.to_owned();
+    let admin_of = |params: &str| {
+        let base = params.rsplit_once(" dbname=").unwrap().0.to_owned();
+        postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap()
+    };
+    admin_of(&other)
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .unwrap();
+    let on_other = other.replace(other.rsplit_once("dbname=").unwrap().1, &name);
+    drop(PgStore::connect(&on_other).unwrap());
+    let port = |params: &str| {
+        params
+            .split("port=")
+            .nth(1)
+            .unwrap()
+            .split(' ')
+            .next()
+            .unwrap()
+            .to_owned()
+    };
+    let both = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} user={} dbname={name}",
+        port(&db),
+        port(&other),
+        db.split("user=").nth(1).unwrap().split(' ').next().unwrap()
+    );
+    let store = PgStore::connect_with(&both, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    custodian.seal(&email(SubjectId::random())).unwrap();
+
+    admin_of(&db)
+        .batch_execute(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = '{name}' AND pid <> pg_backend_pid();
+             ALTER DATABASE {name} RENAME TO {name}_away;"
+        ))
+        .unwrap();
+    for _ in 0..5 {
+        assert!(custodian.seal(&email(SubjectId::random())).is_err());
+        assert!(store
+            .with_client(|c| c.batch_execute("SELECT 1").map_err(|e| e.to_string()))
+            .is_err());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let rows: i64 = postgres::Client::connect(&on_other, postgres::NoTls)
+        .unwrap()
+        .query_one(
+            "SELECT (SELECT count(*) FROM pp_subject_keys) + (SELECT count(*) FROM pp_audit_log)",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 0, "the store wrote to the other server");
 }
 
 /// A4's verifier on a hardened server: a read-only role, in a database

@@ -8,13 +8,25 @@ use privacy_pledge::SubjectId;
 /// server. Under `CI` a missing server is a failure, never a silent skip:
 /// CI always runs `scripts/test`.
 pub fn database(test: &str) -> Option<String> {
-    let Ok(base) = std::env::var("PP_TEST_PG") else {
+    database_on("PP_TEST_PG", test)
+}
+
+/// A fresh database for one test on a second server (`PP_TEST_PG_OTHER`,
+/// which `scripts/test` starts beside the first), or `None` as
+/// [`database`].
+#[allow(dead_code)]
+pub fn database_on_another_server(test: &str) -> Option<String> {
+    database_on("PP_TEST_PG_OTHER", test)
+}
+
+fn database_on(server: &str, test: &str) -> Option<String> {
+    let Ok(base) = std::env::var(server) else {
         assert!(
             std::env::var_os("CI").is_none(),
-            "PP_TEST_PG is not set under CI: the PostgreSQL tests would not run"
+            "{server} is not set under CI: the PostgreSQL tests would not run"
         );
         eprintln!(
-            "SKIPPED {test}: PP_TEST_PG is not set (run scripts/test, which starts PostgreSQL)"
+            "SKIPPED {test}: {server} is not set (run scripts/test, which starts PostgreSQL)"
         );
         return None;
     };
