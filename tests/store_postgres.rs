@@ -2244,23 +2244,30 @@ fn a2_a_connection_opened_again_on_another_database_is_refused() {
         ))
         .unwrap();
 
-    let ada = SubjectId::random();
+    every_use_fails_and_nothing_lands(&store, &custodian, &db);
+}
+
+/// After the store's connections were dropped and the connection string
+/// now reaches `elsewhere` (another database or server with a store's
+/// tables): every use, of the store's own connections or the host's,
+/// fails, and `elsewhere` gets no key and no audit row.
+fn every_use_fails_and_nothing_lands(store: &PgStore, custodian: &Custodian, elsewhere: &str) {
     for _ in 0..5 {
-        assert!(custodian.seal(&email(ada)).is_err());
+        assert!(custodian.seal(&email(SubjectId::random())).is_err());
         assert!(store
             .with_client(|c| c.batch_execute("SELECT 1").map_err(|e| e.to_string()))
             .is_err());
         std::thread::sleep(Duration::from_millis(50));
     }
-    let mut renamed = postgres::Client::connect(&db, postgres::NoTls).unwrap();
-    let rows: i64 = renamed
+    let rows: i64 = postgres::Client::connect(elsewhere, postgres::NoTls)
+        .unwrap()
         .query_one(
             "SELECT (SELECT count(*) FROM pp_subject_keys) + (SELECT count(*) FROM pp_audit_log)",
             &[],
         )
         .unwrap()
         .get(0);
-    assert_eq!(rows, 0, "the store wrote to the other database");
+    assert_eq!(rows, 0, "the store wrote elsewhere");
 }
 
 /// Two fresh databases with a table `orders (subject)` each, the second
@@ -2419,22 +2426,7 @@ fn a5_connections_opened_again_on_the_next_host_of_the_string_are_refused() {
              ALTER DATABASE {name} RENAME TO {name}_away;"
         ))
         .unwrap();
-    for _ in 0..5 {
-        assert!(custodian.seal(&email(SubjectId::random())).is_err());
-        assert!(store
-            .with_client(|c| c.batch_execute("SELECT 1").map_err(|e| e.to_string()))
-            .is_err());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let rows: i64 = postgres::Client::connect(&on_other, postgres::NoTls)
-        .unwrap()
-        .query_one(
-            "SELECT (SELECT count(*) FROM pp_subject_keys) + (SELECT count(*) FROM pp_audit_log)",
-            &[],
-        )
-        .unwrap()
-        .get(0);
-    assert_eq!(rows, 0, "the store wrote to the other server");
+    every_use_fails_and_nothing_lands(&store, &custodian, &on_other);
 }
 
 /// A4's verifier on a hardened server: a read-only role, in a database

@@ -1690,27 +1690,45 @@ fn a5_a_commit_request_writing_only_a_temporary_table_still_commits_to_the_log()
     let dir = temp_dir("commit_temp_only");
     let db = dir.path("shop.db");
     let store = SqliteStore::open(&db).unwrap();
-    let custodian = custodian_on(&store);
-    let wal_len = || wal_len(&db);
+    the_log_grows_after_the_write(&store, &db, |tx, _, _| {
+        tx.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS scratch (n INTEGER);
+             INSERT INTO scratch VALUES (1);",
+        )?;
+        Ok(())
+    });
+}
+
+/// One `commit_request` on `store` (its file at `db`) sealing an email,
+/// its host transaction `write` (handed the subject and the sealed
+/// email): the scope's commits are in the log when `write` returns, and
+/// the call appends to it after that (the commit mark, at `FULL`).
+fn the_log_grows_after_the_write(
+    store: &SqliteStore,
+    db: &Path,
+    write: impl FnOnce(
+        &rusqlite::Transaction<'_>,
+        SubjectId,
+        &privacy_pledge::Sealed<EmailAddress, Transaction>,
+    ) -> Result<(), Box<dyn std::error::Error>>,
+) {
+    let custodian = custodian_on(store);
     let at_write = std::cell::Cell::new(0);
     let ada = SubjectId::random();
     store
         .commit_request(
             &custodian,
             || seal_email_of(&custodian, ada),
-            |tx, _| {
-                tx.execute_batch(
-                    "CREATE TEMP TABLE IF NOT EXISTS scratch (n INTEGER);
-                     INSERT INTO scratch VALUES (1);",
-                )?;
-                at_write.set(wal_len());
+            |tx, sealed| {
+                write(tx, ada, sealed)?;
+                at_write.set(wal_len(db));
                 Ok(())
             },
         )
         .unwrap();
     assert!(at_write.get() > 0, "the scope's commits are in the log");
     assert!(
-        wal_len() > at_write.get(),
+        wal_len(db) > at_write.get(),
         "the last transaction appended nothing to the log ({} bytes before and after)",
         at_write.get()
     );
@@ -1743,24 +1761,10 @@ fn a5_a_commit_request_writing_only_another_attached_database_still_commits_to_t
             c.execute_batch("CREATE TABLE side.notes (n INTEGER)")
         })
         .unwrap();
-    let custodian = custodian_on(&store);
-    let at_write = std::cell::Cell::new(0);
-    store
-        .commit_request(
-            &custodian,
-            || seal_email_of(&custodian, SubjectId::random()),
-            |tx, _| {
-                tx.execute("INSERT INTO side.notes VALUES (1)", [])?;
-                at_write.set(wal_len(&db));
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert!(at_write.get() > 0, "the scope's commits are in the log");
-    assert!(
-        wal_len(&db) > at_write.get(),
-        "nothing appended after the write"
-    );
+    the_log_grows_after_the_write(&store, &db, |tx, _, _| {
+        tx.execute("INSERT INTO side.notes VALUES (1)", [])?;
+        Ok(())
+    });
 }
 
 /// A1 (host code that, inside `write`, ends the store's transaction,
@@ -1783,34 +1787,19 @@ fn a1_a_commit_request_whose_write_commits_unsynced_and_begins_again_still_ends_
     store
         .with_connection(|c| c.execute_batch("CREATE TABLE customers (subject TEXT, email BLOB)"))
         .unwrap();
-    let custodian = custodian_on(&store);
-    let at_write = std::cell::Cell::new(0);
-    let ada = SubjectId::random();
-    store
-        .commit_request(
-            &custodian,
-            || seal_email_of(&custodian, ada),
-            |tx, sealed| {
-                tx.execute_batch("COMMIT; PRAGMA synchronous = OFF")?;
-                let _: i64 = tx.query_row(
-                    "INSERT INTO customers VALUES (?1, ?2) RETURNING rowid",
-                    rusqlite::params![ada, sealed],
-                    |r| r.get(0),
-                )?;
-                // SQLite sets the level when it compiles the pragma: no
-                // statement finishes outside a transaction here.
-                drop(tx.prepare("PRAGMA synchronous = FULL")?);
-                tx.execute_batch("BEGIN IMMEDIATE")?;
-                at_write.set(wal_len(&db));
-                Ok(())
-            },
-        )
-        .unwrap();
-    assert!(at_write.get() > 0, "the scope's commits are in the log");
-    assert!(
-        wal_len(&db) > at_write.get(),
-        "nothing appended after the write"
-    );
+    the_log_grows_after_the_write(&store, &db, |tx, ada, sealed| {
+        tx.execute_batch("COMMIT; PRAGMA synchronous = OFF")?;
+        let _: i64 = tx.query_row(
+            "INSERT INTO customers VALUES (?1, ?2) RETURNING rowid",
+            rusqlite::params![ada, sealed],
+            |r| r.get(0),
+        )?;
+        // SQLite sets the level when it compiles the pragma: no statement
+        // finishes outside a transaction here.
+        drop(tx.prepare("PRAGMA synchronous = FULL")?);
+        tx.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    });
 }
 
 /// A5 (a second process erases while this one holds the subject's keys in
