@@ -1602,6 +1602,20 @@ fn a2_a_checkpoint_under_a_planted_later_one_still_flushes_the_log() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+/// A fresh database with the store's tables (made by a store that then
+/// closed), a new login role named `prefix_<random>` granted nothing yet,
+/// and an admin client of the database; `None` without a server.
+fn store_and_a_role(test: &str, prefix: &str) -> Option<(String, String, postgres::Client)> {
+    let db = database(test)?;
+    drop(PgStore::connect(&db).unwrap());
+    let role = format!("{prefix}_{}", SubjectId::random());
+    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!("CREATE ROLE {role} LOGIN"))
+        .unwrap();
+    Some((db, role, admin))
+}
+
 /// The commit mark that makes `commit_request` and `sign_checkpoint` flush
 /// the log is a message in the log, not a row: A2's trigger on
 /// `pp_commit_marks` (which skips every insert and delete) changes
@@ -1610,16 +1624,12 @@ fn a2_a_checkpoint_under_a_planted_later_one_still_flushes_the_log() {
 /// with an error that names the grant; granted, it connects and flushes.
 #[test]
 fn a2_the_commit_mark_is_no_row_and_a_role_without_it_is_refused_at_connect() {
-    let Some(db) = database("commit_mark_role") else {
+    let Some((db, role, mut admin)) = store_and_a_role("commit_mark_role", "pp_limited") else {
         return;
     };
-    drop(PgStore::connect(&db).unwrap());
-    let role = format!("pp_limited_{}", SubjectId::random());
-    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     admin
         .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN;
-             GRANT CREATE, USAGE ON SCHEMA public TO {role};
+            "GRANT CREATE, USAGE ON SCHEMA public TO {role};
              GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
              GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};
              CREATE FUNCTION pp_skip() RETURNS trigger LANGUAGE plpgsql
@@ -2436,16 +2446,12 @@ fn a5_connections_opened_again_on_the_next_host_of_the_string_are_refused() {
 /// trail as before.
 #[test]
 fn a4_a_verifier_without_pg_control_system_still_connects_read_only() {
-    let Some(db) = database("no_control_system") else {
+    let Some((db, role, mut admin)) = store_and_a_role("no_control_system", "pp_verifier") else {
         return;
     };
-    drop(PgStore::connect(&db).unwrap());
-    let role = format!("pp_verifier_{}", SubjectId::random());
-    let mut admin = postgres::Client::connect(&db, postgres::NoTls).unwrap();
     admin
         .batch_execute(&format!(
-            "CREATE ROLE {role} LOGIN;
-             GRANT USAGE ON SCHEMA public TO {role};
+            "GRANT USAGE ON SCHEMA public TO {role};
              GRANT SELECT ON ALL TABLES IN SCHEMA public TO {role};
              REVOKE EXECUTE ON FUNCTION pg_catalog.pg_control_system() FROM PUBLIC;"
         ))
