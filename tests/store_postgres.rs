@@ -2323,11 +2323,38 @@ fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_server() {
     store.with_client(|c| {
         *c = postgres::Client::connect(&other, postgres::NoTls).unwrap();
     });
-    let order = |ada: SubjectId| {
-        store.commit_request(
-            &custodian,
+    let e = order(&store, &custodian, None).unwrap_err().to_string();
+    assert!(e.contains("another server"), "{e}");
+    assert_eq!(
+        orders_in(&other),
+        0,
+        "the host's row went to another server"
+    );
+    order(&store, &custodian, None).unwrap();
+    assert_eq!(orders_in(&other), 0);
+    assert_eq!(orders_in(&db), 1);
+}
+
+/// One order in one `commit_request`: a new subject's email sealed, and a
+/// row of `orders` written by `write` — in a transaction of a client of
+/// its own on `swap_to`, put in place of the one it was handed, if given.
+fn order(
+    store: &PgStore,
+    custodian: &Custodian,
+    swap_to: Option<&str>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let ada = SubjectId::random();
+    store
+        .commit_request(
+            custodian,
             || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
             |tx, _| {
+                if let Some(params) = swap_to {
+                    let mine: &'static mut postgres::Client = Box::leak(Box::new(
+                        postgres::Client::connect(params, postgres::NoTls)?,
+                    ));
+                    *tx = mine.transaction()?;
+                }
                 tx.execute(
                     "INSERT INTO orders (subject) VALUES ($1)",
                     &[&ada.to_string()],
@@ -2335,17 +2362,7 @@ fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_server() {
                 Ok(())
             },
         )
-    };
-    let e = order(SubjectId::random()).unwrap_err().to_string();
-    assert!(e.contains("another server"), "{e}");
-    assert_eq!(
-        orders_in(&other),
-        0,
-        "the host's row went to another server"
-    );
-    order(SubjectId::random()).unwrap();
-    assert_eq!(orders_in(&other), 0);
-    assert_eq!(orders_in(&db), 1);
+        .map(drop)
 }
 
 /// A1 (hostile): inside `commit_request`'s `write`, host code puts a
@@ -2362,23 +2379,9 @@ fn a1_a_transaction_swapped_inside_write_is_not_committed_on_another_server() {
     };
     let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
     let custodian = custodian_on(&store);
-    let ada = SubjectId::random();
-    let out = store.commit_request(
-        &custodian,
-        || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
-        |tx, _| {
-            let mine: &'static mut postgres::Client = Box::leak(Box::new(
-                postgres::Client::connect(&other, postgres::NoTls)?,
-            ));
-            *tx = mine.transaction()?;
-            tx.execute(
-                "INSERT INTO orders (subject) VALUES ($1)",
-                &[&ada.to_string()],
-            )?;
-            Ok(())
-        },
-    );
-    let e = out.unwrap_err().to_string();
+    let e = order(&store, &custodian, Some(&other))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("another server"), "{e}");
     assert_eq!(orders_in(&other), 0, "committed on another server");
     assert_eq!(store.trail().unwrap().len(), 1, "the seal's event");
