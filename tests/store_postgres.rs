@@ -2318,21 +2318,43 @@ fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_server() {
     let Some((db, other)) = two_servers_with_orders("swap") else {
         return;
     };
-    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    a_swapped_client_fails_one_request_and_is_replaced(&db, &other);
+}
+
+/// A1 (careless), as above with a connection string that reaches another
+/// database of the store's server: no flush is lost there (one log per
+/// server), but the host's rows of every later request, other host code's
+/// too, would go to that database for as long as the client stays in the
+/// pool. The commit checks the database as well as the server.
+#[test]
+fn a1_a_client_replaced_inside_with_client_is_not_used_on_another_database() {
+    let (Some(db), Some(other)) = (database("swap_db_here"), database("swap_db_there")) else {
+        return;
+    };
+    for params in [&db, &other] {
+        postgres::Client::connect(params, postgres::NoTls)
+            .unwrap()
+            .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
+            .unwrap();
+    }
+    a_swapped_client_fails_one_request_and_is_replaced(&db, &other);
+}
+
+/// On a store over `db` whose one host client host code replaced with one
+/// on `other` (each with an empty `orders`): the next request fails,
+/// writing nothing on `other`, and the one after it lands in `db`.
+fn a_swapped_client_fails_one_request_and_is_replaced(db: &str, other: &str) {
+    let store = PgStore::connect_with(db, PoolOptions::new().pool_size(1)).unwrap();
     let custodian = custodian_on(&store);
     store.with_client(|c| {
-        *c = postgres::Client::connect(&other, postgres::NoTls).unwrap();
+        *c = postgres::Client::connect(other, postgres::NoTls).unwrap();
     });
     let e = order(&store, &custodian, None).unwrap_err().to_string();
-    assert!(e.contains("another server"), "{e}");
-    assert_eq!(
-        orders_in(&other),
-        0,
-        "the host's row went to another server"
-    );
+    assert!(e.contains("another server or database"), "{e}");
+    assert_eq!(orders_in(other), 0, "the host's row went elsewhere");
     order(&store, &custodian, None).unwrap();
-    assert_eq!(orders_in(&other), 0);
-    assert_eq!(orders_in(&db), 1);
+    assert_eq!(orders_in(other), 0);
+    assert_eq!(orders_in(db), 1);
 }
 
 /// One order in one `commit_request`: a new subject's email sealed, and a

@@ -59,11 +59,25 @@
 //! `with_client`) and `commit_request`'s transaction, and may put one of
 //! its own in their place: `commit_request` ends the host's transaction
 //! with a statement that fails it, before its commit, unless it runs on
-//! the writer's server (whose log its flush must reach), and a pooled
-//! client found elsewhere then is replaced by a new connection of the
-//! host's connection string. A
+//! the writer's server (whose log its flush must reach) and database, and
+//! a pooled client found elsewhere then is replaced by a new connection of
+//! the host's connection string. Until then such a client is lent as it
+//! is: `with_client` does not ask where its client is when the closure
+//! returns (a round trip per call), so host SQL after a swap runs wherever
+//! the swapped-in client reaches, and the first `commit_request` on it
+//! fails, writing nothing there. A
 //! transaction host code leaves open in [`with_client`](PgStore::with_client)
 //! is rolled back when the closure returns (one more round trip per call).
+//!
+//! A server that restarts inside a request scope is not seen. The keys a
+//! scope makes, and in `commit_request` its events, are committed without
+//! waiting for the disk, and the scope's one durable commit flushes them;
+//! if the server crashes (or a standby is promoted) after those commits
+//! and before that flush, it loses them, the connections are opened again
+//! on the server that came back — same system identifier, same database —
+//! and the flush there reports success: the request returns `Ok` while a
+//! key it sealed with, or its events, are gone. A durable commit per key
+//! (outside a scope) does not have the gap.
 //!
 //! # Host SQL and the store's tables
 //!
@@ -222,28 +236,37 @@ const COMMIT_THEN_MARK: &str = concat!(
 
 /// [`COMMIT_THEN_MARK`] after a statement that fails — and so aborts the
 /// host's transaction and skips the rest — unless the transaction runs on
-/// the server (by its system identifier) that `writer` is connected to.
-/// Host code is handed the transaction itself (`&mut Transaction`), and
-/// the client in `with_client`: it can put one of a client of its own in
-/// their place. The commit and its flush must still be on the server whose
-/// log the scope's commits went to (one log for all its databases), or
-/// none of it happens. The check costs the round trip about 30 µs of the
-/// server's time on the machine the benches ran on (`pgbench` against
-/// `SELECT 1`).
-fn commit_then_mark_on(writer: &mut Client) -> Result<String, StoreError> {
-    let server: i64 = writer
-        .query_one(
-            "SELECT (pg_catalog.pg_control_system()).system_identifier",
-            &[],
-        )
-        .and_then(|row| row.try_get(0))
-        .map_err(db_err)?;
-    Ok(format!(
+/// the server (by its system identifier) and in the database (by its OID)
+/// the store's writer reached ([`Reached`]). Host code is handed the
+/// transaction itself (`&mut Transaction`), and the client in
+/// `with_client`: it can put one of a client of its own in their place.
+/// The commit and its flush must still be on the server whose log the
+/// scope's commits went to (one log for all its databases), and a client
+/// found in another database is replaced like one on another server (see
+/// [`PgStore::commit_request`]), or none of it happens. The check costs the
+/// round trip about 30 µs of the server's time on the machine the benches
+/// ran on (`pgbench` against `SELECT 1`).
+///
+/// The expected values go in as quoted literals cast by name: a negative
+/// identifier written as a number (`-15…`) would be read as the unary `-`
+/// operator applied to it, which the host session's `search_path` resolves,
+/// and host code may have put a `-` of its own first there.
+fn commit_then_mark_on(writer: Reached) -> String {
+    format!("{}; {COMMIT_THEN_MARK}", on_the_writers(writer))
+}
+
+/// The statement of [`commit_then_mark_on`] that fails unless it runs on
+/// the server and in the database `writer` names.
+fn on_the_writers((server, database): Reached) -> String {
+    format!(
         "SELECT CAST(CASE WHEN (pg_catalog.pg_control_system()).system_identifier \
-         OPERATOR(pg_catalog.=) {server}::pg_catalog.int8 THEN '1' \
-         ELSE 'commit_request: the transaction is on another server than the store''s' \
-         END AS pg_catalog.int4); {COMMIT_THEN_MARK}"
-    ))
+         OPERATOR(pg_catalog.=) CAST('{server}' AS pg_catalog.int8) \
+         AND (SELECT oid FROM pg_catalog.pg_database \
+              WHERE datname OPERATOR(pg_catalog.=) pg_catalog.current_database()) \
+             OPERATOR(pg_catalog.=) CAST('{database}' AS pg_catalog.oid) THEN '1' \
+         ELSE 'commit_request: the transaction is on another server or database than the store''s' \
+         END AS pg_catalog.int4)"
+    )
 }
 
 /// How the store's own transactions begin: read committed by name, not by
@@ -602,7 +625,7 @@ impl PgStore {
         // and `commit_request`'s durable commit on a host connection must
         // flush the log the store's own commits went to.
         let reached = server_and_database(&mut writer)?;
-        let host_commit = commit_then_mark_on(&mut writer)?;
+        let host_commit = commit_then_mark_on(reached);
         // The store's own connections prepare the key store's statements
         // at once (see `Named`); the host's prepare nothing of the store's.
         let pool = |own: bool| {
@@ -2221,7 +2244,9 @@ impl ConsentStore for PgConsentStore {
 
 #[cfg(test)]
 mod tests {
-    use super::{hex_bytes, Literal, INSERT_KEY, KEYS_OF, NOTE};
+    use super::{
+        hex_bytes, on_the_writers, server_and_database, Literal, INSERT_KEY, KEYS_OF, NOTE,
+    };
 
     /// A1/A2 (host code or a row supplying the text): whatever a value
     /// holds, its literal is hex digits inside one pair of quotes, so it
@@ -2270,5 +2295,69 @@ mod tests {
         for garbage in ["0", "0g", "AB", "\\x00", "é0", " 00", "00 "] {
             assert_eq!(hex_bytes(garbage), None, "{garbage:?}");
         }
+    }
+
+    /// A1 (host code with a transaction on a server of its own, where it
+    /// may create a schema): the check that `commit_request`'s commit runs
+    /// on the writer's server and database names no operator the session's
+    /// `search_path` resolves. Each server's identifier is the seconds of
+    /// its `initdb` in its top bits, so every cluster made from 2038 on has
+    /// a negative one as `int8`; written as a number, `-N` would be the
+    /// unary `-` applied to `N`, and a `-` of the host's, put first in the
+    /// path, that answers the server's own identifier would pass the check
+    /// for any writer's. Here the server plays both: the check for the
+    /// writer `(-S, oid)` runs on server `S` with such a `-` in the path
+    /// and must fail; `(S, oid)` passes, and `(S, another oid)` fails.
+    #[test]
+    fn the_writers_check_resolves_no_operator_of_the_host() {
+        let Ok(base) = std::env::var("PP_TEST_PG") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "PP_TEST_PG is not set under CI: the PostgreSQL tests would not run"
+            );
+            eprintln!("SKIPPED: PP_TEST_PG is not set (run scripts/test)");
+            return;
+        };
+        let name = format!("pp_minus_{}", crate::SubjectId::random()).to_lowercase();
+        let mut admin =
+            postgres::Client::connect(&format!("{base} dbname=postgres"), postgres::NoTls).unwrap();
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap();
+        let params = format!("{base} dbname={name}");
+        let mut host = postgres::Client::connect(&params, postgres::NoTls).unwrap();
+        host.batch_execute(
+            "CREATE SCHEMA evil;
+             CREATE FUNCTION evil.this_server(pg_catalog.int8) RETURNS pg_catalog.int8
+                 LANGUAGE sql AS 'SELECT system_identifier FROM pg_catalog.pg_control_system()';
+             CREATE OPERATOR evil.- (RIGHTARG = pg_catalog.int8, FUNCTION = evil.this_server);
+             SET search_path = evil, pg_catalog, public;",
+        )
+        .unwrap();
+        let (server, database) = server_and_database(&mut host).unwrap();
+        // The host's `-` is the one the session finds.
+        let minus: i64 = host
+            .query_one(&format!("SELECT -{server}::int8"), &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(minus, server, "the host's operator is not in the path");
+        let mut passes = |writer| {
+            let mut tx = host.transaction().unwrap();
+            let passed = tx.batch_execute(&on_the_writers(writer)).is_ok();
+            drop(tx);
+            passed
+        };
+        let outcomes = [
+            passes((server.wrapping_neg(), database)),
+            passes((server, database)),
+            passes((server, database.wrapping_add(1))),
+        ];
+        drop(host);
+        let _ = admin.batch_execute(&format!("DROP DATABASE {name} WITH (FORCE)"));
+        assert_eq!(
+            outcomes,
+            [false, true, false],
+            "(another server with a negative identifier, the writer's, another database)"
+        );
     }
 }
