@@ -709,6 +709,13 @@ impl Custodian {
         ))
     }
 
+    /// Forgets the keys and noted tokens this custodian cached (see
+    /// `request::deferred_writes_kept`).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn forget_cached_keys(&self) {
+        self.vault.forget_cached();
+    }
+
     /// A new subject: a fresh random id, like [`SubjectId::random`], for
     /// someone this service has never seen (a sign-up).
     ///

@@ -61,7 +61,12 @@
 //! keeps R10: events committed (visible to every process) before the
 //! host's rows are written; the log made durable in order, so a power cut
 //! never keeps a row whose events it lost; nothing handed back before the
-//! durable commit. A signed checkpoint due at the scope's batch leaves the
+//! durable commit. (A log made durable in order covers what came before
+//! only on the same server's run: a PostgreSQL server that crashes in
+//! between, and comes back, loses the writes that were not flushed, and
+//! the durable commit then flushes a log without them. The PostgreSQL
+//! store counts the connections it opens again, and a request during
+//! which that happened fails; see its module docs.) A signed checkpoint due at the scope's batch leaves the
 //! database (into the checkpoint store, where a power cut cannot take it
 //! back) only after that durable commit, and never if the host's write
 //! fails: the next batch then signs one. Host code that sends something
@@ -326,6 +331,97 @@ pub(crate) fn durability_deferred(db: DatabaseId) -> bool {
     DEFERRED.with(Cell::get) == Some(db)
 }
 
+/// A count of how many times a store's connections were opened again (see
+/// [`deferred_on`]).
+#[cfg(feature = "postgres")]
+pub(crate) type Reopened = std::sync::Arc<std::sync::atomic::AtomicU64>;
+
+#[cfg(feature = "postgres")]
+thread_local! {
+    /// The stores this thread's request scope wrote to without waiting for
+    /// the disk, each with how many times its connections had been opened
+    /// again before that write (see [`deferred_on`]).
+    static UNFLUSHED: RefCell<Vec<(Reopened, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes, before a write of this thread's request scope that does not wait
+/// for the disk, on a connection of a store whose reopenings `reopened`
+/// counts: the scope's durable commit is to flush it. A server that crashes
+/// (or a standby promoted) in between loses it, and the store's connections
+/// are then opened again on the server that came back, whose flush reports
+/// success without it: the count moves, and [`deferred_writes_kept`] says
+/// so. (A connection opened again for another cause — an idle timeout —
+/// moves it too: the request then fails when it need not.)
+#[cfg(feature = "postgres")]
+pub(crate) fn deferred_on(reopened: &Reopened) {
+    use std::sync::atomic::Ordering;
+    UNFLUSHED.with(|u| {
+        let mut u = u.borrow_mut();
+        if !u.iter().any(|(r, _)| std::sync::Arc::ptr_eq(r, reopened)) {
+            u.push((reopened.clone(), reopened.load(Ordering::SeqCst)));
+        }
+    });
+}
+
+/// Whether every store this thread's scope wrote to without waiting for the
+/// disk still has the connections it wrote on (none opened again since),
+/// asked once the scope's durable commit returned, or just before it: then
+/// that commit, later on the same server's log, flushes those writes.
+pub(crate) fn deferred_writes_kept() -> bool {
+    #[cfg(feature = "postgres")]
+    {
+        use std::sync::atomic::Ordering;
+        UNFLUSHED.with(|u| {
+            u.borrow()
+                .iter()
+                .all(|(r, at)| r.load(Ordering::SeqCst) == *at)
+        })
+    }
+    #[cfg(not(feature = "postgres"))]
+    true
+}
+
+/// Ends what [`deferred_on`] noted on this thread, after the durable
+/// commit that was to flush it, `Ok` or not: if that commit failed, or
+/// the writes may be lost ([`deferred_writes_kept`]), `custodian` forgets
+/// the keys (and noted tokens) it cached, which may be among the lost.
+/// Whether the writes are kept.
+fn end_deferred(custodian: &Custodian, committed: bool) -> bool {
+    let kept = deferred_writes_kept();
+    #[cfg(feature = "postgres")]
+    {
+        let had = UNFLUSHED.with(|u| {
+            let mut u = u.borrow_mut();
+            let had = !u.is_empty();
+            u.clear();
+            had
+        });
+        if had && !(committed && kept) {
+            custodian.forget_cached_keys();
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = (custodian, committed);
+    kept
+}
+
+/// Fails the scope that `committed` ends unless its writes that did not
+/// wait for the disk are still there (see [`end_deferred`]).
+fn kept_or_failed(
+    custodian: &Custodian,
+    committed: Result<(), AuditError>,
+) -> Result<(), AuditError> {
+    if end_deferred(custodian, committed.is_ok()) {
+        return committed;
+    }
+    committed?;
+    Err(AuditError::new(
+        "the database's connections were opened again during the request (a server restart \
+         or failover?): what it wrote without waiting for the disk, such as a new key, may \
+         be lost, so nothing of it leaves",
+    ))
+}
+
 /// Work left for after a durable commit to one database.
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 type Waiting = Option<(DatabaseId, Vec<Box<dyn FnOnce()>>)>;
@@ -461,8 +557,9 @@ impl<'a> Open<'a> {
         self.closed = true;
         let scope = self.pop();
         let committed = match db {
+            // The durable commit that follows checks (`PgStore::commit_request`).
             Some(db) => with_deferred(db, || self.custodian.commit_staged(&scope.staged)),
-            None => self.custodian.commit_staged(&scope.staged),
+            None => kept_or_failed(self.custodian, self.custodian.commit_staged(&scope.staged)),
         };
         match scope.failed {
             Some(e) => Err(e),
@@ -649,22 +746,24 @@ impl Custodian {
         // commit: an `Err` of `f` (which may carry what `f` made) goes back
         // to the host now, so the scope's commit must reach the disk itself.
         let deferred = deferred.filter(|_| out.is_ok());
-        match scope.close_deferring(deferred) {
-            Ok(()) => {
-                let value = out?;
-                // `then` makes a durable commit on the same log whether the
-                // host's write succeeds or fails: the scope's deferred
-                // commit, earlier on that log, is durable before either
-                // result (the host's error may carry what `f` made) leaves.
-                then(&value)?;
-                after.run();
-                Ok(value)
-            }
+        let done = match scope.close_deferring(deferred) {
+            // `then` makes a durable commit on the same log whether the
+            // host's write succeeds or fails: the scope's deferred commit,
+            // earlier on that log, is durable before either result (the
+            // host's error may carry what `f` made) leaves. Before its
+            // commit it checks that the scope's writes that did not wait
+            // for the disk are still there (`PgStore::commit_request`).
+            Ok(()) => out.and_then(|value| then(&value).map(|()| value)),
             Err(e) => {
                 drop(out);
                 Err(Error::Audit(e).into())
             }
+        };
+        end_deferred(self, done.is_ok());
+        if done.is_ok() {
+            after.run();
         }
+        done
     }
 
     /// Commits the events staged so far in this thread's
@@ -704,7 +803,7 @@ impl Custodian {
     pub fn flush_request(&self) -> Result<(), Error> {
         crate::reentry::check()?;
         let staged = take(self.id);
-        self.commit_staged(&staged).map_err(|e| {
+        kept_or_failed(self, self.commit_staged(&staged)).map_err(|e| {
             failed(self.id, &e);
             Error::Audit(e)
         })

@@ -2409,6 +2409,199 @@ fn a1_a_transaction_swapped_inside_write_is_not_committed_on_another_server() {
     assert_eq!(store.trail().unwrap().len(), 1, "the seal's event");
 }
 
+// ---------------------------------------------------------------------------
+// A server that crashes inside a request (A5)
+
+/// A store over a fresh database with an `orders` table on the server the
+/// tests crash, and a custodian over it; `None` without that server.
+fn on_the_crashing_server(test: &str) -> Option<(String, PgStore, Custodian)> {
+    let db = pg::database_on_the_crashing_server(test)?;
+    postgres::Client::connect(&db, postgres::NoTls)
+        .unwrap()
+        .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
+        .unwrap();
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    Some((db, store, custodian))
+}
+
+/// The server crashes and comes back, then other threads' uses meet the
+/// closed connections, and so the store's connections (the writer's, its
+/// own pool's, the host's) are opened again on the server that came back.
+fn crash_then_other_uses_reconnect(store: &PgStore) {
+    pg::crash_and_restart();
+    other_uses_reconnect(store);
+}
+
+/// Uses of another custodian (with an audit sink of its own) and of host
+/// code on `store`, tried until they work: the store's connections, closed
+/// by a server that went away, are opened again.
+fn other_uses_reconnect(store: &PgStore) {
+    let _ = store.with_client(|c| c.batch_execute("SELECT 1").is_ok());
+    let other = custodian_on(store);
+    let reconnected = (0..5).any(|_| other.seal(&email(SubjectId::random())).is_ok());
+    assert!(reconnected, "the store works again after the restart");
+}
+
+/// How many orders of `db` name `subject`.
+fn orders_of(db: &str, subject: SubjectId) -> i64 {
+    postgres::Client::connect(db, postgres::NoTls)
+        .unwrap()
+        .query_one(
+            "SELECT count(*) FROM orders WHERE subject = $1",
+            &[&subject.to_string()],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// After a crash test: a new order on the store works, its envelope opens
+/// (in this custodian and in a new one, which reads the key from the
+/// table), and every stream of the trail verifies.
+fn the_store_goes_on(store: &PgStore, custodian: &Custodian) {
+    let bob = SubjectId::random();
+    let sealed = store
+        .commit_request(
+            custodian,
+            || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(bob))?) },
+            |tx, _| {
+                tx.execute(
+                    "INSERT INTO orders (subject) VALUES ($1)",
+                    &[&bob.to_string()],
+                )?;
+                Ok(())
+            },
+        )
+        .unwrap();
+    custodian.open(&sealed).unwrap();
+    custodian_on(store).open(&sealed).unwrap();
+    let reports = verify_streams(&store.trail().unwrap(), &keyring().audit_key(), &[]);
+    assert!(
+        !reports.is_empty() && reports.iter().all(|r| r.result.is_ok()),
+        "{reports:?}"
+    );
+}
+
+/// A5 (the fleet: the database server crashes and comes back inside a
+/// request). `commit_request`'s `f` seals for a new subject: the key is
+/// committed without waiting for the disk, for the request's durable
+/// commit to flush. The server crashes, losing it, and comes back with the
+/// same system identifier and database; other threads' uses open the
+/// store's connections again there. The request's events and the host's
+/// write would then commit there, and the flush succeed without the key:
+/// `Ok`, with an envelope nothing can open. Instead the request fails
+/// before the host's write commits, and the custodian forgets the key it
+/// cached, so a seal for the subject later makes one that is stored.
+#[test]
+fn a5_a_server_crash_inside_commit_request_fails_it_before_the_hosts_write_commits() {
+    let _one = pg::crashing();
+    let Some((db, store, custodian)) = on_the_crashing_server("crash_commit") else {
+        return;
+    };
+    // A use outside a scope, committed durably: the sink has no batch
+    // that did not wait for the disk (which would break its stream).
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let outcome = store.commit_request(
+        &custodian,
+        || -> Result<_, Box<dyn std::error::Error>> {
+            let sealed = custodian.seal(&email(ada))?;
+            crash_then_other_uses_reconnect(&store);
+            Ok(sealed)
+        },
+        |tx, _| {
+            tx.execute(
+                "INSERT INTO orders (subject) VALUES ($1)",
+                &[&ada.to_string()],
+            )?;
+            Ok(())
+        },
+    );
+    let (keys, orders) = (rows_of(&store, "pp_subject_keys", ada), orders_of(&db, ada));
+    assert!(
+        outcome.is_err() && orders == 0,
+        "commit_request: {:?} with the host's row written {orders} times and {keys} keys",
+        outcome.map(drop)
+    );
+    let e = outcome.unwrap_err().to_string();
+    assert!(e.contains("the host's write is not committed"), "{e}");
+    // The subject's key is made again, and stored, at its next seal.
+    let sealed = custodian.seal(&email(ada)).unwrap();
+    eprintln!(
+        "DEBUG keys before {keys} after reseal {}",
+        rows_of(&store, "pp_subject_keys", ada)
+    );
+    custodian_on(&store).open(&sealed).unwrap();
+    the_store_goes_on(&store, &custodian);
+}
+
+/// A5, as above inside a request scope (`Custodian::request`) and no host
+/// write: the scope's durable commit, of its events, runs on the server
+/// that came back, without the key its seal made; the scope fails instead
+/// of handing out the envelope.
+#[test]
+fn a5_a_server_crash_inside_a_request_scope_fails_the_scope() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_scope") else {
+        return;
+    };
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let outcome = custodian.request(|| -> Result<_, Error> {
+        let sealed = custodian.seal(&email(ada))?;
+        crash_then_other_uses_reconnect(&store);
+        Ok(sealed)
+    });
+    let keys = rows_of(&store, "pp_subject_keys", ada);
+    assert!(
+        outcome.is_err() || keys == 1,
+        "the scope returned its envelope with {keys} keys stored"
+    );
+    let e = outcome.unwrap_err().to_string();
+    assert!(e.contains("nothing of it leaves"), "{e}");
+    let sealed = custodian.seal(&email(ada)).unwrap();
+    custodian_on(&store).open(&sealed).unwrap();
+    the_store_goes_on(&store, &custodian);
+}
+
+/// A5: the server crashes inside `commit_request`'s `write`, after the
+/// scope's events were committed without waiting for the disk and before
+/// the host's commit, which fails. The events are lost with the crash.
+/// Another custodian's uses then open the writer's connection again: had
+/// the sink gone on in the same stream on it, its next rows would follow a
+/// gap, and the verifier would report the trail as tampered with. Its
+/// first batch after the restart fails instead, and it begins a new
+/// stream; every stream verifies.
+#[test]
+fn a5_a_crash_before_commit_requests_commit_leaves_a_trail_that_verifies() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_write") else {
+        return;
+    };
+    order(&store, &custodian, None).unwrap();
+    let ada = SubjectId::random();
+    let outcome = store.commit_request(
+        &custodian,
+        || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+        |_, _| {
+            pg::crash_and_restart();
+            Ok(())
+        },
+    );
+    assert!(outcome.is_err(), "the host's commit on a crashed server");
+    other_uses_reconnect(&store);
+    // This sink's first batch since: it fails, and the stream ends here.
+    let first = order(&store, &custodian, None).map_err(|e| e.to_string());
+    assert!(
+        first.as_ref().is_err_and(|e| e.contains("may be lost")),
+        "{first:?}"
+    );
+    // The key the crash lost is not used again from the custodian's cache.
+    let sealed = custodian.seal(&email(ada)).unwrap();
+    custodian_on(&store).open(&sealed).unwrap();
+    the_store_goes_on(&store, &custodian);
+}
+
 /// A5 (a failover to the wrong server): the store connects with a
 /// connection string naming two servers, each with a database of the
 /// name it gives and a store's tables in it, and reaches the first. That

@@ -332,6 +332,19 @@ impl Vault {
         f()
     }
 
+    /// Forgets every cached key and noted token: each is read from the
+    /// key store again when next needed. After a request whose writes that
+    /// did not wait for the disk may have been lost (a server restart),
+    /// the cache may hold a key, or a token noted, that the store lost.
+    #[cfg(feature = "postgres")]
+    pub(crate) fn forget_cached(&self) {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache.slots.map.clear();
+        cache.slots.order.clear();
+        drop(cache);
+        *self.noted.lock().unwrap_or_else(|p| p.into_inner()) = Noted::default();
+    }
+
     /// Whether this vault read (or made) keys of `subject` within its bound.
     fn has_fresh_keys(&self, subject: SubjectId, now: Timestamp) -> bool {
         let now = now.unix_nanos();

@@ -69,15 +69,26 @@
 //! transaction host code leaves open in [`with_client`](PgStore::with_client)
 //! is rolled back when the closure returns (one more round trip per call).
 //!
-//! A server that restarts inside a request scope is not seen. The keys a
-//! scope makes, and in `commit_request` its events, are committed without
-//! waiting for the disk, and the scope's one durable commit flushes them;
-//! if the server crashes (or a standby is promoted) after those commits
-//! and before that flush, it loses them, the connections are opened again
-//! on the server that came back — same system identifier, same database —
-//! and the flush there reports success: the request returns `Ok` while a
-//! key it sealed with, or its events, are gone. A durable commit per key
-//! (outside a scope) does not have the gap.
+//! A server that restarts inside a request scope fails the request. The
+//! keys a scope makes, and in `commit_request` its events, are committed
+//! without waiting for the disk, and the scope's one durable commit
+//! flushes them; a server that crashes (or a standby promoted) in between
+//! loses them, and the connections are then opened again on the server
+//! that came back — same system identifier, same database — whose flush
+//! would succeed without them. So the store counts the connections it
+//! opens again: if the count moved since the request began
+//! (`commit_request`, checked before the host's write commits) or since a
+//! scope's first such write (checked once its durable commit returned),
+//! the request fails and nothing of it leaves; the custodian forgets the
+//! keys it cached, which may be among the lost; and an audit sink whose
+//! writer's connection was opened again after a batch that did not wait
+//! for the disk fails its next batch and begins a new stream, so the
+//! verifier never meets a gap in one. A connection opened again for
+//! another cause (an idle timeout, `pg_terminate_backend`) fails a request
+//! that need not fail. Still open: another thread's request that sealed,
+//! between the crash and that failure, with a key the crash lost (its
+//! subject's, cached) made no write of its own to check, and returns its
+//! envelope.
 //!
 //! # Host SQL and the store's tables
 //!
@@ -466,6 +477,11 @@ struct Reconnect {
     /// Bumped each time the writer's connection is replaced: statements a
     /// sink prepared on the one before are prepared anew.
     writer_epoch: std::sync::atomic::AtomicU64,
+    /// Bumped each time any of the store's connections is opened again: a
+    /// request that wrote without waiting for the disk fails if it moved
+    /// before the request's durable commit (see
+    /// `request::deferred_writes_kept`).
+    reopened: crate::request::Reopened,
 }
 
 impl Reconnect {
@@ -481,6 +497,7 @@ impl Reconnect {
             read_only,
             reached,
             writer_epoch: std::sync::atomic::AtomicU64::new(0),
+            reopened: crate::request::Reopened::default(),
         })
     }
 
@@ -513,6 +530,8 @@ impl Reconnect {
         match fresh {
             Ok(c) => {
                 *client = c;
+                self.reopened
+                    .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 true
             }
             Err(_) => false,
@@ -885,17 +904,28 @@ impl PgStore {
     where
         E: From<crate::Error> + From<StoreError>,
     {
+        let reopened = self.reopened();
         custodian.request_then(self.database_id(), f, |value| {
+            let kept = crate::request::deferred_writes_kept() && self.reopened() == reopened;
             // On a connection of the store's own: the host's may be what
             // failed.
-            super::durable_before_error(|| self.host_write(value, write), || self.durable_mark())
+            super::durable_before_error(
+                || self.host_write((kept, reopened), value, write),
+                || self.durable_mark(),
+            )
         })
     }
 
     /// `commit_request`'s host transaction: `write`, then
     /// [`COMMIT_THEN_MARK`], which ends it and makes it durable.
+    ///
+    /// `kept`: whether the scope's commits that did not wait for the disk
+    /// were made on connections the store still had when it closed, and
+    /// how many times its connections had been opened again before the
+    /// request began (see `request::deferred_writes_kept`).
     fn host_write<T, E>(
         &self,
+        (kept, reopened): (bool, u64),
         value: &T,
         write: impl FnOnce(&mut postgres::Transaction<'_>, &T) -> Result<(), E>,
     ) -> Result<(), E>
@@ -913,6 +943,26 @@ impl PgStore {
             )
             .map_err(StoreError::from)?;
             written?;
+            // The scope's events, and any key it made, were committed
+            // without waiting for the disk, for this commit's flush to make
+            // durable. A server that crashed (or a standby promoted) since
+            // lost them, and a connection that reaches the server that came
+            // back — the same system identifier and database — would flush
+            // its log without them: a connection opened again since the
+            // request began (this one, when taken above, included) fails
+            // the request instead, before the host's write commits. A
+            // restart after this point closes this connection, and the
+            // commit fails.
+            if !kept || self.reopened() != reopened {
+                drop(tx);
+                return Err(StoreError::Database(
+                    "commit_request: the store's connections were opened again during the \
+                     request (a server restart or failover?): what it wrote without waiting \
+                     for the disk may be lost, so the host's write is not committed"
+                        .into(),
+                )
+                .into());
+            }
             commit_durably(tx, &self.host_commit)
         };
         committed.map_err(|e| {
@@ -929,6 +979,13 @@ impl PgStore {
             db_err(e)
         })?;
         Ok(())
+    }
+
+    /// How many times the store's connections were opened again.
+    fn reopened(&self) -> u64 {
+        self.reconnect
+            .reopened
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// [`MARK_AND_COMMIT`] on a connection of the store's own.
@@ -962,6 +1019,7 @@ impl PgStore {
             PgBatchWriter {
                 store: self.clone(),
                 prepared: Arc::default(),
+                unflushed: Arc::new(std::sync::atomic::AtomicU64::new(NOTHING_UNFLUSHED)),
             },
             key,
         )
@@ -1347,7 +1405,13 @@ pub type PgAuditSink = AuditStreamSink<PgBatchWriter>;
 pub struct PgBatchWriter {
     store: PgStore,
     prepared: Arc<Mutex<Option<Prepared>>>,
+    /// The writer's epoch of this sink's last batch committed without
+    /// waiting for the disk (`u64::MAX`: none since its last durable one).
+    unflushed: Arc<std::sync::atomic::AtomicU64>,
 }
+
+/// [`PgBatchWriter::unflushed`]'s "none".
+const NOTHING_UNFLUSHED: u64 = u64::MAX;
 
 /// The batch statements (rows, or rows and a checkpoint; each durable or
 /// deferred), prepared on the store's connection.
@@ -1431,6 +1495,22 @@ impl BatchWriter for PgBatchWriter {
             .writer_epoch
             .load(std::sync::atomic::Ordering::Relaxed);
         let mut prepared = self.prepared.lock().unwrap_or_else(|p| p.into_inner());
+        // A batch committed without waiting for the disk, then the
+        // writer's connection opened again (a server restart, a failover):
+        // that batch may be lost, and rows after it would leave a gap in
+        // the stream, which the verifier reports as tampering. This batch
+        // fails instead, and the sink begins a new stream, which the
+        // verifier reads beside the old one. (Opened again for another
+        // cause, one batch fails when it need not.)
+        let unflushed = self
+            .unflushed
+            .swap(NOTHING_UNFLUSHED, std::sync::atomic::Ordering::Relaxed);
+        if unflushed != NOTHING_UNFLUSHED && unflushed != epoch {
+            return Err(AuditError::new(
+                "pp_audit_log insert failed: the writer's connection was opened again after \
+                 a batch that did not wait for the disk, which may be lost",
+            ));
+        }
         if prepared.as_ref().is_none_or(|p| p.epoch != epoch) {
             *prepared = Some(Prepared {
                 epoch,
@@ -1477,10 +1557,14 @@ impl BatchWriter for PgBatchWriter {
                 ],
             ),
         };
-        if result.is_err() {
+        match &result {
             // Prepare again next time, in case the host's own statements
             // deallocated them (`DISCARD ALL`).
-            *prepared = None;
+            Err(_) => *prepared = None,
+            Ok(_) if !durable => self
+                .unflushed
+                .store(epoch, std::sync::atomic::Ordering::Relaxed),
+            Ok(_) => {}
         }
         // A batch the table did not take in whole (a rule the host put on
         // it that drops rows) is an error, and its uses do not happen. (A
@@ -1564,6 +1648,7 @@ fn locked<R>(
     // log, does. (`set_config(…, true)` is `SET LOCAL`, here in the same
     // round trip as the lock.)
     let sql = if crate::request::durability_deferred(store.database_id()) {
+        crate::request::deferred_on(&store.reconnect.reopened);
         "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
                 pg_catalog.set_config('synchronous_commit', 'off', true)"
     } else {
@@ -1758,7 +1843,12 @@ fn locked_statement(
          SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended('{subject}', 0)){deferred};\n\
          {statement};\nCOMMIT"
     );
-    let messages = named.run(&mut *store.lock()?, &sql).map_err(backend)?;
+    let mut client = store.lock()?;
+    if !deferred.is_empty() {
+        // After the connection is taken (and opened again, if it was).
+        crate::request::deferred_on(&store.reconnect.reopened);
+    }
+    let messages = named.run(&mut client, &sql).map_err(backend)?;
     // The rows between the lock's completion and the statement's (after
     // BEGIN's and the lock's).
     let lock = 2;

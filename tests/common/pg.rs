@@ -19,6 +19,35 @@ pub fn database_on_another_server(test: &str) -> Option<String> {
     database_on("PP_TEST_PG_OTHER", test)
 }
 
+/// A fresh database for one test on the server that tests crash and start
+/// again (`PP_TEST_PG_CRASH`, which `scripts/test` starts with a log writer
+/// that flushes commits made without waiting for the disk only every 10 s),
+/// or `None` as [`database`]. Hold [`crashing`] while using it.
+#[allow(dead_code)]
+pub fn database_on_the_crashing_server(test: &str) -> Option<String> {
+    database_on("PP_TEST_PG_CRASH", test)
+}
+
+/// Serialises the tests that crash `PP_TEST_PG_CRASH`'s server.
+#[allow(dead_code)]
+pub fn crashing() -> std::sync::MutexGuard<'static, ()> {
+    static CRASHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    CRASHING.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Crashes `PP_TEST_PG_CRASH`'s server (an immediate stop: what its log had
+/// not flushed is lost, as in a power cut) and starts it again, with
+/// `scripts/test`'s `PP_TEST_PG_CRASH_RESTART`.
+#[allow(dead_code)]
+pub fn crash_and_restart() {
+    let script = std::env::var("PP_TEST_PG_CRASH_RESTART")
+        .expect("PP_TEST_PG_CRASH_RESTART is set beside PP_TEST_PG_CRASH");
+    let status = std::process::Command::new(script)
+        .status()
+        .expect("the crash-and-restart script runs");
+    assert!(status.success(), "crash and restart: {status}");
+}
+
 fn database_on(server: &str, test: &str) -> Option<String> {
     let Ok(base) = std::env::var(server) else {
         assert!(
