@@ -716,6 +716,14 @@ impl Custodian {
         self.vault.forget_cached();
     }
 
+    /// The count of connections opened again of the PostgreSQL store this
+    /// custodian's writes in a request scope may skip their own durable
+    /// commit on (see `request::note_scope_start`).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn deferral_reopened(&self) -> Option<&crate::request::Reopened> {
+        self.vault.deferral_reopened()
+    }
+
     /// A new subject: a fresh random id, like [`SubjectId::random`], for
     /// someone this service has never seen (a sign-up).
     ///

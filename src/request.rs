@@ -332,68 +332,103 @@ pub(crate) fn durability_deferred(db: DatabaseId) -> bool {
 }
 
 /// A count of how many times a store's connections were opened again (see
-/// [`deferred_on`]).
+/// [`note_scope_start`]).
 #[cfg(feature = "postgres")]
 pub(crate) type Reopened = std::sync::Arc<std::sync::atomic::AtomicU64>;
 
+/// The count of each PostgreSQL store, by its database, for the custodians
+/// whose key store it is ([`reopened_of`]).
 #[cfg(feature = "postgres")]
-thread_local! {
-    /// The stores this thread's request scope wrote to without waiting for
-    /// the disk, each with how many times its connections had been opened
-    /// again before that write (see [`deferred_on`]).
-    static UNFLUSHED: RefCell<Vec<(Reopened, u64)>> = const { RefCell::new(Vec::new()) };
+static REOPENED: std::sync::Mutex<
+    Vec<(DatabaseId, std::sync::Weak<std::sync::atomic::AtomicU64>)>,
+> = std::sync::Mutex::new(Vec::new());
+
+/// Registers the count of the store whose database is `db`.
+#[cfg(feature = "postgres")]
+pub(crate) fn register_reopened(db: DatabaseId, reopened: &Reopened) {
+    let mut all = REOPENED.lock().unwrap_or_else(|p| p.into_inner());
+    all.retain(|(_, r)| r.strong_count() > 0);
+    all.push((db, std::sync::Arc::downgrade(reopened)));
 }
 
-/// Notes, before a write of this thread's request scope that does not wait
-/// for the disk, on a connection of a store whose reopenings `reopened`
-/// counts: the scope's durable commit is to flush it. A server that crashes
-/// (or a standby promoted) in between loses it, and the store's connections
-/// are then opened again on the server that came back, whose flush reports
-/// success without it: the count moves, and [`deferred_writes_kept`] says
-/// so. (A connection opened again for another cause — an idle timeout —
-/// moves it too: the request then fails when it need not.)
+/// The count registered for the store whose database is `db`, if it lives.
 #[cfg(feature = "postgres")]
-pub(crate) fn deferred_on(reopened: &Reopened) {
+pub(crate) fn reopened_of(db: DatabaseId) -> Option<Reopened> {
+    let all = REOPENED.lock().unwrap_or_else(|p| p.into_inner());
+    all.iter()
+        .rev()
+        .find(|(d, _)| *d == db)
+        .and_then(|(_, r)| r.upgrade())
+}
+
+#[cfg(feature = "postgres")]
+thread_local! {
+    /// For each custodian with a scope open on this thread whose writes to
+    /// its store may skip their own durable commit: the store's count, and
+    /// its value when the scope began (see [`note_scope_start`]).
+    static UNFLUSHED: RefCell<Vec<(u64, Reopened, u64)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Notes, as a scope of custodian `id` begins, how many times the store
+/// its writes may skip their own durable commit on (a new key, a noted
+/// token; in `commit_request` the scope's events) had its connections
+/// opened again. The scope's durable commit is to flush those writes. A
+/// server that crashes (or a standby promoted) in between loses them, and
+/// the store's connections are then opened again on the server that came
+/// back, whose flush reports success without them: the count moves, and
+/// [`deferred_writes_kept`] says so. The note is taken at the start, not
+/// at the scope's own writes: a seal with a key another thread's scope
+/// made, not yet flushed, relies on a write the crash may lose too. (A
+/// connection opened again for another cause — an idle timeout — moves it
+/// as well: the request then fails when it need not.)
+#[cfg(feature = "postgres")]
+pub(crate) fn note_scope_start(id: u64, reopened: &Reopened) {
     use std::sync::atomic::Ordering;
     UNFLUSHED.with(|u| {
         let mut u = u.borrow_mut();
-        if !u.iter().any(|(r, _)| std::sync::Arc::ptr_eq(r, reopened)) {
-            u.push((reopened.clone(), reopened.load(Ordering::SeqCst)));
+        if !u.iter().any(|(c, _, _)| *c == id) {
+            u.push((id, reopened.clone(), reopened.load(Ordering::SeqCst)));
         }
     });
 }
 
-/// Whether every store this thread's scope wrote to without waiting for the
-/// disk still has the connections it wrote on (none opened again since),
-/// asked once the scope's durable commit returned, or just before it: then
-/// that commit, later on the same server's log, flushes those writes.
-pub(crate) fn deferred_writes_kept() -> bool {
+/// Whether the store custodian `id`'s scope on this thread noted has not
+/// had its connections opened again since ([`note_scope_start`]): asked
+/// just before the scope's durable commit, or once it returned; then that
+/// commit, later on the same server's log, flushes the scope's writes.
+pub(crate) fn deferred_writes_kept(id: u64) -> bool {
     #[cfg(feature = "postgres")]
     {
         use std::sync::atomic::Ordering;
         UNFLUSHED.with(|u| {
             u.borrow()
                 .iter()
-                .all(|(r, at)| r.load(Ordering::SeqCst) == *at)
+                .filter(|(c, _, _)| *c == id)
+                .all(|(_, r, at)| r.load(Ordering::SeqCst) == *at)
         })
     }
     #[cfg(not(feature = "postgres"))]
-    true
+    {
+        let _ = id;
+        true
+    }
 }
 
-/// Ends what [`deferred_on`] noted on this thread, after the durable
-/// commit that was to flush it, `Ok` or not: if that commit failed, or
-/// the writes may be lost ([`deferred_writes_kept`]), `custodian` forgets
-/// the keys (and noted tokens) it cached, which may be among the lost.
-/// Whether the writes are kept.
-fn end_deferred(custodian: &Custodian, committed: bool) -> bool {
-    let kept = deferred_writes_kept();
+/// Whether `custodian`'s scope writes are kept ([`deferred_writes_kept`])
+/// after the durable commit that was to flush them, `Ok` or not
+/// (`committed`); if not, or if that commit failed, the custodian forgets
+/// the keys and noted tokens it cached, which may be among the lost.
+/// `end`: the scope ends, and its note with it.
+fn check_deferred(custodian: &Custodian, committed: bool, end: bool) -> bool {
+    let kept = deferred_writes_kept(custodian.id);
     #[cfg(feature = "postgres")]
     {
         let had = UNFLUSHED.with(|u| {
             let mut u = u.borrow_mut();
-            let had = !u.is_empty();
-            u.clear();
+            let had = u.iter().any(|(c, _, _)| *c == custodian.id);
+            if end {
+                u.retain(|(c, _, _)| *c != custodian.id);
+            }
             had
         });
         if had && !(committed && kept) {
@@ -401,17 +436,19 @@ fn end_deferred(custodian: &Custodian, committed: bool) -> bool {
         }
     }
     #[cfg(not(feature = "postgres"))]
-    let _ = (custodian, committed);
+    let _ = (committed, end);
     kept
 }
 
-/// Fails the scope that `committed` ends unless its writes that did not
-/// wait for the disk are still there (see [`end_deferred`]).
+/// Fails the scope (or the flush of it, `end` false) that `committed`
+/// ends unless its writes that did not wait for the disk are still there
+/// (see [`check_deferred`]).
 fn kept_or_failed(
     custodian: &Custodian,
     committed: Result<(), AuditError>,
+    end: bool,
 ) -> Result<(), AuditError> {
-    if end_deferred(custodian, committed.is_ok()) {
+    if check_deferred(custodian, committed.is_ok(), end) {
         return committed;
     }
     committed?;
@@ -538,6 +575,10 @@ impl<'a> Open<'a> {
             })
         });
         OPEN.with(|o| o.set(o.get() + 1));
+        #[cfg(feature = "postgres")]
+        if let Some(reopened) = custodian.deferral_reopened() {
+            note_scope_start(custodian.id, reopened);
+        }
         Open {
             custodian,
             closed: false,
@@ -559,7 +600,11 @@ impl<'a> Open<'a> {
         let committed = match db {
             // The durable commit that follows checks (`PgStore::commit_request`).
             Some(db) => with_deferred(db, || self.custodian.commit_staged(&scope.staged)),
-            None => kept_or_failed(self.custodian, self.custodian.commit_staged(&scope.staged)),
+            None => kept_or_failed(
+                self.custodian,
+                self.custodian.commit_staged(&scope.staged),
+                true,
+            ),
         };
         match scope.failed {
             Some(e) => Err(e),
@@ -759,7 +804,7 @@ impl Custodian {
                 Err(Error::Audit(e).into())
             }
         };
-        end_deferred(self, done.is_ok());
+        check_deferred(self, done.is_ok(), true);
         if done.is_ok() {
             after.run();
         }
@@ -803,7 +848,7 @@ impl Custodian {
     pub fn flush_request(&self) -> Result<(), Error> {
         crate::reentry::check()?;
         let staged = take(self.id);
-        kept_or_failed(self, self.commit_staged(&staged)).map_err(|e| {
+        kept_or_failed(self, self.commit_staged(&staged), false).map_err(|e| {
             failed(self.id, &e);
             Error::Audit(e)
         })

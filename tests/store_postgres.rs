@@ -2602,6 +2602,314 @@ fn a5_a_crash_before_commit_requests_commit_leaves_a_trail_that_verifies() {
     the_store_goes_on(&store, &custodian);
 }
 
+// ---------------------------------------------------------------------------
+// Review: crash holes
+
+/// A custodian of its own store on another server (its own sink there).
+fn custodian_elsewhere(test: &str) -> Option<(PgStore, Custodian)> {
+    let db = pg::database_on_another_server(test)?;
+    let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
+    let custodian = custodian_on(&store);
+    Some((store, custodian))
+}
+
+/// A5 + a second custodian (a service with one custodian per database):
+/// inside X's request scope, X seals for a new subject (its key committed
+/// without waiting for the disk); then a request scope of another
+/// custodian Y (another server) runs and ends; then X's server crashes and
+/// comes back. Y's scope end leaves X's note alone (notes are per
+/// custodian): X's scope, ending on the server that came back, fails
+/// instead of returning an envelope whose key is gone.
+#[test]
+fn a5_another_custodians_scope_inside_a_scope_leaves_its_crash_check_whole() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_scope") else {
+        return;
+    };
+    let (_y_store, y) = custodian_elsewhere("rv_other_scope_y").unwrap();
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let outcome = custodian.request(|| -> Result<_, Error> {
+        let sealed = custodian.seal(&email(ada))?;
+        y.request(|| -> Result<_, Error> { y.seal(&email(SubjectId::random())) })?;
+        crash_then_other_uses_reconnect(&store);
+        Ok(sealed)
+    });
+    let keys = rows_of(&store, "pp_subject_keys", ada);
+    let opens = outcome
+        .as_ref()
+        .map(|s| custodian_on(&store).open(s).is_ok());
+    // The custodian also goes on sealing with the lost key from its cache.
+    let again = custodian.seal(&email(ada)).unwrap();
+    let again_opens = custodian_on(&store).open(&again).is_ok();
+    assert!(
+        outcome.is_err() || keys == 1,
+        "the scope returned Ok with {keys} keys of its subject stored (opens in a new \
+         custodian: {opens:?}; a later seal from the cache opens: {again_opens})"
+    );
+}
+
+/// As above, with `flush_request` of a custodian that has no scope open on
+/// the thread ("nothing to do, and Ok, outside a scope"): it leaves X's
+/// note alone too.
+#[test]
+fn a5_another_custodians_flush_request_leaves_a_scopes_crash_check_whole() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_flush") else {
+        return;
+    };
+    let y = custodian_on(&store);
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let outcome = custodian.request(|| -> Result<_, Error> {
+        let sealed = custodian.seal(&email(ada))?;
+        y.flush_request()?;
+        crash_then_other_uses_reconnect(&store);
+        Ok(sealed)
+    });
+    let keys = rows_of(&store, "pp_subject_keys", ada);
+    assert!(
+        outcome.is_err() || keys == 1,
+        "the scope returned Ok with {keys} keys of its subject stored"
+    );
+}
+
+/// A5: the crash comes first, then another custodian's scope (its own
+/// database on another server, untouched) ends inside X's scope: it reads
+/// only its own note and succeeds, and X's scope, which lost its key,
+/// fails.
+#[test]
+fn a5_after_a_crash_only_the_scope_that_relied_on_the_server_fails() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_after") else {
+        return;
+    };
+    let (_y_store, y) = custodian_elsewhere("rv_other_after_y").unwrap();
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let mut inner = None;
+    let outcome = custodian.request(|| -> Result<_, Error> {
+        let sealed = custodian.seal(&email(ada))?;
+        crash_then_other_uses_reconnect(&store);
+        inner = Some(
+            y.request(|| -> Result<_, Error> { y.seal(&email(SubjectId::random())) })
+                .map(drop)
+                .map_err(|e| e.to_string()),
+        );
+        Ok(sealed)
+    });
+    let keys = rows_of(&store, "pp_subject_keys", ada);
+    assert!(
+        outcome.is_err() || keys == 1,
+        "the outer scope returned Ok with {keys} keys of its subject stored; the inner \
+         scope of the other server's custodian: {inner:?}"
+    );
+}
+
+/// A5, two threads of one custodian: thread B's scope makes ada's key
+/// (committed without waiting for the disk) and waits; thread A's scope
+/// seals for ada with the cached key — before any crash — and the server
+/// crashes inside A's scope. A made no write of its own, but its note was
+/// taken when its scope began: it fails rather than return an envelope
+/// whose key is lost.
+#[test]
+fn a5_a_scope_sealing_with_another_threads_unflushed_key_fails_after_a_crash() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_two_threads") else {
+        return;
+    };
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let (made_tx, made_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+    let (outcome, b) = std::thread::scope(|s| {
+        let (custodian, made_tx) = (&custodian, made_tx);
+        let b = s.spawn(move || {
+            custodian.request(|| -> Result<_, Error> {
+                let sealed = custodian.seal(&email(ada))?;
+                made_tx.send(()).unwrap();
+                go_rx.recv().unwrap();
+                Ok(sealed)
+            })
+        });
+        made_rx.recv().unwrap();
+        let outcome = custodian.request(|| -> Result<_, Error> {
+            let sealed = custodian.seal(&email(ada))?;
+            crash_then_other_uses_reconnect(&store);
+            Ok(sealed)
+        });
+        go_tx.send(()).unwrap();
+        (
+            outcome,
+            b.join().unwrap().map(drop).map_err(|e| e.to_string()),
+        )
+    });
+    let keys = rows_of(&store, "pp_subject_keys", ada);
+    assert!(
+        outcome.is_err() || keys == 1,
+        "thread A's scope returned Ok with {keys} keys of its subject stored (thread B: {b:?})"
+    );
+}
+
+/// A5, as `a5_another_custodians_scope_inside_a_scope_…` with the other
+/// custodian's `commit_request` on its own store (an order written to
+/// another database inside the request scope): X's scope still fails.
+#[test]
+fn a5_another_stores_commit_request_inside_a_scope_leaves_its_crash_check_whole() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_commit") else {
+        return;
+    };
+    let y_db = pg::database_on_another_server("rv_other_commit_y").unwrap();
+    postgres::Client::connect(&y_db, postgres::NoTls)
+        .unwrap()
+        .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
+        .unwrap();
+    let y_store = PgStore::connect_with(&y_db, PoolOptions::new().pool_size(1)).unwrap();
+    let y = custodian_on(&y_store);
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let outcome = custodian.request(|| -> Result<_, Box<dyn std::error::Error>> {
+        let sealed = custodian.seal(&email(ada))?;
+        order(&y_store, &y, None)?;
+        crash_then_other_uses_reconnect(&store);
+        Ok(sealed)
+    });
+    let keys = rows_of(&store, "pp_subject_keys", ada);
+    assert!(
+        outcome.is_err() || keys == 1,
+        "the scope returned Ok with {keys} keys of its subject stored"
+    );
+}
+
+/// A5, as `a5_another_custodians_flush_request_…` for a lookup token: X's
+/// scope notes ada's token (for her erasure receipt) without waiting for
+/// the disk; another custodian's `flush_request` runs; the crash loses the
+/// note. X's scope fails, and X forgets the tokens it took for noted, so
+/// asking again notes it: an erasure receipt will list it.
+#[test]
+fn a5_a_lookup_token_note_lost_in_a_crash_fails_the_scope_and_is_noted_again() {
+    let _one = pg::crashing();
+    let Some((_db, store, custodian)) = on_the_crashing_server("crash_token") else {
+        return;
+    };
+    let y = custodian_on(&store);
+    let ada = SubjectId::random();
+    custodian.seal(&email(ada)).unwrap(); // her key, durable
+    let before = rows_of(&store, "pp_subject_pseudonyms", ada);
+    let outcome = custodian.request(|| -> Result<_, Error> {
+        custodian.seal(&email(SubjectId::random()))?; // something staged
+        let token = custodian.lookup_token(&email(ada))?;
+        y.flush_request()?;
+        crash_then_other_uses_reconnect(&store);
+        Ok(token)
+    });
+    let after = rows_of(&store, "pp_subject_pseudonyms", ada);
+    let again = custodian.lookup_token(&email(ada)).map(drop);
+    let after_again = rows_of(&store, "pp_subject_pseudonyms", ada);
+    assert!(
+        outcome.is_err() || after > before,
+        "the scope returned its token Ok with {after} notes of ada stored ({before} before); \
+         the token asked again: {again:?}, {after_again} notes"
+    );
+}
+
+/// A custodian on `store` whose sink signs checkpoints (every 1000
+/// events: none due in these tests' batches) into a fresh directory;
+/// the sink too, and the directory.
+fn signing_custodian(
+    store: &PgStore,
+) -> (
+    Custodian,
+    Arc<privacy_pledge::store::postgres::PgAuditSink>,
+    DirCheckpointStore,
+) {
+    let keyring = keyring();
+    let dir = std::env::temp_dir().join(format!("pp-pg-rv-{}", SubjectId::random()));
+    let outside = DirCheckpointStore::new(&dir).unwrap();
+    let sink = Arc::new(
+        store
+            .audit_sink(keyring.audit_key())
+            .unwrap()
+            .with_checkpoints(keyring.checkpoint_signer().unwrap(), outside.clone(), 1000),
+    );
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(sink.clone())
+        .build()
+        .unwrap();
+    (custodian, sink, outside)
+}
+
+/// A5, a sink that signs checkpoints: `commit_request`'s events are
+/// committed without waiting for the disk, and the server crashes inside
+/// `write` (the request fails; its events are lost). The sink's next batch
+/// fails, and the stream is abandoned; once a batch goes through again the
+/// sink signs the old stream at its head as last written *durably*, not
+/// past the lost batch, and the verifier, with that checkpoint, finds every
+/// stream whole.
+#[test]
+fn a5_a_stream_abandoned_after_a_crash_is_signed_only_as_far_as_it_was_durable() {
+    let _one = pg::crashing();
+    let Some((_db, store, _custodian)) = on_the_crashing_server("crash_abandoned") else {
+        return;
+    };
+    let (custodian, _sink, outside) = signing_custodian(&store);
+    order(&store, &custodian, None).unwrap();
+    let ada = SubjectId::random();
+    let outcome = store.commit_request(
+        &custodian,
+        || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+        |_, _| {
+            pg::crash_and_restart();
+            Ok(())
+        },
+    );
+    assert!(outcome.is_err());
+    other_uses_reconnect(&store);
+    let first = order(&store, &custodian, None).map_err(|e| e.to_string());
+    assert!(first.is_err(), "{first:?}");
+    order(&store, &custodian, None).unwrap();
+    let public = keyring().checkpoint_signer().unwrap().public_key();
+    let checkpoints = outside.load().unwrap();
+    let report = verify_public(&store.trail().unwrap(), &public, &checkpoints);
+    assert!(report.is_intact(), "{report:?}");
+}
+
+/// A5, as above, then no further batch: `sign_checkpoint` (at shutdown, or
+/// the checkpoint guard) would sign the sink's written head — the lost
+/// batch included — after the writer's connection was opened again; it is
+/// refused, and no checkpoint vouches for rows the trail does not hold.
+#[test]
+fn a5_sign_checkpoint_after_a_crash_never_vouches_for_a_lost_batch() {
+    let _one = pg::crashing();
+    let Some((_db, store, _custodian)) = on_the_crashing_server("crash_sign_after") else {
+        return;
+    };
+    let (custodian, sink, outside) = signing_custodian(&store);
+    order(&store, &custodian, None).unwrap();
+    let ada = SubjectId::random();
+    let outcome = store.commit_request(
+        &custodian,
+        || -> Result<_, Box<dyn std::error::Error>> { Ok(custodian.seal(&email(ada))?) },
+        |_, _| {
+            pg::crash_and_restart();
+            Ok(())
+        },
+    );
+    assert!(outcome.is_err());
+    other_uses_reconnect(&store);
+    let signed = sink.sign_checkpoint().map(|s| s.checkpoint().seq());
+    let public = keyring().checkpoint_signer().unwrap().public_key();
+    let checkpoints = outside.load().unwrap();
+    let report = verify_public(&store.trail().unwrap(), &public, &checkpoints);
+    assert!(
+        signed.is_err() || report.is_intact(),
+        "sign_checkpoint: {signed:?}; {report:?}"
+    );
+}
+
 /// A5 (a failover to the wrong server): the store connects with a
 /// connection string naming two servers, each with a database of the
 /// name it gives and a store's tables in it, and reaches the first. That

@@ -215,6 +215,10 @@ pub(crate) struct Vault {
     /// scope, a new key and a noted token skip their own durable commit
     /// (see [`crate::request::DatabaseId`]).
     durable_by: (u64, Option<crate::request::DatabaseId>),
+    /// The count of connections opened again of that database's store, if
+    /// it is a PostgreSQL store's (see `request::note_scope_start`).
+    #[cfg(feature = "postgres")]
+    reopened: Option<crate::request::Reopened>,
 }
 
 fn bucket(len: usize) -> usize {
@@ -287,6 +291,8 @@ impl Vault {
             nonce_keys: NonceKeys::generate()?,
             noted: Mutex::new(Noted::default()),
             durable_by: (0, None),
+            #[cfg(feature = "postgres")]
+            reopened: None,
         })
     }
 
@@ -300,6 +306,16 @@ impl Vault {
     ) {
         let db = sink_db.filter(|db| self.store.database() == Some(*db));
         self.durable_by = (owner, db);
+        #[cfg(feature = "postgres")]
+        {
+            self.reopened = db.and_then(crate::request::reopened_of);
+        }
+    }
+
+    /// See [`Vault::reopened`](Self).
+    #[cfg(feature = "postgres")]
+    pub(crate) fn deferral_reopened(&self) -> Option<&crate::request::Reopened> {
+        self.reopened.as_ref()
     }
 
     /// Runs `f` (the sealing of one record about `subject`) knowing the

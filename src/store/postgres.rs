@@ -70,25 +70,29 @@
 //! is rolled back when the closure returns (one more round trip per call).
 //!
 //! A server that restarts inside a request scope fails the request. The
-//! keys a scope makes, and in `commit_request` its events, are committed
-//! without waiting for the disk, and the scope's one durable commit
-//! flushes them; a server that crashes (or a standby promoted) in between
-//! loses them, and the connections are then opened again on the server
-//! that came back — same system identifier, same database — whose flush
-//! would succeed without them. So the store counts the connections it
-//! opens again: if the count moved since the request began
-//! (`commit_request`, checked before the host's write commits) or since a
-//! scope's first such write (checked once its durable commit returned),
-//! the request fails and nothing of it leaves; the custodian forgets the
-//! keys it cached, which may be among the lost; and an audit sink whose
-//! writer's connection was opened again after a batch that did not wait
-//! for the disk fails its next batch and begins a new stream, so the
-//! verifier never meets a gap in one. A connection opened again for
-//! another cause (an idle timeout, `pg_terminate_backend`) fails a request
-//! that need not fail. Still open: another thread's request that sealed,
-//! between the crash and that failure, with a key the crash lost (its
-//! subject's, cached) made no write of its own to check, and returns its
-//! envelope.
+//! keys a scope makes (and the lookup tokens it notes), and in
+//! `commit_request` its events, are committed without waiting for the
+//! disk, and the scope's one durable commit flushes them; a server that
+//! crashes (or a standby promoted) in between loses them, and the
+//! connections are then opened again on the server that came back — same
+//! system identifier, same database — whose flush would succeed without
+//! them. So the store counts the connections it opens again, and each
+//! custodian's scope notes the count as it begins (a seal with a key
+//! another thread's scope made, not yet flushed, relies on that write
+//! too): if it moved by the scope's durable commit (`commit_request`:
+//! checked before the host's write commits; a scope: once its commit
+//! returned), the request fails and nothing of it leaves, and the
+//! custodian forgets the keys and noted tokens it cached, which may be
+//! among the lost. An audit sink whose writer's connection was opened
+//! again after a batch that did not wait for the disk fails its next batch
+//! and begins a new stream, so the verifier never meets a gap in one; it
+//! signs the old stream only as far as it was written durably, and refuses
+//! to sign a checkpoint over such a batch. What this costs: a connection
+//! opened again for another cause (an idle timeout, `pg_terminate_backend`)
+//! fails the requests in flight, and a sink's next batch once. Still open:
+//! a use outside any scope that seals, after the crash, with a key another
+//! thread's scope made and the crash lost (cached) is audited by a durable
+//! commit on the server that came back, and returns its envelope.
 //!
 //! # Host SQL and the store's tables
 //!
@@ -670,12 +674,14 @@ impl PgStore {
             let mut client = host.get(false).map_err(StoreError::from)?;
             check_commit_mark(&mut client)?;
         }
-        Ok(PgStore {
+        let store = PgStore {
             schema: schema.into(),
             conns: Arc::new(Conns::pooled(writer, pool(true)?, host)),
             reconnect: Reconnect::new(params, host_params, false, Some(reached)),
             host_commit: host_commit.into(),
-        })
+        };
+        crate::request::register_reopened(store.database_id(), &store.reconnect.reopened);
+        Ok(store)
     }
 
     /// How many connections each of the store's two pools holds — the
@@ -906,7 +912,8 @@ impl PgStore {
     {
         let reopened = self.reopened();
         custodian.request_then(self.database_id(), f, |value| {
-            let kept = crate::request::deferred_writes_kept() && self.reopened() == reopened;
+            let kept =
+                crate::request::deferred_writes_kept(custodian.id) && self.reopened() == reopened;
             // On a connection of the store's own: the host's may be what
             // failed.
             super::durable_before_error(
@@ -1020,6 +1027,7 @@ impl PgStore {
                 store: self.clone(),
                 prepared: Arc::default(),
                 unflushed: Arc::new(std::sync::atomic::AtomicU64::new(NOTHING_UNFLUSHED)),
+                lost: Arc::default(),
             },
             key,
         )
@@ -1408,6 +1416,9 @@ pub struct PgBatchWriter {
     /// The writer's epoch of this sink's last batch committed without
     /// waiting for the disk (`u64::MAX`: none since its last durable one).
     unflushed: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether the last batch failed for `unflushed` (see
+    /// [`BatchWriter::lost_unflushed`]).
+    lost: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// [`PgBatchWriter::unflushed`]'s "none".
@@ -1505,7 +1516,9 @@ impl BatchWriter for PgBatchWriter {
         let unflushed = self
             .unflushed
             .swap(NOTHING_UNFLUSHED, std::sync::atomic::Ordering::Relaxed);
-        if unflushed != NOTHING_UNFLUSHED && unflushed != epoch {
+        let lost = unflushed != NOTHING_UNFLUSHED && unflushed != epoch;
+        self.lost.store(lost, std::sync::atomic::Ordering::Relaxed);
+        if lost {
             return Err(AuditError::new(
                 "pp_audit_log insert failed: the writer's connection was opened again after \
                  a batch that did not wait for the disk, which may be lost",
@@ -1592,11 +1605,28 @@ impl BatchWriter for PgBatchWriter {
             seq_col(checkpoint.checkpoint().seq())?,
             json,
         );
-        self.store
-            .writer()?
-            .simple_query(&sql)
-            .map(drop)
-            .map_err(insert_failed)
+        let mut writer = self.store.writer()?;
+        // A checkpoint vouches for the rows up to it: not if a batch among
+        // them, written without a sync, may have been lost since (the
+        // writer's connection was opened again). The next batch then
+        // begins a new stream (see `write`).
+        let unflushed = self.unflushed.load(std::sync::atomic::Ordering::Relaxed);
+        let epoch = self
+            .store
+            .reconnect
+            .writer_epoch
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if unflushed != NOTHING_UNFLUSHED && unflushed != epoch {
+            return Err(AuditError::new(
+                "pp_checkpoints upsert refused: the writer's connection was opened again \
+                 after a batch that did not wait for the disk, which may be lost",
+            ));
+        }
+        writer.simple_query(&sql).map(drop).map_err(insert_failed)
+    }
+
+    fn lost_unflushed(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -1648,7 +1678,6 @@ fn locked<R>(
     // log, does. (`set_config(…, true)` is `SET LOCAL`, here in the same
     // round trip as the lock.)
     let sql = if crate::request::durability_deferred(store.database_id()) {
-        crate::request::deferred_on(&store.reconnect.reopened);
         "SELECT pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtextextended($1, 0)),
                 pg_catalog.set_config('synchronous_commit', 'off', true)"
     } else {
@@ -1844,10 +1873,6 @@ fn locked_statement(
          {statement};\nCOMMIT"
     );
     let mut client = store.lock()?;
-    if !deferred.is_empty() {
-        // After the connection is taken (and opened again, if it was).
-        crate::request::deferred_on(&store.reconnect.reopened);
-    }
     let messages = named.run(&mut client, &sql).map_err(backend)?;
     // The rows between the lock's completion and the statement's (after
     // BEGIN's and the lock's).

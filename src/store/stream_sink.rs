@@ -40,6 +40,14 @@ pub trait BatchWriter: sealed::Sealed + Send + Sync {
         checkpoint: &SignedCheckpoint,
         json: &str,
     ) -> Result<(), AuditError>;
+
+    /// Whether the last [`write`](Self::write) failed because a batch
+    /// written before without a sync may have been lost (a server that
+    /// restarted since): then the stream's head as last written is not
+    /// known to be in the database, only as last written durably.
+    fn lost_unflushed(&self) -> bool {
+        false
+    }
 }
 
 /// One audit row as a store writes it: the event's JSON and the query
@@ -317,6 +325,9 @@ pub struct AuditStreamSink<W: BatchWriter> {
     /// successful batch): what [`sign_checkpoint`](Self::sign_checkpoint)
     /// signs, never an event still queued or in a batch being written.
     written: Mutex<(StreamId, Checkpoint)>,
+    /// The stream and head of the last batch committed with a sync: what
+    /// a stream left after [`BatchWriter::lost_unflushed`] is signed at.
+    written_durable: Mutex<(StreamId, Checkpoint)>,
     /// Heads of streams left after a failed commit, committed but not yet
     /// signed: signed at the next successful commit, or at
     /// [`sign_checkpoint`](Self::sign_checkpoint).
@@ -440,6 +451,7 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             commits: AtomicU64::new(0),
             events: AtomicU64::new(0),
             written: Mutex::new((stream, Checkpoint::GENESIS)),
+            written_durable: Mutex::new((stream, Checkpoint::GENESIS)),
             abandoned: Mutex::default(),
             checkpoints: None,
         })
@@ -669,7 +681,13 @@ impl<W: BatchWriter> AuditStreamSink<W> {
             // What this stream committed before the failure ends it: its
             // head is signed once a commit goes through again. (No other
             // commit runs meanwhile: this thread is the committer.)
-            let written = *lock(&self.written);
+            // If the failure says batches written without a sync may be
+            // lost, only what was written with one is known to be there.
+            let written = if self.writer.lost_unflushed() {
+                *lock(&self.written_durable)
+            } else {
+                *lock(&self.written)
+            };
             if written.0 == chain.stream && written.1.seq() > 0 {
                 lock(&self.abandoned).push(written);
             }
@@ -711,6 +729,9 @@ impl<W: BatchWriter> AuditStreamSink<W> {
         self.commits.fetch_add(1, Ordering::Relaxed);
         if let Some(last) = batch.last() {
             *lock(&self.written) = (last.stream, last.head);
+            if durable {
+                *lock(&self.written_durable) = (last.stream, last.head);
+            }
         }
         if let Some(cp) = &self.checkpoints {
             if !lock(&self.abandoned).is_empty() && self.sign_abandoned(cp).is_err() {
