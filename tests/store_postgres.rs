@@ -2613,6 +2613,44 @@ fn custodian_elsewhere(test: &str) -> Option<(PgStore, Custodian)> {
     Some((store, custodian))
 }
 
+/// X's request scope on the crashing server's `store`, after one durable
+/// use: it seals for a new subject, runs `meanwhile` (a use of another
+/// custodian, say), and the server crashes and comes back inside it
+/// ([`crash_then_other_uses_reconnect`]; before `meanwhile` if
+/// `crash_first`). The scope must fail, or its subject's key be stored: a
+/// scope that returns `Ok` with its key lost is the hole.
+fn a_scope_across_a_crash(
+    store: &PgStore,
+    custodian: &Custodian,
+    crash_first: bool,
+    meanwhile: impl FnOnce() -> Result<(), Box<dyn std::error::Error>>,
+) {
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let mut inner = None;
+    let outcome = custodian.request(|| -> Result<_, Box<dyn std::error::Error>> {
+        let sealed = custodian.seal(&email(ada))?;
+        if crash_first {
+            crash_then_other_uses_reconnect(store);
+        }
+        inner = Some(meanwhile().map_err(|e| e.to_string()));
+        if !crash_first {
+            crash_then_other_uses_reconnect(store);
+        }
+        Ok(sealed)
+    });
+    let keys = rows_of(store, "pp_subject_keys", ada);
+    // Nor does the custodian go on sealing with the lost key from its cache.
+    let again = custodian.seal(&email(ada)).unwrap();
+    let again_opens = custodian_on(store).open(&again).is_ok();
+    assert!(
+        (outcome.is_err() || keys == 1) && again_opens,
+        "the scope returned {:?} with {keys} keys of its subject stored (the use inside it: \
+         {inner:?}); a later seal opens in a new custodian: {again_opens}",
+        outcome.map(drop).map_err(|e| e.to_string())
+    );
+}
+
 /// A5 + a second custodian (a service with one custodian per database):
 /// inside X's request scope, X seals for a new subject (its key committed
 /// without waiting for the disk); then a request scope of another
@@ -2626,27 +2664,11 @@ fn a5_another_custodians_scope_inside_a_scope_leaves_its_crash_check_whole() {
     let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_scope") else {
         return;
     };
-    let (_y_store, y) = custodian_elsewhere("rv_other_scope_y").unwrap();
-    custodian.seal(&email(SubjectId::random())).unwrap();
-    let ada = SubjectId::random();
-    let outcome = custodian.request(|| -> Result<_, Error> {
-        let sealed = custodian.seal(&email(ada))?;
+    let (_y_store, y) = custodian_elsewhere("crash_other_scope_y").unwrap();
+    a_scope_across_a_crash(&store, &custodian, false, || {
         y.request(|| -> Result<_, Error> { y.seal(&email(SubjectId::random())) })?;
-        crash_then_other_uses_reconnect(&store);
-        Ok(sealed)
+        Ok(())
     });
-    let keys = rows_of(&store, "pp_subject_keys", ada);
-    let opens = outcome
-        .as_ref()
-        .map(|s| custodian_on(&store).open(s).is_ok());
-    // The custodian also goes on sealing with the lost key from its cache.
-    let again = custodian.seal(&email(ada)).unwrap();
-    let again_opens = custodian_on(&store).open(&again).is_ok();
-    assert!(
-        outcome.is_err() || keys == 1,
-        "the scope returned Ok with {keys} keys of its subject stored (opens in a new \
-         custodian: {opens:?}; a later seal from the cache opens: {again_opens})"
-    );
 }
 
 /// As above, with `flush_request` of a custodian that has no scope open on
@@ -2659,19 +2681,7 @@ fn a5_another_custodians_flush_request_leaves_a_scopes_crash_check_whole() {
         return;
     };
     let y = custodian_on(&store);
-    custodian.seal(&email(SubjectId::random())).unwrap();
-    let ada = SubjectId::random();
-    let outcome = custodian.request(|| -> Result<_, Error> {
-        let sealed = custodian.seal(&email(ada))?;
-        y.flush_request()?;
-        crash_then_other_uses_reconnect(&store);
-        Ok(sealed)
-    });
-    let keys = rows_of(&store, "pp_subject_keys", ada);
-    assert!(
-        outcome.is_err() || keys == 1,
-        "the scope returned Ok with {keys} keys of its subject stored"
-    );
+    a_scope_across_a_crash(&store, &custodian, false, || Ok(y.flush_request()?));
 }
 
 /// A5: the crash comes first, then another custodian's scope (its own
@@ -2684,26 +2694,11 @@ fn a5_after_a_crash_only_the_scope_that_relied_on_the_server_fails() {
     let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_after") else {
         return;
     };
-    let (_y_store, y) = custodian_elsewhere("rv_other_after_y").unwrap();
-    custodian.seal(&email(SubjectId::random())).unwrap();
-    let ada = SubjectId::random();
-    let mut inner = None;
-    let outcome = custodian.request(|| -> Result<_, Error> {
-        let sealed = custodian.seal(&email(ada))?;
-        crash_then_other_uses_reconnect(&store);
-        inner = Some(
-            y.request(|| -> Result<_, Error> { y.seal(&email(SubjectId::random())) })
-                .map(drop)
-                .map_err(|e| e.to_string()),
-        );
-        Ok(sealed)
+    let (_y_store, y) = custodian_elsewhere("crash_other_after_y").unwrap();
+    a_scope_across_a_crash(&store, &custodian, true, || {
+        y.request(|| -> Result<_, Error> { y.seal(&email(SubjectId::random())) })?;
+        Ok(())
     });
-    let keys = rows_of(&store, "pp_subject_keys", ada);
-    assert!(
-        outcome.is_err() || keys == 1,
-        "the outer scope returned Ok with {keys} keys of its subject stored; the inner \
-         scope of the other server's custodian: {inner:?}"
-    );
 }
 
 /// A5, two threads of one custodian: thread B's scope makes ada's key
@@ -2760,26 +2755,14 @@ fn a5_another_stores_commit_request_inside_a_scope_leaves_its_crash_check_whole(
     let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_commit") else {
         return;
     };
-    let y_db = pg::database_on_another_server("rv_other_commit_y").unwrap();
+    let y_db = pg::database_on_another_server("crash_other_commit_y").unwrap();
     postgres::Client::connect(&y_db, postgres::NoTls)
         .unwrap()
         .batch_execute("CREATE TABLE orders (subject TEXT NOT NULL)")
         .unwrap();
     let y_store = PgStore::connect_with(&y_db, PoolOptions::new().pool_size(1)).unwrap();
     let y = custodian_on(&y_store);
-    custodian.seal(&email(SubjectId::random())).unwrap();
-    let ada = SubjectId::random();
-    let outcome = custodian.request(|| -> Result<_, Box<dyn std::error::Error>> {
-        let sealed = custodian.seal(&email(ada))?;
-        order(&y_store, &y, None)?;
-        crash_then_other_uses_reconnect(&store);
-        Ok(sealed)
-    });
-    let keys = rows_of(&store, "pp_subject_keys", ada);
-    assert!(
-        outcome.is_err() || keys == 1,
-        "the scope returned Ok with {keys} keys of its subject stored"
-    );
+    a_scope_across_a_crash(&store, &custodian, false, || order(&y_store, &y, None));
 }
 
 /// A5, as `a5_another_custodians_flush_request_…` for a lookup token: X's
