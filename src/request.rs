@@ -66,10 +66,11 @@
 //! between, and comes back, loses the writes that were not flushed, and
 //! the durable commit then flushes a log without them. The PostgreSQL
 //! store counts the connections it opens again, and a request during
-//! which that happened fails; see its module docs.) A signed checkpoint due at the scope's batch leaves the
-//! database (into the checkpoint store, where a power cut cannot take it
-//! back) only after that durable commit, and never if the host's write
-//! fails: the next batch then signs one. Host code that sends something
+//! which that happened fails; see its module docs.) A signed checkpoint
+//! due at the scope's batch leaves the database (into the checkpoint
+//! store, where a power cut cannot take it back) only after that durable
+//! commit, and never if the host's write fails: the next batch then signs
+//! one. Host code that sends something
 //! out of the process by its own means from inside the scope (writes a
 //! sealed row to its database, calls a service) commits first with
 //! [`Custodian::flush_request`], or does it after [`Custodian::request`]

@@ -2603,7 +2603,7 @@ fn a5_a_crash_before_commit_requests_commit_leaves_a_trail_that_verifies() {
 }
 
 // ---------------------------------------------------------------------------
-// Review: crash holes
+// A server that crashes inside a request: several custodians and threads, signed checkpoints
 
 /// A custodian of its own store on another server (its own sink there).
 fn custodian_elsewhere(test: &str) -> Option<(PgStore, Custodian)> {
@@ -2808,7 +2808,7 @@ fn signing_custodian(
     DirCheckpointStore,
 ) {
     let keyring = keyring();
-    let dir = std::env::temp_dir().join(format!("pp-pg-rv-{}", SubjectId::random()));
+    let dir = std::env::temp_dir().join(format!("pp-pg-crash-checkpoints-{}", SubjectId::random()));
     let outside = DirCheckpointStore::new(&dir).unwrap();
     let sink = Arc::new(
         store
