@@ -2412,9 +2412,18 @@ fn a1_a_transaction_swapped_inside_write_is_not_committed_on_another_server() {
 // ---------------------------------------------------------------------------
 // A server that crashes inside a request (A5)
 
-/// A store over a fresh database with an `orders` table on the server the
-/// tests crash, and a custodian over it; `None` without that server.
-fn on_the_crashing_server(test: &str) -> Option<(String, PgStore, Custodian)> {
+/// The server the tests crash, held for one test ([`pg::crashing`], taken
+/// before anything touches it), a store over a fresh database there with
+/// an `orders` table, and a custodian over it; `None` without that server.
+fn on_the_crashing_server(
+    test: &str,
+) -> Option<(
+    std::sync::MutexGuard<'static, ()>,
+    String,
+    PgStore,
+    Custodian,
+)> {
+    let one = pg::crashing();
     let db = pg::database_on_the_crashing_server(test)?;
     postgres::Client::connect(&db, postgres::NoTls)
         .unwrap()
@@ -2422,7 +2431,7 @@ fn on_the_crashing_server(test: &str) -> Option<(String, PgStore, Custodian)> {
         .unwrap();
     let store = PgStore::connect_with(&db, PoolOptions::new().pool_size(1)).unwrap();
     let custodian = custodian_on(&store);
-    Some((db, store, custodian))
+    Some((one, db, store, custodian))
 }
 
 /// The server crashes and comes back, then other threads' uses meet the
@@ -2494,8 +2503,7 @@ fn the_store_goes_on(store: &PgStore, custodian: &Custodian) {
 /// cached, so a seal for the subject later makes one that is stored.
 #[test]
 fn a5_a_server_crash_inside_commit_request_fails_it_before_the_hosts_write_commits() {
-    let _one = pg::crashing();
-    let Some((db, store, custodian)) = on_the_crashing_server("crash_commit") else {
+    let Some((_one, db, store, custodian)) = on_the_crashing_server("crash_commit") else {
         return;
     };
     // A use outside a scope, committed durably: the sink has no batch
@@ -2541,8 +2549,7 @@ fn a5_a_server_crash_inside_commit_request_fails_it_before_the_hosts_write_commi
 /// of handing out the envelope.
 #[test]
 fn a5_a_server_crash_inside_a_request_scope_fails_the_scope() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_scope") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_scope") else {
         return;
     };
     custodian.seal(&email(SubjectId::random())).unwrap();
@@ -2574,8 +2581,7 @@ fn a5_a_server_crash_inside_a_request_scope_fails_the_scope() {
 /// stream; every stream verifies.
 #[test]
 fn a5_a_crash_before_commit_requests_commit_leaves_a_trail_that_verifies() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_write") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_write") else {
         return;
     };
     order(&store, &custodian, None).unwrap();
@@ -2660,8 +2666,7 @@ fn a_scope_across_a_crash(
 /// instead of returning an envelope whose key is gone.
 #[test]
 fn a5_another_custodians_scope_inside_a_scope_leaves_its_crash_check_whole() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_scope") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_other_scope") else {
         return;
     };
     let (_y_store, y) = custodian_elsewhere("crash_other_scope_y").unwrap();
@@ -2676,8 +2681,7 @@ fn a5_another_custodians_scope_inside_a_scope_leaves_its_crash_check_whole() {
 /// note alone too.
 #[test]
 fn a5_another_custodians_flush_request_leaves_a_scopes_crash_check_whole() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_flush") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_other_flush") else {
         return;
     };
     let y = custodian_on(&store);
@@ -2690,8 +2694,7 @@ fn a5_another_custodians_flush_request_leaves_a_scopes_crash_check_whole() {
 /// fails.
 #[test]
 fn a5_after_a_crash_only_the_scope_that_relied_on_the_server_fails() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_after") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_other_after") else {
         return;
     };
     let (_y_store, y) = custodian_elsewhere("crash_other_after_y").unwrap();
@@ -2709,8 +2712,7 @@ fn a5_after_a_crash_only_the_scope_that_relied_on_the_server_fails() {
 /// whose key is lost.
 #[test]
 fn a5_a_scope_sealing_with_another_threads_unflushed_key_fails_after_a_crash() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_two_threads") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_two_threads") else {
         return;
     };
     custodian.seal(&email(SubjectId::random())).unwrap();
@@ -2751,8 +2753,7 @@ fn a5_a_scope_sealing_with_another_threads_unflushed_key_fails_after_a_crash() {
 /// another database inside the request scope): X's scope still fails.
 #[test]
 fn a5_another_stores_commit_request_inside_a_scope_leaves_its_crash_check_whole() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_other_commit") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_other_commit") else {
         return;
     };
     let y_db = pg::database_on_another_server("crash_other_commit_y").unwrap();
@@ -2772,8 +2773,7 @@ fn a5_another_stores_commit_request_inside_a_scope_leaves_its_crash_check_whole(
 /// asking again notes it: an erasure receipt will list it.
 #[test]
 fn a5_a_lookup_token_note_lost_in_a_crash_fails_the_scope_and_is_noted_again() {
-    let _one = pg::crashing();
-    let Some((_db, store, custodian)) = on_the_crashing_server("crash_token") else {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_token") else {
         return;
     };
     let y = custodian_on(&store);
@@ -2834,8 +2834,7 @@ fn signing_custodian(
 /// stream whole.
 #[test]
 fn a5_a_stream_abandoned_after_a_crash_is_signed_only_as_far_as_it_was_durable() {
-    let _one = pg::crashing();
-    let Some((_db, store, _custodian)) = on_the_crashing_server("crash_abandoned") else {
+    let Some((_one, _db, store, _custodian)) = on_the_crashing_server("crash_abandoned") else {
         return;
     };
     let (custodian, _sink, outside) = signing_custodian(&store);
@@ -2866,8 +2865,7 @@ fn a5_a_stream_abandoned_after_a_crash_is_signed_only_as_far_as_it_was_durable()
 /// refused, and no checkpoint vouches for rows the trail does not hold.
 #[test]
 fn a5_sign_checkpoint_after_a_crash_never_vouches_for_a_lost_batch() {
-    let _one = pg::crashing();
-    let Some((_db, store, _custodian)) = on_the_crashing_server("crash_sign_after") else {
+    let Some((_one, _db, store, _custodian)) = on_the_crashing_server("crash_sign_after") else {
         return;
     };
     let (custodian, sink, outside) = signing_custodian(&store);
