@@ -32,7 +32,7 @@
 //!
 //! | table | holds |
 //! |---|---|
-//! | `pp_audit_log (id, stream, seq, time, subject, action, event)` | chained events as JSON (`event`); the other columns copy fields of it for queries, and [`SqliteStore::trail`] refuses a row whose copies disagree with the authenticated event. `UNIQUE (stream, seq)`; no index by subject (see below). |
+//! | `pp_audit_log (id, stream, seq, time, subject, action, event)` | chained events as JSON (`event`); the other columns copy fields of it for queries, and [`SqliteStore::trail`] refuses a row whose copies disagree with the authenticated event. No index but the row id (see below). |
 //! | `pp_subject_keys (subject, generation, kek_version, wrapped, uses)` | wrapped data keys: useless without the key-encryption key |
 //! | `pp_erased_subjects (subject, erased_at)` | erasure tombstones |
 //! | `pp_subject_pseudonyms (subject, pseudonym)` | pseudonyms noted for erasure receipts |
@@ -41,14 +41,23 @@
 //! | `pp_kek_state (id, floor, claimed, claimed_at, renewed_at)` | one row: the key-encryption-key [`KekState`] rotations share; a key wrapped under a version below `floor` is refused |
 //! | `pp_commit_marks (slot, n)` | a counter [`SqliteStore::commit_request`] bumps in its last transaction, and the sink's checkpoint in the transaction that keeps it in `pp_checkpoints`, so their commits always sync the log |
 //!
-//! The trail has no index by `subject` (since schema version 6): nothing of
+//! The trail has no index but its row ids. Not by `(stream, seq)` (since
+//! schema version 8, before which it was `UNIQUE`): the writer never gives
+//! a sequence number twice (a batch that fails ends its stream), the
+//! verifier reports a repeated one, and the index took each audit batch's
+//! entries at the end of its stream's range — about 2.3 of the 13.3 pages
+//! a sign-up wrote to the log, a split every few batches. An
+//! [archive](SqliteStore::archive) scans the trail once, beside the
+//! writers, for the row ids its segment lies between, and locks only that
+//! range. Not by `subject` (since schema version 6): nothing of
 //! the crate reads it by subject — a [report](crate::Custodian::subject_report)
 //! verifies whole streams — and such an index costs every audit batch a
 //! page read and written at a random place, which measured as about a
 //! tenth of a sign-up together with the key tables' change to `WITHOUT
 //! ROWID` (`benches/signup.rs`). A host that queries the trail by subject
 //! can create one of its own (`CREATE INDEX … ON pp_audit_log (subject)`);
-//! the migrations leave it alone. Nor do the keys have an index by
+//! the migrations keep it (version 8, which makes the table anew, makes
+//! the host's indexes and triggers on it again). Nor do the keys have an index by
 //! `kek_version` (since schema version 7): only a key-encryption-key
 //! rotation looks keys up by version, a few times per version it retires,
 //! and it rewraps every key anyway, while the index cost every new key a
@@ -139,7 +148,7 @@ use crate::subject::SubjectId;
 use crate::time::Timestamp;
 
 /// The migrations, in order; `pp_schema` records how many were applied.
-const MIGRATIONS: [&str; 7] = [
+const MIGRATIONS: [&str; 8] = [
     "
 CREATE TABLE pp_audit_log (
     id      INTEGER PRIMARY KEY,
@@ -242,7 +251,36 @@ ALTER TABLE pp_subject_pseudonyms_6 RENAME TO pp_subject_pseudonyms;
     "
 DROP INDEX IF EXISTS pp_subject_keys_kek_version;
 ",
+    // Two pages fewer per sign-up: the trail loses `UNIQUE (stream, seq)`,
+    // whose index took every audit batch's entries at the end of their
+    // stream's range — a page or two, and often a split, per batch. The
+    // writer never gives a sequence number twice (a failed batch ends its
+    // stream), the verifier reports a repeated one, and an operator can
+    // drop the constraint anyway; an archive finds its segment by row id
+    // instead (see the module docs). The rows keep their ids, and what
+    // host code put on the table (indexes, triggers) is made again
+    // (`migrate`).
+    "
+CREATE TABLE pp_audit_log_8 (
+    id      INTEGER PRIMARY KEY,
+    stream  TEXT    NOT NULL,
+    seq     INTEGER NOT NULL,
+    time    INTEGER NOT NULL,
+    subject TEXT    NOT NULL,
+    action  TEXT    NOT NULL,
+    event   TEXT    NOT NULL
+);
+INSERT INTO pp_audit_log_8 (id, stream, seq, time, subject, action, event)
+    SELECT id, stream, seq, time, subject, action, event FROM pp_audit_log;
+DROP TABLE pp_audit_log;
+ALTER TABLE pp_audit_log_8 RENAME TO pp_audit_log;
+",
 ];
+
+/// The migration that makes `pp_audit_log` anew (its index in
+/// [`MIGRATIONS`]): the indexes and triggers host code made on the table
+/// are read before it and made again after it.
+const REBUILDS_TRAIL: usize = 7;
 
 /// Written by the last transaction of `commit_request`, so that its commit
 /// appends to the log and therefore syncs it: a transaction that changes
@@ -966,6 +1004,20 @@ impl SqliteStore {
     ) -> Result<usize, StoreError> {
         let (stream, seq) = (&segment.stream, segment.last);
         let mut conn = self.lock()?;
+        // The trail has no index by stream (see the module docs): one scan,
+        // in a read transaction that audit commits go on beside, finds the
+        // row ids the segment lies between, and the writing transaction
+        // reads and deletes that range only. A row put in outside it
+        // meanwhile (only the operator does that: the writer appends after
+        // the head) stays, and the verifier reports it.
+        let (low, high): (Option<i64>, Option<i64>) = conn
+            .query_row(
+                "SELECT min(id), max(id) FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2",
+                params![stream, seq],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(db_err)?;
+        let (low, high) = low.zip(high).unwrap_or((1, 0));
         let _turn = self.writing();
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -973,18 +1025,21 @@ impl SqliteStore {
         let rows: Vec<(i64, String)> = {
             let mut stmt = tx
                 .prepare(
-                    "SELECT seq, event FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2 ORDER BY seq",
+                    "SELECT seq, event FROM pp_audit_log
+                     WHERE id BETWEEN ?3 AND ?4 AND stream = ?1 AND seq <= ?2 ORDER BY seq",
                 )
                 .map_err(db_err)?;
             let rows = stmt
-                .query_map(params![stream, seq], |r| Ok((r.get(0)?, r.get(1)?)))
+                .query_map(params![stream, seq, low, high], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
                 .map_err(db_err)?;
             rows.collect::<Result<_, _>>().map_err(db_err)?
         };
         let moved = segment.write(&rows, out)?;
         tx.execute(
-            "DELETE FROM pp_audit_log WHERE stream = ?1 AND seq <= ?2",
-            params![stream, seq],
+            "DELETE FROM pp_audit_log WHERE id BETWEEN ?3 AND ?4 AND stream = ?1 AND seq <= ?2",
+            params![stream, seq, low, high],
         )
         .map_err(db_err)?;
         tx.commit().map_err(db_err)?;
@@ -1046,8 +1101,12 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             known: SCHEMA_VERSION,
         });
     }
-    for sql in &MIGRATIONS[found as usize..] {
-        tx.execute_batch(sql).map_err(db_err)?;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        if i == REBUILDS_TRAIL {
+            rebuild_keeping_host_objects(&tx, "pp_audit_log", sql)?;
+        } else {
+            tx.execute_batch(sql).map_err(db_err)?;
+        }
     }
     if found < SCHEMA_VERSION {
         tx.execute("DELETE FROM pp_schema", []).map_err(db_err)?;
@@ -1058,6 +1117,33 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         .map_err(db_err)?;
     }
     tx.commit().map_err(db_err)
+}
+
+/// Runs `sql`, which drops `table` and makes it anew, and then makes again
+/// the indexes and triggers that host code had on it (a `DROP TABLE`
+/// drops them too): SQLite's own procedure for changing a table's
+/// constraints. The crate makes none of its own on the tables it rebuilds.
+fn rebuild_keeping_host_objects(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    sql: &str,
+) -> Result<(), StoreError> {
+    let kept: Vec<String> = {
+        let mut stmt = tx
+            .prepare(
+                "SELECT sql FROM main.sqlite_schema
+                 WHERE tbl_name = ?1 AND type IN ('index', 'trigger') AND sql IS NOT NULL
+                 ORDER BY type, name",
+            )
+            .map_err(db_err)?;
+        let rows = stmt.query_map([table], |r| r.get(0)).map_err(db_err)?;
+        rows.collect::<Result<_, _>>().map_err(db_err)?
+    };
+    tx.execute_batch(sql).map_err(db_err)?;
+    for object in &kept {
+        tx.execute_batch(object).map_err(db_err)?;
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------
@@ -1722,7 +1808,7 @@ mod tests {
 
         for _ in 0..2 {
             migrate(&mut conn).unwrap();
-            assert_eq!(schema_version(&conn).unwrap(), 7);
+            assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
             assert_eq!(keys(&conn), keys_before);
             assert_eq!(strings(&conn, notes), notes_before);
             let tables = strings(
@@ -1738,6 +1824,60 @@ mod tests {
             );
             assert!(indexes.is_empty(), "{indexes:?}");
         }
+    }
+
+    /// A5 (the fleet upgrading): a trail of schema version 7, its ids with
+    /// gaps, and an index and a trigger host code made on it, migrated to
+    /// the newest version: every row keeps its id and columns, the host's
+    /// index and trigger are there again (and the trigger still fires),
+    /// the `UNIQUE (stream, seq)` index is gone, and migrating again
+    /// changes nothing.
+    #[test]
+    fn migration_8_keeps_the_trail_and_what_the_host_made_on_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE pp_schema (version INTEGER NOT NULL)")
+            .unwrap();
+        for sql in &MIGRATIONS[..7] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO pp_schema (version) VALUES (7);
+             INSERT INTO pp_audit_log VALUES
+                 (3, 's1', 1, 10, 'a', 'collect', '{}'), (9, 's2', 1, 11, 'b', 'seal', '{}'),
+                 (10, 's1', 2, 12, 'a', 'open', '{}');
+             CREATE TABLE host_seen (n INTEGER);
+             CREATE INDEX host_trail_subject ON pp_audit_log (subject);
+             CREATE TRIGGER host_count AFTER INSERT ON pp_audit_log
+                 BEGIN INSERT INTO host_seen VALUES (new.id); END;",
+        )
+        .unwrap();
+        let trail = "SELECT id || ':' || stream || ':' || seq || ':' || time || ':' || subject
+                     || ':' || action || ':' || event FROM pp_audit_log ORDER BY id";
+        let before = strings(&conn, trail);
+        let objects = "SELECT type || ':' || name || ':' || coalesce(sql, 'auto')
+                       FROM sqlite_master WHERE tbl_name = 'pp_audit_log' AND type != 'table' ORDER BY 1";
+        assert_eq!(
+            strings(&conn, objects).len(),
+            3,
+            "the autoindex, the host's two"
+        );
+
+        for _ in 0..2 {
+            migrate(&mut conn).unwrap();
+            assert_eq!(schema_version(&conn).unwrap(), SCHEMA_VERSION);
+            assert_eq!(strings(&conn, trail), before);
+            let after = strings(&conn, objects);
+            assert_eq!(after.len(), 2, "{after:?}");
+            assert!(after[0].starts_with("index:host_trail_subject:CREATE INDEX"));
+            assert!(after[1].starts_with("trigger:host_count:CREATE TRIGGER"));
+        }
+        // No constraint on (stream, seq) any more, and the host's trigger fires.
+        conn.execute_batch("INSERT INTO pp_audit_log VALUES (11, 's1', 2, 13, 'a', 'open', '{}')")
+            .unwrap();
+        assert_eq!(
+            strings(&conn, "SELECT CAST(n AS TEXT) FROM host_seen"),
+            ["11"]
+        );
     }
 
     /// The writer's `synchronous` level as the connection has it.

@@ -24,8 +24,9 @@ pub struct Operator<'a> {
     pub trail: &'a dyn Fn() -> Result<Vec<AuditEvent>, StoreError>,
     /// The store's consent rows (`ConsentStore::all`).
     pub consents: &'a dyn Fn() -> Vec<ConsentRecord>,
-    /// Statements that take away `UNIQUE (stream, seq)`, which otherwise
-    /// stops a replayed row at the door.
+    /// Statements that take away `UNIQUE (stream, seq)` where the store's
+    /// schema has one (PostgreSQL's; nothing for SQLite's), which would
+    /// otherwise stop a replayed row at the door.
     pub drop_unique: &'a str,
 }
 
