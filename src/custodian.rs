@@ -716,6 +716,20 @@ impl Custodian {
         self.vault.forget_cached();
     }
 
+    /// Where a durable commit to the key store's database that begins now
+    /// stands, for [`keys_flushed_to`](Self::keys_flushed_to).
+    pub(crate) fn key_flush_point(&self) -> u64 {
+        self.vault.flush_point()
+    }
+
+    /// The keys this custodian wrote without a durable commit of their own
+    /// up to `point` are durable: a durable commit to their database began
+    /// after them and returned, and no connection was opened again since
+    /// the request began.
+    pub(crate) fn keys_flushed_to(&self, point: u64) {
+        self.vault.flushed_to(point);
+    }
+
     /// The count of connections opened again of the PostgreSQL store this
     /// custodian's writes in a request scope may skip their own durable
     /// commit on (see `request::note_scope_start`).

@@ -66,7 +66,16 @@
 //! between, and comes back, loses the writes that were not flushed, and
 //! the durable commit then flushes a log without them. The PostgreSQL
 //! store counts the connections it opens again, and a request during
-//! which that happened fails; see its module docs.) A signed checkpoint
+//! which that happened fails; see its module docs.) Such a key, or such a
+//! noted token, is cached at once, and a use on another thread outside
+//! any request scope of the custodian may rely on it before the scope's
+//! durable commit comes (or if it never does): that use's result leaves at
+//! once. So such a use has the store make what it holds durable first
+//! ([`KeyStore::make_durable`](crate::crypto::KeyStore::make_durable): one
+//! durable commit, once for all such writes so far), and one after a
+//! connection was opened again since the write drops what was cached of
+//! it and reads (or writes) it anew. A use inside a scope relies on its
+//! scope's own end instead. A signed checkpoint
 //! due at the scope's batch leaves the database (into the checkpoint
 //! store, where a power cut cannot take it back) only after that durable
 //! commit, and never if the host's write fails: the next batch then signs
@@ -601,11 +610,20 @@ impl<'a> Open<'a> {
         let committed = match db {
             // The durable commit that follows checks (`PgStore::commit_request`).
             Some(db) => with_deferred(db, || self.custodian.commit_staged(&scope.staged)),
-            None => kept_or_failed(
-                self.custodian,
-                self.custodian.commit_staged(&scope.staged),
-                true,
-            ),
+            None => {
+                let point = self.custodian.key_flush_point();
+                let committed = kept_or_failed(
+                    self.custodian,
+                    self.custodian.commit_staged(&scope.staged),
+                    true,
+                );
+                // A durable commit (the scope's events, to the database
+                // its keys were written to without one, if any were).
+                if committed.is_ok() && !scope.staged.is_empty() {
+                    self.custodian.keys_flushed_to(point);
+                }
+                committed
+            }
         };
         match scope.failed {
             Some(e) => Err(e),
@@ -792,6 +810,7 @@ impl Custodian {
         // commit: an `Err` of `f` (which may carry what `f` made) goes back
         // to the host now, so the scope's commit must reach the disk itself.
         let deferred = deferred.filter(|_| out.is_ok());
+        let point = self.key_flush_point();
         let done = match scope.close_deferring(deferred) {
             // `then` makes a durable commit on the same log whether the
             // host's write succeeds or fails: the scope's deferred commit,
@@ -805,8 +824,13 @@ impl Custodian {
                 Err(Error::Audit(e).into())
             }
         };
-        check_deferred(self, done.is_ok(), true);
+        let kept = check_deferred(self, done.is_ok(), true);
         if done.is_ok() {
+            if kept {
+                // `then`'s durable commit to `db`, after the scope's
+                // writes (see `Vault::settle`).
+                self.keys_flushed_to(point);
+            }
             after.run();
         }
         done

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use privacy_pledge::audit::{
-    verify_public, verify_streams, AuditKey, CheckpointStore, DirCheckpointStore, Tamper,
+    verify_public, verify_streams, AuditError, AuditEvent, AuditKey, AuditSink, CheckpointStore,
+    DirCheckpointStore, Tamper,
 };
 use privacy_pledge::consent::{ConsentRecord, ConsentStore};
 use privacy_pledge::crypto::Keyring;
@@ -2748,6 +2749,146 @@ fn a5_a_scope_sealing_with_another_threads_unflushed_key_fails_after_a_crash() {
     );
 }
 
+/// A5, two threads of one custodian: thread A's scope makes ada's key
+/// (committed without waiting for the disk); the server crashes and comes
+/// back, losing it; then thread B, outside any scope, seals for ada — its
+/// event recorded on the server that came back. B's envelope leaves at
+/// once, so it must be under a key the server kept: B does not seal with
+/// the key A's scope left in the cache before that scope ends.
+#[test]
+fn a5_a_seal_outside_any_scope_after_a_crash_does_not_use_a_scopes_lost_key() {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_outside_scope") else {
+        return;
+    };
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let mut outside = None;
+    let inside = custodian.request(|| -> Result<_, Error> {
+        let sealed = custodian.seal(&email(ada))?;
+        crash_then_other_uses_reconnect(&store);
+        outside = Some(std::thread::scope(|s| {
+            s.spawn(|| custodian.seal(&email(ada))).join().unwrap()
+        }));
+        Ok(sealed)
+    });
+    let outside = outside
+        .unwrap()
+        .expect("a seal outside any scope, after the restart");
+    let opens = custodian_on(&store).open(&outside).map(drop);
+    assert!(
+        opens.is_ok(),
+        "thread B's envelope does not open in a new custodian: {opens:?} (A's scope: {:?}; \
+         {} keys of ada stored)",
+        inside.map(drop),
+        rows_of(&store, "pp_subject_keys", ada)
+    );
+}
+
+std::thread_local! {
+    /// Set on a thread whose next recorded event [`PausingSink`] holds
+    /// back: it says so on the first channel, then waits on the second.
+    static PAUSE: std::cell::RefCell<Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// A sink that forwards to the store's, and once an event of a thread
+/// that set [`PAUSE`] is recorded, holds that thread there until the test
+/// lets it go: a use whose event is recorded but which has not happened yet.
+struct PausingSink<S>(S);
+
+impl<S> PausingSink<S> {
+    fn pause_here(&self) {
+        if let Some((recorded, go)) = PAUSE.with(|p| p.borrow_mut().take()) {
+            recorded.send(()).unwrap();
+            go.recv().unwrap();
+        }
+    }
+}
+
+impl<S: AuditSink> AuditSink for PausingSink<S> {
+    fn record(&self, event: &AuditEvent) -> Result<(), AuditError> {
+        self.0.record(event)?;
+        self.pause_here();
+        Ok(())
+    }
+    fn record_owned(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.0.record_owned(event)?;
+        self.pause_here();
+        Ok(())
+    }
+    fn record_batch(&self, events: &[AuditEvent]) -> Result<(), AuditError> {
+        self.0.record_batch(events)?;
+        self.pause_here();
+        Ok(())
+    }
+    fn flush(&self) -> Result<(), AuditError> {
+        self.0.flush()
+    }
+    fn atomic_batches(&self) -> bool {
+        self.0.atomic_batches()
+    }
+    fn database(&self) -> Option<privacy_pledge::request::DatabaseId> {
+        self.0.database()
+    }
+}
+
+/// A5, two threads of one custodian, no crash until the end: thread B,
+/// outside any scope, seals for ada — its event recorded (durably) before
+/// ada has a key; then thread A's scope makes her key, committed without
+/// waiting for the disk, and stays open; then B's seal goes on with the
+/// cached key, and its envelope leaves. Then the server crashes. B's
+/// envelope must open: the key it used was made durable before B sealed
+/// with it, since the scope's own durable commit never came.
+#[test]
+fn a5_a_seal_outside_any_scope_makes_a_scopes_unflushed_key_durable_first() {
+    let Some((_one, _db, store, _)) = on_the_crashing_server("crash_outside_unflushed") else {
+        return;
+    };
+    let keyring = keyring();
+    let custodian = Custodian::builder()
+        .keyring(keyring.clone())
+        .key_store(store.key_store())
+        .audit(PausingSink(store.audit_sink(keyring.audit_key()).unwrap()))
+        .build()
+        .unwrap();
+    custodian.seal(&email(SubjectId::random())).unwrap();
+    let ada = SubjectId::random();
+    let (recorded_tx, recorded_rx) = std::sync::mpsc::channel();
+    let (go_tx, go_rx) = std::sync::mpsc::channel();
+    let (made_tx, made_rx) = std::sync::mpsc::channel();
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<()>();
+    let custodian = &custodian;
+    let (outside, inside) = std::thread::scope(|s| {
+        let b = s.spawn(move || {
+            PAUSE.with(|p| *p.borrow_mut() = Some((recorded_tx, go_rx)));
+            custodian.seal(&email(ada))
+        });
+        recorded_rx.recv().unwrap();
+        let a = s.spawn(move || {
+            custodian.request(|| -> Result<_, Error> {
+                let sealed = custodian.seal(&email(ada))?;
+                made_tx.send(()).unwrap();
+                end_rx.recv().unwrap();
+                Ok(sealed)
+            })
+        });
+        made_rx.recv().unwrap();
+        go_tx.send(()).unwrap();
+        let outside = b.join().unwrap();
+        crash_then_other_uses_reconnect(&store);
+        end_tx.send(()).unwrap();
+        (outside, a.join().unwrap().map(drop))
+    });
+    let outside = outside.expect("the seal outside any scope");
+    let opens = custodian_on(&store).open(&outside).map(drop);
+    assert!(
+        opens.is_ok(),
+        "thread B's envelope does not open after the crash: {opens:?} (A's scope: {inside:?}; \
+         {} keys of ada stored)",
+        rows_of(&store, "pp_subject_keys", ada)
+    );
+}
+
 /// A5, as `a5_another_custodians_scope_inside_a_scope_…` with the other
 /// custodian's `commit_request` on its own store (an order written to
 /// another database inside the request scope): X's scope still fails.
@@ -2794,6 +2935,43 @@ fn a5_a_lookup_token_note_lost_in_a_crash_fails_the_scope_and_is_noted_again() {
         outcome.is_err() || after > before,
         "the scope returned its token Ok with {after} notes of ada stored ({before} before); \
          the token asked again: {again:?}, {after_again} notes"
+    );
+}
+
+/// A5, as `a5_a_seal_outside_any_scope_after_a_crash_…` for a lookup
+/// token: thread A's scope notes ada's token (for her erasure receipt)
+/// without waiting for the disk; the server crashes and comes back, losing
+/// the note; then thread B, outside any scope, asks for the same token. B's
+/// token leaves at once, so it must be noted on the server that came back:
+/// B does not take the note A's scope left in the cache for made.
+#[test]
+fn a5_a_lookup_token_outside_any_scope_after_a_crash_is_noted_again() {
+    let Some((_one, _db, store, custodian)) = on_the_crashing_server("crash_token_outside") else {
+        return;
+    };
+    let ada = SubjectId::random();
+    custodian.seal(&email(ada)).unwrap(); // her key, durable
+    let before = rows_of(&store, "pp_subject_pseudonyms", ada);
+    let mut outside = None;
+    let inside = custodian.request(|| -> Result<_, Error> {
+        custodian.seal(&email(SubjectId::random()))?; // something staged
+        let token = custodian.lookup_token(&email(ada))?;
+        crash_then_other_uses_reconnect(&store);
+        outside = Some(std::thread::scope(|s| {
+            s.spawn(|| custodian.lookup_token(&email(ada)).map(drop))
+                .join()
+                .unwrap()
+        }));
+        Ok(token)
+    });
+    outside
+        .unwrap()
+        .expect("a lookup token outside any scope, after the restart");
+    let after = rows_of(&store, "pp_subject_pseudonyms", ada);
+    assert!(
+        after > before,
+        "thread B's token left with {after} notes of ada stored ({before} before; A's scope: {:?})",
+        inside.map(drop)
     );
 }
 

@@ -226,6 +226,16 @@ pub trait KeyStore: Send + Sync {
         None
     }
 
+    /// Makes durable now every write this store made without a durable
+    /// commit of its own (a new key inside a request scope, see
+    /// [`database`](Self::database)). The custodian calls it before a seal
+    /// outside that scope uses such a key: that seal's envelope leaves at
+    /// once, before the scope's own durable commit. The default, for a
+    /// store whose every write is durable on its own, does nothing.
+    fn make_durable(&self) -> Result<(), KeyStoreError> {
+        Ok(())
+    }
+
     /// Every (subject, generation) whose key is wrapped under `kek_version`.
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError>;
 
@@ -327,6 +337,9 @@ impl<K: KeyStore + ?Sized> KeyStore for std::sync::Arc<K> {
     }
     fn database(&self) -> Option<crate::request::DatabaseId> {
         (**self).database()
+    }
+    fn make_durable(&self) -> Result<(), KeyStoreError> {
+        (**self).make_durable()
     }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         (**self).wrapped_under(kek_version)

@@ -11,6 +11,7 @@
 //! within that time. Erasures made through this custodian take effect at once.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use zeroize::Zeroize;
@@ -81,6 +82,23 @@ struct Slot {
     /// back by itself; if a later reservation finds it lower (set back by
     /// whoever edits the database, A2), the generation is taken as spent.
     reserved_to: Option<(u32, u64)>,
+    /// A key of the slot written without a durable commit of its own, for
+    /// a request scope's durable commit to make durable (see
+    /// [`Vault::settle`]).
+    unflushed: Option<Unflushed>,
+}
+
+/// A key written without waiting for the disk: until a durable commit
+/// made after it on the same server has returned, a server crash (or,
+/// on SQLite, a power cut) loses it.
+#[derive(Clone, Copy)]
+struct Unflushed {
+    /// The vault's count of such writes once it was made
+    /// ([`Vault::unflushed_writes`]).
+    write: u64,
+    /// The store's count of connections opened again, read before the
+    /// write ([`Vault::reopen_count`]).
+    reopened: u64,
 }
 
 impl Slot {
@@ -128,9 +146,22 @@ struct Cache {
 /// drops its subject's entries without scanning the set.
 #[derive(Default)]
 struct Noted {
-    /// Each pair noted, and when its subject was last found not erased.
-    set: HashMap<(SubjectId, [u8; 32]), u64>,
+    /// Each pair noted, when its subject was last found not erased, and
+    /// whether its note was written without waiting for the disk (see
+    /// [`Vault::settle_write`]).
+    set: HashMap<(SubjectId, [u8; 32]), (u64, Option<Unflushed>)>,
     by_subject: HashMap<SubjectId, Vec<[u8; 32]>>,
+}
+
+/// What [`Vault::settle_write`] found of a write made without waiting for
+/// the disk.
+enum Settled {
+    /// It is durable.
+    Durable,
+    /// The owner's request scope on this thread makes it durable, or fails.
+    InScope,
+    /// It may be lost: what was cached of it is dropped.
+    Lost,
 }
 
 /// What [`Noted::remember`] found.
@@ -161,21 +192,29 @@ impl Noted {
         capacity: usize,
         now: u64,
         bound: u64,
-    ) -> Seen {
-        if let Some(at) = self.set.get_mut(&(subject, token)) {
+    ) -> (Seen, Option<Unflushed>) {
+        if let Some((at, unflushed)) = self.set.get_mut(&(subject, token)) {
             if within(*at, now, bound) {
-                return Seen::Recent;
+                return (Seen::Recent, *unflushed);
             }
             *at = now;
-            return Seen::Stale;
+            return (Seen::Stale, *unflushed);
         }
         if self.set.len() >= capacity {
             self.set.clear();
             self.by_subject.clear();
         }
-        self.set.insert((subject, token), now);
+        self.set.insert((subject, token), (now, None));
         self.by_subject.entry(subject).or_default().push(token);
-        Seen::New
+        (Seen::New, None)
+    }
+
+    /// Marks a pair noted as written without waiting for the disk, or
+    /// (`None`) as durable.
+    fn mark(&mut self, subject: SubjectId, token: [u8; 32], unflushed: Option<Unflushed>) {
+        if let Some((_, mark)) = self.set.get_mut(&(subject, token)) {
+            *mark = unflushed;
+        }
     }
 
     fn forget(&mut self, subject: SubjectId) {
@@ -219,6 +258,13 @@ pub(crate) struct Vault {
     /// it is a PostgreSQL store's (see `request::note_scope_start`).
     #[cfg(feature = "postgres")]
     reopened: Option<crate::request::Reopened>,
+    /// How many keys were written without a durable commit of their own
+    /// (each [`Unflushed::write`] is this count once it was made).
+    unflushed_writes: AtomicU64,
+    /// The highest [`Unflushed::write`] known durable: a durable commit to
+    /// the store began after it was made and returned, with no connection
+    /// opened again between ([`Vault::flushed_to`]).
+    flushed: AtomicU64,
 }
 
 fn bucket(len: usize) -> usize {
@@ -293,6 +339,8 @@ impl Vault {
             durable_by: (0, None),
             #[cfg(feature = "postgres")]
             reopened: None,
+            unflushed_writes: AtomicU64::new(0),
+            flushed: AtomicU64::new(0),
         })
     }
 
@@ -388,19 +436,44 @@ impl Vault {
         })
     }
 
-    /// Remembers `token` as noted for `subject`; `false` if it was already.
-    fn remember_noted(&self, subject: SubjectId, token: [u8; 32], now: u64) -> Seen {
+    /// Remembers `token` as noted for `subject`: whether it was already,
+    /// and if its note was written without waiting for the disk.
+    fn remember_noted(
+        &self,
+        subject: SubjectId,
+        token: [u8; 32],
+        now: u64,
+    ) -> (Seen, Option<Unflushed>) {
         let capacity = self.config.cache_capacity.max(1).saturating_mul(4);
-        self.noted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remember(
-                subject,
-                token,
-                capacity,
-                now,
-                self.config.revalidate_after_nanos,
-            )
+        self.noted().remember(
+            subject,
+            token,
+            capacity,
+            now,
+            self.config.revalidate_after_nanos,
+        )
+    }
+
+    fn noted(&self) -> MutexGuard<'_, Noted> {
+        self.noted.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A write of this vault's that just succeeded, if it skipped its own
+    /// durable commit (`deferred`): counted, with the store's count of
+    /// connections opened again read before it.
+    fn unflushed(&self, deferred: bool, reopened: u64) -> Option<Unflushed> {
+        deferred.then(|| Unflushed {
+            write: self.unflushed_writes.fetch_add(1, Ordering::SeqCst) + 1,
+            reopened,
+        })
+    }
+
+    /// Whether a write of this vault's skips its own durable commit (asked
+    /// inside [`deferrable`](Self::deferrable)).
+    fn deferred_now(&self) -> bool {
+        self.durable_by
+            .1
+            .is_some_and(crate::request::durability_deferred)
     }
 
     /// Runs a key store write that a request scope's commit may make
@@ -484,6 +557,7 @@ impl Vault {
                 checked_at: now,
                 drawn_here: false,
                 reserved_to: None,
+                unflushed: None,
             },
         );
     }
@@ -611,8 +685,11 @@ impl Vault {
             Vec::new()
         };
         let noted = std::cell::Cell::new(false);
+        let deferred = std::cell::Cell::new(false);
+        let reopened = self.reopen_count();
         let insert = |key: &StoredKey| {
             self.deferrable(|| {
+                deferred.set(self.deferred_now());
                 if !notes.is_empty() {
                     let with_uses = StoredKey {
                         uses: reserve,
@@ -648,15 +725,109 @@ impl Vault {
             inserted = insert(&key);
         }
         inserted?;
+        let unflushed = self.unflushed(deferred.get(), reopened);
         if noted.get() {
             for token in &notes {
                 self.remember_noted(subject, token.token, slot.checked_at);
+                self.noted().mark(subject, token.token, unflushed);
             }
         }
         key.uses = reserve;
         slot.stored.push(key);
         // In the store now: others may add generations from here on.
         slot.drawn_here = false;
+        if let Some(u) = unflushed {
+            slot.unflushed = Some(Unflushed {
+                reopened: slot
+                    .unflushed
+                    .map_or(u.reopened, |was| was.reopened.min(u.reopened)),
+                ..u
+            });
+        }
+        Ok(())
+    }
+
+    /// The count of connections opened again of the key store's database
+    /// (0 where nothing counts them: an SQLite store's connections never
+    /// outlive a server that lost what they wrote).
+    fn reopen_count(&self) -> u64 {
+        #[cfg(feature = "postgres")]
+        if let Some(r) = &self.reopened {
+            return r.load(Ordering::SeqCst);
+        }
+        0
+    }
+
+    /// Where a durable commit to the key store's database that begins now
+    /// stands: pass it to [`flushed_to`](Self::flushed_to) once that commit
+    /// has returned, with no connection opened again since the request
+    /// began.
+    pub(crate) fn flush_point(&self) -> u64 {
+        self.unflushed_writes.load(Ordering::SeqCst)
+    }
+
+    /// Every key written without a durable commit of its own up to
+    /// `point` ([`flush_point`](Self::flush_point)) is durable.
+    pub(crate) fn flushed_to(&self, point: u64) {
+        self.flushed.fetch_max(point, Ordering::SeqCst);
+    }
+
+    /// What a use that relies on a write made without waiting for the
+    /// disk (`u`: a new key, a noted token) needs first:
+    ///
+    /// - once a durable commit made after the write has returned
+    ///   ([`flushed_to`](Self::flushed_to)), nothing: it is durable;
+    /// - inside a request scope of the owning custodian, nothing either:
+    ///   the scope's end checks that no connection was opened again since
+    ///   it began and commits durably before anything leaves — unless one
+    ///   was opened again since the write (a server restart may have lost
+    ///   it): then what was cached of it is dropped, to be read (or
+    ///   written) again;
+    /// - outside such a scope the use's result leaves at once, and the
+    ///   durable commit of the scope that made the write could come after
+    ///   (or never): the store makes what it holds durable first
+    ///   ([`KeyStore::make_durable`]), and if a connection was opened
+    ///   again since the write, what was cached of it is dropped, to be
+    ///   read (or written) again after that — a key or note the server
+    ///   lost is then made anew.
+    fn settle_write(&self, u: Unflushed) -> Result<Settled, Error> {
+        let kept = self.reopen_count() == u.reopened;
+        if kept && u.write <= self.flushed.load(Ordering::SeqCst) {
+            return Ok(Settled::Durable);
+        }
+        if crate::request::is_open(self.durable_by.0) {
+            return Ok(if kept {
+                Settled::InScope
+            } else {
+                Settled::Lost
+            });
+        }
+        let point = self.flush_point();
+        self.store.make_durable()?;
+        if !kept || self.reopen_count() != u.reopened {
+            return Ok(Settled::Lost);
+        }
+        self.flushed_to(point);
+        Ok(Settled::Durable)
+    }
+
+    /// [`settle_write`](Self::settle_write) for the subject's slot, before
+    /// a seal uses its keys.
+    fn settle(&self, slots: &mut Slots, subject: SubjectId) -> Result<(), Error> {
+        let Some(u) = slots.map.get(&subject).and_then(|s| s.unflushed) else {
+            return Ok(());
+        };
+        match self.settle_write(u)? {
+            Settled::Durable => {
+                if let Some(slot) = slots.map.get_mut(&subject) {
+                    slot.unflushed = None;
+                }
+            }
+            Settled::InScope => {}
+            Settled::Lost => {
+                slots.map.remove(&subject);
+            }
+        }
         Ok(())
     }
 
@@ -739,7 +910,9 @@ impl Vault {
         let cache = &mut *guard;
         // The usual path: one lookup, seals left in the reservation, key ready.
         if let Some(slot) = cache.slots.map.get_mut(&subject) {
-            if let (true, Some((g, left))) = (self.fresh(slot, now), slot.current) {
+            if let (true, None, Some((g, left))) =
+                (self.fresh(slot, now), slot.unflushed, slot.current)
+            {
                 if left > 0 {
                     if let Some(key) = slot.ready(g, alg).cloned() {
                         slot.current = Some((g, left - 1));
@@ -761,6 +934,7 @@ impl Vault {
         now: u64,
     ) -> Result<(u32, Arc<AeadKey>), Error> {
         let result = (|| {
+            self.settle(slots, subject)?;
             let slot = self
                 .slot(slots, subject, now, true)?
                 .ok_or(Error::Erased { subject, at: None })?;
@@ -1023,10 +1197,21 @@ impl Vault {
         // A pair noted before is not noted again, but its subject is
         // checked again once the bound has passed: another process may
         // have erased it since, and an erased subject gets no token.
-        let seen = self.remember_noted(subject, token, now.unix_nanos());
+        let (mut seen, unflushed) = self.remember_noted(subject, token, now.unix_nanos());
+        if let Some(u) = unflushed {
+            match self.settle_write(u)? {
+                Settled::Durable => self.noted().mark(subject, token, None),
+                Settled::InScope => {}
+                Settled::Lost => {
+                    self.noted().forget_one(subject, token);
+                    seen = self.remember_noted(subject, token, now.unix_nanos()).0;
+                }
+            }
+        }
         if seen == Seen::Recent {
             return Ok(());
         }
+        let reopened = self.reopen_count();
         // A subject whose keys this vault read (or made) within its bound
         // is live as far as it may know: no second read of the key store,
         // as for a seal.
@@ -1046,9 +1231,9 @@ impl Vault {
                 at: Some(at),
             }),
             Ok(_) if seen == Seen::Stale => Ok(()),
-            Ok(_) => match self.deferrable(|| note(&*self.store)) {
+            Ok(_) => match self.deferrable(|| (note(&*self.store), self.deferred_now())) {
                 // Erased meanwhile (the store checked with its write).
-                Err(super::KeyStoreError::Conflict(c)) => match self.store.load(subject) {
+                (Err(super::KeyStoreError::Conflict(c)), _) => match self.store.load(subject) {
                     Ok(SubjectKeys::Erased { at }) => Err(Error::Erased {
                         subject,
                         at: Some(at),
@@ -1056,7 +1241,13 @@ impl Vault {
                     Ok(_) => Err(super::KeyStoreError::Conflict(c).into()),
                     Err(e) => Err(e.into()),
                 },
-                other => other.map_err(Error::from),
+                (noted, deferred) => {
+                    let marked = noted.map(|()| {
+                        let unflushed = self.unflushed(deferred, reopened);
+                        self.noted().mark(subject, token, unflushed);
+                    });
+                    marked.map_err(Error::from)
+                }
             },
             Err(e) => Err(e.into()),
         };
@@ -1225,6 +1416,9 @@ impl<T: KeyStore + ?Sized> KeyStore for HostCalls<Box<T>> {
     }
     fn database(&self) -> Option<crate::request::DatabaseId> {
         self.0.database()
+    }
+    fn make_durable(&self) -> Result<(), KeyStoreError> {
+        crate::reentry::host(|| self.0.make_durable())
     }
     fn wrapped_under(&self, kek_version: u32) -> Result<Vec<(SubjectId, u32)>, KeyStoreError> {
         crate::reentry::host(|| self.0.wrapped_under(kek_version))

@@ -1992,6 +1992,12 @@ impl KeyStore for PgKeyStore {
         Some(self.store.database_id())
     }
 
+    /// A durable commit of the store's own (the commit mark, flushed):
+    /// everything the server logged before it is on disk after it.
+    fn make_durable(&self) -> Result<(), KeyStoreError> {
+        self.store.durable_mark().map_err(backend)
+    }
+
     /// `uses` is written as given: a new key and its first reservation
     /// are one transaction.
     fn keeps_uses_on_insert(&self) -> bool {

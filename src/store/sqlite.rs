@@ -1417,6 +1417,13 @@ impl KeyStore for SqliteKeyStore {
         Some(self.store.database_id())
     }
 
+    /// A durable commit of the store's own (the commit mark, with a sync
+    /// of the log): every commit before it on the same log is on disk
+    /// after it.
+    fn make_durable(&self) -> Result<(), KeyStoreError> {
+        self.store.durable_mark().map_err(backend)
+    }
+
     /// `uses` is written as given: a new key and its first reservation
     /// are one transaction.
     fn keeps_uses_on_insert(&self) -> bool {
