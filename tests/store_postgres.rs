@@ -2705,6 +2705,29 @@ fn a5_after_a_crash_only_the_scope_that_relied_on_the_server_fails() {
     });
 }
 
+/// A thread in `s` whose request scope seals for `subject` (making the
+/// subject's key, committed without waiting for the disk), says so on
+/// `made`, and ends only once `go` says so; its scope's outcome.
+fn a_scope_makes_the_key_and_waits<'s>(
+    s: &'s std::thread::Scope<'s, '_>,
+    custodian: &'s Custodian,
+    subject: SubjectId,
+    made: std::sync::mpsc::Sender<()>,
+    go: std::sync::mpsc::Receiver<()>,
+) -> std::thread::ScopedJoinHandle<
+    's,
+    Result<privacy_pledge::Sealed<EmailAddress, Transaction>, Error>,
+> {
+    s.spawn(move || {
+        custodian.request(|| -> Result<_, Error> {
+            let sealed = custodian.seal(&email(subject))?;
+            made.send(()).unwrap();
+            go.recv().unwrap();
+            Ok(sealed)
+        })
+    })
+}
+
 /// A5, two threads of one custodian: thread B's scope makes ada's key
 /// (committed without waiting for the disk) and waits; thread A's scope
 /// seals for ada with the cached key — before any crash — and the server
@@ -2721,15 +2744,7 @@ fn a5_a_scope_sealing_with_another_threads_unflushed_key_fails_after_a_crash() {
     let (made_tx, made_rx) = std::sync::mpsc::channel();
     let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
     let (outcome, b) = std::thread::scope(|s| {
-        let (custodian, made_tx) = (&custodian, made_tx);
-        let b = s.spawn(move || {
-            custodian.request(|| -> Result<_, Error> {
-                let sealed = custodian.seal(&email(ada))?;
-                made_tx.send(()).unwrap();
-                go_rx.recv().unwrap();
-                Ok(sealed)
-            })
-        });
+        let b = a_scope_makes_the_key_and_waits(s, &custodian, ada, made_tx, go_rx);
         made_rx.recv().unwrap();
         let outcome = custodian.request(|| -> Result<_, Error> {
             let sealed = custodian.seal(&email(ada))?;
@@ -2864,14 +2879,7 @@ fn a5_a_seal_outside_any_scope_makes_a_scopes_unflushed_key_durable_first() {
             custodian.seal(&email(ada))
         });
         recorded_rx.recv().unwrap();
-        let a = s.spawn(move || {
-            custodian.request(|| -> Result<_, Error> {
-                let sealed = custodian.seal(&email(ada))?;
-                made_tx.send(()).unwrap();
-                end_rx.recv().unwrap();
-                Ok(sealed)
-            })
-        });
+        let a = a_scope_makes_the_key_and_waits(s, custodian, ada, made_tx, end_rx);
         made_rx.recv().unwrap();
         go_tx.send(()).unwrap();
         let outside = b.join().unwrap();

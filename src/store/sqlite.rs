@@ -1789,6 +1789,24 @@ mod tests {
             .unwrap()
     }
 
+    /// A database in memory as the first `version` migrations left it,
+    /// then `rows` run.
+    fn at_version(version: usize, rows: &str) -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("CREATE TABLE pp_schema (version INTEGER NOT NULL)")
+            .unwrap();
+        for sql in &MIGRATIONS[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute(
+            "INSERT INTO pp_schema (version) VALUES (?1)",
+            [version as i64],
+        )
+        .unwrap();
+        conn.execute_batch(rows).unwrap();
+        conn
+    }
+
     /// A5 (the fleet upgrading): a database of schema version 5 holding
     /// keys and notes, migrated to the newest version by a newer process,
     /// keeps every row as it was; the key tables then have no row ids (6),
@@ -1796,19 +1814,12 @@ mod tests {
     /// are gone, and migrating again changes nothing.
     #[test]
     fn migrations_6_and_7_keep_every_key_row() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE pp_schema (version INTEGER NOT NULL)")
-            .unwrap();
-        for sql in &MIGRATIONS[..5] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "INSERT INTO pp_schema (version) VALUES (5);
-             INSERT INTO pp_subject_keys VALUES
+        let mut conn = at_version(
+            5,
+            "INSERT INTO pp_subject_keys VALUES
                  ('s1', 0, 1, x'0102', 3), ('s1', 1, 2, x'0304', 0), ('s2', 0, 1, x'05', 7);
              INSERT INTO pp_subject_pseudonyms VALUES ('s1', 'p1'), ('s2', 'p2'), ('s1', 'p0');",
-        )
-        .unwrap();
+        );
         let notes = "SELECT subject || ':' || pseudonym FROM pp_subject_pseudonyms ORDER BY 1";
         let (keys_before, notes_before) = (keys(&conn), strings(&conn, notes));
         assert_eq!(keys_before.len(), 3);
@@ -1841,23 +1852,16 @@ mod tests {
     /// changes nothing.
     #[test]
     fn migration_8_keeps_the_trail_and_what_the_host_made_on_it() {
-        let mut conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch("CREATE TABLE pp_schema (version INTEGER NOT NULL)")
-            .unwrap();
-        for sql in &MIGRATIONS[..7] {
-            conn.execute_batch(sql).unwrap();
-        }
-        conn.execute_batch(
-            "INSERT INTO pp_schema (version) VALUES (7);
-             INSERT INTO pp_audit_log VALUES
+        let mut conn = at_version(
+            7,
+            "INSERT INTO pp_audit_log VALUES
                  (3, 's1', 1, 10, 'a', 'collect', '{}'), (9, 's2', 1, 11, 'b', 'seal', '{}'),
                  (10, 's1', 2, 12, 'a', 'open', '{}');
              CREATE TABLE host_seen (n INTEGER);
              CREATE INDEX host_trail_subject ON pp_audit_log (subject);
              CREATE TRIGGER host_count AFTER INSERT ON pp_audit_log
                  BEGIN INSERT INTO host_seen VALUES (new.id); END;",
-        )
-        .unwrap();
+        );
         let trail = "SELECT id || ':' || stream || ':' || seq || ':' || time || ':' || subject
                      || ':' || action || ':' || event FROM pp_audit_log ORDER BY id";
         let before = strings(&conn, trail);
