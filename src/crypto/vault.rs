@@ -471,9 +471,13 @@ impl Vault {
     /// Whether a write of this vault's skips its own durable commit (asked
     /// inside [`deferrable`](Self::deferrable)).
     fn deferred_now(&self) -> bool {
-        self.durable_by
+        #[cfg(any(feature = "sqlite", feature = "postgres"))]
+        return self
+            .durable_by
             .1
-            .is_some_and(crate::request::durability_deferred)
+            .is_some_and(crate::request::durability_deferred);
+        #[cfg(not(any(feature = "sqlite", feature = "postgres")))]
+        false
     }
 
     /// Runs a key store write that a request scope's commit may make
