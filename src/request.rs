@@ -75,7 +75,10 @@
 //! durable commit, once for all such writes so far), and one after a
 //! connection was opened again since the write drops what was cached of
 //! it and reads (or writes) it anew. A use inside a scope relies on its
-//! scope's own end instead. A signed checkpoint
+//! scope's own end instead. (Another custodian's such key, read from the
+//! store, is never sealed under before a durable write made after the
+//! read: a custodian seals only under a generation it reserved uses of
+//! itself, and a reservation waits for the disk.) A signed checkpoint
 //! due at the scope's batch leaves the database (into the checkpoint
 //! store, where a power cut cannot take it back) only after that durable
 //! commit, and never if the host's write fails: the next batch then signs
