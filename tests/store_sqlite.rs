@@ -2546,3 +2546,107 @@ fn a2_a_stream_left_after_a_failed_commit_is_signed_and_cannot_vanish_unseen() {
          verifier calls the trail intact: {report:?}"
     );
 }
+
+/// A host's key store around the SQLite store's that forwards what it must
+/// and `database` (so a request scope's new keys skip their own durable
+/// commit) but not `make_durable`.
+struct ForwardsDatabaseOnly(privacy_pledge::store::sqlite::SqliteKeyStore);
+
+impl privacy_pledge::crypto::KeyStore for ForwardsDatabaseOnly {
+    fn load(
+        &self,
+        subject: SubjectId,
+    ) -> Result<privacy_pledge::crypto::SubjectKeys, privacy_pledge::crypto::KeyStoreError> {
+        self.0.load(subject)
+    }
+    fn insert(
+        &self,
+        subject: SubjectId,
+        key: privacy_pledge::crypto::StoredKey,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.0.insert(subject, key)
+    }
+    fn reserve(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        n: u64,
+    ) -> Result<u64, privacy_pledge::crypto::KeyStoreError> {
+        self.0.reserve(subject, generation, n)
+    }
+    fn rewrap(
+        &self,
+        subject: SubjectId,
+        generation: u32,
+        wrapped: privacy_pledge::crypto::Wrapped,
+    ) -> Result<(), privacy_pledge::crypto::KeyStoreError> {
+        self.0.rewrap(subject, generation, wrapped)
+    }
+    fn destroy(
+        &self,
+        subject: SubjectId,
+        at: Timestamp,
+    ) -> Result<privacy_pledge::crypto::Destroyed, privacy_pledge::crypto::KeyStoreError> {
+        self.0.destroy(subject, at)
+    }
+    fn wrapped_under(
+        &self,
+        kek_version: u32,
+    ) -> Result<Vec<(SubjectId, u32)>, privacy_pledge::crypto::KeyStoreError> {
+        self.0.wrapped_under(kek_version)
+    }
+    fn database(&self) -> Option<privacy_pledge::request::DatabaseId> {
+        self.0.database()
+    }
+}
+
+/// A1 (host code wraps the key store) and A5: thread A's request scope
+/// makes ada's key, written without a sync of its own, and stays open;
+/// thread B, outside any scope, seals for ada. Through the store's own key
+/// store B's seal makes the key durable first and succeeds; through a
+/// wrapper that forwards `database` but not `make_durable` it fails,
+/// instead of handing out an envelope whose key a power cut could take.
+#[test]
+fn a1_a5_a_key_store_wrapper_that_cannot_make_a_pending_key_durable_fails_the_seal() {
+    use privacy_pledge::crypto::KeyStore;
+    let dir = TempDir::named("store_sqlite", "wrapper-make-durable");
+    let store = SqliteStore::open(dir.path("db.sqlite")).unwrap();
+    let outside_seal = |key_store: Arc<dyn KeyStore>| {
+        let keyring = Keyring::generate().unwrap();
+        let audit_key = keyring.audit_key();
+        let custodian = Custodian::builder()
+            .keyring(keyring)
+            .key_store(key_store)
+            .audit(store.audit_sink(audit_key).unwrap())
+            .build()
+            .unwrap();
+        let ada = SubjectId::random();
+        let email = || -> PersonalInfo<EmailAddress, Transaction> {
+            PersonalInfo::collect(ada, EmailAddress::parse("ada@example.com").unwrap())
+        };
+        let (made_tx, made_rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (custodian, email) = (&custodian, &email);
+        std::thread::scope(|s| {
+            let a = s.spawn(move || {
+                custodian.request(|| -> Result<_, Error> {
+                    let sealed = custodian.seal(&email())?;
+                    made_tx.send(()).unwrap();
+                    go_rx.recv().unwrap();
+                    Ok(sealed)
+                })
+            });
+            made_rx.recv().unwrap();
+            let outside = s.spawn(move || custodian.seal(&email())).join().unwrap();
+            go_tx.send(()).unwrap();
+            a.join().unwrap().unwrap();
+            outside.map(drop).map_err(|e| e.to_string())
+        })
+    };
+    assert_eq!(outside_seal(Arc::new(store.key_store())), Ok(()));
+    let refused = outside_seal(Arc::new(ForwardsDatabaseOnly(store.key_store())));
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("make_durable")),
+        "{refused:?}"
+    );
+}

@@ -221,7 +221,8 @@ pub trait KeyStore: Send + Sync {
     /// tokens noted inside a request scope are written without a durable
     /// commit of their own: the scope's audit commit, which comes before
     /// anything leaves the scope, makes them durable. The default, `None`,
-    /// keeps every write durable on its own.
+    /// keeps every write durable on its own. A wrapper that forwards this
+    /// forwards [`make_durable`](Self::make_durable) too.
     fn database(&self) -> Option<crate::request::DatabaseId> {
         None
     }
@@ -230,10 +231,22 @@ pub trait KeyStore: Send + Sync {
     /// commit of its own (a new key inside a request scope, see
     /// [`database`](Self::database)). The custodian calls it before a seal
     /// outside that scope uses such a key: that seal's envelope leaves at
-    /// once, before the scope's own durable commit. The default, for a
-    /// store whose every write is durable on its own, does nothing.
+    /// once, before the scope's own durable commit.
+    ///
+    /// The default does nothing for a store whose every write is durable
+    /// on its own ([`database`](Self::database) `None`), and refuses for
+    /// one that answers a database: a wrapper around one of the crate's
+    /// stores that forwards `database` must forward this too, and one that
+    /// does not fails such a seal instead of handing out an envelope whose
+    /// key may never reach the disk.
     fn make_durable(&self) -> Result<(), KeyStoreError> {
-        Ok(())
+        match self.database() {
+            None => Ok(()),
+            Some(_) => Err(KeyStoreError::Backend(Cow::Borrowed(
+                "this key store answers `database` but does not make its writes durable \
+                 (KeyStore::make_durable): forward it with `database`",
+            ))),
+        }
     }
 
     /// Every (subject, generation) whose key is wrapped under `kek_version`.
